@@ -1,0 +1,101 @@
+"""What a user configures about a cube, as pydantic models with named presets.
+
+``CubeConfig`` is written to ``<cube>/cube.json`` when a cube is created. Secrets never are: a
+configuration names the *environment variable* that holds a key or password (``api_key_env``,
+``password_env``), and the value is read from the environment when a client is built.
+
+Presets are module constants (``EMBEDDED``, ``chroma_server(...)``) rather than flags.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbedderConfig(_Strict):
+    """Which embedder a cube uses when none is passed in as an object."""
+
+    provider: Literal["minilm", "sentence-transformers", "openai"] = Field(
+        "minilm", description="minilm: the offline all-MiniLM-L6-v2 default; openai: any OpenAI-compatible API"
+    )
+    model: str | None = Field(None, description="model name or local path (provider specific)")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; None means the SDK default")
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
+    dimensions: int | None = Field(None, description="requested output dimension, where the provider supports it")
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+class VectorConfig(_Strict):
+    """Where the derived vector index lives."""
+
+    backend: Literal["chroma"] = "chroma"
+    mode: Literal["persistent", "http"] = Field(
+        "persistent", description="persistent: <cube>/vectors; http: a Chroma server (chroma run)"
+    )
+    host: str = "localhost"
+    port: int = 8000
+    ssl: bool = False
+    collection: str | None = Field(None, description="collection name; defaults to the cube id")
+    #: Above this many candidate rows a dense search goes to the ANN index; at or below it the
+    #: cube scores the candidates exactly from the vectors it keeps in SQLite (faster and exact).
+    exact_search_max: int = Field(4096, ge=0)
+
+
+class GraphConfig(_Strict):
+    """Where the graph projection lives: SQLite (embedded) or Neo4j (any Bolt server)."""
+
+    backend: Literal["sqlite", "neo4j"] = "sqlite"
+    uri: str | None = None
+    user: str = "neo4j"
+    password_env: str = Field("NEO4J_PASSWORD", description="name of the environment variable holding the password")
+    database: str | None = None
+
+
+class CubeConfig(_Strict):
+    """The configuration of one cube.
+
+    Example:
+        >>> CubeConfig().vector.mode
+        'persistent'
+        >>> chroma_server(port=8123).vector.port
+        8123
+    """
+
+    cube_id: str | None = Field(None, description="defaults to the directory name")
+    embedder: EmbedderConfig = EmbedderConfig()
+    vector: VectorConfig = VectorConfig()
+    graph: GraphConfig = GraphConfig()
+    max_text_chars: int = Field(32_000, ge=1, description="longer texts are rejected, not truncated")
+    reader: Literal["fast"] = "fast"
+
+    @field_validator("cube_id")
+    @classmethod
+    def _valid_id(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or len(value) > 128 or "/" in value):
+            raise ValueError("cube_id must be 1-128 characters without '/'")
+        return value
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """What cube.json records: everything here, and by construction no secret values."""
+        return self.model_dump(mode="json")
+
+
+#: SQLite + persistent Chroma + offline MiniLM, all inside the cube directory.
+EMBEDDED = CubeConfig()
+
+
+def chroma_server(host: str = "localhost", port: int = 8000, **kw: Any) -> CubeConfig:
+    """The embedded preset with vectors on a Chroma server (``chroma run --path DIR --port N``)."""
+    return CubeConfig(vector=VectorConfig(mode="http", host=host, port=port), **kw)
+
+
+def secret(env_name: str) -> str | None:
+    """Read a secret from the environment at the moment a client is built."""
+    return os.environ.get(env_name)

@@ -1,0 +1,433 @@
+"""MemCube: one directory holding plaintext, activation and parametric memory.
+
+```
+<cube>/cube.json     format version, cube id, embedder (name, dimension, fingerprint), config (no secrets)
+<cube>/memory.db     SQLite: the source of truth (see textual/store.py)
+<cube>/vectors/      Chroma persistent directory (absent when vectors live on a Chroma server)
+<cube>/kv/           KV caches (activation memory), safetensors + JSON
+<cube>/adapters/     LoRA adapters (parametric memory), safetensors + JSON manifest
+```
+
+A cube opened with another embedder than the one it was built with is refused
+(:class:`EmbedderMismatchError`); a cube whose files cannot be read is :class:`CubeCorruptedError`.
+Opening replays index writes a crash left behind, so the ANN index always matches SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .config import CubeConfig
+from .errors import (
+    CubeCorruptedError,
+    CubeNotFoundError,
+    EmbedderMismatchError,
+    InvalidInputError,
+    InvalidTypeError,
+)
+from .items import Edge, Kind, Lifecycle, MemoryItem, SearchHit, utcnow
+from .textual.embed import Embedder, as_embedder
+from .textual.filters import MemoryFilter
+from .textual.graph import SQLiteGraph
+from .textual.memory import TextualMemory, ids_of, new_item
+from .textual.retrieve import SearchPlan
+from .textual.store import SQLiteStore
+from .textual.vector import ChromaIndex, VectorIndex
+
+FORMAT_VERSION = 1
+CUBE_FILE = "cube.json"
+
+
+class MemCube:
+    """A memory cube on disk.
+
+    Example:
+        >>> import tempfile
+        >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+        >>> _ = cube.add(messages=[{"role": "user", "name": "Caroline", "id": "D1:3",
+        ...                         "content": "I went to a support group yesterday."}],
+        ...              user_id="caroline", session_id="s1", timestamp="1:56 pm on 8 May, 2023")
+        >>> hit = cube.search("When did Caroline go to the support group?", user_id="caroline")[0]
+        >>> hit.item.sources, hit.item.event_time.date().isoformat()
+        (['D1:3'], '2023-05-08')
+        >>> cube.close()
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: CubeConfig,
+        embedder: Embedder,
+        store: SQLiteStore,
+        index: VectorIndex,
+    ) -> None:
+        self.path = path
+        self.config = config
+        self.cube_id: str = config.cube_id or path.name
+        self.embedder = embedder
+        self.store = store
+        self.index = index
+        self.graph = SQLiteGraph(store)
+        self.text_mem = TextualMemory(
+            store, index, self.graph, embedder, cube_id=self.cube_id,
+            max_text_chars=config.max_text_chars, exact_search_max=config.vector.exact_search_max,
+        )
+
+    # -- opening and creating -----------------------------------------------------------------
+    @classmethod
+    def init_from_dir(
+        cls, path: str | Path, config: CubeConfig | None = None, *, embedder: Any = None,
+        index: VectorIndex | None = None,
+    ) -> MemCube:
+        """Open the cube at ``path``, or create an embedded one there if the directory has none."""
+        path = Path(path)
+        if (path / CUBE_FILE).exists():
+            return cls.open(path, embedder=embedder, index=index)
+        return cls.create(path, config, embedder=embedder, index=index)
+
+    @classmethod
+    def create(
+        cls, path: str | Path, config: CubeConfig | None = None, *, embedder: Any = None,
+        index: VectorIndex | None = None,
+    ) -> MemCube:
+        path = Path(path)
+        if (path / CUBE_FILE).exists():
+            raise InvalidInputError(f"{path} already holds a cube; open it with MemCube.open or init_from_dir")
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(f"{path} is a file; give a directory for the cube")
+        config = config or CubeConfig()
+        if config.cube_id is None:
+            config = config.model_copy(update={"cube_id": path.resolve().name})
+        emb = as_embedder(embedder if embedder is not None else config.embedder)
+        path.mkdir(parents=True, exist_ok=True)
+        header = {
+            "format_version": FORMAT_VERSION,
+            "cube_id": config.cube_id,
+            "created_at": utcnow().isoformat(),
+            "embedder": {"name": emb.name, "dimension": emb.dimension, "fingerprint": emb.fingerprint},
+            "config": config.to_json_dict(),
+        }
+        tmp = path / (CUBE_FILE + ".tmp")
+        tmp.write_text(json.dumps(header, indent=2))
+        store = SQLiteStore(path / "memory.db")
+        tmp.replace(path / CUBE_FILE)  # cube.json appears last: a half-created cube is not a cube
+        return cls(path, config, emb, store, index or _open_index(path, config))
+
+    @classmethod
+    def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None) -> MemCube:
+        """Open an existing cube; the embedder must be the one it was built with."""
+        path = Path(path)
+        header = read_header(path)
+        try:
+            config = CubeConfig.model_validate(header["config"])
+        except Exception as exc:
+            raise CubeCorruptedError(f"{path / CUBE_FILE} has an invalid config: {exc}") from exc
+        emb = as_embedder(embedder if embedder is not None else config.embedder)
+        recorded = header["embedder"]
+        if (emb.name, emb.dimension) != (recorded["name"], recorded["dimension"]) or emb.fingerprint != recorded["fingerprint"]:
+            raise EmbedderMismatchError(
+                f"cube {path} was built with embedder {recorded['name']!r} ({recorded['dimension']} dims, "
+                f"fingerprint {recorded['fingerprint']}) but {emb.name!r} ({emb.dimension} dims, fingerprint "
+                f"{emb.fingerprint}) was given; open it with the same embedder, or export it and import into a new cube"
+            )
+        store = SQLiteStore(path / "memory.db")
+        cube = cls(path, config, emb, store, index or _open_index(path, config))
+        cube._recover()
+        return cube
+
+    load = open  # MemOS spelling
+
+    def _recover(self) -> None:
+        """Replay index writes a crash left in the outbox; diff all ids if the counts disagree."""
+        report = self.text_mem.reconcile()
+        live = self.store.count(MemoryFilter(states=[s for s in Lifecycle if s != Lifecycle.DELETED]))
+        if live != self.index.count():
+            report = self.text_mem.reconcile(full=True)
+        if any(report.values()):
+            self.audit("reconcile", "system", self.cube_id, report)
+
+    # -- the three memory slots -----------------------------------------------------------------
+    @cached_property
+    def act_mem(self) -> Any:
+        """Activation memory: KV caches of a local model (needs the ``[local]`` extra)."""
+        from .activation import ActivationMemory
+
+        return ActivationMemory.for_cube(self)
+
+    @cached_property
+    def para_mem(self) -> Any:
+        """Parametric memory: LoRA adapters of a local model (needs the ``[local]`` extra)."""
+        from .parametric import ParametricMemory
+
+        return ParametricMemory.for_cube(self)
+
+    # -- plaintext memory: the everyday API ------------------------------------------------------
+    def add(
+        self,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        memory: str | Sequence[str] | None = None,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        timestamp: Any = None,
+        kind: Kind | str = Kind.FACT,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        sources: Sequence[str] = (),
+        principal: str | None = None,
+    ) -> list[MemoryItem]:
+        """Add chat ``messages`` (read into one item each) or ``memory`` text(s) (one item each)."""
+        if (messages is None) == (memory is None):
+            raise InvalidInputError("pass exactly one of messages=[...] or memory='...'")
+        if isinstance(tags, str):
+            raise InvalidTypeError("tags must be a list of strings")
+        if messages is not None:
+            return self.text_mem.add_messages(
+                messages, user_id=user_id, agent_id=agent_id, session_id=session_id, timestamp=timestamp,
+                principal=principal, tags=tags,
+            )
+        texts = [memory] if isinstance(memory, str) else memory
+        if not isinstance(texts, Sequence) or not texts:
+            raise InvalidTypeError("memory must be a string or a non-empty list of strings")
+        items = [
+            new_item(
+                t, kind=kind, user_id=user_id, agent_id=agent_id, session_id=session_id, event_time=timestamp,
+                tags=list(tags), metadata=dict(metadata or {}), sources=list(sources),
+                created_by=principal or user_id, method="direct",
+            )
+            for t in texts
+        ]
+        return self.text_mem.add_items(items)
+
+    def add_items(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[MemoryItem]:
+        return self.text_mem.add_items(items, edges)
+
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str | Sequence[str] | None = None,
+        agent_id: str | Sequence[str] | None = None,
+        session_id: str | Sequence[str] | None = None,
+        kinds: Sequence[Kind | str] | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        time_from: Any = None,
+        time_to: Any = None,
+        top_k: int = 10,
+        plan: SearchPlan | str | None = None,
+        filter: MemoryFilter | None = None,
+        now: datetime | None = None,
+    ) -> list[SearchHit]:
+        """Hybrid search within a scope; see :class:`SearchPlan` for the presets."""
+        from .textual.read import parse_timestamp
+
+        flt = filter or MemoryFilter(
+            user_id=user_id, agent_id=agent_id, session_id=session_id, kinds=kinds, tags_all=tags,
+            metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_timestamp(time_to),
+        )
+        return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now)
+
+    def get(self, item_id: str) -> MemoryItem:
+        return self.text_mem.get(item_id)
+
+    def get_all(
+        self, *, user_id: str | None = None, session_id: str | None = None, kinds: Sequence[Kind | str] | None = None,
+        limit: int | None = None, offset: int = 0, include_archived: bool = False,
+    ) -> list[MemoryItem]:
+        states = None if include_archived else MemoryFilter().states
+        flt = MemoryFilter(user_id=user_id, session_id=session_id, kinds=kinds, states=states)
+        if include_archived:
+            flt.states = [s for s in Lifecycle if s != Lifecycle.DELETED]
+        return self.text_mem.list(flt, limit, offset)
+
+    def update(self, item_id: str, *, principal: str | None = None, **changes: Any) -> MemoryItem:
+        return self.text_mem.update(item_id, principal=principal, **changes)
+
+    def delete(self, ids: str | Sequence[str], *, principal: str | None = None) -> int:
+        return self.text_mem.delete(ids_of([ids] if isinstance(ids, str) else ids), principal=principal)
+
+    def delete_all(self, *, user_id: str | None = None, principal: str | None = None) -> int:
+        return self.delete([i.id for i in self.get_all(user_id=user_id, include_archived=True)], principal=principal)
+
+    def history(self, item_id: str) -> list[MemoryItem]:
+        return self.text_mem.history(item_id)
+
+    def relate(self, src: str, dst: str, type: str, weight: float = 1.0, **metadata: Any) -> Edge:
+        return self.text_mem.relate(src, dst, type, weight, metadata)
+
+    def neighbors(self, item_id: str, depth: int = 1, types: Sequence[str] | None = None) -> list[MemoryItem]:
+        return self.text_mem.neighbors(item_id, depth, types)
+
+    # -- audit, stats, maintenance --------------------------------------------------------------
+    def audit(self, action: str, principal: str | None, target: str | None, detail: Mapping[str, Any] | None = None,
+              allowed: bool = True) -> None:
+        self.store.audit(action, principal, target, dict(detail or {}), allowed)
+
+    def audit_log(self, limit: int = 100, principal: str | None = None) -> list[dict[str, Any]]:
+        return self.store.audit_log(limit, principal)
+
+    def stats(self) -> dict[str, Any]:
+        rows = self.store.read("SELECT state, kind, COUNT(*) FROM items GROUP BY state, kind")
+        by_state: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        for state, kind, n in rows:
+            by_state[state] = by_state.get(state, 0) + n
+            if state != Lifecycle.DELETED.value:
+                by_kind[kind] = by_kind.get(kind, 0) + n
+        return {
+            "cube_id": self.cube_id, "path": str(self.path), "embedder": self.embedder.name,
+            "items": sum(n for s, n in by_state.items() if s != Lifecycle.DELETED.value),
+            "by_state": by_state, "by_kind": by_kind,
+            "users": [r[0] for r in self.store.read("SELECT DISTINCT user_id FROM items WHERE user_id IS NOT NULL ORDER BY 1")],
+            "versions": self.store.read("SELECT COUNT(*) FROM versions")[0][0],
+            "edges": self.store.read("SELECT COUNT(*) FROM edges")[0][0],
+            "vectors_indexed": self.index.count(),
+            "vector_backend": self.config.vector.mode,
+        }
+
+    def reindex(self, reembed: bool = False) -> int:
+        return self.text_mem.reindex(reembed)
+
+    def reconcile(self, full: bool = True) -> dict[str, int]:
+        return self.text_mem.reconcile(full)
+
+    # -- copies ----------------------------------------------------------------------------------
+    def dump(self, path: str | Path) -> MemCube:
+        """Write a consistent, self-contained embedded copy of this cube to ``path`` and return it opened."""
+        return self.clone(path, cube_id=self.cube_id)
+
+    def clone(self, path: str | Path, cube_id: str | None = None) -> MemCube:
+        """Copy this cube to ``path`` (an empty or absent directory) under ``cube_id``."""
+        target = Path(path)
+        if target.exists() and any(target.iterdir()):
+            raise InvalidInputError(f"{target} is not empty; dump into a new directory")
+        target.mkdir(parents=True, exist_ok=True)
+        with self.store.lock:  # the SQLite backup API copies a consistent snapshot
+            dest = sqlite3.connect(str(target / "memory.db"))
+            self.store.conn.backup(dest)
+            dest.close()
+        header = read_header(self.path)
+        config = self.config.model_copy(update={"cube_id": cube_id or target.resolve().name,
+                                                 "vector": self.config.vector.model_copy(update={"mode": "persistent", "collection": None})})
+        header.update(cube_id=config.cube_id, config=config.to_json_dict())
+        (target / CUBE_FILE).write_text(json.dumps(header, indent=2))
+        for sub in ("kv", "adapters"):
+            if (self.path / sub).is_dir():
+                shutil.copytree(self.path / sub, target / sub)
+        copy = MemCube.open(target, embedder=self.embedder)
+        copy.reindex()  # vectors are rebuilt from the copied source of truth, never copied half-written
+        return copy
+
+    def merge(self, other: MemCube, *, principal: str | None = None) -> int:
+        """Copy every live item of ``other`` into this cube (ids kept; an existing id gets a new version)."""
+        if other.embedder.fingerprint != self.embedder.fingerprint:
+            raise EmbedderMismatchError("cannot merge cubes built with different embedders; export and import instead")
+        items = other.get_all(include_archived=True)
+        copied = [it.evolve(cube_id=self.cube_id) for it in items]
+        edges = other.graph.edges([it.id for it in items], "out")
+        for start in range(0, len(copied), 512):
+            self.text_mem.add_items(copied[start : start + 512])
+        if edges:
+            self.graph.add_edges(edges)
+        self.audit("merge", principal, other.cube_id, {"items": len(copied), "edges": len(edges)})
+        return len(copied)
+
+    def export_jsonl(self, path: str | Path | None = None) -> Iterator[dict[str, Any]] | int:
+        """Every version of every item (tombstones included) and every edge, as JSON lines."""
+        def rows() -> Iterator[dict[str, Any]]:
+            ids = [r[0] for r in self.store.read("SELECT id FROM items ORDER BY rid")]
+            for item_id in ids:
+                for version in self.store.history(item_id):
+                    yield {"type": "item", "item": version.to_dict()}
+            for src, dst, typ, weight, meta in self.store.read("SELECT src, dst, type, weight, metadata FROM edges ORDER BY rowid"):
+                yield {"type": "edge", "edge": {"src": src, "dst": dst, "type": typ, "weight": weight, "metadata": json.loads(meta)}}
+        if path is None:
+            return rows()
+        n = 0
+        with open(path, "w", encoding="utf-8") as fh:
+            for row in rows():
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        return n
+
+    def import_jsonl(self, path: str | Path) -> int:
+        """Load what :meth:`export_jsonl` wrote: versions are restored as they were (lossless)."""
+        items: list[MemoryItem] = []
+        edges: list[Edge] = []
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if row["type"] == "item":
+                        items.append(MemoryItem.from_dict(row["item"]))
+                    elif row["type"] == "edge":
+                        edges.append(Edge(**row["edge"]))
+                    else:
+                        raise ValueError(f"unknown row type {row['type']!r}")
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise InvalidInputError(f"{path}:{n} is not an export row: {exc}") from None
+        latest: dict[str, MemoryItem] = {}
+        for it in items:
+            if it.id not in latest or latest[it.id].version < it.version:
+                latest[it.id] = it
+        live = [it for it in latest.values() if it.state != Lifecycle.DELETED]
+        vectors = self.embedder.embed_documents([it.index_text for it in live])
+        vec_of = {it.id: v for it, v in zip(live, vectors)}
+        # one transaction: all versions in order, then the current rows with their vectors
+        with self.store.transaction():
+            for it in sorted(items, key=lambda i: (i.id, i.version)):
+                self.store.write_items([it], None)
+            for it in latest.values():
+                self.store.write_items([it], vec_of[it.id][None, :] if it.id in vec_of else None)
+            if edges:
+                self.store.add_edges(edges)
+        self.text_mem.sync_index()
+        return len(latest)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> MemCube:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MemCube(cube_id={self.cube_id!r}, path={str(self.path)!r})"
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    file = path / CUBE_FILE
+    if not path.is_dir() or not file.exists():
+        raise CubeNotFoundError(f"no cube at {path}; create one with MemCube.init_from_dir({str(path)!r})")
+    try:
+        header = json.loads(file.read_text())
+        if not isinstance(header, dict) or not {"format_version", "embedder", "config"} <= set(header):
+            raise ValueError("missing keys")
+        if header["format_version"] > FORMAT_VERSION:
+            raise CubeCorruptedError(f"{file} was written by a newer memos-integrations; upgrade the package")
+    except (ValueError, OSError) as exc:
+        raise CubeCorruptedError(f"{file} is not a valid cube header ({exc}); restore it from a dump") from exc
+    return header
+
+
+def _open_index(path: Path, config: CubeConfig) -> VectorIndex:
+    name = config.vector.collection or f"cube_{config.cube_id}"
+    name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:60]
+    if len(name) < 3:
+        name = f"cube_{name}".ljust(3, "_")
+    if config.vector.mode == "http":
+        return ChromaIndex.http(config.vector.host, config.vector.port, name, config.vector.ssl)
+    return ChromaIndex.persistent(path / "vectors", name)

@@ -1,0 +1,80 @@
+"""Errors raised by memos-integrations.
+
+Every error derives from :class:`MemosError`, and where a caller would naturally catch a builtin
+(``ValueError`` for bad input, ``PermissionError`` for access, ``FileNotFoundError`` for a missing cube)
+the subclass derives from that builtin too. Each message says what to do instead.
+"""
+
+from __future__ import annotations
+
+
+class MemosError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class InvalidInputError(MemosError, ValueError):
+    """An argument has the right type but a value that cannot be used."""
+
+
+class EmptyTextError(InvalidInputError):
+    """A memory, message or query has no text once whitespace is stripped."""
+
+
+class OversizedInputError(InvalidInputError):
+    """A text is longer than the cube accepts (``CubeConfig.max_text_chars``)."""
+
+
+class InvalidFilterError(InvalidInputError):
+    """A search or listing filter names an unknown field or operator, or a value of the wrong type."""
+
+
+class InvalidTypeError(MemosError, TypeError):
+    """An argument has the wrong type."""
+
+
+class CubeNotFoundError(MemosError, FileNotFoundError):
+    """No cube at the given directory, or no cube with the given id in the registry."""
+
+
+class CubeCorruptedError(MemosError, RuntimeError):
+    """A cube's files cannot be read as a cube (bad cube.json, unreadable database, damaged cache file)."""
+
+
+class EmbedderMismatchError(MemosError, ValueError):
+    """The embedder given to a cube is not the one the cube's vectors were built with."""
+
+
+class ModelMismatchError(MemosError, ValueError):
+    """A KV cache or adapter was made for another base model, dtype or tokenizer."""
+
+
+class UnknownUserError(MemosError, LookupError):
+    """A user id that the orchestrator does not know."""
+
+
+class ItemNotFoundError(MemosError, LookupError):
+    """A memory id that is not in the cube (or has been deleted)."""
+
+
+class AccessDeniedError(MemosError, PermissionError):
+    """A principal tried to read or write a cube it neither owns nor was shared."""
+
+
+class MissingExtraError(MemosError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class BackendError(MemosError, RuntimeError):
+    """A storage backend (Chroma server, Neo4j) failed or is unreachable."""
+
+
+def require(module: str, extra: str) -> object:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtraError(
+            f"{module!r} is not installed; install it with: pip install 'memos-integrations[{extra}]'"
+        ) from exc

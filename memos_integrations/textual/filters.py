@@ -1,0 +1,209 @@
+"""Search and listing filters: one typed description, compiled to SQL and to a Chroma ``where``.
+
+Pure functions only; the stores run what these produce. Every value reaches SQL as a bound
+parameter; field names are checked against a fixed table, metadata keys against a safe pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import InvalidFilterError
+from ..items import LIVE_STATES, Kind, Lifecycle, to_epoch
+
+#: Operators a metadata condition may use (the LangGraph / Mongo-style vocabulary).
+OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
+_SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_KEY = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}$")
+Scalar = (str, int, float, bool)
+
+
+def _as_list(value: str | Sequence[str] | None, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise InvalidFilterError(f"{name} must be a string or a list of strings, got {type(value).__name__}")
+
+
+@dataclass
+class MemoryFilter:
+    """Which items a search or listing may return. Every field narrows; ``None`` means any.
+
+    Example:
+        >>> f = MemoryFilter(user_id="caroline", metadata={"speaker": "Caroline", "turn": {"$gte": 3}})
+        >>> sql, params = f.to_sql()
+        >>> "json_extract" in sql and params[0] == "caroline"
+        True
+    """
+
+    user_id: str | Sequence[str] | None = None
+    agent_id: str | Sequence[str] | None = None
+    session_id: str | Sequence[str] | None = None
+    kinds: Sequence[Kind | str] | None = None
+    states: Sequence[Lifecycle | str] | None = field(default_factory=lambda: list(LIVE_STATES))
+    tags_any: Sequence[str] | None = None
+    tags_all: Sequence[str] | None = None
+    metadata: Mapping[str, Any] | None = None
+    #: inclusive bounds on the item's event time (when it happened), falling back to created_at
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    ids: Sequence[str] | None = None
+    parent_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.user_id = _as_list(self.user_id, "user_id")
+        self.agent_id = _as_list(self.agent_id, "agent_id")
+        self.session_id = _as_list(self.session_id, "session_id")
+        self.ids = _as_list(self.ids, "ids")
+        self.tags_any = _as_list(self.tags_any, "tags_any")
+        self.tags_all = _as_list(self.tags_all, "tags_all")
+        try:
+            self.kinds = None if self.kinds is None else [Kind(k) for k in _iter(self.kinds, "kinds")]
+            self.states = None if self.states is None else [Lifecycle(s) for s in _iter(self.states, "states")]
+        except ValueError as exc:
+            raise InvalidFilterError(f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}") from None
+        for bound in (self.time_from, self.time_to):
+            if bound is not None and not isinstance(bound, datetime):
+                raise InvalidFilterError(f"time_from / time_to must be datetimes, got {type(bound).__name__}")
+        if self.time_from and self.time_to and to_epoch(self.time_from) > to_epoch(self.time_to):  # type: ignore[operator]
+            raise InvalidFilterError("time_from is after time_to: the range is empty; swap them")
+        if self.metadata is not None:
+            if not isinstance(self.metadata, Mapping):
+                raise InvalidFilterError("metadata filter must be a mapping of key -> value or {operator: value}")
+            for key, cond in self.metadata.items():
+                _check_condition(key, cond)
+
+    def to_sql(self, alias: str = "items") -> tuple[str, list[Any]]:
+        """A SQL boolean expression over table ``alias`` and its parameters."""
+        a = alias
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def in_clause(column: str, values: Sequence[Any]) -> None:
+            clauses.append(f"{a}.{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+
+        for column in ("user_id", "agent_id", "session_id"):
+            values = getattr(self, column)
+            if values is not None:
+                in_clause(column, values)
+        if self.ids is not None:
+            in_clause("id", self.ids)
+        if self.kinds is not None:
+            in_clause("kind", [k.value for k in self.kinds])  # type: ignore[union-attr]
+        if self.states is not None:
+            in_clause("state", [s.value for s in self.states])  # type: ignore[union-attr]
+        if self.parent_id is not None:
+            clauses.append(f"{a}.parent_id = ?")
+            params.append(self.parent_id)
+        if self.tags_any:
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM json_each({a}.tags) WHERE value IN ({','.join('?' * len(self.tags_any))}))"
+            )
+            params.extend(self.tags_any)
+        for tag in self.tags_all or ():
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each({a}.tags) WHERE value = ?)")
+            params.append(tag)
+        if self.time_from is not None:
+            clauses.append(f"COALESCE({a}.event_time, {a}.created_at) >= ?")
+            params.append(to_epoch(self.time_from))
+        if self.time_to is not None:
+            clauses.append(f"COALESCE({a}.event_time, {a}.created_at) <= ?")
+            params.append(to_epoch(self.time_to))
+        for key, cond in (self.metadata or {}).items():
+            sql, p = _metadata_sql(a, key, cond)
+            clauses.append(sql)
+            params.extend(p)
+        return (" AND ".join(clauses) or "1"), params
+
+    def chroma_where(self) -> dict[str, Any] | None:
+        """The part of this filter Chroma can evaluate (scope, kind, state); the rest is checked in SQL."""
+        parts: list[dict[str, Any]] = []
+        for column in ("user_id", "agent_id", "session_id"):
+            values = getattr(self, column)
+            if values is not None:
+                parts.append({column: {"$in": list(values)}})
+        if self.kinds is not None:
+            parts.append({"kind": {"$in": [k.value for k in self.kinds]}})  # type: ignore[union-attr]
+        if self.states is not None:
+            parts.append({"state": {"$in": [s.value for s in self.states]}})  # type: ignore[union-attr]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _iter(values: Any, name: str) -> Iterable[Any]:
+    if isinstance(values, (str, Kind, Lifecycle)):
+        return [values]
+    if not isinstance(values, (list, tuple, set, frozenset)):
+        raise InvalidFilterError(f"{name} must be a list, got {type(values).__name__}")
+    return values
+
+
+def _check_condition(key: Any, cond: Any) -> None:
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise InvalidFilterError(
+            f"metadata key {key!r} is not a plain name (letters, digits, '_', '-', '.'; at most 128 characters)"
+        )
+    if isinstance(cond, Mapping):
+        if not cond:
+            raise InvalidFilterError(f"empty condition for metadata key {key!r}")
+        for op, value in cond.items():
+            if op not in OPERATORS:
+                raise InvalidFilterError(f"unknown operator {op!r} for key {key!r}; use one of {', '.join(OPERATORS)}")
+            if op in ("$in", "$nin"):
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, Scalar) for v in value):
+                    raise InvalidFilterError(f"{op} for key {key!r} needs a list of strings or numbers")
+            elif op == "$exists":
+                if not isinstance(value, bool):
+                    raise InvalidFilterError(f"$exists for key {key!r} needs true or false")
+            elif op in ("$gt", "$gte", "$lt", "$lte"):
+                if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                    raise InvalidFilterError(f"{op} for key {key!r} needs a number or a string")
+            elif value is not None and not isinstance(value, Scalar):
+                raise InvalidFilterError(f"{op} for key {key!r} needs a string, number, boolean or null")
+    elif cond is not None and not isinstance(cond, Scalar):
+        raise InvalidFilterError(
+            f"metadata value for {key!r} must be a string, number, boolean or an {{operator: value}} mapping"
+        )
+
+
+def _json_param(value: Any) -> Any:
+    # json_extract returns SQLite integers 1/0 for JSON true/false
+    return int(value) if isinstance(value, bool) else value
+
+
+def _metadata_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
+    path = "$." + ".".join(f'"{part}"' for part in key.split("."))
+    expr = f"json_extract({alias}.metadata, ?)"
+    if not isinstance(cond, Mapping):
+        cond = {"$eq": cond}
+    sqls: list[str] = []
+    params: list[Any] = []
+    for op, value in cond.items():
+        if op == "$exists":
+            sqls.append(f"(json_type({alias}.metadata, ?) IS {'NOT ' if value else ''}NULL)")
+            params.append(path)
+        elif op in ("$in", "$nin"):
+            marks = ",".join("?" * len(value)) or "NULL"
+            neg = "NOT " if op == "$nin" else ""
+            null_ok = f" OR {expr} IS NULL" if op == "$nin" else ""
+            sqls.append(f"({expr} {neg}IN ({marks}){null_ok})")
+            params.extend([path, *map(_json_param, value)] + ([path] if null_ok else []))
+        elif value is None and op in ("$eq", "$ne"):
+            sqls.append(f"({expr} IS {'NOT ' if op == '$ne' else ''}NULL)")
+            params.append(path)
+        elif op == "$ne":
+            sqls.append(f"({expr} IS NULL OR {expr} != ?)")
+            params.extend([path, path, _json_param(value)])
+        else:
+            sqls.append(f"({expr} {_SQL_OPS[op]} ?)")
+            params.extend([path, _json_param(value)])
+    return " AND ".join(sqls), params

