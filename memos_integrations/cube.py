@@ -207,8 +207,8 @@ class MemCube:
         ]
         return self.text_mem.add_items(items)
 
-    def add_items(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[MemoryItem]:
-        return self.text_mem.add_items(items, edges)
+    def add_items(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), vectors: Any = None) -> list[MemoryItem]:
+        return self.text_mem.add_items(items, edges, vectors)
 
     def search(
         self,
@@ -226,6 +226,7 @@ class MemCube:
         plan: SearchPlan | str | None = None,
         filter: MemoryFilter | None = None,
         now: datetime | None = None,
+        query_vector: Any = None,
     ) -> list[SearchHit]:
         """Hybrid search within a scope; see :class:`SearchPlan` for the presets."""
         from .textual.read import parse_timestamp
@@ -234,7 +235,7 @@ class MemCube:
             user_id=user_id, agent_id=agent_id, session_id=session_id, kinds=kinds, tags_all=tags,
             metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_timestamp(time_to),
         )
-        return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now)
+        return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector)
 
     def get(self, item_id: str) -> MemoryItem:
         return self.text_mem.get(item_id)

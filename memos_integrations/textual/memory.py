@@ -49,8 +49,14 @@ class TextualMemory:
         self.reader = reader or FastReader(max_text_chars)
 
     # -- writes -------------------------------------------------------------------------------
-    def add_items(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[MemoryItem]:
-        """Store new items (or new versions of existing ids) atomically, with their embeddings."""
+    def add_items(
+        self, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), vectors: np.ndarray | None = None
+    ) -> list[MemoryItem]:
+        """Store new items (or new versions of existing ids) atomically, with their embeddings.
+
+        ``vectors`` (one row per item) are used as given when the caller already embedded the
+        texts with this cube's embedder (LlamaIndex nodes carry theirs); otherwise texts are embedded.
+        """
         if isinstance(items, MemoryItem) or not isinstance(items, Sequence):
             raise InvalidTypeError("add_items takes a list of MemoryItem")
         seen: set[str] = set()
@@ -78,7 +84,13 @@ class TextualMemory:
                 if item.state == Lifecycle.DELETED:
                     changes["state"] = Lifecycle.GENERATED
             stored.append(item.evolve(**changes))
-        vectors = self.embedder.embed_documents([i.index_text for i in stored])
+        if vectors is None:
+            vectors = self.embedder.embed_documents([i.index_text for i in stored])
+        else:
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[0] != len(stored):
+                raise InvalidInputError(f"got {vectors.shape[0] if vectors.ndim else 0} vectors for {len(stored)} items")
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self._check_dim(vectors)
         self.store.write_items(stored, vectors)
         if edges:
@@ -185,8 +197,12 @@ class TextualMemory:
         now: datetime | None = None,
         query_vector: np.ndarray | None = None,
     ) -> list[SearchHit]:
-        """Hybrid search; see :mod:`memos_integrations.textual.retrieve` for the plan."""
-        check_text(query, self.max_text_chars, "query")
+        """Hybrid search; see :mod:`memos_integrations.textual.retrieve` for the plan.
+
+        With ``query_vector`` (already embedded by the caller) ``query`` may be empty: dense only.
+        """
+        if query_vector is None or query:
+            check_text(query, self.max_text_chars, "query")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
         plan = R.plan_named(plan)
@@ -198,7 +214,7 @@ class TextualMemory:
             qvec = self.embedder.embed_query(query) if query_vector is None else np.asarray(query_vector, np.float32)
             self._check_dim(qvec[None, :])
             legs["dense"] = [rid for rid, _ in self._dense(qvec, flt, pool)]
-        if plan.keyword and (match := R.keyword_query(query)):
+        if plan.keyword and query and (match := R.keyword_query(query)):
             legs["keyword"] = [rid for rid, _ in self.store.keyword_search(match, flt, pool)]
         scores = R.rrf(legs, {"dense": plan.dense_weight, "keyword": plan.keyword_weight}, plan.rrf_k)
         if plan.time_aware and scores:
