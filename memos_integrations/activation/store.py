@@ -1,0 +1,184 @@
+"""The on-disk half of activation memory: KV caches in ``<cube>/kv`` as safetensors plus a JSON index.
+
+Part of activation memory (``activation/``). The in-memory manager spills least-recently-used
+caches here and reloads them on a later turn or in a new process. Nothing is pickled: each entry is
+one ``.safetensors`` file (tensors ``k.<layer>``/``v.<layer>``, with the model key, thread id and
+dtype repeated in its header) and one row of ``index.json`` naming the model key, dtype, layer count
+and the exact token ids the cache covers, plus a CRC32 of the file so a damaged file is detected
+before its tensors are used. Writes go to a temporary file and are renamed into place, so a crash
+leaves either the old entry or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CubeCorruptedError, ModelMismatchError
+
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+
+
+@dataclass
+class IndexEntry:
+    """One spilled cache, as recorded in ``index.json``."""
+
+    model_key: str
+    thread_id: str
+    file: str
+    dtype: str
+    num_layers: int
+    token_ids: list[int]
+    crc32: int
+    nbytes: int
+    created_at: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def entry_name(model_key: str, thread_id: str) -> str:
+    """File stem for an entry: a hash, so thread ids never become path components."""
+    return hashlib.sha256(f"{model_key}\0{thread_id}".encode()).hexdigest()[:32]
+
+
+class KVDiskStore:
+    """Reads and writes spilled caches under one directory; safe to share between threads."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.RLock()
+        self._index: dict[str, IndexEntry] = {}
+        self._index_mtime: float | None = None
+
+    # -- index -----------------------------------------------------------------------------------
+    def _index_path(self) -> Path:
+        return self.directory / INDEX_NAME
+
+    def _refresh(self) -> None:
+        """Re-read the index when another process (or an earlier run) changed it."""
+        path = self._index_path()
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._index, self._index_mtime = {}, None
+            return
+        if mtime == self._index_mtime:
+            return
+        try:
+            raw = json.loads(path.read_text())
+            if raw.get("format") != FORMAT_VERSION:
+                raise ValueError(f"format {raw.get('format')!r}")
+            self._index = {name: IndexEntry(**row) for name, row in raw["entries"].items()}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CubeCorruptedError(
+                f"KV index {path} is unreadable ({exc}); delete the kv/ directory to start with no "
+                "cached caches (they are derived data and will be recomputed)") from exc
+        self._index_mtime = mtime
+
+    def _write_index(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        body = {"format": FORMAT_VERSION, "entries": {n: asdict(e) for n, e in self._index.items()}}
+        tmp = self._index_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self._index_path())
+        self._index_mtime = self._index_path().stat().st_mtime_ns
+
+    def entries(self) -> list[IndexEntry]:
+        """All spilled entries (any model)."""
+        with self._lock:
+            self._refresh()
+            return list(self._index.values())
+
+    def find(self, model_key: str, thread_id: str) -> IndexEntry | None:
+        """The index row for this model and thread, or ``None`` (reads no tensors)."""
+        with self._lock:
+            self._refresh()
+            return self._index.get(entry_name(model_key, thread_id))
+
+    def threads_for_other_models(self, model_key: str, thread_id: str) -> list[str]:
+        """Model keys that hold a cache for ``thread_id`` other than ``model_key``."""
+        with self._lock:
+            self._refresh()
+            return [e.model_key for e in self._index.values()
+                    if e.thread_id == thread_id and e.model_key != model_key]
+
+    # -- entries ---------------------------------------------------------------------------------
+    def write(self, model_key: str, thread_id: str, token_ids: list[int], tensors: dict[str, Any],
+              dtype: str, meta: dict[str, Any] | None = None) -> IndexEntry:
+        """Write one cache (the output of :func:`.kv.to_tensors`) and record it in the index."""
+        from safetensors.torch import save
+
+        header = {"memos.model_key": model_key, "memos.thread_id": thread_id, "memos.dtype": dtype,
+                  "memos.seq_len": str(len(token_ids)), "memos.format": str(FORMAT_VERSION)}
+        data = save(tensors, metadata=header)
+        name = entry_name(model_key, thread_id)
+        entry = IndexEntry(model_key=model_key, thread_id=thread_id, file=f"{name}.safetensors",
+                           dtype=dtype, num_layers=len(tensors) // 2, token_ids=list(token_ids),
+                           crc32=zlib.crc32(data), nbytes=len(data), created_at=time.time(),
+                           meta=dict(meta or {}))
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / f"{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, self.directory / entry.file)
+            self._refresh()
+            self._index[name] = entry
+            self._write_index()
+        return entry
+
+    def read(self, entry: IndexEntry, *, model_key: str, dtype: str) -> dict[str, Any]:
+        """Load an entry's tensors after checking its model, dtype and checksum.
+
+        Raises :class:`ModelMismatchError` for a cache made by another model or dtype and
+        :class:`CubeCorruptedError` for a damaged or tampered file.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        if entry.model_key != model_key:
+            raise ModelMismatchError(
+                f"KV cache for thread {entry.thread_id!r} was made by model {entry.model_key}, not "
+                f"{model_key}; it is refused (a new turn recomputes with this model)")
+        if entry.dtype != dtype:
+            raise ModelMismatchError(
+                f"KV cache for thread {entry.thread_id!r} is {entry.dtype} but the model runs in {dtype}")
+        path = self.directory / entry.file
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise CubeCorruptedError(f"KV cache file {path} is missing; drop the entry") from exc
+        if zlib.crc32(data) != entry.crc32:
+            raise CubeCorruptedError(
+                f"KV cache file {path} fails its checksum (damaged or edited); it is dropped and the "
+                "turn recomputes")
+        try:
+            tensors = load(data)
+        except (SafetensorError, ValueError, RuntimeError) as exc:  # pragma: no cover - crc catches first
+            raise CubeCorruptedError(f"KV cache file {path} is not valid safetensors: {exc}") from exc
+        return tensors
+
+    def header(self, entry: IndexEntry) -> dict[str, str]:
+        """The metadata stored in the safetensors header of an entry (for audits and tests)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.directory / entry.file), framework="pt") as f:
+            return dict(f.metadata() or {})
+
+    def delete(self, model_key: str, thread_id: str) -> bool:
+        """Remove an entry and its file; ``True`` when there was one."""
+        name = entry_name(model_key, thread_id)
+        with self._lock:
+            self._refresh()
+            entry = self._index.pop(name, None)
+            if entry is None:
+                return False
+            (self.directory / entry.file).unlink(missing_ok=True)
+            self._write_index()
+            return True

@@ -1,0 +1,329 @@
+"""LocalRuntime: memory-augmented generation with a local transformers model.
+
+Where it sits: the runtime is the one place where the three memories meet a model. For each turn
+it retrieves plaintext memories from the cube (``cube.search``), routes the user's LoRA adapter
+(``cube.para_mem``), reuses the thread's KV cache (``cube.act_mem``), prefills only the uncached
+tail, then decodes token by token, streaming text. The LangChain face
+(:class:`memos_integrations.langchain.chat_model.MemOSChatModel`) and ``MOS.chat`` call it.
+
+Prompt layout, chosen so that caches stay reusable turn after turn::
+
+    [system prompt + pinned memories]   shared prefix, prefilled once per user and forked per thread
+    [earlier turns]                     each earlier user turn re-rendered with the memories it saw
+    [memories for this turn + message]  retrieved memories go *after* the history, not in the system
+    [assistant header]                  prompt, so a new retrieval never invalidates the cached history
+
+The memories a turn saw are remembered in the thread's cache metadata, so re-rendering the history
+yields the same tokens and the whole history is a cache hit.
+
+Sync core: one lock serialises forward passes (adapter routing is global state of the model);
+async callers (LangChain's ``ainvoke``/``astream``) run this in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError, require
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant with a long-term memory of this user."
+_MAX_CONTEXTS = 256  # turns whose injected memories a thread remembers
+
+
+@dataclass
+class Generation:
+    """One finished turn: the text and what memory did for it."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    reused_tokens: int
+    cache_source: str
+    finish_reason: str
+    adapter: str | None = None
+    memory_ids: list[str] = field(default_factory=list)
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    cache_reason: str = ""
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class StreamEvent:
+    """A text delta; the last event of a stream also carries the finished :class:`Generation`."""
+
+    text: str
+    generation: Generation | None = None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class LocalRuntime:
+    """A local causal LM with the cube's three memories.
+
+    Setup: ``pip install 'memos-integrations[local]'``.
+
+    Instantiate::
+
+        runtime = LocalRuntime.from_pretrained("Qwen/Qwen2.5-0.5B-Instruct", cube=cube)
+        # or, offline, a tiny random-weight model:
+        from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm
+        runtime = LocalRuntime(tiny_causal_lm(), byte_tokenizer(), cube=cube)
+
+    Generate::
+
+        gen = runtime.generate([{"role": "user", "content": "hi"}], thread_id="t1", user_id="alice")
+        gen.text, gen.reused_tokens, gen.cache_source
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, cube: Any = None, act_mem: Any = None,
+                 para_mem: Any = None, system_prompt: str = DEFAULT_SYSTEM_PROMPT, top_k: int = 5,
+                 pin_memories: bool = True, max_new_tokens: int = 128, temperature: float = 0.0,
+                 seed: int = 0) -> None:
+        require("torch", "local")
+        from ..activation import ActivationMemory
+
+        if max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        self.tokenizer = tokenizer
+        self.cube = cube
+        if act_mem is None:
+            act_mem = cube.act_mem if cube is not None else ActivationMemory()
+        self.act_mem = act_mem
+        if para_mem is None and cube is not None:
+            para_mem = cube.para_mem
+        self.para_mem = para_mem
+        if para_mem is not None:
+            para_mem.bind(model, tokenizer)
+        self._base_model = model.eval()
+        self.system_prompt = system_prompt
+        self.top_k = top_k
+        self.pin_memories = pin_memories
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self._lock = threading.RLock()
+        self._eos = self._eos_ids()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, cube: Any = None, dtype: Any = "auto",
+                        device: str | None = None, **kwargs: Any) -> LocalRuntime:
+        """Load a checkpoint (a local directory or a hub id) and its tokenizer."""
+        require("transformers", "local")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+        if device is not None:
+            model = model.to(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        return cls(model, tokenizer, cube=cube, **kwargs)
+
+    @property
+    def model(self) -> Any:
+        """The model forward passes go through (the PEFT wrapper once adapters are loaded)."""
+        return self.para_mem.model if self.para_mem is not None else self._base_model
+
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self._base_model.config, "_name_or_path", "") or
+                   self._base_model.config.model_type)
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for src in (getattr(self._base_model, "generation_config", None), self._base_model.config):
+            value = getattr(src, "eos_token_id", None)
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return ids
+
+    # -- prompt ----------------------------------------------------------------------------------
+    def pinned_memories(self, user_id: str | None) -> list[str]:
+        """Memories that belong in the shared prefix: items tagged or flagged ``pinned``."""
+        if self.cube is None or not self.pin_memories:
+            return []
+        out = []
+        for item in self.cube.get_all(user_id=user_id, limit=None):
+            tags = getattr(item, "tags", None) or ()
+            meta = getattr(item, "metadata", None) or {}
+            if "pinned" in tags or meta.get("pinned"):
+                out.append(item.text)
+        return out
+
+    def retrieve(self, query: str, user_id: str | None) -> tuple[list[str], list[str]]:
+        """``(ids, texts)`` of the cube memories relevant to ``query``."""
+        if self.cube is None or self.top_k <= 0 or not query.strip():
+            return [], []
+        hits = self.cube.search(query, user_id=user_id, top_k=self.top_k)
+        return [h.item.id for h in hits], [h.item.text for h in hits]
+
+    def system_text(self, user_id: str | None, system: str | None = None) -> str:
+        text = system if system is not None else self.system_prompt
+        pinned = self.pinned_memories(user_id)
+        if pinned:
+            text += "\n\nWhat you know about the user:\n" + "\n".join(f"- {p}" for p in pinned)
+        return text
+
+    def encode(self, messages: Sequence[dict[str, str]], *, generation_prompt: bool = True) -> list[int]:
+        """Token ids of a chat (with the assistant header), via the tokenizer's chat template."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                                      add_generation_prompt=generation_prompt)
+        else:  # base models without a template: a plain transcript
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            text += "assistant:" if generation_prompt else ""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: Sequence[dict[str, str]], *, user_id: str | None = None,
+               contexts: dict[str, str] | None = None,
+               memories: Sequence[str] = ()) -> tuple[list[dict[str, str]], list[dict[str, str]], str]:
+        """``(chat, prefix_chat, context)``: the full chat to encode, its shared-prefix part, and
+        the memory block injected into the last user message."""
+        if not messages:
+            raise InvalidInputError("messages is empty; pass at least one user message")
+        msgs = [dict(m) for m in messages]
+        system = None
+        if msgs[0]["role"] == "system":
+            system = msgs.pop(0)["content"]
+        head = [{"role": "system", "content": self.system_text(user_id, system)}]
+        contexts = contexts or {}
+        last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
+        context = ("Relevant memories:\n" + "\n".join(f"- {m}" for m in memories)) if memories else ""
+        for i, m in enumerate(msgs):
+            if m["role"] != "user":
+                continue
+            block = context if i == last_user else contexts.get(_digest(m["content"]), "")
+            if block:
+                m["content"] = f"{block}\n\n{m['content']}"
+        return head + msgs, head, context
+
+    # -- generation ------------------------------------------------------------------------------
+    def generate(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> Generation:
+        """Run one turn to completion (see :meth:`stream` for the arguments)."""
+        final: Generation | None = None
+        for event in self.stream(messages, **kwargs):
+            final = event.generation or final
+        assert final is not None
+        return final
+
+    def stream(self, messages: Sequence[dict[str, str]], *, thread_id: str | None = None,
+               user_id: str | None = None, max_new_tokens: int | None = None,
+               temperature: float | None = None, stop: Sequence[str] | None = None,
+               retrieve: bool = True) -> Iterator[StreamEvent]:
+        """Yield text deltas for one turn; the last event carries the :class:`Generation`.
+
+        ``thread_id`` selects the KV cache (no thread: no reuse, nothing stored); ``user_id``
+        scopes retrieval, pinned memories and the adapter.
+        """
+        import torch
+
+        with self._lock:
+            t_start = time.perf_counter()
+            route = self.para_mem.route(user_id) if self.para_mem is not None else None
+            adapter = route.name if route is not None else None
+            model = self.model
+            key = self.act_mem.model_key(model, route.digest if route is not None else None)
+            query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+            mem_ids, mem_texts = self.retrieve(query, user_id) if retrieve else ([], [])
+            contexts = (self.act_mem.thread_meta(thread_id, model_key=key).get("contexts", {})
+                        if thread_id is not None else {})
+            chat, head, context = self.render(messages, user_id=user_id, contexts=contexts,
+                                              memories=mem_texts)
+            ids = self.encode(chat)
+            with self._adapter_scope(model, route):
+                if head[0]["content"]:
+                    self.act_mem.set_prefix(model, self.encode(head, generation_prompt=False),
+                                            name=f"user:{user_id or ''}", model_key=key)
+                if thread_id is not None:
+                    lease = self.act_mem.lookup(model, thread_id, ids, model_key=key)
+                else:
+                    lease = self.act_mem.lookup(model, "__scratch__", ids, model_key=key)
+                yield from self._decode(model, ids, lease, key=key, thread_id=thread_id,
+                                        contexts=contexts, query=query, context=context,
+                                        adapter=adapter, mem_ids=mem_ids, t_start=t_start,
+                                        max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                        temperature=self.temperature if temperature is None else temperature,
+                                        stop=list(stop or []), torch=torch)
+
+    def _adapter_scope(self, model: Any, route: Any) -> Any:
+        import contextlib
+
+        if route is None and hasattr(model, "disable_adapter") and getattr(model, "peft_config", None):
+            return model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def _decode(self, model: Any, ids: list[int], lease: Any, *, key: str, thread_id: str | None,
+                contexts: dict[str, str], query: str, context: str, adapter: str | None,
+                mem_ids: list[str], t_start: float, max_new_tokens: int, temperature: float,
+                stop: list[str], torch: Any) -> Iterator[StreamEvent]:
+        from ..activation import kv
+
+        device = next(model.parameters()).device
+        cache = lease.cache if lease.cache is not None else kv.new_cache(model.config)
+        reused = lease.reused_tokens
+        gen = torch.Generator().manual_seed(self.seed)
+        new: list[int] = []
+        text, finish, ttft = "", "length", 0.0
+        step_input = ids[reused:]
+        with torch.no_grad():
+            for step in range(max_new_tokens):
+                out = model(input_ids=torch.tensor([step_input], device=device), past_key_values=cache,
+                            use_cache=True, logits_to_keep=1)
+                cache = out.past_key_values
+                logits = out.logits[0, -1].float()
+                if temperature > 0:
+                    probs = torch.softmax(logits / temperature, dim=-1).cpu()
+                    token = int(torch.multinomial(probs, 1, generator=gen))
+                else:
+                    token = int(logits.argmax())
+                if step == 0:
+                    ttft = time.perf_counter() - t_start
+                if token in self._eos:
+                    finish = "stop"
+                    break
+                new.append(token)
+                decoded = self._cut(self.tokenizer.decode(new, skip_special_tokens=True), stop)
+                if decoded is None:
+                    finish = "stop"
+                    break
+                if not decoded.endswith("\ufffd") and decoded.startswith(text):  # whole characters only
+                    if len(decoded) > len(text):
+                        yield StreamEvent(decoded[len(text):])
+                    text = decoded
+                step_input = [token]
+        full = self.tokenizer.decode(new, skip_special_tokens=True)
+        full = full[: min((full.find(s) for s in stop if s in full), default=len(full))]
+        tail = full[len(text):] if full.startswith(text) else ""
+        text = text + tail
+        covered = kv.seq_len(cache)
+        if thread_id is not None and covered > 0:
+            contexts = dict(contexts)
+            if context:
+                contexts[_digest(query)] = context
+            contexts = dict(list(contexts.items())[-_MAX_CONTEXTS:])
+            self.act_mem.store(model, thread_id, (ids + new)[:covered], cache, model_key=key,
+                               meta={"contexts": contexts})
+        final = Generation(text=text, token_ids=new, prompt_tokens=len(ids), reused_tokens=reused,
+                           cache_source=lease.source, finish_reason=finish, adapter=adapter,
+                           memory_ids=mem_ids, ttft_s=ttft, total_s=time.perf_counter() - t_start,
+                           cache_reason=lease.reason)
+        yield StreamEvent(tail, final)
+
+    @staticmethod
+    def _cut(text: str, stop: list[str]) -> str | None:
+        """``text`` unchanged, or ``None`` once it contains a stop sequence."""
+        return None if any(s in text for s in stop) else text
