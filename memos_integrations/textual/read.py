@@ -23,12 +23,13 @@ _MONTHS = {m: i + 1 for i, m in enumerate(
      "november", "december"])}
 _MONTHS.update({m[:3]: n for m, n in list(_MONTHS.items())})
 _MONTHS["sept"] = 9
+# The clock part needs ':' or am/pm, so "27 June" is never read as 2 o'clock on the 7th.
 _CLOCK_DATE = re.compile(
-    r"^\s*(?:(\d{1,2})(?::(\d{2}))?\s*([ap]\.?m\.?)?\s*(?:on|,)?\s*)?(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]+)\.?,?\s+(\d{4})\s*$",
+    r"^\s*(?:(\d{1,2})(?=:|\s*[ap]\.?m)(?::(\d{2}))?\s*([ap]\.?m\.?)?\s*(?:on|,)?\s*)?(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]+)\.?,?\s+(\d{4})\s*$",
     re.I,
 )
 _MONTH_FIRST = re.compile(
-    r"^\s*(?:(\d{1,2})(?::(\d{2}))?\s*([ap]\.?m\.?)?\s*(?:on|,)?\s*)?([A-Za-z]+)\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\s*$",
+    r"^\s*(?:(\d{1,2})(?=:|\s*[ap]\.?m)(?::(\d{2}))?\s*([ap]\.?m\.?)?\s*(?:on|,)?\s*)?([A-Za-z]+)\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\s*$",
     re.I,
 )
 
