@@ -177,7 +177,8 @@ class ActivationMemory:
             if entry is None or usable <= 0:
                 self.stats.misses += 1
                 return CacheLease(None, 0, "miss", reason)
-            self._entries.move_to_end((key, tid))
+            if (key, tid) in self._entries:  # absent when a reloaded cache alone exceeds the budget
+                self._entries.move_to_end((key, tid))
             self.stats.hits += 1
             self.stats.reused_tokens += usable
             meta = dict(entry.meta) if tid == thread_id else {}
@@ -186,8 +187,11 @@ class ActivationMemory:
     def _prefix_threads(self, key: str) -> list[str]:
         names = {t for (m, t) in self._entries if m == key and t.startswith(PREFIX_THREAD)}
         if self.disk is not None:
-            names |= {e.thread_id for e in self.disk.entries()
-                      if e.model_key == key and e.thread_id.startswith(PREFIX_THREAD)}
+            try:
+                names |= {e.thread_id for e in self.disk.entries()
+                          if e.model_key == key and e.thread_id.startswith(PREFIX_THREAD)}
+            except CubeCorruptedError:
+                pass  # reported by _resolve; lookups fall back to recomputing
         return sorted(names)
 
     def _resolve(self, model: Any, key: str, tid: str, ids: list[int],
@@ -198,9 +202,13 @@ class ActivationMemory:
             return entry, "memory", ""
         if self.disk is None:
             return None, "miss", ""
-        row = self.disk.find(key, tid)
+        try:
+            row = self.disk.find(key, tid)
+            others = self.disk.threads_for_other_models(key, tid) if row is None else []
+        except CubeCorruptedError as exc:
+            log.warning("KV index unreadable, recomputing: %s", exc)
+            return None, "miss", f"refused: {exc}"
         if row is None:
-            others = self.disk.threads_for_other_models(key, tid)
             return None, "miss", ("refused: cached by another model " + others[0]) if others else ""
         if min(common_prefix(row.token_ids, ids), len(ids) - 1) <= 0:
             return None, "miss", ""  # nothing to gain from reading the file
