@@ -203,6 +203,11 @@ def _metadata_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
         elif op == "$ne":
             sqls.append(f"({expr} IS NULL OR {expr} != ?)")
             params.extend([path, path, _json_param(value)])
+        elif op in ("$gt", "$gte", "$lt", "$lte"):
+            # compare like with like: SQLite orders every TEXT above every number
+            types = "('text')" if isinstance(value, str) else "('integer', 'real')"
+            sqls.append(f"(json_type({alias}.metadata, ?) IN {types} AND {expr} {_SQL_OPS[op]} ?)")
+            params.extend([path, path, _json_param(value)])
         else:
             sqls.append(f"({expr} {_SQL_OPS[op]} ?)")
             params.extend([path, _json_param(value)])
