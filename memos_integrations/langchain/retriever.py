@@ -1,0 +1,119 @@
+"""``MemOSRetriever``: LangChain's ``BaseRetriever`` running a cube's hybrid search for one user.
+
+Where the vector store is plain similarity over documents, this is the memory read path: dense +
+keyword legs fused, the time-aware boost, optional graph expansion and MMR (the ``plan``), always
+inside one user's scope. Each ``Document`` carries the memory id, fused score, kind, event time and
+sources in its metadata. Sync/async: the async path runs the sync search in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field, field_validator
+
+from ..cube import MemCube
+from ..errors import InvalidInputError
+from ..items import Kind
+from ..textual.retrieve import SearchPlan, plan_named
+from ._common import check_user, hit_to_document, in_thread
+
+#: Per-call overrides ``invoke(query, **kwargs)`` accepts; ``user_id`` is deliberately not one of them.
+_OVERRIDES = frozenset({"k", "agent_id", "session_id", "time_from", "time_to", "kinds", "tags", "filter", "plan"})
+
+
+class MemOSRetriever(BaseRetriever):
+    """Hybrid memory search over a MemCube for one user, as a LangChain retriever.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install 'memos-integrations[langchain]'
+
+    Instantiate:
+        .. code-block:: python
+
+            import tempfile
+            from memos_integrations import MemCube
+            from memos_integrations.langchain import MemOSRetriever
+
+            cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+            cube.add(messages=[{"role": "user", "content": "I adopted a cat called Miso last week."}],
+                     user_id="alice", session_id="s1", timestamp="2024-03-04T10:00")
+            retriever = MemOSRetriever(cube=cube, user_id="alice", k=4)
+
+    Search:
+        .. code-block:: python
+
+            docs = retriever.invoke("What is the cat's name?")
+            docs[0].metadata["memory_id"], docs[0].metadata["event_time"], docs[0].metadata["sources"]
+            retriever.invoke("what happened in March 2024?", k=2, session_id="s1")   # per-call overrides
+
+    Async:
+        .. code-block:: python
+
+            docs = await retriever.ainvoke("What is the cat's name?")
+
+    Metadata of each document: the memory's own metadata plus ``memory_id``, ``score`` (the fused
+    rank score, higher is better; not a probability), ``ranks`` (rank in each retrieval leg),
+    ``kind``, ``event_time`` and ``created_at`` (ISO 8601), ``sources``, ``user_id``, ``agent_id``,
+    ``session_id`` and ``version``. ``user_id=None`` searches the whole cube (a shared knowledge cube);
+    it must be said explicitly.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    cube: MemCube = Field(exclude=True, description="the cube to search")
+    user_id: str | None = Field(description="whose memories; None searches every user's (say so explicitly)")
+    agent_id: str | Sequence[str] | None = None
+    session_id: str | Sequence[str] | None = None
+    time_from: datetime | str | None = Field(None, description="inclusive lower bound on when it happened")
+    time_to: datetime | str | None = Field(None, description="inclusive upper bound on when it happened")
+    kinds: Sequence[Kind | str] | None = None
+    tags: Sequence[str] | None = Field(None, description="every tag must be present")
+    filter: dict[str, Any] | None = Field(None, description="metadata conditions, as for MemOSVectorStore")
+    k: int = Field(4, ge=1, le=1000, description="how many documents to return")
+    plan: SearchPlan | str = Field("balanced", description="'fast' | 'balanced' | 'deep' | a SearchPlan")
+
+    @field_validator("plan")
+    @classmethod
+    def _known_plan(cls, value: SearchPlan | str) -> SearchPlan | str:
+        plan_named(value)
+        return value
+
+    def _search_args(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        user_id = self.user_id
+        if user_id is not None:
+            check_user(user_id, kwargs.get("user_id"), "this retriever")
+        else:  # an unscoped retriever may be narrowed to one user per call
+            user_id = kwargs.get("user_id")
+        unknown = set(kwargs) - _OVERRIDES - {"user_id"}
+        if unknown:
+            raise InvalidInputError(f"unknown retriever arguments {sorted(unknown)}; per call you may set {sorted(_OVERRIDES)}")
+        args: dict[str, Any] = {
+            "user_id": user_id, "agent_id": self.agent_id, "session_id": self.session_id,
+            "time_from": self.time_from, "time_to": self.time_to, "kinds": self.kinds, "tags": self.tags,
+            "metadata": self.filter, "top_k": self.k, "plan": self.plan,
+        }
+        for key, value in kwargs.items():
+            if key in _OVERRIDES:
+                args[{"k": "top_k", "filter": "metadata"}.get(key, key)] = value
+        return args
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        hits = self.cube.search(query, **self._search_args(kwargs))
+        return [hit_to_document(hit) for hit in hits]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        args = self._search_args(kwargs)
+        hits = await in_thread(self.cube.search, query, **args)
+        return [hit_to_document(hit) for hit in hits]
