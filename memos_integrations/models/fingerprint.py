@@ -27,8 +27,10 @@ _CACHE: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 def base_model_of(model: Any) -> Any:
     """The transformers model under a PEFT wrapper (or ``model`` itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+    if type(model).__module__.startswith("peft."):
+        # Not get_base_model(): it needs an active adapter, and a wrapper may have none.
+        return model.base_model.model
+    return model
 
 
 def model_dtype(model: Any) -> str:

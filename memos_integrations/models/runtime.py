@@ -164,11 +164,12 @@ class LocalRuntime:
                 out.append(item.text)
         return out
 
-    def retrieve(self, query: str, user_id: str | None) -> tuple[list[str], list[str]]:
+    def retrieve(self, query: str, user_id: str | None, *, top_k: int | None = None) -> tuple[list[str], list[str]]:
         """``(ids, texts)`` of the cube memories relevant to ``query``."""
-        if self.cube is None or self.top_k <= 0 or not query.strip():
+        k = self.top_k if top_k is None else top_k
+        if self.cube is None or k <= 0 or not query.strip():
             return [], []
-        hits = self.cube.search(query, user_id=user_id, top_k=self.top_k)
+        hits = self.cube.search(query, user_id=user_id, top_k=k)
         return [h.item.id for h in hits], [h.item.text for h in hits]
 
     def system_text(self, user_id: str | None, system: str | None = None) -> str:
@@ -223,11 +224,11 @@ class LocalRuntime:
     def stream(self, messages: Sequence[dict[str, str]], *, thread_id: str | None = None,
                user_id: str | None = None, max_new_tokens: int | None = None,
                temperature: float | None = None, stop: Sequence[str] | None = None,
-               retrieve: bool = True) -> Iterator[StreamEvent]:
+               top_k: int | None = None, seed: int | None = None) -> Iterator[StreamEvent]:
         """Yield text deltas for one turn; the last event carries the :class:`Generation`.
 
         ``thread_id`` selects the KV cache (no thread: no reuse, nothing stored); ``user_id``
-        scopes retrieval, pinned memories and the adapter.
+        scopes retrieval, pinned memories and the adapter; ``top_k=0`` turns retrieval off.
         """
         import torch
 
@@ -238,7 +239,7 @@ class LocalRuntime:
             model = self.model
             key = self.act_mem.model_key(model, route.digest if route is not None else None)
             query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-            mem_ids, mem_texts = self.retrieve(query, user_id) if retrieve else ([], [])
+            mem_ids, mem_texts = self.retrieve(query, user_id, top_k=top_k)
             contexts = (self.act_mem.thread_meta(thread_id, model_key=key).get("contexts", {})
                         if thread_id is not None else {})
             chat, head, context = self.render(messages, user_id=user_id, contexts=contexts,
@@ -257,7 +258,8 @@ class LocalRuntime:
                                         adapter=adapter, mem_ids=mem_ids, t_start=t_start,
                                         max_new_tokens=max_new_tokens or self.max_new_tokens,
                                         temperature=self.temperature if temperature is None else temperature,
-                                        stop=list(stop or []), torch=torch)
+                                        stop=list(stop or []), seed=self.seed if seed is None else seed,
+                                        torch=torch)
 
     def _adapter_scope(self, model: Any, route: Any) -> Any:
         import contextlib
@@ -269,13 +271,13 @@ class LocalRuntime:
     def _decode(self, model: Any, ids: list[int], lease: Any, *, key: str, thread_id: str | None,
                 contexts: dict[str, str], query: str, context: str, adapter: str | None,
                 mem_ids: list[str], t_start: float, max_new_tokens: int, temperature: float,
-                stop: list[str], torch: Any) -> Iterator[StreamEvent]:
+                stop: list[str], seed: int, torch: Any) -> Iterator[StreamEvent]:
         from ..activation import kv
 
         device = next(model.parameters()).device
         cache = lease.cache if lease.cache is not None else kv.new_cache(model.config)
         reused = lease.reused_tokens
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(seed)
         new: list[int] = []
         text, finish, ttft = "", "length", 0.0
         step_input = ids[reused:]

@@ -58,7 +58,8 @@ class AdapterRegistry:
     @property
     def model(self) -> Any:
         """The model to run: the PEFT wrapper once any adapter was loaded, else the base model."""
-        return self._peft if self._peft is not None else self.base_model
+        # A wrapper with no adapter left cannot run forward; the injected layers are inert then.
+        return self._peft if self._peft is not None and self._peft.peft_config else self.base_model
 
     @property
     def resident(self) -> list[str]:
@@ -212,7 +213,7 @@ class AdapterRegistry:
         with self._lock:
             for name in wanted:
                 self.load(name)
-            if self._peft is None:
+            if self._peft is None or not self._peft.peft_config:
                 with torch.no_grad():
                     return self.base_model(input_ids=input_ids, attention_mask=attention_mask).logits
             names = [a if a is not None else BASE for a in adapters]

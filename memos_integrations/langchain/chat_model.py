@@ -1,0 +1,242 @@
+"""MemOSChatModel: a LangChain ``BaseChatModel`` for local transformers models with MemOS memory.
+
+Where it sits: the LangChain face of the local runtime (:mod:`memos_integrations.models.runtime`).
+Each call reads ``thread_id`` and ``user_id`` from the run's config (``config["configurable"]``,
+which is where LangGraph's checkpointer puts the thread id), retrieves the user's memories from
+the cube, reuses the thread's KV cache, routes the user's LoRA adapter, and streams tokens. Token
+usage goes in ``usage_metadata`` (``input_token_details["cache_read"]`` = prompt tokens served
+from the KV cache) and cache / adapter details in ``response_metadata["memos"]``.
+
+Sync/async policy: generation is synchronous CPU/GPU work; ``ainvoke``/``astream`` use
+LangChain's default, which runs the sync path in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config
+from pydantic import ConfigDict, Field, PrivateAttr
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "user", "function": "user",
+          "developer": "system", "chat": "user"}
+_SCOPE_KEYS = ("thread_id", "user_id")
+_RUNTIMES: dict[tuple[str, str, int], Any] = {}  # one loaded checkpoint per (path, device, cube)
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def _text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, str):
+            parts.append(part)
+        elif isinstance(part, dict) and part.get("type") == "text":
+            parts.append(str(part.get("text", "")))
+    return "".join(parts)
+
+
+def to_chat(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as ``{"role", "content"}`` dicts; consecutive system messages are merged
+    into one leading system message (chat templates accept only that)."""
+    system: list[str] = []
+    chat: list[dict[str, str]] = []
+    for m in messages:
+        role = _ROLES.get(m.type, "user")
+        text = _text(m)
+        if role == "system":
+            system.append(text)
+            continue
+        name = getattr(m, "name", None)
+        if name and role == "user":
+            text = f"{name}: {text}"
+        if chat and chat[-1]["role"] == role:  # templates want alternation: merge repeats
+            chat[-1]["content"] += "\n\n" + text
+        else:
+            chat.append({"role": role, "content": text})
+    if not chat:  # only system text: templates still need a user turn to answer
+        chat.append({"role": "user", "content": ""})
+    return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + chat
+
+
+class MemOSChatModel(BaseChatModel):
+    """A local Hugging Face causal LM as a LangChain chat model, with MemOS memory.
+
+    Setup:
+        ``pip install 'memos-integrations[local,langchain]'``
+
+    Instantiate:
+        .. code-block:: python
+
+            from memos_integrations import MemCube
+            from memos_integrations.langchain.chat_model import MemOSChatModel
+
+            cube = MemCube.init_from_dir("./my-cube")
+            llm = MemOSChatModel(model="Qwen/Qwen2.5-0.5B-Instruct", cube=cube, max_tokens=256)
+            # or around an existing runtime (e.g. a tiny random model in tests):
+            # llm = MemOSChatModel(runtime=LocalRuntime(model, tokenizer, cube=cube))
+
+    Invoke:
+        .. code-block:: python
+
+            cfg = {"configurable": {"thread_id": "t1", "user_id": "alice"}}
+            msg = llm.invoke("What is my cat called?", config=cfg)
+            msg.usage_metadata["input_token_details"]["cache_read"]   # tokens served from the KV cache
+            msg.response_metadata["memos"]                             # cache source, adapter, memories
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream("Tell me more", config=cfg):
+                print(chunk.content, end="")
+
+    Async:
+        ``await llm.ainvoke(...)`` and ``llm.astream(...)`` run the same work in a worker thread.
+    """
+
+    model_name: str = Field("", alias="model", description="Local path or hub id of the checkpoint.")
+    runtime: Any = Field(None, exclude=True, description="A ready LocalRuntime (overrides `model`).")
+    cube: Any = Field(None, exclude=True, description="The MemCube whose memories are used.")
+    temperature: float = Field(0.0, ge=0.0, description="0 decodes greedily.")
+    max_tokens: int | None = Field(128, ge=1, description="Tokens to generate at most.")
+    stop: list[str] | None = Field(None, description="Stop sequences.")
+    seed: int = Field(0, description="Seed for sampling when temperature > 0.")
+    top_k: int = Field(5, ge=0, description="Memories retrieved per turn (0 disables retrieval).")
+    device: str | None = Field(None, description="torch device for a checkpoint loaded from `model`.")
+    dtype: str = Field("auto", description="torch dtype for a checkpoint loaded from `model`.")
+    user_id: str | None = Field(None, description="Default user when the config names none.")
+    thread_id: str | None = Field(None, description="Default thread when the config names none.")
+    streaming: bool = Field(False, description="Accepted for compatibility; use .stream().")
+    timeout: float | None = Field(None, description="Accepted for compatibility; local calls do not time out.")
+    max_retries: int | None = Field(None, description="Accepted for compatibility; nothing to retry locally.")
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "memos-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self._name(), "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def _name(self) -> str:
+        if self.model_name:
+            return self.model_name
+        return self.runtime.model_name if self.runtime is not None else "local"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_provider="memos", ls_model_name=kwargs.get("model", self._name()),
+                                 ls_model_type="chat", ls_temperature=kwargs.get("temperature", self.temperature))
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # -- the runtime -----------------------------------------------------------------------------
+    def get_runtime(self) -> Any:
+        """The LocalRuntime this model runs on, loading the checkpoint on first use."""
+        if self.runtime is not None:
+            return self.runtime
+        if not self.model_name:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError("MemOSChatModel needs model='<path or hub id>' or runtime=LocalRuntime(...)")
+        key = (self.model_name, f"{self.device}:{self.dtype}", id(self.cube))
+        with _RUNTIMES_LOCK:  # one copy of the weights per checkpoint, shared by every instance
+            if key not in _RUNTIMES:
+                from ..models import LocalRuntime
+
+                _RUNTIMES[key] = LocalRuntime.from_pretrained(self.model_name, cube=self.cube, dtype=self.dtype,
+                                                              device=self.device)
+            return _RUNTIMES[key]
+
+    # -- scope from the run's config ---------------------------------------------------------------
+    def _scoped(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Copy ``thread_id`` / ``user_id`` from the config (or the enclosing LangGraph run) into
+        the call kwargs, which LangChain passes through to ``_generate`` / ``_stream``."""
+        cfg = ensure_config(config)
+        configurable = cfg.get("configurable") or {}
+        metadata = cfg.get("metadata") or {}
+        out = dict(kwargs)
+        for key in _SCOPE_KEYS:
+            value = out.get(key) or configurable.get(key) or metadata.get(key) or getattr(self, key)
+            if value is not None:
+                out[key] = str(value)
+        return out
+
+    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **self._scoped(config, kwargs))
+
+    async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop, **self._scoped(config, kwargs))
+
+    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        return super().stream(input, config, stop=stop, **self._scoped(config, kwargs))
+
+    def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                stop: list[str] | None = None, **kwargs: Any) -> Any:
+        return super().astream(input, config, stop=stop, **self._scoped(config, kwargs))
+
+    # -- generation ------------------------------------------------------------------------------
+    def _run(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> Iterator[Any]:
+        runtime = self.get_runtime()
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        return runtime.stream(to_chat(messages), thread_id=kwargs.get("thread_id"), user_id=kwargs.get("user_id"),
+                              max_new_tokens=max_tokens or runtime.max_new_tokens,
+                              temperature=kwargs.get("temperature", self.temperature),
+                              stop=stop if stop is not None else self.stop, top_k=self.top_k, seed=self.seed)
+
+    def _metadata(self, gen: Any) -> tuple[UsageMetadata, dict[str, Any]]:
+        usage = UsageMetadata(input_tokens=gen.prompt_tokens, output_tokens=gen.completion_tokens,
+                              total_tokens=gen.prompt_tokens + gen.completion_tokens,
+                              input_token_details=InputTokenDetails(cache_read=gen.reused_tokens))
+        meta = {"model_name": self._name(), "model_provider": "memos", "finish_reason": gen.finish_reason,
+                "memos": {"cache_source": gen.cache_source, "reused_tokens": gen.reused_tokens,
+                          "prefilled_tokens": gen.prompt_tokens - gen.reused_tokens,
+                          "cache_reason": gen.cache_reason, "adapter": gen.adapter,
+                          "memory_ids": list(gen.memory_ids), "ttft_s": round(gen.ttft_s, 6)}}
+        return usage, meta
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        text, final = "", None
+        for event in self._run(messages, stop, kwargs):
+            text += event.text
+            if event.text and run_manager is not None:
+                run_manager.on_llm_new_token(event.text)
+            final = event.generation or final
+        assert final is not None
+        usage, meta = self._metadata(final)
+        message = AIMessage(content=final.text, usage_metadata=usage, response_metadata=meta)
+        return ChatResult(generations=[ChatGeneration(message=message)],
+                          llm_output={"model_name": self._name()})
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for event in self._run(messages, stop, kwargs):
+            if event.generation is None:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=event.text))
+            else:
+                usage, meta = self._metadata(event.generation)
+                chunk = ChatGenerationChunk(message=AIMessageChunk(
+                    content=event.text, usage_metadata=usage, response_metadata=meta, chunk_position="last"))
+            if run_manager is not None and event.text:
+                run_manager.on_llm_new_token(event.text, chunk=chunk)
+            yield chunk
