@@ -2,6 +2,14 @@
 
 Pure functions only; the stores run what these produce. Every value reaches SQL as a bound
 parameter; field names are checked against a fixed table, metadata keys against a safe pattern.
+
+Metadata conditions are a Mongo-style mapping ``{key: value | {operator: value}}``, ANDed. Beyond the
+comparison operators, ``$contains`` / ``$any`` / ``$all`` test array members (or substrings of a
+string), ``$text_match`` / ``$text_match_insensitive`` test substrings, ``$is_empty`` tests for a
+missing, null, ``""`` or ``[]`` value, and ``$and`` / ``$or`` (lists of mappings) and ``$not`` (a
+mapping) compose conditions. Inside a composition every leaf is two-valued (a missing key is false,
+never SQL NULL), so ``$not`` negates exactly what the leaf matched. The LlamaIndex face compiles
+``MetadataFilters`` onto this vocabulary.
 """
 
 from __future__ import annotations
@@ -16,7 +24,12 @@ from ..errors import InvalidFilterError
 from ..items import LIVE_STATES, Kind, Lifecycle, to_epoch
 
 #: Operators a metadata condition may use (the LangGraph / Mongo-style vocabulary).
-OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
+OPERATORS = (
+    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists",
+    "$contains", "$any", "$all", "$text_match", "$text_match_insensitive", "$is_empty",
+)
+#: Keys that compose metadata conditions instead of naming a metadata field.
+BOOLEAN_KEYS = ("$and", "$or", "$not")
 _SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _KEY = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}$")
 Scalar = (str, int, float, bool)
@@ -41,6 +54,9 @@ class MemoryFilter:
         >>> sql, params = f.to_sql()
         >>> "json_extract" in sql and params[0] == "caroline"
         True
+        >>> g = MemoryFilter(metadata={"$or": [{"tags": {"$any": ["a", "b"]}}, {"$not": {"year": {"$lt": 2000}}}]})
+        >>> " OR " in g.to_sql()[0]
+        True
     """
 
     user_id: str | Sequence[str] | None = None
@@ -56,6 +72,9 @@ class MemoryFilter:
     time_to: datetime | None = None
     ids: Sequence[str] | None = None
     parent_id: str | None = None
+    #: items whose ``parent_id`` starts with this string (an index range scan: the faces use it
+    #: for hierarchical parents such as LangGraph store namespaces)
+    parent_prefix: str | None = None
 
     def __post_init__(self) -> None:
         self.user_id = _as_list(self.user_id, "user_id")
@@ -75,10 +94,7 @@ class MemoryFilter:
         if self.time_from and self.time_to and to_epoch(self.time_from) > to_epoch(self.time_to):  # type: ignore[operator]
             raise InvalidFilterError("time_from is after time_to: the range is empty; swap them")
         if self.metadata is not None:
-            if not isinstance(self.metadata, Mapping):
-                raise InvalidFilterError("metadata filter must be a mapping of key -> value or {operator: value}")
-            for key, cond in self.metadata.items():
-                _check_condition(key, cond)
+            _check_metadata(self.metadata)
 
     def to_sql(self, alias: str = "items") -> tuple[str, list[Any]]:
         """A SQL boolean expression over table ``alias`` and its parameters."""
@@ -103,6 +119,12 @@ class MemoryFilter:
         if self.parent_id is not None:
             clauses.append(f"{a}.parent_id = ?")
             params.append(self.parent_id)
+        if self.parent_prefix is not None:
+            if not isinstance(self.parent_prefix, str):
+                raise InvalidFilterError("parent_prefix must be a string")
+            # [p, p + U+10FFFF): every string that starts with p, using the parent_id index
+            clauses.append(f"({a}.parent_id >= ? AND {a}.parent_id < ?)")
+            params.extend([self.parent_prefix, self.parent_prefix + "\U0010ffff"])
         if self.tags_any:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM json_each({a}.tags) WHERE value IN ({','.join('?' * len(self.tags_any))}))"
@@ -118,7 +140,7 @@ class MemoryFilter:
             clauses.append(f"COALESCE({a}.event_time, {a}.created_at) <= ?")
             params.append(to_epoch(self.time_to))
         for key, cond in (self.metadata or {}).items():
-            sql, p = _metadata_sql(a, key, cond)
+            sql, p = _boolean_sql(a, key, cond) if key in BOOLEAN_KEYS else _metadata_sql(a, key, cond)
             clauses.append(sql)
             params.extend(p)
         return (" AND ".join(clauses) or "1"), params
@@ -147,6 +169,25 @@ def _iter(values: Any, name: str) -> Iterable[Any]:
     return values
 
 
+def _check_metadata(metadata: Any, depth: int = 0) -> None:
+    if not isinstance(metadata, Mapping):
+        raise InvalidFilterError("metadata filter must be a mapping of key -> value or {operator: value}")
+    if depth > 32:  # a bound keeps a hostile filter from building an unbounded SQL expression
+        raise InvalidFilterError("metadata filter is nested more than 32 levels deep")
+    for key, cond in metadata.items():
+        if key in ("$and", "$or"):
+            if not isinstance(cond, (list, tuple)) or not cond:
+                raise InvalidFilterError(f"{key} needs a non-empty list of metadata mappings")
+            for sub in cond:
+                _check_metadata(sub, depth + 1)
+        elif key == "$not":
+            if not isinstance(cond, Mapping) or not cond:
+                raise InvalidFilterError("$not needs a non-empty metadata mapping")
+            _check_metadata(cond, depth + 1)
+        else:
+            _check_condition(key, cond)
+
+
 def _check_condition(key: Any, cond: Any) -> None:
     if not isinstance(key, str) or not _KEY.match(key):
         raise InvalidFilterError(
@@ -158,12 +199,18 @@ def _check_condition(key: Any, cond: Any) -> None:
         for op, value in cond.items():
             if op not in OPERATORS:
                 raise InvalidFilterError(f"unknown operator {op!r} for key {key!r}; use one of {', '.join(OPERATORS)}")
-            if op in ("$in", "$nin"):
+            if op in ("$in", "$nin", "$any", "$all"):
                 if not isinstance(value, (list, tuple)) or not all(isinstance(v, Scalar) for v in value):
                     raise InvalidFilterError(f"{op} for key {key!r} needs a list of strings or numbers")
-            elif op == "$exists":
+            elif op in ("$exists", "$is_empty"):
                 if not isinstance(value, bool):
-                    raise InvalidFilterError(f"$exists for key {key!r} needs true or false")
+                    raise InvalidFilterError(f"{op} for key {key!r} needs true or false")
+            elif op in ("$text_match", "$text_match_insensitive"):
+                if not isinstance(value, str):
+                    raise InvalidFilterError(f"{op} for key {key!r} needs a string")
+            elif op == "$contains":
+                if value is None or not isinstance(value, Scalar):
+                    raise InvalidFilterError(f"$contains for key {key!r} needs a string or a number")
             elif op in ("$gt", "$gte", "$lt", "$lte"):
                 if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                     raise InvalidFilterError(f"{op} for key {key!r} needs a number or a string")
@@ -188,7 +235,11 @@ def _metadata_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
     sqls: list[str] = []
     params: list[Any] = []
     for op, value in cond.items():
-        if op == "$exists":
+        if op in _EXTENDED:
+            sql, p = _EXTENDED[op](alias, path, value)
+            sqls.append(sql)
+            params.extend(p)
+        elif op == "$exists":
             sqls.append(f"(json_type({alias}.metadata, ?) IS {'NOT ' if value else ''}NULL)")
             params.append(path)
         elif op in ("$in", "$nin"):
@@ -212,3 +263,80 @@ def _metadata_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
             sqls.append(f"({expr} {_SQL_OPS[op]} ?)")
             params.extend([path, _json_param(value)])
     return " AND ".join(sqls), params
+
+
+# -- the extended operators and boolean composition ------------------------------------------------
+# Each returns a two-valued SQL expression (never NULL) over the JSON value at ``path``.
+
+def _contains_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    """An array holding ``value``, or (for a string ``value``) a string holding it as a substring."""
+    m = f"{alias}.metadata"
+    array = f"(json_type({m}, ?) = 'array' AND EXISTS (SELECT 1 FROM json_each({m}, ?) WHERE value = ?))"
+    if isinstance(value, str):
+        return (f"({array} OR (json_type({m}, ?) = 'text' AND instr(json_extract({m}, ?), ?) > 0))",
+                [path, path, value, path, path, value])
+    return array, [path, path, _json_param(value)]
+
+
+def _any_sql(alias: str, path: str, values: Any) -> tuple[str, list[Any]]:
+    parts = [_contains_sql(alias, path, v) for v in values]
+    return "(" + (" OR ".join(p for p, _ in parts) or "0") + ")", [x for _, ps in parts for x in ps]
+
+
+def _all_sql(alias: str, path: str, values: Any) -> tuple[str, list[Any]]:
+    # an empty list holds for any array or string, as Python's all([]) does, but not for a missing key
+    parts = [(f"json_type({alias}.metadata, ?) IN ('array', 'text')", [path])]
+    parts += [_contains_sql(alias, path, v) for v in values]
+    return "(" + " AND ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
+
+
+def _text_match_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    m = f"{alias}.metadata"  # instr is case-sensitive (LIKE is not)
+    return f"(json_type({m}, ?) = 'text' AND instr(json_extract({m}, ?), ?) > 0)", [path, path, value]
+
+
+def _text_match_insensitive_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    # SQLite's lower() folds ASCII only: non-ASCII capitals in stored values are compared as written
+    m = f"{alias}.metadata"
+    return f"(json_type({m}, ?) = 'text' AND instr(lower(json_extract({m}, ?)), lower(?)) > 0)", [path, path, value]
+
+
+def _is_empty_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
+    m = f"{alias}.metadata"
+    empty = (f"(COALESCE(json_type({m}, ?), 'null') = 'null' OR json_extract({m}, ?) = '' "
+             f"OR (json_type({m}, ?) = 'array' AND json_array_length({m}, ?) = 0))")
+    return (empty if value else f"(NOT {empty})"), [path, path, path, path]
+
+
+_EXTENDED = {
+    "$contains": _contains_sql,
+    "$any": _any_sql,
+    "$all": _all_sql,
+    "$text_match": _text_match_sql,
+    "$text_match_insensitive": _text_match_insensitive_sql,
+    "$is_empty": _is_empty_sql,
+}
+
+
+def _tree_sql(alias: str, metadata: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """AND of a mapping's conditions, each leaf forced to 0/1 so that NOT is exact."""
+    sqls: list[str] = []
+    params: list[Any] = []
+    for key, cond in metadata.items():
+        if key in BOOLEAN_KEYS:
+            sql, p = _boolean_sql(alias, key, cond)
+        else:
+            sql, p = _metadata_sql(alias, key, cond)
+            sql = f"COALESCE({sql}, 0)"
+        sqls.append(sql)
+        params.extend(p)
+    return "(" + (" AND ".join(sqls) or "1") + ")", params
+
+
+def _boolean_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
+    if key == "$not":
+        sql, params = _tree_sql(alias, cond)
+        return f"(NOT {sql})", params
+    parts = [_tree_sql(alias, sub) for sub in cond]
+    joiner = " AND " if key == "$and" else " OR "
+    return "(" + joiner.join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]

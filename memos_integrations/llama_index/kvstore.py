@@ -1,0 +1,122 @@
+"""LlamaIndex key-value storage in the cube's SQLite (the ``kv`` table): KV store, docstore, index store.
+
+Where it sits: LlamaIndex's ``KVDocumentStore`` and ``KVIndexStore`` keep documents, ref-doc info,
+hashes and index structs as JSON rows in a ``BaseKVStore``; :class:`MemOSKVStore` is that base on the
+cube's ``kv`` rows, so they share the cube's file, WAL and transactions. Collections are prefixed with
+``llama_index/`` so the other faces' rows never collide with these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
+from llama_index.core.storage.index_store.keyval_index_store import KVIndexStore
+from llama_index.core.storage.kvstore.types import DEFAULT_BATCH_SIZE, DEFAULT_COLLECTION, BaseKVStore
+
+from ..errors import InvalidTypeError
+from ._nodes import in_thread
+
+PREFIX = "llama_index/"
+
+
+class MemOSKVStore(BaseKVStore):
+    """A ``BaseKVStore`` on the cube's ``kv`` rows (JSON values; ``put_all`` is one transaction).
+
+    Example:
+        >>> import tempfile
+        >>> from memos_integrations import MemCube
+        >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+        >>> kv = MemOSKVStore.from_cube(cube)
+        >>> kv.put("k", {"a": 1}); kv.get("k")
+        {'a': 1}
+        >>> cube.close()
+    """
+
+    def __init__(self, cube: Any) -> None:
+        self._cube = cube
+
+    @classmethod
+    def from_cube(cls, cube: Any) -> MemOSKVStore:
+        return cls(cube)
+
+    @property
+    def _store(self) -> Any:
+        return self._cube.store
+
+    @staticmethod
+    def _check(key: Any, val: Any = None, check_val: bool = False) -> None:
+        if not isinstance(key, str):
+            raise InvalidTypeError(f"keys are strings, got {type(key).__name__}")
+        if check_val and not isinstance(val, dict):
+            raise InvalidTypeError(f"values are dicts, got {type(val).__name__}")
+
+    def put(self, key: str, val: dict, collection: str = DEFAULT_COLLECTION) -> None:
+        self.put_all([(key, val)], collection)
+
+    def put_all(
+        self, kv_pairs: list[tuple[str, dict]], collection: str = DEFAULT_COLLECTION, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
+        # every batch size is accepted: all pairs go into one transaction (all or nothing)
+        for key, val in kv_pairs:
+            self._check(key, val, check_val=True)
+        if kv_pairs:
+            self._store.kv_put(PREFIX + collection, dict(kv_pairs))
+
+    def get(self, key: str, collection: str = DEFAULT_COLLECTION) -> dict | None:
+        self._check(key)
+        value: dict | None = self._store.kv_get(PREFIX + collection, [key]).get(key)
+        return value
+
+    def get_all(self, collection: str = DEFAULT_COLLECTION) -> dict[str, dict]:
+        rows: dict[str, dict] = self._store.kv_all(PREFIX + collection)
+        return rows
+
+    def delete(self, key: str, collection: str = DEFAULT_COLLECTION) -> bool:
+        self._check(key)
+        return bool(self._store.kv_delete(PREFIX + collection, [key]))
+
+    async def aput(self, key: str, val: dict, collection: str = DEFAULT_COLLECTION) -> None:
+        await in_thread(self.put, key, val, collection)
+
+    async def aput_all(
+        self, kv_pairs: list[tuple[str, dict]], collection: str = DEFAULT_COLLECTION, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
+        await in_thread(self.put_all, kv_pairs, collection, batch_size)
+
+    async def aget(self, key: str, collection: str = DEFAULT_COLLECTION) -> dict | None:
+        return await in_thread(self.get, key, collection)
+
+    async def aget_all(self, collection: str = DEFAULT_COLLECTION) -> dict[str, dict]:
+        return await in_thread(self.get_all, collection)
+
+    async def adelete(self, key: str, collection: str = DEFAULT_COLLECTION) -> bool:
+        return await in_thread(self.delete, key, collection)
+
+
+class MemOSDocumentStore(KVDocumentStore):
+    """LlamaIndex's ``KVDocumentStore`` (documents, ref-doc info, hashes) persisted in a cube.
+
+    Example:
+        >>> import tempfile
+        >>> from llama_index.core import Document
+        >>> from memos_integrations import MemCube
+        >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+        >>> docstore = MemOSDocumentStore.from_cube(cube)
+        >>> docstore.add_documents([Document(text="hello", id_="d1")])
+        >>> MemOSDocumentStore.from_cube(cube).get_document("d1").text
+        'hello'
+        >>> cube.close()
+    """
+
+    @classmethod
+    def from_cube(cls, cube: Any, namespace: str = "docstore", batch_size: int = 100) -> MemOSDocumentStore:
+        return cls(MemOSKVStore(cube), namespace=namespace, batch_size=batch_size)
+
+
+class MemOSIndexStore(KVIndexStore):
+    """LlamaIndex's ``KVIndexStore`` (index structs) persisted in a cube."""
+
+    @classmethod
+    def from_cube(cls, cube: Any, namespace: str = "index_store") -> MemOSIndexStore:
+        return cls(MemOSKVStore(cube), namespace=namespace)
