@@ -1,0 +1,174 @@
+"""Prebuilt memory nodes and tools for LangGraph graphs (and LangChain v1 agents).
+
+Where it sits: the top of the LangGraph face. ``recall`` searches the store for the latest user
+message and puts the memories into state; ``remember`` writes what the user said, with provenance
+(``thread:<id>``, ``checkpoint:<id>``, ``user:<id>``); ``search_memory`` / ``save_memory`` /
+``forget_memory`` are LangChain tools that a ``ToolNode`` or ``create_agent`` can call.
+
+Namespaces are templates filled from the run's config: ``("users", "{user_id}", "memories")``
+reads ``config["configurable"]["user_id"]``. A config without the value is a clear error, never a
+write to a shared default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, StructuredTool
+
+from ..errors import InvalidInputError
+from ..items import new_id
+
+DEFAULT_NAMESPACE = ("users", "{user_id}", "memories")
+
+
+def resolve_namespace(template: Sequence[str], config: RunnableConfig | None) -> tuple[str, ...]:
+    """Fill ``{name}`` labels from ``config["configurable"]``."""
+    conf = dict((config or {}).get("configurable") or {})
+    out = []
+    for label in template:
+        try:
+            out.append(label.format(**conf))
+        except KeyError as exc:
+            raise InvalidInputError(
+                f"namespace {tuple(template)} needs {exc.args[0]!r} in the config: "
+                f"graph.invoke(..., {{'configurable': {{{exc.args[0]!r}: ...}}}})"
+            ) from None
+    return tuple(out)
+
+
+def provenance(config: RunnableConfig | None) -> list[str]:
+    """Source pointers for a memory written during a run: its thread, checkpoint and user."""
+    conf = (config or {}).get("configurable") or {}
+    out = []
+    if conf.get("thread_id"):
+        out.append(f"thread:{conf['thread_id']}")
+    # inside a run the task's config maps namespaces to the checkpoint the step started from
+    cmap = conf.get("checkpoint_map") or {}
+    checkpoint = conf.get("checkpoint_id") or cmap.get("") or (list(cmap.values())[-1] if cmap else None)
+    if checkpoint:
+        out.append(f"checkpoint:{checkpoint}")
+    if conf.get("user_id"):
+        out.append(f"user:{conf['user_id']}")
+    return out
+
+
+def _text(message: Any) -> str:
+    if isinstance(message, BaseMessage):
+        content = message.content
+    elif isinstance(message, dict):
+        content = message.get("content", "")
+    elif isinstance(message, tuple) and len(message) == 2:
+        content = message[1]
+    else:
+        content = message
+    if isinstance(content, list):  # multimodal content blocks: keep the text parts
+        content = " ".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return str(content)
+
+
+def _is_user(message: Any) -> bool:
+    kind = getattr(message, "type", None) or (message.get("role") if isinstance(message, dict) else None)
+    if isinstance(message, tuple):
+        kind = message[0]
+    return kind in ("human", "user")
+
+
+def last_user_text(messages: Sequence[Any]) -> str | None:
+    for message in reversed(messages or []):
+        if _is_user(message):
+            return _text(message)
+    return None
+
+
+def make_recall_node(
+    store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, top_k: int = 5,
+    messages_key: str = "messages", output_key: str = "memories",
+) -> Callable[[dict[str, Any], RunnableConfig], dict[str, Any]]:
+    """A node that puts the memories relevant to the latest user message into ``state[output_key]``.
+
+    Example:
+        >>> import tempfile
+        >>> from memos_integrations import MemCube
+        >>> from memos_integrations.langgraph import MemOSStore
+        >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+        >>> store = MemOSStore(cube, index=True)
+        >>> store.put(("users", "alice", "memories"), "m1", {"text": "Alice is allergic to peanuts"})
+        >>> recall = make_recall_node(store)
+        >>> recall({"messages": [("user", "any food allergies?")]}, {"configurable": {"user_id": "alice"}})
+        {'memories': ['Alice is allergic to peanuts']}
+        >>> cube.close()
+    """
+    def recall(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        query = last_user_text(state.get(messages_key, []))
+        ns = resolve_namespace(namespace, config)
+        if not query:
+            return {output_key: []}
+        hits = store.search(ns, query=query, limit=top_k)
+        return {output_key: [memory_text(h.value) for h in hits]}
+
+    return recall
+
+
+def make_remember_node(
+    store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, messages_key: str = "messages",
+    extract: Callable[[Sequence[Any]], list[str]] | None = None,
+) -> Callable[[dict[str, Any], RunnableConfig], dict[str, Any]]:
+    """A node that stores new memories (by default: the latest user message) with provenance.
+
+    ``extract(messages) -> [texts]`` decides what is worth keeping (an LLM extractor, a rule);
+    each text becomes ``{"text": ...}`` under a new key, its sources the thread and checkpoint.
+    """
+    def remember(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        messages = state.get(messages_key, [])
+        texts = extract(messages) if extract else [t for t in [last_user_text(messages)] if t and t.strip()]
+        ns = resolve_namespace(namespace, config)
+        for text in texts:
+            _save(store, ns, text, config)
+        return {}
+
+    return remember
+
+
+def _save(store: Any, ns: tuple[str, ...], text: str, config: RunnableConfig | None) -> str:
+    key = new_id()
+    value = {"text": text, "source": provenance(config)}
+    if hasattr(store, "put_with_provenance"):
+        store.put_with_provenance(ns, key, value, sources=provenance(config))
+    else:  # any other BaseStore: provenance stays in the value
+        store.put(ns, key, value)
+    return key
+
+
+def memory_text(value: dict[str, Any]) -> str:
+    return str(value.get("text") or value.get("memory") or value.get("content") or value)
+
+
+def make_memory_tools(store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, top_k: int = 5) -> list[BaseTool]:
+    """``search_memory``, ``save_memory`` and ``forget_memory`` tools over ``store`` (usable in a ``ToolNode``).
+
+    The namespace is filled from the run config the tool receives, so one tool list serves every user.
+    """
+    def search_memory(query: str, config: RunnableConfig) -> list[dict[str, Any]]:
+        """Search long-term memory for facts relevant to the query; returns ids and texts."""
+        hits = store.search(resolve_namespace(namespace, config), query=query, limit=top_k)
+        return [{"id": h.key, "text": memory_text(h.value), "score": h.score} for h in hits]
+
+    def save_memory(text: str, config: RunnableConfig) -> str:
+        """Save a fact or preference about the user to long-term memory; returns its id."""
+        if not text or not text.strip():
+            raise InvalidInputError("save_memory needs non-empty text")
+        return _save(store, resolve_namespace(namespace, config), text, config)
+
+    def forget_memory(memory_id: str, config: RunnableConfig) -> str:
+        """Forget (delete) one memory by the id search_memory returned."""
+        ns = resolve_namespace(namespace, config)
+        if store.get(ns, memory_id) is None:
+            return f"no memory {memory_id!r}"
+        store.delete(ns, memory_id)
+        return f"forgot {memory_id}"
+
+    return [StructuredTool.from_function(f) for f in (search_memory, save_memory, forget_memory)]

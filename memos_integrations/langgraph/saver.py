@@ -1,0 +1,452 @@
+"""MemOSSaver: LangGraph thread state (checkpoints and pending writes) kept in a cube's SQLite.
+
+Where it sits: the LangGraph face's ``BaseCheckpointSaver``. Checkpoints live in ``<cube>/memory.db``
+beside the cube's memories (tables ``lg_checkpoints``, ``lg_writes``, ``lg_threads``), so one file
+holds a user's threads and long-term memory, and a cube dump or clone carries both.
+
+Serialisation: LangGraph's own serializer (``JsonPlusSerializer``: msgpack, no pickle fallback) or any
+``SerializerProtocol`` passed as ``serde=``, e.g. an ``EncryptedSerializer``. A pickle-enabled
+serializer is refused, and a stored type the serializer cannot read raises
+:class:`CheckpointSerdeError` instead of LangGraph's bare ``NotImplementedError``.
+
+Governance: when the config carries ``user_id``, the first write records it as the thread's owner and
+another user's reads and writes of that thread are refused (``AccessDeniedError``, audited).
+``MemOSSaver.from_mos`` additionally checks the user's access to the cube through ``MOS``.
+
+Sync/async policy: the core is synchronous; every ``a*`` method runs its sync twin in a worker thread
+(``asyncio.to_thread``), so the event loop never blocks on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from ..errors import AccessDeniedError, InvalidInputError, InvalidTypeError
+from ..items import to_epoch, utcnow
+from .errors import CheckpointSerdeError, ThreadNotFoundError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lg_checkpoints (
+    thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL DEFAULT '', checkpoint_id TEXT NOT NULL,
+    parent_checkpoint_id TEXT, type TEXT NOT NULL, checkpoint BLOB NOT NULL, metadata TEXT NOT NULL,
+    run_id TEXT, created_at REAL NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+);
+CREATE INDEX IF NOT EXISTS lg_checkpoints_run ON lg_checkpoints (run_id) WHERE run_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS lg_writes (
+    thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL DEFAULT '', checkpoint_id TEXT NOT NULL,
+    task_id TEXT NOT NULL, task_path TEXT NOT NULL DEFAULT '', idx INTEGER NOT NULL,
+    channel TEXT NOT NULL, type TEXT NOT NULL, value BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+);
+CREATE TABLE IF NOT EXISTS lg_threads (thread_id TEXT PRIMARY KEY, user_id TEXT, created_at REAL NOT NULL);
+"""
+_CP_COLS = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata"
+_FILTER_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+#: (user_id, need) -> None, raising AccessDeniedError; ``need`` is "read" or "write"
+Authorize = Callable[[str, str], None]
+
+
+class MemOSSaver(BaseCheckpointSaver[int]):
+    """A LangGraph checkpointer storing thread state in a MemCube (sync and async).
+
+    Setup:
+        .. code-block:: bash
+
+            pip install 'memos-integrations[langgraph]'
+
+    Instantiate:
+        >>> import tempfile
+        >>> from memos_integrations import MemCube
+        >>> from memos_integrations.langgraph import MemOSSaver
+        >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+        >>> saver = MemOSSaver(cube)          # or: with MemOSSaver.from_conn_string(path) as saver: ...
+
+    Usage:
+        >>> from langgraph.graph import StateGraph, START, END
+        >>> builder = StateGraph(int)
+        >>> _ = builder.add_node("inc", lambda x: x + 1)
+        >>> _ = builder.add_edge(START, "inc"); _ = builder.add_edge("inc", END)
+        >>> graph = builder.compile(checkpointer=saver)
+        >>> graph.invoke(1, {"configurable": {"thread_id": "t1", "user_id": "alice"}})
+        2
+        >>> graph.get_state({"configurable": {"thread_id": "t1"}}).values
+        2
+        >>> saver.copy_thread("t1", "t2"); saver.prune(["t1"]); saver.delete_thread("t2")
+        >>> cube.close()
+
+    Async: ``aput``, ``aget_tuple``, ``alist``, ... run the same code in a worker thread.
+    """
+
+    def __init__(
+        self, cube: Any, *, serde: SerializerProtocol | None = None, authorize: Authorize | None = None,
+    ) -> None:
+        if getattr(serde, "pickle_fallback", False) or getattr(getattr(serde, "serde", None), "pickle_fallback", False):
+            raise InvalidInputError(
+                "this saver never stores pickle: pass a serializer without pickle_fallback "
+                "(the default JsonPlusSerializer, or EncryptedSerializer around it)"
+            )
+        super().__init__(serde=serde or JsonPlusSerializer())
+        if not hasattr(cube, "store") or not hasattr(cube.store, "transaction"):
+            raise InvalidTypeError(f"MemOSSaver needs a MemCube, got {type(cube).__name__}")
+        self.cube = cube
+        self.db = cube.store
+        self.authorize = authorize
+        self.setup()
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    @contextmanager
+    def from_conn_string(
+        cls, path: str | Path, *, embedder: Any = None, serde: SerializerProtocol | None = None,
+    ) -> Iterator[MemOSSaver]:
+        """Open (or create) the cube directory at ``path`` and yield a saver over it; closes the cube after."""
+        from ..cube import MemCube
+
+        cube = MemCube.init_from_dir(path, embedder=embedder)
+        try:
+            yield cls(cube, serde=serde)
+        finally:
+            cube.close()
+
+    @classmethod
+    def from_mos(cls, mos: Any, cube_id: str, *, serde: SerializerProtocol | None = None) -> MemOSSaver:
+        """A saver over a cube registered in ``mos``; each call's ``user_id`` needs access to that cube."""
+        def authorize(user_id: str, need: str) -> None:
+            mos.cube(cube_id, user_id=user_id, access=need)
+
+        return cls(mos._cube(cube_id), serde=serde, authorize=authorize)
+
+    def setup(self) -> None:
+        """Create the checkpoint tables in the cube's database (idempotent; run by the constructor)."""
+        self.db.ensure_schema(_SCHEMA)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        conf = _configurable(config)
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "") or ""
+        self._check_user(conf, thread_id, "read")
+        if checkpoint_id := get_checkpoint_id(config):
+            rows = self.db.read(
+                f"SELECT {_CP_COLS} FROM lg_checkpoints WHERE thread_id=? AND checkpoint_ns=? AND checkpoint_id=?",
+                (thread_id, ns, checkpoint_id),
+            )
+        else:
+            rows = self.db.read(
+                f"SELECT {_CP_COLS} FROM lg_checkpoints WHERE thread_id=? AND checkpoint_ns=? "
+                "ORDER BY checkpoint_id DESC LIMIT 1", (thread_id, ns),
+            )
+        if not rows:
+            return None
+        return self._tuples(rows)[0]
+
+    def list(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        where, params = [], []
+        if config is not None:
+            conf = _configurable(config)
+            if conf.get("thread_id") is not None:
+                self._check_user(conf, str(conf["thread_id"]), "read")
+                where.append("thread_id = ?")
+                params.append(str(conf["thread_id"]))
+            if conf.get("checkpoint_ns") is not None:
+                where.append("checkpoint_ns = ?")
+                params.append(conf["checkpoint_ns"])
+            if checkpoint_id := conf.get("checkpoint_id"):
+                where.append("checkpoint_id = ?")
+                params.append(checkpoint_id)
+        for key, value in (filter or {}).items():
+            sql, p = _metadata_predicate(key, value)
+            where.append(sql)
+            params.extend(p)
+        if before is not None and (before_id := get_checkpoint_id(before)):
+            where.append("checkpoint_id < ?")
+            params.append(before_id)
+        sql = f"SELECT {_CP_COLS} FROM lg_checkpoints {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY checkpoint_id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        rows = self.db.read(sql, params)
+        # decode in pages so a long history is not deserialised all at once
+        for start in range(0, len(rows), 100):
+            yield from self._tuples(rows[start : start + 100])
+
+    def _tuples(self, rows: Sequence[tuple[Any, ...]]) -> list[CheckpointTuple]:
+        writes = self._writes_for([(r[0], r[1], r[2]) for r in rows])
+        out = []
+        for thread_id, ns, cid, parent_id, type_, blob, metadata in rows:
+            conf = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}
+            parent = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}}
+            out.append(CheckpointTuple(
+                {"configurable": conf}, self._loads(type_, blob, f"checkpoint {cid}"), json.loads(metadata),
+                parent if parent_id else None, writes.get((thread_id, ns, cid), []),
+            ))
+        return out
+
+    def _writes_for(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[PendingWrite]]:
+        """Pending writes of many checkpoints in one query, each list in ``writes_sort_key`` order."""
+        found: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+        for start in range(0, len(keys), 200):
+            chunk = keys[start : start + 200]
+            cond = " OR ".join(["(thread_id=? AND checkpoint_ns=? AND checkpoint_id=?)"] * len(chunk))
+            rows = self.db.read(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value "
+                f"FROM lg_writes WHERE {cond}", [v for k in chunk for v in k],
+            )
+            for row in rows:
+                found.setdefault((row[0], row[1], row[2]), []).append(row[3:])
+        return {
+            key: [(task_id, channel, self._loads(type_, value, f"write of task {task_id}"))
+                  for task_id, _, _, channel, type_, value in sorted(rows, key=lambda r: writes_sort_key(r[1], r[0], r[2]))]
+            for key, rows in found.items()
+        }
+
+    def _loads(self, type_: str, blob: bytes | None, what: str) -> Any:
+        try:
+            return self.serde.loads_typed((type_, blob if blob is not None else b""))
+        except NotImplementedError as exc:  # LangGraph's serializer: unknown type tag
+            raise CheckpointSerdeError(
+                f"{what} was stored as {type_!r}, which this saver's serializer cannot read ({exc}); "
+                "open the saver with the serializer that wrote it (e.g. the same EncryptedSerializer); "
+                "pickle is never loaded"
+            ) from None
+
+    # -- writes ---------------------------------------------------------------------------------
+    def put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        conf = _configurable(config)
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "") or ""
+        type_, blob = self._dumps(checkpoint)
+        md = get_serializable_checkpoint_metadata(config, metadata)
+        try:
+            md_json = json.dumps(md, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+        run_id = md.get("run_id")
+        with self.db.transaction() as c:  # owner check and row write commit together
+            self._check_user(conf, thread_id, "write", c)
+            c.execute(
+                "INSERT OR REPLACE INTO lg_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (thread_id, ns, checkpoint["id"], conf.get("checkpoint_id"), type_, blob, md_json,
+                 None if run_id is None else str(run_id), to_epoch(utcnow())),
+            )
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+        conf = _configurable(config)
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "") or ""
+        checkpoint_id = conf.get("checkpoint_id")
+        if not checkpoint_id:
+            raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id'] (the checkpoint the writes belong to)")
+        rows = [
+            (thread_id, ns, str(checkpoint_id), task_id, task_path, WRITES_IDX_MAP.get(channel, idx), channel, *self._dumps(value))
+            for idx, (channel, value) in enumerate(writes)
+        ]
+        # special channels (errors, interrupts) replace; regular writes are idempotent per (task, idx)
+        verb = "INSERT OR REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "INSERT OR IGNORE"
+        with self.db.transaction() as c:
+            self._check_user(conf, thread_id, "write", c)
+            c.executemany(f"{verb} INTO lg_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _dumps(self, obj: Any) -> tuple[str, bytes]:
+        type_, blob = self.serde.dumps_typed(obj)
+        if type_.split("+")[0] == "pickle":
+            raise InvalidInputError("the serializer produced pickle, which this saver never stores; disable pickle_fallback")
+        return type_, blob
+
+    def delete_thread(self, thread_id: str) -> None:
+        with self.db.transaction() as c:
+            for table in ("lg_checkpoints", "lg_writes", "lg_threads"):
+                c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints written by ``run_ids`` (any thread, any namespace) and their writes."""
+        ids = [str(r) for r in run_ids]
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        with self.db.transaction() as c:
+            c.execute(
+                "DELETE FROM lg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN "
+                f"(SELECT thread_id, checkpoint_ns, checkpoint_id FROM lg_checkpoints WHERE run_id IN ({marks}))", ids,
+            )
+            c.execute(f"DELETE FROM lg_checkpoints WHERE run_id IN ({marks})", ids)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint (all namespaces, the whole parent chain) and write of a thread to another id."""
+        src, dst = str(source_thread_id), str(target_thread_id)
+        with self.db.transaction() as c:
+            if c.execute("SELECT 1 FROM lg_checkpoints WHERE thread_id=? LIMIT 1", (src,)).fetchone() is None:
+                raise ThreadNotFoundError(f"thread {src!r} has no checkpoints in cube {self.cube.cube_id!r}; nothing to copy")
+            c.execute(
+                "INSERT OR REPLACE INTO lg_checkpoints SELECT ?, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
+                "type, checkpoint, metadata, run_id, created_at FROM lg_checkpoints WHERE thread_id=?", (dst, src),
+            )
+            c.execute(
+                "INSERT OR REPLACE INTO lg_writes SELECT ?, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+                "channel, type, value FROM lg_writes WHERE thread_id=?", (dst, src),
+            )
+            c.execute(
+                "INSERT OR IGNORE INTO lg_threads SELECT ?, user_id, ? FROM lg_threads WHERE thread_id=?",
+                (dst, to_epoch(utcnow()), src),
+            )
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Drop old checkpoints: ``keep_latest`` keeps the newest per namespace, ``delete`` drops all.
+
+        ``keep_latest`` is DeltaChannel-aware: it also keeps the ancestors (and their writes) that a
+        kept checkpoint's delta channels still need, up to the nearest stored value of each.
+        """
+        if strategy not in ("keep_latest", "delete"):
+            raise InvalidInputError(f"unknown prune strategy {strategy!r}; use 'keep_latest' or 'delete'")
+        for thread_id in map(str, thread_ids):
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+                continue
+            with self.db.transaction() as c:
+                rows = c.execute(
+                    "SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata "
+                    "FROM lg_checkpoints WHERE thread_id=? ORDER BY checkpoint_ns, checkpoint_id DESC", (thread_id,),
+                ).fetchall()
+                keep = _keep_for_prune(rows, lambda t, b: self._loads(t, b, "checkpoint"))
+                doomed = [(thread_id, ns, cid) for ns, cid, *_ in rows if (ns, cid) not in keep]
+                for table in ("lg_writes", "lg_checkpoints"):
+                    c.executemany(
+                        f"DELETE FROM {table} WHERE thread_id=? AND checkpoint_ns=? AND checkpoint_id=?", doomed,
+                    )
+
+    # -- access ---------------------------------------------------------------------------------
+    def _check_user(self, conf: dict[str, Any], thread_id: str, need: str, conn: Any = None) -> None:
+        """Enforce thread ownership (and cube access, with ``authorize``) for the config's user_id."""
+        user = conf.get("user_id")
+        if user is None:
+            return
+        if not isinstance(user, str) or not user:
+            raise InvalidTypeError(f"config user_id must be a non-empty string, got {user!r}")
+        if self.authorize is not None:
+            self.authorize(user, need)
+        sql = "SELECT user_id FROM lg_threads WHERE thread_id=?"
+        row = conn.execute(sql, (thread_id,)).fetchone() if conn is not None else _first(self.db.read(sql, (thread_id,)))
+        if row is None:
+            if conn is not None and need == "write":
+                conn.execute("INSERT INTO lg_threads VALUES (?, ?, ?)", (thread_id, user, to_epoch(utcnow())))
+            return
+        owner = row[0]
+        if owner is not None and owner != user:
+            self.cube.audit(f"checkpoint_{need}", user, f"thread:{thread_id}", {"owner": owner}, allowed=False)
+            raise AccessDeniedError(
+                f"user {user!r} may not {need} thread {thread_id!r}, which belongs to {owner!r}; "
+                "use your own thread_id, or have the owner copy the thread for you"
+            )
+
+    # -- async twins: the same work in a worker thread ----------------------------------------------
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        found = await asyncio.to_thread(lambda: [*self.list(config, filter=filter, before=before, limit=limit)])
+        for tup in found:
+            yield tup
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy))
+
+
+def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    return rows[0] if rows else None
+
+
+def _configurable(config: RunnableConfig) -> dict[str, Any]:
+    conf = (config or {}).get("configurable")
+    if not isinstance(conf, dict) or conf.get("thread_id") in (None, ""):
+        raise InvalidInputError(
+            "the config needs a thread id: {'configurable': {'thread_id': '...'}} "
+            "(LangGraph checkpointers key state by thread)"
+        )
+    return conf
+
+
+def _metadata_predicate(key: str, value: Any) -> tuple[str, list[Any]]:
+    """SQL for one ``list(filter=...)`` condition: JSON equality on a (dotted) metadata key."""
+    if not isinstance(key, str) or not key or not set(key) <= _FILTER_KEY_CHARS:
+        raise InvalidInputError(f"invalid metadata filter key {key!r}: use letters, digits, '_', '-' and '.'")
+    path = "$." + ".".join(f'"{part}"' for part in key.split("."))
+    if value is None:
+        return "json_extract(metadata, ?) IS NULL", [path]
+    if isinstance(value, bool):
+        return "json_extract(metadata, ?) = ?", [path, int(value)]
+    if isinstance(value, (dict, list)):
+        return "json_extract(metadata, ?) = json(?)", [path, json.dumps(value, separators=(",", ":"))]
+    return "json_extract(metadata, ?) = ?", [path, value]
+
+
+def _keep_for_prune(rows: Sequence[tuple[Any, ...]], loads: Callable[[str, bytes], Any]) -> set[tuple[str, str]]:
+    """Which (namespace, checkpoint id) survive ``keep_latest``: the newest per namespace, plus the
+    ancestors its delta channels (those counted in ``counters_since_delta_snapshot``) still replay from."""
+    by_key = {(ns, cid): (parent, type_, blob, md) for ns, cid, parent, type_, blob, md in rows}
+    keep: set[tuple[str, str]] = set()
+    seen_ns: set[str] = set()
+    for ns, cid, *_ in rows:  # newest first within each namespace
+        if ns in seen_ns:
+            continue
+        seen_ns.add(ns)
+        key: tuple[str, str] | None = (ns, cid)
+        needed: set[str] | None = None
+        while key is not None and key in by_key:
+            keep.add(key)
+            parent, type_, blob, md = by_key[key]
+            counters = json.loads(md).get("counters_since_delta_snapshot") or {}
+            if needed is None:
+                needed = set(counters)
+            if not needed:
+                break
+            needed -= set(loads(type_, blob).get("channel_values", {}))
+            key = (ns, parent) if parent and needed else None
+    return keep

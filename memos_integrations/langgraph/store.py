@@ -1,0 +1,404 @@
+"""MemOSStore: LangGraph's long-term memory store (``BaseStore``) over a MemCube.
+
+Where it sits: the LangGraph face's store. Values live in the cube's SQLite (``lg_store``, with
+``lg_store_ns`` recording namespace order); each indexed text of a value is also a cube memory item
+(``parent_id`` = its namespace, scope from the namespace, provenance, versions, audit), so semantic
+search is the cube's hybrid retrieval (dense + keyword, fused) and the memories are visible to the
+rest of the engine. Only the two primitives ``batch``/``abatch`` are implemented; ``get``, ``put``,
+``search``, ``list_namespaces`` and their async twins are the base class's sugar.
+
+Semantics follow ``InMemoryStore`` (tested side by side): reads in a batch see the state before the
+batch's writes; the last write to a key in a batch wins; results list namespaces in first-write order
+and keys in insertion order. Differences, on purpose: namespaces without live items are not listed;
+a range filter on a missing field does not match (InMemoryStore raises); ``created_at`` survives updates;
+scores are the fused retrieval score, not a cosine.
+
+TTL: ``supports_ttl = True``; ``ttl`` minutes per item (or ``ttl={"default_ttl": ...}``), refreshed on
+read unless ``refresh_ttl=False``; expired items are invisible at once and removed by ``sweep_ttl()``
+or the sweeper thread (``start_ttl_sweeper``; automatic with ``sweep_interval_minutes``).
+
+Sync/async policy: the core is synchronous; ``abatch`` runs ``batch`` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+    ensure_embeddings,
+)
+
+from ..errors import InvalidInputError, InvalidTypeError
+from ..items import LIVE_STATES, Kind, MemoryItem, from_epoch
+from ..textual.filters import MemoryFilter
+from . import store_logic as L
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lg_store_ns (ns TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS lg_store (
+    ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    expires_at REAL, ttl REAL, item_ids TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (ns, key)
+);
+CREATE INDEX IF NOT EXISTS lg_store_expiry ON lg_store (expires_at) WHERE expires_at IS NOT NULL;
+"""
+_ROW = "s.ns, s.key, s.value, s.created_at, s.updated_at, s.ttl, s.item_ids"
+_LIVE = "(s.expires_at IS NULL OR s.expires_at > ?)"
+
+
+class MemOSStore(BaseStore):
+    """LangGraph ``BaseStore`` backed by a MemCube: persistent, searchable, governed long-term memory.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install 'memos-integrations[langgraph]'
+
+    Instantiate:
+        >>> import tempfile
+        >>> from memos_integrations import MemCube
+        >>> from memos_integrations.langgraph import MemOSStore
+        >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+        >>> store = MemOSStore(cube, index={"fields": ["text"]}, ttl={"default_ttl": 60 * 24})
+
+    Usage:
+        >>> store.put(("users", "alice", "memories"), "m1", {"text": "Alice drinks genmaicha tea"})
+        >>> store.put(("users", "alice", "memories"), "m2", {"text": "Alice lives in Lisbon", "n": 2})
+        >>> [h.key for h in store.search(("users", "alice"), query="what tea does she like", limit=1)]
+        ['m1']
+        >>> [h.key for h in store.search(("users",), filter={"n": {"$gte": 2}})]
+        ['m2']
+        >>> store.list_namespaces(prefix=("users",), max_depth=2)
+        [('users', 'alice')]
+        >>> cube.search("tea", user_id="alice")[0].item.metadata["lg_store"]["key"]   # cube-visible
+        'm1'
+        >>> cube.close()
+
+    Async: ``await store.aput(...)``, ``await store.asearch(...)`` run the same code in a worker thread.
+    """
+
+    supports_ttl: bool = True
+
+    def __init__(
+        self,
+        cube: Any,
+        *,
+        index: IndexConfig | bool | None = None,
+        ttl: TTLConfig | None = None,
+        scope: Callable[[Sequence[str]], Mapping[str, str]] = L.default_scope,
+        plan: Any = "balanced",
+        policy: Any = None,
+        kind: Kind | str = Kind.FACT,
+    ) -> None:
+        if not hasattr(cube, "text_mem"):
+            raise InvalidTypeError(f"MemOSStore needs a MemCube, got {type(cube).__name__}")
+        self.cube, self.db = cube, cube.store
+        self.ttl_config = ttl
+        self.scope, self.plan, self.policy, self.kind = scope, plan, policy, Kind(kind)
+        self.clock: Callable[[], float] = time.time
+        self.index_config, self.fields, self._embeddings = self._index(index)
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.db.ensure_schema(_SCHEMA)
+        if ttl and ttl.get("sweep_interval_minutes"):
+            self.start_ttl_sweeper()
+
+    def _index(self, index: IndexConfig | bool | None) -> tuple[dict[str, Any] | None, list[str], Any]:
+        if index is None or index is False:
+            return None, [], None
+        config: dict[str, Any] = {} if index is True else dict(index)
+        dims = config.get("dims", self.cube.embedder.dimension)
+        if dims != self.cube.embedder.dimension:
+            raise InvalidInputError(
+                f"index dims {dims} differ from the cube's embedder ({self.cube.embedder.dimension}); "
+                "a cube keeps one vector space: use its embedder (omit 'embed') or a cube built with yours"
+            )
+        embeddings = ensure_embeddings(config["embed"]) if config.get("embed") is not None else None
+        return config, list(config.get("fields") or ["$"]), embeddings
+
+    # -- the two primitives -----------------------------------------------------------------------
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        return self.run(list(ops))
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        return await asyncio.to_thread(self.run, list(ops))
+
+    def run(
+        self, ops: list[Op], *, principal: str | None = None, readable: L.Readable | None = None,
+        sources: Mapping[tuple[tuple[str, ...], str], Sequence[str]] | None = None,
+    ) -> list[Result]:
+        """Execute ``ops``: everything is validated first, reads see the pre-batch state, then all
+        writes commit in one transaction (the last write to a key wins)."""
+        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        for op in ops:
+            self._validate(op)
+            if isinstance(op, PutOp):
+                puts[(op.namespace, str(op.key))] = op
+        now = self.clock()
+        results: list[Result] = []
+        for op in ops:
+            if isinstance(op, GetOp):
+                results.append(self._get(op, now))
+            elif isinstance(op, SearchOp):
+                results.append(self._search(op, now, readable))
+            elif isinstance(op, ListNamespacesOp):
+                results.append(self._list_namespaces(op, now, readable))
+            else:
+                results.append(None)
+        if puts:
+            self._write(list(puts.values()), now, principal, sources or {})
+        return results
+
+    def _validate(self, op: Op) -> None:
+        if isinstance(op, PutOp):
+            L.check_labels(op.namespace, for_write=True)
+            if not isinstance(op.key, str) or not op.key:
+                raise InvalidInputError(f"store keys are non-empty strings, got {op.key!r}")
+            if op.value is not None:
+                L.check_value(op.value)
+            L.check_index_arg(op.index)
+            L.expiry(0.0, op.ttl)
+        elif isinstance(op, GetOp):
+            L.check_labels(op.namespace)
+        elif isinstance(op, SearchOp):
+            L.check_labels(op.namespace_prefix)
+            L.check_filter(op.filter)
+            if op.limit < 0 or op.offset < 0:
+                raise InvalidInputError("search limit and offset must be >= 0")
+        elif isinstance(op, ListNamespacesOp):
+            for cond in op.match_conditions or ():
+                L.check_labels(tuple(p for p in cond.path if p != "*"))
+        else:
+            raise InvalidTypeError(f"unknown store operation {type(op).__name__}; use GetOp, PutOp, SearchOp or ListNamespacesOp")
+
+    # -- reads --------------------------------------------------------------------------------------
+    def _get(self, op: GetOp, now: float) -> Item | None:
+        rows = self.db.read(f"SELECT {_ROW} FROM lg_store s WHERE s.ns=? AND s.key=? AND {_LIVE}",
+                            (L.encode(op.namespace), str(op.key), now))
+        if not rows:
+            return None
+        if op.refresh_ttl:
+            self._refresh(rows, now)
+        return _item(rows[0])
+
+    def _rows_under(self, prefix: tuple[str, ...], now: float, limit: int = -1, offset: int = 0) -> list[tuple[Any, ...]]:
+        rng = L.prefix_range(prefix)
+        where, params = _LIVE, [now]
+        if rng is not None:
+            where += " AND (s.ns = ? OR (s.ns >= ? AND s.ns < ?))"
+            params += [L.encode(prefix), *rng]
+        return self.db.read(
+            f"SELECT {_ROW} FROM lg_store s JOIN lg_store_ns n ON n.ns = s.ns WHERE {where} "
+            "ORDER BY n.rowid, s.rowid LIMIT ? OFFSET ?", [*params, limit, offset],
+        )
+
+    def _search(self, op: SearchOp, now: float, readable: L.Readable | None) -> list[SearchItem]:
+        flt = L.check_filter(op.filter)
+        want = op.offset + op.limit
+
+        def ok(row: tuple[Any, ...]) -> bool:
+            return (readable is None or readable(L.decode(row[0]))) and L.value_matches(json.loads(row[2]), flt)
+
+        if op.query and self.index_config is not None:
+            scored, scoreless = self._ranked(op, now, ok, want)
+            page = [(row, score) for row, score in scored[op.offset : want]]
+            if len(page) < op.limit:  # as InMemoryStore: fill with matching items that have no vectors
+                page += [(row, None) for row in scoreless[: op.limit - len(page)]]
+        elif flt is None and readable is None:
+            page = [(row, None) for row in self._rows_under(op.namespace_prefix, now, op.limit, op.offset)]
+        else:
+            page = [(row, None) for row in self._rows_under(op.namespace_prefix, now) if ok(row)][op.offset : want]
+        if op.refresh_ttl:
+            self._refresh([row for row, _ in page], now)
+        return [SearchItem(*_item_args(row), score=score) for row, score in page]
+
+    def _ranked(
+        self, op: SearchOp, now: float, ok: Callable[[tuple[Any, ...]], bool], want: int,
+    ) -> tuple[list[tuple[tuple[Any, ...], float]], list[tuple[Any, ...]]]:
+        """Hybrid retrieval over the prefix's index items, best key first; grows the pool until enough
+        keys pass the value filter and access check (or the prefix is exhausted)."""
+        assert op.query is not None
+        flt = MemoryFilter(parent_prefix=L.parent_of(op.namespace_prefix), states=list(LIVE_STATES))
+        qvec = np.asarray(self._embeddings.embed_query(op.query), np.float32) if self._embeddings else None
+        total = self.cube.store.count(flt)
+        pool = max(want * 2, 20)
+        while True:
+            hits = self.cube.text_mem.search(op.query, flt, top_k=min(pool, max(total, 1)), plan=self.plan, query_vector=qvec)
+            best: dict[tuple[str, str], float] = {}
+            for hit in hits:  # best first: the first hit of a key is its max (max-pooling over fields)
+                meta = hit.item.metadata.get("lg_store") or {}
+                best.setdefault((L.encode(meta.get("namespace", [])), meta.get("key", "")), hit.score)
+            rows = self._rows_for(list(best), now)
+            scored = [(rows[k], s) for k, s in best.items() if k in rows and ok(rows[k])]
+            if len(scored) >= want or pool >= total:
+                break
+            pool *= 4
+        if len(scored) >= want:
+            return scored, []
+        scoreless = [r for r in self._rows_under(op.namespace_prefix, now) if r[6] == "[]" and ok(r)]
+        return scored, scoreless
+
+    def _rows_for(self, keys: Sequence[tuple[str, str]], now: float) -> dict[tuple[str, str], tuple[Any, ...]]:
+        out: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for start in range(0, len(keys), 300):
+            chunk = keys[start : start + 300]
+            cond = " OR ".join(["(s.ns=? AND s.key=?)"] * len(chunk))
+            for row in self.db.read(f"SELECT {_ROW} FROM lg_store s WHERE ({cond}) AND {_LIVE}",
+                                    [*(v for k in chunk for v in k), now]):
+                out[(row[0], row[1])] = row
+        return out
+
+    def _list_namespaces(self, op: ListNamespacesOp, now: float, readable: L.Readable | None) -> list[tuple[str, ...]]:
+        rows = self.db.read(
+            f"SELECT n.ns FROM lg_store_ns n WHERE EXISTS (SELECT 1 FROM lg_store s WHERE s.ns = n.ns AND {_LIVE})", (now,)
+        )
+        spaces = (L.decode(r[0]) for r in rows)
+        if readable is not None:
+            spaces = (ns for ns in spaces if readable(ns))
+        return L.list_namespaces(spaces, op.match_conditions, op.max_depth, op.limit, op.offset)
+
+    def _refresh(self, rows: Sequence[tuple[Any, ...]], now: float) -> None:
+        due = [(now + r[5] * 60.0, r[0], r[1]) for r in rows if r[5] is not None]
+        if due:
+            with self.db.transaction() as c:
+                c.executemany("UPDATE lg_store SET expires_at=? WHERE ns=? AND key=?", due)
+
+    # -- writes -------------------------------------------------------------------------------------
+    def _write(self, puts: list[PutOp], now: float, principal: str | None,
+               sources: Mapping[tuple[tuple[str, ...], str], Sequence[str]]) -> None:
+        items: list[MemoryItem] = []
+        for op in puts:
+            if op.value is None or op.index is False or self.index_config is None:
+                continue
+            ns = L.encode(op.namespace)
+            scope = dict(self.scope(op.namespace))
+            for path, text in L.index_texts(op.value, op.index or self.fields):
+                items.append(MemoryItem(
+                    text=text, id=L.index_item_id(ns, op.key, path), kind=self.kind,
+                    user_id=scope.get("user_id"), agent_id=scope.get("agent_id"), cube_id=self.cube.cube_id,
+                    metadata={"lg_store": {"namespace": list(op.namespace), "key": op.key, "path": path}},
+                    parent_id=L.parent_of(op.namespace), created_by=principal, method="langgraph.store",
+                    sources=list(sources.get((op.namespace, op.key), ())),
+                ))
+        vectors = None
+        if items and self._embeddings is not None:  # embed outside the transaction: a failure writes nothing
+            vectors = np.asarray(self._embeddings.embed_documents([i.text for i in items]), np.float32)
+        elif items:
+            vectors = self.cube.embedder.embed_documents([i.text for i in items])
+        new_ids: dict[tuple[str, str], list[str]] = {}
+        for it in items:
+            meta = it.metadata["lg_store"]
+            new_ids.setdefault((L.encode(meta["namespace"]), meta["key"]), []).append(it.id)
+        with self.db.transaction() as c:
+            stale: list[str] = []
+            touched: set[str] = set()
+            for op in puts:
+                ns, key = L.encode(op.namespace), op.key
+                touched.add(ns)
+                old = c.execute("SELECT item_ids FROM lg_store WHERE ns=? AND key=?", (ns, key)).fetchone()
+                keep = new_ids.get((ns, key), [])
+                if old is not None:
+                    stale += [i for i in json.loads(old[0]) if i not in keep]
+                if op.value is None:
+                    c.execute("DELETE FROM lg_store WHERE ns=? AND key=?", (ns, key))
+                    continue
+                c.execute("INSERT OR IGNORE INTO lg_store_ns (ns) VALUES (?)", (ns,))
+                c.execute(
+                    "INSERT INTO lg_store VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ns, key) DO UPDATE SET "
+                    "value=excluded.value, updated_at=excluded.updated_at, expires_at=excluded.expires_at, "
+                    "ttl=excluded.ttl, item_ids=excluded.item_ids",
+                    (ns, key, L.check_value(op.value), now, now, L.expiry(now, op.ttl), op.ttl, json.dumps(keep)),
+                )
+            self._drop_empty(c, touched)
+            if items:
+                self.cube.text_mem.add_items(items, vectors=vectors)
+            if stale:
+                self.cube.text_mem.delete(stale, principal=principal)
+
+    @staticmethod
+    def _drop_empty(c: Any, namespaces: Iterable[str]) -> None:
+        c.executemany(
+            "DELETE FROM lg_store_ns WHERE ns=? AND NOT EXISTS (SELECT 1 FROM lg_store WHERE ns=lg_store_ns.ns)",
+            [(ns,) for ns in namespaces],
+        )
+
+    def put_with_provenance(
+        self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any], *, sources: Sequence[str],
+        principal: str | None = None, index: Any = None, ttl: float | None = None,
+    ) -> None:
+        """``put`` that records where the memory came from (e.g. ``thread:t1``, ``checkpoint:...``)."""
+        if ttl is None and self.ttl_config:
+            ttl = self.ttl_config.get("default_ttl")
+        self.run([PutOp(namespace, key, value, index, ttl)], principal=principal, sources={(namespace, key): sources})
+
+    # -- TTL ----------------------------------------------------------------------------------------
+    def sweep_ttl(self) -> int:
+        """Delete expired items now (their index items become tombstones); returns how many."""
+        now = self.clock()
+        rows = self.db.read("SELECT ns, key, item_ids FROM lg_store WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        if not rows:
+            return 0
+        with self.db.transaction() as c:
+            c.executemany("DELETE FROM lg_store WHERE ns=? AND key=? AND expires_at <= ?", [(r[0], r[1], now) for r in rows])
+            self._drop_empty(c, {r[0] for r in rows})
+            ids = [i for r in rows for i in json.loads(r[2])]
+            if ids:
+                self.cube.text_mem.delete(ids, principal="ttl-sweeper")
+        return len(rows)
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> threading.Thread:
+        """Run :meth:`sweep_ttl` every interval in a daemon thread (until :meth:`stop_ttl_sweeper`)."""
+        if self._sweeper is not None and self._sweeper.is_alive():
+            return self._sweeper
+        minutes = sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(float(minutes) * 60.0):
+                self.sweep_ttl()
+
+        self._sweeper = threading.Thread(target=loop, name="memos-ttl-sweeper", daemon=True)
+        self._sweeper.start()
+        return self._sweeper
+
+    def stop_ttl_sweeper(self, timeout: float | None = 5.0) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout)
+            self._sweeper = None
+
+    # -- governance ---------------------------------------------------------------------------------
+    def as_principal(self, principal: str) -> Any:
+        """A view of this store acting as ``principal`` (an agent or user), checked by ``self.policy``."""
+        from .access import ScopedStore
+
+        return ScopedStore(self, principal)
+
+    def close(self) -> None:
+        self.stop_ttl_sweeper()
+
+
+def _item_args(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    ns, key, value, created, updated = row[:5]
+    return L.decode(ns), key, json.loads(value), from_epoch(created), from_epoch(updated)
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    ns, key, value, created, updated = _item_args(row)
+    return Item(value=value, key=key, namespace=ns, created_at=created, updated_at=updated)
