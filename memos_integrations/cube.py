@@ -137,6 +137,10 @@ class MemCube:
                 f"fingerprint {recorded['fingerprint']}) but {emb.name!r} ({emb.dimension} dims, fingerprint "
                 f"{emb.fingerprint}) was given; open it with the same embedder, or export it and import into a new cube"
             )
+        if not (path / "memory.db").is_file():  # create() writes it before cube.json: its absence is damage
+            raise CubeCorruptedError(
+                f"{path} has a cube.json but no memory.db (the source of truth); restore it from a dump or export"
+            )
         store = SQLiteStore(path / "memory.db")
         cube = cls(path, config, emb, store, index or _open_index(path, config))
         cube._recover()
@@ -187,8 +191,13 @@ class MemCube:
         """Add chat ``messages`` (read into one item each) or ``memory`` text(s) (one item each)."""
         if (messages is None) == (memory is None):
             raise InvalidInputError("pass exactly one of messages=[...] or memory='...'")
-        if isinstance(tags, str):
-            raise InvalidTypeError("tags must be a list of strings")
+        if isinstance(tags, str) or isinstance(sources, str):
+            raise InvalidTypeError("tags and sources must be lists of strings, e.g. tags=['work']")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidTypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        for name, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidTypeError(f"{name} must be a string, got {type(value).__name__}")
         if messages is not None:
             return self.text_mem.add_messages(
                 messages, user_id=user_id, agent_id=agent_id, session_id=session_id, timestamp=timestamp,
@@ -254,6 +263,8 @@ class MemCube:
         return self.text_mem.update(item_id, principal=principal, **changes)
 
     def delete(self, ids: str | Sequence[str], *, principal: str | None = None) -> int:
+        if not isinstance(ids, (str, list, tuple)):
+            raise InvalidTypeError(f"delete takes a memory id or a list of ids, got {type(ids).__name__}")
         return self.text_mem.delete(ids_of([ids] if isinstance(ids, str) else ids), principal=principal)
 
     def delete_all(self, *, user_id: str | None = None, principal: str | None = None) -> int:
@@ -417,6 +428,11 @@ def read_header(path: Path) -> dict[str, Any]:
         header = json.loads(file.read_text())
         if not isinstance(header, dict) or not {"format_version", "embedder", "config"} <= set(header):
             raise ValueError("missing keys")
+        emb = header["embedder"]
+        if not isinstance(header["format_version"], int) or not isinstance(emb, dict) or not (
+            isinstance(emb.get("name"), str) and isinstance(emb.get("dimension"), int) and isinstance(emb.get("fingerprint"), str)
+        ):
+            raise ValueError("format_version must be an integer and embedder must record name, dimension, fingerprint")
         if header["format_version"] > FORMAT_VERSION:
             raise CubeCorruptedError(f"{file} was written by a newer memos-integrations; upgrade the package")
     except (ValueError, OSError) as exc:

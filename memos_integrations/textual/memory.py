@@ -68,9 +68,7 @@ class TextualMemory:
             if item.id in seen:
                 raise InvalidInputError(f"id {item.id!r} appears twice in one write; ids must be unique")
             seen.add(item.id)
-            check_text(item.text, self.max_text_chars)
-            if not isinstance(item.metadata, Mapping) or not isinstance(item.tags, (list, tuple)):
-                raise InvalidTypeError("metadata must be a dict and tags a list of strings")
+            check_item(item, self.max_text_chars)
         if not items:
             return []
         existing = self.store.get_items([i.id for i in items], include_deleted=True)
@@ -134,16 +132,21 @@ class TextualMemory:
         for key in ("event_time", "valid_from", "valid_to"):
             if key in changes:
                 changes[key] = parse_timestamp(changes[key])
-        if "state" in changes:
-            changes["state"] = Lifecycle(changes["state"])
-        if "kind" in changes:
-            changes["kind"] = Kind(changes["kind"])
+        try:
+            if "state" in changes:
+                changes["state"] = Lifecycle(changes["state"])
+            if "kind" in changes:
+                changes["kind"] = Kind(changes["kind"])
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}"
+            ) from None
         try:
             new = current.evolve(**changes, version=current.version + 1, updated_at=utcnow(),
                                  created_by=principal or current.created_by)
         except TypeError as exc:
             raise InvalidInputError(f"unknown field in update: {exc}") from None
-        check_text(new.text, self.max_text_chars)
+        check_item(new, self.max_text_chars)
         reembed = new.index_text != current.index_text
         vectors = self.embedder.embed_documents([new.index_text]) if reembed else None
         if vectors is not None:
@@ -182,6 +185,8 @@ class TextualMemory:
         return self.store.list_items(flt or MemoryFilter(), limit, offset)
 
     def history(self, item_id: str) -> list[MemoryItem]:
+        if not isinstance(item_id, str):
+            raise InvalidTypeError(f"memory ids are strings, got {type(item_id).__name__}")
         versions = self.store.history(item_id)
         if not versions:
             raise ItemNotFoundError(f"no memory {item_id!r} was ever in cube {self.cube_id!r}")
@@ -361,6 +366,37 @@ def new_item(text: str, **fields: Any) -> MemoryItem:
         return MemoryItem(text=text, **fields)
     except TypeError as exc:
         raise InvalidInputError(f"{exc}; see MemoryItem for the fields a memory has") from None
+
+
+_OPTIONAL_STR = ("user_id", "agent_id", "session_id", "cube_id", "parent_id", "created_by", "method")
+
+
+def check_item(item: MemoryItem, max_chars: int) -> None:
+    """Reject an item whose fields would be stored as something else than they say (before any write)."""
+    check_text(item.text, max_chars)
+    for name in _OPTIONAL_STR:
+        value = getattr(item, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidTypeError(f"{name} must be a string or None, got {type(value).__name__}")
+    if not isinstance(item.context, str):
+        raise InvalidTypeError(f"context must be a string, got {type(item.context).__name__}")
+    for name in ("tags", "sources"):
+        value = getattr(item, name)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise InvalidTypeError(f"{name} must be a list of strings, got {value!r}")
+    if not isinstance(item.metadata, Mapping):
+        raise InvalidTypeError(f"metadata must be a dict, got {type(item.metadata).__name__}")
+    if item.confidence is not None and (isinstance(item.confidence, bool) or not isinstance(item.confidence, (int, float))):
+        raise InvalidTypeError(f"confidence must be a number or None, got {item.confidence!r}")
+    for name in ("created_at", "updated_at", "event_time", "valid_from", "valid_to"):
+        value = getattr(item, name)
+        if value is not None and not isinstance(value, datetime):
+            raise InvalidTypeError(f"{name} must be a datetime or None, got {type(value).__name__}")
+    try:
+        Kind(item.kind)
+        Lifecycle(item.state)
+    except ValueError as exc:
+        raise InvalidInputError(f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}") from None
 
 
 def ids_of(values: Iterable[Any]) -> list[str]:
