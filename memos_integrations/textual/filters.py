@@ -243,7 +243,7 @@ def _metadata_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
             sqls.append(f"(json_type({alias}.metadata, ?) IS {'NOT ' if value else ''}NULL)")
             params.append(path)
         elif op in ("$in", "$nin"):
-            marks = ",".join("?" * len(value)) or "NULL"
+            marks = ",".join("?" * len(value))  # SQLite: x IN () is false, x NOT IN () true
             neg = "NOT " if op == "$nin" else ""
             null_ok = f" OR {expr} IS NULL" if op == "$nin" else ""
             sqls.append(f"({expr} {neg}IN ({marks}){null_ok})")
