@@ -28,13 +28,16 @@ from memos_integrations.items import MemoryItem
 from tests.unit.conftest import snapshot
 
 
-@pytest.fixture
-def seeded(cube):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, embedder):  # type: ignore[no-untyped-def]
+    """One cube for every case: each case checks that it left the cube exactly as it found it."""
+    cube = MemCube.init_from_dir(tmp_path_factory.mktemp("bad") / "cube", embedder=embedder)
     first = cube.add(memory="Alice likes genmaicha tea.", user_id="alice", tags=["tea"])[0]
     cube.add(messages=[{"role": "user", "content": "I moved to Lisbon last month.", "id": "m1"}],
              user_id="alice", session_id="s1", timestamp="8 May 2023")
     cube.relate(first.id, first.id, "self")
-    return cube, first
+    yield cube, first
+    cube.close()
 
 
 ID = "<first>"  # replaced by the id of the seeded memory
@@ -151,12 +154,18 @@ def test_create_refuses_an_existing_cube(cube, embedder) -> None:  # type: ignor
     assert cube.stats()["items"] == 1
 
 
-@pytest.fixture
-def closed_cube(tmp_path: Path, embedder) -> Path:  # type: ignore[no-untyped-def]
-    path = tmp_path / "orig"
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, embedder) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("pristine") / "orig"
     with MemCube.init_from_dir(path, embedder=embedder) as c:
         c.add(memory="Alice likes genmaicha tea.", user_id="alice")
     return path
+
+
+@pytest.fixture
+def closed_cube(pristine: Path, tmp_path: Path) -> Path:
+    """A closed cube on disk, each test its own copy to damage."""
+    return Path(shutil.copytree(pristine, tmp_path / "orig"))
 
 
 @pytest.mark.parametrize(
