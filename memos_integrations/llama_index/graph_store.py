@@ -84,6 +84,8 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         return item_id[len(self.prefix):]
 
     def _to_item(self, node: LabelledNode) -> MemoryItem:
+        if not isinstance(node, (EntityNode, ChunkNode)):
+            raise InvalidTypeError(f"graph nodes are EntityNode or ChunkNode, got {type(node).__name__}")
         props = dict(node.properties)
         if isinstance(node, EntityNode):
             info = {"type": "entity", "label": node.label, "name": node.name}
@@ -91,8 +93,6 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         elif isinstance(node, ChunkNode):
             info = {"type": "chunk", "label": node.label, "id": node.id}
             kind, text, sub = Kind.CHUNK, node.text, "chunk"
-        else:
-            raise InvalidTypeError(f"graph nodes are EntityNode or ChunkNode, got {type(node).__name__}")
         ref = props.get("ref_doc_id")
         return MemoryItem(
             id=self._iid(node.id), text=text, kind=kind, user_id=self.user_id, tags=[self.tag, sub],
