@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from langchain.agents.middleware.types import (
     AgentMiddleware,
@@ -179,7 +179,7 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
         return Recall(user_id=user_id, message_id=human.id, text=text, memory_ids=[i.id for i in chosen])
 
     def _with_memories(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
-        recall = request.state.get("memos_recall")
+        recall = cast("Recall | None", request.state.get("memos_recall"))
         if not recall or not recall["text"]:
             return request
         if recall["user_id"] != self.user_for(request.runtime):

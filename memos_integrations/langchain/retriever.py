@@ -24,7 +24,7 @@ from ..textual.retrieve import SearchPlan, plan_named
 from ._common import check_user, hit_to_document, in_thread
 
 #: Per-call overrides ``invoke(query, **kwargs)`` accepts; ``user_id`` is deliberately not one of them.
-_OVERRIDES = frozenset({"k", "agent_id", "session_id", "time_from", "time_to", "kinds", "tags", "filter", "plan"})
+_OVERRIDES = frozenset({"k", "agent_id", "session_id", "time_from", "time_to", "kinds", "memory_tags", "filter", "plan"})
 
 
 class MemOSRetriever(BaseRetriever):
@@ -75,7 +75,8 @@ class MemOSRetriever(BaseRetriever):
     time_from: datetime | str | None = Field(None, description="inclusive lower bound on when it happened")
     time_to: datetime | str | None = Field(None, description="inclusive upper bound on when it happened")
     kinds: Sequence[Kind | str] | None = None
-    tags: Sequence[str] | None = Field(None, description="every tag must be present")
+    # not `tags`: BaseRetriever.tags are the tracing tags of the run
+    memory_tags: Sequence[str] | None = Field(None, description="memories must carry every one of these tags")
     filter: dict[str, Any] | None = Field(None, description="metadata conditions, as for MemOSVectorStore")
     k: int = Field(4, ge=1, le=1000, description="how many documents to return")
     plan: SearchPlan | str = Field("balanced", description="'fast' | 'balanced' | 'deep' | a SearchPlan")
@@ -97,12 +98,12 @@ class MemOSRetriever(BaseRetriever):
             raise InvalidInputError(f"unknown retriever arguments {sorted(unknown)}; per call you may set {sorted(_OVERRIDES)}")
         args: dict[str, Any] = {
             "user_id": user_id, "agent_id": self.agent_id, "session_id": self.session_id,
-            "time_from": self.time_from, "time_to": self.time_to, "kinds": self.kinds, "tags": self.tags,
+            "time_from": self.time_from, "time_to": self.time_to, "kinds": self.kinds, "tags": self.memory_tags,
             "metadata": self.filter, "top_k": self.k, "plan": self.plan,
         }
         for key, value in kwargs.items():
             if key in _OVERRIDES:
-                args[{"k": "top_k", "filter": "metadata"}.get(key, key)] = value
+                args[{"k": "top_k", "filter": "metadata", "memory_tags": "tags"}.get(key, key)] = value
         return args
 
     def _get_relevant_documents(

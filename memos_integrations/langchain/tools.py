@@ -10,7 +10,7 @@ user is "not found", never revealed. Sync/async: ``ainvoke`` runs the sync tool 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
@@ -103,10 +103,10 @@ class SearchMemoryTool(_BoundMemoryTool):
         "Returns one memory per line as '[id] (kind) text'."
     )
     args_schema: type[BaseModel] = SearchMemoryInput
-    response_format: str = "content_and_artifact"
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
 
     def _run(
-        self, query: str, k: int = 5, user_id: str | None = None, config: RunnableConfig | None = None
+        self, query: str, k: int = 5, user_id: str | None = None, *, config: RunnableConfig
     ) -> tuple[str, list[dict[str, Any]]]:
         user = self._authorise(user_id, config)
         hits = self.cube.search(query, user_id=user, top_k=k)
@@ -158,7 +158,7 @@ class SaveMemoryTool(_BoundMemoryTool):
     args_schema: type[BaseModel] = SaveMemoryInput
 
     def _run(
-        self, text: str, kind: Kind | str = Kind.FACT, user_id: str | None = None, config: RunnableConfig | None = None
+        self, text: str, kind: Kind | str = Kind.FACT, user_id: str | None = None, *, config: RunnableConfig
     ) -> str:
         user = self._authorise(user_id, config)
         item = new_item(
@@ -202,7 +202,7 @@ class ForgetMemoryTool(_BoundMemoryTool):
     )
     args_schema: type[BaseModel] = ForgetMemoryInput
 
-    def _run(self, memory_id: str, user_id: str | None = None, config: RunnableConfig | None = None) -> str:
+    def _run(self, memory_id: str, user_id: str | None = None, *, config: RunnableConfig) -> str:
         user = self._authorise(user_id, config)
         try:
             item = self.cube.get(memory_id)
@@ -229,5 +229,5 @@ def create_memory_tools(
     """
     if not isinstance(user_id, str) or not user_id:
         raise InvalidTypeError("user_id must be a non-empty string: memory tools are always bound to one user")
-    bound = {"cube": cube, "user_id": user_id, "agent_id": agent_id, "session_id": session_id}
+    bound: dict[str, Any] = {"cube": cube, "user_id": user_id, "agent_id": agent_id, "session_id": session_id}
     return [SearchMemoryTool(**bound), SaveMemoryTool(**bound), ForgetMemoryTool(**bound)]

@@ -23,17 +23,17 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from ..cube import MemCube
 from ..errors import AccessDeniedError, EmbedderMismatchError, InvalidFilterError, InvalidInputError, InvalidTypeError
-from ..items import Kind, MemoryItem, new_id
+from ..items import Kind, MemoryItem, SearchHit, new_id
 from ..textual.embed import LangChainEmbedder, as_embedder
 from ..textual.filters import MemoryFilter
 from ..textual.memory import ids_of
 from ..textual.read import check_text
-from ..textual.retrieve import SearchPlan
+from ..textual.retrieve import BALANCED
 from ._common import item_to_document
 from .embeddings import MemOSEmbeddings, unwrap
 
 # Dense only and no time boost: a vector store ranks by similarity alone, as callers expect.
-_VECTOR_PLAN = SearchPlan(name="vector", keyword=False, time_aware=False, candidates=1)
+_VECTOR_PLAN = BALANCED.model_copy(update={"name": "vector", "keyword": False, "time_aware": False, "candidates": 1})
 
 
 class MemOSVectorStore(VectorStore):
@@ -186,7 +186,7 @@ class MemOSVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         return self.max_marginal_relevance_search_by_vector(
-            self._embed_query(query), k, fetch_k, lambda_mult, filter=filter
+            self._embed_query(query).tolist(), k, fetch_k, lambda_mult, filter=filter
         )
 
     def max_marginal_relevance_search_by_vector(
@@ -205,7 +205,7 @@ class MemOSVectorStore(VectorStore):
         if not found:
             return []
         query = np.asarray(embedding, dtype=np.float32)
-        chosen = maximal_marginal_relevance(query, [v for _, _, v in found], lambda_mult=lambda_mult, k=k)
+        chosen = maximal_marginal_relevance(query, [v.tolist() for _, _, v in found], lambda_mult=lambda_mult, k=k)
         return [item_to_document(found[i][0]) for i in chosen]
 
     # -- constructors -------------------------------------------------------------------------
@@ -231,7 +231,7 @@ class MemOSVectorStore(VectorStore):
         return store
 
     # -- internals ----------------------------------------------------------------------------
-    def _scope(self) -> dict[str, str]:
+    def _scope(self) -> dict[str, Any]:
         scope = {"user_id": self.user_id, "agent_id": self.agent_id, "session_id": self.session_id}
         return {k: v for k, v in scope.items() if v is not None}
 
@@ -306,7 +306,9 @@ class MemOSVectorStore(VectorStore):
                 f"embed with store.embeddings ({self.cube.embedder.name})"
             )
         query = query / max(float(np.linalg.norm(query)), 1e-12)
-        hits = self.cube.text_mem.search("", self._filter(filter), top_k=k, plan=_VECTOR_PLAN, query_vector=query)
+        hits: list[SearchHit] = self.cube.text_mem.search(  # type: ignore[valid-type]
+            "", self._filter(filter), top_k=k, plan=_VECTOR_PLAN, query_vector=query
+        )
         if not hits:
             return []
         rid_of = self.cube.store.rid_ids([h.item.id for h in hits], MemoryFilter(states=None))

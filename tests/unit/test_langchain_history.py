@@ -1,0 +1,112 @@
+"""MemOSChatMessageHistory: persisted per session, optionally remembered, atomic, RunnableWithMessageHistory."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables.history import RunnableWithMessageHistory
+
+from memos_integrations import MemCube
+from memos_integrations.errors import AccessDeniedError, InvalidTypeError
+from memos_integrations.langchain import MemOSChatMessageHistory
+
+
+def test_messages_persist_per_session_across_reopen(cube: MemCube, embedder: object) -> None:
+    h1 = MemOSChatMessageHistory(cube, "s1")
+    h1.add_messages([HumanMessage("hi", name="Alice"), AIMessage("hello!")])
+    MemOSChatMessageHistory(cube, "s2").add_user_message("other session")
+    path = cube.path
+    cube.close()
+    reopened = MemCube.init_from_dir(path, embedder=embedder)
+    messages = MemOSChatMessageHistory(reopened, "s1").messages
+    assert [(type(m), m.content, m.name) for m in messages] == [(HumanMessage, "hi", "Alice"), (AIMessage, "hello!", None)]
+    assert all(m.id for m in messages)  # ids assigned, so memories can point at them
+    assert reopened.stats()["items"] == 0  # remember=False: a transcript only
+    MemOSChatMessageHistory(reopened, "s1").clear()
+    assert MemOSChatMessageHistory(reopened, "s1").messages == []
+    assert len(MemOSChatMessageHistory(reopened, "s2").messages) == 1
+    reopened.close()
+
+
+def test_remember_reads_human_and_ai_messages_into_memory(cube: MemCube) -> None:
+    history = MemOSChatMessageHistory(cube, "s1", user_id="alice", agent_id="helper", remember=True)
+    history.add_messages([
+        SystemMessage("You are terse."),
+        HumanMessage("My sister Jo lives in Lisbon.", id="m1"),
+        AIMessage("", tool_calls=[{"name": "save_memory", "args": {"text": "x"}, "id": "t1"}]),
+        ToolMessage("Saved.", tool_call_id="t1"),
+        AIMessage("Noted, Lisbon it is.", id="m2"),
+    ])
+    items = cube.get_all(user_id="alice")
+    assert [(i.text, i.sources, i.session_id, i.kind.value) for i in items] == [
+        ("My sister Jo lives in Lisbon.", ["m1"], "s1", "message"),
+        ("Noted, Lisbon it is.", ["m2"], "s1", "message"),
+    ]
+    assert items[0].metadata["role"] == "user" and items[1].metadata["role"] == "assistant"
+    assert cube.search("where does Jo live?", user_id="alice")[0].item.sources == ["m1"]
+    history.clear()
+    assert cube.stats()["items"] == 2  # clearing the transcript keeps long-term memory
+
+
+def test_a_failed_memory_write_rolls_the_transcript_back(cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
+    history = MemOSChatMessageHistory(cube, "s1", user_id="alice", remember=True)
+
+    def broken(*a: object, **kw: object) -> None:
+        raise RuntimeError("embedder down")
+
+    monkeypatch.setattr(cube.text_mem, "add_items", broken)
+    with pytest.raises(RuntimeError):
+        history.add_messages([HumanMessage("remember me")])
+    assert history.messages == []
+    with pytest.raises(InvalidTypeError, match="LangChain messages"):
+        history.add_messages([HumanMessage("ok"), "not a message"])  # type: ignore[list-item]
+    assert history.messages == []
+
+
+def test_a_session_of_another_user_is_refused(cube: MemCube) -> None:
+    MemOSChatMessageHistory(cube, "shared", user_id="alice").add_user_message("alice's words")
+    with pytest.raises(AccessDeniedError, match="holds messages of user"):
+        _ = MemOSChatMessageHistory(cube, "shared", user_id="bob").messages
+    with pytest.raises(AccessDeniedError):
+        MemOSChatMessageHistory(cube, "shared", user_id="bob").add_user_message("bob's words")
+    with pytest.raises(InvalidTypeError):
+        MemOSChatMessageHistory(cube, "  ")
+
+
+def test_works_with_runnable_with_message_history(cube: MemCube) -> None:
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
+    model = FakeListChatModel(responses=["Nice to meet you, Alice.", "You are Alice."])
+    chain = RunnableWithMessageHistory(
+        prompt | model,
+        lambda session_id: MemOSChatMessageHistory(cube, session_id, user_id="alice", remember=True),
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    config = {"configurable": {"session_id": "s1"}}
+    chain.invoke({"question": "I'm Alice."}, config=config)
+    assert chain.invoke({"question": "Who am I?"}, config=config).content == "You are Alice."
+    texts = [m.content for m in MemOSChatMessageHistory(cube, "s1").messages]
+    assert texts == ["I'm Alice.", "Nice to meet you, Alice.", "Who am I?", "You are Alice."]
+    assert len(cube.get_all(user_id="alice", session_id="s1")) == 4
+
+
+async def test_async_methods_run_in_worker_threads(tmp_path: Path, cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
+    history = MemOSChatMessageHistory(cube, "s1")
+    threads: list[int] = []
+    read = cube.store.read
+
+    def spy(*a: object, **kw: object) -> object:
+        threads.append(threading.get_ident())
+        return read(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cube.store, "read", spy)
+    await history.aadd_messages([HumanMessage("async hello")])
+    assert [m.content for m in await history.aget_messages()] == ["async hello"]
+    await history.aclear()
+    assert await history.aget_messages() == []
+    assert threads and threading.get_ident() not in threads
