@@ -244,6 +244,10 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         """Write nodes (a known id gets a new version); embeddings are used as given, else computed."""
         if not nodes:
             return
+        # PropertyGraphIndex sends an entity once per chunk that mentions it: the last one wins, as in
+        # SimplePropertyGraphStore (one write may not name an item twice)
+        nodes = list({self._iid(getattr(n, "id", "")): n for n in nodes if isinstance(n, LabelledNode)}.values()) \
+            if all(isinstance(n, LabelledNode) for n in nodes) else list(nodes)
         items = [self._to_item(n) for n in nodes]
         cube = self._cube
         vectors = embeddings_of(nodes, cube.embedder.dimension, True, cube.embedder.embed_documents,
