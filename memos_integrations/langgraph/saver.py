@@ -20,6 +20,7 @@ Sync/async policy: the core is synchronous; every ``a*`` method runs its sync tw
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -166,7 +167,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None, limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        where, params = [], []
+        where: builtins.list[str] = []
+        params: builtins.list[Any] = []
         if config is not None:
             conf = _configurable(config)
             if conf.get("thread_id") is not None:
@@ -195,21 +197,21 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         for start in range(0, len(rows), 100):
             yield from self._tuples(rows[start : start + 100])
 
-    def _tuples(self, rows: Sequence[tuple[Any, ...]]) -> list[CheckpointTuple]:
+    def _tuples(self, rows: Sequence[tuple[Any, ...]]) -> builtins.list[CheckpointTuple]:
         writes = self._writes_for([(r[0], r[1], r[2]) for r in rows])
         out = []
         for thread_id, ns, cid, parent_id, type_, blob, metadata in rows:
             conf = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}
-            parent = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}}
+            parent: RunnableConfig = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}}
             out.append(CheckpointTuple(
                 {"configurable": conf}, self._loads(type_, blob, f"checkpoint {cid}"), json.loads(metadata),
                 parent if parent_id else None, writes.get((thread_id, ns, cid), []),
             ))
         return out
 
-    def _writes_for(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[PendingWrite]]:
+    def _writes_for(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], builtins.list[PendingWrite]]:
         """Pending writes of many checkpoints in one query, each list in ``writes_sort_key`` order."""
-        found: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+        found: dict[tuple[str, str, str], builtins.list[tuple[Any, ...]]] = {}
         for start in range(0, len(keys), 200):
             chunk = keys[start : start + 200]
             cond = " OR ".join(["(thread_id=? AND checkpoint_ns=? AND checkpoint_id=?)"] * len(chunk))

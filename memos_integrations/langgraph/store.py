@@ -199,7 +199,8 @@ class MemOSStore(BaseStore):
 
     def _rows_under(self, prefix: tuple[str, ...], now: float, limit: int = -1, offset: int = 0) -> list[tuple[Any, ...]]:
         rng = L.prefix_range(prefix)
-        where, params = _LIVE, [now]
+        where: str = _LIVE
+        params: list[Any] = [now]
         if rng is not None:
             where += " AND (s.ns = ? OR (s.ns >= ? AND s.ns < ?))"
             params += [L.encode(prefix), *rng]
@@ -215,18 +216,20 @@ class MemOSStore(BaseStore):
         def ok(row: tuple[Any, ...]) -> bool:
             return (readable is None or readable(L.decode(row[0]))) and L.value_matches(json.loads(row[2]), flt)
 
+        page: list[tuple[tuple[Any, ...], float | None]]
+        unscored: float | None = None
         if op.query and self.index_config is not None:
             scored, scoreless = self._ranked(op, now, ok, want)
             page = [(row, score) for row, score in scored[op.offset : want]]
             if len(page) < op.limit:  # as InMemoryStore: fill with matching items that have no vectors
-                page += [(row, None) for row in scoreless[: op.limit - len(page)]]
+                page += [(row, unscored) for row in scoreless[: op.limit - len(page)]]
         elif flt is None and readable is None:
-            page = [(row, None) for row in self._rows_under(op.namespace_prefix, now, op.limit, op.offset)]
+            page = [(row, unscored) for row in self._rows_under(op.namespace_prefix, now, op.limit, op.offset)]
         else:
-            page = [(row, None) for row in self._rows_under(op.namespace_prefix, now) if ok(row)][op.offset : want]
+            page = [(row, unscored) for row in self._rows_under(op.namespace_prefix, now) if ok(row)][op.offset : want]
         if op.refresh_ttl:
             self._refresh([row for row, _ in page], now)
-        return [SearchItem(*_item_args(row), score=score) for row, score in page]
+        return [SearchItem(*_item_args(row), score=score) for row, score in page]  # type: ignore[misc]
 
     def _ranked(
         self, op: SearchOp, now: float, ok: Callable[[tuple[Any, ...]], bool], want: int,
