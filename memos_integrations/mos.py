@@ -95,11 +95,17 @@ class MOS:
         cube_id = mem_cube_id or cube.cube_id
         existing = self._q("SELECT owner FROM cubes WHERE cube_id=?", (cube_id,))
         if existing:
-            self._check(cube_id, user, "read", cube, "register")  # re-registering needs access, never grants it
-        else:
-            with self._lock:
-                self._db.execute("INSERT INTO cubes VALUES (?, ?, ?)", (cube_id, str(cube.path.resolve()), user))
-            cube.audit("register", user, cube_id, {"owner": user})
+            # re-registering needs access, never grants it, and never repoints the id at another directory
+            registered = self._q("SELECT path FROM cubes WHERE cube_id=?", (cube_id,))[0][0]
+            if Path(registered).resolve() != cube.path.resolve():
+                raise InvalidInputError(
+                    f"cube id {cube_id!r} is already registered for another directory; pass another mem_cube_id"
+                )
+            self._check(cube_id, user, "read", self._cube(cube_id), "register")
+            return cube_id
+        with self._lock:
+            self._db.execute("INSERT INTO cubes VALUES (?, ?, ?)", (cube_id, str(cube.path.resolve()), user))
+        cube.audit("register", user, cube_id, {"owner": user})
         self._cubes[cube_id] = cube
         return cube_id
 
