@@ -45,13 +45,15 @@ _LAZY = {
 __all__ = [
     "ForgetMemoryTool",
     "MemOSChatMessageHistory",
+    "MemOSChatModel",
     "MemOSEmbeddings",
+    "MemOSMemoryMiddleware",
     "MemOSRetriever",
     "MemOSVectorStore",
     "SaveMemoryTool",
     "SearchMemoryTool",
+    "StandInChatModel",
     "create_memory_tools",
-    *_LAZY,
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -313,7 +313,7 @@ class MemOSVectorStore(VectorStore):
             return []
         rid_of = self.cube.store.rid_ids([h.item.id for h in hits], MemoryFilter(states=None))
         rids, matrix = self.cube.store.vectors_for([rid_of[h.item.id] for h in hits if h.item.id in rid_of])
-        vector_of = dict(zip(rids, matrix))
+        vector_of = dict(zip(rids, matrix, strict=True))
         found = []
         for hit in hits:
             vector = vector_of.get(rid_of.get(hit.item.id, -1))

@@ -15,11 +15,21 @@ import pytest
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool
 from langchain_core.vectorstores import VectorStore
-from langchain_tests.integration_tests import RetrieversIntegrationTests, ToolsIntegrationTests, VectorStoreIntegrationTests
+from langchain_tests.integration_tests import (
+    RetrieversIntegrationTests,
+    ToolsIntegrationTests,
+    VectorStoreIntegrationTests,
+)
 from langchain_tests.unit_tests import ToolsUnitTests
 
 from memos_integrations import MemCube
-from memos_integrations.langchain import ForgetMemoryTool, MemOSRetriever, MemOSVectorStore, SaveMemoryTool, SearchMemoryTool
+from memos_integrations.langchain import (
+    ForgetMemoryTool,
+    MemOSRetriever,
+    MemOSVectorStore,
+    SaveMemoryTool,
+    SearchMemoryTool,
+)
 
 
 class TestMemOSVectorStoreStandard(VectorStoreIntegrationTests):
