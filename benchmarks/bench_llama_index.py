@@ -87,7 +87,7 @@ def main() -> None:
     vectors = emb.get_text_embedding_batch([n.get_content(metadata_mode="embed") for n in nodes])
     embed_s = time.perf_counter() - t0
     qvecs = [emb.get_query_embedding(q) for q in questions]
-    for n, v in zip(nodes, vectors):
+    for n, v in zip(nodes, vectors, strict=True):
         n.embedding = v
     flt = MetadataFilters(filters=[MetadataFilter(key="conv", value=2)])
 
@@ -103,7 +103,7 @@ def main() -> None:
             for kind, kw in (("plain", {}), ("filter", {"filters": flt})):
                 retriever = index.as_retriever(similarity_top_k=10, **kw)
                 retriever.retrieve(QueryBundle(questions[0], embedding=qvecs[0]))  # warm-up
-                for q, v in zip(questions, qvecs):
+                for q, v in zip(questions, qvecs, strict=True):
                     t0 = time.perf_counter()
                     hits = retriever.retrieve(QueryBundle(q, embedding=v))
                     lat[kind].append((time.perf_counter() - t0) * 1000)

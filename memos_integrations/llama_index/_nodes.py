@@ -19,6 +19,7 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from ..errors import EmbedderMismatchError, InvalidInputError
 from ..items import Kind, Lifecycle, MemoryItem
+from ..textual.retrieve import SearchPlan
 
 T = TypeVar("T")
 
@@ -32,6 +33,11 @@ MEMORY_KEYS = ("memory_id", "kind", "user_id", "agent_id", "session_id", "create
 async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """The async policy in one place: the synchronous core runs in a worker thread."""
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def plan_of(**fields: Any) -> SearchPlan:
+    """A validated search plan (bounds such as MMR lambda in [0, 1] are checked)."""
+    return SearchPlan.model_validate(fields)
 
 
 def node_to_item(node: BaseNode, *, tags: list[str], user_id: str | None, kind: Kind = Kind.CHUNK) -> MemoryItem:

@@ -51,7 +51,8 @@ class ChatTable:
     def rows(self, key: str, status: str | None = None, limit: int | None = None, offset: int | None = None
              ) -> list[tuple[int, ChatMessage]]:
         self._check(key)
-        sql, params = "SELECT seq, message FROM llama_index_chat WHERE key = ?", [key]
+        sql = "SELECT seq, message FROM llama_index_chat WHERE key = ?"
+        params: list[Any] = [key]
         if status is not None:
             sql += " AND status = ?"
             params.append(status)

@@ -34,7 +34,8 @@ class MemOSEmbedding(BaseEmbedding):
     def __init__(self, embedder: Any = None, **kwargs: Any) -> None:
         emb = as_embedder(embedder)
         kwargs.setdefault("embed_batch_size", 64)
-        super().__init__(model_name=emb.name, dimension=emb.dimension, fingerprint=emb.fingerprint, **kwargs)
+        # pydantic fields of this subclass: mypy (no pydantic plugin here) sees only BaseEmbedding's signature
+        super().__init__(model_name=emb.name, dimension=emb.dimension, fingerprint=emb.fingerprint, **kwargs)  # type: ignore[call-arg]
         self._embedder = emb
 
     @classmethod

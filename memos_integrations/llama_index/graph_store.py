@@ -20,14 +20,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from llama_index.core.graph_stores.types import ChunkNode, EntityNode, LabelledNode, PropertyGraphStore, Relation, Triplet
+from llama_index.core.graph_stores.types import (
+    ChunkNode,
+    EntityNode,
+    LabelledNode,
+    PropertyGraphStore,
+    Relation,
+    Triplet,
+)
 from llama_index.core.vector_stores.types import VectorStoreQuery
 
 from ..errors import InvalidInputError, InvalidTypeError, MemosError
 from ..items import Edge, Kind, MemoryItem
 from ..textual.filters import MemoryFilter
-from ..textual.retrieve import SearchPlan
-from ._nodes import NOT_DELETED, cosine_scores, embeddings_of, in_thread
+from ._nodes import NOT_DELETED, cosine_scores, embeddings_of, in_thread, plan_of
 from .filters import combine, to_memory_metadata
 
 _INFO = "_pg"  # the metadata key holding what LlamaIndex needs to rebuild the node
@@ -216,7 +222,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         qvec = qvec / max(float(np.linalg.norm(qvec)), 1e-12)
         flt = self._scope(query.node_ids, combine(to_memory_metadata(query.filters)), sub="entity")
         k = max(int(query.similarity_top_k), 1)
-        plan = SearchPlan(name="llama_index.graph", keyword=False, time_aware=False, candidates=k)
+        plan = plan_of(name="llama_index.graph", keyword=False, time_aware=False, candidates=k)
         hits = self._cube.search("", filter=flt, top_k=k, plan=plan, query_vector=qvec)
         sims = cosine_scores(self._cube.store, [h.item.id for h in hits], qvec)
         return [self._to_node(h.item) for h in hits], [sims.get(h.item.id, 0.0) for h in hits]

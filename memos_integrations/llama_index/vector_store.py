@@ -11,6 +11,7 @@ Deletes are tombstones: ``cube.history(node_id)`` still shows what was there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from ..errors import InvalidInputError
 from ..items import Kind
 from ..textual.filters import MemoryFilter
 from ..textual.retrieve import SearchPlan
-from ._nodes import NOT_DELETED, cosine_scores, embeddings_of, in_thread, item_to_node, node_to_item
+from ._nodes import NOT_DELETED, cosine_scores, embeddings_of, in_thread, item_to_node, node_to_item, plan_of
 from .filters import combine, to_memory_metadata
 
 _DENSE = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
@@ -119,7 +120,7 @@ class MemOSVectorStore(BasePydanticVectorStore):
         )
 
     # -- writes -------------------------------------------------------------------------------
-    def add(self, nodes: list[BaseNode], **add_kwargs: Any) -> list[str]:
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Write ``nodes`` with their embeddings; a node id seen before gets a new version."""
         if not nodes:
             return []
@@ -201,22 +202,22 @@ class MemOSVectorStore(BasePydanticVectorStore):
                 lam = kwargs.get("mmr_threshold", query.mmr_threshold)
                 lam = self.default_mmr_threshold if lam is None else float(lam)
                 pool = max(4 * k, 20)
-                return SearchPlan(name="llama_index.mmr", keyword=False, candidates=pool, mmr_lambda=lam,
+                return plan_of(name="llama_index.mmr", keyword=False, candidates=pool, mmr_lambda=lam,
                                   mmr_pool=pool, **base)
-            return SearchPlan(name="llama_index.default", keyword=False, candidates=k, **base)
+            return plan_of(name="llama_index.default", keyword=False, candidates=k, **base)
         if mode in _KEYWORD or (mode in _HYBRID and not has_vec):
             if not has_text:
                 raise InvalidInputError(f"{mode.value} mode needs query_str (the keyword leg searches text)")
             pool = max(k, query.sparse_top_k or 0)
-            return SearchPlan(name="llama_index.sparse", dense=False, candidates=pool, **base)
+            return plan_of(name="llama_index.sparse", dense=False, candidates=pool, **base)
         if mode in _HYBRID:
             if not has_text:  # no words to match: the dense leg alone
-                return SearchPlan(name="llama_index.default", keyword=False, candidates=k, **base)
+                return plan_of(name="llama_index.default", keyword=False, candidates=k, **base)
             alpha = 0.5 if query.alpha is None else float(query.alpha)
             if not 0.0 <= alpha <= 1.0:
                 raise InvalidInputError(f"alpha must be within [0, 1] (1: dense only, 0: keyword only), got {alpha}")
             pool = max(k, query.sparse_top_k or 0, query.hybrid_top_k or 0, 60)
-            return SearchPlan(name="llama_index.hybrid", candidates=pool, dense_weight=alpha,
+            return plan_of(name="llama_index.hybrid", candidates=pool, dense_weight=alpha,
                               keyword_weight=1.0 - alpha, **base)
         raise InvalidInputError(
             f"query mode {mode.value!r} is not supported by MemOSVectorStore; use default, hybrid, "
@@ -224,7 +225,7 @@ class MemOSVectorStore(BasePydanticVectorStore):
         )
 
     # -- async: the same work in a worker thread ----------------------------------------------
-    async def async_add(self, nodes: list[BaseNode], **kwargs: Any) -> list[str]:
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         return await in_thread(self.add, nodes, **kwargs)
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:

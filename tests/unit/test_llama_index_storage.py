@@ -125,7 +125,7 @@ def test_kv_store_collections_and_atomic_put_all(cube: Any) -> None:
     with pytest.raises(InvalidTypeError):
         kv.put_all([("ok", {"v": 1}), ("bad", "not a dict")], collection="c3")  # type: ignore[list-item]
     assert kv.get_all("c3") == {}  # nothing half-written
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):  # not JSON: the one transaction rolls back
         kv.put_all([("ok", {"v": 1}), ("bad", {"v": object()})], collection="c3")
     assert kv.get_all("c3") == {}
     # rows live under a llama_index/ prefix: other faces' kv rows never collide with them
