@@ -9,8 +9,13 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from llama_index.core import Document, PropertyGraphIndex, SummaryIndex, VectorStoreIndex  # noqa: E402
-from llama_index.core import load_index_from_storage  # noqa: E402
+from llama_index.core import (  # noqa: E402
+    Document,
+    PropertyGraphIndex,
+    SummaryIndex,
+    VectorStoreIndex,
+    load_index_from_storage,  # noqa: E402
+)
 from llama_index.core.indices.property_graph import VectorContextRetriever  # noqa: E402
 from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 
