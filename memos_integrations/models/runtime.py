@@ -113,7 +113,9 @@ class LocalRuntime:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.seed = seed
-        self._lock = threading.RLock()
+        # A plain Lock, not an RLock: LangChain's astream resumes this generator on different
+        # worker threads, and only a Lock may be released by a thread other than its acquirer.
+        self._lock = threading.Lock()
         self._eos = self._eos_ids()
 
     @classmethod
@@ -281,32 +283,33 @@ class LocalRuntime:
         new: list[int] = []
         text, finish, ttft = "", "length", 0.0
         step_input = ids[reused:]
-        with torch.no_grad():
-            for step in range(max_new_tokens):
+        for step in range(max_new_tokens):
+            # Grad mode is thread-local and astream resumes us on other threads: set it per step.
+            with torch.no_grad():
                 out = model(input_ids=torch.tensor([step_input], device=device), past_key_values=cache,
                             use_cache=True, logits_to_keep=1)
-                cache = out.past_key_values
-                logits = out.logits[0, -1].float()
-                if temperature > 0:
-                    probs = torch.softmax(logits / temperature, dim=-1).cpu()
-                    token = int(torch.multinomial(probs, 1, generator=gen))
-                else:
-                    token = int(logits.argmax())
-                if step == 0:
-                    ttft = time.perf_counter() - t_start
-                if token in self._eos:
-                    finish = "stop"
-                    break
-                new.append(token)
-                decoded = self._cut(self.tokenizer.decode(new, skip_special_tokens=True), stop)
-                if decoded is None:
-                    finish = "stop"
-                    break
-                if not decoded.endswith("\ufffd") and decoded.startswith(text):  # whole characters only
-                    if len(decoded) > len(text):
-                        yield StreamEvent(decoded[len(text):])
-                    text = decoded
-                step_input = [token]
+            cache = out.past_key_values
+            logits = out.logits[0, -1].float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1).cpu()
+                token = int(torch.multinomial(probs, 1, generator=gen))
+            else:
+                token = int(logits.argmax())
+            if step == 0:
+                ttft = time.perf_counter() - t_start
+            if token in self._eos:
+                finish = "stop"
+                break
+            new.append(token)
+            decoded = self._cut(self.tokenizer.decode(new, skip_special_tokens=True), stop)
+            if decoded is None:
+                finish = "stop"
+                break
+            if not decoded.endswith("\ufffd") and decoded.startswith(text):  # whole characters only
+                if len(decoded) > len(text):
+                    yield StreamEvent(decoded[len(text):])
+                text = decoded
+            step_input = [token]
         full = self.tokenizer.decode(new, skip_special_tokens=True)
         full = full[: min((full.find(s) for s in stop if s in full), default=len(full))]
         tail = full[len(text):] if full.startswith(text) else ""

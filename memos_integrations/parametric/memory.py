@@ -216,8 +216,7 @@ class ParametricMemory:
                 state, peft_config = reg.extract(TRAINING)
                 state = {k: v.detach().clone() for k, v in state.items()}
             finally:
-                model.delete_adapter(TRAINING)
-                reg._active = None
+                reg.delete_from_model(TRAINING)
         manifest = AdapterManifest(
             name=new_name, base_fingerprint=reg.fingerprint, base_dtype=reg.dtype, kind="merged",
             sources=[{"adapter": n, "weight": float(w), "weights_sha256": reg.manifest(n).weights_sha256,

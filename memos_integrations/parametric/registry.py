@@ -114,15 +114,31 @@ class AdapterRegistry:
                 self._peft.eval()
             else:
                 self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+                self._fix_active()  # the wrapper may still point at a deleted adapter
             self._resident[name] = None
             self.loads += 1
 
     def _evict(self, name: str) -> None:
-        self._peft.delete_adapter(name)
+        self.delete_from_model(name)
         del self._resident[name]
+        self.evictions += 1
+
+    def delete_from_model(self, name: str) -> None:
+        """Delete an adapter from the PEFT model and leave a valid active adapter behind.
+
+        PEFT keeps pointing at a deleted adapter when it was active, and its forward then fails;
+        pointing at any loaded one is harmless because routing always sets the adapter it needs.
+        """
+        self._peft.delete_adapter(name)
         if self._active == name:
             self._active = None
-        self.evictions += 1
+        self._fix_active()
+
+    def _fix_active(self) -> None:
+        remaining = list(self._peft.peft_config)
+        if remaining and self._peft.active_adapter not in remaining:
+            self._peft.set_adapter(remaining[-1], inference_mode=True)
+            self._active = remaining[-1]
 
     def unload(self, name: str) -> None:
         """Remove ``name`` from the model (it stays registered and reloads on demand)."""
@@ -185,7 +201,7 @@ class AdapterRegistry:
             try:
                 yield self._peft
             finally:
-                self._peft.delete_adapter(TRAINING)
+                self.delete_from_model(TRAINING)
                 self._peft.eval()
                 self._active = None
                 if previous is not None and previous in self._resident:
