@@ -59,6 +59,17 @@ def timed(fn: Any) -> float:
 
 
 def bench_ttft(model: Any, lengths: list[int], repeats: int, new_tokens: int = 32) -> list[dict[str, Any]]:
+    rng = random.Random(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-kv-"))
+    rows = []
+    for n in lengths:
+        rows.append(bench_length(model, n, repeats, new_tokens, tmp, rng))
+        gc.collect()
+    return rows
+
+
+def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, rng: random.Random) -> dict[str, Any]:
+    """One history length: every column measured in the same loop, in turn."""
     import torch
 
     from memos_integrations.activation import ActivationMemory
@@ -66,78 +77,71 @@ def bench_ttft(model: Any, lengths: list[int], repeats: int, new_tokens: int = 3
     from memos_integrations.models import LocalRuntime
     from memos_integrations.models.testing import byte_tokenizer
 
-    rng = random.Random(0)
     vocab = model.config.vocab_size
-    rows = []
-    tmp = Path(tempfile.mkdtemp(prefix="bench-kv-"))
-    for n in lengths:
-        hist = [rng.randrange(vocab) for _ in range(n)]
-        msg = [rng.randrange(vocab) for _ in range(new_tokens)]
-        ids = hist + msg
-        mem = ActivationMemory(tmp / f"kv{n}", budget_bytes=8 << 30)
+    hist = [rng.randrange(vocab) for _ in range(n)]
+    msg = [rng.randrange(vocab) for _ in range(new_tokens)]
+    ids = hist + msg
+    mem = ActivationMemory(tmp / f"kv{n}", budget_bytes=8 << 30)
+    with torch.no_grad():
+        base = model(input_ids=torch.tensor([hist]), use_cache=True, logits_to_keep=1).past_key_values
+    mem.store(model, "thread", hist, base)
+    _, ideal_cache = mem.load(model, "thread")
+
+    def recompute() -> None:
         with torch.no_grad():
-            base = model(input_ids=torch.tensor([hist]), use_cache=True, logits_to_keep=1).past_key_values
-        mem.store(model, "thread", hist, base)
-        _, ideal_cache = mem.load(model, "thread")
+            int(model(input_ids=torch.tensor([ids]), logits_to_keep=1).logits[0, -1].argmax())
 
-        def recompute() -> None:
-            with torch.no_grad():
-                int(model(input_ids=torch.tensor([ids]), logits_to_keep=1).logits[0, -1].argmax())
+    def ideal() -> None:
+        with torch.no_grad():
+            int(model(input_ids=torch.tensor([msg]), past_key_values=ideal_cache, use_cache=True,
+                      logits_to_keep=1).logits[0, -1].argmax())
+        ideal_cache.crop(-new_tokens)  # back to the history, for the next repeat
 
-        def ideal() -> None:
-            with torch.no_grad():
-                int(model(input_ids=torch.tensor([msg]), past_key_values=ideal_cache, use_cache=True,
-                          logits_to_keep=1).logits[0, -1].argmax())
-            ideal_cache.crop(-new_tokens)  # back to the history, for the next repeat
+    def ours() -> None:
+        lease = mem.lookup(model, "thread", ids)
+        with torch.no_grad():
+            int(model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), past_key_values=lease.cache,
+                      use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
+        assert lease.reused_tokens == n
 
-        def ours() -> None:
-            lease = mem.lookup(model, "thread", ids)
-            with torch.no_grad():
-                int(model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), past_key_values=lease.cache,
-                          use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
-            assert lease.reused_tokens == n
+    def reload() -> float:
+        mem.flush()
+        mem.clear()
+        t = time.perf_counter()
+        lease = mem.lookup(model, "thread", ids)
+        load_s = time.perf_counter() - t
+        assert lease.source == "disk" and lease.reused_tokens == n
+        with torch.no_grad():
+            int(model(input_ids=torch.tensor([ids[n:]]), past_key_values=lease.cache,
+                      use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
+        return load_s
 
-        def reload() -> float:
-            mem.flush()
-            mem.clear()
-            t = time.perf_counter()
-            lease = mem.lookup(model, "thread", ids)
-            load_s = time.perf_counter() - t
-            assert lease.source == "disk" and lease.reused_tokens == n
-            with torch.no_grad():
-                int(model(input_ids=torch.tensor([ids[n:]]), past_key_values=lease.cache,
-                          use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
-            return load_s
+    # The runtime path: a chat whose rendered history is about n tokens of bytes.
+    tok = byte_tokenizer()
+    runtime = LocalRuntime(model, tok, system_prompt="", max_new_tokens=1)
+    text = "".join(chr(97 + rng.randrange(26)) for _ in range(max(1, n - 40)))
+    chat = [{"role": "user", "content": text}]
+    runtime.generate(chat, thread_id="rt")  # turn 1: fills the thread cache
+    turn2 = chat + [{"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": "".join(chr(97 + rng.randrange(26)) for _ in range(32))}]
 
-        # The runtime path: a chat whose rendered history is about n tokens of bytes.
-        tok = byte_tokenizer()
-        runtime = LocalRuntime(model, tok, system_prompt="", max_new_tokens=1)
-        text = "".join(chr(97 + rng.randrange(26)) for _ in range(max(1, n - 40)))
-        chat = [{"role": "user", "content": text}]
-        runtime.generate(chat, thread_id="rt")  # turn 1: fills the thread cache
-        turn2 = chat + [{"role": "assistant", "content": "ok"},
-                        {"role": "user", "content": "".join(chr(97 + rng.randrange(26)) for _ in range(32))}]
-
-        ideal(), ours(), recompute()  # warm-up
-        r: dict[str, list[float]] = {"recompute": [], "ideal": [], "ours": [], "reload": [], "reload_load": [],
-                                     "runtime": []}
-        rt_tail = 0
-        for _ in range(repeats):
-            r["ideal"].append(timed(ideal))
-            r["ours"].append(timed(ours))
-            r["recompute"].append(timed(recompute))
-            t = time.perf_counter()
-            r["reload_load"].append(reload())
-            r["reload"].append(time.perf_counter() - t)
-            runtime.act_mem.store(model, "rt-copy", *runtime.act_mem.load(model, "rt"))  # same start each time
-            gen = runtime.generate(turn2, thread_id="rt-copy")
-            r["runtime"].append(gen.ttft_s)
-            rt_tail = gen.prompt_tokens - gen.reused_tokens
-        rows.append({"history": n, **{k: median_ms(v) for k, v in r.items()}, "runtime_tail": rt_tail,
-                     "kv_mb": kvmod.nbytes(ideal_cache) / 2**20})
-        del mem, base, ideal_cache, runtime
-        gc.collect()
-    return rows
+    ideal(), ours(), recompute()  # warm-up
+    r: dict[str, list[float]] = {"recompute": [], "ideal": [], "ours": [], "reload": [], "reload_load": [],
+                                 "runtime": []}
+    rt_tail = 0
+    for _ in range(repeats):
+        r["ideal"].append(timed(ideal))
+        r["ours"].append(timed(ours))
+        r["recompute"].append(timed(recompute))
+        t = time.perf_counter()
+        r["reload_load"].append(reload())
+        r["reload"].append(time.perf_counter() - t)
+        runtime.act_mem.store(model, "rt-copy", *runtime.act_mem.load(model, "rt"))  # same start each time
+        gen = runtime.generate(turn2, thread_id="rt-copy")
+        r["runtime"].append(gen.ttft_s)
+        rt_tail = gen.prompt_tokens - gen.reused_tokens
+    return {"history": n, **{k: median_ms(v) for k, v in r.items()}, "runtime_tail": rt_tail,
+            "kv_mb": kvmod.nbytes(ideal_cache) / 2**20}
 
 
 def make_adapters(model: Any, folder: Path, count: int) -> list[Path]:
@@ -172,7 +176,8 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def bench_adapters(model: Any, repeats: int, count: int = 100, resident: int = 8) -> dict[str, Any]:
+def bench_adapters(model: Any, repeats: int, count: int = 100, resident: int = 8,
+                   requests: int = 300) -> dict[str, Any]:
     import torch
     from peft import PeftModel
 
@@ -185,9 +190,9 @@ def bench_adapters(model: Any, repeats: int, count: int = 100, resident: int = 8
     peft_model = PeftModel.from_pretrained(base, str(paths[0]), adapter_name="a0")
     loads, switches = [], []
     for i in range(1, repeats + 1):
-        loads.append(timed(lambda: peft_model.load_adapter(str(paths[i]), adapter_name=f"a{i}")))
+        loads.append(timed(lambda i=i: peft_model.load_adapter(str(paths[i]), adapter_name=f"a{i}")))
     for i in range(repeats):
-        switches.append(timed(lambda: peft_model.set_adapter(f"a{i % 3}", inference_mode=True)))
+        switches.append(timed(lambda i=i: peft_model.set_adapter(f"a{i % 3}", inference_mode=True)))
     res["peft_load_ms"], res["peft_switch_ms"] = median_ms(loads), median_ms(switches)
     for i in range(repeats + 1):
         peft_model.delete_adapter(f"a{i}")
@@ -199,11 +204,11 @@ def bench_adapters(model: Any, repeats: int, count: int = 100, resident: int = 8
     names = reg.registered()
     loads, switches, swaps = [], [], []
     for i in range(repeats):
-        loads.append(timed(lambda: reg.load(names[i])))
+        loads.append(timed(lambda i=i: reg.load(names[i])))
     for i in range(repeats):
-        switches.append(timed(lambda: reg.activate(names[i % 3])))
+        switches.append(timed(lambda i=i: reg.activate(names[i % 3])))
     for i in range(repeats):
-        swaps.append(timed(lambda: reg.hot_swap(names[0], paths[10 + i])))
+        swaps.append(timed(lambda i=i: reg.hot_swap(names[0], paths[10 + i])))
     res["load_ms"], res["switch_ms"], res["hotswap_ms"] = median_ms(loads), median_ms(switches), median_ms(swaps)
     # 100 adapters, residency 8: random traffic, then a second pass to look for leaks.
     rng = random.Random(0)
@@ -221,12 +226,12 @@ def bench_adapters(model: Any, repeats: int, count: int = 100, resident: int = 8
                 errors += 1
             max_resident = max(max_resident, len(reg.resident), len(reg.model.peft_config))
 
-    traffic(150)
+    traffic(requests // 2)
     gc.collect()
     before = rss_mb()
-    traffic(150)
+    traffic(requests // 2)
     gc.collect()
-    res.update(adapters=count, residency=resident, requests=300, errors=errors, max_resident=max_resident,
+    res.update(adapters=count, residency=resident, requests=requests, errors=errors, max_resident=max_resident,
                loads=reg.loads, evictions=reg.evictions, rss_growth_mb=rss_mb() - before)
     return res
 
@@ -252,7 +257,7 @@ def render(rows: list[dict[str, Any]], ad: dict[str, Any], params: int, threads:
               "",
               f"{ad['adapters']} adapters, residency {ad['residency']}, {ad['requests']} random requests: "
               f"{ad['errors']} errors, at most {ad['max_resident']} resident, {ad['loads']} loads, "
-              f"{ad['evictions']} evictions, RSS growth over the second 150 requests {ad['rss_growth_mb']:.1f} MB"]
+              f"{ad['evictions']} evictions, RSS growth over the second half {ad['rss_growth_mb']:.1f} MB"]
     return "\n".join(lines)
 
 
@@ -269,9 +274,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(llama_250m(args.quick)).eval()
     params = sum(p.numel() for p in model.parameters())
-    repeats = args.repeats or (3 if args.quick else 5)
-    rows = bench_ttft(model, args.lengths, repeats)
-    ad = bench_adapters(model, repeats=max(repeats, 5))
+    repeats = args.repeats or (2 if args.quick else 5)
+    lengths = [64, 128] if args.quick else args.lengths
+    rows = bench_ttft(model, lengths, repeats)
+    ad = bench_adapters(model, repeats=max(repeats, 5), count=16 if args.quick else 100,
+                        resident=4 if args.quick else 8, requests=40 if args.quick else 300)
     table = render(rows, ad, params, torch.get_num_threads())
     print(table)
     result = {"params": params, "ttft": rows, "adapters": ad, "table": table}

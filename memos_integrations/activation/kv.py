@@ -75,7 +75,7 @@ def fork(cache: Any, n_tokens: int, config: Any) -> Any:
             f"cache has {len(cache.layers)} layers but the model has {len(out.layers)}; "
             "it was made by another model")
     check_supported(out)
-    for src, dst in zip(cache.layers, out.layers):
+    for src, dst in zip(cache.layers, out.layers, strict=True):
         dst.lazy_initialization(src.keys, src.values)
         dst.keys = src.keys[..., :n_tokens, :]
         dst.values = src.values[..., :n_tokens, :]

@@ -125,7 +125,8 @@ class LocalRuntime:
         require("transformers", "local")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+        auto: Any = AutoModelForCausalLM  # its stubs do not type from_pretrained's arguments
+        model = auto.from_pretrained(str(name_or_path), dtype=dtype)
         if device is not None:
             model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))

@@ -53,7 +53,7 @@ def _bytes_to_unicode() -> list[str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    table = dict(zip(bs, cs))
+    table = dict(zip(bs, cs, strict=True))
     return [chr(table[b]) for b in range(256)]
 
 
@@ -67,6 +67,7 @@ def tiny_config(arch: str = "llama", **overrides: Any) -> Any:
 
     common: dict[str, Any] = {"vocab_size": 259, "bos_token_id": None, "eos_token_id": 258,
                               "pad_token_id": 256}
+    cfg: Any
     if arch == "llama":
         cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                        num_attention_heads=4, num_key_value_heads=2,

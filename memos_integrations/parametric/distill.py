@@ -21,16 +21,16 @@ from ..errors import InvalidInputError
 class DistillConfig(BaseModel):
     """Training settings for :meth:`ParametricMemory.distill`; stored in the adapter manifest."""
 
-    rank: int = Field(8, ge=1, le=256, description="LoRA rank r.")
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha (scaling = alpha / rank).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    rank: int = Field(default=8, ge=1, le=256, description="LoRA rank r.")
+    alpha: int = Field(default=16, ge=1, description="LoRA alpha (scaling = alpha / rank).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
     target_modules: list[str] | None = Field(
-        None, description="Module names to adapt; None uses PEFT's default for the architecture.")
-    learning_rate: float = Field(2e-3, gt=0, description="AdamW learning rate.")
-    epochs: int = Field(8, ge=1, description="Passes over the memories.")
-    batch_size: int = Field(4, ge=1, description="Texts per optimisation step.")
-    max_length: int = Field(256, ge=8, description="Tokens per text (longer texts are cut).")
-    seed: int = Field(0, description="Seed for initialisation and shuffling.")
+        default=None, description="Module names to adapt; None uses PEFT's default for the architecture.")
+    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW learning rate.")
+    epochs: int = Field(default=8, ge=1, description="Passes over the memories.")
+    batch_size: int = Field(default=4, ge=1, description="Texts per optimisation step.")
+    max_length: int = Field(default=256, ge=8, description="Tokens per text (longer texts are cut).")
+    seed: int = Field(default=0, description="Seed for initialisation and shuffling.")
 
     def lora_config(self) -> Any:
         from peft import LoraConfig
@@ -78,7 +78,7 @@ def train_lora(peft_model: Any, tokenizer: Any, texts: Sequence[str], config: Di
                progress: bool = True, desc: str = "distill") -> list[float]:
     """Train the active (trainable) adapter of ``peft_model`` on ``texts``; returns the loss per step."""
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     texts = [t for t in texts if t and t.strip()]
     if not texts:

@@ -220,7 +220,7 @@ class ParametricMemory:
         manifest = AdapterManifest(
             name=new_name, base_fingerprint=reg.fingerprint, base_dtype=reg.dtype, kind="merged",
             sources=[{"adapter": n, "weight": float(w), "weights_sha256": reg.manifest(n).weights_sha256,
-                      "memories": reg.manifest(n).memories} for n, w in zip(names, weights)],
+                      "memories": reg.manifest(n).memories} for n, w in zip(names, weights, strict=True)],
             training={"combination_type": combination_type})
         manifest = self._save(new_name, state, peft_config, manifest)
         self._audit("adapter.merge", None, new_name, {"sources": list(names), "weights": list(weights)})

@@ -58,7 +58,6 @@ def test_reopened_cube_in_a_new_process_serves_same_cache_and_adapter(cube: Any,
 
     # What a full recompute of turn 2 gives (a fresh runtime on a fresh copy of the weights, no cache).
     from memos_integrations.activation import ActivationMemory
-
     from memos_integrations.parametric import ParametricMemory
 
     reference = LocalRuntime.from_pretrained(ckpt, cube=cube, act_mem=ActivationMemory(), max_new_tokens=5, top_k=0,

@@ -40,7 +40,7 @@ def test_reuse_changes_nothing_but_the_work(cube: Any) -> None:
     assert [g.cache_source for g in with_cache[1:]] == ["memory", "memory"]
     # the whole previous prompt (with the memories that turn saw) is reused; the replies here are not
     # the generated text, so reuse stops where the reply starts
-    for prev, gen in zip(with_cache, with_cache[1:]):
+    for prev, gen in zip(with_cache, with_cache[1:], strict=False):
         assert gen.reused_tokens >= prev.prompt_tokens
     assert with_cache[0].memory_ids  # memories were retrieved for the turn
     assert "Alice prefers short answers." in cached.system_text("alice")

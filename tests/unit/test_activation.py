@@ -10,8 +10,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from memos_integrations.activation import ActivationMemory, common_prefix  # noqa: E402
-from memos_integrations.activation import kv  # noqa: E402
+from memos_integrations.activation import (  # noqa: E402
+    ActivationMemory,
+    common_prefix,
+    kv,  # noqa: E402
+)
 from memos_integrations.errors import (  # noqa: E402
     CubeCorruptedError,
     InvalidInputError,
@@ -83,7 +86,7 @@ def test_stored_cache_is_never_mutated_by_a_forward_on_its_fork(model: Any) -> N
         assert kv.seq_len(lease.cache) == 33
     token_ids, again = mem.load(model, "t")
     assert token_ids == ids and kv.seq_len(again) == 30
-    assert all(torch.equal(b, layer.keys) for b, layer in zip(before, again.layers))
+    assert all(torch.equal(b, layer.keys) for b, layer in zip(before, again.layers, strict=True))
 
 
 def test_a_cache_covering_the_whole_prompt_leaves_one_token_to_feed(model: Any) -> None:
