@@ -393,8 +393,14 @@ class MemCube:
         for it in items:
             if it.id not in latest or latest[it.id].version < it.version:
                 latest[it.id] = it
+        clash = self._import_clashes(items, list(latest))
+        if clash:
+            raise InvalidInputError(
+                f"{len(clash)} memories in {path} already exist in this cube with another history (e.g. {clash[:3]}); "
+                "import into a new cube, or open the export as a cube and use merge() to add them as new versions"
+            )
         live = [it for it in latest.values() if it.state != Lifecycle.DELETED]
-        vectors = self.embedder.embed_documents([it.index_text for it in live])
+        vectors = self.embedder.embed_documents([it.embed_text for it in live])
         vec_of = {it.id: v for it, v in zip(live, vectors)}
         # one transaction: all versions in order, then the current rows with their vectors
         with self.store.transaction():
@@ -406,6 +412,17 @@ class MemCube:
                 self.store.add_edges(edges)
         self.text_mem.sync_index()
         return len(latest)
+
+    def _import_clashes(self, items: Sequence[MemoryItem], ids: Sequence[str]) -> list[str]:
+        """Ids the cube already holds with a history other than the file's (re-importing the same export is fine)."""
+        present = self.store.get_items(list(ids), include_deleted=True)
+        if not present:
+            return []
+        wanted: dict[str, list[dict[str, Any]]] = {}
+        for it in sorted(items, key=lambda i: i.version):
+            if it.id in present:
+                wanted.setdefault(it.id, []).append(it.to_dict())
+        return [i for i in present if [v.to_dict() for v in self.store.history(i)] != wanted[i]]
 
     def close(self) -> None:
         self.store.close()

@@ -97,8 +97,9 @@ class MemoryItem:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     parent_id: str | None = None
-    #: Extra text that is indexed (embedded and keyword-searchable) but not shown, e.g. the
-    #: preceding turn of a conversation or a document title. Empty when the text stands alone.
+    #: Text around the item that the keyword index sees but that is neither embedded nor shown,
+    #: e.g. the turn a message answers. Measured on LoCoMo: it lifts BM25 recall, and it hurts the
+    #: dense leg when embedded (the vector drifts toward the neighbour), so it is keyword-only.
     context: str = ""
 
     @property
@@ -111,8 +112,14 @@ class MemoryItem:
 
     @property
     def index_text(self) -> str:
-        """The text the vector and keyword indexes see."""
+        """The text the keyword index sees: context, then the text."""
         return f"{self.context}\n{self.text}" if self.context else self.text
+
+    @property
+    def embed_text(self) -> str:
+        """The text the dense index embeds: a message's speaker belongs to what it means."""
+        speaker = self.metadata.get("speaker") if self.kind == Kind.MESSAGE else None
+        return f"{speaker}: {self.text}" if isinstance(speaker, str) and speaker else self.text
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 strings); :meth:`from_dict` reverses it exactly."""

@@ -83,7 +83,7 @@ class TextualMemory:
                     changes["state"] = Lifecycle.GENERATED
             stored.append(item.evolve(**changes))
         if vectors is None:
-            vectors = self.embedder.embed_documents([i.index_text for i in stored])
+            vectors = self.embedder.embed_documents([i.embed_text for i in stored])
         else:
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(stored):
@@ -111,7 +111,7 @@ class TextualMemory:
         previous: list[MemoryItem] = []
         if session_id is not None:
             previous = self.store.list_items(
-                MemoryFilter(session_id=session_id, user_id=user_id, kinds=[Kind.MESSAGE]), order="updated_at", limit=1
+                MemoryFilter(session_id=session_id, user_id=user_id, kinds=[Kind.MESSAGE]), order="latest", limit=1
             )
         context = {
             "user_id": user_id, "agent_id": agent_id, "session_id": session_id, "cube_id": self.cube_id,
@@ -147,8 +147,8 @@ class TextualMemory:
         except TypeError as exc:
             raise InvalidInputError(f"unknown field in update: {exc}") from None
         check_item(new, self.max_text_chars)
-        reembed = new.index_text != current.index_text
-        vectors = self.embedder.embed_documents([new.index_text]) if reembed else None
+        reembed = new.embed_text != current.embed_text
+        vectors = self.embedder.embed_documents([new.embed_text]) if reembed else None
         if vectors is not None:
             self._check_dim(vectors)
         self.store.write_items([new], vectors)
@@ -300,7 +300,7 @@ class TextualMemory:
         by_rid = dict(zip(rid_list, matrix))
         missing = [(i, rid, m) for i, rid, m in rows if rid not in by_rid]
         if missing:  # a vector lost (older cube, manual edit): embed again from the source of truth
-            texts = [it.index_text for it in self.get_many([i for i, _, _ in missing])]
+            texts = [it.embed_text for it in self.get_many([i for i, _, _ in missing])]
             for (_, rid, _), vec in zip(missing, self.embedder.embed_documents(texts)):
                 by_rid[rid] = vec
         if rows:
@@ -335,7 +335,7 @@ class TextualMemory:
             for start in range(0, len(rows), 512):
                 chunk = rows[start : start + 512]
                 items = self.get_many([i for i, _, _ in chunk])
-                vectors = self.embedder.embed_documents([it.index_text for it in items])
+                vectors = self.embedder.embed_documents([it.embed_text for it in items])
                 self.store.write_items(items, vectors)  # same version: the vectors changed, not the memory
         with self.store.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO vector_outbox VALUES (?, 'upsert')", [(i,) for i, _, _ in rows])

@@ -1,0 +1,128 @@
+"""Retrieval quality on LoCoMo dev: turn-level evidence recall, per QA category, with a word budget.
+
+Each conversation becomes its own cube; every dialogue turn is one message whose id is its
+``dia_id`` and whose timestamp is its session's date. For each question of categories 1-4 we search
+the cube and measure how many of the question's evidence turns are among the sources of the top k
+hits (recall@5/10/20), and within a 400-word context budget: hits are taken best first while the
+formatted memories (date, speaker, text: what a model would read) fit in 400 words.
+
+    python -m benchmarks.bench_retrieval            # the plans side by side
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from memos_integrations import MemCube
+from memos_integrations.prompting import format_memory
+from memos_integrations.textual.embed import MiniLMEmbedder
+from memos_integrations.textual.read import FastReader
+from memos_integrations.textual.retrieve import BALANCED, DEEP, SearchPlan
+
+from .common import locomo, pct, sessions, table, turn_messages
+
+BUDGET_WORDS = 400
+PLANS: dict[str, SearchPlan] = {
+    "bm25 (reference)": SearchPlan(name="bm25", dense=False, time_aware=False),
+    "dense (reference)": SearchPlan(name="dense", keyword=False, time_aware=False),
+    "rrf (reference)": SearchPlan(name="rrf", time_aware=False),
+    "balanced": BALANCED,
+    "deep": DEEP,
+}
+
+
+def build(conv: dict[str, Any], root: Path, embedder: Any, context_turns: int) -> tuple[MemCube, int, float]:
+    cube = MemCube.create(root / conv["sample_id"], embedder=embedder)
+    cube.text_mem.reader = FastReader(context_turns=context_turns)
+    n = 0
+    start = time.perf_counter()
+    for key, when, turns in sessions(conv):
+        msgs = turn_messages(turns)
+        cube.add(messages=msgs, user_id=conv["sample_id"], session_id=key, timestamp=when)
+        n += len(msgs)
+    return cube, n, time.perf_counter() - start
+
+
+def evaluate(cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan) -> tuple[dict[str, list[float]], list[float]]:
+    scores: dict[str, list[float]] = defaultdict(list)
+    latencies: list[float] = []
+    for q in qa:
+        if q["category"] == 5 or not q.get("evidence"):
+            continue
+        evidence = {e.strip() for e in q["evidence"]}
+        start = time.perf_counter()
+        hits = cube.search(q["question"], top_k=20, plan=plan)
+        latencies.append(time.perf_counter() - start)
+        cat = str(q["category"])
+
+        def recall(selected: list[Any]) -> float:
+            found = {s for h in selected for s in h.item.sources}
+            return len(evidence & found) / len(evidence)
+
+        budget: list[Any] = []
+        words = 0
+        for h in hits[:10]:
+            w = len(format_memory(h.item).split())
+            if words + w > BUDGET_WORDS:
+                break
+            budget.append(h)
+            words += w
+        for name, value in (("r@5", recall(hits[:5])), ("r@10", recall(hits[:10])), ("r@20", recall(hits[:20])),
+                            ("r@10/400w", recall(budget))):
+            scores[f"{cat}:{name}"].append(value)
+            scores[f"all:{name}"].append(value)
+        scores["all:words@10"].append(float(sum(len(format_memory(h.item).split()) for h in hits[:10])))
+    return scores, latencies
+
+
+def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limit: int | None = None) -> dict[str, Any]:
+    plans = plans or PLANS
+    data = locomo()[:limit]
+    embedder = MiniLMEmbedder()
+    _ = embedder.fingerprint
+    results: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in plans}
+    latency: dict[str, list[float]] = {name: [] for name in plans}
+    turns_total, ingest_s, items = 0, 0.0, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for conv in data:
+            cube, n, secs = build(conv, Path(tmp), embedder, context_turns)
+            turns_total += n
+            ingest_s += secs
+            items.append(n)
+            for name, plan in plans.items():
+                s, lat = evaluate(cube, conv["qa"], plan)
+                for k, v in s.items():
+                    results[name][k].extend(v)
+                latency[name].extend(lat)
+            cube.close()
+    return {"results": results, "latency": latency, "turns": turns_total, "ingest_s": ingest_s, "items": items}
+
+
+def report(out: dict[str, Any]) -> str:
+    rows = []
+    for name, s in out["results"].items():
+        mean = {k: sum(v) / len(v) for k, v in s.items()}
+        lat = out["latency"][name]
+        rows.append([
+            name, mean["all:r@5"], mean["all:r@10"], mean["all:r@20"], mean["all:r@10/400w"],
+            mean["all:words@10"], *(mean[f"{c}:r@10"] for c in "1234"),
+            pct(lat, 50) * 1000, pct(lat, 95) * 1000,
+        ])
+    quality = table(
+        ["plan", "R@5", "R@10", "R@20", "R@10 in 400 words", "words in top 10", "cat1 R@10", "cat2 R@10",
+         "cat3 R@10", "cat4 R@10", "search p50 ms", "search p95 ms"],
+        rows,
+    )
+    ingest = f"ingest: {out['turns']} turns in {out['ingest_s']:.1f} s = {out['turns'] / out['ingest_s']:.0f} turns/s " \
+             f"(conversations of {min(out['items'])}-{max(out['items'])} items)"
+    return quality + "\n\n" + ingest
+
+
+if __name__ == "__main__":
+    ctx = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    print(report(run(context_turns=ctx)))

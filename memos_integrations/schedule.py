@@ -1,0 +1,129 @@
+"""MemScheduler: moves memories through their lifecycle (generated -> activated -> merged -> archived -> frozen).
+
+- **promote**: a generated item that searches keep returning (``promote_hits``) becomes *activated*;
+  activated items are the "hot" set a local model may prefill into its shared KV prefix.
+- **merge**: near-duplicate live items of one user (cosine >= ``merge_threshold`` on the stored
+  vectors) collapse into the newest one; the others become *merged*, with a ``merged_into`` edge and
+  their sources added to the survivor's provenance. Nothing is deleted.
+- **archive**: items untouched for ``archive_after_days`` become *archived*: kept, versioned, no
+  longer searched by default.
+- **freeze**: pinned items never move again (the scheduler skips *frozen*).
+
+Every move is a new version and an audit entry, so ``history(id)`` shows why an item changed.
+
+Example:
+    >>> import tempfile
+    >>> from memos_integrations import MemCube
+    >>> cube = MemCube.init_from_dir(tempfile.mkdtemp())
+    >>> _ = cube.add(memory=["Maya's dog is a beagle called Pixel.", "Maya's dog is a beagle called Pixel!"], user_id="maya")
+    >>> MemScheduler(cube).merge()["merged"]
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .cube import MemCube
+from .items import Edge, Lifecycle, MemoryItem, to_epoch, utcnow
+from .textual.filters import MemoryFilter
+
+
+class SchedulerPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    promote_hits: int = Field(3, ge=1, description="search hits after which a generated item is activated")
+    archive_after_days: float = Field(90.0, gt=0, description="idle days after which a live item is archived")
+    merge_threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity that counts as a duplicate")
+    max_merge_scan: int = Field(5000, ge=2, description="largest per-user set scanned for duplicates")
+
+
+class MemScheduler:
+    """Applies a :class:`SchedulerPolicy` to one cube."""
+
+    def __init__(self, cube: MemCube, policy: SchedulerPolicy | None = None, principal: str = "scheduler") -> None:
+        self.cube = cube
+        self.policy = policy or SchedulerPolicy()
+        self.principal = principal
+
+    def _move(self, items: Sequence[MemoryItem], state: Lifecycle, reason: str) -> int:
+        for item in items:
+            self.cube.update(item.id, state=state, principal=self.principal)
+        if items:
+            self.cube.audit(state.value, self.principal, self.cube.cube_id, {"reason": reason, "ids": [i.id for i in items]})
+        return len(items)
+
+    def promote(self) -> int:
+        rows = self.cube.store.read(
+            "SELECT id FROM items WHERE state = ? AND access_count >= ?", (Lifecycle.GENERATED.value, self.policy.promote_hits)
+        )
+        items = self.cube.text_mem.get_many([r[0] for r in rows])
+        return self._move(items, Lifecycle.ACTIVATED, f"returned by search >= {self.policy.promote_hits} times")
+
+    def archive(self) -> int:
+        cutoff = to_epoch(utcnow() - timedelta(days=self.policy.archive_after_days))
+        rows = self.cube.store.read(
+            "SELECT id FROM items WHERE state IN (?, ?) AND COALESCE(last_access, updated_at) < ?",
+            (Lifecycle.GENERATED.value, Lifecycle.ACTIVATED.value, cutoff),
+        )
+        items = self.cube.text_mem.get_many([r[0] for r in rows])
+        return self._move(items, Lifecycle.ARCHIVED, f"idle for {self.policy.archive_after_days} days")
+
+    def merge(self) -> dict[str, int]:
+        merged = groups = 0
+        users = [r[0] for r in self.cube.store.read("SELECT DISTINCT user_id FROM items WHERE state IN ('generated', 'activated')")]
+        for user in users:
+            flt = MemoryFilter(user_id=user, states=[Lifecycle.GENERATED, Lifecycle.ACTIVATED])
+            rids = self.cube.store.candidate_rids(flt, self.policy.max_merge_scan)
+            if user is None:  # items with no user form their own scope
+                keep = {r[0] for r in self.cube.store.read("SELECT rid FROM items WHERE user_id IS NULL")}
+                rids = [r for r in rids if r in keep]
+            found, matrix = self.cube.store.vectors_for(rids)
+            if len(found) < 2:
+                continue
+            items = self.cube.store.get_by_rid(found)
+            sims = matrix @ matrix.T
+            np.fill_diagonal(sims, -1.0)
+            done: set[int] = set()
+            # newest first: the survivor of a duplicate group is the most recent statement
+            order = sorted(range(len(found)), key=lambda i: -to_epoch(items[found[i]].updated_at))  # type: ignore[arg-type, operator]
+            for i in order:
+                if i in done:
+                    continue
+                dupes = [j for j in np.nonzero(sims[i] >= self.policy.merge_threshold)[0] if j not in done and j != i]
+                if not dupes:
+                    continue
+                survivor = items[found[i]]
+                losers = [items[found[j]] for j in dupes]
+                done.update([i, *dupes])
+                sources = list(dict.fromkeys([*survivor.sources, *(s for it in losers for s in it.sources), *(it.id for it in losers)]))
+                self.cube.update(survivor.id, sources=sources, principal=self.principal)
+                self.cube.graph.add_edges([Edge(it.id, survivor.id, "merged_into") for it in losers])
+                merged += self._move(losers, Lifecycle.MERGED, f"duplicate of {survivor.id}")
+                groups += 1
+        return {"merged": merged, "groups": groups}
+
+    def freeze(self, ids: Sequence[str]) -> int:
+        return self._move(self.cube.text_mem.get_many(list(ids)), Lifecycle.FROZEN, "pinned")
+
+    def hottest(self, user_id: str | None = None, n: int = 10) -> list[MemoryItem]:
+        """The most-used live items (activated and frozen first): what a shared KV prefix should hold."""
+        sql = "SELECT id FROM items WHERE state IN ('activated', 'frozen', 'generated')"
+        params: list[object] = []
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        sql += " ORDER BY state = 'generated', access_count DESC, updated_at DESC LIMIT ?"
+        rows = self.cube.store.read(sql, [*params, n])
+        return self.cube.text_mem.get_many([r[0] for r in rows])
+
+    def run(self) -> dict[str, int]:
+        """One pass: merge duplicates, promote the used, archive the idle."""
+        report = self.merge()
+        report["promoted"] = self.promote()
+        report["archived"] = self.archive()
+        return report
