@@ -229,7 +229,8 @@ class SQLiteStore:
     ) -> list[MemoryItem]:
         where, params = flt.to_sql()
         order_sql = {"created_at": "items.created_at, items.rid", "event_time": "COALESCE(items.event_time, items.created_at), items.rid",
-                     "updated_at": "items.updated_at DESC, items.rid"}[order]
+                     "updated_at": "items.updated_at DESC, items.rid",
+                     "latest": "items.created_at DESC, items.rid DESC"}[order]
         sql = f"SELECT {_SELECT} FROM items WHERE {where} ORDER BY {order_sql} LIMIT ? OFFSET ?"
         rows = self.read(sql, [*params, -1 if limit is None else limit, offset])
         return [_row_to_item(r) for r in rows]

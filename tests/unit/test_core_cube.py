@@ -289,3 +289,18 @@ def test_importing_the_package_pulls_in_no_framework_and_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_import_never_rewrites_a_different_history(cube, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.conftest import snapshot
+
+    item = cube.add(memory="version one")[0]
+    out = tmp_path / "e.jsonl"
+    cube.export_jsonl(out)
+    assert cube.import_jsonl(out) == 1  # the same export again: nothing changes
+    cube.update(item.id, text="version two")
+    before = snapshot(cube)
+    with pytest.raises(InvalidInputError, match="already exist in this cube"):
+        cube.import_jsonl(out)  # would roll the item back to v1 under a history that says v2
+    assert snapshot(cube) == before
+    assert [h.version for h in cube.history(item.id)] == [1, 2] and cube.get(item.id).version == 2

@@ -137,3 +137,12 @@ def test_add_memory_text(cube) -> None:  # type: ignore[no-untyped-def]
     assert cube.get(items[1].id) == items[1]
     single = cube.add(memory="One more.", user_id="alice")
     assert len(single) == 1 and single[0].kind is Kind.FACT
+
+
+def test_a_new_turn_follows_the_latest_turn_even_after_an_older_one_was_edited(cube) -> None:  # type: ignore[no-untyped-def]
+    one, two = cube.add(messages=[{"role": "user", "content": "turn one"}, {"role": "user", "content": "turn two"}],
+                        user_id="u", session_id="s")
+    cube.update(one.id, text="turn one, edited later")
+    three = cube.add(messages=[{"role": "user", "content": "turn three"}], user_id="u", session_id="s")[0]
+    assert [n.id for n in cube.neighbors(three.id)] == [two.id]
+    assert "turn two" in three.context and "turn one" not in three.context
