@@ -110,8 +110,11 @@ class MOS:
         return cube_id
 
     def share_cube_with_user(self, cube_id: str, target_user_id: str, access: Access = "read", *, user_id: str | None = None) -> None:
-        """Share a cube you own with another user (``read`` or ``write``)."""
-        actor = self._user(user_id or self._owner(cube_id))
+        """Share a cube you own with another user (``read`` or ``write``).
+
+        The actor is ``user_id``, else the MOS's own user; only a MOS with neither acts as the owner.
+        """
+        actor = self._user(user_id or self.default_user or self._owner(cube_id))
         target = self._user(target_user_id)
         if access not in ("read", "write"):
             raise InvalidInputError("access must be 'read' or 'write'")
@@ -125,7 +128,7 @@ class MOS:
         cube.audit("share", actor, cube_id, {"with": target, "access": access})
 
     def unshare_cube(self, cube_id: str, target_user_id: str, *, user_id: str | None = None) -> None:
-        actor = self._user(user_id or self._owner(cube_id))
+        actor = self._user(user_id or self.default_user or self._owner(cube_id))
         cube = self._cube(cube_id)
         self._check(cube_id, actor, "owner", cube, "unshare")
         with self._lock:

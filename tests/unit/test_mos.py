@@ -225,3 +225,21 @@ def test_search_lists_activation_and_parametric_memory_by_cube(mos, alice_cube: 
     found = mos.search("tea", user_id="alice")
     assert found["act_mem"] == [{"cube_id": alice_cube, "memories": ["thread-1"]}]
     assert found["para_mem"] == [{"cube_id": alice_cube, "memories": ["alice-style"]}]
+
+
+def test_a_users_own_mos_cannot_share_someone_elses_cube(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "home"
+    with_admin = MOS(home, embedder=embedder)
+    with_admin.create_user("alice")
+    with_admin.create_user("bob")
+    cube_id = with_admin.create_cube_for_user("alice_notes", owner_id="alice")
+    with_admin.close()
+    bobs = MOS(home, user_id="bob", embedder=embedder)  # bob's session: bob is the acting user
+    try:
+        with pytest.raises(AccessDeniedError, match="needs owner"):
+            bobs.share_cube_with_user(cube_id, "bob", "write")
+        with pytest.raises(AccessDeniedError):
+            bobs.unshare_cube(cube_id, "alice")
+        assert bobs.list_cubes() == []
+    finally:
+        bobs.close()
