@@ -276,6 +276,8 @@ class TextualMemory:
     def relate(self, src: str, dst: str, type: str, weight: float = 1.0, metadata: Mapping[str, Any] | None = None) -> Edge:
         if not isinstance(type, str) or not type.strip():
             raise InvalidInputError("a relation needs a non-empty type, e.g. 'mentions' or 'supports'")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise InvalidTypeError(f"a relation's weight is a number, got {weight!r}")
         missing = {src, dst} - set(self.store.get_items([src, dst]))
         if missing:
             raise ItemNotFoundError(f"cannot relate: no memory {sorted(missing)} in cube {self.cube_id!r}")

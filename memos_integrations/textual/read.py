@@ -190,9 +190,14 @@ class FastReader:
             if not isinstance(role, str):
                 raise InvalidTypeError(f"message {n} role must be a string")
             speaker = msg.get("name") or role
+            if not isinstance(speaker, str):
+                raise InvalidTypeError(f"message {n} name must be a string, got {type(speaker).__name__}")
+            extra = msg.get("metadata") or {}
+            if not isinstance(extra, Mapping):
+                raise InvalidTypeError(f"message {n} metadata must be a dict, got {type(extra).__name__}")
             when = parse_timestamp(msg["timestamp"]) if msg.get("timestamp") is not None else default_time
             metadata: dict[str, Any] = {"role": role, "speaker": speaker}
-            metadata.update(msg.get("metadata") or {})
+            metadata.update(extra)
             if when is not None:
                 mentions = resolve_relative(text, when)
                 if mentions:

@@ -56,6 +56,10 @@ CASES: list[tuple[str, type[MemosError], str, Callable[[Any, str], Any]]] = [
     ("message not a dict", InvalidTypeError, "message 0", lambda c, i: c.add(messages=["hello"])),
     ("message without content", InvalidTypeError, "content", lambda c, i: c.add(messages=[{"role": "user"}])),
     ("message with non-str content", InvalidTypeError, "content", lambda c, i: c.add(messages=[{"content": 5}])),
+    ("message with non-dict metadata", InvalidTypeError, "metadata must be a dict", lambda c, i: c.add(
+        messages=[{"content": "x", "metadata": [1]}])),
+    ("message with non-str name", InvalidTypeError, "name must be a string", lambda c, i: c.add(
+        messages=[{"content": "x", "name": 5}])),
     ("both messages and memory", InvalidInputError, "exactly one", lambda c, i: c.add(memory="x", messages=[])),
     ("neither", InvalidInputError, "exactly one", lambda c, i: c.add()),
     ("oversized memory", OversizedInputError, "max_text_chars", lambda c, i: c.add(memory="x" * 32_001)),
@@ -102,6 +106,7 @@ CASES: list[tuple[str, type[MemosError], str, Callable[[Any, str], Any]]] = [
     ("update unreadable time", InvalidInputError, "cannot read", lambda c, i: c.update(i, event_time="later")),
     ("relate to unknown", ItemNotFoundError, "cannot relate", lambda c, i: c.relate(i, "nope", "knows")),
     ("relate without type", InvalidInputError, "non-empty type", lambda c, i: c.relate(i, i, " ")),
+    ("relate with a non-number weight", InvalidTypeError, "weight", lambda c, i: c.relate(i, i, "knows", weight="heavy")),
     ("empty query", EmptyTextError, "query", lambda c, i: c.search("   ")),
     ("non-str query", InvalidTypeError, "query", lambda c, i: c.search(None)),
     ("oversized query", OversizedInputError, "query", lambda c, i: c.search("q" * 32_001)),
