@@ -146,3 +146,26 @@ def test_an_exception_inside_a_batch_rolls_the_whole_batch_back(cube, monkeypatc
     with pytest.raises(Exception, match="JSON"):
         cube.add_items(bad)
     assert snapshot(cube) == before
+
+
+def test_a_failed_index_write_heals_on_the_next_write_in_the_same_process(cube, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(ChromaIndex, "upsert", lambda self, ids, vectors, metadatas: (_ for _ in ()).throw(RuntimeError("down")))
+    with pytest.raises(RuntimeError):
+        cube.add(memory="Omar restores old radios.", user_id="omar")
+    monkeypatch.undo()
+    second = cube.add(memory="Omar sings in a choir.", user_id="omar")[0]
+    assert_consistent(cube)  # the outbox row of the failed write went out with the next one
+    assert len(cube.index.ids()) == 2 and second.id in cube.index.ids()
+
+
+def test_a_failing_embedder_writes_nothing(cube, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.conftest import snapshot
+
+    cube.add(memory="already there")
+    before = snapshot(cube)
+    monkeypatch.setattr(cube.embedder, "embed_documents", lambda texts: (_ for _ in ()).throw(ConnectionError("api down")))
+    with pytest.raises(ConnectionError):
+        cube.add(memory=["a", "b"])
+    with pytest.raises(ConnectionError):
+        cube.update(cube.get_all()[0].id, text="changed")
+    assert snapshot(cube) == before
