@@ -16,6 +16,7 @@ Opening replays index writes a crash left behind, so the ANN index always matche
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -105,6 +106,11 @@ class MemCube:
         config = config or CubeConfig()
         if config.cube_id is None:
             config = config.model_copy(update={"cube_id": path.resolve().name})
+        if config.vector.mode == "http" and config.vector.collection is None:
+            # a server is shared: two cubes both called "notes" must not share (and reconcile away) one
+            # collection, so a server-backed cube records a collection name of its own in cube.json
+            unique = f"cube_{config.cube_id}"[:40] + "_" + secrets.token_hex(6)
+            config = config.model_copy(update={"vector": config.vector.model_copy(update={"collection": unique})})
         emb = as_embedder(embedder if embedder is not None else config.embedder)
         path.mkdir(parents=True, exist_ok=True)
         header = {

@@ -52,6 +52,20 @@ def test_two_cubes_on_one_server_do_not_mix(chroma_server, tmp_path: Path, embed
         assert a.reindex() == 1 and b.index.count() == 1
 
 
+def test_same_named_cubes_on_one_server_keep_their_own_vectors(chroma_server, tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    host, port = chroma_server
+    with MemCube.init_from_dir(tmp_path / "alice" / "notes", server_config(host, port), embedder=embedder) as a, \
+         MemCube.init_from_dir(tmp_path / "bob" / "notes", server_config(host, port), embedder=embedder) as b:
+        assert a.cube_id == b.cube_id == "notes" and a.index.name != b.index.name
+        a.add(memory="alice's note")
+        b.add(memory="bob's note")
+    # reopening one must not reconcile away the other's vectors as orphans
+    with MemCube.open(tmp_path / "alice" / "notes", embedder=embedder) as a, \
+         MemCube.open(tmp_path / "bob" / "notes", embedder=embedder) as b:
+        assert a.index.count() == 1 and b.index.count() == 1
+        assert a.audit_log() == [] and b.audit_log() == []
+
+
 def test_no_server_answering_is_a_clear_backend_error(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     port = free_port()  # nothing listens there
     with pytest.raises(BackendError, match=f"chroma run --port {port}") as err:
