@@ -244,11 +244,11 @@ class MemCube:
         query_vector: Any = None,
     ) -> list[SearchHit]:
         """Hybrid search within a scope; see :class:`SearchPlan` for the presets."""
-        from .textual.read import parse_timestamp
+        from .textual.read import parse_time_bound, parse_timestamp
 
         flt = filter or MemoryFilter(
             user_id=user_id, agent_id=agent_id, session_id=session_id, kinds=kinds, tags_all=tags,
-            metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_timestamp(time_to),
+            metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_time_bound(time_to, upper=True),
         )
         return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector)
 

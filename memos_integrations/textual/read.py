@@ -53,7 +53,12 @@ def parse_timestamp(value: Any) -> datetime | None:
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise InvalidInputError(
+                f"{value!r} is not a time in epoch seconds (milliseconds? divide by 1000)"
+            ) from None
     if not isinstance(value, str):
         raise InvalidTypeError(f"timestamp must be a string, datetime or epoch seconds, got {type(value).__name__}")
     text = value.strip()
@@ -81,6 +86,26 @@ def parse_timestamp(value: Any) -> datetime | None:
     raise InvalidInputError(
         f"cannot read {value!r} as a time; use ISO 8601 ('2023-05-08T13:56'), epoch seconds, or '1:56 pm on 8 May, 2023'"
     )
+
+
+_ISO_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
+_HAS_CLOCK = re.compile(r":|\d\s*[ap]\.?m\b|T\d", re.I)
+
+
+def parse_time_bound(value: Any, *, upper: bool) -> datetime | None:
+    """Parse a range bound; an upper bound given as a day ("2023-06-30", "30 June 2023") covers that whole day.
+
+    Example:
+        >>> parse_time_bound("2023-06-30", upper=True).isoformat()
+        '2023-06-30T23:59:59.999999+00:00'
+    """
+    parsed = parse_timestamp(value)
+    if not upper or parsed is None or isinstance(value, datetime):
+        return parsed
+    day_only = isinstance(value, date) or (
+        isinstance(value, str) and (_ISO_DATE.match(value) is not None or not _HAS_CLOCK.search(value))
+    )
+    return parsed + timedelta(days=1, microseconds=-1) if day_only else parsed
 
 
 _NUM = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "few": 3, "couple": 2}

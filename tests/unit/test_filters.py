@@ -161,3 +161,11 @@ def test_unreadable_time_bound_is_a_filter_error(filled) -> None:  # type: ignor
     cube, _ = filled
     with pytest.raises(InvalidInputError, match="cannot read"):
         cube.search("paints", time_from="sometime soon")
+
+
+def test_a_day_as_time_to_includes_that_day(cube) -> None:  # type: ignore[no-untyped-def]
+    item = cube.add(memory="The concert was on the last day of June.", timestamp="9:30 pm on 30 June, 2023")[0]
+    assert [h.item.id for h in cube.search("concert", time_from="2023-06-30", time_to="2023-06-30")] == [item.id]
+    assert [h.item.id for h in cube.search("concert", time_to="30 June 2023")] == [item.id]
+    assert cube.search("concert", time_to="2023-06-30T21:00") == []
+    assert cube.search("concert", time_to="2023-06-29") == []

@@ -146,3 +146,22 @@ def test_a_new_turn_follows_the_latest_turn_even_after_an_older_one_was_edited(c
     three = cube.add(messages=[{"role": "user", "content": "turn three"}], user_id="u", session_id="s")[0]
     assert [n.id for n in cube.neighbors(three.id)] == [two.id]
     assert "turn two" in three.context and "turn one" not in three.context
+
+
+@pytest.mark.parametrize("bad", [1683554160000, float("nan"), float("inf")])
+def test_epoch_out_of_range_is_an_input_error(bad: float) -> None:
+    with pytest.raises(InvalidInputError, match="epoch seconds"):
+        parse_timestamp(bad)
+
+
+def test_an_upper_bound_given_as_a_day_covers_the_whole_day() -> None:
+    from memos_integrations.textual.read import parse_time_bound
+
+    end = datetime(2023, 6, 30, 23, 59, 59, 999999, tzinfo=UTC)
+    assert parse_time_bound("2023-06-30", upper=True) == end
+    assert parse_time_bound("30 June 2023", upper=True) == end
+    assert parse_time_bound(date(2023, 6, 30), upper=True) == end
+    assert parse_time_bound("2023-06-30", upper=False) == datetime(2023, 6, 30, tzinfo=UTC)
+    assert parse_time_bound("2023-06-30T12:00", upper=True) == datetime(2023, 6, 30, 12, tzinfo=UTC)
+    assert parse_time_bound("3pm, 30 June 2023", upper=True) == datetime(2023, 6, 30, 15, tzinfo=UTC)
+    assert parse_time_bound(datetime(2023, 6, 30), upper=True) == datetime(2023, 6, 30, tzinfo=UTC)
