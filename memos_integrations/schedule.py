@@ -58,6 +58,7 @@ class MemScheduler:
         return len(items)
 
     def promote(self) -> int:
+        self.cube.store.flush_usage()
         rows = self.cube.store.read(
             "SELECT id FROM items WHERE state = ? AND access_count >= ?", (Lifecycle.GENERATED.value, self.policy.promote_hits)
         )
@@ -65,6 +66,7 @@ class MemScheduler:
         return self._move(items, Lifecycle.ACTIVATED, f"returned by search >= {self.policy.promote_hits} times")
 
     def archive(self) -> int:
+        self.cube.store.flush_usage()
         cutoff = to_epoch(utcnow() - timedelta(days=self.policy.archive_after_days))
         rows = self.cube.store.read(
             "SELECT id FROM items WHERE state IN (?, ?) AND COALESCE(last_access, updated_at) < ?",
@@ -112,6 +114,7 @@ class MemScheduler:
 
     def hottest(self, user_id: str | None = None, n: int = 10) -> list[MemoryItem]:
         """The most-used live items (activated and frozen first): what a shared KV prefix should hold."""
+        self.cube.store.flush_usage()
         sql = "SELECT id FROM items WHERE state IN ('activated', 'frozen', 'generated')"
         params: list[object] = []
         if user_id is not None:

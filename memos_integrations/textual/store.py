@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,12 +114,59 @@ def _item_values(item: MemoryItem) -> list[Any]:
         raise InvalidInputError(f"memory {item.id!r} cannot be stored: {exc}; metadata must be JSON") from exc
 
 
+class _VectorCache:
+    """Item vectors held in memory, so exact dense search does not re-read blobs from SQLite.
+
+    Rows live in one growing matrix (a gather is one ``take``); an entry is dropped whenever this
+    store rewrites that row, and the whole cache is cleared when another connection commits
+    (SQLite's ``PRAGMA data_version``), so a cube shared between processes never scores stale vectors.
+    """
+
+    def __init__(self, max_rows: int = 200_000) -> None:
+        self.max_rows = max_rows
+        self.clear()
+
+    def clear(self) -> None:
+        self.row_of: dict[int, int] = {}
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.n = 0
+
+    def drop(self, rids: Sequence[int]) -> None:
+        for rid in rids:
+            self.row_of.pop(rid, None)
+
+    def put(self, rids: Sequence[int], matrix: np.ndarray) -> None:
+        if not rids:
+            return
+        if self.n + len(rids) > self.max_rows:
+            self.clear()
+            if len(rids) > self.max_rows:
+                return
+        if self.matrix.shape[1] != matrix.shape[1]:
+            self.clear()
+            self.matrix = np.zeros((max(1024, len(rids)), matrix.shape[1]), dtype=np.float32)
+        if self.n + len(rids) > self.matrix.shape[0]:
+            grown = np.zeros((max(2 * self.matrix.shape[0], self.n + len(rids)), matrix.shape[1]), dtype=np.float32)
+            grown[: self.n] = self.matrix[: self.n]
+            self.matrix = grown
+        self.matrix[self.n : self.n + len(rids)] = matrix
+        for k, rid in enumerate(rids):
+            self.row_of[rid] = self.n + k
+        self.n += len(rids)
+
+
 class SQLiteStore:
     """The cube's SQLite database. Faces may add their own tables through :meth:`ensure_schema`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.lock = threading.RLock()
+        self._vectors = _VectorCache()
+        self._data_version: int | None = None
+        # search hits are counted in memory and written in batches: a write per search would cost
+        # more than the search (a crash loses at most a few usage counts, never a memory)
+        self._usage: dict[str, tuple[int, float]] = {}
+        self._usage_flushed = time.monotonic()
         try:
             self.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -164,6 +212,10 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self.lock:
+            try:
+                self.flush_usage()
+            except sqlite3.Error:  # closing must not fail because a usage count could not be written
+                pass
             self.conn.close()
 
     def get_meta(self, key: str) -> str | None:
@@ -191,6 +243,7 @@ class SQLiteStore:
                     values,
                 )
                 rid = c.execute("SELECT rid FROM items WHERE id=?", (item.id,)).fetchone()[0]
+                self._vectors.drop([rid])
                 c.execute(
                     "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)",
                     (item.id, item.version, json.dumps(item.to_dict(), sort_keys=True), now),
@@ -256,6 +309,28 @@ class SQLiteStore:
         return out
 
     def vectors_for(self, rids: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        """The stored vectors of ``rids`` (those that have one), from the in-memory cache when it can."""
+        with self.lock:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another connection committed: our copies may be stale
+                self._vectors.clear()
+                self._data_version = version
+            cache = self._vectors
+            missing = [r for r in rids if r not in cache.row_of]
+            expected = len(rids) - len(missing)
+            if missing:
+                found, matrix = self._read_vectors(missing)
+                cache.put(found, matrix)
+                expected += len(found)
+            present = [r for r in rids if r in cache.row_of]
+            if len(present) < expected:  # the cache overflowed and was cleared: read directly
+                return self._read_vectors(list(rids))
+            if not present:
+                return [], np.zeros((0, 0), dtype=np.float32)
+            rows = np.fromiter((cache.row_of[r] for r in present), dtype=np.int64, count=len(present))
+            return present, cache.matrix[rows]
+
+    def _read_vectors(self, rids: Sequence[int]) -> tuple[list[int], np.ndarray]:
         found: list[int] = []
         blobs: list[bytes] = []
         for start in range(0, len(rids), 900):
@@ -287,13 +362,29 @@ class SQLiteStore:
         """Record that items were returned by a search (the scheduler promotes what is used)."""
         if not ids:
             return
-        with self.transaction() as c:
-            c.executemany(
-                "UPDATE items SET access_count = access_count + 1, last_access = ? WHERE id = ?",
-                [(to_epoch(utcnow()), i) for i in ids],
-            )
+        now = to_epoch(utcnow())
+        with self.lock:
+            for i in ids:
+                count, _ = self._usage.get(i, (0, 0.0))
+                self._usage[i] = (count + 1, now)  # type: ignore[assignment]
+            if len(self._usage) >= 512 or time.monotonic() - self._usage_flushed > 5.0:
+                self.flush_usage()
+
+    def flush_usage(self) -> None:
+        """Write the buffered search-hit counts (done every few seconds, on close, and before reads of them)."""
+        with self.lock:
+            pending, self._usage = self._usage, {}
+            self._usage_flushed = time.monotonic()
+            if not pending:
+                return
+            with self.transaction() as c:
+                c.executemany(
+                    "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?",
+                    [(n, at, i) for i, (n, at) in pending.items()],
+                )
 
     def usage(self, ids: Sequence[str]) -> dict[str, tuple[int, float | None]]:
+        self.flush_usage()
         rows = self.read(
             f"SELECT id, access_count, last_access FROM items WHERE id IN ({','.join('?' * len(ids))})", list(ids)
         ) if ids else []
