@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        path = Path(str(item.fspath))
+        if not path.is_relative_to(ROOT / "tests"):
+            continue
+        parts = path.relative_to(ROOT / "tests").parts
         if parts[0] == "integration":
             item.add_marker(pytest.mark.integration)
         elif parts[0] == "conformance":
@@ -32,7 +35,8 @@ def _no_network_in_unit_tests(request: pytest.FixtureRequest) -> object:
     """Unit tests may not open sockets at all; integration tests only to loopback."""
     import pytest_socket
 
-    parts = Path(str(request.node.fspath)).relative_to(ROOT / "tests").parts
+    path = Path(str(request.node.fspath))
+    parts = path.relative_to(ROOT / "tests").parts if path.is_relative_to(ROOT / "tests") else ("other",)
     if parts[0] == "unit":
         pytest_socket.disable_socket(allow_unix_socket=True)
     else:

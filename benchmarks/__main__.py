@@ -1,0 +1,34 @@
+"""`make bench`: every benchmark, one after another, each printing its table.
+
+Core first (LoCoMo retrieval quality, ingest and latency; 100k-item scale), then each face's own
+benchmark. Run one alone with `python -m benchmarks.<name>`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHES = [
+    ("core: LoCoMo retrieval quality, ingest, latency", ["-m", "benchmarks.bench_retrieval"]),
+    ("core: 100k items", ["-m", "benchmarks.bench_scale"]),
+    ("LangChain", ["-m", "benchmarks.bench_langchain"]),
+    ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
+    ("LlamaIndex", ["-m", "benchmarks.bench_llama_index"]),
+    ("local models: KV caches and adapters", ["-m", "benchmarks.bench_local"]),
+]
+
+
+def main() -> int:
+    only = sys.argv[1:]
+    failed = 0
+    for title, args in BENCHES:
+        if only and not any(o in args[-1] for o in only):
+            continue
+        print(f"\n## {title}\n\n$ python {' '.join(args)}", flush=True)
+        failed += subprocess.call([sys.executable, *args]) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
