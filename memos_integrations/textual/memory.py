@@ -232,8 +232,9 @@ class TextualMemory:
             scores = self._expand(scores, flt, plan)
         order = sorted(scores, key=lambda r: -scores[r])
         if plan.mmr_lambda is not None and len(order) > 1:
-            rids, matrix = self.store.vectors_for(order[: plan.mmr_pool])
-            order = R.mmr(order[: plan.mmr_pool], dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+            mmr_ids = order[: max(plan.mmr_pool, top_k)]  # MMR re-ranks; it must not cut top_k short
+            rids, matrix = self.store.vectors_for(mmr_ids)
+            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
         order = order[:top_k]
         items = self.store.get_by_rid(order)
         ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}

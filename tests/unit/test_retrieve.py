@@ -236,3 +236,10 @@ def test_exact_and_ann_dense_paths_agree(convo, tmp_path, embedder) -> None:  # 
             a = [h.item.id for h in ann.search(query, filter=flt, plan=dense, top_k=5)] if query != "anything" else []
             e = [h.item.id for h in cube.search(query, filter=flt, plan=dense, top_k=5)] if query != "anything" else []
             assert a == e
+
+
+def test_mmr_never_returns_fewer_than_top_k_when_there_are_more(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
+    with MemCube.init_from_dir(tmp_path / "many", embedder=embedder) as cube:
+        cube.add(memory=[f"Note {i}: a distinct fact about topic {i} and gardening." for i in range(45)])
+        for plan in ("balanced", "deep"):  # deep re-ranks with MMR over a pool of 30 by default
+            assert len(cube.search("gardening facts", top_k=40, plan=plan)) == 40
