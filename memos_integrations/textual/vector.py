@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import BackendError, MissingExtraError
+from ..errors import BackendError, CubeCorruptedError, MissingExtraError
 
 
 class VectorIndex(Protocol):
@@ -71,8 +71,14 @@ class ChromaIndex:
         chromadb = _chromadb()
         from chromadb.config import Settings
 
-        client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
-        return cls(client, collection)
+        try:
+            client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+            return cls(client, collection)
+        except Exception as exc:  # a damaged index is rebuildable: say how
+            raise CubeCorruptedError(
+                f"the vector index at {path} cannot be read ({exc}); it is derived from memory.db: "
+                f"delete {path} and open the cube again to rebuild it"
+            ) from exc
 
     @classmethod
     def http(cls, host: str, port: int, collection: str, ssl: bool = False) -> ChromaIndex:

@@ -169,3 +169,36 @@ def test_a_failing_embedder_writes_nothing(cube, monkeypatch) -> None:  # type: 
     with pytest.raises(ConnectionError):
         cube.update(cube.get_all()[0].id, text="changed")
     assert snapshot(cube) == before
+
+
+DAMAGED_INDEX = textwrap.dedent(
+    """
+    import shutil, sys
+    sys.path.insert(0, {root!r})
+    from memos_integrations import MemCube
+    from memos_integrations.errors import CubeCorruptedError
+
+    try:
+        cube = MemCube.open({path!r})
+        print("opened", cube.index.count(), cube.stats()["items"])
+    except CubeCorruptedError as exc:
+        print("corrupted:", "delete" in str(exc) and "rebuild" in str(exc))
+    """
+)
+
+
+def test_a_damaged_vector_index_is_a_clear_error_and_a_deleted_one_is_rebuilt(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    # a fresh process each time: Chroma keeps one client per directory inside a process
+    path = tmp_path / "cube"
+    with MemCube.init_from_dir(path, embedder=embedder) as cube:
+        cube.add(memory=["Pia fences.", "Pia sails.", "Pia knits."], user_id="pia")
+    (path / "vectors" / "chroma.sqlite3").write_bytes(b"not a database" * 100)
+    run = lambda: subprocess.run([sys.executable, "-c", DAMAGED_INDEX.format(root=str(ROOT), path=str(path))],  # noqa: E731
+                                 capture_output=True, text=True, timeout=120)
+    out = run()
+    assert out.stdout.strip() == "corrupted: True", out.stderr[-2000:]
+    import shutil
+
+    shutil.rmtree(path / "vectors")  # what the message says to do
+    out = run()
+    assert out.stdout.strip() == "opened 3 3", out.stderr[-2000:]  # rebuilt from SQLite on open
