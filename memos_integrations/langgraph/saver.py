@@ -64,6 +64,22 @@ CREATE TABLE IF NOT EXISTS lg_writes (
 CREATE TABLE IF NOT EXISTS lg_threads (thread_id TEXT PRIMARY KEY, user_id TEXT, created_at REAL NOT NULL);
 """
 _CP_COLS = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata"
+# get_tuple's single statement: the checkpoint joined with its pending writes (one row per write; the
+# checkpoint columns repeat, which costs less than a second statement) and, with a user, the thread's owner
+_GET = """
+SELECT c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint, c.metadata,
+       w.task_id, w.task_path, w.idx, w.channel, w.type, w.value{owner}
+FROM lg_checkpoints c
+LEFT JOIN lg_writes w ON w.thread_id=?1 AND w.checkpoint_ns=?2 AND w.checkpoint_id=c.checkpoint_id{owner_join}
+WHERE c.thread_id=?1 AND c.checkpoint_ns=?2 AND c.checkpoint_id={cid}"""
+_LATEST = "(SELECT max(checkpoint_id) FROM lg_checkpoints WHERE thread_id=?1 AND checkpoint_ns=?2)"
+_GET_SQL = {
+    (by_id, with_owner): _GET.format(
+        cid="?3" if by_id else _LATEST, owner=", t.user_id" if with_owner else "",
+        owner_join=" LEFT JOIN lg_threads t ON t.thread_id=?1" if with_owner else "",
+    )
+    for by_id in (False, True) for with_owner in (False, True)
+}
 _FILTER_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 #: (user_id, need) -> None, raising AccessDeniedError; ``need`` is "read" or "write"
@@ -148,20 +164,28 @@ class MemOSSaver(BaseCheckpointSaver[int]):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         conf = _configurable(config)
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "") or ""
-        self._check_user(conf, thread_id, "read")
-        if checkpoint_id := get_checkpoint_id(config):
-            rows = self.db.read(
-                f"SELECT {_CP_COLS} FROM lg_checkpoints WHERE thread_id=? AND checkpoint_ns=? AND checkpoint_id=?",
-                (thread_id, ns, checkpoint_id),
-            )
-        else:
-            rows = self.db.read(
-                f"SELECT {_CP_COLS} FROM lg_checkpoints WHERE thread_id=? AND checkpoint_ns=? "
-                "ORDER BY checkpoint_id DESC LIMIT 1", (thread_id, ns),
-            )
+        user = _config_user(conf)
+        if user is not None and self.authorize is not None:
+            self.authorize(user, "read")
+        checkpoint_id = get_checkpoint_id(config)
+        rows = self.db.read(
+            _GET_SQL[bool(checkpoint_id), user is not None], (thread_id, ns, checkpoint_id) if checkpoint_id else (thread_id, ns),
+        )
         if not rows:
+            if user is not None:  # no checkpoint, but the thread may still belong to someone else
+                owner = _first(self.db.read("SELECT user_id FROM lg_threads WHERE thread_id=?", (thread_id,)))
+                self._check_owner(user, thread_id, owner and owner[0], "read")
             return None
-        return self._tuples(rows)[0]
+        first = rows[0]
+        if user is not None:
+            self._check_owner(user, thread_id, first[11], "read")
+        cid, parent_id, type_, blob, metadata = first[:5]
+        return CheckpointTuple(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
+            self._loads(type_, blob, f"checkpoint {cid}"), json.loads(metadata),
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}} if parent_id else None,
+            self._pending([r[5:11] for r in rows]) if first[5] is not None else [],
+        )
 
     def list(
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -221,11 +245,12 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             )
             for row in rows:
                 found.setdefault((row[0], row[1], row[2]), []).append(row[3:])
-        return {
-            key: [(task_id, channel, self._loads(type_, value, f"write of task {task_id}"))
-                  for task_id, _, _, channel, type_, value in sorted(rows, key=lambda r: writes_sort_key(r[1], r[0], r[2]))]
-            for key, rows in found.items()
-        }
+        return {key: self._pending(rows) for key, rows in found.items()}
+
+    def _pending(self, rows: Sequence[tuple[Any, ...]]) -> builtins.list[PendingWrite]:
+        """(task_id, task_path, idx, channel, type, value) rows as pending writes, in ``writes_sort_key`` order."""
+        return [(task_id, channel, self._loads(type_, value, f"write of task {task_id}"))
+                for task_id, _, _, channel, type_, value in sorted(rows, key=lambda r: writes_sort_key(r[1], r[0], r[2]))]
 
     def _loads(self, type_: str, blob: bytes | None, what: str) -> Any:
         try:
@@ -345,11 +370,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
     # -- access ---------------------------------------------------------------------------------
     def _check_user(self, conf: dict[str, Any], thread_id: str, need: str, conn: Any = None) -> None:
         """Enforce thread ownership (and cube access, with ``authorize``) for the config's user_id."""
-        user = conf.get("user_id")
+        user = _config_user(conf)
         if user is None:
             return
-        if not isinstance(user, str) or not user:
-            raise InvalidTypeError(f"config user_id must be a non-empty string, got {user!r}")
         if self.authorize is not None:
             self.authorize(user, need)
         sql = "SELECT user_id FROM lg_threads WHERE thread_id=?"
@@ -358,7 +381,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             if conn is not None and need == "write":
                 conn.execute("INSERT INTO lg_threads VALUES (?, ?, ?)", (thread_id, user, to_epoch(utcnow())))
             return
-        owner = row[0]
+        self._check_owner(user, thread_id, row[0], need)
+
+    def _check_owner(self, user: str, thread_id: str, owner: str | None, need: str) -> None:
         if owner is not None and owner != user:
             self.cube.audit(f"checkpoint_{need}", user, f"thread:{thread_id}", {"owner": owner}, allowed=False)
             raise AccessDeniedError(
@@ -403,6 +428,13 @@ class MemOSSaver(BaseCheckpointSaver[int]):
 
 def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
+
+
+def _config_user(conf: dict[str, Any]) -> str | None:
+    user = conf.get("user_id")
+    if user is not None and (not isinstance(user, str) or not user):
+        raise InvalidTypeError(f"config user_id must be a non-empty string, got {user!r}")
+    return user
 
 
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
