@@ -174,7 +174,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         if not rows:
             if user is not None:  # no checkpoint, but the thread may still belong to someone else
                 owner = _first(self.db.read("SELECT user_id FROM lg_threads WHERE thread_id=?", (thread_id,)))
-                self._check_owner(user, thread_id, owner and owner[0], "read")
+                self._check_owner(user, thread_id, owner[0] if owner else None, "read")
             return None
         first = rows[0]
         if user is not None:
