@@ -145,8 +145,11 @@ class MemoryFilter:
             params.extend(p)
         return (" AND ".join(clauses) or "1"), params
 
-    def chroma_where(self) -> dict[str, Any] | None:
-        """The part of this filter Chroma can evaluate (scope, kind, state); the rest is checked in SQL."""
+    def chroma_where(self, states: bool = True) -> dict[str, Any] | None:
+        """The part of this filter Chroma can evaluate (scope, kind, state); the rest is checked in SQL.
+
+        ``states=False`` leaves the lifecycle condition out (for a caller that checks it in SQL).
+        """
         parts: list[dict[str, Any]] = []
         for column in ("user_id", "agent_id", "session_id"):
             values = getattr(self, column)
@@ -154,7 +157,7 @@ class MemoryFilter:
                 parts.append({column: {"$in": list(values)}})
         if self.kinds is not None:
             parts.append({"kind": {"$in": [k.value for k in self.kinds]}})  # type: ignore[union-attr]
-        if self.states is not None:
+        if self.states is not None and states:
             parts.append({"state": {"$in": [s.value for s in self.states]}})  # type: ignore[union-attr]
         if not parts:
             return None

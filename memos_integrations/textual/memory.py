@@ -255,9 +255,15 @@ class TextualMemory:
             sims = matrix @ qvec
             top = np.argsort(-sims)[:k]
             return [(rids[i], float(sims[i])) for i in top]
-        # many candidates: ANN with the filter part Chroma understands, then the exact filter in SQL
-        for fetch in (k * 3, k * 12):
-            found = self.index.query(qvec, fetch, flt.chroma_where())
+        # many candidates: ANN with the filter part Chroma understands, then the exact filter in SQL.
+        # The lifecycle condition goes to SQL first: it matches nearly every indexed item (deleted ones
+        # are not indexed), and Chroma's metadata pre-filter on it cost 25x the search itself (54 ms
+        # against 2 ms at 10k items); only if that leaves too few hits does Chroma get it too.
+        loose, strict = flt.chroma_where(states=False), flt.chroma_where()
+        attempts = [(k * 3, loose), (k * 12, loose)] + ([(k * 12, strict)] if strict != loose else [])
+        hits: list[tuple[int, float]] = []
+        for fetch, where in attempts:
+            found = self.index.query(qvec, fetch, where)
             allowed = self.store.rid_ids([i for i, _ in found], flt)
             hits = [(allowed[i], s) for i, s in found if i in allowed]
             if len(hits) >= k or len(found) < fetch:
