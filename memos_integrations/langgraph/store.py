@@ -214,7 +214,7 @@ class MemOSStore(BaseStore):
         want = op.offset + op.limit
 
         def ok(row: tuple[Any, ...]) -> bool:
-            return (readable is None or readable(L.decode(row[0]))) and L.value_matches(json.loads(row[2]), flt)
+            return (readable is None or readable(L.decode(row[0]))) and (flt is None or L.value_matches(json.loads(row[2]), flt))
 
         page: list[tuple[tuple[Any, ...], float | None]]
         unscored: float | None = None
@@ -235,21 +235,31 @@ class MemOSStore(BaseStore):
         self, op: SearchOp, now: float, ok: Callable[[tuple[Any, ...]], bool], want: int,
     ) -> tuple[list[tuple[tuple[Any, ...], float]], list[tuple[Any, ...]]]:
         """Hybrid retrieval over the prefix's index items, best key first; grows the pool until enough
-        keys pass the value filter and access check (or the prefix is exhausted)."""
+        keys pass the value filter and access check (or the prefix is exhausted).
+
+        The query is embedded once, whatever the number of rounds. The first pool is three times what
+        the page needs (the retrieval legs gather ``plan.candidates`` hits anyway, so this costs little)
+        so that a value filter rarely forces a second round; the prefix is counted only if it does.
+        """
         assert op.query is not None
         flt = MemoryFilter(parent_prefix=L.parent_of(op.namespace_prefix), states=list(LIVE_STATES))
-        qvec = np.asarray(self._embeddings.embed_query(op.query), np.float32) if self._embeddings else None
-        total = self.cube.store.count(flt)
-        pool = max(want * 2, 20)
+        embed = self._embeddings.embed_query if self._embeddings else self.cube.embedder.embed_query
+        qvec = np.asarray(embed(op.query), np.float32)
+        total: int | None = None
+        pool = max(want * 3, 30)
         while True:
-            hits = self.cube.text_mem.search(op.query, flt, top_k=min(pool, max(total, 1)), plan=self.plan, query_vector=qvec)
+            hits = self.cube.text_mem.search(op.query, flt, top_k=pool, plan=self.plan, query_vector=qvec)
             best: dict[tuple[str, str], float] = {}
             for hit in hits:  # best first: the first hit of a key is its max (max-pooling over fields)
                 meta = hit.item.metadata.get("lg_store") or {}
                 best.setdefault((L.encode(meta.get("namespace", [])), meta.get("key", "")), hit.score)
             rows = self._rows_for(list(best), now)
             scored = [(rows[k], s) for k, s in best.items() if k in rows and ok(rows[k])]
-            if len(scored) >= want or pool >= total:
+            if len(scored) >= want:
+                break
+            if total is None:
+                total = self.cube.store.count(flt)
+            if pool >= total:
                 break
             pool *= 4
         if len(scored) >= want:
