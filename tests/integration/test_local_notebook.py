@@ -20,7 +20,7 @@ def test_local_model_notebook_executes_offline(tmp_path: Path) -> None:
 
     nb = nbformat.read(ROOT / "notebooks" / "local_model_memory.ipynb", as_version=4)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     km = client.create_kernel_manager()

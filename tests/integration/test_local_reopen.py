@@ -24,6 +24,15 @@ from memos_integrations.models import LocalRuntime  # noqa: E402
 from memos_integrations.models.testing import save_tiny_checkpoint  # noqa: E402
 from memos_integrations.parametric import DistillConfig  # noqa: E402
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Any:
+    # Tiny models: thread hand-offs cost more than they save, badly so on a busy 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 ROOT = Path(__file__).resolve().parents[2]
 TURN1 = [{"role": "user", "content": "Remember: my locker code is 4711."}]
 TURN2 = TURN1 + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "What is my code?"}]
@@ -65,7 +74,7 @@ def test_reopened_cube_in_a_new_process_serves_same_cache_and_adapter(cube: Any,
     ref = reference.generate(TURN2, thread_id="other", user_id="erin")
     assert ref.adapter == manifest.name
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", CHILD, str(cube.path), str(ckpt), json.dumps(TURN2),
                           json.dumps(PROBE)], capture_output=True, text=True, env=env, timeout=240, check=False)
     assert out.returncode == 0, out.stderr[-3000:]

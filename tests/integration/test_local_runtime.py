@@ -15,6 +15,14 @@ from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm  # 
 from memos_integrations.parametric import DistillConfig  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Any:
+    # Tiny models: thread hand-offs cost more than they save, badly so on a busy 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 def chat_turns(runtime: LocalRuntime, thread: str | None, user: str, questions: list[str]) -> list[Any]:
     msgs: list[dict[str, str]] = []
     gens = []
