@@ -72,6 +72,14 @@ SELECT c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint, c.metadata
 FROM lg_checkpoints c
 LEFT JOIN lg_writes w ON w.thread_id=?1 AND w.checkpoint_ns=?2 AND w.checkpoint_id=c.checkpoint_id{owner_join}
 WHERE c.thread_id=?1 AND c.checkpoint_ns=?2 AND c.checkpoint_id={cid}"""
+_LIST_HEAD = (
+    "SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint, c.metadata, "
+    "w.task_id, w.task_path, w.idx, w.channel, w.type, w.value FROM"
+)
+_LIST_JOIN = (
+    "LEFT JOIN lg_writes w ON w.thread_id=c.thread_id AND w.checkpoint_ns=c.checkpoint_ns "
+    "AND w.checkpoint_id=c.checkpoint_id ORDER BY c.checkpoint_id DESC"
+)
 _LATEST = "(SELECT max(checkpoint_id) FROM lg_checkpoints WHERE thread_id=?1 AND checkpoint_ns=?2)"
 _GET_SQL = {
     (by_id, with_owner): _GET.format(
@@ -216,36 +224,23 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        rows = self.db.read(sql, params)
-        # decode in pages so a long history is not deserialised all at once
-        for start in range(0, len(rows), 100):
-            yield from self._tuples(rows[start : start + 100])
+        # one statement: the chosen checkpoints joined with their pending writes (one row per write)
+        rows = self.db.read(f"{_LIST_HEAD} ({sql}) c {_LIST_JOIN}", params)
+        groups: dict[tuple[str, str, str], builtins.list[tuple[Any, ...]]] = {}
+        for row in rows:
+            groups.setdefault((row[0], row[1], row[2]), []).append(row)
+        for group in groups.values():  # decoded one at a time, as the caller iterates
+            yield self._tuple(group)
 
-    def _tuples(self, rows: Sequence[tuple[Any, ...]]) -> builtins.list[CheckpointTuple]:
-        writes = self._writes_for([(r[0], r[1], r[2]) for r in rows])
-        out = []
-        for thread_id, ns, cid, parent_id, type_, blob, metadata in rows:
-            conf = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}
-            parent: RunnableConfig = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}}
-            out.append(CheckpointTuple(
-                {"configurable": conf}, self._loads(type_, blob, f"checkpoint {cid}"), json.loads(metadata),
-                parent if parent_id else None, writes.get((thread_id, ns, cid), []),
-            ))
-        return out
-
-    def _writes_for(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], builtins.list[PendingWrite]]:
-        """Pending writes of many checkpoints in one query, each list in ``writes_sort_key`` order."""
-        found: dict[tuple[str, str, str], builtins.list[tuple[Any, ...]]] = {}
-        for start in range(0, len(keys), 200):
-            chunk = keys[start : start + 200]
-            cond = " OR ".join(["(thread_id=? AND checkpoint_ns=? AND checkpoint_id=?)"] * len(chunk))
-            rows = self.db.read(
-                "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value "
-                f"FROM lg_writes WHERE {cond}", [v for k in chunk for v in k],
-            )
-            for row in rows:
-                found.setdefault((row[0], row[1], row[2]), []).append(row[3:])
-        return {key: self._pending(rows) for key, rows in found.items()}
+    def _tuple(self, rows: Sequence[tuple[Any, ...]]) -> CheckpointTuple:
+        """One checkpoint from its ``_LIST_HEAD`` rows (its columns, then a pending write's or NULLs)."""
+        thread_id, ns, cid, parent_id, type_, blob, metadata = rows[0][:7]
+        return CheckpointTuple(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
+            self._loads(type_, blob, f"checkpoint {cid}"), json.loads(metadata),
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}} if parent_id else None,
+            self._pending([r[7:] for r in rows]) if rows[0][7] is not None else [],
+        )
 
     def _pending(self, rows: Sequence[tuple[Any, ...]]) -> builtins.list[PendingWrite]:
         """(task_id, task_path, idx, channel, type, value) rows as pending writes, in ``writes_sort_key`` order."""
