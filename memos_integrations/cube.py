@@ -137,7 +137,8 @@ class MemCube:
             raise CubeCorruptedError(f"{path / CUBE_FILE} has an invalid config: {exc}") from exc
         emb = as_embedder(embedder if embedder is not None else config.embedder)
         recorded = header["embedder"]
-        if (emb.name, emb.dimension) != (recorded["name"], recorded["dimension"]) or emb.fingerprint != recorded["fingerprint"]:
+        # the fingerprint decides: same vectors under another name (numpy vs sentence-transformers) match
+        if emb.dimension != recorded["dimension"] or emb.fingerprint != recorded["fingerprint"]:
             raise EmbedderMismatchError(
                 f"cube {path} was built with embedder {recorded['name']!r} ({recorded['dimension']} dims, "
                 f"fingerprint {recorded['fingerprint']}) but {emb.name!r} ({emb.dimension} dims, fingerprint "
@@ -259,6 +260,10 @@ class MemCube:
         self, *, user_id: str | None = None, session_id: str | None = None, kinds: Sequence[Kind | str] | None = None,
         limit: int | None = None, offset: int = 0, include_archived: bool = False,
     ) -> list[MemoryItem]:
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidInputError(f"limit must be a non-negative integer or None, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInputError(f"offset must be a non-negative integer, got {offset!r}")
         states = None if include_archived else MemoryFilter().states
         flt = MemoryFilter(user_id=user_id, session_id=session_id, kinds=kinds, states=states)
         if include_archived:

@@ -48,9 +48,13 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
 
 
 def probe_fingerprint(name: str, vector: np.ndarray) -> str:
-    """A stable digest of what a model computes: rounding absorbs BLAS-level float noise."""
-    rounded = np.round(np.asarray(vector, dtype=np.float64), 3).tobytes()
-    return hashlib.sha256(name.encode() + rounded).hexdigest()[:16]
+    """A stable digest of what a model computes: rounding absorbs BLAS-level float noise.
+
+    The name is deliberately not part of it: the same weights loaded through another runtime
+    (numpy here, sentence-transformers elsewhere) produce the same vectors and may share a cube.
+    """
+    rounded = np.round(np.asarray(vector, dtype=np.float64), 2).tobytes()
+    return hashlib.sha256(b"probe-v1" + rounded).hexdigest()[:16]
 
 
 class _QueryCache:

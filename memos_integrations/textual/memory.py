@@ -93,7 +93,7 @@ class TextualMemory:
         self.store.write_items(stored, vectors)
         if edges:
             self.graph.add_edges(edges)
-        self.sync_index()
+        self._sync_after_commit()
         return stored
 
     def add_messages(
@@ -152,7 +152,7 @@ class TextualMemory:
         if vectors is not None:
             self._check_dim(vectors)
         self.store.write_items([new], vectors)
-        self.sync_index()
+        self._sync_after_commit()
         return new
 
     def delete(self, ids: Sequence[str], *, principal: str | None = None) -> int:
@@ -165,7 +165,7 @@ class TextualMemory:
         ]
         if tombstones:
             self.store.write_items(tombstones, None)
-            self.sync_index()
+            self._sync_after_commit()
         return len(tombstones)
 
     # -- reads --------------------------------------------------------------------------------
@@ -213,15 +213,16 @@ class TextualMemory:
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
         pool = max(plan.candidates, top_k)
-        legs: dict[str, list[int]] = {}
-        qvec = None
+        scored: dict[str, list[tuple[int, float]]] = {}
         if plan.dense:
             qvec = self.embedder.embed_query(query) if query_vector is None else np.asarray(query_vector, np.float32)
             self._check_dim(qvec[None, :])
-            legs["dense"] = [rid for rid, _ in self._dense(qvec, flt, pool)]
+            scored["dense"] = self._dense(qvec, flt, pool)
         if plan.keyword and query and (match := R.keyword_query(query)):
-            legs["keyword"] = [rid for rid, _ in self.store.keyword_search(match, flt, pool)]
-        scores = R.rrf(legs, {"dense": plan.dense_weight, "keyword": plan.keyword_weight}, plan.rrf_k)
+            scored["keyword"] = self.store.keyword_search(match, flt, pool)
+        legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
+        weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
+        scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         if plan.time_aware and scores:
             hint = R.time_hint(query, now)
             if hint.start is not None or hint.asks_when:
@@ -297,6 +298,18 @@ class TextualMemory:
         return self.get_many(list(found))
 
     # -- index upkeep -------------------------------------------------------------------------
+    def _sync_after_commit(self) -> None:
+        """Update the ANN index after a committed write; a failure is reported, never a lost memory."""
+        try:
+            self.sync_index()
+        except Exception as exc:
+            from ..errors import BackendError
+
+            raise BackendError(
+                f"the memory was stored in SQLite, but the vector index update failed ({exc}); it stays queued "
+                "and is applied on the next write or when the cube opens (or run `memcube reindex`)"
+            ) from exc
+
     def sync_index(self) -> int:
         """Apply queued index writes (the outbox); returns how many were applied."""
         pending = self.store.outbox()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from .read import _MONTHS, resolve_relative
@@ -38,6 +40,9 @@ class SearchPlan(BaseModel):
     dense: bool = True
     keyword: bool = True
     candidates: int = Field(60, ge=1, le=10_000, description="how many hits each leg contributes")
+    fusion: Literal["rrf", "convex"] = Field(
+        "rrf", description="rrf: weighted reciprocal ranks; convex: weighted sum of max-normalised leg scores"
+    )
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant")
     dense_weight: float = Field(1.0, ge=0)
     keyword_weight: float = Field(1.0, ge=0)
@@ -52,8 +57,11 @@ class SearchPlan(BaseModel):
 
 
 FAST = SearchPlan(name="fast", keyword=False, time_aware=False, candidates=20)
-BALANCED = SearchPlan(name="balanced")
-DEEP = SearchPlan(name="deep", candidates=100, graph_hops=1, mmr_lambda=0.7)
+# Tuned on the LoCoMo dev split (benchmarks/bench_retrieval.py): keyword evidence is sharper than
+# MiniLM's on conversational recall, a small rrf_k trusts each leg's top ranks, and one graph hop
+# brings in the turn that answers (or asks) the hit.
+BALANCED = SearchPlan(name="balanced", dense_weight=0.5, rrf_k=10, graph_hops=1, graph_weight=0.6)
+DEEP = SearchPlan(name="deep", dense_weight=0.5, rrf_k=10, candidates=100, graph_hops=2, graph_weight=0.6, graph_seeds=10, mmr_lambda=0.8)
 PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP)}
 
 
@@ -143,6 +151,19 @@ def rrf(legs: Mapping[str, Sequence[int]], weights: Mapping[str, float], k: floa
         w = weights.get(leg, 1.0)
         for rank, rid in enumerate(ranked, start=1):
             scores[rid] = scores.get(rid, 0.0) + w / (k + rank)
+    return scores
+
+
+def convex(legs: Mapping[str, Sequence[tuple[int, float]]], weights: Mapping[str, float]) -> dict[int, float]:
+    """Weighted sum of each leg's scores divided by that leg's best score (a missing leg adds 0)."""
+    scores: dict[int, float] = {}
+    for leg, scored in legs.items():
+        top = max((s for _, s in scored), default=0.0)
+        if top <= 0:
+            continue
+        w = weights.get(leg, 1.0)
+        for rid, s in scored:
+            scores[rid] = scores.get(rid, 0.0) + w * max(s, 0.0) / top
     return scores
 
 

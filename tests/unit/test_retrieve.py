@@ -77,7 +77,8 @@ def test_mmr_prefers_diverse_results() -> None:
 
 def test_plans_are_typed_named_and_validated() -> None:
     assert R.plan_named(None) is R.BALANCED and R.plan_named("deep") is R.DEEP
-    assert R.FAST.keyword is False and R.DEEP.graph_hops == 1 and R.DEEP.mmr_lambda == 0.7
+    assert R.FAST.keyword is False and R.DEEP.graph_hops == 2 and R.DEEP.mmr_lambda == 0.8
+    assert R.BALANCED.graph_hops == 1 and R.BALANCED.dense_weight < R.BALANCED.keyword_weight
     with pytest.raises(ValidationError):
         R.SearchPlan(candidates=0)
     with pytest.raises(ValidationError):
@@ -161,7 +162,7 @@ def test_graph_expansion_returns_the_neighbouring_turn(convo) -> None:  # type: 
     cube, _ = convo
     # "Oh wow, how was it?" (D1:2) shares no word with the query; only the graph brings it in
     query = "transgender stories"
-    no_graph = R.BALANCED.model_copy(update={"dense": False})
+    no_graph = R.BALANCED.model_copy(update={"dense": False, "graph_hops": 0})
     with_graph = no_graph.model_copy(update={"graph_hops": 1})
     assert "D1:2" not in _ids(cube.search(query, user_id="pair", plan=no_graph, top_k=5))
     hits = cube.search(query, user_id="pair", plan=with_graph, top_k=5)
@@ -192,8 +193,9 @@ def test_mmr_drops_near_duplicates(tmp_path, embedder) -> None:  # type: ignore[
     with MemCube.init_from_dir(tmp_path / "mmr", embedder=embedder) as cube:
         cube.add(memory=["Gina loves hiking in the Alps.", "Gina loves hiking in the Alps!",
                          "Gina loves hiking in the Alps mountains.", "Gina also plays jazz piano."])
-        plain = cube.search("Gina hobbies", top_k=2, plan=R.BALANCED)
-        diverse = cube.search("Gina hobbies", top_k=2, plan=R.BALANCED.model_copy(update={"mmr_lambda": 0.3}))
+        relevance_only = R.SearchPlan(name="dense", keyword=False, time_aware=False)
+        plain = cube.search("Does Gina like hiking?", top_k=2, plan=relevance_only)
+        diverse = cube.search("Does Gina like hiking?", top_k=2, plan=relevance_only.model_copy(update={"mmr_lambda": 0.3}))
         assert sum("Alps" in h.item.text for h in plain) == 2
         assert {("Alps" in h.item.text) for h in diverse} == {True, False}
 
