@@ -2,7 +2,7 @@
 
 Importing this package imports no framework and no torch: the public names below load on first use.
 
-    >>> from memos_integrations import MemCube, MOS   # doctest: +SKIP
+    >>> from memos_integrations import MemCube, MOS
 """
 
 from __future__ import annotations

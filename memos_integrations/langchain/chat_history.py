@@ -62,14 +62,18 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
 
         .. code-block:: python
 
+            from langchain.chat_models import init_chat_model
             from langchain_core.runnables.history import RunnableWithMessageHistory
 
+            model = init_chat_model("openai:gpt-4.1-mini")
             chain = RunnableWithMessageHistory(
                 model, lambda session_id: MemOSChatMessageHistory(cube, session_id, user_id="alice"))
             chain.invoke("hi", config={"configurable": {"session_id": "s1"}})
 
     Async:
         .. code-block:: python
+
+            from langchain_core.messages import HumanMessage
 
             await history.aadd_messages([HumanMessage("And my brother lives in Porto.")])
             messages = await history.aget_messages()

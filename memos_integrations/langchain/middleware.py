@@ -80,7 +80,7 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
 
             cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
             memory = MemOSMemoryMiddleware(cube, k=8, max_tokens=400, agent_id="helper")
-            agent = create_agent(model, tools=[], middleware=[memory])
+            agent = create_agent("openai:gpt-4.1-mini", tools=[], middleware=[memory])
 
     Run:
         .. code-block:: python

@@ -81,8 +81,11 @@ class SearchMemoryTool(_BoundMemoryTool):
     Instantiate:
         .. code-block:: python
 
+            import tempfile
+            from memos_integrations import MemCube
             from memos_integrations.langchain import SearchMemoryTool
 
+            cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
             tool = SearchMemoryTool(cube=cube, user_id="alice")
 
     Invoke:
@@ -133,8 +136,11 @@ class SaveMemoryTool(_BoundMemoryTool):
     Instantiate:
         .. code-block:: python
 
+            import tempfile
+            from memos_integrations import MemCube
             from memos_integrations.langchain import SaveMemoryTool
 
+            cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
             tool = SaveMemoryTool(cube=cube, user_id="alice", agent_id="helper")
 
     Invoke:
@@ -180,8 +186,11 @@ class ForgetMemoryTool(_BoundMemoryTool):
     Instantiate:
         .. code-block:: python
 
+            import tempfile
+            from memos_integrations import MemCube
             from memos_integrations.langchain import ForgetMemoryTool
 
+            cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
             tool = ForgetMemoryTool(cube=cube, user_id="alice")
 
     Invoke:
@@ -222,10 +231,13 @@ def create_memory_tools(
     Example:
         .. code-block:: python
 
+            import tempfile
             from langchain.agents import create_agent
+            from memos_integrations import MemCube
             from memos_integrations.langchain import create_memory_tools
 
-            agent = create_agent(model, tools=create_memory_tools(cube, "alice", agent_id="helper"))
+            cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+            agent = create_agent("openai:gpt-4.1-mini", tools=create_memory_tools(cube, "alice", agent_id="helper"))
     """
     if not isinstance(user_id, str) or not user_id:
         raise InvalidTypeError("user_id must be a non-empty string: memory tools are always bound to one user")

@@ -118,3 +118,17 @@ def close_all(namespace: dict[str, Any]) -> None:
     for value in list(namespace.values()):
         if isinstance(value, (MemCube, MOS)):
             value.close()
+
+
+def forget_chroma_clients() -> None:
+    """Drop chromadb's process-wide client cache; call it only once the examples' cubes are closed.
+
+    Each example is a separate program, but here they share one process. chromadb caches one client
+    system per path *string*, and a cube opened at a relative path ("./my_cube", as the README and
+    docs/core.md both do) hands Chroma that relative string, so the same relative path in two working
+    directories reuses the first one's client and breaks ("Error in compaction"). Known bug, reported:
+    ChromaIndex.persistent should resolve its path. Until then, forget the cache between examples.
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()

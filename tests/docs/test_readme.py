@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from doc_blocks import ROOT, close_all, execute, fenced_blocks, new_namespace, offline
+from doc_blocks import ROOT, close_all, execute, fenced_blocks, forget_chroma_clients, new_namespace, offline
 
 README = ROOT / "README.md"
 BLOCKS = fenced_blocks(README)
@@ -51,6 +51,7 @@ def test_readme_block(block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
         execute(offline(block.code, tiny), namespace, f"{README}:{block.line}")
     finally:
         close_all(namespace)
+        forget_chroma_clients()
     out = capsys.readouterr().out
     for expected in EXPECTED.get(block.heading, []):
         assert expected in out, f"README block {block.id!r} printed:\n{out}"
