@@ -57,7 +57,7 @@ def run(home: Path | None = None) -> None:
     cube = mos.cube(cube_id, user_id="maya")
     for question in (
         "When did Maya's dog eat a sock?",
-        "What does Maya teach herself on Tuesday evenings?",
+        "When is Maya's pottery class?",
         "Where is Lena's wedding?",
         "Which restaurant did they pick for dinner, and why vegetarian?",
     ):
@@ -93,7 +93,7 @@ def run(home: Path | None = None) -> None:
 
     _say("sharing: Maya shares read access with Leo")
     mos.share_cube_with_user(cube_id, "leo", access="read", user_id="maya")
-    _show(mos.search("Maya's dog", user_id="leo")["text_mem"][0]["memories"], n=1)
+    _show(mos.search("What did Maya's beagle eat?", user_id="leo")["text_mem"][0]["memories"], n=1)
     try:
         mos.add(memory_content="Leo was here", mem_cube_id=cube_id, user_id="leo")
     except AccessDeniedError as exc:
