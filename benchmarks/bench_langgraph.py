@@ -41,6 +41,10 @@ def _plan(n: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return [({"configurable": {"thread_id": f"t{i % 20}", "checkpoint_ns": ""}}, _checkpoint(i)) for i in range(n)]
 
 
+READ_ROUNDS = 5  # reads are repeated and the best round kept: one round of list takes milliseconds, so a
+                # single context switch on a shared machine would decide the ratio
+
+
 def bench_sync(saver: Any, n: int) -> dict[str, float]:
     out: dict[str, float] = {}
     plan = _plan(n)
@@ -51,13 +55,15 @@ def bench_sync(saver: Any, n: int) -> dict[str, float]:
     for i, cfg in enumerate(stored):
         saver.put_writes(cfg, [("messages", f"w{i}"), ("step", i)], f"task{i}")
     out["put_writes"] = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for cfg in stored:
-        saver.get_tuple(cfg)
-    out["get_tuple"] = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    listed = sum(len(list(saver.list({"configurable": {"thread_id": f"t{k}"}}, limit=10))) for k in range(20))
-    out["list"] = listed / (time.perf_counter() - t)
+    out["get_tuple"] = out["list"] = 0.0
+    for _ in range(READ_ROUNDS):
+        t = time.perf_counter()
+        for cfg in stored:
+            saver.get_tuple(cfg)
+        out["get_tuple"] = max(out["get_tuple"], n / (time.perf_counter() - t))
+        t = time.perf_counter()
+        listed = sum(len(list(saver.list({"configurable": {"thread_id": f"t{k % 20}"}}, limit=10))) for k in range(200))
+        out["list"] = max(out["list"], listed / (time.perf_counter() - t))
     return out
 
 
@@ -71,15 +77,17 @@ async def bench_async(saver: Any, n: int) -> dict[str, float]:
     for i, cfg in enumerate(stored):
         await saver.aput_writes(cfg, [("messages", f"w{i}"), ("step", i)], f"task{i}")
     out["aput_writes"] = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for cfg in stored:
-        await saver.aget_tuple(cfg)
-    out["aget_tuple"] = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    listed = 0
-    for k in range(20):
-        listed += len([x async for x in saver.alist({"configurable": {"thread_id": f"t{k}"}}, limit=10)])
-    out["alist"] = listed / (time.perf_counter() - t)
+    out["aget_tuple"] = out["alist"] = 0.0
+    for _ in range(READ_ROUNDS):
+        t = time.perf_counter()
+        for cfg in stored:
+            await saver.aget_tuple(cfg)
+        out["aget_tuple"] = max(out["aget_tuple"], n / (time.perf_counter() - t))
+        t = time.perf_counter()
+        listed = 0
+        for k in range(200):
+            listed += len([x async for x in saver.alist({"configurable": {"thread_id": f"t{k % 20}"}}, limit=10)])
+        out["alist"] = max(out["alist"], listed / (time.perf_counter() - t))
     return out
 
 
@@ -152,7 +160,7 @@ def main() -> None:
         with MemCube.init_from_dir(tmp / "acp_cube", embedder=embedder) as cube:
             aours, atheirs = asyncio.run(_async_pair(tmp, cube, args.checkpoints))
         store = bench_store(tmp, embedder, args.items, args.queries)
-    print(f"\nCheckpointer, {args.checkpoints} checkpoints over 20 threads (ops/s; list counts tuples/s)\n")
+    print(f"\nCheckpointer, {args.checkpoints} checkpoints over 20 threads (ops/s; list counts tuples/s; reads: best of {READ_ROUNDS} rounds)\n")
     print("| operation | MemOSSaver | SqliteSaver / AsyncSqliteSaver | ratio |")
     print("|---|---:|---:|---:|")
     for name in ours:

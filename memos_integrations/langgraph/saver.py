@@ -78,7 +78,7 @@ _LIST_HEAD = (
 )
 _LIST_JOIN = (
     "LEFT JOIN lg_writes w ON w.thread_id=c.thread_id AND w.checkpoint_ns=c.checkpoint_ns "
-    "AND w.checkpoint_id=c.checkpoint_id ORDER BY c.checkpoint_id DESC"
+    "AND w.checkpoint_id=c.checkpoint_id"
 )
 _LATEST = "(SELECT max(checkpoint_id) FROM lg_checkpoints WHERE thread_id=?1 AND checkpoint_ns=?2)"
 _GET_SQL = {
@@ -190,7 +190,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         cid, parent_id, type_, blob, metadata = first[:5]
         return CheckpointTuple(
             {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
-            self._loads(type_, blob, f"checkpoint {cid}"), json.loads(metadata),
+            self._loads(type_, blob, "checkpoint", cid), json.loads(metadata),
             {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}} if parent_id else None,
             self._pending([r[5:11] for r in rows]) if first[5] is not None else [],
         )
@@ -229,30 +229,31 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         groups: dict[tuple[str, str, str], builtins.list[tuple[Any, ...]]] = {}
         for row in rows:
             groups.setdefault((row[0], row[1], row[2]), []).append(row)
-        for group in groups.values():  # decoded one at a time, as the caller iterates
-            yield self._tuple(group)
+        # newest first (a stable sort of the few chosen checkpoints, cheaper than a second SQL sort of the joined rows)
+        for group in sorted(groups.values(), key=lambda g: g[0][2], reverse=True):
+            yield self._tuple(group)  # decoded one at a time, as the caller iterates
 
     def _tuple(self, rows: Sequence[tuple[Any, ...]]) -> CheckpointTuple:
         """One checkpoint from its ``_LIST_HEAD`` rows (its columns, then a pending write's or NULLs)."""
         thread_id, ns, cid, parent_id, type_, blob, metadata = rows[0][:7]
         return CheckpointTuple(
             {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
-            self._loads(type_, blob, f"checkpoint {cid}"), json.loads(metadata),
+            self._loads(type_, blob, "checkpoint", cid), json.loads(metadata),
             {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}} if parent_id else None,
             self._pending([r[7:] for r in rows]) if rows[0][7] is not None else [],
         )
 
     def _pending(self, rows: Sequence[tuple[Any, ...]]) -> builtins.list[PendingWrite]:
         """(task_id, task_path, idx, channel, type, value) rows as pending writes, in ``writes_sort_key`` order."""
-        return [(task_id, channel, self._loads(type_, value, f"write of task {task_id}"))
+        return [(task_id, channel, self._loads(type_, value, "write of task", task_id))
                 for task_id, _, _, channel, type_, value in sorted(rows, key=lambda r: writes_sort_key(r[1], r[0], r[2]))]
 
-    def _loads(self, type_: str, blob: bytes | None, what: str) -> Any:
+    def _loads(self, type_: str, blob: bytes | None, what: str, ident: str) -> Any:
         try:
             return self.serde.loads_typed((type_, blob if blob is not None else b""))
         except NotImplementedError as exc:  # LangGraph's serializer: unknown type tag
             raise CheckpointSerdeError(
-                f"{what} was stored as {type_!r}, which this saver's serializer cannot read ({exc}); "
+                f"{what} {ident} was stored as {type_!r}, which this saver's serializer cannot read ({exc}); "
                 "open the saver with the serializer that wrote it (e.g. the same EncryptedSerializer); "
                 "pickle is never loaded"
             ) from None
@@ -355,7 +356,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
                     "SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata "
                     "FROM lg_checkpoints WHERE thread_id=? ORDER BY checkpoint_ns, checkpoint_id DESC", (thread_id,),
                 ).fetchall()
-                keep = _keep_for_prune(rows, lambda t, b: self._loads(t, b, "checkpoint"))
+                keep = _keep_for_prune(rows, lambda t, b: self._loads(t, b, "checkpoint", ""))
                 doomed = [(thread_id, ns, cid) for ns, cid, *_ in rows if (ns, cid) not in keep]
                 for table in ("lg_writes", "lg_checkpoints"):
                     c.executemany(
