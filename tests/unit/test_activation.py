@@ -237,3 +237,16 @@ def test_common_prefix() -> None:
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix([], [1]) == 0
     assert common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_missing_local_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from memos_integrations.errors import MissingExtraError
+    from memos_integrations.models import LocalRuntime
+    from memos_integrations.parametric import ParametricMemory
+
+    monkeypatch.setitem(__import__("sys").modules, "peft", None)  # as if the extra were not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'memos-integrations\[local\]'"):
+        ParametricMemory().bind(object(), object())
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)
+    with pytest.raises(MissingExtraError, match=r"memos-integrations\[local\]"):
+        LocalRuntime(object(), object())
