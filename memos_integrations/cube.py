@@ -268,7 +268,7 @@ class MemCube:
         flt = MemoryFilter(user_id=user_id, session_id=session_id, kinds=kinds, states=states)
         if include_archived:
             flt.states = [s for s in Lifecycle if s != Lifecycle.DELETED]
-        return self.text_mem.list(flt, limit, offset)
+        return self.text_mem.list_items(flt, limit, offset)
 
     def update(self, item_id: str, *, principal: str | None = None, **changes: Any) -> MemoryItem:
         return self.text_mem.update(item_id, principal=principal, **changes)

@@ -96,7 +96,7 @@ class MemScheduler:
             for i in order:
                 if i in done:
                     continue
-                dupes = [j for j in np.nonzero(sims[i] >= self.policy.merge_threshold)[0] if j not in done and j != i]
+                dupes = [int(j) for j in np.nonzero(sims[i] >= self.policy.merge_threshold)[0] if j not in done and j != i]
                 if not dupes:
                     continue
                 survivor = items[found[i]]

@@ -131,7 +131,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
     # -- reads ----------------------------------------------------------------------------------
     def get(self, properties: dict | None = None, ids: list[str] | None = None) -> list[LabelledNode]:
         """Nodes with all of ``properties`` and, if given, one of ``ids``; every node with neither."""
-        items = self._cube.text_mem.list(self._scope(ids, self._props(properties)))
+        items = self._cube.text_mem.list_items(self._scope(ids, self._props(properties)))
         return [self._to_node(it) for it in items]
 
     def _edges_in_scope(self, relation_names: list[str] | None) -> list[Edge]:
@@ -146,7 +146,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
     def _triplets(self, edges: Sequence[Edge]) -> list[Triplet]:
         edges = [e for e in edges if e.src.startswith(self.prefix) and e.dst.startswith(self.prefix)]
         ids = sorted({e.src for e in edges} | {e.dst for e in edges})
-        live = {it.id: it for it in self._cube.text_mem.list(self._scope([self._nid(i) for i in ids]))} if ids else {}
+        live = {it.id: it for it in self._cube.text_mem.list_items(self._scope([self._nid(i) for i in ids]))} if ids else {}
         nodes = {i: self._to_node(it) for i, it in live.items()}
         return [
             (nodes[e.src], Relation(label=e.type, source_id=self._nid(e.src), target_id=self._nid(e.dst),
@@ -294,10 +294,10 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         doomed: set[str] = set()
         if entity_names:
             flt = self._scope(list(entity_names), sub="entity", states=NOT_DELETED)
-            doomed |= {it.id for it in self._cube.text_mem.list(flt)}
+            doomed |= {it.id for it in self._cube.text_mem.list_items(flt)}
         if ids or props:
             flt = self._scope(ids or None, props, states=NOT_DELETED)
-            doomed |= {it.id for it in self._cube.text_mem.list(flt)}
+            doomed |= {it.id for it in self._cube.text_mem.list_items(flt)}
         rel_edges = self._edges_in_scope(list(relation_names)) if relation_names else []
         store = self._cube.store
         with store.transaction():  # relations and tombstones commit together

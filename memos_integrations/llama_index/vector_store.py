@@ -148,14 +148,14 @@ class MemOSVectorStore(BasePydanticVectorStore):
         self._delete_where(self._filter(states=NOT_DELETED))
 
     def _delete_where(self, flt: MemoryFilter) -> None:
-        ids = [it.id for it in self._cube.text_mem.list(flt)]
+        ids = [it.id for it in self._cube.text_mem.list_items(flt)]
         if ids:
             self._cube.delete(ids)
 
     # -- reads --------------------------------------------------------------------------------
     def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
         """The stored nodes (without embeddings), by id and/or filter; all of them with neither."""
-        items = self._cube.text_mem.list(self._filter(filters, node_ids))
+        items = self._cube.text_mem.list_items(self._filter(filters, node_ids))
         if node_ids is not None:  # in the order asked for
             order = {i: n for n, i in enumerate(node_ids)}
             items.sort(key=lambda it: order.get(it.id, len(order)))

