@@ -250,26 +250,33 @@ class TextualMemory:
         candidates = self.store.candidate_rids(flt, self.exact_search_max + 1)
         if len(candidates) <= self.exact_search_max:
             # few candidates: score them exactly from the vectors SQLite keeps (no ANN recall loss)
-            rids, matrix = self.store.vectors_for(candidates)
-            if not rids:
-                return []
-            sims = matrix @ qvec
-            top = np.argsort(-sims)[:k]
-            return [(rids[i], float(sims[i])) for i in top]
+            return self._exact(qvec, candidates, k)
         # many candidates: ANN with the filter part Chroma understands, then the exact filter in SQL.
         # The lifecycle condition goes to SQL first: it matches nearly every indexed item (deleted ones
         # are not indexed), and Chroma's metadata pre-filter on it cost 25x the search itself (54 ms
         # against 2 ms at 10k items); only if that leaves too few hits does Chroma get it too.
         loose, strict = flt.chroma_where(states=False), flt.chroma_where()
         attempts = [(k * 3, loose), (k * 12, loose)] + ([(k * 12, strict)] if strict != loose else [])
-        hits: list[tuple[int, float]] = []
         for fetch, where in attempts:
             found = self.index.query(qvec, fetch, where)
             allowed = self.store.rid_ids([i for i, _ in found], flt)
             hits = [(allowed[i], s) for i, s in found if i in allowed]
             if len(hits) >= k or len(found) < fetch:
                 return hits[:k]
-        return hits[:k]
+        # the filter is selective in ways Chroma cannot see (tags, metadata, time): never return
+        # fewer than k because of it; score every candidate exactly, in chunks
+        return self._exact(qvec, self.store.candidate_rids(flt, -1), k)
+
+    def _exact(self, qvec: np.ndarray, candidates: Sequence[int], k: int) -> list[tuple[int, float]]:
+        best: list[tuple[int, float]] = []
+        for start in range(0, len(candidates), 50_000):
+            rids, matrix = self.store.vectors_for(candidates[start : start + 50_000])
+            if not rids:
+                continue
+            sims = matrix @ qvec
+            top = np.argsort(-sims)[:k]
+            best.extend((rids[i], float(sims[i])) for i in top)
+        return sorted(best, key=lambda h: -h[1])[:k]
 
     def _expand(self, scores: dict[int, float], flt: MemoryFilter, plan: R.SearchPlan) -> dict[int, float]:
         seeds = sorted(scores, key=lambda r: -scores[r])[: plan.graph_seeds]

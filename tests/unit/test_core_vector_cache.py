@@ -40,3 +40,21 @@ def test_usage_counts_are_buffered_then_written(cube):
     reopened = MemCube.open(cube.path, embedder=cube.embedder)
     assert reopened.store.read("SELECT access_count FROM items WHERE id=?", (item.id,))[0][0] == 3
     reopened.close()
+
+
+def test_ann_path_returns_k_hits_even_when_the_filter_is_invisible_to_chroma(tmp_path, embedder):
+    """More candidates than the exact limit, and a metadata filter Chroma cannot pre-apply."""
+    from memos_integrations import CubeConfig
+    from memos_integrations.config import VectorConfig
+
+    cube = MemCube.init_from_dir(tmp_path / "ann", CubeConfig(vector=VectorConfig(exact_search_max=10)), embedder=embedder)
+    texts = [f"Weather report number {i}: light rain over the harbour." for i in range(60)]
+    metas = [{"rare": i % 20 == 0} for i in range(60)]
+    for text, meta in zip(texts, metas):
+        cube.add(memory=text, user_id="u", metadata=meta)
+    cube.add(memory=[f"Recipe {i}: lentil soup with cumin." for i in range(5)], user_id="u", metadata={"rare": True})
+    hits = cube.search("rain at the harbour", user_id="u", metadata={"rare": True}, top_k=8, plan="fast")
+    assert len(hits) == 8                                  # 3 weather + 5 recipes match: all 8 come back
+    assert all(h.item.metadata["rare"] is True for h in hits)
+    assert sum("Weather" in h.item.text for h in hits[:3]) == 3   # the relevant ones first
+    cube.close()
