@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,7 @@ class LocalRuntime:
     def __init__(self, model: Any, tokenizer: Any, *, cube: Any = None, act_mem: Any = None,
                  para_mem: Any = None, system_prompt: str = DEFAULT_SYSTEM_PROMPT, top_k: int = 5,
                  pin_memories: bool = True, max_new_tokens: int = 128, temperature: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, prefix_memories: Callable[[str | None], list[str]] | None = None) -> None:
         require("torch", "local")
         from ..activation import ActivationMemory
 
@@ -110,6 +110,7 @@ class LocalRuntime:
         self.system_prompt = system_prompt
         self.top_k = top_k
         self.pin_memories = pin_memories
+        self.prefix_memories = prefix_memories
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.seed = seed
@@ -156,8 +157,13 @@ class LocalRuntime:
 
     # -- prompt ----------------------------------------------------------------------------------
     def pinned_memories(self, user_id: str | None) -> list[str]:
-        """Memories that belong in the shared prefix: items tagged or flagged ``pinned``."""
-        if self.cube is None or not self.pin_memories:
+        """Memories that belong in the shared prefix: items tagged or flagged ``pinned``, or what the
+        ``prefix_memories`` callable returns (e.g. a user's hottest memories)."""
+        if not self.pin_memories:
+            return []
+        if self.prefix_memories is not None:
+            return list(self.prefix_memories(user_id))
+        if self.cube is None:
             return []
         out = []
         for item in self.cube.get_all(user_id=user_id, limit=None):

@@ -52,6 +52,8 @@ def test_reuse_changes_nothing_but_the_work(cube: Any) -> None:
         assert gen.reused_tokens >= prev.prompt_tokens
     assert with_cache[0].memory_ids  # memories were retrieved for the turn
     assert "Alice prefers short answers." in cached.system_text("alice")
+    hot = LocalRuntime(model, byte_tokenizer(), prefix_memories=lambda user: [f"{user} was here"])
+    assert "alice was here" in hot.system_text("alice")
 
 
 class _NoReuse:
