@@ -104,6 +104,7 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
             ingest_s += secs
             items.append(n)
             for name, plan in plans.items():
+                embedder.clear_query_cache()  # every plan's latency includes embedding its queries
                 s, lat = evaluate(cube, conv["qa"], plan)
                 for k, v in s.items():
                     results[name][k].extend(v)

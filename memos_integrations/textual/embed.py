@@ -125,6 +125,10 @@ class MiniLMEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self._queries.get(text, lambda t: self._model.encode([t])[0])
 
+    def clear_query_cache(self) -> None:
+        """Forget cached query embeddings (benchmarks use it so every query pays its embedding)."""
+        self._queries.data.clear()
+
 
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model from a local path (needs the ``[local]`` extra: torch)."""
