@@ -15,7 +15,7 @@ BENCHES = [
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),
     ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
     ("LlamaIndex", ["-m", "benchmarks.bench_llama_index"]),
-    ("local models: KV caches and adapters", ["-m", "benchmarks.bench_local"]),
+    ("local models: KV caches and adapters", ["-m", "benchmarks.bench_local", "--threads", "1"]),
 ]
 
 
@@ -23,7 +23,7 @@ def main() -> int:
     only = sys.argv[1:]
     failed = 0
     for title, args in BENCHES:
-        if only and not any(o in args[-1] for o in only):
+        if only and not any(o in " ".join(args) for o in only):
             continue
         print(f"\n## {title}\n\n$ python {' '.join(args)}", flush=True)
         failed += subprocess.call([sys.executable, *args]) != 0

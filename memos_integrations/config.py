@@ -74,6 +74,12 @@ class CubeConfig(_Strict):
     graph: GraphConfig = GraphConfig()
     max_text_chars: int = Field(32_000, ge=1, description="longer texts are rejected, not truncated")
     reader: Literal["fast"] = "fast"
+    kv_budget_bytes: int | None = Field(
+        None, ge=1, description="activation memory: bytes of KV cache kept in RAM before LRU spill to <cube>/kv"
+    )
+    max_resident_adapters: int | None = Field(
+        None, ge=1, description="parametric memory: LoRA adapters kept loaded on the base model at once"
+    )
 
     @field_validator("cube_id")
     @classmethod

@@ -436,6 +436,10 @@ class MemCube:
         return [i for i in present if [v.to_dict() for v in self.store.history(i)] != wanted[i]]
 
     def close(self) -> None:
+        # activation memory holds caches in RAM; spill them so a new process reloads, not recomputes
+        act = self.__dict__.get("act_mem")
+        if act is not None and hasattr(act, "flush"):
+            act.flush()
         self.store.close()
 
     def __enter__(self) -> MemCube:

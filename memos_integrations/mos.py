@@ -209,12 +209,17 @@ class MOS:
         if model is None:
             raise InvalidInputError("MOS.chat needs a chat model: MOS(..., chat_model=...) or chat(..., model=...)")
         user = self._user(user_id)
+        config = {"configurable": {"user_id": user, "thread_id": thread_id or f"mos-{user}"}}
+        if getattr(model, "cube", None) is not None:
+            # a memory-aware model (MemOSChatModel) retrieves for itself and places memories where its
+            # thread's KV cache stays reusable; a leading system message would break the cached prefix
+            reply = model.invoke([("human", query)], config=config)
+            return str(getattr(reply, "content", reply))
         found = self.search(query, user_id=user, top_k=top_k)
         hits = sorted((h for group in found["text_mem"] for h in group["memories"]), key=lambda h: -h.score)[:top_k]
         from .prompting import memory_system_prompt
 
         messages = [("system", memory_system_prompt([h.item for h in hits])), ("human", query)]
-        config = {"configurable": {"user_id": user, "thread_id": thread_id or f"mos-{user}"}}
         reply = model.invoke(messages, config=config)
         return str(getattr(reply, "content", reply))
 
