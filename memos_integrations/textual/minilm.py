@@ -99,25 +99,30 @@ class NumpyBert:
         hd = hidden // self.heads
         bias = ((1.0 - mask) * -1e9)[:, None, None, :]
         scale = np.float32(1.0 / np.sqrt(hd))
+        # linear layers run on the real tokens only, packed as (tokens, hidden); see TorchBert
+        real = mask.astype(bool)
+        x = x[real]
+
+        def padded(h: np.ndarray) -> np.ndarray:
+            out = np.zeros((n, length, h.shape[-1]), dtype=np.float32)
+            out[real] = h
+            return out.reshape(n, length, self.heads, hd).transpose(0, 2, 1, 3)
+
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
 
             def lin(h: np.ndarray, name: str, p: str = p) -> np.ndarray:
-                # one 2-D GEMM: a 3-D operand would make numpy loop over the batch
-                flat = h.reshape(-1, h.shape[-1]) @ t[p + name + ".weight"]
-                flat += w[p + name + ".bias"]
-                return flat.reshape(n, length, -1)
+                out = h @ t[p + name + ".weight"]
+                out += w[p + name + ".bias"]
+                return out
 
-            def split(h: np.ndarray) -> np.ndarray:
-                return h.reshape(n, length, self.heads, hd).transpose(0, 2, 1, 3)
-
-            q = split(lin(x, "attention.self.query"))
-            k = split(lin(x, "attention.self.key"))
-            v = split(lin(x, "attention.self.value"))
+            q = padded(lin(x, "attention.self.query"))
+            k = padded(lin(x, "attention.self.key"))
+            v = padded(lin(x, "attention.self.value"))
             scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, hidden)
+            ctx = (scores @ v).transpose(0, 2, 1, 3)[real].reshape(-1, hidden)
             x = _layer_norm(
                 x + lin(ctx, "attention.output.dense"),
                 w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], self.eps,
@@ -126,7 +131,8 @@ class NumpyBert:
             x = _layer_norm(
                 x + lin(h, "output.dense"), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps
             )
-        pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+        counts = real.sum(1)
+        pooled = np.add.reduceat(x, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0) / np.maximum(counts, 1)[:, None]
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -159,7 +165,7 @@ def _one_blas_thread(tokens: int) -> Any:
 class TorchBert(NumpyBert):
     """The same forward pass in torch, used when torch is installed (the ``[local]`` extra).
 
-    Identical numbers (within 3e-7 of the numpy pass), about 1.7x the throughput on this CPU:
+    Identical numbers (within 3e-7 of the numpy pass), about 1.7x its throughput on this CPU:
     torch's GEMMs (oneDNN/MKL) beat OpenBLAS on these shapes (benchmarks/bench_retrieval.py ingest).
     """
 
@@ -193,22 +199,31 @@ class TorchBert(NumpyBert):
              + w["embeddings.token_type_embeddings.weight"][0])
         x = F.layer_norm(x, (hidden,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
         bias = ((1.0 - mask) * -1e9)[:, None, None, :]
+        # The linear layers (most of the time) run on the real tokens only, packed as (tokens, hidden):
+        # sessions batched by length still carried 35% padding on LoCoMo. Attention needs the padded
+        # (batch, heads, length, dim) layout, so only its inputs and output are scattered and gathered.
+        real = mask.bool()
+        x = x[real]
+
+        def padded(h: Any) -> Any:
+            out = h.new_zeros((n, length, h.shape[-1]))
+            out[real] = h
+            return out.view(n, length, self.heads, hd).transpose(1, 2)
+
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
 
             def lin(h: Any, name: str, p: str = p) -> Any:
                 return F.linear(h, w[p + name + ".weight"], w[p + name + ".bias"])
 
-            def split(h: Any) -> Any:
-                return h.view(n, length, self.heads, hd).transpose(1, 2)
-
-            q, k, v = (split(lin(x, f"attention.self.{m}")) for m in ("query", "key", "value"))
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n, length, hidden)
+            q, k, v = (padded(lin(x, f"attention.self.{m}")) for m in ("query", "key", "value"))
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2)[real].reshape(-1, hidden)
             x = F.layer_norm(x + lin(ctx, "attention.output.dense"), (hidden,),
                              w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], self.eps)
             x = F.layer_norm(x + lin(F.gelu(lin(x, "intermediate.dense")), "output.dense"), (hidden,),
                              w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps)
-        pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1e-9)
+        rows = torch.arange(n).repeat_interleave(real.sum(1))
+        pooled = torch.zeros((n, hidden)).index_add_(0, rows, x) / real.sum(1, keepdim=True).clamp_min(1)
         return F.normalize(pooled, dim=1).numpy().astype(np.float32)  # type: ignore[no-any-return]
 
 
