@@ -218,8 +218,10 @@ class TextualMemory:
             qvec = self.embedder.embed_query(query) if query_vector is None else np.asarray(query_vector, np.float32)
             self._check_dim(qvec[None, :])
             scored["dense"] = self._dense(qvec, flt, pool)
-        if plan.keyword and query and (match := R.keyword_query(query)):
-            scored["keyword"] = self.store.keyword_search(match, flt, pool)
+        if plan.keyword and query and (terms := R.keyword_terms(query)):
+            if self.store.max_rid() > plan.keyword_budget:  # small cubes never prune
+                terms = R.prune_terms(self.store.term_counts(terms), plan.keyword_budget)
+            scored["keyword"] = self.store.keyword_search(R.keyword_query(terms) or "", flt, pool)
         legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
         scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)

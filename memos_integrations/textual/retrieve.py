@@ -39,6 +39,9 @@ class SearchPlan(BaseModel):
     dense: bool = True
     keyword: bool = True
     candidates: int = Field(60, ge=1, le=10_000, description="how many hits each leg contributes")
+    keyword_budget: int = Field(
+        5000, ge=1, description="most documents the keyword leg ranks; beyond it only the rarest terms are kept"
+    )
     fusion: Literal["rrf", "convex"] = Field(
         "rrf", description="rrf: weighted reciprocal ranks; convex: weighted sum of max-normalised leg scores"
     )
@@ -88,8 +91,8 @@ _STOP = frozenset(
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9']*")
 
 
-def keyword_query(text: str) -> str | None:
-    """An FTS5 MATCH expression: the query's content words, quoted, OR-ed. None when nothing is left."""
+def keyword_terms(text: str) -> list[str]:
+    """The query's content words, lower-cased, without stop words or possessives, first 32."""
     words: list[str] = []
     for w in _WORD.findall(text.lower()):
         w = w.strip("'")
@@ -97,7 +100,34 @@ def keyword_query(text: str) -> str | None:
             w = w[:-2]
         if len(w) > 1 and w not in _STOP and w not in words:
             words.append(w)
-    return " OR ".join(f'"{w}"' for w in words[:32]) or None
+    return words[:32]
+
+
+def keyword_query(text: str | list[str]) -> str | None:
+    """An FTS5 MATCH expression: the content words, quoted, OR-ed. None when nothing is left."""
+    words = keyword_terms(text) if isinstance(text, str) else text
+    return " OR ".join(f'"{w}"' for w in words) or None
+
+
+def prune_terms(counts: Mapping[str, int], budget: int) -> list[str]:
+    """The rarest terms whose summed document frequency stays within ``budget`` (at least one term).
+
+    BM25 must score every document an OR query matches; a frequent term adds thousands of matches
+    and little score (its IDF is low). Keeping the rare terms bounds the work, the dense leg still
+    sees the whole query.
+
+    Example:
+        >>> prune_terms({"maya": 900, "the": 90000, "porto": 40}, budget=5000)
+        ['porto', 'maya']
+    """
+    kept: list[str] = []
+    total = 0
+    for term, n in sorted(counts.items(), key=lambda kv: kv[1]):
+        if kept and total + n > budget:
+            break
+        kept.append(term)
+        total += n
+    return kept
 
 
 @dataclass(frozen=True)

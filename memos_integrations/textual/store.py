@@ -354,6 +354,14 @@ class SQLiteStore:
         except sqlite3.OperationalError as exc:  # a malformed MATCH expression from a caller
             raise InvalidInputError(f"keyword query {match!r} is not valid FTS5 syntax: {exc}") from exc
 
+    def max_rid(self) -> int:
+        """An upper bound on the number of items, at the cost of one index lookup."""
+        return int(self.read("SELECT COALESCE(MAX(rid), 0) FROM items")[0][0])
+
+    def term_counts(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many indexed documents contain each term (counting is cheap; ranking is not)."""
+        return {t: int(self.read("SELECT count(*) FROM items_fts WHERE items_fts MATCH ?", (f'"{t}"',))[0][0]) for t in terms}
+
     def history(self, item_id: str) -> list[MemoryItem]:
         rows = self.read("SELECT data FROM versions WHERE item_id=? ORDER BY version", (item_id,))
         return [MemoryItem.from_dict(json.loads(r[0])) for r in rows]
