@@ -8,7 +8,7 @@ tail, then decodes token by token, streaming text. The LangChain face
 
 Prompt layout, chosen so that caches stay reusable turn after turn::
 
-    [system prompt + pinned memories]   shared prefix, prefilled once per user and forked per thread
+    [system prompt + pinned/hot memories]   shared prefix, prefilled once per user and forked per thread
     [earlier turns]                     each earlier user turn re-rendered with the memories it saw
     [memories for this turn + message]  retrieved memories go *after* the history, not in the system
     [assistant header]                  prompt, so a new retrieval never invalidates the cached history
@@ -156,22 +156,30 @@ class LocalRuntime:
         return ids
 
     # -- prompt ----------------------------------------------------------------------------------
-    def pinned_memories(self, user_id: str | None) -> list[str]:
-        """Memories that belong in the shared prefix: items tagged or flagged ``pinned``, or what the
-        ``prefix_memories`` callable returns (e.g. a user's hottest memories)."""
+    def pinned_memories(self, user_id: str | None, limit: int = 32) -> list[str]:
+        """Memories that belong in the shared prefix, or what the ``prefix_memories`` callable returns.
+
+        Pinned means tagged ``pinned``, flagged ``metadata["pinned"]``, or frozen by the scheduler;
+        hot means activated (promoted by :class:`~memos_integrations.schedule.MemScheduler` because
+        searches keep returning it). Indexed queries in creation order: the prefix, and so its KV
+        cache, stays the same until those memories change.
+        """
         if not self.pin_memories:
             return []
         if self.prefix_memories is not None:
             return list(self.prefix_memories(user_id))
         if self.cube is None:
             return []
-        out = []
-        for item in self.cube.get_all(user_id=user_id, limit=None):
-            tags = getattr(item, "tags", None) or ()
-            meta = getattr(item, "metadata", None) or {}
-            if "pinned" in tags or meta.get("pinned"):
-                out.append(item.text)
-        return out
+        from ..items import Lifecycle
+        from ..textual.filters import MemoryFilter
+
+        found: dict[str, tuple[float, str]] = {}
+        for flt in (MemoryFilter(user_id=user_id, tags_any=["pinned"]),
+                    MemoryFilter(user_id=user_id, metadata={"pinned": True}),
+                    MemoryFilter(user_id=user_id, states=[Lifecycle.FROZEN, Lifecycle.ACTIVATED])):
+            for item in self.cube.text_mem.list_items(flt, limit=limit):
+                found[item.id] = (item.created_at.timestamp(), item.text)
+        return [text for _, text in sorted(found.values())[:limit]]
 
     def retrieve(self, query: str, user_id: str | None, *, top_k: int | None = None) -> tuple[list[str], list[str]]:
         """``(ids, texts)`` of the cube memories relevant to ``query``."""

@@ -145,3 +145,23 @@ def test_bad_runtime_input(cube: Any) -> None:
         LocalRuntime(tiny_causal_lm("llama"), byte_tokenizer(), max_new_tokens=0)
     gen = runtime.generate([{"role": "user", "content": "x"}], thread_id="never-seen-before")
     assert gen.cache_source in {"miss", "prefix"}
+
+
+def test_shared_prefix_holds_pinned_frozen_and_hot_memories(cube: Any) -> None:
+    from memos_integrations.schedule import MemScheduler, SchedulerPolicy
+
+    tagged = cube.add(memory="Alice prefers short answers.", user_id="alice", tags=["pinned"])[0]
+    flagged = cube.add(memory="Alice is vegetarian.", user_id="alice", metadata={"pinned": True})[0]
+    frozen, hot, plain = cube.add(memory=["Alice's sister is Lena.", "Alice's cat is Miso.", "Alice once visited Oslo."],
+                                  user_id="alice")
+    cube.add(memory="Bob is allergic to nuts.", user_id="bob", tags=["pinned"])
+    scheduler = MemScheduler(cube, SchedulerPolicy(promote_hits=2))
+    scheduler.freeze([frozen.id])
+    for _ in range(2):
+        cube.search("what is the cat called", user_id="alice", top_k=1)   # returns `hot` twice
+    assert scheduler.promote() >= 1
+    runtime = LocalRuntime(tiny_causal_lm("llama"), byte_tokenizer(), cube=cube, max_new_tokens=2)
+    prefix = runtime.pinned_memories("alice")
+    assert prefix[:3] == [tagged.text, flagged.text, frozen.text] and hot.text in prefix   # creation order: stable
+    assert plain.text not in prefix and "Bob is allergic to nuts." not in prefix          # unused, and another user's
+    assert prefix == runtime.pinned_memories("alice")                                    # same tokens next turn
