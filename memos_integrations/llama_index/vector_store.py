@@ -154,12 +154,22 @@ class MemOSVectorStore(BasePydanticVectorStore):
 
     # -- reads --------------------------------------------------------------------------------
     def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
-        """The stored nodes (without embeddings), by id and/or filter; all of them with neither."""
+        """The stored nodes with their embeddings, by id and/or filter; all of them with neither.
+
+        Embeddings come back unit-length: the cube stores normalised vectors (cosine is unchanged).
+        """
         items = self._cube.text_mem.list_items(self._filter(filters, node_ids))
         if node_ids is not None:  # in the order asked for
             order = {i: n for n, i in enumerate(node_ids)}
             items.sort(key=lambda it: order.get(it.id, len(order)))
-        return [item_to_node(it) for it in items]
+        vectors = self._cube.store.vectors_by_id([it.id for it in items])
+        nodes = []
+        for it in items:
+            node = item_to_node(it)
+            if it.id in vectors:
+                node.embedding = vectors[it.id].tolist()
+            nodes.append(node)
+        return nodes
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Run ``query`` in its mode; see the module docstring for what each mode does."""

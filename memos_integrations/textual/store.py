@@ -330,6 +330,16 @@ class SQLiteStore:
             rows = np.fromiter((cache.row_of[r] for r in present), dtype=np.int64, count=len(present))
             return present, cache.matrix[rows]
 
+    def vectors_by_id(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored (unit-length) vectors of the items ``ids``, by id; items without one are absent."""
+        rid_of: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            rid_of.update(dict(self.read(f"SELECT id, rid FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk)))
+        rids, matrix = self.vectors_for(list(rid_of.values()))
+        by_rid = dict(zip(rids, matrix))
+        return {i: by_rid[r] for i, r in rid_of.items() if r in by_rid}
+
     def _read_vectors(self, rids: Sequence[int]) -> tuple[list[int], np.ndarray]:
         found: list[int] = []
         blobs: list[bytes] = []

@@ -162,8 +162,12 @@ def test_mmr_diversifies(cube: Any) -> None:
 
 
 def test_get_delete_and_clear(stores: Any, cube: Any) -> None:
-    ours, _, q = stores
-    assert [n.node_id for n in ours.get_nodes(node_ids=["n2", "n0"])] == ["n2", "n0"]
+    ours, simple, q = stores
+    got = ours.get_nodes(node_ids=["n2", "n0"])
+    assert [n.node_id for n in got] == ["n2", "n0"]
+    for node in got:  # the embeddings come back, unit-length: the same direction SimpleVectorStore keeps
+        theirs = np.asarray(simple.get(node.node_id), dtype=np.float32)
+        assert np.allclose(np.asarray(node.embedding), theirs / np.linalg.norm(theirs), atol=1e-6)
     assert {n.node_id for n in ours.get_nodes(filters=MetadataFilters(filters=[LEAVES[0]]))} == {"n0", "n2"}
     ours.delete("doc0")  # n0, n2, n4
     assert set(ids(ours, q, None)) == {"n1", "n3", "n5"}
