@@ -77,6 +77,9 @@ class CubeConfig(_Strict):
     kv_budget_bytes: int | None = Field(
         None, ge=1, description="activation memory: bytes of KV cache kept in RAM before LRU spill to <cube>/kv"
     )
+    kv_disk_budget_bytes: int | None = Field(
+        None, ge=1, description="activation memory: bytes of spilled KV caches kept in <cube>/kv (oldest deleted first)"
+    )
     max_resident_adapters: int | None = Field(
         None, ge=1, description="parametric memory: LoRA adapters kept loaded on the base model at once"
     )

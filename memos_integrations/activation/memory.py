@@ -113,11 +113,14 @@ class ActivationMemory:
 
     def __init__(self, directory: str | Path | None = None, *,
                  budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 disk_budget_bytes: int | None = None,
                  audit: Callable[..., Any] | None = None) -> None:
         if budget_bytes <= 0:
             raise InvalidInputError(f"budget_bytes must be positive, got {budget_bytes}")
+        if disk_budget_bytes is not None and disk_budget_bytes <= 0:
+            raise InvalidInputError(f"disk_budget_bytes must be positive or None, got {disk_budget_bytes}")
         self.budget_bytes = budget_bytes
-        self.disk = KVDiskStore(directory) if directory is not None else None
+        self.disk = KVDiskStore(directory, max_bytes=disk_budget_bytes) if directory is not None else None
         self.stats = ActivationStats()
         self._audit = audit
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
@@ -126,10 +129,11 @@ class ActivationMemory:
     @classmethod
     def for_cube(cls, cube: Any, *, budget_bytes: int | None = None) -> ActivationMemory:
         """The activation memory of a cube: spills to ``cube.path / "kv"`` and audits to the cube."""
+        cfg = getattr(cube, "config", None)
         if budget_bytes is None:
-            cfg = getattr(cube, "config", None)
             budget_bytes = getattr(cfg, "kv_budget_bytes", None) or DEFAULT_BUDGET_BYTES
-        return cls(Path(cube.path) / "kv", budget_bytes=budget_bytes, audit=getattr(cube, "audit", None))
+        return cls(Path(cube.path) / "kv", budget_bytes=budget_bytes,
+                   disk_budget_bytes=getattr(cfg, "kv_disk_budget_bytes", None), audit=getattr(cube, "audit", None))
 
     # -- keys ------------------------------------------------------------------------------------
     @staticmethod

@@ -51,8 +51,11 @@ def entry_name(model_key: str, thread_id: str) -> str:
 class KVDiskStore:
     """Reads and writes spilled caches under one directory; safe to share between threads."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, max_bytes: int | None = None) -> None:
         self.directory = Path(directory)
+        #: when set, the oldest spilled caches are deleted once the files exceed it (they are derived
+        #: data: a thread whose cache is gone recomputes on its next turn)
+        self.max_bytes = max_bytes
         self._lock = threading.RLock()
         self._index: dict[str, IndexEntry] = {}
         self._index_mtime: float | None = None
@@ -130,8 +133,23 @@ class KVDiskStore:
             os.replace(tmp, self.directory / entry.file)
             self._refresh()
             self._index[name] = entry
+            self._trim(keep=name)
             self._write_index()
         return entry
+
+    def _trim(self, keep: str) -> None:
+        """Delete the oldest entries (never ``keep``) while the files exceed ``max_bytes``."""
+        if self.max_bytes is None:
+            return
+        total = sum(e.nbytes for e in self._index.values())
+        for name, old in sorted(self._index.items(), key=lambda kv: kv[1].created_at):
+            if total <= self.max_bytes:
+                break
+            if name == keep:
+                continue
+            (self.directory / old.file).unlink(missing_ok=True)
+            del self._index[name]
+            total -= old.nbytes
 
     def read(self, entry: IndexEntry, *, model_key: str, dtype: str) -> dict[str, Any]:
         """Load an entry's tensors after checking its model, dtype and checksum.

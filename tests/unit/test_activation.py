@@ -156,6 +156,22 @@ def test_budget_smaller_than_one_cache_goes_straight_to_disk(model: Any, tmp_pat
         ActivationMemory(budget_bytes=0)
 
 
+def test_disk_budget_deletes_the_oldest_spilled_caches(model: Any, tmp_path: Path) -> None:
+    probe = ActivationMemory(tmp_path / "probe", budget_bytes=1)
+    turn(probe, model, "x", list(range(20)))
+    on_disk = probe.disk.entries()[0].nbytes  # type: ignore[union-attr]
+    mem = ActivationMemory(tmp_path / "kv", budget_bytes=1, disk_budget_bytes=int(on_disk * 2.5))
+    rng = random.Random(2)
+    for t in ["a", "b", "c", "d"]:
+        turn(mem, model, t, rand_ids(rng, 20))  # each goes straight to disk (RAM budget of 1 byte)
+    kept = sorted(e.thread_id for e in mem.disk.entries())  # type: ignore[union-attr]
+    assert kept == ["c", "d"]                                     # the two oldest were deleted
+    assert len(list((tmp_path / "kv").glob("*.safetensors"))) == 2  # files, not only index rows
+    assert mem.lookup(model, "a", list(range(5))).source == "miss"  # a clean recompute, no error
+    with pytest.raises(InvalidInputError):
+        ActivationMemory(tmp_path / "kv2", disk_budget_bytes=0)
+
+
 def test_reopened_manager_serves_the_flushed_cache(model: Any, tmp_path: Path) -> None:
     mem = ActivationMemory(tmp_path / "kv")
     ids = list(range(100, 130))
