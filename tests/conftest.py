@@ -46,6 +46,18 @@ def _no_network_in_unit_tests(request: pytest.FixtureRequest) -> object:
     pytest_socket._remove_restrictions() if hasattr(pytest_socket, "_remove_restrictions") else None
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One torch thread for a module's tiny models: thread hand-offs cost more than they save,
+    badly so on a busy 2-core machine. Restored afterwards; torch is imported only when asked for."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The real offline MiniLM embedder, loaded once."""

@@ -17,7 +17,6 @@ import pytest
 
 pytest.importorskip("torch")
 
-import torch  # noqa: E402
 from langchain_core.language_models import BaseChatModel  # noqa: E402
 from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_tests.integration_tests import ChatModelIntegrationTests  # noqa: E402
@@ -25,14 +24,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
 
 from memos_integrations.langchain.chat_model import MemOSChatModel  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    # Tiny models: thread hand-offs cost more than they save, badly so on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see tests/conftest.py
 
 
 @functools.cache

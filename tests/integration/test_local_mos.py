@@ -13,12 +13,11 @@ from memos_integrations.models import LocalRuntime  # noqa: E402
 from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm  # noqa: E402
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_mos_chat_runs_on_the_local_chat_model(tmp_path: Path, embedder: Any) -> None:
     from memos_integrations.langchain.chat_model import MemOSChatModel
     from memos_integrations.mos import MOS
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is faster, and steady on a busy machine
     mos = MOS(tmp_path / "home", embedder=embedder)
     try:
         mos.create_user("alice")
@@ -33,4 +32,3 @@ def test_mos_chat_runs_on_the_local_chat_model(tmp_path: Path, embedder: Any) ->
         assert runtime.act_mem.stats.hits >= 1 and runtime.act_mem.stats.reused_tokens > 0
     finally:
         mos.close()
-        torch.set_num_threads(before)

@@ -23,14 +23,7 @@ from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm  # 
 from memos_integrations.parametric import AdapterManifest, DistillConfig, ParametricMemory  # noqa: E402
 from memos_integrations.parametric.manifest import write_adapter  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    # Tiny models: thread hand-offs cost more than they save, badly so on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see tests/conftest.py
 
 MEMORIES = ["Alice's cat is called Miso and sleeps on the piano.",
             "Alice works as a glassblower in Murano.",
