@@ -33,7 +33,7 @@ from .errors import (
     InvalidInputError,
     InvalidTypeError,
 )
-from .items import Edge, Kind, Lifecycle, MemoryItem, SearchHit, utcnow
+from .items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, SearchHit, utcnow
 from .textual.embed import Embedder, as_embedder
 from .textual.filters import MemoryFilter
 from .textual.graph import SQLiteGraph
@@ -264,10 +264,8 @@ class MemCube:
             raise InvalidInputError(f"limit must be a non-negative integer or None, got {limit!r}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError(f"offset must be a non-negative integer, got {offset!r}")
-        states = None if include_archived else MemoryFilter().states
+        states = [s for s in Lifecycle if s != Lifecycle.DELETED] if include_archived else list(LIVE_STATES)
         flt = MemoryFilter(user_id=user_id, session_id=session_id, kinds=kinds, states=states)
-        if include_archived:
-            flt.states = [s for s in Lifecycle if s != Lifecycle.DELETED]
         return self.text_mem.list_items(flt, limit, offset)
 
     def update(self, item_id: str, *, principal: str | None = None, **changes: Any) -> MemoryItem:

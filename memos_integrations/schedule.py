@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .cube import MemCube
 from .items import Edge, Lifecycle, MemoryItem, to_epoch, utcnow
-from .textual.filters import MemoryFilter
 
 
 class SchedulerPolicy(BaseModel):
@@ -78,12 +77,10 @@ class MemScheduler:
     def merge(self) -> dict[str, int]:
         merged = groups = 0
         users = [r[0] for r in self.cube.store.read("SELECT DISTINCT user_id FROM items WHERE state IN ('generated', 'activated')")]
-        for user in users:
-            flt = MemoryFilter(user_id=user, states=[Lifecycle.GENERATED, Lifecycle.ACTIVATED])
-            rids = self.cube.store.candidate_rids(flt, self.policy.max_merge_scan)
-            if user is None:  # items with no user form their own scope
-                keep = {r[0] for r in self.cube.store.read("SELECT rid FROM items WHERE user_id IS NULL")}
-                rids = [r for r in rids if r in keep]
+        for user in users:  # each user is a scope; items with no user form one too (`IS` matches NULL)
+            rids = [r[0] for r in self.cube.store.read(
+                "SELECT rid FROM items WHERE user_id IS ? AND state IN ('generated', 'activated') LIMIT ?",
+                (user, self.policy.max_merge_scan))]
             found, matrix = self.cube.store.vectors_for(rids)
             if len(found) < 2:
                 continue
