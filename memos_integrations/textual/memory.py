@@ -10,7 +10,7 @@ Policy: synchronous. The faces' async methods run these in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -225,21 +225,29 @@ class TextualMemory:
         legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
         scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
+        fetched: dict[int, MemoryItem] = {}  # rows read once per search, whichever step needs them first
+
+        def rows(rids: Sequence[int]) -> dict[int, MemoryItem]:
+            missing = [r for r in rids if r not in fetched]
+            if missing:
+                fetched.update(self.store.get_by_rid(missing))
+            return {r: fetched[r] for r in rids if r in fetched}
+
         if plan.time_aware and scores:
             hint = R.time_hint(query, now)
             if hint.start is not None or hint.asks_when:
-                items = self.store.get_by_rid(list(scores))
+                items = rows(list(scores))
                 times = {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in items.items()}
                 scores = R.apply_time(scores, hint, times, plan.time_boost)
         if plan.graph_hops and scores:
-            scores = self._expand(scores, flt, plan)
+            scores = self._expand(scores, flt, plan, rows)
         order = sorted(scores, key=lambda r: -scores[r])
         if plan.mmr_lambda is not None and len(order) > 1:
             mmr_ids = order[: max(plan.mmr_pool, top_k)]  # MMR re-ranks; it must not cut top_k short
             rids, matrix = self.store.vectors_for(mmr_ids)
             order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
         order = order[:top_k]
-        items = self.store.get_by_rid(order)
+        items = rows(order)
         ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
         hits = [
             SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r})
@@ -280,9 +288,12 @@ class TextualMemory:
             best.extend((rids[i], float(sims[i])) for i in top)
         return sorted(best, key=lambda h: -h[1])[:k]
 
-    def _expand(self, scores: dict[int, float], flt: MemoryFilter, plan: R.SearchPlan) -> dict[int, float]:
+    def _expand(
+        self, scores: dict[int, float], flt: MemoryFilter, plan: R.SearchPlan,
+        rows: Callable[[Sequence[int]], dict[int, MemoryItem]],
+    ) -> dict[int, float]:
         seeds = sorted(scores, key=lambda r: -scores[r])[: plan.graph_seeds]
-        seed_items = self.store.get_by_rid(seeds)
+        seed_items = rows(seeds)
         id_to_rid = {it.id: rid for rid, it in seed_items.items()}
         found = self.graph.neighbors(list(id_to_rid), plan.graph_hops, plan.graph_types)
         allowed = self.store.rid_ids(list(found), flt)  # neighbours obey the same filter (scope!)
