@@ -69,7 +69,7 @@ class MemCube:
         store: SQLiteStore,
         index: VectorIndex,
     ) -> None:
-        self.path = path
+        self.path = path.resolve()  # absolute: later writes (KV flush on close) must not follow a chdir
         self.config = config
         self.cube_id: str = config.cube_id or path.name
         self.embedder = embedder

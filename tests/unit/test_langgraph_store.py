@@ -44,6 +44,11 @@ def _prune(ref: InMemoryStore) -> None:
 def _apply(store: Any, op: tuple[Any, ...]) -> Any:
     kind = op[0]
     if kind == "put":
+        if op[4] is False and isinstance(store, InMemoryStore):
+            # InMemoryStore keeps the old vectors of a key re-put with index=False, so the value stays
+            # ranked by text it no longer asks to index; we drop them (docs/langgraph.md). The
+            # reference forgets them too.
+            store._vectors.get(op[1], {}).pop(op[2], None)
         return store.put(op[1], op[2], op[3], index=op[4])
     if kind == "delete":
         return store.delete(op[1], op[2])
