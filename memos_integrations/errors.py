@@ -60,6 +60,17 @@ class AccessDeniedError(MemosError, PermissionError):
     """A principal tried to read or write a cube it neither owns nor was shared."""
 
 
+class ConflictError(MemosError, RuntimeError):
+    """A concurrent writer changed the memory first (the version you read is no longer the latest).
+
+    Retryable: read the item again and re-apply your change.
+    """
+
+
+class CubeLockedError(MemosError, RuntimeError):
+    """Another process holds a lock on the cube that this operation needs; retry, or use a server backend."""
+
+
 class MissingExtraError(MemosError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
