@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench docs lint typecheck clean
+.PHONY: demo test stress bench docs lint typecheck clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 # one OpenMP/BLAS thread: the tests' tiny models and small batches lose more to thread wake-ups than they gain
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+# the long adversarial runs (minutes): concurrent writer processes with kill -9, checked against the truth
+stress: $(STAMP)
+	OMP_NUM_THREADS=1 MEMOS_STRESS=1 $(BIN)/python -m pytest tests/stress -p no:randomly
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
