@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # the long adversarial runs (minutes): concurrent writer processes with kill -9, checked against the truth
 stress: $(STAMP)
-	OMP_NUM_THREADS=1 MEMOS_STRESS=1 $(BIN)/python -m pytest tests/stress -p no:randomly
+	OMP_NUM_THREADS=1 MEMOS_STRESS=1 $(BIN)/python -m pytest tests/stress
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
