@@ -96,7 +96,7 @@ def test_delete_entities_relations_and_properties(graph: Any, cube: Any) -> None
     assert {n.id for n in graph.get()} == {"Alice", "Paris"}
     graph.delete(ids=["Paris"])
     assert [n.id for n in graph.get()] == ["Alice"]
-    assert cube.history("pg:default:Acme")[-1].state.value == "deleted"
+    assert cube.history(graph.item_id("Acme"))[-1].state.value == "deleted"
 
 
 def test_llama_nodes_round_trip_and_delete(cube: Any) -> None:
