@@ -267,7 +267,7 @@ def test_unsupported_filters_are_clear_errors(stores: Any, flt: MetadataFilter) 
 @pytest.mark.parametrize(
     ("mode", "kw"),
     [(VectorStoreQueryMode.SVM, {}), (VectorStoreQueryMode.DEFAULT, {"query_embedding": None}),
-     (VectorStoreQueryMode.SPARSE, {"query_str": ""}), (VectorStoreQueryMode.HYBRID, {"alpha": 2.0})],
+     (VectorStoreQueryMode.SPARSE, {"query_str": None}), (VectorStoreQueryMode.HYBRID, {"alpha": 2.0})],
 )
 def test_bad_queries_are_clear_errors(stores: Any, mode: VectorStoreQueryMode, kw: dict[str, Any]) -> None:
     ours, _, q = stores
