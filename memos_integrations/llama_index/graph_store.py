@@ -101,6 +101,11 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         """The cube."""
         return self._cube
 
+    @property
+    def _graph(self) -> Any:
+        """The cube's graph backend (the ``edges`` table of the embedded engine)."""
+        return self._cube.text_mem.graph
+
     def keys(self) -> ScopedKeys:
         """The keys of whoever is acting now (the binding, else a run's context)."""
         return ScopedKeys("graph", self.namespace, acting_user(self.user_id, self._cube, "MemOSPropertyGraphStore"))
@@ -222,7 +227,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         anchors = [set(x) for x in (entity_names, ids) if x]
         if anchors:
             seeds = self._item_ids(keys, sorted(anchors[0]))
-            edges = self._cube.graph.edges(seeds, "both", relation_names or None) if seeds else []
+            edges = self._graph.edges(seeds, "both", relation_names or None) if seeds else []
         else:
             edges = self._edges_in_scope(keys, relation_names)
         out = []
@@ -262,7 +267,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
             if not frontier or len(found) >= limit:
                 break
             nxt: set[str] = set()
-            hop = [e for e in self._cube.graph.edges(sorted(frontier), "both")
+            hop = [e for e in self._graph.edges(sorted(frontier), "both")
                    if e.type not in ignore and (e.src, e.type, e.dst) not in seen]
             ends = sorted({x for e in hop for x in (e.src, e.dst)} - visited)
             if ends:  # walk only into this scope's live nodes
@@ -302,7 +307,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
     def structured_query(self, query: str, param_map: dict[str, Any] | None = None) -> Any:
         raise StructuredQueryUnsupportedError(
             f"cube {self._cube.cube_id!r} keeps its graph in embedded SQLite, which runs no Cypher "
-            f"(graph.supports_cypher={getattr(self._cube.graph, 'supports_cypher', False)}); use get_triplets, "
+            f"(graph.supports_cypher={getattr(self._graph, 'supports_cypher', False)}); use get_triplets, "
             "get_rel_map or vector_query, or configure a Cypher graph backend for structured queries"
         )
 
@@ -357,7 +362,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         if missing:  # placeholders: found by get and walked, but never returned by vector_query
             self._upsert(missing, placeholder=True)
         ids = keys.resolve(self._cube, names)
-        self._cube.graph.add_edges(
+        self._graph.add_edges(
             [Edge(ids[r.source_id], ids[r.target_id], r.label, 1.0, dict(r.properties)) for r in checked])
 
     def delete(

@@ -23,7 +23,6 @@ from llama_index.core.graph_stores.types import EntityNode, Relation  # noqa: E4
 from llama_index.core.llms import ChatMessage  # noqa: E402
 from llama_index.core.memory import Memory  # noqa: E402
 from llama_index.core.schema import NodeRelationship, QueryBundle, RelatedNodeInfo, TextNode  # noqa: E402
-from llama_index.core.storage.chat_store.base_db import MessageStatus  # noqa: E402
 from llama_index.core.vector_stores.types import (  # noqa: E402
     MetadataFilter,
     MetadataFilters,
@@ -31,7 +30,12 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
     VectorStoreQueryMode,
 )
 
-from memos_integrations.errors import AccessDeniedError, EmbedderMismatchError, InvalidInputError  # noqa: E402
+from memos_integrations.errors import (  # noqa: E402
+    AccessDeniedError,
+    EmbedderMismatchError,
+    InvalidInputError,
+    InvalidTypeError,
+)
 from memos_integrations.items import Kind, MemoryItem  # noqa: E402
 from memos_integrations.llama_index import (  # noqa: E402
     MemOSAsyncChatStore,
@@ -202,6 +206,7 @@ def test_graph_store_every_path_stays_in_its_scope(cube: Any, use_async: bool) -
         me = user.title()
         assert {n.id for n in call(g, "get", use_async)} == {me, "Acme"}
         assert call(g, "get", use_async, None, ["Acme"])[0].properties["who"] == user
+        assert call(g, "get", use_async, {"space": space})[0].id == me
         assert [(s.id, o.id) for s, _, o in call(g, "get_triplets", use_async, ["Acme"])] == [(me, "Acme")]
         assert len(call(g, "get_triplets", use_async, None, ["CLIENT_OF"])) == 1
         assert [t[0].id for t in call(g, "get_rel_map", use_async, call(g, "get", use_async, None, ["Acme"]), 2)] == [me]
@@ -314,7 +319,7 @@ def test_memory_flushes_per_user_and_session_end_flush(cube: Any, use_async: boo
     for u, memory in memories.items():
         memory.put(ChatMessage(role="user", content=f"My name is {u} and my cat is called {u}-cat."))
     assert cube.get_all(user_id="alice") == []  # under the token limit: nothing overflowed
-    for u, memory in memories.items():
+    for memory in memories.values():
         flushed = asyncio.run(aflush_memory(memory)) if use_async else flush_memory(memory)
         assert flushed == 1
         assert (asyncio.run(aflush_memory(memory)) if use_async else flush_memory(memory)) == 0  # nothing twice
@@ -324,7 +329,7 @@ def test_memory_flushes_per_user_and_session_end_flush(cube: Any, use_async: boo
     recalled = memories["alice"].get(input="What is my cat called?")
     text = " ".join(str(m.content) for m in recalled)
     assert "alice-cat" in text and "bob-cat" not in text
-    with pytest.raises(Exception, match="Memory"):
+    with pytest.raises(InvalidTypeError, match="Memory"):
         flush_memory("not a memory")
 
 
