@@ -57,12 +57,15 @@ class ChatTable:
         self.store = cube.store
         self.user_of = user_of
         self.store.ensure_schema(_DDL)
-        with self.store.transaction() as c:  # checked inside the write lock: two openers migrate once
-            columns = {r[1] for r in c.execute("PRAGMA table_info(llama_index_chat)").fetchall()}
-            for column, sql in _MIGRATIONS:
-                if column not in columns:
+        if self._missing():
+            with self.store.transaction() as c:  # checked again inside the write lock: two openers migrate once
+                for sql in self._missing():
                     c.execute(sql)
         self.store.ensure_schema(_USER_INDEX)
+
+    def _missing(self) -> list[str]:
+        columns = {r[1] for r in self.store.read("PRAGMA table_info(llama_index_chat)")}
+        return [sql for column, sql in _MIGRATIONS if column not in columns]
 
     @staticmethod
     def _check(key: Any, messages: list[Any] | None = None) -> None:

@@ -66,7 +66,8 @@ ASYNC_NAME = {"add": "async_add", "upsert_nodes": "aupsert_nodes", "upsert_relat
               "retrieve": "aretrieve", "get_messages": "aget_messages", "add_message": "async_add_message",
               "set_messages": "aset_messages", "delete_messages": "adelete_messages",
               "delete_message": "adelete_message", "delete_last_message": "adelete_last_message",
-              "get_keys": "aget_keys"}
+              "get_keys": "aget_keys", "get_llama_nodes": "aget_llama_nodes",
+              "delete_llama_nodes": "adelete_llama_nodes"}
 
 
 def call(obj: Any, name: str, use_async: bool, *args: Any, **kwargs: Any) -> Any:
@@ -213,10 +214,16 @@ def test_graph_store_every_path_stays_in_its_scope(cube: Any, use_async: bool) -
         nodes, _ = call(g, "vector_query", use_async, VectorStoreQuery(query_embedding=vec(3), similarity_top_k=10))
         assert {n.id for n in nodes} == {me, "Acme"} and {n.properties.get("who") for n in nodes} == {user, None}
         assert g.get_schema() == {"node_labels": ["ORG", "PERSON"], "relation_types": ["CLIENT_OF"]}
+    for (user, space), g in graphs.items():  # LlamaIndex nodes kept in the graph, the same id in every scope
+        g.upsert_llama_nodes([TextNode(id_="c1", text=f"{user} {space} chunk")])
+    for (user, space), g in graphs.items():
+        assert [n.get_content() for n in call(g, "get_llama_nodes", use_async, ["c1"])] == [f"{user} {space} chunk"]
+    call(graphs[("alice", "v2")], "delete_llama_nodes", use_async, ["c1"])
+    assert [len(g.get_llama_nodes(["c1"])) for g in graphs.values()] == [1, 0, 1, 1]
     call(graphs[("alice", "v1")], "delete", use_async, ["Acme"])
     call(graphs[("bob", "v1")], "delete", use_async, None, ["CLIENT_OF"])
     assert [len(g.get_triplets(relation_names=["CLIENT_OF"])) for g in graphs.values()] == [0, 1, 0, 1]
-    assert [len(g.get()) for g in graphs.values()] == [1, 2, 2, 2]
+    assert [len(g.get()) for g in graphs.values()] == [2, 2, 3, 3]
 
 
 def test_another_users_entity_of_the_same_name_is_another_node(cube: Any) -> None:
