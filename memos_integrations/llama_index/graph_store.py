@@ -106,13 +106,13 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         """The cube's graph backend (the ``edges`` table of the embedded engine)."""
         return self._cube.text_mem.graph
 
-    def keys(self) -> ScopedKeys:
+    def scope_keys(self) -> ScopedKeys:
         """The keys of whoever is acting now (the binding, else a run's context)."""
         return ScopedKeys("graph", self.namespace, acting_user(self.user_id, self._cube, "MemOSPropertyGraphStore"))
 
     def item_id(self, node_id: str) -> str:
         """The cube item a node id (an entity name) of this graph is kept as, for ``cube.history``."""
-        return self.keys().resolve(self._cube, [self._check_id(node_id)])[node_id]
+        return self.scope_keys().resolve(self._cube, [self._check_id(node_id)])[node_id]
 
     # -- id and node mapping --------------------------------------------------------------------
     @staticmethod
@@ -171,7 +171,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
     # -- reads ----------------------------------------------------------------------------------
     def get(self, properties: dict | None = None, ids: list[str] | None = None) -> list[LabelledNode]:
         """Nodes with all of ``properties`` and, if given, one of ``ids``; every node with neither."""
-        return [self._to_node(it) for it in self._items(self.keys(), ids, self._props(properties))]
+        return [self._to_node(it) for it in self._items(self.scope_keys(), ids, self._props(properties))]
 
     def _edges_in_scope(self, keys: ScopedKeys, relation_names: list[str] | None) -> list[Edge]:
         """Edges leaving this scope's nodes (and the nodes of an earlier, unscoped graph of the namespace)."""
@@ -223,7 +223,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         props = self._props(properties)
         if not (entity_names or relation_names or props or ids):
             return []
-        keys = self.keys()
+        keys = self.scope_keys()
         anchors = [set(x) for x in (entity_names, ids) if x]
         if anchors:
             seeds = self._item_ids(keys, sorted(anchors[0]))
@@ -257,7 +257,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
             raise InvalidInputError(f"depth must be a non-negative integer, got {depth!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
-        keys = self.keys()
+        keys = self.scope_keys()
         ignore = set(ignore_rels or [])
         frontier = set(self._item_ids(keys, [n.id for n in graph_nodes])) if graph_nodes else set()
         visited = set(frontier)
@@ -294,7 +294,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         if query.query_embedding is None:
             raise InvalidInputError("vector_query needs query.query_embedding; embed the query first")
         qvec = query_vector(self._cube, query.query_embedding, "MemOSPropertyGraphStore.vector_query")
-        keys = self.keys()
+        keys = self.scope_keys()
         node_ids = [self._check_id(i) for i in query.node_ids] if query.node_ids else None
         flt = keys.filter(node_ids, tags_all=["entity"],
                           metadata=combine(to_memory_metadata(query.filters), _NOT_PLACEHOLDER))
@@ -313,7 +313,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
 
     def get_schema(self, refresh: bool = False) -> dict[str, Any]:
         """Node labels and relation types present (a summary; there is no typed schema to enforce)."""
-        keys = self.keys()
+        keys = self.scope_keys()
         labels = {(it.metadata.get(_INFO) or {}).get("label") for it in self._items(keys)}
         rels = {t[1].label for t in self._triplets(keys, self._edges_in_scope(keys, None))}
         return {"node_labels": sorted(x for x in labels if x), "relation_types": sorted(rels)}
@@ -332,7 +332,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         # PropertyGraphIndex sends an entity once per chunk that mentions it: the last one wins, as in
         # SimplePropertyGraphStore (one write may not name an item twice)
         nodes = list({self._check_id(n.id): n for n in nodes}.values())
-        keys = self.keys()
+        keys = self.scope_keys()
         ids = keys.resolve(self._cube, [n.id for n in nodes])
         items = [self._to_item(n, keys, ids[n.id], placeholder) for n in nodes]
         cube = self._cube
@@ -355,7 +355,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
             checked.append(r)
         if not checked:
             return
-        keys = self.keys()
+        keys = self.scope_keys()
         names = sorted({self._check_id(x) for r in checked for x in (r.source_id, r.target_id)})
         have = {self._to_node(it).id for it in self._items(keys, names, states=NOT_DELETED)}
         missing = [EntityNode(name=n) for n in names if n not in have]
@@ -381,7 +381,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
             ids: node ids to delete, each with its relations.
         """
         props = self._props(properties)
-        keys = self.keys()
+        keys = self.scope_keys()
         doomed: set[str] = set()
         if entity_names:
             doomed |= {it.id for it in self._items(keys, list(entity_names), sub="entity", states=NOT_DELETED)}

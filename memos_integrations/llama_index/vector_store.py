@@ -137,13 +137,13 @@ class MemOSVectorStore(BasePydanticVectorStore):
         """The cube."""
         return self._cube
 
-    def keys(self) -> ScopedKeys:
+    def scope_keys(self) -> ScopedKeys:
         """The keys of whoever is acting now (the binding, else a run's context)."""
         return ScopedKeys("vector", self.namespace, acting_user(self.user_id, self._cube, "MemOSVectorStore"))
 
     def item_id(self, node_id: str) -> str:
         """The cube item a node id of this store is kept as (for ``cube.history`` and ``cube.get``)."""
-        keys = self.keys()
+        keys = self.scope_keys()
         return keys.resolve(self._cube, [node_id])[node_id]
 
     def _filter(
@@ -152,7 +152,7 @@ class MemOSVectorStore(BasePydanticVectorStore):
     ) -> MemoryFilter:
         docs = {"ref_doc_id": {"$in": list(doc_ids)}} if doc_ids is not None else None
         kw: dict[str, Any] = {} if states == "live" else {"states": states}
-        return self.keys().filter(node_ids, kinds=[Kind.CHUNK], metadata=combine(to_memory_metadata(filters), docs), **kw)
+        return self.scope_keys().filter(node_ids, kinds=[Kind.CHUNK], metadata=combine(to_memory_metadata(filters), docs), **kw)
 
     # -- writes -------------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -163,7 +163,7 @@ class MemOSVectorStore(BasePydanticVectorStore):
         cube = self._cube
         # everything is checked (embeddings, dimensions, text, JSON) before the one write
         vectors = embeddings_of(nodes, cube.embedder.dimension, self.embed_missing, cube.embedder.embed_documents, texts)
-        keys = self.keys()
+        keys = self.scope_keys()
         items = [node_to_item(n, tags=[keys.tag], user_id=keys.user_id) for n in nodes]
         ids = keys.resolve(cube, [it.id for it in items])
         for it in items:

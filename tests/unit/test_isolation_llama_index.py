@@ -149,11 +149,11 @@ def test_another_user_cannot_take_over_a_node_id(cube: Any) -> None:
 
 def test_a_scoped_id_held_by_another_memory_is_refused_without_naming_it(cube: Any) -> None:
     store = MemOSVectorStore.from_defaults(cube=cube, user_id="alice")
-    cube.add_items([MemoryItem(id=store.keys().item_id("n0"), text="mallory's", user_id="mallory")])
+    cube.add_items([MemoryItem(id=store.scope_keys().item_id("n0"), text="mallory's", user_id="mallory")])
     with pytest.raises(AccessDeniedError) as err:
         store.add(nodes_for("alice", "default")[:1])
     assert "mallory" not in str(err.value) and "n0" in str(err.value)
-    assert cube.get(store.keys().item_id("n0")).text == "mallory's"
+    assert cube.get(store.scope_keys().item_id("n0")).text == "mallory's"
 
 
 def test_rows_written_before_scoping_are_still_found_and_updated_in_place(cube: Any) -> None:
