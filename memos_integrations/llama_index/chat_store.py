@@ -5,11 +5,18 @@ one table of the cube's SQLite, ``llama_index_chat``. Messages are stored as Lla
 (``ChatMessage.model_dump_json``), in insertion order, each ``active`` or ``archived``. Long-term
 memory is separate: messages flushed out of the queue go to :class:`MemOSMemoryBlock`, which writes
 them into the cube as memories. :class:`ChatTable` holds the logic once; the two stores are its faces.
+
+Who is acting: a store's ``user_id`` binding, else the user a LangGraph run's context names. Chat keys
+(LlamaIndex's session ids) are unique per user: rows are keyed by (user, key), so two users' sessions
+named ``s1`` are two histories, and ``get_keys`` lists only the acting user's. A store with no user
+reads and writes the rows of no user, which is where tables from before the ``user_id`` column are.
+Sync/async: every async method runs the sync work in a worker thread.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage
@@ -17,16 +24,23 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.storage.chat_store.base import BaseChatStore
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
 
+from ..aio import in_thread
 from ..errors import InvalidInputError, InvalidTypeError
-from ._nodes import in_thread
+from ..face_api import CubeAPI, as_cube
+from ._nodes import acting_user
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS llama_index_chat (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, status TEXT NOT NULL,
-    message TEXT NOT NULL, created_at REAL NOT NULL
+    message TEXT NOT NULL, created_at REAL NOT NULL, user_id TEXT
 );
 CREATE INDEX IF NOT EXISTS llama_index_chat_key ON llama_index_chat (key, status, seq);
 """
+#: tables from before rows were keyed by user gain the column (their rows belong to no user)
+_MIGRATIONS = [
+    ("user_id", "ALTER TABLE llama_index_chat ADD COLUMN user_id TEXT"),
+]
+_USER_INDEX = "CREATE INDEX IF NOT EXISTS llama_index_chat_user ON llama_index_chat (user_id, key, status, seq);"
 
 
 def _status(status: MessageStatus | str | None) -> str | None:
@@ -34,11 +48,24 @@ def _status(status: MessageStatus | str | None) -> str | None:
 
 
 class ChatTable:
-    """The synchronous operations both chat stores share, on the ``llama_index_chat`` table."""
+    """The synchronous operations both chat stores share, on the ``llama_index_chat`` table.
 
-    def __init__(self, cube: Any) -> None:
+    ``user_of`` answers who is acting at each call; every statement is restricted to that user's rows.
+    """
+
+    def __init__(self, cube: CubeAPI, user_of: Callable[[], str | None]) -> None:
         self.store = cube.store
+        self.user_of = user_of
         self.store.ensure_schema(_DDL)
+        if self._missing():
+            with self.store.transaction() as c:  # checked again inside the write lock: two openers migrate once
+                for sql in self._missing():
+                    c.execute(sql)
+        self.store.ensure_schema(_USER_INDEX)
+
+    def _missing(self) -> list[str]:
+        columns = {r[1] for r in self.store.read("PRAGMA table_info(llama_index_chat)")}
+        return [sql for column, sql in _MIGRATIONS if column not in columns]
 
     @staticmethod
     def _check(key: Any, messages: list[Any] | None = None) -> None:
@@ -51,8 +78,8 @@ class ChatTable:
     def rows(self, key: str, status: str | None = None, limit: int | None = None, offset: int | None = None
              ) -> list[tuple[int, ChatMessage]]:
         self._check(key)
-        sql = "SELECT seq, message FROM llama_index_chat WHERE key = ?"
-        params: list[Any] = [key]
+        sql = "SELECT seq, message FROM llama_index_chat WHERE key = ? AND user_id IS ?"
+        params: list[Any] = [key, self.user_of()]
         if status is not None:
             sql += " AND status = ?"
             params.append(status)
@@ -62,16 +89,19 @@ class ChatTable:
 
     def count(self, key: str, status: str | None = None) -> int:
         return len(self.rows(key, status)) if status is None else int(self.store.read(
-            "SELECT COUNT(*) FROM llama_index_chat WHERE key = ? AND status = ?", (key, status))[0][0])
+            "SELECT COUNT(*) FROM llama_index_chat WHERE key = ? AND user_id IS ? AND status = ?",
+            (key, self.user_of(), status))[0][0])
 
     def add(self, key: str, messages: list[ChatMessage], status: str = "active", replace: bool = False) -> None:
         self._check(key, messages)
-        now = time.time()
-        rows = [(key, status, m.model_dump_json(), now) for m in messages]
+        now, user = time.time(), self.user_of()
+        rows = [(key, status, m.model_dump_json(), now, user) for m in messages]
         with self.store.transaction() as c:
             if replace:
-                c.execute("DELETE FROM llama_index_chat WHERE key = ? AND status = ?", (key, status))
-            c.executemany("INSERT INTO llama_index_chat (key, status, message, created_at) VALUES (?, ?, ?, ?)", rows)
+                c.execute("DELETE FROM llama_index_chat WHERE key = ? AND user_id IS ? AND status = ?",
+                          (key, user, status))
+            c.executemany("INSERT INTO llama_index_chat (key, status, message, created_at, user_id) "
+                          "VALUES (?, ?, ?, ?, ?)", rows)
 
     def delete_seqs(self, seqs: list[int]) -> None:
         with self.store.transaction() as c:
@@ -95,7 +125,8 @@ class ChatTable:
         return [m for _, m in found]
 
     def keys(self) -> list[str]:
-        return [r[0] for r in self.store.read("SELECT DISTINCT key FROM llama_index_chat ORDER BY key")]
+        return [r[0] for r in self.store.read(
+            "SELECT DISTINCT key FROM llama_index_chat WHERE user_id IS ? ORDER BY key", (self.user_of(),))]
 
 
 class MemOSChatStore(BaseChatStore):
@@ -106,23 +137,28 @@ class MemOSChatStore(BaseChatStore):
         >>> from llama_index.core.llms import ChatMessage
         >>> from memos_integrations import MemCube
         >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
-        >>> store = MemOSChatStore.from_defaults(cube)
-        >>> store.add_message("alice", ChatMessage(role="user", content="hi"))
-        >>> [m.content for m in MemOSChatStore.from_defaults(cube).get_messages("alice")]
+        >>> store = MemOSChatStore.from_defaults(cube, user_id="alice")
+        >>> store.add_message("s1", ChatMessage(role="user", content="hi"))
+        >>> [m.content for m in MemOSChatStore.from_defaults(cube, user_id="alice").get_messages("s1")]
         ['hi']
+        >>> MemOSChatStore.from_defaults(cube, user_id="bob").get_messages("s1")
+        []
         >>> cube.close()
     """
 
     status: str = Field(default="active", description="The message status this store reads and writes.")
+    user_id: str | None = Field(default=None, description="Whose chats these are; keys are unique per user.")
     _table: ChatTable = PrivateAttr()
 
     def __init__(self, cube: Any, **data: Any) -> None:
         super().__init__(**data)
-        self._table = ChatTable(cube)
+        cube = as_cube(cube, "MemOSChatStore")
+        self._table = ChatTable(cube, lambda: acting_user(self.user_id, cube, "MemOSChatStore"))
 
     @classmethod
-    def from_defaults(cls, cube: Any) -> MemOSChatStore:
-        return cls(cube)
+    def from_defaults(cls, cube: Any, user_id: str | None = None) -> MemOSChatStore:
+        """The chats of ``user_id`` (None: of no user) in ``cube``."""
+        return cls(cube, user_id=user_id)
 
     @classmethod
     def class_name(cls) -> str:
@@ -168,22 +204,26 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         >>> from llama_index.core.memory import Memory
         >>> from memos_integrations import MemCube
         >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
-        >>> memory = Memory.from_defaults(session_id="s1", chat_store=MemOSAsyncChatStore.from_defaults(cube))
+        >>> store = MemOSAsyncChatStore.from_defaults(cube, user_id="alice")
+        >>> memory = Memory.from_defaults(session_id="s1", chat_store=store)
         >>> memory.put_messages([ChatMessage(role="user", content="hi")])
         >>> [m.content for m in memory.get_all()]
         ['hi']
         >>> cube.close()
     """
 
+    user_id: str | None = Field(default=None, description="Whose chats these are; keys are unique per user.")
     _table: ChatTable = PrivateAttr()
 
     def __init__(self, cube: Any, **data: Any) -> None:
         super().__init__(**data)
-        self._table = ChatTable(cube)
+        cube = as_cube(cube, "MemOSAsyncChatStore")
+        self._table = ChatTable(cube, lambda: acting_user(self.user_id, cube, "MemOSAsyncChatStore"))
 
     @classmethod
-    def from_defaults(cls, cube: Any) -> MemOSAsyncChatStore:
-        return cls(cube)
+    def from_defaults(cls, cube: Any, user_id: str | None = None) -> MemOSAsyncChatStore:
+        """The chats of ``user_id`` (None: of no user) in ``cube``."""
+        return cls(cube, user_id=user_id)
 
     @classmethod
     def class_name(cls) -> str:

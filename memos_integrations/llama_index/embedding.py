@@ -12,8 +12,8 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from ..aio import in_thread
 from ..textual.embed import Embedder, as_embedder
-from ._nodes import in_thread
 
 
 class MemOSEmbedding(BaseEmbedding):

@@ -2,11 +2,17 @@
 
 Where it sits: a ``PropertyGraphStore`` whose nodes are cube items and whose relations are rows of
 the cube's ``edges`` table (the same graph the cube's own search expands along). Entity nodes become
-items of kind ``fact`` (text: the entity name), chunk nodes items of kind ``chunk``; item ids are
-``pg:<namespace>:<node id>`` so a graph and a vector store over the same chunks never overwrite each
-other. Properties are the item metadata, so ``get(properties=...)`` runs as SQL. ``vector_query``
-uses the cube's dense search over the entity nodes. The embedded SQLite graph speaks no Cypher:
-``structured_query`` raises :class:`StructuredQueryUnsupportedError`.
+items of kind ``fact`` (text: the entity name), chunk nodes items of kind ``chunk``. Node ids (entity
+names) are keys within (namespace, user): another user's ``Acme`` or another namespace's is another
+item, and a graph and a vector store over the same chunks never overwrite each other (see
+``_nodes.ScopedKeys``; graphs written before keys were scoped, ``pg:<namespace>:<id>``, are still read
+and updated in place). Properties are the item metadata, so ``get(properties=...)`` runs as SQL.
+``vector_query`` uses the cube's dense search over the entity nodes, leaving out the endpoints
+``upsert_relations`` had to create (LlamaIndex's stores keep those without an embedding). The
+embedded SQLite graph speaks no Cypher: ``structured_query`` raises :class:`StructuredQueryUnsupportedError`.
+
+Who is acting: the ``user_id`` binding, else the user a LangGraph run's context names. Sync/async:
+the core is synchronous; every ``a*`` method runs it in a worker thread.
 
 Semantics where LlamaIndex's stores differ: ``properties`` match when every given key/value matches
 (Neo4j's reading); ``delete`` removes the named entities, relation types, and nodes independently,
@@ -19,7 +25,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from llama_index.core.graph_stores.types import (
     ChunkNode,
     EntityNode,
@@ -30,13 +35,26 @@ from llama_index.core.graph_stores.types import (
 )
 from llama_index.core.vector_stores.types import VectorStoreQuery
 
+from ..aio import in_thread
 from ..errors import InvalidInputError, InvalidTypeError, MemosError
+from ..face_api import CubeAPI, as_cube
 from ..items import Edge, Kind, MemoryItem
 from ..textual.filters import MemoryFilter
-from ._nodes import NOT_DELETED, cosine_scores, embeddings_of, in_thread, plan_of
+from ._nodes import (
+    NOT_DELETED,
+    ScopedKeys,
+    acting_user,
+    check_embed_model,
+    cosine_scores,
+    embeddings_of,
+    plan_of,
+    query_vector,
+)
 from .filters import combine, to_memory_metadata
 
 _INFO = "_pg"  # the metadata key holding what LlamaIndex needs to rebuild the node
+#: entities upsert_relations created for endpoints it had not seen: never returned by vector_query
+_NOT_PLACEHOLDER = {"$not": {f"{_INFO}.placeholder": True}}
 
 
 class StructuredQueryUnsupportedError(MemosError, NotImplementedError):
@@ -51,57 +69,75 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         >>> from llama_index.core.graph_stores.types import EntityNode, Relation
         >>> from memos_integrations import MemCube
         >>> cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
-        >>> graph = MemOSPropertyGraphStore.from_defaults(cube)
+        >>> graph = MemOSPropertyGraphStore.from_defaults(cube, user_id="alice")
         >>> graph.upsert_nodes([EntityNode(name="Alice", label="PERSON"), EntityNode(name="Acme", label="ORG")])
         >>> graph.upsert_relations([Relation(label="WORKS_AT", source_id="Alice", target_id="Acme")])
         >>> [(s.id, r.label, o.id) for s, r, o in graph.get_triplets(entity_names=["Alice"])]
         [('Alice', 'WORKS_AT', 'Acme')]
+        >>> MemOSPropertyGraphStore.from_defaults(cube, user_id="bob").get_triplets(entity_names=["Alice"])
+        []
         >>> cube.close()
     """
 
     supports_structured_queries: bool = False
     supports_vector_queries: bool = True
 
-    def __init__(self, cube: Any, namespace: str = "default", user_id: str | None = None) -> None:
+    def __init__(self, cube: Any, namespace: str = "default", user_id: str | None = None, embed_model: Any = None) -> None:
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise InvalidInputError(f"namespace must be a non-empty string without ':', got {namespace!r}")
-        self._cube = cube
+        self._cube: CubeAPI = as_cube(cube, "MemOSPropertyGraphStore")
+        check_embed_model(self._cube, embed_model, "MemOSPropertyGraphStore")
         self.namespace = namespace
         self.user_id = user_id
-        self.prefix = f"pg:{namespace}:"
-        self.tag = f"llama_index:graph:{namespace}"
 
     @classmethod
-    def from_defaults(cls, cube: Any, namespace: str = "default", user_id: str | None = None) -> MemOSPropertyGraphStore:
-        return cls(cube, namespace=namespace, user_id=user_id)
+    def from_defaults(cls, cube: Any, namespace: str = "default", user_id: str | None = None,
+                      embed_model: Any = None) -> MemOSPropertyGraphStore:
+        """The graph of ``user_id`` (None: of no user) in ``namespace``; ``embed_model`` is checked against the cube's."""
+        return cls(cube, namespace=namespace, user_id=user_id, embed_model=embed_model)
 
     @property
     def client(self) -> Any:
         """The cube."""
         return self._cube
 
+    @property
+    def _graph(self) -> Any:
+        """The cube's graph backend (the ``edges`` table of the embedded engine)."""
+        return self._cube.text_mem.graph
+
+    def scope_keys(self) -> ScopedKeys:
+        """The keys of whoever is acting now (the binding, else a run's context)."""
+        return ScopedKeys("graph", self.namespace, acting_user(self.user_id, self._cube, "MemOSPropertyGraphStore"))
+
+    def item_id(self, node_id: str) -> str:
+        """The cube item a node id (an entity name) of this graph is kept as, for ``cube.history``."""
+        return self.scope_keys().resolve(self._cube, [self._check_id(node_id)])[node_id]
+
     # -- id and node mapping --------------------------------------------------------------------
-    def _iid(self, node_id: str) -> str:
+    @staticmethod
+    def _check_id(node_id: Any) -> str:
         if not isinstance(node_id, str):
             raise InvalidTypeError(f"graph node ids are strings, got {type(node_id).__name__}")
-        return self.prefix + node_id
+        return node_id
 
-    def _nid(self, item_id: str) -> str:
-        return item_id[len(self.prefix):]
-
-    def _to_item(self, node: LabelledNode) -> MemoryItem:
+    @staticmethod
+    def _to_item(node: LabelledNode, keys: ScopedKeys, item_id: str, placeholder: bool = False) -> MemoryItem:
         if not isinstance(node, (EntityNode, ChunkNode)):
             raise InvalidTypeError(f"graph nodes are EntityNode or ChunkNode, got {type(node).__name__}")
         props = dict(node.properties)
         if isinstance(node, EntityNode):
-            info = {"type": "entity", "label": node.label, "name": node.name}
+            info: dict[str, Any] = {"type": "entity", "label": node.label, "name": node.name}
             kind, text, sub = Kind.FACT, node.name, "entity"
         elif isinstance(node, ChunkNode):
             info = {"type": "chunk", "label": node.label, "id": node.id}
             kind, text, sub = Kind.CHUNK, node.text, "chunk"
+        if placeholder:
+            info["placeholder"] = True
         ref = props.get("ref_doc_id")
+        tag = keys.tag if item_id == keys.item_id(node.id) else keys.legacy_tag  # an earlier row keeps its tag
         return MemoryItem(
-            id=self._iid(node.id), text=text, kind=kind, user_id=self.user_id, tags=[self.tag, sub],
+            id=item_id, text=text, kind=kind, user_id=keys.user_id, tags=[tag, sub],
             metadata={**props, _INFO: info}, parent_id=ref if isinstance(ref, str) and ref != "None" else None,
             method="llama_index",
         )
@@ -114,11 +150,15 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
             return ChunkNode(text=item.text, id_=info["id"], label=info["label"], properties=props)
         return EntityNode(name=info["name"], label=info["label"], properties=props)
 
-    def _scope(self, ids: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
-               sub: str | None = None, states: Any = None) -> MemoryFilter:
+    def _items(self, keys: ScopedKeys, ids: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
+               sub: str | None = None, states: Any = None) -> list[MemoryItem]:
+        """This scope's items: of the node ids ``ids`` if given, with ``metadata``, of kind tag ``sub``."""
         kw: dict[str, Any] = {} if states is None else {"states": states}
-        return MemoryFilter(user_id=self.user_id, tags_all=[self.tag] + ([sub] if sub else []),
-                            ids=None if ids is None else [self._iid(i) for i in ids], metadata=metadata, **kw)
+        if ids is not None:
+            ids = [self._check_id(i) for i in ids]
+        flt = keys.filter(ids, tags_all=[sub] if sub else None, metadata=metadata, **kw)
+        items: list[MemoryItem] = self._cube.text_mem.list_items(flt)
+        return items
 
     @staticmethod
     def _props(properties: dict | None) -> dict[str, Any] | None:
@@ -131,25 +171,33 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
     # -- reads ----------------------------------------------------------------------------------
     def get(self, properties: dict | None = None, ids: list[str] | None = None) -> list[LabelledNode]:
         """Nodes with all of ``properties`` and, if given, one of ``ids``; every node with neither."""
-        items = self._cube.text_mem.list_items(self._scope(ids, self._props(properties)))
-        return [self._to_node(it) for it in items]
+        return [self._to_node(it) for it in self._items(self.scope_keys(), ids, self._props(properties))]
 
-    def _edges_in_scope(self, relation_names: list[str] | None) -> list[Edge]:
-        sql = "SELECT src, dst, type, weight, metadata FROM edges WHERE substr(src, 1, ?) = ?"
-        params: list[Any] = [len(self.prefix), self.prefix]
+    def _edges_in_scope(self, keys: ScopedKeys, relation_names: list[str] | None) -> list[Edge]:
+        """Edges leaving this scope's nodes (and the nodes of an earlier, unscoped graph of the namespace)."""
+        prefixes = [keys.item_id(""), keys.legacy_id("")]
+        sql = "SELECT src, dst, type, weight, metadata FROM edges WHERE (substr(src, 1, ?) = ? OR substr(src, 1, ?) = ?)"
+        params: list[Any] = [len(prefixes[0]), prefixes[0], len(prefixes[1]), prefixes[1]]
         if relation_names:
             sql += f" AND type IN ({','.join('?' * len(relation_names))})"
             params += list(relation_names)
         rows = self._cube.store.read(sql + " ORDER BY rowid", params)
         return [Edge(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
-    def _triplets(self, edges: Sequence[Edge]) -> list[Triplet]:
-        edges = [e for e in edges if e.src.startswith(self.prefix) and e.dst.startswith(self.prefix)]
+    def _item_ids(self, keys: ScopedKeys, node_ids: Sequence[str]) -> list[str]:
+        """The items of ``node_ids`` in this scope (to walk the graph from)."""
+        return [it.id for it in self._items(keys, list(node_ids), states=NOT_DELETED)]
+
+    def _triplets(self, keys: ScopedKeys, edges: Sequence[Edge]) -> list[Triplet]:
+        """``edges`` as triplets, keeping those whose both ends are live nodes of this scope."""
         ids = sorted({e.src for e in edges} | {e.dst for e in edges})
-        live = {it.id: it for it in self._cube.text_mem.list_items(self._scope([self._nid(i) for i in ids]))} if ids else {}
+        live: dict[str, MemoryItem] = {}
+        if ids:
+            flt = MemoryFilter(user_id=keys.user_id, tags_any=[keys.tag, keys.legacy_tag], ids=ids)
+            live = {it.id: it for it in self._cube.text_mem.list_items(flt)}
         nodes = {i: self._to_node(it) for i, it in live.items()}
         return [
-            (nodes[e.src], Relation(label=e.type, source_id=self._nid(e.src), target_id=self._nid(e.dst),
+            (nodes[e.src], Relation(label=e.type, source_id=nodes[e.src].id, target_id=nodes[e.dst].id,
                                     properties=dict(e.metadata)), nodes[e.dst])
             for e in edges if e.src in nodes and e.dst in nodes
         ]
@@ -161,18 +209,29 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         properties: dict | None = None,
         ids: list[str] | None = None,
     ) -> list[Triplet]:
-        """Triplets touching ``entity_names`` / ``ids``, of ``relation_names``, with ``properties``; [] for no filter."""
+        """Triplets touching ``entity_names`` / ``ids``, of ``relation_names``, with ``properties``; [] for no filter.
+
+        Args:
+            entity_names: entity names a triplet's subject or object must be among.
+            relation_names: relation labels to keep.
+            properties: key/values a triplet's subject, relation or object must carry (each one by any of them).
+            ids: node ids a triplet's subject or object must be among.
+
+        Returns:
+            ``(subject, relation, object)`` triplets of this scope's graph.
+        """
         props = self._props(properties)
         if not (entity_names or relation_names or props or ids):
             return []
+        keys = self.scope_keys()
         anchors = [set(x) for x in (entity_names, ids) if x]
         if anchors:
-            seeds = [self._iid(n) for n in anchors[0]]
-            edges = self._cube.graph.edges(seeds, "both", relation_names or None)
+            seeds = self._item_ids(keys, sorted(anchors[0]))
+            edges = self._graph.edges(seeds, "both", relation_names or None) if seeds else []
         else:
-            edges = self._edges_in_scope(relation_names)
+            edges = self._edges_in_scope(keys, relation_names)
         out = []
-        for t in self._triplets(edges):
+        for t in self._triplets(keys, edges):
             if any(t[0].id not in a and t[2].id not in a for a in anchors):
                 continue
             if props and not all(any(x.properties.get(k) == v for x in t) for k, v in props.items()):
@@ -183,13 +242,24 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
     def get_rel_map(
         self, graph_nodes: list[LabelledNode], depth: int = 2, limit: int = 30, ignore_rels: list[str] | None = None
     ) -> list[Triplet]:
-        """Triplets within ``depth`` hops of ``graph_nodes`` (breadth first, at most ``limit``)."""
+        """Triplets within ``depth`` hops of ``graph_nodes`` (breadth first, at most ``limit``).
+
+        Args:
+            graph_nodes: the nodes to start from (only this scope's are walked).
+            depth: how many hops to walk (0: none).
+            limit: the most triplets to return.
+            ignore_rels: relation labels neither returned nor walked.
+
+        Returns:
+            The triplets found, nearest first.
+        """
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise InvalidInputError(f"depth must be a non-negative integer, got {depth!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
+        keys = self.scope_keys()
         ignore = set(ignore_rels or [])
-        frontier = {self._iid(n.id) for n in graph_nodes}
+        frontier = set(self._item_ids(keys, [n.id for n in graph_nodes])) if graph_nodes else set()
         visited = set(frontier)
         seen: set[tuple[str, str, str]] = set()
         found: list[Edge] = []
@@ -197,64 +267,74 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
             if not frontier or len(found) >= limit:
                 break
             nxt: set[str] = set()
-            for e in self._cube.graph.edges(sorted(frontier), "both"):
-                key = (e.src, e.type, e.dst)
-                if e.type in ignore or key in seen or not (e.src.startswith(self.prefix) and e.dst.startswith(self.prefix)):
+            hop = [e for e in self._graph.edges(sorted(frontier), "both")
+                   if e.type not in ignore and (e.src, e.type, e.dst) not in seen]
+            ends = sorted({x for e in hop for x in (e.src, e.dst)} - visited)
+            if ends:  # walk only into this scope's live nodes
+                flt = MemoryFilter(user_id=keys.user_id, tags_any=[keys.tag, keys.legacy_tag], ids=ends)
+                inside = visited | {it.id for it in self._cube.text_mem.list_items(flt)}
+            else:
+                inside = visited
+            for e in hop:
+                if e.src not in inside or e.dst not in inside or (e.src, e.type, e.dst) in seen:
                     continue
-                seen.add(key)
+                seen.add((e.src, e.type, e.dst))
                 found.append(e)
                 nxt.update(x for x in (e.src, e.dst) if x not in visited)
             visited |= nxt
             frontier = nxt
-        return self._triplets(found)[:limit]
+        return self._triplets(keys, found)[:limit]
 
     def vector_query(self, query: VectorStoreQuery, **kwargs: Any) -> tuple[list[LabelledNode], list[float]]:
-        """Entity nodes nearest to ``query.query_embedding`` (cosine), with the query's filters."""
+        """Entity nodes nearest to ``query.query_embedding`` (cosine), with the query's filters.
+
+        Endpoints ``upsert_relations`` created (named only by an id) are left out, as LlamaIndex's own
+        stores keep them without an embedding.
+        """
         if query.query_embedding is None:
             raise InvalidInputError("vector_query needs query.query_embedding; embed the query first")
-        qvec = np.asarray(query.query_embedding, dtype=np.float32)
-        if qvec.shape != (self._cube.embedder.dimension,):
-            from ..errors import EmbedderMismatchError
-
-            raise EmbedderMismatchError(
-                f"query embedding has {qvec.size} dims, the cube's embedder {self._cube.embedder.dimension}"
-            )
-        qvec = qvec / max(float(np.linalg.norm(qvec)), 1e-12)
-        flt = self._scope(query.node_ids, combine(to_memory_metadata(query.filters)), sub="entity")
+        qvec = query_vector(self._cube, query.query_embedding, "MemOSPropertyGraphStore.vector_query")
+        keys = self.scope_keys()
+        node_ids = [self._check_id(i) for i in query.node_ids] if query.node_ids else None
+        flt = keys.filter(node_ids, tags_all=["entity"],
+                          metadata=combine(to_memory_metadata(query.filters), _NOT_PLACEHOLDER))
         k = max(int(query.similarity_top_k), 1)
         plan = plan_of(name="llama_index.graph", keyword=False, time_aware=False, candidates=k)
         hits = self._cube.search("", filter=flt, top_k=k, plan=plan, query_vector=qvec)
-        sims = cosine_scores(self._cube.store, [h.item.id for h in hits], qvec)
+        sims = cosine_scores(self._cube, [h.item.id for h in hits], qvec)
         return [self._to_node(h.item) for h in hits], [sims.get(h.item.id, 0.0) for h in hits]
 
     def structured_query(self, query: str, param_map: dict[str, Any] | None = None) -> Any:
         raise StructuredQueryUnsupportedError(
             f"cube {self._cube.cube_id!r} keeps its graph in embedded SQLite, which runs no Cypher "
-            f"(graph.supports_cypher={getattr(self._cube.graph, 'supports_cypher', False)}); use get_triplets, "
+            f"(graph.supports_cypher={getattr(self._graph, 'supports_cypher', False)}); use get_triplets, "
             "get_rel_map or vector_query, or configure a Cypher graph backend for structured queries"
         )
 
     def get_schema(self, refresh: bool = False) -> dict[str, Any]:
         """Node labels and relation types present (a summary; there is no typed schema to enforce)."""
-        labels = self._cube.store.read(
-            "SELECT DISTINCT json_extract(metadata, '$._pg.label') FROM items WHERE substr(id, 1, ?) = ? AND state != 'deleted'",
-            (len(self.prefix), self.prefix),
-        )
-        rels = self._cube.store.read(
-            "SELECT DISTINCT type FROM edges WHERE substr(src, 1, ?) = ?", (len(self.prefix), self.prefix)
-        )
-        return {"node_labels": sorted(r[0] for r in labels if r[0]), "relation_types": sorted(r[0] for r in rels)}
+        keys = self.scope_keys()
+        labels = {(it.metadata.get(_INFO) or {}).get("label") for it in self._items(keys)}
+        rels = {t[1].label for t in self._triplets(keys, self._edges_in_scope(keys, None))}
+        return {"node_labels": sorted(x for x in labels if x), "relation_types": sorted(rels)}
 
     # -- writes ---------------------------------------------------------------------------------
     def upsert_nodes(self, nodes: Sequence[LabelledNode]) -> None:
         """Write nodes (a known id gets a new version); embeddings are used as given, else computed."""
+        self._upsert(list(nodes), placeholder=False)
+
+    def _upsert(self, nodes: list[Any], placeholder: bool) -> None:
         if not nodes:
             return
+        for n in nodes:
+            if not isinstance(n, (EntityNode, ChunkNode)):
+                raise InvalidTypeError(f"graph nodes are EntityNode or ChunkNode, got {type(n).__name__}")
         # PropertyGraphIndex sends an entity once per chunk that mentions it: the last one wins, as in
         # SimplePropertyGraphStore (one write may not name an item twice)
-        nodes = list({self._iid(getattr(n, "id", "")): n for n in nodes if isinstance(n, LabelledNode)}.values()) \
-            if all(isinstance(n, LabelledNode) for n in nodes) else list(nodes)
-        items = [self._to_item(n) for n in nodes]
+        nodes = list({self._check_id(n.id): n for n in nodes}.values())
+        keys = self.scope_keys()
+        ids = keys.resolve(self._cube, [n.id for n in nodes])
+        items = [self._to_item(n, keys, ids[n.id], placeholder) for n in nodes]
         cube = self._cube
         vectors = embeddings_of(nodes, cube.embedder.dimension, True, cube.embedder.embed_documents,
                                 [it.index_text for it in items])
@@ -262,7 +342,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
 
     def upsert_relations(self, relations: list[Relation]) -> None:
         """Write relations; an endpoint not yet in the graph is created as an entity named by its id."""
-        edges = []
+        checked = []
         for r in relations:
             if not isinstance(r, Relation):
                 raise InvalidTypeError(f"expected Relation, got {type(r).__name__}")
@@ -272,15 +352,18 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
                 json.dumps(r.properties, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InvalidInputError(f"relation {r.label!r} properties must be JSON: {exc}") from None
-            edges.append(Edge(self._iid(r.source_id), self._iid(r.target_id), r.label, 1.0, dict(r.properties)))
-        if not edges:
+            checked.append(r)
+        if not checked:
             return
-        wanted = sorted({e.src for e in edges} | {e.dst for e in edges})
-        have = set(self._cube.store.get_items(wanted))
-        missing = [EntityNode(name=self._nid(i)) for i in wanted if i not in have]
-        if missing:
-            self.upsert_nodes(missing)
-        self._cube.graph.add_edges(edges)
+        keys = self.scope_keys()
+        names = sorted({self._check_id(x) for r in checked for x in (r.source_id, r.target_id)})
+        have = {self._to_node(it).id for it in self._items(keys, names, states=NOT_DELETED)}
+        missing = [EntityNode(name=n) for n in names if n not in have]
+        if missing:  # placeholders: found by get and walked, but never returned by vector_query
+            self._upsert(missing, placeholder=True)
+        ids = keys.resolve(self._cube, names)
+        self._graph.add_edges(
+            [Edge(ids[r.source_id], ids[r.target_id], r.label, 1.0, dict(r.properties)) for r in checked])
 
     def delete(
         self,
@@ -289,20 +372,28 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         properties: dict | None = None,
         ids: list[str] | None = None,
     ) -> None:
-        """Delete entities by name, relations by type, and nodes by id or properties (with their relations)."""
+        """Delete entities by name, relations by type, and nodes by id or properties (with their relations).
+
+        Args:
+            entity_names: entities to delete, each with its relations.
+            relation_names: relation labels whose relations (of this scope) are deleted.
+            properties: nodes carrying all of these key/values are deleted, with their relations.
+            ids: node ids to delete, each with its relations.
+        """
         props = self._props(properties)
+        keys = self.scope_keys()
         doomed: set[str] = set()
         if entity_names:
-            flt = self._scope(list(entity_names), sub="entity", states=NOT_DELETED)
-            doomed |= {it.id for it in self._cube.text_mem.list_items(flt)}
+            doomed |= {it.id for it in self._items(keys, list(entity_names), sub="entity", states=NOT_DELETED)}
         if ids or props:
-            flt = self._scope(ids or None, props, states=NOT_DELETED)
-            doomed |= {it.id for it in self._cube.text_mem.list_items(flt)}
-        rel_edges = self._edges_in_scope(list(relation_names)) if relation_names else []
+            doomed |= {it.id for it in self._items(keys, ids or None, props, states=NOT_DELETED)}
+        rel_edges = self._edges_in_scope(keys, list(relation_names)) if relation_names else []
+        mine = {it.id for it in self._items(keys, states=NOT_DELETED)} if rel_edges else set()
         store = self._cube.store
         with store.transaction():  # relations and tombstones commit together
             for e in rel_edges:
-                store.remove_edges(e.src, e.dst, e.type)
+                if e.src in mine:  # an earlier, unscoped graph shares its prefix among users
+                    store.remove_edges(e.src, e.dst, e.type)
             for i in sorted(doomed):
                 store.remove_edges(src=i)
                 store.remove_edges(dst=i)

@@ -3,21 +3,34 @@
 Where it sits: LlamaIndex's ``KVDocumentStore`` and ``KVIndexStore`` keep documents, ref-doc info,
 hashes and index structs as JSON rows in a ``BaseKVStore``; :class:`MemOSKVStore` is that base on the
 cube's ``kv`` rows, so they share the cube's file, WAL and transactions. Collections are prefixed with
-``llama_index/`` so the other faces' rows never collide with these.
+``llama_index/`` so the other faces' rows never collide with these, and a store bound to a user keeps
+its rows under ``llama_index@<user>/`` (the user id URL-quoted): keys are unique per (user, collection).
+A store with no user reads and writes the unscoped collections earlier versions wrote.
+
+Who is acting: the ``user_id`` binding, else the user a LangGraph run's context names. Sync/async:
+every ``a*`` method runs the sync work in a worker thread.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
 from llama_index.core.storage.index_store.keyval_index_store import KVIndexStore
 from llama_index.core.storage.kvstore.types import DEFAULT_BATCH_SIZE, DEFAULT_COLLECTION, BaseKVStore
 
+from ..aio import in_thread
 from ..errors import InvalidTypeError
-from ._nodes import in_thread
+from ..face_api import CubeAPI, as_cube
+from ._nodes import acting_user
 
 PREFIX = "llama_index/"
+
+
+def collection_prefix(user_id: str | None) -> str:
+    """Where one user's LlamaIndex KV rows live (the unscoped prefix for no user, as before)."""
+    return PREFIX if user_id is None else f"llama_index@{quote(user_id, safe='')}/"
 
 
 class MemOSKVStore(BaseKVStore):
@@ -30,19 +43,26 @@ class MemOSKVStore(BaseKVStore):
         >>> kv = MemOSKVStore.from_cube(cube)
         >>> kv.put("k", {"a": 1}); kv.get("k")
         {'a': 1}
+        >>> MemOSKVStore.from_cube(cube, user_id="bob").get("k") is None
+        True
         >>> cube.close()
     """
 
-    def __init__(self, cube: Any) -> None:
-        self._cube = cube
+    def __init__(self, cube: Any, user_id: str | None = None) -> None:
+        self._cube: CubeAPI = as_cube(cube, "MemOSKVStore")
+        self.user_id = user_id
 
     @classmethod
-    def from_cube(cls, cube: Any) -> MemOSKVStore:
-        return cls(cube)
+    def from_cube(cls, cube: Any, user_id: str | None = None) -> MemOSKVStore:
+        """The KV rows of ``user_id`` (None: the unscoped rows) in ``cube``."""
+        return cls(cube, user_id=user_id)
 
     @property
     def _store(self) -> Any:
         return self._cube.store
+
+    def _collection(self, collection: str) -> str:
+        return collection_prefix(acting_user(self.user_id, self._cube, "MemOSKVStore")) + collection
 
     @staticmethod
     def _check(key: Any, val: Any = None, check_val: bool = False) -> None:
@@ -61,20 +81,20 @@ class MemOSKVStore(BaseKVStore):
         for key, val in kv_pairs:
             self._check(key, val, check_val=True)
         if kv_pairs:
-            self._store.kv_put(PREFIX + collection, dict(kv_pairs))
+            self._store.kv_put(self._collection(collection), dict(kv_pairs))
 
     def get(self, key: str, collection: str = DEFAULT_COLLECTION) -> dict | None:
         self._check(key)
-        value: dict | None = self._store.kv_get(PREFIX + collection, [key]).get(key)
+        value: dict | None = self._store.kv_get(self._collection(collection), [key]).get(key)
         return value
 
     def get_all(self, collection: str = DEFAULT_COLLECTION) -> dict[str, dict]:
-        rows: dict[str, dict] = self._store.kv_all(PREFIX + collection)
+        rows: dict[str, dict] = self._store.kv_all(self._collection(collection))
         return rows
 
     def delete(self, key: str, collection: str = DEFAULT_COLLECTION) -> bool:
         self._check(key)
-        return bool(self._store.kv_delete(PREFIX + collection, [key]))
+        return bool(self._store.kv_delete(self._collection(collection), [key]))
 
     async def aput(self, key: str, val: dict, collection: str = DEFAULT_COLLECTION) -> None:
         await in_thread(self.put, key, val, collection)
@@ -110,13 +130,16 @@ class MemOSDocumentStore(KVDocumentStore):
     """
 
     @classmethod
-    def from_cube(cls, cube: Any, namespace: str = "docstore", batch_size: int = 100) -> MemOSDocumentStore:
-        return cls(MemOSKVStore(cube), namespace=namespace, batch_size=batch_size)
+    def from_cube(cls, cube: Any, namespace: str = "docstore", batch_size: int = 100,
+                  user_id: str | None = None) -> MemOSDocumentStore:
+        """The docstore ``namespace`` of ``user_id`` (None: the unscoped one)."""
+        return cls(MemOSKVStore(cube, user_id=user_id), namespace=namespace, batch_size=batch_size)
 
 
 class MemOSIndexStore(KVIndexStore):
     """LlamaIndex's ``KVIndexStore`` (index structs) persisted in a cube."""
 
     @classmethod
-    def from_cube(cls, cube: Any, namespace: str = "index_store") -> MemOSIndexStore:
-        return cls(MemOSKVStore(cube), namespace=namespace)
+    def from_cube(cls, cube: Any, namespace: str = "index_store", user_id: str | None = None) -> MemOSIndexStore:
+        """The index store ``namespace`` of ``user_id`` (None: the unscoped one)."""
+        return cls(MemOSKVStore(cube, user_id=user_id), namespace=namespace)

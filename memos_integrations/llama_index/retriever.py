@@ -5,23 +5,31 @@ remembers (conversation memories, facts, and chunks written by :class:`MemOSVect
 scope. Each hit becomes a ``NodeWithScore``: chunks come back as the node LlamaIndex wrote, other
 memories as a ``TextNode``; all carry the memory's id, kind, scope, times, version, provenance and
 per-leg ranks in their metadata (hidden from the embedder, and apart from the time from the LLM).
+
+Who is acting: the ``user_id`` / ``agent_id`` binding, else the user a LangGraph run's context names;
+a run naming another user than the binding is refused. An unbound retriever with no run context
+searches every user's memories (the cube owner's view): bind ``user_id`` for an end user.
+A query of only whitespace finds nothing (no error). Sync/async: ``aretrieve`` runs in a worker thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from ..access import normalize_id, resolve_scope
+from ..aio import in_thread
 from ..errors import InvalidInputError
+from ..face_api import CubeAPI, as_cube
 from ..textual.filters import MemoryFilter
 from ..textual.retrieve import SearchPlan
-from ._nodes import in_thread, item_to_node, with_memory_metadata
+from ._nodes import check_embed_model, item_to_node, query_vector, with_memory_metadata
 from .filters import to_memory_metadata
 
 
@@ -51,15 +59,22 @@ class MemOSRetriever(BaseRetriever):
         filters: MetadataFilters | None = None,
         similarity_top_k: int = 5,
         plan: SearchPlan | str = "balanced",
+        embed_model: Any = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
+        """Args: the scope (``user_id``, ``agent_id``, ``session_id``; one id or a list), ``kinds``, ``tags``,
+        metadata ``filters``, ``similarity_top_k``, the search ``plan``, and ``embed_model`` (the model a
+        query engine embeds queries with; checked against the cube's, an ``EmbedderMismatchError`` if not it).
+        """
         if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
             raise InvalidInputError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
-        self._cube = cube
+        self._cube: CubeAPI = as_cube(cube, "MemOSRetriever")
+        check_embed_model(self._cube, embed_model, "MemOSRetriever")
+        self._bound = {"user_id": _ids(user_id, "user_id"), "agent_id": _ids(agent_id, "agent_id")}
         # built (and validated) once: a bad scope or filter fails here, not at the first query
-        self._filter = MemoryFilter(user_id=user_id, agent_id=agent_id, session_id=session_id, kinds=kinds,
-                                    tags_all=tags, metadata=to_memory_metadata(filters))
+        self._filter = MemoryFilter(user_id=self._bound["user_id"], agent_id=self._bound["agent_id"],
+                                    session_id=session_id, kinds=kinds, tags_all=tags, metadata=to_memory_metadata(filters))
         self._top_k = similarity_top_k
         self._plan = plan
         super().__init__(callback_manager=callback_manager, verbose=verbose)
@@ -69,14 +84,32 @@ class MemOSRetriever(BaseRetriever):
         """See the constructor for the keyword arguments (scope, kinds, tags, filters, top k, plan)."""
         return cls(cube, **kwargs)
 
+    def _scoped_filter(self) -> MemoryFilter:
+        """The filter for whoever is acting: a single bound id is checked against a run's context."""
+        bound = {k: v for k, v in self._bound.items() if isinstance(v, str)}
+        scope = resolve_scope(bound=bound, audit=self._cube.audit, what="MemOSRetriever", fields=("user_id", "agent_id"))
+        if self._bound["user_id"] is None and scope.user_id is not None:  # an unbound retriever in a user's run
+            return dataclasses.replace(self._filter, user_id=scope.user_id)
+        return self._filter
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        flt = self._scoped_filter()
+        if not query_bundle.query_str.strip() and query_bundle.embedding is None:
+            return []  # no words and no vector: nothing to look for
         qvec = None
         if query_bundle.embedding is not None:  # already embedded by the caller: skip the embedder
-            qvec = np.asarray(query_bundle.embedding, dtype=np.float32)
-        hits = self._cube.search(query_bundle.query_str, filter=self._filter, top_k=self._top_k, plan=self._plan,
+            qvec = query_vector(self._cube, query_bundle.embedding, "MemOSRetriever")
+        hits = self._cube.search(query_bundle.query_str, filter=flt, top_k=self._top_k, plan=self._plan,
                                  query_vector=qvec)
         return [NodeWithScore(node=with_memory_metadata(item_to_node(h.item), h.item, h.ranks), score=h.score)
                 for h in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await in_thread(self._retrieve, query_bundle)
+
+
+def _ids(value: str | Sequence[str] | None, what: str) -> str | list[str] | None:
+    """One id or a list of ids, each normalised (an int is its string; empty ids are refused)."""
+    if value is None or isinstance(value, (str, int)):
+        return normalize_id(value, what)
+    return [i for i in (normalize_id(v, what) for v in value) if i is not None]

@@ -18,11 +18,24 @@ from .vector_store import MemOSVectorStore
 
 
 def storage_context_from_cube(
-    cube: Any, *, namespace: str = "default", user_id: str | None = None, embed_missing: bool = False
+    cube: Any, *, namespace: str = "default", user_id: str | None = None, embed_missing: bool = False,
+    embed_model: Any = None,
 ) -> StorageContext:
     """A ``StorageContext`` whose docstore, index store, vector store and property graph store live in ``cube``.
 
-    ``namespace`` keeps several independent contexts apart in one cube.
+    Args:
+        cube: the open cube.
+        namespace: keeps several independent contexts apart in one cube.
+        user_id: whose context this is: every key (node ids, entity names, documents, index structs)
+            is unique per (user, namespace); None is the context of no user.
+        embed_missing: embed nodes that carry no embedding with the cube's embedder.
+        embed_model: the embed model the indexes will use, checked against the cube's embedder.
+
+    Returns:
+        The ``StorageContext``.
+
+    Raises:
+        EmbedderMismatchError: ``embed_model`` is not the model the cube was built with.
 
     Example:
         >>> import tempfile
@@ -39,8 +52,9 @@ def storage_context_from_cube(
         "Miso is Alice's cat."
     """
     return StorageContext.from_defaults(
-        docstore=MemOSDocumentStore.from_cube(cube, namespace=f"{namespace}/docstore"),
-        index_store=MemOSIndexStore.from_cube(cube, namespace=f"{namespace}/index_store"),
-        vector_store=MemOSVectorStore(cube, namespace=namespace, user_id=user_id, embed_missing=embed_missing),
+        docstore=MemOSDocumentStore.from_cube(cube, namespace=f"{namespace}/docstore", user_id=user_id),
+        index_store=MemOSIndexStore.from_cube(cube, namespace=f"{namespace}/index_store", user_id=user_id),
+        vector_store=MemOSVectorStore(cube, embed_model=embed_model, namespace=namespace, user_id=user_id,
+                                      embed_missing=embed_missing),
         property_graph_store=MemOSPropertyGraphStore(cube, namespace=namespace, user_id=user_id),
     )

@@ -6,7 +6,13 @@ node's own embedding in one SQLite transaction (item, version, FTS row, vector) 
 cube's ANN index. Queries run the cube's search: dense for ``default``, dense + FTS5/BM25 fused for
 ``hybrid`` (``alpha`` weights the legs), BM25 alone for ``sparse`` / ``text_search``, and MMR re-ranking
 for ``mmr``. Metadata filters compile to SQL (see :mod:`memos_integrations.llama_index.filters`).
-Deletes are tombstones: ``cube.history(node_id)`` still shows what was there.
+Deletes are tombstones: ``cube.history(store.item_id(node_id))`` still shows what was there.
+
+Who is acting: the store's ``user_id`` binding, else the user a LangGraph run's context names
+(:func:`~memos_integrations.access.resolve_scope`). Node ids are keys within (namespace, user): the
+same node id in another namespace or for another user is another item (see ``_nodes.ScopedKeys``).
+Sync/async: the core is synchronous; every ``a*`` method runs it in a worker thread
+(:func:`~memos_integrations.aio.in_thread`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import (
@@ -26,11 +31,24 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 
+from ..aio import in_thread
 from ..errors import InvalidInputError
+from ..face_api import CubeAPI, as_cube
 from ..items import Kind
 from ..textual.filters import MemoryFilter
 from ..textual.retrieve import SearchPlan
-from ._nodes import NOT_DELETED, cosine_scores, embeddings_of, in_thread, item_to_node, node_to_item, plan_of
+from ._nodes import (
+    NOT_DELETED,
+    ScopedKeys,
+    acting_user,
+    check_embed_model,
+    cosine_scores,
+    embeddings_of,
+    item_to_node,
+    node_to_item,
+    plan_of,
+    query_vector,
+)
 from .filters import combine, to_memory_metadata
 
 _DENSE = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
@@ -69,11 +87,12 @@ class MemOSVectorStore(BasePydanticVectorStore):
         default=0.5, ge=0.0, le=1.0, description="MMR relevance weight when a query gives none (1.0: relevance only)."
     )
 
-    _cube: Any = PrivateAttr()
+    _cube: CubeAPI = PrivateAttr()
 
-    def __init__(self, cube: Any, **data: Any) -> None:
+    def __init__(self, cube: Any, embed_model: Any = None, **data: Any) -> None:
         super().__init__(**data)
-        self._cube = cube
+        self._cube = as_cube(cube, "MemOSVectorStore")
+        check_embed_model(self._cube, embed_model, "MemOSVectorStore")
 
     @classmethod
     def from_defaults(
@@ -85,15 +104,29 @@ class MemOSVectorStore(BasePydanticVectorStore):
         user_id: str | None = None,
         embed_missing: bool = False,
         embedder: Any = None,
+        embed_model: Any = None,
     ) -> MemOSVectorStore:
-        """From an open ``cube``, or the cube at ``path`` (created there if absent)."""
+        """From an open ``cube``, or the cube at ``path`` (created there if absent).
+
+        Args:
+            cube: an open cube; or leave it out and give ``path``.
+            path: where to open (or create) a cube when ``cube`` is not given.
+            namespace: separates several stores in one cube; node ids are keys within it.
+            user_id: whose nodes these are (None: nodes of no user; a LangGraph run's context may name one).
+            embed_missing: embed nodes without an embedding with the cube's embedder instead of refusing them.
+            embedder: the embedder for a cube created at ``path``.
+            embed_model: the LlamaIndex embed model the index uses, checked against the cube's embedder.
+
+        Raises:
+            EmbedderMismatchError: ``embed_model`` is not the model the cube was built with.
+        """
         if cube is None:
             if path is None:
                 raise InvalidInputError("pass cube=MemCube(...) or path='./my_cube'")
             from ..cube import MemCube
 
             cube = MemCube.init_from_dir(path, embedder=embedder)
-        return cls(cube, namespace=namespace, user_id=user_id, embed_missing=embed_missing)
+        return cls(cube, embed_model=embed_model, namespace=namespace, user_id=user_id, embed_missing=embed_missing)
 
     @classmethod
     def class_name(cls) -> str:
@@ -104,9 +137,14 @@ class MemOSVectorStore(BasePydanticVectorStore):
         """The cube."""
         return self._cube
 
-    @property
-    def tag(self) -> str:
-        return f"llama_index:vector:{self.namespace}"
+    def scope_keys(self) -> ScopedKeys:
+        """The keys of whoever is acting now (the binding, else a run's context)."""
+        return ScopedKeys("vector", self.namespace, acting_user(self.user_id, self._cube, "MemOSVectorStore"))
+
+    def item_id(self, node_id: str) -> str:
+        """The cube item a node id of this store is kept as (for ``cube.history`` and ``cube.get``)."""
+        keys = self.scope_keys()
+        return keys.resolve(self._cube, [node_id])[node_id]
 
     def _filter(
         self, filters: MetadataFilters | None = None, node_ids: list[str] | None = None,
@@ -114,10 +152,7 @@ class MemOSVectorStore(BasePydanticVectorStore):
     ) -> MemoryFilter:
         docs = {"ref_doc_id": {"$in": list(doc_ids)}} if doc_ids is not None else None
         kw: dict[str, Any] = {} if states == "live" else {"states": states}
-        return MemoryFilter(
-            user_id=self.user_id, tags_all=[self.tag], kinds=[Kind.CHUNK], ids=node_ids,
-            metadata=combine(to_memory_metadata(filters), docs), **kw,
-        )
+        return self.scope_keys().filter(node_ids, kinds=[Kind.CHUNK], metadata=combine(to_memory_metadata(filters), docs), **kw)
 
     # -- writes -------------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -128,7 +163,13 @@ class MemOSVectorStore(BasePydanticVectorStore):
         cube = self._cube
         # everything is checked (embeddings, dimensions, text, JSON) before the one write
         vectors = embeddings_of(nodes, cube.embedder.dimension, self.embed_missing, cube.embedder.embed_documents, texts)
-        items = [node_to_item(n, tags=[self.tag], user_id=self.user_id) for n in nodes]
+        keys = self.scope_keys()
+        items = [node_to_item(n, tags=[keys.tag], user_id=keys.user_id) for n in nodes]
+        ids = keys.resolve(cube, [it.id for it in items])
+        for it in items:
+            if ids[it.id] != keys.item_id(it.id):  # a row written before keys were scoped: keep its tag
+                it.tags = [keys.legacy_tag]
+            it.id = ids[it.id]
         cube.add_items(items, vectors=vectors)
         return [n.node_id for n in nodes]
 
@@ -159,9 +200,6 @@ class MemOSVectorStore(BasePydanticVectorStore):
         Embeddings come back unit-length: the cube stores normalised vectors (cosine is unchanged).
         """
         items = self._cube.text_mem.list_items(self._filter(filters, node_ids))
-        if node_ids is not None:  # in the order asked for
-            order = {i: n for n, i in enumerate(node_ids)}
-            items.sort(key=lambda it: order.get(it.id, len(order)))
         vectors = self._cube.store.vectors_by_id([it.id for it in items])
         nodes = []
         for it in items:
@@ -169,6 +207,9 @@ class MemOSVectorStore(BasePydanticVectorStore):
             if it.id in vectors:
                 node.embedding = vectors[it.id].tolist()
             nodes.append(node)
+        if node_ids is not None:  # in the order asked for
+            order = {i: n for n, i in enumerate(node_ids)}
+            nodes.sort(key=lambda n: order.get(n.node_id, len(order)))
         return nodes
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
@@ -177,29 +218,22 @@ class MemOSVectorStore(BasePydanticVectorStore):
         top_k = query.similarity_top_k
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInputError(f"similarity_top_k must be a positive integer, got {top_k!r}")
-        qvec = None if query.query_embedding is None else np.asarray(query.query_embedding, dtype=np.float32)
+        qvec = None if query.query_embedding is None else query_vector(self._cube, query.query_embedding, "MemOSVectorStore")
         text = query.query_str or ""
+        if mode in _KEYWORD and query.query_str is not None and not text.strip():
+            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])  # no words: nothing matches them
         plan = self._plan(mode, query, qvec is not None, bool(text.strip()), kwargs)
-        if qvec is not None and qvec.shape != (self._cube.embedder.dimension,):
-            from ..errors import EmbedderMismatchError
-
-            raise EmbedderMismatchError(
-                f"the query embedding has shape {qvec.shape} but the cube's embedder gives "
-                f"{self._cube.embedder.dimension} dims; embed queries with MemOSEmbedding.from_cube(cube)"
-            )
         # VectorIndexRetriever sends node_ids=[] for stores that keep text: an empty list restricts nothing
         flt = self._filter(query.filters, query.node_ids or None, query.doc_ids or None)
-        if qvec is not None:
-            qvec = qvec / max(float(np.linalg.norm(qvec)), 1e-12)
         hits = self._cube.search(text if plan.keyword else "", filter=flt, top_k=top_k, plan=plan,
                                  query_vector=qvec if plan.dense else None)
-        ids = [h.item.id for h in hits]
         if plan.keyword or qvec is None:
             scores = [h.score for h in hits]  # fused (RRF) or BM25 rank scores: comparable within one query
         else:
-            sims = cosine_scores(self._cube.store, ids, qvec)
-            scores = [sims.get(i, 0.0) for i in ids]
-        return VectorStoreQueryResult(nodes=[item_to_node(h.item) for h in hits], similarities=scores, ids=ids)
+            sims = cosine_scores(self._cube, [h.item.id for h in hits], qvec)
+            scores = [sims.get(h.item.id, 0.0) for h in hits]
+        nodes = [item_to_node(h.item) for h in hits]
+        return VectorStoreQueryResult(nodes=nodes, similarities=scores, ids=[n.node_id for n in nodes])
 
     def _plan(self, mode: VectorStoreQueryMode, query: VectorStoreQuery, has_vec: bool, has_text: bool,
               kwargs: dict[str, Any]) -> SearchPlan:

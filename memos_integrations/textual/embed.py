@@ -47,6 +47,13 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
+def unit(vector: Any) -> np.ndarray:
+    """``vector`` as float32 of length 1 (a zero vector stays zero): its dot product with a stored
+    (unit-length) vector is their cosine similarity. Faces normalise query vectors with this."""
+    v = np.asarray(vector, dtype=np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
 def probe_fingerprint(name: str, vector: np.ndarray) -> str:
     """A stable digest of what a model computes: rounding absorbs BLAS-level float noise.
 

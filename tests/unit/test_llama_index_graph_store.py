@@ -96,7 +96,7 @@ def test_delete_entities_relations_and_properties(graph: Any, cube: Any) -> None
     assert {n.id for n in graph.get()} == {"Alice", "Paris"}
     graph.delete(ids=["Paris"])
     assert [n.id for n in graph.get()] == ["Alice"]
-    assert cube.history("pg:default:Acme")[-1].state.value == "deleted"
+    assert cube.history(graph.item_id("Acme"))[-1].state.value == "deleted"
 
 
 def test_llama_nodes_round_trip_and_delete(cube: Any) -> None:
@@ -173,3 +173,50 @@ async def test_async_methods(graph: Any) -> None:
     assert await graph.aget(ids=["Zed"]) == []
     with pytest.raises(StructuredQueryUnsupportedError):
         await graph.astructured_query("MATCH (n) RETURN n")
+
+
+def _pg_retrieve(storage_context: Any, cube: Any, query: str) -> list[str]:
+    """Build a PropertyGraphIndex (pattern triplets + implicit paths) and retrieve with its vector retriever."""
+    from llama_index.core import Document, PropertyGraphIndex
+    from llama_index.core.indices.property_graph import ImplicitPathExtractor, VectorContextRetriever
+    from llama_index.core.node_parser import SentenceSplitter
+
+    from memos_integrations.llama_index import MemOSEmbedding
+    from memos_integrations.llama_index.testing import PatternTripletExtractor, StandInLLM
+
+    docs = [Document(id_="doc-alice", text="Alice works at Acme. Alice lives in Paris."),
+            Document(id_="doc-bob", text="Bob lives in Lyon. Bob knows Alice.")]
+    nodes = SentenceSplitter(chunk_size=16, chunk_overlap=0).get_nodes_from_documents(docs)
+    emb = MemOSEmbedding.from_cube(cube)
+    index = PropertyGraphIndex(nodes, storage_context=storage_context, embed_model=emb, llm=StandInLLM(),
+                               kg_extractors=[PatternTripletExtractor(), ImplicitPathExtractor()], use_async=False)
+    graph = VectorContextRetriever(index.property_graph_store, embed_model=emb, vector_store=index.vector_store,
+                                   similarity_top_k=2, path_depth=1)
+    # the facts LlamaIndex lists per node, and the node text; the order of the fact lines is the store's
+    return sorted("\n".join(sorted(n.node.get_content().splitlines()))
+                  for n in index.as_retriever(sub_retrievers=[graph]).retrieve(query))
+
+
+def test_property_graph_index_retrieves_what_simple_store_does(cube: Any) -> None:
+    """Endpoints upsert_relations creates (ImplicitPathExtractor's ref-doc ids) are not vector_query hits."""
+    from llama_index.core import StorageContext
+
+    from memos_integrations.llama_index import storage_context_from_cube
+
+    query = "Where does Alice live?"
+    theirs = _pg_retrieve(StorageContext.from_defaults(property_graph_store=SimplePropertyGraphStore()), cube, query)
+    ours = _pg_retrieve(storage_context_from_cube(cube), cube, query)
+    assert theirs and ours == theirs
+
+
+def test_relation_endpoints_are_not_vector_hits(cube: Any) -> None:
+    graph = MemOSPropertyGraphStore.from_defaults(cube)
+    graph.upsert_nodes([EntityNode(name="Alice", label="PERSON")])
+    graph.upsert_relations([Relation(label="SOURCE", source_id="Alice", target_id="doc-1")])
+    assert {n.id for n in graph.get()} == {"Alice", "doc-1"}  # the endpoint exists, as in SimplePropertyGraphStore
+    q = cube.embedder.embed_query("doc-1").tolist()
+    nodes, _ = graph.vector_query(VectorStoreQuery(query_embedding=q, similarity_top_k=5))
+    assert [n.id for n in nodes] == ["Alice"]
+    graph.upsert_nodes([EntityNode(name="doc-1", label="DOC")])  # a real entity of that name is a hit again
+    nodes, _ = graph.vector_query(VectorStoreQuery(query_embedding=q, similarity_top_k=5))
+    assert nodes[0].id == "doc-1"

@@ -171,7 +171,7 @@ def test_get_delete_and_clear(stores: Any, cube: Any) -> None:
     assert {n.node_id for n in ours.get_nodes(filters=MetadataFilters(filters=[LEAVES[0]]))} == {"n0", "n2"}
     ours.delete("doc0")  # n0, n2, n4
     assert set(ids(ours, q, None)) == {"n1", "n3", "n5"}
-    assert cube.history("n0")[-1].state.value == "deleted"  # a tombstone, not a silent loss
+    assert cube.history(ours.item_id("n0"))[-1].state.value == "deleted"  # a tombstone, not a silent loss
     ours.delete_nodes(filters=MetadataFilters(filters=[F(key="year", value=2020)]))
     assert set(ids(ours, q, None)) == {"n3", "n5"}
     ours.delete_nodes(node_ids=[])  # an empty id list deletes nothing
@@ -186,7 +186,7 @@ def test_namespaces_and_users_are_separate(cube: Any) -> None:
     a.add(make_nodes()[:2])
     b.add([TextNode(id_="other", text="other", embedding=make_nodes()[0].embedding)])
     assert {n.node_id for n in a.get_nodes()} == {"n0", "n1"} and [n.node_id for n in b.get_nodes()] == ["other"]
-    assert cube.get("other").user_id == "u1"
+    assert cube.get(b.item_id("other")).user_id == "u1"
 
 
 def test_same_id_again_is_a_new_version(cube: Any) -> None:
@@ -195,7 +195,7 @@ def test_same_id_again_is_a_new_version(cube: Any) -> None:
     store.add([node])
     node.text = "changed"
     store.add([node])
-    assert store.get_nodes(["n0"])[0].text == "changed" and len(cube.history("n0")) == 2
+    assert store.get_nodes(["n0"])[0].text == "changed" and len(cube.history(store.item_id("n0"))) == 2
 
 
 async def test_async_runs_off_the_event_loop(stores: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,7 +267,7 @@ def test_unsupported_filters_are_clear_errors(stores: Any, flt: MetadataFilter) 
 @pytest.mark.parametrize(
     ("mode", "kw"),
     [(VectorStoreQueryMode.SVM, {}), (VectorStoreQueryMode.DEFAULT, {"query_embedding": None}),
-     (VectorStoreQueryMode.SPARSE, {"query_str": ""}), (VectorStoreQueryMode.HYBRID, {"alpha": 2.0})],
+     (VectorStoreQueryMode.SPARSE, {"query_str": None}), (VectorStoreQueryMode.HYBRID, {"alpha": 2.0})],
 )
 def test_bad_queries_are_clear_errors(stores: Any, mode: VectorStoreQueryMode, kw: dict[str, Any]) -> None:
     ours, _, q = stores
