@@ -358,8 +358,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
         run_id = md.get("run_id")
-        with self.db.transaction() as c:  # owner check and row write commit together
-            self._claim(c, user, thread_id)
+        with self._tx() as (c, audit):  # owner check and row write commit together
+            self._claim(c, user, thread_id, audit)
             c.execute(
                 "INSERT OR REPLACE INTO lg_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (thread_id, ns, checkpoint["id"], conf.get("checkpoint_id"), type_, blob, md_json,
@@ -380,8 +380,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         ]
         # special channels (errors, interrupts) replace; regular writes are idempotent per (task, idx)
         verb = "INSERT OR REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "INSERT OR IGNORE"
-        with self.db.transaction() as c:
-            self._claim(c, user, thread_id)
+        with self._tx() as (c, audit):
+            self._claim(c, user, thread_id, audit)
             c.executemany(f"{verb} INTO lg_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _dumps(self, obj: Any) -> tuple[str, bytes]:
@@ -394,8 +394,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         """Delete a thread's checkpoints and writes; with a user, only a thread that is theirs (or nobody's)."""
         tid = str(thread_id)
         user = self._user(None, "write", "delete_thread", f"thread:{tid}")
-        with self.db.transaction() as c:
-            self._owned(c, user, [tid], "delete")
+        with self._tx() as (c, audit):
+            self._owned(c, user, [tid], "delete", audit)
             for table in ("lg_checkpoints", "lg_writes", "lg_threads"):
                 c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (tid,))
 
@@ -407,10 +407,10 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         if not ids:
             return
         marks = ",".join("?" * len(ids))
-        with self.db.transaction() as c:
+        with self._tx() as (c, audit):
             threads = [r[0] for r in c.execute(
                 f"SELECT DISTINCT thread_id FROM lg_checkpoints WHERE run_id IN ({marks})", ids).fetchall()]
-            self._owned(c, user, threads, "delete")
+            self._owned(c, user, threads, "delete", audit)
             c.execute(
                 "DELETE FROM lg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN "
                 f"(SELECT thread_id, checkpoint_ns, checkpoint_id FROM lg_checkpoints WHERE run_id IN ({marks}))", ids,
@@ -425,9 +425,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         """
         src, dst = str(source_thread_id), str(target_thread_id)
         user = self._user(None, "write", "copy_thread", f"thread:{src}")
-        with self.db.transaction() as c:
-            self._owned(c, user, [src], "read")
-            self._owned(c, user, [dst], "write")
+        with self._tx() as (c, audit):
+            self._owned(c, user, [src], "read", audit)
+            self._owned(c, user, [dst], "write", audit)
             if c.execute("SELECT 1 FROM lg_checkpoints WHERE thread_id=? LIMIT 1", (src,)).fetchone() is None:
                 raise ThreadNotFoundError(f"thread {src!r} has no checkpoints in cube {self.cube.cube_id!r}; nothing to copy")
             c.execute(
@@ -457,8 +457,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             raise InvalidInputError(f"unknown prune strategy {strategy!r}; use 'keep_latest' or 'delete'")
         threads = [str(t) for t in thread_ids]
         user = self._user(None, "write", "prune", "threads")
-        with self.db.transaction() as c:
-            self._owned(c, user, threads, "prune")
+        with self._tx() as (c, audit):
+            self._owned(c, user, threads, "prune", audit)
             for thread_id in threads:
                 if strategy == "delete":
                     for table in ("lg_checkpoints", "lg_writes", "lg_threads"):
@@ -476,7 +476,23 @@ class MemOSSaver(BaseCheckpointSaver[int]):
                     )
 
     # -- access ---------------------------------------------------------------------------------
-    def _claim(self, c: Any, user: str | None, thread_id: str) -> None:
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[Any, Callable[..., None]]]:
+        """A write transaction and an audit sink whose entries are written after it ends: a denial
+        rolls the transaction back, and must not take its audit entry with it."""
+        held: builtins.list[tuple[Any, ...]] = []
+
+        def hold(action: str, principal: str | None, target: str | None, detail: Any = None, allowed: bool = True) -> None:
+            held.append((action, principal, target, detail, allowed))
+
+        try:
+            with self.db.transaction() as c:
+                yield c, hold
+        finally:
+            for action, principal, target, detail, allowed in held:
+                self.cube.audit(action, principal, target, detail, allowed=allowed)
+
+    def _claim(self, c: Any, user: str | None, thread_id: str, audit: Callable[..., None]) -> None:
         """Inside a write transaction: refuse another user's thread; a user's first write makes it theirs."""
         if user is None:
             return
@@ -486,9 +502,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         elif row[0] is None:
             c.execute("UPDATE lg_threads SET user_id=? WHERE thread_id=?", (user, thread_id))
         else:
-            self._check_owner(user, thread_id, row[0], "write")
+            self._check_owner(user, thread_id, row[0], "write", audit)
 
-    def _owned(self, c: Any, user: str | None, thread_ids: Sequence[str], need: str) -> None:
+    def _owned(self, c: Any, user: str | None, thread_ids: Sequence[str], need: str, audit: Callable[..., None]) -> None:
         """Refuse (audited) if any of ``thread_ids`` belongs to another user than ``user``."""
         if user is None or not thread_ids:
             return
@@ -499,13 +515,14 @@ class MemOSSaver(BaseCheckpointSaver[int]):
                 "AND user_id IS NOT NULL AND user_id != ?", [*chunk, user],
             ).fetchall()
             if rows:
-                self._check_owner(user, rows[0][0], rows[0][1], need)
+                self._check_owner(user, rows[0][0], rows[0][1], need, audit)
 
-    def _check_owner(self, user: str, thread_id: str, owner: str | None, need: str) -> None:
+    def _check_owner(self, user: str, thread_id: str, owner: str | None, need: str,
+                     audit: Callable[..., None] | None = None) -> None:
         if owner is not None and owner != user:
             # the audit keeps the owner for whoever reviews it; the error names only the caller
             raise deny(
-                self.cube.audit, f"checkpoint_{need}", user, f"thread:{thread_id}",
+                audit or self.cube.audit, f"checkpoint_{need}", user, f"thread:{thread_id}",
                 f"user {user!r} may not {need} thread {thread_id!r}: it belongs to another user; "
                 "use your own thread_id, or have its owner copy the thread for you",
                 {"owner": owner},
