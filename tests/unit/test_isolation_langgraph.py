@@ -64,7 +64,7 @@ def denied(cube: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def store(cube: Any) -> MemOSStore:
-    s = MemOSStore(cube, index=True)
+    s = MemOSStore(cube, index=True, policy=NamespacePolicy(cube))  # the default policy, named for older versions
     s.put(("users", "alice", "memories"), "a1", {"text": "alice is allergic to peanuts"})
     s.put(("users", "bob", "memories"), "b1", {"text": "bob likes peanut butter"})
     s.put(("agents", "scout", "notes"), "s1", {"text": "scout: competitor pricing looked rushed"})
