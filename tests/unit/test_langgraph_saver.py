@@ -124,7 +124,7 @@ def test_other_users_thread_is_refused_and_audited(cube: Any) -> None:
 
 
 def test_mos_authorisation(tmp_path: Any, embedder: Any) -> None:
-    from memos_integrations import MemCube, MOS
+    from memos_integrations import MOS, MemCube
 
     mos = MOS(tmp_path / "mos", embedder=embedder)
     mos.create_user("alice")
