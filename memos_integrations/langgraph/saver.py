@@ -215,8 +215,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             AccessDeniedError: no user while ``require_user``; the run names another user than the
                 binding; ``authorize`` refuses (each audited).
         """
-        if self._guard_loop is not None:
-            self._guard_loop(what)
+        if self.loop is not None:  # AsyncMemOSSaver: no blocking call from its own loop's thread
+            refuse_on_loop(self.loop, f"MemOSSaver.{what}")
         if config is None:
             config = current_config()
         scope = resolve_scope(bound={"user_id": self.user_id} if self.user_id else None, config=config,
@@ -234,13 +234,6 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             except AccessDeniedError as exc:
                 raise deny(self.cube.audit, f"checkpoint_{need}", user, target, str(exc)) from None
         return user
-
-    @property
-    def _guard_loop(self) -> Callable[[str], None] | None:
-        if self.loop is None:
-            return None
-        loop = self.loop
-        return lambda what: refuse_on_loop(loop, f"MemOSSaver.{what}")
 
     def _config(self, thread_id: str, ns: str, checkpoint_id: str, user: str | None) -> RunnableConfig:
         """A config the saver hands back: it keeps the user, so replaying from it still knows who acts."""
