@@ -22,10 +22,11 @@ require("langgraph.store.base", "langgraph")
 from .access import NamespacePolicy, ScopedStore  # noqa: E402
 from .errors import CheckpointSerdeError, ThreadNotFoundError  # noqa: E402
 from .nodes import make_memory_tools, make_recall_node, make_remember_node  # noqa: E402
-from .saver import MemOSSaver  # noqa: E402
+from .saver import AsyncMemOSSaver, MemOSSaver  # noqa: E402
 from .store import MemOSStore  # noqa: E402
 
 __all__ = [
+    "AsyncMemOSSaver",
     "CheckpointSerdeError",
     "MemOSSaver",
     "MemOSStore",

@@ -1,33 +1,111 @@
-"""Who may read and write which store namespaces: private agent/user namespaces and shared team ones.
+"""Who may read and write which store namespaces, and who is acting in a run.
 
-Where it sits: governance for :class:`MemOSStore` in multi-agent graphs. The rules live in the cube
-(``kv`` rows of collection ``lg_acl``), so they persist with the memories they protect, and every
-denial is written to the cube's audit log.
+Where it sits: governance for :class:`MemOSStore`. The rules live in the cube (``kv`` rows of collection
+``lg_acl``), so they persist with the memories they protect; every denial goes through
+:func:`memos_integrations.access.deny` (audited in the cube, then raised).
 
-Rules, for a namespace ``ns`` and a principal ``p``:
+Who is acting (:func:`run_principal`): inside a LangGraph run (a node, a tool, a subgraph, LangMem's tools),
+the run's ``context=`` and ``config["configurable"]`` name the user (``user_id``) and the agent
+(``agent_id``), resolved by :func:`memos_integrations.access.resolve_scope`. ``MemOSStore.batch`` reads
+them itself, so LangGraph's injected store, ``get_store()``, ``InjectedStore`` and subgraphs (which always
+get the parent's store) are checked without a hand-carried ``as_principal`` wrapper. Outside a run, and in
+a run that names nobody, the store acts for its owner (the application), unchecked, unless the policy is
+``strict``.
 
-- ``ns[0]`` in ``private_roots`` (default ``agents``, ``users``): ``ns[1]`` owns it; others need a grant.
+Rules, for a namespace ``ns`` and a principal:
+
+- ``ns[0]`` in ``private_roots`` (default ``agents`` -> agent_id, ``users`` -> user_id): ``ns[1]`` owns it
+  (``("agents", "scout", ...)`` belongs to the agent ``scout``, ``("users", "alice", ...)`` to the user
+  ``alice``; a user named ``scout`` owns nothing under ``agents``); others need a grant.
 - ``ns[0]`` in ``shared_roots`` (default ``teams``): only grants (``read`` or ``write``) open it.
-- any other root is open to every principal.
+- any other root (LangMem's ``("memories", ...)`` for one) is open to every principal; with
+  ``strict=True`` it is closed like a shared root, and a run that names no user or agent is refused.
 
-A grant on a prefix covers everything under it. Checks happen for every op of a batch before any op
-runs, so a denied batch writes nothing.
+Grants go to a name: an agent id or an ``as_principal`` name (``"scout"``), or a user as ``"user:<id>"``.
+A grant on a prefix covers everything under it. Checks happen for every op of a batch before any op runs,
+so a denied batch writes nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from langgraph.store.base import BaseStore, GetOp, ListNamespacesOp, Op, PutOp, Result, SearchOp
+from langchain_core.runnables import RunnableConfig
+from langgraph.store.base import BaseStore, GetOp, Op, PutOp, Result, SearchOp
 
-from ..errors import AccessDeniedError, InvalidInputError
+from ..access import RANK, allows, deny, resolve_scope
+from ..aio import in_thread
+from ..errors import InvalidInputError
+from ..face_api import CubeAPI, as_cube
 from . import store_logic as L
 
 Access = Literal["read", "write"]
-_RANK = {None: 0, "read": 1, "write": 2, "owner": 3}
+Role = Literal["agent_id", "user_id", "any"]
 _ACL = "lg_acl"
+#: the default private roots and whose id owns the label after them
+PRIVATE_ROOTS: dict[str, Role] = {"agents": "agent_id", "users": "user_id"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a store operation acts for: a name bound in code (``as_principal``) and the run's agent and user."""
+
+    name: str | None = None
+    agent_id: str | None = None
+    user_id: str | None = None
+
+    def owns(self, role: Role, label: str) -> bool:
+        """Whether this principal owns a private namespace whose owner label is ``label``."""
+        return (self.name == label
+                or (role in ("agent_id", "any") and self.agent_id == label)
+                or (role in ("user_id", "any") and self.user_id == label))
+
+    def grant_keys(self) -> list[str]:
+        keys = [k for k in (self.name, self.agent_id) if k]
+        return keys + ([f"user:{self.user_id}"] if self.user_id else [])
+
+    @property
+    def audit_name(self) -> str:
+        """The name written to the audit log (and into memories' ``created_by``)."""
+        if self.name:
+            return self.name
+        if self.agent_id:
+            return f"agent:{self.agent_id}"
+        return f"user:{self.user_id}"
+
+
+def _as_principal(principal: str | Principal) -> Principal:
+    return principal if isinstance(principal, Principal) else Principal(name=principal)
+
+
+def current_config() -> RunnableConfig | None:
+    """The config of the LangGraph / LangChain run this call is part of, or None outside a run."""
+    from langgraph.config import get_config
+
+    try:
+        return get_config()
+    except RuntimeError:  # get_config's way of saying "not inside a runnable"
+        return None
+
+
+def run_principal(audit: Any = None, *, bound: str | None = None, what: str = "MemOSStore") -> Principal | None:
+    """The principal of the current run (binding > run context > configurable), or None when none is named.
+
+    Raises:
+        AccessDeniedError: the run names another agent than ``bound``, or its context and configurable
+            disagree (audited).
+    """
+    config = current_config()
+    if config is None and bound is None:
+        return None
+    scope = resolve_scope(bound={"agent_id": bound} if bound else None, config=config, audit=audit, what=what,
+                          fields=("user_id", "agent_id"))
+    if bound is None and scope.user_id is None and scope.agent_id is None:
+        return None
+    return Principal(name=bound, agent_id=None if bound else scope.agent_id, user_id=scope.user_id)
 
 
 class NamespacePolicy:
@@ -41,17 +119,32 @@ class NamespacePolicy:
         >>> policy.grant(("teams", "research"), "writer", "read")
         >>> policy.access("writer", ("teams", "research", "notes")), policy.access("writer", ("agents", "scout"))
         ('read', None)
-        >>> policy.access("scout", ("agents", "scout", "notes"))
-        'owner'
+        >>> policy.access("scout", ("agents", "scout", "notes")), policy.access("scout", ("memories", "x"))
+        ('owner', 'write')
+        >>> NamespacePolicy(cube, strict=True).access("scout", ("memories", "x")) is None
+        True
         >>> cube.close()
     """
 
-    def __init__(self, cube: Any, *, private_roots: Sequence[str] = ("agents", "users"),
-                 shared_roots: Sequence[str] = ("teams",)) -> None:
-        self.cube = cube
-        self.private_roots, self.shared_roots = tuple(private_roots), tuple(shared_roots)
+    def __init__(self, cube: Any, *, private_roots: Mapping[str, Role] | Sequence[str] = PRIVATE_ROOTS,
+                 shared_roots: Sequence[str] = ("teams",), strict: bool = False) -> None:
+        """Args:
+            cube: where the grants are kept and denials audited.
+            private_roots: root -> the id that owns the label after it (``"agent_id"``, ``"user_id"`` or
+                ``"any"``); a plain sequence of roots means ``"any"`` for each.
+            shared_roots: roots opened only by grants.
+            strict: close every other root too (only grants open it), and refuse runs that name nobody.
+        """
+        self.cube: CubeAPI = as_cube(cube, "NamespacePolicy")
+        self.private_roots: dict[str, Role] = (
+            dict(private_roots) if isinstance(private_roots, Mapping) else {r: "any" for r in private_roots})
+        bad = {r: v for r, v in self.private_roots.items() if v not in ("agent_id", "user_id", "any")}
+        if bad:
+            raise InvalidInputError(f"private_roots map a root to 'agent_id', 'user_id' or 'any', got {bad}")
+        self.shared_roots, self.strict = tuple(shared_roots), bool(strict)
 
     def grant(self, prefix: tuple[str, ...], principal: str, access: Access) -> None:
+        """Give ``principal`` (an agent id, an ``as_principal`` name, or ``"user:<id>"``) access under ``prefix``."""
         if access not in ("read", "write"):
             raise InvalidInputError(f"access is 'read' or 'write', got {access!r}")
         key = L.encode(L.check_labels(prefix, for_write=True))
@@ -69,44 +162,80 @@ class NamespacePolicy:
             self.cube.store.kv_put(_ACL, {key: rules})
             self.cube.audit("revoke", None, f"ns:{key}", {"principal": principal})
 
-    def access(self, principal: str, namespace: tuple[str, ...]) -> str | None:
+    def access(self, principal: str | Principal, namespace: tuple[str, ...]) -> str | None:
         """'owner', 'write', 'read' or None for ``principal`` on ``namespace``."""
         if not namespace:
             return None
+        who = _as_principal(principal)
         root = namespace[0]
-        if root not in self.private_roots and root not in self.shared_roots:
-            return "write"
-        if root in self.private_roots and len(namespace) > 1 and namespace[1] == principal:
+        role = self.private_roots.get(root)
+        if role is not None and len(namespace) > 1 and who.owns(role, namespace[1]):
             return "owner"
+        if role is None and root not in self.shared_roots and not self.strict:
+            return "write"
         keys = [L.encode(namespace[:n]) for n in range(1, len(namespace) + 1)]
+        names = who.grant_keys()
         best: str | None = None
         for rules in self.cube.store.kv_get(_ACL, keys).values():
-            got = rules.get(principal)
-            if _RANK[got] > _RANK[best]:
-                best = got
+            for name in names:
+                got = rules.get(name)
+                if RANK.get(got, 0) > RANK.get(best, 0):
+                    best = got
         return best
 
-    def check(self, principal: str, namespace: tuple[str, ...], need: Access) -> None:
-        have = self.access(principal, namespace)
-        if _RANK[have] < _RANK[need]:
-            self.cube.audit(f"store_{need}", principal, f"ns:{L.encode(namespace)}", {"had": have}, allowed=False)
-            raise AccessDeniedError(
-                f"{principal!r} may not {need} namespace {namespace} (has {have or 'no access'}); "
-                "ask its owner for a grant: NamespacePolicy.grant(prefix, principal, 'read' | 'write')"
+    def check(self, principal: str | Principal, namespace: tuple[str, ...], need: Access) -> None:
+        """Raise (audited) ``AccessDeniedError`` unless ``principal`` has ``need`` on ``namespace``."""
+        who = _as_principal(principal)
+        have = self.access(who, namespace)
+        if not allows(have, need):
+            raise deny(
+                self.cube.audit, f"store_{need}", who.audit_name, f"ns:{L.encode(namespace)}",
+                f"{who.name or who.audit_name!r} may not {need} namespace {namespace} (has {have or 'no access'}); "
+                "ask its owner for a grant: NamespacePolicy.grant(prefix, principal, 'read' | 'write')",
+                {"needed": need, "had": have, "user_id": who.user_id, "agent_id": who.agent_id},
             )
 
-    def may_read_under(self, principal: str, prefix: tuple[str, ...]) -> bool:
+    def may_read_under(self, principal: str | Principal, prefix: tuple[str, ...]) -> bool:
         """Whether anything under ``prefix`` could be readable (a search there is not pointless)."""
-        if self.access(principal, prefix) is not None or not prefix:
+        who = _as_principal(principal)
+        if not prefix or allows(self.access(who, prefix), "read"):
             return True
         if prefix[0] in self.private_roots and len(prefix) == 1:
             return True  # own namespace, or grants, may lie below
         pre = L.encode(prefix) + "."
-        return any(k.startswith(pre) and principal in rules for k, rules in self.cube.store.kv_all(_ACL).items())
+        names = set(who.grant_keys())
+        return any(k.startswith(pre) and names & set(rules) for k, rules in self.cube.store.kv_all(_ACL).items())
+
+    def check_ops(self, principal: Principal, ops: Iterable[Op]) -> None:
+        """Check every op of a batch (before any runs: a denied batch writes nothing)."""
+        for op in ops:
+            if isinstance(op, PutOp):
+                self.check(principal, L.check_labels(op.namespace, for_write=True), "write")
+            elif isinstance(op, GetOp):
+                self.check(principal, L.check_labels(op.namespace), "read")
+            elif isinstance(op, SearchOp) and not self.may_read_under(principal, op.namespace_prefix):
+                self.check(principal, op.namespace_prefix, "read")
+
+    def readable(self, principal: Principal) -> L.Readable:
+        """A per-batch, cached ``namespace -> may read`` test for filtering searches and listings."""
+        @functools.lru_cache(maxsize=4096)
+        def ok(namespace: tuple[str, ...]) -> bool:
+            return allows(self.access(principal, namespace), "read")
+
+        return ok
+
+    def refuse_anonymous_run(self) -> None:
+        """In strict mode a store op inside a run that names no user or agent is refused (audited)."""
+        raise deny(self.cube.audit, "store_access", None, "ns:*",
+                   "this store's policy is strict: a run must say who is acting; pass context={'user_id': ...} "
+                   "or config={'configurable': {'user_id': ..., 'agent_id': ...}}")
 
 
 class ScopedStore(BaseStore):
-    """A ``BaseStore`` view of a :class:`MemOSStore` acting as one principal, checked by its policy.
+    """A ``BaseStore`` view of a :class:`MemOSStore` acting as one named principal, checked by its policy.
+
+    The run's user (from ``context=`` or ``configurable``) acts along with the name; a run that names
+    another ``agent_id`` is refused (a binding is never overridden by the run).
 
     Example:
         >>> import tempfile
@@ -126,35 +255,23 @@ class ScopedStore(BaseStore):
     supports_ttl: bool = True
 
     def __init__(self, store: Any, principal: str) -> None:
-        if store.policy is None:
-            raise InvalidInputError("as_principal needs a store with a policy: MemOSStore(cube, policy=NamespacePolicy(cube))")
-        if not isinstance(principal, str) or not principal:
+        if not isinstance(principal, str) or not principal.strip():
             raise InvalidInputError(f"a principal is a non-empty string, got {principal!r}")
-        self.store, self.principal, self.policy = store, principal, store.policy
+        self.store, self.principal, self.policy = store, principal.strip(), store.policy
         self.ttl_config = store.ttl_config
 
-    def check(self, ops: Sequence[Op]) -> None:
-        for op in ops:
-            if isinstance(op, PutOp):
-                self.policy.check(self.principal, L.check_labels(op.namespace, for_write=True), "write")
-            elif isinstance(op, GetOp):
-                self.policy.check(self.principal, L.check_labels(op.namespace), "read")
-            elif isinstance(op, SearchOp) and not self.policy.may_read_under(self.principal, op.namespace_prefix):
-                self.policy.check(self.principal, op.namespace_prefix, "read")
-
-    def readable(self, namespace: tuple[str, ...]) -> bool:
-        return _RANK[self.policy.access(self.principal, namespace)] >= _RANK["read"]
+    def acting(self) -> Principal:
+        got = run_principal(self.store.cube.audit, bound=self.principal, what=f"as_principal({self.principal!r})")
+        assert got is not None  # a bound name always yields a principal
+        return got
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        self.check(ops)  # all ops before any runs: a denied batch writes nothing
-        needs_filter = any(isinstance(op, (SearchOp, ListNamespacesOp)) for op in ops)
-        return self.store.run(ops, principal=self.principal, readable=self.readable if needs_filter else None)  # type: ignore[no-any-return]
+        return self.store.run_as(list(ops), self.acting())  # type: ignore[no-any-return]
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        return await asyncio.to_thread(self.batch, list(ops))
+        return await in_thread(self.batch, list(ops))
 
     def put_with_provenance(self, namespace: tuple[str, ...], key: str, value: Any, *, sources: Sequence[str],
                             principal: str | None = None, index: Any = None, ttl: float | None = None) -> None:
-        self.policy.check(self.principal, L.check_labels(namespace, for_write=True), "write")
-        self.store.put_with_provenance(namespace, key, value, sources=sources, principal=self.principal, index=index, ttl=ttl)
+        """``MemOSStore.put_with_provenance`` as this principal (``principal`` is ignored: the binding acts)."""
+        self.store.put_as(self.acting(), namespace, key, value, sources=sources, index=index, ttl=ttl)

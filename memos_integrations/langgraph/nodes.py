@@ -5,9 +5,11 @@ message and puts the memories into state; ``remember`` writes what the user said
 (``thread:<id>``, ``checkpoint:<id>``, ``user:<id>``); ``search_memory`` / ``save_memory`` /
 ``forget_memory`` are LangChain tools that a ``ToolNode`` or ``create_agent`` can call.
 
-Namespaces are templates filled from the run's config: ``("users", "{user_id}", "memories")``
-reads ``config["configurable"]["user_id"]``. A config without the value is a clear error, never a
-write to a shared default.
+Namespaces are templates filled from who is acting: ``("users", "{user_id}", "memories")`` takes the
+user from :func:`memos_integrations.access.resolve_scope`, in the order binding (``user_id=`` given to
+the factory) > the run's ``context=`` > ``config["configurable"]``; ids are normalised (an int user id
+is its string). Other ``{name}`` labels come from ``configurable``. A run without the value is a clear
+error, never a write to a shared default.
 """
 
 from __future__ import annotations
@@ -19,30 +21,43 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 
+from ..access import Scope, resolve_scope
 from ..errors import InvalidInputError
 from ..items import new_id
 
 DEFAULT_NAMESPACE = ("users", "{user_id}", "memories")
 
 
-def resolve_namespace(template: Sequence[str], config: RunnableConfig | None) -> tuple[str, ...]:
-    """Fill ``{name}`` labels from ``config["configurable"]``."""
-    conf = dict((config or {}).get("configurable") or {})
+def acting(config: RunnableConfig | None, bound: dict[str, Any] | None = None, store: Any = None) -> Scope:
+    """Who a node or tool acts for: binding > the run's ``context=`` > ``configurable``."""
+    audit = getattr(getattr(store, "cube", None), "audit", None)
+    return resolve_scope(bound=bound, config=config, audit=audit, what="this memory node",
+                         fields=("user_id", "agent_id"))
+
+
+def resolve_namespace(template: Sequence[str], config: RunnableConfig | None, scope: Scope | None = None) -> tuple[str, ...]:
+    """Fill ``{name}`` labels: ``{user_id}`` / ``{agent_id}`` / ``{session_id}`` from who is acting, the rest
+    from ``config["configurable"]``."""
+    scope = scope if scope is not None else acting(config)
+    values = {k: v for k, v in ((config or {}).get("configurable") or {}).items() if isinstance(k, str)}
+    values.update({k: v for k, v in scope.as_dict().items() if v is not None})
     out = []
     for label in template:
         try:
-            out.append(label.format(**conf))
+            out.append(label.format(**values))
         except KeyError as exc:
             raise InvalidInputError(
-                f"namespace {tuple(template)} needs {exc.args[0]!r} in the config: "
-                f"graph.invoke(..., {{'configurable': {{{exc.args[0]!r}: ...}}}})"
+                f"namespace {tuple(template)} needs {exc.args[0]!r}: pass it in the run's context "
+                f"(graph.invoke(..., context={{{exc.args[0]!r}: ...}})) or config "
+                f"(graph.invoke(..., {{'configurable': {{{exc.args[0]!r}: ...}}}}))"
             ) from None
     return tuple(out)
 
 
-def provenance(config: RunnableConfig | None) -> list[str]:
+def provenance(config: RunnableConfig | None, scope: Scope | None = None) -> list[str]:
     """Source pointers for a memory written during a run: its thread, checkpoint and user."""
     conf = (config or {}).get("configurable") or {}
+    user = scope.user_id if scope is not None else acting(config).user_id
     out = []
     if conf.get("thread_id"):
         out.append(f"thread:{conf['thread_id']}")
@@ -51,8 +66,8 @@ def provenance(config: RunnableConfig | None) -> list[str]:
     checkpoint = conf.get("checkpoint_id") or cmap.get("") or (list(cmap.values())[-1] if cmap else None)
     if checkpoint:
         out.append(f"checkpoint:{checkpoint}")
-    if conf.get("user_id"):
-        out.append(f"user:{conf['user_id']}")
+    if user:
+        out.append(f"user:{user}")
     return out
 
 
@@ -84,11 +99,22 @@ def last_user_text(messages: Sequence[Any]) -> str | None:
     return None
 
 
+def _binding(user_id: Any, agent_id: Any) -> dict[str, Any] | None:
+    return {"user_id": user_id, "agent_id": agent_id} if user_id is not None or agent_id is not None else None
+
+
 def make_recall_node(
     store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, top_k: int = 5,
-    messages_key: str = "messages", output_key: str = "memories",
+    messages_key: str = "messages", output_key: str = "memories", user_id: Any = None, agent_id: Any = None,
 ) -> Callable[[dict[str, Any], RunnableConfig], dict[str, Any]]:
     """A node that puts the memories relevant to the latest user message into ``state[output_key]``.
+
+    Args:
+        store: any ``BaseStore`` (a :class:`MemOSStore` checks the run's principal itself).
+        namespace: template filled from who is acting (``{user_id}``, ``{agent_id}``) and ``configurable``.
+        top_k: how many memories.
+        messages_key, output_key: the state keys read and written.
+        user_id, agent_id: a binding; a run naming someone else is refused.
 
     Example:
         >>> import tempfile
@@ -102,9 +128,11 @@ def make_recall_node(
         {'memories': ['Alice is allergic to peanuts']}
         >>> cube.close()
     """
+    bound = _binding(user_id, agent_id)
+
     def recall(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         query = last_user_text(state.get(messages_key, []))
-        ns = resolve_namespace(namespace, config)
+        ns = resolve_namespace(namespace, config, acting(config, bound, store))
         if not query:
             return {output_key: []}
         hits = store.search(ns, query=query, limit=top_k)
@@ -115,29 +143,34 @@ def make_recall_node(
 
 def make_remember_node(
     store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, messages_key: str = "messages",
-    extract: Callable[[Sequence[Any]], list[str]] | None = None,
+    extract: Callable[[Sequence[Any]], list[str]] | None = None, user_id: Any = None, agent_id: Any = None,
 ) -> Callable[[dict[str, Any], RunnableConfig], dict[str, Any]]:
     """A node that stores new memories (by default: the latest user message) with provenance.
 
     ``extract(messages) -> [texts]`` decides what is worth keeping (an LLM extractor, a rule);
     each text becomes ``{"text": ...}`` under a new key, its sources the thread and checkpoint.
+    ``user_id`` / ``agent_id`` bind the node (see :func:`make_recall_node`).
     """
+    bound = _binding(user_id, agent_id)
+
     def remember(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         messages = state.get(messages_key, [])
         texts = extract(messages) if extract else [t for t in [last_user_text(messages)] if t and t.strip()]
-        ns = resolve_namespace(namespace, config)
+        scope = acting(config, bound, store)
+        ns = resolve_namespace(namespace, config, scope)
         for text in texts:
-            _save(store, ns, text, config)
+            _save(store, ns, text, config, scope)
         return {}
 
     return remember
 
 
-def _save(store: Any, ns: tuple[str, ...], text: str, config: RunnableConfig | None) -> str:
+def _save(store: Any, ns: tuple[str, ...], text: str, config: RunnableConfig | None, scope: Scope) -> str:
     key = new_id()
-    value = {"text": text, "source": provenance(config)}
+    sources = provenance(config, scope)
+    value = {"text": text, "source": sources}
     if hasattr(store, "put_with_provenance"):
-        store.put_with_provenance(ns, key, value, sources=provenance(config))
+        store.put_with_provenance(ns, key, value, sources=sources)
     else:  # any other BaseStore: provenance stays in the value
         store.put(ns, key, value)
     return key
@@ -147,25 +180,31 @@ def memory_text(value: dict[str, Any]) -> str:
     return str(value.get("text") or value.get("memory") or value.get("content") or value)
 
 
-def make_memory_tools(store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, top_k: int = 5) -> list[BaseTool]:
+def make_memory_tools(
+    store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, top_k: int = 5, user_id: Any = None, agent_id: Any = None,
+) -> list[BaseTool]:
     """``search_memory``, ``save_memory`` and ``forget_memory`` tools over ``store`` (usable in a ``ToolNode``).
 
-    The namespace is filled from the run config the tool receives, so one tool list serves every user.
+    The namespace is filled from who is acting in the run the tool is called in (binding > ``context=`` >
+    ``configurable``), so one tool list serves every user unless ``user_id`` / ``agent_id`` bind it.
     """
+    bound = _binding(user_id, agent_id)
+
     def search_memory(query: str, config: RunnableConfig) -> list[dict[str, Any]]:
         """Search long-term memory for facts relevant to the query; returns ids and texts."""
-        hits = store.search(resolve_namespace(namespace, config), query=query, limit=top_k)
+        hits = store.search(resolve_namespace(namespace, config, acting(config, bound, store)), query=query, limit=top_k)
         return [{"id": h.key, "text": memory_text(h.value), "score": h.score} for h in hits]
 
     def save_memory(text: str, config: RunnableConfig) -> str:
         """Save a fact or preference about the user to long-term memory; returns its id."""
         if not text or not text.strip():
             raise InvalidInputError("save_memory needs non-empty text")
-        return _save(store, resolve_namespace(namespace, config), text, config)
+        scope = acting(config, bound, store)
+        return _save(store, resolve_namespace(namespace, config, scope), text, config, scope)
 
     def forget_memory(memory_id: str, config: RunnableConfig) -> str:
         """Forget (delete) one memory by the id search_memory returned."""
-        ns = resolve_namespace(namespace, config)
+        ns = resolve_namespace(namespace, config, acting(config, bound, store))
         if store.get(ns, memory_id) is None:
             return f"no memory {memory_id!r}"
         store.delete(ns, memory_id)

@@ -9,12 +9,23 @@ Serialisation: LangGraph's own serializer (``JsonPlusSerializer``: msgpack, no p
 serializer is refused, and a stored type the serializer cannot read raises
 :class:`CheckpointSerdeError` instead of LangGraph's bare ``NotImplementedError``.
 
-Governance: when the config carries ``user_id``, the first write records it as the thread's owner and
-another user's reads and writes of that thread are refused (``AccessDeniedError``, audited).
-``MemOSSaver.from_mos`` additionally checks the user's access to the cube through ``MOS``.
+Who is acting: the user of a call is resolved by :func:`memos_integrations.access.resolve_scope`, in the
+order the saver's binding (``MemOSSaver(cube, user_id=...)`` / ``saver.for_user(...)``) > the run's
+``context=`` > ``config["configurable"]["user_id"]`` (an int id is its string). Calls that take no config
+(``copy_thread``, ``delete_thread``, ``prune``, ``delete_for_runs``, ``list(None)``) use the binding, or
+the run they are made in.
+
+Governance: the first write with a user records them as the thread's owner; every operation with a
+user checks it: another user's reads, writes, copies, prunes and deletions of that thread are refused,
+``list`` returns only the user's threads, and the configs the saver hands back keep the ``user_id`` (so
+replaying from ``get_state_history`` still knows who is acting). With ``require_user=True`` a call
+without a user is refused. ``MemOSSaver.from_mos`` always requires a user and checks their access to
+the cube through ``MOS``. Every refusal is audited in the cube; no error names another user.
 
 Sync/async policy: the core is synchronous; every ``a*`` method runs its sync twin in a worker thread
-(``asyncio.to_thread``), so the event loop never blocks on SQLite.
+(:func:`memos_integrations.aio.in_thread`), so the event loop never blocks on SQLite.
+:class:`AsyncMemOSSaver` (made inside a running loop) refuses a sync call from that loop's thread, as
+LangGraph's ``AsyncSqliteSaver`` does.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import asyncio
 import builtins
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +54,12 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from ..errors import AccessDeniedError, InvalidInputError, InvalidTypeError
+from ..access import deny, normalize_id, resolve_scope
+from ..aio import in_thread, refuse_on_loop
+from ..errors import AccessDeniedError, InvalidInputError
+from ..face_api import CubeAPI, as_cube
 from ..items import to_epoch, utcnow
+from .access import current_config
 from .errors import CheckpointSerdeError, ThreadNotFoundError
 
 _SCHEMA = """
@@ -127,54 +142,111 @@ class MemOSSaver(BaseCheckpointSaver[int]):
 
     def __init__(
         self, cube: Any, *, serde: SerializerProtocol | None = None, authorize: Authorize | None = None,
+        user_id: str | int | None = None, require_user: bool = False,
     ) -> None:
+        """Args:
+            cube: the cube whose SQLite keeps the threads.
+            serde: a serializer without pickle (default ``JsonPlusSerializer``; ``EncryptedSerializer`` fits).
+            authorize: ``(user_id, "read" | "write")`` -> None or raise, run for every call with a user.
+            user_id: bind the saver to one user: every call acts for them, a run naming another is refused.
+            require_user: refuse (audited) every call that does not say which user it acts for.
+
+        Raises:
+            InvalidInputError: a pickle-enabled serializer.
+            InvalidTypeError: ``cube`` is not a cube.
+        """
         if getattr(serde, "pickle_fallback", False) or getattr(getattr(serde, "serde", None), "pickle_fallback", False):
             raise InvalidInputError(
                 "this saver never stores pickle: pass a serializer without pickle_fallback "
                 "(the default JsonPlusSerializer, or EncryptedSerializer around it)"
             )
         super().__init__(serde=serde or JsonPlusSerializer())
-        if not hasattr(cube, "store") or not hasattr(cube.store, "transaction"):
-            raise InvalidTypeError(f"MemOSSaver needs a MemCube, got {type(cube).__name__}")
-        self.cube = cube
-        self.db = cube.store
+        self.cube: CubeAPI = as_cube(cube, "MemOSSaver")
+        self.db = self.cube.store
         self.authorize = authorize
+        self.user_id = normalize_id(user_id)
+        self.require_user = bool(require_user)
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by AsyncMemOSSaver
         self.setup()
+
+    def for_user(self, user_id: str | int) -> MemOSSaver:
+        """A saver over the same cube bound to ``user_id`` (same serializer, authorisation and strictness)."""
+        bound = type(self).__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        bound.user_id = normalize_id(user_id)
+        if bound.user_id is None:
+            raise InvalidInputError("for_user needs a user id")
+        return bound
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     @contextmanager
     def from_conn_string(
         cls, path: str | Path, *, embedder: Any = None, serde: SerializerProtocol | None = None,
+        require_user: bool = False,
     ) -> Iterator[MemOSSaver]:
         """Open (or create) the cube directory at ``path`` and yield a saver over it; closes the cube after."""
         from ..cube import MemCube
 
         cube = MemCube.init_from_dir(path, embedder=embedder)
         try:
-            yield cls(cube, serde=serde)
+            yield cls(cube, serde=serde, require_user=require_user)
         finally:
             cube.close()
 
     @classmethod
     def from_mos(cls, mos: Any, cube_id: str, *, serde: SerializerProtocol | None = None) -> MemOSSaver:
-        """A saver over a cube registered in ``mos``; each call's ``user_id`` needs access to that cube."""
+        """A saver over a cube registered in ``mos``: every call needs a user with access to that cube
+        (a call without one is refused, never let through unchecked)."""
         def authorize(user_id: str, need: str) -> None:
             mos.cube(cube_id, user_id=user_id, access=need)
 
-        return cls(mos._cube(cube_id), serde=serde, authorize=authorize)
+        return cls(mos._cube(cube_id), serde=serde, authorize=authorize, require_user=True)
 
     def setup(self) -> None:
         """Create the checkpoint tables in the cube's database (idempotent; run by the constructor)."""
         self.db.ensure_schema(_SCHEMA)
 
+    # -- who is acting ----------------------------------------------------------------------------
+    def _user(self, config: RunnableConfig | None, need: str, what: str, target: str) -> str | None:
+        """The user this call acts for (binding > run context > configurable), authorised for ``need``.
+
+        Raises:
+            AccessDeniedError: no user while ``require_user``; the run names another user than the
+                binding; ``authorize`` refuses (each audited).
+        """
+        if self.loop is not None:  # AsyncMemOSSaver: no blocking call from its own loop's thread
+            refuse_on_loop(self.loop, f"MemOSSaver.{what}")
+        if config is None:
+            config = current_config()
+        scope = resolve_scope(bound={"user_id": self.user_id} if self.user_id else None, config=config,
+                              audit=self.cube.audit, what="this saver", fields=("user_id",))
+        user = scope.user_id
+        if user is None:
+            if self.require_user:
+                raise deny(self.cube.audit, f"checkpoint_{need}", None, target,
+                           f"{what} needs a user (this saver requires one): pass config={{'configurable': "
+                           "{'user_id': ...}}, context={'user_id': ...}, or use saver.for_user(user_id)")
+            return None
+        if self.authorize is not None:
+            try:
+                self.authorize(user, need)
+            except AccessDeniedError as exc:
+                raise deny(self.cube.audit, f"checkpoint_{need}", user, target, str(exc)) from None
+        return user
+
+    def _config(self, thread_id: str, ns: str, checkpoint_id: str, user: str | None) -> RunnableConfig:
+        """A config the saver hands back: it keeps the user, so replaying from it still knows who acts."""
+        conf: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
+        if user is not None:
+            conf["user_id"] = user
+        return {"configurable": conf}
+
     # -- reads ----------------------------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         conf = _configurable(config)
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "") or ""
-        user = _config_user(conf)
-        if user is not None and self.authorize is not None:
-            self.authorize(user, "read")
+        user = self._user(config, "read", "get_tuple", f"thread:{thread_id}")
         checkpoint_id = get_checkpoint_id(config)
         rows = self.db.read(
             _GET_SQL[bool(checkpoint_id), user is not None], (thread_id, ns, checkpoint_id) if checkpoint_id else (thread_id, ns),
@@ -189,9 +261,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             self._check_owner(user, thread_id, first[11], "read")
         cid, parent_id, type_, blob, metadata = first[:5]
         return CheckpointTuple(
-            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
+            self._config(thread_id, ns, cid, user),
             self._loads(type_, blob, "checkpoint", cid), json.loads(metadata),
-            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}} if parent_id else None,
+            self._config(thread_id, ns, parent_id, user) if parent_id else None,
             self._pending([r[5:11] for r in rows]) if first[5] is not None else [],
         )
 
@@ -199,20 +271,27 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None, limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
+        """Checkpoints, newest first; with a user, only that user's threads (another's thread is refused)."""
+        conf = (config or {}).get("configurable") or {}
+        thread_id = None if conf.get("thread_id") in (None, "") else str(conf["thread_id"])
+        user = self._user(config, "read", "list", f"thread:{thread_id}" if thread_id else "threads")
         where: builtins.list[str] = []
         params: builtins.list[Any] = []
-        if config is not None:
-            conf = _configurable(config)
-            if conf.get("thread_id") is not None:
-                self._check_user(conf, str(conf["thread_id"]), "read")
-                where.append("thread_id = ?")
-                params.append(str(conf["thread_id"]))
-            if conf.get("checkpoint_ns") is not None:
-                where.append("checkpoint_ns = ?")
-                params.append(conf["checkpoint_ns"])
-            if checkpoint_id := conf.get("checkpoint_id"):
-                where.append("checkpoint_id = ?")
-                params.append(checkpoint_id)
+        if thread_id is not None:
+            if user is not None:
+                owner = _first(self.db.read("SELECT user_id FROM lg_threads WHERE thread_id=?", (thread_id,)))
+                self._check_owner(user, thread_id, owner[0] if owner else None, "read")
+            where.append("thread_id = ?")
+            params.append(thread_id)
+        elif user is not None:  # every thread: only the user's own
+            where.append("thread_id IN (SELECT thread_id FROM lg_threads WHERE user_id = ?)")
+            params.append(user)
+        if conf.get("checkpoint_ns") is not None:
+            where.append("checkpoint_ns = ?")
+            params.append(conf["checkpoint_ns"])
+        if checkpoint_id := conf.get("checkpoint_id"):
+            where.append("checkpoint_id = ?")
+            params.append(checkpoint_id)
         for key, value in (filter or {}).items():
             sql, p = _metadata_predicate(key, value)
             where.append(sql)
@@ -231,15 +310,15 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             groups.setdefault((row[0], row[1], row[2]), []).append(row)
         # newest first (a stable sort of the few chosen checkpoints, cheaper than a second SQL sort of the joined rows)
         for group in sorted(groups.values(), key=lambda g: g[0][2], reverse=True):
-            yield self._tuple(group)  # decoded one at a time, as the caller iterates
+            yield self._tuple(group, user)  # decoded one at a time, as the caller iterates
 
-    def _tuple(self, rows: Sequence[tuple[Any, ...]]) -> CheckpointTuple:
+    def _tuple(self, rows: Sequence[tuple[Any, ...]], user: str | None) -> CheckpointTuple:
         """One checkpoint from its ``_LIST_HEAD`` rows (its columns, then a pending write's or NULLs)."""
         thread_id, ns, cid, parent_id, type_, blob, metadata = rows[0][:7]
         return CheckpointTuple(
-            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}},
+            self._config(thread_id, ns, cid, user),
             self._loads(type_, blob, "checkpoint", cid), json.loads(metadata),
-            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}} if parent_id else None,
+            self._config(thread_id, ns, parent_id, user) if parent_id else None,
             self._pending([r[7:] for r in rows]) if rows[0][7] is not None else [],
         )
 
@@ -264,6 +343,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
     ) -> RunnableConfig:
         conf = _configurable(config)
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "") or ""
+        user = self._user(config, "write", "put", f"thread:{thread_id}")
         type_, blob = self._dumps(checkpoint)
         md = get_serializable_checkpoint_metadata(config, metadata)
         try:
@@ -271,14 +351,14 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
         run_id = md.get("run_id")
-        with self.db.transaction() as c:  # owner check and row write commit together
-            self._check_user(conf, thread_id, "write", c)
+        with self._tx() as (c, audit):  # owner check and row write commit together
+            self._claim(c, user, thread_id, audit)
             c.execute(
                 "INSERT OR REPLACE INTO lg_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (thread_id, ns, checkpoint["id"], conf.get("checkpoint_id"), type_, blob, md_json,
                  None if run_id is None else str(run_id), to_epoch(utcnow())),
             )
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+        return self._config(thread_id, ns, checkpoint["id"], user)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
         conf = _configurable(config)
@@ -286,14 +366,15 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         checkpoint_id = conf.get("checkpoint_id")
         if not checkpoint_id:
             raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id'] (the checkpoint the writes belong to)")
+        user = self._user(config, "write", "put_writes", f"thread:{thread_id}")
         rows = [
             (thread_id, ns, str(checkpoint_id), task_id, task_path, WRITES_IDX_MAP.get(channel, idx), channel, *self._dumps(value))
             for idx, (channel, value) in enumerate(writes)
         ]
         # special channels (errors, interrupts) replace; regular writes are idempotent per (task, idx)
         verb = "INSERT OR REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "INSERT OR IGNORE"
-        with self.db.transaction() as c:
-            self._check_user(conf, thread_id, "write", c)
+        with self._tx() as (c, audit):
+            self._claim(c, user, thread_id, audit)
             c.executemany(f"{verb} INTO lg_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _dumps(self, obj: Any) -> tuple[str, bytes]:
@@ -303,17 +384,26 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         return type_, blob
 
     def delete_thread(self, thread_id: str) -> None:
-        with self.db.transaction() as c:
+        """Delete a thread's checkpoints and writes; with a user, only a thread that is theirs (or nobody's)."""
+        tid = str(thread_id)
+        user = self._user(None, "write", "delete_thread", f"thread:{tid}")
+        with self._tx() as (c, audit):
+            self._owned(c, user, [tid], "delete", audit)
             for table in ("lg_checkpoints", "lg_writes", "lg_threads"):
-                c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
+                c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (tid,))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Delete the checkpoints written by ``run_ids`` (any thread, any namespace) and their writes."""
+        """Delete the checkpoints written by ``run_ids`` (any thread, any namespace) and their writes;
+        with a user, refused (nothing deleted) if any of them lies in another user's thread."""
         ids = [str(r) for r in run_ids]
+        user = self._user(None, "write", "delete_for_runs", "runs")
         if not ids:
             return
         marks = ",".join("?" * len(ids))
-        with self.db.transaction() as c:
+        with self._tx() as (c, audit):
+            threads = [r[0] for r in c.execute(
+                f"SELECT DISTINCT thread_id FROM lg_checkpoints WHERE run_id IN ({marks})", ids).fetchall()]
+            self._owned(c, user, threads, "delete", audit)
             c.execute(
                 "DELETE FROM lg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN "
                 f"(SELECT thread_id, checkpoint_ns, checkpoint_id FROM lg_checkpoints WHERE run_id IN ({marks}))", ids,
@@ -321,9 +411,16 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             c.execute(f"DELETE FROM lg_checkpoints WHERE run_id IN ({marks})", ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copy every checkpoint (all namespaces, the whole parent chain) and write of a thread to another id."""
+        """Copy every checkpoint (all namespaces, the whole parent chain) and write of a thread to another id.
+
+        With a user, the source must be theirs (or nobody's), the target must not be another user's,
+        and the copy belongs to the user.
+        """
         src, dst = str(source_thread_id), str(target_thread_id)
-        with self.db.transaction() as c:
+        user = self._user(None, "write", "copy_thread", f"thread:{src}")
+        with self._tx() as (c, audit):
+            self._owned(c, user, [src], "read", audit)
+            self._owned(c, user, [dst], "write", audit)
             if c.execute("SELECT 1 FROM lg_checkpoints WHERE thread_id=? LIMIT 1", (src,)).fetchone() is None:
                 raise ThreadNotFoundError(f"thread {src!r} has no checkpoints in cube {self.cube.cube_id!r}; nothing to copy")
             c.execute(
@@ -334,24 +431,32 @@ class MemOSSaver(BaseCheckpointSaver[int]):
                 "INSERT OR REPLACE INTO lg_writes SELECT ?, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
                 "channel, type, value FROM lg_writes WHERE thread_id=?", (dst, src),
             )
-            c.execute(
-                "INSERT OR IGNORE INTO lg_threads SELECT ?, user_id, ? FROM lg_threads WHERE thread_id=?",
-                (dst, to_epoch(utcnow()), src),
-            )
+            if user is not None:
+                c.execute("INSERT OR IGNORE INTO lg_threads VALUES (?, ?, ?)", (dst, user, to_epoch(utcnow())))
+            else:
+                c.execute(
+                    "INSERT OR IGNORE INTO lg_threads SELECT ?, user_id, ? FROM lg_threads WHERE thread_id=?",
+                    (dst, to_epoch(utcnow()), src),
+                )
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Drop old checkpoints: ``keep_latest`` keeps the newest per namespace, ``delete`` drops all.
 
         ``keep_latest`` is DeltaChannel-aware: it also keeps the ancestors (and their writes) that a
-        kept checkpoint's delta channels still need, up to the nearest stored value of each.
+        kept checkpoint's delta channels still need, up to the nearest stored value of each. With a
+        user, every thread must be theirs (or nobody's); otherwise nothing is pruned.
         """
         if strategy not in ("keep_latest", "delete"):
             raise InvalidInputError(f"unknown prune strategy {strategy!r}; use 'keep_latest' or 'delete'")
-        for thread_id in map(str, thread_ids):
-            if strategy == "delete":
-                self.delete_thread(thread_id)
-                continue
-            with self.db.transaction() as c:
+        threads = [str(t) for t in thread_ids]
+        user = self._user(None, "write", "prune", "threads")
+        with self._tx() as (c, audit):
+            self._owned(c, user, threads, "prune", audit)
+            for thread_id in threads:
+                if strategy == "delete":
+                    for table in ("lg_checkpoints", "lg_writes", "lg_threads"):
+                        c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+                    continue
                 rows = c.execute(
                     "SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata "
                     "FROM lg_checkpoints WHERE thread_id=? ORDER BY checkpoint_ns, checkpoint_id DESC", (thread_id,),
@@ -364,73 +469,143 @@ class MemOSSaver(BaseCheckpointSaver[int]):
                     )
 
     # -- access ---------------------------------------------------------------------------------
-    def _check_user(self, conf: dict[str, Any], thread_id: str, need: str, conn: Any = None) -> None:
-        """Enforce thread ownership (and cube access, with ``authorize``) for the config's user_id."""
-        user = _config_user(conf)
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[Any, Callable[..., None]]]:
+        """A write transaction and an audit sink whose entries are written after it ends: a denial
+        rolls the transaction back, and must not take its audit entry with it."""
+        held: builtins.list[tuple[Any, ...]] = []
+
+        def hold(action: str, principal: str | None, target: str | None, detail: Any = None, allowed: bool = True) -> None:
+            held.append((action, principal, target, detail, allowed))
+
+        try:
+            with self.db.transaction() as c:
+                yield c, hold
+        finally:
+            for action, principal, target, detail, allowed in held:
+                self.cube.audit(action, principal, target, detail, allowed=allowed)
+
+    def _claim(self, c: Any, user: str | None, thread_id: str, audit: Callable[..., None]) -> None:
+        """Inside a write transaction: refuse another user's thread; a user's first write makes it theirs."""
         if user is None:
             return
-        if self.authorize is not None:
-            self.authorize(user, need)
-        sql = "SELECT user_id FROM lg_threads WHERE thread_id=?"
-        row = conn.execute(sql, (thread_id,)).fetchone() if conn is not None else _first(self.db.read(sql, (thread_id,)))
+        row = c.execute("SELECT user_id FROM lg_threads WHERE thread_id=?", (thread_id,)).fetchone()
         if row is None:
-            if conn is not None and need == "write":
-                conn.execute("INSERT INTO lg_threads VALUES (?, ?, ?)", (thread_id, user, to_epoch(utcnow())))
-            return
-        self._check_owner(user, thread_id, row[0], need)
+            c.execute("INSERT INTO lg_threads VALUES (?, ?, ?)", (thread_id, user, to_epoch(utcnow())))
+        elif row[0] is None:
+            c.execute("UPDATE lg_threads SET user_id=? WHERE thread_id=?", (user, thread_id))
+        else:
+            self._check_owner(user, thread_id, row[0], "write", audit)
 
-    def _check_owner(self, user: str, thread_id: str, owner: str | None, need: str) -> None:
+    def _owned(self, c: Any, user: str | None, thread_ids: Sequence[str], need: str, audit: Callable[..., None]) -> None:
+        """Refuse (audited) if any of ``thread_ids`` belongs to another user than ``user``."""
+        if user is None or not thread_ids:
+            return
+        for start in range(0, len(thread_ids), 500):
+            chunk = list(thread_ids[start : start + 500])
+            rows = c.execute(
+                f"SELECT thread_id, user_id FROM lg_threads WHERE thread_id IN ({','.join('?' * len(chunk))}) "
+                "AND user_id IS NOT NULL AND user_id != ?", [*chunk, user],
+            ).fetchall()
+            if rows:
+                self._check_owner(user, rows[0][0], rows[0][1], need, audit)
+
+    def _check_owner(self, user: str, thread_id: str, owner: str | None, need: str,
+                     audit: Callable[..., None] | None = None) -> None:
         if owner is not None and owner != user:
-            self.cube.audit(f"checkpoint_{need}", user, f"thread:{thread_id}", {"owner": owner}, allowed=False)
-            raise AccessDeniedError(
-                f"user {user!r} may not {need} thread {thread_id!r}, which belongs to {owner!r}; "
-                "use your own thread_id, or have the owner copy the thread for you"
+            # the audit keeps the owner for whoever reviews it; the error names only the caller
+            raise deny(
+                audit or self.cube.audit, f"checkpoint_{need}", user, f"thread:{thread_id}",
+                f"user {user!r} may not {need} thread {thread_id!r}: it belongs to another user; "
+                "use your own thread_id, or have its owner copy the thread for you",
+                {"owner": owner},
             )
 
     # -- async twins: the same work in a worker thread ----------------------------------------------
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
+        return await in_thread(self.get_tuple, config)
 
     async def alist(
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None, limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        found = await asyncio.to_thread(lambda: [*self.list(config, filter=filter, before=before, limit=limit)])
+        found = await in_thread(lambda: [*self.list(config, filter=filter, before=before, limit=limit)])
         for tup in found:
             yield tup
 
     async def aput(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+        return await in_thread(self.put, config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "",
     ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+        await in_thread(self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
+        await in_thread(self.delete_thread, thread_id)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
+        await in_thread(self.delete_for_runs, run_ids)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+        await in_thread(self.copy_thread, source_thread_id, target_thread_id)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy))
+        await in_thread(lambda: self.prune(thread_ids, strategy=strategy))
+
+
+class AsyncMemOSSaver(MemOSSaver):
+    """:class:`MemOSSaver` for async applications: made inside the running event loop, it refuses a
+    synchronous call from that loop's thread (which would stall every other task), as LangGraph's
+    ``AsyncSqliteSaver`` does; the ``a*`` methods work as in :class:`MemOSSaver`.
+
+    Example:
+        >>> import asyncio, tempfile
+        >>> from memos_integrations import MemCube
+        >>> async def main() -> str:
+        ...     cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
+        ...     saver = AsyncMemOSSaver(cube)
+        ...     try:
+        ...         saver.get_tuple({"configurable": {"thread_id": "t"}})
+        ...     except InvalidInputError as exc:
+        ...         return str(exc).split(";")[0]
+        ...     finally:
+        ...         cube.close()
+        ...     return "not refused"
+        >>> asyncio.run(main())
+        'synchronous MemOSSaver.get_tuple called from the event loop this component runs on'
+    """
+
+    def __init__(self, cube: Any, **kwargs: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise InvalidInputError(
+                "AsyncMemOSSaver is made inside a running event loop (async code); use MemOSSaver elsewhere"
+            ) from None
+        super().__init__(cube, **kwargs)
+        self.loop = loop
+
+    @classmethod
+    @asynccontextmanager
+    async def afrom_conn_string(
+        cls, path: str | Path, *, embedder: Any = None, serde: SerializerProtocol | None = None,
+        require_user: bool = False,
+    ) -> AsyncIterator[AsyncMemOSSaver]:
+        """Open (or create) the cube at ``path`` in a worker thread and yield an async saver; closes it after."""
+        from ..cube import MemCube
+
+        cube = await in_thread(MemCube.init_from_dir, path, embedder=embedder)
+        try:
+            yield cls(cube, serde=serde, require_user=require_user)
+        finally:
+            await in_thread(cube.close)
 
 
 def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
-
-
-def _config_user(conf: dict[str, Any]) -> str | None:
-    user = conf.get("user_id")
-    if user is not None and (not isinstance(user, str) or not user):
-        raise InvalidTypeError(f"config user_id must be a non-empty string, got {user!r}")
-    return user
 
 
 def _configurable(config: RunnableConfig) -> dict[str, Any]:

@@ -17,12 +17,24 @@ TTL: ``supports_ttl = True``; ``ttl`` minutes per item (or ``ttl={"default_ttl":
 read unless ``refresh_ttl=False``; expired items are invisible at once and removed by ``sweep_ttl()``
 or the sweeper thread (``start_ttl_sweeper``; automatic with ``sweep_interval_minutes``).
 
-Sync/async policy: the core is synchronous; ``abatch`` runs ``batch`` in a worker thread.
+Who is acting: ``batch`` / ``abatch`` read the run's principal (``user_id`` / ``agent_id`` from the run's
+``context=`` or ``config["configurable"]``, see :mod:`.access`) and check every op against ``policy``
+(a default :class:`NamespacePolicy` when none is given) before any runs; searches and namespace listings
+are filtered to what the principal may read. Outside a run the store acts for the application, unchecked.
+
+Robustness: a blank query ranks by its embedding alone (as ``InMemoryStore`` does, no error); a query
+longer than the cube's ``max_text_chars`` is clipped; an indexed text longer than that is indexed in
+pieces (``path#i``), so a 40k-character message is stored and found instead of refused.
+
+Embedder identity: a custom ``index={"embed": ...}`` must compute the cube's vector space: its
+fingerprint (the embedding of a fixed probe text) is compared with the cube's, not only its dimension.
+
+Sync/async policy: the core is synchronous; ``abatch`` runs ``batch`` in a worker thread
+(:func:`memos_integrations.aio.in_thread`, which carries the run's context along).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -45,10 +57,14 @@ from langgraph.store.base import (
     ensure_embeddings,
 )
 
-from ..errors import InvalidInputError, InvalidTypeError
+from ..aio import in_thread
+from ..errors import EmbedderMismatchError, InvalidInputError, InvalidTypeError
+from ..face_api import CubeAPI, as_cube
 from ..items import LIVE_STATES, Kind, MemoryItem, from_epoch
+from ..textual.embed import LangChainEmbedder
 from ..textual.filters import MemoryFilter
 from . import store_logic as L
+from .access import NamespacePolicy, Principal, current_config, run_principal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lg_store_ns (ns TEXT PRIMARY KEY);
@@ -106,11 +122,24 @@ class MemOSStore(BaseStore):
         policy: Any = None,
         kind: Kind | str = Kind.FACT,
     ) -> None:
-        if not hasattr(cube, "text_mem"):
-            raise InvalidTypeError(f"MemOSStore needs a MemCube, got {type(cube).__name__}")
-        self.cube, self.db = cube, cube.store
+        """Args:
+            cube: the cube holding values (SQLite) and their index items (its memories).
+            index: ``True``, ``{"fields": [...]}`` (the cube's embedder) or ``{"dims", "embed", "fields"}``;
+                a custom ``embed`` must be the cube's model (checked by fingerprint).
+            ttl: LangGraph's ``TTLConfig`` (minutes).
+            scope: namespace -> cube scope (``user_id`` / ``agent_id``) of index items.
+            plan: the cube's retrieval plan for semantic search.
+            policy: who may read/write which namespaces; default ``NamespacePolicy(cube)``.
+            kind: the memory kind of index items.
+
+        Raises:
+            EmbedderMismatchError: ``index["embed"]`` computes another vector space than the cube's.
+        """
+        self.cube: CubeAPI = as_cube(cube, "MemOSStore")
+        self.db = self.cube.store
         self.ttl_config = ttl
-        self.scope, self.plan, self.policy, self.kind = scope, plan, policy, Kind(kind)
+        self.scope, self.plan, self.kind = scope, plan, Kind(kind)
+        self.policy: NamespacePolicy = policy if policy is not None else NamespacePolicy(self.cube)
         self.clock: Callable[[], float] = time.time
         self.index_config, self.fields, self._embeddings = self._index(index)
         self._sweeper: threading.Thread | None = None
@@ -130,14 +159,58 @@ class MemOSStore(BaseStore):
                 "a cube keeps one vector space: use its embedder (omit 'embed') or a cube built with yours"
             )
         embeddings = ensure_embeddings(config["embed"]) if config.get("embed") is not None else None
+        if embeddings is not None:
+            self._check_same_space(config["embed"], embeddings)
         return config, list(config.get("fields") or ["$"]), embeddings
+
+    def _check_same_space(self, given: Any, embeddings: Any) -> None:
+        """Same dimension is not same model: compare what the given embedder computes with the cube's."""
+        ours = self.cube.embedder
+        if given is ours or given is getattr(ours, "embeddings", None):
+            return
+        theirs = LangChainEmbedder(embeddings, name="index['embed']")
+        if theirs.dimension != ours.dimension or theirs.fingerprint != ours.fingerprint:
+            raise EmbedderMismatchError(
+                f"index['embed'] computes another vector space ({theirs.dimension} dims, fingerprint "
+                f"{theirs.fingerprint}) than cube {self.cube.cube_id!r}'s embedder {ours.name!r} ({ours.dimension} dims, "
+                f"fingerprint {ours.fingerprint}); omit 'embed' to use the cube's embedder, or use a cube built with yours"
+            )
 
     # -- the two primitives -----------------------------------------------------------------------
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        return self.run(list(ops))
+        return self.run_as(list(ops), self.acting())
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        return await asyncio.to_thread(self.run, list(ops))
+        return await in_thread(self.batch, list(ops))
+
+    # -- who is acting ------------------------------------------------------------------------------
+    def acting(self) -> Principal | None:
+        """The run's principal (None outside a run, or in a run naming nobody unless the policy is strict)."""
+        principal = run_principal(self.cube.audit)
+        if principal is None and self.policy.strict and current_config() is not None:
+            self.policy.refuse_anonymous_run()
+        return principal
+
+    def run_as(self, ops: list[Op], principal: Principal | None) -> list[Result]:
+        """:meth:`run` ``ops`` for ``principal``: every op checked first, reads filtered (None: unchecked)."""
+        if principal is None:
+            return self.run(ops)
+        for op in ops:
+            self._validate(op)
+        self.policy.check_ops(principal, ops)
+        needs_filter = any(isinstance(op, (SearchOp, ListNamespacesOp)) for op in ops)
+        return self.run(ops, principal=principal.audit_name,
+                        readable=self.policy.readable(principal) if needs_filter else None)
+
+    def put_as(self, principal: Principal | None, namespace: tuple[str, ...], key: str, value: Mapping[str, Any], *,
+               sources: Sequence[str], index: Any = None, ttl: float | None = None, created_by: str | None = None) -> None:
+        """``put`` with provenance for ``principal`` (checked; None: unchecked)."""
+        if principal is not None:
+            self.policy.check(principal, L.check_labels(namespace, for_write=True), "write")
+        if ttl is None and self.ttl_config:
+            ttl = self.ttl_config.get("default_ttl")
+        self.run([PutOp(namespace, key, value, index, ttl)],
+                 principal=created_by or (principal.audit_name if principal else None), sources={(namespace, key): sources})
 
     def run(
         self, ops: list[Op], *, principal: str | None = None, readable: L.Readable | None = None,
@@ -244,11 +317,15 @@ class MemOSStore(BaseStore):
         assert op.query is not None
         flt = MemoryFilter(parent_prefix=L.parent_of(op.namespace_prefix), states=list(LIVE_STATES))
         embed = self._embeddings.embed_query if self._embeddings else self.cube.embedder.embed_query
-        qvec = np.asarray(embed(op.query), np.float32)
+        # clipped to what the cube accepts (the embedder reads far fewer tokens anyway); a blank query
+        # ranks by its vector alone, as InMemoryStore does
+        query = op.query[: self._max_chars()]
+        qvec = np.asarray(embed(query), np.float32)
+        text = query if query.strip() else ""
         total: int | None = None
         pool = max(want * 3, 30)
         while True:
-            hits = self.cube.text_mem.search(op.query, flt, top_k=pool, plan=self.plan, query_vector=qvec)
+            hits = self.cube.text_mem.search(text, flt, top_k=pool, plan=self.plan, query_vector=qvec)
             best: dict[tuple[str, str], float] = {}
             for hit in hits:  # best first: the first hit of a key is its max (max-pooling over fields)
                 meta = hit.item.metadata.get("lg_store") or {}
@@ -266,6 +343,9 @@ class MemOSStore(BaseStore):
             return scored, []
         scoreless = [r for r in self._rows_under(op.namespace_prefix, now) if r[6] == "[]" and ok(r)]
         return scored, scoreless
+
+    def _max_chars(self) -> int:
+        return int(getattr(getattr(self.cube, "config", None), "max_text_chars", 0) or 32_000)
 
     def _rows_for(self, keys: Sequence[tuple[str, str]], now: float) -> dict[tuple[str, str], tuple[Any, ...]]:
         out: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -301,7 +381,7 @@ class MemOSStore(BaseStore):
                 continue
             ns = L.encode(op.namespace)
             scope = dict(self.scope(op.namespace))
-            for path, text in L.index_texts(op.value, op.index or self.fields):
+            for path, text in L.index_texts(op.value, op.index or self.fields, self._max_chars()):
                 items.append(MemoryItem(
                     text=text, id=L.index_item_id(ns, op.key, path), kind=self.kind,
                     user_id=scope.get("user_id"), agent_id=scope.get("agent_id"), cube_id=self.cube.cube_id,
@@ -355,10 +435,18 @@ class MemOSStore(BaseStore):
         self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any], *, sources: Sequence[str],
         principal: str | None = None, index: Any = None, ttl: float | None = None,
     ) -> None:
-        """``put`` that records where the memory came from (e.g. ``thread:t1``, ``checkpoint:...``)."""
-        if ttl is None and self.ttl_config:
-            ttl = self.ttl_config.get("default_ttl")
-        self.run([PutOp(namespace, key, value, index, ttl)], principal=principal, sources={(namespace, key): sources})
+        """``put`` that records where the memory came from (e.g. ``thread:t1``, ``checkpoint:...``).
+
+        Args:
+            namespace, key, value: as ``put``.
+            sources: provenance pointers stored on the index items.
+            principal: the ``created_by`` name (default: the run's principal); access is the run's.
+            index, ttl: as ``put``.
+
+        Raises:
+            AccessDeniedError: the run's principal may not write ``namespace`` (audited).
+        """
+        self.put_as(self.acting(), namespace, key, value, sources=sources, index=index, ttl=ttl, created_by=principal)
 
     # -- TTL ----------------------------------------------------------------------------------------
     def sweep_ttl(self) -> int:
@@ -398,7 +486,10 @@ class MemOSStore(BaseStore):
 
     # -- governance ---------------------------------------------------------------------------------
     def as_principal(self, principal: str) -> Any:
-        """A view of this store acting as ``principal`` (an agent or user), checked by ``self.policy``."""
+        """A view of this store acting as ``principal`` (an agent name), checked by ``self.policy``.
+
+        Not needed inside a run that names its ``agent_id`` / ``user_id``: the store itself checks those.
+        """
         from .access import ScopedStore
 
         return ScopedStore(self, principal)

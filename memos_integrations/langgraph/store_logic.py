@@ -167,15 +167,23 @@ def _apply(actual: Any, op: str, target: Any) -> bool:
 
 
 # -- what gets embedded -------------------------------------------------------------------------
-def index_texts(value: Mapping[str, Any], paths: Sequence[str] | None) -> list[tuple[str, str]]:
-    """(path label, text) pairs to index; an array path yields one text per element (``path.i``)."""
+def index_texts(value: Mapping[str, Any], paths: Sequence[str] | None, max_chars: int | None = None) -> list[tuple[str, str]]:
+    """(path label, text) pairs to index; an array path yields one text per element (``path.i``), and a text
+    longer than ``max_chars`` (what the cube accepts) one per piece (``path#i``).
+
+    >>> index_texts({"text": "abcdefg"}, ["text"], max_chars=3)
+    [('text#0', 'abc'), ('text#1', 'def'), ('text#2', 'g')]
+    """
     out: list[tuple[str, str]] = []
     for path in paths or ("$",):
         texts = [t for t in get_text_at_path(value, path if path == "$" else tokenize_path(path)) if t.strip()]
-        if len(texts) == 1:
-            out.append((path, texts[0]))
-        else:
-            out.extend((f"{path}.{i}", t) for i, t in enumerate(texts))
+        labelled = [(path, texts[0])] if len(texts) == 1 else [(f"{path}.{i}", t) for i, t in enumerate(texts)]
+        for label, text in labelled:
+            if max_chars is None or len(text) <= max_chars:
+                out.append((label, text))
+                continue
+            pieces = [text[i : i + max_chars] for i in range(0, len(text), max_chars)]
+            out.extend((f"{label}#{i}", piece) for i, piece in enumerate(pieces) if piece.strip())
     return out
 
 
