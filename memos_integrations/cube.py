@@ -50,10 +50,10 @@ from .textual.vector import ChromaIndex, VectorIndex
 
 FORMAT_VERSION = 1
 CUBE_FILE = "cube.json"
-#: Opening compares every id of the index with SQLite up to this many live items (about 0.1 s per
+#: Opening compares every id of the index with SQLite up to this many live items (0.1 to 0.15 s per
 #: 10,000 ids on the embedded index); above it only the counts are compared, and a drift with equal
 #: counts is left to ``MemCube.reconcile()`` (search re-checks hits against SQLite either way).
-VERIFY_IDS_MAX = 50_000
+VERIFY_IDS_MAX = 20_000
 
 
 class MemCube:

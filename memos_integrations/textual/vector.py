@@ -73,7 +73,10 @@ class ChromaIndex:
                 collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
         except Exception as exc:  # chromadb raises many types; one message that says where
-            raise BackendError(f"cannot open Chroma collection {collection!r}: {exc}") from exc
+            raise BackendError(
+                f"cannot open Chroma collection {collection!r} ({type(exc).__name__}: {exc}); if the index lives on "
+                "a Chroma server, check that it is running and reachable; the memories are safe in memory.db"
+            ) from exc
 
     @classmethod
     def persistent(cls, path: str | Path, collection: str) -> ChromaIndex:

@@ -171,3 +171,17 @@ def check_against_truth(cube: Any, logs: Sequence[str | Path], *, shared: Sequen
     )
     return {"acknowledged": sum(len(v) for v in acked.values()), "deleted": len(deleted_at),
             "searches": len(searches), "live": len(live)}
+
+
+def probe_open(path: str, out: str) -> None:
+    """Try to open a cube and write down whether this process was refused (CubeLockedError)."""
+    from memos_integrations import MemCube
+    from memos_integrations.errors import CubeLockedError
+
+    try:
+        cube = MemCube.open(path, embedder=HashEmbedder())
+    except CubeLockedError as exc:
+        Path(out).write_text(f"locked: {exc}")
+        return
+    Path(out).write_text("opened")
+    cube.close()

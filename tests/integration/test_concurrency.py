@@ -201,3 +201,52 @@ def test_writer_and_reader_processes_on_a_chroma_server_cube(chroma_server, tmp_
         live = {i.id for i in cube.get_all()}
         for w in WORDS:
             assert {h.item.id for h in cube.search(w, top_k=10)} <= live
+
+
+def test_open_repairs_an_index_whose_ids_differ_with_equal_counts(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "cube"
+    with MemCube.init_from_dir(path, embedder=embedder) as cube:
+        a, b = cube.add(memory=["Sana paints murals.", "Sana teaches judo."], user_id="sana")
+        cube.index.delete([a.id])  # one vector lost and one stale one added: the counts still match
+        cube.index.upsert(["ghost"], embedder.embed_documents(["a memory that was never stored"]), [{"user_id": "sana"}])
+        assert cube.index.count() == 2
+    with MemCube.open(path, embedder=embedder) as cube:
+        assert cube.index.ids() == {a.id, b.id}
+        assert cube.audit_log(limit=1)[0]["detail"] == {"replayed": 0, "added": 1, "removed": 1}
+
+
+def test_full_reconcile_removes_vectors_of_deleted_items_whose_queue_was_lost(cube) -> None:  # type: ignore[no-untyped-def]
+    keep, gone = cube.add(memory=["Tomas rows at dawn.", "Tomas sold his boat."], user_id="tomas")
+    tomb = gone.evolve(state="deleted", version=gone.version + 1)
+    cube.store.write_items([tomb], None)  # deleted in the truth, and its outbox row lost
+    cube.store.clear_outbox(cube.store.outbox_entries())
+    assert cube.index.ids() == {keep.id, gone.id}
+    assert cube.reconcile(full=True) == {"replayed": 0, "added": 0, "removed": 1}
+    assert cube.index.ids() == {keep.id}
+
+
+def test_a_failing_index_query_falls_back_to_exact_search(cube, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    from memos_integrations.errors import BackendError
+
+    target = cube.add(memory=["Uma keeps bees on the roof.", "Uma's car is blue."], user_id="uma")[0]
+    cube.text_mem.exact_search_max = 0
+
+    def broken(vector, k, where=None):  # type: ignore[no-untyped-def]
+        raise BackendError("Chroma query (k=30) on collection 'x' failed (RuntimeError: HNSW segment unreadable)")
+
+    monkeypatch.setattr(cube.index, "query", broken)
+    assert cube.search("honey bees", user_id="uma", top_k=1)[0].item.id == target.id
+    assert "scoring this search exactly" in caplog.text
+
+
+def test_chroma_errors_say_what_failed_and_what_to_do(cube, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from memos_integrations.errors import BackendError
+
+    def refuse(**kw):  # type: ignore[no-untyped-def]
+        raise KeyError(78)  # what a damaged index once answered: the message must still make sense
+
+    monkeypatch.setattr(cube.index.collection, "count", refuse)
+    with pytest.raises(BackendError) as err:
+        cube.index.count()
+    message = str(err.value)
+    assert "Chroma count on collection" in message and "KeyError: 78" in message and "reconcile()" in message
