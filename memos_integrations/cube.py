@@ -137,6 +137,8 @@ class MemCube:
     @classmethod
     def _create(cls, path: Path, config: CubeConfig, emb: Embedder, index: VectorIndex | None,
                 hold: CubeHold | None) -> MemCube:
+        if (path / CUBE_FILE).exists():  # another process created it while this one waited for the hold
+            raise InvalidInputError(f"{path} already holds a cube; open it with MemCube.open or init_from_dir")
         header = {
             "format_version": FORMAT_VERSION,
             "cube_id": config.cube_id,

@@ -126,7 +126,9 @@ def hold_cube(path: str, ready: str, seconds: float) -> None:
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """The rows a worker wrote; a last line cut by ``kill -9`` (never acknowledged) is skipped."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if not Path(path).exists():  # killed before it wrote anything
+        return rows
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
             rows.append(json.loads(line))

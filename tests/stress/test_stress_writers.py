@@ -48,7 +48,11 @@ def test_server_cube_writers_killed_mid_write(chroma_server, tmp_path: Path) -> 
         for p in writers + readers:
             p.start()
         victims = rng.sample(writers, rng.choice([1, 2]))
-        time.sleep(rng.uniform(4.0, 14.0))  # startup takes a few seconds: kill while they write
+        started = time.monotonic()
+        while not all(log.exists() and "start" in log.read_text() for log in round_logs):
+            assert time.monotonic() - started < 120, "the workers did not start"
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.5, 8.0))  # kill while they write
         for p in victims:
             os.kill(p.pid, signal.SIGKILL)  # type: ignore[arg-type]
             killed += 1
