@@ -440,7 +440,8 @@ class TextualMemory:
         """Bring the ANN index in line with SQLite: replay the outbox; with ``full``, diff all ids.
 
         ``full`` lists every id in the index (paged) and every live id in SQLite: vectors of deleted or
-        unknown items are removed, live items without one are added. Drains wait meanwhile.
+        unknown items are removed, live items without one are added (ids queued by writes that commit
+        meanwhile are left to their own drain). Drains wait meanwhile.
         """
         with self.write_lock.hold():
             replayed = self.sync_index()
@@ -448,8 +449,11 @@ class TextualMemory:
             if full:
                 live = {i for i, _, _ in self.store.indexable()}
                 indexed = self.index.ids()
-                orphans = sorted(indexed - live)
-                missing = sorted(live - indexed)
+                # committed since the drain above (another process, waiting for this lock): its own drain
+                # applies it; it is in flight, not drift
+                queued = {i for i, _ in self.store.outbox_entries()}
+                orphans = sorted(indexed - live - queued)
+                missing = sorted(live - indexed - queued)
                 self.index.delete(orphans)
                 if missing:
                     self.store.queue_index(missing)
