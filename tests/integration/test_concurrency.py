@@ -254,3 +254,24 @@ def test_chroma_errors_say_what_failed_and_what_to_do(cube, monkeypatch) -> None
         cube.index.count()
     message = str(err.value)
     assert "Chroma count on collection" in message and "KeyError: 78" in message and "reconcile()" in message
+
+
+def test_a_cube_written_before_outbox_sequence_numbers_opens_and_replays(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "cube"
+    with MemCube.init_from_dir(path, embedder=HashEmbedder()) as cube:
+        kept, pending = cube.add(memory=["Vera bakes rye bread.", "Vera sings alto."], user_id="vera")
+        cube.index.delete([pending.id])  # as if the process died before the index write
+    db = sqlite3.connect(path / "memory.db")  # the previous schema: no seq column
+    db.executescript(
+        "DROP INDEX vector_outbox_seq; DROP TABLE vector_outbox;"
+        "CREATE TABLE vector_outbox (item_id TEXT PRIMARY KEY, op TEXT NOT NULL);"
+        f"INSERT INTO vector_outbox VALUES ('{pending.id}', 'upsert');"
+    )
+    db.close()
+    with MemCube.open(path, embedder=HashEmbedder()) as cube:
+        assert cube.index.ids() == {kept.id, pending.id} and cube.store.outbox() == []
+        assert cube.audit_log(limit=1)[0]["detail"]["replayed"] == 1
+        cube.update(pending.id, text="Vera sings soprano now.")
+        assert cube.store.outbox() == [] and cube.history(pending.id)[-1].version == 2
