@@ -152,6 +152,24 @@ def test_an_embedded_cube_is_held_by_one_process(tmp_path: Path) -> None:
     assert _open_in_child(path) == "opened 1"  # closed here: another process may open it
 
 
+def test_a_forked_child_does_not_inherit_the_hold(tmp_path: Path) -> None:
+    from memos_integrations.cubelock import CubeHold
+
+    path = tmp_path / "cube"
+    with MemCube.init_from_dir(path, embedder=HashEmbedder()):
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's hold is the parent's, so the child is refused
+            try:
+                CubeHold(path).release()
+                code = 1
+            except CubeLockedError:
+                code = 0
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "a forked child shared its parent's hold on the cube"
+    CubeHold(path).release()  # and the child's exit did not leave the parent's lock behind
+
+
 def test_kill_9_of_the_holder_frees_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "cube"
     with MemCube.init_from_dir(path, embedder=HashEmbedder()) as cube:
