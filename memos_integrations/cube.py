@@ -11,6 +11,11 @@
 A cube opened with another embedder than the one it was built with is refused
 (:class:`EmbedderMismatchError`); a cube whose files cannot be read is :class:`CubeCorruptedError`.
 Opening replays index writes a crash left behind, so the ANN index always matches SQLite.
+
+Processes: an embedded cube (vectors in ``<cube>/vectors``) is held by one process from open to
+close (``<cube>/cube.lock``; a second process gets :class:`CubeLockedError`; the lock dies with its
+process). Within a process a cube may be opened several times and used from several threads. A cube
+whose vectors live on a Chroma server takes no such lock: several processes may write it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CubeConfig
+from .cubelock import CubeHold
 from .errors import (
     CubeCorruptedError,
     CubeNotFoundError,
@@ -44,6 +50,10 @@ from .textual.vector import ChromaIndex, VectorIndex
 
 FORMAT_VERSION = 1
 CUBE_FILE = "cube.json"
+#: Opening compares every id of the index with SQLite up to this many live items (0.1 to 0.15 s per
+#: 10,000 ids on the embedded index); above it only the counts are compared, and a drift with equal
+#: counts is left to ``MemCube.reconcile()`` (search re-checks hits against SQLite either way).
+VERIFY_IDS_MAX = 20_000
 
 
 class MemCube:
@@ -68,8 +78,11 @@ class MemCube:
         embedder: Embedder,
         store: SQLiteStore,
         index: VectorIndex,
+        hold: CubeHold | None = None,
     ) -> None:
         self.path = path.resolve()  # absolute: later writes (KV flush on close) must not follow a chdir
+        self._hold = hold  # this process's lock on an embedded cube, released by close()
+        self._closed = False
         self.config = config
         self.cube_id: str = config.cube_id or path.name
         self.embedder = embedder
@@ -113,6 +126,19 @@ class MemCube:
             config = config.model_copy(update={"vector": config.vector.model_copy(update={"collection": unique})})
         emb = as_embedder(embedder if embedder is not None else config.embedder)
         path.mkdir(parents=True, exist_ok=True)
+        hold = _hold(path, config)
+        try:
+            return cls._create(path, config, emb, index, hold)
+        except BaseException:
+            if hold is not None:
+                hold.release()
+            raise
+
+    @classmethod
+    def _create(cls, path: Path, config: CubeConfig, emb: Embedder, index: VectorIndex | None,
+                hold: CubeHold | None) -> MemCube:
+        if (path / CUBE_FILE).exists():  # another process created it while this one waited for the hold
+            raise InvalidInputError(f"{path} already holds a cube; open it with MemCube.open or init_from_dir")
         header = {
             "format_version": FORMAT_VERSION,
             "cube_id": config.cube_id,
@@ -124,17 +150,35 @@ class MemCube:
         tmp.write_text(json.dumps(header, indent=2))
         store = SQLiteStore(path / "memory.db")
         tmp.replace(path / CUBE_FILE)  # cube.json appears last: a half-created cube is not a cube
-        return cls(path, config, emb, store, index or _open_index(path, config))
+        return cls(path, config, emb, store, index or _open_index(path, config), hold)
 
     @classmethod
     def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None) -> MemCube:
-        """Open an existing cube; the embedder must be the one it was built with."""
+        """Open an existing cube; the embedder must be the one it was built with.
+
+        Raises:
+            CubeNotFoundError: no cube at ``path``.
+            CubeLockedError: another process holds this embedded cube (close it there, or use a Chroma server).
+            EmbedderMismatchError: ``embedder`` is not the one the cube was built with.
+            CubeCorruptedError: the cube's files cannot be read.
+        """
         path = Path(path)
         header = read_header(path)
         try:
             config = CubeConfig.model_validate(header["config"])
         except Exception as exc:
             raise CubeCorruptedError(f"{path / CUBE_FILE} has an invalid config: {exc}") from exc
+        hold = _hold(path, config)  # before anything loads: a refused open costs nothing
+        try:
+            return cls._open_held(path, header, config, embedder, index, hold)
+        except BaseException:
+            if hold is not None:
+                hold.release()
+            raise
+
+    @classmethod
+    def _open_held(cls, path: Path, header: dict[str, Any], config: CubeConfig, embedder: Any,
+                   index: VectorIndex | None, hold: CubeHold | None) -> MemCube:
         emb = as_embedder(embedder if embedder is not None else config.embedder)
         recorded = header["embedder"]
         # the fingerprint decides: same vectors under another name (numpy vs sentence-transformers) match
@@ -149,18 +193,29 @@ class MemCube:
                 f"{path} has a cube.json but no memory.db (the source of truth); restore it from a dump or export"
             )
         store = SQLiteStore(path / "memory.db")
-        cube = cls(path, config, emb, store, index or _open_index(path, config))
-        cube._recover()
+        try:
+            cube = cls(path, config, emb, store, index or _open_index(path, config), hold)
+        except BaseException:
+            store.close()
+            raise
+        try:
+            cube._recover()
+        except BaseException:
+            cube._hold = None  # the caller releases it
+            cube.close()
+            raise
         return cube
 
     load = open  # MemOS spelling
 
     def _recover(self) -> None:
-        """Replay index writes a crash left in the outbox; diff all ids if the counts disagree."""
+        """Replay index writes a crash left in the outbox; diff all ids if the counts disagree, or
+        always while the cube is small enough for that to be cheap (:data:`VERIFY_IDS_MAX`)."""
         report = self.text_mem.reconcile()
         live = self.store.count(MemoryFilter(states=[s for s in Lifecycle if s != Lifecycle.DELETED]))
-        if live != self.index.count():
-            report = self.text_mem.reconcile(full=True)
+        if live <= VERIFY_IDS_MAX or live != self.index.count():
+            full = self.text_mem.reconcile(full=True)
+            report = {k: report[k] + full[k] for k in report}
         if any(report.values()):
             self.audit("reconcile", "system", self.cube_id, report)
 
@@ -268,8 +323,25 @@ class MemCube:
         flt = MemoryFilter(user_id=user_id, session_id=session_id, kinds=kinds, states=states)
         return self.text_mem.list_items(flt, limit, offset)
 
-    def update(self, item_id: str, *, principal: str | None = None, **changes: Any) -> MemoryItem:
-        return self.text_mem.update(item_id, principal=principal, **changes)
+    def update(
+        self, item_id: str, *, principal: str | None = None, expected_version: int | None = None, **changes: Any
+    ) -> MemoryItem:
+        """Write a new version of ``item_id``; see :meth:`TextualMemory.update`.
+
+        Args:
+            item_id: the memory to change.
+            principal: who changes it.
+            expected_version: write only if the stored version is still this one, else ConflictError.
+            **changes: the fields to set (text, tags, metadata, state, ...).
+
+        Returns:
+            The new version. Concurrent updates each get their own version; none is overwritten.
+
+        Raises:
+            ItemNotFoundError: no live memory ``item_id``.
+            ConflictError: the stored version is not ``expected_version`` (re-read and retry).
+        """
+        return self.text_mem.update(item_id, principal=principal, expected_version=expected_version, **changes)
 
     def delete(self, ids: str | Sequence[str], *, principal: str | None = None) -> int:
         if not isinstance(ids, (str, list, tuple)):
@@ -434,11 +506,19 @@ class MemCube:
         return [i for i in present if [v.to_dict() for v in self.store.history(i)] != wanted[i]]
 
     def close(self) -> None:
-        # activation memory holds caches in RAM; spill them so a new process reloads, not recomputes
-        act = self.__dict__.get("act_mem")
-        if act is not None and hasattr(act, "flush"):
-            act.flush()
-        self.store.close()
+        """Flush, close the database and release this process's hold on the cube (once; again is a no-op)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # activation memory holds caches in RAM; spill them so a new process reloads, not recomputes
+            act = self.__dict__.get("act_mem")
+            if act is not None and hasattr(act, "flush"):
+                act.flush()
+            self.store.close()
+        finally:
+            if self._hold is not None:
+                self._hold.release()
 
     def __enter__(self) -> MemCube:
         return self
@@ -468,6 +548,11 @@ def read_header(path: Path) -> dict[str, Any]:
     except (ValueError, OSError) as exc:
         raise CubeCorruptedError(f"{file} is not a valid cube header ({exc}); restore it from a dump") from exc
     return header
+
+
+def _hold(path: Path, config: CubeConfig) -> CubeHold | None:
+    """This process's exclusive hold on an embedded cube (None: vectors on a server, shareable)."""
+    return CubeHold(path) if config.vector.mode == "persistent" else None
 
 
 def _open_index(path: Path, config: CubeConfig) -> VectorIndex:

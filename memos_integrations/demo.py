@@ -73,15 +73,6 @@ def run(home: Path | None = None) -> None:
     for version in cube.history(fact.id):
         print(f"  v{version.version}: {version.text}")
 
-    _say("persistence: a brand-new Python process opens the cube and searches it")
-    code = (
-        "from memos_integrations import MemCube; import sys;"
-        "c = MemCube.open(sys.argv[1]);"
-        "h = c.search('What is the name of Maya\\'s beagle?', top_k=1)[0];"
-        "print(f'  new process found: {h.item.text!r} sources={h.item.sources}')"
-    )
-    subprocess.run([sys.executable, "-c", code, str(cube.path)], check=True)
-
     _say("access control: Leo tries to read Maya's cube")
     try:
         mos.search("Maya's dog", user_id="leo", install_cube_ids=[cube_id])
@@ -99,6 +90,15 @@ def run(home: Path | None = None) -> None:
     except AccessDeniedError as exc:
         print(f"  a read share cannot write: {exc}")
     mos.close()
+    # an embedded cube is held by one process at a time, so the new process opens it once this one closed it
+    _say("persistence: a brand-new Python process opens the closed cube and searches it")
+    code = (
+        "from memos_integrations import MemCube; import sys;"
+        "c = MemCube.open(sys.argv[1]);"
+        "h = c.search('What is the name of Maya\\'s beagle?', top_k=1)[0];"
+        "print(f'  new process found: {h.item.text!r} sources={h.item.sources}')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(cube.path)], check=True)
     print("\ndemo finished: everything above ran offline on the embedded default.")
     if tmp is not None:
         tmp.cleanup()

@@ -5,18 +5,28 @@ cube untouched) -> one SQLite transaction (item, version, FTS row, vector, outbo
 index -> clear the outbox. A crash after the commit leaves outbox rows, which :meth:`reconcile`
 replays the next time the cube opens; the ANN index is never the only copy of anything.
 
+Concurrency: version numbers are read and assigned inside the write transaction (``BEGIN IMMEDIATE``),
+so concurrent writers of one memory queue up and each gets a version of its own; ``update`` can also
+compare-and-set (``expected_version``). Draining the outbox into the index is serialised by an
+:class:`~memos_integrations.cubelock.IndexWriteLock` (threads and processes). A write that committed
+never raises because the index could not be updated afterwards: its outbox rows stay queued, a
+warning is logged, and the next write, ``reconcile`` or open applies them. Search re-reads its final
+hits under the filter, so a memory deleted (or moved out of scope) meanwhile is not returned.
+
 Policy: synchronous. The faces' async methods run these in a worker thread.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, InvalidTypeError, ItemNotFoundError
+from ..cubelock import INDEX_LOCK_FILE, IndexWriteLock
+from ..errors import BackendError, ConflictError, InvalidInputError, InvalidTypeError, ItemNotFoundError
 from ..items import Edge, Kind, Lifecycle, MemoryItem, SearchHit, new_id, to_epoch, utcnow
 from . import retrieve as R
 from .embed import Embedder
@@ -25,6 +35,10 @@ from .graph import NEXT, GraphStore
 from .read import FastReader, MemoryReader, check_text, parse_timestamp
 from .store import SQLiteStore
 from .vector import VectorIndex
+
+_log = logging.getLogger(__name__)
+_REBASES = 50  # an update re-embeds and retries at most this often when others keep changing the text
+_DRAIN_BATCH = 2000
 
 
 class TextualMemory:
@@ -41,8 +55,11 @@ class TextualMemory:
         max_text_chars: int = 32_000,
         exact_search_max: int = 4096,
         reader: MemoryReader | None = None,
+        write_lock: IndexWriteLock | None = None,
     ) -> None:
         self.store, self.index, self.graph, self.embedder = store, index, graph, embedder
+        # one drain of the outbox at a time, across threads and processes sharing this database
+        self.write_lock = write_lock or IndexWriteLock(store.path.with_name(INDEX_LOCK_FILE))
         self.cube_id = cube_id
         self.max_text_chars = max_text_chars
         self.exact_search_max = exact_search_max
@@ -71,26 +88,27 @@ class TextualMemory:
             check_item(item, self.max_text_chars)
         if not items:
             return []
-        existing = self.store.get_items([i.id for i in items], include_deleted=True)
-        now = utcnow()
-        stored: list[MemoryItem] = []
-        for item in items:
-            old = existing.get(item.id)
-            changes: dict[str, Any] = {"cube_id": item.cube_id or self.cube_id, "updated_at": now}
-            if old is not None:  # same id again: a new version, never an overwrite
-                changes.update(version=old.version + 1, created_at=old.created_at)
-                if item.state == Lifecycle.DELETED:
-                    changes["state"] = Lifecycle.GENERATED
-            stored.append(item.evolve(**changes))
         if vectors is None:
-            vectors = self.embedder.embed_documents([i.embed_text for i in stored])
+            vectors = self.embedder.embed_documents([i.embed_text for i in items])
         else:
             vectors = np.asarray(vectors, dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[0] != len(stored):
-                raise InvalidInputError(f"got {vectors.shape[0] if vectors.ndim else 0} vectors for {len(stored)} items")
+            if vectors.ndim != 2 or vectors.shape[0] != len(items):
+                raise InvalidInputError(f"got {vectors.shape[0] if vectors.ndim else 0} vectors for {len(items)} items")
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self._check_dim(vectors)
-        self.store.write_items(stored, vectors)
+        with self.store.transaction():  # versions of existing ids are read where they are written
+            existing = self.store.get_items([i.id for i in items], include_deleted=True)
+            now = utcnow()
+            stored: list[MemoryItem] = []
+            for item in items:
+                old = existing.get(item.id)
+                changes: dict[str, Any] = {"cube_id": item.cube_id or self.cube_id, "updated_at": now}
+                if old is not None:  # same id again: a new version, never an overwrite
+                    changes.update(version=old.version + 1, created_at=old.created_at)
+                    if item.state == Lifecycle.DELETED:
+                        changes["state"] = Lifecycle.GENERATED
+                stored.append(item.evolve(**changes))
+            self.store.write_items(stored, vectors)
         if edges:
             self.graph.add_edges(edges)
         self._sync_after_commit()
@@ -123,48 +141,93 @@ class TextualMemory:
         edges = [Edge(a.id, b.id, NEXT) for a, b in zip(chain, chain[1:])]
         return self.add_items(items, edges)
 
-    def update(self, item_id: str, *, principal: str | None = None, **changes: Any) -> MemoryItem:
-        """Write a new version of ``item_id`` with ``changes`` (text, tags, metadata, state, ...)."""
-        current = self.get(item_id)
-        forbidden = {"id", "version", "created_at", "cube_id"} & set(changes)
-        if forbidden:
-            raise InvalidInputError(f"cannot change {sorted(forbidden)} of a memory; add a new memory instead")
-        for key in ("event_time", "valid_from", "valid_to"):
-            if key in changes:
-                changes[key] = parse_timestamp(changes[key])
+    def update(
+        self, item_id: str, *, principal: str | None = None, expected_version: int | None = None, **changes: Any
+    ) -> MemoryItem:
+        """Write a new version of ``item_id`` with ``changes`` (text, tags, metadata, state, ...).
+
+        The version number is taken inside the write transaction, so concurrent updates (threads, or
+        processes sharing the database) queue up and each gets a version of its own; none overwrites
+        another. Without ``expected_version`` the changes apply to the version that is current when the
+        write runs (fields not in ``changes`` keep what another writer stored meanwhile).
+
+        Args:
+            item_id: the memory to change.
+            principal: who changes it (recorded as ``created_by`` of the new version).
+            expected_version: compare-and-set: write only if the stored version is still this one.
+            **changes: fields of :class:`MemoryItem` to set.
+
+        Returns:
+            The new version, as stored.
+
+        Raises:
+            ItemNotFoundError: no live memory ``item_id`` (never added, or deleted meanwhile).
+            ConflictError: the stored version is not ``expected_version``; re-read the memory and retry.
+            InvalidInputError: a field that cannot be changed, or a value that cannot be stored.
+        """
+        if expected_version is not None and (isinstance(expected_version, bool) or not isinstance(expected_version, int)):
+            raise InvalidTypeError(f"expected_version is the integer version you read, got {expected_version!r}")
+        changes = _normalised_changes(changes)
+        embedded: dict[str, np.ndarray] = {}  # embed text -> vector, kept across attempts
+        for _ in range(_REBASES):
+            base = self.get(item_id)
+            self._check_expected(base, expected_version)
+            new = self._evolve(base, changes, principal)
+            if new.embed_text != base.embed_text and new.embed_text not in embedded:
+                vectors = self.embedder.embed_documents([new.embed_text])  # never inside the write lock
+                self._check_dim(vectors)
+                embedded[new.embed_text] = vectors[0]
+            with self.store.transaction():
+                current = self.store.get_items([item_id]).get(item_id)
+                if current is None:
+                    raise ItemNotFoundError(f"memory {item_id!r} was deleted while it was being updated; add it again")
+                self._check_expected(current, expected_version)
+                if current.version != base.version:  # another writer committed since we read: rebase onto it
+                    new = self._evolve(current, changes, principal)
+                    if new.embed_text != current.embed_text and new.embed_text not in embedded:
+                        continue  # the rebased text needs an embedding: leave the lock, embed, retry
+                vector = embedded.get(new.embed_text) if new.embed_text != current.embed_text else None
+                self.store.write_items([new], None if vector is None else vector[None, :])
+            self._sync_after_commit()
+            return new
+        raise ConflictError(
+            f"memory {item_id!r} changed {_REBASES} times while this update was being prepared; "
+            "re-read it and retry (or serialise writers of this memory)"
+        )
+
+    def _check_expected(self, item: MemoryItem, expected: int | None) -> None:
+        if expected is not None and item.version != expected:
+            raise ConflictError(
+                f"memory {item.id!r} is at version {item.version}, not the expected {expected}: another writer "
+                "changed it first; re-read it (get / history) and retry your change on the new version"
+            )
+
+    def _evolve(self, base: MemoryItem, changes: Mapping[str, Any], principal: str | None) -> MemoryItem:
         try:
-            if "state" in changes:
-                changes["state"] = Lifecycle(changes["state"])
-            if "kind" in changes:
-                changes["kind"] = Kind(changes["kind"])
-        except ValueError as exc:
-            raise InvalidInputError(
-                f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}"
-            ) from None
-        try:
-            new = current.evolve(**changes, version=current.version + 1, updated_at=utcnow(),
-                                 created_by=principal or current.created_by)
+            new = base.evolve(**changes, version=base.version + 1, updated_at=utcnow(),
+                              created_by=principal or base.created_by)
         except TypeError as exc:
             raise InvalidInputError(f"unknown field in update: {exc}") from None
         check_item(new, self.max_text_chars)
-        reembed = new.embed_text != current.embed_text
-        vectors = self.embedder.embed_documents([new.embed_text]) if reembed else None
-        if vectors is not None:
-            self._check_dim(vectors)
-        self.store.write_items([new], vectors)
-        self._sync_after_commit()
         return new
 
     def delete(self, ids: Sequence[str], *, principal: str | None = None) -> int:
-        """Tombstone ``ids``: their versions stay in ``history``; search no longer returns them."""
-        found = self.store.get_items(list(ids))
-        now = utcnow()
-        tombstones = [
-            it.evolve(state=Lifecycle.DELETED, version=it.version + 1, updated_at=now, created_by=principal or it.created_by)
-            for it in found.values()
-        ]
+        """Tombstone ``ids``: their versions stay in ``history``; search no longer returns them.
+
+        The tombstone's version is taken inside the write transaction (see :meth:`update`); an id
+        already deleted, or never added, is skipped. Returns how many memories were deleted.
+        """
+        with self.store.transaction():
+            found = self.store.get_items(list(ids))
+            now = utcnow()
+            tombstones = [
+                it.evolve(state=Lifecycle.DELETED, version=it.version + 1, updated_at=now,
+                          created_by=principal or it.created_by)
+                for it in found.values()
+            ]
+            if tombstones:
+                self.store.write_items(tombstones, None)
         if tombstones:
-            self.store.write_items(tombstones, None)
             self._sync_after_commit()
         return len(tombstones)
 
@@ -247,7 +310,9 @@ class TextualMemory:
             rids, matrix = self.store.vectors_for(mmr_ids)
             order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
         order = order[:top_k]
-        items = rows(order)
+        # re-read under the filter: a hit deleted, archived or moved out of scope since it was scored
+        # (another thread or process) is dropped, never returned
+        items = self.store.get_by_rid(order, flt)
         ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
         hits = [
             SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r})
@@ -268,13 +333,17 @@ class TextualMemory:
         loose, strict = flt.chroma_where(states=False), flt.chroma_where()
         attempts = [(k * 3, loose), (k * 12, loose)] + ([(k * 12, strict)] if strict != loose else [])
         for fetch, where in attempts:
-            found = self.index.query(qvec, fetch, where)
+            try:
+                found = self.index.query(qvec, fetch, where)
+            except BackendError as exc:  # the index is derived: answer from the truth, slower but exact
+                _log.warning("%s; scoring this search exactly from memory.db instead", exc)
+                break
             allowed = self.store.rid_ids([i for i, _ in found], flt)
             hits = [(allowed[i], s) for i, s in found if i in allowed]
             if len(hits) >= k or len(found) < fetch:
                 return hits[:k]
-        # the filter is selective in ways Chroma cannot see (tags, metadata, time): never return
-        # fewer than k because of it; score every candidate exactly, in chunks
+        # the filter is selective in ways Chroma cannot see (tags, metadata, time), or the index failed:
+        # never return fewer than k because of it; score every candidate exactly, in chunks
         return self._exact(qvec, self.store.candidate_rids(flt, -1), k)
 
     def _exact(self, qvec: np.ndarray, candidates: Sequence[int], k: int) -> list[tuple[int, float]]:
@@ -319,69 +388,93 @@ class TextualMemory:
 
     # -- index upkeep -------------------------------------------------------------------------
     def _sync_after_commit(self) -> None:
-        """Update the ANN index after a committed write; a failure is reported, never a lost memory."""
+        """Apply the outbox after a committed write. The write is done and acknowledged either way:
+        if the index cannot be updated now, its rows stay queued for the next write, ``reconcile`` or
+        open, and a warning says why (with the cause) instead of an error for a write that succeeded."""
         try:
             self.sync_index()
-        except Exception as exc:
-            from ..errors import BackendError
-
-            raise BackendError(
-                f"the memory was stored in SQLite, but the vector index update failed ({exc}); it stays queued "
-                "and is applied on the next write or when the cube opens (or run `memcube reindex`)"
-            ) from exc
+        except Exception as exc:  # noqa: BLE001 - logged with its cause; the memory is committed
+            _log.warning(
+                "the memory is stored in %s, but updating the vector index failed (%s: %s); the index write "
+                "stays queued and is retried on the next write and when the cube opens (MemCube.reconcile() "
+                "retries now)", self.store.path, type(exc).__name__, exc, exc_info=exc,
+            )
 
     def sync_index(self) -> int:
-        """Apply queued index writes (the outbox); returns how many were applied."""
-        pending = self.store.outbox()
-        if not pending:
-            return 0
-        deletes = [i for i, op in pending if op == "delete"]
-        upserts = [i for i, op in pending if op == "upsert"]
-        rows = self.store.indexable(upserts)
+        """Apply queued index writes (the outbox); returns how many were applied.
+
+        One drain at a time (:attr:`write_lock`). The outbox is read before the items, so the index
+        receives each item's state as of now, never older than what was queued; an item that is not
+        live any more is deleted from the index whatever the queued op said. Only the rows read are
+        cleared: a write that commits during the drain keeps its row for the next one.
+        """
+        applied = 0
+        with self.write_lock.hold():
+            pending = self.store.outbox_entries()
+            for start in range(0, len(pending), _DRAIN_BATCH):
+                batch = pending[start : start + _DRAIN_BATCH]
+                self._apply([i for i, _ in batch])
+                self.store.clear_outbox(batch)
+                applied += len(batch)
+        return applied
+
+    def _apply(self, ids: Sequence[str]) -> None:
+        """Make the index hold exactly the live ones of ``ids``, with their stored vectors and metadata."""
+        rows = self.store.indexable(ids)
         rid_list, matrix = self.store.vectors_for([rid for _, rid, _ in rows])
         by_rid = dict(zip(rid_list, matrix))
-        missing = [(i, rid, m) for i, rid, m in rows if rid not in by_rid]
-        if missing:  # a vector lost (older cube, manual edit): embed again from the source of truth
-            texts = [it.embed_text for it in self.get_many([i for i, _, _ in missing])]
-            for (_, rid, _), vec in zip(missing, self.embedder.embed_documents(texts)):
-                by_rid[rid] = vec
+        lost = [i for i, rid, _ in rows if rid not in by_rid]
+        if lost:  # a vector lost (older cube, manual edit): embed again from the source of truth
+            rid_of = {i: rid for i, rid, _ in rows}
+            items = self.get_many(lost)
+            for item, vec in zip(items, self.embedder.embed_documents([it.embed_text for it in items])):
+                by_rid[rid_of[item.id]] = vec
+        rows = [r for r in rows if r[1] in by_rid]  # deleted meanwhile: removed below, like any non-live id
         if rows:
-            matrix = np.stack([by_rid[rid] for _, rid, _ in rows])
-            self.index.upsert([i for i, _, _ in rows], matrix, [m for _, _, m in rows])
-        self.index.delete(deletes)
-        self.store.clear_outbox([i for i, _ in pending])
-        return len(pending)
+            vectors = np.stack([by_rid[rid] for _, rid, _ in rows])
+            self.index.upsert([i for i, _, _ in rows], vectors, [m for _, _, m in rows])
+        live = {i for i, _, _ in rows}
+        self.index.delete([i for i in ids if i not in live])
 
     def reconcile(self, full: bool = False) -> dict[str, int]:
-        """Bring the ANN index in line with SQLite: replay the outbox; with ``full``, diff all ids."""
-        replayed = self.sync_index()
-        added = removed = 0
-        if full:
-            live = {i: (rid, m) for i, rid, m in self.store.indexable()}
-            indexed = self.index.ids()
-            orphans = sorted(indexed - set(live))
-            missing = [i for i in live if i not in indexed]
-            self.index.delete(orphans)
-            if missing:
-                with self.store.transaction() as c:
-                    c.executemany("INSERT OR REPLACE INTO vector_outbox VALUES (?, 'upsert')", [(i,) for i in missing])
-                self.sync_index()
-            added, removed = len(missing), len(orphans)
+        """Bring the ANN index in line with SQLite: replay the outbox; with ``full``, diff all ids.
+
+        ``full`` lists every id in the index (paged) and every live id in SQLite: vectors of deleted or
+        unknown items are removed, live items without one are added (ids queued by writes that commit
+        meanwhile are left to their own drain). Drains wait meanwhile.
+        """
+        with self.write_lock.hold():
+            replayed = self.sync_index()
+            added = removed = 0
+            if full:
+                live = {i for i, _, _ in self.store.indexable()}
+                indexed = self.index.ids()
+                # committed since the drain above (another process, waiting for this lock): its own drain
+                # applies it; it is in flight, not drift
+                queued = {i for i, _ in self.store.outbox_entries()}
+                orphans = sorted(indexed - live - queued)
+                missing = sorted(live - indexed - queued)
+                self.index.delete(orphans)
+                if missing:
+                    self.store.queue_index(missing)
+                    self.sync_index()
+                added, removed = len(missing), len(orphans)
         return {"replayed": replayed, "added": added, "removed": removed}
 
     def reindex(self, reembed: bool = False) -> int:
         """Rebuild the ANN index from SQLite (re-embedding every item with ``reembed``)."""
-        self.index.reset()
-        rows = self.store.indexable()
-        if reembed:
-            for start in range(0, len(rows), 512):
-                chunk = rows[start : start + 512]
-                items = self.get_many([i for i, _, _ in chunk])
-                vectors = self.embedder.embed_documents([it.embed_text for it in items])
-                self.store.write_items(items, vectors)  # same version: the vectors changed, not the memory
-        with self.store.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO vector_outbox VALUES (?, 'upsert')", [(i,) for i, _, _ in rows])
-        self.sync_index()
+        with self.write_lock.hold():
+            self.index.reset()
+            rows = self.store.indexable()
+            if reembed:
+                for start in range(0, len(rows), 512):
+                    chunk = rows[start : start + 512]
+                    items = self.get_many([i for i, _, _ in chunk])
+                    vectors = self.embedder.embed_documents([it.embed_text for it in items])
+                    # same version: the vectors changed, not the memory; one changed meanwhile keeps its own
+                    self.store.put_vectors({it.id: (it.embed_text, v) for it, v in zip(items, vectors)})
+            self.store.queue_index([i for i, _, _ in rows])
+            self.sync_index()
         return len(rows)
 
     def _check_dim(self, vectors: np.ndarray) -> None:
@@ -391,6 +484,26 @@ class TextualMemory:
             raise EmbedderMismatchError(
                 f"the embedder returned {vectors.shape[-1]}-dim vectors but the cube uses {self.embedder.dimension}"
             )
+
+
+def _normalised_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """An update's changes with times parsed and enums checked (before anything is read or written)."""
+    forbidden = {"id", "version", "created_at", "cube_id"} & set(changes)
+    if forbidden:
+        raise InvalidInputError(f"cannot change {sorted(forbidden)} of a memory; add a new memory instead")
+    for key in ("event_time", "valid_from", "valid_to"):
+        if key in changes:
+            changes[key] = parse_timestamp(changes[key])
+    try:
+        if "state" in changes:
+            changes["state"] = Lifecycle(changes["state"])
+        if "kind" in changes:
+            changes["kind"] = Kind(changes["kind"])
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}"
+        ) from None
+    return changes
 
 
 def new_item(text: str, **fields: Any) -> MemoryItem:

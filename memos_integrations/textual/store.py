@@ -7,8 +7,14 @@ Tables: ``items`` (the current version of each memory), ``versions`` (every vers
 crash), ``kv`` (key-value rows for the faces) and ``meta``.
 
 Concurrency policy: one connection per store, guarded by a re-entrant lock, in WAL mode with a busy
-timeout so several processes may share a cube. Every write runs inside :meth:`SQLiteStore.transaction`,
-so a crash mid-write leaves the previous state. All values are bound parameters.
+timeout so several processes may share the database. Every write runs inside
+:meth:`SQLiteStore.transaction` (``BEGIN IMMEDIATE``: writers queue for SQLite's write lock before they
+read), so a crash mid-write leaves the previous state and a read-modify-write inside one transaction
+sees the latest commit of every thread and process. All values are bound parameters.
+
+Each outbox row carries a sequence number, renewed whenever the item is written again: a drain of the
+outbox clears only the rows it read (same id, same number), so a write that commits while a drain
+runs keeps its row and is applied by the next drain.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,11 +77,19 @@ CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, principal TEXT, action TEXT NOT NULL,
     target TEXT, allowed INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '{}'
 );
-CREATE TABLE IF NOT EXISTS vector_outbox (item_id TEXT PRIMARY KEY, op TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vector_outbox (item_id TEXT PRIMARY KEY, op TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS kv (
     collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (collection, key)
 );
 """
+
+# rows written before the outbox had sequence numbers get one (0: applied by the next drain)
+_OUTBOX_SEQ = "ALTER TABLE vector_outbox ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"
+_OUTBOX_SEQ_INDEX = "CREATE INDEX IF NOT EXISTS vector_outbox_seq ON vector_outbox (seq)"
+_QUEUE = (
+    "INSERT INTO vector_outbox (item_id, op, seq) VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM vector_outbox)) "
+    "ON CONFLICT(item_id) DO UPDATE SET op=excluded.op, seq=excluded.seq"
+)
 
 _COLUMNS = (
     "id", "text", "context", "kind", "user_id", "agent_id", "session_id", "cube_id", "created_at",
@@ -173,6 +187,7 @@ class SQLiteStore:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.ensure_schema(_SCHEMA)
+            self._migrate_outbox()
             version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if version is None:
                 self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -184,6 +199,17 @@ class SQLiteStore:
             raise CubeCorruptedError(
                 f"{self.path} is not a readable cube database ({exc}); restore it from a dump or export"
             ) from exc
+
+    def _migrate_outbox(self) -> None:
+        """Give an older cube's outbox its sequence column (checked again under the write lock)."""
+        def has_seq() -> bool:
+            return any(r[1] == "seq" for r in self.conn.execute("PRAGMA table_info(vector_outbox)"))
+
+        if not has_seq():
+            with self.transaction() as c:
+                if not has_seq():
+                    c.execute(_OUTBOX_SEQ)
+        self.conn.execute(_OUTBOX_SEQ_INDEX)
 
     # -- connection plumbing ------------------------------------------------------------------
     @contextmanager
@@ -251,12 +277,28 @@ class SQLiteStore:
                 c.execute("DELETE FROM items_fts WHERE rowid=?", (rid,))
                 if item.state == Lifecycle.DELETED:
                     c.execute("DELETE FROM vectors WHERE rid=?", (rid,))
-                    c.execute("INSERT OR REPLACE INTO vector_outbox VALUES (?, 'delete')", (item.id,))
+                    c.execute(_QUEUE, (item.id, "delete"))
                     continue
                 c.execute("INSERT INTO items_fts (rowid, body) VALUES (?, ?)", (rid, item.index_text))
                 if vectors is not None:
                     c.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (rid, np.asarray(vectors[n], np.float32).tobytes()))
-                c.execute("INSERT OR REPLACE INTO vector_outbox VALUES (?, 'upsert')", (item.id,))
+                c.execute(_QUEUE, (item.id, "upsert"))
+
+    def put_vectors(self, vectors: Mapping[str, tuple[str, np.ndarray]]) -> int:
+        """Replace stored vectors, by id, each made from an embed text; an item whose embed text
+        changed since (another writer) keeps its own. Writes no version. Returns how many were written."""
+        written = 0
+        with self.transaction() as c:
+            current = self.get_items(list(vectors))
+            for item_id, (text, vector) in vectors.items():
+                item = current.get(item_id)
+                if item is None or item.embed_text != text:
+                    continue
+                rid = c.execute("SELECT rid FROM items WHERE id=?", (item_id,)).fetchone()[0]
+                self._vectors.drop([rid])
+                c.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (rid, np.asarray(vector, np.float32).tobytes()))
+                written += 1
+        return written
 
     def get_items(self, ids: Sequence[str], include_deleted: bool = False) -> dict[str, MemoryItem]:
         out: dict[str, MemoryItem] = {}
@@ -269,11 +311,15 @@ class SQLiteStore:
                     out[item.id] = item
         return out
 
-    def get_by_rid(self, rids: Sequence[int]) -> dict[int, MemoryItem]:
+    def get_by_rid(self, rids: Sequence[int], flt: MemoryFilter | None = None) -> dict[int, MemoryItem]:
+        """The rows ``rids``; with ``flt`` only those that pass it now (a search re-checks its hits)."""
         out: dict[int, MemoryItem] = {}
+        where, params = flt.to_sql() if flt is not None else ("1", [])
         for start in range(0, len(rids), 500):
             chunk = list(rids[start : start + 500])
-            rows = self.read(f"SELECT rid, {_SELECT} FROM items WHERE rid IN ({','.join('?' * len(chunk))})", chunk)
+            rows = self.read(
+                f"SELECT rid, {_SELECT} FROM items WHERE rid IN ({','.join('?' * len(chunk))}) AND {where}", [*chunk, *params]
+            )
             out.update({row[0]: _row_to_item(row[1:]) for row in rows})
         return out
 
@@ -410,11 +456,22 @@ class SQLiteStore:
 
     # -- outbox -------------------------------------------------------------------------------
     def outbox(self) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self.read("SELECT item_id, op FROM vector_outbox")]
+        """Queued index writes as (item id, op), oldest first."""
+        return [(r[0], r[1]) for r in self.read("SELECT item_id, op FROM vector_outbox ORDER BY seq")]
 
-    def clear_outbox(self, ids: Sequence[str]) -> None:
+    def outbox_entries(self) -> list[tuple[str, int]]:
+        """Queued index writes as (item id, sequence number): what a drain reads and later clears."""
+        return [(r[0], r[1]) for r in self.read("SELECT item_id, seq FROM vector_outbox ORDER BY seq")]
+
+    def queue_index(self, ids: Sequence[str], op: str = "upsert") -> None:
+        """Queue index writes for ``ids`` (the drain decides upsert or delete from the item's state)."""
         with self.transaction() as c:
-            c.executemany("DELETE FROM vector_outbox WHERE item_id=?", [(i,) for i in ids])
+            c.executemany(_QUEUE, [(i, op) for i in ids])
+
+    def clear_outbox(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Clear the rows a drain applied; a row written again since (a newer number) stays queued."""
+        with self.transaction() as c:
+            c.executemany("DELETE FROM vector_outbox WHERE item_id=? AND seq=?", list(entries))
 
     def indexable(self, ids: Sequence[str] | None = None) -> list[tuple[str, int, dict[str, Any]]]:
         """(id, rid, chroma metadata) of the non-deleted items, optionally only ``ids``."""

@@ -6,17 +6,26 @@ rebuilt from SQLite at any time (``MemCube.reindex``), so nothing is lost if it 
 
 Chroma is always given our vectors; it never sees an embedding function of its own (its default
 one downloads a model and fails offline).
+
+Every Chroma call that fails raises :class:`BackendError` naming the operation, the collection, the
+cause's type and what to do; the cube turns a failed index write after a commit into a queued retry
+and a failed query into an exact search over SQLite, so a broken index never loses or hides a memory.
+
+The embedded (persistent) client keeps its HNSW index in the memory of one process, so a persistent
+index must be written by one process only: ``MemCube`` holds a lock on the cube for that (see
+:mod:`memos_integrations.cubelock`). A Chroma server may be shared by several processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import BackendError, CubeCorruptedError, MissingExtraError
+from ..errors import BackendError, CubeCorruptedError, MemosError, MissingExtraError
 
 
 class VectorIndex(Protocol):
@@ -64,7 +73,10 @@ class ChromaIndex:
                 collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
         except Exception as exc:  # chromadb raises many types; one message that says where
-            raise BackendError(f"cannot open Chroma collection {collection!r}: {exc}") from exc
+            raise BackendError(
+                f"cannot open Chroma collection {collection!r} ({type(exc).__name__}: {exc}); if the index lives on "
+                "a Chroma server, check that it is running and reachable; the memories are safe in memory.db"
+            ) from exc
 
     @classmethod
     def persistent(cls, path: str | Path, collection: str) -> ChromaIndex:
@@ -96,29 +108,47 @@ class ChromaIndex:
             ) from exc
         return cls(client, collection)
 
+    @contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        """Chroma raises many exception types; the caller gets one, saying what failed and what to do."""
+        try:
+            yield
+        except MemosError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"Chroma {what} on collection {self.name!r} failed ({type(exc).__name__}: {exc}); the memories are "
+                "safe in memory.db: retry, or run MemCube.reconcile() (or MemCube.reindex() to rebuild the index); "
+                "if the index lives on a Chroma server, check that it is running"
+            ) from exc
+
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> None:
         if not ids:
             return
         # Chroma rejects None values in metadata; absent keys simply do not match a where
         clean = [{k: v for k, v in m.items() if v is not None} or {"_": 0} for m in metadatas]
         step = 5000  # below Chroma's maximum batch size
-        for start in range(0, len(ids), step):
-            self.collection.upsert(
-                ids=list(ids[start : start + step]),
-                embeddings=np.asarray(vectors[start : start + step], dtype=np.float32),
-                metadatas=clean[start : start + step],
-            )
+        with self._calling(f"upsert of {len(ids)} vectors"):
+            for start in range(0, len(ids), step):
+                self.collection.upsert(
+                    ids=list(ids[start : start + step]),
+                    embeddings=np.asarray(vectors[start : start + step], dtype=np.float32),
+                    metadatas=clean[start : start + step],
+                )
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            self.collection.delete(ids=list(ids))
+            with self._calling(f"delete of {len(ids)} vectors"):
+                for start in range(0, len(ids), 5000):
+                    self.collection.delete(ids=list(ids[start : start + 5000]))
 
     def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
         if k <= 0:
             return []
-        result = self.collection.query(
-            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k, where=where, include=["distances"]
-        )
+        with self._calling(f"query (k={k})"):
+            result = self.collection.query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k, where=where, include=["distances"]
+            )
         ids = result["ids"][0]
         distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
         return [(i, 1.0 - float(d)) for i, d in zip(ids, distances)]
@@ -127,17 +157,20 @@ class ChromaIndex:
         out: set[str] = set()
         offset, step = 0, 10_000
         while True:
-            page = self.collection.get(include=[], limit=step, offset=offset)["ids"]
+            with self._calling("listing of ids"):
+                page = self.collection.get(include=[], limit=step, offset=offset)["ids"]
             out.update(page)
             if len(page) < step:
                 return out
             offset += step
 
     def count(self) -> int:
-        return int(self.collection.count())
+        with self._calling("count"):
+            return int(self.collection.count())
 
     def reset(self) -> None:
-        self.client.delete_collection(self.name)
-        self.collection = self.client.get_or_create_collection(
-            self.name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-        )
+        with self._calling("reset"):
+            self.client.delete_collection(self.name)
+            self.collection = self.client.get_or_create_collection(
+                self.name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )

@@ -23,7 +23,7 @@ def assert_consistent(cube) -> None:  # type: ignore[no-untyped-def]
     assert cube.index.count() == cube.stats()["items"] == len(live)
 
 
-def test_index_write_failing_after_the_commit_is_replayed_on_open(tmp_path: Path, embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_index_write_failing_after_the_commit_is_replayed_on_open(tmp_path: Path, embedder, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "cube"
     cube = MemCube.init_from_dir(path, embedder=embedder)
     before = cube.add(memory="Ines plays the oboe.", user_id="ines")[0]
@@ -32,8 +32,10 @@ def test_index_write_failing_after_the_commit_is_replayed_on_open(tmp_path: Path
         raise RuntimeError("simulated crash between the SQLite commit and the vector index")
 
     monkeypatch.setattr(ChromaIndex, "upsert", broken)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        cube.add(memory="Ines adopted a grey cat named Pixel.", user_id="ines")
+    # the write committed: it is acknowledged, and the failed index update is a warning, not an error
+    added = cube.add(memory="Ines adopted a grey cat named Pixel.", user_id="ines")[0]
+    assert "simulated crash" in caplog.text and "retried on the next write" in caplog.text
+    assert cube.get(added.id).text == "Ines adopted a grey cat named Pixel."
     # committed in SQLite, queued in the outbox, not yet in the index
     pending = cube.store.outbox()
     assert len(pending) == 1 and pending[0][1] == "upsert"
@@ -51,13 +53,13 @@ def test_index_write_failing_after_the_commit_is_replayed_on_open(tmp_path: Path
         assert again.get(before.id).text == "Ines plays the oboe."
 
 
-def test_index_delete_failing_is_replayed_too(tmp_path: Path, embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_index_delete_failing_is_replayed_too(tmp_path: Path, embedder, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "cube"
     cube = MemCube.init_from_dir(path, embedder=embedder)
     a, b = cube.add(memory=["first memory", "second memory"])
     monkeypatch.setattr(ChromaIndex, "delete", lambda self, ids: (_ for _ in ()).throw(RuntimeError("down")))
-    with pytest.raises(RuntimeError):
-        cube.delete(a.id)
+    assert cube.delete(a.id) == 1  # committed and acknowledged; the index delete is queued
+    assert "RuntimeError: down" in caplog.text and cube.store.outbox() == [(a.id, "delete")]
     cube.close()
     monkeypatch.undo()
     with MemCube.open(path, embedder=embedder) as again:
@@ -150,8 +152,8 @@ def test_an_exception_inside_a_batch_rolls_the_whole_batch_back(cube, monkeypatc
 
 def test_a_failed_index_write_heals_on_the_next_write_in_the_same_process(cube, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(ChromaIndex, "upsert", lambda self, ids, vectors, metadatas: (_ for _ in ()).throw(RuntimeError("down")))
-    with pytest.raises(RuntimeError):
-        cube.add(memory="Omar restores old radios.", user_id="omar")
+    cube.add(memory="Omar restores old radios.", user_id="omar")  # stored; the index write stays queued
+    assert len(cube.store.outbox()) == 1
     monkeypatch.undo()
     second = cube.add(memory="Omar sings in a choir.", user_id="omar")[0]
     assert_consistent(cube)  # the outbox row of the failed write went out with the next one

@@ -67,6 +67,7 @@ def test_reopened_cube_in_a_new_process_serves_same_cache_and_adapter(cube: Any,
     ref = reference.generate(TURN2, thread_id="other", user_id="erin")
     assert ref.adapter == manifest.name
 
+    cube.close()  # an embedded cube is held by one process at a time: hand it to the child
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", CHILD, str(cube.path), str(ckpt), json.dumps(TURN2),
                           json.dumps(PROBE)], capture_output=True, text=True, env=env, timeout=240, check=False)
