@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # the long adversarial runs (minutes): concurrent writer processes with kill -9, checked against the truth
 stress: $(STAMP)
-	OMP_NUM_THREADS=1 MEMOS_STRESS=1 $(BIN)/python -m pytest tests/stress
+	MEMOS_STRESS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/stress -q -s
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
