@@ -266,12 +266,12 @@ class TextualMemory:
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
         pool = max(plan.candidates, top_k)
-        dense_text, terms, counts = query, R.keyword_terms(query), None
+        dense_text, time_text, terms, counts = query, query, R.keyword_terms(query), None
         if len(query) > self.query_chars:  # chat-sized: a pasted log, a whole document
             budget = min(self.query_chars, L.DENSE_CHARS)
             counts = self.store.term_counts(L.candidate_terms(query, budget))
             reduced = L.reduce_query(query, counts, budget)
-            dense_text, terms = reduced.text, reduced.terms
+            dense_text, time_text, terms = reduced.text, L.tail(query, budget), reduced.terms
         scored: dict[str, list[tuple[int, float]]] = {}
         if plan.dense:
             qvec = self.embedder.embed_query(dense_text) if query_vector is None else np.asarray(query_vector, np.float32)
@@ -295,7 +295,7 @@ class TextualMemory:
             return {r: fetched[r] for r in rids if r in fetched}
 
         if plan.time_aware and scores:
-            hint = R.time_hint(L.tail(query, min(self.query_chars, L.DENSE_CHARS)), now)
+            hint = R.time_hint(time_text, now)
             if hint.start is not None or hint.asks_when:
                 items = rows(list(scores))
                 times = {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in items.items()}
