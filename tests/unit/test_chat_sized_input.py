@@ -226,3 +226,26 @@ def test_chat_history_with_remember_keeps_a_pasted_log_turn(cube: Any) -> None:
     assert [m.content for m in history.messages] == [log, "Noted."]
     hit = cube.search("vault combination of the Lisbon office", user_id="u", top_k=1)[0]
     assert "amber falcon" in hit.item.text and cube.get(hit.item.metadata["part_of"]).text == log
+
+
+def test_langgraph_store_search_takes_a_blank_or_pasted_query(cube: Any) -> None:
+    """What a LangMem search tool sends: " " (results, like InMemoryStore) and a whole pasted log."""
+    pytest.importorskip("langgraph.store.base")
+    from memos_integrations.langgraph import MemOSStore
+
+    store = MemOSStore(cube, index={"fields": ["text"]})
+    store.put(("users", "u"), "m1", {"text": "My brother Tiago restores old trams in Porto."})
+    store.put(("users", "u"), "m2", {"text": "Alice prefers genmaicha tea."})
+    assert len(store.search(("users", "u"), query=" ", limit=5)) == 2
+    pasted = log_noise(36_000) + "\nWhat does my brother Tiago restore in Porto?"
+    assert [h.key for h in store.search(("users", "u"), query=pasted, limit=1)] == ["m1"]
+
+
+def test_a_cube_with_a_long_message_merges_into_another(cube: Any, tmp_path: Path, embedder: Any) -> None:
+    text = log_noise(33_000) + "\n" + SECRET
+    msg = cube.add(messages=[{"role": "user", "content": text}], user_id="u")[0]
+    with MemCube.init_from_dir(tmp_path / "other", embedder=embedder) as other:
+        assert other.merge(cube) == 1 + len(cube.text_mem._parts_of([msg.id]))
+        assert other.get(msg.id).text == text
+        hit = other.search("vault combination of the Lisbon office", user_id="u", top_k=1)[0]
+        assert hit.item.metadata["part_of"] == msg.id
