@@ -52,6 +52,7 @@ class TextualMemory:
         # messages and cube.add texts: kept whole up to this, indexed by parts above max_text_chars
         self.max_message_chars = max(max_text_chars, max_message_chars)
         self.part_chars, self.query_chars = part_chars, query_chars
+        self._parts_seen: bool | None = None
         self.exact_search_max = exact_search_max
         self.reader = reader or FastReader(self.max_message_chars)
 
@@ -103,6 +104,8 @@ class TextualMemory:
         self.store.write_items(stored, vectors)
         if edges:
             self.graph.add_edges(edges)
+        if any(i.kind == Kind.CHUNK and L.PART_OF in i.metadata for i in stored):
+            self._parts_seen = True  # written here, by add_whole or by a merge
         self._sync_after_commit()
         return stored
 
@@ -266,6 +269,8 @@ class TextualMemory:
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
         pool = max(plan.candidates, top_k)
+        if self._holds_parts():  # the parts of one long message must not fill the legs' pools alone
+            pool *= 3
         dense_text, time_text, terms, counts = query, query, R.keyword_terms(query), None
         if len(query) > self.query_chars:  # chat-sized: a pasted log, a whole document
             budget = min(self.query_chars, L.DENSE_CHARS)
@@ -316,6 +321,14 @@ class TextualMemory:
         ]
         self.store.touch([h.item.id for h in hits])
         return hits
+
+    def _holds_parts(self) -> bool:
+        """Whether this cube holds parts of long texts (looked up once, then kept by :meth:`add_whole`)."""
+        if self._parts_seen is None:
+            self._parts_seen = bool(self.store.read(
+                "SELECT 1 FROM items WHERE kind = 'chunk' AND json_extract(metadata, '$.part_of') IS NOT NULL "
+                "AND state != 'deleted' LIMIT 1"))
+        return self._parts_seen
 
     def _one_per_message(
         self, order: Sequence[int], rows: Callable[[Sequence[int]], dict[int, MemoryItem]],

@@ -151,6 +151,7 @@ def test_a_part_is_found_and_leads_back_to_the_whole_message(long_message: Any) 
         assert cube.get(top.metadata["part_of"]).text == text
         roots = [L.root_of(h.item) for h in hits]
         assert len(roots) == len(set(roots)), f"{plan}: one message came back as several hits"
+        assert len(hits) == 5, f"{plan}: the parts of one message crowded out other memories"
 
 
 def test_a_long_memory_text_is_kept_whole_too(cube: Any) -> None:
