@@ -311,7 +311,8 @@ class TextualMemory:
         if plan.mmr_lambda is not None and len(order) > 1:
             mmr_ids = order[: max(plan.mmr_pool, top_k)]  # MMR re-ranks; it must not cut top_k short
             rids, matrix = self.store.vectors_for(mmr_ids)
-            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+            keep = len(mmr_ids) if self._holds_parts() else top_k  # parts collapse below: keep them all
+            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, keep)
         order = self._one_per_message(order, rows, scores, top_k)
         items = rows(order)
         ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
