@@ -146,7 +146,11 @@ class TextualMemory:
         self._check_whole_size([{"content": getattr(it, "text", None)} for it in items], "text")
         parts = [p for it in items if isinstance(it, MemoryItem) and isinstance(it.text, str)
                  and len(it.text) > self.max_text_chars for p in L.part_items(it, self.part_chars)]
+        ids = [it.id for it in items if isinstance(it, MemoryItem) and isinstance(it.id, str)]
+        stale = set(self._parts_of(ids)) - {p.id for p in parts}  # a new version with fewer parts
         stored = self.add_items([*items, *parts], edges, max_chars=self.max_message_chars)
+        if stale:
+            self.delete(sorted(stale))
         return stored[: len(items)]
 
     def _check_whole_size(self, messages: Any, what: str = "message") -> None:

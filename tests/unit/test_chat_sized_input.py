@@ -250,3 +250,12 @@ def test_a_cube_with_a_long_message_merges_into_another(cube: Any, tmp_path: Pat
         assert other.get(msg.id).text == text
         hit = other.search("vault combination of the Lisbon office", user_id="u", top_k=1)[0]
         assert hit.item.metadata["part_of"] == msg.id
+
+
+def test_a_new_shorter_version_drops_the_parts_it_no_longer_has(small_cube: Any) -> None:
+    mem = small_cube.text_mem
+    long_item = MemoryItem(text="word " * 300, id="doc-1", user_id="u")
+    mem.add_whole([long_item])
+    assert len(mem._parts_of(["doc-1"])) >= 15
+    mem.add_whole([MemoryItem(text="now a short text", id="doc-1", user_id="u")])
+    assert mem._parts_of(["doc-1"]) == [] and small_cube.get("doc-1").version == 2
