@@ -72,7 +72,24 @@ class CubeConfig(_Strict):
     embedder: EmbedderConfig = EmbedderConfig()
     vector: VectorConfig = VectorConfig()
     graph: GraphConfig = GraphConfig()
-    max_text_chars: int = Field(32_000, ge=1, description="longer texts are rejected, not truncated")
+    max_text_chars: int = Field(
+        32_000, ge=1,
+        description="one memory item written as it is (add_items, update, the faces' documents): longer is "
+        "rejected, not truncated; chat messages and cube.add texts go up to max_message_chars",
+    )
+    max_message_chars: int = Field(
+        1_000_000, ge=1,
+        description="a chat message or cube.add(memory=...) text: kept whole and, above max_text_chars, also "
+        "indexed as parts of part_chars; longer is rejected (OversizedInputError)",
+    )
+    part_chars: int = Field(
+        700, ge=50, description="size of the parts a long message is indexed by (MiniLM reads 256 tokens: ~700 chars of a log)"
+    )
+    query_chars: int = Field(
+        2_000, ge=50,
+        description="a longer query is searched as its last part and its rarest words within this size; "
+        "queries have no length limit",
+    )
     reader: Literal["fast"] = "fast"
     kv_budget_bytes: int | None = Field(
         None, ge=1, description="activation memory: bytes of KV cache kept in RAM before LRU spill to <cube>/kv"

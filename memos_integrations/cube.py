@@ -92,6 +92,7 @@ class MemCube:
         self.text_mem = TextualMemory(
             store, index, self.graph, embedder, cube_id=self.cube_id,
             max_text_chars=config.max_text_chars, exact_search_max=config.vector.exact_search_max,
+            max_message_chars=config.max_message_chars, part_chars=config.part_chars, query_chars=config.query_chars,
         )
 
     # -- opening and creating -----------------------------------------------------------------
@@ -250,7 +251,12 @@ class MemCube:
         sources: Sequence[str] = (),
         principal: str | None = None,
     ) -> list[MemoryItem]:
-        """Add chat ``messages`` (read into one item each) or ``memory`` text(s) (one item each)."""
+        """Add chat ``messages`` (read into one item each) or ``memory`` text(s) (one item each).
+
+        A text of up to ``CubeConfig.max_message_chars`` is kept whole; above ``max_text_chars`` it is
+        also indexed as parts (``chunk`` items whose ``metadata["part_of"]`` is its id), which are not
+        returned here and are deleted with it.
+        """
         if (messages is None) == (memory is None):
             raise InvalidInputError("pass exactly one of messages=[...] or memory='...'")
         if isinstance(tags, str) or isinstance(sources, str):
@@ -276,7 +282,7 @@ class MemCube:
             )
             for t in texts
         ]
-        return self.text_mem.add_items(items)
+        return self.text_mem.add_whole(items)
 
     def add_items(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), vectors: Any = None) -> list[MemoryItem]:
         return self.text_mem.add_items(items, edges, vectors)
@@ -428,7 +434,7 @@ class MemCube:
         copied = [it.evolve(cube_id=self.cube_id) for it in items]
         edges = other.graph.edges([it.id for it in items], "out")
         for start in range(0, len(copied), 512):
-            self.text_mem.add_items(copied[start : start + 512])
+            self.text_mem.add_items(copied[start : start + 512], max_chars=self.text_mem.max_message_chars)
         if edges:
             self.graph.add_edges(edges)
         self.audit("merge", principal, other.cube_id, {"items": len(copied), "edges": len(edges)})

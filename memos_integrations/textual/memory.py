@@ -26,8 +26,16 @@ from typing import Any
 import numpy as np
 
 from ..cubelock import INDEX_LOCK_FILE, IndexWriteLock
-from ..errors import BackendError, ConflictError, InvalidInputError, InvalidTypeError, ItemNotFoundError
+from ..errors import (
+    BackendError,
+    ConflictError,
+    InvalidInputError,
+    InvalidTypeError,
+    ItemNotFoundError,
+    OversizedInputError,
+)
 from ..items import Edge, Kind, Lifecycle, MemoryItem, SearchHit, new_id, to_epoch, utcnow
+from . import limits as L
 from . import retrieve as R
 from .embed import Embedder
 from .filters import MemoryFilter
@@ -56,23 +64,33 @@ class TextualMemory:
         exact_search_max: int = 4096,
         reader: MemoryReader | None = None,
         write_lock: IndexWriteLock | None = None,
+        max_message_chars: int = 1_000_000,
+        part_chars: int = 700,
+        query_chars: int = 2_000,
     ) -> None:
         self.store, self.index, self.graph, self.embedder = store, index, graph, embedder
         # one drain of the outbox at a time, across threads and processes sharing this database
         self.write_lock = write_lock or IndexWriteLock(store.path.with_name(INDEX_LOCK_FILE))
         self.cube_id = cube_id
         self.max_text_chars = max_text_chars
+        # messages and cube.add texts: kept whole up to this, indexed by parts above max_text_chars
+        self.max_message_chars = max(max_text_chars, max_message_chars)
+        self.part_chars, self.query_chars = part_chars, query_chars
+        self._parts_seen: bool | None = None
         self.exact_search_max = exact_search_max
-        self.reader = reader or FastReader(max_text_chars)
+        self.reader = reader or FastReader(self.max_message_chars)
 
     # -- writes -------------------------------------------------------------------------------
     def add_items(
-        self, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), vectors: np.ndarray | None = None
+        self, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), vectors: np.ndarray | None = None,
+        *, max_chars: int | None = None,
     ) -> list[MemoryItem]:
         """Store new items (or new versions of existing ids) atomically, with their embeddings.
 
         ``vectors`` (one row per item) are used as given when the caller already embedded the
         texts with this cube's embedder (LlamaIndex nodes carry theirs); otherwise texts are embedded.
+        ``max_chars`` (default ``max_text_chars``) is the per-item text limit of this write; use
+        :meth:`add_whole` to store longer texts with the parts that index them.
         """
         if isinstance(items, MemoryItem) or not isinstance(items, Sequence):
             raise InvalidTypeError("add_items takes a list of MemoryItem")
@@ -85,7 +103,7 @@ class TextualMemory:
             if item.id in seen:
                 raise InvalidInputError(f"id {item.id!r} appears twice in one write; ids must be unique")
             seen.add(item.id)
-            check_item(item, self.max_text_chars)
+            check_item(item, max_chars or self.max_text_chars)
         if not items:
             return []
         if vectors is None:
@@ -111,6 +129,8 @@ class TextualMemory:
             self.store.write_items(stored, vectors)
         if edges:
             self.graph.add_edges(edges)
+        if any(i.kind == Kind.CHUNK and L.PART_OF in i.metadata for i in stored):
+            self._parts_seen = True  # written here, by add_whole or by a merge
         self._sync_after_commit()
         return stored
 
@@ -136,10 +156,38 @@ class TextualMemory:
             "timestamp": timestamp, "principal": principal, "tags": list(tags),
             "previous_turns": [f"{p.metadata.get('speaker', 'user')}: {p.text}" for p in previous],
         }
+        self._check_whole_size(messages)
         items = self.reader.read(messages, context=context)
         chain = [*previous, *items]
         edges = [Edge(a.id, b.id, NEXT) for a, b in zip(chain, chain[1:])]
-        return self.add_items(items, edges)
+        return self.add_whole(items, edges)
+
+    def add_whole(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[MemoryItem]:
+        """Store texts of up to ``max_message_chars`` whole; one longer than ``max_text_chars`` is also
+        indexed as parts (``chunk`` items, see :mod:`.limits`) written in the same transaction.
+
+        Returns the items as stored, without their parts.
+        """
+        self._check_whole_size([{"content": getattr(it, "text", None)} for it in items], "text")
+        parts = [p for it in items if isinstance(it, MemoryItem) and isinstance(it.text, str)
+                 and len(it.text) > self.max_text_chars for p in L.part_items(it, self.part_chars)]
+        ids = [it.id for it in items if isinstance(it, MemoryItem) and isinstance(it.id, str)]
+        stale = set(self._parts_of(ids)) - {p.id for p in parts}  # a new version with fewer parts
+        stored = self.add_items([*items, *parts], edges, max_chars=self.max_message_chars)
+        if stale:
+            self.delete(sorted(stale))
+        return stored[: len(items)]
+
+    def _check_whole_size(self, messages: Any, what: str = "message") -> None:
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            return  # the reader names the type error
+        for n, msg in enumerate(messages):
+            text = msg.get("content") if isinstance(msg, Mapping) else None
+            if isinstance(text, str) and len(text) > self.max_message_chars:
+                raise OversizedInputError(
+                    f"{what} {n} has {len(text)} characters, above this cube's hard limit of {self.max_message_chars} "
+                    "(CubeConfig.max_message_chars); add it as a document in several pieces, or raise the limit"
+                )
 
     def update(
         self, item_id: str, *, principal: str | None = None, expected_version: int | None = None, **changes: Any
@@ -208,17 +256,20 @@ class TextualMemory:
                               created_by=principal or base.created_by)
         except TypeError as exc:
             raise InvalidInputError(f"unknown field in update: {exc}") from None
-        check_item(new, self.max_text_chars)
+        # an unchanged long text (a message kept whole, see .limits) is not length-checked again
+        check_item(new, self.max_text_chars if new.text != base.text else max(self.max_text_chars, len(new.text)))
         return new
 
     def delete(self, ids: Sequence[str], *, principal: str | None = None) -> int:
         """Tombstone ``ids``: their versions stay in ``history``; search no longer returns them.
 
-        The tombstone's version is taken inside the write transaction (see :meth:`update`); an id
-        already deleted, or never added, is skipped. Returns how many memories were deleted.
+        A message's parts (see :mod:`.limits`) go with it. The tombstone's version is taken inside the
+        write transaction (see :meth:`update`); an id already deleted, or never added, is skipped.
+        Returns how many of the memories asked for were deleted.
         """
+        asked = set(ids)
         with self.store.transaction():
-            found = self.store.get_items(list(ids))
+            found = self.store.get_items([*ids, *self._parts_of(list(ids))])
             now = utcnow()
             tombstones = [
                 it.evolve(state=Lifecycle.DELETED, version=it.version + 1, updated_at=now,
@@ -229,7 +280,17 @@ class TextualMemory:
                 self.store.write_items(tombstones, None)
         if tombstones:
             self._sync_after_commit()
-        return len(tombstones)
+        return sum(t.id in asked for t in tombstones)
+
+    def _parts_of(self, ids: Sequence[str]) -> list[str]:
+        """The live parts (see :mod:`.limits`) of the items ``ids``."""
+        out: list[str] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            out += [r[0] for r in self.store.read(
+                f"SELECT id FROM items WHERE parent_id IN ({','.join('?' * len(chunk))}) AND kind = 'chunk' "
+                "AND state != 'deleted' AND json_extract(metadata, '$.part_of') = parent_id", chunk)]
+        return out
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, item_id: str) -> MemoryItem:
@@ -268,22 +329,40 @@ class TextualMemory:
         """Hybrid search; see :mod:`memos_integrations.textual.retrieve` for the plan.
 
         With ``query_vector`` (already embedded by the caller) ``query`` may be empty: dense only.
+        An empty or whitespace query without a vector asks for nothing and finds nothing (``[]``).
+        A query longer than ``query_chars`` is searched as its last part and its rarest words
+        (:func:`.limits.reduce_query`); queries have no length limit. A message indexed by parts
+        is returned once: as its best part (``metadata["part_of"]`` names the message) or whole.
         """
-        if query_vector is None or query:
-            check_text(query, self.max_text_chars, "query")
+        if not isinstance(query, str):
+            raise InvalidTypeError(f"query must be a string, got {type(query).__name__}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
+        if not query.strip():
+            if query_vector is None:
+                return []
+            query = ""
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
         pool = max(plan.candidates, top_k)
+        if self._holds_parts():  # the parts of one long message must not fill the legs' pools alone
+            pool *= 3
+        dense_text, time_text, terms, counts = query, query, R.keyword_terms(query), None
+        if len(query) > self.query_chars:  # chat-sized: a pasted log, a whole document
+            budget = min(self.query_chars, L.DENSE_CHARS)
+            counts = self.store.term_counts(L.candidate_terms(query, budget))
+            reduced = L.reduce_query(query, counts, budget)
+            dense_text, time_text, terms = reduced.text, L.tail(query, budget), reduced.terms
         scored: dict[str, list[tuple[int, float]]] = {}
         if plan.dense:
-            qvec = self.embedder.embed_query(query) if query_vector is None else np.asarray(query_vector, np.float32)
+            qvec = self.embedder.embed_query(dense_text) if query_vector is None else np.asarray(query_vector, np.float32)
             self._check_dim(qvec[None, :])
             scored["dense"] = self._dense(qvec, flt, pool)
-        if plan.keyword and query and (terms := R.keyword_terms(query)):
+        if plan.keyword and terms:
             if self.store.max_rid() > plan.keyword_budget:  # small cubes never prune
-                terms = R.prune_terms(self.store.term_counts(terms), plan.keyword_budget)
+                terms = R.prune_terms(
+                    {t: counts[t] for t in terms} if counts else self.store.term_counts(terms), plan.keyword_budget
+                )
             scored["keyword"] = self.store.keyword_search(R.keyword_query(terms) or "", flt, pool)
         legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
@@ -297,7 +376,7 @@ class TextualMemory:
             return {r: fetched[r] for r in rids if r in fetched}
 
         if plan.time_aware and scores:
-            hint = R.time_hint(query, now)
+            hint = R.time_hint(time_text, now)
             if hint.start is not None or hint.asks_when:
                 items = rows(list(scores))
                 times = {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in items.items()}
@@ -308,8 +387,9 @@ class TextualMemory:
         if plan.mmr_lambda is not None and len(order) > 1:
             mmr_ids = order[: max(plan.mmr_pool, top_k)]  # MMR re-ranks; it must not cut top_k short
             rids, matrix = self.store.vectors_for(mmr_ids)
-            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
-        order = order[:top_k]
+            keep = len(mmr_ids) if self._holds_parts() else top_k  # parts collapse below: keep them all
+            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, keep)
+        order = self._one_per_message(order, rows, scores, top_k)
         # re-read under the filter: a hit deleted, archived or moved out of scope since it was scored
         # (another thread or process) is dropped, never returned
         items = self.store.get_by_rid(order, flt)
@@ -320,6 +400,42 @@ class TextualMemory:
         ]
         self.store.touch([h.item.id for h in hits])
         return hits
+
+    def _holds_parts(self) -> bool:
+        """Whether this cube holds parts of long texts (looked up once, then kept by :meth:`add_whole`)."""
+        if self._parts_seen is None:
+            self._parts_seen = bool(self.store.read(
+                "SELECT 1 FROM items WHERE kind = 'chunk' AND json_extract(metadata, '$.part_of') IS NOT NULL "
+                "AND state != 'deleted' LIMIT 1"))
+        return self._parts_seen
+
+    def _one_per_message(
+        self, order: Sequence[int], rows: Callable[[Sequence[int]], dict[int, MemoryItem]],
+        scores: dict[int, float], k: int,
+    ) -> list[int]:
+        """The first ``k`` of ``order`` that stand for different memories: a long message and its
+        parts count once, at the best rank any of them reached, shown by its best-ranked part (a
+        passage, not a 40k-character text) when one ranked at all."""
+        kept: list[int] = []
+        roots: set[str] = set()
+        for start in range(0, len(order), 2 * k):
+            window = order[start : start + 2 * k]
+            items = rows(window)
+            for rid in window:
+                if rid not in items or (root := L.root_of(items[rid])) in roots:
+                    continue
+                roots.add(root)
+                if len(items[rid].text) > self.max_text_chars:  # the whole long item ranked first
+                    parts = {r for r, in self.store.read(
+                        "SELECT rid FROM items WHERE parent_id = ? AND kind = 'chunk'", (root,))}
+                    best = next((r for r in order if r in parts), None)
+                    if best is not None and rows([best]):
+                        scores[best] = max(scores[best], scores[rid])
+                        rid = best
+                kept.append(rid)
+                if len(kept) == k:
+                    return kept
+        return kept
 
     def _dense(self, qvec: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[int, float]]:
         candidates = self.store.candidate_rids(flt, self.exact_search_max + 1)

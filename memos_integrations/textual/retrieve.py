@@ -91,16 +91,21 @@ _STOP = frozenset(
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9']*")
 
 
-def keyword_terms(text: str) -> list[str]:
-    """The query's content words, lower-cased, without stop words or possessives, first 32."""
+def keyword_terms(text: str, limit: int | None = 32, *, unique: bool = True) -> list[str]:
+    """The query's content words, lower-cased, without stop words or possessives, first ``limit``
+    (None: all; ``unique=False`` keeps repeats, for counting how often the query uses a word)."""
     words: list[str] = []
+    seen: set[str] = set()
     for w in _WORD.findall(text.lower()):
         w = w.strip("'")
         if w.endswith("'s"):
             w = w[:-2]
-        if len(w) > 1 and w not in _STOP and w not in words:
+        if len(w) > 1 and w not in _STOP and (not unique or w not in seen):
             words.append(w)
-    return words[:32]
+            seen.add(w)
+            if limit is not None and len(words) >= limit:
+                break
+    return words
 
 
 def keyword_query(text: str | list[str]) -> str | None:
