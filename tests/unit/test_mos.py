@@ -88,7 +88,7 @@ def test_unshared_cube_is_closed_and_each_denial_is_audited(mos, alice_cube: str
         ("open", lambda: mos.cube(alice_cube, user_id="bob")),
         ("share", lambda: mos.share_cube_with_user(alice_cube, "bob", "write", user_id="bob")),
     ]
-    for action, attempt in attempts:
+    for _action, attempt in attempts:
         with pytest.raises(AccessDeniedError, match="ask its owner") as err:
             attempt()
         assert isinstance(err.value, PermissionError) and isinstance(err.value, MemosError)
