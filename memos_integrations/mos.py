@@ -177,7 +177,9 @@ class MOS:
             action, message, detail = refusal
             raise deny(self._audit, action, actor, user, message, detail)
 
-    def list_users(self) -> list[dict[str, Any]]:
+    def list_users(self, *, user_id: str | int | None = None) -> list[dict[str, Any]]:
+        """Every user's id, name and role, for any known user (``user_id``, else the MOS's own)."""
+        self._user(user_id)
         rows = self._q("SELECT user_id, name, role FROM users ORDER BY user_id")
         return [{"user_id": u, "name": n, "role": r} for u, n, r in rows]
 

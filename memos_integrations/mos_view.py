@@ -81,6 +81,14 @@ class CubeView:
         return self._need("read", "text_mem").text_mem
 
     @property
+    def graph(self) -> Any:
+        return self._need("read", "graph").graph
+
+    @property
+    def index(self) -> Any:
+        return self._need("read", "index").index
+
+    @property
     def config(self) -> Any:
         return self._need("read", "config").config
 

@@ -118,7 +118,7 @@ def test_nobody_promotes_themselves_or_changes_another_user(mos: Any) -> None:
     ):
         with pytest.raises(AccessDeniedError, match="admin"):
             call()
-    users = {u["user_id"]: u for u in mos.list_users()}
+    users = {u["user_id"]: u for u in mos.list_users(user_id="alice")}
     assert users["bob"]["role"] == "user" and users["root"]["role"] == "admin" and "mallory" not in users
     assert users["alice"]["name"] == "alice"
     log = mos.audit_log(user_id="root", limit=100)
@@ -135,11 +135,13 @@ def test_admins_manage_users_and_users_rename_themselves(mos: Any) -> None:
     mos.create_user("bob", role="user", acting_user="root")
     mos.create_user("dave")  # sign-up: a new plain user needs no actor
     mos.create_user("alice")  # naming an existing user again changes nothing and needs nothing
-    users = {u["user_id"]: (u["name"], u["role"]) for u in mos.list_users()}
+    users = {u["user_id"]: (u["name"], u["role"]) for u in mos.list_users(user_id="alice")}
     assert users == {"alice": ("Alice A.", "user"), "bob": ("bob", "user"), "carol": ("Carol C.", "user"),
                      "dave": ("dave", "user"), "root": ("root", "admin")}
     with pytest.raises(UnknownUserError):
         mos.create_user("erin", role="admin", acting_user="nobody")
+    with pytest.raises(InvalidInputError, match="no user"):  # listing users names who asks, too
+        mos.list_users()
 
 
 def test_the_mos_default_user_is_the_actor(tmp_path: Path, embedder: Any) -> None:
@@ -199,7 +201,7 @@ def test_an_old_mos_db_is_migrated(tmp_path: Path, embedder: Any) -> None:
     db.commit()
     db.close()
     with MOS(home, embedder=embedder) as mos:
-        assert mos.list_users() == [{"user_id": "root", "name": "root", "role": "admin"}]
+        assert mos.list_users(user_id="root") == [{"user_id": "root", "name": "root", "role": "admin"}]
         with pytest.raises(AccessDeniedError):
             mos.create_user("bob", role="admin")  # an admin exists: no bootstrap
         assert mos.audit_log(user_id="root")[0]["target"] == "bob"
@@ -265,3 +267,45 @@ def test_the_owner_view_still_works(mos: Any, alice_cube: str) -> None:
     assert len(view.get_all()) == 1 and view.stats()["items"] >= 1
     assert view.audit_log()[0]["action"] in {"add", "register"}
     assert "alice" in repr(view)
+
+
+
+def test_a_mos_db_from_a_newer_release_and_a_closed_mos_are_clear_errors(tmp_path: Path, embedder: Any) -> None:
+    from memos_integrations.errors import CubeCorruptedError
+    from memos_integrations.mos import MIGRATIONS
+
+    home = tmp_path / "home"
+    mos = MOS(home, embedder=embedder)
+    mos.create_user("alice")
+    mos.close()
+    mos.close()  # twice is fine
+    with pytest.raises(InvalidInputError, match="closed"):
+        mos.list_cubes("alice")
+    db = sqlite3.connect(str(home / "mos.db"))
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(CubeCorruptedError, match="newer"):
+        MOS(home, embedder=embedder)
+
+
+def test_the_owner_cannot_nest_a_cube_in_their_own_either(mos: Any, alice_cube: str) -> None:
+    path = _raw(mos, alice_cube).path
+    with pytest.raises(InvalidInputError, match="lies inside"):
+        mos.create_cube_for_user("inner", owner_id="alice", cube_path=path / "inner")
+    with pytest.raises(InvalidInputError, match="holds"):
+        mos.create_cube_for_user("outer", owner_id="alice", cube_path=path.parent)
+    assert not (path / "inner").exists()
+
+
+def test_only_an_admin_creates_a_cube_for_someone_else(tmp_path: Path, embedder: Any) -> None:
+    with MOS(tmp_path / "home", user_id="bob", embedder=embedder) as mos:
+        mos.create_user("root", role="admin")
+        mos.create_user("alice")
+        mos.create_user("bob")
+        with pytest.raises(AccessDeniedError, match="only an admin"):
+            mos.create_cube_for_user("for_alice", owner_id="alice")  # bob's session acts as bob
+        assert mos.create_cube_for_user("for_alice", owner_id="alice", user_id="root") == "for_alice"
+        assert mos.list_cubes("alice") == [{"cube_id": "for_alice", "access": "owner"}]
+        refused = mos.audit_log(user_id="root")[0]
+        assert (refused["action"], refused["principal"], refused["allowed"]) == ("create_cube", "bob", False)
