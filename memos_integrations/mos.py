@@ -230,7 +230,11 @@ class MOS:
         if existing is not None:
             return existing
         cube = MemCube.init_from_dir(path, config, embedder=self.embedder)
-        return self._insert(cube, name, owner)
+        try:
+            return self._insert(cube, name, owner)
+        except BaseException:
+            cube.close()
+            raise
 
     def register_mem_cube(
         self, cube_or_path: MemCube | str | Path, user_id: str | int | None = None, mem_cube_id: str | None = None,
