@@ -42,7 +42,7 @@ def _denials(mos, cube_id: str):  # type: ignore[no-untyped-def]
 
 def test_users(mos) -> None:  # type: ignore[no-untyped-def]
     mos.create_user("dave", name="Dave D.", role="admin")
-    assert {"user_id": "dave", "name": "Dave D.", "role": "admin"} in mos.list_users()
+    assert {"user_id": "dave", "name": "Dave D.", "role": "admin"} in mos.list_users(user_id="alice")
     with pytest.raises(InvalidInputError):
         mos.create_user("  ")
     with pytest.raises(InvalidInputError):
@@ -80,15 +80,15 @@ def test_unshared_cube_is_closed_and_each_denial_is_audited(mos, alice_cube: str
     assert mos.search("tea", user_id="bob")["text_mem"] == []  # bob's search simply does not see it
     attempts = [
         ("search", lambda: mos.search("tea", user_id="bob", install_cube_ids=[alice_cube])),
-        ("open", lambda: mos.get(alice_cube, item.id, user_id="bob")),
-        ("open", lambda: mos.get_all(alice_cube, user_id="bob")),
+        ("get", lambda: mos.get(alice_cube, item.id, user_id="bob")),
+        ("get_all", lambda: mos.get_all(alice_cube, user_id="bob")),
         ("add", lambda: mos.add(memory_content="bob was here", mem_cube_id=alice_cube, user_id="bob")),
-        ("open", lambda: mos.update(alice_cube, item.id, user_id="bob", text="hacked")),
-        ("open", lambda: mos.delete(alice_cube, item.id, user_id="bob")),
+        ("update", lambda: mos.update(alice_cube, item.id, user_id="bob", text="hacked")),
+        ("delete", lambda: mos.delete(alice_cube, item.id, user_id="bob")),
         ("open", lambda: mos.cube(alice_cube, user_id="bob")),
         ("share", lambda: mos.share_cube_with_user(alice_cube, "bob", "write", user_id="bob")),
     ]
-    for action, attempt in attempts:
+    for _action, attempt in attempts:
         with pytest.raises(AccessDeniedError, match="ask its owner") as err:
             attempt()
         assert isinstance(err.value, PermissionError) and isinstance(err.value, MemosError)
@@ -131,7 +131,7 @@ def test_read_share(mos, alice_cube: str) -> None:  # type: ignore[no-untyped-de
 
 
 def test_write_share(mos, alice_cube: str) -> None:  # type: ignore[no-untyped-def]
-    mos.share_cube_with_user(alice_cube, "bob", "write")  # the actor defaults to the owner
+    mos.share_cube_with_user(alice_cube, "bob", "write", user_id="alice")  # every call names who acts
     added = mos.add(memory_content="Bob will water Alice's plants.", mem_cube_id=alice_cube, user_id="bob")[0]
     assert added.user_id == "bob" and added.created_by == "bob"
     assert mos.update(alice_cube, added.id, user_id="bob", text="Bob waters the plants on Fridays.").version == 2
@@ -155,7 +155,7 @@ def test_unknown_users_and_cubes(mos, alice_cube: str) -> None:  # type: ignore[
         lambda: mos.search("tea", user_id="mallory"),
         lambda: mos.add(memory_content="x", mem_cube_id=alice_cube, user_id="mallory"),
         lambda: mos.get_all(alice_cube, user_id="mallory"),
-        lambda: mos.share_cube_with_user(alice_cube, "mallory"),
+        lambda: mos.share_cube_with_user(alice_cube, "mallory", user_id="alice"),
         lambda: mos.create_cube_for_user("m", owner_id="mallory"),
         lambda: mos.list_cubes("mallory"),
     ):
@@ -185,7 +185,7 @@ def test_register_an_existing_cube_directory(mos, tmp_path: Path, embedder) -> N
 
 
 def test_a_reader_cannot_swap_the_cube_behind_a_registered_id(mos, alice_cube: str, tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
-    mos.share_cube_with_user(alice_cube, "bob", "read")
+    mos.share_cube_with_user(alice_cube, "bob", "read", user_id="alice")
     with MemCube.init_from_dir(tmp_path / "decoy", embedder=embedder) as decoy:
         decoy.add(memory="Alice's favourite tea is whatever Bob says.")
     with pytest.raises(InvalidInputError, match="another directory"):
@@ -203,12 +203,12 @@ def test_mos_state_survives_a_new_mos_on_the_same_home(tmp_path: Path, embedder)
     first.create_user("bob")
     cube_id = first.create_cube_for_user("notes", owner_id="alice")
     first.add(memory_content="Alice's passport expires in 2027.", mem_cube_id=cube_id, user_id="alice")
-    first.share_cube_with_user(cube_id, "bob", "read")
+    first.share_cube_with_user(cube_id, "bob", "read", user_id="alice")
     first.close()
 
     second = MOS(home, embedder=embedder)
     try:
-        assert {u["user_id"] for u in second.list_users()} == {"alice", "bob"}
+        assert {u["user_id"] for u in second.list_users(user_id="bob")} == {"alice", "bob"}
         assert second.list_cubes("bob") == [{"cube_id": cube_id, "access": "read"}]
         hits = second.search("When does the passport expire?", user_id="bob")["text_mem"][0]["memories"]
         assert "2027" in hits[0].item.text
