@@ -45,7 +45,9 @@ def fit_memories(
     return chosen, lines
 
 
-def memory_system_prompt(items: Sequence[MemoryItem], system: str = DEFAULT_SYSTEM, max_words: int | None = None) -> str:
+def memory_system_prompt(
+    items: Sequence[MemoryItem], system: str = DEFAULT_SYSTEM, max_words: int | None = None
+) -> str:
     """A system prompt listing ``items`` (best first), cut to ``max_words`` words of memories."""
     _, lines = fit_memories(items, max_words, lambda line: len(line.split()))
     if not lines:

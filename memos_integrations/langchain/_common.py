@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.documents import Document
@@ -39,15 +40,23 @@ def acting(
     *,
     config: RunnableConfig | None = None,
     context: Any = None,
+    asked: Any = None,
 ) -> Scope:
     """Who is acting for this call: ``resolve_scope`` over the binding, the run's context and ``configurable``.
 
     ``config`` defaults to the enclosing run's (LangChain keeps it in a context variable inside every
     runnable, agent and graph node), so a component called from ``create_agent`` sees that run's context.
+    ``asked`` is a user named by this one call (``retriever.invoke(q, user_id=...)``): it may narrow an
+    unbound component outside a run, never name another user than the binding or the run.
     A refused binding is written to the cube's audit log.
     """
-    return resolve_scope(bound=bound, context=context, config=ensure_config(config), audit=cube.audit,
-                         what=what, fields=ENFORCED)
+    scope = resolve_scope(bound=bound, context=context, config=ensure_config(config), audit=cube.audit,
+                          what=what, fields=ENFORCED)
+    if asked is None:
+        return scope
+    user = resolve_scope(bound={"user_id": scope.user_id}, context={"user_id": asked}, config={},
+                         audit=cube.audit, what=what, fields=("user_id",)).user_id
+    return replace(scope, user_id=user)
 
 
 def search_query(text: Any, max_chars: int) -> str | None:

@@ -5,8 +5,8 @@ Who is acting (:func:`memos_integrations.access.resolve_scope`): the model's ``u
 per-call ``user_id=``, else the run's context, else ``config["configurable"]``; a run for another user
 than the model's is refused and audited. The thread is the run's (``thread_id`` in the context or
 ``configurable``, where LangGraph's checkpointer puts it), else the model's default. Each call
-retrieves the user's memories from the cube, reuses the thread's KV cache, routes the user's LoRA adapter, and streams tokens. Token
-usage goes in ``usage_metadata`` (``input_token_details["cache_read"]`` = prompt tokens served
+retrieves the user's memories from the cube, reuses the thread's KV cache, routes the user's LoRA
+adapter, and streams tokens. Token usage goes in ``usage_metadata`` (``input_token_details["cache_read"]`` = prompt tokens served
 from the KV cache) and cache / adapter details in ``response_metadata["memos"]``.
 
 Sync/async policy: generation is synchronous CPU/GPU work; ``ainvoke``/``astream`` use
@@ -179,7 +179,8 @@ class MemOSChatModel(BaseChatModel):
         user = resolve_scope(bound={"user_id": run.user_id}, context={"user_id": kwargs.get("user_id")},
                              config={}, audit=audit, what="this chat model", fields=("user_id",)).user_id
         out = dict(kwargs)
-        for key, value in (("user_id", user), ("thread_id", kwargs.get("thread_id") or run.session_id or self.thread_id)):
+        thread = kwargs.get("thread_id") or run.session_id or self.thread_id
+        for key, value in (("user_id", user), ("thread_id", thread)):
             if value is not None:
                 out[key] = str(value)
         return out

@@ -15,8 +15,9 @@ user; otherwise the run's context names it (``agent.invoke(..., context={"user_i
 ``config["configurable"]``. A run without a user is an error, a run for another user than the binding is
 refused (and audited), and recalled memories are tagged with their user and ignored in another user's
 run, so one user's memories never reach another's prompt. A message too long to search with is searched
-by its head and tail; a message the cube will not store is left out of memory (logged), not fatal. Needs the ``langchain`` package (``[langchain]``
-extra). Sync/async: the async hooks run the sync cube work in a worker thread.
+by its head and tail; a message the cube will not store is left out of memory (logged), not fatal.
+Needs the ``langchain`` package (``[langchain]`` extra). Sync/async: the async hooks run the sync cube
+work in a worker thread.
 """
 
 from __future__ import annotations

@@ -122,9 +122,7 @@ class MemOSRetriever(BaseRetriever):
         unknown = set(kwargs) - _OVERRIDES - {"user_id"}
         if unknown:
             raise InvalidInputError(f"unknown retriever arguments {sorted(unknown)}; per call you may set {sorted(_OVERRIDES)}")
-        # a per-call user_id is this call's context: it may narrow an unbound retriever, never rebind one
-        context = {"user_id": kwargs["user_id"]} if kwargs.get("user_id") is not None else None
-        scope = acting(self.cube, "this retriever", {"user_id": self.user_id}, config=config, context=context)
+        scope = acting(self.cube, "this retriever", {"user_id": self.user_id}, config=config, asked=kwargs.get("user_id"))
         args: dict[str, Any] = {
             "user_id": scope.user_id, "agent_id": self.agent_id, "session_id": self.session_id,
             "time_from": self.time_from, "time_to": self.time_to, "kinds": self.kinds, "tags": self.memory_tags,

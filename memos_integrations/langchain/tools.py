@@ -14,6 +14,8 @@ thread (``BaseTool``'s default, which these tools keep).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -80,11 +82,14 @@ class _BoundMemoryTool(BaseTool):
             raise ToolException(str(exc)) from exc
         return scope
 
-    def _run_guarded(self, work: Any, *args: Any) -> Any:
-        try:
-            return work(*args)
-        except MemosError as exc:
-            raise ToolException(str(exc)) from exc
+
+@contextmanager
+def _as_tool_error() -> Iterator[None]:
+    """What the cube refuses (empty or over-long text, a bad id) is the model's to read and fix."""
+    try:
+        yield
+    except MemosError as exc:
+        raise ToolException(str(exc)) from exc
 
 
 class SearchMemoryTool(_BoundMemoryTool):
@@ -128,8 +133,8 @@ class SearchMemoryTool(_BoundMemoryTool):
     def _run(self, query: str, k: int = 5, *, config: RunnableConfig) -> tuple[str, list[dict[str, Any]]]:
         scope = self._scope(config)
         text = search_query(query, self.cube.text_mem.max_text_chars)
-        hits = [] if text is None else self._run_guarded(
-            lambda: self.cube.search(text, user_id=scope.user_id, top_k=k))
+        with _as_tool_error():
+            hits = [] if text is None else self.cube.search(text, user_id=scope.user_id, top_k=k)
         if not hits:
             return "No memories found.", []
         lines = [format_memory(h.item, cite=True) for h in hits]
@@ -182,16 +187,13 @@ class SaveMemoryTool(_BoundMemoryTool):
 
     def _run(self, text: str, kind: Kind | str = Kind.FACT, *, config: RunnableConfig) -> str:
         scope = self._scope(config)
-
-        def save() -> str:
+        with _as_tool_error():
             item = new_item(
                 text, kind=kind, user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id,
                 created_by=scope.principal, method=f"tool:{self.name}", event_time=utcnow(),
             )
             self.cube.add_items([item])
-            return f"Saved memory {item.id}."
-
-        return self._run_guarded(save)  # type: ignore[no-any-return]
+        return f"Saved memory {item.id}."
 
 
 class ForgetMemoryTool(_BoundMemoryTool):
@@ -238,7 +240,8 @@ class ForgetMemoryTool(_BoundMemoryTool):
             item = None
         if item is None or item.user_id != scope.user_id:  # another user's id reads as absent: nothing leaks
             return f"No memory {memory_id} for this user; nothing was forgotten."
-        self._run_guarded(lambda: self.cube.delete([memory_id], principal=scope.principal))
+        with _as_tool_error():
+            self.cube.delete([memory_id], principal=scope.principal)
         return f"Forgot memory {memory_id}."
 
 

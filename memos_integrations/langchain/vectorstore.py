@@ -166,8 +166,9 @@ class MemOSVectorStore(VectorStore):
         An id that exists in another scope, or as another kind, is refused (``AccessDeniedError``, nothing
         written): the store never takes over what it cannot read.
         """
-        items = self._items(texts, metadatas, ids)
-        self._check_writable([it.id for it in items])
+        scope = self._scope()
+        items = self._items(texts, metadatas, ids, scope)
+        self._check_writable([it.id for it in items], scope)
         self.cube.add_items(items)
         return [it.id for it in items]
 
@@ -288,9 +289,8 @@ class MemOSVectorStore(VectorStore):
         scope = self._scope()
         return [it for it in self.cube.text_mem.get_many(ids) if self._reads(it, scope)]
 
-    def _check_writable(self, ids: list[str]) -> None:
+    def _check_writable(self, ids: list[str], scope: dict[str, str | None]) -> None:
         """An id held by another scope or kind must not be overwritten (nor moved) through this store."""
-        scope = self._scope()
         existing = self.cube.store.get_items(ids, include_deleted=True)
         taken = sorted(i for i, it in existing.items() if not self._owns(it, scope))
         if taken:
@@ -300,7 +300,8 @@ class MemOSVectorStore(VectorStore):
                        {"scope": scope})
 
     def _items(
-        self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None, ids: list[str] | None
+        self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None, ids: list[str] | None,
+        scope: dict[str, str | None],
     ) -> list[MemoryItem]:
         if isinstance(texts, (str, bytes)):
             raise InvalidTypeError("texts must be a list of strings, not one string; wrap it in a list")
@@ -315,7 +316,6 @@ class MemOSVectorStore(VectorStore):
             for n, i in enumerate(ids):
                 if i is not None and (not isinstance(i, str) or not i):
                     raise InvalidTypeError(f"ids must be non-empty strings; ids[{n}] is {i!r}")
-        scope = self._scope()
         items = []
         for n, text in enumerate(texts):
             meta = metadatas[n] if metadatas is not None else {}

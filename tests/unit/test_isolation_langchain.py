@@ -252,3 +252,10 @@ def test_chat_model_reads_only_the_acting_users_memories(people: MemCube, reques
         MemOSChatModel(runtime=runtime, user_id="maya").invoke("PIN?", config={"configurable": {"user_id": "bob"}})
     with pytest.raises(AccessDeniedError):
         unbound.invoke("PIN?", config={"configurable": {"user_id": "bob"}}, user_id="maya")
+
+
+def test_a_per_call_user_never_overrides_the_runs(people: MemCube) -> None:
+    unbound = MemOSRetriever(cube=people, user_id=None, k=20)
+    with pytest.raises(AccessDeniedError):  # bob's run (LangGraph context) asking for maya's memories
+        in_run("bob", lambda: unbound.invoke("bank PIN", user_id="maya"))
+    assert users_of(in_run("bob", lambda: unbound.invoke("bank PIN", user_id="bob"))) == {"bob"}
