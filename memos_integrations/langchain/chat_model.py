@@ -5,9 +5,10 @@ Who is acting (:func:`memos_integrations.access.resolve_scope`): the model's ``u
 per-call ``user_id=``, else the run's context, else ``config["configurable"]``; a run for another user
 than the model's is refused and audited. The thread is the run's (``thread_id`` in the context or
 ``configurable``, where LangGraph's checkpointer puts it), else the model's default. Each call
-retrieves the user's memories from the cube, reuses the thread's KV cache, routes the user's LoRA
-adapter, and streams tokens. Token usage goes in ``usage_metadata`` (``input_token_details["cache_read"]`` = prompt tokens served
-from the KV cache) and cache / adapter details in ``response_metadata["memos"]``.
+retrieves the user's memories from the cube (a call without a user is refused when there is a cube:
+it would read every user's), reuses the thread's KV cache, routes the user's LoRA adapter, and streams
+tokens. Token usage goes in ``usage_metadata`` (``input_token_details["cache_read"]`` = prompt tokens
+served from the KV cache) and cache / adapter details in ``response_metadata["memos"]``.
 
 Sync/async policy: generation is synchronous CPU/GPU work; ``ainvoke``/``astream`` use
 LangChain's default, which runs the sync path in a worker thread, never on the event loop.
@@ -30,6 +31,7 @@ from langchain_core.runnables.config import ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..access import resolve_scope
+from ..errors import InvalidInputError
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "user", "function": "user",
           "developer": "system", "chat": "user"}
@@ -155,8 +157,6 @@ class MemOSChatModel(BaseChatModel):
         if self.runtime is not None:
             return self.runtime
         if not self.model_name:
-            from ..errors import InvalidInputError
-
             raise InvalidInputError("MemOSChatModel needs model='<path or hub id>' or runtime=LocalRuntime(...)")
         key = (self.model_name, f"{self.device}:{self.dtype}", id(self.cube))
         with _RUNTIMES_LOCK:  # one copy of the weights per checkpoint, shared by every instance
@@ -179,6 +179,11 @@ class MemOSChatModel(BaseChatModel):
         user = resolve_scope(bound={"user_id": run.user_id}, context={"user_id": kwargs.get("user_id")},
                              config={}, audit=audit, what="this chat model", fields=("user_id",)).user_id
         out = dict(kwargs)
+        if user is None and cube is not None:  # a search without a user would mix every user's memories
+            raise InvalidInputError(
+                "MemOSChatModel reads memories from its cube and needs a user: bind one (user_id=...), or pass "
+                "context={'user_id': ...} or config={'configurable': {'user_id': ...}}"
+            )
         thread = kwargs.get("thread_id") or run.session_id or self.thread_id
         for key, value in (("user_id", user), ("thread_id", thread)):
             if value is not None:

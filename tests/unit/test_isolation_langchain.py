@@ -23,7 +23,7 @@ from langgraph.graph import START, StateGraph
 from typing_extensions import TypedDict
 
 from memos_integrations import MemCube
-from memos_integrations.errors import AccessDeniedError
+from memos_integrations.errors import AccessDeniedError, InvalidInputError
 from memos_integrations.langchain import (
     MemOSChatMessageHistory,
     MemOSMemoryMiddleware,
@@ -252,6 +252,8 @@ def test_chat_model_reads_only_the_acting_users_memories(people: MemCube, reques
         MemOSChatModel(runtime=runtime, user_id="maya").invoke("PIN?", config={"configurable": {"user_id": "bob"}})
     with pytest.raises(AccessDeniedError):
         unbound.invoke("PIN?", config={"configurable": {"user_id": "bob"}}, user_id="maya")
+    with pytest.raises(InvalidInputError, match="needs a user"):  # never every user's memories at once
+        unbound.invoke("PIN?")
 
 
 def test_a_per_call_user_never_overrides_the_runs(people: MemCube) -> None:
