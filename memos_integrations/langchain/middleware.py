@@ -37,7 +37,7 @@ from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from typing_extensions import NotRequired, TypedDict
 
-from ..access import Scope
+from ..access import Scope, normalize_id
 from ..aio import in_thread
 from ..errors import InvalidInputError
 from ..face_api import CubeAPI, as_cube
@@ -128,7 +128,8 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise InvalidInputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-        self.cube, self.user_id, self.user_key, self.agent_id = cube, user_id, user_key, agent_id
+        self.cube, self.user_key = cube, user_key
+        self.user_id, self.agent_id = normalize_id(user_id), normalize_id(agent_id, "agent_id")
         self.k, self.max_tokens, self.plan = k, max_tokens, plan_named(plan)
         self.remember, self.header, self.token_counter = remember, header, token_counter
         self.tools = []

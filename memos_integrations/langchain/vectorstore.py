@@ -29,7 +29,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from ..access import deny
+from ..access import deny, normalize_id
 from ..cube import MemCube
 from ..errors import EmbedderMismatchError, InvalidFilterError, InvalidInputError, InvalidTypeError
 from ..face_api import CubeAPI, as_cube
@@ -133,7 +133,8 @@ class MemOSVectorStore(VectorStore):
         else:
             embedding = MemOSEmbeddings(cube.embedder)
         self._embedding: Embeddings = embedding
-        self.user_id, self.agent_id, self.session_id = user_id, agent_id, session_id
+        self.user_id, self.agent_id = normalize_id(user_id), normalize_id(agent_id, "agent_id")
+        self.session_id = normalize_id(session_id, "session_id")
         try:
             self.kind = Kind(kind)
         except ValueError:

@@ -281,3 +281,13 @@ async def test_async_twins_return_what_the_sync_methods_return(fake_cube: MemCub
     assert await run("get_by_ids", ["g", "x"]) == store.get_by_ids(["g", "x"])
     assert await run("delete", ["x"]) is False
     assert await run("delete", ["g"]) is True
+
+
+def test_ids_are_normalised_once_so_7_and_the_string_7_are_one_user(fake_cube: MemCube) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    MemOSVectorStore(fake_cube, user_id=7).add_texts(["seven's doc"], ids=["s"])  # type: ignore[arg-type]
+    assert fake_cube.get("s").user_id == "7"
+    found = RunnableLambda(lambda _: MemOSVectorStore(fake_cube, user_id="7").get_by_ids(["s"])).invoke(
+        None, config={"configurable": {"user_id": 7}})
+    assert [d.id for d in found] == ["s"]
