@@ -1,33 +1,100 @@
-"""Helpers shared by the LangChain face: item <-> Document, message <-> memory, the worker-thread rule.
+"""Helpers shared by the LangChain face: item <-> Document, message <-> memory, who is acting, queries.
 
 Nothing here is public API; the classes in this subpackage are. Kept apart so that each face module
-holds one class and the conversions exist once.
+holds one class and the conversions exist once. Who is acting is decided by
+:func:`memos_integrations.access.resolve_scope` (binding > run context > ``configurable``); :func:`acting`
+only finds the run's config for it, since LangChain methods such as ``VectorStore.similarity_search``
+are not handed one.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables.config import run_in_executor
+from langchain_core.runnables.config import RunnableConfig, ensure_config
 
-from ..errors import AccessDeniedError, InvalidTypeError
+from ..access import Scope, resolve_scope
+from ..errors import InvalidInputError
+from ..face_api import CubeAPI
 from ..items import MemoryItem, SearchHit
 
-T = TypeVar("T")
+log = logging.getLogger("memos_integrations.langchain")
 
 #: LangChain message type -> the role the cube's reader records
 ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool", "chat": "user"}
 #: Message types read into memory: what people and the assistant said, not prompts or tool output.
 REMEMBERED_TYPES = frozenset({"human", "ai", "chat"})
+#: Scope fields a binding is enforced on; a thread / session may differ from a component's default one.
+ENFORCED = ("user_id", "agent_id")
 
 
-async def in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run blocking cube work in a worker thread (contextvars and callbacks follow, as LangChain does)."""
-    return await run_in_executor(None, functools.partial(func, *args, **kwargs))
+def acting(
+    cube: CubeAPI,
+    what: str,
+    bound: Mapping[str, Any] | None = None,
+    *,
+    config: RunnableConfig | None = None,
+    context: Any = None,
+    asked: Any = None,
+) -> Scope:
+    """Who is acting for this call: ``resolve_scope`` over the binding, the run's context and ``configurable``.
+
+    ``config`` defaults to the enclosing run's (LangChain keeps it in a context variable inside every
+    runnable, agent and graph node), so a component called from ``create_agent`` sees that run's context.
+    ``asked`` is a user named by this one call (``retriever.invoke(q, user_id=...)``): it may narrow an
+    unbound component outside a run, never name another user than the binding or the run.
+    A refused binding is written to the cube's audit log.
+    """
+    scope = resolve_scope(bound=bound, context=context, config=ensure_config(config), audit=cube.audit,
+                          what=what, fields=ENFORCED)
+    if asked is None:
+        return scope
+    user = resolve_scope(bound={"user_id": scope.user_id}, context={"user_id": asked}, config={},
+                         audit=cube.audit, what=what, fields=("user_id",)).user_id
+    return replace(scope, user_id=user)
+
+
+def search_query(text: Any, max_chars: int) -> str | None:
+    """The query to search for ``text``: None when it has no words (no hits, not an error); a pasted text
+    longer than the cube takes is cut to its head and tail (the question is usually at one end)."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    text = text.strip()
+    if len(text) <= max_chars:
+        return text
+    half = max_chars // 2
+    return f"{text[:half]}\n{text[-(max_chars - half - 1):]}"
+
+
+def remember_turn(cube: Any, turn: Sequence[Mapping[str, Any]], **scope: Any) -> list[str]:
+    """Read ``turn`` into memory; a message the cube refuses (over-long, empty) is skipped, not fatal.
+
+    The turn goes in as one batch; if the cube refuses the batch as input, each message is tried alone,
+    so one pasted 40,000-character message never costs the rest of the turn. Returns what was skipped
+    (each also logged and audited), so callers can say so.
+    """
+    if not turn:
+        return []
+    try:
+        cube.add(messages=list(turn), **scope)
+        return []
+    except InvalidInputError:
+        pass  # the cause is recorded per message below
+    skipped: list[str] = []
+    for message in turn:
+        try:
+            cube.add(messages=[message], **scope)
+        except InvalidInputError as exc:
+            skipped.append(str(exc))
+            log.warning("a %s message was kept in the transcript but not read into memory: %s",
+                        message.get("role"), exc)
+            cube.audit("remember", scope.get("principal"), message.get("id"), {"skipped": str(exc)}, allowed=True)
+    return skipped
 
 
 def hit_to_document(hit: SearchHit) -> Document:
@@ -68,24 +135,3 @@ def message_to_memory(message: BaseMessage) -> dict[str, Any] | None:
     if message.id:
         out["id"] = message.id
     return out
-
-
-def context_value(context: Any, key: str) -> Any:
-    """``key`` from a run context that may be a mapping, a dataclass / pydantic object, or None."""
-    if context is None:
-        return None
-    if isinstance(context, Mapping):
-        return context.get(key)
-    return getattr(context, key, None)
-
-
-def check_user(bound: str, asked: Any, what: str) -> None:
-    """Refuse a call for another user than the one a component is bound to."""
-    if asked is None or asked == bound:
-        return
-    if not isinstance(asked, str):
-        raise InvalidTypeError(f"user_id must be a string, got {type(asked).__name__}")
-    raise AccessDeniedError(
-        f"{what} is bound to user {bound!r} and cannot act for user {asked!r}; "
-        f"create one bound to {asked!r} instead"
-    )

@@ -3,8 +3,14 @@
 The transcript of each session lives in the cube's ``memory.db`` (table ``langchain_messages``,
 one row per message, in order), so it survives restarts and travels with ``cube.dump``. With
 ``remember=True`` each human and AI message is also read into memory (one ``message`` item each,
-its message id in ``sources``) in the same transaction, so the conversation becomes searchable by
-the retriever, the tools and the middleware. Sync/async: the ``a*`` methods run in a worker thread.
+its message id in ``sources``) after the transcript is written, so the conversation becomes
+searchable by the retriever, the tools and the middleware; a message the cube will not index (too
+long, no words) stays in the transcript and is left out of memory (logged and audited).
+
+Who is acting: the binding (``user_id=``), else the user the enclosing run names
+(:func:`memos_integrations.access.resolve_scope`). A session belongs to the user whose messages it
+holds: another user, or an unscoped history, is refused there (audited, without naming the owner).
+Sync/async: the ``a*`` methods run in a worker thread (:func:`memos_integrations.aio.in_thread`).
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from collections.abc import Sequence
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
-from ..cube import MemCube
-from ..errors import AccessDeniedError, InvalidTypeError
+from ..access import Scope, deny, normalize_id
+from ..aio import in_thread
+from ..errors import InvalidTypeError
+from ..face_api import CubeAPI, as_cube
 from ..items import new_id, to_epoch, utcnow
-from ._common import in_thread, message_to_memory
+from ._common import acting, message_to_memory, remember_turn
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS langchain_messages (
@@ -79,37 +87,41 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
             messages = await history.aget_messages()
 
     ``clear()`` empties the transcript only: what was read into memory stays (it is long-term
-    memory; forget it with ``cube.delete``). A history bound to ``user_id`` refuses a session that
-    another user's messages are stored under.
+    memory; forget it with ``cube.delete``). A session belongs to the user whose messages it holds:
+    another user's history (or an unscoped one) is refused there, without naming the owner.
     """
 
     def __init__(
         self,
-        cube: MemCube,
+        cube: CubeAPI,
         session_id: str,
         *,
         user_id: str | None = None,
         agent_id: str | None = None,
         remember: bool = False,
     ) -> None:
-        if not isinstance(cube, MemCube):
-            raise InvalidTypeError(f"cube must be a MemCube, got {type(cube).__name__}")
+        cube = as_cube(cube, "MemOSChatMessageHistory")
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidTypeError(f"session_id must be a non-empty string, got {session_id!r}")
-        self.cube, self.session_id, self.user_id, self.agent_id = cube, session_id, user_id, agent_id
+        self.cube, self.session_id = cube, session_id
+        self.user_id, self.agent_id = normalize_id(user_id), normalize_id(agent_id, "agent_id")
         self.remember = remember
         cube.store.ensure_schema(_DDL)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        self._check_owner()
+        self._check_owner(self._scope(), "read")
         rows = self.cube.store.read(
             "SELECT message FROM langchain_messages WHERE session_id=? ORDER BY seq", (self.session_id,)
         )
         return messages_from_dict([json.loads(r[0]) for r in rows])
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Append ``messages`` (and, with ``remember``, read them into memory) in one transaction."""
+        """Append ``messages`` to the transcript, then (with ``remember``) read them into memory.
+
+        The transcript write is one transaction and always keeps the whole turn; indexing comes after it,
+        and a message the cube refuses as input (too long, no words) is left out of memory only.
+        """
         if isinstance(messages, BaseMessage) or not isinstance(messages, Sequence):
             raise InvalidTypeError("add_messages takes a list of messages")
         bad = [type(m).__name__ for m in messages if not isinstance(m, BaseMessage)]
@@ -117,23 +129,22 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
             raise InvalidTypeError(f"expected LangChain messages, got {bad}; wrap text in HumanMessage / AIMessage")
         if not messages:
             return
-        self._check_owner()
+        scope = self._scope()
+        self._check_owner(scope, "write")
         # every stored message gets an id, so a memory's sources point back at its message
         stored = [m if m.id else m.model_copy(update={"id": new_id()}) for m in messages]
-        rows = [(self.session_id, self.user_id, json.dumps(message_to_dict(m)), to_epoch(utcnow())) for m in stored]
-        to_remember = [d for d in map(message_to_memory, stored) if d is not None] if self.remember else []
+        rows = [(self.session_id, scope.user_id, json.dumps(message_to_dict(m)), to_epoch(utcnow())) for m in stored]
         with self.cube.store.transaction() as conn:
             conn.executemany(
                 "INSERT INTO langchain_messages (session_id, user_id, message, created_at) VALUES (?, ?, ?, ?)", rows
             )
-            if to_remember:  # a failure here (empty text, bad embedder) rolls the transcript back too
-                self.cube.add(
-                    messages=to_remember, user_id=self.user_id, agent_id=self.agent_id,
-                    session_id=self.session_id, timestamp=utcnow(), principal=self.user_id,
-                )
+        if self.remember:
+            turn = [d for d in map(message_to_memory, stored) if d is not None]
+            remember_turn(self.cube, turn, user_id=scope.user_id, agent_id=scope.agent_id,
+                          session_id=self.session_id, timestamp=utcnow(), principal=scope.principal)
 
     def clear(self) -> None:
-        self._check_owner()
+        self._check_owner(self._scope(), "write")
         with self.cube.store.transaction() as conn:
             conn.execute("DELETE FROM langchain_messages WHERE session_id=?", (self.session_id,))
 
@@ -146,20 +157,22 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
     async def aclear(self) -> None:
         await in_thread(self.clear)
 
-    def _check_owner(self) -> None:
-        if self.user_id is None:
-            return
+    def _scope(self) -> Scope:
+        return acting(self.cube, "this chat history", {"user_id": self.user_id, "agent_id": self.agent_id})
+
+    def _check_owner(self, scope: Scope, action: str) -> None:
+        """A session is its user's: others are refused; an unscoped history may read but never write there."""
         owners = {
             r[0] for r in self.cube.store.read(
-                "SELECT DISTINCT user_id FROM langchain_messages WHERE session_id=?", (self.session_id,)
+                "SELECT DISTINCT user_id FROM langchain_messages WHERE session_id=? AND user_id IS NOT NULL",
+                (self.session_id,),
             )
         }
-        others = sorted(str(o) for o in owners - {self.user_id})
-        if others:
-            raise AccessDeniedError(
-                f"session {self.session_id!r} holds messages of user(s) {others}, not {self.user_id!r}; "
-                "use a session id of this user's own"
-            )
+        if not owners or owners == {scope.user_id} or (scope.user_id is None and action == "read"):
+            return
+        raise deny(self.cube.audit, f"history:{action}", scope.principal, f"session:{self.session_id}",
+                   f"session {self.session_id!r} belongs to another user; use a session id of this user's own",
+                   {"owners": sorted(owners)})
 
     def __repr__(self) -> str:
         return f"MemOSChatMessageHistory(session_id={self.session_id!r}, user_id={self.user_id!r})"

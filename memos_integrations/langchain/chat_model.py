@@ -1,11 +1,14 @@
 """MemOSChatModel: a LangChain ``BaseChatModel`` for local transformers models with MemOS memory.
 
 Where it sits: the LangChain face of the local runtime (:mod:`memos_integrations.models.runtime`).
-Each call reads ``thread_id`` and ``user_id`` from the run's config (``config["configurable"]``,
-which is where LangGraph's checkpointer puts the thread id), retrieves the user's memories from
-the cube, reuses the thread's KV cache, routes the user's LoRA adapter, and streams tokens. Token
-usage goes in ``usage_metadata`` (``input_token_details["cache_read"]`` = prompt tokens served
-from the KV cache) and cache / adapter details in ``response_metadata["memos"]``.
+Who is acting (:func:`memos_integrations.access.resolve_scope`): the model's ``user_id``, else a
+per-call ``user_id=``, else the run's context, else ``config["configurable"]``; a run for another user
+than the model's is refused and audited. The thread is the run's (``thread_id`` in the context or
+``configurable``, where LangGraph's checkpointer puts it), else the model's default. Each call
+retrieves the user's memories from the cube (a call without a user is refused when there is a cube:
+it would read every user's), reuses the thread's KV cache, routes the user's LoRA adapter, and streams
+tokens. Token usage goes in ``usage_metadata`` (``input_token_details["cache_read"]`` = prompt tokens
+served from the KV cache) and cache / adapter details in ``response_metadata["memos"]``.
 
 Sync/async policy: generation is synchronous CPU/GPU work; ``ainvoke``/``astream`` use
 LangChain's default, which runs the sync path in a worker thread, never on the event loop.
@@ -27,9 +30,11 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from ..access import resolve_scope
+from ..errors import InvalidInputError
+
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "user", "function": "user",
           "developer": "system", "chat": "user"}
-_SCOPE_KEYS = ("thread_id", "user_id")
 _RUNTIMES: dict[tuple[str, str, int], Any] = {}  # one loaded checkpoint per (path, device, cube)
 _RUNTIMES_LOCK = threading.Lock()
 
@@ -115,7 +120,7 @@ class MemOSChatModel(BaseChatModel):
     top_k: int = Field(5, ge=0, description="Memories retrieved per turn (0 disables retrieval).")
     device: str | None = Field(None, description="torch device for a checkpoint loaded from `model`.")
     dtype: str = Field("auto", description="torch dtype for a checkpoint loaded from `model`.")
-    user_id: str | None = Field(None, description="Default user when the config names none.")
+    user_id: str | None = Field(None, description="The user this model acts for; None takes the run's.")
     thread_id: str | None = Field(None, description="Default thread when the config names none.")
     streaming: bool = Field(False, description="Accepted for compatibility; use .stream().")
     timeout: float | None = Field(None, description="Accepted for compatibility; local calls do not time out.")
@@ -152,8 +157,6 @@ class MemOSChatModel(BaseChatModel):
         if self.runtime is not None:
             return self.runtime
         if not self.model_name:
-            from ..errors import InvalidInputError
-
             raise InvalidInputError("MemOSChatModel needs model='<path or hub id>' or runtime=LocalRuntime(...)")
         key = (self.model_name, f"{self.device}:{self.dtype}", id(self.cube))
         with _RUNTIMES_LOCK:  # one copy of the weights per checkpoint, shared by every instance
@@ -166,14 +169,23 @@ class MemOSChatModel(BaseChatModel):
 
     # -- scope from the run's config ---------------------------------------------------------------
     def _scoped(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Copy ``thread_id`` / ``user_id`` from the config (or the enclosing LangGraph run) into
-        the call kwargs, which LangChain passes through to ``_generate`` / ``_stream``."""
-        cfg = ensure_config(config)
-        configurable = cfg.get("configurable") or {}
-        metadata = cfg.get("metadata") or {}
+        """Put who is acting (``user_id``) and the thread into the call kwargs, which LangChain passes
+        through to ``_generate`` / ``_stream``: binding > per-call kwargs > run context > configurable."""
+        cube = self.cube if self.cube is not None else (self.runtime.cube if self.runtime is not None else None)
+        audit = cube.audit if cube is not None else None
+        run = resolve_scope(bound={"user_id": self.user_id}, config=ensure_config(config), audit=audit,
+                            what="this chat model", fields=("user_id",))
+        # a per-call user_id= may narrow an unbound model, never name another user than the run's
+        user = resolve_scope(bound={"user_id": run.user_id}, context={"user_id": kwargs.get("user_id")},
+                             config={}, audit=audit, what="this chat model", fields=("user_id",)).user_id
         out = dict(kwargs)
-        for key in _SCOPE_KEYS:
-            value = out.get(key) or configurable.get(key) or metadata.get(key) or getattr(self, key)
+        if user is None and cube is not None:  # a search without a user would mix every user's memories
+            raise InvalidInputError(
+                "MemOSChatModel reads memories from its cube and needs a user: bind one (user_id=...), or pass "
+                "context={'user_id': ...} or config={'configurable': {'user_id': ...}}"
+            )
+        thread = kwargs.get("thread_id") or run.session_id or self.thread_id
+        for key, value in (("user_id", user), ("thread_id", thread)):
             if value is not None:
                 out[key] = str(value)
         return out

@@ -11,8 +11,8 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
+from ..aio import in_thread
 from ..textual.embed import Embedder, MiniLMEmbedder
-from ._common import in_thread
 
 
 class MemOSEmbeddings(Embeddings):

@@ -9,11 +9,15 @@ Hooks, in the order an agent run meets them:
 - ``after_agent``: read the new turn (human and AI messages since the last read) into memory, with
   the message ids as sources, the agent as principal and the thread as session.
 
-Whose memories: ``user_id`` given here binds the middleware to one user; otherwise each run names its
-user in the run context (``agent.invoke(..., context={"user_id": "alice"})``). A run without a user
-is an error, and recalled memories are tagged with their user and ignored in another user's run, so
-one user's memories never reach another's prompt. Needs the ``langchain`` package (``[langchain]``
-extra). Sync/async: the async hooks run the sync cube work in a worker thread.
+Whose memories: the order every component of this package follows
+(:func:`memos_integrations.access.resolve_scope`): ``user_id`` given here binds the middleware to one
+user; otherwise the run's context names it (``agent.invoke(..., context={"user_id": "alice"})``), else
+``config["configurable"]``. A run without a user is an error, a run for another user than the binding is
+refused (and audited), and recalled memories are tagged with their user and ignored in another user's
+run, so one user's memories never reach another's prompt. A message too long to search with is searched
+by its head and tail; a message the cube will not store is left out of memory (logged), not fatal.
+Needs the ``langchain`` package (``[langchain]`` extra). Sync/async: the async hooks run the sync cube
+work in a worker thread.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from typing_extensions import NotRequired, TypedDict
 
-from ..cube import MemCube
-from ..errors import AccessDeniedError, InvalidInputError, InvalidTypeError
-from ..items import MemoryItem, utcnow
-from ..prompting import format_memory
+from ..access import Scope, normalize_id
+from ..aio import in_thread
+from ..errors import InvalidInputError
+from ..face_api import CubeAPI, as_cube
+from ..items import utcnow
+from ..prompting import fit_memories
 from ..textual.retrieve import SearchPlan, plan_named
-from ._common import context_value, in_thread, message_to_memory
+from ._common import acting, message_to_memory, remember_turn, search_query
 
 DEFAULT_HEADER = "Relevant long-term memories about this user (best first; older facts may be outdated):"
 
@@ -104,7 +110,7 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
 
     def __init__(
         self,
-        cube: MemCube,
+        cube: CubeAPI,
         *,
         user_id: str | None = None,
         user_key: str = "user_id",
@@ -117,34 +123,36 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
         token_counter: Callable[[str], int] = approx_tokens,
     ) -> None:
         super().__init__()
-        if not isinstance(cube, MemCube):
-            raise InvalidTypeError(f"cube must be a MemCube, got {type(cube).__name__}")
+        cube = as_cube(cube, "MemOSMemoryMiddleware")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise InvalidInputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-        self.cube, self.user_id, self.user_key, self.agent_id = cube, user_id, user_key, agent_id
+        self.cube, self.user_key = cube, user_key
+        self.user_id, self.agent_id = normalize_id(user_id), normalize_id(agent_id, "agent_id")
         self.k, self.max_tokens, self.plan = k, max_tokens, plan_named(plan)
         self.remember, self.header, self.token_counter = remember, header, token_counter
         self.tools = []
 
     # -- whose run is this ----------------------------------------------------------------------
-    def user_for(self, runtime: Runtime[Any] | None) -> str:
-        """The run's user: the bound one, else ``context[user_key]``; never a guess."""
-        asked = context_value(getattr(runtime, "context", None), self.user_key)
-        if self.user_id is not None:
-            if asked is not None and asked != self.user_id:
-                raise AccessDeniedError(
-                    f"this memory middleware is bound to user {self.user_id!r} but the run is for {asked!r}; "
-                    "bind one middleware per user or leave user_id unset and pass it in the run context"
-                )
-            return self.user_id
-        if not isinstance(asked, str) or not asked:
+    def scope_for(self, runtime: Runtime[Any] | None) -> Scope:
+        """Who this run acts for: the binding, else the run's context, else ``configurable``; never a guess."""
+        context = getattr(runtime, "context", None)
+        if self.user_key != "user_id" and context is not None:  # the context names its user another way
+            context = {"user_id": _field(context, self.user_key), "agent_id": _field(context, "agent_id"),
+                       "session_id": _field(context, "session_id")}
+        scope = acting(self.cube, "this memory middleware", {"user_id": self.user_id, "agent_id": self.agent_id},
+                       context=context)
+        if scope.user_id is None:
             raise InvalidInputError(
                 f"no user for this run: pass context={{{self.user_key!r}: '<user id>'}} to invoke, "
                 "or bind the middleware with MemOSMemoryMiddleware(cube, user_id=...)"
             )
-        return asked
+        return scope
+
+    def user_for(self, runtime: Runtime[Any] | None) -> str:
+        """The run's user (see :meth:`scope_for`)."""
+        return self.scope_for(runtime).user_id  # type: ignore[return-value]  # scope_for refuses None
 
     # -- recall ---------------------------------------------------------------------------------
     def before_model(self, state: MemOSMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
@@ -162,19 +170,10 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
 
     def recall(self, user_id: str, human: HumanMessage) -> Recall:
         """Search ``user_id``'s memories for ``human`` and render those that fit the token budget."""
-        query = human.text.strip() if isinstance(human.text, str) else ""
+        query = search_query(human.text, self.cube.text_mem.max_text_chars)
         hits = self.cube.search(query, user_id=user_id, top_k=self.k, plan=self.plan) if query else []
-        chosen: list[MemoryItem] = []
-        lines: list[str] = []
-        used = self.token_counter(self.header)
-        for hit in hits:
-            line = format_memory(hit.item)
-            cost = self.token_counter(line)
-            if used + cost > self.max_tokens:
-                break
-            lines.append(line)
-            chosen.append(hit.item)
-            used += cost
+        chosen, lines = fit_memories([h.item for h in hits], self.max_tokens, self.token_counter,
+                                     spent=self.token_counter(self.header))
         text = "\n".join([self.header, *lines]) if lines else ""
         return Recall(user_id=user_id, message_id=human.id, text=text, memory_ids=[i.id for i in chosen])
 
@@ -202,17 +201,12 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
     def after_agent(self, state: MemOSMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         if not self.remember:
             return None
-        user = self.user_for(runtime)
+        scope = self.scope_for(runtime)
         messages = state["messages"]
         new = _unread(messages, state.get("memos_read_upto"))
         turn = [d for d in map(message_to_memory, new) if d is not None]
-        if turn:
-            info = getattr(runtime, "execution_info", None)
-            session = context_value(runtime.context, "session_id") or getattr(info, "thread_id", None)
-            self.cube.add(
-                messages=turn, user_id=user, agent_id=self.agent_id, session_id=session, timestamp=utcnow(),
-                principal=f"agent:{self.agent_id}" if self.agent_id else user, tags=["agent_turn"],
-            )
+        remember_turn(self.cube, turn, user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id,
+                      timestamp=utcnow(), principal=scope.principal, tags=["agent_turn"])
         return {"memos_read_upto": messages[-1].id} if messages else None
 
     async def aafter_agent(self, state: MemOSMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
@@ -236,3 +230,7 @@ def _unread(messages: Sequence[AnyMessage], read_upto: str | None) -> Sequence[A
         if isinstance(messages[n], HumanMessage):
             return messages[n:]
     return messages
+
+
+def _field(context: Any, key: str) -> Any:
+    return context.get(key) if isinstance(context, dict) else getattr(context, key, None)

@@ -3,7 +3,14 @@
 Where the vector store is plain similarity over documents, this is the memory read path: dense +
 keyword legs fused, the time-aware boost, optional graph expansion and MMR (the ``plan``), always
 inside one user's scope. Each ``Document`` carries the memory id, fused score, kind, event time and
-sources in its metadata. Sync/async: the async path runs the sync search in a worker thread.
+sources in its metadata.
+
+Who is acting (:func:`memos_integrations.access.resolve_scope`): the retriever's ``user_id``, else a
+per-call ``user_id=`` (only on an unbound retriever), else the run's context, else ``configurable``;
+a run for another user than the binding is refused and audited. ``user_id=None`` outside any run that
+names a user searches the whole cube. A query without words returns no documents; a pasted text longer
+than the cube takes is searched by its head and tail. Sync/async: the async path runs the sync search
+in a worker thread.
 """
 
 from __future__ import annotations
@@ -15,13 +22,17 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config
 from pydantic import ConfigDict, Field, field_validator
 
-from ..cube import MemCube
+from ..access import normalize_id
+from ..aio import in_thread
 from ..errors import InvalidInputError
+from ..face_api import CubeAPI, as_cube
 from ..items import Kind
 from ..textual.retrieve import SearchPlan, plan_named
-from ._common import check_user, hit_to_document, in_thread
+from ._common import acting, hit_to_document, search_query
 
 #: Per-call overrides ``invoke(query, **kwargs)`` accepts; ``user_id`` is deliberately not one of them.
 _OVERRIDES = frozenset({"k", "agent_id", "session_id", "time_from", "time_to", "kinds", "memory_tags", "filter", "plan"})
@@ -68,7 +79,7 @@ class MemOSRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    cube: MemCube = Field(exclude=True, description="the cube to search")
+    cube: CubeAPI = Field(exclude=True, description="the cube to search")
     user_id: str | None = Field(description="whose memories; None searches every user's (say so explicitly)")
     agent_id: str | Sequence[str] | None = None
     session_id: str | Sequence[str] | None = None
@@ -81,23 +92,39 @@ class MemOSRetriever(BaseRetriever):
     k: int = Field(4, ge=1, le=1000, description="how many documents to return")
     plan: SearchPlan | str = Field("balanced", description="'fast' | 'balanced' | 'deep' | a SearchPlan")
 
+    @field_validator("cube", mode="before")
+    @classmethod
+    def _a_cube(cls, value: Any) -> CubeAPI:
+        return as_cube(value, "MemOSRetriever")
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _an_id(cls, value: Any) -> str | None:
+        return normalize_id(value)
+
     @field_validator("plan")
     @classmethod
     def _known_plan(cls, value: SearchPlan | str) -> SearchPlan | str:
         plan_named(value)
         return value
 
+    def invoke(self, input: str, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
+        config = ensure_config(config)  # BaseRetriever does not hand the config on; the scope needs it
+        return super().invoke(input, config, _memos_config=config, **kwargs)
+
+    async def ainvoke(self, input: str, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
+        config = ensure_config(config)
+        return await super().ainvoke(input, config, _memos_config=config, **kwargs)
+
     def _search_args(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        user_id = self.user_id
-        if user_id is not None:
-            check_user(user_id, kwargs.get("user_id"), "this retriever")
-        else:  # an unscoped retriever may be narrowed to one user per call
-            user_id = kwargs.get("user_id")
+        kwargs = dict(kwargs)
+        config = kwargs.pop("_memos_config", None)
         unknown = set(kwargs) - _OVERRIDES - {"user_id"}
         if unknown:
             raise InvalidInputError(f"unknown retriever arguments {sorted(unknown)}; per call you may set {sorted(_OVERRIDES)}")
+        scope = acting(self.cube, "this retriever", {"user_id": self.user_id}, config=config, asked=kwargs.get("user_id"))
         args: dict[str, Any] = {
-            "user_id": user_id, "agent_id": self.agent_id, "session_id": self.session_id,
+            "user_id": scope.user_id, "agent_id": self.agent_id, "session_id": self.session_id,
             "time_from": self.time_from, "time_to": self.time_to, "kinds": self.kinds, "tags": self.memory_tags,
             "metadata": self.filter, "top_k": self.k, "plan": self.plan,
         }
@@ -106,15 +133,17 @@ class MemOSRetriever(BaseRetriever):
                 args[{"k": "top_k", "filter": "metadata", "memory_tags": "tags"}.get(key, key)] = value
         return args
 
+    def _search(self, query: str, kwargs: Mapping[str, Any]) -> list[Document]:
+        args = self._search_args(kwargs)
+        text = search_query(query, self.cube.text_mem.max_text_chars)
+        return [] if text is None else [hit_to_document(hit) for hit in self.cube.search(text, **args)]
+
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        hits = self.cube.search(query, **self._search_args(kwargs))
-        return [hit_to_document(hit) for hit in hits]
+        return self._search(query, kwargs)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        args = self._search_args(kwargs)
-        hits = await in_thread(self.cube.search, query, **args)
-        return [hit_to_document(hit) for hit in hits]
+        return await in_thread(self._search, query, kwargs)

@@ -1,77 +1,99 @@
 """Memory tools for LangChain agents: ``search_memory``, ``save_memory``, ``forget_memory``.
 
-Each tool is bound to one cube and one user when it is made (``create_memory_tools(cube, user_id)``),
-so a model can only ever reach that user's memories. A call that names another user (the optional
-``user_id`` argument, or ``configurable.user_id`` in the run config) is refused with
-``AccessDeniedError`` and the attempt is written to the cube's audit log; a memory id of another
-user is "not found", never revealed. Sync/async: ``ainvoke`` runs the sync tool in a worker thread
-(``BaseTool``'s default, which these tools keep).
+Whose memories: the same order as every component of this package
+(:func:`memos_integrations.access.resolve_scope`): the user the tools were bound to
+(``create_memory_tools(cube, "maya")``), else the run's context (``agent.invoke(..., context={"user_id": ...})``),
+else ``config["configurable"]``. The tool schema has no ``user_id`` argument, so a model can never choose
+whose memories it reads. A run that names another user than the binding is refused and audited.
+
+Errors: anything the cube refuses (access denied, an empty or over-long text, no user for the run) comes
+back to the model as a tool error (``ToolMessage(status="error")``) and the agent run goes on; a memory id
+of another user is "not found", never revealed. Sync/async: ``ainvoke`` runs the sync tool in a worker
+thread (``BaseTool``'s default, which these tools keep).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field
+from langchain_core.tools import BaseTool, ToolException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..cube import MemCube
-from ..errors import AccessDeniedError, InvalidTypeError, ItemNotFoundError
+from ..access import Scope, normalize_id
+from ..errors import AccessDeniedError, ItemNotFoundError, MemosError
+from ..face_api import CubeAPI, as_cube
 from ..items import Kind, utcnow
 from ..prompting import format_memory
 from ..textual.memory import new_item
-from ._common import check_user
-
-_USER_FIELD = Field(
-    None, description="Leave unset: the tool is bound to one user, and any other user id is refused."
-)
+from ._common import acting, search_query
 
 
 class SearchMemoryInput(BaseModel):
     query: str = Field(description="What to look for, in plain words, e.g. 'where does the user's sister live'")
     k: int = Field(5, ge=1, le=50, description="How many memories to return")
-    user_id: str | None = _USER_FIELD
 
 
 class SaveMemoryInput(BaseModel):
     text: str = Field(description="One self-contained fact about the user, e.g. 'Alice is allergic to peanuts'")
     kind: Kind = Field(Kind.FACT, description="fact, preference or event")
-    user_id: str | None = _USER_FIELD
 
 
 class ForgetMemoryInput(BaseModel):
     memory_id: str = Field(description="The id of a memory, as shown in brackets by search_memory")
-    user_id: str | None = _USER_FIELD
+
+
+def _tool_error(exc: ToolException) -> str:
+    return f"Error: {exc}"
 
 
 class _BoundMemoryTool(BaseTool):
-    """A tool bound to one cube and one user (the shared part of the three tools)."""
+    """A tool over one cube, bound to a user or taking the run's (the shared part of the three tools)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    cube: MemCube = Field(exclude=True)
-    user_id: str
+    cube: CubeAPI = Field(exclude=True)
+    user_id: str | None = None
     agent_id: str | None = None
     session_id: str | None = None
+    handle_tool_error: Any = _tool_error  # a refused call is the model's to read, not the end of the run
 
-    def _authorise(self, asked: str | None, config: RunnableConfig | None) -> str:
-        configured = ((config or {}).get("configurable") or {}).get("user_id")
+    @field_validator("cube", mode="before")
+    @classmethod
+    def _a_cube(cls, value: Any) -> CubeAPI:
+        return as_cube(value, cls.__name__)
+
+    @field_validator("user_id", "agent_id", "session_id", mode="before")
+    @classmethod
+    def _an_id(cls, value: Any) -> str | None:
+        return normalize_id(value)
+
+    def _scope(self, config: RunnableConfig | None) -> Scope:
+        """Who this call acts for; a refusal or a missing user becomes a tool error for the model."""
         try:
-            check_user(self.user_id, configured, f"tool {self.name!r}")
-            check_user(self.user_id, asked, f"tool {self.name!r}")
-        except AccessDeniedError:
-            self.cube.audit(f"tool:{self.name}", self.user_id, asked or configured, {"refused": True}, allowed=False)
-            raise
-        return self.user_id
+            scope = acting(self.cube, f"tool {self.name!r}", config=config,
+                           bound={"user_id": self.user_id, "agent_id": self.agent_id, "session_id": self.session_id})
+            scope.require_user(f"tool {self.name!r}")
+        except AccessDeniedError as exc:  # the audit has who asked; the model learns only that it may not
+            raise ToolException("this tool may not act for the user of this run; nothing was read or written") from exc
+        except MemosError as exc:
+            raise ToolException(str(exc)) from exc
+        return scope
 
-    @property
-    def _principal(self) -> str:
-        return f"agent:{self.agent_id}" if self.agent_id else self.user_id
+
+@contextmanager
+def _as_tool_error() -> Iterator[None]:
+    """What the cube refuses (empty or over-long text, a bad id) is the model's to read and fix."""
+    try:
+        yield
+    except MemosError as exc:
+        raise ToolException(str(exc)) from exc
 
 
 class SearchMemoryTool(_BoundMemoryTool):
-    """Search the bound user's long-term memory (hybrid search); content for the model, items as artifact.
+    """Search the acting user's long-term memory (hybrid search); content for the model, items as artifact.
 
     Setup:
         .. code-block:: bash
@@ -108,14 +130,14 @@ class SearchMemoryTool(_BoundMemoryTool):
     args_schema: type[BaseModel] = SearchMemoryInput
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
 
-    def _run(
-        self, query: str, k: int = 5, user_id: str | None = None, *, config: RunnableConfig
-    ) -> tuple[str, list[dict[str, Any]]]:
-        user = self._authorise(user_id, config)
-        hits = self.cube.search(query, user_id=user, top_k=k)
+    def _run(self, query: str, k: int = 5, *, config: RunnableConfig) -> tuple[str, list[dict[str, Any]]]:
+        scope = self._scope(config)
+        text = search_query(query, self.cube.text_mem.max_text_chars)
+        with _as_tool_error():
+            hits = [] if text is None else self.cube.search(text, user_id=scope.user_id, top_k=k)
         if not hits:
             return "No memories found.", []
-        lines = [f"[{h.item.id}] ({h.item.kind.value}) {format_memory(h.item)[2:]}" for h in hits]
+        lines = [format_memory(h.item, cite=True) for h in hits]
         artifact = [
             {"id": h.item.id, "text": h.item.text, "kind": h.item.kind.value, "score": h.score,
              "event_time": h.item.event_time.isoformat() if h.item.event_time else None,
@@ -126,7 +148,7 @@ class SearchMemoryTool(_BoundMemoryTool):
 
 
 class SaveMemoryTool(_BoundMemoryTool):
-    """Save one fact, preference or event to the bound user's long-term memory.
+    """Save one fact, preference or event to the acting user's long-term memory.
 
     Setup:
         .. code-block:: bash
@@ -163,20 +185,19 @@ class SaveMemoryTool(_BoundMemoryTool):
     )
     args_schema: type[BaseModel] = SaveMemoryInput
 
-    def _run(
-        self, text: str, kind: Kind | str = Kind.FACT, user_id: str | None = None, *, config: RunnableConfig
-    ) -> str:
-        user = self._authorise(user_id, config)
-        item = new_item(
-            text, kind=kind, user_id=user, agent_id=self.agent_id, session_id=self.session_id,
-            created_by=self._principal, method=f"tool:{self.name}", event_time=utcnow(),
-        )
-        self.cube.add_items([item])
+    def _run(self, text: str, kind: Kind | str = Kind.FACT, *, config: RunnableConfig) -> str:
+        scope = self._scope(config)
+        with _as_tool_error():
+            item = new_item(
+                text, kind=kind, user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id,
+                created_by=scope.principal, method=f"tool:{self.name}", event_time=utcnow(),
+            )
+            self.cube.add_items([item])
         return f"Saved memory {item.id}."
 
 
 class ForgetMemoryTool(_BoundMemoryTool):
-    """Forget (tombstone) one of the bound user's memories by id; it stays in ``cube.history``.
+    """Forget (tombstone) one of the acting user's memories by id; it stays in ``cube.history``.
 
     Setup:
         .. code-block:: bash
@@ -211,22 +232,37 @@ class ForgetMemoryTool(_BoundMemoryTool):
     )
     args_schema: type[BaseModel] = ForgetMemoryInput
 
-    def _run(self, memory_id: str, user_id: str | None = None, *, config: RunnableConfig) -> str:
-        user = self._authorise(user_id, config)
+    def _run(self, memory_id: str, *, config: RunnableConfig) -> str:
+        scope = self._scope(config)
         try:
             item = self.cube.get(memory_id)
         except ItemNotFoundError:
             item = None
-        if item is None or item.user_id != user:  # another user's id reads as absent: nothing leaks
+        if item is None or item.user_id != scope.user_id:  # another user's id reads as absent: nothing leaks
             return f"No memory {memory_id} for this user; nothing was forgotten."
-        self.cube.delete([memory_id], principal=self._principal)
+        with _as_tool_error():
+            self.cube.delete([memory_id], principal=scope.principal)
         return f"Forgot memory {memory_id}."
 
 
 def create_memory_tools(
-    cube: MemCube, user_id: str, *, agent_id: str | None = None, session_id: str | None = None
+    cube: CubeAPI, user_id: str | None = None, *, agent_id: str | None = None, session_id: str | None = None
 ) -> list[BaseTool]:
-    """``[search_memory, save_memory, forget_memory]`` bound to ``cube`` and ``user_id``.
+    """``[search_memory, save_memory, forget_memory]`` over ``cube``, bound to ``user_id`` or taking the run's.
+
+    Args:
+        cube: the cube the tools read and write.
+        user_id: bind the tools to this user; None takes each run's user from its context or configurable
+            (a run that names none gets a tool error back, not another user's memories).
+        agent_id: the agent the tools act as (written as provenance, ``created_by="agent:<id>"``).
+        session_id: the session saved memories belong to; None takes the run's thread.
+
+    Returns:
+        The three tools, ready for ``create_agent(model, tools=...)``.
+
+    Raises:
+        InvalidTypeError: ``cube`` is not a cube, or an id is not a string.
+        InvalidInputError: an id is empty.
 
     Example:
         .. code-block:: python
@@ -237,9 +273,9 @@ def create_memory_tools(
             from memos_integrations.langchain import create_memory_tools
 
             cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
-            agent = create_agent("openai:gpt-4.1-mini", tools=create_memory_tools(cube, "alice", agent_id="helper"))
+            agent = create_agent("openai:gpt-4.1-mini", tools=create_memory_tools(cube, agent_id="helper"))
+            # agent.invoke({...}, context={"user_id": "alice"})
     """
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidTypeError("user_id must be a non-empty string: memory tools are always bound to one user")
-    bound: dict[str, Any] = {"cube": cube, "user_id": user_id, "agent_id": agent_id, "session_id": session_id}
+    bound: dict[str, Any] = {"cube": as_cube(cube, "create_memory_tools"), "user_id": normalize_id(user_id),
+                             "agent_id": agent_id, "session_id": session_id}
     return [SearchMemoryTool(**bound), SaveMemoryTool(**bound), ForgetMemoryTool(**bound)]

@@ -2,7 +2,15 @@
 
 Documents become cube items (kind ``document`` by default) whose id is the document id and whose
 metadata is the document metadata, so they get versions, tombstones, audit and provenance like any
-memory, and the cube's other faces (retriever, tools, LangGraph, LlamaIndex) see them too. Search is
+memory, and the cube's other faces (retriever, tools, LangGraph, LlamaIndex) see them too. The store
+reads only the kinds it writes (``kinds=`` widens that), so chat messages, facts and LlamaIndex chunks
+in the same cube never come back as documents, nor can ``delete()`` reach them.
+
+Who is acting: the store's binding (``user_id`` / ``agent_id`` / ``session_id``), else the user the run
+names (:func:`memos_integrations.access.resolve_scope`); a run for another user than the binding is
+refused. Writes and deletes only touch ids whose scope and kind are exactly the store's: an id held in
+another scope (or by another kind) is refused as "not available" without saying by whom, so an unscoped
+store can never move a user's document out of her scope. Search is
 the cube's dense leg only (exact cosine over the filter's candidates, the ANN index when they are
 many); scores are cosine similarities. Sync/async: sync core; the ``a*`` twins inherited from
 ``VectorStore`` run the sync methods in a worker thread (``run_in_executor``), never on the loop.
@@ -21,15 +29,16 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
+from ..access import deny, normalize_id
 from ..cube import MemCube
-from ..errors import AccessDeniedError, EmbedderMismatchError, InvalidFilterError, InvalidInputError, InvalidTypeError
+from ..errors import EmbedderMismatchError, InvalidFilterError, InvalidInputError, InvalidTypeError
+from ..face_api import CubeAPI, as_cube
 from ..items import Kind, MemoryItem, SearchHit, new_id
 from ..textual.embed import LangChainEmbedder, as_embedder
 from ..textual.filters import MemoryFilter
 from ..textual.memory import ids_of
-from ..textual.read import check_text
 from ..textual.retrieve import BALANCED
-from ._common import item_to_document
+from ._common import acting, item_to_document, search_query
 from .embeddings import MemOSEmbeddings, unwrap
 
 # Dense only and no time boost: a vector store ranks by similarity alone, as callers expect.
@@ -81,24 +90,41 @@ class MemOSVectorStore(VectorStore):
     Filters are the cube's metadata conditions: ``{key: value}`` or ``{key: {"$eq" | "$ne" | "$gt" |
     "$gte" | "$lt" | "$lte" | "$in" | "$nin" | "$exists": value}}``; dotted keys reach nested JSON.
     A scoped store (``user_id`` / ``agent_id`` / ``session_id``) writes that scope on every document
-    and only ever reads, overwrites or deletes documents inside it.
+    and only ever reads, overwrites or deletes documents inside it; an unbound store used inside an agent
+    run acts for the run's user. It reads only its own ``kind`` unless ``kinds=[...]`` (or ``"all"``) widens
+    that. ``delete()`` returns True only when it deleted something.
     """
 
     def __init__(
         self,
-        cube: MemCube,
+        cube: CubeAPI,
         embedding: Embeddings | None = None,
         *,
         user_id: str | None = None,
         agent_id: str | None = None,
         session_id: str | None = None,
         kind: Kind | str = Kind.DOCUMENT,
-        kinds: Sequence[Kind | str] | None = None,
+        kinds: Sequence[Kind | str] | str | None = None,
         tags: Sequence[str] = (),
         principal: str | None = None,
     ) -> None:
-        if not isinstance(cube, MemCube):
-            raise InvalidTypeError(f"cube must be a MemCube, got {type(cube).__name__}")
+        """A store over ``cube``.
+
+        Args:
+            cube: the cube the documents live in.
+            embedding: the cube's own embedder as LangChain ``Embeddings`` (checked by fingerprint); None uses it.
+            user_id / agent_id / session_id: the scope written on every document and the only one read.
+            kind: the kind documents are written as.
+            kinds: the kinds read; None reads only ``kind``, ``"all"`` reads every kind.
+            tags: tags written on every document.
+            principal: who the audit log names for writes (default: the acting user).
+
+        Raises:
+            InvalidTypeError: ``cube`` is not a cube.
+            EmbedderMismatchError: ``embedding`` is not the model the cube's vectors were made with.
+            InvalidInputError: an unknown kind.
+        """
+        cube = as_cube(cube, "MemOSVectorStore")
         self.cube = cube
         if embedding is not None:
             _check_same_embedder(cube, embedding)
@@ -107,12 +133,18 @@ class MemOSVectorStore(VectorStore):
         else:
             embedding = MemOSEmbeddings(cube.embedder)
         self._embedding: Embeddings = embedding
-        self.user_id, self.agent_id, self.session_id = user_id, agent_id, session_id
+        self.user_id, self.agent_id = normalize_id(user_id), normalize_id(agent_id, "agent_id")
+        self.session_id = normalize_id(session_id, "session_id")
         try:
             self.kind = Kind(kind)
         except ValueError:
             raise InvalidInputError(f"unknown kind {kind!r}; use one of {[k.value for k in Kind]}") from None
-        self.kinds = list(kinds) if kinds is not None else None
+        if kinds == "all":
+            self.kinds: list[Kind | str] | None = None
+        elif isinstance(kinds, str):
+            raise InvalidInputError(f"kinds must be a list of kinds or 'all', got {kinds!r}")
+        else:
+            self.kinds = list(kinds) if kinds is not None else [self.kind]
         self.tags = list(tags)
         self.principal = principal
         MemoryFilter(kinds=self.kinds)  # reject an unknown kind now, not at the first search
@@ -130,21 +162,26 @@ class MemOSVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store ``texts``; an id already present gets a new version (never a duplicate)."""
-        items = self._items(texts, metadatas, ids)
-        self._check_writable([it.id for it in items])
+        """Embed and store ``texts``; an id already present gets a new version (never a duplicate).
+
+        An id that exists in another scope, or as another kind, is refused (``AccessDeniedError``, nothing
+        written): the store never takes over what it cannot read.
+        """
+        scope = self._scope()
+        items = self._items(texts, metadatas, ids, scope)
+        self._check_writable([it.id for it in items], scope)
         self.cube.add_items(items)
         return [it.id for it in items]
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Tombstone ``ids`` (ids that are absent or outside this store's scope are skipped)."""
+        """Tombstone ``ids``; True when at least one was deleted (absent and out-of-scope ids are skipped)."""
         if ids is None:
             # LangChain lets None mean "everything"; over a shared cube that is too easy to do by accident
             raise InvalidInputError("pass the ids to delete; MemOSVectorStore.delete never deletes everything")
-        visible = [it.id for it in self._visible(_id_list(ids))]
-        if visible:
-            self.cube.delete(visible, principal=self.principal)
-        return True
+        scope = self._scope()
+        mine = [it.id for it in self.cube.text_mem.get_many(_id_list(ids)) if self._owns(it, scope)]
+        deleted = self.cube.delete(mine, principal=self._principal(scope)) if mine else 0
+        return deleted > 0
 
     # -- reads --------------------------------------------------------------------------------
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
@@ -159,7 +196,8 @@ class MemOSVectorStore(VectorStore):
         self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Documents with their cosine similarity to ``query`` (-1..1, higher is closer)."""
-        return self.similarity_search_with_score_by_vector(self._embed_query(query), k, filter=filter)
+        vector = self._embed_query(query)
+        return [] if vector is None else self.similarity_search_with_score_by_vector(vector, k, filter=filter)
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
@@ -185,9 +223,10 @@ class MemOSVectorStore(VectorStore):
         filter: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> list[Document]:
-        return self.max_marginal_relevance_search_by_vector(
-            self._embed_query(query).tolist(), k, fetch_k, lambda_mult, filter=filter
-        )
+        vector = self._embed_query(query)
+        if vector is None:
+            return []
+        return self.max_marginal_relevance_search_by_vector(vector.tolist(), k, fetch_k, lambda_mult, filter=filter)
 
     def max_marginal_relevance_search_by_vector(
         self,
@@ -226,33 +265,44 @@ class MemOSVectorStore(VectorStore):
         if cube is None:
             path = path if path is not None else Path(tempfile.mkdtemp(prefix="memcube-")) / "cube"
             cube = MemCube.init_from_dir(path, embedder=unwrap(embedding))
-        store = cls(cube, embedding, **kwargs)
+        store = cls(as_cube(cube, "MemOSVectorStore.from_texts"), embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
     # -- internals ----------------------------------------------------------------------------
-    def _scope(self) -> dict[str, Any]:
-        scope = {"user_id": self.user_id, "agent_id": self.agent_id, "session_id": self.session_id}
-        return {k: v for k, v in scope.items() if v is not None}
+    def _scope(self) -> dict[str, str | None]:
+        """The scope this call acts in: the binding, the run's user where the store binds none."""
+        scope = acting(self.cube, "this vector store", {"user_id": self.user_id, "agent_id": self.agent_id})
+        return {"user_id": scope.user_id, "agent_id": self.agent_id, "session_id": self.session_id}
 
-    def _in_scope(self, item: MemoryItem) -> bool:
-        return all(getattr(item, k) == v for k, v in self._scope().items())
+    def _principal(self, scope: dict[str, str | None]) -> str | None:
+        return self.principal or scope["user_id"]
+
+    def _reads(self, item: MemoryItem, scope: dict[str, str | None]) -> bool:
+        in_scope = all(getattr(item, k) == v for k, v in scope.items() if v is not None)
+        return in_scope and (self.kinds is None or item.kind.value in {Kind(k).value for k in self.kinds})
+
+    def _owns(self, item: MemoryItem, scope: dict[str, str | None]) -> bool:
+        """Exactly this store's scope and kind: what it may overwrite or delete."""
+        return all(getattr(item, k) == v for k, v in scope.items()) and item.kind == self.kind
 
     def _visible(self, ids: list[str]) -> list[MemoryItem]:
-        return [it for it in self.cube.text_mem.get_many(ids) if self._in_scope(it)]
+        scope = self._scope()
+        return [it for it in self.cube.text_mem.get_many(ids) if self._reads(it, scope)]
 
-    def _check_writable(self, ids: list[str]) -> None:
-        """An id owned by another scope must not be overwritten through this store."""
+    def _check_writable(self, ids: list[str], scope: dict[str, str | None]) -> None:
+        """An id held by another scope or kind must not be overwritten (nor moved) through this store."""
         existing = self.cube.store.get_items(ids, include_deleted=True)
-        foreign = sorted(i for i, it in existing.items() if not self._in_scope(it))
-        if foreign:
-            raise AccessDeniedError(
-                f"ids {foreign} belong to memories outside this store's scope {self._scope()}; "
-                "nothing was written; choose other ids"
-            )
+        taken = sorted(i for i, it in existing.items() if not self._owns(it, scope))
+        if taken:
+            # the audit keeps the details; the message does not say whose the ids are
+            raise deny(self.cube.audit, "langchain.vectorstore:write", self._principal(scope), ",".join(taken),
+                       f"ids {taken} are not available to this store; nothing was written; choose other ids",
+                       {"scope": scope})
 
     def _items(
-        self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None, ids: list[str] | None
+        self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None, ids: list[str] | None,
+        scope: dict[str, str | None],
     ) -> list[MemoryItem]:
         if isinstance(texts, (str, bytes)):
             raise InvalidTypeError("texts must be a list of strings, not one string; wrap it in a list")
@@ -275,8 +325,8 @@ class MemOSVectorStore(VectorStore):
             items.append(
                 MemoryItem(
                     text=text, id=(ids[n] if ids is not None else None) or new_id(), kind=self.kind,
-                    user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id,
-                    tags=list(self.tags), metadata=dict(meta), created_by=self.principal or self.user_id,
+                    user_id=scope["user_id"], agent_id=scope["agent_id"], session_id=scope["session_id"],
+                    tags=list(self.tags), metadata=dict(meta), created_by=self._principal(scope),
                     method="langchain.vectorstore",
                 )
             )
@@ -288,11 +338,14 @@ class MemOSVectorStore(VectorStore):
                 f"filter must be a dict of metadata conditions, got {type(filter).__name__}; "
                 "e.g. {'topic': 'tea'} or {'year': {'$gte': 2023}}"
             )
-        return MemoryFilter(**self._scope(), kinds=self.kinds, metadata=dict(filter) if filter else None)
+        scope = self._scope()
+        return MemoryFilter(user_id=scope["user_id"], agent_id=scope["agent_id"], session_id=scope["session_id"],
+                            kinds=self.kinds, metadata=dict(filter) if filter else None)
 
-    def _embed_query(self, query: str) -> np.ndarray:
-        check_text(query, self.cube.config.max_text_chars, "query")
-        return self.cube.embedder.embed_query(query)
+    def _embed_query(self, query: str) -> np.ndarray | None:
+        """The query's vector; None for a query without words (it matches nothing)."""
+        text = search_query(query, self.cube.text_mem.max_text_chars)
+        return None if text is None else self.cube.embedder.embed_query(text)
 
     def _nearest(
         self, embedding: Sequence[float] | np.ndarray, k: int, filter: Mapping[str, Any] | None
@@ -333,15 +386,21 @@ def _id_list(ids: Any) -> list[str]:
     return ids_of(ids)
 
 
-def _check_same_embedder(cube: MemCube, embedding: Any) -> None:
-    """Vectors from two models in one index are silent garbage: refuse another embedder up front."""
+def _check_same_embedder(cube: CubeAPI, embedding: Any) -> None:
+    """Vectors from two models in one index are silent garbage: refuse any other model up front.
+
+    Identity, not size: two models with the same dimension differ in their fingerprint (the digest of
+    what they compute for a fixed probe, :func:`~memos_integrations.textual.embed.probe_fingerprint`),
+    which is compared with the one the cube recorded in ``cube.json`` when it was made.
+    """
     given = unwrap(embedding)
     if given is cube.embedder or (isinstance(cube.embedder, LangChainEmbedder) and given is cube.embedder.embeddings):
         return
     emb = as_embedder(given)
-    ours = cube.embedder
-    if emb.dimension != ours.dimension or emb.fingerprint != ours.fingerprint:
+    recorded = cube.embedder.fingerprint
+    if emb.fingerprint != recorded:
         raise EmbedderMismatchError(
-            f"cube {cube.cube_id!r} was built with {ours.name!r} ({ours.dimension} dims) but the vector store "
-            f"was given {emb.name!r} ({emb.dimension} dims); pass the cube's own embedder or leave embedding unset"
+            f"cube {cube.cube_id!r} was built with {cube.embedder.name!r} (fingerprint {recorded}, "
+            f"{cube.embedder.dimension} dims) but the vector store was given {emb.name!r} (fingerprint "
+            f"{emb.fingerprint}, {emb.dimension} dims); pass the cube's own embedder or leave embedding unset"
         )

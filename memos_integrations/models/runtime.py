@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, require
+from ..prompting import bullet_list
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant with a long-term memory of this user."
 _MAX_CONTEXTS = 256  # turns whose injected memories a thread remembers
@@ -193,7 +194,7 @@ class LocalRuntime:
         text = system if system is not None else self.system_prompt
         pinned = self.pinned_memories(user_id)
         if pinned:
-            text += "\n\nWhat you know about the user:\n" + "\n".join(f"- {p}" for p in pinned)
+            text += "\n\n" + bullet_list("What you know about the user:", pinned)
         return text
 
     def encode(self, messages: Sequence[dict[str, str]], *, generation_prompt: bool = True) -> list[int]:
@@ -220,7 +221,7 @@ class LocalRuntime:
         head = [{"role": "system", "content": self.system_text(user_id, system)}]
         contexts = contexts or {}
         last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
-        context = ("Relevant memories:\n" + "\n".join(f"- {m}" for m in memories)) if memories else ""
+        context = bullet_list("Relevant memories:", memories)
         for i, m in enumerate(msgs):
             if m["role"] != "user":
                 continue

@@ -53,27 +53,44 @@ def test_remember_reads_human_and_ai_messages_into_memory(cube: MemCube) -> None
     assert cube.stats()["items"] == 2  # clearing the transcript keeps long-term memory
 
 
-def test_a_failed_memory_write_rolls_the_transcript_back(cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_memory_write_keeps_the_transcript(cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
     history = MemOSChatMessageHistory(cube, "s1", user_id="alice", remember=True)
 
     def broken(*a: object, **kw: object) -> None:
         raise RuntimeError("embedder down")
 
     monkeypatch.setattr(cube.text_mem, "add_items", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # not a refusal of the input: the caller must hear of it
         history.add_messages([HumanMessage("remember me")])
-    assert history.messages == []
+    assert [m.content for m in history.messages] == ["remember me"]  # but the turn is in the transcript
     with pytest.raises(InvalidTypeError, match="LangChain messages"):
         history.add_messages([HumanMessage("ok"), "not a message"])  # type: ignore[list-item]
-    assert history.messages == []
+    assert [m.content for m in history.messages] == ["remember me"]
 
 
-def test_a_session_of_another_user_is_refused(cube: MemCube) -> None:
+def test_an_over_long_message_stays_in_the_transcript_and_the_rest_is_remembered(cube: MemCube) -> None:
+    history = MemOSChatMessageHistory(cube, "s1", user_id="alice", remember=True)
+    pasted = "log line\n" * 4_000  # 36,000 characters, above the cube's 32,000
+    history.add_messages([HumanMessage(pasted), AIMessage("That log shows a timeout."), HumanMessage("  ")])
+    assert [len(m.content) for m in history.messages] == [len(pasted), 25, 2]  # the whole turn, as sent
+    assert [i.text for i in cube.get_all(user_id="alice")] == ["That log shows a timeout."]
+    assert any(row["action"] == "remember" for row in cube.audit_log(10))
+
+
+def test_a_session_of_another_user_is_refused_without_naming_the_owner(cube: MemCube) -> None:
     MemOSChatMessageHistory(cube, "shared", user_id="alice").add_user_message("alice's words")
-    with pytest.raises(AccessDeniedError, match="holds messages of user"):
+    with pytest.raises(AccessDeniedError, match="belongs to another user") as refused:
         _ = MemOSChatMessageHistory(cube, "shared", user_id="bob").messages
+    assert "alice" not in str(refused.value)
     with pytest.raises(AccessDeniedError):
         MemOSChatMessageHistory(cube, "shared", user_id="bob").add_user_message("bob's words")
+    with pytest.raises(AccessDeniedError):  # an unscoped history may read there, never write or clear
+        MemOSChatMessageHistory(cube, "shared").add_user_message("nobody's words")
+    with pytest.raises(AccessDeniedError):
+        MemOSChatMessageHistory(cube, "shared").clear()
+    assert [m.content for m in MemOSChatMessageHistory(cube, "shared", user_id="alice").messages] == ["alice's words"]
+    denied = [row for row in cube.audit_log(10) if not row["allowed"]]
+    assert len(denied) == 4 and denied[0]["target"] == "session:shared"
     with pytest.raises(InvalidTypeError):
         MemOSChatMessageHistory(cube, "  ")
 
@@ -110,3 +127,33 @@ async def test_async_methods_run_in_worker_threads(tmp_path: Path, cube: MemCube
     await history.aclear()
     assert await history.aget_messages() == []
     assert threads and threading.get_ident() not in threads
+
+
+def test_an_unbound_history_acts_for_the_runs_user(cube: MemCube) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    def add(text: str) -> None:
+        MemOSChatMessageHistory(cube, "s-bob", remember=True).add_user_message(text)
+
+    RunnableLambda(add).invoke("Bob's words", config={"configurable": {"user_id": "bob"}})
+    assert [i.user_id for i in cube.get_all()] == ["bob"]
+    with pytest.raises(AccessDeniedError):
+        RunnableLambda(add).invoke("Alice's words", config={"configurable": {"user_id": "alice"}})
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_async_methods_return_what_sync_ones_do(cube: MemCube, use_async: bool) -> None:
+    history = MemOSChatMessageHistory(cube, "s1", user_id="alice", remember=True)
+    turn = [HumanMessage("My sister Jo lives in Lisbon.", id="m1"), AIMessage("Noted.", id="m2")]
+    if use_async:
+        await history.aadd_messages(turn)
+        got = await history.aget_messages()
+    else:
+        history.add_messages(turn)
+        got = history.messages
+    assert got == turn and [i.sources for i in cube.get_all(user_id="alice")] == [["m1"], ["m2"]]
+    if use_async:
+        await history.aclear()
+    else:
+        history.clear()
+    assert history.messages == []

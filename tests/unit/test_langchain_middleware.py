@@ -109,7 +109,7 @@ def test_a_run_needs_its_user_and_a_bound_middleware_refuses_others(people: MemC
     with pytest.raises(InvalidInputError, match="no user for this run"):
         agent.invoke({"messages": [HumanMessage("hi")]})
     bound = create_agent(StandInChatModel(), middleware=[MemOSMemoryMiddleware(people, user_id="alice")])
-    with pytest.raises(AccessDeniedError, match="bound to user 'alice'"):
+    with pytest.raises(AccessDeniedError, match="bound to user_id 'alice'"):
         bound.invoke({"messages": [HumanMessage("hi")]}, context={"user_id": "bob"})
     with pytest.raises(InvalidInputError):
         MemOSMemoryMiddleware(people, max_tokens=0)
@@ -140,3 +140,36 @@ async def test_async_agent_runs_cube_work_off_the_event_loop(people: MemCube, mo
     out = await agent.ainvoke({"messages": [HumanMessage("Where do I live?")]}, context={"user_id": "bob"})
     assert "Oslo" in out["messages"][-1].content
     assert len(threads) == 2 and threading.get_ident() not in threads
+
+
+def test_a_pasted_message_longer_than_the_cube_takes_does_not_end_the_run(people: MemCube) -> None:
+    model = StandInChatModel()
+    agent = create_agent(model, middleware=[MemOSMemoryMiddleware(people)], checkpointer=InMemorySaver())
+    pasted = "Where does Alice live? " + "stack trace line\n" * 2_200  # about 37,000 characters
+    out = ask(agent, pasted, "alice", thread="paste")
+    assert "Porto" in model.seen_system_prompts[-1]  # searched with the head and tail of the message
+    turns = [i.text for i in people.get_all(user_id="alice") if "agent_turn" in i.tags]
+    assert turns == [out["messages"][-1].content]  # the reply is remembered; the pasted text is not
+    assert ask(agent, "   ", "alice", thread="blank")["messages"][-1].content.startswith("[stand-in model]")
+
+
+def test_the_run_context_may_name_its_user_under_another_key(people: MemCube) -> None:
+    model = StandInChatModel()
+    agent = create_agent(model, middleware=[MemOSMemoryMiddleware(people, user_key="customer", remember=False)])
+    agent.invoke({"messages": [HumanMessage("Where do I live?")]}, context={"customer": "bob"})
+    assert "Oslo" in model.seen_system_prompts[-1] and "Porto" not in model.seen_system_prompts[-1]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_async_runs_return_what_sync_runs_return(people: MemCube, use_async: bool) -> None:
+    def agent(model: StandInChatModel) -> Any:
+        return create_agent(model, middleware=[MemOSMemoryMiddleware(people, remember=False)])
+
+    sync_model, model = StandInChatModel(), StandInChatModel()
+    request = {"messages": [HumanMessage("Where do I live?", id="h1")]}
+    expected = agent(sync_model).invoke(request, context={"user_id": "bob"})
+    runner = agent(model)
+    got = await runner.ainvoke(request, context={"user_id": "bob"}) if use_async else runner.invoke(
+        request, context={"user_id": "bob"})
+    assert got["messages"][-1].content == expected["messages"][-1].content
+    assert model.seen_system_prompts == sync_model.seen_system_prompts

@@ -38,7 +38,7 @@ def test_documents_carry_memory_id_score_kind_time_and_sources(memories: MemCube
 def test_other_users_memories_never_come_back(memories: MemCube) -> None:
     for doc in MemOSRetriever(cube=memories, user_id="bob", k=10).invoke("cat called Miso"):
         assert doc.metadata["user_id"] == "bob"
-    with pytest.raises(AccessDeniedError, match="bound to user 'bob'"):
+    with pytest.raises(AccessDeniedError, match="bound to user_id 'bob'"):
         MemOSRetriever(cube=memories, user_id="bob").invoke("cat", user_id="alice")
     with pytest.raises(Exception, match="user_id"):
         MemOSRetriever(cube=memories)  # type: ignore[call-arg]  # the user must be said, even if None
@@ -75,3 +75,29 @@ async def test_ainvoke_searches_in_a_worker_thread(memories: MemCube, monkeypatc
     monkeypatch.setattr(memories, "search", spy)
     docs = await MemOSRetriever(cube=memories, user_id="alice", k=2).ainvoke("Miso")
     assert len(docs) == 2 and threads and threading.get_ident() not in threads
+
+
+@pytest.mark.parametrize("query", ["", "  \t"])
+def test_a_query_without_words_returns_no_documents(memories: MemCube, query: str) -> None:
+    assert MemOSRetriever(cube=memories, user_id="alice").invoke(query) == []
+
+
+def test_a_pasted_query_longer_than_the_cube_takes_is_searched(memories: MemCube) -> None:
+    docs = MemOSRetriever(cube=memories, user_id="alice", k=1).invoke("cat called Miso " * 2_500)
+    assert docs and docs[0].metadata["user_id"] == "alice"
+
+
+def test_an_unbound_retriever_acts_for_the_runs_user(memories: MemCube) -> None:
+    everyone = MemOSRetriever(cube=memories, user_id=None, k=10)
+    assert {d.metadata["user_id"] for d in everyone.invoke("cat", config={"configurable": {"user_id": "bob"}})} == {"bob"}
+    with pytest.raises(AccessDeniedError):  # a per-call user that disagrees with the run's
+        everyone.invoke("cat", user_id="alice", config={"configurable": {"user_id": "bob"}})
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_async_returns_what_sync_returns(memories: MemCube, use_async: bool) -> None:
+    retriever = MemOSRetriever(cube=memories, user_id="alice", k=3)
+    for query, kwargs in [("Miso", {}), ("cat", {"session_id": "s2"}), ("  ", {})]:
+        expected = retriever.invoke(query, **kwargs)
+        got = await retriever.ainvoke(query, **kwargs) if use_async else retriever.invoke(query, **kwargs)
+        assert got == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.documents import Document
@@ -193,3 +194,100 @@ async def test_async_twins_run_in_worker_threads(store: MemOSVectorStore, monkey
     assert [d.id for d in await store.aget_by_ids(ids)] == ids
     await store.adelete(ids)
     assert len(seen) == 4 and loop_thread not in seen
+
+
+def test_reads_only_the_kind_it_writes_unless_widened(cube: MemCube) -> None:
+    cube.add(messages=[{"role": "user", "content": "Maya: my tea is genmaicha."}], user_id="maya")
+    cube.add(memory="Maya drinks genmaicha.", user_id="maya")
+    chunk = cube.add(memory="Genmaicha chunk from a LlamaIndex document.", kind="chunk")[0]
+    maya, everyone = MemOSVectorStore(cube, user_id="maya"), MemOSVectorStore(cube)
+    maya.add_texts(["Genmaicha is green tea with rice."], ids=["doc"])
+    assert [d.id for d in maya.similarity_search("genmaicha", k=10)] == ["doc"]
+    assert [d.id for d in everyone.similarity_search("genmaicha", k=10)] == ["doc"]
+    assert [d.id for d in maya.max_marginal_relevance_search("genmaicha", k=5)] == ["doc"]
+    others = [i.id for i in cube.get_all(user_id="maya") if i.id != "doc"] + [chunk.id]
+    assert maya.get_by_ids(others) == [] and everyone.get_by_ids(others) == []
+    assert maya.delete(others) is False and everyone.delete(others) is False
+    assert len(cube.get_all(user_id="maya")) == 3 and cube.get(chunk.id).text.startswith("Genmaicha chunk")
+    wide = MemOSVectorStore(cube, user_id="maya", kinds=["document", "fact", "message"])
+    assert len(wide.similarity_search("genmaicha", k=10)) == 3
+    assert len(MemOSVectorStore(cube, kinds="all").similarity_search("genmaicha", k=10)) == 4
+    with pytest.raises(InvalidInputError, match="'all'"):
+        MemOSVectorStore(cube, kinds="every")
+
+
+def test_an_unscoped_store_never_takes_over_a_scoped_id(fake_cube: MemCube) -> None:
+    maya, unscoped = MemOSVectorStore(fake_cube, user_id="maya"), MemOSVectorStore(fake_cube)
+    maya.add_texts(["maya's doc"], ids=["m1"])
+    with pytest.raises(AccessDeniedError, match="not available to this store") as refused:
+        unscoped.add_texts(["taken over"], ids=["m1"])
+    assert "maya" not in str(refused.value)
+    assert [(v.user_id, v.text) for v in fake_cube.history("m1")] == [("maya", "maya's doc")]
+    assert [d.id for d in maya.similarity_search("maya's doc", k=1)] == ["m1"]
+    maya.delete(["m1"])
+    with pytest.raises(AccessDeniedError):  # a tombstoned id stays hers too
+        unscoped.add_texts(["taken over"], ids=["m1"])
+    with pytest.raises(AccessDeniedError):  # and an id of another kind is not the store's to turn into a document
+        unscoped.add_texts(["x"], ids=[fake_cube.add(memory="a fact")[0].id])
+    denied = [row for row in fake_cube.audit_log(10) if not row["allowed"]]
+    assert denied and denied[0]["action"] == "langchain.vectorstore:write"
+
+
+def test_delete_says_whether_something_was_deleted(fake_cube: MemCube) -> None:
+    store = MemOSVectorStore(fake_cube, user_id="maya")
+    store.add_texts(["a", "b"], ids=["a", "b"])
+    assert store.delete(["nothing-here"]) is False
+    assert MemOSVectorStore(fake_cube, user_id="bob").delete(["a"]) is False
+    assert store.delete(["a", "nothing-here"]) is True
+    assert store.delete(["a"]) is False  # already a tombstone
+
+
+@pytest.mark.parametrize("query", ["", "   \n"])
+def test_a_query_without_words_finds_nothing(store: MemOSVectorStore, query: str) -> None:
+    assert store.similarity_search(query) == []
+    assert store.similarity_search_with_relevance_scores(query) == []
+    assert store.max_marginal_relevance_search(query) == []
+    assert store.as_retriever().invoke(query) == []
+
+
+def test_a_pasted_query_longer_than_the_cube_takes_is_searched(store: MemOSVectorStore) -> None:
+    assert store.similarity_search("green tea " * 4_000, k=1)[0].metadata["topic"] == "tea"
+
+
+def test_same_dimension_another_model_is_refused_by_fingerprint(fake_cube: MemCube) -> None:
+    from langchain_core.embeddings import FakeEmbeddings
+
+    with pytest.raises(EmbedderMismatchError, match="fingerprint"):
+        MemOSVectorStore(fake_cube, FakeEmbeddings(size=8))  # 8 dims like the cube's, another model
+    MemOSVectorStore(fake_cube, DeterministicFakeEmbedding(size=8))  # the same model, another instance: fine
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_async_twins_return_what_the_sync_methods_return(fake_cube: MemCube, use_async: bool) -> None:
+    store = MemOSVectorStore(fake_cube, user_id="maya")
+
+    async def run(name: str, *args: Any, **kwargs: Any) -> Any:
+        if use_async:
+            return await getattr(store, f"a{name}")(*args, **kwargs)
+        return getattr(store, name)(*args, **kwargs)
+
+    assert await run("add_texts", ["green tea", "black tea", "coffee"], ids=["g", "b", "c"]) == ["g", "b", "c"]
+    assert [d.id for d in await run("similarity_search", "green tea", k=2)] == [
+        d.id for d in store.similarity_search("green tea", k=2)]
+    assert await run("similarity_search_with_relevance_scores", "tea", k=3) == \
+        store.similarity_search_with_relevance_scores("tea", k=3)
+    assert await run("max_marginal_relevance_search", "tea", k=2) == store.max_marginal_relevance_search("tea", k=2)
+    assert await run("similarity_search", "  ") == []
+    assert await run("get_by_ids", ["g", "x"]) == store.get_by_ids(["g", "x"])
+    assert await run("delete", ["x"]) is False
+    assert await run("delete", ["g"]) is True
+
+
+def test_ids_are_normalised_once_so_7_and_the_string_7_are_one_user(fake_cube: MemCube) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    MemOSVectorStore(fake_cube, user_id=7).add_texts(["seven's doc"], ids=["s"])  # type: ignore[arg-type]
+    assert fake_cube.get("s").user_id == "7"
+    found = RunnableLambda(lambda _: MemOSVectorStore(fake_cube, user_id="7").get_by_ids(["s"])).invoke(
+        None, config={"configurable": {"user_id": 7}})
+    assert [d.id for d in found] == ["s"]
