@@ -59,16 +59,15 @@ def acting(
     return replace(scope, user_id=user)
 
 
-def search_query(text: Any, max_chars: int) -> str | None:
-    """The query to search for ``text``: None when it has no words (no hits, not an error); a pasted text
-    longer than the cube takes is cut to its head and tail (the question is usually at one end)."""
+def search_query(text: Any) -> str | None:
+    """The query to search for ``text``: None when it has no words (no hits, not an error).
+
+    A pasted text of any length is passed on whole: the cube reduces an over-long query to its tail and
+    its most distinctive terms (``memos_integrations.textual.limits.reduce_query``).
+    """
     if not isinstance(text, str) or not text.strip():
         return None
-    text = text.strip()
-    if len(text) <= max_chars:
-        return text
-    half = max_chars // 2
-    return f"{text[:half]}\n{text[-(max_chars - half - 1):]}"
+    return text.strip()
 
 
 def remember_turn(cube: Any, turn: Sequence[Mapping[str, Any]], **scope: Any) -> list[str]:

@@ -170,7 +170,7 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
 
     def recall(self, user_id: str, human: HumanMessage) -> Recall:
         """Search ``user_id``'s memories for ``human`` and render those that fit the token budget."""
-        query = search_query(human.text, self.cube.text_mem.max_text_chars)
+        query = search_query(human.text)
         hits = self.cube.search(query, user_id=user_id, top_k=self.k, plan=self.plan) if query else []
         chosen, lines = fit_memories([h.item for h in hits], self.max_tokens, self.token_counter,
                                      spent=self.token_counter(self.header))

@@ -135,7 +135,7 @@ class MemOSRetriever(BaseRetriever):
 
     def _search(self, query: str, kwargs: Mapping[str, Any]) -> list[Document]:
         args = self._search_args(kwargs)
-        text = search_query(query, self.cube.text_mem.max_text_chars)
+        text = search_query(query)
         return [] if text is None else [hit_to_document(hit) for hit in self.cube.search(text, **args)]
 
     def _get_relevant_documents(

@@ -132,7 +132,7 @@ class SearchMemoryTool(_BoundMemoryTool):
 
     def _run(self, query: str, k: int = 5, *, config: RunnableConfig) -> tuple[str, list[dict[str, Any]]]:
         scope = self._scope(config)
-        text = search_query(query, self.cube.text_mem.max_text_chars)
+        text = search_query(query)
         with _as_tool_error():
             hits = [] if text is None else self.cube.search(text, user_id=scope.user_id, top_k=k)
         if not hits:

@@ -344,7 +344,7 @@ class MemOSVectorStore(VectorStore):
 
     def _embed_query(self, query: str) -> np.ndarray | None:
         """The query's vector; None for a query without words (it matches nothing)."""
-        text = search_query(query, self.cube.text_mem.max_text_chars)
+        text = search_query(query)
         return None if text is None else self.cube.embedder.embed_query(text)
 
     def _nearest(
