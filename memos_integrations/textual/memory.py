@@ -17,9 +17,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, InvalidTypeError, ItemNotFoundError
-from ..items import Edge, Kind, Lifecycle, MemoryItem, SearchHit, new_id, to_epoch, utcnow
+from ..items import (
+    MAX_TOP_K,
+    Edge,
+    Kind,
+    Lifecycle,
+    MemoryItem,
+    SearchHit,
+    check_int,
+    new_id,
+    to_epoch,
+    utcnow,
+    validate_edge,
+    validate_item,
+)
 from . import retrieve as R
-from .embed import Embedder
+from .embed import Embedder, check_finite
 from .filters import MemoryFilter
 from .graph import NEXT, GraphStore
 from .read import FastReader, MemoryReader, check_text, parse_timestamp
@@ -208,8 +221,7 @@ class TextualMemory:
         """
         if query_vector is None or query:
             check_text(query, self.max_text_chars, "query")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
+        check_int(top_k, "top_k", 1, MAX_TOP_K)
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
         pool = max(plan.candidates, top_k)
@@ -306,6 +318,7 @@ class TextualMemory:
             raise InvalidInputError("a relation needs a non-empty type, e.g. 'mentions' or 'supports'")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise InvalidTypeError(f"a relation's weight is a number, got {weight!r}")
+        validate_edge(Edge(src, dst, type, weight, dict(metadata or {})))  # NaN weight, surrogates, depth
         missing = {src, dst} - set(self.store.get_items([src, dst]))
         if missing:
             raise ItemNotFoundError(f"cannot relate: no memory {sorted(missing)} in cube {self.cube_id!r}")
@@ -391,6 +404,7 @@ class TextualMemory:
             raise EmbedderMismatchError(
                 f"the embedder returned {vectors.shape[-1]}-dim vectors but the cube uses {self.embedder.dimension}"
             )
+        check_finite(vectors, self.embedder)
 
 
 def new_item(text: str, **fields: Any) -> MemoryItem:
@@ -439,6 +453,7 @@ def check_item(item: MemoryItem, max_chars: int) -> None:
         Lifecycle(item.state)
     except ValueError as exc:
         raise InvalidInputError(f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}") from None
+    validate_item(item)  # values every read path can represent (times, UTF-8, JSON, numbers)
 
 
 def ids_of(values: Iterable[Any]) -> list[str]:
