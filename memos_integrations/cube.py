@@ -534,7 +534,8 @@ def check_database(db: Path) -> None:
 
     SQLite opens a zero-byte file as a new empty database, and a damaged page surfaces only when
     a query reads it, after writes have already succeeded. ``PRAGMA quick_check`` reads every page
-    (about 0.1 s per 100 MB); it runs on a separate connection before the store opens the file.
+    (measured: 15-30 ms for a 3,000-item, 9 MB cube, about 3 ms per MB); it runs on a separate
+    connection before the store opens the file.
     """
     try:
         size = db.stat().st_size
