@@ -57,7 +57,7 @@ def check_finite(vectors: np.ndarray, embedder: Any = None) -> np.ndarray:
     finite = np.isfinite(vectors).all(axis=-1) if vectors.size else np.ones(0, dtype=bool)
     if not bool(np.all(finite)):
         bad = int(np.size(finite) - np.count_nonzero(finite))
-        name = getattr(embedder, "name", None) or type(embedder).__name__
+        name = embedder if isinstance(embedder, str) else getattr(embedder, "name", None) or type(embedder).__name__
         raise InvalidInputError(
             f"embedder {name!r} returned NaN or infinite values for {bad} of {np.size(finite)} vectors; nothing "
             "was stored. Check the model (dtype overflow?) or the vectors you passed in")

@@ -224,7 +224,6 @@ def _check_metadata(metadata: Any, depth: int = 0, budget: _Budget | None = None
         if key in ("$and", "$or"):
             if not isinstance(cond, (list, tuple)) or not cond:
                 raise InvalidFilterError(f"{key} needs a non-empty list of metadata mappings")
-            budget.spend(len(cond))
             for sub in cond:
                 _check_metadata(sub, depth + 1, budget)
         elif key == "$not":
@@ -262,7 +261,7 @@ def _check_condition(key: Any, cond: Any, budget: _Budget) -> None:
             if op in ("$in", "$nin", "$any", "$all"):
                 if not isinstance(value, (list, tuple)) or not all(isinstance(v, Scalar) for v in value):
                     raise InvalidFilterError(f"{op} for key {key!r} needs a list of strings or numbers")
-                budget.spend(len(value) if op in ("$any", "$all") else 0, len(value))
+                budget.spend(max(len(value) - 1, 0) if op in ("$any", "$all") else 0, len(value))
                 for v in value:
                     _check_value(key, op, v)
             elif op in ("$exists", "$is_empty"):

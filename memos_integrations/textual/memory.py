@@ -101,6 +101,7 @@ class TextualMemory:
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(stored):
                 raise InvalidInputError(f"got {vectors.shape[0] if vectors.ndim else 0} vectors for {len(stored)} items")
+            check_finite(vectors, "the vectors passed to add_items")
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self._check_dim(vectors)
         self.store.write_items(stored, vectors)
