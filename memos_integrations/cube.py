@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -351,6 +352,7 @@ class MemCube:
             act.flush()  # caches held in RAM belong in the copy too
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
         try:
+            os.chmod(staging, stat.S_IMODE(self.path.stat().st_mode))  # mkdtemp makes it owner-only
             (staging / INCOMPLETE_FILE).write_text(
                 f"an incomplete copy of {self.path} into {target}; delete this folder and dump again\n")
             with self.store.lock:  # the SQLite backup API copies a consistent snapshot
