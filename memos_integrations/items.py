@@ -235,7 +235,7 @@ MAX_TIME = datetime(9999, 12, 30, tzinfo=timezone.utc)
 #: SQLite stores integers in 64 bits.
 MAX_SQL_INT = 2**63 - 1
 #: Limits on shapes that would otherwise reach SQLite as huge expressions or recurse without end.
-MAX_TOP_K = 10_000
+MAX_TOP_K = 1_000_000  # above any result page; internal callers grow pools (LangGraph store: 4x per round)
 MAX_TAGS = 1_000
 MAX_METADATA_DEPTH = 32
 
