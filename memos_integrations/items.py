@@ -195,7 +195,18 @@ def to_epoch(value: datetime | None) -> float | None:
 
 
 def from_epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+    """The stored epoch as a UTC datetime; one beyond ``datetime``'s range (written before times were
+    validated) is clamped to MIN_TIME / MAX_TIME with a warning, so such a cube still reads and exports."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        import logging
+
+        clamped = MAX_TIME if value > 0 else MIN_TIME
+        logging.getLogger(__name__).warning("stored time %r is outside datetime's range; read as %s", value, clamped)
+        return clamped
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -255,3 +255,16 @@ def test_cli_binary_or_directory_arguments_are_one_line_errors(
         assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("memcube: "), (argv, err)
     with MemCube.open(tmp_path / "cube", embedder=embedder) as cube:
         assert cube.stats()["items"] == 0
+
+
+def test_a_cube_holding_an_unrepresentable_time_still_reads(cube: MemCube, caplog: pytest.LogCaptureFixture) -> None:
+    """A time written before validation existed (year 10000 once in UTC) is read clamped, with a warning."""
+    from memos_integrations.items import MAX_TIME
+
+    item = cube.add(memory="written by an older version", timestamp="2023-05-08")[0]
+    with cube.store.transaction() as c:
+        c.execute("UPDATE items SET event_time=? WHERE id=?", (253402351199.0 + 86400, item.id))
+    assert cube.get(item.id).event_time == MAX_TIME
+    assert "outside datetime's range" in caplog.text
+    assert cube.search("older version", top_k=1)[0].item.id == item.id
+    assert len(list(cube.export_jsonl())) == 1  # type: ignore[arg-type]
