@@ -396,7 +396,13 @@ class MemCube:
         def rows() -> Iterator[dict[str, Any]]:
             ids = [r[0] for r in self.store.read("SELECT id FROM items ORDER BY rid")]
             for item_id in ids:
-                for version in self.store.history(item_id):
+                try:
+                    versions = self.store.history(item_id)
+                except (ValueError, TypeError, KeyError) as exc:  # a version row edited by hand
+                    raise CubeCorruptedError(
+                        f"the versions of memory {item_id!r} are unreadable ({str(exc)[:200]}); the export stopped "
+                        "and wrote nothing. Restore memory.db from a dump") from exc
+                for version in versions:
                     yield {"type": "item", "item": version.to_dict()}
             for src, dst, typ, weight, meta in self.store.read("SELECT src, dst, type, weight, metadata FROM edges ORDER BY rowid"):
                 yield {"type": "edge", "edge": {"src": src, "dst": dst, "type": typ, "weight": weight, "metadata": json.loads(meta)}}

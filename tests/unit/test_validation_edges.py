@@ -257,3 +257,15 @@ def test_limits_are_the_documented_ones() -> None:
     assert (items.MAX_TOP_K, items.MAX_TAGS, items.MAX_METADATA_DEPTH, items.MAX_SQL_INT) == (
         1_000_000, 1_000, 32, 2**63 - 1)
     assert MIN_TIME < utcnow() < MAX_TIME
+
+
+def test_a_failed_export_leaves_no_partial_file(cube: MemCube, tmp_path: Path) -> None:
+    from memos_integrations.errors import CubeCorruptedError
+
+    first, second = cube.add(memory=["first", "second"])
+    with cube.store.transaction() as c:  # a damaged version row: the export fails half-way through
+        c.execute("UPDATE versions SET data='{' WHERE item_id=?", (second.id,))
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(CubeCorruptedError, match="wrote nothing"):
+        cube.export_jsonl(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["cube"]  # no out.jsonl, no temporary file
