@@ -24,13 +24,18 @@ from .errors import InvalidInputError, MemosError
 
 
 def _load_messages(path: Path) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
+    try:
+        text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path} is not UTF-8 text; give a JSON or JSONL file of messages") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path} is a directory; give a JSON or JSONL file of messages") from None
     try:
         if path.suffix == ".jsonl" or (text.lstrip().startswith("{") and "\n{" in text):
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path} is not JSON / JSONL messages: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidInputError(f"{path} is not JSON / JSONL messages: {str(exc)[:200]}") from None
     if isinstance(data, dict) and "messages" in data:
         data = data["messages"]
     if not isinstance(data, list):
@@ -65,6 +70,8 @@ def cmd_add(a: argparse.Namespace) -> None:
     # one message per row, or one JSON object per session: {"session_id", "timestamp", "messages"}
     batches: list[tuple[str | None, Any, list[dict[str, Any]]]] = []
     if rows and isinstance(rows[0], dict) and "messages" in rows[0]:
+        if not all(isinstance(r, dict) and isinstance(r.get("messages"), list) for r in rows):
+            raise InvalidInputError(f"{a.file}: every session row needs a 'messages' list")
         batches = [(r.get("session_id", a.session), r.get("timestamp", a.timestamp), r["messages"]) for r in rows]  # type: ignore[union-attr]
     else:
         step = max(1, a.batch)
@@ -198,8 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemosError as exc:
         print(f"memcube: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"memcube: {exc}", file=sys.stderr)
+    except (OSError, UnicodeError) as exc:  # a missing, unreadable, binary or directory argument
+        print(f"memcube: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     return 0
 

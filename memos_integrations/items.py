@@ -133,6 +133,10 @@ class MemoryItem:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MemoryItem:
+        if not isinstance(data, dict):
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"a memory item is a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -191,7 +195,18 @@ def to_epoch(value: datetime | None) -> float | None:
 
 
 def from_epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+    """The stored epoch as a UTC datetime; one beyond ``datetime``'s range (written before times were
+    validated) is clamped to MIN_TIME / MAX_TIME with a warning, so such a cube still reads and exports."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        import logging
+
+        clamped = MAX_TIME if value > 0 else MIN_TIME
+        logging.getLogger(__name__).warning("stored time %r is outside datetime's range; read as %s", value, clamped)
+        return clamped
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -216,3 +231,150 @@ def new_id() -> str:
         chars.append(_CROCKFORD[value & 31])
         value >>= 5
     return "".join(reversed(chars))
+
+
+# -- validation at the edge ------------------------------------------------------------------------
+# Every entry point (add, add_items, update, import, the CLI, the faces) funnels into these checks
+# before anything is written, so a value that some later read path cannot represent (a year-10000
+# time once a timezone is applied, a lone surrogate that UTF-8 cannot encode, an integer SQLite
+# cannot bind) is refused with an InvalidInputError instead of poisoning the cube.
+
+#: Earliest and latest time a cube stores: one day inside what ``datetime`` represents, so that
+#: epoch round trips, timezone shifts and the "whole day" upper bound of a search never overflow.
+MIN_TIME = datetime(1, 1, 2, tzinfo=timezone.utc)
+MAX_TIME = datetime(9999, 12, 30, tzinfo=timezone.utc)
+#: SQLite stores integers in 64 bits.
+MAX_SQL_INT = 2**63 - 1
+#: Limits on shapes that would otherwise reach SQLite as huge expressions or recurse without end.
+MAX_TOP_K = 1_000_000  # above any result page; internal callers grow pools (LangGraph store: 4x per round)
+MAX_TAGS = 1_000
+MAX_METADATA_DEPTH = 32
+
+
+def _invalid(message: str) -> Exception:
+    from .errors import InvalidInputError
+
+    return InvalidInputError(message)
+
+
+def check_time(value: datetime, what: str = "time") -> datetime:
+    """``value`` as an aware UTC-comparable datetime, refused outside [MIN_TIME, MAX_TIME]."""
+    if value.tzinfo is None:  # naive datetimes are taken as UTC, never as local time
+        value = value.replace(tzinfo=timezone.utc)
+    try:
+        inside = MIN_TIME <= value <= MAX_TIME
+    except OverflowError:  # comparing needs the UTC offset applied, which can leave datetime's range
+        inside = False
+    if not inside:
+        raise _invalid(
+            f"{what} {value.isoformat()} is outside the times a cube stores ({MIN_TIME.date()} to "
+            f"{MAX_TIME.date()} UTC); leave it unset or give a time in that range")
+    return value
+
+
+def check_utf8(value: str, what: str = "text") -> str:
+    """Refuse strings UTF-8 cannot encode (lone surrogates): SQLite, JSON exports and Chroma all need it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _invalid(
+            f"{what} holds a character UTF-8 cannot encode ({exc.reason} at position {exc.start}: a lone "
+            "surrogate, e.g. from a mis-decoded file); decode the source with errors='replace'") from None
+    return value
+
+
+def check_int(value: Any, what: str, low: int = 0, high: int = MAX_SQL_INT) -> int:
+    """An ``int`` (not a bool) within [low, high], else an InvalidInputError naming the range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _invalid(f"{what} must be an integer from {low} to {high}, got {_short(value)}")
+    return value
+
+
+def check_number(value: Any, what: str) -> float:
+    """A finite real number (ints within SQLite's range), returned as float."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        from .errors import InvalidTypeError
+
+        raise InvalidTypeError(f"{what} must be a number, got {_short(value)}")
+    if isinstance(value, int) and abs(value) > MAX_SQL_INT:
+        raise _invalid(f"{what} must be a finite number within +-2**63, got {_short(value)}")
+    if not math.isfinite(value):
+        raise _invalid(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_json(value: Any, what: str = "metadata", depth: int = 0) -> None:
+    """JSON data a cube can store and export: str keys, UTF-8 strings, finite numbers, bounded depth."""
+    import math
+
+    if depth > MAX_METADATA_DEPTH:
+        raise _invalid(f"{what} is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        check_utf8(value, what)
+    elif isinstance(value, int):
+        if abs(value) > MAX_SQL_INT:
+            raise _invalid(f"{what} holds the integer {_short(value)}, beyond +-2**63; store it as a string")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _invalid(f"{what} holds {value!r}, which JSON cannot store; use null or a string")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_json(v, what, depth + 1)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _invalid(f"{what} keys must be strings (JSON), got {_short(k)}")
+            check_utf8(k, f"a key of {what}")
+            check_json(v, f"{what}[{k[:40]!r}]" if depth == 0 else what, depth + 1)
+    else:
+        raise _invalid(f"{what} must be JSON data (dict, list, str, number, bool, null), got {type(value).__name__}")
+
+
+def validate_item(item: MemoryItem) -> None:
+    """The value checks every stored item passes (types are checked by ``textual.memory.check_item``)."""
+    check_utf8(item.text, "text")
+    check_utf8(item.context, "context")
+    check_utf8(item.id, "id")
+    for name in ("user_id", "agent_id", "session_id", "cube_id", "parent_id", "created_by", "method"):
+        value = getattr(item, name)
+        if isinstance(value, str):
+            check_utf8(value, name)
+    if len(item.tags) > MAX_TAGS:
+        raise _invalid(f"a memory has at most {MAX_TAGS} tags, got {len(item.tags)}; put the rest in metadata")
+    for name in ("tags", "sources"):
+        for value in getattr(item, name):
+            check_utf8(value, name)
+    check_json(dict(item.metadata))
+    if item.confidence is not None:
+        check_number(item.confidence, "confidence")
+    check_int(item.version, "version", 1)
+    for name in ("created_at", "updated_at", "event_time", "valid_from", "valid_to"):
+        value = getattr(item, name)
+        if value is not None:
+            check_time(value, name)
+        elif name in ("created_at", "updated_at"):
+            raise _invalid(f"{name} is required (an ISO 8601 time)")
+
+
+def validate_edge(edge: Edge) -> None:
+    """The value checks every stored relation passes."""
+    for name in ("src", "dst", "type"):
+        value = getattr(edge, name)
+        if not isinstance(value, str) or not value.strip():
+            raise _invalid(f"a relation's {name} must be a non-empty string, got {_short(value)}")
+        check_utf8(value, f"relation {name}")
+    check_number(edge.weight, "a relation's weight")
+    if not isinstance(edge.metadata, dict):
+        raise _invalid(f"a relation's metadata must be a dict, got {type(edge.metadata).__name__}")
+    check_json(edge.metadata, "relation metadata")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 from ..errors import CubeCorruptedError, ModelMismatchError
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 
@@ -46,6 +48,29 @@ class IndexEntry:
 def entry_name(model_key: str, thread_id: str) -> str:
     """File stem for an entry: a hash, so thread ids never become path components."""
     return hashlib.sha256(f"{model_key}\0{thread_id}".encode()).hexdigest()[:32]
+
+
+def _parse_entry(name: Any, row: Any) -> IndexEntry:
+    """One ``index.json`` row, checked: right types, and the file it names is exactly its own.
+
+    The file name is derived from the model key and thread id (:func:`entry_name`), so a row that
+    names anything else (``../memory.db``, an absolute path, another entry's file) was edited.
+    """
+    if not isinstance(row, dict):
+        raise TypeError(f"a row is an object, got {type(row).__name__}")
+    entry = IndexEntry(**row)
+    for attr, kind in (("model_key", str), ("thread_id", str), ("file", str), ("dtype", str),
+                       ("num_layers", int), ("crc32", int), ("nbytes", int), ("created_at", (int, float)),
+                       ("token_ids", list), ("meta", dict)):
+        value = getattr(entry, attr)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"{attr} has the wrong type ({type(value).__name__})")
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in entry.token_ids):
+        raise TypeError("token_ids must be integers")
+    expected = entry_name(entry.model_key, entry.thread_id)
+    if name != expected or entry.file != f"{expected}.safetensors":
+        raise ValueError(f"it names the file {entry.file[:80]!r}, not its own {expected}.safetensors")
+    return entry
 
 
 class KVDiskStore:
@@ -75,14 +100,24 @@ class KVDiskStore:
         if mtime == self._index_mtime:
             return
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or not isinstance(raw.get("entries"), dict):
+                raise ValueError(f"expected an object with 'format' and 'entries', got {type(raw).__name__}")
             if raw.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {raw.get('format')!r}")
-            self._index = {name: IndexEntry(**row) for name, row in raw["entries"].items()}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, OSError, RecursionError) as exc:
             raise CubeCorruptedError(
-                f"KV index {path} is unreadable ({exc}); delete the kv/ directory to start with no "
+                f"KV index {path} is unreadable ({str(exc)[:200]}); delete the kv/ directory to start with no "
                 "cached caches (they are derived data and will be recomputed)") from exc
+        index: dict[str, IndexEntry] = {}
+        for name, row in raw["entries"].items():
+            try:
+                index[name] = _parse_entry(name, row)
+            except (ValueError, TypeError) as exc:
+                # a row that names another file, or is malformed, is not trusted: it is left out
+                # (a lookup recomputes) and never read or deleted
+                log.warning("KV index %s: entry %r ignored: %s", path, str(name)[:80], exc)
+        self._index = index
         self._index_mtime = mtime
 
     def _write_index(self) -> None:
@@ -131,7 +166,11 @@ class KVDiskStore:
             tmp = self.directory / f"{name}.tmp"
             tmp.write_bytes(data)
             os.replace(tmp, self.directory / entry.file)
-            self._refresh()
+            try:
+                self._refresh()
+            except CubeCorruptedError as exc:  # derived data: a damaged index is replaced, not fatal
+                log.warning("%s; starting a new KV index", exc)
+                self._index = {}
             self._index[name] = entry
             self._trim(keep=name)
             self._write_index()
@@ -147,9 +186,19 @@ class KVDiskStore:
                 break
             if name == keep:
                 continue
-            (self.directory / old.file).unlink(missing_ok=True)
+            self._unlink(old)
             del self._index[name]
             total -= old.nbytes
+
+    def _file(self, entry: IndexEntry) -> Path:
+        """The entry's file, resolved; it must be a file directly inside this directory."""
+        base = self.directory.resolve()
+        path = (self.directory / entry.file).resolve()
+        if path.parent != base:
+            raise CubeCorruptedError(
+                f"KV index entry for thread {entry.thread_id!r} points outside {self.directory} "
+                f"({entry.file!r}); it is ignored")
+        return path
 
     def read(self, entry: IndexEntry, *, model_key: str, dtype: str) -> dict[str, Any]:
         """Load an entry's tensors after checking its model, dtype and checksum.
@@ -167,11 +216,13 @@ class KVDiskStore:
         if entry.dtype != dtype:
             raise ModelMismatchError(
                 f"KV cache for thread {entry.thread_id!r} is {entry.dtype} but the model runs in {dtype}")
-        path = self.directory / entry.file
+        path = self._file(entry)
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise CubeCorruptedError(f"KV cache file {path} is missing; drop the entry") from exc
+        except OSError as exc:  # a directory, a FIFO, unreadable
+            raise CubeCorruptedError(f"KV cache file {path} cannot be read ({exc}); drop the entry") from exc
         if zlib.crc32(data) != entry.crc32:
             raise CubeCorruptedError(
                 f"KV cache file {path} fails its checksum (damaged or edited); it is dropped and the "
@@ -186,7 +237,7 @@ class KVDiskStore:
         """The metadata stored in the safetensors header of an entry (for audits and tests)."""
         from safetensors import safe_open
 
-        with safe_open(str(self.directory / entry.file), framework="pt") as f:
+        with safe_open(str(self._file(entry)), framework="pt") as f:
             return dict(f.metadata() or {})
 
     def delete(self, model_key: str, thread_id: str) -> bool:
@@ -197,6 +248,15 @@ class KVDiskStore:
             entry = self._index.pop(name, None)
             if entry is None:
                 return False
-            (self.directory / entry.file).unlink(missing_ok=True)
+            self._unlink(entry)
             self._write_index()
             return True
+
+    def _unlink(self, entry: IndexEntry) -> None:
+        """Delete an entry's file: only ever a file directly in this directory (a link, not its target)."""
+        path = self.directory / entry.file
+        if path.parent.resolve() != self.directory.resolve() or Path(entry.file).name != entry.file:
+            log.warning("KV entry %r names %r outside %s; not deleted", entry.thread_id, entry.file, self.directory)
+            return
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)

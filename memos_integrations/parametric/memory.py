@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import CubeCorruptedError, InvalidInputError, ModelMismatchError, require
 from .distill import DistillConfig, mean_loss, train_lora
-from .manifest import AdapterManifest, check_name, user_adapter_name, write_adapter
+from .manifest import AdapterManifest, check_name, read_manifest, user_adapter_name, write_adapter
 from .registry import TRAINING, AdapterRegistry, AdapterRoute
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,11 @@ class ParametricMemory:
                 return
             for folder in sorted(p for p in self.directory.iterdir() if p.is_dir()):
                 try:
+                    _check_own_folder(self.directory, folder)
+                    named = read_manifest(folder).name
+                    if named != folder.name:  # delete() removes the folder a name maps to
+                        raise CubeCorruptedError(
+                            f"adapter folder {folder.name!r} holds a manifest named {named!r}; rename one to match")
                     self.registry.register(folder)
                 except (ModelMismatchError, CubeCorruptedError, InvalidInputError) as exc:
                     self.refused[folder.name] = str(exc)
@@ -102,18 +107,39 @@ class ParametricMemory:
         return self._reg().manifest(name)
 
     # -- routing ---------------------------------------------------------------------------------
-    def _routes(self) -> dict[str, str]:
-        if self.directory is None or not (self.directory / ROUTES).exists():
+    def _routes(self, *, strict: bool = False) -> dict[str, str]:
+        """``routes.json`` as {user id: adapter name}.
+
+        A damaged file (not JSON, not an object) is :class:`CubeCorruptedError` when ``strict``
+        (writing must not silently drop other users' assignments); routing reads it as empty with a
+        warning, so users run on their own adapter or the base model, never on someone else's.
+        Rows whose values are not adapter names are left out.
+        """
+        path = self.directory / ROUTES if self.directory is not None else None
+        if path is None or not path.exists():
             return {}
         try:
-            data = json.loads((self.directory / ROUTES).read_text())
-            return {str(k): str(v) for k, v in data.items()}
-        except ValueError as exc:
-            raise CubeCorruptedError(f"{self.directory / ROUTES} is not valid JSON: {exc}") from exc
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"expected an object of user id -> adapter name, got {type(data).__name__}")
+        except (ValueError, OSError, RecursionError) as exc:
+            error = CubeCorruptedError(f"{path} is damaged ({str(exc)[:200]}); fix it or delete it to clear "
+                                       "every assignment")
+            if strict:
+                raise error from exc
+            log.warning("%s; routing as if no user had an assignment", error)
+            return {}
+        routes: dict[str, str] = {}
+        for user, name in data.items():
+            try:
+                routes[user] = check_name(name)
+            except InvalidInputError:
+                log.warning("%s: route for %r ignored: %r is not an adapter name", path, user[:80], name)
+        return routes
 
     def assign(self, user_id: str, adapter: str | None) -> None:
         """Route ``user_id`` to ``adapter`` (e.g. a team adapter); ``None`` removes the assignment."""
-        routes = self._routes()
+        routes = self._routes(strict=True)
         if adapter is None:
             routes.pop(user_id, None)
         else:
@@ -262,6 +288,14 @@ class ParametricMemory:
             audit(action, principal, target, detail, True)
         except Exception:  # pragma: no cover - auditing must never break training
             log.exception("audit hook failed")
+
+
+def _check_own_folder(directory: Path, folder: Path) -> None:
+    """An adapter folder found in a cube must be a real folder inside it (not a link elsewhere)."""
+    if folder.is_symlink() or folder.resolve().parent != directory.resolve():
+        raise CubeCorruptedError(
+            f"adapter folder {folder.name!r} is a link to {folder.resolve()}, outside {directory}; "
+            "copy the adapter into the cube instead")
 
 
 __all__ = ["ParametricMemory", "DistillConfig"]

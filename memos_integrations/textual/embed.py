@@ -54,6 +54,23 @@ def unit(vector: Any) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
+def check_finite(vectors: np.ndarray, embedder: Any = None) -> np.ndarray:
+    """Refuse vectors holding NaN or infinity before anything is written.
+
+    Chroma stores them and then fails on every later write and every reopen; SQLite would keep
+    them as the source of truth. A model that emits them is broken (overflowing half-precision
+    weights, a zero-division in a custom embedder), so the error names it.
+    """
+    finite = np.isfinite(vectors).all(axis=-1) if vectors.size else np.ones(0, dtype=bool)
+    if not bool(np.all(finite)):
+        bad = int(np.size(finite) - np.count_nonzero(finite))
+        name = embedder if isinstance(embedder, str) else getattr(embedder, "name", None) or type(embedder).__name__
+        raise InvalidInputError(
+            f"embedder {name!r} returned NaN or infinite values for {bad} of {np.size(finite)} vectors; nothing "
+            "was stored. Check the model (dtype overflow?) or the vectors you passed in")
+    return vectors
+
+
 def probe_fingerprint(name: str, vector: np.ndarray) -> str:
     """A stable digest of what a model computes: rounding absorbs BLAS-level float noise.
 

@@ -14,14 +14,15 @@ never SQL NULL), so ``$not`` negates exactly what the leaf matched. The LlamaInd
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import InvalidFilterError
-from ..items import LIVE_STATES, Kind, Lifecycle, to_epoch
+from ..errors import InvalidFilterError, InvalidInputError
+from ..items import LIVE_STATES, MAX_SQL_INT, Kind, Lifecycle, check_utf8, to_epoch
 
 #: Operators a metadata condition may use (the LangGraph / Mongo-style vocabulary).
 OPERATORS = (
@@ -35,14 +36,49 @@ _KEY = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}$")
 Scalar = (str, int, float, bool)
 
 
+#: Bounds that keep a filter's SQL inside what SQLite compiles (expression depth 1000, parser stack,
+#: 32,766 bound parameters); each limit was measured to fail beyond roughly 2-4x its value.
+MAX_FILTER_DEPTH = 16
+MAX_FILTER_CONDITIONS = 256  # leaf conditions, each $any/$all value and each tags_all tag counted
+MAX_FILTER_VALUES = 5_000  # list values ($in, $nin, $any, $all, tags_any), all together
+
+
 def _as_list(value: str | Sequence[str] | None, name: str) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return [value]
+        value = [value]
     if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+        for v in value:
+            _utf8(v, name)
         return list(value)
     raise InvalidFilterError(f"{name} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _utf8(value: str, what: str) -> None:
+    try:
+        check_utf8(value, what)
+    except InvalidInputError as exc:
+        raise InvalidFilterError(str(exc)) from None
+
+
+class _Budget:
+    """Counts what a filter will compile to, so an oversized one is refused before SQLite sees it."""
+
+    def __init__(self) -> None:
+        self.conditions = 0
+        self.values = 0
+
+    def spend(self, conditions: int = 0, values: int = 0) -> None:
+        self.conditions += conditions
+        self.values += values
+        if self.conditions > MAX_FILTER_CONDITIONS:
+            raise InvalidFilterError(
+                f"filter has more than {MAX_FILTER_CONDITIONS} conditions (metadata leaves, $any/$all values, "
+                "tags_all tags); use $in with a list, or split the query")
+        if self.values > MAX_FILTER_VALUES:
+            raise InvalidFilterError(
+                f"filter lists hold more than {MAX_FILTER_VALUES} values in all; narrow it, or filter the results")
 
 
 @dataclass
@@ -91,10 +127,16 @@ class MemoryFilter:
         for bound in (self.time_from, self.time_to):
             if bound is not None and not isinstance(bound, datetime):
                 raise InvalidFilterError(f"time_from / time_to must be datetimes, got {type(bound).__name__}")
+            try:
+                to_epoch(bound)
+            except (OverflowError, ValueError):
+                raise InvalidFilterError(f"time bound {bound!r} is outside the range of a timestamp") from None
         if self.time_from and self.time_to and to_epoch(self.time_from) > to_epoch(self.time_to):  # type: ignore[operator]
             raise InvalidFilterError("time_from is after time_to: the range is empty; swap them")
+        budget = _Budget()
+        budget.spend(len(self.tags_all or ()), len(self.tags_any or ()))
         if self.metadata is not None:
-            _check_metadata(self.metadata)
+            _check_metadata(self.metadata, budget=budget)
 
     def to_sql(self, alias: str = "items") -> tuple[str, list[Any]]:
         """A SQL boolean expression over table ``alias`` and its parameters."""
@@ -172,26 +214,39 @@ def _iter(values: Any, name: str) -> Iterable[Any]:
     return values
 
 
-def _check_metadata(metadata: Any, depth: int = 0) -> None:
+def _check_metadata(metadata: Any, depth: int = 0, budget: _Budget | None = None) -> None:
+    budget = budget or _Budget()
     if not isinstance(metadata, Mapping):
         raise InvalidFilterError("metadata filter must be a mapping of key -> value or {operator: value}")
-    if depth > 32:  # a bound keeps a hostile filter from building an unbounded SQL expression
-        raise InvalidFilterError("metadata filter is nested more than 32 levels deep")
+    if depth > MAX_FILTER_DEPTH:  # SQLite's parser stack overflows near 30 nested $not
+        raise InvalidFilterError(f"metadata filter is nested more than {MAX_FILTER_DEPTH} levels deep; flatten it")
     for key, cond in metadata.items():
         if key in ("$and", "$or"):
             if not isinstance(cond, (list, tuple)) or not cond:
                 raise InvalidFilterError(f"{key} needs a non-empty list of metadata mappings")
             for sub in cond:
-                _check_metadata(sub, depth + 1)
+                _check_metadata(sub, depth + 1, budget)
         elif key == "$not":
             if not isinstance(cond, Mapping) or not cond:
                 raise InvalidFilterError("$not needs a non-empty metadata mapping")
-            _check_metadata(cond, depth + 1)
+            _check_metadata(cond, depth + 1, budget)
         else:
-            _check_condition(key, cond)
+            _check_condition(key, cond, budget)
 
 
-def _check_condition(key: Any, cond: Any) -> None:
+def _check_value(key: str, op: str, value: Any) -> None:
+    """A value SQLite can bind: 64-bit integers, finite floats, UTF-8 strings."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int) and abs(value) > MAX_SQL_INT:
+        raise InvalidFilterError(f"{op} for key {key!r}: integers must be within +-2**63 (SQLite's range)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidFilterError(f"{op} for key {key!r}: {value!r} matches nothing; use a finite number")
+    if isinstance(value, str):
+        _utf8(value, f"{op} value for key {key!r}")
+
+
+def _check_condition(key: Any, cond: Any, budget: _Budget) -> None:
     if not isinstance(key, str) or not _KEY.match(key):
         raise InvalidFilterError(
             f"metadata key {key!r} is not a plain name (letters, digits, '_', '-', '.'; at most 128 characters)"
@@ -202,9 +257,13 @@ def _check_condition(key: Any, cond: Any) -> None:
         for op, value in cond.items():
             if op not in OPERATORS:
                 raise InvalidFilterError(f"unknown operator {op!r} for key {key!r}; use one of {', '.join(OPERATORS)}")
+            budget.spend(1)
             if op in ("$in", "$nin", "$any", "$all"):
                 if not isinstance(value, (list, tuple)) or not all(isinstance(v, Scalar) for v in value):
                     raise InvalidFilterError(f"{op} for key {key!r} needs a list of strings or numbers")
+                budget.spend(max(len(value) - 1, 0) if op in ("$any", "$all") else 0, len(value))
+                for v in value:
+                    _check_value(key, op, v)
             elif op in ("$exists", "$is_empty"):
                 if not isinstance(value, bool):
                     raise InvalidFilterError(f"{op} for key {key!r} needs true or false")
@@ -219,10 +278,15 @@ def _check_condition(key: Any, cond: Any) -> None:
                     raise InvalidFilterError(f"{op} for key {key!r} needs a number or a string")
             elif value is not None and not isinstance(value, Scalar):
                 raise InvalidFilterError(f"{op} for key {key!r} needs a string, number, boolean or null")
+            if not isinstance(value, (list, tuple)):
+                _check_value(key, op, value)
     elif cond is not None and not isinstance(cond, Scalar):
         raise InvalidFilterError(
             f"metadata value for {key!r} must be a string, number, boolean or an {{operator: value}} mapping"
         )
+    else:
+        budget.spend(1)
+        _check_value(key, "$eq", cond)
 
 
 def _json_param(value: Any) -> Any:

@@ -34,10 +34,24 @@ from ..errors import (
     ItemNotFoundError,
     OversizedInputError,
 )
-from ..items import Edge, Kind, Lifecycle, MemoryItem, SearchHit, new_id, to_epoch, utcnow
+from ..items import (
+    MAX_TOP_K,
+    Edge,
+    Kind,
+    Lifecycle,
+    MemoryItem,
+    SearchHit,
+    check_int,
+    check_utf8,
+    new_id,
+    to_epoch,
+    utcnow,
+    validate_edge,
+    validate_item,
+)
 from . import limits as L
 from . import retrieve as R
-from .embed import Embedder
+from .embed import Embedder, check_finite
 from .filters import MemoryFilter
 from .graph import NEXT, GraphStore
 from .read import FastReader, MemoryReader, check_text, parse_timestamp
@@ -112,6 +126,7 @@ class TextualMemory:
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(items):
                 raise InvalidInputError(f"got {vectors.shape[0] if vectors.ndim else 0} vectors for {len(items)} items")
+            check_finite(vectors, "the vectors passed to add_items")
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self._check_dim(vectors)
         with self.store.transaction():  # versions of existing ids are read where they are written
@@ -336,8 +351,8 @@ class TextualMemory:
         """
         if not isinstance(query, str):
             raise InvalidTypeError(f"query must be a string, got {type(query).__name__}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
+        check_utf8(query, "query")
+        check_int(top_k, "top_k", 1, MAX_TOP_K)
         if not query.strip():
             if query_vector is None:
                 return []
@@ -491,6 +506,7 @@ class TextualMemory:
             raise InvalidInputError("a relation needs a non-empty type, e.g. 'mentions' or 'supports'")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise InvalidTypeError(f"a relation's weight is a number, got {weight!r}")
+        validate_edge(Edge(src, dst, type, weight, dict(metadata or {})))  # NaN weight, surrogates, depth
         missing = {src, dst} - set(self.store.get_items([src, dst]))
         if missing:
             raise ItemNotFoundError(f"cannot relate: no memory {sorted(missing)} in cube {self.cube_id!r}")
@@ -600,6 +616,7 @@ class TextualMemory:
             raise EmbedderMismatchError(
                 f"the embedder returned {vectors.shape[-1]}-dim vectors but the cube uses {self.embedder.dimension}"
             )
+        check_finite(vectors, self.embedder)
 
 
 def _normalised_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -668,6 +685,7 @@ def check_item(item: MemoryItem, max_chars: int) -> None:
         Lifecycle(item.state)
     except ValueError as exc:
         raise InvalidInputError(f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}") from None
+    validate_item(item)  # values every read path can represent (times, UTF-8, JSON, numbers)
 
 
 def ids_of(values: Iterable[Any]) -> list[str]:

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from ..errors import EmptyTextError, InvalidInputError, InvalidTypeError, OversizedInputError
-from ..items import Kind, MemoryItem
+from ..items import Kind, MemoryItem, check_time, check_utf8
 
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
@@ -37,8 +37,9 @@ _MONTH_FIRST = re.compile(
 def parse_timestamp(value: Any) -> datetime | None:
     """Parse what people write as a time: ISO 8601, epoch seconds, or "1:56 pm on 8 May, 2023".
 
-    Naive times are taken as UTC. ``None`` stays ``None``; anything unparseable is an error rather
-    than a silently wrong date.
+    Naive times are taken as UTC. ``None`` stays ``None``; anything unparseable, or outside the
+    times a cube stores (:data:`~memos_integrations.items.MIN_TIME` to ``MAX_TIME``), is an error
+    rather than a silently wrong date or a cube that can no longer be read.
 
     Example:
         >>> parse_timestamp("1:56 pm on 8 May, 2023").isoformat()
@@ -46,6 +47,11 @@ def parse_timestamp(value: Any) -> datetime | None:
         >>> parse_timestamp("May 8, 2023").date().isoformat()
         '2023-05-08'
     """
+    parsed = _parse_time(value)
+    return None if parsed is None else check_time(parsed, f"time {value!r}" if isinstance(value, str) else "time")
+
+
+def _parse_time(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -128,41 +134,53 @@ def resolve_relative(text: str, at: datetime) -> list[tuple[str, date, date]]:
     day = at.date()
     out: list[tuple[str, date, date]] = []
     for m in _RELATIVE.finditer(text):
-        expr = m.group(1).lower()
-        if expr in ("today", "tonight"):
-            span = (day, day)
-        elif expr in ("yesterday", "last night"):
-            span = (day - timedelta(days=1),) * 2
-        elif expr == "tomorrow":
-            span = (day + timedelta(days=1),) * 2
-        elif expr in ("last week", "last weekend"):
-            start = day - timedelta(days=day.weekday() + 7)
-            span = (start + timedelta(days=5), start + timedelta(days=6)) if expr.endswith("end") else (start, start + timedelta(days=6))
-        elif expr == "this week":
-            start = day - timedelta(days=day.weekday())
-            span = (start, start + timedelta(days=6))
-        elif expr == "next week":
-            start = day - timedelta(days=day.weekday()) + timedelta(days=7)
-            span = (start, start + timedelta(days=6))
-        elif expr.split()[-1] in _WEEKDAYS:
-            back = (day.weekday() - _WEEKDAYS.index(expr.split()[-1])) % 7 or 7
-            span = (day - timedelta(days=back),) * 2
-        elif expr.endswith("month"):
-            shift = {"last": -1, "this": 0, "next": 1}[expr.split()[0]]
-            y, mo = divmod(day.year * 12 + day.month - 1 + shift, 12)
-            first = date(y, mo + 1, 1)
-            y2, mo2 = divmod(y * 12 + mo + 1, 12)
-            span = (first, date(y2, mo2 + 1, 1) - timedelta(days=1))
-        elif expr.endswith("year"):
-            shift = {"last": -1, "this": 0, "next": 1}[expr.split()[0]]
-            span = (date(day.year + shift, 1, 1), date(day.year + shift, 12, 31))
-        else:  # "<n> <unit>s ago"
-            count_word = m.group(2).lower().replace(" of", "")
-            n = int(count_word) if count_word.isdigit() else _NUM.get(count_word, 1)
-            days = {"day": 1, "week": 7, "month": 30, "year": 365}[m.group(3).lower()] * n
-            span = (day - timedelta(days=days),) * 2
+        try:
+            span = _span(m, day)
+        except (OverflowError, ValueError):
+            # "built 4500 years ago", "tomorrow" on 9999-12-31: outside the calendar datetime
+            # represents, so the expression stays in the text without a resolved time
+            continue
         out.append((m.group(0), span[0], span[1]))
     return out
+
+
+def _span(m: re.Match[str], day: date) -> tuple[date, date]:
+    """The first and last day an expression matched by ``_RELATIVE`` means, seen from ``day``."""
+    expr = m.group(1).lower()
+    span: tuple[date, date]
+    if expr in ("today", "tonight"):
+        span = (day, day)
+    elif expr in ("yesterday", "last night"):
+        span = (day - timedelta(days=1),) * 2
+    elif expr == "tomorrow":
+        span = (day + timedelta(days=1),) * 2
+    elif expr in ("last week", "last weekend"):
+        start = day - timedelta(days=day.weekday() + 7)
+        span = (start + timedelta(days=5), start + timedelta(days=6)) if expr.endswith("end") else (start, start + timedelta(days=6))
+    elif expr == "this week":
+        start = day - timedelta(days=day.weekday())
+        span = (start, start + timedelta(days=6))
+    elif expr == "next week":
+        start = day - timedelta(days=day.weekday()) + timedelta(days=7)
+        span = (start, start + timedelta(days=6))
+    elif expr.split()[-1] in _WEEKDAYS:
+        back = (day.weekday() - _WEEKDAYS.index(expr.split()[-1])) % 7 or 7
+        span = (day - timedelta(days=back),) * 2
+    elif expr.endswith("month"):
+        shift = {"last": -1, "this": 0, "next": 1}[expr.split()[0]]
+        y, mo = divmod(day.year * 12 + day.month - 1 + shift, 12)
+        first = date(y, mo + 1, 1)
+        y2, mo2 = divmod(y * 12 + mo + 1, 12)
+        span = (first, date(y2, mo2 + 1, 1) - timedelta(days=1))
+    elif expr.endswith("year"):
+        shift = {"last": -1, "this": 0, "next": 1}[expr.split()[0]]
+        span = (date(day.year + shift, 1, 1), date(day.year + shift, 12, 31))
+    else:  # "<n> <unit>s ago"
+        count_word = m.group(2).lower().replace(" of", "")
+        n = int(count_word) if count_word.isdigit() else _NUM.get(count_word, 1)
+        days = {"day": 1, "week": 7, "month": 30, "year": 365}[m.group(3).lower()] * n
+        span = (day - timedelta(days=days),) * 2
+    return span
 
 
 class MemoryReader(Protocol):
@@ -184,7 +202,7 @@ def check_text(text: Any, max_chars: int, what: str = "text") -> str:
             f"{what} has {len(text)} characters, above this cube's limit of {max_chars}; split it into documents "
             "(add it as chunks) or raise CubeConfig.max_text_chars"
         )
-    return text
+    return check_utf8(text, what)
 
 
 class FastReader:
