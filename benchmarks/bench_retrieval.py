@@ -63,7 +63,7 @@ def evaluate(cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan) -> tuple
         latencies.append(time.perf_counter() - start)
         cat = str(q["category"])
 
-        def recall(selected: list[Any]) -> float:
+        def recall(selected: list[Any], evidence: set[str] = evidence) -> float:
             found = {s for h in selected for s in h.item.sources}
             return len(evidence & found) / len(evidence)
 

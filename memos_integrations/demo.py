@@ -89,6 +89,7 @@ def run(home: Path | None = None) -> None:
         mos.add(memory_content="Leo was here", mem_cube_id=cube_id, user_id="leo")
     except AccessDeniedError as exc:
         print(f"  a read share cannot write: {exc}")
+    cube_path = cube.path  # the view checks access on every use, so read the path while MOS is open
     mos.close()
     # an embedded cube is held by one process at a time, so the new process opens it once this one closed it
     _say("persistence: a brand-new Python process opens the closed cube and searches it")
@@ -98,7 +99,7 @@ def run(home: Path | None = None) -> None:
         "h = c.search('What is the name of Maya\\'s beagle?', top_k=1)[0];"
         "print(f'  new process found: {h.item.text!r} sources={h.item.sources}')"
     )
-    subprocess.run([sys.executable, "-c", code, str(cube.path)], check=True)
+    subprocess.run([sys.executable, "-c", code, str(cube_path)], check=True)
     print("\ndemo finished: everything above ran offline on the embedded default.")
     if tmp is not None:
         tmp.cleanup()

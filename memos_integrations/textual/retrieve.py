@@ -156,6 +156,8 @@ def time_hint(query: str, now: datetime | None = None) -> TimeHint:
         >>> h = time_hint("what did we plan last week?", datetime(2023, 5, 17, tzinfo=timezone.utc))
         >>> h.start.date().isoformat(), h.end.date().isoformat()
         ('2023-05-08', '2023-05-14')
+        >>> time_hint("what happened in May 0000?").start is None
+        True
     """
     now = now or datetime.now(timezone.utc)
     asks_when = bool(_WHEN.match(query))
@@ -163,8 +165,9 @@ def time_hint(query: str, now: datetime | None = None) -> TimeHint:
     m = _MONTH_YEAR.search(query)
     if m:
         month, year = _MONTHS[m.group(1).lower()], int(m.group(2))
-        nxt = date(year + month // 12, month % 12 + 1, 1)
-        span = (date(year, month, 1), nxt - timedelta(days=1))
+        if 1 < year < 9999:  # "May 0000" or "December 9999" name no period the calendar can hold: no hint
+            nxt = date(year + month // 12, month % 12 + 1, 1)
+            span = (date(year, month, 1), nxt - timedelta(days=1))
     elif (y := _YEAR.search(query)) is not None:
         span = (date(int(y.group(1)), 1, 1), date(int(y.group(1)), 12, 31))
     else:
