@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, one after another, each printing its table.
 
-Core first (LoCoMo retrieval quality, ingest and latency; 100k-item scale), then each face's own
-benchmark. Run one alone with `python -m benchmarks.<name>`.
+Core first (LoCoMo retrieval quality, ingest and latency; 100k-item scale; what the guarantees
+cost), then each face's own benchmark. Run one alone with `python -m benchmarks.<name>`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 BENCHES = [
     ("core: LoCoMo retrieval quality, ingest, latency", ["-m", "benchmarks.bench_retrieval"]),
     ("core: 100k items", ["-m", "benchmarks.bench_scale"]),
+    ("core: what the trust guarantees cost", ["-m", "benchmarks.bench_guarantees"]),
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),
     ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
     ("LlamaIndex", ["-m", "benchmarks.bench_llama_index"]),
