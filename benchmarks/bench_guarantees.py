@@ -5,14 +5,18 @@ in the same run; times are medians over repeats (search: p50/p95 over distinct q
     python -m benchmarks.bench_guarantees            # about 2-4 minutes on 2 CPU cores
     python -m benchmarks.bench_guarantees --quick    # a smoke run: small cubes, few repeats
 
-1. Open: ``MemCube.open`` of a cube of N generated sentences, and its two checks timed alone on the
-   same files: the ``memory.db`` check (``check_database``: size, header, ``PRAGMA quick_check``) and
-   the index-id verification (``reconcile(full=True)`` less the outbox replay every open does; it runs
-   on open up to ``VERIFY_IDS_MAX`` live items). "without both" subtracts them from the total.
-   Open never embeds, so the open cubes reuse the search cube's real vectors (jittered) past its size.
+1. Open: ``MemCube.open`` of a cube of N generated sentences with both checks, and with each switched
+   off for the baseline only (interleaved, same files): the ``memory.db`` check (``check_database``:
+   size, header, ``PRAGMA quick_check``; skipped as ``read_header(verify=False)`` would) and the
+   index-id verification (``VERIFY_IDS_MAX`` set to -1: counts only, as above 20,000 items). Each
+   check is also timed alone. chromadb keeps one client per path within a process, so every repeat is a
+   warm open (the first open in a process also starts Chroma). Open never embeds: the open cubes reuse
+   the search cube's real vectors (jittered) past its size.
 2. ``update()``: 200 updates of distinct memories by one thread, and by 4 threads (50 each) sharing one
    MemCube; a text change (embedded, outside the write lock) and a metadata-only change (no embedding);
-   without and with ``expected_version`` (compare-and-set on the version each update returned).
+   without and with ``expected_version`` (compare-and-set on the version each update returned). As
+   throughput differences between rounds are mostly machine noise, compare-and-set is also measured
+   paired: one thread, on and off alternating update by update, per-update latency.
 3. Search on a 2,000-item cube: with and without a user filter, and a cube of the same item count
    holding 20 long messages (indexed as parts). Search re-reads its final hits from SQLite under the
    filter and cannot skip it, so the re-read itself is timed where it runs (``store.get_by_rid`` with
@@ -44,6 +48,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+import memos_integrations.cube as cube_module
 from memos_integrations import CubeConfig, MemCube
 from memos_integrations.cube import VERIFY_IDS_MAX, check_database, read_header
 from memos_integrations.textual.embed import MiniLMEmbedder
@@ -108,17 +113,43 @@ def long_text(chars: int, seed: int) -> str:
 
 
 # -- 1. open -------------------------------------------------------------------------------------
+def _skip_check(db: Path) -> None:
+    """``check_database`` switched off: what ``read_header(verify=False)`` does."""
+
+
+@contextmanager
+def checks(db: bool, ids: bool) -> Iterator[None]:
+    """Open with the ``memory.db`` check and the index-id verification on or off (the baseline only)."""
+    saved = cube_module.check_database, cube_module.VERIFY_IDS_MAX
+    if not db:
+        cube_module.check_database = _skip_check
+    if not ids:
+        cube_module.VERIFY_IDS_MAX = -1  # counts only, as above the limit
+    try:
+        yield
+    finally:
+        cube_module.check_database, cube_module.VERIFY_IDS_MAX = saved
+
+
+OPEN_VARIANTS = {"open": (True, True), "no_db_check": (False, True), "no_id_check": (True, False),
+                 "bare": (False, False)}
+
+
 def bench_open(path: Path, embedder: Any, repeats: int) -> dict[str, Any]:
-    parts: dict[str, list[float]] = {"header": [], "header_verified": [], "check": [], "open": [], "replay": [],
-                                     "ids": []}
+    parts: dict[str, list[float]] = {k: [] for k in (*OPEN_VARIANTS, "header", "header_verified", "check",
+                                                    "replay", "ids")}
     items = 0
     for _ in range(repeats):
         parts["header"].append(clock(lambda: read_header(path, verify=False))[0])
         parts["header_verified"].append(clock(lambda: read_header(path))[0])
         parts["check"].append(clock(lambda: check_database(path / "memory.db"))[0])
-        start = time.perf_counter()
+        for name, (db, ids) in OPEN_VARIANTS.items():
+            with checks(db, ids):
+                start = time.perf_counter()
+                opened = MemCube.open(path, embedder=embedder)
+                parts[name].append(time.perf_counter() - start)
+            opened.close()
         cube = MemCube.open(path, embedder=embedder)
-        parts["open"].append(time.perf_counter() - start)
         try:
             start = time.perf_counter()
             cube.text_mem.reconcile(full=False)  # the outbox replay every open does
@@ -140,25 +171,37 @@ def bench_open(path: Path, embedder: Any, repeats: int) -> dict[str, Any]:
 
 
 def open_table(rows: Sequence[dict[str, Any]], repeats: int) -> str:
-    out = []
+    opens, alone = [], []
     for r in rows:
-        ids = r["ids"] if r["verified_on_open"] else 0.0
-        bare = r["open"] - r["check"] - ids
-        out.append([f"{r['items']:,}", f"{r['db_mb']:.1f}", f"{ms(r['open']):.1f}", f"{ms(r['check']):.1f}",
-                    f"{ms(r['header_verified']):.1f} / {ms(r['header']):.2f}", f"{ms(r['ids']):.1f}",
-                    f"{ms(bare):.1f}", f"{(r['open'] / bare - 1) if bare > 0 else float('nan'):.0%}"])
-    return (f"Open (medians of {repeats}; ms)\n\n" + table(
-        ["items", "memory.db MB", "open total", "memory.db check", "read_header verify=True / False",
-         "index-id verification", "open without both", "overhead of both"], out))
+        opens.append([f"{r['items']:,}", f"{r['db_mb']:.1f}", f"{ms(r['open']):.1f}", f"{ms(r['no_db_check']):.1f}",
+                      f"{ms(r['no_id_check']):.1f}", f"{ms(r['bare']):.1f}", f"+{ms(r['open'] - r['bare']):.1f}",
+                      f"{r['open'] / r['bare']:.2f}x"])
+        alone.append([f"{r['items']:,}", f"{ms(r['check']):.1f}", f"{ms(r['check']) / r['db_mb']:.2f}",
+                      f"{ms(r['header_verified']):.1f} / {ms(r['header']):.2f}", f"{ms(r['ids']):.1f}",
+                      "yes" if r["verified_on_open"] else f"no (above {VERIFY_IDS_MAX:,})"])
+    return (f"MemCube.open, ms (medians of {repeats}, variants interleaved)\n\n" + table(
+        ["items", "memory.db MB", "with both checks", "without the memory.db check", "without the id verification",
+         "without both", "cost of both", "with / without"], opens)
+        + f"\n\nThe checks alone, ms (medians of {repeats})\n\n" + table(
+        ["items", "check_database", "ms per MB", "read_header verify=True / False", "index-id verification",
+         "verified on open"], alone))
 
 
 # -- 2. update -----------------------------------------------------------------------------------
-def bench_updates(cube: MemCube, ids: Sequence[str], repeats: int, threads: int) -> dict[tuple[str, bool, int], float]:
-    """Updates per second (median of ``repeats``) for (change, compare-and-set, threads)."""
+def bench_updates(cube: MemCube, ids: Sequence[str], repeats: int, threads: int) -> dict[Any, Any]:
+    """Updates per second (median of ``repeats``) for (change, compare-and-set, threads), and per change
+    ``("paired", change)``: per-update p50 seconds without and with compare-and-set, alternating."""
     versions = {i: cube.get(i).version for i in ids}
     texts = {i: cube.get(i).text for i in ids}
     counter = iter(range(10**9))
     lock = threading.Lock()
+
+    def changes_for(item_id: str, change: str, cas: bool, round_no: int) -> dict[str, Any]:
+        changes: dict[str, Any] = (
+            {"text": f"{texts[item_id]} (edit {round_no})"} if change == "text" else {"metadata": {"edit": round_no}})
+        if cas:
+            changes["expected_version"] = versions[item_id]
+        return changes
 
     def run(change: str, cas: bool, n_threads: int) -> float:
         round_no = next(counter)
@@ -170,12 +213,7 @@ def bench_updates(cube: MemCube, ids: Sequence[str], repeats: int, threads: int)
             gate.wait()
             try:
                 for item_id in mine:
-                    changes: dict[str, Any] = (
-                        {"text": f"{texts[item_id]} (edit {round_no})"} if change == "text"
-                        else {"metadata": {"edit": round_no}})
-                    if cas:
-                        changes["expected_version"] = versions[item_id]
-                    new = cube.update(item_id, **changes)
+                    new = cube.update(item_id, **changes_for(item_id, change, cas, round_no))
                     with lock:
                         versions[item_id] = new.version
             except BaseException as exc:  # reported below: a failed update must fail the benchmark
@@ -193,29 +231,47 @@ def bench_updates(cube: MemCube, ids: Sequence[str], repeats: int, threads: int)
             raise errors[0]
         return len(ids) / secs
 
+    def paired(change: str) -> tuple[float, float]:
+        round_no = next(counter)
+        took: dict[bool, list[float]] = {False: [], True: []}
+        for k, item_id in enumerate(ids):
+            cas = bool(k % 2)
+            changes = changes_for(item_id, change, cas, round_no)
+            start = time.perf_counter()
+            versions[item_id] = cube.update(item_id, **changes).version
+            took[cas].append(time.perf_counter() - start)
+        return statistics.median(took[False]), statistics.median(took[True])
+
     rates: dict[tuple[str, bool, int], list[float]] = {}
     for change in ("text", "metadata"):
         for _ in range(repeats):  # interleaved, so drift in machine load hits every variant alike
             for cas in (False, True):
                 for n in (1, threads):
                     rates.setdefault((change, cas, n), []).append(run(change, cas, n))
-    done = {k: statistics.median(v) for k, v in rates.items()}
+    done: dict[Any, Any] = {k: statistics.median(v) for k, v in rates.items()}
+    for change in ("text", "metadata"):
+        done[("paired", change)] = paired(change)
     stored = {i: cube.get(i).version for i in ids}
     assert stored == versions, "an acknowledged update is missing: versions differ from what update returned"
     return done
 
 
-def update_table(res: dict[tuple[str, bool, int], float], n: int, threads: int, repeats: int) -> str:
-    rows = []
-    for change, label in (("text", "text change (embedded)"), ("metadata", "metadata only (no embedding)")):
+LABELS = {"text": "text change (embedded)", "metadata": "metadata only (no embedding)"}
+
+
+def update_table(res: dict[Any, Any], n: int, threads: int, repeats: int) -> str:
+    rows, pairs = [], []
+    for change, label in LABELS.items():
         for cas in (False, True):
             one, many = res[(change, cas, 1)], res[(change, cas, threads)]
-            base_one, base_many = res[(change, False, 1)], res[(change, False, threads)]
-            rows.append([label, "on" if cas else "off", f"{one:.0f}", f"{many:.0f}", f"{many / one:.2f}x",
-                         "-" if not cas else f"{one / base_one:.2f}x / {many / base_many:.2f}x"])
+            rows.append([label, "on" if cas else "off", f"{one:.0f}", f"{many:.0f}", f"{many / one:.2f}x"])
+        off, on = res[("paired", change)]
+        pairs.append([label, f"{ms(off):.1f}", f"{ms(on):.1f}", f"{on / off:.2f}x"])
     return (f"update() on one shared MemCube, {n} distinct memories per round (updates/s, median of {repeats})\n\n"
             + table(["change", "expected_version", f"1 thread x {n}", f"{threads} threads x {n // threads}",
-                     f"{threads} threads / 1", "CAS on / off (1 / 4 threads)"], rows))
+                     f"{threads} threads / 1"], rows)
+            + f"\n\nexpected_version, paired: one thread, {n} updates alternating off and on (per-update p50 ms)\n\n"
+            + table(["change", "off", "on", "on / off"], pairs))
 
 
 # -- 3. search -----------------------------------------------------------------------------------
