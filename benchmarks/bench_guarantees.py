@@ -2,7 +2,7 @@
 re-read under the filter, and chat-sized input. Each table puts the guarded path beside its baseline
 in the same run; times are medians over repeats (search: p50/p95 over distinct queries).
 
-    python -m benchmarks.bench_guarantees            # about 2-4 minutes on 2 CPU cores
+    python -m benchmarks.bench_guarantees            # about 4 minutes on 2 busy CPU cores
     python -m benchmarks.bench_guarantees --quick    # a smoke run: small cubes, few repeats
 
 1. Open: ``MemCube.open`` of a cube of N generated sentences with both checks, and with each switched
@@ -360,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # the quick run indexes parts above 2,000 chars (default 32,000), so small texts take the same path
     long_config = CubeConfig(max_text_chars=2_000) if q else None
     threads = 4
+    began = time.perf_counter()
     embedder = MiniLMEmbedder()
     _ = embedder.fingerprint
     result: dict[str, Any] = {}
@@ -411,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         plain.close()
         scratch.close()
     result["report"] = "\n\n".join(out)
+    print(f"\n(the whole run: {time.perf_counter() - began:.0f} s)")
     return result
 
 
