@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .access import deny
+from .access import deny, normalize_id
 from .items import Edge, MemoryItem, SearchHit
 
 if TYPE_CHECKING:
@@ -133,9 +133,18 @@ class CubeView:
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, messages: Any = None, memory: Any = None, **kw: Any) -> list[MemoryItem]:
-        """:meth:`MemCube.add` as this user: ``user_id`` and ``principal`` default to the view's user."""
+        """:meth:`MemCube.add` as this user: ``user_id`` and ``principal`` default to the view's user.
+
+        As with :meth:`MOS.add`, the memories are the acting user's: naming another ``user_id`` is refused
+        (audited), since every face recalls a user's memories by that id.
+        """
         cube = self._need("write", "add")
         kw.setdefault("user_id", self._user)
+        if kw["user_id"] is not None and normalize_id(kw["user_id"]) != self._user:
+            raise deny(cube.audit, "add", self._user, self._cube_id,
+                       f"a cube view of user {self._user!r} cannot file memories under another user_id; "
+                       "get a view for that user with MOS.cube(cube_id, user_id=...)", {"as_user": kw["user_id"]})
+        kw["user_id"] = normalize_id(kw["user_id"])
         kw["principal"] = self._principal(cube, kw.get("principal"), "add")
         return cube.add(messages=messages, memory=memory, **kw)
 
