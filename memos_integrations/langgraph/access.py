@@ -58,9 +58,11 @@ class Principal:
     user_id: str | None = None
 
     def owns(self, role: Role, label: str) -> bool:
-        """Whether this principal owns a private namespace whose owner label is ``label``."""
-        return (self.name == label
-                or (role in ("agent_id", "any") and self.agent_id == label)
+        """Whether this principal owns a private namespace whose owner label is ``label``.
+
+        A bound name (``as_principal``) is an agent's name: it owns agent namespaces, never a user's.
+        """
+        return ((role in ("agent_id", "any") and label in (self.name, self.agent_id))
                 or (role in ("user_id", "any") and self.user_id == label))
 
     def grant_keys(self) -> list[str]:
