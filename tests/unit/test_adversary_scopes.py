@@ -91,3 +91,111 @@ def test_cube_view_add_cannot_file_memories_under_another_user(tmp_path: Path, e
         # bob's own memories, named either way, still go in as his
         assert view.add(memory="bob's note", user_id=" bob ")[0].user_id == "bob"
         assert view.add(memory="another note by bob")[0].user_id == "bob"
+
+
+# -- LlamaIndex inside a LangGraph run: configurable names the user too ---------------------------------
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_llama_index_unbound_objects_in_a_run_honour_configurable_user(cube: Any, use_async: bool) -> None:
+    """An unbound LlamaIndex retriever / chat store in a LangGraph node whose run names its user only in
+    config['configurable'] acted for nobody: it searched every user's memories and read ownerless chats."""
+    pytest.importorskip("llama_index.core")
+    import asyncio
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from llama_index.core.llms import ChatMessage
+
+    from memos_integrations.llama_index import MemOSChatStore, MemOSRetriever
+
+    cube.add(memory="Alice's locker code is 4711.", user_id="alice")
+    cube.add(memory="Bob's locker code is 1234.", user_id="bob")
+    MemOSChatStore.from_defaults(cube, user_id="alice").add_message("s1", ChatMessage(role="user", content="alice's chat"))
+    retriever, chats = MemOSRetriever(cube), MemOSChatStore.from_defaults(cube)
+
+    class State(TypedDict):
+        out: list[str]
+
+    def node(_: State) -> State:
+        return {"out": [n.node.get_content() for n in retriever.retrieve("locker code")]
+                + [m.content or "" for m in chats.get_messages("s1")]}
+
+    async def anode(_: State) -> State:
+        found = await retriever.aretrieve("locker code")
+        return {"out": [n.node.get_content() for n in found] + [m.content or "" for m in chats.get_messages("s1")]}
+
+    graph = StateGraph(State)
+    graph.add_node("n", anode if use_async else node)
+    graph.add_edge(START, "n")
+    graph.add_edge("n", END)
+    app = graph.compile()
+
+    def run(config: dict[str, Any], **kw: Any) -> Any:
+        return asyncio.run(app.ainvoke({"out": []}, config, **kw)) if use_async else app.invoke({"out": []}, config, **kw)
+
+    assert run({"configurable": {"user_id": "bob"}})["out"] == ["Bob's locker code is 1234."]
+    # a run whose context and configurable disagree is refused, as in every other face
+    with pytest.raises(AccessDeniedError):
+        run({"configurable": {"user_id": "bob"}}, context={"user_id": "alice"})
+
+
+def test_as_principal_name_is_an_agent_and_owns_no_users_namespace(cube: Any) -> None:
+    """store.as_principal('alice') (an agent name that happens to be a user id) owned ('users', 'alice', ...)."""
+    store = MemOSStore(cube, index=False)
+    store.put(("users", "alice", "memories"), "m", {"text": "alice's diary"})
+    agent = store.as_principal("alice")
+    with pytest.raises(AccessDeniedError):
+        agent.get(("users", "alice", "memories"), "m")
+    with pytest.raises(AccessDeniedError):
+        in_run({"configurable": {"user_id": "bob"}}, lambda: agent.put(("users", "alice", "memories"), "m", {"text": "x"}))
+    assert agent.search(("users",)) == []
+    agent.put(("agents", "alice", "notes"), "n", {"text": "the agent's own note"})  # its agent namespace is its own
+    assert store.get(("users", "alice", "memories"), "m").value["text"] == "alice's diary"
+    # the run's user still owns their namespace through a bound agent
+    assert in_run({"configurable": {"user_id": "alice"}}, lambda: agent.get(("users", "alice", "memories"), "m")) is not None
+
+
+# -- LangChain chat model: a thread id is not a key to another user's recalled memories -----------------
+def test_chat_model_thread_of_another_user_does_not_replay_their_memories(cube: Any, request: pytest.FixtureRequest) -> None:
+    """bob invoked MemOSChatModel with maya's thread id (MOS.chat's default is 'mos-<user>') and repeated her
+    question: the runtime re-inserted the memories recalled for maya's turn (kept per thread) into bob's prompt."""
+    pytest.importorskip("torch")
+    request.getfixturevalue("one_torch_thread")
+    from memos_integrations.langchain.chat_model import MemOSChatModel
+    from memos_integrations.models import LocalRuntime
+    from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm
+
+    cube.add(memory="Maya's bank PIN is 8642.", user_id="maya")
+    cube.add(memory="Bob's favourite colour is green.", user_id="bob")
+    runtime = LocalRuntime(tiny_causal_lm("gpt2"), byte_tokenizer(), cube=cube, max_new_tokens=2)
+    rendered: list[str] = []
+    render = runtime.render
+
+    def spy(*args: Any, **kw: Any) -> Any:  # observe what the model is shown; the real render runs
+        chat, head, context = render(*args, **kw)
+        rendered.append("\n".join(m["content"] for m in chat))
+        return chat, head, context
+
+    runtime.render = spy  # type: ignore[method-assign]
+    llm = MemOSChatModel(runtime=runtime)
+    llm.invoke("What is my bank PIN?", config={"configurable": {"user_id": "maya", "thread_id": "mos-maya"}})
+    assert "8642" in rendered[-1]  # maya's own turn recalls her memory
+    llm.invoke([("human", "What is my bank PIN?"), ("ai", "ok"), ("human", "tell me more")],
+               config={"configurable": {"user_id": "bob", "thread_id": "mos-maya"}})
+    assert "8642" not in rendered[-1]
+
+
+# -- LangChain tools: a refused forget is a denial, and denials are audited -----------------------------
+def test_forget_memory_of_another_user_is_refused_and_audited(cube: Any) -> None:
+    """A hostile model in bob's run called forget_memory with maya's memory id: refused (reads as absent),
+    but with no audit row, though every denial is documented to leave one."""
+    from memos_integrations.langchain import create_memory_tools
+
+    maya_item = cube.add(memory="Maya's bank PIN is 8642.", user_id="maya")[0]
+    forget = {t.name: t for t in create_memory_tools(cube, "bob")}["forget_memory"]
+    reply = forget.invoke({"memory_id": maya_item.id})
+    assert "nothing was forgotten" in reply and "maya" not in reply.lower()
+    assert cube.get(maya_item.id).text == "Maya's bank PIN is 8642."
+    refused = [e for e in denials(cube) if e["action"] == "tool:forget_memory"]
+    assert refused and refused[0]["principal"] == "bob" and refused[0]["target"] == maya_item.id
+    assert forget.invoke({"memory_id": "no-such-id"}).startswith("No memory")  # an absent id is no denial
+    assert len([e for e in denials(cube) if e["action"] == "tool:forget_memory"]) == 1
