@@ -26,6 +26,32 @@ if TYPE_CHECKING:
     from .mos import MOS
 
 
+#: methods of the raw store and text memory that change the cube (everything else is a read); the faces
+#: write through these, so a view must not hand them out on a read check alone
+_STORE_WRITES = frozenset({
+    "clear", "drop", "put", "transaction", "set_meta", "write_items", "put_vectors", "touch", "flush_usage",
+    "queue_index", "clear_outbox", "add_edges", "remove_edges", "kv_put", "kv_delete", "close",
+})
+_TEXT_MEM_WRITES = frozenset({
+    "add_items", "add_messages", "add_whole", "update", "delete", "relate", "sync_index", "reconcile", "reindex",
+})
+
+
+class _Checked:
+    """A raw part of the cube (``store``, ``text_mem``) whose every attribute is fetched through an access
+    check: a face built on a view keeps this object, so a write needs write access and an unshare reaches it."""
+
+    def __init__(self, view: CubeView, part: str, writes: frozenset[str]) -> None:
+        self._view, self._part, self._writes = view, part, writes
+
+    def __getattr__(self, name: str) -> Any:
+        need = "write" if name in self._writes else "read"
+        return getattr(getattr(self._view._need(need, f"{self._part}.{name}"), self._part), name)
+
+    def __repr__(self) -> str:
+        return f"<checked {self._part} of {self._view!r}>"
+
+
 class CubeView:
     """One user's access to one cube, checked on every call (see the module docstring).
 
@@ -74,11 +100,15 @@ class CubeView:
     # -- raw parts: checked as reads ----------------------------------------------------------------
     @property
     def store(self) -> Any:
-        return self._need("read", "store").store
+        """The cube's store, behind a guard that checks each call (writes need write access)."""
+        self._need("read", "store")
+        return _Checked(self, "store", _STORE_WRITES)
 
     @property
     def text_mem(self) -> Any:
-        return self._need("read", "text_mem").text_mem
+        """The cube's text memory, behind a guard that checks each call (writes need write access)."""
+        self._need("read", "text_mem")
+        return _Checked(self, "text_mem", _TEXT_MEM_WRITES)
 
     @property
     def graph(self) -> Any:

@@ -199,3 +199,49 @@ def test_forget_memory_of_another_user_is_refused_and_audited(cube: Any) -> None
     assert refused and refused[0]["principal"] == "bob" and refused[0]["target"] == maya_item.id
     assert forget.invoke({"memory_id": "no-such-id"}).startswith("No memory")  # an absent id is no denial
     assert len([e for e in denials(cube) if e["action"] == "tool:forget_memory"]) == 1
+
+
+# -- MOS: faces built on a cube view: a read share writes nothing, an unshare reaches them ---------------
+def test_faces_on_a_read_only_view_cannot_write_and_lose_access_on_unshare(tmp_path: Path, embedder: Any) -> None:
+    """bob, with a READ share of alice's cube, built faces on his view and wrote through them (the faces write
+    through view.store / view.text_mem, which were checked as reads); faces built before an unshare kept working."""
+    pytest.importorskip("llama_index.core")
+    from langchain_core.messages import HumanMessage
+    from langgraph.checkpoint.base import empty_checkpoint
+    from llama_index.core.llms import ChatMessage
+
+    from memos_integrations.langchain import MemOSChatMessageHistory
+    from memos_integrations.langgraph import MemOSSaver
+    from memos_integrations.llama_index import MemOSChatStore
+
+    with MOS(tmp_path / "home", embedder=embedder) as mos:
+        mos.create_user("alice")
+        mos.create_user("bob")
+        cube_id = mos.create_cube_for_user("notes", owner_id="alice")
+        MemOSStore(mos.cube(cube_id, user_id="alice"), index={"fields": ["text"]}).put(("users", "alice"), "k", {"text": "alice's plan"})
+        mos.share_cube_with_user(cube_id, "bob", "read", user_id="alice")
+        view = mos.cube(cube_id, user_id="bob")
+        store, saver = MemOSStore(view, index={"fields": ["text"]}), MemOSSaver(view)
+        history = MemOSChatMessageHistory(view, "s1", user_id="bob")
+        chats = MemOSChatStore.from_defaults(view, user_id="bob")
+        writes = [
+            lambda: store.put(("users", "bob"), "k", {"text": "bob was here"}),
+            lambda: history.add_messages([HumanMessage("bob was here")]),
+            lambda: chats.add_message("k", ChatMessage(role="user", content="bob was here")),
+            lambda: saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, empty_checkpoint(), {}, {}),
+        ]
+        for write in writes:
+            with pytest.raises(AccessDeniedError):
+                write()
+        raw = mos._cube(cube_id)  # noqa: SLF001 - inspect behind the checks
+        assert [i.text for i in raw.get_all()] == ["alice's plan"]
+        assert store.get(("users", "alice"), "k") is not None  # reads are what a read share is for
+        mos.unshare_cube(cube_id, "bob", user_id="alice")
+        for read in (lambda: store.get(("users", "alice"), "k"), lambda: history.messages, lambda: chats.get_messages("k")):
+            with pytest.raises(AccessDeniedError):
+                read()
+        # a write share writes through the same faces
+        mos.share_cube_with_user(cube_id, "bob", "write", user_id="alice")
+        for write in writes:
+            write()
+        assert {i.text for i in raw.get_all()} == {"alice's plan", "bob was here"}
