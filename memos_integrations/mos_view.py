@@ -37,19 +37,34 @@ _TEXT_MEM_WRITES = frozenset({
 })
 
 
-class _Checked:
-    """A raw part of the cube (``store``, ``text_mem``) whose every attribute is fetched through an access
-    check: a face built on a view keeps this object, so a write needs write access and an unshare reaches it."""
+_GRAPH_WRITES = frozenset({"add_edges", "remove_edges"})
+_INDEX_WRITES = frozenset({"upsert", "delete", "reset"})
+_ACT_MEM_WRITES = frozenset({"store", "set_prefix", "invalidate_prefix", "drop", "flush", "clear"})
+_PARA_MEM_WRITES = frozenset({"assign", "distill", "merge", "delete", "bind", "activate", "unload"})
+#: parts reached through a guarded part, guarded in turn (``text_mem.graph.add_edges`` is a write)
+_NESTED: dict[str, dict[str, frozenset[str]]] = {"text_mem": {"graph": _GRAPH_WRITES}}
 
-    def __init__(self, view: CubeView, part: str, writes: frozenset[str]) -> None:
-        self._view, self._part, self._writes = view, part, writes
+
+class _Checked:
+    """A raw part of the cube (``store``, ``text_mem``, ``graph``) whose every attribute is fetched through an
+    access check: a face built on a view keeps this object, so a write needs write access and an unshare reaches it."""
+
+    def __init__(self, view: CubeView, path: tuple[str, ...], writes: frozenset[str]) -> None:
+        self._view, self._path, self._writes = view, path, writes
 
     def __getattr__(self, name: str) -> Any:
-        need = "write" if name in self._writes else "read"
-        return getattr(getattr(self._view._need(need, f"{self._part}.{name}"), self._part), name)
+        what = ".".join((*self._path, name))
+        nested = _NESTED.get(self._path[-1], {})
+        if name in nested:
+            self._view._need("read", what)
+            return _Checked(self._view, (*self._path, name), nested[name])
+        target: Any = self._view._need("write" if name in self._writes else "read", what)
+        for part in self._path:
+            target = getattr(target, part)
+        return getattr(target, name)
 
     def __repr__(self) -> str:
-        return f"<checked {self._part} of {self._view!r}>"
+        return f"<checked {'.'.join(self._path)} of {self._view!r}>"
 
 
 class CubeView:
@@ -102,21 +117,24 @@ class CubeView:
     def store(self) -> Any:
         """The cube's store, behind a guard that checks each call (writes need write access)."""
         self._need("read", "store")
-        return _Checked(self, "store", _STORE_WRITES)
+        return _Checked(self, ("store",), _STORE_WRITES)
 
     @property
     def text_mem(self) -> Any:
         """The cube's text memory, behind a guard that checks each call (writes need write access)."""
         self._need("read", "text_mem")
-        return _Checked(self, "text_mem", _TEXT_MEM_WRITES)
+        return _Checked(self, ("text_mem",), _TEXT_MEM_WRITES)
 
     @property
     def graph(self) -> Any:
-        return self._need("read", "graph").graph
+        """The cube's graph, behind a guard that checks each call (edge writes need write access)."""
+        self._need("read", "graph")
+        return _Checked(self, ("graph",), _GRAPH_WRITES)
 
     @property
     def index(self) -> Any:
-        return self._need("read", "index").index
+        self._need("read", "index")
+        return _Checked(self, ("index",), _INDEX_WRITES)
 
     @property
     def config(self) -> Any:
@@ -124,11 +142,13 @@ class CubeView:
 
     @property
     def act_mem(self) -> Any:
-        return self._need("read", "act_mem").act_mem
+        self._need("read", "act_mem")
+        return _Checked(self, ("act_mem",), _ACT_MEM_WRITES)
 
     @property
     def para_mem(self) -> Any:
-        return self._need("read", "para_mem").para_mem
+        self._need("read", "para_mem")
+        return _Checked(self, ("para_mem",), _PARA_MEM_WRITES)
 
     # -- reads -----------------------------------------------------------------------------------
     def search(self, query: str, **kw: Any) -> list[SearchHit]:

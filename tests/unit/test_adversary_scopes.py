@@ -245,3 +245,48 @@ def test_faces_on_a_read_only_view_cannot_write_and_lose_access_on_unshare(tmp_p
         for write in writes:
             write()
         assert {i.text for i in raw.get_all()} == {"alice's plan", "bob was here"}
+
+
+def test_graph_edges_through_a_read_only_view_are_refused(tmp_path: Path, embedder: Any) -> None:
+    """The LlamaIndex property-graph store writes relations through view.text_mem.graph, a raw object handed
+    out on a read check: bob, with a read share, added edges to alice's graph."""
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.graph_stores.types import Relation
+
+    from memos_integrations.llama_index import MemOSPropertyGraphStore
+
+    with MOS(tmp_path / "home", embedder=embedder) as mos:
+        mos.create_user("alice")
+        mos.create_user("bob")
+        cube_id = mos.create_cube_for_user("notes", owner_id="alice")
+        mos.share_cube_with_user(cube_id, "bob", "read", user_id="alice")
+        view = mos.cube(cube_id, user_id="bob")
+        raw = mos._cube(cube_id)  # noqa: SLF001 - inspect behind the checks
+        a = raw.add(memory="Acme makes anvils.", user_id="alice")[0]
+        b = raw.add(memory="Road Runner avoids anvils.", user_id="alice")[0]
+        for write in (lambda: view.text_mem.graph.add_edges([]), lambda: view.graph.remove_edges(src=a.id),
+                      lambda: MemOSPropertyGraphStore(view, user_id="bob").upsert_relations(
+                          [Relation(label="HATES", source_id=a.id, target_id=b.id)])):
+            with pytest.raises(AccessDeniedError):
+                write()
+        assert raw.text_mem.graph.edges([a.id, b.id]) == []
+        assert view.graph.edges([a.id]) == []  # reading the graph is what a read share is for
+
+
+def test_raw_parts_of_a_read_only_view_refuse_writes(tmp_path: Path, embedder: Any) -> None:
+    """view.para_mem / act_mem / index were raw objects handed out on a read check: bob, with a read share,
+    could route alice to an adapter of his choosing (para_mem.assign), drop her KV caches or reset the index."""
+    pytest.importorskip("torch")
+    with MOS(tmp_path / "home", embedder=embedder) as mos:
+        mos.create_user("alice")
+        mos.create_user("bob")
+        cube_id = mos.create_cube_for_user("notes", owner_id="alice")
+        mos.add(memory_content="Alice's bank PIN hint is her cat's birthday.", mem_cube_id=cube_id, user_id="alice")
+        mos.share_cube_with_user(cube_id, "bob", "read", user_id="alice")
+        view = mos.cube(cube_id, user_id="bob")
+        for write in (lambda: view.para_mem.assign("alice", None), lambda: view.act_mem.drop("alice-thread"),
+                      lambda: view.index.reset()):
+            with pytest.raises(AccessDeniedError):
+                write()
+        assert view.index.count() == 1  # reads still work, and nothing was reset
+        view.act_mem.threads()  # reading the caches' index is a read
