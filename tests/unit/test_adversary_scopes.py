@@ -290,3 +290,14 @@ def test_raw_parts_of_a_read_only_view_refuse_writes(tmp_path: Path, embedder: A
                 write()
         assert view.index.count() == 1  # reads still work, and nothing was reset
         view.act_mem.threads()  # reading the caches' index is a read
+
+
+def test_vector_store_delete_of_another_scopes_id_is_audited(cube: Any) -> None:
+    """bob's vector store asked to delete maya's document id: skipped (returns False) but not audited."""
+    from memos_integrations.langchain import MemOSVectorStore
+
+    (maya_id,) = MemOSVectorStore(cube, user_id="maya").add_texts(["maya's travel plans"])
+    assert MemOSVectorStore(cube, user_id="bob").delete([maya_id]) is False
+    assert cube.get(maya_id).text == "maya's travel plans"
+    refused = [e for e in denials(cube) if e["action"] == "langchain.vectorstore:delete"]
+    assert refused and refused[0]["principal"] == "bob" and refused[0]["target"] == maya_id
