@@ -18,12 +18,53 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .access import deny
+from .access import deny, normalize_id
 from .items import Edge, MemoryItem, SearchHit
 
 if TYPE_CHECKING:
     from .cube import MemCube
     from .mos import MOS
+
+
+#: methods of the raw store and text memory that change the cube (everything else is a read); the faces
+#: write through these, so a view must not hand them out on a read check alone
+_STORE_WRITES = frozenset({
+    "clear", "drop", "put", "transaction", "set_meta", "write_items", "put_vectors", "touch", "flush_usage",
+    "queue_index", "clear_outbox", "add_edges", "remove_edges", "kv_put", "kv_delete", "close",
+})
+_TEXT_MEM_WRITES = frozenset({
+    "add_items", "add_messages", "add_whole", "update", "delete", "relate", "sync_index", "reconcile", "reindex",
+})
+
+
+_GRAPH_WRITES = frozenset({"add_edges", "remove_edges"})
+_INDEX_WRITES = frozenset({"upsert", "delete", "reset"})
+_ACT_MEM_WRITES = frozenset({"store", "set_prefix", "invalidate_prefix", "drop", "flush", "clear"})
+_PARA_MEM_WRITES = frozenset({"assign", "distill", "merge", "delete", "bind", "activate", "unload"})
+#: parts reached through a guarded part, guarded in turn (``text_mem.graph.add_edges`` is a write)
+_NESTED: dict[str, dict[str, frozenset[str]]] = {"text_mem": {"graph": _GRAPH_WRITES}}
+
+
+class _Checked:
+    """A raw part of the cube (``store``, ``text_mem``, ``graph``) whose every attribute is fetched through an
+    access check: a face built on a view keeps this object, so a write needs write access and an unshare reaches it."""
+
+    def __init__(self, view: CubeView, path: tuple[str, ...], writes: frozenset[str]) -> None:
+        self._view, self._path, self._writes = view, path, writes
+
+    def __getattr__(self, name: str) -> Any:
+        what = ".".join((*self._path, name))
+        nested = _NESTED.get(self._path[-1], {})
+        if name in nested:
+            self._view._need("read", what)
+            return _Checked(self._view, (*self._path, name), nested[name])
+        target: Any = self._view._need("write" if name in self._writes else "read", what)
+        for part in self._path:
+            target = getattr(target, part)
+        return getattr(target, name)
+
+    def __repr__(self) -> str:
+        return f"<checked {'.'.join(self._path)} of {self._view!r}>"
 
 
 class CubeView:
@@ -74,19 +115,26 @@ class CubeView:
     # -- raw parts: checked as reads ----------------------------------------------------------------
     @property
     def store(self) -> Any:
-        return self._need("read", "store").store
+        """The cube's store, behind a guard that checks each call (writes need write access)."""
+        self._need("read", "store")
+        return _Checked(self, ("store",), _STORE_WRITES)
 
     @property
     def text_mem(self) -> Any:
-        return self._need("read", "text_mem").text_mem
+        """The cube's text memory, behind a guard that checks each call (writes need write access)."""
+        self._need("read", "text_mem")
+        return _Checked(self, ("text_mem",), _TEXT_MEM_WRITES)
 
     @property
     def graph(self) -> Any:
-        return self._need("read", "graph").graph
+        """The cube's graph, behind a guard that checks each call (edge writes need write access)."""
+        self._need("read", "graph")
+        return _Checked(self, ("graph",), _GRAPH_WRITES)
 
     @property
     def index(self) -> Any:
-        return self._need("read", "index").index
+        self._need("read", "index")
+        return _Checked(self, ("index",), _INDEX_WRITES)
 
     @property
     def config(self) -> Any:
@@ -94,11 +142,13 @@ class CubeView:
 
     @property
     def act_mem(self) -> Any:
-        return self._need("read", "act_mem").act_mem
+        self._need("read", "act_mem")
+        return _Checked(self, ("act_mem",), _ACT_MEM_WRITES)
 
     @property
     def para_mem(self) -> Any:
-        return self._need("read", "para_mem").para_mem
+        self._need("read", "para_mem")
+        return _Checked(self, ("para_mem",), _PARA_MEM_WRITES)
 
     # -- reads -----------------------------------------------------------------------------------
     def search(self, query: str, **kw: Any) -> list[SearchHit]:
@@ -133,9 +183,18 @@ class CubeView:
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, messages: Any = None, memory: Any = None, **kw: Any) -> list[MemoryItem]:
-        """:meth:`MemCube.add` as this user: ``user_id`` and ``principal`` default to the view's user."""
+        """:meth:`MemCube.add` as this user: ``user_id`` and ``principal`` default to the view's user.
+
+        As with :meth:`MOS.add`, the memories are the acting user's: naming another ``user_id`` is refused
+        (audited), since every face recalls a user's memories by that id.
+        """
         cube = self._need("write", "add")
         kw.setdefault("user_id", self._user)
+        if kw["user_id"] is not None and normalize_id(kw["user_id"]) != self._user:
+            raise deny(cube.audit, "add", self._user, self._cube_id,
+                       f"a cube view of user {self._user!r} cannot file memories under another user_id; "
+                       "get a view for that user with MOS.cube(cube_id, user_id=...)", {"as_user": kw["user_id"]})
+        kw["user_id"] = normalize_id(kw["user_id"])
         kw["principal"] = self._principal(cube, kw.get("principal"), "add")
         return cube.add(messages=messages, memory=memory, **kw)
 

@@ -22,7 +22,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..access import Scope, normalize_id
+from ..access import Scope, deny, normalize_id
 from ..errors import AccessDeniedError, ItemNotFoundError, MemosError
 from ..face_api import CubeAPI, as_cube
 from ..items import Kind, utcnow
@@ -239,6 +239,8 @@ class ForgetMemoryTool(_BoundMemoryTool):
         except ItemNotFoundError:
             item = None
         if item is None or item.user_id != scope.user_id:  # another user's id reads as absent: nothing leaks
+            if item is not None:  # ... to the model; the owner's audit log keeps the attempt, as for every denial
+                deny(self.cube.audit, f"tool:{self.name}", scope.principal, memory_id, "", {"user_id": scope.user_id})
             return f"No memory {memory_id} for this user; nothing was forgotten."
         with _as_tool_error():
             self.cube.delete([memory_id], principal=scope.principal)

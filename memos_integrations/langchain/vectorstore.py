@@ -179,7 +179,11 @@ class MemOSVectorStore(VectorStore):
             # LangChain lets None mean "everything"; over a shared cube that is too easy to do by accident
             raise InvalidInputError("pass the ids to delete; MemOSVectorStore.delete never deletes everything")
         scope = self._scope()
-        mine = [it.id for it in self.cube.text_mem.get_many(_id_list(ids)) if self._owns(it, scope)]
+        found = self.cube.text_mem.get_many(_id_list(ids))
+        mine = [it.id for it in found if self._owns(it, scope)]
+        if len(mine) < len(found):  # skipped as if absent, but audited like every refusal
+            deny(self.cube.audit, "langchain.vectorstore:delete", self._principal(scope),
+                 ",".join(sorted(it.id for it in found if it.id not in mine)), "", {"scope": scope})
         deleted = self.cube.delete(mine, principal=self._principal(scope)) if mine else 0
         return deleted > 0
 

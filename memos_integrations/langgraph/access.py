@@ -58,13 +58,16 @@ class Principal:
     user_id: str | None = None
 
     def owns(self, role: Role, label: str) -> bool:
-        """Whether this principal owns a private namespace whose owner label is ``label``."""
-        return (self.name == label
-                or (role in ("agent_id", "any") and self.agent_id == label)
+        """Whether this principal owns a private namespace whose owner label is ``label``.
+
+        A bound name (``as_principal``) is an agent's name: it owns agent namespaces, never a user's.
+        """
+        return ((role in ("agent_id", "any") and label in (self.name, self.agent_id))
                 or (role in ("user_id", "any") and self.user_id == label))
 
     def grant_keys(self) -> list[str]:
-        keys = [k for k in (self.name, self.agent_id) if k]
+        """The names grants are looked up under; an agent or bound name spelled ``user:<id>`` is not that user."""
+        keys = [k for k in (self.name, self.agent_id) if k and not k.startswith("user:")]
         return keys + ([f"user:{self.user_id}"] if self.user_id else [])
 
     @property
@@ -194,6 +197,32 @@ class NamespacePolicy:
                 "ask its owner for a grant: NamespacePolicy.grant(prefix, principal, 'read' | 'write')",
                 {"needed": need, "had": have, "user_id": who.user_id, "agent_id": who.agent_id},
             )
+
+    def check_scope(self, principal: str | Principal, namespace: tuple[str, ...], scope: Mapping[str, str]) -> None:
+        """Refuse (audited) a write whose memories would be filed under a user or agent not the principal's.
+
+        A put's index items carry the ``user_id`` / ``agent_id`` the store's ``scope`` reads from the
+        namespace (``("memories", "users", "alice")`` -> alice), and every face recalls a user's memories
+        by that id. Each id must be the principal's own, or the owner label of a private root the policy
+        has just checked (grants included); an agent id is also fine under a user id that passes.
+        """
+        who = _as_principal(principal)
+        root_role = self.private_roots.get(namespace[0]) if len(namespace) > 1 else None
+
+        def vouched(field: Role, label: str | None) -> bool:
+            return label is None or who.owns(field, label) or (root_role in (field, "any") and namespace[1] == label)
+
+        user, agent = scope.get("user_id"), scope.get("agent_id")
+        for field, label, ok in (("user_id", user, vouched("user_id", user)),
+                                 ("agent_id", agent, vouched("agent_id", agent) or (user is not None and vouched("user_id", user)))):
+            if not ok:
+                raise deny(
+                    self.cube.audit, "store_write", who.audit_name, f"ns:{L.encode(namespace)}",
+                    f"{who.name or who.audit_name!r} may not write namespace {namespace}: its memories would be "
+                    f"filed under another {field}; write under your own (('users', <your user_id>, ...)) "
+                    "or ask for a grant on that user's or agent's private namespace",
+                    {"needed": "write", field: label, "user_id": who.user_id, "agent_id": who.agent_id},
+                )
 
     def may_read_under(self, principal: str | Principal, prefix: tuple[str, ...]) -> bool:
         """Whether anything under ``prefix`` could be readable (a search there is not pointless)."""

@@ -198,6 +198,9 @@ class MemOSStore(BaseStore):
         for op in ops:
             self._validate(op)
         self.policy.check_ops(principal, ops)
+        for op in ops:
+            if isinstance(op, PutOp):
+                self.policy.check_scope(principal, op.namespace, self.scope(op.namespace))
         needs_filter = any(isinstance(op, (SearchOp, ListNamespacesOp)) for op in ops)
         return self.run(ops, principal=principal.audit_name,
                         readable=self.policy.readable(principal) if needs_filter else None)
@@ -207,6 +210,7 @@ class MemOSStore(BaseStore):
         """``put`` with provenance for ``principal`` (checked; None: unchecked)."""
         if principal is not None:
             self.policy.check(principal, L.check_labels(namespace, for_write=True), "write")
+            self.policy.check_scope(principal, namespace, self.scope(namespace))
         if ttl is None and self.ttl_config:
             ttl = self.ttl_config.get("default_ttl")
         self.run([PutOp(namespace, key, value, index, ttl)],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +40,24 @@ MEMORY_KEYS = ("memory_id", "kind", "user_id", "agent_id", "session_id", "create
                "version", "state", "sources", "tags", "confidence", "ranks")
 
 
+def run_config() -> Any:
+    """The config of the LangChain / LangGraph run this call is part of, or None.
+
+    LlamaIndex methods are not handed one; inside a LangGraph node it is in LangChain's context variable.
+    Without it a run naming its user only in ``configurable`` would act for nobody (every user's rows).
+    Read only when LangChain is already loaded: the LlamaIndex face does not need it.
+    """
+    module = sys.modules.get("langchain_core.runnables.config")
+    return module.var_child_runnable_config.get() if module is not None else None
+
+
 def acting_user(bound: str | None, cube: CubeAPI, what: str) -> str | None:
-    """Who is acting: the object's binding, else the user a LangGraph run's context names, else None.
+    """Who is acting: the object's binding, else the user a run's context or ``configurable`` names, else None.
 
     A run naming another user than the binding is refused (and audited) by :func:`resolve_scope`.
     """
-    return resolve_scope(bound={"user_id": bound}, audit=cube.audit, what=what, fields=("user_id",)).user_id
+    return resolve_scope(bound={"user_id": bound}, config=run_config(), audit=cube.audit, what=what,
+                         fields=("user_id",)).user_id
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ..access import Scope, resolve_scope
 from ..aio import in_thread
 from ..errors import InvalidInputError, InvalidTypeError
 from ..face_api import CubeAPI, as_cube
+from ._nodes import run_config
 
 
 class MemOSMemoryBlock(BaseMemoryBlock[str]):
@@ -81,8 +82,8 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
 
     def _scope(self) -> Scope:
         """Who is acting: the binding, else a LangGraph run's context (another user than the binding is refused)."""
-        return resolve_scope(bound={"user_id": self.user_id, "agent_id": self.agent_id}, audit=self._cube.audit,
-                             what="MemOSMemoryBlock", fields=("user_id", "agent_id"))
+        return resolve_scope(bound={"user_id": self.user_id, "agent_id": self.agent_id}, config=run_config(),
+                             audit=self._cube.audit, what="MemOSMemoryBlock", fields=("user_id", "agent_id"))
 
     @staticmethod
     def _text(message: ChatMessage) -> str:

@@ -29,7 +29,7 @@ from ..errors import InvalidInputError
 from ..face_api import CubeAPI, as_cube
 from ..textual.filters import MemoryFilter
 from ..textual.retrieve import SearchPlan
-from ._nodes import check_embed_model, item_to_node, query_vector, with_memory_metadata
+from ._nodes import check_embed_model, item_to_node, query_vector, run_config, with_memory_metadata
 from .filters import to_memory_metadata
 
 
@@ -87,7 +87,8 @@ class MemOSRetriever(BaseRetriever):
     def _scoped_filter(self) -> MemoryFilter:
         """The filter for whoever is acting: a single bound id is checked against a run's context."""
         bound = {k: v for k, v in self._bound.items() if isinstance(v, str)}
-        scope = resolve_scope(bound=bound, audit=self._cube.audit, what="MemOSRetriever", fields=("user_id", "agent_id"))
+        scope = resolve_scope(bound=bound, config=run_config(), audit=self._cube.audit, what="MemOSRetriever",
+                              fields=("user_id", "agent_id"))
         if self._bound["user_id"] is None and scope.user_id is not None:  # an unbound retriever in a user's run
             return dataclasses.replace(self._filter, user_id=scope.user_id)
         return self._filter

@@ -258,8 +258,10 @@ class LocalRuntime:
             key = self.act_mem.model_key(model, route.digest if route is not None else None)
             query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
             mem_ids, mem_texts = self.retrieve(query, user_id, top_k=top_k)
-            contexts = (self.act_mem.thread_meta(thread_id, model_key=key).get("contexts", {})
-                        if thread_id is not None else {})
+            meta = self.act_mem.thread_meta(thread_id, model_key=key) if thread_id is not None else {}
+            # the memories recalled for a thread's earlier turns are its user's: another user naming
+            # the same thread id gets none of them (and their turn keeps the thread as theirs)
+            contexts = meta.get("contexts", {}) if meta.get("user_id") == user_id else {}
             chat, head, context = self.render(messages, user_id=user_id, contexts=contexts,
                                               memories=mem_texts)
             ids = self.encode(chat)
@@ -271,7 +273,7 @@ class LocalRuntime:
                     lease = self.act_mem.lookup(model, thread_id, ids, model_key=key)
                 else:
                     lease = self.act_mem.lookup(model, "__scratch__", ids, model_key=key)
-                yield from self._decode(model, ids, lease, key=key, thread_id=thread_id,
+                yield from self._decode(model, ids, lease, key=key, thread_id=thread_id, user_id=user_id,
                                         contexts=contexts, query=query, context=context,
                                         adapter=adapter, mem_ids=mem_ids, t_start=t_start,
                                         max_new_tokens=max_new_tokens or self.max_new_tokens,
@@ -286,7 +288,7 @@ class LocalRuntime:
             return model.disable_adapter()
         return contextlib.nullcontext()
 
-    def _decode(self, model: Any, ids: list[int], lease: Any, *, key: str, thread_id: str | None,
+    def _decode(self, model: Any, ids: list[int], lease: Any, *, key: str, thread_id: str | None, user_id: str | None,
                 contexts: dict[str, str], query: str, context: str, adapter: str | None,
                 mem_ids: list[str], t_start: float, max_new_tokens: int, temperature: float,
                 stop: list[str], seed: int, torch: Any) -> Iterator[StreamEvent]:
@@ -337,7 +339,7 @@ class LocalRuntime:
                 contexts[_digest(query)] = context
             contexts = dict(list(contexts.items())[-_MAX_CONTEXTS:])
             self.act_mem.store(model, thread_id, (ids + new)[:covered], cache, model_key=key,
-                               meta={"contexts": contexts})
+                               meta={"contexts": contexts, "user_id": user_id})
         final = Generation(text=text, token_ids=new, prompt_tokens=len(ids), reused_tokens=reused,
                            cache_source=lease.source, finish_reason=finish, adapter=adapter,
                            memory_ids=mem_ids, ttft_s=ttft, total_s=time.perf_counter() - t_start,

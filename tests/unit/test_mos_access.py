@@ -218,7 +218,7 @@ def test_a_view_obtained_before_an_unshare_reads_nothing_after(mos: Any, alice_c
     assert view.search("PIN hint", top_k=1)[0].item.id == item.id
     added = view.add(memory="Bob fed the cat.")[0]
     assert added.user_id == "bob" and added.created_by == "bob"
-    store = view.store  # what was taken while access held stays taken; new attribute reads are checked
+    store = view.store  # a guard over the raw store: every call through it is checked
     mos.unshare_cube(alice_cube, "bob", user_id="alice")
     before = snapshot(_raw(mos, alice_cube))
     attempts = {
@@ -242,7 +242,8 @@ def test_a_view_obtained_before_an_unshare_reads_nothing_after(mos: Any, alice_c
     denials = list(reversed(_denials(mos, alice_cube)))
     assert [d["action"] for d in denials] == list(attempts)
     assert all(d["principal"] == "bob" for d in denials)
-    assert store is _raw(mos, alice_cube).store
+    with pytest.raises(AccessDeniedError):  # the store taken earlier is checked on each call too
+        store.read("SELECT 1")
 
 
 def test_a_read_view_cannot_write_and_a_downgrade_reaches_a_write_view(mos: Any, alice_cube: str) -> None:
