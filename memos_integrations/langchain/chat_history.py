@@ -135,9 +135,15 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         stored = [m if m.id else m.model_copy(update={"id": new_id()}) for m in messages]
         rows = [(self.session_id, scope.user_id, json.dumps(message_to_dict(m)), to_epoch(utcnow())) for m in stored]
         with self.cube.store.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO langchain_messages (session_id, user_id, message, created_at) VALUES (?, ?, ?, ?)", rows
-            )
+            # checked again inside the write lock: two users racing on a brand-new session cannot both own it
+            owners = self._owners()
+            taken = bool(owners) and owners != {scope.user_id}
+            if not taken:
+                conn.executemany(
+                    "INSERT INTO langchain_messages (session_id, user_id, message, created_at) VALUES (?, ?, ?, ?)", rows
+                )
+        if taken:  # refused after the transaction, so the audit row is not rolled back with it
+            self._refuse(scope, "write", owners)
         if self.remember:
             turn = [d for d in map(message_to_memory, stored) if d is not None]
             remember_turn(self.cube, turn, user_id=scope.user_id, agent_id=scope.agent_id,
@@ -160,16 +166,22 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
     def _scope(self) -> Scope:
         return acting(self.cube, "this chat history", {"user_id": self.user_id, "agent_id": self.agent_id})
 
-    def _check_owner(self, scope: Scope, action: str) -> None:
-        """A session is its user's: others are refused; an unscoped history may read but never write there."""
-        owners = {
+    def _owners(self) -> set[str]:
+        return {
             r[0] for r in self.cube.store.read(
                 "SELECT DISTINCT user_id FROM langchain_messages WHERE session_id=? AND user_id IS NOT NULL",
                 (self.session_id,),
             )
         }
+
+    def _check_owner(self, scope: Scope, action: str) -> None:
+        """A session is its user's: others are refused; an unscoped history may read but never write there."""
+        owners = self._owners()
         if not owners or owners == {scope.user_id} or (scope.user_id is None and action == "read"):
             return
+        self._refuse(scope, action, owners)
+
+    def _refuse(self, scope: Scope, action: str, owners: set[str]) -> None:
         raise deny(self.cube.audit, f"history:{action}", scope.principal, f"session:{self.session_id}",
                    f"session {self.session_id!r} belongs to another user; use a session id of this user's own",
                    {"owners": sorted(owners)})

@@ -159,3 +159,32 @@ async def test_async_methods_return_what_sync_ones_do(cube: MemCube, use_async: 
     else:
         history.clear()
     assert history.messages == []
+
+
+def test_two_users_racing_on_a_new_session_cannot_both_own_it(cube: MemCube) -> None:
+    def race(session: str) -> dict[str, str]:
+        barrier, outcomes = threading.Barrier(2), {}
+
+        def write(user: str) -> None:
+            history = MemOSChatMessageHistory(cube, session, user_id=user)
+            barrier.wait()
+            try:
+                history.add_user_message(f"{user} was here first")
+                outcomes[user] = "wrote"
+            except AccessDeniedError:
+                outcomes[user] = "refused"
+
+        threads = [threading.Thread(target=write, args=(u,)) for u in ("alice", "bob")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return outcomes
+
+    for n in range(8):  # the window is small: race several fresh sessions
+        outcomes = race(f"race-{n}")
+        assert sorted(outcomes.values()) == ["refused", "wrote"]
+        winner = next(u for u, o in outcomes.items() if o == "wrote")
+        assert [m.content for m in MemOSChatMessageHistory(cube, f"race-{n}", user_id=winner).messages] == [
+            f"{winner} was here first"
+        ]
