@@ -518,7 +518,7 @@ class MemCube:
                     item = MemoryItem.from_dict(row["item"])
                     if not isinstance(item.id, str) or not item.id:
                         raise InvalidTypeError(f"memory ids must be non-empty strings, got {item.id!r}")
-                    check_item(item, self.config.max_text_chars)
+                    check_item(item, self.text_mem.max_message_chars)  # a message kept whole, as add stores it
                     items.append(item)
                 elif row["type"] == "edge":
                     if not isinstance(row["edge"], dict):

@@ -230,6 +230,8 @@ class TextualMemory:
         """
         if expected_version is not None and (isinstance(expected_version, bool) or not isinstance(expected_version, int)):
             raise InvalidTypeError(f"expected_version is the integer version you read, got {expected_version!r}")
+        if expected_version is not None:  # 0 or -1 can never match: a caller's bug, not a retryable conflict
+            check_int(expected_version, "expected_version (the version you read)", 1)
         changes = _normalised_changes(changes)
         embedded: dict[str, np.ndarray] = {}  # embed text -> vector, kept across attempts
         for _ in range(_REBASES):
@@ -251,12 +253,39 @@ class TextualMemory:
                         continue  # the rebased text needs an embedding: leave the lock, embed, retry
                 vector = embedded.get(new.embed_text) if new.embed_text != current.embed_text else None
                 self.store.write_items([new], None if vector is None else vector[None, :])
+                follow = self._parts_following(current, new)
+                if follow:  # same transaction: a message and its parts never disagree
+                    self.store.write_items(follow, None)
             self._sync_after_commit()
             return new
         raise ConflictError(
             f"memory {item_id!r} changed {_REBASES} times while this update was being prepared; "
             "re-read it and retry (or serialise writers of this memory)"
         )
+
+    def _parts_following(self, old: MemoryItem, new: MemoryItem) -> list[MemoryItem]:
+        """New versions of the parts (see :mod:`.limits`) of a message that ``old`` -> ``new`` changes.
+
+        A part is searched in its message's place, so it must say what the message says now: a new
+        text (short, or the update was refused) leaves the parts nothing to index, so they are deleted;
+        a new scope, state, time, tags or metadata is copied to them (else a message moved to another
+        user, archived or deleted by ``update`` would still be found through its parts).
+        """
+        ids = self._parts_of([old.id])
+        if not ids:
+            return []
+        parts = self.store.get_items(ids)
+        now = utcnow()
+        if new.text != old.text:
+            return [p.evolve(state=Lifecycle.DELETED, version=p.version + 1, updated_at=now) for p in parts.values()]
+        out = []
+        for p in parts.values():
+            own = {k: p.metadata[k] for k in (L.PART_OF, L.PART, L.PARTS, "start", "end") if k in p.metadata}
+            fields = {name: getattr(new, name) for name in _PART_MIRRORS}
+            fields.update(tags=list(new.tags), metadata={**new.metadata, **own})
+            if any(getattr(p, name) != value for name, value in fields.items()):
+                out.append(p.evolve(**fields, version=p.version + 1, updated_at=now, created_by=new.created_by))
+        return out
 
     def _check_expected(self, item: MemoryItem, expected: int | None) -> None:
         if expected is not None and item.version != expected:
@@ -353,6 +382,8 @@ class TextualMemory:
             raise InvalidTypeError(f"query must be a string, got {type(query).__name__}")
         check_utf8(query, "query")
         check_int(top_k, "top_k", 1, MAX_TOP_K)
+        if query_vector is not None:
+            query_vector = self._query_vector(query_vector)
         if not query.strip():
             if query_vector is None:
                 return []
@@ -415,6 +446,21 @@ class TextualMemory:
         ]
         self.store.touch([h.item.id for h in hits])
         return hits
+
+    def _query_vector(self, value: Any) -> np.ndarray:
+        """A caller's query vector as one finite float32 row of this cube's dimension, else a MemosError."""
+        dim = self.embedder.dimension
+        try:
+            with np.errstate(over="ignore"):  # a number beyond float32 becomes inf, refused below
+                vec = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidTypeError(f"query_vector must be a list of {dim} numbers, got {type(value).__name__}") from None
+        if vec.shape != (dim,):
+            raise InvalidInputError(
+                f"query_vector must be one vector of {dim} numbers (this cube's embedder), got shape {vec.shape}")
+        if not np.isfinite(vec).all():  # NaN, infinity, or a number beyond float32
+            raise InvalidInputError("query_vector holds NaN or infinite values; pass finite numbers (an embedding)")
+        return vec
 
     def _holds_parts(self) -> bool:
         """Whether this cube holds parts of long texts (looked up once, then kept by :meth:`add_whole`)."""
@@ -655,6 +701,9 @@ def new_item(text: str, **fields: Any) -> MemoryItem:
     except TypeError as exc:
         raise InvalidInputError(f"{exc}; see MemoryItem for the fields a memory has") from None
 
+
+#: what a part copies from its message (besides tags and metadata), and follows when the message is updated
+_PART_MIRRORS = ("user_id", "agent_id", "session_id", "event_time", "valid_from", "valid_to", "confidence", "state")
 
 _OPTIONAL_STR = ("user_id", "agent_id", "session_id", "cube_id", "parent_id", "created_by", "method")
 

@@ -1,0 +1,176 @@
+"""The engine under attack: hostile lock files, a cube folder replaced while open, long messages
+whose parts outlive what they index, round trips of part-heavy cubes, hostile query vectors and
+versions, hostile numbers in cube.json. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos_integrations import MemCube
+from memos_integrations.config import CubeConfig
+from memos_integrations.errors import ConflictError, CubeCorruptedError, InvalidInputError, MemosError
+
+fcntl = pytest.importorskip("fcntl")
+
+SMALL = CubeConfig(max_text_chars=400, part_chars=100)
+LONG = " ".join(f"line{i} the porto train leaves from platform nine" for i in range(40))  # ~2,000 chars
+
+
+def _closed_cube(path: Path, embedder: Any) -> Path:
+    MemCube.init_from_dir(path, embedder=embedder).close()
+    return path
+
+
+# -- lock files are the cube's own plain files, never links ------------------------------------
+def test_a_cube_lock_that_links_elsewhere_is_refused_and_its_target_untouched(tmp_path: Path, embedder: Any) -> None:
+    cube = _closed_cube(tmp_path / "cube", embedder)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (cube / "cube.lock").unlink()
+    os.symlink(victim, cube / "cube.lock")
+    with pytest.raises(CubeCorruptedError, match="cube.lock"):
+        MemCube.open(cube, embedder=embedder)
+    assert victim.read_text() == "precious\n"  # was truncated to the opener's PID
+
+
+def test_an_index_lock_that_links_elsewhere_creates_nothing_outside(tmp_path: Path, embedder: Any) -> None:
+    cube = _closed_cube(tmp_path / "cube", embedder)
+    outside = tmp_path / "made_outside"
+    (cube / "index.lock").unlink(missing_ok=True)
+    os.symlink(outside, cube / "index.lock")
+    with pytest.raises(CubeCorruptedError, match="index.lock"):
+        MemCube.open(cube, embedder=embedder)
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize("name", ["cube.lock", "index.lock"])
+def test_a_lock_file_that_is_a_folder_is_a_clear_error(tmp_path: Path, embedder: Any, name: str) -> None:
+    cube = _closed_cube(tmp_path / "cube", embedder)
+    (cube / name).unlink(missing_ok=True)
+    (cube / name).mkdir()
+    with pytest.raises(CubeCorruptedError, match="delete it"):  # was IsADirectoryError
+        MemCube.open(cube, embedder=embedder)
+    (cube / name).rmdir()
+    MemCube.open(cube, embedder=embedder).close()  # and the advice works
+
+
+def _locked_by_someone(cube: Path) -> bool:
+    """Whether another open file description holds ``cube.lock`` (what a second process would see)."""
+    fd = os.open(cube / "cube.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_closing_one_of_two_opens_keeps_the_hold(tmp_path: Path, embedder: Any) -> None:
+    a = MemCube.init_from_dir(tmp_path / "cube", embedder=embedder)
+    b = MemCube.open(tmp_path / "cube", embedder=embedder)
+    a.close()
+    b.add(memory="still held", user_id="u")
+    assert _locked_by_someone(tmp_path / "cube")
+    b.close()
+    assert not _locked_by_someone(tmp_path / "cube")
+
+
+def test_a_cube_folder_deleted_and_made_again_while_open_gets_a_hold_of_its_own(tmp_path: Path, embedder: Any) -> None:
+    path = tmp_path / "cube"
+    old = MemCube.init_from_dir(path, embedder=embedder)
+    shutil.rmtree(path)
+    new = MemCube.init_from_dir(path, embedder=embedder)
+    try:
+        assert _locked_by_someone(path)  # was free: a second process could open the new cube too
+        old.close()  # releasing the old folder's hold leaves the new one held
+        assert _locked_by_someone(path)
+    finally:
+        old.close()
+        new.close()
+    assert not _locked_by_someone(path)
+
+
+# -- long messages: parts follow their message ---------------------------------------------------
+@pytest.fixture
+def long_cube(tmp_path: Path, embedder: Any) -> Any:
+    cube = MemCube.create(tmp_path / "long", SMALL, embedder=embedder)
+    yield cube
+    cube.close()
+
+
+def _roots(hits: Any) -> list[str]:
+    return [h.item.metadata.get("part_of", h.item.id) if h.item.kind.value == "chunk" else h.item.id for h in hits]
+
+
+def test_a_cube_with_long_messages_imports_its_own_export(long_cube: Any, tmp_path: Path, embedder: Any) -> None:
+    msg = long_cube.add(memory=LONG, user_id="u")[0]
+    long_cube.add(memory="porto is in portugal", user_id="u")
+    long_cube.export_jsonl(tmp_path / "export.jsonl")
+    copy = MemCube.create(tmp_path / "copy", SMALL, embedder=embedder)
+    try:
+        assert copy.import_jsonl(tmp_path / "export.jsonl") == len(long_cube.get_all(include_archived=True))  # was refused
+        assert copy.import_jsonl(tmp_path / "export.jsonl") > 0  # again: same history, no doubling
+        assert copy.stats()["by_kind"] == long_cube.stats()["by_kind"]
+        assert copy.get(msg.id).text == LONG
+        roots = _roots(copy.search("porto train platform", user_id="u", top_k=5))
+        assert len(roots) == len(set(roots)) == 2
+    finally:
+        copy.close()
+
+
+def test_changing_a_long_messages_text_retires_its_parts(long_cube: Any) -> None:
+    msg = long_cube.add(memory=LONG, user_id="u")[0]
+    long_cube.update(msg.id, text="The train now leaves from Braga.")
+    hits = long_cube.search("porto platform nine", user_id="u", top_k=5)
+    assert all("porto" not in h.item.text for h in hits)  # old parts were still found
+    assert long_cube.text_mem._parts_of([msg.id]) == []
+
+
+def test_moving_a_long_message_to_another_user_moves_its_parts(long_cube: Any) -> None:
+    msg = long_cube.add(memory=LONG, user_id="u")[0]
+    long_cube.update(msg.id, user_id="v", tags=["moved"])
+    assert long_cube.search("porto train platform", user_id="u") == []  # user u still found v's message
+    hits = long_cube.search("porto train platform", user_id="v", tags=["moved"])
+    assert _roots(hits) == [msg.id]
+
+
+def test_archiving_a_long_message_archives_its_parts(long_cube: Any) -> None:
+    msg = long_cube.add(memory=LONG, user_id="u")[0]
+    long_cube.update(msg.id, state="archived")
+    assert long_cube.search("porto train platform", user_id="u") == []
+    long_cube.update(msg.id, state="activated")
+    assert _roots(long_cube.search("porto train platform", user_id="u")) == [msg.id]
+
+
+# -- hostile arguments ---------------------------------------------------------------------------
+@pytest.mark.parametrize("vector", ["abc", {"a": 1}, [[0.1] * 384], [0.1] * 10, [float("nan")] * 384, [1e300] * 384, [None] * 384])
+def test_a_hostile_query_vector_is_a_clear_error(cube: Any, vector: Any) -> None:
+    cube.add(memory="porto", user_id="u")
+    with pytest.raises(MemosError) as err:
+        cube.search("", query_vector=vector)
+    assert isinstance(err.value, MemosError) and "query_vector" in str(err.value)
+
+
+@pytest.mark.parametrize("expected", [0, -1, 2**70])
+def test_an_impossible_expected_version_is_refused_not_a_conflict(cube: Any, expected: int) -> None:
+    item = cube.add(memory="porto", user_id="u")[0]
+    with pytest.raises(InvalidInputError) as err:
+        cube.update(item.id, text="lisbon", expected_version=expected)
+    assert not isinstance(err.value, ConflictError)
+    assert cube.get(item.id).version == 1
+
+
+def test_a_huge_number_in_cube_json_is_refused_at_open(tmp_path: Path, embedder: Any) -> None:
+    cube = _closed_cube(tmp_path / "cube", embedder)
+    header = json.loads((cube / "cube.json").read_text())
+    header["config"]["vector"]["exact_search_max"] = 10**30
+    (cube / "cube.json").write_text(json.dumps(header))
+    with pytest.raises(CubeCorruptedError, match="exact_search_max"):  # was OverflowError on every search
+        MemCube.open(cube, embedder=embedder)
