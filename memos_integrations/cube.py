@@ -160,8 +160,14 @@ class MemCube:
         tmp = path / (CUBE_FILE + ".tmp")
         tmp.write_text(json.dumps(header, indent=2))
         store = SQLiteStore(path / "memory.db")
+        try:  # the index too, before cube.json: an unreachable Chroma server must not leave a cube behind
+            index = index or _open_index(path, config)
+        except BaseException:
+            store.close()
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(path / CUBE_FILE)  # cube.json appears last: a half-created cube is not a cube
-        return cls(path, config, emb, store, index or _open_index(path, config), hold)
+        return cls(path, config, emb, store, index, hold)
 
     @classmethod
     def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None) -> MemCube:
@@ -445,7 +451,8 @@ class MemCube:
             header.update(cube_id=config.cube_id, config=config.to_json_dict())
             (staging / CUBE_FILE).write_text(json.dumps(header, indent=2))
             for sub in ("kv", "adapters"):
-                if (self.path / sub).is_dir():  # links are left out: a copy holds data, never paths
+                # links are left out, kv/ or adapters/ itself included: a copy holds data, never paths
+                if (self.path / sub).is_dir() and not (self.path / sub).is_symlink():
                     shutil.copytree(self.path / sub, staging / sub, ignore=_links)
             _fsync_tree(staging)
             (staging / INCOMPLETE_FILE).unlink()

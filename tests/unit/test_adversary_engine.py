@@ -174,3 +174,18 @@ def test_a_huge_number_in_cube_json_is_refused_at_open(tmp_path: Path, embedder:
     (cube / "cube.json").write_text(json.dumps(header))
     with pytest.raises(CubeCorruptedError, match="exact_search_max"):  # was OverflowError on every search
         MemCube.open(cube, embedder=embedder)
+
+
+@pytest.mark.parametrize("sub", ["kv", "adapters"])
+def test_a_dump_never_copies_what_a_linked_kv_or_adapters_folder_points_at(cube: Any, tmp_path: Path, sub: str) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("KEY")
+    cube.add(memory="porto", user_id="u")
+    os.symlink(secret, cube.path / sub)
+    copy = cube.dump(tmp_path / "copy")
+    try:
+        assert not list((tmp_path / "copy").rglob("id_rsa"))  # was copied into the dump
+        assert copy.get_all()[0].text == "porto"
+    finally:
+        copy.close()
