@@ -473,6 +473,11 @@ class MemCube:
         edges = other.graph.edges([it.id for it in items], "out")
         for start in range(0, len(copied), 512):
             self.text_mem.add_items(copied[start : start + 512], max_chars=self.text_mem.max_message_chars)
+        # a message that arrives with fewer parts (or none) than this cube's version of it had: the
+        # parts left over index a text the message no longer has
+        stale = set(self.text_mem._parts_of([it.id for it in copied if it.kind != Kind.CHUNK])) - {it.id for it in copied}
+        if stale:
+            self.text_mem.delete(sorted(stale), principal=principal)
         if edges:
             self.graph.add_edges(edges)
         self.audit("merge", principal, other.cube_id, {"items": len(copied), "edges": len(edges)})
@@ -630,6 +635,18 @@ def read_header(path: Path, *, verify: bool = True) -> dict[str, Any]:
     if verify:
         check_database(path / "memory.db")
     return header
+
+
+def own_folder(cube_path: str | Path, name: str) -> Path:
+    """``<cube>/<name>`` (``kv``, ``adapters``), refused if it is a link: caches are spilled, evicted
+    and loaded there, and a cube folder from someone else must not send those reads, writes and
+    deletes to a folder outside it."""
+    folder = Path(cube_path) / name
+    if folder.is_symlink():
+        raise CubeCorruptedError(
+            f"{folder} is a link to {os.readlink(folder)!r}; a cube keeps its {name} inside its own folder: "
+            "delete the link (a real folder is made when needed)")
+    return folder
 
 
 def _hold(path: Path, config: CubeConfig) -> CubeHold | None:

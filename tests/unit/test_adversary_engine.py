@@ -189,3 +189,27 @@ def test_a_dump_never_copies_what_a_linked_kv_or_adapters_folder_points_at(cube:
         assert copy.get_all()[0].text == "porto"
     finally:
         copy.close()
+
+
+@pytest.mark.parametrize("slot, sub", [("act_mem", "kv"), ("para_mem", "adapters")])
+def test_a_linked_kv_or_adapters_folder_is_refused_not_written_through(cube: Any, tmp_path: Path, slot: str, sub: str) -> None:
+    pytest.importorskip("torch")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, cube.path / sub)
+    with pytest.raises(CubeCorruptedError, match="link"):  # was used: spills and evictions went outside the cube
+        getattr(cube, slot)
+    assert list(outside.iterdir()) == []
+
+
+def test_merging_a_shortened_message_retires_the_parts_of_its_long_version(long_cube: Any, tmp_path: Path) -> None:
+    msg = long_cube.add(memory=LONG, user_id="u")[0]
+    other = long_cube.clone(tmp_path / "other")
+    try:
+        other.update(msg.id, text="The train now leaves from Braga.")
+        long_cube.merge(other)
+    finally:
+        other.close()
+    assert long_cube.get(msg.id).text == "The train now leaves from Braga."
+    assert long_cube.text_mem._parts_of([msg.id]) == []  # were left live, indexing the old text
+    assert all("porto" not in h.item.text for h in long_cube.search("porto platform nine", user_id="u"))
