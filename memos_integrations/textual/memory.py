@@ -390,29 +390,22 @@ class TextualMemory:
             query = ""
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
-        pool = max(plan.candidates, top_k)
-        if self._holds_parts():  # the parts of one long message must not fill the legs' pools alone
-            pool *= 3
+        parts = self._holds_parts()
+        pool = max(plan.candidates, top_k) * (3 if parts else 1)
         dense_text, time_text, terms, counts = query, query, R.keyword_terms(query), None
         if len(query) > self.query_chars:  # chat-sized: a pasted log, a whole document
             budget = min(self.query_chars, L.DENSE_CHARS)
             counts = self.store.term_counts(L.candidate_terms(query, budget))
             reduced = L.reduce_query(query, counts, budget)
             dense_text, time_text, terms = reduced.text, L.tail(query, budget), reduced.terms
-        scored: dict[str, list[tuple[int, float]]] = {}
+        if plan.keyword and terms and self.store.max_rid() > plan.keyword_budget:  # small cubes never prune
+            terms = R.prune_terms(
+                {t: counts[t] for t in terms} if counts else self.store.term_counts(terms), plan.keyword_budget
+            )
+        qvec = None
         if plan.dense:
-            qvec = self.embedder.embed_query(dense_text) if query_vector is None else np.asarray(query_vector, np.float32)
+            qvec = self.embedder.embed_query(dense_text) if query_vector is None else query_vector
             self._check_dim(qvec[None, :])
-            scored["dense"] = self._dense(qvec, flt, pool)
-        if plan.keyword and terms:
-            if self.store.max_rid() > plan.keyword_budget:  # small cubes never prune
-                terms = R.prune_terms(
-                    {t: counts[t] for t in terms} if counts else self.store.term_counts(terms), plan.keyword_budget
-                )
-            scored["keyword"] = self.store.keyword_search(R.keyword_query(terms) or "", flt, pool)
-        legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
-        weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
-        scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         fetched: dict[int, MemoryItem] = {}  # rows read once per search, whichever step needs them first
 
         def rows(rids: Sequence[int]) -> dict[int, MemoryItem]:
@@ -421,21 +414,20 @@ class TextualMemory:
                 fetched.update(self.store.get_by_rid(missing))
             return {r: fetched[r] for r in rids if r in fetched}
 
-        if plan.time_aware and scores:
-            hint = R.time_hint(time_text, now)
-            if hint.start is not None or hint.asks_when:
-                items = rows(list(scores))
-                times = {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in items.items()}
-                scores = R.apply_time(scores, hint, times, plan.time_boost)
-        if plan.graph_hops and scores:
-            scores = self._expand(scores, flt, plan, rows)
-        order = sorted(scores, key=lambda r: -scores[r])
-        if plan.mmr_lambda is not None and len(order) > 1:
-            mmr_ids = order[: max(plan.mmr_pool, top_k)]  # MMR re-ranks; it must not cut top_k short
-            rids, matrix = self.store.vectors_for(mmr_ids)
-            keep = len(mmr_ids) if self._holds_parts() else top_k  # parts collapse below: keep them all
-            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, keep)
-        order = self._one_per_message(order, rows, scores, top_k)
+        while True:
+            scored: dict[str, list[tuple[int, float]]] = {}
+            if qvec is not None:
+                scored["dense"] = self._dense(qvec, flt, pool)
+            if plan.keyword and terms:
+                scored["keyword"] = self.store.keyword_search(R.keyword_query(terms) or "", flt, pool)
+            legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
+            order, scores = self._ranked(scored, legs, plan, flt, rows, time_text, now, top_k)
+            # one long message's parts can fill every leg's pool and collapse to one hit: widen the
+            # pools until top_k distinct memories are found or the legs have nothing more to give
+            full = any(len(hits) >= pool for hits in scored.values())
+            if not parts or len(order) >= top_k or not full or pool >= self.store.max_rid():
+                break
+            pool *= 4
         # re-read under the filter: a hit deleted, archived or moved out of scope since it was scored
         # (another thread or process) is dropped, never returned
         items = self.store.get_by_rid(order, flt)
@@ -447,6 +439,36 @@ class TextualMemory:
         self.store.touch([h.item.id for h in hits])
         return hits
 
+    def _ranked(
+        self, scored: dict[str, list[tuple[int, float]]], legs: dict[str, list[int]], plan: R.SearchPlan,
+        flt: MemoryFilter, rows: Callable[[Sequence[int]], dict[int, MemoryItem]], time_text: str,
+        now: datetime | None, top_k: int,
+    ) -> tuple[list[int], dict[int, float]]:
+        """Fuse the legs, apply time, graph and MMR, and keep the first ``top_k`` distinct memories.
+
+        Returns:
+            The ranked row ids and every scored row's score.
+        """
+        weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
+        scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
+        if plan.time_aware and scores:
+            hint = R.time_hint(time_text, now)
+            if hint.start is not None or hint.asks_when:
+                items = rows(list(scores))
+                times = {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in items.items()}
+                scores = R.apply_time(scores, hint, times, plan.time_boost)
+        if plan.graph_hops and scores:
+            scores = self._expand(scores, flt, plan, rows)
+        order = sorted(scores, key=lambda r: -scores[r])
+        if plan.mmr_lambda is not None and len(order) > 1:
+            window = max(plan.mmr_pool, top_k)  # MMR re-ranks; it must not cut top_k short
+            if self._holds_parts():  # MMR chooses among memories, not among the parts of one
+                order = self._one_per_message(order, rows, scores, window)
+            mmr_ids = order[:window]
+            rids, matrix = self.store.vectors_for(mmr_ids)
+            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+        return self._one_per_message(order, rows, scores, top_k), scores
+
     def _query_vector(self, value: Any) -> np.ndarray:
         """A caller's query vector as one finite float32 row of this cube's dimension, else a MemosError."""
         dim = self.embedder.dimension
@@ -455,9 +477,14 @@ class TextualMemory:
                 vec = np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError):
             raise InvalidTypeError(f"query_vector must be a list of {dim} numbers, got {type(value).__name__}") from None
-        if vec.shape != (dim,):
-            raise InvalidInputError(
-                f"query_vector must be one vector of {dim} numbers (this cube's embedder), got shape {vec.shape}")
+        if vec.ndim != 1:
+            raise InvalidInputError(f"query_vector must be one vector of {dim} numbers, got shape {vec.shape}")
+        if vec.shape != (dim,):  # made by another embedder
+            from ..errors import EmbedderMismatchError
+
+            raise EmbedderMismatchError(
+                f"query_vector has {vec.shape[0]} numbers but this cube's embedder makes {dim}-dim vectors; "
+                "embed the query with the cube's embedder")
         if not np.isfinite(vec).all():  # NaN, infinity, or a number beyond float32
             raise InvalidInputError("query_vector holds NaN or infinite values; pass finite numbers (an embedding)")
         return vec

@@ -213,3 +213,20 @@ def test_merging_a_shortened_message_retires_the_parts_of_its_long_version(long_
     assert long_cube.get(msg.id).text == "The train now leaves from Braga."
     assert long_cube.text_mem._parts_of([msg.id]) == []  # were left live, indexing the old text
     assert all("porto" not in h.item.text for h in long_cube.search("porto platform nine", user_id="u"))
+
+
+@pytest.mark.parametrize("plan", ["fast", "balanced", "deep"])
+def test_a_message_with_hundreds_of_matching_parts_does_not_hide_other_memories(
+    tmp_path: Path, embedder: Any, plan: str
+) -> None:
+    cube = MemCube.create(tmp_path / "log", CubeConfig(max_text_chars=400, part_chars=60), embedder=embedder)
+    try:
+        log = "\n".join(f"porto train delayed again at platform {i}" for i in range(300))
+        msg = cube.add(memory=log, user_id="u")[0]
+        facts = cube.add(memory=[f"fact {i}: the porto train schedule changed in week {i}" for i in range(6)], user_id="u")
+        for k in (3, 7, 20):
+            roots = _roots(cube.search("porto train delayed platform", user_id="u", top_k=k, plan=plan))
+            assert len(roots) == len(set(roots)) == min(k, 7)  # was 1: the log's parts filled every pool
+        assert set(roots) == {msg.id, *(f.id for f in facts)}
+    finally:
+        cube.close()
