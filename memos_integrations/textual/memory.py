@@ -436,7 +436,9 @@ class TextualMemory:
             SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r})
             for rid in order if rid in items
         ]
-        self.store.touch([h.item.id for h in hits])
+        # a part's message is used when its part is: the scheduler must not archive a message (and,
+        # through update, its parts) that searches keep finding by its parts
+        self.store.touch(list(dict.fromkeys(i for h in hits for i in (h.item.id, L.root_of(h.item)))))
         return hits
 
     def _ranked(

@@ -230,3 +230,14 @@ def test_a_message_with_hundreds_of_matching_parts_does_not_hide_other_memories(
         assert set(roots) == {msg.id, *(f.id for f in facts)}
     finally:
         cube.close()
+
+
+def test_a_long_message_found_by_its_parts_is_not_archived_as_idle(long_cube: Any) -> None:
+    from memos_integrations.schedule import MemScheduler, SchedulerPolicy
+
+    msg = long_cube.add(memory=LONG, user_id="u")[0]
+    long_cube.store.conn.execute("UPDATE items SET updated_at = updated_at - 86400 * 10")  # all idle for 10 days
+    assert _roots(long_cube.search("porto train platform", user_id="u")) == [msg.id]  # found by a part
+    MemScheduler(long_cube, SchedulerPolicy(archive_after_days=5)).archive()
+    assert long_cube.get(msg.id).state.value != "archived"  # was archived, and its parts with it
+    assert _roots(long_cube.search("porto train platform", user_id="u")) == [msg.id]
