@@ -241,3 +241,15 @@ def test_a_long_message_found_by_its_parts_is_not_archived_as_idle(long_cube: An
     MemScheduler(long_cube, SchedulerPolicy(archive_after_days=5)).archive()
     assert long_cube.get(msg.id).state.value != "archived"  # was archived, and its parts with it
     assert _roots(long_cube.search("porto train platform", user_id="u")) == [msg.id]
+
+
+def test_a_closed_cube_says_so(tmp_path: Path, embedder: Any) -> None:
+    cube = MemCube.init_from_dir(tmp_path / "cube", embedder=embedder)
+    item = cube.add(memory="porto", user_id="u")[0]
+    cube.close()
+    for call in (lambda: cube.add(memory="lisbon", user_id="u"), lambda: cube.search("porto"),
+                 lambda: cube.get(item.id), lambda: cube.update(item.id, text="x"), lambda: cube.delete(item.id)):
+        with pytest.raises(MemosError, match="closed"):  # was sqlite3.ProgrammingError
+            call()
+    cube.close()  # again: a no-op
+    cube.store.close()
