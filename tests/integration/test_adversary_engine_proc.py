@@ -29,3 +29,10 @@ def test_creating_a_cube_on_an_unreachable_server_leaves_no_cube(tmp_path: Path,
     with pytest.raises(MemosError):  # a retry gets the same clear error, not "already holds a cube"
         MemCube.init_from_dir(path, chroma_server("127.0.0.1", port), embedder=embedder)
     MemCube.init_from_dir(path, embedder=embedder).close()  # and the folder can still become a cube
+
+
+def test_cli_init_with_port_zero_is_refused_not_made_embedded(tmp_path: Path) -> None:
+    from memos_integrations.cli import main
+
+    assert main(["init", str(tmp_path / "cube"), "--chroma-host", "127.0.0.1", "--chroma-port", "0"]) == 2
+    assert not (tmp_path / "cube" / "cube.json").exists()  # was an embedded cube, silently
