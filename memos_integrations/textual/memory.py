@@ -274,12 +274,15 @@ class TextualMemory:
         ids = self._parts_of([old.id])
         if not ids:
             return []
-        parts = self.store.get_items(ids)
+        scope = (old.user_id, old.agent_id, old.session_id)
+        # a real part always has its message's scope; a "part" written by someone else (any id can be
+        # added) is never moved into the message's scope, nor deleted for it
+        parts = [p for p in self.store.get_items(ids).values() if (p.user_id, p.agent_id, p.session_id) == scope]
         now = utcnow()
         if new.text != old.text:
-            return [p.evolve(state=Lifecycle.DELETED, version=p.version + 1, updated_at=now) for p in parts.values()]
+            return [p.evolve(state=Lifecycle.DELETED, version=p.version + 1, updated_at=now) for p in parts]
         out = []
-        for p in parts.values():
+        for p in parts:
             own = {k: p.metadata[k] for k in (L.PART_OF, L.PART, L.PARTS, "start", "end") if k in p.metadata}
             fields = {name: getattr(new, name) for name in _PART_MIRRORS}
             fields.update(tags=list(new.tags), metadata={**new.metadata, **own})
