@@ -55,7 +55,7 @@ def cmd_init(a: argparse.Namespace) -> None:
     from .config import CubeConfig, chroma_server
     from .cube import MemCube
 
-    config = chroma_server(a.chroma_host, a.chroma_port) if a.chroma_port else CubeConfig()
+    config = chroma_server(a.chroma_host, a.chroma_port) if a.chroma_port is not None else CubeConfig()
     cube = MemCube.init_from_dir(a.cube, config)
     print(f"cube {cube.cube_id!r} at {cube.path} (embedder {cube.embedder.name}, vectors {cube.config.vector.mode})")
 

@@ -45,7 +45,7 @@ class VectorConfig(_Strict):
     collection: str | None = Field(None, description="collection name; defaults to the cube id")
     #: Above this many candidate rows a dense search goes to the ANN index; at or below it the
     #: cube scores the candidates exactly from the vectors it keeps in SQLite (faster and exact).
-    exact_search_max: int = Field(4096, ge=0)
+    exact_search_max: int = Field(4096, ge=0, le=2**40)  # bounded: it becomes an SQL LIMIT
 
 
 class GraphConfig(_Strict):

@@ -160,8 +160,14 @@ class MemCube:
         tmp = path / (CUBE_FILE + ".tmp")
         tmp.write_text(json.dumps(header, indent=2))
         store = SQLiteStore(path / "memory.db")
+        try:  # the index too, before cube.json: an unreachable Chroma server must not leave a cube behind
+            index = index or _open_index(path, config)
+        except BaseException:
+            store.close()
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(path / CUBE_FILE)  # cube.json appears last: a half-created cube is not a cube
-        return cls(path, config, emb, store, index or _open_index(path, config), hold)
+        return cls(path, config, emb, store, index, hold)
 
     @classmethod
     def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None) -> MemCube:
@@ -445,7 +451,8 @@ class MemCube:
             header.update(cube_id=config.cube_id, config=config.to_json_dict())
             (staging / CUBE_FILE).write_text(json.dumps(header, indent=2))
             for sub in ("kv", "adapters"):
-                if (self.path / sub).is_dir():  # links are left out: a copy holds data, never paths
+                # links are left out, kv/ or adapters/ itself included: a copy holds data, never paths
+                if (self.path / sub).is_dir() and not (self.path / sub).is_symlink():
                     shutil.copytree(self.path / sub, staging / sub, ignore=_links)
             _fsync_tree(staging)
             (staging / INCOMPLETE_FILE).unlink()
@@ -466,6 +473,11 @@ class MemCube:
         edges = other.graph.edges([it.id for it in items], "out")
         for start in range(0, len(copied), 512):
             self.text_mem.add_items(copied[start : start + 512], max_chars=self.text_mem.max_message_chars)
+        # a message that arrives with fewer parts (or none) than this cube's version of it had: the
+        # parts left over index a text the message no longer has
+        stale = set(self.text_mem._parts_of([it.id for it in copied if it.kind != Kind.CHUNK])) - {it.id for it in copied}
+        if stale:
+            self.text_mem.delete(sorted(stale), principal=principal)
         if edges:
             self.graph.add_edges(edges)
         self.audit("merge", principal, other.cube_id, {"items": len(copied), "edges": len(edges)})
@@ -518,7 +530,7 @@ class MemCube:
                     item = MemoryItem.from_dict(row["item"])
                     if not isinstance(item.id, str) or not item.id:
                         raise InvalidTypeError(f"memory ids must be non-empty strings, got {item.id!r}")
-                    check_item(item, self.config.max_text_chars)
+                    check_item(item, self.text_mem.max_message_chars)  # a message kept whole, as add stores it
                     items.append(item)
                 elif row["type"] == "edge":
                     if not isinstance(row["edge"], dict):
@@ -623,6 +635,18 @@ def read_header(path: Path, *, verify: bool = True) -> dict[str, Any]:
     if verify:
         check_database(path / "memory.db")
     return header
+
+
+def own_folder(cube_path: str | Path, name: str) -> Path:
+    """``<cube>/<name>`` (``kv``, ``adapters``), refused if it is a link: caches are spilled, evicted
+    and loaded there, and a cube folder from someone else must not send those reads, writes and
+    deletes to a folder outside it."""
+    folder = Path(cube_path) / name
+    if folder.is_symlink():
+        raise CubeCorruptedError(
+            f"{folder} is a link to {os.readlink(folder)!r}; a cube keeps its {name} inside its own folder: "
+            "delete the link (a real folder is made when needed)")
+    return folder
 
 
 def _hold(path: Path, config: CubeConfig) -> CubeHold | None:

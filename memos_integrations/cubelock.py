@@ -23,6 +23,7 @@ POSIX only (``fcntl``); elsewhere both locks are held per process and the docs s
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CubeLockedError
+from .errors import CubeCorruptedError, CubeLockedError
 
 try:
     import fcntl
@@ -48,6 +49,9 @@ class _Held:
 
 
 _held: dict[str, _Held] = {}
+#: holds on a lock file that was deleted or replaced while held (the cube folder was removed and
+#: created again under the same path): kept until released, never shared with the new folder's hold
+_replaced: list[_Held] = []
 _registry = threading.Lock()
 _fork_hook = False
 
@@ -56,17 +60,49 @@ def _after_fork_in_child() -> None:
     """A forked child starts holding nothing: the parent's holds stay the parent's."""
     global _registry
     _registry = threading.Lock()  # another thread may have held it at the fork
-    for held in _held.values():
+    for held in [*_held.values(), *_replaced]:
         os.close(held.fd)  # closes the child's copy only; the parent's flock stays
+        held.fd = -1  # the child's CubeHold objects then have nothing to release
     _held.clear()
+    _replaced.clear()
 
 
-def _holder(lock_file: Path) -> str:
+def _open_lock_file(path: Path) -> int:
+    """A descriptor on the lock file ``path``, which must be a plain file inside the cube.
+
+    The cube folder may come from anyone: a ``cube.lock`` that is a symbolic link would make the
+    PID written into it truncate whatever file the link names, so links are never followed
+    (``O_NOFOLLOW``) and anything but a regular file is refused.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        pid = lock_file.read_text().strip()
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:  # ELOOP: a link; EISDIR: a folder; EACCES ...
+        raise CubeCorruptedError(
+            f"{path} cannot be used as the cube's lock file ({exc.strerror or exc}); it must be a plain file: "
+            "delete it (the cube recreates it) and open the cube again") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device put there by hand
+        os.close(fd)
+        raise CubeCorruptedError(f"{path} is not a plain file; delete it (the cube recreates it) and open the cube again")
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from the PID its holder wrote (read through our descriptor, never a path)."""
+    try:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
         pid = ""
     return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one deleted, or replaced by a new folder)."""
+    try:
+        now, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 class CubeHold:
@@ -80,26 +116,30 @@ class CubeHold:
             if not _fork_hook:
                 os.register_at_fork(after_in_child=_after_fork_in_child)
                 _fork_hook = True
-            held = _held.get(self.key)
-            if held is not None:
-                held.count += 1
-                return
             lock_file = Path(self.key) / CUBE_LOCK_FILE
-            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            held = _held.get(self.key)
+            if held is not None and _same_file(held.fd, lock_file):
+                held.count += 1
+                self._held = held
+                return
+            if held is not None:  # the folder was deleted and made again: its new lock file is not held yet
+                _replaced.append(_held.pop(self.key))
+            fd = _open_lock_file(lock_file)
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
+                    holder = _holder(fd)
                     os.close(fd)
                     raise CubeLockedError(
-                        f"cube {self.key} is open in {_holder(lock_file)}: its embedded vector index can be written "
+                        f"cube {self.key} is open in {holder}: its embedded vector index can be written "
                         "by one process at a time. Close the cube in that process (or stop it), or keep the vectors "
                         "on a Chroma server (CubeConfig from memos_integrations.config.chroma_server(...)) so several "
                         "processes can share the cube, or put one service in front of the cube"
                     ) from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            _held[self.key] = _Held(fd, 1)
+            self._held = _held[self.key] = _Held(fd, 1)
 
     def release(self) -> None:
         """Drop this hold (the file lock goes when the process's last hold on the path goes)."""
@@ -107,13 +147,17 @@ class CubeHold:
             if self.released:
                 return
             self.released = True
-            held = _held.get(self.key)
-            if held is None:  # forked child: nothing of its own to release
+            held = self._held
+            if held.fd < 0:  # forked child: nothing of its own to release
                 return
             held.count -= 1
             if held.count == 0:
-                del _held[self.key]
+                if _held.get(self.key) is held:
+                    del _held[self.key]
+                else:
+                    _replaced.remove(held)
                 os.close(held.fd)  # closing the only descriptor releases the flock
+                held.fd = -1
 
 
 class IndexWriteLock:
@@ -145,7 +189,7 @@ class IndexWriteLock:
 
     def _acquire(self, path: Path) -> int:
         # a fresh descriptor each time, so a forked child never shares an open hold with its parent
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(path)
         deadline = time.monotonic() + self.timeout
         delay = 0.002
         while True:

@@ -132,7 +132,9 @@ class ActivationMemory:
         cfg = getattr(cube, "config", None)
         if budget_bytes is None:
             budget_bytes = getattr(cfg, "kv_budget_bytes", None) or DEFAULT_BUDGET_BYTES
-        return cls(Path(cube.path) / "kv", budget_bytes=budget_bytes,
+        from ..cube import own_folder
+
+        return cls(own_folder(cube.path, "kv"), budget_bytes=budget_bytes,
                    disk_budget_bytes=getattr(cfg, "kv_disk_budget_bytes", None), audit=getattr(cube, "audit", None))
 
     # -- keys ------------------------------------------------------------------------------------

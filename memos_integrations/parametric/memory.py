@@ -57,7 +57,9 @@ class ParametricMemory:
         """The parametric memory of a cube: adapters under ``cube.path / "adapters"``."""
         cfg = getattr(cube, "config", None)
         limit = max_resident or getattr(cfg, "max_resident_adapters", None) or 8
-        return cls(Path(cube.path) / "adapters", max_resident=limit, cube=cube)
+        from ..cube import own_folder
+
+        return cls(own_folder(cube.path, "adapters"), max_resident=limit, cube=cube)
 
     # -- binding ---------------------------------------------------------------------------------
     def bind(self, model: Any, tokenizer: Any) -> None:

@@ -230,6 +230,8 @@ class TextualMemory:
         """
         if expected_version is not None and (isinstance(expected_version, bool) or not isinstance(expected_version, int)):
             raise InvalidTypeError(f"expected_version is the integer version you read, got {expected_version!r}")
+        if expected_version is not None:  # 0 or -1 can never match: a caller's bug, not a retryable conflict
+            check_int(expected_version, "expected_version (the version you read)", 1)
         changes = _normalised_changes(changes)
         embedded: dict[str, np.ndarray] = {}  # embed text -> vector, kept across attempts
         for _ in range(_REBASES):
@@ -251,12 +253,42 @@ class TextualMemory:
                         continue  # the rebased text needs an embedding: leave the lock, embed, retry
                 vector = embedded.get(new.embed_text) if new.embed_text != current.embed_text else None
                 self.store.write_items([new], None if vector is None else vector[None, :])
+                follow = self._parts_following(current, new)
+                if follow:  # same transaction: a message and its parts never disagree
+                    self.store.write_items(follow, None)
             self._sync_after_commit()
             return new
         raise ConflictError(
             f"memory {item_id!r} changed {_REBASES} times while this update was being prepared; "
             "re-read it and retry (or serialise writers of this memory)"
         )
+
+    def _parts_following(self, old: MemoryItem, new: MemoryItem) -> list[MemoryItem]:
+        """New versions of the parts (see :mod:`.limits`) of a message that ``old`` -> ``new`` changes.
+
+        A part is searched in its message's place, so it must say what the message says now: a new
+        text (short, or the update was refused) leaves the parts nothing to index, so they are deleted;
+        a new scope, state, time, tags or metadata is copied to them (else a message moved to another
+        user, archived or deleted by ``update`` would still be found through its parts).
+        """
+        ids = self._parts_of([old.id])
+        if not ids:
+            return []
+        scope = (old.user_id, old.agent_id, old.session_id)
+        # a real part always has its message's scope; a "part" written by someone else (any id can be
+        # added) is never moved into the message's scope, nor deleted for it
+        parts = [p for p in self.store.get_items(ids).values() if (p.user_id, p.agent_id, p.session_id) == scope]
+        now = utcnow()
+        if new.text != old.text:
+            return [p.evolve(state=Lifecycle.DELETED, version=p.version + 1, updated_at=now) for p in parts]
+        out = []
+        for p in parts:
+            own = {k: p.metadata[k] for k in (L.PART_OF, L.PART, L.PARTS, "start", "end") if k in p.metadata}
+            fields = {name: getattr(new, name) for name in _PART_MIRRORS}
+            fields.update(tags=list(new.tags), metadata={**new.metadata, **own})
+            if any(getattr(p, name) != value for name, value in fields.items()):
+                out.append(p.evolve(**fields, version=p.version + 1, updated_at=now, created_by=new.created_by))
+        return out
 
     def _check_expected(self, item: MemoryItem, expected: int | None) -> None:
         if expected is not None and item.version != expected:
@@ -353,35 +385,30 @@ class TextualMemory:
             raise InvalidTypeError(f"query must be a string, got {type(query).__name__}")
         check_utf8(query, "query")
         check_int(top_k, "top_k", 1, MAX_TOP_K)
+        if query_vector is not None:
+            query_vector = self._query_vector(query_vector)
         if not query.strip():
             if query_vector is None:
                 return []
             query = ""
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
-        pool = max(plan.candidates, top_k)
-        if self._holds_parts():  # the parts of one long message must not fill the legs' pools alone
-            pool *= 3
+        parts = self._holds_parts()
+        pool = max(plan.candidates, top_k) * (3 if parts else 1)
         dense_text, time_text, terms, counts = query, query, R.keyword_terms(query), None
         if len(query) > self.query_chars:  # chat-sized: a pasted log, a whole document
             budget = min(self.query_chars, L.DENSE_CHARS)
             counts = self.store.term_counts(L.candidate_terms(query, budget))
             reduced = L.reduce_query(query, counts, budget)
             dense_text, time_text, terms = reduced.text, L.tail(query, budget), reduced.terms
-        scored: dict[str, list[tuple[int, float]]] = {}
+        if plan.keyword and terms and self.store.max_rid() > plan.keyword_budget:  # small cubes never prune
+            terms = R.prune_terms(
+                {t: counts[t] for t in terms} if counts else self.store.term_counts(terms), plan.keyword_budget
+            )
+        qvec = None
         if plan.dense:
-            qvec = self.embedder.embed_query(dense_text) if query_vector is None else np.asarray(query_vector, np.float32)
+            qvec = self.embedder.embed_query(dense_text) if query_vector is None else query_vector
             self._check_dim(qvec[None, :])
-            scored["dense"] = self._dense(qvec, flt, pool)
-        if plan.keyword and terms:
-            if self.store.max_rid() > plan.keyword_budget:  # small cubes never prune
-                terms = R.prune_terms(
-                    {t: counts[t] for t in terms} if counts else self.store.term_counts(terms), plan.keyword_budget
-                )
-            scored["keyword"] = self.store.keyword_search(R.keyword_query(terms) or "", flt, pool)
-        legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
-        weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
-        scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         fetched: dict[int, MemoryItem] = {}  # rows read once per search, whichever step needs them first
 
         def rows(rids: Sequence[int]) -> dict[int, MemoryItem]:
@@ -390,6 +417,45 @@ class TextualMemory:
                 fetched.update(self.store.get_by_rid(missing))
             return {r: fetched[r] for r in rids if r in fetched}
 
+        while True:
+            scored: dict[str, list[tuple[int, float]]] = {}
+            if qvec is not None:
+                scored["dense"] = self._dense(qvec, flt, pool)
+            if plan.keyword and terms:
+                scored["keyword"] = self.store.keyword_search(R.keyword_query(terms) or "", flt, pool)
+            legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
+            order, scores = self._ranked(scored, legs, plan, flt, rows, time_text, now, top_k)
+            # one long message's parts can fill every leg's pool and collapse to one hit: widen the
+            # pools until top_k distinct memories are found or the legs have nothing more to give
+            full = any(len(hits) >= pool for hits in scored.values())
+            if not parts or len(order) >= top_k or not full or pool >= self.store.max_rid():
+                break
+            pool *= 4
+        # re-read under the filter: a hit deleted, archived or moved out of scope since it was scored
+        # (another thread or process) is dropped, never returned
+        items = self.store.get_by_rid(order, flt)
+        ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
+        hits = [
+            SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r})
+            for rid in order if rid in items
+        ]
+        # a part's message is used when its part is: the scheduler must not archive a message (and,
+        # through update, its parts) that searches keep finding by its parts
+        self.store.touch(list(dict.fromkeys(i for h in hits for i in (h.item.id, L.root_of(h.item)))))
+        return hits
+
+    def _ranked(
+        self, scored: dict[str, list[tuple[int, float]]], legs: dict[str, list[int]], plan: R.SearchPlan,
+        flt: MemoryFilter, rows: Callable[[Sequence[int]], dict[int, MemoryItem]], time_text: str,
+        now: datetime | None, top_k: int,
+    ) -> tuple[list[int], dict[int, float]]:
+        """Fuse the legs, apply time, graph and MMR, and keep the first ``top_k`` distinct memories.
+
+        Returns:
+            The ranked row ids and every scored row's score.
+        """
+        weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
+        scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         if plan.time_aware and scores:
             hint = R.time_hint(time_text, now)
             if hint.start is not None or hint.asks_when:
@@ -400,21 +466,33 @@ class TextualMemory:
             scores = self._expand(scores, flt, plan, rows)
         order = sorted(scores, key=lambda r: -scores[r])
         if plan.mmr_lambda is not None and len(order) > 1:
-            mmr_ids = order[: max(plan.mmr_pool, top_k)]  # MMR re-ranks; it must not cut top_k short
+            window = max(plan.mmr_pool, top_k)  # MMR re-ranks; it must not cut top_k short
+            if self._holds_parts():  # MMR chooses among memories, not among the parts of one
+                order = self._one_per_message(order, rows, scores, window)
+            mmr_ids = order[:window]
             rids, matrix = self.store.vectors_for(mmr_ids)
-            keep = len(mmr_ids) if self._holds_parts() else top_k  # parts collapse below: keep them all
-            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, keep)
-        order = self._one_per_message(order, rows, scores, top_k)
-        # re-read under the filter: a hit deleted, archived or moved out of scope since it was scored
-        # (another thread or process) is dropped, never returned
-        items = self.store.get_by_rid(order, flt)
-        ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
-        hits = [
-            SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r})
-            for rid in order if rid in items
-        ]
-        self.store.touch([h.item.id for h in hits])
-        return hits
+            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+        return self._one_per_message(order, rows, scores, top_k), scores
+
+    def _query_vector(self, value: Any) -> np.ndarray:
+        """A caller's query vector as one finite float32 row of this cube's dimension, else a MemosError."""
+        dim = self.embedder.dimension
+        try:
+            with np.errstate(over="ignore"):  # a number beyond float32 becomes inf, refused below
+                vec = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidTypeError(f"query_vector must be a list of {dim} numbers, got {type(value).__name__}") from None
+        if vec.ndim != 1:
+            raise InvalidInputError(f"query_vector must be one vector of {dim} numbers, got shape {vec.shape}")
+        if vec.shape != (dim,):  # made by another embedder
+            from ..errors import EmbedderMismatchError
+
+            raise EmbedderMismatchError(
+                f"query_vector has {vec.shape[0]} numbers but this cube's embedder makes {dim}-dim vectors; "
+                "embed the query with the cube's embedder")
+        if not np.isfinite(vec).all():  # NaN, infinity, or a number beyond float32
+            raise InvalidInputError("query_vector holds NaN or infinite values; pass finite numbers (an embedding)")
+        return vec
 
     def _holds_parts(self) -> bool:
         """Whether this cube holds parts of long texts (looked up once, then kept by :meth:`add_whole`)."""
@@ -655,6 +733,9 @@ def new_item(text: str, **fields: Any) -> MemoryItem:
     except TypeError as exc:
         raise InvalidInputError(f"{exc}; see MemoryItem for the fields a memory has") from None
 
+
+#: what a part copies from its message (besides tags and metadata), and follows when the message is updated
+_PART_MIRRORS = ("user_id", "agent_id", "session_id", "event_time", "valid_from", "valid_to", "confidence", "state")
 
 _OPTIONAL_STR = ("user_id", "agent_id", "session_id", "cube_id", "parent_id", "created_by", "method")
 

@@ -238,11 +238,16 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self.lock:
+            if isinstance(self.conn, _ClosedConnection):
+                return
             try:
                 self.flush_usage()
             except sqlite3.Error:  # closing must not fail because a usage count could not be written
                 pass
             self.conn.close()
+            # a call on the closed cube (or from a thread still using it) gets a MemosError saying what
+            # to do, not sqlite3's "Cannot operate on a closed database"
+            self.conn = _ClosedConnection(self.path)  # type: ignore[assignment]
 
     def get_meta(self, key: str) -> str | None:
         row = self.read("SELECT value FROM meta WHERE key=?", (key,))
@@ -570,3 +575,17 @@ class SQLiteStore:
 
     def kv_all(self, collection: str) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self.read("SELECT key, value FROM kv WHERE collection=?", (collection,))}
+
+
+class _ClosedConnection:
+    """Stands in for the connection of a closed store: any use raises :class:`InvalidInputError`."""
+
+    in_transaction = False
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise InvalidInputError(
+            f"the cube at {self._path.parent} is closed; open it again (MemCube.open) to use it, and close "
+            "it only when no thread uses it any more")
