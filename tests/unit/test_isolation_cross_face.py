@@ -33,11 +33,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("langgraph")
@@ -76,7 +75,7 @@ steps = st.lists(
         st.sampled_from(AGENTS),
         st.sampled_from(("bound", "context", "configurable")),  # who is acting: binding, or the run names the user
         st.integers(0, 11),  # picks ids, keys, namespaces
-        st.booleans(),  # a LangGraph call aims at the other user's namespace
+        st.booleans(),  # aim at the other user: a LangGraph namespace of theirs, a shared LangChain session
     ),
     min_size=10,
     max_size=30,
@@ -113,13 +112,24 @@ class Runner:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Any:
-    home: Path = tmp_path_factory.mktemp("cross_face")
-    cube = MemCube.init_from_dir(home / "cube", embedder=embedder)
-    store = MemOSStore(cube, index=True)
-    MemOSChatMessageHistory(cube, "schema"), MemOSChatStore.from_defaults(cube)  # their tables exist from the start
-    yield cube, store, Runner(store), embedder.embed_query(QUERY).tolist()
-    cube.close()
+def fresh(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Any:
+    """A new cube (with its LangGraph store and graph) per example: ~30 ms, and every example starts clean."""
+    opened: list[MemCube] = []
+
+    def make() -> tuple[MemCube, Runner]:
+        cube = MemCube.init_from_dir(tmp_path_factory.mktemp("cross_face") / "cube", embedder=embedder)
+        opened.append(cube)
+        MemOSChatMessageHistory(cube, "schema"), MemOSChatStore.from_defaults(cube)  # their tables exist from the start
+        return cube, Runner(MemOSStore(cube, index=True))
+
+    yield make
+    for cube in opened:
+        cube.close()
+
+
+@pytest.fixture(scope="module")
+def query_vector(embedder: Any) -> list[float]:
+    return [float(x) for x in embedder.embed_query(QUERY)]
 
 
 def other(user: str) -> str:
@@ -173,78 +183,88 @@ class Model:
         return out
 
 
-def test_users_never_reach_each_other_through_any_face(world: Any) -> None:
-    cube, store, in_run, qvec = world
-
-    def denial_seq() -> int:
-        rows = cube.audit_log(limit=1)
-        return rows[0]["seq"] if rows else 0
-
-    def observe(model: Model) -> dict[str, Any]:
-        """Everything of this example in the cube: memories, both chat tables, the LangGraph rows."""
-        tail = f"-{model.run}-"
-        mine = [i for i in cube.get_all() if any(m.group(3) == str(model.run) for m in MARK.finditer(i.text))]
-        return {
-            "items": sorted((i.id, i.text, i.user_id, i.agent_id, i.version) for i in mine),
-            "lc_chat": cube.store.read("SELECT session_id, user_id, message FROM langchain_messages "
-                                       "WHERE session_id LIKE ? ORDER BY seq", (f"%{tail}%",)),
-            "li_chat": cube.store.read("SELECT key, user_id, status, message FROM llama_index_chat "
-                                       "WHERE key LIKE ? ORDER BY seq", (f"%{tail}%",)),
-            "lg": cube.store.read("SELECT ns, key, value FROM lg_store WHERE ns LIKE ? ORDER BY ns, key",
-                                  (f"%{tail}%",)),
-        }
-
-    def agrees(model: Model) -> None:
-        """The cube holds exactly what the model says each user wrote, each under its writer's scope."""
-        mine = [i for i in cube.get_all() if any(m.group(3) == str(model.run) for m in MARK.finditer(i.text))]
-        live: dict[str, set[str]] = {u: set() for u in USERS}
-        for item in mine:
-            for user, agent in markers(item.text):
-                assert item.user_id == user, f"{user}'s marker is held by {item.user_id}: {item.text!r}"
-                if item.kind.value == "document":  # LangChain documents carry their agent too
-                    assert item.agent_id == agent, f"{user}/{agent}'s document is held by agent {item.agent_id}"
-                live[user].add(first(item.text))
-        assert live == model.live_markers(), "a write or delete reached data the model does not expect"
-        for (u, key), messages in model.chat.items():
-            rows = cube.store.read("SELECT message FROM llama_index_chat WHERE key = ? AND user_id = ? "
-                                   "ORDER BY seq", (key, u))
-            assert [ChatMessage.model_validate_json(r[0]).content for r in rows] == messages
-        for session, transcript in model.hist.items():
-            rows = cube.store.read("SELECT user_id, message FROM langchain_messages WHERE session_id = ?", (session,))
-            assert [(u, first(m)) for u, m in rows] == [(model.hist_owner[session], t) for t in transcript]
-        lg_rows = cube.store.read("SELECT ns, key, value FROM lg_store WHERE ns LIKE ?", (f"%-{model.run}-",))
-        assert {(ns.split(".")[1], key) for ns, key, _ in lg_rows} == set(model.lg)
-        for ns, key, value in lg_rows:
-            assert model.lg[(ns.split(".")[1], key)] in value
-
+def test_users_never_reach_each_other_through_any_face(fresh: Any, query_vector: list[float]) -> None:
     seen: Counter[tuple[str, bool]] = Counter()
 
     @settings(max_examples=50, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large])
     @given(steps)
+    @example([("hist_add", "alice", "scout", "bound", 0, True), ("hist_add", "bob", "helper", "context", 0, True),
+              ("hist_read", "bob", "helper", "configurable", 0, True), ("lc_add", "alice", "scout", "bound", 0, False),
+              ("lc_add", "bob", "helper", "context", 0, False), ("lg_put", "alice", "scout", "bound", 0, False),
+              ("lg_get", "bob", "helper", "configurable", 0, True), ("li_add", "alice", "scout", "context", 0, False),
+              ("li_add", "bob", "scout", "bound", 0, False), ("li_delete", "bob", "scout", "context", 0, False),
+              ("li_get", "alice", "scout", "bound", 0, False), ("core_search", "bob", "helper", "bound", 0, False)])
     def check(sequence: list[tuple[str, str, str, str, int, bool]]) -> None:
+        cube, in_run = fresh()
         model = Model(next(_example))
-        for op, user, agent, via, n, aim in sequence:
-            step = Step(model, cube, in_run, qvec, op, user, agent, via, n, aim)
-            refused = step.refused()
-            seen[(op, refused)] += 1
-            if refused:
-                before, seq = observe(model), denial_seq()
-                with pytest.raises(AccessDeniedError):
+        try:
+            for op, user, agent, via, n, aim in sequence:
+                step = Step(model, cube, in_run, query_vector, op, user, agent, via, n, aim)
+                refused = step.refused()
+                seen[(op, refused)] += 1
+                if refused:
+                    before, seq = observe(cube), last_audit(cube)
+                    with pytest.raises(AccessDeniedError):
+                        step.run()
+                    assert observe(cube) == before, f"refused {op} by {user} changed the cube"
+                    new = [r for r in cube.audit_log(limit=10) if r["seq"] > seq]
+                    assert [r["allowed"] for r in new] == [False], f"refused {op} by {user} is audited once: {new}"
+                else:
                     step.run()
-                assert observe(model) == before, f"refused {op} by {user} changed the cube"
-                new = [r for r in cube.audit_log(limit=10) if r["seq"] > seq]
-                assert [r["allowed"] for r in new] == [False], f"refused {op} by {user} is audited once: {new}"
-            else:
-                step.run()
-            agrees(model)
+                agrees(cube, model)
+        finally:
+            cube.close()
 
     check()
     assert {op for op, _ in seen} == set(OPS), "every face and call was exercised"
     refused_faces = {op.split("_")[0] for (op, refused), _ in seen.items() if refused}
     assert refused_faces == {"lc", "hist", "lg", "li"}, "every face refused something"
     assert sum(n for (_, refused), n in seen.items() if refused) >= 50, "refusals were exercised"
+
+
+def last_audit(cube: MemCube) -> int:
+    rows = cube.audit_log(limit=1)
+    return int(rows[0]["seq"]) if rows else 0
+
+
+def observe(cube: MemCube) -> dict[str, Any]:
+    """Everything in the cube: live memories, both chat tables, the LangGraph store rows."""
+    return {
+        "items": sorted((i.id, i.text, i.user_id, i.agent_id, i.version) for i in cube.get_all()),
+        "lc_chat": cube.store.read("SELECT session_id, user_id, message FROM langchain_messages ORDER BY seq"),
+        "li_chat": cube.store.read("SELECT key, user_id, status, message FROM llama_index_chat ORDER BY seq"),
+        "lg": cube.store.read("SELECT ns, key, value FROM lg_store ORDER BY ns, key"),
+    }
+
+
+def agrees(cube: MemCube, model: Model) -> None:
+    """The cube holds exactly what the model says each user wrote, each under its writer's scope."""
+    mine = [i for i in cube.get_all() if MARK.search(i.text)]
+    live: dict[str, set[str]] = {u: set() for u in USERS}
+    for item in mine:
+        for user, agent in markers(item.text):
+            assert item.user_id == user, f"{user}'s marker is held by {item.user_id}: {item.text!r}"
+            if item.kind.value == "document":  # LangChain documents carry their agent too
+                assert item.agent_id == agent, f"{user}/{agent}'s document is held by agent {item.agent_id}"
+            live[user].add(first(item.text))
+    assert live == model.live_markers(), "a write or delete reached data the model does not expect"
+    chats = cube.store.read("SELECT DISTINCT user_id, key FROM llama_index_chat WHERE key != 'schema'")
+    assert set(chats) == {k for k, messages in model.chat.items() if messages}
+    sessions = cube.store.read("SELECT DISTINCT session_id FROM langchain_messages")
+    assert {r[0] for r in sessions} == set(model.hist)
+    for (u, key), messages in model.chat.items():
+        rows = cube.store.read("SELECT message FROM llama_index_chat WHERE key = ? AND user_id = ? "
+                               "ORDER BY seq", (key, u))
+        assert [ChatMessage.model_validate_json(r[0]).content for r in rows] == messages
+    for session, transcript in model.hist.items():
+        rows = cube.store.read("SELECT user_id, message FROM langchain_messages WHERE session_id = ?", (session,))
+        assert [(u, first(m)) for u, m in rows] == [(model.hist_owner[session], t) for t in transcript]
+    lg_rows = cube.store.read("SELECT ns, key, value FROM lg_store")
+    assert {(ns.split(".")[1], key) for ns, key, _ in lg_rows} == set(model.lg)
+    for ns, key, value in lg_rows:
+        assert model.lg[(ns.split(".")[1], key)] in value
 
 
 class Step:
@@ -256,7 +276,8 @@ class Step:
         self.op, self.user, self.agent, self.via, self.n = op, user, agent, via, n
         run = model.run
         self.doc = f"d{n % 2}-{run}-"  # LangChain doc ids: shared by both users and agents
-        self.session = f"h{n % 2}-{run}-"  # LangChain sessions: whoever writes first owns it
+        # LangChain sessions: one shared by both users (whoever writes first owns it), or the user's own
+        self.session = f"h-shared-{run}-" if aim else f"h-{user}-{run}-"
         self.target = other(user) if aim else user  # LangGraph: the user's own namespace, or the other's
         self.ns = ("users", self.target, f"notes-{run}-")
         self.prefix = ("users",) if n % 4 == 1 else self.ns  # search across every user's namespaces, or in one
