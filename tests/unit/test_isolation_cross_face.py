@@ -295,8 +295,10 @@ class Step:
         if self.via == "bound" and run_user is None:
             return work(make(self.user))
         obj = make(self.user if run_user is not None else None)
-        via = "context" if self.op.startswith("li") and self.via == "configurable" else self.via
-        return self.in_run(run_user or self.user, lambda: work(obj), "context" if via == "bound" else via)
+        via = "context" if self.via == "bound" else self.via
+        if self.op.startswith("li") and via == "configurable":
+            via = "context"  # LlamaIndex misses a graph run's configurable user: see the xfail regression below
+        return self.in_run(run_user or self.user, lambda: work(obj), via)
 
     def refused(self) -> bool:
         m, op = self.model, self.op
@@ -458,3 +460,21 @@ class Step:
         hits = self.cube.search(QUERY, user_id=self.user, top_k=20)
         assert {h.item.user_id for h in hits} <= {self.user}
         only(self.user, [h.item.text for h in hits])
+
+
+@pytest.mark.xfail(strict=True, reason="finding: LlamaIndex faces ignore a LangGraph run's configurable user_id "
+                   "(acting_user passes no config to resolve_scope); remove this mark when fixed")
+def test_llama_index_in_a_graph_run_naming_the_user_in_configurable_acts_for_that_user(cube: MemCube) -> None:
+    """An unbound LlamaIndex chat store / vector store inside ``graph.invoke(..., config={"configurable":
+    {"user_id": "bob"}})`` writes rows of NO user (the bucket an unbound store outside a run reads), so a
+    run for alice named the same way reads bob's messages. LangChain and LangGraph faces honour it."""
+    runner = Runner(MemOSStore(cube, index=True))
+    chat = MemOSChatStore.from_defaults(cube)
+    vectors = LIVectorStore.from_defaults(cube=cube, embed_missing=True)
+    runner("bob", lambda: chat.add_message("s1", ChatMessage(role="user", content="bob's secret words")), "configurable")
+    runner("bob", lambda: vectors.add([TextNode(id_="n0", text="bob's secret note")]), "configurable")
+    seen_by_alice = runner("alice", lambda: [m.content for m in chat.get_messages("s1")], "configurable")
+    nodes_for_alice = runner("alice", lambda: [n.get_content() for n in vectors.get_nodes()], "configurable")
+    assert cube.store.read("SELECT user_id FROM llama_index_chat WHERE key = 's1'") == [("bob",)]
+    assert [i.user_id for i in cube.get_all()] == ["bob"]
+    assert seen_by_alice == [] and nodes_for_alice == []
