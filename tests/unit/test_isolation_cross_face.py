@@ -296,8 +296,6 @@ class Step:
             return work(make(self.user))
         obj = make(self.user if run_user is not None else None)
         via = "context" if self.via == "bound" else self.via
-        if self.op.startswith("li") and via == "configurable":
-            via = "context"  # the base missed a graph run's configurable user here: see the regression test below
         return self.in_run(run_user or self.user, lambda: work(obj), via)
 
     def refused(self) -> bool:
@@ -462,8 +460,6 @@ class Step:
         only(self.user, [h.item.text for h in hits])
 
 
-@pytest.mark.xfail(strict=False, reason="fails on this branch's base (LlamaIndex acting_user passes no config to "
-                   "resolve_scope); main has since fixed it (run_config()): drop this mark when merging onto main")
 def test_llama_index_in_a_graph_run_naming_the_user_in_configurable_acts_for_that_user(cube: MemCube) -> None:
     """An unbound LlamaIndex chat store / vector store inside ``graph.invoke(..., config={"configurable":
     {"user_id": "bob"}})`` writes rows of NO user (the bucket an unbound store outside a run reads), so a
