@@ -56,7 +56,7 @@ from .textual.vector import ChromaIndex, VectorIndex
 
 FORMAT_VERSION = 1
 CUBE_FILE = "cube.json"
-#: Opening compares every id of the index with SQLite up to this many live items (0.1 to 0.15 s per
+#: Opening compares every id of the index with SQLite up to this many live items (37 ms at
 #: 10,000 ids on the embedded index); above it only the counts are compared, and a drift with equal
 #: counts is left to ``MemCube.reconcile()`` (search re-checks hits against SQLite either way).
 VERIFY_IDS_MAX = 20_000
@@ -659,7 +659,7 @@ def check_database(db: Path) -> None:
 
     SQLite opens a zero-byte file as a new empty database, and a damaged page surfaces only when
     a query reads it, after writes have already succeeded. ``PRAGMA quick_check`` reads every page
-    (measured: 15-30 ms for a 3,000-item, 9 MB cube, about 3 ms per MB); it runs on a separate
+    (measured with benchmarks.bench_guarantees: 27 ms for a 10,000-item, 32 MB cube, about 1 ms per MB); it runs on a separate
     connection before the store opens the file.
     """
     try:
