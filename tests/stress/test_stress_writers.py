@@ -69,7 +69,7 @@ def test_server_cube_writers_killed_mid_write(chroma_server, tmp_path: Path) -> 
             for w in WORDS:
                 assert {h.item.id for h in cube.search(w, top_k=10)} <= live
     print(f"server cube: {rounds} rounds, {killed} writers killed, {counts}")
-    assert rounds >= 2 and counts["acknowledged"] > 100
+    assert rounds >= (2 if SECONDS >= 120 else 1) and counts["acknowledged"] > (100 if SECONDS >= 120 else 10)
 
 
 def test_embedded_cube_holder_killed_mid_write(tmp_path: Path) -> None:
@@ -102,4 +102,4 @@ def test_embedded_cube_holder_killed_mid_write(tmp_path: Path) -> None:
             assert cube.store.outbox() == []
             counts = check_against_truth(cube, logs, shared=shared)
     print(f"embedded cube: {rounds} holders killed, {counts}")
-    assert rounds >= 3 and counts["acknowledged"] > 50
+    assert rounds >= (3 if SECONDS >= 120 else 1) and counts["acknowledged"] > (50 if SECONDS >= 120 else 5)
