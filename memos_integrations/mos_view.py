@@ -42,7 +42,9 @@ _INDEX_WRITES = frozenset({"upsert", "delete", "reset"})
 _ACT_MEM_WRITES = frozenset({"store", "set_prefix", "invalidate_prefix", "drop", "flush", "clear"})
 _PARA_MEM_WRITES = frozenset({"assign", "distill", "merge", "delete", "bind", "activate", "unload"})
 #: parts reached through a guarded part, guarded in turn (``text_mem.graph.add_edges`` is a write)
-_NESTED: dict[str, dict[str, frozenset[str]]] = {"text_mem": {"graph": _GRAPH_WRITES}}
+_NESTED: dict[str, dict[str, frozenset[str]]] = {
+    "text_mem": {"graph": _GRAPH_WRITES, "store": _STORE_WRITES, "index": _INDEX_WRITES},
+}
 
 
 class _Checked:

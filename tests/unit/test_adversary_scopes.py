@@ -292,6 +292,23 @@ def test_raw_parts_of_a_read_only_view_refuse_writes(tmp_path: Path, embedder: A
         view.act_mem.threads()  # reading the caches' index is a read
 
 
+def test_parts_reached_through_text_mem_of_a_read_only_view_refuse_writes(tmp_path: Path, embedder: Any) -> None:
+    """view.text_mem.store and view.text_mem.index were raw objects behind a read check: a read share could
+    write items or reset the index through them."""
+    with MOS(tmp_path / "home", embedder=embedder) as mos:
+        mos.create_user("alice")
+        mos.create_user("bob")
+        cube_id = mos.create_cube_for_user("notes", owner_id="alice")
+        mos.add(memory_content="Alice's locker code is 4711.", mem_cube_id=cube_id, user_id="alice")
+        mos.share_cube_with_user(cube_id, "bob", "read", user_id="alice")
+        view = mos.cube(cube_id, user_id="bob")
+        for write in (lambda: view.text_mem.store.write_items, lambda: view.text_mem.store.transaction,
+                      lambda: view.text_mem.index.reset):
+            with pytest.raises(AccessDeniedError):
+                write()
+        assert view.text_mem.store.count() == 1 and view.text_mem.index.count() == 1  # reads still work
+
+
 def test_vector_store_delete_of_another_scopes_id_is_audited(cube: Any) -> None:
     """bob's vector store asked to delete maya's document id: skipped (returns False) but not audited."""
     from memos_integrations.langchain import MemOSVectorStore
