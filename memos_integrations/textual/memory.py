@@ -13,6 +13,9 @@ never raises because the index could not be updated afterwards: its outbox rows 
 warning is logged, and the next write, ``reconcile`` or open applies them. Search re-reads its final
 hits under the filter, so a memory deleted (or moved out of scope) meanwhile is not returned.
 
+Parts of long texts are kept in step by :mod:`.parts`; the outbox drain, ``reconcile`` and
+``reindex`` live in :mod:`.index_sync`. This class keeps the public methods of both.
+
 Policy: synchronous. The faces' async methods run these in a worker thread.
 """
 
@@ -32,7 +35,6 @@ from ..errors import (
     InvalidInputError,
     InvalidTypeError,
     ItemNotFoundError,
-    OversizedInputError,
 )
 from ..items import (
     MAX_TOP_K,
@@ -49,7 +51,9 @@ from ..items import (
     validate_edge,
     validate_item,
 )
+from . import index_sync as X
 from . import limits as L
+from . import parts as P
 from . import retrieve as R
 from .embed import Embedder, check_finite
 from .filters import MemoryFilter
@@ -60,7 +64,6 @@ from .vector import VectorIndex
 
 _log = logging.getLogger(__name__)
 _REBASES = 50  # an update re-embeds and retries at most this often when others keep changing the text
-_DRAIN_BATCH = 2000
 
 
 class TextualMemory:
@@ -146,7 +149,7 @@ class TextualMemory:
             self.graph.add_edges(edges)
         if any(i.kind == Kind.CHUNK and L.PART_OF in i.metadata for i in stored):
             self._parts_seen = True  # written here, by add_whole or by a merge
-        self._sync_after_commit()
+        X.sync_after_commit(self)
         return stored
 
     def add_messages(
@@ -171,7 +174,7 @@ class TextualMemory:
             "timestamp": timestamp, "principal": principal, "tags": list(tags),
             "previous_turns": [f"{p.metadata.get('speaker', 'user')}: {p.text}" for p in previous],
         }
-        self._check_whole_size(messages)
+        P.check_whole_size(self, messages)
         items = self.reader.read(messages, context=context)
         chain = [*previous, *items]
         edges = [Edge(a.id, b.id, NEXT) for a, b in zip(chain, chain[1:])]
@@ -179,30 +182,11 @@ class TextualMemory:
 
     def add_whole(self, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[MemoryItem]:
         """Store texts of up to ``max_message_chars`` whole; one longer than ``max_text_chars`` is also
-        indexed as parts (``chunk`` items, see :mod:`.limits`) written in the same transaction.
+        indexed as parts (``chunk`` items, see :mod:`.parts`) written in the same transaction.
 
         Returns the items as stored, without their parts.
         """
-        self._check_whole_size([{"content": getattr(it, "text", None)} for it in items], "text")
-        parts = [p for it in items if isinstance(it, MemoryItem) and isinstance(it.text, str)
-                 and len(it.text) > self.max_text_chars for p in L.part_items(it, self.part_chars)]
-        ids = [it.id for it in items if isinstance(it, MemoryItem) and isinstance(it.id, str)]
-        stale = set(self._parts_of(ids)) - {p.id for p in parts}  # a new version with fewer parts
-        stored = self.add_items([*items, *parts], edges, max_chars=self.max_message_chars)
-        if stale:
-            self.delete(sorted(stale))
-        return stored[: len(items)]
-
-    def _check_whole_size(self, messages: Any, what: str = "message") -> None:
-        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-            return  # the reader names the type error
-        for n, msg in enumerate(messages):
-            text = msg.get("content") if isinstance(msg, Mapping) else None
-            if isinstance(text, str) and len(text) > self.max_message_chars:
-                raise OversizedInputError(
-                    f"{what} {n} has {len(text)} characters, above this cube's hard limit of {self.max_message_chars} "
-                    "(CubeConfig.max_message_chars); add it as a document in several pieces, or raise the limit"
-                )
+        return P.add_whole(self, items, edges)
 
     def update(
         self, item_id: str, *, principal: str | None = None, expected_version: int | None = None, **changes: Any
@@ -253,42 +237,15 @@ class TextualMemory:
                         continue  # the rebased text needs an embedding: leave the lock, embed, retry
                 vector = embedded.get(new.embed_text) if new.embed_text != current.embed_text else None
                 self.store.write_items([new], None if vector is None else vector[None, :])
-                follow = self._parts_following(current, new)
+                follow = P.parts_following(self.store, current, new)
                 if follow:  # same transaction: a message and its parts never disagree
                     self.store.write_items(follow, None)
-            self._sync_after_commit()
+            X.sync_after_commit(self)
             return new
         raise ConflictError(
             f"memory {item_id!r} changed {_REBASES} times while this update was being prepared; "
             "re-read it and retry (or serialise writers of this memory)"
         )
-
-    def _parts_following(self, old: MemoryItem, new: MemoryItem) -> list[MemoryItem]:
-        """New versions of the parts (see :mod:`.limits`) of a message that ``old`` -> ``new`` changes.
-
-        A part is searched in its message's place, so it must say what the message says now: a new
-        text (short, or the update was refused) leaves the parts nothing to index, so they are deleted;
-        a new scope, state, time, tags or metadata is copied to them (else a message moved to another
-        user, archived or deleted by ``update`` would still be found through its parts).
-        """
-        ids = self._parts_of([old.id])
-        if not ids:
-            return []
-        scope = (old.user_id, old.agent_id, old.session_id)
-        # a real part always has its message's scope; a "part" written by someone else (any id can be
-        # added) is never moved into the message's scope, nor deleted for it
-        parts = [p for p in self.store.get_items(ids).values() if (p.user_id, p.agent_id, p.session_id) == scope]
-        now = utcnow()
-        if new.text != old.text:
-            return [p.evolve(state=Lifecycle.DELETED, version=p.version + 1, updated_at=now) for p in parts]
-        out = []
-        for p in parts:
-            own = {k: p.metadata[k] for k in (L.PART_OF, L.PART, L.PARTS, "start", "end") if k in p.metadata}
-            fields = {name: getattr(new, name) for name in _PART_MIRRORS}
-            fields.update(tags=list(new.tags), metadata={**new.metadata, **own})
-            if any(getattr(p, name) != value for name, value in fields.items()):
-                out.append(p.evolve(**fields, version=p.version + 1, updated_at=now, created_by=new.created_by))
-        return out
 
     def _check_expected(self, item: MemoryItem, expected: int | None) -> None:
         if expected is not None and item.version != expected:
@@ -326,18 +283,12 @@ class TextualMemory:
             if tombstones:
                 self.store.write_items(tombstones, None)
         if tombstones:
-            self._sync_after_commit()
+            X.sync_after_commit(self)
         return sum(t.id in asked for t in tombstones)
 
     def _parts_of(self, ids: Sequence[str]) -> list[str]:
-        """The live parts (see :mod:`.limits`) of the items ``ids``."""
-        out: list[str] = []
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            out += [r[0] for r in self.store.read(
-                f"SELECT id FROM items WHERE parent_id IN ({','.join('?' * len(chunk))}) AND kind = 'chunk' "
-                "AND state != 'deleted' AND json_extract(metadata, '$.part_of') = parent_id", chunk)]
-        return out
+        """The live parts (see :mod:`.parts`) of the items ``ids``."""
+        return P.parts_of(self.store, ids)
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, item_id: str) -> MemoryItem:
@@ -393,7 +344,7 @@ class TextualMemory:
             query = ""
         plan = R.plan_named(plan)
         flt = flt or MemoryFilter()
-        parts = self._holds_parts()
+        parts = P.holds_parts(self)
         pool = max(plan.candidates, top_k) * (3 if parts else 1)
         dense_text, time_text, terms, counts = query, query, R.keyword_terms(query), None
         if len(query) > self.query_chars:  # chat-sized: a pasted log, a whole document
@@ -467,12 +418,12 @@ class TextualMemory:
         order = sorted(scores, key=lambda r: -scores[r])
         if plan.mmr_lambda is not None and len(order) > 1:
             window = max(plan.mmr_pool, top_k)  # MMR re-ranks; it must not cut top_k short
-            if self._holds_parts():  # MMR chooses among memories, not among the parts of one
-                order = self._one_per_message(order, rows, scores, window)
+            if P.holds_parts(self):  # MMR chooses among memories, not among the parts of one
+                order = P.one_per_message(self, order, rows, scores, window)
             mmr_ids = order[:window]
             rids, matrix = self.store.vectors_for(mmr_ids)
             order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
-        return self._one_per_message(order, rows, scores, top_k), scores
+        return P.one_per_message(self, order, rows, scores, top_k), scores
 
     def _query_vector(self, value: Any) -> np.ndarray:
         """A caller's query vector as one finite float32 row of this cube's dimension, else a MemosError."""
@@ -493,42 +444,6 @@ class TextualMemory:
         if not np.isfinite(vec).all():  # NaN, infinity, or a number beyond float32
             raise InvalidInputError("query_vector holds NaN or infinite values; pass finite numbers (an embedding)")
         return vec
-
-    def _holds_parts(self) -> bool:
-        """Whether this cube holds parts of long texts (looked up once, then kept by :meth:`add_whole`)."""
-        if self._parts_seen is None:
-            self._parts_seen = bool(self.store.read(
-                "SELECT 1 FROM items WHERE kind = 'chunk' AND json_extract(metadata, '$.part_of') IS NOT NULL "
-                "AND state != 'deleted' LIMIT 1"))
-        return self._parts_seen
-
-    def _one_per_message(
-        self, order: Sequence[int], rows: Callable[[Sequence[int]], dict[int, MemoryItem]],
-        scores: dict[int, float], k: int,
-    ) -> list[int]:
-        """The first ``k`` of ``order`` that stand for different memories: a long message and its
-        parts count once, at the best rank any of them reached, shown by its best-ranked part (a
-        passage, not a 40k-character text) when one ranked at all."""
-        kept: list[int] = []
-        roots: set[str] = set()
-        for start in range(0, len(order), 2 * k):
-            window = order[start : start + 2 * k]
-            items = rows(window)
-            for rid in window:
-                if rid not in items or (root := L.root_of(items[rid])) in roots:
-                    continue
-                roots.add(root)
-                if len(items[rid].text) > self.max_text_chars:  # the whole long item ranked first
-                    parts = {r for r, in self.store.read(
-                        "SELECT rid FROM items WHERE parent_id = ? AND kind = 'chunk'", (root,))}
-                    best = next((r for r in order if r in parts), None)
-                    if best is not None and rows([best]):
-                        scores[best] = max(scores[best], scores[rid])
-                        rid = best
-                kept.append(rid)
-                if len(kept) == k:
-                    return kept
-        return kept
 
     def _dense(self, qvec: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[int, float]]:
         candidates = self.store.candidate_rids(flt, self.exact_search_max + 1)
@@ -596,20 +511,7 @@ class TextualMemory:
         found = self.graph.neighbors([item_id], depth, types)
         return self.get_many(list(found))
 
-    # -- index upkeep -------------------------------------------------------------------------
-    def _sync_after_commit(self) -> None:
-        """Apply the outbox after a committed write. The write is done and acknowledged either way:
-        if the index cannot be updated now, its rows stay queued for the next write, ``reconcile`` or
-        open, and a warning says why (with the cause) instead of an error for a write that succeeded."""
-        try:
-            self.sync_index()
-        except Exception as exc:  # noqa: BLE001 - logged with its cause; the memory is committed
-            _log.warning(
-                "the memory is stored in %s, but updating the vector index failed (%s: %s); the index write "
-                "stays queued and is retried on the next write and when the cube opens (MemCube.reconcile() "
-                "retries now)", self.store.path, type(exc).__name__, exc, exc_info=exc,
-            )
-
+    # -- index upkeep (see :mod:`.index_sync`) ------------------------------------------------
     def sync_index(self) -> int:
         """Apply queued index writes (the outbox); returns how many were applied.
 
@@ -618,33 +520,7 @@ class TextualMemory:
         live any more is deleted from the index whatever the queued op said. Only the rows read are
         cleared: a write that commits during the drain keeps its row for the next one.
         """
-        applied = 0
-        with self.write_lock.hold():
-            pending = self.store.outbox_entries()
-            for start in range(0, len(pending), _DRAIN_BATCH):
-                batch = pending[start : start + _DRAIN_BATCH]
-                self._apply([i for i, _ in batch])
-                self.store.clear_outbox(batch)
-                applied += len(batch)
-        return applied
-
-    def _apply(self, ids: Sequence[str]) -> None:
-        """Make the index hold exactly the live ones of ``ids``, with their stored vectors and metadata."""
-        rows = self.store.indexable(ids)
-        rid_list, matrix = self.store.vectors_for([rid for _, rid, _ in rows])
-        by_rid = dict(zip(rid_list, matrix))
-        lost = [i for i, rid, _ in rows if rid not in by_rid]
-        if lost:  # a vector lost (older cube, manual edit): embed again from the source of truth
-            rid_of = {i: rid for i, rid, _ in rows}
-            items = self.get_many(lost)
-            for item, vec in zip(items, self.embedder.embed_documents([it.embed_text for it in items])):
-                by_rid[rid_of[item.id]] = vec
-        rows = [r for r in rows if r[1] in by_rid]  # deleted meanwhile: removed below, like any non-live id
-        if rows:
-            vectors = np.stack([by_rid[rid] for _, rid, _ in rows])
-            self.index.upsert([i for i, _, _ in rows], vectors, [m for _, _, m in rows])
-        live = {i for i, _, _ in rows}
-        self.index.delete([i for i in ids if i not in live])
+        return X.sync_index(self)
 
     def reconcile(self, full: bool = False) -> dict[str, int]:
         """Bring the ANN index in line with SQLite: replay the outbox; with ``full``, diff all ids.
@@ -653,39 +529,11 @@ class TextualMemory:
         unknown items are removed, live items without one are added (ids queued by writes that commit
         meanwhile are left to their own drain). Drains wait meanwhile.
         """
-        with self.write_lock.hold():
-            replayed = self.sync_index()
-            added = removed = 0
-            if full:
-                live = {i for i, _, _ in self.store.indexable()}
-                indexed = self.index.ids()
-                # committed since the drain above (another process, waiting for this lock): its own drain
-                # applies it; it is in flight, not drift
-                queued = {i for i, _ in self.store.outbox_entries()}
-                orphans = sorted(indexed - live - queued)
-                missing = sorted(live - indexed - queued)
-                self.index.delete(orphans)
-                if missing:
-                    self.store.queue_index(missing)
-                    self.sync_index()
-                added, removed = len(missing), len(orphans)
-        return {"replayed": replayed, "added": added, "removed": removed}
+        return X.reconcile(self, full)
 
     def reindex(self, reembed: bool = False) -> int:
         """Rebuild the ANN index from SQLite (re-embedding every item with ``reembed``)."""
-        with self.write_lock.hold():
-            self.index.reset()
-            rows = self.store.indexable()
-            if reembed:
-                for start in range(0, len(rows), 512):
-                    chunk = rows[start : start + 512]
-                    items = self.get_many([i for i, _, _ in chunk])
-                    vectors = self.embedder.embed_documents([it.embed_text for it in items])
-                    # same version: the vectors changed, not the memory; one changed meanwhile keeps its own
-                    self.store.put_vectors({it.id: (it.embed_text, v) for it, v in zip(items, vectors)})
-            self.store.queue_index([i for i, _, _ in rows])
-            self.sync_index()
-        return len(rows)
+        return X.reindex(self, reembed)
 
     def _check_dim(self, vectors: np.ndarray) -> None:
         from ..errors import EmbedderMismatchError
@@ -733,9 +581,6 @@ def new_item(text: str, **fields: Any) -> MemoryItem:
     except TypeError as exc:
         raise InvalidInputError(f"{exc}; see MemoryItem for the fields a memory has") from None
 
-
-#: what a part copies from its message (besides tags and metadata), and follows when the message is updated
-_PART_MIRRORS = ("user_id", "agent_id", "session_id", "event_time", "valid_from", "valid_to", "confidence", "state")
 
 _OPTIONAL_STR = ("user_id", "agent_id", "session_id", "cube_id", "parent_id", "created_by", "method")
 
