@@ -36,7 +36,8 @@ Row = tuple[Any, ...]
 class Cursor(Protocol):
     """What :meth:`Tx.execute` returns (sqlite3 and psycopg cursors both fit)."""
 
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Row | None: ...
 
