@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import numpy as np
 
 from ..errors import CubeCorruptedError, InvalidInputError
 from ..items import Edge, Kind, Lifecycle, MemoryItem, from_epoch, to_epoch, utcnow
+from ..storage.sql import SQLiteDatabase
 from .filters import MemoryFilter
 
 SCHEMA_VERSION = 1
@@ -174,7 +174,9 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.lock = threading.RLock()
+        #: the connection layer (storage/sql.py): table modules in storage/ run their SQL through it
+        self.db = SQLiteDatabase(self.path)
+        self.lock = self.db.lock
         self._vectors = _VectorCache()
         self._data_version: int | None = None
         # search hits are counted in memory and written in batches: a write per search would cost
@@ -182,10 +184,7 @@ class SQLiteStore:
         self._usage: dict[str, tuple[int, float]] = {}
         self._usage_flushed = time.monotonic()
         try:
-            self.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn = self.db.conn
             self.ensure_schema(_SCHEMA)
             self._migrate_outbox()
             version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -244,7 +243,7 @@ class SQLiteStore:
                 self.flush_usage()
             except sqlite3.Error:  # closing must not fail because a usage count could not be written
                 pass
-            self.conn.close()
+            self.db.close()
             # a call on the closed cube (or from a thread still using it) gets a MemosError saying what
             # to do, not sqlite3's "Cannot operate on a closed database"
             self.conn = _ClosedConnection(self.path)  # type: ignore[assignment]
