@@ -17,7 +17,10 @@ never changes for an id; search legs, the vector cache and the keyword index add
 ``audit.seq`` is assigned the same way.
 
 Concurrency: every write runs inside :meth:`SQLStore.transaction` (one atomic write; nested calls
-join). Each outbox row carries a sequence number, renewed whenever the item is queued again: a drain
+join). Reads go through ``self.db.read``; callers (``TextualMemory.update``, ``put_vectors``) read
+inside an open transaction and rely on seeing its writes and the latest commits, so a pooled
+``Database`` must run ``read`` on the calling thread's open transaction when there is one (SQLite's
+single connection does this by construction). Each outbox row carries a sequence number, renewed whenever the item is queued again: a drain
 clears only the rows it read (same id, same number), so a write that commits while a drain runs keeps
 its row and is applied by the next drain.
 """
