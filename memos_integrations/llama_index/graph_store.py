@@ -79,8 +79,12 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         >>> cube.close()
     """
 
-    supports_structured_queries: bool = False
     supports_vector_queries: bool = True
+
+    @property
+    def supports_structured_queries(self) -> bool:  # type: ignore[override]
+        """Whether the cube's graph backend runs Cypher (its ``supports_cypher`` capability)."""
+        return bool(getattr(self._graph, "supports_cypher", False))
 
     def __init__(self, cube: Any, namespace: str = "default", user_id: str | None = None, embed_model: Any = None) -> None:
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
