@@ -7,6 +7,8 @@ engine's PostgreSQL DDL steps, are accepted by PostgreSQL 16 as they are written
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -88,12 +90,16 @@ class _PortableOnly(SQLStore):
 
 
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+def postgres() -> Iterator[str]:
+    # a folder of its own, not pytest's basetemp: concurrent pytest runs prune old basetemp folders,
+    # which removed a running server's data directory once
+    folder = tempfile.mkdtemp(prefix="memos-seam-pg-")
+    server = pgserver.get_server(folder, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_shared_engine_sql_runs_on_postgresql(postgres: str, tmp_path: Path) -> None:
