@@ -56,6 +56,11 @@ class FilterDialect:
         """The SQL value at one bound path (one ``?``), compared with bound scalars."""
         return f"json_extract({m}, ?)"
 
+    def text_value(self, m: str) -> str:
+        """The value at one bound path as text, for substring tests and ``= ''`` (one ``?``); SQLite's
+        json_extract already gives text for a JSON string (PostgreSQL: ``#>>``)."""
+        return self.value(m)
+
     def type_of(self, m: str) -> str:
         """The JSON type name at one bound path (one ``?``); NULL when the key is missing."""
         return f"json_type({m}, ?)"
@@ -145,7 +150,7 @@ class _Compiler:
 
     def __init__(self, m: str, d: FilterDialect) -> None:
         self.m, self.d = m, d
-        self.value, self.type = d.value(m), d.type_of(m)
+        self.value, self.text, self.type = d.value(m), d.text_value(m), d.type_of(m)
 
     def leaf(self, key: str, cond: Any) -> Sql:
         path = self.d.path(key)
@@ -191,7 +196,7 @@ class _Compiler:
         """An array holding ``value``, or (for a string ``value``) a string holding it as a substring."""
         array = f"({self.type} = 'array' AND {self.d.array_has(self.m)})"
         if isinstance(value, str):
-            text = f"({self.type} = 'text' AND {self.d.has_substring(self.value, '?')})"
+            text = f"({self.type} = 'text' AND {self.d.has_substring(self.text, '?')})"
             return f"({array} OR {text})", [path, path, value, path, path, value]
         return array, [path, path, self.d.param(value)]
 
@@ -206,11 +211,11 @@ class _Compiler:
         return "(" + " AND ".join(s for s, _ in parts) + ")", [x for _, ps in parts for x in ps]
 
     def text_match(self, path: Any, value: Any, fold_case: bool = False) -> Sql:
-        return (f"({self.type} = 'text' AND {self.d.has_substring(self.value, '?', fold_case)})",
+        return (f"({self.type} = 'text' AND {self.d.has_substring(self.text, '?', fold_case)})",
                 [path, path, value])
 
     def is_empty(self, path: Any, value: Any) -> Sql:
-        empty = (f"(COALESCE({self.type}, 'null') = 'null' OR {self.value} = '' "
+        empty = (f"(COALESCE({self.type}, 'null') = 'null' OR {self.text} = '' "
                  f"OR ({self.type} = 'array' AND {self.d.array_length(self.m)} = 0))")
         return (empty if value else f"(NOT {empty})"), [path, path, path, path]
 

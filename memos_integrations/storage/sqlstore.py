@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import BackendError, InvalidInputError
 from ..items import Edge, Kind, Lifecycle, MemoryItem, from_epoch, to_epoch, utcnow
 from ..textual.filters import MemoryFilter
 from .base import IndexRow
@@ -239,7 +239,8 @@ class SQLStore:
 
     def snapshot(self, dest: Path) -> None:
         """Write a consistent copy of this database to the file ``dest`` (dumps and clones)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot copy itself to a file; export_jsonl instead")
+        raise BackendError(f"a {type(self).__name__} cube cannot be copied as a database file; use "
+                           "export_jsonl and import_jsonl to copy its memories")
 
     def integrity_problems(self) -> list[str]:
         """What a storage-level check finds wrong (empty: healthy)."""
