@@ -12,6 +12,7 @@ as version 1), over any :class:`~memos_integrations.storage.sql.Database`:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import ClassVar
@@ -25,8 +26,9 @@ class Tables:
     """A table group over ``db``; creating one brings its schema up to date.
 
     A face built on a read-only :class:`~memos_integrations.mos_view.CubeView` may not run the migration
-    (its transaction is a write): the tables are then created by the first caller who may write, and
-    until then reads find nothing (:meth:`ready` is False) and writes are refused by the view.
+    (its transaction is a write): it uses the tables once someone who may write has brought them up to
+    date; until then its reads find nothing (:meth:`ready` is False) and its writes are refused by the view.
+    Each such attempt is audited as a denied write in the cube.
     """
 
     COMPONENT: ClassVar[str]
@@ -42,10 +44,22 @@ class Tables:
         if not self.version:
             try:
                 self.version = migrate(self.db, self.COMPONENT, self.STEPS)
-            except AccessDeniedError:
-                _ = self.db.dialect  # a read check: a caller without any access is refused here
-                return False
+            except AccessDeniedError:  # a read-only view: usable if someone who may write migrated already
+                have = self._recorded_version()
+                if have != len(self.STEPS[self.db.dialect]):
+                    return False
+                self.version = have
         return True
+
+    def _recorded_version(self) -> int:
+        """The component's version in ``schema_migrations``, read without writing (0: none yet)."""
+        try:
+            row = self.db.read_one("SELECT version FROM schema_migrations WHERE component = ?", (self.COMPONENT,))
+        except sqlite3.OperationalError as exc:  # no component was ever migrated in this database
+            if "no such table" not in str(exc):
+                raise
+            return 0
+        return int(row[0]) if row else 0
 
     def transaction(self) -> AbstractContextManager[Tx]:
         """One atomic write on these tables (a caller may pass the ``Tx`` to the write methods)."""
