@@ -1,8 +1,10 @@
-"""MemOSSaver: LangGraph thread state (checkpoints and pending writes) kept in a cube's SQLite.
+"""MemOSSaver: LangGraph thread state (checkpoints and pending writes) kept in a cube's database.
 
-Where it sits: the LangGraph face's ``BaseCheckpointSaver``. Checkpoints live in ``<cube>/memory.db``
-beside the cube's memories (tables ``lg_checkpoints``, ``lg_writes``, ``lg_threads``), so one file
-holds a user's threads and long-term memory, and a cube dump or clone carries both.
+Where it sits: the LangGraph face's ``BaseCheckpointSaver``. Checkpoints live in the cube's database
+(``<cube>/memory.db``) beside the cube's memories (tables ``lg_checkpoints``, ``lg_writes``,
+``lg_threads``), so one file holds a user's threads and long-term memory, and a cube dump or clone
+carries both. Every statement on those tables is in :mod:`memos_integrations.storage.tables.checkpoints`;
+this module decides who may act and (de)serialises.
 
 Serialisation: LangGraph's own serializer (``JsonPlusSerializer``: msgpack, no pickle fallback) or any
 ``SerializerProtocol`` passed as ``serde=``, e.g. an ``EncryptedSerializer``. A pickle-enabled
@@ -23,7 +25,7 @@ without a user is refused. ``MemOSSaver.from_mos`` always requires a user and ch
 the cube through ``MOS``. Every refusal is audited in the cube; no error names another user.
 
 Sync/async policy: the core is synchronous; every ``a*`` method runs its sync twin in a worker thread
-(:func:`memos_integrations.aio.in_thread`), so the event loop never blocks on SQLite.
+(:func:`memos_integrations.aio.in_thread`), so the event loop never blocks on the database.
 :class:`AsyncMemOSSaver` (made inside a running loop) refuses a sync call from that loop's thread, as
 LangGraph's ``AsyncSqliteSaver`` does.
 """
@@ -103,7 +105,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         user_id: str | int | None = None, require_user: bool = False,
     ) -> None:
         """Args:
-            cube: the cube whose SQLite keeps the threads.
+            cube: the cube whose database keeps the threads.
             serde: a serializer without pickle (default ``JsonPlusSerializer``; ``EncryptedSerializer`` fits).
             authorize: ``(user_id, "read" | "write")`` -> None or raise, run for every call with a user.
             user_id: bind the saver to one user: every call acts for them, a run naming another is refused.

@@ -1,7 +1,7 @@
 """MemOSStore: LangGraph's long-term memory store (``BaseStore``) over a MemCube.
 
-Where it sits: the LangGraph face's store. Values live in the cube's SQLite (``lg_store``, with
-``lg_store_ns`` recording namespace order); each indexed text of a value is also a cube memory item
+Where it sits: the LangGraph face's store. Values live in the cube's database (``lg_store``, with
+``lg_store_ns`` recording namespace order; the statements are in :mod:`memos_integrations.storage.tables.lgstore`); each indexed text of a value is also a cube memory item
 (``parent_id`` = its namespace, scope from the namespace, provenance, versions, audit), so semantic
 search is the cube's hybrid retrieval (dense + keyword, fused) and the memories are visible to the
 rest of the engine. Only the two primitives ``batch``/``abatch`` are implemented; ``get``, ``put``,
@@ -113,7 +113,7 @@ class MemOSStore(BaseStore):
         kind: Kind | str = Kind.FACT,
     ) -> None:
         """Args:
-            cube: the cube holding values (SQLite) and their index items (its memories).
+            cube: the cube holding values (its database) and their index items (its memories).
             index: ``True``, ``{"fields": [...]}`` (the cube's embedder) or ``{"dims", "embed", "fields"}``;
                 a custom ``embed`` must be the cube's model (checked by fingerprint).
             ttl: LangGraph's ``TTLConfig`` (minutes).

@@ -1,7 +1,8 @@
 """Chat history in the cube: LlamaIndex's ``BaseChatStore`` and the async DB chat store ``Memory`` uses.
 
 Where it sits: short-term conversation state (the FIFO queue LlamaIndex ``Memory`` manages), kept in
-one table of the cube's SQLite, ``llama_index_chat``. Messages are stored as LlamaIndex's own JSON
+one table of the cube's database, ``llama_index_chat`` (its statements are in
+:mod:`memos_integrations.storage.tables.chat`). Messages are stored as LlamaIndex's own JSON
 (``ChatMessage.model_dump_json``), in insertion order, each ``active`` or ``archived``. Long-term
 memory is separate: messages flushed out of the queue go to :class:`MemOSMemoryBlock`, which writes
 them into the cube as memories. :class:`ChatTable` holds the logic once; the two stores are its faces.
