@@ -5,6 +5,11 @@ configuration names the *environment variable* that holds a key or password (``a
 ``password_env``), and the value is read from the environment when a client is built.
 
 Presets are module constants (``EMBEDDED``, ``chroma_server(...)``) rather than flags.
+
+Backends: ``store``, ``vector`` and ``graph`` each name a backend (their ``backend`` field); the cube
+builds it through the lazy table in :mod:`memos_integrations.storage.registry`, so adding a backend is
+a registry entry plus its config model here (for the store: a member of a union discriminated by
+``backend``), never a branch in the cube.
 """
 
 from __future__ import annotations
@@ -32,6 +37,17 @@ class EmbedderConfig(_Strict):
     batch_size: int = Field(64, ge=1, le=4096)
 
 
+class SQLiteStoreConfig(_Strict):
+    """The embedded truth: ``<cube>/memory.db`` (the default; cube.json files without a ``store`` entry)."""
+
+    backend: Literal["sqlite"] = "sqlite"
+
+
+#: The store configurations a cube accepts. A new backend adds its model here as
+#: ``Annotated[SQLiteStoreConfig | PostgresStoreConfig, Field(discriminator="backend")]``.
+StoreConfig = SQLiteStoreConfig
+
+
 class VectorConfig(_Strict):
     """Where the derived vector index lives."""
 
@@ -49,7 +65,8 @@ class VectorConfig(_Strict):
 
 
 class GraphConfig(_Strict):
-    """Where the graph projection lives: SQLite (embedded) or Neo4j (any Bolt server)."""
+    """Where the graph lives: ``sqlite`` (the embedded graph, edges in the cube's own store) or ``neo4j``
+    (a projection on a Bolt server; refused with a clear error while that backend is not installed)."""
 
     backend: Literal["sqlite", "neo4j"] = "sqlite"
     uri: str | None = None
@@ -64,11 +81,14 @@ class CubeConfig(_Strict):
     Example:
         >>> CubeConfig().vector.mode
         'persistent'
+        >>> CubeConfig().store.backend
+        'sqlite'
         >>> chroma_server(port=8123).vector.port
         8123
     """
 
     cube_id: str | None = Field(None, description="defaults to the directory name")
+    store: StoreConfig = Field(default_factory=SQLiteStoreConfig, description="where the truth lives")
     embedder: EmbedderConfig = EmbedderConfig()
     vector: VectorConfig = VectorConfig()
     graph: GraphConfig = GraphConfig()

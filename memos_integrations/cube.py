@@ -2,7 +2,7 @@
 
 ```
 <cube>/cube.json     format version, cube id, embedder (name, dimension, fingerprint), config (no secrets)
-<cube>/memory.db     SQLite: the source of truth (see textual/store.py)
+<cube>/memory.db     SQLite: the source of truth (see storage/sqlite.py; absent with another store backend)
 <cube>/vectors/      Chroma persistent directory (absent when vectors live on a Chroma server)
 <cube>/kv/           KV caches (activation memory), safetensors + JSON
 <cube>/adapters/     LoRA adapters (parametric memory), safetensors + JSON manifest
@@ -20,12 +20,9 @@ whose vectors live on a Chroma server takes no such lock: several processes may 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import secrets
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
@@ -43,13 +40,15 @@ from .errors import (
     InvalidTypeError,
 )
 from .items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, SearchHit, check_int, utcnow
+from .storage import registry
+from .storage.base import GraphStore, VectorIndex
+from .storage.chroma import collection_name  # noqa: F401 - historical import path
+from .storage.sqlite import SQLiteStore
+from .storage.sqlstore import SQLStore
 from .textual.embed import Embedder, as_embedder
 from .textual.filters import MemoryFilter
-from .textual.graph import SQLiteGraph
 from .textual.memory import TextualMemory, ids_of, new_item
 from .textual.retrieve import SearchPlan
-from .textual.store import SQLiteStore
-from .textual.vector import ChromaIndex, VectorIndex
 
 FORMAT_VERSION = 1
 CUBE_FILE = "cube.json"
@@ -83,9 +82,10 @@ class MemCube:
         path: Path,
         config: CubeConfig,
         embedder: Embedder,
-        store: SQLiteStore,
+        store: SQLStore,
         index: VectorIndex,
         hold: CubeHold | None = None,
+        graph: GraphStore | None = None,
     ) -> None:
         self.path = path.resolve()  # absolute: later writes (KV flush on close) must not follow a chdir
         self._hold = hold  # this process's lock on an embedded cube, released by close()
@@ -95,7 +95,7 @@ class MemCube:
         self.embedder = embedder
         self.store = store
         self.index = index
-        self.graph = SQLiteGraph(store)
+        self.graph: GraphStore = graph if graph is not None else _open_graph(config, store)
         self.text_mem = TextualMemory(
             store, index, self.graph, embedder, cube_id=self.cube_id,
             max_text_chars=config.max_text_chars, exact_search_max=config.vector.exact_search_max,
@@ -125,6 +125,7 @@ class MemCube:
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"{path} is a file; give a directory for the cube")
         config = config or CubeConfig()
+        _check_backends(config)  # an unknown backend is refused before anything is written
         if config.cube_id is None:
             config = config.model_copy(update={"cube_id": path.resolve().name})
         if config.vector.mode == "http" and config.vector.collection is None:
@@ -156,9 +157,9 @@ class MemCube:
         }
         tmp = path / (CUBE_FILE + ".tmp")
         tmp.write_text(json.dumps(header, indent=2))
-        store = SQLiteStore(path / "memory.db")
+        store = _open_store(path, config, create=True)
         try:  # the index too, before cube.json: an unreachable Chroma server must not leave a cube behind
-            index = index or _open_index(path, config)
+            index = index or _open_index(path, config, store)
         except BaseException:
             store.close()
             tmp.unlink(missing_ok=True)
@@ -182,6 +183,7 @@ class MemCube:
             config = CubeConfig.model_validate(header["config"])
         except Exception as exc:
             raise CubeCorruptedError(f"{path / CUBE_FILE} has an invalid config: {exc}") from exc
+        _check_backends(config)
         hold = _hold(path, config)  # before anything loads: a refused open costs nothing
         try:
             return cls._open_held(path, header, config, embedder, index, hold)
@@ -202,13 +204,9 @@ class MemCube:
                 f"fingerprint {recorded['fingerprint']}) but {emb.name!r} ({emb.dimension} dims, fingerprint "
                 f"{emb.fingerprint}) was given; open it with the same embedder, or export it and import into a new cube"
             )
-        if not (path / "memory.db").is_file():  # create() writes it before cube.json: its absence is damage
-            raise CubeCorruptedError(
-                f"{path} has a cube.json but no memory.db (the source of truth); restore it from a dump or export"
-            )
-        store = SQLiteStore(path / "memory.db")
+        store = _open_store(path, config, create=False)
         try:
-            cube = cls(path, config, emb, store, index or _open_index(path, config), hold)
+            cube = cls(path, config, emb, store, index or _open_index(path, config, store), hold)
         except BaseException:
             store.close()
             raise
@@ -387,20 +385,20 @@ class MemCube:
         return self.store.audit_log(limit, principal)
 
     def stats(self) -> dict[str, Any]:
-        rows = self.store.read("SELECT state, kind, COUNT(*) FROM items GROUP BY state, kind")
         by_state: dict[str, int] = {}
         by_kind: dict[str, int] = {}
-        for state, kind, n in rows:
+        for state, kind, n in self.store.state_kind_counts():
             by_state[state] = by_state.get(state, 0) + n
             if state != Lifecycle.DELETED.value:
                 by_kind[kind] = by_kind.get(kind, 0) + n
+        tables = self.store.table_counts()
         return {
             "cube_id": self.cube_id, "path": str(self.path), "embedder": self.embedder.name,
             "items": sum(n for s, n in by_state.items() if s != Lifecycle.DELETED.value),
             "by_state": by_state, "by_kind": by_kind,
-            "users": [r[0] for r in self.store.read("SELECT DISTINCT user_id FROM items WHERE user_id IS NOT NULL ORDER BY 1")],
-            "versions": self.store.read("SELECT COUNT(*) FROM versions")[0][0],
-            "edges": self.store.read("SELECT COUNT(*) FROM edges")[0][0],
+            "users": [u for u in self.store.user_ids() if u is not None],
+            "versions": tables["versions"],
+            "edges": tables["edges"],
             "vectors_indexed": self.index.count(),
             "vector_backend": self.config.vector.mode,
         }
@@ -534,61 +532,25 @@ def _hold(path: Path, config: CubeConfig) -> CubeHold | None:
 
 
 def check_database(db: Path) -> None:
-    """Refuse an empty, truncated or garbled ``memory.db`` (absent is the caller's concern).
-
-    SQLite opens a zero-byte file as a new empty database, and a damaged page surfaces only when
-    a query reads it, after writes have already succeeded. ``PRAGMA quick_check`` reads every page
-    (measured with benchmarks.bench_guarantees: 27 ms for a 10,000-item, 32 MB cube, about 1 ms per MB); it runs on a separate
-    connection before the store opens the file.
-    """
-    try:
-        size = db.stat().st_size
-        with open(db, "rb") as fh:
-            head = fh.read(16)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise CubeCorruptedError(f"{db} cannot be read ({exc}); restore it from a dump or export") from exc
-    if size == 0 or head != b"SQLite format 3\x00":
-        what = "is empty (0 bytes)" if size == 0 else "is not an SQLite database"
-        raise CubeCorruptedError(f"{db} {what}; the cube's memories are not in it: restore it from a dump or export")
-    conn = sqlite3.connect(str(db), timeout=30)
-    try:
-        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
-    except sqlite3.DatabaseError as exc:
-        problems = [str(exc)]
-    finally:
-        conn.close()
-    if problems != ["ok"]:
-        raise CubeCorruptedError(
-            f"{db} is damaged ({'; '.join(problems)[:300]}); restore it from a dump or export, or recover what "
-            "is readable with the sqlite3 shell's .recover")
+    """Refuse an empty, truncated or garbled ``memory.db`` (absent is the caller's concern); see
+    :meth:`~memos_integrations.storage.sqlite.SQLiteStore.check_file`."""
+    SQLiteStore.check_file(db)
 
 
-def collection_name(raw: str) -> str:
-    """A Chroma collection name for ``raw`` (a cube id or a configured name).
-
-    The historical derivation is kept whenever Chroma accepts it, so existing cubes find their
-    collection; any other folder name (``notes_``, ``café``, ``x``) gets an ASCII prefix plus a
-    hash of the full name, which is valid and distinct per name.
-    """
-    legacy = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in raw)[:60]
-    if len(legacy) < 3:
-        legacy = f"cube_{legacy}".ljust(3, "_")
-    if _CHROMA_NAME.match(legacy) and ".." not in legacy and not _IPV4.match(legacy):
-        return legacy
-    prefix = re.sub(r"[^A-Za-z0-9]+", "_", raw.encode("ascii", "ignore").decode()).strip("_")[:40]
-    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"cube_{prefix}_{digest}" if prefix else f"cube_{digest}"
+def _check_backends(config: CubeConfig) -> None:
+    registry.check("store", config.store.backend)
+    registry.check("vector", config.vector.backend)
+    registry.check("graph", config.graph.backend)
 
 
-_CHROMA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
-_IPV4 = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")
+def _open_store(path: Path, config: CubeConfig, *, create: bool) -> SQLStore:
+    return registry.factory("store", config.store.backend)(config.store, path, create=create)  # type: ignore[no-any-return]
 
 
-def _open_index(path: Path, config: CubeConfig) -> VectorIndex:
-    name = collection_name(config.vector.collection or f"cube_{config.cube_id}")
-    if config.vector.mode == "http":
-        return ChromaIndex.http(config.vector.host, config.vector.port, name, config.vector.ssl)
-    return ChromaIndex.persistent(path / "vectors", name)
+def _open_index(path: Path, config: CubeConfig, store: SQLStore | None = None) -> VectorIndex:
+    factory = registry.factory("vector", config.vector.backend)
+    return factory(config.vector, path, cube_id=config.cube_id, store=store)  # type: ignore[no-any-return]
 
+
+def _open_graph(config: CubeConfig, store: SQLStore) -> GraphStore:
+    return registry.factory("graph", config.graph.backend)(config.graph, store=store)  # type: ignore[no-any-return]
