@@ -5,7 +5,7 @@
     memcube search ./my_cube "When did Caroline go to the support group?" --user caroline
     memcube show ./my_cube <id>          memcube history ./my_cube <id>
     memcube export ./my_cube out.jsonl   memcube import ./other_cube out.jsonl
-    memcube stats ./my_cube              memcube reindex ./my_cube [--reembed]
+    memcube stats ./my_cube              memcube reindex ./my_cube [--reembed | --graph]
     memcube demo
 
 Errors print one line (what went wrong and what to do) and exit with status 2.
@@ -135,6 +135,14 @@ def cmd_stats(a: argparse.Namespace) -> None:
 def cmd_reindex(a: argparse.Namespace) -> None:
     from .cube import MemCube
 
+    if a.graph:
+        with MemCube.open(a.cube) as cube:
+            rebuild = getattr(cube.graph, "rebuild", None)  # only a projected graph (neo4j) has one
+            if rebuild is None:
+                raise InvalidInputError(f"cube {a.cube} keeps its graph in its own store (the truth itself): "
+                                        "there is no graph projection to rebuild")
+            print(f"rebuilt the graph projection from the cube: {rebuild()} ids")
+        return
     n = MemCube.open(a.cube).reindex(reembed=a.reembed)
     print(f"rebuilt the vector index from SQLite: {n} items")
 
@@ -191,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reindex", help="rebuild the vector index from SQLite")
     s.add_argument("cube")
     s.add_argument("--reembed", action="store_true", help="embed every item again")
+    s.add_argument("--graph", action="store_true", help="rebuild the graph projection (neo4j) instead of the vectors")
     s.set_defaults(fn=cmd_reindex)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")

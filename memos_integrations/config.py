@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class _Strict(BaseModel):
@@ -66,13 +66,22 @@ class VectorConfig(_Strict):
 
 class GraphConfig(_Strict):
     """Where the graph lives: ``sqlite`` (the embedded graph, edges in the cube's own store) or ``neo4j``
-    (a projection on a Bolt server; refused with a clear error while that backend is not installed)."""
+    (the same edges projected onto a Bolt server, see :func:`neo4j_graph` and docs/neo4j.md)."""
 
     backend: Literal["sqlite", "neo4j"] = "sqlite"
     uri: str | None = None
     user: str = "neo4j"
-    password_env: str = Field("NEO4J_PASSWORD", description="name of the environment variable holding the password")
+    password_env: str = Field("MEMOS_NEO4J_PASSWORD", description="name of the environment variable holding the password")
     database: str | None = None
+    namespace: str | None = Field(
+        None, description="neo4j: keeps this cube's nodes apart from other cubes' on the server (neo4j_graph sets one)"
+    )
+    message_bytes: int = Field(
+        2000, ge=256, description="neo4j: largest Bolt message sent (FalkorDB crashes above ~3 KB; raise it on Neo4j)"
+    )
+    # given in this process only (neo4j_graph(auth=..., driver=...)), never written to cube.json
+    _password: str | None = PrivateAttr(None)
+    _driver: Any = PrivateAttr(None)
 
 
 class CubeConfig(_Strict):
@@ -140,6 +149,50 @@ EMBEDDED = CubeConfig()
 def chroma_server(host: str = "localhost", port: int = 8000, **kw: Any) -> CubeConfig:
     """The embedded preset with vectors on a Chroma server (``chroma run --path DIR --port N``)."""
     return CubeConfig(vector=VectorConfig(mode="http", host=host, port=port), **kw)
+
+
+def neo4j_graph(
+    uri: str | None = None,
+    auth: tuple[str, str] | None = None,
+    database: str | None = None,
+    *,
+    driver: Any = None,
+    namespace: str | None = None,
+    message_bytes: int = 2000,
+    password_env: str = "MEMOS_NEO4J_PASSWORD",
+) -> GraphConfig:
+    """The cube's graph projected onto a Bolt server (Neo4j 5; FalkorDB), for ``CubeConfig(graph=...)``.
+
+    ``cube.json`` records the uri, user, database and namespace, never the password: it is used from
+    ``auth`` in this process, and read from the environment variable ``password_env`` when the cube is
+    opened again. See docs/neo4j.md.
+
+    Args:
+        uri: ``bolt://host:7687`` (or ``neo4j://``); may be None when ``driver`` is given.
+        auth: ``(user, password)``.
+        database: the Neo4j database; None for the server's default.
+        driver: a ``neo4j.Driver`` to use instead of building one (this process only).
+        namespace: keeps this cube apart on a shared server; default a fresh ``cube_<random>`` name.
+        message_bytes: largest Bolt message the cube sends (2000 suits FalkorDB; raise it on Neo4j).
+        password_env: the environment variable holding the password on reopen.
+
+    Returns:
+        A :class:`GraphConfig` with ``backend="neo4j"``.
+
+    Example:
+        >>> g = neo4j_graph("bolt://graph:7687", auth=("neo4j", "s3cret"), namespace="maya")
+        >>> "s3cret" in CubeConfig(graph=g).model_dump_json()
+        False
+    """
+    import secrets
+
+    config = GraphConfig(
+        backend="neo4j", uri=uri, user=auth[0] if auth else "neo4j", database=database,
+        namespace=namespace or f"cube_{secrets.token_hex(6)}", message_bytes=message_bytes, password_env=password_env,
+    )
+    config._password = auth[1] if auth else None
+    config._driver = driver
+    return config
 
 
 def secret(env_name: str) -> str | None:

@@ -228,6 +228,9 @@ class MemCube:
         if live <= VERIFY_IDS_MAX or live != self.index.count():
             full = self.text_mem.reconcile(full=True)
             report = {k: report[k] + full[k] for k in report}
+        graph_reconcile = getattr(self.graph, "reconcile", None)  # a projected graph replays its outbox
+        if graph_reconcile is not None:
+            report.update(graph_reconcile())
         if any(report.values()):
             self.audit("reconcile", "system", self.cube_id, report)
 
@@ -407,7 +410,11 @@ class MemCube:
         return self.text_mem.reindex(reembed)
 
     def reconcile(self, full: bool = True) -> dict[str, int]:
-        return self.text_mem.reconcile(full)
+        report = self.text_mem.reconcile(full)
+        graph_reconcile = getattr(self.graph, "reconcile", None)  # a projected graph replays its outbox
+        if graph_reconcile is not None:
+            report.update(graph_reconcile())
+        return report
 
     # -- copies ----------------------------------------------------------------------------------
     def dump(self, path: str | Path) -> MemCube:
@@ -468,6 +475,9 @@ class MemCube:
             act = self.__dict__.get("act_mem")
             if act is not None and hasattr(act, "flush"):
                 act.flush()
+            graph_close = getattr(self.graph, "close", None)  # a projected graph closes the driver it built
+            if graph_close is not None:
+                graph_close()
             self.store.close()
         finally:
             if self._hold is not None:

@@ -79,6 +79,15 @@ class BackendError(MemosError, RuntimeError):
     """A storage backend (Chroma server, Neo4j) failed or is unreachable."""
 
 
+class GraphUnavailableError(BackendError, ConnectionError):
+    """The graph server (Neo4j, FalkorDB) does not answer; the cube's truth is unaffected and the graph
+    writes stay queued: start the server, then retry (``cube.reconcile()``)."""
+
+
+class CypherNotAllowedError(InvalidInputError):
+    """A query given to the read-only ``cypher()`` would write or administer the graph."""
+
+
 def require(module: str, extra: str) -> object:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra that provides it."""
     import importlib

@@ -122,9 +122,9 @@ class FalkorDBServer:
         for line in self.log_path.read_text(errors="replace").splitlines():
             if "Starting up FalkorDB version" in line:
                 _VERSION["falkordb"] = line.rsplit("version", 1)[1].strip().rstrip(".")
-        if self.driver is None:
-            import neo4j
+        import neo4j
 
+        if self.driver is None:
             self.driver = neo4j.GraphDatabase.driver(
                 self.uri, auth=self.auth, connection_timeout=2.0, connection_acquisition_timeout=3.0
             )
@@ -133,7 +133,7 @@ class FalkorDBServer:
                 with self.driver.session() as session:
                     session.run("RETURN 1 AS ok").consume()
                 return
-            except Exception:  # noqa: BLE001 - any driver error means "not yet": retried until the deadline
+            except (neo4j.exceptions.DriverError, neo4j.exceptions.Neo4jError):  # "not yet": retried until the deadline
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

@@ -31,6 +31,11 @@ in a read-mode session, so the server refuses what the check might miss. FalkorD
 session from a different graph, so there the check is the only guard; :meth:`Neo4jGraph.__init__`
 detects which.
 
+FalkorDB quirks the adapter copes with (see docs/neo4j.md): string parameters spliced into the query
+unescaped (detected by a probe, then escaped: :meth:`Neo4jGraph._splices_strings`), a server crash on
+Bolt messages of a few KB (every message is cut to ``message_bytes``), the database name ignored
+(cubes are kept apart by ``cube_id``), read-mode sessions sent to another graph (not used there).
+
 Faults: a server that is down or restarted mid-write raises :class:`GraphUnavailableError` after
 ``retries`` quick retries (every write here is idempotent, so a retry is always safe); the caller
 (the cube's outbox drain) keeps the rows queued and retries on the next write or open.
@@ -48,10 +53,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BackendError, InvalidInputError, require
+from ..errors import BackendError, CypherNotAllowedError, GraphUnavailableError, InvalidInputError, require
 from ..items import Edge
 
 _log = logging.getLogger(__name__)
+
+__all__ = [
+    "CypherNotAllowedError", "GraphNode", "GraphUnavailableError", "Neo4jGraph", "ProjectedGraph",
+    "check_read_only", "open_neo4j_graph",
+]
 
 LABEL = "Memory"
 REL = "RELATES"
@@ -65,14 +75,6 @@ BATCH = 1000
 MESSAGE_BYTES = 2000
 #: environment variable the cube's config reads the password from (never written to cube.json)
 PASSWORD_ENV = "MEMOS_NEO4J_PASSWORD"
-
-
-class GraphUnavailableError(BackendError, ConnectionError):
-    """The graph server (Neo4j, FalkorDB) does not answer; the cube's truth is unaffected."""
-
-
-class CypherNotAllowedError(InvalidInputError):
-    """A query given to the read-only ``cypher()`` would write or administer the graph."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ _WRITE_WORDS = frozenset(
 )
 #: procedures a read-only query may CALL (schema introspection; both servers have them)
 READ_PROCEDURES = frozenset({"db.labels", "db.relationshiptypes", "db.propertykeys"})
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _TOKEN = re.compile(
     r"""(?P<skip>//[^\n]*|/\*.*?\*/|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`(?:[^`]|``)*`)"""
     r"""|(?P<word>[A-Za-z_][A-Za-z_0-9]*(?:\.[A-Za-z_][A-Za-z_0-9]*)*)|(?P<other>\S)""",
@@ -224,6 +227,24 @@ Q_NODES = f"MATCH (n{_N}}}) WHERE n.id IN $ids RETURN n.id AS id, n.user_id AS u
 Q_ALL_EDGES = f"MATCH (a{_N}}})-[e:{REL}]->(b{_N}}}) {_EDGE_COLS}"
 Q_CLEAR = f"MATCH (n{_N}}}) DETACH DELETE n"
 Q_PROBE_READ_MODE = "CALL dbms.components() YIELD name RETURN name"
+Q_PROBE_STRINGS = "RETURN $v AS v"
+_PROBE = "a\\tb"  # a, backslash, t, b: a server that splices parameters returns a tab
+_TRICKY = "it's a \\ 'quote' \"x\" \\n"
+
+
+def _escape(text: str) -> str:
+    """``text`` as a single-quoted Cypher literal's body: what a server that splices needs."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return _escape(value)
+    if isinstance(value, Mapping):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    return value
 
 
 class Neo4jGraph:
@@ -288,6 +309,7 @@ class Neo4jGraph:
         self.retries = max(0, int(retries))
         self._read_mode = read_mode
         self.message_bytes = max(256, int(message_bytes))
+        self._splice: bool | None = None
         self._indexed = False
 
     def close(self) -> None:
@@ -307,6 +329,8 @@ class Neo4jGraph:
         from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
 
         args = {"cube": self.namespace, **(params or {})}
+        if self._splices_strings():
+            args = _escaped(args)
         mode = READ_ACCESS if read and self._honours_read_mode() else WRITE_ACCESS
         last: Exception | None = None
         for attempt in range(self.retries + 1):
@@ -320,6 +344,7 @@ class Neo4jGraph:
                 ) from exc
             except (ServiceUnavailable, SessionExpired) as exc:
                 last = exc
+                self._indexed = False  # a restarted server may be a fresh one: make sure of the index again
             except Neo4jError as exc:
                 if not exc.is_retryable():
                     raise BackendError(
@@ -334,6 +359,37 @@ class Neo4jGraph:
             "are safe and the graph writes stay queued: start the server (or fix the uri), then call "
             "cube.reconcile() or keep writing; `memcube reindex --graph DIR` rebuilds the graph from the cube"
         ) from last
+
+    def _splices_strings(self) -> bool:
+        """FalkorDB 4.16 splices string parameters into the query text between single quotes, unescaped:
+        a ``'`` breaks the query (or injects Cypher), ``\\t`` turns into a tab. Detected once with a
+        harmless probe; where it happens, every string parameter is escaped for that parser first.
+
+        Raises:
+            BackendError: the server mangles strings even when they are escaped.
+        """
+        if self._splice is None:
+            from neo4j.exceptions import DriverError, Neo4jError
+
+            try:
+                with self.driver.session(database=self.database) as session:
+                    got = session.run(Q_PROBE_STRINGS, {"v": _PROBE}).single()
+                spliced = got is None or got["v"] != _PROBE
+                if spliced:
+                    with self.driver.session(database=self.database) as session:
+                        back = session.run(Q_PROBE_STRINGS, {"v": _escape(_TRICKY)}).single()
+                    if back is None or back["v"] != _TRICKY:
+                        raise BackendError(
+                            f"the graph server at {self.uri} changes string parameters (sent {_TRICKY!r}, got "
+                            f"{None if back is None else back['v']!r}); use Neo4j 5 or a FalkorDB whose Bolt "
+                            "passes parameters as values"
+                        )
+                self._splice = spliced
+            except DriverError:  # no answer: undecided; the query that follows reports the fault
+                return False
+            except Neo4jError as exc:
+                raise BackendError(f"the graph server at {self.uri} failed a probe query ({exc.message})") from exc
+        return self._splice
 
     def _honours_read_mode(self) -> bool:
         """Neo4j runs a read-mode session on the same database and refuses writes in it; FalkorDB
@@ -368,14 +424,14 @@ class Neo4jGraph:
         """Create the index on ``:Memory(id)`` once (an index that exists already is fine)."""
         if self._indexed:
             return
-        from neo4j.exceptions import Neo4jError
+        from neo4j.exceptions import DriverError, Neo4jError
 
         try:
             with self.driver.session(database=self.database) as session:
                 session.run(Q_INDEX).consume()
         except Neo4jError as exc:  # neither server offers a portable IF NOT EXISTS: this is "exists already"
             _log.debug("index on :%s(id) not created (%s); it exists already", LABEL, exc.message)
-        except Exception as exc:  # noqa: BLE001 - a connection error: the write that follows reports it
+        except DriverError as exc:  # no answer: the write that follows reports it (and retries)
             _log.debug("index on :%s(id) not created yet: %s", LABEL, exc)
             return
         self._indexed = True
@@ -509,6 +565,9 @@ class Neo4jGraph:
         check_read_only(query)
         if params is not None and not isinstance(params, Mapping):
             raise InvalidInputError("cypher() params are a mapping of parameter names to values")
+        bad = [k for k in (params or {}) if not isinstance(k, str) or not _PARAM_NAME.fullmatch(k)]
+        if bad:
+            raise InvalidInputError(f"cypher() parameter names are identifiers (letters, digits, _), got {bad!r}")
         if len(query) + _size(dict(params or {})) > self.message_bytes:
             raise InvalidInputError(
                 f"this query and its parameters take more than message_bytes={self.message_bytes} in one Bolt "

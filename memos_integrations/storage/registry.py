@@ -34,13 +34,11 @@ BACKENDS: dict[str, str] = {
     "store.sqlite": "memos_integrations.storage.sqlite:open_sqlite_store",
     "vector.chroma": "memos_integrations.storage.chroma:open_chroma_index",
     "graph.sqlite": "memos_integrations.storage.graph:open_embedded_graph",
+    "graph.neo4j": "memos_integrations.storage.neo4j:open_neo4j_graph",
 }
 
 #: Backends the configuration accepts before their code exists, with what to do meanwhile.
-PLANNED: dict[str, str] = {
-    "graph.neo4j": "the Neo4j graph projection is not part of this release yet; use GraphConfig(backend='sqlite') "
-                   "(the embedded graph, the default)",
-}
+PLANNED: dict[str, str] = {}
 
 
 class UnknownBackendError(MemosError, ValueError):

@@ -40,10 +40,13 @@ def sync_after_commit(mem: TextualMemory) -> None:
 def sync_index(mem: TextualMemory) -> int:
     """See :meth:`TextualMemory.sync_index`."""
     applied = 0
+    follow = getattr(mem.graph, "follow_items", None)  # a projected graph keeps a node per item (storage/neo4j)
     with mem.write_lock.hold():
         pending = mem.store.outbox_entries()
         for start in range(0, len(pending), _DRAIN_BATCH):
             batch = pending[start : start + _DRAIN_BATCH]
+            if follow is not None:  # queued for the graph before these rows are cleared: a crash loses none
+                follow([i for i, _ in batch])
             apply(mem, [i for i, _ in batch])
             mem.store.clear_outbox(batch)
             applied += len(batch)

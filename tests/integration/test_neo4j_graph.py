@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from memos_integrations.errors import BackendError, InvalidInputError, MemosError
 from memos_integrations.items import Edge
+from memos_integrations.storage.graph import EmbeddedGraph
 from memos_integrations.storage.neo4j import (
     CypherNotAllowedError,
     GraphNode,
@@ -23,8 +25,7 @@ from memos_integrations.storage.neo4j import (
     Neo4jGraph,
     check_read_only,
 )
-from memos_integrations.textual.graph import SQLiteGraph
-from memos_integrations.textual.store import SQLiteStore
+from memos_integrations.storage.sqlite import SQLiteStore
 from tests.falkordb_server import FalkorDBServer, falkordb_fixture, falkordb_fresh_fixture, free_bolt_port  # noqa: F401 - fixtures by name
 
 pytestmark = pytest.mark.integration
@@ -85,6 +86,26 @@ def test_large_batches_stay_under_the_message_budget(falkordb: FalkorDBServer) -
     assert g.cypher("RETURN 1 AS ok") == [{"ok": 1}]  # the server is alive
 
 
+TRICKY = ["Maya's cat", "a\\b", "tab\\t", 'say "hi"', "x' RETURN 1 AS y //", "\\'", "é ü 中 🐈", "multi\nline"]
+
+
+def test_strings_round_trip_and_never_inject(falkordb: FalkorDBServer) -> None:
+    """FalkorDB splices string parameters into the query unescaped; the adapter escapes them, so a
+    memory's text (a user's words) is stored as written and can never run as Cypher."""
+    g = graph_on(falkordb)
+    g.upsert_nodes([GraphNode(f"n{i}", "u'ser", "fact", "active", t) for i, t in enumerate(TRICKY)])
+    g.add_edges([Edge("n0", "n1", "it's", 1.0, {"note": "a 'quoted' \\ value"})])
+    assert [n.text for n in g.nodes([f"n{i}" for i in range(len(TRICKY))])] == TRICKY or sorted(
+        n.text for n in g.nodes([f"n{i}" for i in range(len(TRICKY))])) == sorted(TRICKY)
+    assert {n.user_id for n in g.nodes(["n0"])} == {"u'ser"}
+    assert g.edges(["n0"], "out") == [Edge("n0", "n1", "it's", 1.0, {"note": "a 'quoted' \\ value"})]
+    assert g.neighbors(["n0"], 1, ["it's"]) == {"n1": ("n0", 1, 1.0)}
+    for text in TRICKY:
+        assert g.cypher("MATCH (n:Memory {cube_id: $cube}) WHERE n.text = $t RETURN n.text AS t", {"t": text}) == [{"t": text}]
+    with pytest.raises(InvalidInputError):
+        g.cypher("RETURN $x AS x", {"x'": 1})
+
+
 def test_remove_edges_counts_and_scopes(falkordb: FalkorDBServer) -> None:
     g, other = graph_on(falkordb), graph_on(falkordb)
     for graph in (g, other):
@@ -141,7 +162,7 @@ def test_neighbors_equals_the_embedded_graph(
     unique = {(s, t, d): Edge(s, d, t, w) for s, d, t, w in raw}  # the truth keys edges by (src, type, dst)
     edges = list(unique.values())
     store = SQLiteStore(tmp_path_factory.mktemp("truth") / "memory.db")
-    embedded = SQLiteGraph(store)
+    embedded = EmbeddedGraph(store)
     embedded.add_edges(edges)
     g = graph_on(falkordb)
     g.upsert_nodes([GraphNode(n, "u") for n in NODES])
@@ -309,3 +330,13 @@ def test_server_of_another_kind_of_error_is_not_swallowed(falkordb: FalkorDBServ
     with pytest.raises(InvalidInputError):
         Neo4jGraph(namespace="c")
     assert list(itertools.islice(g.neighbors([], 2).items(), 1)) == []
+
+
+def test_the_docs_name_the_server_version_tested(falkordb: FalkorDBServer) -> None:
+    """docs/neo4j.md says which FalkorDB the tests ran against: keep it true when the wheel changes."""
+    from tests.falkordb_server import falkordb_version
+
+    version = falkordb_version()
+    assert version != "unknown"
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "neo4j.md").read_text()
+    assert f"FalkorDB {version}" in docs
