@@ -28,8 +28,8 @@ explicit transactions (FalkorDB has no rollback and routes them to another graph
 Read-only queries (:meth:`Neo4jGraph.cypher`): clauses that write or administer are refused before
 the query is sent (:func:`check_read_only`); where the server honours it (Neo4j), the query also runs
 in a read-mode session, so the server refuses what the check might miss. FalkorDB reads a read-mode
-session from a different graph, so there the check is the only guard; :meth:`Neo4jGraph.__init__`
-detects which.
+session from a different graph, so there the check is the only guard; ``_honours_read_mode`` detects
+which (``dbms.components()`` answers on Neo4j only).
 
 FalkorDB quirks the adapter copes with (see docs/neo4j.md): string parameters spliced into the query
 unescaped (detected by a probe, then escaped: :meth:`Neo4jGraph._splices_strings`), a server crash on
@@ -49,12 +49,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BackendError, CypherNotAllowedError, GraphUnavailableError, InvalidInputError, require
 from ..items import Edge
+from .sqlstore import GRAPH
 
 _log = logging.getLogger(__name__)
 
@@ -545,7 +546,7 @@ class Neo4jGraph:
         """Run a read-only Cypher query on this cube's projection and return rows as plain dicts.
 
         The projection is ``(:Memory {cube_id, id, user_id, kind, state, text})`` nodes joined by
-        ``[:RELATES {type, weight, metadata}]``; ``$cube`` is bound to this cube's id, so a query that
+        ``[:RELATES {type, weight, metadata}]``; ``$cube`` is bound to this cube's namespace, so a query that
         matches ``(n:Memory {cube_id: $cube})`` stays in this cube. Scope by user the same way
         (``n.user_id = $user``). This is an owner's tool, not an access boundary: it reads what the
         query names.
@@ -577,13 +578,8 @@ class Neo4jGraph:
         return [plain(row) for row in self.run(query, params, read=True)]
 
 
-def edge_keys(edges: Iterable[Edge]) -> set[tuple[str, str, str]]:
-    """(src, type, dst) of each edge: how the truth and the projection key an edge."""
-    return {(e.src, e.type, e.dst) for e in edges}
-
-
 # -- the cube's graph when it is projected ------------------------------------------------------------
-GRAPH_TARGET = "graph"  # the outbox target this projection drains (the store's GRAPH)
+GRAPH_TARGET = GRAPH  # the outbox target this projection drains
 _Q_TRUTH_IDS = "SELECT id FROM items"
 _Q_TRUTH_EDGE_ENDS = "SELECT src, dst FROM edges"
 
