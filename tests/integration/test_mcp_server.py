@@ -223,3 +223,42 @@ async def test_http_refuses_missing_and_wrong_keys(http_server: tuple[str, dict[
         async with _client(url, "nope") as client:
             await client.list_tools()
     assert "MCPError" in repr(caught.value) and "error response" in repr(caught.value)
+
+
+async def test_http_through_the_service_app(tmp_path: Path, embedder: Any) -> None:
+    """The endpoint as the REST app mounts it (its keys, its lifespan), when that app is on this tree."""
+    try:
+        from memos_integrations.server.app import create_app
+        from memos_integrations.storage.keys import KeyStore  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        pytest.skip(f"memos_integrations.server.app is not on this branch yet ({exc}); the mounted test above covers it")
+    import uvicorn
+
+    ids = _home(tmp_path / "home", embedder)
+    mos = MOS(tmp_path / "home", embedder=embedder)
+    keys = KeyStore.open(mos.home)
+    alice_key, _ = keys.create("alice")
+    bob_key, _ = keys.create("bob")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        url = f"http://127.0.0.1:{port}/mcp/"
+        async with _client(url, alice_key) as client:
+            await _exercise(client, ids)
+        async with _client(url, bob_key) as client:
+            theirs = await client.call_tool("get_memory", {"memory_id": ids["alice"], "cube_id": "notes"})
+            assert theirs.is_error and "AccessDeniedError" in _text(theirs)
+        r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+                       headers={"Authorization": "Bearer nope", "Accept": "application/json, text/event-stream"})
+        assert r.status_code == 401
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        mos.close()
