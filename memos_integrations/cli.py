@@ -120,8 +120,8 @@ def cmd_export(a: argparse.Namespace) -> None:
     if a.to:  # memcube export --to mem0|memos CUBE DST
         from .interop import export_to
 
-        n = export_to(a.to, MemCube.open(a.cube), a.file)
-        print(f"wrote {n} memories to {a.file} ({a.to} format)")
+        count = export_to(a.to, MemCube.open(a.cube), a.file)
+        print(f"wrote {count} memories to {a.file} ({a.to} format)")
         return
     n = MemCube.open(a.cube).export_jsonl(a.file)
     print(f"wrote {n} rows to {a.file}")
@@ -133,7 +133,8 @@ def cmd_import(a: argparse.Namespace) -> None:
     if a.source:  # memcube import --from mem0|memos SRC CUBE
         from .interop import import_from
 
-        n = import_from(a.source, MemCube.init_from_dir(a.file), a.cube)
+        options = {"skip_pickles": True} if a.skip_pickles else {}
+        n = import_from(a.source, MemCube.init_from_dir(a.file), a.cube, **options)
         print(f"imported {n} memories from {a.cube} ({a.source} format) into {a.file}")
         return
     n = MemCube.init_from_dir(a.cube).import_jsonl(a.file)
@@ -208,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("cube", help="the cube (with --from: the mem0 file or MemOS directory to read)")
     s.add_argument("file", help="the export file (with --from: the cube to import into)")
     s.add_argument("--from", dest="source", choices=["mem0", "memos"], help="read a mem0 export or a MemOS cube directory")
+    s.add_argument("--skip-pickles", action="store_true",
+                   help="MemOS: import the text although the directory holds pickled memory (never loaded)")
     s.set_defaults(fn=cmd_import)
     s = sub.add_parser("mcp", help="serve a MOS home over MCP (stdio) as one user, for desktop clients")
     s.add_argument("--home", required=True, help="the MOS home directory")
