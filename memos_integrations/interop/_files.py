@@ -162,7 +162,8 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def cube_rows(cube: Any) -> tuple[list[Any], dict[str, list[Any]], list[dict[str, Any]]]:
-    """The cube's live memories, every memory's versions by id (oldest first) and its edges.
+    """The cube's memories that are not deleted (archived included), every memory's versions by id (oldest
+    first) and its edges.
 
     Parts of long texts (``chunk`` items with ``metadata["part_of"]``) are left out: they are an index
     of their message, rebuilt when the message is imported.

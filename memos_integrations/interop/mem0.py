@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, InvalidTypeError
-from ..items import Kind, Lifecycle, MemoryItem, utcnow
+from ..items import LIVE_STATES, Kind, Lifecycle, MemoryItem, utcnow
 from ._files import MAX_BYTES, Fields, cube_rows, iso, load_rows, read_json, write_json
 
 #: fields of a mem0 memory mapped onto MemoryItem fields; the rest is kept in metadata["mem0"]
@@ -169,10 +169,11 @@ def _sort_time(row: Fields) -> str:
 def export_mem0(cube: Any, dst: str | Path) -> int:
     """Write ``cube`` as a mem0 export (``results`` and ``history``) to ``dst``; returns how many live memories.
 
-    Deleted memories are not in ``results``; their history rows are (ending in a DELETE).
+    Deleted (and archived) memories are not in ``results``; their history rows are (a deleted one's ending in
+    a DELETE).
     """
-    live, versions, _ = cube_rows(cube)
-    results = [_memory(item) for item in live]
+    current, versions, _ = cube_rows(cube)
+    results = [_memory(item) for item in current if item.state in LIVE_STATES]  # what get_all would list
     history: list[dict[str, Any]] = []
     for memory_id, chain in versions.items():
         previous: str | None = None

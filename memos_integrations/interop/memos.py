@@ -206,7 +206,8 @@ def _edge(f: Fields, ids: set[str]) -> dict[str, Any]:
 
 
 def export_memos(cube: Any, dst: str | Path, *, tree: bool | None = None) -> int:
-    """Write ``cube``'s live memories as a MemOS cube directory at ``dst`` (new or empty); returns how many.
+    """Write ``cube``'s memories (archived ones with ``status: archived``; not deleted ones) as a MemOS cube
+    directory at ``dst`` (new or empty); returns how many.
 
     Args:
         cube: a MemCube or a MOS cube view.
