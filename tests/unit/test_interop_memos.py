@@ -196,7 +196,7 @@ def test_hostile_directories_are_refused(cube: Any, tmp_path: Path) -> None:
         ("a stray .pkl", _with_stray_pickle, InvalidInputError, "notes.pkl"),
         ("not a cube", lambda d: d.mkdir(), InvalidInputError, "neither config.json"),
     ]
-    for n, (name, make, error, match) in enumerate(cases):
+    for n, (_name, make, error, match) in enumerate(cases):
         d = tmp_path / f"case{n}"
         make(d)
         with pytest.raises(error, match=match):
