@@ -7,6 +7,7 @@ own app (``memos_integrations.server.app.create_app``) when it is importable (sk
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -247,7 +248,8 @@ def test_errors_come_back_as_the_same_memos_error(standin_server: tuple[str, MOS
 
 
 def test_faces_run_on_a_remote_cube(standin_server: tuple[str, MOS, FastAPI]) -> None:
-    """The faces whose cube calls fit these routes: the LangChain retriever and the LlamaIndex memory block."""
+    """The faces whose cube calls fit these routes: the LangChain retriever and the LlamaIndex memory block
+    (the LlamaIndex retriever passes a MemoryFilter and a query vector, which RemoteCube refuses)."""
     pytest.importorskip("langchain_core")
     from memos_integrations.langchain import MemOSRetriever
 
@@ -256,6 +258,15 @@ def test_faces_run_on_a_remote_cube(standin_server: tuple[str, MOS, FastAPI]) ->
         cube.add(memory="Alice adopted a cat called Miso.")
         docs = MemOSRetriever(cube=cube, user_id="alice", k=2).invoke("what is the cat called?")
         assert docs and "Miso" in docs[0].page_content
+        pytest.importorskip("llama_index.core")
+        from llama_index.core.base.llms.types import ChatMessage
+
+        from memos_integrations.llama_index.memory_block import MemOSMemoryBlock
+
+        block = MemOSMemoryBlock.from_defaults(cube, user_id="alice")
+        asyncio.run(block.aput([ChatMessage(role="user", content="My sister Maya lives in Oslo.")]))
+        assert "Oslo" in asyncio.run(block.aget([ChatMessage(role="user", content="Where does Maya live?")]))
+        assert any("Oslo" in i.text for i in cube.get_all())
 
 
 def test_against_the_service_app(tmp_path: Path, embedder: Any) -> None:
