@@ -204,6 +204,8 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
                     "this memory service does not take feedback yet; correct the memory with update_memory "
                     "or remove it with forget_memory instead")
             result = handler(text, user_id=user, mem_cube_id=cube_id, session_id=session_id)
+            if isinstance(result, list) and all(isinstance(i, MemoryItem) for i in result):
+                return {"memories": [_item(i) for i in result]}  # the memories the feedback changed
             return {"result": _jsonable(result)}
 
         return dict(await call(ctx, feedback))

@@ -262,3 +262,22 @@ async def test_http_through_the_service_app(tmp_path: Path, embedder: Any) -> No
         server.should_exit = True
         thread.join(timeout=30)
         mos.close()
+
+
+async def test_feedback_reaches_mos_when_it_has_one(tmp_path: Path, embedder: Any) -> None:
+    """give_feedback calls MOS.feedback(text, user_id=, mem_cube_id=, session_id=) as the resolved user."""
+    from memos_integrations.server.mcp import build_server
+
+    calls: list[dict[str, Any]] = []
+
+    class FeedbackMOS(MOS):
+        def feedback(self, text: str, **kw: Any) -> list[Any]:
+            calls.append({"text": text, **kw})
+            return self.add(memory_content=text, mem_cube_id="notes", user_id=kw["user_id"])
+
+    _home(tmp_path / "home", embedder)
+    with FeedbackMOS(tmp_path / "home", embedder=embedder) as mos:
+        async with Client(build_server(mos, lambda _h: "alice")) as client:
+            result = await client.call_tool("give_feedback", {"text": "The tea is sencha now.", "session_id": "s9"})
+    assert not result.is_error and result.structured_content["memories"][0]["text"] == "The tea is sencha now."
+    assert calls == [{"text": "The tea is sencha now.", "user_id": "alice", "mem_cube_id": None, "session_id": "s9"}]
