@@ -21,6 +21,7 @@ package's own fields that mem0 has no place for (kind, tags, event time) under `
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 from ..errors import InvalidInputError, InvalidTypeError
 from ..items import LIVE_STATES, Kind, Lifecycle, MemoryItem, utcnow
 from ._files import MAX_BYTES, Fields, cube_rows, iso, load_rows, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 #: fields of a mem0 memory mapped onto MemoryItem fields; the rest is kept in metadata["mem0"]
 _MAPPED = {"id", "memory", "user_id", "agent_id", "run_id", "metadata", "created_at", "updated_at"}
@@ -80,6 +83,9 @@ def _split(data: Any) -> tuple[list[Any], list[tuple[str, Any]]]:
     memories = data.get("results", data.get("memories", []))
     if not isinstance(memories, list):
         raise InvalidTypeError("'results' of a mem0 export must be a list of memories")
+    if data.get("relations"):  # mem0's graph memory: entity triples, not memories; said, not silently dropped
+        log.warning("the mem0 export's %d 'relations' (graph memory) are not imported; only memories and history are",
+                    len(data["relations"]) if isinstance(data["relations"], list) else 1)
     raw = data.get("history") or []
     history: list[tuple[str, Any]] = []
     if isinstance(raw, dict):
