@@ -265,3 +265,19 @@ def test_the_llama_index_property_graph_reads_relations_through_the_projection(
         assert rows == [{"user": "alice", "t": "WORKS_AT"}]
     finally:
         cube.close()
+
+
+def test_a_cube_opens_and_searches_while_its_graph_server_is_down(
+    tmp_path: Path, falkordb_fresh: FalkorDBServer, embedder: Any, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "c"
+    with neo4j_cube(path, falkordb_fresh, embedder) as cube:
+        turns = cube.add(messages=CHAT, user_id="maya", session_id="s1")
+    falkordb_fresh.stop()
+    monkeypatch.setenv("MEMOS_NEO4J_PASSWORD", "")
+    with caplog.at_level(logging.WARNING), MemCube.open(path, embedder=embedder) as cube:
+        hits = cube.search("Where does the cat sleep?", user_id="maya", plan="balanced", top_k=4)
+        assert turns[2].id in [h.item.id for h in hits]  # the expansion answered from the truth
+        assert [it.id for it in cube.neighbors(turns[1].id, 1)]
+    assert any("graph server unavailable" in r.getMessage() for r in caplog.records)  # said, not raised
