@@ -323,7 +323,7 @@ def test_a_write_cut_half_way_converges_when_applied_again(falkordb_fresh: Falko
     assert len(g.all_edges()) == 6000 and len(g.node_ids()) == 6001
 
 
-def test_server_of_another_kind_of_error_is_not_swallowed(falkordb: FalkorDBServer) -> None:
+def test_bad_arguments_are_refused(falkordb: FalkorDBServer) -> None:
     g = graph_on(falkordb)
     with pytest.raises(InvalidInputError):
         g.edges(["a"], "sideways")
