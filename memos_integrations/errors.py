@@ -79,6 +79,17 @@ class BackendError(MemosError, RuntimeError):
     """A storage backend (Chroma server, Neo4j) failed or is unreachable."""
 
 
+class ReaderError(MemosError, RuntimeError):
+    """The LLM reader could not read a window (endpoint down, slow, rate-limited, or unreadable output).
+
+    The raw messages are stored either way; the window stays queued with this error (``cube.pending()``).
+    """
+
+
+class BudgetExceededError(ReaderError):
+    """A token budget (per user or per cube) is spent; raise it in the reader config, or add in fast mode."""
+
+
 def require(module: str, extra: str) -> object:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra that provides it."""
     import importlib
