@@ -444,7 +444,8 @@ class MemCube:
                  principal: str | None = None) -> list[MemoryItem]:
         """Correct memories in words ("No, I moved to Porto in May"): stored as a message, then read and
         reconciled (fine mode) against the memories it names. Returns an ``AddResult``."""
-        return self.add(messages=[{"role": "user", "content": text, "metadata": {"feedback": True}}], user_id=user_id,
+        message = {"role": "user", "content": text, "metadata": {"feedback": True}, **({"name": user_id} if user_id else {})}
+        return self.add(messages=[message], user_id=user_id,
                         session_id=session_id, timestamp=timestamp, principal=principal, mode="fine")
 
     def wait(self, timeout: float | None = None) -> bool:

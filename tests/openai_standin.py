@@ -188,7 +188,7 @@ def rule_responder(request: dict[str, Any]) -> str:
             if etext == text:
                 op, target = "NOOP", elabel
                 break
-            if " lives in " in text and " lives in " in etext and text.split(" lives in ")[0] == etext.split(" lives in ")[0]:
+            if " lives in " in text and " lives in " in etext and text.split(" lives in ")[0].lower() == etext.split(" lives in ")[0].lower():
                 op, target = ("UPDATE" if corrections else "SUPERSEDE"), elabel
         decisions.append({"id": label, "op": op, "target": target, "reason": "scripted"})
     for flabel, _text in forgets:
@@ -196,3 +196,78 @@ def rule_responder(request: dict[str, Any]) -> str:
             if " lives in " in etext:
                 decisions.append({"id": flabel, "op": "DELETE", "target": elabel, "reason": "asked to forget"})
     return json.dumps({"decisions": decisions})
+
+
+# -- the contradiction suite (a test in tests/integration, a benchmark in benchmarks/bench_reader.py) --------
+NAMES = ["Ana", "Bruno", "Carla", "Diego", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas"]
+CITIES = ["Lisbon", "Porto", "Madrid", "Berlin", "Oslo", "Vienna", "Prague", "Dublin", "Lyon", "Turin", "Kyoto",
+          "Quito", "Lima", "Accra", "Hanoi", "Perth", "Cork", "Bergen", "Graz", "Malmo"]
+KINDS = ("change", "correction", "forget", "two_changes", "change_with_noise")
+
+
+@dataclass
+class History:
+    """One scripted history: messages (with times) of one user, and what must hold afterwards."""
+
+    user: str
+    name: str
+    kind: str
+    turns: list[tuple[str, str]]  # (time, text)
+    current: str | None  # the city the current truth names (None: forgotten)
+    past: list[tuple[str, str]]  # (as_of time, the city true then)
+    old: list[str]  # cities whose text must stay in some memory's history
+
+
+def contradiction_suite(n: int = 50) -> list[History]:
+    """``n`` histories where a fact changes, is corrected, or is forgotten (deterministic)."""
+    out = []
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        name = NAMES[i % len(NAMES)]
+        a, b, c = CITIES[i % 20], CITIES[(i + 7) % 20], CITIES[(i + 13) % 20]
+        user = f"user{i}"
+        if kind == "change":
+            out.append(History(user, name, kind, [("2023-01-10", f"I live in {a}."), ("2024-03-01", f"Big news, I moved to {b}!")],
+                               b, [("2023-06-01", a)], [a]))
+        elif kind == "correction":
+            out.append(History(user, name, kind, [("2023-01-10", f"I live in {a}."),
+                                                  ("2023-01-11", f"Actually I live in {b}, not {a}.")], b, [], [a]))
+        elif kind == "forget":
+            out.append(History(user, name, kind, [("2023-01-10", f"I live in {a}."),
+                                                  ("2023-02-01", "Please forget where I live.")], None, [], [a]))
+        elif kind == "two_changes":
+            out.append(History(user, name, kind, [("2022-01-10", f"I live in {a}."), ("2023-01-10", f"I moved to {b}."),
+                                                  ("2024-01-10", f"I relocated to {c} last month.")],
+                               c, [("2022-06-01", a), ("2023-06-01", b)], [a, b]))
+        else:
+            out.append(History(user, name, kind, [("2023-01-10", f"I live in {a}."), ("2023-01-11", "I love hiking"),
+                                                  ("2023-05-02", "What a rainy week."), ("2024-03-01", f"I moved to {b} in spring.")],
+                               b, [("2023-06-01", a)], [a]))
+    return out
+
+
+def check_history(cube: Any, h: History) -> dict[str, bool]:
+    """Whether the current truth comes first, and whether every old version is reachable (as_of, history).
+
+    "First" is among the memories about where the user lives: the current one is returned and no
+    contradicted version is (``top1`` also says whether it outranked every other memory of the user,
+    which is the retrieval's ranking, not the reader's bookkeeping).
+    """
+    kinds = ["fact", "preference", "event"]
+    question = f"where does {h.name} live?"
+    hits = cube.search(question, user_id=h.user, kinds=kinds)
+    lives = [x.item.text for x in hits if " lives in " in x.item.text]
+    expected = [] if h.current is None else [f"{h.name} lives in {h.current}"]
+    current_ok = lives == expected
+    top1 = h.current is None or (bool(hits) and hits[0].item.text == expected[0])
+
+    def then(when: str) -> list[str]:
+        found = cube.search(question, user_id=h.user, kinds=kinds, as_of=when)
+        return [x.item.text for x in found if " lives in " in x.item.text]
+
+    as_of_ok = all(then(when) == [f"{h.name} lives in {city}"] for when, city in h.past)
+    ids = {row["item"]["id"] for row in cube.export_jsonl()
+           if row.get("type") == "item" and row["item"].get("user_id") == h.user and row["item"]["kind"] == "fact"}
+    texts = {v.text for i in ids for v in cube.history(i)}  # tombstoned memories included
+    history_ok = all(f"{h.name} lives in {city}" in texts for city in h.old)
+    return {"current": current_ok, "as_of": as_of_ok, "history": history_ok, "top1": top1}
