@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from ..storage.reader_usage import UsageLedger
 from ..textual import reconcile as RC
 from ..textual.filters import MemoryFilter
 from . import prompts
-from .llm import estimate_tokens
+from .llm import Usage, estimate_tokens
 from .reader import Candidate, LLMReader, WindowMessage
 from .result import AddResult
 
@@ -40,6 +41,14 @@ _log = logging.getLogger(__name__)
 KIND = "read"
 MEMORY_KINDS = (Kind.FACT, Kind.PREFERENCE, Kind.EVENT)
 MAX_EXISTING = 12  # existing memories shown to the reconciliation call, all candidates together
+
+
+@dataclass
+class Failure:
+    """A window that was not read: the error kept on its job, and what the failed calls cost."""
+
+    error: str
+    usage: Usage
 
 
 class ReaderEngine:
@@ -116,9 +125,10 @@ class ReaderEngine:
                 continue
             timeout = cfg.timeout_s if cfg.fine_latency_s is None else max(0.1, min(cfg.timeout_s, cfg.fine_latency_s - spent))
             outcome = self.process(claimed, timeout=timeout)
-            if isinstance(outcome, str):
-                notes.append(f"window {job.id} was not read ({outcome}); its raw messages are stored and it stays "
-                             "queued with this error (cube.pending())")
+            if isinstance(outcome, Failure):
+                result.usage = result.usage + outcome.usage
+                notes.append(f"window {job.id} was not read ({outcome.error}); its raw messages are stored and it "
+                             "stays queued with this error (cube.pending())")
                 continue
             result.extend(outcome.items)
             result.operations.extend(outcome.operations)
@@ -134,27 +144,35 @@ class ReaderEngine:
         return result
 
     # -- reading one window --------------------------------------------------------------------
-    def process(self, job: Job, *, timeout: float | None = None) -> RC.Applied | str:
+    def process(self, job: Job, *, timeout: float | None = None) -> RC.Applied | Failure:
         """Read a claimed window and apply its decision; on failure keep the job queued (or failed) with
-        the error, audit it, and return the error text."""
+        the error, count what the failed calls cost, audit it, and return the :class:`Failure`."""
         assert self.reader is not None
         cfg = self.reader.config
+        usage = Usage()
         try:
             return self._read(job, timeout)
         except MemosError as exc:
             final = isinstance(exc, BudgetExceededError) or job.attempts >= cfg.max_attempts
             error = f"{type(exc).__name__}: {exc}"
+            usage = getattr(exc, "usage", None) or usage
         except Exception as exc:  # noqa: BLE001 - a worker must survive any failure; kept with its type, logged
             _log.exception("reading window %s failed", job.id)
             final = job.attempts >= cfg.max_attempts
             error = f"{type(exc).__name__}: {exc}"
+        user = job.user_id
         try:
-            self.jobs.fail(job.id, error, final=final, retry_after=cfg.backoff_s * (2 ** job.attempts))
-            self.cube.audit("reader_failed", job.payload.get("principal") or job.user_id, f"job:{job.id}",
-                            {"error": error[:500], "attempt": job.attempts, "final": final}, allowed=False)
+            with self.cube.store.transaction():
+                self.jobs.fail(job.id, error, final=final, retry_after=cfg.backoff_s * (2 ** job.attempts))
+                if usage.calls:
+                    self.ledger.add(["cube"] + ([f"user:{user}"] if user is not None else []), usage.prompt_tokens,
+                                    usage.completion_tokens, usage.calls, usage.seconds, usage.cost or 0.0)
+                self.cube.audit("reader_failed", job.payload.get("principal") or user, f"job:{job.id}",
+                                {"error": error[:500], "attempt": job.attempts, "final": final, "usage": usage.to_dict()},
+                                allowed=False)
         except MemosError:  # the cube was closed under the worker: the lease expires and the job is read again
             _log.warning("could not record the failure of window %s (cube closed?)", job.id)
-        return error
+        return Failure(error, usage)
 
     def _read(self, job: Job, timeout: float | None) -> RC.Applied:
         assert self.reader is not None

@@ -223,8 +223,10 @@ class LLMReader:
         try:
             return parse_object(again.text, key), usage
         except ReplyNotJSON as exc:
-            raise ReaderError(f"{self.name} twice replied without valid JSON ({exc}); try another model or "
-                              "structured='json_schema'") from exc
+            error = ReaderError(f"{self.name} twice replied without valid JSON ({exc}); try another model or "
+                                "structured='json_schema'")
+            error.usage = usage  # type: ignore[attr-defined]  # the calls were made and cost tokens
+            raise error from exc
 
     def _candidate(self, raw: Any, labels: Mapping[str, WindowMessage], last_time: datetime | None, n: int) -> Candidate | None:
         if not isinstance(raw, Mapping):

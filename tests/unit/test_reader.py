@@ -141,6 +141,7 @@ def test_tolerant_parse_and_one_repair_round(tmp_path: Path, embedder: Any) -> N
         assert out.operations == [] and out.usage.calls == 2 and len(out) == 1
         out = cube.add(messages=maya("and again"), user_id="maya")  # bad twice: raw kept, window stays queued
         assert len(out) == 1 and out[0].text == "and again" and "stays queued" in out.note
+        assert out.usage.calls == 2 and cube.audit_log(1)[0]["detail"]["usage"]["calls"] == 2  # failed calls cost too
         [job] = cube.pending()
         assert job.state == "queued" and "ReaderError" in job.error
         assert cube.audit_log(1)[0]["action"] == "reader_failed"
