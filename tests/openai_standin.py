@@ -64,7 +64,14 @@ class StandinServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 server.handle(self, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                import sys
+
+                if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                    super().handle_error(request, client_address)  # a client killed mid-reply is expected here
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -116,7 +123,7 @@ class StandinServer:
                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             h.wfile.write(f"data: {json.dumps(end)}\n\n".encode())
             if (body.get("stream_options") or {}).get("include_usage"):
-                last = {"id": "c1", "object": "chat.completion.chunk", "created": created, "model": body.get("model"),
+                last: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": created, "model": body.get("model"),
                         "choices": [], "usage": usage}
                 h.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
             h.wfile.write(b"data: [DONE]\n\n")

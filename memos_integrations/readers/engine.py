@@ -29,6 +29,7 @@ from ..storage.jobs import JobQueue
 from ..storage.reader_usage import UsageLedger
 from ..textual import reconcile as RC
 from ..textual.filters import MemoryFilter
+from ..textual.retrieve import BALANCED
 from . import prompts
 from .llm import Usage, estimate_tokens
 from .reader import Candidate, LLMReader, WindowMessage
@@ -40,7 +41,10 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 KIND = "read"
 MEMORY_KINDS = (Kind.FACT, Kind.PREFERENCE, Kind.EVENT)
-MAX_EXISTING = 12  # existing memories shown to the reconciliation call, all candidates together
+MAX_EXISTING = 8  # existing memories shown to the reconciliation call, all candidates together
+#: the cube's hybrid search (dense + keyword) without graph expansion: a memory's graph neighbours are
+#: the raw messages it came from, which reconciliation does not look at
+NEIGHBOUR_PLAN = BALANCED.model_copy(update={"name": "reader-neighbours", "graph_hops": 0, "candidates": 20})
 
 
 @dataclass
@@ -218,8 +222,9 @@ class ReaderEngine:
         flt = MemoryFilter(user_id=payload.get("user_id"), kinds=list(MEMORY_KINDS), current=True)
         seen: dict[str, MemoryItem] = {}
         for text, vec in zip(texts, vecs):
-            for hit in self.cube.text_mem.search(text, flt, top_k=k, query_vector=vec):
-                seen.setdefault(hit.item.id, hit.item)
+            for hit in self.cube.text_mem.search(text, flt, top_k=k, query_vector=vec, plan=NEIGHBOUR_PLAN):
+                if hit.item.user_id == payload.get("user_id"):  # a window of no user sees only memories of no user
+                    seen.setdefault(hit.item.id, hit.item)
         return list(seen.values())[:MAX_EXISTING], {t: v for t, v in zip(texts, vecs)}
 
     def _change(self, d: Any, payload: Mapping[str, Any], reader: LLMReader) -> RC.Change:

@@ -162,7 +162,7 @@ class LLMReader:
         new = [(c.label, f"[{c.kind.value}] {c.text}" + (f" (from {c.valid_from.date()})" if c.valid_from else "")
                 + (f' <- "{c.quote}"' if c.quote else "")) for c in candidates]
         forgets = [(f"f{n + 1}", text) for n, text in enumerate(forget)]
-        old = [(label, f"[{it.kind.value}] {it.text}" + (f" (since {it.valid_from.date()})" if it.valid_from else ""))
+        old = [(label, f"[{it.kind.value}] {_short(it.text, 200)}" + (f" (since {it.valid_from.date()})" if it.valid_from else ""))
                for label, it in shown.items()]
         data, usage = self._ask(prompts.RECONCILE_SYSTEM, prompts.reconcile_prompt(new, forgets, old),
                                 prompts.RECONCILE_SCHEMA, "decisions", timeout)
@@ -254,8 +254,14 @@ class LLMReader:
             entities=[e for e in raw.get("entities") or [] if isinstance(e, str)][:20],
             relations=[[str(x) for x in r] for r in raw.get("relations") or []
                        if isinstance(r, (list, tuple)) and len(r) == 3][:20],
-            quote=" ".join(srcs[0].text.split())[:120] if srcs else "",
+            quote=_short(srcs[0].text, 80) if srcs else "",
         )
+
+
+def _short(text: str, limit: int) -> str:
+    """One line of at most ``limit`` characters (prompt tokens are paid per window)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _resolve_when(when: Any, sources: Sequence[WindowMessage], said_at: datetime | None) -> datetime | None:

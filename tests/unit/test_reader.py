@@ -232,3 +232,10 @@ def test_reader_errors_name_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ReaderError, match="OPENAI_API_KEY"):
         LLMReader.from_openai(model="gpt-4o-mini")
+
+
+def test_a_window_of_no_user_never_reconciles_against_a_users_memories(rcube: Any) -> None:
+    rcube.add(messages=maya("I live in Lisbon"), user_id="maya")
+    out = rcube.add(messages=maya("I moved to Porto"))  # no user: must not supersede Maya's memory
+    assert [o[0] for o in out.operations] == ["ADD"] and out.usage.calls == 1
+    assert facts(rcube, "where does Maya live?") == ["Maya lives in Lisbon"]
