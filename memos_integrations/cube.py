@@ -443,7 +443,21 @@ class MemCube:
     def feedback(self, text: str, *, user_id: str | None = None, session_id: str | None = None, timestamp: Any = None,
                  principal: str | None = None) -> list[MemoryItem]:
         """Correct memories in words ("No, I moved to Porto in May"): stored as a message, then read and
-        reconciled (fine mode) against the memories it names. Returns an ``AddResult``."""
+        reconciled (fine mode) against the memories it names.
+
+        Args:
+            text: the correction, in the user's words.
+            user_id: whose memories it corrects (the model names the user by this id).
+            session_id: the session it was said in.
+            timestamp: when it was said (a SUPERSEDE closes the old memory at this time).
+            principal: who is acting (recorded as ``created_by``).
+
+        Returns:
+            An ``AddResult``: the stored message, the memories written, ``operations``, ``usage``, ``note``.
+
+        Raises:
+            InvalidInputError: the cube has no reader (``MemCube.open(path, reader=...)``), or the text is empty.
+        """
         message = {"role": "user", "content": text, "metadata": {"feedback": True}, **({"name": user_id} if user_id else {})}
         return self.add(messages=[message], user_id=user_id,
                         session_id=session_id, timestamp=timestamp, principal=principal, mode="fine")

@@ -77,7 +77,20 @@ class ReaderEngine:
     # -- adding --------------------------------------------------------------------------------
     def add(self, messages: Sequence[Mapping[str, Any]], *, mode: str | None, user_id: str | None, agent_id: str | None,
             session_id: str | None, timestamp: Any, principal: str | None, tags: Sequence[str]) -> AddResult:
-        """Store the raw messages, then read them as ``mode`` says (see the module docstring)."""
+        """Store the raw messages, then read them as ``mode`` says (see the module docstring).
+
+        Args:
+            messages: chat messages, as ``cube.add`` takes them.
+            mode: ``fast``, ``fine``, ``async``, or None for the reader's default.
+            user_id, agent_id, session_id, timestamp, principal, tags: as ``cube.add``.
+
+        Returns:
+            An :class:`AddResult` (a list of the items written).
+
+        Raises:
+            InvalidInputError: an unknown mode, or a reading mode without a reader. Reading failures are not
+                raised: the window stays queued with its error and ``note`` says so.
+        """
         mode = mode or (self.reader.config.mode if self.reader is not None else "fast")
         if mode not in ("fast", "fine", "async"):
             raise InvalidInputError(f"mode must be 'fast', 'fine' or 'async', got {mode!r}")

@@ -30,7 +30,24 @@ def cube_of(store: Any) -> Any:
 
 def remember_in_store(store: Any, namespace: tuple[str, ...], messages: Sequence[Mapping[str, Any]], *, scope: Any,
                       sources: Sequence[str], session_id: str | None, mode: str, feedback: bool = False) -> Any:
-    """Read ``messages`` with the cube's reader and mirror the decision into ``namespace``; returns the AddResult."""
+    """Read ``messages`` with the cube's reader and mirror the decision into ``namespace``.
+
+    Args:
+        store: a ``MemOSStore`` (``store.cube`` has a reader).
+        namespace: the filled namespace the memories are mirrored into (keys are the cube's memory ids).
+        messages: ``{"role", "content"}`` dicts; each gets the acting user's id as its ``name``.
+        scope: who is acting (``resolve_scope``).
+        sources: provenance pointers for the mirrored values.
+        session_id: the session (the run's thread).
+        mode: ``fine`` mirrors the decision; ``async`` only queues it in the cube.
+        feedback: read it as a correction (``cube.feedback``).
+
+    Returns:
+        The cube's ``AddResult``.
+
+    Raises:
+        InvalidInputError: the store has no cube with a reader.
+    """
     cube = cube_of(store)
     if scope.user_id is not None:  # the model names the user by who is acting, as cube.feedback does
         messages = [{"name": scope.user_id, **m} for m in messages]
