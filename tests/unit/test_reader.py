@@ -239,3 +239,42 @@ def test_a_window_of_no_user_never_reconciles_against_a_users_memories(rcube: An
     out = rcube.add(messages=maya("I moved to Porto"))  # no user: must not supersede Maya's memory
     assert [o[0] for o in out.operations] == ["ADD"] and out.usage.calls == 1
     assert facts(rcube, "where does Maya live?") == ["Maya lives in Lisbon"]
+
+
+def test_cube_budget_counts_every_user(tmp_path: Path, embedder: Any) -> None:
+    chat = RuleChat()
+    with MemCube.init_from_dir(tmp_path / "c", embedder=embedder,
+                               reader=LLMReader.from_langchain(chat, cube_token_budget=300)) as cube:
+        first = cube.add(messages=maya("I live in Lisbon"), user_id="maya")
+        assert first.operations  # checked before the call: a window that fits the estimate is read
+        later = cube.add(messages=[{"role": "user", "name": "Bo", "content": "I live in Oslo"}], user_id="bo")
+        assert later.operations == [] and "cube token budget" in later.note
+        assert [j.user_id for j in cube.pending()] == ["bo"]
+
+
+def test_concurrency_limit_holds_across_threads() -> None:
+    import threading
+    import time
+
+    seen = {"active": 0, "peak": 0}
+    lock = threading.Lock()
+
+    class Slow(RuleChat):
+        def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+            with lock:
+                seen["active"] += 1
+                seen["peak"] = max(seen["peak"], seen["active"])
+            time.sleep(0.05)
+            with lock:
+                seen["active"] -= 1
+            return super()._generate(messages, stop, run_manager, **kw)
+
+    reader = LLMReader.from_langchain(Slow(), concurrency=2)
+    calls = [threading.Thread(target=reader.backend.complete, args=([{"role": "system", "content": "You extract"},
+                                                                     {"role": "user", "content": "m1 Maya: hi"}], None, 5))
+             for _ in range(6)]
+    for t in calls:
+        t.start()
+    for t in calls:
+        t.join()
+    assert seen["peak"] == 2
