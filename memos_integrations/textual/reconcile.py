@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SUPERSEDED_BY = "superseded_by"
 DERIVED_FROM = "derived_from"
+SHARES_ENTITY = "shares_entity"
 
 
 @dataclass
@@ -116,9 +117,15 @@ def apply(mem: TextualMemory, changes: Sequence[Change], *, principal: str | Non
                                   metadata={**old.metadata, "op": "DELETE", "reason": c.reason})
                 writes.append((tomb, None))
                 out.operations.append(("DELETE", old.id))
+        by_entity: dict[str, list[str]] = {}
         for item in out.items:
             for src in item.metadata.get("source_items") or []:
                 edges.append(Edge(item.id, src, DERIVED_FROM))
+            for name in item.metadata.get("entities") or []:
+                if isinstance(name, str) and name.strip():
+                    by_entity.setdefault(name.strip().lower(), []).append(item.id)
+        for name, ids in by_entity.items():  # memories of one window about the same entity are linked
+            edges += [Edge(a, b, SHARES_ENTITY, 1.0, {"entity": name}) for a, b in zip(ids, ids[1:]) if a != b]
         for item, vector in writes:
             mem.store.write_items([item], None if vector is None else np.asarray(vector, np.float32)[None, :])
         if edges:

@@ -278,3 +278,18 @@ def test_concurrency_limit_holds_across_threads() -> None:
     for t in calls:
         t.join()
     assert seen["peak"] == 2
+
+
+def test_memories_about_one_entity_are_linked_in_the_graph(tmp_path: Path, embedder: Any) -> None:
+    reply = json.dumps({"memories": [
+        {"type": "fact", "text": "Maya lives in Lisbon", "sources": ["m1"], "entities": ["Maya", "Lisbon"],
+         "relations": [["Maya", "lives_in", "Lisbon"]]},
+        {"type": "preference", "text": "Maya loves green tea", "sources": ["m1"], "entities": ["maya"]}]})
+    with MemCube.init_from_dir(tmp_path / "c", embedder=embedder,
+                               reader=LLMReader.from_langchain(FakeListChatModel(responses=[reply]))) as cube:
+        out = cube.add(messages=maya("I live in Lisbon and I love green tea"), user_id="maya")
+        fact, pref = out[1], out[2]
+        linked = [(e.dst, e.metadata) for e in cube.graph.edges([fact.id], "out", ["shares_entity"])]
+        assert linked == [(pref.id, {"entity": "maya"})]
+        assert fact.metadata["relations"] == [["Maya", "lives_in", "Lisbon"]]
+        assert [n.id for n in cube.neighbors(fact.id, types=["shares_entity"])] == [pref.id]
