@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from .readers.config import ReaderConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -119,7 +121,9 @@ class CubeConfig(_Strict):
         description="a longer query is searched as its last part and its rarest words within this size; "
         "queries have no length limit",
     )
-    reader: Literal["fast"] = "fast"
+    reader: Literal["fast"] | ReaderConfig = Field(
+        "fast", description="fast: no LLM (one item per message); a ReaderConfig: the LLM reader (readers/), key never stored"
+    )
     kv_budget_bytes: int | None = Field(
         None, ge=1, description="activation memory: bytes of KV cache kept in RAM before LRU spill to <cube>/kv"
     )

@@ -21,6 +21,7 @@ whose vectors live on a Chroma server takes no such lock: several processes may 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -106,18 +107,21 @@ class MemCube:
     @classmethod
     def init_from_dir(
         cls, path: str | Path, config: CubeConfig | None = None, *, embedder: Any = None,
-        index: VectorIndex | None = None,
+        index: VectorIndex | None = None, reader: Any = None,
     ) -> MemCube:
-        """Open the cube at ``path``, or create an embedded one there if the directory has none."""
+        """Open the cube at ``path``, or create an embedded one there if the directory has none.
+
+        ``reader`` (an :class:`~memos_integrations.readers.LLMReader`) reads messages into memories.
+        """
         path = Path(path)
         if (path / CUBE_FILE).exists():
-            return cls.open(path, embedder=embedder, index=index)
-        return cls.create(path, config, embedder=embedder, index=index)
+            return cls.open(path, embedder=embedder, index=index, reader=reader)
+        return cls.create(path, config, embedder=embedder, index=index, reader=reader)
 
     @classmethod
     def create(
         cls, path: str | Path, config: CubeConfig | None = None, *, embedder: Any = None,
-        index: VectorIndex | None = None,
+        index: VectorIndex | None = None, reader: Any = None,
     ) -> MemCube:
         path = Path(path)
         if (path / CUBE_FILE).exists():
@@ -126,6 +130,8 @@ class MemCube:
             raise InvalidInputError(f"{path} is a file; give a directory for the cube")
         config = config or CubeConfig()
         _check_backends(config)  # an unknown backend is refused before anything is written
+        if reader is not None and config.reader == "fast":  # cube.json records the reader (never its key)
+            config = config.model_copy(update={"reader": reader.config})
         if config.cube_id is None:
             config = config.model_copy(update={"cube_id": path.resolve().name})
         if config.vector.mode == "http" and config.vector.collection is None:
@@ -137,7 +143,7 @@ class MemCube:
         path.mkdir(parents=True, exist_ok=True)
         hold = _hold(path, config)
         try:
-            return cls._create(path, config, emb, index, hold)
+            return cls._create(path, config, emb, index, hold)._attach_reader(reader)
         except BaseException:
             if hold is not None:
                 hold.release()
@@ -168,7 +174,8 @@ class MemCube:
         return cls(path, config, emb, store, index, hold)
 
     @classmethod
-    def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None) -> MemCube:
+    def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None,
+             reader: Any = None) -> MemCube:
         """Open an existing cube; the embedder must be the one it was built with.
 
         Raises:
@@ -186,7 +193,7 @@ class MemCube:
         _check_backends(config)
         hold = _hold(path, config)  # before anything loads: a refused open costs nothing
         try:
-            return cls._open_held(path, header, config, embedder, index, hold)
+            return cls._open_held(path, header, config, embedder, index, hold)._attach_reader(reader)
         except BaseException:
             if hold is not None:
                 hold.release()
@@ -264,12 +271,19 @@ class MemCube:
         metadata: Mapping[str, Any] | None = None,
         sources: Sequence[str] = (),
         principal: str | None = None,
+        mode: str | None = None,
     ) -> list[MemoryItem]:
         """Add chat ``messages`` (read into one item each) or ``memory`` text(s) (one item each).
 
         A text of up to ``CubeConfig.max_message_chars`` is kept whole; above ``max_text_chars`` it is
         also indexed as parts (``chunk`` items whose ``metadata["part_of"]`` is its id), which are not
         returned here and are deleted with it.
+
+        ``mode`` (messages only; default: the reader's ``mode``, or ``"fast"`` without a reader):
+        ``"fast"`` stores the raw messages only; ``"fine"`` also reads them with the LLM reader before
+        returning; ``"async"`` stores them and queues the reading (:meth:`wait`, :meth:`pending`). With
+        a reader or a mode the result is a :class:`~memos_integrations.readers.AddResult`: still the
+        list of items written, with ``operations``, ``usage`` and ``note``.
         """
         if (messages is None) == (memory is None):
             raise InvalidInputError("pass exactly one of messages=[...] or memory='...'")
@@ -280,6 +294,9 @@ class MemCube:
         for name, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
             if value is not None and not isinstance(value, str):
                 raise InvalidTypeError(f"{name} must be a string, got {type(value).__name__}")
+        if messages is not None and (mode is not None or self._reader is not None):
+            return self.reader_engine.add(messages, mode=mode, user_id=user_id, agent_id=agent_id,
+                                          session_id=session_id, timestamp=timestamp, principal=principal, tags=tags)
         if messages is not None:
             return self.text_mem.add_messages(
                 messages, user_id=user_id, agent_id=agent_id, session_id=session_id, timestamp=timestamp,
@@ -318,13 +335,19 @@ class MemCube:
         filter: MemoryFilter | None = None,
         now: datetime | None = None,
         query_vector: Any = None,
+        as_of: Any = None,
     ) -> list[SearchHit]:
-        """Hybrid search within a scope; see :class:`SearchPlan` for the presets."""
+        """Hybrid search within a scope; see :class:`SearchPlan` for the presets.
+
+        Returns the current truth (memories the reader superseded are left out); ``as_of`` (a time)
+        returns what was true then instead (``valid_from <= as_of < valid_to``).
+        """
         from .textual.read import parse_time_bound, parse_timestamp
 
         flt = filter or MemoryFilter(
             user_id=user_id, agent_id=agent_id, session_id=session_id, kinds=kinds, tags_all=tags,
             metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_time_bound(time_to, upper=True),
+            as_of=parse_timestamp(as_of), current=as_of is None,
         )
         return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector)
 
@@ -371,7 +394,88 @@ class MemCube:
         return self.delete([i.id for i in self.get_all(user_id=user_id, include_archived=True)], principal=principal)
 
     def history(self, item_id: str) -> list[MemoryItem]:
+        """Every version of ``item_id``, oldest first: ``created_by`` says who wrote each one, and a
+        version the reader wrote says why in ``metadata["op"]`` / ``metadata["reason"]`` (a superseded
+        memory's last version names its successor in ``metadata["superseded_by"]``)."""
         return self.text_mem.history(item_id)
+
+    # -- the LLM reader (readers/) -------------------------------------------------------------
+    _reader: Any = None
+
+    def _attach_reader(self, reader: Any) -> MemCube:
+        try:
+            if reader is None and not isinstance(self.config.reader, str) and self.config.reader.provider == "openai":
+                from .errors import ReaderError
+                from .readers.reader import LLMReader
+
+                try:
+                    reader = LLMReader.from_config(self.config.reader)  # the key from the environment, now
+                except ReaderError as exc:  # the cube opens; windows wait in the queue until a reader is given
+                    logging.getLogger(__name__).warning("%s; this cube reads in fast mode until cube.use_reader(...)", exc)
+            if reader is not None or not isinstance(self.config.reader, str):
+                self.use_reader(reader)
+        except BaseException:
+            self._hold, hold = None, self._hold
+            self.close()
+            self._hold = hold  # the caller releases it
+            raise
+        return self
+
+    def use_reader(self, reader: Any) -> None:
+        """Read messages with ``reader`` (an ``LLMReader``) from now on; resumes windows left queued."""
+        self._reader = reader
+        engine = self.__dict__.get("reader_engine")
+        if engine is not None:
+            engine.reader = reader
+            engine.start()
+        else:
+            _ = self.reader_engine  # resumes queued windows
+
+    @property
+    def reader(self) -> Any:
+        return self._reader
+
+    @cached_property
+    def reader_engine(self) -> Any:
+        from .readers.engine import ReaderEngine
+
+        return ReaderEngine(self, self._reader)
+
+    def feedback(self, text: str, *, user_id: str | None = None, session_id: str | None = None, timestamp: Any = None,
+                 principal: str | None = None) -> list[MemoryItem]:
+        """Correct memories in words ("No, I moved to Porto in May"): stored as a message, then read and
+        reconciled (fine mode) against the memories it names.
+
+        Args:
+            text: the correction, in the user's words.
+            user_id: whose memories it corrects (the model names the user by this id).
+            session_id: the session it was said in.
+            timestamp: when it was said (a SUPERSEDE closes the old memory at this time).
+            principal: who is acting (recorded as ``created_by``).
+
+        Returns:
+            An ``AddResult``: the stored message, the memories written, ``operations``, ``usage``, ``note``.
+
+        Raises:
+            InvalidInputError: the cube has no reader (``MemCube.open(path, reader=...)``), or the text is empty.
+        """
+        message = {"role": "user", "content": text, "metadata": {"feedback": True}, **({"name": user_id} if user_id else {})}
+        return self.add(messages=[message], user_id=user_id,
+                        session_id=session_id, timestamp=timestamp, principal=principal, mode="fine")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every queued window is read (True) or ``timeout`` seconds pass (False)."""
+        return bool(self.reader_engine.wait(timeout))
+
+    def pending(self, user_id: str | None = None) -> list[Any]:
+        """Windows not read yet (queued, running, or failed with their ``error``), oldest first."""
+        return list(self.reader_engine.pending(user_id))
+
+    def retry_failed(self) -> int:
+        """Queue failed windows again (after raising a budget, or fixing the endpoint); returns how many."""
+        n = int(self.reader_engine.jobs.retry("read"))
+        self.reader_engine.start()
+        return n
 
     def relate(self, src: str, dst: str, type: str, weight: float = 1.0, **metadata: Any) -> Edge:
         return self.text_mem.relate(src, dst, type, weight, metadata)
@@ -471,6 +575,9 @@ class MemCube:
             return
         self._closed = True
         try:
+            engine = self.__dict__.get("reader_engine")
+            if engine is not None:
+                engine.stop()
             # activation memory holds caches in RAM; spill them so a new process reloads, not recomputes
             act = self.__dict__.get("act_mem")
             if act is not None and hasattr(act, "flush"):

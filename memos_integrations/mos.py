@@ -91,8 +91,10 @@ class MOS:
         chat_model: the default model for :meth:`chat`.
     """
 
-    def __init__(self, home: str | Path, *, user_id: str | None = None, embedder: Any = None, chat_model: Any = None) -> None:
+    def __init__(self, home: str | Path, *, user_id: str | None = None, embedder: Any = None, chat_model: Any = None,
+                 reader: Any = None) -> None:
         self.home = Path(home)
+        self.reader = reader  # an LLMReader for every cube this MOS opens (readers/); None: fast mode
         self.home.mkdir(parents=True, exist_ok=True)
         self.default_user = normalize_id(user_id)
         self.embedder = embedder
@@ -214,7 +216,7 @@ class MOS:
         existing = self._claim(path, name, owner, need="owner")
         if existing is not None:
             return existing
-        cube = MemCube.init_from_dir(path, config, embedder=self.embedder)
+        cube = MemCube.init_from_dir(path, config, embedder=self.embedder, reader=self.reader)
         try:
             return self._insert(cube, name, owner)
         except BaseException:
@@ -240,7 +242,7 @@ class MOS:
         existing = self._claim(path, mem_cube_id, user, need="read")
         if existing is not None:
             return existing
-        cube = cube_or_path if isinstance(cube_or_path, MemCube) else MemCube.open(path, embedder=self.embedder)
+        cube = cube_or_path if isinstance(cube_or_path, MemCube) else MemCube.open(path, embedder=self.embedder, reader=self.reader)
         try:
             cube_id = safe_name(mem_cube_id or cube.cube_id, "cube id")
             self._refuse_taken_id(cube_id, path)
@@ -334,6 +336,12 @@ class MOS:
                 if (cube.path / sub).is_dir():
                     out[slot].append({"cube_id": cube_id, "memories": sorted(p.name for p in (cube.path / sub).iterdir())})
         return out
+
+    def feedback(self, text: str, *, mem_cube_id: str | None = None, user_id: str | int | None = None, **kw: Any) -> list[MemoryItem]:
+        """Correct the user's memories in words (``cube.feedback``): needs write access and a reader."""
+        user = self._user(user_id)
+        cube = self._authorized(mem_cube_id or self._default_cube(user), user, "write", "feedback")
+        return cube.feedback(text, user_id=user, principal=user, **kw)
 
     def get(self, mem_cube_id: str, memory_id: str, *, user_id: str | int | None = None) -> MemoryItem:
         return self._authorized(mem_cube_id, self._user(user_id), "read", "get").get(memory_id)
@@ -447,7 +455,7 @@ class MOS:
                 found = self._registry.cube(cube_id)
                 if found is None:
                     raise CubeNotFoundError(f"no cube {cube_id!r} is registered; register it with MOS.register_mem_cube")
-                self._cubes[cube_id] = MemCube.open(found[0], embedder=self.embedder)
+                self._cubes[cube_id] = MemCube.open(found[0], embedder=self.embedder, reader=self.reader)
             return self._cubes[cube_id]
 
     def _authorized(self, cube_id: str, user: str, need: str, action: str) -> MemCube:

@@ -22,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..items import to_epoch
 from .sql import marks
+from .validity import validity_sql
 
 if TYPE_CHECKING:
     from ..textual.filters import MemoryFilter
@@ -137,6 +139,10 @@ def compile_filter(flt: MemoryFilter, alias: str = "items", dialect: FilterDiale
     if flt.time_to is not None:
         clauses.append(f"COALESCE({a}.event_time, {a}.created_at) <= ?")
         params.append(to_epoch(flt.time_to))
+    if flt.as_of is not None or flt.current:
+        more, values = validity_sql(a, as_of=to_epoch(flt.as_of), now=time.time() if flt.current else None)
+        clauses.extend(more)
+        params.extend(values)
     c = _Compiler(f"{a}.metadata", dialect)
     for key, cond in (flt.metadata or {}).items():
         sql, p = c.boolean(key, cond) if key in BOOLEAN_KEYS else c.leaf(key, cond)

@@ -111,6 +111,10 @@ class MemoryFilter:
     #: items whose ``parent_id`` starts with this string (an index range scan: the faces use it
     #: for hierarchical parents such as LangGraph store namespaces)
     parent_prefix: str | None = None
+    #: bi-temporal truth: only items valid at this time (valid_from <= as_of < valid_to)
+    as_of: datetime | None = None
+    #: only the current truth: items whose valid_to is unset or still ahead (MemCube.search sets it)
+    current: bool = False
 
     def __post_init__(self) -> None:
         self.user_id = _as_list(self.user_id, "user_id")
@@ -124,7 +128,7 @@ class MemoryFilter:
             self.states = None if self.states is None else [Lifecycle(s) for s in _iter(self.states, "states")]
         except ValueError as exc:
             raise InvalidFilterError(f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}") from None
-        for bound in (self.time_from, self.time_to):
+        for bound in (self.time_from, self.time_to, self.as_of):
             if bound is not None and not isinstance(bound, datetime):
                 raise InvalidFilterError(f"time_from / time_to must be datetimes, got {type(bound).__name__}")
             try:
