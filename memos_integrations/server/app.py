@@ -14,7 +14,8 @@ import base64
 import binascii
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -303,14 +304,33 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
 
 
 def _mount_mcp(app: FastAPI, mos: MOS, authenticator: Authenticator) -> None:
-    """Mount the MCP endpoint (helper module ``server.mcp``) at ``/mcp`` if that module is present."""
+    """Mount the MCP endpoint (module ``server.mcp``) at ``/mcp`` if that module is present.
+
+    It shares the REST keys and rate limits: its ``resolve_user(headers)`` is this app's key check. Mounted
+    apps get no ASGI lifespan of their own, so the endpoint's ``lifespan()`` (if it has one) runs inside this app's.
+    """
     import importlib
     import importlib.util
 
     if importlib.util.find_spec(f"{__package__}.mcp") is None:
         return
     mcp_module = importlib.import_module(f"{__package__}.mcp")
-    app.mount("/mcp", mcp_module.mcp_http_app(mos, authenticator.authenticate))
+
+    def resolve_user(headers: Any) -> str:
+        return authenticator.authenticate(headers or {}).user_id
+
+    sub = mcp_module.mcp_http_app(mos, resolve_user)
+    app.mount("/mcp", sub)
+    inner = getattr(sub, "lifespan", None)
+    if callable(inner):
+        outer = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def both(parent: Any) -> AsyncIterator[Any]:
+            async with outer(parent) as state, inner():
+                yield state
+
+        app.router.lifespan_context = both
 
 
 def _encode_cursor(offset: int) -> str:
