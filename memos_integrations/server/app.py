@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import tempfile
+from datetime import datetime
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,7 +82,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     UserQ = Annotated[str | None, Query(min_length=1, max_length=256, description="act as this user (admin keys only)")]
 
     def ok(data: Any, status: int = 200) -> JSONResponse:
-        return JSONResponse(data, status_code=status)
+        return _JSON(data, status_code=status)
 
     # -- memories --------------------------------------------------------------------------------
     @app.post("/v1/memories", status_code=201, response_model=None, tags=["memories"],
@@ -331,6 +332,21 @@ def _mount_mcp(app: FastAPI, mos: MOS, authenticator: Authenticator) -> None:
                 yield state
 
         app.router.lifespan_context = both
+
+
+class _JSON(JSONResponse):
+    """JSON with datetimes as ISO 8601 (audit entries carry them) and any other value as its string."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_plain).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
 
 
 def _encode_cursor(offset: int) -> str:
