@@ -14,9 +14,9 @@ import base64
 import binascii
 import json
 import tempfile
-from datetime import datetime
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,17 +29,9 @@ from ..mos import MOS
 from ..storage.keys import KeyStore
 from . import errors, models
 from .auth import Authenticator, Principal
-from .errors import UnsupportedError
+from .errors import ERRORS, UnsupportedError
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .service import Service, hit_json, item_json
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": models.ErrorOut, "description": text} for code, text in (
-        (401, "no API key, or not an active one"), (403, "the key may not do this"),
-        (404, "no such cube or memory among those you reach"), (409, "a concurrent change; re-read and retry"),
-        (413, "the body is too large"), (422, "invalid input"), (429, "rate limited; see Retry-After"),
-    )
-}
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `memcube keys create`")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, for clients that cannot send Bearer")
@@ -184,7 +176,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         _, view = _item_view(who, cube_id, user_id, "read")
         return ok({"versions": [item_json(v) for v in view.history(item_id)]})
 
-    @app.post("/v1/feedback", response_model=None, tags=["memories"], responses={200: {"model": models.Items}, 501: ERRORS[422], **ERRORS})
+    @app.post("/v1/feedback", response_model=None, tags=["memories"], responses={200: {"model": models.Items}, **ERRORS})
     def feedback(body: models.FeedbackIn, who: Auth) -> JSONResponse:
         """Correct memories in words ("I no longer live in Paris"); needs the memory reader's feedback API."""
         user = service.actor(who, body.user_id)

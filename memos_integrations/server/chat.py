@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..aio import in_thread
 from ..errors import InvalidInputError
 from .auth import Principal
-from .errors import UnsupportedError
+from .errors import ERRORS, UnsupportedError
 from .service import Service
 
 
@@ -84,8 +84,7 @@ def install(app: FastAPI, service: Service, principal: Callable[..., Principal])
     mos = service.mos
 
     @app.post("/v1/chat/completions", response_model=None, tags=["chat"],
-              responses={200: {"model": Completion, "content": {"text/event-stream": {}}},
-                         501: {"description": "no chat model configured"}})
+              responses={200: {"model": Completion, "content": {"text/event-stream": {}}}, **ERRORS})
     async def chat_completions(body: ChatIn, who: Annotated[Principal, Depends(principal)]) -> Any:
         """OpenAI-compatible chat with memory (``stream`` true or false)."""
         user = await in_thread(service.actor, who, body.user)

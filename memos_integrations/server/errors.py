@@ -85,6 +85,21 @@ STATUS: dict[type[BaseException], int] = {
 }
 
 
+def _documented() -> dict[int | str, dict[str, Any]]:
+    from .models import ErrorOut
+
+    return {code: {"model": ErrorOut, "description": text} for code, text in (
+        (401, "no API key, or not an active one"), (403, "the key may not do this"),
+        (404, "no such cube or memory among those you reach"), (409, "a concurrent change, or a taken id; re-read and retry"),
+        (413, "the body is too large"), (422, "invalid input"), (429, "rate limited; see Retry-After"),
+        (501, "not available in this version or configuration"), (503, "a backend is unreachable"),
+    )}
+
+
+#: the error responses every /v1 route documents in the OpenAPI schema
+ERRORS = _documented()
+
+
 def status_of(exc: BaseException) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
@@ -141,6 +156,8 @@ def install(app: FastAPI) -> None:
             err: MemosError = RouteNotFoundError(f"no route {request.url.path}; /openapi.json lists the routes")
         elif exc.status_code == 405:
             err = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}; /openapi.json lists the methods")
+        elif exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, not JSON)
+            err = InvalidInputError("the body could not be read as JSON; send UTF-8 JSON with Content-Type: application/json")
         else:
             err = InvalidInputError(str(exc.detail))
             return JSONResponse(body(type(err).__name__, str(err), request_id(request)), status_code=exc.status_code,

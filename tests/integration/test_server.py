@@ -66,7 +66,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[W
 
 def _routes(app: Any) -> list[tuple[str, str]]:
     """Every (method, path) under /v1 from the OpenAPI schema, path parameters filled with harmless ids."""
-    out = []
+    out: list[tuple[str, str]] = []
     for path, ops in app.openapi()["paths"].items():
         if not path.startswith("/v1"):
             continue
@@ -128,7 +128,7 @@ def test_another_users_key_finds_nothing_of_alices(world: World) -> None:
     # alice's cube and a cube that does not exist: the same answer, word for word but the id
     answers = []
     for cube in ("alice_default", "nosuchcube"):
-        for method, path, body in (
+        calls: tuple[tuple[str, str, Any], ...] = (
             ("GET", f"/v1/memories?cube_id={cube}", None), ("GET", f"/v1/memories/search?q=tea&cube_id={cube}", None),
             ("POST", "/v1/memories/search", {"query": "tea", "cube_id": cube}),
             ("POST", "/v1/memories", {"text": "x", "cube_id": cube}), ("GET", f"/v1/memories/{item}?cube_id={cube}", None),
@@ -136,7 +136,8 @@ def test_another_users_key_finds_nothing_of_alices(world: World) -> None:
             ("POST", "/v1/import", {"rows": [{}], "cube_id": cube}), ("GET", f"/v1/audit?cube_id={cube}", None),
             ("POST", f"/v1/cubes/{cube}/share", {"user_id": "bob", "access": "write"}),
             ("DELETE", f"/v1/cubes/{cube}/share/bob", None),
-        ):
+        )
+        for method, path, body in calls:
             r = c.request(method, path, json=body, headers=bob)
             assert r.status_code == 404, (method, path, r.text)
             answers.append((method, path.replace(cube, "C"), r.json()["error"]["type"],
