@@ -7,8 +7,10 @@ user's default cube as two messages, in one write.
 
 Streaming (``"stream": true``) sends Server-Sent Events in OpenAI's chunk format. ``MOS.chat`` returns
 a whole answer, so the chunks are that answer cut into words: the first arrives when the answer is
-ready, not earlier. The exchange is written after the last answer chunk went out and before ``[DONE]``;
-a client that disconnects mid-stream leaves nothing written (the write is one transaction, never half of it).
+ready, not earlier. The exchange is written after the last answer chunk, if the client is still connected,
+and before ``[DONE]``; a client that disconnects mid-stream leaves nothing written (the write is one
+transaction, never half of it). uvicorn drops what it cannot deliver without telling the app, so the
+stream asks ``request.is_disconnected()`` itself (every 64 chunks, and before the write).
 """
 
 
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,7 +87,7 @@ def install(app: FastAPI, service: Service, principal: Callable[..., Principal])
 
     @app.post("/v1/chat/completions", response_model=None, tags=["chat"],
               responses={200: {"model": Completion, "content": {"text/event-stream": {}}}, **ERRORS})
-    async def chat_completions(body: ChatIn, who: Annotated[Principal, Depends(principal)]) -> Any:
+    async def chat_completions(request: Request, body: ChatIn, who: Annotated[Principal, Depends(principal)]) -> Any:
         """OpenAI-compatible chat with memory (``stream`` true or false)."""
         user = await in_thread(service.actor, who, body.user)
         query = next((_text(m) for m in reversed(body.messages) if m.role == "user"), "").strip()
@@ -121,11 +123,15 @@ def install(app: FastAPI, service: Service, principal: Callable[..., Principal])
 
         async def events() -> AsyncIterator[str]:
             yield chunk({"role": "assistant", "content": ""})
-            for piece in _pieces(answer):
+            for n, piece in enumerate(_pieces(answer), 1):
+                if n % 64 == 0 and await request.is_disconnected():
+                    return
                 yield chunk({"content": piece})
             yield chunk({}, "stop")
-            # reached only when every chunk went out (a disconnect cancels this generator first), and before
-            # [DONE], so a client that saw [DONE] can read the exchange back at once
+            # the server drops what it cannot deliver without telling the generator, so ask: a client that left
+            # before the last chunk went out gets nothing written; one that saw [DONE] can read the exchange back
+            if await request.is_disconnected():
+                return
             await in_thread(remember)
             yield "data: [DONE]\n\n"
 
