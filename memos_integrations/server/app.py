@@ -78,8 +78,10 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
 
     # -- memories --------------------------------------------------------------------------------
     @app.post("/v1/memories", status_code=201, response_model=None, tags=["memories"],
-              responses={201: {"model": models.Items, "links": {"GetMemory": {
-                  "operationId": "get_memory", "parameters": {"item_id": "$response.body#/items/0/id"}}}}, **ERRORS})
+              responses={201: {"model": models.Items, "links": {
+                  name: {"operationId": op, "parameters": {"item_id": "$response.body#/items/0/id"}}
+                  for name, op in (("GetMemory", "get_memory"), ("UpdateMemory", "update_memory"),
+                                   ("DeleteMemory", "delete_memory"), ("MemoryHistory", "memory_history"))}}, **ERRORS})
     def add_memory(body: models.AddIn, who: Auth) -> JSONResponse:
         """Add a memory text, or chat messages (one memory each), to a cube you may write."""
         user = service.actor(who, body.user_id)
@@ -153,7 +155,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         _, view = _item_view(who, cube_id, user_id, "read")
         return ok(item_json(view.get(item_id)))
 
-    @app.patch("/v1/memories/{item_id}", response_model=None, tags=["memories"], responses={200: {"model": models.Item}, **ERRORS})
+    @app.patch("/v1/memories/{item_id}", response_model=None, tags=["memories"], operation_id="update_memory", responses={200: {"model": models.Item}, **ERRORS})
     def update_memory(item_id: str, body: models.PatchIn, who: Auth, cube_id: CubeQ = None, user_id: UserQ = None) -> JSONResponse:
         """Write a new version (``expected_version`` makes it conditional: 409 if another write came first)."""
         user, view = _item_view(who, cube_id, user_id, "write")
@@ -161,7 +163,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         item = view.update(item_id, principal=service.principal_name(who, user), expected_version=body.expected_version, **changes)
         return ok(item_json(item))
 
-    @app.delete("/v1/memories/{item_id}", response_model=None, tags=["memories"], responses={200: {"model": models.Deleted}, **ERRORS})
+    @app.delete("/v1/memories/{item_id}", response_model=None, tags=["memories"], operation_id="delete_memory", responses={200: {"model": models.Deleted}, **ERRORS})
     def delete_memory(item_id: str, who: Auth, cube_id: CubeQ = None, user_id: UserQ = None) -> JSONResponse:
         """Forget a memory (a tombstone: its versions stay in its history)."""
         user, view = _item_view(who, cube_id, user_id, "write")
@@ -170,7 +172,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
             raise ItemNotFoundError(f"no live memory {item_id!r} in this cube (deleted, or never added)")
         return ok({"deleted": n})
 
-    @app.get("/v1/memories/{item_id}/history", response_model=None, tags=["memories"],
+    @app.get("/v1/memories/{item_id}/history", response_model=None, tags=["memories"], operation_id="memory_history",
              responses={200: {"model": models.Versions}, **ERRORS})
     def memory_history(item_id: str, who: Auth, cube_id: CubeQ = None, user_id: UserQ = None) -> JSONResponse:
         _, view = _item_view(who, cube_id, user_id, "read")

@@ -14,6 +14,9 @@ import inspect
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import fields
+from datetime import datetime
+from enum import Enum
 from typing import Any, TypeVar
 
 from ..access import deny, normalize_id
@@ -27,8 +30,20 @@ from .auth import Principal
 T = TypeVar("T")
 
 
+_ITEM_FIELDS = tuple(f.name for f in fields(MemoryItem))
+
+
 def item_json(item: MemoryItem) -> dict[str, Any]:
-    return item.to_dict()
+    """Exactly :meth:`MemoryItem.to_dict`, without ``asdict``'s deep copy (a third of a search's HTTP overhead)."""
+    out: dict[str, Any] = {}
+    for name in _ITEM_FIELDS:
+        value = getattr(item, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Enum):
+            value = value.value
+        out[name] = value  # lists and dicts are only read by the JSON encoder, never changed
+    return out
 
 
 def hit_json(hit: SearchHit) -> dict[str, Any]:
@@ -52,8 +67,10 @@ class Service:
         self.keys = keys
         self._creating: dict[str, threading.Lock] = {}
         self._creating_lock = threading.Lock()
-        add_params = inspect.signature(type(mos).add).parameters
-        self.add_has_mode = "mode" in add_params
+        from ..cube import MemCube
+
+        # the routes write through MOS's cube views, which pass keywords on to MemCube.add
+        self.add_has_mode = "mode" in inspect.signature(MemCube.add).parameters
 
     # -- who acts --------------------------------------------------------------------------------
     def is_admin(self, user: str) -> bool:

@@ -186,13 +186,15 @@ def test_memory_lifecycle_through_the_routes(world: World) -> None:
     assert r.status_code == 200 and r.json()["version"] == 2
     r = c.patch(f"/v1/memories/{iid}", json={"text": "stale", "expected_version": 1}, headers=h)
     assert r.status_code == 409 and r.json()["error"]["type"] == "ConflictError"
+    r = c.patch(f"/v1/memories/{iid}", json={"tags": ["moves"], "metadata": {"topic": "home", "city": "Lyon"}}, headers=h)
+    assert r.status_code == 200 and r.json()["tags"] == ["moves"] and r.json()["metadata"]["city"] == "Lyon"
     hits = c.post("/v1/memories/search", json={"query": "where does Alice live", "metadata": {"topic": "home"}}, headers=h).json()["hits"]
     assert [x["item"]["id"] for x in hits] == [iid]
     assert c.delete(f"/v1/memories/{iid}", headers=h).json() == {"deleted": 1}
     assert c.get(f"/v1/memories/{iid}", headers=h).status_code == 404
     assert c.delete(f"/v1/memories/{iid}", headers=h).status_code == 404
     versions = c.get(f"/v1/memories/{iid}/history", headers=h).json()["versions"]
-    assert [v["state"] for v in versions][-1] == "deleted" and len(versions) == 3
+    assert [v["state"] for v in versions][-1] == "deleted" and len(versions) == 4
     r = c.post("/v1/memories", json={"messages": [{"role": "user", "content": "I adopted a cat."},
                                                   {"role": "assistant", "content": "Congratulations!"}], "session_id": "s2"}, headers=h)
     assert r.status_code == 201 and [i["kind"] for i in r.json()["items"]] == ["message", "message"]
@@ -381,3 +383,11 @@ def test_keys_are_hashed_at_rest_and_managed_by_the_cli(tmp_path: Path, capsys: 
         assert main(["keys", "revoke", "--home", str(home), info.key_id]) == 2  # already revoked: says so
     finally:
         keys.close()
+
+
+def test_item_json_is_exactly_to_dict(world: World) -> None:
+    from memos_integrations.server.service import item_json
+
+    item = world.mos.get("alice_default", world.alice_item, user_id="alice")  # type: ignore[attr-defined]
+    assert item_json(item) == item.to_dict()
+    assert json.loads(world.client.get(f"/v1/memories/{item.id}", headers=world.h("alice")).text) == item.to_dict()
