@@ -158,6 +158,8 @@ def test_acting_as_another_user_is_403_and_audited_unless_admin(world: World) ->
         r = c.request(method, path, json=body, headers=world.h("bob"))
         assert r.status_code == 403 and r.json()["error"]["type"] == "AccessDeniedError", r.text
     assert any(e["action"] == "act_as" and not e["allowed"] and e["principal"] == "bob" for e in world.keys.audit_log(100))
+    r = c.get("/v1/memories?user_id=ghost", headers=world.h("root"))
+    assert r.status_code == 404 and r.json()["error"]["type"] == "UnknownUserError"
     r = c.get("/v1/memories/search?q=tea&user_id=alice", headers=world.h("root"))  # an admin may
     assert r.status_code == 200 and r.json()["hits"][0]["item"]["text"].startswith("Alice's favourite tea")
 

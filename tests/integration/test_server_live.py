@@ -271,3 +271,42 @@ def test_schemathesis_stateful_links(live: Live) -> None:
     Counted.run(settings=settings(max_examples=EXAMPLES, stateful_step_count=5, deadline=None, database=None,
                                   suppress_health_check=list(HealthCheck)))
     assert len(calls) >= EXAMPLES and len(set(calls)) > 3, calls
+
+
+def test_memcube_serve_runs_the_service(tmp_path: Path) -> None:
+    import subprocess
+
+    from memos_integrations.cli import main
+
+    home = tmp_path / "home"
+    root = Path(__file__).resolve().parents[2]
+    assert main(["keys", "create", "--home", str(home), "--user", "alice"]) == 0  # signs alice up, prints a key
+    keys = KeyStore.open(home / "mos.db")
+    try:
+        key, _ = keys.create("alice")  # a second key, read here rather than off the captured output
+    finally:
+        keys.close()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "memos_integrations.cli", "serve", "--home", str(home), "--port", str(port),
+                             "--chat-model", "stand-in"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "memcube serve did not answer in 120 s"
+            time.sleep(0.3)
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(f"{base}/v1/memories", json={"text": "I like genmaicha"}, headers=auth, timeout=60).status_code == 201
+        reply = httpx.post(f"{base}/v1/chat/completions", headers=auth, timeout=60,
+                           json={"model": "m", "messages": [{"role": "user", "content": "which tea?"}]}).json()
+        assert "genmaicha" in reply["choices"][0]["message"]["content"]
+        assert httpx.get(f"{base}/v1/cubes", timeout=10).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
