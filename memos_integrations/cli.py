@@ -9,6 +9,7 @@
     memcube import --from mem0 mem0.json ./my_cube   memcube export --to memos ./my_cube ./memos_dir
     memcube mcp --home ./mos_home --user alice       (MCP over stdio, for desktop clients)
     memcube demo
+    memcube keys create --home ./mos_home --user alice     memcube serve --home ./mos_home --port 8765
 
 Errors print one line (what went wrong and what to do) and exit with status 2.
 """
@@ -176,6 +177,67 @@ def cmd_demo(a: argparse.Namespace) -> None:
     run(Path(a.dir) if a.dir else None)
 
 
+def cmd_keys(a: argparse.Namespace) -> None:
+    from .mos import MOS
+    from .storage.keys import KeyStore
+
+    with MOS(a.home) as mos:
+        keys = KeyStore.open(mos.home / "mos.db")
+        try:
+            if a.keys_command == "create":
+                _ensure_user(mos, a.user)
+                days = a.expires_days
+                token, info = keys.create(a.user, agent_id=a.agent, label=a.label,
+                                          expires_in=days * 86400 if days is not None else None)
+                print(token)
+                print(f"key {info.key_id} for user {info.user_id!r}" + (f", agent {info.agent_id!r}" if info.agent_id else "")
+                      + (f", expires {info.to_dict()['expires_at']}" if info.expires_at else "")
+                      + "; it is shown only now: keep it somewhere safe", file=sys.stderr)
+            elif a.keys_command == "list":
+                for k in keys.list_keys(a.user):
+                    d = k.to_dict()
+                    state = "active" if d["active"] else ("revoked" if d["revoked_at"] else "expired")
+                    print(f"{k.key_id}  {state:<7}  user={k.user_id} agent={k.agent_id or '-'} "
+                          f"created={d['created_at']} expires={d['expires_at'] or '-'} label={k.label or '-'}")
+            elif not keys.revoke(a.key_id):
+                raise InvalidInputError(f"no active key {a.key_id!r}; `memcube keys list --home {a.home}` shows them")
+            else:
+                print(f"revoked {a.key_id}")
+        finally:
+            keys.close()
+
+
+def _ensure_user(mos: Any, user: str) -> None:
+    """Sign ``user`` up as a plain user if MOS does not know them (anyone may sign up a new plain user)."""
+    from .errors import UnknownUserError
+
+    try:
+        mos.list_users(user_id=user)
+    except UnknownUserError:
+        mos.create_user(user)
+        print(f"created user {user!r}", file=sys.stderr)
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from .errors import require
+
+    require("fastapi", "server")
+    from .server import Limits, serve
+
+    model: Any = None
+    if a.chat_model == "stand-in":
+        from .langchain.standin import StandInChatModel
+
+        model = StandInChatModel()
+    elif a.chat_model:
+        require("langchain.chat_models", "langchain")
+        from langchain.chat_models import init_chat_model
+
+        model = init_chat_model(a.chat_model)
+    limits = Limits(rate=a.rate, burst=a.burst, max_body_bytes=a.max_body_bytes, cors_origins=tuple(a.cors_origin))
+    serve(a.home, host=a.host, port=a.port, limits=limits, chat_model=model)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memcube", description="Memory cubes for LLM agents.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -232,6 +294,33 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reembed", action="store_true", help="embed every item again")
     s.add_argument("--graph", action="store_true", help="rebuild the graph projection (neo4j) instead of the vectors")
     s.set_defaults(fn=cmd_reindex)
+    s = sub.add_parser("keys", help="API keys of the memory service (create, list, revoke)")
+    keys = s.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="print a new key once (its user is signed up if new)")
+    k.add_argument("--home", required=True)
+    k.add_argument("--user", required=True)
+    k.add_argument("--agent", help="the one agent the key acts as")
+    k.add_argument("--label")
+    k.add_argument("--expires-days", type=float, help="the key stops working after this many days")
+    k.set_defaults(fn=cmd_keys)
+    k = keys.add_parser("list", help="every key (never the keys themselves)")
+    k.add_argument("--home", required=True)
+    k.add_argument("--user")
+    k.set_defaults(fn=cmd_keys)
+    k = keys.add_parser("revoke", help="stop a key working now")
+    k.add_argument("--home", required=True)
+    k.add_argument("key_id")
+    k.set_defaults(fn=cmd_keys)
+    s = sub.add_parser("serve", help="the memory service: REST and MCP over a MOS home (needs the [server] extra)")
+    s.add_argument("--home", required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--chat-model", help="'stand-in' (offline test model) or an init_chat_model spec, e.g. openai:gpt-4.1")
+    s.add_argument("--rate", type=float, default=50.0, help="requests per second per key (0: no limit)")
+    s.add_argument("--burst", type=int, default=100)
+    s.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    s.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; none by default)")
+    s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")
     s.set_defaults(fn=cmd_demo)

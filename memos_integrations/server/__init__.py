@@ -1,0 +1,40 @@
+"""The memory service: REST (and MCP at ``/mcp``) over MOS, with API keys and limits (the ``[server]`` extra).
+
+    memcube keys create --home ./mos_home --user alice
+    memcube serve --home ./mos_home --host 127.0.0.1 --port 8765
+
+In Python: ``create_app(MOS(home), keys=KeyStore.open(home))`` is an ASGI app for any ASGI server.
+Nothing here is imported by ``import memos_integrations``; importing this package needs fastapi.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import require
+
+require("fastapi", "server")
+
+from ..storage.keys import KeyStore  # noqa: E402
+from .app import create_app  # noqa: E402
+from .auth import Authenticator, Principal, authenticate  # noqa: E402
+from .limits import Limits  # noqa: E402
+
+__all__ = ["Authenticator", "KeyStore", "Limits", "Principal", "authenticate", "create_app", "serve"]
+
+
+def serve(home: str, *, host: str = "127.0.0.1", port: int = 8765, limits: Limits | None = None,
+          chat_model: Any = None, log_level: str = "info") -> None:
+    """Run the service on ``home`` with uvicorn until interrupted (what ``memcube serve`` calls)."""
+    require("uvicorn", "server")
+    import uvicorn
+
+    from ..mos import MOS
+
+    mos = MOS(home, chat_model=chat_model)
+    keys = KeyStore.open(mos.home / "mos.db")
+    try:
+        uvicorn.run(create_app(mos, keys=keys, limits=limits), host=host, port=port, log_level=log_level)
+    finally:
+        keys.close()
+        mos.close()

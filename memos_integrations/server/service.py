@@ -1,0 +1,166 @@
+"""What the routes do, over MOS, for one authenticated principal: the service's logic without HTTP.
+
+Access is MOS's to decide (:meth:`MOS.cube` hands out a view that re-checks on every call and audits
+refusals); this module only maps a principal to the MOS user it acts as, picks the cube a request means,
+and hides what another user has: a cube the caller cannot reach at all answers exactly as a cube that
+does not exist (404 ``CubeNotFoundError``, same message), and an item is only ever looked up in a cube
+the caller reaches, so a foreign item id is "not found" too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+from ..access import deny, normalize_id
+from ..errors import AccessDeniedError, ConflictError, CubeNotFoundError, InvalidInputError
+from ..items import MemoryItem, SearchHit
+from ..mos import MOS, safe_name
+from ..mos_view import CubeView
+from ..storage.keys import KeyStore
+from .auth import Principal
+
+T = TypeVar("T")
+
+
+_ITEM_FIELDS = tuple(f.name for f in fields(MemoryItem))
+
+
+def item_json(item: MemoryItem) -> dict[str, Any]:
+    """Exactly :meth:`MemoryItem.to_dict`, without ``asdict``'s deep copy (a third of a search's HTTP overhead)."""
+    out: dict[str, Any] = {}
+    for name in _ITEM_FIELDS:
+        value = getattr(item, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Enum):
+            value = value.value
+        out[name] = value  # lists and dicts are only read by the JSON encoder, never changed
+    return out
+
+
+def hit_json(hit: SearchHit) -> dict[str, Any]:
+    return {"item": hit.item.to_dict(), "score": float(hit.score), "ranks": dict(hit.ranks)}
+
+
+def default_cube_name(user: str) -> str:
+    """``<user>_default`` when that is a safe cube name, else one derived from a hash of the user id."""
+    name = f"{user}_default"
+    try:
+        return safe_name(name)
+    except InvalidInputError:
+        return "u" + hashlib.sha256(user.encode()).hexdigest()[:16] + "_default"
+
+
+class Service:
+    """The operations behind the routes. Thread-safe as MOS is; FastAPI runs each call in a worker thread."""
+
+    def __init__(self, mos: MOS, keys: KeyStore) -> None:
+        self.mos = mos
+        self.keys = keys
+        self._creating: dict[str, threading.Lock] = {}
+        self._creating_lock = threading.Lock()
+        from ..cube import MemCube
+
+        # the routes write through MOS's cube views, which pass keywords on to MemCube.add
+        self.add_has_mode = "mode" in inspect.signature(MemCube.add).parameters
+
+    # -- who acts --------------------------------------------------------------------------------
+    def is_admin(self, user: str) -> bool:
+        return any(u["user_id"] == user and u["role"] == "admin" for u in self.mos.list_users(user_id=user))
+
+    def actor(self, principal: Principal, asked: str | None) -> str:
+        """The MOS user a request acts as: the key's, or (for an admin's key only) the one it names."""
+        user = principal.user_id
+        wanted = normalize_id(asked) if asked is not None else None
+        if wanted is None or wanted == user:
+            return user
+        if self.is_admin(user):
+            return wanted
+        raise deny(self.keys.audit, "act_as", user, wanted,
+                   "this key acts only as its own user; leave user_id out, or use that user's own key",
+                   {"key_id": principal.key_id})
+
+    def agent(self, principal: Principal, asked: str | None) -> str | None:
+        """The agent a write is filed under: an agent key's own agent, which no body may change."""
+        if principal.agent_id is None:
+            return asked
+        if asked is not None and asked != principal.agent_id:
+            raise deny(self.keys.audit, "act_as_agent", principal.user_id, asked,
+                       "this key belongs to one agent; leave agent_id out, or use the other agent's key",
+                       {"key_id": principal.key_id, "agent_id": principal.agent_id})
+        return principal.agent_id
+
+    # -- which cube ------------------------------------------------------------------------------
+    def view(self, user: str, cube_id: str | None, need: str, *, create: bool = False) -> CubeView | None:
+        """The cube a request means, checked by MOS for ``need``; None when the user has no default cube yet
+        (and ``create`` is False).
+
+        Raises:
+            CubeNotFoundError: ``cube_id`` does not exist or the user cannot reach it (one answer for both).
+            AccessDeniedError: the user reaches the cube, but with less than ``need`` (audited by MOS).
+            InvalidInputError: no ``cube_id`` and the user owns several cubes, none of them the default.
+        """
+        if cube_id is None:
+            cube_id = self.default_cube(user, create=create)
+            if cube_id is None:
+                return None
+        return self.guard(user, cube_id, lambda: self.mos.cube(cube_id, user_id=user, access=need))  # type: ignore[arg-type]
+
+    def guard(self, user: str, cube_id: str, call: Callable[[], T]) -> T:
+        """Run a MOS call on ``cube_id``; a refusal on a cube the user cannot reach at all becomes "not found"."""
+        try:
+            return call()
+        except (AccessDeniedError, CubeNotFoundError) as exc:
+            try:
+                reach = self.mos.access_of(cube_id, user)
+            except CubeNotFoundError:
+                reach = None
+            if reach is None:
+                raise CubeNotFoundError(f"no cube {cube_id!r} that you can reach; GET /v1/cubes lists yours") from None
+            raise exc
+
+    def default_cube(self, user: str, *, create: bool) -> str | None:
+        owned = [c["cube_id"] for c in self.mos.list_cubes(user) if c["access"] == "owner"]
+        name = default_cube_name(user)
+        if name in owned:
+            return name
+        if len(owned) == 1:
+            return owned[0]
+        if owned:
+            raise InvalidInputError(f"you own {len(owned)} cubes and none is {name!r}; name one with cube_id "
+                                    "(GET /v1/cubes lists them)")
+        if not create:
+            return None
+        with self._user_lock(user):  # two first writes at once create one cube, not two
+            owned = [c["cube_id"] for c in self.mos.list_cubes(user) if c["access"] == "owner"]
+            if owned:
+                return owned[0]
+            try:
+                return self.mos.create_cube_for_user(name, owner_id=user, user_id=user)
+            except (AccessDeniedError, InvalidInputError):
+                # the name is another user's cube: take a fresh one rather than tell anyone about it
+                return self.mos.create_cube_for_user(f"{name}_{secrets.token_hex(4)}", owner_id=user, user_id=user)
+
+    def create_cube(self, user: str, cube_id: str) -> dict[str, str]:
+        try:
+            created = self.mos.create_cube_for_user(cube_id, owner_id=user, user_id=user)
+        except AccessDeniedError:
+            raise ConflictError(f"the cube id {cube_id!r} is taken; choose another") from None
+        return {"cube_id": created, "access": "owner"}
+
+    def _user_lock(self, user: str) -> threading.Lock:
+        with self._creating_lock:
+            return self._creating.setdefault(user, threading.Lock())
+
+    # -- memory calls ----------------------------------------------------------------------------
+    def principal_name(self, principal: Principal, user: str) -> str | None:
+        """Who a write is recorded as: an agent key's ``agent:<id>``, else the user."""
+        return f"agent:{principal.agent_id}" if principal.agent_id and user == principal.user_id else None
