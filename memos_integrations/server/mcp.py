@@ -124,7 +124,10 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         metadata: Annotated[dict[str, Any] | None, Field(description="Extra JSON fields to keep with it.")] = None,
     ) -> dict[str, Any]:
         def add(user: str) -> dict[str, Any]:
-            items = mos.add(memory_content=text, mem_cube_id=cube_id, user_id=user, session_id=session_id,
+            from .service import default_cube  # the same default cube the REST routes write to
+
+            target = cube_id or default_cube(mos, user, create=True)
+            items = mos.add(memory_content=text, mem_cube_id=target, user_id=user, session_id=session_id,
                             tags=list(tags or ()), metadata=dict(metadata or {}))
             return {"memories": [_item(i) for i in items]}
 

@@ -59,14 +59,40 @@ def default_cube_name(user: str) -> str:
         return "u" + hashlib.sha256(user.encode()).hexdigest()[:16] + "_default"
 
 
+_FIRST_WRITE = threading.Lock()  # REST and MCP in one process: two first writes make one cube
+
+
+def default_cube(mos: MOS, user: str, *, create: bool) -> str | None:
+    """The cube a write lands in when none is named, for REST and MCP alike: the user's
+    ``<user>_default``, else their only cube; with ``create``, a first write makes ``<user>_default``."""
+    owned = [c["cube_id"] for c in mos.list_cubes(user) if c["access"] == "owner"]
+    name = default_cube_name(user)
+    if name in owned:
+        return name
+    if len(owned) == 1:
+        return owned[0]
+    if owned:
+        raise InvalidInputError(f"you own {len(owned)} cubes and none is {name!r}; name one with cube_id "
+                                "(GET /v1/cubes lists them)")
+    if not create:
+        return None
+    with _FIRST_WRITE:
+        owned = [c["cube_id"] for c in mos.list_cubes(user) if c["access"] == "owner"]
+        if owned:
+            return owned[0]
+        try:
+            return mos.create_cube_for_user(name, owner_id=user, user_id=user)
+        except (AccessDeniedError, InvalidInputError):
+            # the name is another user's cube: take a fresh one rather than tell anyone about it
+            return mos.create_cube_for_user(f"{name}_{secrets.token_hex(4)}", owner_id=user, user_id=user)
+
+
 class Service:
     """The operations behind the routes. Thread-safe as MOS is; FastAPI runs each call in a worker thread."""
 
     def __init__(self, mos: MOS, keys: KeyStore) -> None:
         self.mos = mos
         self.keys = keys
-        self._creating: dict[str, threading.Lock] = {}
-        self._creating_lock = threading.Lock()
         from ..cube import MemCube
 
         # the routes write through MOS's cube views, which pass keywords on to MemCube.add
@@ -128,26 +154,7 @@ class Service:
             raise exc
 
     def default_cube(self, user: str, *, create: bool) -> str | None:
-        owned = [c["cube_id"] for c in self.mos.list_cubes(user) if c["access"] == "owner"]
-        name = default_cube_name(user)
-        if name in owned:
-            return name
-        if len(owned) == 1:
-            return owned[0]
-        if owned:
-            raise InvalidInputError(f"you own {len(owned)} cubes and none is {name!r}; name one with cube_id "
-                                    "(GET /v1/cubes lists them)")
-        if not create:
-            return None
-        with self._user_lock(user):  # two first writes at once create one cube, not two
-            owned = [c["cube_id"] for c in self.mos.list_cubes(user) if c["access"] == "owner"]
-            if owned:
-                return owned[0]
-            try:
-                return self.mos.create_cube_for_user(name, owner_id=user, user_id=user)
-            except (AccessDeniedError, InvalidInputError):
-                # the name is another user's cube: take a fresh one rather than tell anyone about it
-                return self.mos.create_cube_for_user(f"{name}_{secrets.token_hex(4)}", owner_id=user, user_id=user)
+        return default_cube(self.mos, user, create=create)
 
     def create_cube(self, user: str, cube_id: str) -> dict[str, str]:
         try:
@@ -156,9 +163,6 @@ class Service:
             raise ConflictError(f"the cube id {cube_id!r} is taken; choose another") from None
         return {"cube_id": created, "access": "owner"}
 
-    def _user_lock(self, user: str) -> threading.Lock:
-        with self._creating_lock:
-            return self._creating.setdefault(user, threading.Lock())
 
     # -- memory calls ----------------------------------------------------------------------------
     def principal_name(self, principal: Principal, user: str) -> str | None:

@@ -87,7 +87,8 @@ async def _exercise(client: Client, ids: Mapping[str, str]) -> None:
     assert gone.is_error and "ItemNotFoundError" in _text(gone)
 
     feedback = await client.call_tool("give_feedback", {"text": "The tea is sencha now."})
-    assert feedback.is_error and "update_memory" in _text(feedback)  # this MOS has no feedback: a clear tool error
+    # a cube without an LLM reader: a clear tool error that says how to configure one
+    assert feedback.is_error and "needs an LLM reader" in _text(feedback)
 
     cubes = await client.call_tool("list_cubes", {})
     assert cubes.structured_content["cubes"] == [{"cube_id": "notes", "access": "owner"}]
@@ -281,3 +282,20 @@ async def test_feedback_reaches_mos_when_it_has_one(tmp_path: Path, embedder: An
             result = await client.call_tool("give_feedback", {"text": "The tea is sencha now.", "session_id": "s9"})
     assert not result.is_error and result.structured_content["memories"][0]["text"] == "The tea is sencha now."
     assert calls == [{"text": "The tea is sencha now.", "user_id": "alice", "mem_cube_id": None, "session_id": "s9"}]
+
+
+async def test_a_first_mcp_write_lands_in_the_same_default_cube_as_rest(tmp_path: Path, embedder: Any) -> None:
+    """A user with no cube yet: add_memory creates ``<user>_default`` (as the REST routes do), and a
+    second write lands in the same cube instead of failing with "owns 0 cubes"."""
+    from memos_integrations.server.mcp import build_server
+    from memos_integrations.server.service import default_cube_name
+
+    with MOS(tmp_path / "home", embedder=embedder) as mos:
+        mos.create_user("carol")
+        async with Client(build_server(mos, lambda _h: "carol")) as client:
+            first = await client.call_tool("add_memory", {"text": "Carol keeps bees."})
+            second = await client.call_tool("add_memory", {"text": "Carol's hives are on the roof."})
+        assert not first.is_error and not second.is_error
+        assert [c["cube_id"] for c in mos.list_cubes("carol")] == [default_cube_name("carol")]
+        texts = {m.text for m in mos.get_all(user_id="carol")["text_mem"][0]["memories"]}
+        assert texts == {"Carol keeps bees.", "Carol's hives are on the roof."}
