@@ -8,6 +8,9 @@
 - **archive**: items untouched for ``archive_after_days`` become *archived*: kept, versioned, no
   longer searched by default.
 - **freeze**: pinned items never move again (the scheduler skips *frozen*).
+- **organize**: partitions (working memory per session, profile, long-term: promotion and demotion),
+  topic summaries, session episodes and relation links (:mod:`memos_integrations.organize`), as one
+  incremental job that only redoes users whose memories changed.
 
 Every move is a new version and an audit entry, so ``history(id)`` shows why an item changed.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,6 +105,12 @@ class MemScheduler:
 
     def freeze(self, ids: Sequence[str]) -> int:
         return self._move(self.cube.text_mem.get_many(list(ids)), Lifecycle.FROZEN, "pinned")
+
+    def organize(self, user_id: str | None = None, *, reader: Any = None, full: bool = False) -> dict[str, Any]:
+        """The organising job (see :func:`memos_integrations.organize.organize`), with this scheduler's principal."""
+        from .organize import organize
+
+        return organize(self.cube, user_id, reader=reader, full=full, principal=self.principal).as_dict()
 
     def hottest(self, user_id: str | None = None, n: int = 10) -> list[MemoryItem]:
         """The most-used live items (activated and frozen first): what a shared KV prefix should hold."""
