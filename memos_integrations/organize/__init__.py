@@ -83,6 +83,7 @@ class OrganizeReport:
     topics_written: int = 0
     episodes_written: int = 0
     summaries_archived: int = 0
+    summaries_refreshed: int = 0
     stale_marked: int = 0
     promoted: int = 0
     demoted: int = 0
@@ -159,7 +160,8 @@ def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, read
     tree = TreePolicy(policy.cluster_threshold, policy.max_cluster, policy.min_members, policy.summary_sentences,
                       policy.summary_chars)
     counts = build_user_tree(cube, user, members, tree, reader=reader, principal=principal)
-    for name in ("clusters", "topics_written", "episodes_written", "summaries_archived", "stale_marked"):
+    for name in ("clusters", "topics_written", "episodes_written", "summaries_archived", "stale_marked",
+                 "summaries_refreshed"):
         setattr(report, name, getattr(report, name) + counts[name])
     want = wanted_links(members, policy.max_entity_share)
     have = {(e.src, e.type, e.dst): e for e in cube.graph.edges([m.id for m in members], "both", [SAME_ENTITY, CONFLICT])}

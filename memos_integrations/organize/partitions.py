@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..items import Kind, Lifecycle, MemoryItem, to_epoch, utcnow
+from ..storage.organize_state import index_unchanged, write_versions_in_place
 from .links import attributes
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ def apply_moves(cube: MemCube, moves: Sequence[tuple[MemoryItem, dict[str, Any],
     if not moves:
         return {"promoted": 0, "demoted": 0, "superseded": 0}
     written: list[tuple[str, str, str, str]] = []
+    loud: list[MemoryItem] = []
     with cube.store.transaction():
         current = cube.store.get_items([m[0].id for m in moves])
         now = utcnow()
@@ -117,9 +119,14 @@ def apply_moves(cube: MemCube, moves: Sequence[tuple[MemoryItem, dict[str, Any],
                 continue  # changed meanwhile: the next run plans it again
             news.append(cur.evolve(**changes, version=cur.version + 1, updated_at=now))
             written.append((item.id, partition_of(cur), changes["metadata"]["partition"], reason))
-        if news:
-            cube.store.write_items(news, None)
-    index_sync.sync_after_commit(cube.text_mem)
+        quiet = [n for n in news if index_unchanged(current[n.id], n)]
+        if quiet:
+            write_versions_in_place(cube.store, quiet)
+        loud = [n for n in news if not index_unchanged(current[n.id], n)]
+        if loud:
+            cube.store.write_items(loud, None)
+    if loud:
+        index_sync.sync_after_commit(cube.text_mem)
     counts = {"promoted": 0, "demoted": 0, "superseded": 0}
     groups: dict[tuple[str, str, str], list[str]] = {}
     for item_id, src, dst, reason in written:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, to_epoch, utcnow
 from ..storage.graph import BEFORE, SUMMARIZED_BY
+from ..storage.organize_state import index_unchanged, write_versions_in_place
 
 if TYPE_CHECKING:
     from ..cube import MemCube
@@ -146,7 +147,8 @@ def build_user_tree(
 
     ``members`` are the user's live memories in time order. Writes only what differs from the store.
     """
-    counts = {"clusters": 0, "topics_written": 0, "episodes_written": 0, "summaries_archived": 0, "stale_marked": 0}
+    counts = {"clusters": 0, "topics_written": 0, "episodes_written": 0, "summaries_archived": 0, "stale_marked": 0,
+              "summaries_refreshed": 0}
     existing = _existing(cube, user_id)
     # 1. nothing stale stays live while this run works
     stale = stale_summaries(cube.store, [s for s in existing if s.state in LIVE_STATES])
@@ -186,6 +188,12 @@ def build_user_tree(
                                    matrix[[row[g.id] for g in group]], policy, reader, head=head + ": ", session=sid))
     have = {s.id: s for s in existing}
     todo = [(w, v) for w, v in wanted if _differs(have.get(w.id), w)]
+    # same text and members, only the members' versions moved (a partition move): a new version in place
+    quiet = [w for w, _ in todo if _same_content(have.get(w.id), w)]
+    if quiet:
+        _refresh_in_place(cube, quiet)
+        counts["summaries_refreshed"] += len(quiet)
+        todo = [(w, v) for w, v in todo if w.id not in {q.id for q in quiet}]
     for start in range(0, len(todo), batch):
         part = todo[start : start + batch]
         cube.text_mem.add_items([w for w, _ in part], vectors=np.stack([v for _, v in part]),
@@ -261,6 +269,22 @@ def _differs(old: MemoryItem | None, new: MemoryItem) -> bool:
         return True
     return (old.text, old.sources, old.metadata, old.session_id, old.event_time) != (
         new.text, new.sources, new.metadata, new.session_id, new.event_time)
+
+
+def _same_content(old: MemoryItem | None, new: MemoryItem) -> bool:
+    return old is not None and old.state in LIVE_STATES and old.sources == new.sources and \
+        index_unchanged(old, new.evolve(state=old.state))
+
+
+def _refresh_in_place(cube: MemCube, items: Sequence[MemoryItem]) -> None:
+    with cube.store.transaction():
+        current = cube.store.get_items([i.id for i in items])
+        now = utcnow()
+        news = [w.evolve(version=current[w.id].version + 1, created_at=current[w.id].created_at, updated_at=now,
+                         cube_id=current[w.id].cube_id, state=current[w.id].state)
+                for w in items if w.id in current and _same_content(current[w.id], w)]
+        if news:
+            write_versions_in_place(cube.store, news)
 
 
 def _archive(cube: MemCube, items: Sequence[MemoryItem], principal: str, reason: str, *, stale: bool = False) -> None:
