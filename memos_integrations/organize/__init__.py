@@ -11,7 +11,7 @@ It is deterministic and needs no LLM (a ``reader`` with ``summarize(texts) -> st
 summaries instead when given). Every step computes what the user's organisation should be and
 writes only the difference, so running twice changes nothing. A user whose rows did not change
 since their last finished run is skipped (:mod:`memos_integrations.storage.organize_state`); the
-record is written only when the user's run ends, so a run killed half-way (even ``kill -9``) is
+record (with the policy it ran under: another policy redoes the user) is written only when the user's run ends, so a run killed half-way (even ``kill -9``) is
 redone for that user by the next run, which finds the work already written and does the rest.
 
 Example:
@@ -107,7 +107,7 @@ def organize(
         cube: the cube to organise.
         user_id: only this user's memories (default: every user, items without a user as one more).
         reader: optional; its ``summarize(texts) -> str`` writes the summaries (else extractive).
-        full: redo every user, changed or not (the result is the same; use after a policy change).
+        full: redo every user, changed or not (a user is redone anyway when ``policy`` changed).
         policy: capacities and thresholds (:class:`OrganizePolicy`).
         principal: who the versions and audit entries name.
 
@@ -119,13 +119,16 @@ def organize(
     report = OrganizeReport()
     prints = user_fingerprints(cube.store, user_id, one=user_id is not None)
     done = cube.store.kv_get(PROGRESS, [_key(u) for u in prints])
+    shape = policy.model_dump(mode="json")
     for user in sorted(prints, key=lambda u: (u is not None, u or "")):
-        if not full and done.get(_key(user), {}).get("fingerprint") == list(prints[user]):
+        last = done.get(_key(user), {})
+        if not full and last.get("fingerprint") == list(prints[user]) and last.get("policy") == shape:
             report.users_skipped += 1
             continue
         _organize_user(cube, user, policy, reader, principal, report)
         after = user_fingerprints(cube.store, user, one=True).get(user)
-        cube.store.kv_put(PROGRESS, {_key(user): {"fingerprint": list(after or ()), "at": utcnow().isoformat()}})
+        cube.store.kv_put(PROGRESS, {_key(user): {
+            "fingerprint": list(after or ()), "policy": shape, "at": utcnow().isoformat()}})
         report.users += 1
     report.seconds = time.perf_counter() - started
     if report.users:
