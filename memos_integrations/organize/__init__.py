@@ -7,8 +7,10 @@
 2. **the tree** (:mod:`.tree`): topic summaries over clusters, one episode per session;
 3. **links** (:mod:`.links`): same_entity and conflict edges.
 
-It is deterministic and needs no LLM (a ``reader`` with ``summarize(texts) -> str`` writes the
-summaries instead when given). Every step computes what the user's organisation should be and
+It is deterministic and needs no LLM. A ``reader`` (optional, duck-typed) may offer
+``summarize(texts) -> str`` (it then writes the summaries) and ``resolve_conflict(newer, older) ->
+bool`` (True: the older memory is superseded, i.e. archived with ``superseded_by``; the conflict
+link says ``resolved``); without one, summaries are extractive and conflicts stay ``flagged``. Every step computes what the user's organisation should be and
 writes only the difference, so running twice changes nothing. A user whose rows did not change
 since their last finished run is skipped (:mod:`memos_integrations.storage.organize_state`); the
 record (with the policy it ran under: another policy redoes the user) is written only when the user's run ends, so a run killed half-way (even ``kill -9``) is
@@ -159,6 +161,13 @@ def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, read
     if moves:
         members = _members(cube, user, policy.max_members)  # new versions, superseded profile entries gone
     members.sort(key=lambda m: (m.created_at, m.id))
+    linked = [m.id for m in members]
+    want = wanted_links(members, policy.max_entity_share)
+    resolve = getattr(reader, "resolve_conflict", None)
+    if callable(resolve):  # before the tree: a superseded memory is no member of a summary
+        gone = _resolve_conflicts(cube, members, want, resolve, principal)
+        report.superseded += len(gone)
+        members = [m for m in members if m.id not in gone]
     report.items += len(members)
     tree = TreePolicy(policy.cluster_threshold, policy.max_cluster, policy.min_members, policy.summary_sentences,
                       policy.summary_chars)
@@ -166,9 +175,31 @@ def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, read
     for name in ("clusters", "topics_written", "episodes_written", "summaries_archived", "stale_marked",
                  "summaries_refreshed"):
         setattr(report, name, getattr(report, name) + counts[name])
-    want = wanted_links(members, policy.max_entity_share)
-    have = {(e.src, e.type, e.dst): e for e in cube.graph.edges([m.id for m in members], "both", [SAME_ENTITY, CONFLICT])}
+    # a resolved conflict stays as the record of why its older memory was archived
+    have = {(e.src, e.type, e.dst): e for e in cube.graph.edges(linked, "both", [SAME_ENTITY, CONFLICT])
+            if e.metadata.get("status") != "resolved"}
     added, removed = sync_edges(cube, want, have)
     report.links_added += added
     report.links_removed += removed
     report.conflicts += sum(1 for k in want if k[1] == CONFLICT)
+
+
+def _resolve_conflicts(cube: MemCube, members: list[MemoryItem], want: dict[tuple[str, str, str], Any],
+                       resolve: Any, principal: str) -> set[str]:
+    """Ask the reader about each flagged conflict (``resolve_conflict(newer, older) -> bool``): True
+    supersedes the older memory (archived, ``superseded_by`` the newer, a new version: never lost)
+    and marks the link ``resolved``; False keeps both and the link ``flagged``."""
+    by_id = {m.id: m for m in members}
+    superseded: set[str] = set()
+    for key, edge in sorted(want.items()):
+        if key[1] != CONFLICT or edge.metadata.get("status") != "flagged":
+            continue
+        newer, older = by_id.get(edge.src), by_id.get(edge.dst)
+        if newer is None or older is None or older.id in superseded or not resolve(newer, older):
+            continue
+        cube.update(older.id, state=Lifecycle.ARCHIVED, principal=principal,
+                    metadata={**older.metadata, "superseded_by": newer.id, "superseded_because": "conflict"})
+        cube.audit("supersede", principal, cube.cube_id, {"id": older.id, "by": newer.id, "reason": "conflict"})
+        want[key] = type(edge)(edge.src, edge.dst, edge.type, edge.weight, {**edge.metadata, "status": "resolved"})
+        superseded.add(older.id)
+    return superseded

@@ -259,3 +259,29 @@ def test_cube_scheduler_and_cli_entry_points(cube, tmp_path, capsys):
     assert cli_main(["organize", str(path), "--user", "maya", "--full"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["users"] == 1 and out["topics_written"] == 0
+
+
+class RuleReader:
+    """A reader that follows fixed rules (what an LLM reader answers, without the LLM): the organiser's
+    contract with a reader is these two methods."""
+
+    def summarize(self, texts: list[str]) -> str:
+        return f"{len(texts)} memories, first: {texts[0]}"
+
+    def resolve_conflict(self, newer: Any, older: Any) -> bool:
+        return True                                                       # the newer statement wins
+
+
+def test_a_reader_writes_summaries_and_resolves_conflicts(cube):
+    items = add_topics(cube)
+    old, new = cube.add(memory=["Maya's car is a red Fiat.", "Maya's car is a blue Volvo."], user_id="maya")
+    report = organize(cube, reader=RuleReader())
+    topic = next(s for s in summaries(cube, "maya", "topic") if items[0].id in s.sources)
+    assert topic.text == f"3 memories, first: {DOGS[0]}"
+    assert report.superseded == 1 and cube.history(old.id)[-1].state == Lifecycle.ARCHIVED
+    assert cube.history(old.id)[-1].metadata["superseded_by"] == new.id
+    assert [e.metadata["status"] for e in cube.graph.edges([new.id], "out", [CONFLICT])] == ["resolved"]
+    assert all(old.id not in s.sources for s in summaries(cube, "maya"))  # superseded before the tree was built
+    again = organize(cube, reader=RuleReader(), full=True)
+    assert again.links_removed == 0 and again.superseded == 0
+    assert [e.metadata["status"] for e in cube.graph.edges([new.id], "out", [CONFLICT])] == ["resolved"]
