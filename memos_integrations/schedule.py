@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .cube import MemCube
-from .items import Edge, Lifecycle, MemoryItem, to_epoch, utcnow
+from .items import Edge, Kind, Lifecycle, MemoryItem, to_epoch, utcnow
 
 #: the states the scheduler moves on its own (archived, merged and frozen items stay put)
 _MOVABLE = (Lifecycle.GENERATED, Lifecycle.ACTIVATED)
@@ -84,9 +84,10 @@ class MemScheduler:
             items = self.cube.store.get_by_rid(found)
             sims = matrix @ matrix.T
             np.fill_diagonal(sims, -1.0)
-            done: set[int] = set()
             # newest first: the survivor of a duplicate group is the most recent statement
             order = sorted(range(len(found)), key=lambda i: -to_epoch(items[found[i]].updated_at))  # type: ignore[arg-type, operator]
+            # summaries are the organiser's (rebuilt from their members): never merged, never merged into
+            done: set[int] = {i for i in range(len(found)) if items[found[i]].kind == Kind.SUMMARY}
             for i in order:
                 if i in done:
                     continue

@@ -285,3 +285,11 @@ def test_a_reader_writes_summaries_and_resolves_conflicts(cube):
     again = organize(cube, reader=RuleReader(), full=True)
     assert again.links_removed == 0 and again.superseded == 0
     assert [e.metadata["status"] for e in cube.graph.edges([new.id], "out", [CONFLICT])] == ["resolved"]
+
+
+def test_the_scheduler_never_merges_the_organisers_summaries(cube):
+    cube.add(memory=BREAD, user_id="maya", session_id="s1")              # one topic == the session: same vector
+    organize(cube)
+    assert len(summaries(cube, "maya")) == 2
+    assert MemScheduler(cube).merge() == {"merged": 0, "groups": 0}
+    assert organize(cube).users_skipped == 1
