@@ -11,6 +11,7 @@ import sys
 
 BENCHES = [
     ("core: LoCoMo retrieval quality, ingest, latency", ["-m", "benchmarks.bench_retrieval"]),
+    ("core: organising cost (partitions, tree, links)", ["-m", "benchmarks.bench_organize"]),
     ("core: 100k items", ["-m", "benchmarks.bench_scale"]),
     ("core: what the trust guarantees cost", ["-m", "benchmarks.bench_guarantees"]),
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),

@@ -6,6 +6,7 @@
     memcube show ./my_cube <id>          memcube history ./my_cube <id>
     memcube export ./my_cube out.jsonl   memcube import ./other_cube out.jsonl
     memcube stats ./my_cube              memcube reindex ./my_cube [--reembed | --graph]
+    memcube organize ./my_cube [--user caroline] [--full]   (partitions, summaries, episodes, links)
     memcube import --from mem0 mem0.json ./my_cube   memcube export --to memos ./my_cube ./memos_dir
     memcube mcp --home ./mos_home --user alice       (MCP over stdio, for desktop clients)
     memcube demo
@@ -171,6 +172,14 @@ def cmd_reindex(a: argparse.Namespace) -> None:
     print(f"rebuilt the vector index from SQLite: {n} items")
 
 
+def cmd_organize(a: argparse.Namespace) -> None:
+    from .cube import MemCube
+
+    with MemCube.open(a.cube) as cube:
+        report = cube.organize(a.user, full=a.full)
+    print(json.dumps(report.as_dict(), indent=2))
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run
 
@@ -321,6 +330,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-bytes", type=int, default=1 << 20)
     s.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; none by default)")
     s.set_defaults(fn=cmd_serve)
+    s = sub.add_parser("organize", help="partitions, topic summaries, session episodes and links (incremental)")
+    s.add_argument("cube")
+    s.add_argument("--user", help="only this user's memories")
+    s.add_argument("--full", action="store_true", help="redo every user, changed or not")
+    s.set_defaults(fn=cmd_organize)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")
     s.set_defaults(fn=cmd_demo)

@@ -510,6 +510,13 @@ class MemCube:
             "vector_backend": self.config.vector.mode,
         }
 
+    def organize(self, user_id: str | None = None, *, reader: Any = None, full: bool = False, **kw: Any) -> Any:
+        """Partitions, topic summaries, session episodes and relation links, incrementally; returns an
+        ``OrganizeReport``. See :func:`memos_integrations.organize.organize`."""
+        from .organize import organize
+
+        return organize(self, user_id, reader=reader, full=full, **kw)
+
     def reindex(self, reembed: bool = False) -> int:
         return self.text_mem.reindex(reembed)
 

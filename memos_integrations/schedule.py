@@ -8,6 +8,9 @@
 - **archive**: items untouched for ``archive_after_days`` become *archived*: kept, versioned, no
   longer searched by default.
 - **freeze**: pinned items never move again (the scheduler skips *frozen*).
+- **organize**: partitions (working memory per session, profile, long-term: promotion and demotion),
+  topic summaries, session episodes and relation links (:mod:`memos_integrations.organize`), as one
+  incremental job that only redoes users whose memories changed.
 
 Every move is a new version and an audit entry, so ``history(id)`` shows why an item changed.
 
@@ -24,12 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .cube import MemCube
-from .items import Edge, Lifecycle, MemoryItem, to_epoch, utcnow
+from .items import Edge, Kind, Lifecycle, MemoryItem, to_epoch, utcnow
 
 #: the states the scheduler moves on its own (archived, merged and frozen items stay put)
 _MOVABLE = (Lifecycle.GENERATED, Lifecycle.ACTIVATED)
@@ -80,9 +84,10 @@ class MemScheduler:
             items = self.cube.store.get_by_rid(found)
             sims = matrix @ matrix.T
             np.fill_diagonal(sims, -1.0)
-            done: set[int] = set()
             # newest first: the survivor of a duplicate group is the most recent statement
             order = sorted(range(len(found)), key=lambda i: -to_epoch(items[found[i]].updated_at))  # type: ignore[arg-type, operator]
+            # summaries are the organiser's (rebuilt from their members): never merged, never merged into
+            done: set[int] = {i for i in range(len(found)) if items[found[i]].kind == Kind.SUMMARY}
             for i in order:
                 if i in done:
                     continue
@@ -101,6 +106,12 @@ class MemScheduler:
 
     def freeze(self, ids: Sequence[str]) -> int:
         return self._move(self.cube.text_mem.get_many(list(ids)), Lifecycle.FROZEN, "pinned")
+
+    def organize(self, user_id: str | None = None, *, reader: Any = None, full: bool = False) -> dict[str, Any]:
+        """The organising job (see :func:`memos_integrations.organize.organize`), with this scheduler's principal."""
+        from .organize import organize
+
+        return organize(self.cube, user_id, reader=reader, full=full, principal=self.principal).as_dict()
 
     def hottest(self, user_id: str | None = None, n: int = 10) -> list[MemoryItem]:
         """The most-used live items (activated and frozen first): what a shared KV prefix should hold."""

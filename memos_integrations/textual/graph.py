@@ -5,6 +5,16 @@ constants, ``GraphStore``, ``SQLiteGraph``) working."""
 from __future__ import annotations
 
 from ..storage.base import CypherUnsupportedError, GraphStore
-from ..storage.graph import DERIVED_FROM, NEXT, PARENT, EmbeddedGraph, SQLiteGraph
+from ..storage.graph import (
+    BEFORE,
+    CONFLICT,
+    DERIVED_FROM,
+    NEXT,
+    PARENT,
+    SAME_ENTITY,
+    SUMMARIZED_BY,
+    EmbeddedGraph,
+    SQLiteGraph,
+)
 
-__all__ = ["DERIVED_FROM", "NEXT", "PARENT", "CypherUnsupportedError", "EmbeddedGraph", "GraphStore", "SQLiteGraph"]
+__all__ = ["BEFORE", "CONFLICT", "DERIVED_FROM", "NEXT", "PARENT", "SAME_ENTITY", "SUMMARIZED_BY", "CypherUnsupportedError", "EmbeddedGraph", "GraphStore", "SQLiteGraph"]

@@ -1,0 +1,205 @@
+"""Organised memory: partitions, the tree of summaries and episodes, relation links.
+
+:func:`organize` is one incremental pass over a cube (``cube.organize()``, ``memcube organize``,
+``MemScheduler.organize()``), per user, in three steps:
+
+1. **partitions** (:mod:`.partitions`): working memory per session, profile, long-term;
+2. **the tree** (:mod:`.tree`): topic summaries over clusters, one episode per session;
+3. **links** (:mod:`.links`): same_entity and conflict edges.
+
+It is deterministic and needs no LLM. A ``reader`` (optional, duck-typed) may offer
+``summarize(texts) -> str`` (it then writes the summaries) and ``resolve_conflict(newer, older) ->
+bool`` (True: the older memory is superseded, i.e. archived with ``superseded_by``; the conflict
+link says ``resolved``); without one, summaries are extractive and conflicts stay ``flagged``. Every step computes what the user's organisation should be and
+writes only the difference, so running twice changes nothing. A user whose rows did not change
+since their last finished run is skipped (:mod:`memos_integrations.storage.organize_state`); the
+record (with the policy it ran under: another policy redoes the user) is written only when the user's run ends, so a run killed half-way (even ``kill -9``) is
+redone for that user by the next run, which finds the work already written and does the rest.
+
+Example:
+    >>> import tempfile
+    >>> from memos_integrations import MemCube
+    >>> cube = MemCube.init_from_dir(tempfile.mkdtemp())
+    >>> _ = cube.add(memory=["Maya's dog is a beagle called Pixel.", "Maya walks Pixel every morning."], user_id="maya")
+    >>> report = organize(cube)
+    >>> report.users, report.topics_written
+    (1, 1)
+    >>> organize(cube).users_skipped
+    1
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..items import Kind, Lifecycle, MemoryItem, utcnow
+from ..storage.graph import CONFLICT, SAME_ENTITY
+from ..storage.organize_state import user_fingerprints
+from .links import wanted_links
+from .partitions import LONG_TERM, PARTITIONS, PROFILE, WORKING, apply_moves, partition_of, plan_moves, set_profile
+from .tree import EPISODE, TOPIC, TreePolicy, build_user_tree, stale_summaries, sync_edges
+
+if TYPE_CHECKING:
+    from ..cube import MemCube
+
+__all__ = [
+    "EPISODE", "LONG_TERM", "PARTITIONS", "PROFILE", "TOPIC", "WORKING", "OrganizePolicy", "OrganizeReport",
+    "organize", "partition_of", "set_profile", "stale_summaries",
+]
+
+#: the kv collection holding each user's last finished run
+PROGRESS = "organize"
+#: the states whose items are organised (members of clusters and episodes, linked)
+MEMBER_STATES = (Lifecycle.GENERATED, Lifecycle.ACTIVATED, Lifecycle.FROZEN)
+_MEMBER_KINDS = tuple(k for k in Kind if k not in (Kind.SUMMARY, Kind.CHUNK))
+
+
+class OrganizePolicy(BaseModel):
+    """How the organiser shapes a cube; the defaults were chosen on the LoCoMo dev split only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    working_capacity: int = Field(20, ge=1, description="items in one session's working memory")
+    active_sessions: int = Field(4, ge=0, description="a user's most recent sessions that keep a working memory")
+    cluster_threshold: float = Field(0.5, gt=0, le=1, description="cosine to a cluster's leader to join it")
+    max_cluster: int = Field(40, ge=2, description="members of one topic cluster at most")
+    min_members: int = Field(2, ge=2, description="members a cluster needs for a topic summary")
+    summary_sentences: int = Field(3, ge=1, description="member sentences an extractive summary quotes")
+    summary_chars: int = Field(480, ge=80, description="characters of a summary at most")
+    max_entity_share: float = Field(0.2, gt=0, le=1, description="an entity in more of a large user's memories links nothing")
+    max_members: int = Field(200_000, ge=1, description="memories of one user organised at most (oldest first)")
+
+
+@dataclass
+class OrganizeReport:
+    """What one :func:`organize` pass did (counts are summed over users)."""
+
+    users: int = 0
+    users_skipped: int = 0
+    items: int = 0
+    clusters: int = 0
+    topics_written: int = 0
+    episodes_written: int = 0
+    summaries_archived: int = 0
+    summaries_refreshed: int = 0
+    stale_marked: int = 0
+    promoted: int = 0
+    demoted: int = 0
+    superseded: int = 0
+    links_added: int = 0
+    links_removed: int = 0
+    conflicts: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def organize(
+    cube: MemCube, user_id: str | None = None, *, reader: Any = None, full: bool = False,
+    policy: OrganizePolicy | None = None, principal: str = "organizer",
+) -> OrganizeReport:
+    """One organising pass over ``cube`` (every user, or only ``user_id``); see the module doc.
+
+    Args:
+        cube: the cube to organise.
+        user_id: only this user's memories (default: every user, items without a user as one more).
+        reader: optional; its ``summarize(texts) -> str`` writes the summaries (else extractive).
+        full: redo every user, changed or not (a user is redone anyway when ``policy`` changed).
+        policy: capacities and thresholds (:class:`OrganizePolicy`).
+        principal: who the versions and audit entries name.
+
+    Returns:
+        An :class:`OrganizeReport`.
+    """
+    policy = policy or OrganizePolicy()
+    started = time.perf_counter()
+    report = OrganizeReport()
+    prints = user_fingerprints(cube.store, user_id, one=user_id is not None)
+    done = cube.store.kv_get(PROGRESS, [_key(u) for u in prints])
+    shape = policy.model_dump(mode="json")
+    for user in sorted(prints, key=lambda u: (u is not None, u or "")):
+        last = done.get(_key(user), {})
+        if not full and last.get("fingerprint") == list(prints[user]) and last.get("policy") == shape:
+            report.users_skipped += 1
+            continue
+        _organize_user(cube, user, policy, reader, principal, report)
+        after = user_fingerprints(cube.store, user, one=True).get(user)
+        cube.store.kv_put(PROGRESS, {_key(user): {
+            "fingerprint": list(after or ()), "policy": shape, "at": utcnow().isoformat()}})
+        report.users += 1
+    report.seconds = time.perf_counter() - started
+    if report.users:
+        cube.audit("organize", principal, cube.cube_id, {k: v for k, v in report.as_dict().items() if v})
+    return report
+
+
+def _key(user: str | None) -> str:
+    return "user:" if user is None else f"user:={user}"
+
+
+def _members(cube: MemCube, user: str | None, limit: int) -> list[MemoryItem]:
+    rids = cube.store.rids_of_user(user, MEMBER_STATES, limit)
+    rows = cube.store.get_by_rid(rids)
+    return [rows[r] for r in rids if r in rows and rows[r].kind in _MEMBER_KINDS]
+
+
+def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, reader: Any, principal: str,
+                   report: OrganizeReport) -> None:
+    members = _members(cube, user, policy.max_members)
+    movable = [m for m in members if m.state != Lifecycle.FROZEN]
+    usage = cube.store.usage([m.id for m in movable]) if movable else {}
+    moves = plan_moves(movable, usage, capacity=policy.working_capacity, active_sessions=policy.active_sessions)
+    counts = apply_moves(cube, moves, principal)
+    report.promoted += counts["promoted"]
+    report.demoted += counts["demoted"]
+    report.superseded += counts["superseded"]
+    if moves:
+        members = _members(cube, user, policy.max_members)  # new versions, superseded profile entries gone
+    members.sort(key=lambda m: (m.created_at, m.id))
+    linked = [m.id for m in members]
+    want = wanted_links(members, policy.max_entity_share)
+    resolve = getattr(reader, "resolve_conflict", None)
+    if callable(resolve):  # before the tree: a superseded memory is no member of a summary
+        gone = _resolve_conflicts(cube, members, want, resolve, principal)
+        report.superseded += len(gone)
+        members = [m for m in members if m.id not in gone]
+    report.items += len(members)
+    tree = TreePolicy(policy.cluster_threshold, policy.max_cluster, policy.min_members, policy.summary_sentences,
+                      policy.summary_chars)
+    counts = build_user_tree(cube, user, members, tree, reader=reader, principal=principal)
+    for name in ("clusters", "topics_written", "episodes_written", "summaries_archived", "stale_marked",
+                 "summaries_refreshed"):
+        setattr(report, name, getattr(report, name) + counts[name])
+    # a resolved conflict stays as the record of why its older memory was archived
+    have = {(e.src, e.type, e.dst): e for e in cube.graph.edges(linked, "both", [SAME_ENTITY, CONFLICT])
+            if e.metadata.get("status") != "resolved"}
+    added, removed = sync_edges(cube, want, have)
+    report.links_added += added
+    report.links_removed += removed
+    report.conflicts += sum(1 for k in want if k[1] == CONFLICT)
+
+
+def _resolve_conflicts(cube: MemCube, members: list[MemoryItem], want: dict[tuple[str, str, str], Any],
+                       resolve: Any, principal: str) -> set[str]:
+    """Ask the reader about each flagged conflict (``resolve_conflict(newer, older) -> bool``): True
+    supersedes the older memory (archived, ``superseded_by`` the newer, a new version: never lost)
+    and marks the link ``resolved``; False keeps both and the link ``flagged``."""
+    by_id = {m.id: m for m in members}
+    superseded: set[str] = set()
+    for key, edge in sorted(want.items()):
+        if key[1] != CONFLICT or edge.metadata.get("status") != "flagged":
+            continue
+        newer, older = by_id.get(edge.src), by_id.get(edge.dst)
+        if newer is None or older is None or older.id in superseded or not resolve(newer, older):
+            continue
+        cube.update(older.id, state=Lifecycle.ARCHIVED, principal=principal,
+                    metadata={**older.metadata, "superseded_by": newer.id, "superseded_because": "conflict"})
+        cube.audit("supersede", principal, cube.cube_id, {"id": older.id, "by": newer.id, "reason": "conflict"})
+        want[key] = type(edge)(edge.src, edge.dst, edge.type, edge.weight, {**edge.metadata, "status": "resolved"})
+        superseded.add(older.id)
+    return superseded

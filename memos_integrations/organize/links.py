@@ -1,0 +1,127 @@
+"""Relation links between a user's memories, extractive and deterministic: same entity, conflict.
+
+- **Entities** are capitalised names (``Maya``, ``New York``, ``LGBTQ``): a capitalised word run
+  that is not at the start of a sentence, or one at the start that the same user's memories also
+  name mid-sentence. Common sentence openers (``I``, ``The``, weekdays...) are never entities.
+- **same_entity**: each memory naming an entity links to the previous memory (in time order)
+  naming it: a chain per entity, so ``n`` mentions cost ``n - 1`` edges and a two-hop walk still
+  reaches the neighbours. An entity named in more than ``max_entity_share`` of a large user's
+  memories (the user's own name in a chat) links nothing: it relates everything, so nothing.
+- **conflict**: two memories stating the same attribute of the same entity (``Maya's dog is a
+  beagle`` / ``Maya's dog is a poodle``; ``X lives in Y``, ``X works at Y``, ``X is from Y``) with
+  different values. The newer links to the older one it contradicts, flagged
+  (``status: "flagged"``) unless a reader resolves it.
+
+The organiser computes the whole wanted edge set of a user (cheap: regular expressions over the
+texts) and writes only the difference with what is stored, so a rerun writes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..items import Edge, MemoryItem
+from ..storage.graph import CONFLICT, SAME_ENTITY
+
+_NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|the\s+)?[A-Z][\w'’-]*)*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“]\s*|\n\s*)$")
+_STOP = frozenset(
+    """I I'm I've I'll I'd Im Ive The A An This That These Those It It's Its He She We They You Your My Our Their
+    His Her Hers Yes No Oh Ok Okay Hey Hi Hello Wow Thanks Thank Sure Well So But And Or If When What Why How Where
+    Who Which There Here Also Just Not Do Does Did Have Has Had Be Is Are Was Were Will Would Can Could Should Let
+    Maybe Great Good Nice Cool Awesome Love Sounds Really That's What's It’s I’m I’ve That’s Definitely Totally
+    Absolutely Glad Congrats Congratulations Haha Lol Yeah Yep Nope Hmm Sorry Please Thats Anyway Plus Even Still
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday Today Tomorrow Yesterday Last Next After Before
+    Since Until During Once Then Now Lately Recently Speaking Actually Honestly Anyways Right Absolutely""".split())
+_VALUE = r"(?P<val>[^.,;!?\n]{1,60})"
+_ENT = r"(?P<ent>[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)?)"
+_ATTRIBUTES = (
+    re.compile(_ENT + r"['’]s\s+(?P<attr>(?:favou?rite\s+)?[a-z]+(?:\s+[a-z]+)?)\s+(?:is|was)\s+" + _VALUE),
+    re.compile(r"[Tt]he\s+(?P<attr>(?:favou?rite\s+)?[a-z]+)\s+of\s+" + _ENT + r"\s+(?:is|was)\s+" + _VALUE),
+    re.compile(_ENT + r"\s+(?P<attr>lives in|works at|works for|works as|is from|is married to|is allergic to)\s+" + _VALUE),
+)
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One extractive statement ``entity``'s ``attribute`` is ``value`` (all lower-cased but entity)."""
+
+    entity: str
+    attribute: str
+    value: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.entity.lower()}|{self.attribute}"
+
+
+def names(text: str) -> list[tuple[str, bool]]:
+    """Capitalised word runs of ``text`` as (name, at the start of a sentence), stop words dropped."""
+    out: list[tuple[str, bool]] = []
+    for m in _NAME.finditer(text):
+        words = [w for w in re.split(r"\s+", m.group(0).strip("'’-")) if w]
+        while words and words[0] in _STOP:
+            words.pop(0)
+        while words and words[-1] in ("of", "the"):
+            words.pop()
+        if not words:
+            continue
+        name = " ".join(words)
+        name = re.sub(r"['’]s$", "", name)
+        if len(name) < 2 or name in _STOP:
+            continue
+        start = bool(_SENTENCE_START.search(text[: m.start()])) and words[0] == m.group(0).split()[0]
+        out.append((name, start))
+    return out
+
+
+def entities_of(items: Sequence[MemoryItem]) -> dict[str, list[str]]:
+    """item id -> the entities it names (sorted, unique), decided over the whole list (see module doc)."""
+    found = {it.id: names(it.text) for it in items}
+    mid = {n for ns in found.values() for n, start in ns if not start}
+    return {i: sorted({n for n, start in ns if not start or n in mid}) for i, ns in found.items()}
+
+
+def attributes(text: str) -> list[Attribute]:
+    """The attribute statements of ``text`` (see module doc)."""
+    out: list[Attribute] = []
+    for pattern in _ATTRIBUTES:
+        for m in pattern.finditer(text):
+            ent = m.group("ent")
+            if ent.split()[0] in _STOP:
+                continue
+            value = re.sub(r"\s+", " ", m.group("val")).strip().lower()
+            value = re.sub(r"^(?:a|an|the)\s+", "", value)
+            out.append(Attribute(ent, m.group("attr").lower(), value))
+    return out
+
+
+def wanted_links(items: Sequence[MemoryItem], max_entity_share: float = 0.2) -> dict[tuple[str, str, str], Edge]:
+    """The same_entity and conflict edges ``items`` (one user's, in time order) should have, by (src, type, dst)."""
+    edges: dict[tuple[str, str, str], Edge] = {}
+    ents = entities_of(items)
+    mentions: dict[str, list[str]] = {}
+    for it in items:
+        for name in ents[it.id]:
+            mentions.setdefault(name, []).append(it.id)
+    cap = max(50, int(max_entity_share * len(items)))
+    for name in sorted(mentions):
+        ids = mentions[name]
+        if len(ids) > cap:
+            continue
+        for older, newer in zip(ids, ids[1:]):
+            edges.setdefault((newer, SAME_ENTITY, older), Edge(newer, older, SAME_ENTITY, 1.0, {"entity": name}))
+    seen: dict[str, list[tuple[str, Attribute]]] = {}
+    for it in items:
+        for attr in attributes(it.text):
+            earlier = seen.setdefault(attr.key, [])
+            for other_id, other in reversed(earlier):
+                if other.value != attr.value and other_id != it.id:
+                    edges[(it.id, CONFLICT, other_id)] = Edge(it.id, other_id, CONFLICT, 1.0, {
+                        "entity": attr.entity, "attribute": attr.attribute,
+                        "values": [attr.value, other.value], "status": "flagged"})
+                    break
+            earlier.append((it.id, attr))
+    return edges

@@ -1,0 +1,303 @@
+"""The tree: topic summaries over clusters of a user's memories, and one episode per session.
+
+**Clustering** is leader clustering on the stored MiniLM vectors, in time order: a memory joins
+the most similar earlier *leader* whose cosine is at least ``threshold`` (and whose cluster has room),
+else it leads a new cluster. A cluster depends only on the leaders before it, so memories appended
+later never reshuffle earlier clusters (incremental runs and a full rebuild agree), and the result
+is the same on every run (deterministic: no random start, ties broken by time then id). A cluster
+is named after its leader: its summary's id is ``topic-<leader id>``.
+
+**Summaries** are ``summary`` items of the user (contract shared with retrieval): ``sources`` = the
+member ids, ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
+{id: version}, "source_digest": ...}`` (episodes add ``session_id``), and an edge
+member --``summarized_by``--> summary. Their text is extractive (the first sentence of the most
+central members, in time order, at most ``summary_chars``) unless a reader with a ``summarize``
+method is given. Their vector is the mean of the members' vectors (no embedding: that is what keeps
+organising cheap), so a dense search lands on the summary of a topic it matches.
+
+**Staleness**: a summary whose members changed text or left (deleted, merged, archived) is marked
+archived with ``metadata["stale"] = True`` before anything is rebuilt, so a run killed half-way
+never leaves a stale summary live; the rebuild writes a new version (state generated) from the
+current members. A cluster that falls under ``min_members`` has its summary archived (kept, not
+served). :func:`stale_summaries` checks the same at read time, for a caller that must not trust
+a summary written before a member changed and the organiser ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, to_epoch, utcnow
+from ..storage.graph import BEFORE, SUMMARIZED_BY
+from ..storage.organize_state import index_unchanged, write_versions_in_place
+
+if TYPE_CHECKING:
+    from ..cube import MemCube
+    from ..storage.sqlstore import SQLStore
+
+TOPIC = "topic"
+EPISODE = "episode"
+METHOD = "organize"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class Cluster:
+    leader: str
+    members: list[str]
+
+
+def leader_clusters(ids: Sequence[str], vectors: np.ndarray, threshold: float, max_size: int) -> list[Cluster]:
+    """Leader clustering of ``ids`` (in the order given; rows of unit ``vectors``), see the module doc."""
+    clusters: list[Cluster] = []
+    leaders = np.zeros((max(1, len(ids)), vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
+    for n, item_id in enumerate(ids):
+        v = vectors[n]
+        chosen = -1
+        if clusters:
+            sims = leaders[: len(clusters)] @ v
+            for c in np.argsort(-sims, kind="stable"):
+                if sims[c] < threshold:
+                    break
+                if len(clusters[c].members) < max_size:
+                    chosen = int(c)
+                    break
+        if chosen < 0:
+            leaders[len(clusters)] = v
+            clusters.append(Cluster(item_id, [item_id]))
+        else:
+            clusters[chosen].members.append(item_id)
+    return clusters
+
+
+def digest(items: Sequence[MemoryItem]) -> str:
+    """What a summary was built from: the members' ids and texts (a version bump alone is no change)."""
+    h = hashlib.sha1()
+    for it in items:
+        h.update(it.id.encode())
+        h.update(b"\0")
+        h.update(it.text.encode("utf-8", "replace"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def extractive(items: Sequence[MemoryItem], matrix: np.ndarray, sentences: int, chars: int, head: str = "") -> str:
+    """The first sentence of the ``sentences`` most central members (cosine to their mean), in time order."""
+    centre = matrix.mean(axis=0)
+    order = sorted(range(len(items)), key=lambda i: (-float(matrix[i] @ centre), i))[:sentences]
+    parts: list[str] = []
+    budget = max(40, (chars - len(head)) // max(1, len(order)))
+    for i in sorted(order):
+        text = re.sub(r"\s+", " ", items[i].text).strip()
+        first = _SENTENCE.split(text, maxsplit=1)[0]
+        if len(first) > budget:
+            first = first[: budget - 1].rstrip() + "…"
+        speaker = items[i].metadata.get("speaker") if items[i].kind == Kind.MESSAGE else None
+        parts.append(f"{speaker}: {first}" if isinstance(speaker, str) and speaker else first)
+    return (head + " ".join(parts))[:chars]
+
+
+def episode_id(user_id: str | None, session_id: str) -> str:
+    key = hashlib.sha1(f"{user_id!r}\0{session_id}".encode("utf-8", "replace")).hexdigest()[:24]
+    return f"episode-{key}"
+
+
+def is_organized_summary(item: MemoryItem) -> bool:
+    return item.kind == Kind.SUMMARY and item.method == METHOD and item.metadata.get("summary") in (TOPIC, EPISODE)
+
+
+def stale_summaries(store: SQLStore, summaries: Sequence[MemoryItem]) -> set[str]:
+    """The ids of ``summaries`` whose sources changed since written: a source no longer live, or at
+    another version whose text differs (a version bump that kept the text is no change)."""
+    wanted = {s for it in summaries for s in it.metadata.get("source_versions", {})}
+    current = store.get_items(sorted(wanted))
+    stale: set[str] = set()
+    for summ in summaries:
+        versions = summ.metadata.get("source_versions", {})
+        members = [current.get(i) for i in versions]
+        if any(m is None or m.state not in LIVE_STATES for m in members):
+            stale.add(summ.id)
+        elif any(m.version != versions[m.id] for m in members if m is not None):
+            if digest([m for m in members if m is not None]) != summ.metadata.get("source_digest"):
+                stale.add(summ.id)
+    return stale
+
+
+@dataclass
+class TreePolicy:
+    threshold: float
+    max_cluster: int
+    min_members: int
+    sentences: int
+    chars: int
+
+
+def build_user_tree(
+    cube: MemCube, user_id: str | None, members: Sequence[MemoryItem], policy: TreePolicy, *,
+    reader: Any = None, principal: str = "organizer", batch: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Bring the summaries, episodes and ``summarized_by`` / ``before`` edges of one user up to date.
+
+    ``members`` are the user's live memories in time order. Writes only what differs from the store.
+    """
+    counts = {"clusters": 0, "topics_written": 0, "episodes_written": 0, "summaries_archived": 0, "stale_marked": 0,
+              "summaries_refreshed": 0}
+    existing = _existing(cube, user_id)
+    # 1. nothing stale stays live while this run works
+    stale = stale_summaries(cube.store, [s for s in existing if s.state in LIVE_STATES])
+    if stale:
+        _archive(cube, [s for s in existing if s.id in stale], principal, "its sources changed; rebuilt next", stale=True)
+        counts["stale_marked"] = len(stale)
+        existing = _existing(cube, user_id)
+    vecs = cube.store.vectors_by_id([m.id for m in members])
+    members = [m for m in members if m.id in vecs]
+    by_id = {m.id: m for m in members}
+    wanted: list[tuple[MemoryItem, np.ndarray]] = []
+    if members:
+        matrix = np.stack([vecs[m.id] for m in members]).astype(np.float32)
+        row = {m.id: n for n, m in enumerate(members)}
+        clusters = [c for c in leader_clusters([m.id for m in members], matrix, policy.threshold, policy.max_cluster)
+                    if len(c.members) >= policy.min_members]
+        counts["clusters"] = len(clusters)
+        for c in clusters:
+            group = [by_id[i] for i in c.members]
+            wanted.append(_summary(f"topic-{c.leader}", TOPIC, user_id, group, matrix[[row[i] for i in c.members]],
+                                   policy, reader))
+        sessions: dict[str, list[MemoryItem]] = {}
+        for m in members:
+            if m.session_id is not None:
+                sessions.setdefault(m.session_id, []).append(m)
+        for sid, group in sessions.items():
+            when = [t for t in (to_epoch(g.event_time or g.created_at) for g in group) if t is not None]
+            head = f"Session {sid}"
+            if when:
+                from ..items import from_epoch
+
+                first, last = from_epoch(min(when)), from_epoch(max(when))
+                span = first.date().isoformat() if first and last and first.date() == last.date() else \
+                    f"{first.date().isoformat() if first else '?'} to {last.date().isoformat() if last else '?'}"
+                head += f" ({span})"
+            wanted.append(_summary(episode_id(user_id, sid), EPISODE, user_id, group,
+                                   matrix[[row[g.id] for g in group]], policy, reader, head=head + ": ", session=sid))
+    have = {s.id: s for s in existing}
+    todo = [(w, v) for w, v in wanted if _differs(have.get(w.id), w)]
+    # same text and members, only the members' versions moved (a partition move): a new version in place
+    quiet = [w for w, _ in todo if _same_content(have.get(w.id), w)]
+    if quiet:
+        _refresh_in_place(cube, quiet)
+        counts["summaries_refreshed"] += len(quiet)
+        todo = [(w, v) for w, v in todo if w.id not in {q.id for q in quiet}]
+    for start in range(0, len(todo), batch):
+        part = todo[start : start + batch]
+        cube.text_mem.add_items([w for w, _ in part], vectors=np.stack([v for _, v in part]),
+                                max_chars=max(cube.text_mem.max_text_chars, policy.chars))
+        for w, _ in part:
+            counts["topics_written" if w.metadata["summary"] == TOPIC else "episodes_written"] += 1
+        if progress is not None:
+            progress(len(part))
+    wanted_ids = {w.id for w, _ in wanted}
+    gone = [s for s in existing if s.id not in wanted_ids and s.state in LIVE_STATES]
+    if gone:
+        _archive(cube, gone, principal, "its cluster or session has too few live members")
+        counts["summaries_archived"] = len(gone)
+    # edges: member -> summary, episode -> next episode
+    want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY) for w, _ in wanted for s in w.sources}
+    episodes = sorted((w for w, _ in wanted if w.metadata["summary"] == EPISODE),
+                      key=lambda e: (e.metadata["started"], e.id))
+    for a, b in zip(episodes, episodes[1:]):
+        want_edges[(a.id, BEFORE, b.id)] = Edge(a.id, b.id, BEFORE)
+    all_summary_ids = sorted({s.id for s in existing} | wanted_ids)
+    have_edges = {(e.src, e.type, e.dst): e for e in cube.graph.edges(all_summary_ids, "both", [SUMMARIZED_BY, BEFORE])}
+    sync_edges(cube, want_edges, have_edges)
+    return counts
+
+
+def sync_edges(cube: MemCube, want: Mapping[tuple[str, str, str], Edge], have: Mapping[tuple[str, str, str], Edge]) -> tuple[int, int]:
+    """Add the wanted edges that are missing or differ, remove the stored ones not wanted: (added, removed)."""
+    add = [e for k, e in want.items() if k not in have or have[k].metadata != e.metadata or have[k].weight != e.weight]
+    drop = [k for k in have if k not in want]
+    if add:
+        cube.graph.add_edges(add)
+    for src, type_, dst in drop:
+        cube.graph.remove_edges(src, dst, type_)
+    return len(add), len(drop)
+
+
+def _existing(cube: MemCube, user_id: str | None) -> list[MemoryItem]:
+    """The organiser's summaries of ``user_id`` exactly (None: of items without a user), any state but deleted."""
+    from ..textual.filters import MemoryFilter
+
+    states = [s for s in Lifecycle if s != Lifecycle.DELETED]
+    flt = MemoryFilter(user_id=user_id, kinds=[Kind.SUMMARY], states=states) if user_id is not None else \
+        MemoryFilter(kinds=[Kind.SUMMARY], states=states)
+    return [i for i in cube.store.list_items(flt) if i.user_id == user_id and is_organized_summary(i)]
+
+
+def _summary(
+    sid: str, what: str, user_id: str | None, group: Sequence[MemoryItem], matrix: np.ndarray, policy: TreePolicy,
+    reader: Any, *, head: str = "", session: str | None = None,
+) -> tuple[MemoryItem, np.ndarray]:
+    summarize = getattr(reader, "summarize", None)
+    if callable(summarize):
+        text = head + str(summarize([g.text for g in group]))[: policy.chars]
+    else:
+        text = extractive(group, matrix, policy.sentences, policy.chars, head)
+    meta: dict[str, Any] = {
+        "summary": what, "members": len(group), "source_versions": {g.id: g.version for g in group},
+        "source_digest": digest(group),
+        "started": min(to_epoch(g.event_time or g.created_at) or 0.0 for g in group),
+    }
+    if session is not None:
+        meta["session_id"] = session
+    vector = matrix.mean(axis=0)
+    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    item = MemoryItem(text=text, id=sid, kind=Kind.SUMMARY, user_id=user_id, session_id=session,
+                      sources=[g.id for g in group], created_by="organizer", method=METHOD, metadata=meta,
+                      event_time=min((g.event_time for g in group if g.event_time is not None), default=None))
+    return item, vector.astype(np.float32)
+
+
+def _differs(old: MemoryItem | None, new: MemoryItem) -> bool:
+    if old is None or old.state not in LIVE_STATES:
+        return True
+    return (old.text, old.sources, old.metadata, old.session_id, old.event_time) != (
+        new.text, new.sources, new.metadata, new.session_id, new.event_time)
+
+
+def _same_content(old: MemoryItem | None, new: MemoryItem) -> bool:
+    return old is not None and old.state in LIVE_STATES and old.sources == new.sources and \
+        index_unchanged(old, new.evolve(state=old.state))
+
+
+def _refresh_in_place(cube: MemCube, items: Sequence[MemoryItem]) -> None:
+    with cube.store.transaction():
+        current = cube.store.get_items([i.id for i in items])
+        now = utcnow()
+        news = [w.evolve(version=current[w.id].version + 1, created_at=current[w.id].created_at, updated_at=now,
+                         cube_id=current[w.id].cube_id, state=current[w.id].state)
+                for w in items if w.id in current and _same_content(current[w.id], w)]
+        if news:
+            write_versions_in_place(cube.store, news)
+
+
+def _archive(cube: MemCube, items: Sequence[MemoryItem], principal: str, reason: str, *, stale: bool = False) -> None:
+    from ..textual import index_sync
+
+    with cube.store.transaction():
+        current = cube.store.get_items([i.id for i in items])
+        now = utcnow()
+        news = [c.evolve(state=Lifecycle.ARCHIVED, version=c.version + 1, updated_at=now,
+                         metadata={**c.metadata, "stale": stale, "archived_because": reason})
+                for c in current.values() if c.state in LIVE_STATES]
+        if news:
+            cube.store.write_items(news, None)
+    index_sync.sync_after_commit(cube.text_mem)
+    if news:
+        cube.audit("archive", principal, cube.cube_id, {"reason": reason, "ids": sorted(n.id for n in news)})
