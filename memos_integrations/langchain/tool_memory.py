@@ -41,16 +41,25 @@ class MemOSToolMemoryMiddleware(AgentMiddleware[AgentState[Any], Any]):
     Instantiate:
         .. code-block:: python
 
+            import tempfile
             from langchain.agents import create_agent
+            from langchain_core.tools import StructuredTool
+            from memos_integrations import MemCube
             from memos_integrations.langchain import MemOSToolMemoryMiddleware
 
+            def lookup_order(order_id: str) -> str:
+                return f"order {order_id} shipped"
+
+            tools = [StructuredTool.from_function(lookup_order, description="Find an order by its digits.")]
+            cube = MemCube.init_from_dir(tempfile.mkdtemp() + "/cube")
             tool_memory = MemOSToolMemoryMiddleware(cube, agent_id="support")   # or (ToolMemory(cube, ...))
-            agent = create_agent(model, tools=[lookup_order], middleware=[tool_memory])
+            agent = create_agent("openai:gpt-4.1-mini", tools=tools, middleware=[tool_memory])
 
     Run:
         .. code-block:: python
 
             agent.invoke({"messages": [("user", "Where is order 123?")]}, context={"user_id": "maya"})
+            tool_memory.memory.calls("maya")          # each tool call the agent made for maya
 
     Async:
         .. code-block:: python

@@ -128,15 +128,10 @@ class ToolCallRecorder:
 
 
 class MemOSToolNode(ToolNode):
-    """A ``ToolNode`` that records every call in tool memory.
+    """A ``ToolNode`` that records every call in tool memory (a worked graph: docs/tool-memory.md).
 
-    Example:
-        .. code-block:: python
-
-            memory = ToolMemory(cube)
-            builder.add_node("tools", MemOSToolNode([lookup_order], memory))
-            builder.add_node("model", lambda state, config: {"messages": [
-                model.invoke(prompt(state, config))]})   # prompt = ToolMemoryPrompt(memory, [lookup_order])
+    In a graph: ``builder.add_node("tools", MemOSToolNode(tools, memory))``, and in the model node
+    ``model.invoke(prompt(state, config))`` with ``prompt = ToolMemoryPrompt(memory, tools)``.
 
     Args:
         tools: the tools, as for ``ToolNode``.

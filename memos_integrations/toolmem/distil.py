@@ -21,10 +21,10 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .record import ToolCall
+from .record import REDACTED, ToolCall
 
 SHAPE_FAILS = 0.8  # a shape is a pattern when at least this share of its calls failed
 MAX_SOURCES = 50   # call ids kept as provenance of one experience (the latest)
@@ -128,7 +128,15 @@ def distil(calls: Sequence[ToolCall], min_failures: int = 1) -> list[Experience]
     return sorted(out, key=lambda e: (-e.failed, e.tool, e.key))
 
 
+def _visible(call: ToolCall) -> ToolCall:
+    """The call without its redacted arguments: a secret's placeholder says nothing about what went wrong."""
+    if REDACTED not in call.args.values():
+        return call
+    return replace(call, args={k: v for k, v in call.args.items() if v != REDACTED})
+
+
 def _tool_experiences(tool: str, calls: list[ToolCall], min_failures: int) -> list[Experience]:
+    calls = [_visible(c) for c in calls]
     shape_of = [args_shape(c.args) for c in calls]
     shape_total = Counter(shape_of)
     shape_failed = Counter(s for s, c in zip(shape_of, calls) if not c.ok)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -304,6 +305,8 @@ def test_distil_groups_failures_by_literal_arguments_when_the_shape_cannot_tell(
     assert exp.text() == ("weather: avoid calling it with city='Pariss': 2 of 2 such calls failed (NotFound: no such city). "
                           "Instead use city='Paris' (worked in 2 of 2 retries).")
     assert distil(calls) == distil(list(calls))  # deterministic
+    with_secret = [replace(c, args={**c.args, "token": "[redacted]"}) if not c.ok else c for c in calls]
+    assert [(e.pattern, e.instead) for e in distil(with_secret)] == [("city='Pariss'", {"city": "Paris"})]
     assert distil(calls, min_failures=3) == []
     assert distil([_call(1, {"city": "Oslo"}, True)]) == []
 
