@@ -86,6 +86,8 @@ def main() -> None:
               for _ in range(args.calls)]
     fail = [_clock(lambda n=n: memory.record("bench", "lookup", {"order_id": f"#{n}"}, ok=False, error="digits only",
                                          error_class="ValueError")) for n in range(args.failures)]
+    assert "avoid calling it with order_id like '#9'" in memory.render("bench", ["lookup"])  # renders a real lesson
+    assert len(memory.calls("bench", ["echo"], limit=10**6)) == 20 + args.calls + args.calls  # every call recorded
     render = [_clock(lambda: memory.render("bench", ["lookup"])) for _ in range(100)]
 
     def row(name: str, samples: list[tuple[float, float]]) -> list[Any]:

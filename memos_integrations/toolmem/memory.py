@@ -17,6 +17,7 @@ twin in a worker thread and returns what it returns.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -95,7 +96,7 @@ class ToolMemory:
         self.table = ToolCalls(db)
         self.max_arg_chars, self.error_chars, self.output_chars = max_arg_chars, error_chars, output_chars
         self.auto_distil, self.min_failures, self.history, self.writer = auto_distil, min_failures, history, writer
-        self._failed_last: dict[tuple[str, str, str | None], bool] = {}  # (user, tool, session) -> last call failed
+        self._distilling = threading.Lock()  # parallel tool calls (ToolNode runs them in threads) distil one at a time
 
     # -- record -------------------------------------------------------------------------------------
     def record(
@@ -143,11 +144,8 @@ class ToolMemory:
             agent_id=normalize_id(agent_id, "agent_id"), session_id=session,
             call_id=cap(call_id, 200), error_class=None if ok else cap(error_class or "ToolError", 100),
             error=None if ok else cap(error, self.error_chars), output=cap(output, self.output_chars))
-        self.table.insert([call.row()])
-        key = (user, call.tool, session)
-        failed_before = self._failed_last.get(key, False)
-        self._failed_last[key] = not call.ok
-        if self.auto_distil and (not call.ok or failed_before):
+        ok_before = self.table.append(call.row())
+        if self.auto_distil and (not call.ok or ok_before is False):
             self.distil(user, [call.tool])
         return call
 
@@ -167,6 +165,10 @@ class ToolMemory:
         text or counts changed; one whose calls are gone is deleted. Returns the live experiences.
         """
         user = self._user(user_id)
+        with self._distilling:
+            return self._distil(user, tools)
+
+    def _distil(self, user: str, tools: Sequence[str] | None) -> list[MemoryItem]:
         if tools is None:  # every tool with calls, and every tool with a lesson (whose calls may be gone)
             known = {str(i.metadata.get("tool")) for i in self._items(user, None)}
             names = sorted(known | set(self.table.counts(user)))
@@ -176,7 +178,14 @@ class ToolMemory:
         for tool in names:
             calls = self.calls(user, [tool], self.history)
             found = {e.key: e for e in distil(calls, self.min_failures)}
-            existing = {str(i.metadata.get("experience_key")): i for i in self._items(user, [tool])}
+            existing: dict[str, MemoryItem] = {}
+            stale: list[str] = []  # a second item of one key (written by another process meanwhile)
+            for item in sorted(self._items(user, [tool]), key=lambda i: i.id):  # ids grow with time: keep the first
+                key = str(item.metadata.get("experience_key"))
+                if key in existing:
+                    stale.append(item.id)
+                else:
+                    existing[key] = item
             for key, exp in found.items():
                 text = self._text(exp, calls)
                 meta = exp.metadata()
@@ -189,8 +198,9 @@ class ToolMemory:
                                                  principal="tool_memory"))
                 else:
                     kept.append(old)
-            if existing:
-                self.cube.delete([i.id for i in existing.values()], principal="tool_memory")
+            stale += [i.id for i in existing.values()]
+            if stale:
+                self.cube.delete(stale, principal="tool_memory")
         return kept
 
     def _text(self, exp: Experience, calls: Sequence[ToolCall]) -> str:
@@ -241,7 +251,6 @@ class ToolMemory:
         items = self._items(user, None)
         if items:
             self.cube.delete([i.id for i in items], principal="tool_memory")
-        self._failed_last = {k: v for k, v in self._failed_last.items() if k[0] != user}
         return self.table.forget(user)
 
     def _items(self, user: str, tools: Sequence[str] | None) -> list[MemoryItem]:

@@ -337,3 +337,25 @@ def test_experiences_are_updated_in_place_and_dropped_when_their_calls_are_gone(
         cube.get(by_shape.id)
     memory.table.forget("maya")  # the calls are gone: so are the lessons read from them
     assert memory.distil("maya") == [] and memory.experiences("maya") == []
+
+
+def test_parallel_failing_calls_make_one_lesson_and_a_fix_after_a_restart_still_counts(cube: MemCube) -> None:
+    memory = ToolMemory(cube)
+    builder = StateGraph(MessagesState)
+    builder.add_node("tools", MemOSToolNode([lookup_order], memory))
+    builder.add_edge(START, "tools")
+    graph = builder.compile()
+    calls = [{"name": "lookup_order", "args": {"order_id": f"#{n}"}, "id": f"c{n}", "type": "tool_call"} for n in range(4)]
+    out = graph.invoke({"messages": [AIMessage(content="", tool_calls=calls)]},  # ToolNode runs them in threads
+                       {"configurable": {"user_id": "maya", "thread_id": "t"}})
+    assert [m.status for m in out["messages"][1:]] == ["error"] * 4
+    [lesson] = ToolMemory(cube).experiences("maya")
+    assert lesson.metadata["failed"] == 4 and lesson.metadata["instead"] is None
+    reopened = ToolMemory(cube)  # a new process: what failed before is read from the table, not kept in memory
+    reopened.record("maya", "lookup_order", {"order_id": "3"}, ok=True, session_id="t")
+    [fixed] = reopened.experiences("maya")
+    assert fixed.id == lesson.id and fixed.metadata["instead"] == {"order_id": "3"}
+    # a duplicate of one lesson (two processes distilling at once) is folded into one on the next distil
+    cube.add(memory="copy", user_id="maya", tags=[TAG, "tool:lookup_order"], metadata=dict(fixed.metadata))
+    assert len(reopened.experiences("maya")) == 2
+    assert [i.id for i in reopened.distil("maya")] == [fixed.id] and len(reopened.experiences("maya")) == 1

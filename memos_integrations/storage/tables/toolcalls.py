@@ -55,6 +55,20 @@ class ToolCalls(Tables):
         with self.transaction() as tx:
             tx.executemany(f"INSERT INTO tool_calls ({', '.join(COLUMNS)}) VALUES ({marks(len(COLUMNS))})", rows)
 
+    def append(self, row: Sequence[Any]) -> bool | None:
+        """Store one call; return whether the call before it (same user, tool and session) succeeded.
+
+        None when it is the first such call. Read in the same transaction as the insert, so it holds
+        across processes and restarts.
+        """
+        user, session, tool = row[1], row[3], row[4]
+        with self.transaction() as tx:
+            before = tx.execute(
+                "SELECT ok FROM tool_calls WHERE user_id = ? AND tool = ? AND session_id IS NOT DISTINCT FROM ? "
+                "ORDER BY created_at DESC, id DESC LIMIT 1", (user, tool, session)).fetchone()
+            tx.execute(f"INSERT INTO tool_calls ({', '.join(COLUMNS)}) VALUES ({marks(len(COLUMNS))})", row)
+        return None if before is None else bool(before[0])
+
     def rows(self, user_id: str, tools: Sequence[str] | None = None, limit: int = 500) -> list[Row]:
         """The user's latest ``limit`` calls (of ``tools`` when given), oldest first, in :data:`COLUMNS` order."""
         if not self.ready():
