@@ -5,6 +5,8 @@ and a cube. Calls go to the cube's ``tool_calls`` table (``storage/tables/toolca
 written on every call, so recording embeds nothing and costs one small insert. Experiences are cube items
 (kind ``fact``, tags ``tool_experience`` and ``tool:<name>``, metadata with the counts, ``sources`` the call
 ids), so they are versioned, audited, exported and deleted like every other memory, and searchable.
+They are written as the user they belong to (the principal a MOS cube view accepts), and a cube view
+with only read access records nothing (its writes are refused).
 
 Scope: every method names one user; calls and experiences are written and read for that user only, so
 one user's tool memory never reaches another's prompt. The faces decide who the user is with
@@ -192,15 +194,15 @@ class ToolMemory:
                 old = existing.pop(key, None)
                 if old is None:
                     kept += self.cube.add(memory=text, user_id=user, kind=Kind.FACT, tags=[TAG, tool_tag(tool)],
-                                          metadata=meta, sources=list(exp.sources), principal="tool_memory")
+                                          metadata=meta, sources=list(exp.sources), principal=user)
                 elif old.text != text or old.metadata != meta or tuple(old.sources) != exp.sources:
                     kept.append(self.cube.update(old.id, text=text, metadata=meta, sources=list(exp.sources),
-                                                 principal="tool_memory"))
+                                                 principal=user))
                 else:
                     kept.append(old)
             stale += [i.id for i in existing.values()]
             if stale:
-                self.cube.delete(stale, principal="tool_memory")
+                self.cube.delete(stale, principal=user)
         return kept
 
     def _text(self, exp: Experience, calls: Sequence[ToolCall]) -> str:
@@ -250,7 +252,7 @@ class ToolMemory:
         user = self._user(user_id)
         items = self._items(user, None)
         if items:
-            self.cube.delete([i.id for i in items], principal="tool_memory")
+            self.cube.delete([i.id for i in items], principal=user)
         return self.table.forget(user)
 
     def _items(self, user: str, tools: Sequence[str] | None) -> list[MemoryItem]:

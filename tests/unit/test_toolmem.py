@@ -359,3 +359,23 @@ def test_parallel_failing_calls_make_one_lesson_and_a_fix_after_a_restart_still_
     cube.add(memory="copy", user_id="maya", tags=[TAG, "tool:lookup_order"], metadata=dict(fixed.metadata))
     assert len(reopened.experiences("maya")) == 2
     assert [i.id for i in reopened.distil("maya")] == [fixed.id] and len(reopened.experiences("maya")) == 1
+
+
+def test_through_a_mos_view_a_read_share_records_nothing(tmp_path: Any, embedder: Any) -> None:
+    from memos_integrations import MOS
+
+    mos = MOS(tmp_path / "home", embedder=embedder)
+    try:
+        for user in ("alice", "bob"):
+            mos.create_user(user)
+        cube_id = mos.create_cube_for_user("alice_tools", owner_id="alice")
+        mine = ToolMemory(mos.cube(cube_id, user_id="alice", access="write"))
+        mine.record("alice", "lookup_order", {"order_id": "#1"}, ok=False, error="digits", error_class="OrderIdError")
+        assert mine.experiences("alice")
+        mos.share_cube_with_user(cube_id, "bob", "read", user_id="alice")
+        theirs = ToolMemory(mos.cube(cube_id, user_id="bob"))
+        with pytest.raises(AccessDeniedError):
+            theirs.record("bob", "lookup_order", {"order_id": "1"}, ok=True)
+        assert theirs.calls("bob") == [] and len(mine.calls("alice")) == 1
+    finally:
+        mos.close()
