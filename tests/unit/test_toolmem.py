@@ -363,17 +363,18 @@ def test_parallel_failing_calls_make_one_lesson_and_a_fix_after_a_restart_still_
 
 def test_through_a_mos_view_a_read_share_records_nothing(tmp_path: Any, embedder: Any) -> None:
     from memos_integrations import MOS
+    from memos_integrations.face_api import as_cube
 
     mos = MOS(tmp_path / "home", embedder=embedder)
     try:
         for user in ("alice", "bob"):
             mos.create_user(user)
         cube_id = mos.create_cube_for_user("alice_tools", owner_id="alice")
-        mine = ToolMemory(mos.cube(cube_id, user_id="alice", access="write"))
+        mine = ToolMemory(as_cube(mos.cube(cube_id, user_id="alice", access="write"), "test"))
         mine.record("alice", "lookup_order", {"order_id": "#1"}, ok=False, error="digits", error_class="OrderIdError")
         assert mine.experiences("alice")
         mos.share_cube_with_user(cube_id, "bob", "read", user_id="alice")
-        theirs = ToolMemory(mos.cube(cube_id, user_id="bob"))
+        theirs = ToolMemory(as_cube(mos.cube(cube_id, user_id="bob"), "test"))
         with pytest.raises(AccessDeniedError):
             theirs.record("bob", "lookup_order", {"order_id": "1"}, ok=True)
         assert theirs.calls("bob") == [] and len(mine.calls("alice")) == 1
