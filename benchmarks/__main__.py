@@ -16,6 +16,7 @@ BENCHES = [
     ("core: what the trust guarantees cost", ["-m", "benchmarks.bench_guarantees"]),
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),
     ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
+    ("tool memory: recording overhead per tool call", ["-m", "benchmarks.bench_toolmem"]),
     ("LlamaIndex", ["-m", "benchmarks.bench_llama_index"]),
     ("LLM reader: cost, modes, contradictions", ["-m", "benchmarks.bench_reader"]),
     ("local models: KV caches and adapters", ["-m", "benchmarks.bench_local", "--threads", "1"]),

@@ -5,6 +5,7 @@
 - ``MemOSChatMessageHistory``: a ``BaseChatMessageHistory`` per session, in the cube (``chat_history``)
 - ``create_memory_tools``: ``search_memory`` / ``save_memory`` / ``forget_memory`` tools bound to a user (``tools``)
 - ``MemOSMemoryMiddleware``: ``AgentMiddleware`` for ``create_agent``: recall before the model, remember after (``middleware``)
+- ``MemOSToolMemoryMiddleware``: records the agent's tool calls, shows their lessons before the next (``tool_memory``)
 - ``MemOSEmbeddings``: any cube embedder as LangChain ``Embeddings`` (``embeddings``)
 - ``MemOSChatModel``: a ``BaseChatModel`` for local HF models with KV-cache and adapter memory (``chat_model``)
 
@@ -38,6 +39,7 @@ from .vectorstore import MemOSVectorStore
 # name -> (module, the extra that provides what that module imports)
 _LAZY = {
     "MemOSMemoryMiddleware": (".middleware", "langchain"),
+    "MemOSToolMemoryMiddleware": (".tool_memory", "langchain"),
     "MemOSChatModel": (".chat_model", "local"),
     "StandInChatModel": (".standin", "langchain"),
 }
@@ -48,6 +50,7 @@ __all__ = [
     "MemOSChatModel",
     "MemOSEmbeddings",
     "MemOSMemoryMiddleware",
+    "MemOSToolMemoryMiddleware",
     "MemOSRetriever",
     "MemOSVectorStore",
     "SaveMemoryTool",
@@ -60,6 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .chat_model import MemOSChatModel
     from .middleware import MemOSMemoryMiddleware
     from .standin import StandInChatModel
+    from .tool_memory import MemOSToolMemoryMiddleware
 
 
 def __getattr__(name: str) -> Any:

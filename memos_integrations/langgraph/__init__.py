@@ -8,6 +8,7 @@ Where it sits: thin subclasses of LangGraph's own extension points over one :cla
 - :class:`NamespacePolicy` / ``MemOSStore.as_principal``: private and shared (team) namespaces,
   enforced and audited by the cube.
 - :func:`make_recall_node`, :func:`make_remember_node`, :func:`make_memory_tools`: graph building blocks.
+- :class:`MemOSToolNode`, :class:`ToolMemoryPrompt`: tool memory (record calls, show lessons to the model).
 
 Importing this package needs the ``[langgraph]`` extra.
 """
@@ -24,15 +25,19 @@ from .errors import CheckpointSerdeError, ThreadNotFoundError  # noqa: E402
 from .nodes import make_memory_tools, make_recall_node, make_remember_node  # noqa: E402
 from .saver import AsyncMemOSSaver, MemOSSaver  # noqa: E402
 from .store import MemOSStore  # noqa: E402
+from .tool_memory import MemOSToolNode, ToolCallRecorder, ToolMemoryPrompt  # noqa: E402
 
 __all__ = [
     "AsyncMemOSSaver",
     "CheckpointSerdeError",
     "MemOSSaver",
     "MemOSStore",
+    "MemOSToolNode",
     "NamespacePolicy",
     "ScopedStore",
     "ThreadNotFoundError",
+    "ToolCallRecorder",
+    "ToolMemoryPrompt",
     "make_memory_tools",
     "make_recall_node",
     "make_remember_node",
