@@ -22,6 +22,7 @@ NEXT = "next"  # a turn to the turn that follows it in the same session
 PARENT = "parent"  # a child (chunk, turn) to its parent (document, session)
 DERIVED_FROM = "derived_from"  # a fact or summary to the items it was read from
 SUMMARIZED_BY = "summarized_by"  # a memory to the summary (topic cluster or session episode) over it
+SUPERSEDED_BY = "superseded_by"  # an old version of a fact to the memory that replaced it (the LLM reader)
 SAME_ENTITY = "same_entity"  # a memory to the previous memory naming the same entity (metadata: entity)
 BEFORE = "before"  # an earlier session's episode to the next one of the same user
 CONFLICT = "conflict"  # a memory to an older one it contradicts (metadata: entity, attribute, values, status)

@@ -22,14 +22,12 @@ import numpy as np
 
 from ..errors import MemosError
 from ..items import Edge, Kind, Lifecycle, MemoryItem, utcnow
+from ..storage.graph import DERIVED_FROM, SAME_ENTITY, SUPERSEDED_BY
 from . import index_sync as X
 
 if TYPE_CHECKING:
     from .memory import TextualMemory
 
-SUPERSEDED_BY = "superseded_by"
-DERIVED_FROM = "derived_from"
-SHARES_ENTITY = "shares_entity"
 
 
 @dataclass
@@ -125,7 +123,7 @@ def apply(mem: TextualMemory, changes: Sequence[Change], *, principal: str | Non
                 if isinstance(name, str) and name.strip():
                     by_entity.setdefault(name.strip().lower(), []).append(item.id)
         for name, ids in by_entity.items():  # memories of one window about the same entity are linked
-            edges += [Edge(a, b, SHARES_ENTITY, 1.0, {"entity": name}) for a, b in zip(ids, ids[1:]) if a != b]
+            edges += [Edge(a, b, SAME_ENTITY, 1.0, {"entity": name}) for a, b in zip(ids, ids[1:]) if a != b]
         for item, vector in writes:
             mem.store.write_items([item], None if vector is None else np.asarray(vector, np.float32)[None, :])
         if edges:

@@ -289,7 +289,7 @@ def test_memories_about_one_entity_are_linked_in_the_graph(tmp_path: Path, embed
                                reader=LLMReader.from_langchain(FakeListChatModel(responses=[reply]))) as cube:
         out = cube.add(messages=maya("I live in Lisbon and I love green tea"), user_id="maya")
         fact, pref = out[1], out[2]
-        linked = [(e.dst, e.metadata) for e in cube.graph.edges([fact.id], "out", ["shares_entity"])]
+        linked = [(e.dst, e.metadata) for e in cube.graph.edges([fact.id], "out", ["same_entity"])]
         assert linked == [(pref.id, {"entity": "maya"})]
         assert fact.metadata["relations"] == [["Maya", "lives_in", "Lisbon"]]
-        assert [n.id for n in cube.neighbors(fact.id, types=["shares_entity"])] == [pref.id]
+        assert [n.id for n in cube.neighbors(fact.id, types=["same_entity"])] == [pref.id]
