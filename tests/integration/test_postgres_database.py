@@ -4,6 +4,7 @@ The fault tests drop connections with ``pg_terminate_backend`` (any server) and 
 second, private pgserver instance (skipped when only a user's server is configured).
 """
 
+# ruff: noqa: F811  (the fixtures imported from tests.pg_server are redefined as parameters, as pytest wants)
 from __future__ import annotations
 
 import multiprocessing
@@ -20,8 +21,9 @@ from memos_integrations.errors import (
     StorageBusyError,
     StorageUnavailableError,
 )
-from memos_integrations.storage.migrations import current_version, migrate
+from memos_integrations.storage.migrations import Step, current_version, migrate
 from memos_integrations.storage.postgres import PostgresDatabase, has_password, lock_key, redact, schema_name
+from memos_integrations.storage.sql import Tx
 from tests.pg_server import ENV, increment_worker, pg_db, pg_schema, postgres_dsn, start_pgserver  # noqa: F401
 
 
@@ -162,10 +164,13 @@ def test_lock_keys_are_per_schema_and_stable() -> None:
 # -- migrations and schemas ------------------------------------------------------------------------------
 
 def test_migrations_on_postgres(pg_db: PostgresDatabase) -> None:
-    steps = {"sqlite": ["CREATE TABLE notes (id TEXT PRIMARY KEY)"],
+    def seed(tx: Tx) -> None:
+        tx.execute("INSERT INTO notes (id, body) VALUES (?, ?)", ("seed", "x"))
+
+    steps: dict[str, list[Step]] = {"sqlite": ["CREATE TABLE notes (id TEXT PRIMARY KEY)"],
              "postgres": ["CREATE TABLE notes (id TEXT PRIMARY KEY)",
                           "ALTER TABLE notes ADD COLUMN body TEXT; CREATE INDEX notes_body ON notes (body)",
-                          lambda tx: tx.execute("INSERT INTO notes (id, body) VALUES (?, ?)", ("seed", "x"))]}
+                          seed]}
     results: list[int] = []
     threads = [threading.Thread(target=lambda: results.append(migrate(pg_db, "notes", steps))) for _ in range(3)]
     for t in threads:
@@ -313,7 +318,7 @@ def private_server(tmp_path: Path) -> Any:
 
 
 def test_a_stopped_then_restarted_server(private_server: Any) -> None:
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
     db = PostgresDatabase(private_server.get_uri(), schema="s", pool_timeout=3, connect_timeout=2)
     try:
