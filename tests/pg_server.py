@@ -12,6 +12,8 @@ Each test gets its own schema (dropped afterwards), which is also how one databa
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,15 +35,22 @@ def start_pgserver(directory: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_dsn() -> Iterator[str]:
     """The DSN of the session's PostgreSQL (the user's, or a pgserver one)."""
     dsn = os.environ.get(ENV)
     if dsn:
         yield dsn
         return
-    server = start_pgserver(tmp_path_factory.mktemp("pg") / "data")
+    # not under pytest's basetemp: another pytest run may reset its parent to 0700, locking out the
+    # unprivileged user pgserver runs PostgreSQL as when the tests run as root
+    home = Path(tempfile.mkdtemp(prefix="memos-pg-"))
+    server = start_pgserver(home / "data")
     server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
-    yield server.get_uri()
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()  # stops it (cleanup_mode="stop"), then the files go
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def drop_schema(dsn: str, schema: str) -> None:

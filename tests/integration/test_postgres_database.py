@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -309,12 +310,18 @@ def test_deadlocks_are_conflicts(pg_db: PostgresDatabase) -> None:
 
 
 @pytest.fixture
-def private_server(tmp_path: Path) -> Any:
+def private_server() -> Iterator[Any]:
     import os
+    import shutil
+    import tempfile
 
     if os.environ.get(ENV):
         pytest.skip(f"stopping a server needs a private pgserver instance (unset {ENV} to run it)")
-    return start_pgserver(tmp_path / "data")
+    home = Path(tempfile.mkdtemp(prefix="memos-pg-"))
+    server = start_pgserver(home / "data")
+    yield server
+    server.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_a_stopped_then_restarted_server(private_server: Any) -> None:
