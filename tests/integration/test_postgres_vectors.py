@@ -154,3 +154,18 @@ def test_a_second_process_view_is_consistent(pg_db: PostgresDatabase, postgres_d
         assert PgVectorIndex(other_db, dim=DIM).ids() == {"a"}
     finally:
         other_db.close()
+
+
+def test_a_bulk_load_rebuilds_hnsw_and_later_upserts_join_it(
+        filled: tuple[PgVectorIndex, np.ndarray, list[IndexRow]], filled_db: PostgresDatabase) -> None:
+    index, vectors, _ = filled
+    assert filled_db.scalar("SELECT indexdef FROM pg_indexes WHERE indexname = 'vector_index_hnsw'") is not None
+    with filled_db.transaction() as tx:
+        plan = "\n".join(str(r[0]) for r in tx.execute(
+            "EXPLAIN SELECT id FROM vector_index ORDER BY embedding <=> (SELECT embedding FROM vector_index "
+            "LIMIT 1) LIMIT 5").fetchall())
+    assert "vector_index_hnsw" in plan
+    extra = unit(np.random.default_rng(9), 1)
+    index.upsert([IndexRow("late", user_id="u0")], extra)  # small: inserted into the graph
+    assert index.query(extra[0], 1)[0][0] == "late"
+    index.delete(["late"])
