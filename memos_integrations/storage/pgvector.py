@@ -65,7 +65,8 @@ class PgVectorIndex:
 
     Args:
         db: the cube's :class:`PostgresDatabase` (the same pool the store uses).
-        dim: the embedder's dimension (pgvector's HNSW takes up to 2,000).
+        dim: the embedder's dimension (pgvector's HNSW takes up to 2,000); None: the stored table's, or
+            the first upsert's.
         table: the table's name in the schema (one cube has one).
         ef_search: HNSW's candidate list for an unfiltered query (raised to ``2 * k`` when k is larger).
         m: HNSW's links per node (pgvector's default, 16).
@@ -86,13 +87,14 @@ class PgVectorIndex:
     #: an upsert of at least this many rows that more than doubles the table rebuilds HNSW at the end
     BULK_ROWS = 2000
 
-    def __init__(self, db: PostgresDatabase, dim: int, table: str = "vector_index", *, ef_search: int = 40,
-                 m: int = 16, ef_construction: int = 64, maintenance_work_mem: str | None = None) -> None:
-        if not 1 <= dim <= 2000:
+    def __init__(self, db: PostgresDatabase, dim: int | None = None, table: str = "vector_index", *,
+                 ef_search: int = 40, m: int = 16, ef_construction: int = 64,
+                 maintenance_work_mem: str | None = None) -> None:
+        if dim is not None and not 1 <= dim <= 2000:
             raise InvalidInputError(f"pgvector's HNSW indexes 1 to 2,000 dimensions, not {dim}; use a smaller embedder")
         if not table.isidentifier() or table.lower() != table:
             raise InvalidInputError(f"{table!r} is not a lower-case table name")
-        self.db, self.dim, self.table = db, dim, table
+        self.db, self.table = db, table
         self.ef_search = max(1, min(_EF_MAX, ef_search))
         self.m, self.ef_construction = m, ef_construction
         if maintenance_work_mem is not None and not re.fullmatch(r"\d+\s*[kMG]?B", maintenance_work_mem):
@@ -100,12 +102,13 @@ class PgVectorIndex:
         self.maintenance_work_mem = maintenance_work_mem
         self._adapted: weakref.WeakSet[Any] = weakref.WeakSet()  # pooled connections that know _Vector
         self._ensure_extension()
-        self._create()
         self.oid = int(db.scalar("SELECT oid FROM pg_type WHERE typname = 'vector'"))
-        have = db.scalar(f"SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
-                         f"to_regclass('{db.schema}.{table}') AND attname = 'embedding'")
-        #: the dimension the table holds now (another embedder's until :meth:`reset`)
-        self.table_dim = int(str(have).removeprefix("vector(").removesuffix(")")) if have else dim
+        #: the dimension the table holds now (another embedder's until :meth:`reset`; None: no table yet)
+        self.table_dim: int | None = self._stored_dim()
+        #: the dimension this index writes (the embedder's; None: the first upsert's)
+        self.dim = dim if dim is not None else self.table_dim
+        if self.table_dim is None and self.dim is not None:
+            self._create(self.dim)
 
     # -- the VectorIndex protocol -----------------------------------------------------------------------
 
@@ -115,6 +118,9 @@ class PgVectorIndex:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(rows):
             raise InvalidInputError(f"{len(rows)} rows need a ({len(rows)}, {self.dim}) array, not {vectors.shape}")
+        if self.table_dim is None:  # the first vectors decide the column's size
+            self.dim = self.dim or vectors.shape[1]
+            self._create(self.dim)
         self._check_dim(vectors.shape[1])
         sql = (f"INSERT INTO {self.table} (id, {', '.join(_COLUMNS)}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?) "
                f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS)}, "
@@ -138,7 +144,7 @@ class PgVectorIndex:
                 tx.execute(self._hnsw_ddl())
 
     def delete(self, ids: Sequence[str]) -> None:
-        if not ids:
+        if not ids or self.table_dim is None:
             return
         with self.db.transaction() as tx:
             for part in chunks(list(ids)):
@@ -148,6 +154,8 @@ class PgVectorIndex:
         if k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self.table_dim is None:
+            return []
         self._check_dim(query.shape[0])
         conditions, params = _where(where)
         clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
@@ -166,23 +174,30 @@ class PgVectorIndex:
         return [(str(i), 1.0 - float(d)) for i, d in rows]
 
     def ids(self) -> set[str]:
+        if self.table_dim is None:
+            return set()
         return {str(r[0]) for r in self.db.read(f"SELECT id FROM {self.table}")}
 
     def count(self) -> int:
+        if self.table_dim is None:
+            return 0
         return int(self.db.scalar(f"SELECT count(*) FROM {self.table}"))
 
     def reset(self) -> None:
         """Drop every vector (and a previous embedder's table shape): the cube re-adds them from the store."""
         with self.db.transaction() as tx:
             tx.execute(f"DROP TABLE IF EXISTS {self.table}")
-        self._create()
-        self.table_dim = self.dim
+        self.table_dim = None
+        if self.dim is not None:
+            self._create(self.dim)
 
     # -- extras -------------------------------------------------------------------------------------------
 
     def exact(self, vector: np.ndarray, k: int, where: VectorFilter | None = None) -> list[tuple[str, float]]:
         """The exact ``k`` nearest by a full scan (what :meth:`query` approximates; for tests and audits)."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self.table_dim is None:
+            return []
         conditions, params = _where(where)
         clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self.db.transaction() as tx:
@@ -221,15 +236,23 @@ class PgVectorIndex:
                 "search_path (its schema, then public) does not see; ALTER EXTENSION vector SET SCHEMA public, "
                 "or keep the vectors on Chroma")
 
-    def _create(self) -> None:
+    def _stored_dim(self) -> int | None:
+        have = self.db.scalar(f"SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                              f"to_regclass('{self.db.schema}.{self.table}') AND attname = 'embedding'")
+        return int(str(have).removeprefix("vector(").removesuffix(")")) if have else None
+
+    def _create(self, dim: int) -> None:
+        if not 1 <= dim <= 2000:
+            raise InvalidInputError(f"pgvector's HNSW indexes 1 to 2,000 dimensions, not {dim}; use a smaller embedder")
         columns = ", ".join(f"{c} TEXT" for c in _COLUMNS)
         with self.db.transaction() as tx:
             tx.lock(f"create {self.table}")
             tx.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (id TEXT PRIMARY KEY, {columns}, "
-                       f"embedding vector({self.dim}) NOT NULL)")
+                       f"embedding vector({int(dim)}) NOT NULL)")
             tx.execute(self._hnsw_ddl())
             for c in _COLUMNS:
                 tx.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_{c} ON {self.table} ({c})")
+        self.table_dim = self._stored_dim()  # another process may have created it first, with its size
 
     def _hnsw_ddl(self) -> str:
         return (f"CREATE INDEX IF NOT EXISTS {self.table}_hnsw ON {self.table} USING hnsw (embedding vector_cosine_ops) "
@@ -264,3 +287,16 @@ def _where(where: VectorFilter | None) -> tuple[list[str], list[Any]]:
             parts.append(f"{column} IS NULL")
         conditions.append(f"({' OR '.join(parts)})" if parts else "FALSE")
     return conditions, params
+
+
+def open_pgvector_index(config: Any, cube_path: Any, *, cube_id: str | None = None, store: Any = None) -> PgVectorIndex:
+    """The registry's ``vector.pgvector`` factory: the vectors in the cube's own PostgreSQL schema.
+
+    Raises:
+        InvalidInputError: the cube's store is not PostgreSQL (pgvector lives beside the truth).
+    """
+    db = getattr(store, "db", None)
+    if not isinstance(db, PostgresDatabase):
+        raise InvalidInputError("the pgvector index lives in the cube's PostgreSQL schema: configure "
+                                "store=postgres_store(dsn), or use the chroma vector backend")
+    return PgVectorIndex(db)

@@ -244,6 +244,10 @@ class PostgresDatabase(Database):
             if conn is not None:
                 self._checkin(conn)
 
+    def current_transaction(self) -> Tx | None:
+        """The transaction this thread has open on this database, if any."""
+        return getattr(self._local, "tx", None)
+
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         tx: _PgTx | None = getattr(self._local, "tx", None)
         if tx is not None:  # inside a transaction on this thread: see its own writes
