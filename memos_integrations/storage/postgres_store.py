@@ -56,7 +56,8 @@ class PostgresFilterDialect(FilterDialect):
         return f"memos_json_type({m}, ?::text[])"
 
     def array_has(self, m: str) -> str:
-        return f"memos_json_array_has({m}, ?::text[], ?::jsonb)"
+        # no cast on the value: a string arrives as text (that overload), anything else as jsonb (param())
+        return f"memos_json_array_has({m}, ?::text[], ?)"
 
     def array_length(self, m: str) -> str:
         return f"memos_json_array_length({m}, ?::text[])"
@@ -107,6 +108,8 @@ def _functions_and_keyword_index(schema: str) -> Step:
             SELECT CASE WHEN jsonb_typeof(doc::jsonb #> path) = 'array'
                 THEN EXISTS (SELECT 1 FROM jsonb_array_elements(doc::jsonb #> path) e WHERE e = v)
                 ELSE false END $$""")
+        tx.execute(f"""CREATE OR REPLACE FUNCTION {q}.memos_json_array_has(doc text, path text[], v text)
+            RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT {q}.memos_json_array_has(doc, path, to_jsonb(v)) $$""")
         tx.execute(f"""CREATE OR REPLACE FUNCTION {q}.memos_json_array_length(doc text, path text[]) RETURNS integer
             LANGUAGE sql IMMUTABLE AS $$
             SELECT CASE WHEN jsonb_typeof(doc::jsonb #> path) = 'array'
