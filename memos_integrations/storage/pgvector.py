@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import struct
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -115,38 +115,50 @@ class PgVectorIndex:
     def upsert(self, rows: Sequence[IndexRow], vectors: np.ndarray) -> None:
         if not rows:
             return
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(rows):
-            raise InvalidInputError(f"{len(rows)} rows need a ({len(rows)}, {self.dim}) array, not {vectors.shape}")
-        if self.table_dim is None:  # the first vectors decide the column's size
-            self.dim = self.dim or vectors.shape[1]
-            self._create(self.dim)
-        self._check_dim(vectors.shape[1])
-        sql = (f"INSERT INTO {self.table} (id, {', '.join(_COLUMNS)}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?) "
-               f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS)}, "
-               "embedding = excluded.embedding")
+        vectors = self._checked(rows, vectors)
+        outer = self.db.current_transaction()
         with self.db.transaction() as tx:
             self._adapt(tx)
+            _derived(tx, outer)
             # a bulk load (a reindex, a first import) builds HNSW once at the end: several times faster than
             # inserting into the graph row by row; readers wait for it (the DROP locks the table until commit)
             bulk = len(rows) >= self.BULK_ROWS and len(rows) > 2 * int(
                 tx.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])  # type: ignore[index]
             if bulk:
-                tx.lock(f"create {self.table}")
-                tx.execute(f"DROP INDEX IF EXISTS {self.table}_hnsw")
-            for start in range(0, len(rows), 1000):
-                batch = rows[start:start + 1000]
-                tx.executemany(sql, [(r.id, *(getattr(r, c) for c in _COLUMNS), _Vector(v))
-                                     for r, v in zip(batch, vectors[start:start + 1000])])
+                self._drop_hnsw(tx)
+            self._insert(tx, rows, vectors)
             if bulk:
-                if self.maintenance_work_mem:
-                    tx.execute(f"SET LOCAL maintenance_work_mem = '{self.maintenance_work_mem}'")
-                tx.execute(self._hnsw_ddl())
+                self._build_hnsw(tx)
+
+    def load(self, batches: Iterable[tuple[Sequence[IndexRow], np.ndarray]]) -> int:
+        """Upsert many batches as one bulk load (one transaction; HNSW is built once, at the end).
+
+        For loads far larger than memory allows in one :meth:`upsert` (a reindex of millions of items);
+        readers wait until it commits. Returns how many rows were written.
+        """
+        written = 0
+        with self.db.transaction() as tx:
+            dropped = False
+            for rows, vectors in batches:
+                if not rows:
+                    continue
+                vectors = self._checked(rows, vectors)
+                self._adapt(tx)
+                if not dropped:
+                    self._drop_hnsw(tx)
+                    dropped = True
+                self._insert(tx, rows, vectors)
+                written += len(rows)
+            if dropped:
+                self._build_hnsw(tx)
+        return written
 
     def delete(self, ids: Sequence[str]) -> None:
         if not ids or self.table_dim is None:
             return
+        outer = self.db.current_transaction()
         with self.db.transaction() as tx:
+            _derived(tx, outer)
             for part in chunks(list(ids)):
                 tx.execute(f"DELETE FROM {self.table} WHERE id = ANY(?)", (list(part),))
 
@@ -254,6 +266,34 @@ class PgVectorIndex:
                 tx.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_{c} ON {self.table} ({c})")
         self.table_dim = self._stored_dim()  # another process may have created it first, with its size
 
+    def _checked(self, rows: Sequence[IndexRow], vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(rows):
+            raise InvalidInputError(f"{len(rows)} rows need a ({len(rows)}, {self.dim}) array, not {vectors.shape}")
+        if self.table_dim is None:  # the first vectors decide the column's size
+            self.dim = self.dim or vectors.shape[1]
+            self._create(self.dim)
+        self._check_dim(vectors.shape[1])
+        return vectors
+
+    def _insert(self, tx: Tx, rows: Sequence[IndexRow], vectors: np.ndarray) -> None:
+        sql = (f"INSERT INTO {self.table} (id, {', '.join(_COLUMNS)}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?) "
+               f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS)}, "
+               "embedding = excluded.embedding")
+        for start in range(0, len(rows), 1000):
+            batch = rows[start:start + 1000]
+            tx.executemany(sql, [(r.id, *(getattr(r, c) for c in _COLUMNS), _Vector(v))
+                                 for r, v in zip(batch, vectors[start:start + 1000])])
+
+    def _drop_hnsw(self, tx: Tx) -> None:
+        tx.lock(f"create {self.table}")
+        tx.execute(f"DROP INDEX IF EXISTS {self.table}_hnsw")
+
+    def _build_hnsw(self, tx: Tx) -> None:
+        if self.maintenance_work_mem:
+            tx.execute(f"SET LOCAL maintenance_work_mem = '{self.maintenance_work_mem}'")
+        tx.execute(self._hnsw_ddl())
+
     def _hnsw_ddl(self) -> str:
         return (f"CREATE INDEX IF NOT EXISTS {self.table}_hnsw ON {self.table} USING hnsw (embedding vector_cosine_ops) "
                 f"WITH (m = {int(self.m)}, ef_construction = {int(self.ef_construction)})")
@@ -269,6 +309,14 @@ class PgVectorIndex:
             raise EmbedderMismatchError(
                 f"the pgvector table {self.db.schema}.{self.table} holds {self.table_dim}-dimensional vectors, these "
                 f"have {dim}: rebuild the index for the new embedder (MemCube.reindex, which calls reset)")
+
+
+def _derived(tx: Tx, outer: Tx | None) -> None:
+    """This transaction writes only derived data (rebuildable from the truth; the outbox replays it after a
+    crash), so it need not wait for its WAL flush; the cube's truth keeps PostgreSQL's full durability, and
+    a caller's transaction (``outer``, which may hold truth) is never relaxed."""
+    if outer is None:
+        tx.execute("SET LOCAL synchronous_commit = off")
 
 
 def _where(where: VectorFilter | None) -> tuple[list[str], list[Any]]:

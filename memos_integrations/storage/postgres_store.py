@@ -20,18 +20,19 @@ These parts are the ``postgres_store`` migration component (its own versions, be
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import CubeCorruptedError, InvalidInputError
-from ..items import MemoryItem
+from ..items import Edge, MemoryItem
 from ..textual.filters import MemoryFilter
 from .filter_sql import FilterDialect
 from .migrations import Step, current_version, migrate
 from .postgres import PostgresDatabase, lock_key
-from .sql import Tx
-from .sqlstore import POSTGRES_ENGINE_STEPS, SQLStore
+from .sql import Tx, chunks, marks
+from .sqlstore import POSTGRES_ENGINE_STEPS, VECTORS, SQLStore
 
 _TS_CONFIG = "english"
 
@@ -160,6 +161,31 @@ class PostgresStore(SQLStore):
             keys = sorted({lock_key(self.pg.schema, f"item:{i}") for i in ids})  # one order: no deadlock
             tx.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k ORDER BY k", (keys,))
         return super().get_items(ids, include_deleted)
+
+    def edges(self, ids: Sequence[str], direction: str = "both", types: Sequence[str] | None = None) -> list[Edge]:
+        """As :meth:`SQLStore.edges`; ``both`` directions in one statement per chunk (a round trip to the
+        server costs more than SQLite's in-process call, and graph expansion asks on every search)."""
+        if direction != "both" or not ids:
+            return super().edges(ids, direction, types)
+        type_sql = f" AND type IN ({marks(len(types))})" if types else ""
+        out: dict[tuple[str, str, str], Edge] = {}
+        for chunk in chunks(list(ids)):
+            rows = self.db.read(
+                f"SELECT src, dst, type, weight, metadata FROM edges WHERE (src IN ({marks(len(chunk))}) "
+                f"OR dst IN ({marks(len(chunk))})){type_sql}", [*chunk, *chunk, *(types or ())])
+            for r in rows:
+                out[(r[0], r[2], r[1])] = Edge(r[0], r[1], r[2], r[3], json.loads(r[4]))
+        return list(out.values())
+
+    # -- derived writes: no WAL flush wait (a crash replays them) -------------------------------------------
+    def clear_outbox(self, entries: Sequence[tuple[str, int]], target: str = VECTORS) -> None:
+        """As :meth:`SQLStore.clear_outbox`, committed without waiting for the WAL flush: a clear lost in a
+        crash only replays an idempotent index write."""
+        outer = self.pg.current_transaction()
+        with self.transaction() as tx:
+            if outer is None:  # never relax a caller's transaction (it may hold truth)
+                tx.execute("SET LOCAL synchronous_commit = off")
+            super().clear_outbox(entries, target)
 
     # -- the keyword index -------------------------------------------------------------------------------
     def _index_text(self, tx: Tx, rid: int, text: str) -> None:

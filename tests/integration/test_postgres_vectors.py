@@ -169,3 +169,16 @@ def test_a_bulk_load_rebuilds_hnsw_and_later_upserts_join_it(
     index.upsert([IndexRow("late", user_id="u0")], extra)  # small: inserted into the graph
     assert index.query(extra[0], 1)[0][0] == "late"
     index.delete(["late"])
+
+
+def test_load_is_one_bulk_load_and_lazy_dimension(pg_db: PostgresDatabase) -> None:
+    rng = np.random.default_rng(10)
+    index = PgVectorIndex(pg_db, table="lazy")  # no dimension yet: the first vectors decide
+    assert index.count() == 0 and index.ids() == set() and index.query(unit(rng, 1)[0], 3) == []
+    vectors = unit(rng, 300)
+    rows = [IndexRow(f"v{i}", user_id=f"u{i % 3}") for i in range(300)]
+    assert index.load((rows[i:i + 100], vectors[i:i + 100]) for i in range(0, 300, 100)) == 300
+    assert index.dim == DIM and index.count() == 300
+    assert pg_db.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'lazy_hnsw'") == 1
+    assert index.query(vectors[42], 1) == [("v42", pytest.approx(1.0, abs=1e-5))]
+    assert PgVectorIndex(pg_db, table="lazy").dim == DIM  # reopened: the stored size
