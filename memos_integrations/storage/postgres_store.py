@@ -63,14 +63,13 @@ class PostgresFilterDialect(FilterDialect):
     def array_length(self, m: str) -> str:
         return f"memos_json_array_length({m}, ?::text[])"
 
-    def has_substring(self, haystack: str, needle: str, fold_case: bool = False) -> str:
-        text = f"(({haystack}) #>> '{{}}')"  # a jsonb string's text, unquoted
-        if fold_case:
-            return f"strpos(lower({text}), lower({needle}::text)) > 0"
-        return f"strpos({text}, {needle}::text) > 0"
+    def text_value(self, m: str) -> str:
+        return f"memos_json_text({m}, ?::text[])"
 
-    def empty_text(self, value: str) -> str:
-        return f"((({value}) #>> '{{}}') = '')"
+    def has_substring(self, haystack: str, needle: str, fold_case: bool = False) -> str:
+        if fold_case:
+            return f"strpos(lower({haystack}), lower({needle}::text)) > 0"
+        return f"strpos({haystack}, {needle}::text) > 0"
 
     def tags_any(self, tags: str, n: int) -> str:
         return f"({tags})::jsonb @> ANY (ARRAY[{', '.join(['jsonb_build_array(?::text)'] * n)}])"
@@ -97,6 +96,8 @@ def _functions_and_keyword_index(schema: str) -> Step:
         # the JSON helpers: IMMUTABLE SQL functions, inlined by the planner
         tx.execute(f"""CREATE OR REPLACE FUNCTION {q}.memos_json_value(doc text, path text[]) RETURNS jsonb
             LANGUAGE sql IMMUTABLE AS $$ SELECT NULLIF(doc::jsonb #> path, 'null'::jsonb) $$""")
+        tx.execute(f"""CREATE OR REPLACE FUNCTION {q}.memos_json_text(doc text, path text[]) RETURNS text
+            LANGUAGE sql IMMUTABLE AS $$ SELECT doc::jsonb #>> path $$""")
         tx.execute(f"""CREATE OR REPLACE FUNCTION {q}.memos_json_type(doc text, path text[]) RETURNS text
             LANGUAGE sql IMMUTABLE AS $$
             SELECT CASE jsonb_typeof(doc::jsonb #> path)
