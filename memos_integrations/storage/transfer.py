@@ -100,7 +100,11 @@ def _face_tables(src: SQLStore, dst: SQLStore) -> None:
     from .tables import chat, checkpoints, lgstore  # noqa: F401 - each defines its Tables subclass
 
     def subclasses(cls: type) -> list[type]:
-        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+        found: list[type] = []
+        direct: list[type] = cls.__subclasses__()
+        for sub in direct:
+            found += [sub, *subclasses(sub)]
+        return found
 
     by_component = {getattr(c, "COMPONENT", None): c for c in subclasses(face_tables.Tables)}
     for (component,) in src.db.read("SELECT component FROM schema_migrations"):

@@ -36,7 +36,7 @@ def store(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     drop_schema(postgres_dsn, schema)
 
 
-def pg_select(store: PostgresStore, rows: list[dict[str, Any]], flt: MemoryFilter) -> set[int]:
+def pg_select(store: PostgresStore, rows: list[Any], flt: MemoryFilter) -> set[int]:
     where, params = compile_filter(flt, "f", POSTGRES_FILTERS)
     with store.db.transaction() as tx:
         tx.execute("DELETE FROM f")

@@ -50,7 +50,7 @@ def populate(cube: Any) -> None:
     cube.relate(fact.id, msgs[0].id, "derived_from", weight=0.5)
     cube.store.kv_put("notes", {"a": {"deep": [1, 2]}, "b": "x"})
     saver = MemOSSaver(cube)
-    config = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+    config: Any = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
     saver.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
 
 

@@ -188,8 +188,8 @@ def test_a_password_is_used_but_never_written_and_reopening_reads_pgpassword(
 
     role, password = password_role
     time.sleep(0.2)  # the reload is asynchronous
-    params = conninfo_to_dict(postgres_dsn)
-    with_password = make_conninfo(**{**params, "user": role, "password": password})
+    params: dict[str, Any] = {**conninfo_to_dict(postgres_dsn), "user": role, "password": password}
+    with_password = make_conninfo("", **params)
     monkeypatch.delenv("PGPASSWORD", raising=False)
     path = tmp_path / "cube"
     with MemCube.init_from_dir(path, CubeConfig(store=postgres_store(with_password, schema=schema)),
