@@ -203,3 +203,55 @@ def test_a_password_is_used_but_never_written_and_reopening_reads_pgpassword(
     monkeypatch.setenv("PGPASSWORD", password)
     with MemCube.open(path, embedder=embedder) as cube:  # credentials from the environment, as libpq reads them
         assert [i.text for i in cube.get_all(user_id="ada")] == ["Ada keeps her keys in the blue bowl."]
+
+
+# -- faults at the cube level -------------------------------------------------------------------------------
+
+def test_a_connection_lost_mid_write_leaves_nothing_half_written(pgcube: Any, postgres_dsn: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    store = type(pgcube.store)
+    real = store._index_text
+
+    def die_halfway(self: Any, tx: Any, rid: int, text: str) -> None:
+        pid = tx.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # a DBA, a failover, a network cut
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        real(self, tx, rid, text)
+
+    monkeypatch.setattr(store, "_index_text", die_halfway)
+    with pytest.raises(StorageUnavailableError, match="nothing of it was written"):
+        pgcube.add(memory="Noor bakes bread on Fridays.", user_id="noor")
+    monkeypatch.setattr(store, "_index_text", real)
+    db = pgcube.store.db
+    assert [db.scalar(f"SELECT count(*) FROM {t}") for t in ("items", "versions", "vectors", "outbox")] == [0, 0, 0, 0]
+    item = pgcube.add(memory="Noor bakes bread on Fridays.", user_id="noor")[0]  # the next write just works
+    assert pgcube.get(item.id).version == 1 and pgcube.index.ids() == {item.id}
+
+
+def test_a_restarted_server_is_survived_by_the_cube(tmp_path: Path, embedder: Any) -> None:
+    import os
+    import shutil
+    import tempfile
+
+    from tests.pg_server import start_pgserver
+
+    if os.environ.get(ENV):
+        pytest.skip(f"restarting a server needs a private pgserver instance (unset {ENV})")
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+    home = Path(tempfile.mkdtemp(prefix="memos-pg-"))
+    server = start_pgserver(home / "data")
+    try:
+        config = CubeConfig(store=postgres_store(server.get_uri(), schema="restart"))
+        with MemCube.init_from_dir(tmp_path / "cube", config, embedder=embedder) as cube:
+            first = cube.add(memory="Elif repairs clocks.", user_id="elif")[0]
+            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+            assert cube.search("who repairs clocks", user_id="elif")[0].item.id == first.id  # reads reconnect
+            second = cube.add(memory="Elif sings in a choir.", user_id="elif")[0]  # so does a new write
+            assert {i.id for i in cube.get_all(user_id="elif")} == {first.id, second.id}
+            assert cube.index.ids() == {first.id, second.id}
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
