@@ -21,7 +21,9 @@ These parts are the ``postgres_store`` migration component (its own versions, be
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Sequence
+import threading
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,47 @@ def _functions_and_keyword_index(schema: str) -> Step:
     return step
 
 
+class AdvisoryIndexLock:
+    """:class:`~memos_integrations.cubelock.IndexWriteLock`'s contract (``hold()``, re-entrant within a
+    thread) for every process on every machine that shares the cube: a PostgreSQL session advisory lock.
+
+    A file lock in the cube folder serialises the outbox drains of one machine only; two machines
+    draining at once could apply an older vector after a newer one. This lock is held on one pooled
+    connection for the whole drain.
+    """
+
+    def __init__(self, db: PostgresDatabase, key: str = "index drain") -> None:
+        self.db, self.key = db, lock_key(db.schema, key)
+        self._thread = threading.RLock()
+        self._depth = 0
+        self._conn: Any = None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._thread:
+            if self._depth == 0:
+                conn = self.db._checkout()
+                try:
+                    with self.db._faults("taking the index lock", conn, in_tx=False):
+                        conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                except BaseException:
+                    self.db._checkin(conn)
+                    raise
+                self._conn = conn
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    conn, self._conn = self._conn, None
+                    try:
+                        if not conn.broken:  # a dead session's locks died with it
+                            conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+                    finally:
+                        self.db._checkin(conn)
+
+
 class PostgresStore(SQLStore):
     """The engine's tables in one PostgreSQL schema (see the module docstring).
 
@@ -152,6 +195,10 @@ class PostgresStore(SQLStore):
         version = super()._migrate()
         migrate(self.db, "postgres_store", {"postgres": [_functions_and_keyword_index(self.pg.schema)]})
         return version
+
+    def index_write_lock(self) -> AdvisoryIndexLock:
+        """The lock outbox drains hold, shared by every process and machine of this cube."""
+        return AdvisoryIndexLock(self.pg)
 
     # -- one writer per item at a time -------------------------------------------------------------------
     def get_items(self, ids: Sequence[str], include_deleted: bool = False) -> dict[str, MemoryItem]:

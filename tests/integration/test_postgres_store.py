@@ -255,3 +255,20 @@ def test_a_restarted_server_is_survived_by_the_cube(tmp_path: Path, embedder: An
     finally:
         server.cleanup()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_index_lock_serialises_drains_across_processes(pgcube: Any) -> None:
+    """What a second machine's drain would do: wait for the first (a file lock only spans one machine)."""
+    lock = pgcube.store.index_write_lock()
+    other = type(lock)(type(pgcube.store.db)(pgcube.store.db.dsn, schema=pgcube.store.db.schema))
+    order: list[str] = []
+    with lock.hold():
+        with lock.hold():  # re-entrant in one thread (reconcile drains inside its own hold)
+            waiter = threading.Thread(target=lambda: (other.hold().__enter__(), order.append("second")))
+            waiter.start()
+            waiter.join(0.5)
+            order.append("first")
+            assert waiter.is_alive()  # still waiting for the first holder
+    waiter.join(10)
+    assert order == ["first", "second"]
+    other.db.close()
