@@ -212,18 +212,18 @@ def test_a_connection_lost_mid_write_leaves_nothing_half_written(pgcube: Any, po
     import psycopg
 
     store = type(pgcube.store)
-    real = store._index_text
+    real = store._index_texts
 
-    def die_halfway(self: Any, tx: Any, rid: int, text: str) -> None:
+    def die_halfway(self: Any, tx: Any, rows: Any) -> None:  # items and versions are written by now
         pid = tx.execute("SELECT pg_backend_pid()").fetchone()[0]
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # a DBA, a failover, a network cut
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        real(self, tx, rid, text)
+        real(self, tx, rows)
 
-    monkeypatch.setattr(store, "_index_text", die_halfway)
+    monkeypatch.setattr(store, "_index_texts", die_halfway)
     with pytest.raises(StorageUnavailableError, match="nothing of it was written"):
         pgcube.add(memory="Noor bakes bread on Fridays.", user_id="noor")
-    monkeypatch.setattr(store, "_index_text", real)
+    monkeypatch.setattr(store, "_index_texts", real)
     db = pgcube.store.db
     assert [db.scalar(f"SELECT count(*) FROM {t}") for t in ("items", "versions", "vectors", "outbox")] == [0, 0, 0, 0]
     item = pgcube.add(memory="Noor bakes bread on Fridays.", user_id="noor")[0]  # the next write just works
