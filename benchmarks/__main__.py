@@ -16,6 +16,7 @@ BENCHES = [
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),
     ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
     ("LlamaIndex", ["-m", "benchmarks.bench_llama_index"]),
+    ("LLM reader: cost, modes, contradictions", ["-m", "benchmarks.bench_reader"]),
     ("local models: KV caches and adapters", ["-m", "benchmarks.bench_local", "--threads", "1"]),
 ]
 

@@ -16,6 +16,7 @@ _LAZY = {
     "MemCube": "memos_integrations.cube",
     "MOS": "memos_integrations.mos",
     "CubeConfig": "memos_integrations.config",
+    "neo4j_graph": "memos_integrations.config",
     "MemoryItem": "memos_integrations.items",
     "SearchHit": "memos_integrations.items",
     "Kind": "memos_integrations.items",
@@ -30,7 +31,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import CubeConfig
+    from .config import CubeConfig, neo4j_graph
     from .cube import MemCube
     from .items import Edge, Kind, Lifecycle, MemoryItem, SearchHit
     from .mos import MOS

@@ -5,7 +5,9 @@
     memcube search ./my_cube "When did Caroline go to the support group?" --user caroline
     memcube show ./my_cube <id>          memcube history ./my_cube <id>
     memcube export ./my_cube out.jsonl   memcube import ./other_cube out.jsonl
-    memcube stats ./my_cube              memcube reindex ./my_cube [--reembed]
+    memcube stats ./my_cube              memcube reindex ./my_cube [--reembed | --graph]
+    memcube import --from mem0 mem0.json ./my_cube   memcube export --to memos ./my_cube ./memos_dir
+    memcube mcp --home ./mos_home --user alice       (MCP over stdio, for desktop clients)
     memcube demo
 
 Errors print one line (what went wrong and what to do) and exit with status 2.
@@ -115,6 +117,12 @@ def cmd_history(a: argparse.Namespace) -> None:
 def cmd_export(a: argparse.Namespace) -> None:
     from .cube import MemCube
 
+    if a.to:  # memcube export --to mem0|memos CUBE DST
+        from .interop import export_to
+
+        count = export_to(a.to, MemCube.open(a.cube), a.file)
+        print(f"wrote {count} memories to {a.file} ({a.to} format)")
+        return
     n = MemCube.open(a.cube).export_jsonl(a.file)
     print(f"wrote {n} rows to {a.file}")
 
@@ -122,8 +130,23 @@ def cmd_export(a: argparse.Namespace) -> None:
 def cmd_import(a: argparse.Namespace) -> None:
     from .cube import MemCube
 
+    if a.source:  # memcube import --from mem0|memos SRC CUBE
+        from .interop import import_from
+
+        options = {"skip_pickles": True} if a.skip_pickles else {}
+        n = import_from(a.source, MemCube.init_from_dir(a.file), a.cube, **options)
+        print(f"imported {n} memories from {a.cube} ({a.source} format) into {a.file}")
+        return
     n = MemCube.init_from_dir(a.cube).import_jsonl(a.file)
     print(f"imported {n} memories (with all their versions) into {a.cube}")
+
+
+def cmd_mcp(a: argparse.Namespace) -> None:
+    from .mos import MOS
+    from .server.mcp import run_stdio
+
+    with MOS(a.home) as mos:
+        run_stdio(mos, a.user)
 
 
 def cmd_stats(a: argparse.Namespace) -> None:
@@ -135,6 +158,14 @@ def cmd_stats(a: argparse.Namespace) -> None:
 def cmd_reindex(a: argparse.Namespace) -> None:
     from .cube import MemCube
 
+    if a.graph:
+        with MemCube.open(a.cube) as cube:
+            rebuild = getattr(cube.graph, "rebuild", None)  # only a projected graph (neo4j) has one
+            if rebuild is None:
+                raise InvalidInputError(f"cube {a.cube} keeps its graph in its own store (the truth itself): "
+                                        "there is no graph projection to rebuild")
+            print(f"rebuilt the graph projection from the cube: {rebuild()} ids")
+        return
     n = MemCube.open(a.cube).reindex(reembed=a.reembed)
     print(f"rebuilt the vector index from SQLite: {n} items")
 
@@ -177,20 +208,29 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("cube")
         s.add_argument("id")
         s.set_defaults(fn=fn)
-    s = sub.add_parser("export", help="every version and edge as JSONL")
+    s = sub.add_parser("export", help="every version and edge as JSONL (or --to mem0|memos CUBE DST)")
     s.add_argument("cube")
     s.add_argument("file")
+    s.add_argument("--to", choices=["mem0", "memos"], help="write a mem0 export file or a MemOS cube directory")
     s.set_defaults(fn=cmd_export)
-    s = sub.add_parser("import", help="load an export (lossless)")
-    s.add_argument("cube")
-    s.add_argument("file")
+    s = sub.add_parser("import", help="load an export (lossless), or --from mem0|memos SRC CUBE")
+    s.add_argument("cube", help="the cube (with --from: the mem0 file or MemOS directory to read)")
+    s.add_argument("file", help="the export file (with --from: the cube to import into)")
+    s.add_argument("--from", dest="source", choices=["mem0", "memos"], help="read a mem0 export or a MemOS cube directory")
+    s.add_argument("--skip-pickles", action="store_true",
+                   help="MemOS: import the text although the directory holds pickled memory (never loaded)")
     s.set_defaults(fn=cmd_import)
+    s = sub.add_parser("mcp", help="serve a MOS home over MCP (stdio) as one user, for desktop clients")
+    s.add_argument("--home", required=True, help="the MOS home directory")
+    s.add_argument("--user", required=True, help="the user every tool call acts as")
+    s.set_defaults(fn=cmd_mcp)
     s = sub.add_parser("stats", help="counts by state and kind")
     s.add_argument("cube")
     s.set_defaults(fn=cmd_stats)
     s = sub.add_parser("reindex", help="rebuild the vector index from SQLite")
     s.add_argument("cube")
     s.add_argument("--reembed", action="store_true", help="embed every item again")
+    s.add_argument("--graph", action="store_true", help="rebuild the graph projection (neo4j) instead of the vectors")
     s.set_defaults(fn=cmd_reindex)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")

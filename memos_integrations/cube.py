@@ -2,7 +2,7 @@
 
 ```
 <cube>/cube.json     format version, cube id, embedder (name, dimension, fingerprint), config (no secrets)
-<cube>/memory.db     SQLite: the source of truth (see textual/store.py)
+<cube>/memory.db     SQLite: the source of truth (see storage/sqlite.py; absent with another store backend)
 <cube>/vectors/      Chroma persistent directory (absent when vectors live on a Chroma server)
 <cube>/kv/           KV caches (activation memory), safetensors + JSON
 <cube>/adapters/     LoRA adapters (parametric memory), safetensors + JSON manifest
@@ -20,12 +20,10 @@ whose vectors live on a Chroma server takes no such lock: several processes may 
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
-import re
 import secrets
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
@@ -43,13 +41,15 @@ from .errors import (
     InvalidTypeError,
 )
 from .items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, SearchHit, check_int, utcnow
+from .storage import registry
+from .storage.base import GraphStore, VectorIndex
+from .storage.chroma import collection_name  # noqa: F401 - historical import path
+from .storage.sqlite import SQLiteStore
+from .storage.sqlstore import SQLStore
 from .textual.embed import Embedder, as_embedder
 from .textual.filters import MemoryFilter
-from .textual.graph import SQLiteGraph
 from .textual.memory import TextualMemory, ids_of, new_item
 from .textual.retrieve import SearchPlan
-from .textual.store import SQLiteStore
-from .textual.vector import ChromaIndex, VectorIndex
 
 FORMAT_VERSION = 1
 CUBE_FILE = "cube.json"
@@ -83,9 +83,10 @@ class MemCube:
         path: Path,
         config: CubeConfig,
         embedder: Embedder,
-        store: SQLiteStore,
+        store: SQLStore,
         index: VectorIndex,
         hold: CubeHold | None = None,
+        graph: GraphStore | None = None,
     ) -> None:
         self.path = path.resolve()  # absolute: later writes (KV flush on close) must not follow a chdir
         self._hold = hold  # this process's lock on an embedded cube, released by close()
@@ -95,7 +96,7 @@ class MemCube:
         self.embedder = embedder
         self.store = store
         self.index = index
-        self.graph = SQLiteGraph(store)
+        self.graph: GraphStore = graph if graph is not None else _open_graph(config, store)
         self.text_mem = TextualMemory(
             store, index, self.graph, embedder, cube_id=self.cube_id,
             max_text_chars=config.max_text_chars, exact_search_max=config.vector.exact_search_max,
@@ -106,18 +107,21 @@ class MemCube:
     @classmethod
     def init_from_dir(
         cls, path: str | Path, config: CubeConfig | None = None, *, embedder: Any = None,
-        index: VectorIndex | None = None,
+        index: VectorIndex | None = None, reader: Any = None,
     ) -> MemCube:
-        """Open the cube at ``path``, or create an embedded one there if the directory has none."""
+        """Open the cube at ``path``, or create an embedded one there if the directory has none.
+
+        ``reader`` (an :class:`~memos_integrations.readers.LLMReader`) reads messages into memories.
+        """
         path = Path(path)
         if (path / CUBE_FILE).exists():
-            return cls.open(path, embedder=embedder, index=index)
-        return cls.create(path, config, embedder=embedder, index=index)
+            return cls.open(path, embedder=embedder, index=index, reader=reader)
+        return cls.create(path, config, embedder=embedder, index=index, reader=reader)
 
     @classmethod
     def create(
         cls, path: str | Path, config: CubeConfig | None = None, *, embedder: Any = None,
-        index: VectorIndex | None = None,
+        index: VectorIndex | None = None, reader: Any = None,
     ) -> MemCube:
         path = Path(path)
         if (path / CUBE_FILE).exists():
@@ -125,6 +129,9 @@ class MemCube:
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"{path} is a file; give a directory for the cube")
         config = config or CubeConfig()
+        _check_backends(config)  # an unknown backend is refused before anything is written
+        if reader is not None and config.reader == "fast":  # cube.json records the reader (never its key)
+            config = config.model_copy(update={"reader": reader.config})
         if config.cube_id is None:
             config = config.model_copy(update={"cube_id": path.resolve().name})
         if config.vector.mode == "http" and config.vector.collection is None:
@@ -136,7 +143,7 @@ class MemCube:
         path.mkdir(parents=True, exist_ok=True)
         hold = _hold(path, config)
         try:
-            return cls._create(path, config, emb, index, hold)
+            return cls._create(path, config, emb, index, hold)._attach_reader(reader)
         except BaseException:
             if hold is not None:
                 hold.release()
@@ -156,9 +163,9 @@ class MemCube:
         }
         tmp = path / (CUBE_FILE + ".tmp")
         tmp.write_text(json.dumps(header, indent=2))
-        store = SQLiteStore(path / "memory.db")
+        store = _open_store(path, config, create=True)
         try:  # the index too, before cube.json: an unreachable Chroma server must not leave a cube behind
-            index = index or _open_index(path, config)
+            index = index or _open_index(path, config, store)
         except BaseException:
             store.close()
             tmp.unlink(missing_ok=True)
@@ -167,7 +174,8 @@ class MemCube:
         return cls(path, config, emb, store, index, hold)
 
     @classmethod
-    def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None) -> MemCube:
+    def open(cls, path: str | Path, *, embedder: Any = None, index: VectorIndex | None = None,
+             reader: Any = None) -> MemCube:
         """Open an existing cube; the embedder must be the one it was built with.
 
         Raises:
@@ -182,9 +190,10 @@ class MemCube:
             config = CubeConfig.model_validate(header["config"])
         except Exception as exc:
             raise CubeCorruptedError(f"{path / CUBE_FILE} has an invalid config: {exc}") from exc
+        _check_backends(config)
         hold = _hold(path, config)  # before anything loads: a refused open costs nothing
         try:
-            return cls._open_held(path, header, config, embedder, index, hold)
+            return cls._open_held(path, header, config, embedder, index, hold)._attach_reader(reader)
         except BaseException:
             if hold is not None:
                 hold.release()
@@ -202,13 +211,9 @@ class MemCube:
                 f"fingerprint {recorded['fingerprint']}) but {emb.name!r} ({emb.dimension} dims, fingerprint "
                 f"{emb.fingerprint}) was given; open it with the same embedder, or export it and import into a new cube"
             )
-        if not (path / "memory.db").is_file():  # create() writes it before cube.json: its absence is damage
-            raise CubeCorruptedError(
-                f"{path} has a cube.json but no memory.db (the source of truth); restore it from a dump or export"
-            )
-        store = SQLiteStore(path / "memory.db")
+        store = _open_store(path, config, create=False)
         try:
-            cube = cls(path, config, emb, store, index or _open_index(path, config), hold)
+            cube = cls(path, config, emb, store, index or _open_index(path, config, store), hold)
         except BaseException:
             store.close()
             raise
@@ -230,6 +235,9 @@ class MemCube:
         if live <= VERIFY_IDS_MAX or live != self.index.count():
             full = self.text_mem.reconcile(full=True)
             report = {k: report[k] + full[k] for k in report}
+        graph_reconcile = getattr(self.graph, "reconcile", None)  # a projected graph replays its outbox
+        if graph_reconcile is not None:
+            report.update(graph_reconcile())
         if any(report.values()):
             self.audit("reconcile", "system", self.cube_id, report)
 
@@ -263,12 +271,19 @@ class MemCube:
         metadata: Mapping[str, Any] | None = None,
         sources: Sequence[str] = (),
         principal: str | None = None,
+        mode: str | None = None,
     ) -> list[MemoryItem]:
         """Add chat ``messages`` (read into one item each) or ``memory`` text(s) (one item each).
 
         A text of up to ``CubeConfig.max_message_chars`` is kept whole; above ``max_text_chars`` it is
         also indexed as parts (``chunk`` items whose ``metadata["part_of"]`` is its id), which are not
         returned here and are deleted with it.
+
+        ``mode`` (messages only; default: the reader's ``mode``, or ``"fast"`` without a reader):
+        ``"fast"`` stores the raw messages only; ``"fine"`` also reads them with the LLM reader before
+        returning; ``"async"`` stores them and queues the reading (:meth:`wait`, :meth:`pending`). With
+        a reader or a mode the result is a :class:`~memos_integrations.readers.AddResult`: still the
+        list of items written, with ``operations``, ``usage`` and ``note``.
         """
         if (messages is None) == (memory is None):
             raise InvalidInputError("pass exactly one of messages=[...] or memory='...'")
@@ -279,6 +294,9 @@ class MemCube:
         for name, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
             if value is not None and not isinstance(value, str):
                 raise InvalidTypeError(f"{name} must be a string, got {type(value).__name__}")
+        if messages is not None and (mode is not None or self._reader is not None):
+            return self.reader_engine.add(messages, mode=mode, user_id=user_id, agent_id=agent_id,
+                                          session_id=session_id, timestamp=timestamp, principal=principal, tags=tags)
         if messages is not None:
             return self.text_mem.add_messages(
                 messages, user_id=user_id, agent_id=agent_id, session_id=session_id, timestamp=timestamp,
@@ -317,13 +335,19 @@ class MemCube:
         filter: MemoryFilter | None = None,
         now: datetime | None = None,
         query_vector: Any = None,
+        as_of: Any = None,
     ) -> list[SearchHit]:
-        """Hybrid search within a scope; see :class:`SearchPlan` for the presets."""
+        """Hybrid search within a scope; see :class:`SearchPlan` for the presets.
+
+        Returns the current truth (memories the reader superseded are left out); ``as_of`` (a time)
+        returns what was true then instead (``valid_from <= as_of < valid_to``).
+        """
         from .textual.read import parse_time_bound, parse_timestamp
 
         flt = filter or MemoryFilter(
             user_id=user_id, agent_id=agent_id, session_id=session_id, kinds=kinds, tags_all=tags,
             metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_time_bound(time_to, upper=True),
+            as_of=parse_timestamp(as_of), current=as_of is None,
         )
         return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector)
 
@@ -370,7 +394,88 @@ class MemCube:
         return self.delete([i.id for i in self.get_all(user_id=user_id, include_archived=True)], principal=principal)
 
     def history(self, item_id: str) -> list[MemoryItem]:
+        """Every version of ``item_id``, oldest first: ``created_by`` says who wrote each one, and a
+        version the reader wrote says why in ``metadata["op"]`` / ``metadata["reason"]`` (a superseded
+        memory's last version names its successor in ``metadata["superseded_by"]``)."""
         return self.text_mem.history(item_id)
+
+    # -- the LLM reader (readers/) -------------------------------------------------------------
+    _reader: Any = None
+
+    def _attach_reader(self, reader: Any) -> MemCube:
+        try:
+            if reader is None and not isinstance(self.config.reader, str) and self.config.reader.provider == "openai":
+                from .errors import ReaderError
+                from .readers.reader import LLMReader
+
+                try:
+                    reader = LLMReader.from_config(self.config.reader)  # the key from the environment, now
+                except ReaderError as exc:  # the cube opens; windows wait in the queue until a reader is given
+                    logging.getLogger(__name__).warning("%s; this cube reads in fast mode until cube.use_reader(...)", exc)
+            if reader is not None or not isinstance(self.config.reader, str):
+                self.use_reader(reader)
+        except BaseException:
+            self._hold, hold = None, self._hold
+            self.close()
+            self._hold = hold  # the caller releases it
+            raise
+        return self
+
+    def use_reader(self, reader: Any) -> None:
+        """Read messages with ``reader`` (an ``LLMReader``) from now on; resumes windows left queued."""
+        self._reader = reader
+        engine = self.__dict__.get("reader_engine")
+        if engine is not None:
+            engine.reader = reader
+            engine.start()
+        else:
+            _ = self.reader_engine  # resumes queued windows
+
+    @property
+    def reader(self) -> Any:
+        return self._reader
+
+    @cached_property
+    def reader_engine(self) -> Any:
+        from .readers.engine import ReaderEngine
+
+        return ReaderEngine(self, self._reader)
+
+    def feedback(self, text: str, *, user_id: str | None = None, session_id: str | None = None, timestamp: Any = None,
+                 principal: str | None = None) -> list[MemoryItem]:
+        """Correct memories in words ("No, I moved to Porto in May"): stored as a message, then read and
+        reconciled (fine mode) against the memories it names.
+
+        Args:
+            text: the correction, in the user's words.
+            user_id: whose memories it corrects (the model names the user by this id).
+            session_id: the session it was said in.
+            timestamp: when it was said (a SUPERSEDE closes the old memory at this time).
+            principal: who is acting (recorded as ``created_by``).
+
+        Returns:
+            An ``AddResult``: the stored message, the memories written, ``operations``, ``usage``, ``note``.
+
+        Raises:
+            InvalidInputError: the cube has no reader (``MemCube.open(path, reader=...)``), or the text is empty.
+        """
+        message = {"role": "user", "content": text, "metadata": {"feedback": True}, **({"name": user_id} if user_id else {})}
+        return self.add(messages=[message], user_id=user_id,
+                        session_id=session_id, timestamp=timestamp, principal=principal, mode="fine")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every queued window is read (True) or ``timeout`` seconds pass (False)."""
+        return bool(self.reader_engine.wait(timeout))
+
+    def pending(self, user_id: str | None = None) -> list[Any]:
+        """Windows not read yet (queued, running, or failed with their ``error``), oldest first."""
+        return list(self.reader_engine.pending(user_id))
+
+    def retry_failed(self) -> int:
+        """Queue failed windows again (after raising a budget, or fixing the endpoint); returns how many."""
+        n = int(self.reader_engine.jobs.retry("read"))
+        self.reader_engine.start()
+        return n
 
     def relate(self, src: str, dst: str, type: str, weight: float = 1.0, **metadata: Any) -> Edge:
         return self.text_mem.relate(src, dst, type, weight, metadata)
@@ -387,20 +492,20 @@ class MemCube:
         return self.store.audit_log(limit, principal)
 
     def stats(self) -> dict[str, Any]:
-        rows = self.store.read("SELECT state, kind, COUNT(*) FROM items GROUP BY state, kind")
         by_state: dict[str, int] = {}
         by_kind: dict[str, int] = {}
-        for state, kind, n in rows:
+        for state, kind, n in self.store.state_kind_counts():
             by_state[state] = by_state.get(state, 0) + n
             if state != Lifecycle.DELETED.value:
                 by_kind[kind] = by_kind.get(kind, 0) + n
+        tables = self.store.table_counts()
         return {
             "cube_id": self.cube_id, "path": str(self.path), "embedder": self.embedder.name,
             "items": sum(n for s, n in by_state.items() if s != Lifecycle.DELETED.value),
             "by_state": by_state, "by_kind": by_kind,
-            "users": [r[0] for r in self.store.read("SELECT DISTINCT user_id FROM items WHERE user_id IS NOT NULL ORDER BY 1")],
-            "versions": self.store.read("SELECT COUNT(*) FROM versions")[0][0],
-            "edges": self.store.read("SELECT COUNT(*) FROM edges")[0][0],
+            "users": [u for u in self.store.user_ids() if u is not None],
+            "versions": tables["versions"],
+            "edges": tables["edges"],
             "vectors_indexed": self.index.count(),
             "vector_backend": self.config.vector.mode,
         }
@@ -409,7 +514,11 @@ class MemCube:
         return self.text_mem.reindex(reembed)
 
     def reconcile(self, full: bool = True) -> dict[str, int]:
-        return self.text_mem.reconcile(full)
+        report = self.text_mem.reconcile(full)
+        graph_reconcile = getattr(self.graph, "reconcile", None)  # a projected graph replays its outbox
+        if graph_reconcile is not None:
+            report.update(graph_reconcile())
+        return report
 
     # -- copies ----------------------------------------------------------------------------------
     def dump(self, path: str | Path) -> MemCube:
@@ -466,10 +575,16 @@ class MemCube:
             return
         self._closed = True
         try:
+            engine = self.__dict__.get("reader_engine")
+            if engine is not None:
+                engine.stop()
             # activation memory holds caches in RAM; spill them so a new process reloads, not recomputes
             act = self.__dict__.get("act_mem")
             if act is not None and hasattr(act, "flush"):
                 act.flush()
+            graph_close = getattr(self.graph, "close", None)  # a projected graph closes the driver it built
+            if graph_close is not None:
+                graph_close()
             self.store.close()
         finally:
             if self._hold is not None:
@@ -534,61 +649,25 @@ def _hold(path: Path, config: CubeConfig) -> CubeHold | None:
 
 
 def check_database(db: Path) -> None:
-    """Refuse an empty, truncated or garbled ``memory.db`` (absent is the caller's concern).
-
-    SQLite opens a zero-byte file as a new empty database, and a damaged page surfaces only when
-    a query reads it, after writes have already succeeded. ``PRAGMA quick_check`` reads every page
-    (measured with benchmarks.bench_guarantees: 27 ms for a 10,000-item, 32 MB cube, about 1 ms per MB); it runs on a separate
-    connection before the store opens the file.
-    """
-    try:
-        size = db.stat().st_size
-        with open(db, "rb") as fh:
-            head = fh.read(16)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise CubeCorruptedError(f"{db} cannot be read ({exc}); restore it from a dump or export") from exc
-    if size == 0 or head != b"SQLite format 3\x00":
-        what = "is empty (0 bytes)" if size == 0 else "is not an SQLite database"
-        raise CubeCorruptedError(f"{db} {what}; the cube's memories are not in it: restore it from a dump or export")
-    conn = sqlite3.connect(str(db), timeout=30)
-    try:
-        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
-    except sqlite3.DatabaseError as exc:
-        problems = [str(exc)]
-    finally:
-        conn.close()
-    if problems != ["ok"]:
-        raise CubeCorruptedError(
-            f"{db} is damaged ({'; '.join(problems)[:300]}); restore it from a dump or export, or recover what "
-            "is readable with the sqlite3 shell's .recover")
+    """Refuse an empty, truncated or garbled ``memory.db`` (absent is the caller's concern); see
+    :meth:`~memos_integrations.storage.sqlite.SQLiteStore.check_file`."""
+    SQLiteStore.check_file(db)
 
 
-def collection_name(raw: str) -> str:
-    """A Chroma collection name for ``raw`` (a cube id or a configured name).
-
-    The historical derivation is kept whenever Chroma accepts it, so existing cubes find their
-    collection; any other folder name (``notes_``, ``café``, ``x``) gets an ASCII prefix plus a
-    hash of the full name, which is valid and distinct per name.
-    """
-    legacy = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in raw)[:60]
-    if len(legacy) < 3:
-        legacy = f"cube_{legacy}".ljust(3, "_")
-    if _CHROMA_NAME.match(legacy) and ".." not in legacy and not _IPV4.match(legacy):
-        return legacy
-    prefix = re.sub(r"[^A-Za-z0-9]+", "_", raw.encode("ascii", "ignore").decode()).strip("_")[:40]
-    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"cube_{prefix}_{digest}" if prefix else f"cube_{digest}"
+def _check_backends(config: CubeConfig) -> None:
+    registry.check("store", config.store.backend)
+    registry.check("vector", config.vector.backend)
+    registry.check("graph", config.graph.backend)
 
 
-_CHROMA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
-_IPV4 = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")
+def _open_store(path: Path, config: CubeConfig, *, create: bool) -> SQLStore:
+    return registry.factory("store", config.store.backend)(config.store, path, create=create)  # type: ignore[no-any-return]
 
 
-def _open_index(path: Path, config: CubeConfig) -> VectorIndex:
-    name = collection_name(config.vector.collection or f"cube_{config.cube_id}")
-    if config.vector.mode == "http":
-        return ChromaIndex.http(config.vector.host, config.vector.port, name, config.vector.ssl)
-    return ChromaIndex.persistent(path / "vectors", name)
+def _open_index(path: Path, config: CubeConfig, store: SQLStore | None = None) -> VectorIndex:
+    factory = registry.factory("vector", config.vector.backend)
+    return factory(config.vector, path, cube_id=config.cube_id, store=store)  # type: ignore[no-any-return]
 
+
+def _open_graph(config: CubeConfig, store: SQLStore) -> GraphStore:
+    return registry.factory("graph", config.graph.backend)(config.graph, store=store)  # type: ignore[no-any-return]

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import sqlite3
 import stat
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -51,12 +50,7 @@ def clone(cube: MemCube, path: str | Path, cube_id: str | None = None) -> MemCub
         os.chmod(staging, stat.S_IMODE(cube.path.stat().st_mode))  # mkdtemp makes it owner-only
         (staging / _cube.INCOMPLETE_FILE).write_text(
             f"an incomplete copy of {cube.path} into {target}; delete this folder and dump again\n")
-        with cube.store.lock:  # the SQLite backup API copies a consistent snapshot
-            dest = sqlite3.connect(str(staging / "memory.db"))
-            try:
-                cube.store.conn.backup(dest)
-            finally:
-                dest.close()
+        cube.store.snapshot(staging / "memory.db")  # a consistent copy (SQLite: the backup API)
         header = _cube.read_header(cube.path, verify=False)
         header.update(cube_id=config.cube_id, config=config.to_json_dict())
         (staging / _cube.CUBE_FILE).write_text(json.dumps(header, indent=2))
@@ -78,8 +72,7 @@ def clone(cube: MemCube, path: str | Path, cube_id: str | None = None) -> MemCub
 def export_jsonl(cube: MemCube, path: str | Path | None = None) -> Iterator[dict[str, Any]] | int:
     """Every version of every item (tombstones included) and every edge, as JSON lines."""
     def rows() -> Iterator[dict[str, Any]]:
-        ids = [r[0] for r in cube.store.read("SELECT id FROM items ORDER BY rid")]
-        for item_id in ids:
+        for item_id in list(cube.store.iter_ids()):
             try:
                 versions = cube.store.history(item_id)
             except (ValueError, TypeError, KeyError) as exc:  # a version row edited by hand
@@ -88,8 +81,9 @@ def export_jsonl(cube: MemCube, path: str | Path | None = None) -> Iterator[dict
                     "and wrote nothing. Restore memory.db from a dump") from exc
             for version in versions:
                 yield {"type": "item", "item": version.to_dict()}
-        for src, dst, typ, weight, meta in cube.store.read("SELECT src, dst, type, weight, metadata FROM edges ORDER BY rowid"):
-            yield {"type": "edge", "edge": {"src": src, "dst": dst, "type": typ, "weight": weight, "metadata": json.loads(meta)}}
+        for e in cube.store.iter_edges():
+            yield {"type": "edge", "edge": {"src": e.src, "dst": e.dst, "type": e.type, "weight": e.weight,
+                                            "metadata": e.metadata}}
     if path is None:
         return rows()
     out = Path(path)

@@ -88,6 +88,26 @@ class BackendError(MemosError, RuntimeError):
     """A storage backend (Chroma server, Neo4j) failed or is unreachable."""
 
 
+class GraphUnavailableError(BackendError, ConnectionError):
+    """The graph server (Neo4j, FalkorDB) does not answer; the cube's truth is unaffected and the graph
+    writes stay queued: start the server, then retry (``cube.reconcile()``)."""
+
+
+class CypherNotAllowedError(InvalidInputError):
+    """A query given to the read-only ``cypher()`` would write or administer the graph."""
+
+
+class ReaderError(MemosError, RuntimeError):
+    """The LLM reader could not read a window (endpoint down, slow, rate-limited, or unreadable output).
+
+    The raw messages are stored either way; the window stays queued with this error (``cube.pending()``).
+    """
+
+
+class BudgetExceededError(ReaderError):
+    """A token budget (per user or per cube) is spent; raise it in the reader config, or add in fast mode."""
+
+
 def require(module: str, extra: str) -> object:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra that provides it."""
     import importlib

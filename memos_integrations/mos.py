@@ -38,17 +38,15 @@ Example:
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 from .access import allows, check, deny, normalize_id
 from .cube import MemCube
 from .errors import (
-    CubeCorruptedError,
     CubeNotFoundError,
     InvalidInputError,
     InvalidTypeError,
@@ -56,25 +54,11 @@ from .errors import (
 )
 from .items import MemoryItem, SearchHit, from_epoch, to_epoch, utcnow
 from .mos_view import CubeView
+from .storage.sql import SQLiteDatabase, Tx
+from .storage.tables.registry import Registry
 
 Access = Literal["read", "write"]
 Role = Literal["user", "admin"]
-
-#: Versioned schema steps for ``mos.db``; ``PRAGMA user_version`` records how many ran. Step 1 is the
-#: registry every earlier MOS wrote (so an unversioned db passes it unchanged); step 2 adds the audit log.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, name TEXT, role TEXT NOT NULL, created_at REAL NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS cubes (cube_id TEXT PRIMARY KEY, path TEXT NOT NULL, owner TEXT NOT NULL REFERENCES users(user_id))",
-        "CREATE TABLE IF NOT EXISTS shares (cube_id TEXT NOT NULL REFERENCES cubes(cube_id),"
-        " user_id TEXT NOT NULL REFERENCES users(user_id), access TEXT NOT NULL, PRIMARY KEY (cube_id, user_id))",
-    ),
-    (
-        "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, principal TEXT,"
-        " action TEXT NOT NULL, target TEXT, allowed INTEGER NOT NULL, detail TEXT NOT NULL)",
-    ),
-)
-
 
 def safe_name(value: Any, what: str = "cube name") -> str:
     """A cube name or id that is safe as one path component: no separators, no ``..``, nothing invisible.
@@ -107,17 +91,22 @@ class MOS:
         chat_model: the default model for :meth:`chat`.
     """
 
-    def __init__(self, home: str | Path, *, user_id: str | None = None, embedder: Any = None, chat_model: Any = None) -> None:
+    def __init__(self, home: str | Path, *, user_id: str | None = None, embedder: Any = None, chat_model: Any = None,
+                 reader: Any = None) -> None:
         self.home = Path(home)
+        self.reader = reader  # an LLMReader for every cube this MOS opens (readers/); None: fast mode
         self.home.mkdir(parents=True, exist_ok=True)
         self.default_user = normalize_id(user_id)
         self.embedder = embedder
         self.chat_model = chat_model
         self._lock = threading.RLock()
         self._closed = False
-        self._db = sqlite3.connect(str(self.home / "mos.db"), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        db = SQLiteDatabase(self.home / "mos.db")
+        try:
+            self._reg = Registry(db, str(self.home / "mos.db"))
+        except BaseException:
+            db.close()
+            raise
         self._cubes: dict[str, MemCube] = {}
 
     # -- users ---------------------------------------------------------------------------------
@@ -150,29 +139,28 @@ class MOS:
             raise InvalidInputError("name must be a non-empty string, or None to keep the current one")
         actor = normalize_id(acting_user, "acting_user") if acting_user is not None else self.default_user
         refusal: tuple[str, str, dict[str, Any]] | None = None
-        with self._tx():
-            if acting_user is not None and actor != user and self._role(actor) is None:
+        with self._tx() as tx:
+            tx.lock("mos:users")
+            if acting_user is not None and actor != user and self._role(actor, tx) is None:
                 raise UnknownUserError(f"unknown acting_user {actor!r}; create it first with MOS.create_user({actor!r})")
-            admin = self._role(actor) == "admin"
-            current = self._db.execute("SELECT name, role FROM users WHERE user_id=?", (user,)).fetchone()
+            admin = self._role(actor, tx) == "admin"
+            current = self._registry.user(tx, user)
             if current is None:
                 new_role = role or "user"
-                has_admin = self._db.execute("SELECT 1 FROM users WHERE role='admin' LIMIT 1").fetchone() is not None
-                if new_role == "admin" and has_admin and not admin:
+                if new_role == "admin" and self._registry.has_admin(tx) and not admin:
                     refusal = ("create_user", "only an admin creates admins; pass acting_user=<an admin> "
                                "(only the first admin of a MOS needs none)", {"role": new_role})
                 else:
-                    self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (user, name or user, new_role, to_epoch(utcnow())))
-                    self._audit_write("create_user", actor, user, {"role": new_role, "bootstrap": new_role == "admin" and not admin})
+                    self._registry.add_user(tx, user, name or user, new_role, to_epoch(utcnow()))
+                    self._audit_write(tx, "create_user", actor, user, {"role": new_role, "bootstrap": new_role == "admin" and not admin})
             else:
                 changes = {k: v for k, v, old in (("name", name, current[0]), ("role", role, current[1])) if v is not None and v != old}
                 if changes and not admin and ("role" in changes or actor != user):
                     refusal = ("update_user", "only an admin changes a user's role or another user's name; "
                                "pass acting_user=<an admin>", changes)
                 elif changes:
-                    for column, value in changes.items():  # column is 'name' or 'role', never user input
-                        self._db.execute(f"UPDATE users SET {column}=? WHERE user_id=?", (value, user))
-                    self._audit_write("update_user", actor, user, changes)
+                    self._registry.update_user(tx, user, changes)
+                    self._audit_write(tx, "update_user", actor, user, changes)
         if refusal is not None:  # audited after the transaction, so the refusal is kept
             action, message, detail = refusal
             raise deny(self._audit, action, actor, user, message, detail)
@@ -180,15 +168,14 @@ class MOS:
     def list_users(self, *, user_id: str | int | None = None) -> list[dict[str, Any]]:
         """Every user's id, name and role, for any known user (``user_id``, else the MOS's own)."""
         self._user(user_id)
-        rows = self._q("SELECT user_id, name, role FROM users ORDER BY user_id")
-        return [{"user_id": u, "name": n, "role": r} for u, n, r in rows]
+        return [{"user_id": u, "name": n, "role": r} for u, n, r in self._registry.users()]
 
     def audit_log(self, *, user_id: str | int | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The MOS audit log (user management, and its refusals), newest first; only an admin reads it."""
         user = self._user(user_id)
         if self._role(user) != "admin":
             raise deny(self._audit, "audit_log", user, None, "only an admin reads the MOS audit log; pass user_id=<an admin>")
-        rows = self._q("SELECT seq, at, principal, action, target, allowed, detail FROM audit ORDER BY seq DESC LIMIT ?", (limit,))
+        rows = self._registry.audit_rows(limit)
         return [
             {"seq": r[0], "at": from_epoch(r[1]), "principal": r[2], "action": r[3], "target": r[4],
              "allowed": bool(r[5]), "detail": json.loads(r[6])}
@@ -229,7 +216,7 @@ class MOS:
         existing = self._claim(path, name, owner, need="owner")
         if existing is not None:
             return existing
-        cube = MemCube.init_from_dir(path, config, embedder=self.embedder)
+        cube = MemCube.init_from_dir(path, config, embedder=self.embedder, reader=self.reader)
         try:
             return self._insert(cube, name, owner)
         except BaseException:
@@ -255,7 +242,7 @@ class MOS:
         existing = self._claim(path, mem_cube_id, user, need="read")
         if existing is not None:
             return existing
-        cube = cube_or_path if isinstance(cube_or_path, MemCube) else MemCube.open(path, embedder=self.embedder)
+        cube = cube_or_path if isinstance(cube_or_path, MemCube) else MemCube.open(path, embedder=self.embedder, reader=self.reader)
         try:
             cube_id = safe_name(mem_cube_id or cube.cube_id, "cube id")
             self._refuse_taken_id(cube_id, path)
@@ -278,11 +265,7 @@ class MOS:
         if access not in ("read", "write"):
             raise InvalidInputError("access must be 'read' or 'write'")
         cube = self._authorized(cube_id, actor, "owner", "share")
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO shares VALUES (?, ?, ?) ON CONFLICT(cube_id, user_id) DO UPDATE SET access=excluded.access",
-                (cube_id, target, access),
-            )
+        self._registry.share(cube_id, target, access)
         cube.audit("share", actor, cube_id, {"with": target, "access": access})
 
     def unshare_cube(self, cube_id: str, target_user_id: str | int, *, user_id: str | int | None = None) -> None:
@@ -290,18 +273,13 @@ class MOS:
         actor = self._user(user_id)
         target = normalize_id(target_user_id, "target_user_id")
         cube = self._authorized(cube_id, actor, "owner", "unshare")
-        with self._lock:
-            self._db.execute("DELETE FROM shares WHERE cube_id=? AND user_id=?", (cube_id, target))
+        self._registry.unshare(cube_id, target)
         cube.audit("unshare", actor, cube_id, {"with": target})
 
     def list_cubes(self, user_id: str | int | None = None) -> list[dict[str, str]]:
         """The cubes ``user_id`` owns or was shared, with their access level."""
         user = self._user(user_id)
-        rows = self._q(
-            "SELECT cube_id, 'owner' FROM cubes WHERE owner=? UNION SELECT cube_id, access FROM shares WHERE user_id=? ORDER BY 1",
-            (user, user),
-        )
-        return [{"cube_id": c, "access": a} for c, a in rows]
+        return [{"cube_id": c, "access": a} for c, a in self._registry.reachable(user)]
 
     def cube(self, cube_id: str, *, user_id: str | int | None = None, access: Literal["read", "write", "owner"] = "read") -> CubeView:
         """A view of the cube for ``user_id``, after checking they have ``access`` now.
@@ -359,6 +337,12 @@ class MOS:
                     out[slot].append({"cube_id": cube_id, "memories": sorted(p.name for p in (cube.path / sub).iterdir())})
         return out
 
+    def feedback(self, text: str, *, mem_cube_id: str | None = None, user_id: str | int | None = None, **kw: Any) -> list[MemoryItem]:
+        """Correct the user's memories in words (``cube.feedback``): needs write access and a reader."""
+        user = self._user(user_id)
+        cube = self._authorized(mem_cube_id or self._default_cube(user), user, "write", "feedback")
+        return cube.feedback(text, user_id=user, principal=user, **kw)
+
     def get(self, mem_cube_id: str, memory_id: str, *, user_id: str | int | None = None) -> MemoryItem:
         return self._authorized(mem_cube_id, self._user(user_id), "read", "get").get(memory_id)
 
@@ -404,9 +388,9 @@ class MOS:
         user = normalize_id(user_id)
         if self._owner(cube_id) == user:
             return "owner"
-        rows = self._q("SELECT access FROM shares WHERE cube_id=? AND user_id=?", (cube_id, user))
-        if rows:
-            return str(rows[0][0])
+        shared = self._registry.share_of(cube_id, user)
+        if shared is not None:
+            return shared
         return "owner" if self._role(user) == "admin" else None
 
     def close(self) -> None:
@@ -417,7 +401,7 @@ class MOS:
             for cube in self._cubes.values():
                 cube.close()
             self._cubes.clear()
-            self._db.close()
+            self._reg.db.close()
 
     def __enter__(self) -> MOS:
         return self
@@ -426,53 +410,24 @@ class MOS:
         self.close()
 
     # -- internals: the registry ------------------------------------------------------------------
-    def _migrate(self) -> None:
-        with self._tx():
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            if version > len(MIGRATIONS):
-                raise CubeCorruptedError(
-                    f"{self.home / 'mos.db'} has schema version {version}, written by a newer memos-integrations; upgrade the package"
-                )
-            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in step:
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
-
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        """One write transaction, taken up front so a check and the write it allows are atomic across processes."""
-        with self._lock:
-            self._open()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _open(self) -> None:
+    @property
+    def _registry(self) -> Registry:
         if self._closed:
             raise InvalidInputError("this MOS is closed; open the home again with MOS(home)")
+        return self._reg
 
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            self._open()
-            return self._db.execute(sql, params).fetchall()
+    def _tx(self) -> AbstractContextManager[Tx]:
+        """One write transaction, taken up front so a check and the write it allows are atomic across processes."""
+        return self._registry.transaction()
 
-    def _audit_write(self, action: str, principal: str | None, target: str | None, detail: Mapping[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO audit (at, principal, action, target, allowed, detail) VALUES (?, ?, ?, ?, 1, ?)",
-            (to_epoch(utcnow()), principal, action, target, json.dumps(dict(detail), default=str)),
-        )
+    def _audit_write(self, tx: Tx, action: str, principal: str | None, target: str | None, detail: Mapping[str, Any]) -> None:
+        self._registry.audit((to_epoch(utcnow()), principal, action, target, 1, json.dumps(dict(detail), default=str)), tx)
 
     def _audit(self, action: str, principal: str | None, target: str | None,
                detail: Mapping[str, Any] | None = None, allowed: bool = True) -> None:
         """The MOS audit sink (the shape :func:`access.deny` writes to), for user management."""
-        self._q(
-            "INSERT INTO audit (at, principal, action, target, allowed, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (to_epoch(utcnow()), principal, action, target, int(allowed), json.dumps(dict(detail or {}), default=str)),
-        )
+        self._registry.audit(
+            (to_epoch(utcnow()), principal, action, target, int(allowed), json.dumps(dict(detail or {}), default=str)))
 
     def _user(self, user_id: str | int | None) -> str:
         user = normalize_id(user_id) if user_id is not None else self.default_user
@@ -482,17 +437,14 @@ class MOS:
             raise UnknownUserError(f"unknown user {user!r}; create it first with MOS.create_user({user!r})")
         return user
 
-    def _role(self, user: str | None) -> str | None:
-        if user is None:
-            return None
-        rows = self._q("SELECT role FROM users WHERE user_id=?", (user,))
-        return str(rows[0][0]) if rows else None
+    def _role(self, user: str | None, tx: Tx | None = None) -> str | None:
+        return None if user is None else self._registry.role(user, tx)
 
     def _owner(self, cube_id: str) -> str:
-        rows = self._q("SELECT owner FROM cubes WHERE cube_id=?", (cube_id,))
-        if not rows:
+        found = self._registry.cube(cube_id)
+        if found is None:
             raise CubeNotFoundError(f"no cube {cube_id!r} is registered; register it with MOS.register_mem_cube")
-        return str(rows[0][0])
+        return str(found[1])
 
     def _cube(self, cube_id: str) -> MemCube:
         """The open cube behind an id, with no access check: only for code that checks first."""
@@ -500,10 +452,10 @@ class MOS:
             raise InvalidTypeError(f"cube ids are strings, got {type(cube_id).__name__}")
         with self._lock:
             if cube_id not in self._cubes:
-                rows = self._q("SELECT path FROM cubes WHERE cube_id=?", (cube_id,))
-                if not rows:
+                found = self._registry.cube(cube_id)
+                if found is None:
                     raise CubeNotFoundError(f"no cube {cube_id!r} is registered; register it with MOS.register_mem_cube")
-                self._cubes[cube_id] = MemCube.open(rows[0][0], embedder=self.embedder)
+                self._cubes[cube_id] = MemCube.open(found[0], embedder=self.embedder, reader=self.reader)
             return self._cubes[cube_id]
 
     def _authorized(self, cube_id: str, user: str, need: str, action: str) -> MemCube:
@@ -516,14 +468,14 @@ class MOS:
         return cube
 
     def _default_cube(self, user: str) -> str:
-        owned = self._q("SELECT cube_id FROM cubes WHERE owner=? ORDER BY cube_id", (user,))
+        owned = self._registry.owned(user)
         if len(owned) != 1:
             raise InvalidInputError(f"user {user!r} owns {len(owned)} cubes; name one with mem_cube_id=")
-        return str(owned[0][0])
+        return owned[0]
 
     def _refuse_taken_id(self, cube_id: str, path: Path) -> None:
-        rows = self._q("SELECT path FROM cubes WHERE cube_id=?", (cube_id,))
-        if rows and Path(rows[0][0]).resolve() != path.resolve():
+        found = self._registry.cube(cube_id)
+        if found is not None and Path(found[0]).resolve() != path.resolve():
             raise InvalidInputError(f"cube id {cube_id!r} is already registered for another directory; pass another mem_cube_id")
 
     def _claim(self, path: Path, cube_id: str | None, user: str, *, need: str) -> str | None:
@@ -535,7 +487,7 @@ class MOS:
         :class:`AccessDeniedError` to anyone else.
         """
         resolved = path.resolve()
-        for registered_id, registered in self._q("SELECT cube_id, path FROM cubes ORDER BY cube_id"):
+        for registered_id, registered in self._registry.cubes():
             theirs = Path(registered).resolve()
             same = resolved == theirs
             if not (same or resolved.is_relative_to(theirs) or theirs.is_relative_to(resolved)):
@@ -559,10 +511,9 @@ class MOS:
     def _insert(self, cube: MemCube, cube_id: str, owner: str) -> str:
         """Register ``cube`` under ``cube_id``; the checks are repeated inside the write transaction."""
         resolved = str(cube.path.resolve())
-        with self._tx():
-            if self._db.execute("SELECT 1 FROM cubes WHERE cube_id=? OR path=?", (cube_id, resolved)).fetchone():
+        with self._tx() as tx:
+            if not self._registry.add_cube(tx, cube_id, resolved, owner):
                 raise InvalidInputError(f"cube {cube_id!r} or directory {resolved} was registered meanwhile; try again")
-            self._db.execute("INSERT INTO cubes VALUES (?, ?, ?)", (cube_id, resolved, owner))
         cube.audit("register", owner, cube_id, {"owner": owner})
         self._cubes[cube_id] = cube
         return cube_id

@@ -38,12 +38,15 @@ _TEXT_MEM_WRITES = frozenset({
 
 
 _GRAPH_WRITES = frozenset({"add_edges", "remove_edges"})
+#: the store's SQL database (``store.db``), which the faces' table modules use: a transaction is a write
+_DB_WRITES = frozenset({"transaction", "executescript", "close"})
 _INDEX_WRITES = frozenset({"upsert", "delete", "reset"})
 _ACT_MEM_WRITES = frozenset({"store", "set_prefix", "invalidate_prefix", "drop", "flush", "clear"})
 _PARA_MEM_WRITES = frozenset({"assign", "distill", "merge", "delete", "bind", "activate", "unload"})
 #: parts reached through a guarded part, guarded in turn (``text_mem.graph.add_edges`` is a write)
 _NESTED: dict[str, dict[str, frozenset[str]]] = {
     "text_mem": {"graph": _GRAPH_WRITES, "store": _STORE_WRITES, "index": _INDEX_WRITES},
+    "store": {"db": _DB_WRITES},
 }
 
 

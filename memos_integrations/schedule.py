@@ -31,6 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .cube import MemCube
 from .items import Edge, Lifecycle, MemoryItem, to_epoch, utcnow
 
+#: the states the scheduler moves on its own (archived, merged and frozen items stay put)
+_MOVABLE = (Lifecycle.GENERATED, Lifecycle.ACTIVATED)
+
 
 class SchedulerPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,30 +60,20 @@ class MemScheduler:
         return len(items)
 
     def promote(self) -> int:
-        self.cube.store.flush_usage()
-        rows = self.cube.store.read(
-            "SELECT id FROM items WHERE state = ? AND access_count >= ?", (Lifecycle.GENERATED.value, self.policy.promote_hits)
-        )
-        items = self.cube.text_mem.get_many([r[0] for r in rows])
+        ids = self.cube.store.ids_used_at_least(Lifecycle.GENERATED, self.policy.promote_hits)
+        items = self.cube.text_mem.get_many(ids)
         return self._move(items, Lifecycle.ACTIVATED, f"returned by search >= {self.policy.promote_hits} times")
 
     def archive(self) -> int:
-        self.cube.store.flush_usage()
         cutoff = to_epoch(utcnow() - timedelta(days=self.policy.archive_after_days))
-        rows = self.cube.store.read(
-            "SELECT id FROM items WHERE state IN (?, ?) AND COALESCE(last_access, updated_at) < ?",
-            (Lifecycle.GENERATED.value, Lifecycle.ACTIVATED.value, cutoff),
-        )
-        items = self.cube.text_mem.get_many([r[0] for r in rows])
+        ids = self.cube.store.ids_idle_since(_MOVABLE, cutoff)  # type: ignore[arg-type]
+        items = self.cube.text_mem.get_many(ids)
         return self._move(items, Lifecycle.ARCHIVED, f"idle for {self.policy.archive_after_days} days")
 
     def merge(self) -> dict[str, int]:
         merged = groups = 0
-        users = [r[0] for r in self.cube.store.read("SELECT DISTINCT user_id FROM items WHERE state IN ('generated', 'activated')")]
-        for user in users:  # each user is a scope; items with no user form one too (`IS` matches NULL)
-            rids = [r[0] for r in self.cube.store.read(
-                "SELECT rid FROM items WHERE user_id IS ? AND state IN ('generated', 'activated') LIMIT ?",
-                (user, self.policy.max_merge_scan))]
+        for user in self.cube.store.user_ids(_MOVABLE):  # each user is a scope; items with no user form one too
+            rids = self.cube.store.rids_of_user(user, _MOVABLE, self.policy.max_merge_scan)
             found, matrix = self.cube.store.vectors_for(rids)
             if len(found) < 2:
                 continue
@@ -111,15 +104,9 @@ class MemScheduler:
 
     def hottest(self, user_id: str | None = None, n: int = 10) -> list[MemoryItem]:
         """The most-used live items (activated and frozen first): what a shared KV prefix should hold."""
-        self.cube.store.flush_usage()
-        sql = "SELECT id FROM items WHERE state IN ('activated', 'frozen', 'generated')"
-        params: list[object] = []
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            params.append(user_id)
-        sql += " ORDER BY state = 'generated', access_count DESC, updated_at DESC LIMIT ?"
-        rows = self.cube.store.read(sql, [*params, n])
-        return self.cube.text_mem.get_many([r[0] for r in rows])
+        ids = self.cube.store.most_used(
+            [Lifecycle.ACTIVATED, Lifecycle.FROZEN, Lifecycle.GENERATED], user_id, n, last=Lifecycle.GENERATED)
+        return self.cube.text_mem.get_many(ids)
 
     def run(self) -> dict[str, int]:
         """One pass: merge duplicates, promote the used, archive the idle."""

@@ -26,18 +26,8 @@ from ..aio import in_thread
 from ..errors import InvalidTypeError
 from ..face_api import CubeAPI, as_cube
 from ..items import new_id, to_epoch, utcnow
+from ..storage.tables.chat import LangChainMessages
 from ._common import acting, message_to_memory, remember_turn
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS langchain_messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id TEXT NOT NULL,
-    user_id TEXT,
-    message TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS langchain_messages_session ON langchain_messages (session_id, seq);
-"""
 
 
 class MemOSChatMessageHistory(BaseChatMessageHistory):
@@ -106,15 +96,12 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         self.cube, self.session_id = cube, session_id
         self.user_id, self.agent_id = normalize_id(user_id), normalize_id(agent_id, "agent_id")
         self.remember = remember
-        cube.store.ensure_schema(_DDL)
+        self.table = LangChainMessages(cube.store.db)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         self._check_owner(self._scope(), "read")
-        rows = self.cube.store.read(
-            "SELECT message FROM langchain_messages WHERE session_id=? ORDER BY seq", (self.session_id,)
-        )
-        return messages_from_dict([json.loads(r[0]) for r in rows])
+        return messages_from_dict([json.loads(m) for m in self.table.messages(self.session_id)])
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` to the transcript, then (with ``remember``) read them into memory.
@@ -134,14 +121,13 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         # every stored message gets an id, so a memory's sources point back at its message
         stored = [m if m.id else m.model_copy(update={"id": new_id()}) for m in messages]
         rows = [(self.session_id, scope.user_id, json.dumps(message_to_dict(m)), to_epoch(utcnow())) for m in stored]
-        with self.cube.store.transaction() as conn:
+        with self.table.transaction() as tx:
             # checked again inside the write lock: two users racing on a brand-new session cannot both own it
-            owners = self._owners()
+            self.table.lock_session(tx, self.session_id)
+            owners = self.table.owners(self.session_id, tx)
             taken = bool(owners) and owners != {scope.user_id}
             if not taken:
-                conn.executemany(
-                    "INSERT INTO langchain_messages (session_id, user_id, message, created_at) VALUES (?, ?, ?, ?)", rows
-                )
+                self.table.append(tx, rows)
         if taken:  # refused after the transaction, so the audit row is not rolled back with it
             self._refuse(scope, "write", owners)
         if self.remember:
@@ -151,8 +137,7 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
 
     def clear(self) -> None:
         self._check_owner(self._scope(), "write")
-        with self.cube.store.transaction() as conn:
-            conn.execute("DELETE FROM langchain_messages WHERE session_id=?", (self.session_id,))
+        self.table.clear(self.session_id)
 
     async def aget_messages(self) -> list[BaseMessage]:
         return await in_thread(lambda: self.messages)
@@ -167,12 +152,7 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         return acting(self.cube, "this chat history", {"user_id": self.user_id, "agent_id": self.agent_id})
 
     def _owners(self) -> set[str]:
-        return {
-            r[0] for r in self.cube.store.read(
-                "SELECT DISTINCT user_id FROM langchain_messages WHERE session_id=? AND user_id IS NOT NULL",
-                (self.session_id,),
-            )
-        }
+        return self.table.owners(self.session_id)
 
     def _check_owner(self, scope: Scope, action: str) -> None:
         """A session is its user's: others are refused; an unscoped history may read but never write there."""

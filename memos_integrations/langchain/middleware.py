@@ -121,8 +121,10 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
         remember: bool = True,
         header: str = DEFAULT_HEADER,
         token_counter: Callable[[str], int] = approx_tokens,
+        reader_mode: str | None = None,
     ) -> None:
         super().__init__()
+        self.reader_mode = reader_mode  # "fast" | "fine" | "async" for a cube with an LLM reader; None: its default
         cube = as_cube(cube, "MemOSMemoryMiddleware")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -206,7 +208,8 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
         new = _unread(messages, state.get("memos_read_upto"))
         turn = [d for d in map(message_to_memory, new) if d is not None]
         remember_turn(self.cube, turn, user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id,
-                      timestamp=utcnow(), principal=scope.principal, tags=["agent_turn"])
+                      timestamp=utcnow(), principal=scope.principal, tags=["agent_turn"],
+                      **({"mode": self.reader_mode} if self.reader_mode else {}))
         return {"memos_read_upto": messages[-1].id} if messages else None
 
     async def aafter_agent(self, state: MemOSMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:

@@ -247,6 +247,29 @@ class ForgetMemoryTool(_BoundMemoryTool):
         return f"Forgot memory {memory_id}."
 
 
+class FeedbackInput(BaseModel):
+    correction: str = Field(description="the user's correction in their words, e.g. 'No, I moved to Porto in May'")
+
+
+class FeedbackMemoryTool(_BoundMemoryTool):
+    """Correct the acting user's memories in words (``cube.feedback``: the LLM reader reconciles it).
+
+    Needs a cube with an LLM reader (``MemCube.open(path, reader=LLMReader.from_openai(...))``); the old
+    versions stay in ``cube.history`` and ``cube.search(..., as_of=...)``.
+    """
+
+    name: str = "correct_memory"
+    description: str = "Correct what long-term memory holds about the user when they say it is wrong or has changed."
+    args_schema: type[BaseModel] = FeedbackInput
+
+    def _run(self, correction: str, *, config: RunnableConfig) -> str:
+        scope = self._scope(config)
+        with _as_tool_error():
+            result = self.cube.feedback(correction, user_id=scope.user_id, session_id=scope.session_id,  # type: ignore[attr-defined]
+                                        principal=scope.principal)
+        return "; ".join(" ".join(str(x) for x in op) for op in result.operations) or "Nothing to change."
+
+
 def create_memory_tools(
     cube: CubeAPI, user_id: str | None = None, *, agent_id: str | None = None, session_id: str | None = None
 ) -> list[BaseTool]:
@@ -280,4 +303,7 @@ def create_memory_tools(
     """
     bound: dict[str, Any] = {"cube": as_cube(cube, "create_memory_tools"), "user_id": normalize_id(user_id),
                              "agent_id": agent_id, "session_id": session_id}
-    return [SearchMemoryTool(**bound), SaveMemoryTool(**bound), ForgetMemoryTool(**bound)]
+    tools: list[BaseTool] = [SearchMemoryTool(**bound), SaveMemoryTool(**bound), ForgetMemoryTool(**bound)]
+    if getattr(cube, "reader", None) is not None:  # a cube with an LLM reader takes corrections in words
+        tools.append(FeedbackMemoryTool(**bound))
+    return tools

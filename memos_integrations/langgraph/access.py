@@ -151,7 +151,8 @@ class NamespacePolicy:
         if access not in ("read", "write"):
             raise InvalidInputError(f"access is 'read' or 'write', got {access!r}")
         key = L.encode(L.check_labels(prefix, for_write=True))
-        with self.cube.store.transaction():
+        with self.cube.store.db.transaction() as tx:  # read-modify-write of one rule set: lock it
+            tx.lock(f"{_ACL}:{key}")
             rules = self.cube.store.kv_get(_ACL, [key]).get(key, {})
             rules[principal] = access
             self.cube.store.kv_put(_ACL, {key: rules})
@@ -159,7 +160,8 @@ class NamespacePolicy:
 
     def revoke(self, prefix: tuple[str, ...], principal: str) -> None:
         key = L.encode(prefix)
-        with self.cube.store.transaction():
+        with self.cube.store.db.transaction() as tx:
+            tx.lock(f"{_ACL}:{key}")
             rules = self.cube.store.kv_get(_ACL, [key]).get(key, {})
             rules.pop(principal, None)
             self.cube.store.kv_put(_ACL, {key: rules})

@@ -144,17 +144,30 @@ def make_recall_node(
 def make_remember_node(
     store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, messages_key: str = "messages",
     extract: Callable[[Sequence[Any]], list[str]] | None = None, user_id: Any = None, agent_id: Any = None,
+    mode: str | None = None,
 ) -> Callable[[dict[str, Any], RunnableConfig], dict[str, Any]]:
     """A node that stores new memories (by default: the latest user message) with provenance.
 
     ``extract(messages) -> [texts]`` decides what is worth keeping (an LLM extractor, a rule);
     each text becomes ``{"text": ...}`` under a new key, its sources the thread and checkpoint.
-    ``user_id`` / ``agent_id`` bind the node (see :func:`make_recall_node`).
+    ``user_id`` / ``agent_id`` bind the node (see :func:`make_recall_node`). ``mode`` (``"fine"`` or
+    ``"async"``) reads the latest user message with the cube's LLM reader instead and keeps the
+    namespace in step with its decision (see :mod:`memos_integrations.readers.faces`).
     """
     bound = _binding(user_id, agent_id)
 
     def remember(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         messages = state.get(messages_key, [])
+        if mode is not None:
+            from ..readers.faces import remember_in_store
+
+            scope = acting(config, bound, store)
+            text = last_user_text(messages)
+            if text and text.strip():
+                remember_in_store(store, resolve_namespace(namespace, config, scope), [{"role": "user", "content": text}],
+                                  scope=scope, sources=provenance(config, scope), mode=mode,
+                                  session_id=((config or {}).get("configurable") or {}).get("thread_id"))
+            return {}
         texts = extract(messages) if extract else [t for t in [last_user_text(messages)] if t and t.strip()]
         scope = acting(config, bound, store)
         ns = resolve_namespace(namespace, config, scope)
@@ -210,4 +223,17 @@ def make_memory_tools(
         store.delete(ns, memory_id)
         return f"forgot {memory_id}"
 
-    return [StructuredTool.from_function(f) for f in (search_memory, save_memory, forget_memory)]
+    def correct_memory(correction: str, config: RunnableConfig) -> str:
+        """Correct what memory holds about the user in words, e.g. "No, I moved to Porto in May"."""
+        from ..readers.faces import remember_in_store
+
+        scope = acting(config, bound, store)
+        result = remember_in_store(store, resolve_namespace(namespace, config, scope), [{"role": "user", "content": correction}],
+                                   scope=scope, sources=provenance(config, scope), mode="fine", feedback=True,
+                                   session_id=((config or {}).get("configurable") or {}).get("thread_id"))
+        return "; ".join(" ".join(str(x) for x in op) for op in result.operations) or "nothing to change"
+
+    tools = [search_memory, save_memory, forget_memory]
+    if getattr(getattr(store, "cube", None), "reader", None) is not None:  # feedback needs the LLM reader
+        tools.append(correct_memory)
+    return [StructuredTool.from_function(f) for f in tools]

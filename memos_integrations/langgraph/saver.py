@@ -1,8 +1,10 @@
-"""MemOSSaver: LangGraph thread state (checkpoints and pending writes) kept in a cube's SQLite.
+"""MemOSSaver: LangGraph thread state (checkpoints and pending writes) kept in a cube's database.
 
-Where it sits: the LangGraph face's ``BaseCheckpointSaver``. Checkpoints live in ``<cube>/memory.db``
-beside the cube's memories (tables ``lg_checkpoints``, ``lg_writes``, ``lg_threads``), so one file
-holds a user's threads and long-term memory, and a cube dump or clone carries both.
+Where it sits: the LangGraph face's ``BaseCheckpointSaver``. Checkpoints live in the cube's database
+(``<cube>/memory.db``) beside the cube's memories (tables ``lg_checkpoints``, ``lg_writes``,
+``lg_threads``), so one file holds a user's threads and long-term memory, and a cube dump or clone
+carries both. Every statement on those tables is in :mod:`memos_integrations.storage.tables.checkpoints`;
+this module decides who may act and (de)serialises.
 
 Serialisation: LangGraph's own serializer (``JsonPlusSerializer``: msgpack, no pickle fallback) or any
 ``SerializerProtocol`` passed as ``serde=``, e.g. an ``EncryptedSerializer``. A pickle-enabled
@@ -23,7 +25,7 @@ without a user is refused. ``MemOSSaver.from_mos`` always requires a user and ch
 the cube through ``MOS``. Every refusal is audited in the cube; no error names another user.
 
 Sync/async policy: the core is synchronous; every ``a*`` method runs its sync twin in a worker thread
-(:func:`memos_integrations.aio.in_thread`), so the event loop never blocks on SQLite.
+(:func:`memos_integrations.aio.in_thread`), so the event loop never blocks on the database.
 :class:`AsyncMemOSSaver` (made inside a running loop) refuses a sync call from that loop's thread, as
 LangGraph's ``AsyncSqliteSaver`` does.
 """
@@ -59,51 +61,9 @@ from ..aio import in_thread, refuse_on_loop
 from ..errors import AccessDeniedError, InvalidInputError
 from ..face_api import CubeAPI, as_cube
 from ..items import to_epoch, utcnow
+from ..storage.tables.checkpoints import CheckpointTables
 from .access import current_config
 from .errors import CheckpointSerdeError, ThreadNotFoundError
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lg_checkpoints (
-    thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL DEFAULT '', checkpoint_id TEXT NOT NULL,
-    parent_checkpoint_id TEXT, type TEXT NOT NULL, checkpoint BLOB NOT NULL, metadata TEXT NOT NULL,
-    run_id TEXT, created_at REAL NOT NULL,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-);
-CREATE INDEX IF NOT EXISTS lg_checkpoints_run ON lg_checkpoints (run_id) WHERE run_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS lg_writes (
-    thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL DEFAULT '', checkpoint_id TEXT NOT NULL,
-    task_id TEXT NOT NULL, task_path TEXT NOT NULL DEFAULT '', idx INTEGER NOT NULL,
-    channel TEXT NOT NULL, type TEXT NOT NULL, value BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-);
-CREATE TABLE IF NOT EXISTS lg_threads (thread_id TEXT PRIMARY KEY, user_id TEXT, created_at REAL NOT NULL);
-"""
-_CP_COLS = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata"
-# get_tuple's single statement: the checkpoint joined with its pending writes (one row per write; the
-# checkpoint columns repeat, which costs less than a second statement) and, with a user, the thread's owner
-_GET = """
-SELECT c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint, c.metadata,
-       w.task_id, w.task_path, w.idx, w.channel, w.type, w.value{owner}
-FROM lg_checkpoints c
-LEFT JOIN lg_writes w ON w.thread_id=?1 AND w.checkpoint_ns=?2 AND w.checkpoint_id=c.checkpoint_id{owner_join}
-WHERE c.thread_id=?1 AND c.checkpoint_ns=?2 AND c.checkpoint_id={cid}"""
-_LIST_HEAD = (
-    "SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint, c.metadata, "
-    "w.task_id, w.task_path, w.idx, w.channel, w.type, w.value FROM"
-)
-_LIST_JOIN = (
-    "LEFT JOIN lg_writes w ON w.thread_id=c.thread_id AND w.checkpoint_ns=c.checkpoint_ns "
-    "AND w.checkpoint_id=c.checkpoint_id"
-)
-_LATEST = "(SELECT max(checkpoint_id) FROM lg_checkpoints WHERE thread_id=?1 AND checkpoint_ns=?2)"
-_GET_SQL = {
-    (by_id, with_owner): _GET.format(
-        cid="?3" if by_id else _LATEST, owner=", t.user_id" if with_owner else "",
-        owner_join=" LEFT JOIN lg_threads t ON t.thread_id=?1" if with_owner else "",
-    )
-    for by_id in (False, True) for with_owner in (False, True)
-}
-_FILTER_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 #: (user_id, need) -> None, raising AccessDeniedError; ``need`` is "read" or "write"
 Authorize = Callable[[str, str], None]
@@ -145,7 +105,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         user_id: str | int | None = None, require_user: bool = False,
     ) -> None:
         """Args:
-            cube: the cube whose SQLite keeps the threads.
+            cube: the cube whose database keeps the threads.
             serde: a serializer without pickle (default ``JsonPlusSerializer``; ``EncryptedSerializer`` fits).
             authorize: ``(user_id, "read" | "write")`` -> None or raise, run for every call with a user.
             user_id: bind the saver to one user: every call acts for them, a run naming another is refused.
@@ -162,7 +122,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             )
         super().__init__(serde=serde or JsonPlusSerializer())
         self.cube: CubeAPI = as_cube(cube, "MemOSSaver")
-        self.db = self.cube.store
+        self.tables = CheckpointTables(self.cube.store.db)
         self.authorize = authorize
         self.user_id = normalize_id(user_id)
         self.require_user = bool(require_user)
@@ -204,8 +164,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         return cls(mos._cube(cube_id), serde=serde, authorize=authorize, require_user=True)
 
     def setup(self) -> None:
-        """Create the checkpoint tables in the cube's database (idempotent; run by the constructor)."""
-        self.db.ensure_schema(_SCHEMA)
+        """Bring the checkpoint tables up to date (idempotent; run by the constructor)."""
+        self.tables.ready()
 
     # -- who is acting ----------------------------------------------------------------------------
     def _user(self, config: RunnableConfig | None, need: str, what: str, target: str) -> str | None:
@@ -247,14 +207,10 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         conf = _configurable(config)
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "") or ""
         user = self._user(config, "read", "get_tuple", f"thread:{thread_id}")
-        checkpoint_id = get_checkpoint_id(config)
-        rows = self.db.read(
-            _GET_SQL[bool(checkpoint_id), user is not None], (thread_id, ns, checkpoint_id) if checkpoint_id else (thread_id, ns),
-        )
+        rows = self.tables.get(thread_id, ns, get_checkpoint_id(config), with_owner=user is not None)
         if not rows:
             if user is not None:  # no checkpoint, but the thread may still belong to someone else
-                owner = _first(self.db.read("SELECT user_id FROM lg_threads WHERE thread_id=?", (thread_id,)))
-                self._check_owner(user, thread_id, owner[0] if owner else None, "read")
+                self._check_owner(user, thread_id, self.tables.owner(thread_id), "read")
             return None
         first = rows[0]
         if user is not None:
@@ -275,36 +231,12 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         conf = (config or {}).get("configurable") or {}
         thread_id = None if conf.get("thread_id") in (None, "") else str(conf["thread_id"])
         user = self._user(config, "read", "list", f"thread:{thread_id}" if thread_id else "threads")
-        where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if thread_id is not None:
-            if user is not None:
-                owner = _first(self.db.read("SELECT user_id FROM lg_threads WHERE thread_id=?", (thread_id,)))
-                self._check_owner(user, thread_id, owner[0] if owner else None, "read")
-            where.append("thread_id = ?")
-            params.append(thread_id)
-        elif user is not None:  # every thread: only the user's own
-            where.append("thread_id IN (SELECT thread_id FROM lg_threads WHERE user_id = ?)")
-            params.append(user)
-        if conf.get("checkpoint_ns") is not None:
-            where.append("checkpoint_ns = ?")
-            params.append(conf["checkpoint_ns"])
-        if checkpoint_id := conf.get("checkpoint_id"):
-            where.append("checkpoint_id = ?")
-            params.append(checkpoint_id)
-        for key, value in (filter or {}).items():
-            sql, p = _metadata_predicate(key, value)
-            where.append(sql)
-            params.extend(p)
-        if before is not None and (before_id := get_checkpoint_id(before)):
-            where.append("checkpoint_id < ?")
-            params.append(before_id)
-        sql = f"SELECT {_CP_COLS} FROM lg_checkpoints {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY checkpoint_id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        # one statement: the chosen checkpoints joined with their pending writes (one row per write)
-        rows = self.db.read(f"{_LIST_HEAD} ({sql}) c {_LIST_JOIN}", params)
+        if thread_id is not None and user is not None:
+            self._check_owner(user, thread_id, self.tables.owner(thread_id), "read")
+        rows = self.tables.select(
+            thread_id=thread_id, owner=user, ns=conf.get("checkpoint_ns"), checkpoint_id=conf.get("checkpoint_id") or None,
+            metadata=filter, before=(get_checkpoint_id(before) or None) if before is not None else None, limit=limit,
+        )
         groups: dict[tuple[str, str, str], builtins.list[tuple[Any, ...]]] = {}
         for row in rows:
             groups.setdefault((row[0], row[1], row[2]), []).append(row)
@@ -353,11 +285,8 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         run_id = md.get("run_id")
         with self._tx() as (c, audit):  # owner check and row write commit together
             self._claim(c, user, thread_id, audit)
-            c.execute(
-                "INSERT OR REPLACE INTO lg_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (thread_id, ns, checkpoint["id"], conf.get("checkpoint_id"), type_, blob, md_json,
-                 None if run_id is None else str(run_id), to_epoch(utcnow())),
-            )
+            self.tables.put(c, (thread_id, ns, checkpoint["id"], conf.get("checkpoint_id"), type_, blob, md_json,
+                                None if run_id is None else str(run_id), to_epoch(utcnow())))
         return self._config(thread_id, ns, checkpoint["id"], user)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
@@ -372,10 +301,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             for idx, (channel, value) in enumerate(writes)
         ]
         # special channels (errors, interrupts) replace; regular writes are idempotent per (task, idx)
-        verb = "INSERT OR REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "INSERT OR IGNORE"
         with self._tx() as (c, audit):
             self._claim(c, user, thread_id, audit)
-            c.executemany(f"{verb} INTO lg_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.tables.put_writes(c, rows, replace=all(w[0] in WRITES_IDX_MAP for w in writes))
 
     def _dumps(self, obj: Any) -> tuple[str, bytes]:
         type_, blob = self.serde.dumps_typed(obj)
@@ -389,8 +317,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         user = self._user(None, "write", "delete_thread", f"thread:{tid}")
         with self._tx() as (c, audit):
             self._owned(c, user, [tid], "delete", audit)
-            for table in ("lg_checkpoints", "lg_writes", "lg_threads"):
-                c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (tid,))
+            self.tables.delete_threads(c, [tid])
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints written by ``run_ids`` (any thread, any namespace) and their writes;
@@ -399,16 +326,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         user = self._user(None, "write", "delete_for_runs", "runs")
         if not ids:
             return
-        marks = ",".join("?" * len(ids))
         with self._tx() as (c, audit):
-            threads = [r[0] for r in c.execute(
-                f"SELECT DISTINCT thread_id FROM lg_checkpoints WHERE run_id IN ({marks})", ids).fetchall()]
-            self._owned(c, user, threads, "delete", audit)
-            c.execute(
-                "DELETE FROM lg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN "
-                f"(SELECT thread_id, checkpoint_ns, checkpoint_id FROM lg_checkpoints WHERE run_id IN ({marks}))", ids,
-            )
-            c.execute(f"DELETE FROM lg_checkpoints WHERE run_id IN ({marks})", ids)
+            self._owned(c, user, self.tables.run_threads(c, ids), "delete", audit)
+            self.tables.delete_runs(c, ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint (all namespaces, the whole parent chain) and write of a thread to another id.
@@ -421,23 +341,9 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         with self._tx() as (c, audit):
             self._owned(c, user, [src], "read", audit)
             self._owned(c, user, [dst], "write", audit)
-            if c.execute("SELECT 1 FROM lg_checkpoints WHERE thread_id=? LIMIT 1", (src,)).fetchone() is None:
+            if not self.tables.has_checkpoints(c, src):
                 raise ThreadNotFoundError(f"thread {src!r} has no checkpoints in cube {self.cube.cube_id!r}; nothing to copy")
-            c.execute(
-                "INSERT OR REPLACE INTO lg_checkpoints SELECT ?, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
-                "type, checkpoint, metadata, run_id, created_at FROM lg_checkpoints WHERE thread_id=?", (dst, src),
-            )
-            c.execute(
-                "INSERT OR REPLACE INTO lg_writes SELECT ?, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
-                "channel, type, value FROM lg_writes WHERE thread_id=?", (dst, src),
-            )
-            if user is not None:
-                c.execute("INSERT OR IGNORE INTO lg_threads VALUES (?, ?, ?)", (dst, user, to_epoch(utcnow())))
-            else:
-                c.execute(
-                    "INSERT OR IGNORE INTO lg_threads SELECT ?, user_id, ? FROM lg_threads WHERE thread_id=?",
-                    (dst, to_epoch(utcnow()), src),
-                )
+            self.tables.copy(c, src, dst, user, to_epoch(utcnow()))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Drop old checkpoints: ``keep_latest`` keeps the newest per namespace, ``delete`` drops all.
@@ -452,21 +358,17 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         user = self._user(None, "write", "prune", "threads")
         with self._tx() as (c, audit):
             self._owned(c, user, threads, "prune", audit)
-            for thread_id in threads:
-                if strategy == "delete":
-                    for table in ("lg_checkpoints", "lg_writes", "lg_threads"):
-                        c.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
-                    continue
-                rows = c.execute(
-                    "SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata "
-                    "FROM lg_checkpoints WHERE thread_id=? ORDER BY checkpoint_ns, checkpoint_id DESC", (thread_id,),
-                ).fetchall()
+            if strategy == "delete":
+                self.tables.delete_threads(c, threads)
+                return
+            by_thread: dict[str, builtins.list[tuple[Any, ...]]] = {}
+            for row in self.tables.thread_checkpoints(c, threads):
+                by_thread.setdefault(row[0], []).append(row[1:])
+            doomed = []
+            for thread_id, rows in by_thread.items():
                 keep = _keep_for_prune(rows, lambda t, b: self._loads(t, b, "checkpoint", ""))
-                doomed = [(thread_id, ns, cid) for ns, cid, *_ in rows if (ns, cid) not in keep]
-                for table in ("lg_writes", "lg_checkpoints"):
-                    c.executemany(
-                        f"DELETE FROM {table} WHERE thread_id=? AND checkpoint_ns=? AND checkpoint_id=?", doomed,
-                    )
+                doomed += [(thread_id, ns, cid) for ns, cid, *_ in rows if (ns, cid) not in keep]
+            self.tables.delete_checkpoints(c, doomed)
 
     # -- access ---------------------------------------------------------------------------------
     @contextmanager
@@ -479,7 +381,7 @@ class MemOSSaver(BaseCheckpointSaver[int]):
             held.append((action, principal, target, detail, allowed))
 
         try:
-            with self.db.transaction() as c:
+            with self.tables.transaction() as c:
                 yield c, hold
         finally:
             for action, principal, target, detail, allowed in held:
@@ -489,26 +391,14 @@ class MemOSSaver(BaseCheckpointSaver[int]):
         """Inside a write transaction: refuse another user's thread; a user's first write makes it theirs."""
         if user is None:
             return
-        row = c.execute("SELECT user_id FROM lg_threads WHERE thread_id=?", (thread_id,)).fetchone()
-        if row is None:
-            c.execute("INSERT INTO lg_threads VALUES (?, ?, ?)", (thread_id, user, to_epoch(utcnow())))
-        elif row[0] is None:
-            c.execute("UPDATE lg_threads SET user_id=? WHERE thread_id=?", (user, thread_id))
-        else:
-            self._check_owner(user, thread_id, row[0], "write", audit)
+        owner = self.tables.claim(c, thread_id, user, to_epoch(utcnow()))
+        if owner is not None:
+            self._check_owner(user, thread_id, owner, "write", audit)
 
     def _owned(self, c: Any, user: str | None, thread_ids: Sequence[str], need: str, audit: Callable[..., None]) -> None:
         """Refuse (audited) if any of ``thread_ids`` belongs to another user than ``user``."""
-        if user is None or not thread_ids:
-            return
-        for start in range(0, len(thread_ids), 500):
-            chunk = list(thread_ids[start : start + 500])
-            rows = c.execute(
-                f"SELECT thread_id, user_id FROM lg_threads WHERE thread_id IN ({','.join('?' * len(chunk))}) "
-                "AND user_id IS NOT NULL AND user_id != ?", [*chunk, user],
-            ).fetchall()
-            if rows:
-                self._check_owner(user, rows[0][0], rows[0][1], need, audit)
+        if user is not None and thread_ids and (found := self.tables.foreign(c, thread_ids, user)) is not None:
+            self._check_owner(user, *found, need, audit)
 
     def _check_owner(self, user: str, thread_id: str, owner: str | None, need: str,
                      audit: Callable[..., None] | None = None) -> None:
@@ -604,10 +494,6 @@ class AsyncMemOSSaver(MemOSSaver):
             await in_thread(cube.close)
 
 
-def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
-    return rows[0] if rows else None
-
-
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
     conf = (config or {}).get("configurable")
     if not isinstance(conf, dict) or conf.get("thread_id") in (None, ""):
@@ -616,20 +502,6 @@ def _configurable(config: RunnableConfig) -> dict[str, Any]:
             "(LangGraph checkpointers key state by thread)"
         )
     return conf
-
-
-def _metadata_predicate(key: str, value: Any) -> tuple[str, list[Any]]:
-    """SQL for one ``list(filter=...)`` condition: JSON equality on a (dotted) metadata key."""
-    if not isinstance(key, str) or not key or not set(key) <= _FILTER_KEY_CHARS:
-        raise InvalidInputError(f"invalid metadata filter key {key!r}: use letters, digits, '_', '-' and '.'")
-    path = "$." + ".".join(f'"{part}"' for part in key.split("."))
-    if value is None:
-        return "json_extract(metadata, ?) IS NULL", [path]
-    if isinstance(value, bool):
-        return "json_extract(metadata, ?) = ?", [path, int(value)]
-    if isinstance(value, (dict, list)):
-        return "json_extract(metadata, ?) = json(?)", [path, json.dumps(value, separators=(",", ":"))]
-    return "json_extract(metadata, ?) = ?", [path, value]
 
 
 def _keep_for_prune(rows: Sequence[tuple[Any, ...]], loads: Callable[[str, bytes], Any]) -> set[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """MemOSStore: LangGraph's long-term memory store (``BaseStore``) over a MemCube.
 
-Where it sits: the LangGraph face's store. Values live in the cube's SQLite (``lg_store``, with
-``lg_store_ns`` recording namespace order); each indexed text of a value is also a cube memory item
+Where it sits: the LangGraph face's store. Values live in the cube's database (``lg_store``, with
+``lg_store_ns`` recording namespace order; the statements are in :mod:`memos_integrations.storage.tables.lgstore`); each indexed text of a value is also a cube memory item
 (``parent_id`` = its namespace, scope from the namespace, provenance, versions, audit), so semantic
 search is the cube's hybrid retrieval (dense + keyword, fused) and the memories are visible to the
 rest of the engine. Only the two primitives ``batch``/``abatch`` are implemented; ``get``, ``put``,
@@ -61,21 +61,11 @@ from ..aio import in_thread
 from ..errors import EmbedderMismatchError, InvalidInputError, InvalidTypeError
 from ..face_api import CubeAPI, as_cube
 from ..items import LIVE_STATES, Kind, MemoryItem, from_epoch
+from ..storage.tables.lgstore import StoreTables
 from ..textual.embed import LangChainEmbedder
 from ..textual.filters import MemoryFilter
 from . import store_logic as L
 from .access import NamespacePolicy, Principal, current_config, run_principal
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lg_store_ns (ns TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS lg_store (
-    ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    expires_at REAL, ttl REAL, item_ids TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (ns, key)
-);
-CREATE INDEX IF NOT EXISTS lg_store_expiry ON lg_store (expires_at) WHERE expires_at IS NOT NULL;
-"""
-_ROW = "s.ns, s.key, s.value, s.created_at, s.updated_at, s.ttl, s.item_ids"
-_LIVE = "(s.expires_at IS NULL OR s.expires_at > ?)"
 
 
 class MemOSStore(BaseStore):
@@ -123,7 +113,7 @@ class MemOSStore(BaseStore):
         kind: Kind | str = Kind.FACT,
     ) -> None:
         """Args:
-            cube: the cube holding values (SQLite) and their index items (its memories).
+            cube: the cube holding values (its database) and their index items (its memories).
             index: ``True``, ``{"fields": [...]}`` (the cube's embedder) or ``{"dims", "embed", "fields"}``;
                 a custom ``embed`` must be the cube's model (checked by fingerprint).
             ttl: LangGraph's ``TTLConfig`` (minutes).
@@ -136,7 +126,7 @@ class MemOSStore(BaseStore):
             EmbedderMismatchError: ``index["embed"]`` computes another vector space than the cube's.
         """
         self.cube: CubeAPI = as_cube(cube, "MemOSStore")
-        self.db = self.cube.store
+        self.tables = StoreTables(self.cube.store.db)
         self.ttl_config = ttl
         self.scope, self.plan, self.kind = scope, plan, Kind(kind)
         self.policy: NamespacePolicy = policy if policy is not None else NamespacePolicy(self.cube)
@@ -144,7 +134,6 @@ class MemOSStore(BaseStore):
         self.index_config, self.fields, self._embeddings = self._index(index)
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
-        self.db.ensure_schema(_SCHEMA)
         if ttl and ttl.get("sweep_interval_minutes"):
             self.start_ttl_sweeper()
 
@@ -266,8 +255,7 @@ class MemOSStore(BaseStore):
 
     # -- reads --------------------------------------------------------------------------------------
     def _get(self, op: GetOp, now: float) -> Item | None:
-        rows = self.db.read(f"SELECT {_ROW} FROM lg_store s WHERE s.ns=? AND s.key=? AND {_LIVE}",
-                            (L.encode(op.namespace), str(op.key), now))
+        rows = self.tables.get(L.encode(op.namespace), str(op.key), now)
         if not rows:
             return None
         if op.refresh_ttl:
@@ -275,16 +263,7 @@ class MemOSStore(BaseStore):
         return _item(rows[0])
 
     def _rows_under(self, prefix: tuple[str, ...], now: float, limit: int = -1, offset: int = 0) -> list[tuple[Any, ...]]:
-        rng = L.prefix_range(prefix)
-        where: str = _LIVE
-        params: list[Any] = [now]
-        if rng is not None:
-            where += " AND (s.ns = ? OR (s.ns >= ? AND s.ns < ?))"
-            params += [L.encode(prefix), *rng]
-        return self.db.read(
-            f"SELECT {_ROW} FROM lg_store s JOIN lg_store_ns n ON n.ns = s.ns WHERE {where} "
-            "ORDER BY n.rowid, s.rowid LIMIT ? OFFSET ?", [*params, limit, offset],
-        )
+        return self.tables.under(L.encode(prefix), L.prefix_range(prefix), now, limit, offset)
 
     def _search(self, op: SearchOp, now: float, readable: L.Readable | None) -> list[SearchItem]:
         flt = L.check_filter(op.filter)
@@ -352,20 +331,10 @@ class MemOSStore(BaseStore):
         return int(getattr(getattr(self.cube, "config", None), "max_text_chars", 0) or 32_000)
 
     def _rows_for(self, keys: Sequence[tuple[str, str]], now: float) -> dict[tuple[str, str], tuple[Any, ...]]:
-        out: dict[tuple[str, str], tuple[Any, ...]] = {}
-        for start in range(0, len(keys), 300):
-            chunk = keys[start : start + 300]
-            cond = " OR ".join(["(s.ns=? AND s.key=?)"] * len(chunk))
-            for row in self.db.read(f"SELECT {_ROW} FROM lg_store s WHERE ({cond}) AND {_LIVE}",
-                                    [*(v for k in chunk for v in k), now]):
-                out[(row[0], row[1])] = row
-        return out
+        return self.tables.rows_for(keys, now)
 
     def _list_namespaces(self, op: ListNamespacesOp, now: float, readable: L.Readable | None) -> list[tuple[str, ...]]:
-        rows = self.db.read(
-            f"SELECT n.ns FROM lg_store_ns n WHERE EXISTS (SELECT 1 FROM lg_store s WHERE s.ns = n.ns AND {_LIVE})", (now,)
-        )
-        spaces = (L.decode(r[0]) for r in rows)
+        spaces = (L.decode(ns) for ns in self.tables.live_namespaces(now))
         if readable is not None:
             spaces = (ns for ns in spaces if readable(ns))
         return L.list_namespaces(spaces, op.match_conditions, op.max_depth, op.limit, op.offset)
@@ -373,8 +342,7 @@ class MemOSStore(BaseStore):
     def _refresh(self, rows: Sequence[tuple[Any, ...]], now: float) -> None:
         due = [(now + r[5] * 60.0, r[0], r[1]) for r in rows if r[5] is not None]
         if due:
-            with self.db.transaction() as c:
-                c.executemany("UPDATE lg_store SET expires_at=? WHERE ns=? AND key=?", due)
+            self.tables.refresh(due)
 
     # -- writes -------------------------------------------------------------------------------------
     def _write(self, puts: list[PutOp], now: float, principal: str | None,
@@ -402,38 +370,21 @@ class MemOSStore(BaseStore):
         for it in items:
             meta = it.metadata["lg_store"]
             new_ids.setdefault((L.encode(meta["namespace"]), meta["key"]), []).append(it.id)
-        with self.db.transaction() as c:
-            stale: list[str] = []
-            touched: set[str] = set()
-            for op in puts:
-                ns, key = L.encode(op.namespace), op.key
-                touched.add(ns)
-                old = c.execute("SELECT item_ids FROM lg_store WHERE ns=? AND key=?", (ns, key)).fetchone()
-                keep = new_ids.get((ns, key), [])
-                if old is not None:
-                    stale += [i for i in json.loads(old[0]) if i not in keep]
-                if op.value is None:
-                    c.execute("DELETE FROM lg_store WHERE ns=? AND key=?", (ns, key))
-                    continue
-                c.execute("INSERT OR IGNORE INTO lg_store_ns (ns) VALUES (?)", (ns,))
-                c.execute(
-                    "INSERT INTO lg_store VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ns, key) DO UPDATE SET "
-                    "value=excluded.value, updated_at=excluded.updated_at, expires_at=excluded.expires_at, "
-                    "ttl=excluded.ttl, item_ids=excluded.item_ids",
-                    (ns, key, L.check_value(op.value), now, now, L.expiry(now, op.ttl), op.ttl, json.dumps(keep)),
-                )
-            self._drop_empty(c, touched)
+        keys = [(L.encode(op.namespace), op.key) for op in puts]
+        with self.tables.transaction() as c:
+            self.tables.write_lock(c)
+            old = self.tables.item_ids(c, keys)  # one query for the whole batch
+            stale = [i for k in keys if k in old for i in json.loads(old[k]) if i not in new_ids.get(k, [])]
+            self.tables.delete(c, [k for k, op in zip(keys, puts) if op.value is None])
+            self.tables.upsert(c, [
+                (ns, key, L.check_value(op.value), now, now, L.expiry(now, op.ttl), op.ttl, json.dumps(new_ids.get((ns, key), [])))
+                for (ns, key), op in zip(keys, puts) if op.value is not None
+            ])
+            self.tables.drop_empty(c, {ns for ns, _ in keys})
             if items:
                 self.cube.text_mem.add_items(items, vectors=vectors)
             if stale:
                 self.cube.text_mem.delete(stale, principal=principal)
-
-    @staticmethod
-    def _drop_empty(c: Any, namespaces: Iterable[str]) -> None:
-        c.executemany(
-            "DELETE FROM lg_store_ns WHERE ns=? AND NOT EXISTS (SELECT 1 FROM lg_store WHERE ns=lg_store_ns.ns)",
-            [(ns,) for ns in namespaces],
-        )
 
     def put_with_provenance(
         self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any], *, sources: Sequence[str],
@@ -456,12 +407,12 @@ class MemOSStore(BaseStore):
     def sweep_ttl(self) -> int:
         """Delete expired items now (their index items become tombstones); returns how many."""
         now = self.clock()
-        rows = self.db.read("SELECT ns, key, item_ids FROM lg_store WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        rows = self.tables.expired(now)
         if not rows:
             return 0
-        with self.db.transaction() as c:
-            c.executemany("DELETE FROM lg_store WHERE ns=? AND key=? AND expires_at <= ?", [(r[0], r[1], now) for r in rows])
-            self._drop_empty(c, {r[0] for r in rows})
+        with self.tables.transaction() as c:
+            self.tables.delete_expired(c, [(r[0], r[1]) for r in rows], now)
+            self.tables.drop_empty(c, {r[0] for r in rows})
             ids = [i for r in rows for i in json.loads(r[2])]
             if ids:
                 self.cube.text_mem.delete(ids, principal="ttl-sweeper")

@@ -1,7 +1,8 @@
 """Chat history in the cube: LlamaIndex's ``BaseChatStore`` and the async DB chat store ``Memory`` uses.
 
 Where it sits: short-term conversation state (the FIFO queue LlamaIndex ``Memory`` manages), kept in
-one table of the cube's SQLite, ``llama_index_chat``. Messages are stored as LlamaIndex's own JSON
+one table of the cube's database, ``llama_index_chat`` (its statements are in
+:mod:`memos_integrations.storage.tables.chat`). Messages are stored as LlamaIndex's own JSON
 (``ChatMessage.model_dump_json``), in insertion order, each ``active`` or ``archived``. Long-term
 memory is separate: messages flushed out of the queue go to :class:`MemOSMemoryBlock`, which writes
 them into the cube as memories. :class:`ChatTable` holds the logic once; the two stores are its faces.
@@ -27,20 +28,8 @@ from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, Messag
 from ..aio import in_thread
 from ..errors import InvalidInputError, InvalidTypeError
 from ..face_api import CubeAPI, as_cube
+from ..storage.tables.chat import LlamaIndexChat
 from ._nodes import acting_user
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS llama_index_chat (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, status TEXT NOT NULL,
-    message TEXT NOT NULL, created_at REAL NOT NULL, user_id TEXT
-);
-CREATE INDEX IF NOT EXISTS llama_index_chat_key ON llama_index_chat (key, status, seq);
-"""
-#: tables from before rows were keyed by user gain the column (their rows belong to no user)
-_MIGRATIONS = [
-    ("user_id", "ALTER TABLE llama_index_chat ADD COLUMN user_id TEXT"),
-]
-_USER_INDEX = "CREATE INDEX IF NOT EXISTS llama_index_chat_user ON llama_index_chat (user_id, key, status, seq);"
 
 
 def _status(status: MessageStatus | str | None) -> str | None:
@@ -54,18 +43,8 @@ class ChatTable:
     """
 
     def __init__(self, cube: CubeAPI, user_of: Callable[[], str | None]) -> None:
-        self.store = cube.store
+        self.table = LlamaIndexChat(cube.store.db)
         self.user_of = user_of
-        self.store.ensure_schema(_DDL)
-        if self._missing():
-            with self.store.transaction() as c:  # checked again inside the write lock: two openers migrate once
-                for sql in self._missing():
-                    c.execute(sql)
-        self.store.ensure_schema(_USER_INDEX)
-
-    def _missing(self) -> list[str]:
-        columns = {r[1] for r in self.store.read("PRAGMA table_info(llama_index_chat)")}
-        return [sql for column, sql in _MIGRATIONS if column not in columns]
 
     @staticmethod
     def _check(key: Any, messages: list[Any] | None = None) -> None:
@@ -78,34 +57,18 @@ class ChatTable:
     def rows(self, key: str, status: str | None = None, limit: int | None = None, offset: int | None = None
              ) -> list[tuple[int, ChatMessage]]:
         self._check(key)
-        sql = "SELECT seq, message FROM llama_index_chat WHERE key = ? AND user_id IS ?"
-        params: list[Any] = [key, self.user_of()]
-        if status is not None:
-            sql += " AND status = ?"
-            params.append(status)
-        sql += " ORDER BY seq LIMIT ? OFFSET ?"
-        params += [-1 if limit is None else limit, offset or 0]
-        return [(seq, ChatMessage.model_validate_json(m)) for seq, m in self.store.read(sql, params)]
+        return [(seq, ChatMessage.model_validate_json(m))
+                for seq, m in self.table.rows(key, self.user_of(), status, limit, offset)]
 
     def count(self, key: str, status: str | None = None) -> int:
-        return len(self.rows(key, status)) if status is None else int(self.store.read(
-            "SELECT COUNT(*) FROM llama_index_chat WHERE key = ? AND user_id IS ? AND status = ?",
-            (key, self.user_of(), status))[0][0])
+        return len(self.rows(key, status)) if status is None else self.table.count(key, self.user_of(), status)
 
     def add(self, key: str, messages: list[ChatMessage], status: str = "active", replace: bool = False) -> None:
         self._check(key, messages)
-        now, user = time.time(), self.user_of()
-        rows = [(key, status, m.model_dump_json(), now, user) for m in messages]
-        with self.store.transaction() as c:
-            if replace:
-                c.execute("DELETE FROM llama_index_chat WHERE key = ? AND user_id IS ? AND status = ?",
-                          (key, user, status))
-            c.executemany("INSERT INTO llama_index_chat (key, status, message, created_at, user_id) "
-                          "VALUES (?, ?, ?, ?, ?)", rows)
+        self.table.add(key, self.user_of(), status, [m.model_dump_json() for m in messages], time.time(), replace=replace)
 
     def delete_seqs(self, seqs: list[int]) -> None:
-        with self.store.transaction() as c:
-            c.executemany("DELETE FROM llama_index_chat WHERE seq = ?", [(s,) for s in seqs])
+        self.table.delete_seqs(seqs)
 
     def delete_all(self, key: str, status: str | None = None) -> list[ChatMessage]:
         found = self.rows(key, status)
@@ -115,18 +78,19 @@ class ChatTable:
     def oldest(self, key: str, n: int, archive: bool) -> list[ChatMessage]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidInputError(f"n must be a non-negative integer, got {n!r}")
-        with self.store.transaction() as c:  # read and change in one transaction: no message is lost between
-            found = self.rows(key, "active", limit=n)
-            seqs = [(s,) for s, _ in found]
+        self._check(key)
+        with self.table.transaction() as tx:  # read and change in one transaction: no message is lost between
+            tx.lock(f"llama_index_chat:{key}")
+            found = self.table.rows(key, self.user_of(), "active", limit=n, tx=tx)
+            seqs = [s for s, _ in found]
             if archive:
-                c.executemany("UPDATE llama_index_chat SET status = 'archived' WHERE seq = ?", seqs)
+                self.table.archive_seqs(tx, seqs)
             else:
-                c.executemany("DELETE FROM llama_index_chat WHERE seq = ?", seqs)
-        return [m for _, m in found]
+                self.table.delete_seqs(seqs, tx)
+        return [ChatMessage.model_validate_json(m) for _, m in found]
 
     def keys(self) -> list[str]:
-        return [r[0] for r in self.store.read(
-            "SELECT DISTINCT key FROM llama_index_chat WHERE user_id IS ? ORDER BY key", (self.user_of(),))]
+        return self.table.keys(self.user_of())
 
 
 class MemOSChatStore(BaseChatStore):

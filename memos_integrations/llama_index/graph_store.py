@@ -79,8 +79,12 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         >>> cube.close()
     """
 
-    supports_structured_queries: bool = False
     supports_vector_queries: bool = True
+
+    @property
+    def supports_structured_queries(self) -> bool:  # type: ignore[override]
+        """Whether the cube's graph backend runs Cypher (its ``supports_cypher`` capability)."""
+        return bool(getattr(self._graph, "supports_cypher", False))
 
     def __init__(self, cube: Any, namespace: str = "default", user_id: str | None = None, embed_model: Any = None) -> None:
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
@@ -175,14 +179,7 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
 
     def _edges_in_scope(self, keys: ScopedKeys, relation_names: list[str] | None) -> list[Edge]:
         """Edges leaving this scope's nodes (and the nodes of an earlier, unscoped graph of the namespace)."""
-        prefixes = [keys.item_id(""), keys.legacy_id("")]
-        sql = "SELECT src, dst, type, weight, metadata FROM edges WHERE (substr(src, 1, ?) = ? OR substr(src, 1, ?) = ?)"
-        params: list[Any] = [len(prefixes[0]), prefixes[0], len(prefixes[1]), prefixes[1]]
-        if relation_names:
-            sql += f" AND type IN ({','.join('?' * len(relation_names))})"
-            params += list(relation_names)
-        rows = self._cube.store.read(sql + " ORDER BY rowid", params)
-        return [Edge(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        return self._cube.store.edges_from_prefixes([keys.item_id(""), keys.legacy_id("")], relation_names or None)
 
     def _item_ids(self, keys: ScopedKeys, node_ids: Sequence[str]) -> list[str]:
         """The items of ``node_ids`` in this scope (to walk the graph from)."""
@@ -305,6 +302,9 @@ class MemOSPropertyGraphStore(PropertyGraphStore):
         return [self._to_node(h.item) for h in hits], [sims.get(h.item.id, 0.0) for h in hits]
 
     def structured_query(self, query: str, param_map: dict[str, Any] | None = None) -> Any:
+        """A read-only Cypher query, where the cube's graph backend runs Cypher (``supports_cypher``)."""
+        if getattr(self._graph, "supports_cypher", False):
+            return self._graph.cypher(query, dict(param_map or {}))
         raise StructuredQueryUnsupportedError(
             f"cube {self._cube.cube_id!r} keeps its graph in embedded SQLite, which runs no Cypher "
             f"(graph.supports_cypher={getattr(self._graph, 'supports_cypher', False)}); use get_triplets, "

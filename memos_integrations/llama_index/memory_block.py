@@ -64,6 +64,9 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         description="Opt in to a block bound to no user: it writes memories of no user and searches every user's.",
     )
 
+    reader_mode: str | None = Field(
+        default=None, description="'fast', 'fine' or 'async' for a cube with an LLM reader; None: the reader's default.")
+
     _cube: CubeAPI = PrivateAttr()
 
     def __init__(self, cube: Any, **data: Any) -> None:
@@ -109,7 +112,8 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             by_session.setdefault(session if isinstance(session, str) else None, []).append(row)
         scope = self._scope()
         for session, rows in by_session.items():
-            self._cube.add(messages=rows, user_id=scope.user_id, agent_id=scope.agent_id, session_id=session)
+            self._cube.add(messages=rows, user_id=scope.user_id, agent_id=scope.agent_id, session_id=session,
+                           **({"mode": self.reader_mode} if self.reader_mode else {}))
 
     async def _aget(self, messages: list[ChatMessage] | None = None, **block_kwargs: Any) -> str:
         """The memories most relevant to the latest messages, one ``- speaker: text`` line each."""

@@ -4,7 +4,14 @@
   the faces' tables), over a :class:`~memos_integrations.storage.sql.Database`;
 - a **VectorIndex** is derived from it (Chroma, pgvector) and takes a :class:`VectorFilter`, a neutral
   filter each adapter translates in its own module (the engine never writes Chroma or SQL syntax);
-- a **GraphStore** answers neighbourhood questions (the embedded edges, or a Neo4j projection).
+- a **GraphStore** answers neighbourhood questions (the embedded edges, or a Neo4j projection);
+  ``supports_cypher`` says whether :meth:`GraphStore.cypher` runs (callers read the flag, never the
+  backend's name).
+
+Implementations: :class:`~memos_integrations.storage.sqlstore.SQLStore` (the SQL store, written once in
+the portable dialect) and its :class:`~memos_integrations.storage.sqlite.SQLiteStore`;
+:class:`~memos_integrations.storage.chroma.ChromaIndex`; :class:`~memos_integrations.storage.graph.EmbeddedGraph`.
+Backends are chosen by name through :mod:`memos_integrations.storage.registry`.
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from ..errors import MemosError
+from ..items import Edge
 
 
 @dataclass(frozen=True)
@@ -57,13 +67,43 @@ class VectorIndex(Protocol):
     def delete(self, ids: Sequence[str]) -> None: ...
 
     def query(self, vector: np.ndarray, k: int, where: VectorFilter | None = None) -> list[tuple[str, float]]:
-        """The ``k`` nearest ids with their cosine distance, nearest first."""
+        """The ``k`` nearest ids within ``where`` with their cosine similarity (1 - cosine distance),
+        most similar first (the engine ranks and thresholds on similarity)."""
 
     def ids(self) -> set[str]: ...
 
     def count(self) -> int: ...
 
     def reset(self) -> None: ...
+
+
+class CypherUnsupportedError(MemosError, NotImplementedError):
+    """The cube's graph backend runs no Cypher (the embedded graph); configure the Neo4j backend."""
+
+
+class GraphStore(Protocol):
+    """What the engine needs from a graph backend: typed edges between item ids.
+
+    ``supports_cypher`` is a capability flag: True only where :meth:`cypher` runs queries (a Neo4j
+    projection); elsewhere ``cypher`` raises :class:`CypherUnsupportedError`.
+    """
+
+    supports_cypher: bool
+
+    def add_edges(self, edges: Sequence[Edge]) -> None: ...
+
+    def remove_edges(self, src: str | None = None, dst: str | None = None, type: str | None = None) -> int: ...
+
+    def edges(self, ids: Sequence[str], direction: str = "both", types: Sequence[str] | None = None) -> list[Edge]:
+        """Edges touching ``ids``: ``out`` (leaving them), ``in`` (entering them) or ``both``."""
+
+    def neighbors(
+        self, ids: Sequence[str], depth: int = 1, types: Sequence[str] | None = None
+    ) -> dict[str, tuple[str, int, float]]:
+        """Items within ``depth`` hops of ``ids`` (either direction): id -> (seed it came from, hops, weight)."""
+
+    def cypher(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a read-only Cypher query; rows as dicts. Raises CypherUnsupportedError where unsupported."""
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Search and listing filters: one typed description, compiled to SQL and to a Chroma ``where``.
+"""Search and listing filters: one typed, validated description of which items a query may return.
 
-Pure functions only; the stores run what these produce. Every value reaches SQL as a bound
-parameter; field names are checked against a fixed table, metadata keys against a safe pattern.
+Data and validation only: each store compiles a filter in its own dialect
+(:mod:`memos_integrations.storage.filter_sql`) and a vector index gets the neutral part of it
+(:meth:`MemoryFilter.vector_filter`). Every value reaches SQL as a bound parameter; field names are
+checked against a fixed table, metadata keys against a safe pattern.
 
 Metadata conditions are a Mongo-style mapping ``{key: value | {operator: value}}``, ANDed. Beyond the
 comparison operators, ``$contains`` / ``$any`` / ``$all`` test array members (or substrings of a
@@ -23,6 +25,7 @@ from typing import Any
 
 from ..errors import InvalidFilterError, InvalidInputError
 from ..items import LIVE_STATES, MAX_SQL_INT, Kind, Lifecycle, check_utf8, to_epoch
+from ..storage.base import VectorFilter
 
 #: Operators a metadata condition may use (the LangGraph / Mongo-style vocabulary).
 OPERATORS = (
@@ -31,7 +34,6 @@ OPERATORS = (
 )
 #: Keys that compose metadata conditions instead of naming a metadata field.
 BOOLEAN_KEYS = ("$and", "$or", "$not")
-_SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _KEY = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}$")
 Scalar = (str, int, float, bool)
 
@@ -87,11 +89,9 @@ class MemoryFilter:
 
     Example:
         >>> f = MemoryFilter(user_id="caroline", metadata={"speaker": "Caroline", "turn": {"$gte": 3}})
-        >>> sql, params = f.to_sql()
-        >>> "json_extract" in sql and params[0] == "caroline"
-        True
-        >>> g = MemoryFilter(metadata={"$or": [{"tags": {"$any": ["a", "b"]}}, {"$not": {"year": {"$lt": 2000}}}]})
-        >>> " OR " in g.to_sql()[0]
+        >>> f.vector_filter(states=False)
+        VectorFilter(user_id=('caroline',), agent_id=None, session_id=None, kind=None, state=None)
+        >>> MemoryFilter(metadata={"$not": {"year": {"$lt": 2000}}}).vector_filter(states=False) is None
         True
     """
 
@@ -111,6 +111,10 @@ class MemoryFilter:
     #: items whose ``parent_id`` starts with this string (an index range scan: the faces use it
     #: for hierarchical parents such as LangGraph store namespaces)
     parent_prefix: str | None = None
+    #: bi-temporal truth: only items valid at this time (valid_from <= as_of < valid_to)
+    as_of: datetime | None = None
+    #: only the current truth: items whose valid_to is unset or still ahead (MemCube.search sets it)
+    current: bool = False
 
     def __post_init__(self) -> None:
         self.user_id = _as_list(self.user_id, "user_id")
@@ -124,7 +128,7 @@ class MemoryFilter:
             self.states = None if self.states is None else [Lifecycle(s) for s in _iter(self.states, "states")]
         except ValueError as exc:
             raise InvalidFilterError(f"{exc}; kinds: {[k.value for k in Kind]}, states: {[s.value for s in Lifecycle]}") from None
-        for bound in (self.time_from, self.time_to):
+        for bound in (self.time_from, self.time_to, self.as_of):
             if bound is not None and not isinstance(bound, datetime):
                 raise InvalidFilterError(f"time_from / time_to must be datetimes, got {type(bound).__name__}")
             try:
@@ -133,77 +137,30 @@ class MemoryFilter:
                 raise InvalidFilterError(f"time bound {bound!r} is outside the range of a timestamp") from None
         if self.time_from and self.time_to and to_epoch(self.time_from) > to_epoch(self.time_to):  # type: ignore[operator]
             raise InvalidFilterError("time_from is after time_to: the range is empty; swap them")
+        if self.parent_prefix is not None and not isinstance(self.parent_prefix, str):
+            raise InvalidFilterError("parent_prefix must be a string")
         budget = _Budget()
         budget.spend(len(self.tags_all or ()), len(self.tags_any or ()))
         if self.metadata is not None:
             _check_metadata(self.metadata, budget=budget)
 
     def to_sql(self, alias: str = "items") -> tuple[str, list[Any]]:
-        """A SQL boolean expression over table ``alias`` and its parameters."""
-        a = alias
-        clauses: list[str] = []
-        params: list[Any] = []
+        """This filter as SQLite SQL over table ``alias`` (a thin delegate kept for callers and tests;
+        stores compile through their own dialect: :func:`memos_integrations.storage.filter_sql.compile_filter`)."""
+        from ..storage.filter_sql import compile_filter
 
-        def in_clause(column: str, values: Sequence[Any]) -> None:
-            clauses.append(f"{a}.{column} IN ({','.join('?' * len(values))})")
-            params.extend(values)
+        return compile_filter(self, alias)
 
-        for column in ("user_id", "agent_id", "session_id"):
-            values = getattr(self, column)
-            if values is not None:
-                in_clause(column, values)
-        if self.ids is not None:
-            in_clause("id", self.ids)
+    def vector_filter(self, states: bool = True) -> VectorFilter | None:
+        """The part of this filter a vector index evaluates itself (scope, kind, state); the rest is
+        re-checked against the truth. ``states=False`` leaves the lifecycle condition out (for a caller
+        that checks it in SQL). ``None`` when nothing narrows."""
+        values = {c: tuple(getattr(self, c)) for c in ("user_id", "agent_id", "session_id") if getattr(self, c) is not None}
         if self.kinds is not None:
-            in_clause("kind", [k.value for k in self.kinds])  # type: ignore[union-attr]
-        if self.states is not None:
-            in_clause("state", [s.value for s in self.states])  # type: ignore[union-attr]
-        if self.parent_id is not None:
-            clauses.append(f"{a}.parent_id = ?")
-            params.append(self.parent_id)
-        if self.parent_prefix is not None:
-            if not isinstance(self.parent_prefix, str):
-                raise InvalidFilterError("parent_prefix must be a string")
-            # [p, p + U+10FFFF): every string that starts with p, using the parent_id index
-            clauses.append(f"({a}.parent_id >= ? AND {a}.parent_id < ?)")
-            params.extend([self.parent_prefix, self.parent_prefix + "\U0010ffff"])
-        if self.tags_any:
-            clauses.append(
-                f"EXISTS (SELECT 1 FROM json_each({a}.tags) WHERE value IN ({','.join('?' * len(self.tags_any))}))"
-            )
-            params.extend(self.tags_any)
-        for tag in self.tags_all or ():
-            clauses.append(f"EXISTS (SELECT 1 FROM json_each({a}.tags) WHERE value = ?)")
-            params.append(tag)
-        if self.time_from is not None:
-            clauses.append(f"COALESCE({a}.event_time, {a}.created_at) >= ?")
-            params.append(to_epoch(self.time_from))
-        if self.time_to is not None:
-            clauses.append(f"COALESCE({a}.event_time, {a}.created_at) <= ?")
-            params.append(to_epoch(self.time_to))
-        for key, cond in (self.metadata or {}).items():
-            sql, p = _boolean_sql(a, key, cond) if key in BOOLEAN_KEYS else _metadata_sql(a, key, cond)
-            clauses.append(sql)
-            params.extend(p)
-        return (" AND ".join(clauses) or "1"), params
-
-    def chroma_where(self, states: bool = True) -> dict[str, Any] | None:
-        """The part of this filter Chroma can evaluate (scope, kind, state); the rest is checked in SQL.
-
-        ``states=False`` leaves the lifecycle condition out (for a caller that checks it in SQL).
-        """
-        parts: list[dict[str, Any]] = []
-        for column in ("user_id", "agent_id", "session_id"):
-            values = getattr(self, column)
-            if values is not None:
-                parts.append({column: {"$in": list(values)}})
-        if self.kinds is not None:
-            parts.append({"kind": {"$in": [k.value for k in self.kinds]}})  # type: ignore[union-attr]
+            values["kind"] = tuple(k.value for k in self.kinds)  # type: ignore[union-attr]
         if self.states is not None and states:
-            parts.append({"state": {"$in": [s.value for s in self.states]}})  # type: ignore[union-attr]
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else {"$and": parts}
+            values["state"] = tuple(s.value for s in self.states)  # type: ignore[union-attr]
+        return VectorFilter(**values) if values else None
 
 
 def _iter(values: Any, name: str) -> Iterable[Any]:
@@ -287,123 +244,3 @@ def _check_condition(key: Any, cond: Any, budget: _Budget) -> None:
     else:
         budget.spend(1)
         _check_value(key, "$eq", cond)
-
-
-def _json_param(value: Any) -> Any:
-    # json_extract returns SQLite integers 1/0 for JSON true/false
-    return int(value) if isinstance(value, bool) else value
-
-
-def _metadata_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
-    path = "$." + ".".join(f'"{part}"' for part in key.split("."))
-    expr = f"json_extract({alias}.metadata, ?)"
-    if not isinstance(cond, Mapping):
-        cond = {"$eq": cond}
-    sqls: list[str] = []
-    params: list[Any] = []
-    for op, value in cond.items():
-        if op in _EXTENDED:
-            sql, p = _EXTENDED[op](alias, path, value)
-            sqls.append(sql)
-            params.extend(p)
-        elif op == "$exists":
-            sqls.append(f"(json_type({alias}.metadata, ?) IS {'NOT ' if value else ''}NULL)")
-            params.append(path)
-        elif op in ("$in", "$nin"):
-            marks = ",".join("?" * len(value))  # SQLite: x IN () is false, x NOT IN () true
-            neg = "NOT " if op == "$nin" else ""
-            null_ok = f" OR {expr} IS NULL" if op == "$nin" else ""
-            sqls.append(f"({expr} {neg}IN ({marks}){null_ok})")
-            params.extend([path, *map(_json_param, value)] + ([path] if null_ok else []))
-        elif value is None and op in ("$eq", "$ne"):
-            sqls.append(f"({expr} IS {'NOT ' if op == '$ne' else ''}NULL)")
-            params.append(path)
-        elif op == "$ne":
-            sqls.append(f"({expr} IS NULL OR {expr} != ?)")
-            params.extend([path, path, _json_param(value)])
-        elif op in ("$gt", "$gte", "$lt", "$lte"):
-            # compare like with like: SQLite orders every TEXT above every number
-            types = "('text')" if isinstance(value, str) else "('integer', 'real')"
-            sqls.append(f"(json_type({alias}.metadata, ?) IN {types} AND {expr} {_SQL_OPS[op]} ?)")
-            params.extend([path, path, _json_param(value)])
-        else:
-            sqls.append(f"({expr} {_SQL_OPS[op]} ?)")
-            params.extend([path, _json_param(value)])
-    return " AND ".join(sqls), params
-
-
-# -- the extended operators and boolean composition ------------------------------------------------
-# Each returns a two-valued SQL expression (never NULL) over the JSON value at ``path``.
-
-def _contains_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
-    """An array holding ``value``, or (for a string ``value``) a string holding it as a substring."""
-    m = f"{alias}.metadata"
-    array = f"(json_type({m}, ?) = 'array' AND EXISTS (SELECT 1 FROM json_each({m}, ?) WHERE value = ?))"
-    if isinstance(value, str):
-        return (f"({array} OR (json_type({m}, ?) = 'text' AND instr(json_extract({m}, ?), ?) > 0))",
-                [path, path, value, path, path, value])
-    return array, [path, path, _json_param(value)]
-
-
-def _any_sql(alias: str, path: str, values: Any) -> tuple[str, list[Any]]:
-    parts = [_contains_sql(alias, path, v) for v in values]
-    return "(" + (" OR ".join(p for p, _ in parts) or "0") + ")", [x for _, ps in parts for x in ps]
-
-
-def _all_sql(alias: str, path: str, values: Any) -> tuple[str, list[Any]]:
-    # an empty list holds for any array or string, as Python's all([]) does, but not for a missing key
-    parts = [(f"json_type({alias}.metadata, ?) IN ('array', 'text')", [path])]
-    parts += [_contains_sql(alias, path, v) for v in values]
-    return "(" + " AND ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
-
-
-def _text_match_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
-    m = f"{alias}.metadata"  # instr is case-sensitive (LIKE is not)
-    return f"(json_type({m}, ?) = 'text' AND instr(json_extract({m}, ?), ?) > 0)", [path, path, value]
-
-
-def _text_match_insensitive_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
-    # SQLite's lower() folds ASCII only: non-ASCII capitals in stored values are compared as written
-    m = f"{alias}.metadata"
-    return f"(json_type({m}, ?) = 'text' AND instr(lower(json_extract({m}, ?)), lower(?)) > 0)", [path, path, value]
-
-
-def _is_empty_sql(alias: str, path: str, value: Any) -> tuple[str, list[Any]]:
-    m = f"{alias}.metadata"
-    empty = (f"(COALESCE(json_type({m}, ?), 'null') = 'null' OR json_extract({m}, ?) = '' "
-             f"OR (json_type({m}, ?) = 'array' AND json_array_length({m}, ?) = 0))")
-    return (empty if value else f"(NOT {empty})"), [path, path, path, path]
-
-
-_EXTENDED = {
-    "$contains": _contains_sql,
-    "$any": _any_sql,
-    "$all": _all_sql,
-    "$text_match": _text_match_sql,
-    "$text_match_insensitive": _text_match_insensitive_sql,
-    "$is_empty": _is_empty_sql,
-}
-
-
-def _tree_sql(alias: str, metadata: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """AND of a mapping's conditions, each leaf forced to 0/1 so that NOT is exact."""
-    sqls: list[str] = []
-    params: list[Any] = []
-    for key, cond in metadata.items():
-        if key in BOOLEAN_KEYS:
-            sql, p = _boolean_sql(alias, key, cond)
-        else:
-            sql, p = _metadata_sql(alias, key, cond)
-            sql = f"COALESCE({sql}, 0)"
-        sqls.append(sql)
-        params.extend(p)
-    return "(" + (" AND ".join(sqls) or "1") + ")", params
-
-
-def _boolean_sql(alias: str, key: str, cond: Any) -> tuple[str, list[Any]]:
-    if key == "$not":
-        sql, params = _tree_sql(alias, cond)
-        return f"(NOT {sql})", params
-    parts = [_tree_sql(alias, sub) for sub in cond]
-    joiner = " AND " if key == "$and" else " OR "
-    return "(" + joiner.join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]

@@ -1,7 +1,7 @@
 """Vector-index upkeep for :class:`~memos_integrations.textual.memory.TextualMemory`.
 
-SQLite is the truth; the ANN index (:class:`~.vector.VectorIndex`) is derived from it through the
-outbox that every write fills in its own transaction. This module drains that outbox into the index
+The store is the truth; the ANN index (:class:`~memos_integrations.storage.base.VectorIndex`) is
+derived from it through the outbox (target ``"vectors"``) that every write fills in its own transaction. This module drains that outbox into the index
 (:func:`sync_index`, after each commit through :func:`sync_after_commit`), repairs drift
 (:func:`reconcile`) and rebuilds the index (:func:`reindex`), one drain at a time under the memory's
 :class:`~memos_integrations.cubelock.IndexWriteLock`. The functions take the memory they work on;
@@ -40,10 +40,13 @@ def sync_after_commit(mem: TextualMemory) -> None:
 def sync_index(mem: TextualMemory) -> int:
     """See :meth:`TextualMemory.sync_index`."""
     applied = 0
+    follow = getattr(mem.graph, "follow_items", None)  # a projected graph keeps a node per item (storage/neo4j)
     with mem.write_lock.hold():
         pending = mem.store.outbox_entries()
         for start in range(0, len(pending), _DRAIN_BATCH):
             batch = pending[start : start + _DRAIN_BATCH]
+            if follow is not None:  # queued for the graph before these rows are cleared: a crash loses none
+                follow([i for i, _ in batch])
             apply(mem, [i for i, _ in batch])
             mem.store.clear_outbox(batch)
             applied += len(batch)
@@ -51,21 +54,21 @@ def sync_index(mem: TextualMemory) -> int:
 
 
 def apply(mem: TextualMemory, ids: Sequence[str]) -> None:
-    """Make the index hold exactly the live ones of ``ids``, with their stored vectors and metadata."""
+    """Make the index hold exactly the live ones of ``ids``, with their stored vectors and fields."""
     rows = mem.store.indexable(ids)
-    rid_list, matrix = mem.store.vectors_for([rid for _, rid, _ in rows])
+    rid_list, matrix = mem.store.vectors_for([rid for _, rid in rows])
     by_rid = dict(zip(rid_list, matrix))
-    lost = [i for i, rid, _ in rows if rid not in by_rid]
+    lost = [row.id for row, rid in rows if rid not in by_rid]
     if lost:  # a vector lost (older cube, manual edit): embed again from the source of truth
-        rid_of = {i: rid for i, rid, _ in rows}
+        rid_of = {row.id: rid for row, rid in rows}
         items = mem.get_many(lost)
         for item, vec in zip(items, mem.embedder.embed_documents([it.embed_text for it in items])):
             by_rid[rid_of[item.id]] = vec
     rows = [r for r in rows if r[1] in by_rid]  # deleted meanwhile: removed below, like any non-live id
     if rows:
-        vectors = np.stack([by_rid[rid] for _, rid, _ in rows])
-        mem.index.upsert([i for i, _, _ in rows], vectors, [m for _, _, m in rows])
-    live = {i for i, _, _ in rows}
+        vectors = np.stack([by_rid[rid] for _, rid in rows])
+        mem.index.upsert([row for row, _ in rows], vectors)
+    live = {row.id for row, _ in rows}
     mem.index.delete([i for i in ids if i not in live])
 
 
@@ -75,7 +78,7 @@ def reconcile(mem: TextualMemory, full: bool = False) -> dict[str, int]:
         replayed = mem.sync_index()
         added = removed = 0
         if full:
-            live = {i for i, _, _ in mem.store.indexable()}
+            live = {row.id for row, _ in mem.store.indexable()}
             indexed = mem.index.ids()
             # committed since the drain above (another process, waiting for this lock): its own drain
             # applies it; it is in flight, not drift
@@ -98,10 +101,10 @@ def reindex(mem: TextualMemory, reembed: bool = False) -> int:
         if reembed:
             for start in range(0, len(rows), 512):
                 chunk = rows[start : start + 512]
-                items = mem.get_many([i for i, _, _ in chunk])
+                items = mem.get_many([row.id for row, _ in chunk])
                 vectors = mem.embedder.embed_documents([it.embed_text for it in items])
                 # same version: the vectors changed, not the memory; one changed meanwhile keeps its own
                 mem.store.put_vectors({it.id: (it.embed_text, v) for it, v in zip(items, vectors)})
-        mem.store.queue_index([i for i, _, _ in rows])
+        mem.store.queue_index([row.id for row, _ in rows])
         mem.sync_index()
     return len(rows)

@@ -51,16 +51,16 @@ from ..items import (
     validate_edge,
     validate_item,
 )
+from ..storage.base import GraphStore, VectorIndex
+from ..storage.graph import NEXT
+from ..storage.sqlstore import SQLStore
 from . import index_sync as X
 from . import limits as L
 from . import parts as P
 from . import retrieve as R
 from .embed import Embedder, check_finite
 from .filters import MemoryFilter
-from .graph import NEXT, GraphStore
 from .read import FastReader, MemoryReader, check_text, parse_timestamp
-from .store import SQLiteStore
-from .vector import VectorIndex
 
 _log = logging.getLogger(__name__)
 _REBASES = 50  # an update re-embeds and retries at most this often when others keep changing the text
@@ -71,7 +71,7 @@ class TextualMemory:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: SQLStore,
         index: VectorIndex,
         graph: GraphStore,
         embedder: Embedder,
@@ -373,7 +373,7 @@ class TextualMemory:
             if qvec is not None:
                 scored["dense"] = self._dense(qvec, flt, pool)
             if plan.keyword and terms:
-                scored["keyword"] = self.store.keyword_search(R.keyword_query(terms) or "", flt, pool)
+                scored["keyword"] = self.store.keyword_search(terms, flt, pool)
             legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
             order, scores = self._ranked(scored, legs, plan, flt, rows, time_text, now, top_k)
             # one long message's parts can fill every leg's pool and collapse to one hit: widen the
@@ -450,11 +450,11 @@ class TextualMemory:
         if len(candidates) <= self.exact_search_max:
             # few candidates: score them exactly from the vectors SQLite keeps (no ANN recall loss)
             return self._exact(qvec, candidates, k)
-        # many candidates: ANN with the filter part Chroma understands, then the exact filter in SQL.
+        # many candidates: ANN with the filter part the index understands, then the exact filter in SQL.
         # The lifecycle condition goes to SQL first: it matches nearly every indexed item (deleted ones
         # are not indexed), and Chroma's metadata pre-filter on it cost 25x the search itself (54 ms
-        # against 2 ms at 10k items); only if that leaves too few hits does Chroma get it too.
-        loose, strict = flt.chroma_where(states=False), flt.chroma_where()
+        # against 2 ms at 10k items); only if that leaves too few hits does the index get it too.
+        loose, strict = flt.vector_filter(states=False), flt.vector_filter()
         attempts = [(k * 3, loose), (k * 12, loose)] + ([(k * 12, strict)] if strict != loose else [])
         for fetch, where in attempts:
             try:

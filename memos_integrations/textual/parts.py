@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OversizedInputError
-from ..items import Edge, Lifecycle, MemoryItem, utcnow
+from ..items import Edge, Kind, Lifecycle, MemoryItem, utcnow
 from . import limits as L
-from .store import SQLiteStore
 
 if TYPE_CHECKING:
+    from ..storage.sqlstore import SQLStore
     from .memory import TextualMemory
 
 #: what a part copies from its message (besides tags and metadata), and follows when the message is updated
@@ -51,7 +51,7 @@ def check_whole_size(mem: TextualMemory, messages: Any, what: str = "message") -
             )
 
 
-def parts_following(store: SQLiteStore, old: MemoryItem, new: MemoryItem) -> list[MemoryItem]:
+def parts_following(store: SQLStore, old: MemoryItem, new: MemoryItem) -> list[MemoryItem]:
     """New versions of the parts of a message that ``old`` -> ``new`` changes.
 
     A part is searched in its message's place, so it must say what the message says now: a new
@@ -79,23 +79,15 @@ def parts_following(store: SQLiteStore, old: MemoryItem, new: MemoryItem) -> lis
     return out
 
 
-def parts_of(store: SQLiteStore, ids: Sequence[str]) -> list[str]:
+def parts_of(store: SQLStore, ids: Sequence[str]) -> list[str]:
     """The live parts of the items ``ids``."""
-    out: list[str] = []
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start : start + 500])
-        out += [r[0] for r in store.read(
-            f"SELECT id FROM items WHERE parent_id IN ({','.join('?' * len(chunk))}) AND kind = 'chunk' "
-            "AND state != 'deleted' AND json_extract(metadata, '$.part_of') = parent_id", chunk)]
-    return out
+    return [i for i, _ in store.children(ids, Kind.CHUNK, part_of=True)]
 
 
 def holds_parts(mem: TextualMemory) -> bool:
     """Whether this cube holds parts of long texts (looked up once, then kept by ``add_items``)."""
     if mem._parts_seen is None:
-        mem._parts_seen = bool(mem.store.read(
-            "SELECT 1 FROM items WHERE kind = 'chunk' AND json_extract(metadata, '$.part_of') IS NOT NULL "
-            "AND state != 'deleted' LIMIT 1"))
+        mem._parts_seen = mem.store.has_parts()
     return mem._parts_seen
 
 
@@ -116,8 +108,7 @@ def one_per_message(
                 continue
             roots.add(root)
             if len(items[rid].text) > mem.max_text_chars:  # the whole long item ranked first
-                parts = {r for r, in mem.store.read(
-                    "SELECT rid FROM items WHERE parent_id = ? AND kind = 'chunk'", (root,))}
+                parts = {rid for _, rid in mem.store.children([root], Kind.CHUNK, live=False)}
                 best = next((r for r in order if r in parts), None)
                 if best is not None and rows([best]):
                     scores[best] = max(scores[best], scores[rid])

@@ -10,6 +10,7 @@ from memos_integrations import MemCube
 from memos_integrations.config import chroma_server as server_config
 from memos_integrations.errors import BackendError, MemosError
 from memos_integrations.items import MemoryItem
+from memos_integrations.storage.base import IndexRow
 from tests.integration.conftest import free_port
 
 
@@ -35,7 +36,7 @@ def test_cube_on_a_chroma_server(chroma_server, tmp_path: Path, embedder) -> Non
     with MemCube.open(tmp_path / "served", embedder=embedder) as cube:
         assert cube.index.ids() == {keep.id, lost.id}
         assert cube.audit_log(limit=1)[0]["detail"] == {"replayed": 0, "added": 1, "removed": 0}
-        cube.index.upsert(["orphan"], embedder.embed_documents(["nobody"]), [{"user_id": "ghost"}])
+        cube.index.upsert([IndexRow("orphan", user_id="ghost")], embedder.embed_documents(["nobody"]))
     with MemCube.open(tmp_path / "served", embedder=embedder) as cube:  # an orphan vector is removed
         assert cube.index.ids() == {keep.id, lost.id}
         assert cube.audit_log(limit=1)[0]["action"] == "reconcile"

@@ -26,6 +26,7 @@ from memos_integrations import MemCube
 from memos_integrations.config import chroma_server as server_config
 from memos_integrations.errors import ConflictError, CubeLockedError, MemosError
 from memos_integrations.items import MemoryItem, utcnow
+from memos_integrations.storage.base import IndexRow
 from tests.integration.concurrency_workers import WORDS, HashEmbedder, check_against_truth, hold_cube, reader, writer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,7 +231,7 @@ def test_open_repairs_an_index_whose_ids_differ_with_equal_counts(tmp_path: Path
     with MemCube.init_from_dir(path, embedder=embedder) as cube:
         a, b = cube.add(memory=["Sana paints murals.", "Sana teaches judo."], user_id="sana")
         cube.index.delete([a.id])  # one vector lost and one stale one added: the counts still match
-        cube.index.upsert(["ghost"], embedder.embed_documents(["a memory that was never stored"]), [{"user_id": "sana"}])
+        cube.index.upsert([IndexRow("ghost", user_id="sana")], embedder.embed_documents(["a memory that was never stored"]))
         assert cube.index.count() == 2
     with MemCube.open(path, embedder=embedder) as cube:
         assert cube.index.ids() == {a.id, b.id}
@@ -281,9 +282,10 @@ def test_a_cube_written_before_outbox_sequence_numbers_opens_and_replays(tmp_pat
     with MemCube.init_from_dir(path, embedder=HashEmbedder()) as cube:
         kept, pending = cube.add(memory=["Vera bakes rye bread.", "Vera sings alto."], user_id="vera")
         cube.index.delete([pending.id])  # as if the process died before the index write
-    db = sqlite3.connect(path / "memory.db")  # the previous schema: no seq column
+    db = sqlite3.connect(path / "memory.db")  # an older release's schema: no migrations, an outbox without seq
     db.executescript(
-        "DROP INDEX vector_outbox_seq; DROP TABLE vector_outbox;"
+        "DROP TABLE schema_migrations; DROP TABLE outbox;"
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
         "CREATE TABLE vector_outbox (item_id TEXT PRIMARY KEY, op TEXT NOT NULL);"
         f"INSERT INTO vector_outbox VALUES ('{pending.id}', 'upsert');"
     )

@@ -11,7 +11,8 @@ import pytest
 
 from memos_integrations import MemCube
 from memos_integrations.items import MemoryItem
-from memos_integrations.textual.vector import ChromaIndex
+from memos_integrations.storage.base import IndexRow
+from memos_integrations.storage.chroma import ChromaIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def test_index_write_failing_after_the_commit_is_replayed_on_open(tmp_path: Path
     cube = MemCube.init_from_dir(path, embedder=embedder)
     before = cube.add(memory="Ines plays the oboe.", user_id="ines")[0]
 
-    def broken(self, ids, vectors, metadatas):  # type: ignore[no-untyped-def]
+    def broken(self, rows, vectors):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated crash between the SQLite commit and the vector index")
 
     monkeypatch.setattr(ChromaIndex, "upsert", broken)
@@ -76,7 +77,8 @@ def test_vectors_changed_behind_the_cubes_back_are_reconciled_on_open(tmp_path: 
         assert_consistent(cube)
         entry = cube.audit_log(limit=1)[0]
         assert entry["action"] == "reconcile" and entry["detail"] == {"replayed": 0, "added": 2, "removed": 0}
-        cube.index.upsert(["orphan-1", "orphan-2"], embedder.embed_documents(["a", "b"]), [{"user_id": "jun"}] * 2)
+        cube.index.upsert([IndexRow("orphan-1", user_id="jun"), IndexRow("orphan-2", user_id="jun")],
+                          embedder.embed_documents(["a", "b"]))
     with MemCube.open(path, embedder=embedder) as cube:
         assert_consistent(cube)
         assert cube.audit_log(limit=1)[0]["detail"] == {"replayed": 0, "added": 0, "removed": 2}
@@ -151,7 +153,7 @@ def test_an_exception_inside_a_batch_rolls_the_whole_batch_back(cube, monkeypatc
 
 
 def test_a_failed_index_write_heals_on_the_next_write_in_the_same_process(cube, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(ChromaIndex, "upsert", lambda self, ids, vectors, metadatas: (_ for _ in ()).throw(RuntimeError("down")))
+    monkeypatch.setattr(ChromaIndex, "upsert", lambda self, rows, vectors: (_ for _ in ()).throw(RuntimeError("down")))
     cube.add(memory="Omar restores old radios.", user_id="omar")  # stored; the index write stays queued
     assert len(cube.store.outbox()) == 1
     monkeypatch.undo()

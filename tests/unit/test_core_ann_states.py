@@ -9,14 +9,15 @@ from typing import Any
 from memos_integrations import MemCube
 from memos_integrations.config import CubeConfig, VectorConfig
 from memos_integrations.items import Lifecycle
+from memos_integrations.storage.base import VectorFilter
 from memos_integrations.textual.filters import MemoryFilter
 
 
-def test_chroma_where_can_leave_states_to_sql() -> None:
+def test_vector_filter_can_leave_states_to_sql() -> None:
     flt = MemoryFilter(user_id="u")
-    assert flt.chroma_where(states=False) == {"user_id": {"$in": ["u"]}}
-    assert MemoryFilter().chroma_where(states=False) is None
-    assert "$and" in flt.chroma_where()  # the default still carries the states
+    assert flt.vector_filter(states=False) == VectorFilter(user_id=("u",))
+    assert MemoryFilter().vector_filter(states=False) is None
+    assert flt.vector_filter().state == ("generated", "activated", "frozen")  # the default still carries the states
 
 
 def test_ann_search_honours_states_without_chroma_state_filter(tmp_path: Path, embedder: Any) -> None:

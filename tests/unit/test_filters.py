@@ -8,6 +8,7 @@ import pytest
 
 from memos_integrations.errors import InvalidFilterError, InvalidInputError
 from memos_integrations.items import Kind, MemoryItem
+from memos_integrations.storage.base import VectorFilter
 from memos_integrations.textual.filters import MemoryFilter
 
 UTC = timezone.utc
@@ -50,11 +51,28 @@ def test_filter_values_reach_sql_as_parameters_only() -> None:
     assert evil not in sql and evil in params
 
 
-def test_chroma_where_carries_scope_kind_and_state() -> None:
-    where = MemoryFilter(user_id="u", kinds=["fact"]).chroma_where()
-    assert where == {"$and": [{"user_id": {"$in": ["u"]}}, {"kind": {"$in": ["fact"]}},
-                              {"state": {"$in": ["generated", "activated", "frozen"]}}]}
-    assert MemoryFilter(states=None).chroma_where() is None
+def test_vector_filter_carries_scope_kind_and_state() -> None:
+    flt = MemoryFilter(user_id="u", kinds=["fact"]).vector_filter()
+    assert flt == VectorFilter(user_id=("u",), kind=("fact",), state=("generated", "activated", "frozen"))
+    assert MemoryFilter(states=None).vector_filter() is None
+
+
+def test_chroma_translates_the_neutral_filter() -> None:
+    from memos_integrations.storage.chroma import _where
+
+    assert _where(MemoryFilter(user_id="u", kinds=["fact"]).vector_filter()) == {
+        "$and": [{"user_id": {"$in": ["u"]}}, {"kind": {"$in": ["fact"]}},
+                 {"state": {"$in": ["generated", "activated", "frozen"]}}]}
+    assert _where(VectorFilter(user_id=("u",))) == {"user_id": {"$in": ["u"]}}
+    assert _where(None) is None
+
+
+def test_filters_compile_in_the_store_dialect_module() -> None:
+    from memos_integrations.storage.filter_sql import compile_filter
+
+    flt = MemoryFilter(user_id="u", tags_any=["a"], metadata={"n": {"$gte": 2}})
+    assert compile_filter(flt, "items") == flt.to_sql("items")
+    assert "json_each" in compile_filter(flt)[0] and compile_filter(MemoryFilter(states=None)) == ("1 = 1", [])
 
 
 @pytest.fixture(scope="module")

@@ -117,13 +117,13 @@ def test_works_with_runnable_with_message_history(cube: MemCube) -> None:
 async def test_async_methods_run_in_worker_threads(tmp_path: Path, cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
     history = MemOSChatMessageHistory(cube, "s1")
     threads: list[int] = []
-    read = cube.store.read
+    read = cube.store.db.read
 
     def spy(*a: object, **kw: object) -> object:
         threads.append(threading.get_ident())
         return read(*a, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cube.store, "read", spy)
+    monkeypatch.setattr(cube.store.db, "read", spy)
     await history.aadd_messages([HumanMessage("async hello")])
     assert [m.content for m in await history.aget_messages()] == ["async hello"]
     await history.aclear()

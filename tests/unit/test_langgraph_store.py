@@ -148,11 +148,11 @@ def test_sweeper_thread_runs_and_stops(cube: Any) -> None:
     time.sleep(0.1)
     thread = store.start_ttl_sweeper(sweep_interval_minutes=0.0005)
     deadline = time.time() + 5
-    while store.db.read("SELECT COUNT(*) FROM lg_store")[0][0] and time.time() < deadline:
+    while store.tables.db.read("SELECT COUNT(*) FROM lg_store")[0][0] and time.time() < deadline:
         time.sleep(0.02)
     store.stop_ttl_sweeper()
     assert not thread.is_alive()
-    assert store.db.read("SELECT COUNT(*) FROM lg_store")[0][0] == 0
+    assert store.tables.db.read("SELECT COUNT(*) FROM lg_store")[0][0] == 0
 
 
 @pytest.mark.parametrize("ns", [(), ("langgraph", "x"), ("a.b",), ("a", ""), ("a", 3)])

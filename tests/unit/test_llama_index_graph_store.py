@@ -130,6 +130,32 @@ def test_structured_query_is_a_clear_error(graph: Any) -> None:
         graph.structured_query("MATCH (n) RETURN n")
 
 
+class _CypherGraph:
+    """A stand-in for a Cypher-capable graph backend (the Neo4j projection is another helper's; this
+    checks only that the store reads the capability flag and hands the query over)."""
+
+    supports_cypher = True
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def cypher(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        self.calls.append((query, params))
+        return [{"n": 1}]
+
+
+def test_structured_query_goes_to_a_graph_that_runs_cypher(graph: Any, cube: Any, monkeypatch: Any) -> None:
+    capable = _CypherGraph(cube.text_mem.graph)
+    monkeypatch.setattr(cube.text_mem, "graph", capable)
+    assert graph.supports_structured_queries
+    assert graph.structured_query("MATCH (n) RETURN count(n) AS n", {"x": 1}) == [{"n": 1}]
+    assert capable.calls == [("MATCH (n) RETURN count(n) AS n", {"x": 1})]
+
+
 def test_schema_summary(graph: Any) -> None:
     assert graph.get_schema() == {"node_labels": ["CITY", "ORG", "PERSON"],
                                   "relation_types": ["KNOWS", "LOCATED_IN", "WORKS_AT"]}

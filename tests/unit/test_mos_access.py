@@ -205,8 +205,10 @@ def test_an_old_mos_db_is_migrated(tmp_path: Path, embedder: Any) -> None:
         with pytest.raises(AccessDeniedError):
             mos.create_user("bob", role="admin")  # an admin exists: no bootstrap
         assert mos.audit_log(user_id="root")[0]["target"] == "bob"
-    version = sqlite3.connect(str(home / "mos.db")).execute("PRAGMA user_version").fetchone()[0]
-    assert version == 2
+    db = sqlite3.connect(str(home / "mos.db"))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # an older release still opens it
+    assert db.execute("SELECT version FROM schema_migrations WHERE component = 'mos_registry'").fetchone()[0] == 2
+    db.close()
 
 
 # -- 4. a handed-out cube view loses access when it is revoked ---------------------------------------------
@@ -273,7 +275,7 @@ def test_the_owner_view_still_works(mos: Any, alice_cube: str) -> None:
 
 def test_a_mos_db_from_a_newer_release_and_a_closed_mos_are_clear_errors(tmp_path: Path, embedder: Any) -> None:
     from memos_integrations.errors import CubeCorruptedError
-    from memos_integrations.mos import MIGRATIONS
+    from memos_integrations.storage.tables.registry import Registry
 
     home = tmp_path / "home"
     mos = MOS(home, embedder=embedder)
@@ -282,12 +284,20 @@ def test_a_mos_db_from_a_newer_release_and_a_closed_mos_are_clear_errors(tmp_pat
     mos.close()  # twice is fine
     with pytest.raises(InvalidInputError, match="closed"):
         mos.list_cubes("alice")
-    db = sqlite3.connect(str(home / "mos.db"))
-    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    db.commit()
-    db.close()
-    with pytest.raises(CubeCorruptedError, match="newer"):
-        MOS(home, embedder=embedder)
+    newer = len(Registry.STEPS["sqlite"]) + 1
+    for statement in (f"PRAGMA user_version = {newer}",  # how releases before schema_migrations counted
+                      f"UPDATE schema_migrations SET version = {newer} WHERE component = 'mos_registry'"):
+        db = sqlite3.connect(str(home / "mos.db"))
+        saved = db.execute("PRAGMA user_version").fetchone()[0]
+        db.execute(statement)
+        db.commit()
+        db.close()
+        with pytest.raises(CubeCorruptedError, match="newer"):
+            MOS(home, embedder=embedder)
+        db = sqlite3.connect(str(home / "mos.db"))
+        db.execute(f"PRAGMA user_version = {saved}")
+        db.commit()
+        db.close()
 
 
 def test_the_owner_cannot_nest_a_cube_in_their_own_either(mos: Any, alice_cube: str) -> None:

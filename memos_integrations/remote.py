@@ -1,0 +1,394 @@
+"""``RemoteCube``: the cube methods the faces call, served by a memcube REST service over HTTP.
+
+Where it sits: a face (LangChain ``MemOSRetriever``, the LlamaIndex retriever and memory block, ...) types
+its cube as :class:`~memos_integrations.face_api.CubeAPI`; a ``RemoteCube`` satisfies that protocol, so the
+same face code runs against ``memcube serve`` on another machine. Each method is one or a few calls to the
+service's ``/v1`` routes (JSON, ``Authorization: Bearer <key>``); the service acts as the key's user (and
+agent), enforces access and audits refusals.
+
+Errors come back as the same :class:`~memos_integrations.errors.MemosError` subclass the service raised
+(``{"error": {"type": "ItemNotFoundError", ...}}`` becomes :class:`ItemNotFoundError`), so callers catch
+what they would catch with a local cube. An unreachable service is :class:`BackendError`.
+
+What differs from a local :class:`~memos_integrations.MemCube`:
+
+- *Who*: the key names the user (and maybe the agent) every call acts as. A ``user_id`` the faces pass is
+  sent as the acting user: the key's own user passes, another user is refused by the service unless the
+  key is an admin's. In a cube shared with several users, search covers the whole cube (MOS semantics),
+  where a local ``MemCube.search(user_id=...)`` filters items by their ``user_id``.
+- *Not over this API yet* (refused with :class:`InvalidInputError` naming what is missing, never ignored):
+  ``add_items`` (items with ids and vectors), search with a ``MemoryFilter`` or a query vector, ``add`` with
+  ``sources``, ``update`` of fields other than text, tags and metadata, and the raw parts
+  ``store``/``text_mem`` (None here).
+- ``audit`` writes nothing remotely (there is no route): the service audits what it refuses; a face's own
+  local refusal is logged at WARNING on this side.
+
+Sync/async: synchronous (``httpx.Client``); the faces' async methods run it in a worker thread as they do
+for a local cube.
+
+Example:
+    >>> cube = RemoteCube("http://127.0.0.1:8765", api_key="mk_...", cube_id="notes")  # doctest: +SKIP
+    >>> cube.add(memory="Alice likes genmaicha.")  # doctest: +SKIP
+    >>> cube.search("what tea?", top_k=3)[0].item.text  # doctest: +SKIP
+    'Alice likes genmaicha.'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from . import errors
+from .errors import BackendError, InvalidInputError, InvalidTypeError, MemosError
+from .items import MemoryItem, SearchHit
+
+log = logging.getLogger(__name__)
+
+_ITEM_FIELDS = frozenset(f.name for f in fields(MemoryItem))
+#: Largest page asked of ``GET /v1/memories`` while listing.
+PAGE = 500
+
+
+class RemoteCube:
+    """A cube served by ``memcube serve``, with the MemCube methods the faces use.
+
+    Args:
+        base_url: the service, e.g. ``"http://127.0.0.1:8765"`` (the ``/v1`` routes live under it).
+        api_key: a key from ``memcube keys create``; it names the user (and maybe agent) every call acts as.
+        cube_id: the cube to use; None lets the service pick the user's own cube.
+        timeout: seconds per HTTP request.
+        embedder: an embedder for faces that embed on the client side (optional; must match the cube's).
+        client: an ``httpx.Client`` to use instead of a new one (proxies, TLS settings, tests).
+    """
+
+    def __init__(
+        self, base_url: str, api_key: str, cube_id: str | None = None, *, timeout: float = 30.0,
+        embedder: Any = None, client: Any = None,
+    ) -> None:
+        import httpx
+
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise InvalidInputError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise InvalidInputError("api_key must be a non-empty string; create one with: memcube keys create --user <you>")
+        self.base_url = base_url.rstrip("/")
+        self.cube_id: str = cube_id or ""
+        self._cube_param = cube_id
+        self.embedder = embedder
+        self.path = PurePosixPath("/remote") / (cube_id or "default")  # no local directory: a label for messages
+        self.store: Any = None
+        self.text_mem: Any = None
+        self._own_client = client is None
+        self._http = client or httpx.Client(timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+
+    # -- writes --------------------------------------------------------------------------------------
+    def add(
+        self,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        memory: str | Sequence[str] | None = None,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        timestamp: Any = None,
+        kind: Any = None,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        sources: Sequence[str] = (),
+        principal: str | None = None,
+    ) -> list[MemoryItem]:
+        """``POST /v1/memories``: chat ``messages`` (one item each) or ``memory`` text(s), as the key's user.
+
+        Args:
+            messages: ``[{"role", "content"}, ...]``.
+            memory: a text, or a list of texts (one request each).
+            user_id: the acting user (sent when given; the service refuses another user's id unless admin).
+            agent_id: sent; the service refuses one that is not the key's agent.
+            session_id: the conversation the memories came from.
+            timestamp: when it was said (a string the cube's time parser reads, or a datetime).
+            kind: the item kind (``"fact"``, ``"preference"``, ...).
+            tags: labels.
+            metadata: JSON fields kept with each item.
+            sources: not supported over this API yet (refused when given).
+            principal: not sent (the key is the principal).
+
+        Returns:
+            The items written.
+
+        Raises:
+            InvalidInputError: neither or both of ``messages``/``memory``, an unsupported argument, or the
+                service refused the input (the same subclass it raised).
+        """
+        self._refuse(("sources", list(sources) or None), what="add")
+        if (messages is None) == (memory is None):
+            raise InvalidInputError("pass exactly one of messages=[...] or memory='...'")
+        if isinstance(tags, str):
+            raise InvalidTypeError("tags must be a list of strings, e.g. tags=['work']")
+        common: dict[str, Any] = _drop_none({
+            "session_id": session_id, "agent_id": agent_id, "kind": getattr(kind, "value", kind),
+            "user_id": user_id, "timestamp": _when(timestamp),
+            "metadata": dict(metadata) if metadata is not None else None, "tags": list(tags) or None,
+        })
+        if messages is not None:
+            rows = [{"role": m.get("role"), "content": m.get("content")} for m in messages]
+            return self._items(self._call("POST", "/v1/memories", json={"messages": rows, **common}))
+        texts = [memory] if isinstance(memory, str) else list(memory or ())
+        if not texts:
+            raise InvalidTypeError("memory must be a string or a non-empty list of strings")
+        out: list[MemoryItem] = []
+        for text in texts:
+            out.extend(self._items(self._call("POST", "/v1/memories", json={"text": text, **common})))
+        return out
+
+    def add_items(self, items: Sequence[MemoryItem], edges: Sequence[Any] = (), vectors: Any = None) -> list[MemoryItem]:
+        raise InvalidInputError(
+            "RemoteCube.add_items is not available: the REST API has no route that stores items with their own "
+            "ids and vectors yet; add texts with RemoteCube.add, or use a local MemCube")
+
+    def update(self, item_id: str, *, principal: str | None = None, expected_version: int | None = None,
+               **changes: Any) -> MemoryItem:
+        """``PATCH /v1/memories/{id}`` with ``text``, ``metadata`` and/or ``tags``; returns the new version."""
+        other = sorted(set(changes) - {"text", "metadata", "tags"})
+        if other:
+            raise InvalidInputError(
+                f"RemoteCube.update sends text, metadata and tags only; {other} have no field in "
+                "PATCH /v1/memories/{id} yet")
+        body = _drop_none({**changes, "expected_version": expected_version})
+        return self._item(self._call("PATCH", f"/v1/memories/{_seg(item_id)}", json=body))
+
+    def delete(self, ids: str | Sequence[str], *, principal: str | None = None) -> int:
+        """``DELETE /v1/memories/{id}`` for each id; returns how many were deleted."""
+        if not isinstance(ids, (str, list, tuple)):
+            raise InvalidTypeError(f"delete takes a memory id or a list of ids, got {type(ids).__name__}")
+        for item_id in [ids] if isinstance(ids, str) else ids:
+            self._call("DELETE", f"/v1/memories/{_seg(item_id)}")
+        return 1 if isinstance(ids, str) else len(ids)
+
+    def feedback(self, text: str, *, session_id: str | None = None) -> Any:
+        """``POST /v1/feedback``: tell the service a memory was wrong or outdated, in plain language."""
+        return self._call("POST", "/v1/feedback", json=_drop_none({"text": text, "session_id": session_id}))
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: Any = None,
+        agent_id: Any = None,
+        session_id: str | Sequence[str] | None = None,
+        kinds: Sequence[Any] | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        time_from: Any = None,
+        time_to: Any = None,
+        top_k: int = 10,
+        plan: Any = None,
+        filter: Any = None,
+        now: Any = None,
+        query_vector: Any = None,
+        as_of: Any = None,
+    ) -> list[SearchHit]:
+        """``POST /v1/memories/search``: hybrid search over the cube, as the key's user.
+
+        Args:
+            query: what to look for.
+            user_id: the acting user (sent when one string is given; see the module docstring).
+            agent_id: only this agent's memories (the service refuses one that is not the key's agent).
+            session_id: only memories from this session.
+            kinds: only these kinds.
+            tags: only memories with all these tags.
+            metadata: equality filters on metadata fields.
+            time_from: only memories from this time on (ISO 8601, a date phrase, or a datetime).
+            time_to: only memories up to this time.
+            top_k: how many hits.
+            plan: ``"fast"``, ``"balanced"`` or ``"deep"`` (None: the service's default).
+            filter: not supported over this API (refused when given): pass the fields above instead.
+            now: the reference time for relative expressions in the query (sent as ``as_of``).
+            query_vector: not supported over this API (refused when given): the service embeds the query.
+            as_of: the same as ``now``.
+
+        Returns:
+            Hits, best first, with the service's scores.
+
+        Raises:
+            InvalidInputError: an unsupported argument, or the service refused the query.
+        """
+        self._refuse(("filter", filter), ("query_vector", query_vector), what="search")
+        for name, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(f"RemoteCube.search takes one {name} (a string), got {type(value).__name__}")
+        body = _drop_none({
+            "query": query, "k": top_k, "session_id": session_id, "user_id": user_id, "agent_id": agent_id,
+            "kinds": [getattr(k, "value", k) for k in kinds] if kinds is not None else None,
+            "tags": list(tags) if tags is not None else None,
+            "metadata": dict(metadata) if metadata is not None else None,
+            "plan": getattr(plan, "name", plan) if plan is not None and not isinstance(plan, str) else plan,
+            "time_from": _when(time_from), "time_to": _when(time_to), "as_of": _when(as_of if as_of is not None else now),
+        })
+        data = self._call("POST", "/v1/memories/search", json=body)
+        hits = _field(data, "hits", list)
+        return [SearchHit(item=_to_item(h.get("item") if isinstance(h, dict) else None),
+                          score=float(h.get("score", 0.0)), ranks=dict(h.get("ranks") or {})) for h in hits]
+
+    def get(self, item_id: str) -> MemoryItem:
+        """``GET /v1/memories/{id}``."""
+        return self._item(self._call("GET", f"/v1/memories/{_seg(item_id)}"))
+
+    def get_all(
+        self, *, user_id: Any = None, session_id: str | None = None, kinds: Any = None,
+        limit: int | None = None, offset: int = 0, include_archived: bool = False,
+    ) -> list[MemoryItem]:
+        """Every live memory the key may read (``GET /v1/memories``, following ``next_cursor``), oldest first.
+
+        ``kinds`` and ``include_archived`` have no query parameter yet and are refused when set.
+        """
+        self._refuse(("kinds", kinds), ("include_archived", include_archived or None), what="get_all")
+        out: list[MemoryItem] = []
+        cursor: str | None = None
+        want = None if limit is None else offset + limit
+        while want is None or len(out) < want:
+            params = _drop_none({"limit": PAGE if want is None else min(PAGE, want - len(out)),
+                                 "cursor": cursor, "session_id": session_id, "user_id": user_id})
+            data = self._call("GET", "/v1/memories", params=params)
+            out.extend(_to_item(row) for row in _field(data, "items", list))
+            cursor = data.get("next_cursor")
+            if not cursor:
+                break
+        return out[offset:want]
+
+    def history(self, item_id: str) -> list[MemoryItem]:
+        """``GET /v1/memories/{id}/history``: every version, oldest first."""
+        data = self._call("GET", f"/v1/memories/{_seg(item_id)}/history")
+        return [_to_item(v) for v in _field(data, "versions", list)]
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /v1/stats``."""
+        return dict(self._call("GET", "/v1/stats"))
+
+    def audit(self, action: str, principal: str | None, target: str | None,
+              detail: Mapping[str, Any] | None = None, allowed: bool = True) -> None:
+        """No remote audit route: the service audits what it refuses; a face's local refusal is logged here."""
+        if not allowed:
+            log.warning("refused locally (not sent to the service): %s by %s on %s %s", action, principal, target,
+                        dict(detail or {}))
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._own_client:
+            self._http.close()
+
+    def __enter__(self) -> RemoteCube:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteCube({self.base_url!r}, cube_id={self._cube_param!r})"
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _call(self, method: str, route: str, *, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        import httpx
+
+        query = dict(params or {})
+        if self._cube_param:  # in a POST's body; in the query of the per-item routes (GET, PATCH, DELETE)
+            if method == "POST":
+                json = {**(json or {}), "cube_id": self._cube_param}
+            else:
+                query["cube_id"] = self._cube_param
+        try:
+            response = self._http.request(method, self.base_url + route, json=json, params=query or None,
+                                          headers=self._headers)
+        except httpx.TimeoutException as exc:
+            raise BackendError(f"{method} {route} on {self.base_url} timed out ({exc}); retry, or raise timeout=") from exc
+        except httpx.TransportError as exc:
+            raise BackendError(f"cannot reach the memory service at {self.base_url} ({exc}); is `memcube serve` "
+                               "running there?") from exc
+        if response.status_code >= 400:
+            raise _error_from(response, f"{method} {route}")
+        if response.status_code == 204 or not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise BackendError(f"{method} {route} answered {response.status_code} with a body that is not JSON") from exc
+
+    def _item(self, data: Any) -> MemoryItem:
+        return _to_item(data.get("item", data) if isinstance(data, dict) and "item" in data else data)
+
+    def _items(self, data: Any) -> list[MemoryItem]:
+        return [_to_item(row) for row in _field(data, "items", list)]
+
+    @staticmethod
+    def _refuse(*args: tuple[str, Any], what: str) -> None:
+        given = [name for name, value in args if value is not None]
+        if given:
+            raise InvalidInputError(
+                f"RemoteCube.{what} cannot send {given}: the REST API has no field for them yet; leave them unset, "
+                "or use a local MemCube for that query")
+
+
+def _to_item(data: Any) -> MemoryItem:
+    if not isinstance(data, dict):
+        raise BackendError(f"the service answered a memory that is not a JSON object: {str(data)[:200]}")
+    return MemoryItem.from_dict({k: v for k, v in data.items() if k in _ITEM_FIELDS})
+
+
+def _field(data: Any, name: str, kind: type) -> Any:
+    value = data.get(name) if isinstance(data, dict) else None
+    if not isinstance(value, kind):
+        raise BackendError(f"the service's answer has no {name!r} {kind.__name__}: {str(data)[:200]}")
+    return value
+
+
+def _seg(value: Any) -> str:
+    """An id as one URL path segment (an id holding ``/`` or ``..`` cannot reach another route)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidTypeError(f"a memory id is a non-empty string, got {type(value).__name__}")
+    return quote(value, safe="")
+
+
+def _when(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _error_from(response: Any, what: str) -> MemosError:
+    """The MemosError subclass the service named (``{"error": {"type", "message", "request_id"}}``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    name = err.get("type") if isinstance(err, dict) else None
+    message = str(err.get("message")) if isinstance(err, dict) else (response.text[:300] or response.reason_phrase)
+    request_id = err.get("request_id") if isinstance(err, dict) else response.headers.get("x-request-id")
+    suffix = f" (request {request_id})" if request_id else ""
+    cls = _error_class(name) if isinstance(name, str) and name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, MemosError)):
+        cls = {401: errors.AccessDeniedError, 403: errors.AccessDeniedError, 404: errors.ItemNotFoundError,
+               409: errors.ConflictError, 413: errors.OversizedInputError, 422: InvalidInputError}.get(
+            response.status_code, BackendError if response.status_code >= 500 else InvalidInputError)
+        message = f"{what} answered {response.status_code}: {message}"
+    return cls(message + suffix)
+
+
+def _error_class(name: str) -> type | None:
+    """The MemosError subclass called ``name``: the engine's, or the service's own (when the server extra is here)."""
+    found = getattr(errors, name, None)
+    if found is None:
+        import importlib
+
+        try:
+            found = getattr(importlib.import_module("memos_integrations.server.errors"), name, None)
+        except ImportError:  # a client without the [server] extra: fall back on the status code
+            return None
+    return found if isinstance(found, type) else None
