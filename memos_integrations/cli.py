@@ -8,6 +8,7 @@
     memcube stats ./my_cube              memcube reindex ./my_cube [--reembed | --graph]
     memcube import --from mem0 mem0.json ./my_cube   memcube export --to memos ./my_cube ./memos_dir
     memcube mcp --home ./mos_home --user alice       (MCP over stdio, for desktop clients)
+    memcube migrate ./my_cube ./my_cube_pg --postgres postgresql://app@db/memory   (and back, without --postgres)
     memcube demo
 
 Errors print one line (what went wrong and what to do) and exit with status 2.
@@ -170,6 +171,21 @@ def cmd_reindex(a: argparse.Namespace) -> None:
     print(f"rebuilt the vector index from SQLite: {n} items")
 
 
+def cmd_migrate(a: argparse.Namespace) -> None:
+    from .config import postgres_store
+    from .storage.transfer import migrate_cube
+
+    def progress(table: str, done: int, total: int) -> None:
+        width = 30
+        bar = "#" * (width * done // max(total, 1))
+        print(f"\r{table:<24} [{bar:<{width}}] {done}/{total}", end="\n" if done >= total else "", file=sys.stderr,
+              flush=True)
+
+    store = postgres_store(a.postgres, schema=a.schema) if a.postgres else None
+    counts = migrate_cube(a.src, a.dst, store, progress)
+    print(json.dumps(counts))
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run
 
@@ -232,6 +248,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reembed", action="store_true", help="embed every item again")
     s.add_argument("--graph", action="store_true", help="rebuild the graph projection (neo4j) instead of the vectors")
     s.set_defaults(fn=cmd_reindex)
+    s = sub.add_parser("migrate", help="copy a cube between SQLite and PostgreSQL (lossless, resumable)")
+    s.add_argument("src", type=Path, help="the cube to copy (stop its writers first)")
+    s.add_argument("dst", type=Path, help="the new cube's directory (run again to resume an interrupted copy)")
+    s.add_argument("--postgres", metavar="DSN", help="put the copy's truth and vectors in PostgreSQL (default: "
+                   "SQLite); the password comes from PGPASSWORD / ~/.pgpass, never the DSN")
+    s.add_argument("--schema", help="the PostgreSQL schema for the copy (default: a new one)")
+    s.set_defaults(fn=cmd_migrate)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")
     s.set_defaults(fn=cmd_demo)
