@@ -9,6 +9,7 @@
     memcube organize ./my_cube [--user caroline] [--full]   (partitions, summaries, episodes, links)
     memcube import --from mem0 mem0.json ./my_cube   memcube export --to memos ./my_cube ./memos_dir
     memcube mcp --home ./mos_home --user alice       (MCP over stdio, for desktop clients)
+    memcube migrate ./my_cube ./my_cube_pg --postgres postgresql://app@db/memory   (and back, without --postgres)
     memcube demo
     memcube keys create --home ./mos_home --user alice     memcube serve --home ./mos_home --port 8765
 
@@ -180,6 +181,21 @@ def cmd_organize(a: argparse.Namespace) -> None:
     print(json.dumps(report.as_dict(), indent=2))
 
 
+def cmd_migrate(a: argparse.Namespace) -> None:
+    from .config import postgres_store
+    from .storage.transfer import migrate_cube
+
+    def progress(table: str, done: int, total: int) -> None:
+        width = 30
+        bar = "#" * (width * done // max(total, 1))
+        print(f"\r{table:<24} [{bar:<{width}}] {done}/{total}", end="\n" if done >= total else "", file=sys.stderr,
+              flush=True)
+
+    store = postgres_store(a.postgres, schema=a.schema) if a.postgres else None
+    counts = migrate_cube(a.src, a.dst, store, progress)
+    print(json.dumps(counts))
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run
 
@@ -335,6 +351,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--user", help="only this user's memories")
     s.add_argument("--full", action="store_true", help="redo every user, changed or not")
     s.set_defaults(fn=cmd_organize)
+    s = sub.add_parser("migrate", help="copy a cube between SQLite and PostgreSQL (lossless, resumable)")
+    s.add_argument("src", type=Path, help="the cube to copy (stop its writers first)")
+    s.add_argument("dst", type=Path, help="the new cube's directory (run again to resume an interrupted copy)")
+    s.add_argument("--postgres", metavar="DSN", help="put the copy's truth and vectors in PostgreSQL (default: "
+                   "SQLite); the password comes from PGPASSWORD / ~/.pgpass, never the DSN")
+    s.add_argument("--schema", help="the PostgreSQL schema for the copy (default: a new one)")
+    s.set_defaults(fn=cmd_migrate)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")
     s.set_defaults(fn=cmd_demo)

@@ -15,9 +15,10 @@ a registry entry plus its config model here (for the store: a member of a union 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+import secrets
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .readers.config import ReaderConfig
 
@@ -45,22 +46,67 @@ class SQLiteStoreConfig(_Strict):
     backend: Literal["sqlite"] = "sqlite"
 
 
-#: The store configurations a cube accepts. A new backend adds its model here as
-#: ``Annotated[SQLiteStoreConfig | PostgresStoreConfig, Field(discriminator="backend")]``.
-StoreConfig = SQLiteStoreConfig
+class PostgresStoreConfig(_Strict):
+    """The truth in one schema of a PostgreSQL database (many cubes may share the database).
+
+    cube.json records ``dsn`` *without* its password: a password given in the DSN is kept in memory for
+    this session only; on reopening, libpq finds it (``PGPASSWORD``, ``PGSERVICE`` + service file,
+    ``~/.pgpass``), or pass the config again. Build it with :func:`postgres_store`.
+    """
+
+    backend: Literal["postgres"] = "postgres"
+    dsn: str = Field(description="libpq URI (postgresql://user@host:5432/db) or key=value string; "
+                                 "a password in it is never written")
+    schema_name: str = Field(default_factory=lambda: f"cube_{secrets.token_hex(5)}",
+                             pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="the cube's schema (created if missing)")
+    vectors: Literal["pgvector", "chroma"] = Field(
+        "pgvector", description="pgvector: the vectors in the same schema (the default vector config); "
+                                "chroma: as CubeConfig.vector says")
+    min_size: int = Field(1, ge=0, le=1000, description="pooled connections kept open per process")
+    max_size: int = Field(5, ge=1, le=1000, description="pooled connections at most per process")
+    pool_timeout: float = Field(10.0, gt=0, le=3600, description="seconds to wait for a free connection")
+    _password_dsn: str | None = PrivateAttr(None)
+
+    def model_post_init(self, __context: Any) -> None:
+        from .storage.postgres import redact
+
+        public = redact(self.dsn)
+        if public != self.dsn:  # keep the secret for this session, out of every dump
+            self._password_dsn = self.dsn
+            object.__setattr__(self, "dsn", public)
+
+    def connection_dsn(self) -> str:
+        """The DSN to connect with (the one given, password included, in the session that gave it)."""
+        return self._password_dsn or self.dsn
+
+
+#: The store configurations a cube accepts (one model per ``backend``).
+StoreConfig = Annotated[SQLiteStoreConfig | PostgresStoreConfig, Field(discriminator="backend")]
 
 
 class VectorConfig(_Strict):
     """Where the derived vector index lives."""
 
-    backend: Literal["chroma"] = "chroma"
+    backend: Literal["chroma", "pgvector"] = Field(
+        "chroma", description="chroma; pgvector: in the cube's PostgreSQL schema (needs the postgres store)")
     mode: Literal["persistent", "http"] = Field(
-        "persistent", description="persistent: <cube>/vectors; http: a Chroma server (chroma run)"
+        "persistent", description="persistent: <cube>/vectors (one process); http: on a server, shareable "
+        "(a Chroma server, or pgvector in the store's PostgreSQL)"
     )
     host: str = "localhost"
     port: int = 8000
     ssl: bool = False
     collection: str | None = Field(None, description="collection name; defaults to the cube id")
+    @model_validator(mode="before")
+    @classmethod
+    def _pgvector_is_a_server(cls, data: Any) -> Any:
+        """pgvector lives on the store's server: shareable by many processes (no exclusive hold)."""
+        if isinstance(data, dict) and data.get("backend") == "pgvector":
+            if data.get("mode", "http") != "http":
+                raise ValueError("pgvector's vectors are on the PostgreSQL server: mode must be 'http'")
+            data = {**data, "mode": "http"}
+        return data
+
     #: Above this many candidate rows a dense search goes to the ANN index; at or below it the
     #: cube scores the candidates exactly from the vectors it keeps in SQLite (faster and exact).
     exact_search_max: int = Field(4096, ge=0, le=2**40)  # bounded: it becomes an SQL LIMIT
@@ -134,6 +180,24 @@ class CubeConfig(_Strict):
         None, ge=1, description="parametric memory: LoRA adapters kept loaded on the base model at once"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vectors_beside_postgres(cls, data: Any) -> Any:
+        """A PostgreSQL store keeps its vectors in pgvector unless a vector config is given."""
+        if isinstance(data, dict) and data.get("vector") is None:
+            store = data.get("store")
+            get = store.get if isinstance(store, dict) else (lambda k, d=None: getattr(store, k, d))
+            if get("backend") == "postgres" and get("vectors", "pgvector") == "pgvector":
+                data = {**data, "vector": VectorConfig(backend="pgvector", mode="http")}
+        return data
+
+    @model_validator(mode="after")
+    def _pgvector_needs_postgres(self) -> CubeConfig:
+        if self.vector.backend == "pgvector" and self.store.backend != "postgres":
+            raise ValueError("pgvector keeps the vectors in the cube's PostgreSQL schema: use "
+                             "store=postgres_store(dsn), or the chroma vector backend")
+        return self
+
     @field_validator("cube_id")
     @classmethod
     def _valid_id(cls, value: str | None) -> str | None:
@@ -197,6 +261,28 @@ def neo4j_graph(
     config._password = auth[1] if auth else None
     config._driver = driver
     return config
+
+
+def postgres_store(dsn: str, schema: str | None = None, vectors: Literal["pgvector", "chroma"] = "pgvector",
+                   **pool: Any) -> PostgresStoreConfig:
+    """The store config for a cube in PostgreSQL: ``CubeConfig(store=postgres_store("postgresql://app@db/memory"))``.
+
+    Args:
+        dsn: a libpq URI or key=value string. Leave the password out (libpq reads ``PGPASSWORD``, a
+            service file or ``~/.pgpass``); one given here is used for this session and never written.
+        schema: the cube's schema (lower-case letters, digits, ``_``); None: a new ``cube_<random>``
+            one, recorded in cube.json. One database holds many cubes, one schema each.
+        vectors: ``"pgvector"`` (the default: the server holds everything) or ``"chroma"`` (give
+            ``CubeConfig(vector=...)`` too, e.g. a Chroma server).
+        **pool: ``min_size``, ``max_size``, ``pool_timeout`` of the connection pool.
+
+    Returns:
+        The store configuration (pass it as ``CubeConfig(store=...)``).
+    """
+    fields: dict[str, Any] = {"dsn": dsn, "vectors": vectors, **pool}
+    if schema is not None:
+        fields["schema_name"] = schema
+    return PostgresStoreConfig(**fields)
 
 
 def secret(env_name: str) -> str | None:

@@ -71,6 +71,15 @@ class CubeLockedError(MemosError, RuntimeError):
     """Another process holds a lock on the cube that this operation needs; retry, or use a server backend."""
 
 
+class StorageUnavailableError(MemosError, ConnectionError):
+    """The database server cannot be reached or dropped the connection; the message says whether the
+    write was rolled back (retry it) or its outcome is unknown (read it back first)."""
+
+
+class StorageBusyError(StorageUnavailableError, TimeoutError):
+    """Every pooled connection stayed busy past the pool timeout; raise the pool size or the timeout."""
+
+
 class MissingExtraError(MemosError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -32,7 +32,9 @@ from ..errors import MemosError
 
 BACKENDS: dict[str, str] = {
     "store.sqlite": "memos_integrations.storage.sqlite:open_sqlite_store",
+    "store.postgres": "memos_integrations.storage.postgres_store:open_postgres_store",
     "vector.chroma": "memos_integrations.storage.chroma:open_chroma_index",
+    "vector.pgvector": "memos_integrations.storage.pgvector:open_pgvector_index",
     "graph.sqlite": "memos_integrations.storage.graph:open_embedded_graph",
     "graph.neo4j": "memos_integrations.storage.neo4j:open_neo4j_graph",
 }

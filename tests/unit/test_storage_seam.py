@@ -203,7 +203,7 @@ def test_cube_json_without_a_store_entry_still_opens(tmp_path: Path, embedder: A
 
 def test_the_registry_imports_backends_lazily_and_names_what_exists() -> None:
     assert registry.factory("store", "sqlite").__module__ == "memos_integrations.storage.sqlite"
-    with pytest.raises(registry.UnknownBackendError, match=r"\['sqlite'\]"):
+    with pytest.raises(registry.UnknownBackendError, match=r"\['postgres', 'sqlite'\]"):
         registry.factory("store", "oracle")
 
 
