@@ -14,6 +14,8 @@ BENCHES = [
     ("core: organising cost (partitions, tree, links)", ["-m", "benchmarks.bench_organize"]),
     ("core: 100k items", ["-m", "benchmarks.bench_scale"]),
     ("core: what the trust guarantees cost", ["-m", "benchmarks.bench_guarantees"]),
+    ("storage: SQLite vs PostgreSQL cube, writers, scale", ["-m", "benchmarks.bench_postgres"]),
+    ("service: REST under load", ["-m", "benchmarks.bench_service"]),
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),
     ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
     ("tool memory: recording overhead per tool call", ["-m", "benchmarks.bench_toolmem"]),

@@ -17,6 +17,7 @@ _LAZY = {
     "MOS": "memos_integrations.mos",
     "CubeConfig": "memos_integrations.config",
     "neo4j_graph": "memos_integrations.config",
+    "postgres_store": "memos_integrations.config",
     "MemoryItem": "memos_integrations.items",
     "SearchHit": "memos_integrations.items",
     "Kind": "memos_integrations.items",
@@ -31,7 +32,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import CubeConfig, neo4j_graph
+    from .config import CubeConfig, neo4j_graph, postgres_store
     from .cube import MemCube
     from .items import Edge, Kind, Lifecycle, MemoryItem, SearchHit
     from .mos import MOS

@@ -101,6 +101,7 @@ class MemCube:
             store, index, self.graph, embedder, cube_id=self.cube_id,
             max_text_chars=config.max_text_chars, exact_search_max=config.vector.exact_search_max,
             max_message_chars=config.max_message_chars, part_chars=config.part_chars, query_chars=config.query_chars,
+            write_lock=store.index_write_lock(),  # None: the cube folder's file lock; PostgreSQL: one for every machine
         )
 
     # -- opening and creating -----------------------------------------------------------------
@@ -507,7 +508,7 @@ class MemCube:
             "versions": tables["versions"],
             "edges": tables["edges"],
             "vectors_indexed": self.index.count(),
-            "vector_backend": self.config.vector.mode,
+            "vector_backend": self.config.vector.backend if self.config.vector.backend != "chroma" else self.config.vector.mode,
         }
 
     def organize(self, user_id: str | None = None, *, reader: Any = None, full: bool = False, **kw: Any) -> Any:

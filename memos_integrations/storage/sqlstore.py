@@ -237,6 +237,11 @@ class SQLStore:
     def decode_vectors(self, blobs: Sequence[Any]) -> np.ndarray:
         return np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=np.float32).reshape(len(blobs), -1)
 
+    def index_write_lock(self) -> Any:
+        """A lock the outbox drains of every process sharing this store hold (``hold()``, re-entrant per
+        thread), or ``None`` when the cube folder's file lock is enough (one machine: the embedded default)."""
+        return None
+
     def snapshot(self, dest: Path) -> None:
         """Write a consistent copy of this database to the file ``dest`` (dumps and clones)."""
         raise BackendError(f"a {type(self).__name__} cube cannot be copied as a database file; use "

@@ -1,75 +1,19 @@
-"""The job queue and the usage ledger on a real PostgreSQL 16 (pgserver): their postgres DDL and their
-portable SQL run unchanged. The ``Database`` over psycopg here is the smallest one that fits the
-protocol of storage/sql.py (this branch has no PostgreSQL backend of its own yet)."""
+"""The job queue and the usage ledger on a real PostgreSQL 16 (pgserver, or MEMOS_TEST_POSTGRES_DSN): their
+postgres DDL and their portable SQL run unchanged through the project's PostgresDatabase."""
 
+# ruff: noqa: F811  (the fixtures imported from tests.pg_server are redefined as parameters, as pytest wants)
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from memos_integrations.storage.jobs import JobQueue
 from memos_integrations.storage.reader_usage import UsageLedger
-from memos_integrations.storage.sql import Database, Row, to_pyformat
-
-pgserver = pytest.importorskip("pgserver")
-psycopg = pytest.importorskip("psycopg")
+from tests.pg_server import pg_db, pg_schema, postgres_dsn  # noqa: F401  (fixtures)
 
 
-class _Tx:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(to_pyformat(sql), tuple(params))
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self.conn.cursor() as cur:
-            cur.executemany(to_pyformat(sql), [tuple(r) for r in rows])
-
-    def lock(self, key: str) -> None:
-        self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
-
-
-class PgDatabase(Database):
-    dialect = "postgres"
-
-    def __init__(self, uri: str) -> None:
-        self.conn = psycopg.connect(uri, autocommit=True)
-        self.depth = 0
-
-    @contextmanager
-    def transaction(self) -> Iterator[_Tx]:
-        if self.depth:
-            yield _Tx(self.conn)
-            return
-        self.depth += 1
-        try:
-            with self.conn.transaction():
-                yield _Tx(self.conn)
-        finally:
-            self.depth -= 1
-
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(self.conn.execute(to_pyformat(sql), tuple(params)).fetchall())
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-@pytest.fixture(scope="module")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgDatabase]:
-    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
-    db = PgDatabase(server.get_uri())
-    yield db
-    db.close()
-    server.cleanup()
-
-
-def test_job_queue_on_postgres(pg: PgDatabase) -> None:
+def test_job_queue_on_postgres(pg_db: Any) -> None:
+    pg = pg_db
     queue = JobQueue(pg)
     job, created = queue.enqueue("read", "k1", {"ids": ["a"]}, user_id="u")
     assert created and not queue.enqueue("read", "k1", {})[1]
@@ -86,7 +30,8 @@ def test_job_queue_on_postgres(pg: PgDatabase) -> None:
     assert JobQueue(pg).counts("read") == {"done": 1}  # migrating again changes nothing
 
 
-def test_usage_ledger_on_postgres(pg: PgDatabase, tmp_path: Path) -> None:
+def test_usage_ledger_on_postgres(pg_db: Any, tmp_path: Path) -> None:
+    pg = pg_db
     ledger = UsageLedger(pg)
     ledger.add(["cube", "user:u"], 100, 20, 2, 0.5, 0.01)
     ledger.add(["cube"], 10, 5, 1, 0.1, 0.0)
