@@ -13,6 +13,7 @@ file; writes are ``BEGIN IMMEDIATE`` transactions, so a crash mid-write leaves t
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -290,6 +291,10 @@ class SQLiteStore(SQLStore):
 def open_sqlite_store(config: Any, cube_path: Path, *, create: bool) -> SQLiteStore:
     """The registry's ``store.sqlite`` factory: ``<cube>/memory.db`` (made while the cube is created)."""
     db = Path(cube_path) / "memory.db"
+    if db.is_symlink():  # the engine's tables would be written into whatever file the link names
+        raise CubeCorruptedError(
+            f"{db} is a symbolic link (to {os.readlink(db)!r}); a cube's database is its own plain file: "
+            "replace the link with the database file itself (move it into the cube directory)")
     if not create and not db.is_file():  # create() writes it before cube.json: its absence is damage
         raise CubeCorruptedError(
             f"{cube_path} has a cube.json but no memory.db (the source of truth); restore it from a dump or export")

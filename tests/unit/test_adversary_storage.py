@@ -100,3 +100,22 @@ def test_the_untouched_copy_still_opens(written: Path, tmp_path: Path, embedder:
         assert cube.search("porto train", user_id="u")[0].item.text.startswith("the porto train")
     finally:
         cube.close()
+
+
+def test_a_memory_db_that_links_to_another_database_is_refused_and_that_file_untouched(
+        written: Path, tmp_path: Path, embedder: Any) -> None:
+    # was opened: the engine's tables (items, outbox, schema_migrations, ...) were created in the other app's file
+    cube = tmp_path / "cube"
+    shutil.copytree(written, cube)
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE accounts (name TEXT)")
+    conn.commit()
+    conn.close()
+    before = hashlib.sha256(other.read_bytes()).hexdigest()
+    for name in ("memory.db", "memory.db-wal", "memory.db-shm"):
+        (cube / name).unlink(missing_ok=True)
+    (cube / "memory.db").symlink_to(other)
+    with pytest.raises(CubeCorruptedError, match="symbolic link"):
+        MemCube.open(cube, embedder=embedder)
+    assert hashlib.sha256(other.read_bytes()).hexdigest() == before
