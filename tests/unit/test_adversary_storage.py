@@ -119,3 +119,20 @@ def test_a_memory_db_that_links_to_another_database_is_refused_and_that_file_unt
     with pytest.raises(CubeCorruptedError, match="symbolic link"):
         MemCube.open(cube, embedder=embedder)
     assert hashlib.sha256(other.read_bytes()).hexdigest() == before
+
+
+def test_a_reader_of_face_tables_with_a_hostile_version_gets_a_memos_error(tmp_path: Path, embedder: Any) -> None:
+    # a read-only view reads the component's version without migrating: int('abc') was a raw ValueError
+    from memos_integrations import MOS
+    from memos_integrations.langgraph import MemOSStore
+
+    with MOS(tmp_path / "home", embedder=embedder) as mos:
+        mos.create_user("alice")
+        mos.create_user("bob")
+        mos.create_cube_for_user("notes", owner_id="alice")
+        mos.share_cube_with_user("notes", "bob", "read", user_id="alice")
+        MemOSStore(mos.cube("notes", user_id="alice")).put(("a",), "k", {"v": 1})
+        with mos.cube("notes", user_id="alice").store.db.transaction() as tx:
+            tx.execute("UPDATE schema_migrations SET version = 'abc' WHERE component = 'langgraph_store'")
+        with pytest.raises(CubeCorruptedError, match="version 'abc' for langgraph_store"):
+            MemOSStore(mos.cube("notes", user_id="bob")).search(("a",))
