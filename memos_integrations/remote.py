@@ -232,8 +232,7 @@ class RemoteCube:
         })
         data = self._call("POST", "/v1/memories/search", json=body)
         hits = _field(data, "hits", list)
-        return [SearchHit(item=_to_item(h.get("item") if isinstance(h, dict) else None),
-                          score=float(h.get("score", 0.0)), ranks=dict(h.get("ranks") or {})) for h in hits]
+        return [_to_hit(h) for h in hits]
 
     def get(self, item_id: str) -> MemoryItem:
         """``GET /v1/memories/{id}``."""
@@ -250,6 +249,7 @@ class RemoteCube:
         self._refuse(("kinds", kinds), ("include_archived", include_archived or None), what="get_all")
         out: list[MemoryItem] = []
         cursor: str | None = None
+        seen: set[str] = set()
         want = None if limit is None else offset + limit
         while want is None or len(out) < want:
             params = _drop_none({"limit": PAGE if want is None else min(PAGE, want - len(out)),
@@ -259,6 +259,10 @@ class RemoteCube:
             cursor = data.get("next_cursor")
             if not cursor:
                 break
+            if not isinstance(cursor, str) or cursor in seen:  # a server whose pages never end: stop, say so
+                raise BackendError(f"GET /v1/memories on {self.base_url} answered the cursor {str(cursor)[:80]!r} "
+                                   "again; the service's paging is broken: check its version, or pass limit=")
+            seen.add(cursor)
         return out[offset:want]
 
     def history(self, item_id: str) -> list[MemoryItem]:
@@ -268,7 +272,10 @@ class RemoteCube:
 
     def stats(self) -> dict[str, Any]:
         """``GET /v1/stats``."""
-        return dict(self._call("GET", "/v1/stats"))
+        data = self._call("GET", "/v1/stats")
+        if not isinstance(data, dict):
+            raise BackendError(f"GET /v1/stats answered {str(data)[:200]}, not a JSON object; check the service's version")
+        return data
 
     def audit(self, action: str, principal: str | None, target: str | None,
               detail: Mapping[str, Any] | None = None, allowed: bool = True) -> None:
@@ -334,9 +341,26 @@ class RemoteCube:
 
 
 def _to_item(data: Any) -> MemoryItem:
+    """A memory from the service's JSON; anything else (a wrong kind, time or type) is a BackendError."""
     if not isinstance(data, dict):
         raise BackendError(f"the service answered a memory that is not a JSON object: {str(data)[:200]}")
-    return MemoryItem.from_dict({k: v for k, v in data.items() if k in _ITEM_FIELDS})
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("text"), str):
+        raise BackendError(f"the service answered a memory without a string id and text: {str(data)[:200]}")
+    try:
+        return MemoryItem.from_dict({k: v for k, v in data.items() if k in _ITEM_FIELDS})
+    except (ValueError, TypeError) as exc:  # InvalidInputError is a ValueError too
+        raise BackendError(f"the service answered a memory this client cannot read ({exc}): {str(data)[:200]}; "
+                           "check that the service and client versions match") from exc
+
+
+def _to_hit(data: Any) -> SearchHit:
+    """One search hit: ``{"item": {...}, "score": number, "ranks": {leg: rank}}``."""
+    item = _to_item(data.get("item") if isinstance(data, dict) else None)
+    score, ranks = data.get("score", 0.0), data.get("ranks") or {}
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not isinstance(ranks, dict):
+        raise BackendError(f"the service answered a search hit with a score {str(score)[:40]!r} and ranks "
+                           f"{str(ranks)[:80]!r}; expected a number and an object")
+    return SearchHit(item=item, score=float(score), ranks=dict(ranks))
 
 
 def _field(data: Any, name: str, kind: type) -> Any:

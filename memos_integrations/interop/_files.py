@@ -45,13 +45,44 @@ def read_json(path: Path, what: str, max_bytes: int = MAX_BYTES) -> Any:
             f"{path} is a Python pickle, not JSON; a pickle runs code when loaded, so it is never read: "
             f"export the {what} as JSON")
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        return _checked_tree(json.loads(data.decode("utf-8"), parse_constant=_no_constant), path)
     except UnicodeDecodeError:
         raise InvalidInputError(f"{path} is not UTF-8 text; give the {what} as JSON") from None
     except RecursionError:
         raise InvalidInputError(f"{path} is nested too deeply to be a {what}") from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not JSON ({exc}); give the {what}") from None
+
+
+#: Deepest nesting of arrays and objects an import reads (a cube keeps metadata at most 32 levels deep).
+MAX_DEPTH = 64
+
+
+def _checked_tree(data: Any, path: Path) -> Any:
+    """``data``, refused if nested deeper than :data:`MAX_DEPTH` or holding a string that is not Unicode text.
+
+    ``json.loads`` accepts ~1,000 levels and lone surrogates (``"\\ud800"``); the first overflowed the
+    recursion of later copies (a RecursionError), the second failed as a UnicodeEncodeError when the
+    rows were written out. Checked without recursion, once, before any row is built.
+    """
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(
+                    f"{path} holds the string {value[:40]!r}, which has a lone surrogate escape (not Unicode "
+                    "text); fix or drop that field") from None
+            continue
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise InvalidInputError(
+                    f"{path} is nested more than {MAX_DEPTH} levels deep, which no export writes; flatten it")
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return data
 
 
 def _no_constant(name: str) -> Any:

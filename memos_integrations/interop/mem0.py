@@ -167,9 +167,11 @@ def _fields_of(mem: Fields) -> dict[str, Any]:
     return out
 
 
-def _sort_time(row: Fields) -> str:
+def _sort_time(row: Fields) -> float:
+    """The row's time as epoch seconds (rows without one first): ISO strings with different UTC offsets
+    do not sort as the times they name."""
     at = row.time("created_at") or row.time("updated_at")
-    return at.isoformat() if at else ""
+    return at.timestamp() if at else float("-inf")
 
 
 def export_mem0(cube: Any, dst: str | Path) -> int:

@@ -30,11 +30,24 @@ Step = str | Callable[[Tx], None]
 _TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 
 
+def recorded(component: str, value: object) -> int:
+    """A ``schema_migrations`` version as read: a whole number >= 0, or the database is refused.
+
+    SQLite keeps whatever a hostile or damaged file put in the column (text, a blob, a fraction, a
+    negative number); reading one as a version would rerun steps on tables that already have them.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CubeCorruptedError(
+            f"schema_migrations records version {value!r} for {component}, which no release writes (the "
+            "database was edited or damaged); restore the cube from a dump or export")
+    return value
+
+
 def current_version(db: Database, component: str) -> int:
     with db.transaction() as tx:
         tx.execute(_TABLE)
     row = db.read_one("SELECT version FROM schema_migrations WHERE component = ?", (component,))
-    return int(row[0]) if row else 0
+    return recorded(component, row[0]) if row else 0
 
 
 def migrate(db: Database, component: str, steps: Mapping[str, Sequence[Step]]) -> int:
@@ -53,7 +66,7 @@ def migrate(db: Database, component: str, steps: Mapping[str, Sequence[Step]]) -
         with db.transaction() as tx:
             tx.lock(f"migrate:{component}")  # two processes opening at once: one migrates, one waits
             row = tx.execute("SELECT version FROM schema_migrations WHERE component = ?", (component,)).fetchone()
-            have = int(row[0]) if row else 0
+            have = recorded(component, row[0]) if row else 0
             if have > len(plan):
                 raise CubeCorruptedError(
                     f"the {component} tables are at schema {have}, newer than this package knows ({len(plan)}); "

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import CubeCorruptedError, InvalidInputError
+from ..errors import CubeCorruptedError, CubeLockedError, InvalidInputError
 
 Row = tuple[Any, ...]
 
@@ -150,12 +151,33 @@ class SQLiteDatabase(Database):
         try:
             self.conn: sqlite3.Connection = sqlite3.connect(
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=timeout)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            self._enter_wal(timeout)
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
+        except CubeLockedError:
+            self.conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             raise CubeCorruptedError(
                 f"{self.path} is not a readable SQLite database ({exc}); restore it from a dump or export") from exc
+
+    def _enter_wal(self, timeout: float) -> None:
+        """Switch to WAL, waiting out other openers. Leaving a rollback journal (a file an older release or
+        another tool wrote) needs the file to itself, and SQLite answers "database is locked" at once,
+        without its busy timeout, while another process is opening it too: that is contention, not damage."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise CubeLockedError(
+                        f"{self.path} stayed locked by another process for {timeout:.0f} s while switching it to WAL; "
+                        "retry when the other process has opened it (or close it there)") from exc
+                time.sleep(0.01)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

@@ -13,6 +13,7 @@ file; writes are ``BEGIN IMMEDIATE`` transactions, so a crash mid-write leaves t
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -152,6 +153,28 @@ class SQLiteStore(SQLStore):
             self.sqlite.close()
 
     # -- schema -----------------------------------------------------------------------------------
+    def _migrate(self) -> int:
+        self._refuse_foreign_objects()
+        version = super()._migrate()
+        fts = self.db.read_one("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items_fts'")
+        if fts is None or "fts5" not in str(fts[0]).lower():
+            raise CubeCorruptedError(
+                f"{self.path} has no items_fts keyword index (dropped or replaced); restore the cube from a dump "
+                "or export (memcube export / import rebuild it)")
+        return version
+
+    def _refuse_foreign_objects(self) -> None:
+        """No release creates a view or a trigger in ``memory.db``: one found there was put by someone
+        else, and would run (or answer) in place of the cube's own tables, e.g. a trigger that copies
+        every new memory into another table, or a view that hides rows. Refused before any write."""
+        found = self.db.read("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger') ORDER BY name")
+        if found:
+            names = ", ".join(f"{kind} {name!r}" for kind, name in found[:5])
+            raise CubeCorruptedError(
+                f"{self.path} holds {names}, which memos-integrations never creates (it could copy or hide "
+                "memories); if you made it, drop it with the sqlite3 shell (DROP VIEW / DROP TRIGGER), otherwise "
+                "restore the cube from a dump or export")
+
     def _adopt_legacy(self) -> None:
         """A cube written before ``schema_migrations`` has the tables of step 1 (its outbox perhaps
         without the ``seq`` column, which releases added on open) and no engine row: record it at 1."""
@@ -166,6 +189,10 @@ class SQLiteStore(SQLStore):
                     "SELECT 1 FROM schema_migrations WHERE component = 'engine'").fetchone():
                 return
             row = tx.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in have else None
+            if row is not None and not str(row[0]).isdecimal():
+                raise CubeCorruptedError(
+                    f"{self.path} records schema_version {row[0]!r} in its meta table, which no release writes; "
+                    "restore the cube from a dump or export")
             if row is not None and int(row[0]) > 1:
                 raise CubeCorruptedError(
                     f"{self.path} was written by a newer memos-integrations (schema {row[0]}); upgrade the package")
@@ -264,6 +291,10 @@ class SQLiteStore(SQLStore):
 def open_sqlite_store(config: Any, cube_path: Path, *, create: bool) -> SQLiteStore:
     """The registry's ``store.sqlite`` factory: ``<cube>/memory.db`` (made while the cube is created)."""
     db = Path(cube_path) / "memory.db"
+    if db.is_symlink():  # the engine's tables would be written into whatever file the link names
+        raise CubeCorruptedError(
+            f"{db} is a symbolic link (to {os.readlink(db)!r}); a cube's database is its own plain file: "
+            "replace the link with the database file itself (move it into the cube directory)")
     if not create and not db.is_file():  # create() writes it before cube.json: its absence is damage
         raise CubeCorruptedError(
             f"{cube_path} has a cube.json but no memory.db (the source of truth); restore it from a dump or export")

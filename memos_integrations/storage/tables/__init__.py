@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from typing import ClassVar
 
 from ...errors import AccessDeniedError
-from ..migrations import Step, migrate
+from ..migrations import Step, migrate, recorded
 from ..sql import Database, Tx
 
 
@@ -59,7 +59,7 @@ class Tables:
             if "no such table" not in str(exc):
                 raise
             return 0
-        return int(row[0]) if row else 0
+        return recorded(self.COMPONENT, row[0]) if row else 0
 
     def transaction(self) -> AbstractContextManager[Tx]:
         """One atomic write on these tables (a caller may pass the ``Tx`` to the write methods)."""
