@@ -154,7 +154,7 @@ def rule_responder(request: dict[str, Any]) -> str:
     "<Speaker> lives in X"; "I like X" / "I love X" a preference; "forget where I live" a forget request.
     Reconciliation: a new "lives in" memory SUPERSEDEs the existing one (UPDATE when the message said
     "actually" or "correction"), the same text is NOOP, a forget request DELETEs every "lives in".
-    The organiser's calls: a summary is "<n> memories: <first memory>"; a conflict is SUPERSEDE
+    A tool lesson: "Before calling <tool>, check the arguments; use <instead>." The organiser's calls: a summary is "<n> memories: <first memory>"; a conflict is SUPERSEDE
     unless the newer memory says "also" (KEEP_BOTH).
     """
     import re
@@ -164,6 +164,11 @@ def rule_responder(request: dict[str, Any]) -> str:
     if system.startswith("You summarise"):
         texts = re.findall(r"^\d+\. (.*)$", user, re.M)
         return json.dumps({"summary": f"{len(texts)} memories: {texts[0] if texts else ''}"})
+    if system.startswith("You write one lesson"):
+        tool = re.search(r"^TOOL: (.*)$", user, re.M)
+        instead = re.search(r"Instead use ([^(]+?) \(", user)
+        return json.dumps({"lesson": f"Before calling {tool.group(1) if tool else 'the tool'}, check the arguments"
+                                     + (f"; use {instead.group(1)}." if instead else ".")})
     if system.startswith("Two memories"):
         newer = re.search(r"^NEWER: (.*)$", user, re.M)
         keep = newer is not None and re.search(r"\balso\b", newer.group(1)) is not None

@@ -1,4 +1,4 @@
-"""The LLM reader's organiser calls for one cube and user: counted in the cube's usage ledger, held to its budgets.
+"""The LLM reader's organiser (and tool-lesson) calls for one cube and user: counted in the cube's usage ledger, held to its budgets.
 
 The organiser (:mod:`memos_integrations.organize`) asks a reader, duck-typed, for ``summarize(texts)``
 and ``resolve_conflict(newer, older)``. An :class:`~.reader.LLMReader` answers them itself, but only
@@ -63,6 +63,10 @@ class CubeBoundReader:
     def resolve_conflict(self, newer: MemoryItem, older: MemoryItem) -> bool:
         chars = len(prompts.CONFLICT_SYSTEM) + min(len(newer.text), 300) + min(len(older.text), 300) + 60
         return self._call(chars, "a conflict decision", lambda: _pair(self.reader.conflict(newer, older)))
+
+    def lesson(self, tool: str, facts: str, calls: Sequence[str]) -> str:
+        chars = len(prompts.LESSON_SYSTEM) + len(tool) + min(len(facts), 600) + sum(min(len(c), 300) + 3 for c in calls[-5:])
+        return self._call(chars, "a tool lesson", lambda: self.reader.lesson(tool, facts, calls))
 
     def _call(self, chars: int, what: str, call: Callable[[], tuple[T, Usage]]) -> T:
         check_budget(self.ledger, self.reader.config, self.user_id, estimate_tokens("x" * chars), what)

@@ -86,6 +86,16 @@ CONFLICT_SYSTEM = (
     "\"KEEP_BOTH\", \"reason\": \"short\"}."
 )
 
+LESSON_SYSTEM = (
+    "You write one lesson for an AI agent about calling a tool, from the facts and calls below: when to "
+    "avoid what, and what to do instead, in one or two short imperative sentences. Use only what is given. "
+    "Return JSON only: {\"lesson\": \"...\"}."
+)
+
+LESSON_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"lesson": {"type": "string"}}, "required": ["lesson"],
+}
+
 SUMMARY_SCHEMA: dict[str, Any] = {
     "type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"],
 }
@@ -120,3 +130,7 @@ def summary_prompt(texts: list[str]) -> str:
 
 def conflict_prompt(newer: str, older: str) -> str:
     return f"NEWER: {newer}\nOLDER: {older}"
+
+
+def lesson_prompt(tool: str, facts: str, calls: list[str]) -> str:
+    return f"TOOL: {tool}\nFACTS: {facts}\nCALLS:\n" + "\n".join(f"- {c}" for c in calls)

@@ -29,6 +29,8 @@ from .parse import ReplyNotJSON, parse_object
 OPS = ("ADD", "UPDATE", "SUPERSEDE", "DELETE", "NOOP")
 #: what one summary call shows the model: members at most, characters of each
 MAX_SUMMARY_TEXTS, MAX_SUMMARY_CHARS = 40, 300
+#: the latest calls one lesson call shows the model
+MAX_LESSON_CALLS = 5
 #: DELETE is applied only when the window itself asks to forget (the model alone cannot delete)
 FORGET_WORDS = re.compile(r"\b(forget|delete|erase|remove|don'?t (?:remember|keep)|stop remembering)\b", re.I)
 
@@ -243,6 +245,27 @@ class LLMReader:
             raise _spent(ReaderError(f"{self.name} answered {decision!r}, not SUPERSEDE or KEEP_BOTH; the conflict "
                                      "stays flagged"), usage)
         return decision == "SUPERSEDE", str(data.get("reason") or "")[:300], usage
+
+    def lesson(self, tool: str, facts: str, calls: Sequence[str], *, timeout: float | None = None) -> tuple[str, Usage]:
+        """A tool-memory lesson worded by the model (one call) from the extractive ``facts`` and a few ``calls``.
+
+        Raises:
+            ReaderError: the endpoint failed, or replied without a lesson (``error.usage`` says what it cost).
+        """
+        shown = [_short(c, 300) for c in calls][-MAX_LESSON_CALLS:]
+        data, usage = self._ask(prompts.LESSON_SYSTEM, prompts.lesson_prompt(tool, _short(facts, 600), shown),
+                                prompts.LESSON_SCHEMA, "lesson", timeout, kind=str)
+        text = " ".join(str(data["lesson"]).split())
+        if not text:
+            raise _spent(ReaderError(f"{self.name} replied with an empty lesson; tool memory keeps the extractive one"), usage)
+        return text, usage
+
+    def tool_lesson_writer(self, cube: Any = None) -> Any:
+        """A ``ToolMemory(writer=...)`` that words lessons with this reader
+        (:class:`~memos_integrations.toolmem.writer.LessonWriter`); with ``cube``, counted in its ledger and budgets."""
+        from ..toolmem.writer import LessonWriter
+
+        return LessonWriter(self, cube)
 
     def summarize(self, texts: Sequence[str]) -> str:
         """The organiser's duck-typed summary call (no ledger: :meth:`for_cube` counts and budgets it)."""

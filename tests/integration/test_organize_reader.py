@@ -95,3 +95,34 @@ def test_reader_none_is_extractive(tmp_path: Path, embedder: Any, srv: StandinSe
         cube.add(memory=DOGS + CARS, user_id="maya", session_id="s1")
         report = cube.organize(reader=None)
         assert srv.requests == [] and report.reader_calls == 0 and report.conflicts == 1 and report.superseded == 0
+
+
+# -- tool memory: lessons worded by the LLM reader -----------------------------------------------------
+def test_tool_lessons_are_worded_by_the_reader(tmp_path: Path, embedder: Any, srv: StandinServer) -> None:
+    from memos_integrations.toolmem import ToolMemory
+
+    with open_cube(tmp_path / "c", embedder, srv.url) as cube:
+        memory = ToolMemory(cube, writer=cube.reader.tool_lesson_writer(cube))
+        memory.record("maya", "lookup_order", {"order_id": "#12"}, ok=False, error="digits only", error_class="OrderIdError")
+        memory.record("maya", "lookup_order", {"order_id": "12"}, ok=True)
+        [lesson] = memory.experiences("maya")
+        assert lesson.text == "Before calling lookup_order, check the arguments; use order_id='12'."
+        assert "lookup_order" in memory.render("maya", ["lookup_order"])
+        lessons = [r for r in srv.requests if r["messages"][0]["content"].startswith("You write one lesson")]
+        assert lessons and "OrderIdError" in lessons[-1]["messages"][-1]["content"]
+        assert cube.reader_engine.usage("maya")["calls"] == len(srv.requests)  # counted under the calls' user
+        before = len(srv.requests)
+        memory.distil("maya")  # the same facts: the same wording, no new call
+        assert len(srv.requests) == before and memory.experiences("maya")[0].text == lesson.text
+
+
+def test_a_failing_lesson_writer_keeps_the_extractive_wording(tmp_path: Path, embedder: Any, srv: StandinServer) -> None:
+    from memos_integrations.toolmem import ToolMemory
+
+    srv.push(Fault(500, "down"))
+    with open_cube(tmp_path / "c", embedder, srv.url, max_retries=0) as cube:
+        writer = cube.reader.tool_lesson_writer(cube)
+        memory = ToolMemory(cube, writer=writer)
+        memory.record("maya", "lookup_order", {"order_id": "#12"}, ok=False, error="digits only", error_class="OrderIdError")
+        [lesson] = memory.experiences("maya")
+        assert lesson.text.startswith("lookup_order: avoid calling it with") and writer.errors == 1
