@@ -4,7 +4,7 @@
 the model once per new or changed lesson: the extractive facts (pattern, counts, error, the change that
 worked) and the last few calls go in, one or two sentences come out. Distillation runs on every
 failure, so a lesson whose facts did not change is not asked again (kept per writer, bounded). With a
-cube, each call is checked against the reader's budgets and counted in that cube's usage ledger under
+local cube (a ``MemCube``), each call is checked against the reader's budgets and counted in that cube's usage ledger under
 the calls' user, as window reads are. A reader error never breaks the agent's tool call: it is logged
 and the extractive wording is kept (``ToolMemory`` falls back on an empty text).
 """
@@ -42,12 +42,12 @@ class LessonWriter:
             return self._done[facts]
         shown = [_call_line(c) for c in calls]
         user = next((c.user_id for c in calls), None)
+        engine = getattr(self.cube, "reader_engine", None)  # a MemCube's; a MOS view or remote cube has none
         try:
-            if self.cube is not None:
+            if engine is not None:
                 from ..readers.organizing import CubeBoundReader
 
-                bound = CubeBoundReader(self.reader, self.cube.reader_engine.ledger, user)
-                text = bound.lesson(exp.tool, facts, shown)
+                text = CubeBoundReader(self.reader, engine.ledger, user).lesson(exp.tool, facts, shown)
             else:
                 text = self.reader.lesson(exp.tool, facts, shown)[0]
         except MemosError as exc:
