@@ -511,9 +511,10 @@ class MemCube:
             "vector_backend": self.config.vector.backend if self.config.vector.backend != "chroma" else self.config.vector.mode,
         }
 
-    def organize(self, user_id: str | None = None, *, reader: Any = None, full: bool = False, **kw: Any) -> Any:
+    def organize(self, user_id: str | None = None, *, reader: Any = "auto", full: bool = False, **kw: Any) -> Any:
         """Partitions, topic summaries, session episodes and relation links, incrementally; returns an
-        ``OrganizeReport``. See :func:`memos_integrations.organize.organize`."""
+        ``OrganizeReport``. ``reader``: by default this cube's LLM reader, if it has one (``None``: extractive).
+        See :func:`memos_integrations.organize.organize`."""
         from .organize import organize
 
         return organize(self, user_id, reader=reader, full=full, **kw)

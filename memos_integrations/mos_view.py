@@ -218,6 +218,18 @@ class CubeView:
         cube = self._need("write", "delete_all")
         return cube.delete_all(user_id=user_id, principal=self._principal(cube, principal, "delete_all"))
 
+    def feedback(self, text: str, **kw: Any) -> Any:
+        """:meth:`MemCube.feedback` as this user (write access): it corrects the view's user's memories only."""
+        cube = self._need("write", "feedback")
+        kw.setdefault("user_id", self._user)
+        if kw["user_id"] is not None and normalize_id(kw["user_id"]) != self._user:
+            raise deny(cube.audit, "feedback", self._user, self._cube_id,
+                       f"a cube view of user {self._user!r} cannot correct another user's memories; "
+                       "get a view for that user with MOS.cube(cube_id, user_id=...)", {"as_user": kw["user_id"]})
+        kw["user_id"] = normalize_id(kw["user_id"])
+        kw["principal"] = self._principal(cube, kw.get("principal"), "feedback")
+        return cube.feedback(text, **kw)
+
     def relate(self, src: str, dst: str, type: str, weight: float = 1.0, **metadata: Any) -> Edge:
         return self._need("write", "relate").relate(src, dst, type, weight, **metadata)
 

@@ -107,8 +107,9 @@ class MemScheduler:
     def freeze(self, ids: Sequence[str]) -> int:
         return self._move(self.cube.text_mem.get_many(list(ids)), Lifecycle.FROZEN, "pinned")
 
-    def organize(self, user_id: str | None = None, *, reader: Any = None, full: bool = False) -> dict[str, Any]:
-        """The organising job (see :func:`memos_integrations.organize.organize`), with this scheduler's principal."""
+    def organize(self, user_id: str | None = None, *, reader: Any = "auto", full: bool = False) -> dict[str, Any]:
+        """The organising job (see :func:`memos_integrations.organize.organize`: by default with the cube's
+        LLM reader, if it has one), with this scheduler's principal."""
         from .organize import organize
 
         return organize(self.cube, user_id, reader=reader, full=full, principal=self.principal).as_dict()

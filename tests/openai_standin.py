@@ -154,11 +154,25 @@ def rule_responder(request: dict[str, Any]) -> str:
     "<Speaker> lives in X"; "I like X" / "I love X" a preference; "forget where I live" a forget request.
     Reconciliation: a new "lives in" memory SUPERSEDEs the existing one (UPDATE when the message said
     "actually" or "correction"), the same text is NOOP, a forget request DELETEs every "lives in".
+    A tool lesson: "Before calling <tool>, check the arguments; use <instead>." The organiser's calls: a summary is "<n> memories: <first memory>"; a conflict is SUPERSEDE
+    unless the newer memory says "also" (KEEP_BOTH).
     """
     import re
 
     system = request["messages"][0]["content"]
     user = request["messages"][-1]["content"]
+    if system.startswith("You summarise"):
+        texts = re.findall(r"^\d+\. (.*)$", user, re.M)
+        return json.dumps({"summary": f"{len(texts)} memories: {texts[0] if texts else ''}"})
+    if system.startswith("You write one lesson"):
+        tool = re.search(r"^TOOL: (.*)$", user, re.M)
+        instead = re.search(r"Instead use ([^(]+?) \(", user)
+        return json.dumps({"lesson": f"Before calling {tool.group(1) if tool else 'the tool'}, check the arguments"
+                                     + (f"; use {instead.group(1)}." if instead else ".")})
+    if system.startswith("Two memories"):
+        newer = re.search(r"^NEWER: (.*)$", user, re.M)
+        keep = newer is not None and re.search(r"\balso\b", newer.group(1)) is not None
+        return json.dumps({"decision": "KEEP_BOTH" if keep else "SUPERSEDE", "reason": "scripted"})
     if system.startswith("You extract"):
         memories, forget = [], []
         for line in user.splitlines():

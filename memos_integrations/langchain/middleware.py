@@ -44,6 +44,7 @@ from ..face_api import CubeAPI, as_cube
 from ..items import utcnow
 from ..prompting import fit_memories
 from ..textual.retrieve import SearchPlan, plan_named
+from ..toolmem.memory import NOT_LESSONS
 from ._common import acting, message_to_memory, remember_turn, search_query
 
 DEFAULT_HEADER = "Relevant long-term memories about this user (best first; older facts may be outdated):"
@@ -102,7 +103,9 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
             await agent.ainvoke({"messages": [{"role": "user", "content": "Where do I live?"}]},
                                 context={"user_id": "alice"})
 
-    ``remember=False`` only recalls. ``token_counter`` (text -> tokens) replaces the four-characters
+    ``remember=False`` only recalls; tool-memory lessons are left out of recall unless
+    ``include_tool_lessons=True`` (MemOSToolMemoryMiddleware shows them before the tool call).
+    ``token_counter`` (text -> tokens) replaces the four-characters
     estimate, e.g. ``lambda t: len(tokenizer.encode(t))``.
     """
 
@@ -122,8 +125,10 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
         header: str = DEFAULT_HEADER,
         token_counter: Callable[[str], int] = approx_tokens,
         reader_mode: str | None = None,
+        include_tool_lessons: bool = False,
     ) -> None:
         super().__init__()
+        self.include_tool_lessons = include_tool_lessons  # tool lessons: MemOSToolMemoryMiddleware shows them
         self.reader_mode = reader_mode  # "fast" | "fine" | "async" for a cube with an LLM reader; None: its default
         cube = as_cube(cube, "MemOSMemoryMiddleware")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -173,7 +178,8 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
     def recall(self, user_id: str, human: HumanMessage) -> Recall:
         """Search ``user_id``'s memories for ``human`` and render those that fit the token budget."""
         query = search_query(human.text)
-        hits = self.cube.search(query, user_id=user_id, top_k=self.k, plan=self.plan) if query else []
+        skip = None if self.include_tool_lessons else NOT_LESSONS
+        hits = self.cube.search(query, user_id=user_id, top_k=self.k, plan=self.plan, metadata=skip) if query else []
         chosen, lines = fit_memories([h.item for h in hits], self.max_tokens, self.token_counter,
                                      spent=self.token_counter(self.header))
         text = "\n".join([self.header, *lines]) if lines else ""

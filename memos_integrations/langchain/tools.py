@@ -265,7 +265,7 @@ class FeedbackMemoryTool(_BoundMemoryTool):
     def _run(self, correction: str, *, config: RunnableConfig) -> str:
         scope = self._scope(config)
         with _as_tool_error():
-            result = self.cube.feedback(correction, user_id=scope.user_id, session_id=scope.session_id,  # type: ignore[attr-defined]
+            result = self.cube.feedback(correction, user_id=scope.user_id, session_id=scope.session_id,
                                         principal=scope.principal)
         return "; ".join(" ".join(str(x) for x in op) for op in result.operations) or "Nothing to change."
 

@@ -30,6 +30,7 @@ from ..access import Scope, resolve_scope
 from ..aio import in_thread
 from ..errors import InvalidInputError, InvalidTypeError
 from ..face_api import CubeAPI, as_cube
+from ..toolmem.memory import NOT_LESSONS
 from ._nodes import run_config
 
 
@@ -64,6 +65,8 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         description="Opt in to a block bound to no user: it writes memories of no user and searches every user's.",
     )
 
+    include_tool_lessons: bool = Field(
+        default=False, description="Recall tool-memory lessons too (by default the tool-memory middleware shows them).")
     reader_mode: str | None = Field(
         default=None, description="'fast', 'fine' or 'async' for a cube with an LLM reader; None: the reader's default.")
 
@@ -126,7 +129,8 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     def _search(self, query: str, session: str | None) -> str:
         scope = self._scope()
         hits = self._cube.search(query, user_id=scope.user_id, agent_id=scope.agent_id, session_id=session,
-                                 top_k=self.top_k, plan=self.plan)
+                                 top_k=self.top_k, plan=self.plan,
+                                 metadata=None if self.include_tool_lessons else NOT_LESSONS)
         lines = []
         for h in hits:
             speaker = h.item.metadata.get("speaker")

@@ -7,10 +7,17 @@
 2. **the tree** (:mod:`.tree`): topic summaries over clusters, one episode per session;
 3. **links** (:mod:`.links`): same_entity and conflict edges.
 
-It is deterministic and needs no LLM. A ``reader`` (optional, duck-typed) may offer
-``summarize(texts) -> str`` (it then writes the summaries) and ``resolve_conflict(newer, older) ->
-bool`` (True: the older memory is superseded, i.e. archived with ``superseded_by``; the conflict
-link says ``resolved``); without one, summaries are extractive and conflicts stay ``flagged``. Every step computes what the user's organisation should be and
+It is deterministic and needs no LLM. A ``reader`` (duck-typed; by default the cube's configured LLM
+reader, ``reader=None`` for none) may offer ``summarize(texts) -> str`` (it then writes the
+summaries; one whose sources did not change is kept, not asked again) and ``resolve_conflict(newer,
+older) -> bool`` (True: the older memory is superseded as the reader's SUPERSEDE does: its text is
+kept, ``valid_to`` closes it, a ``superseded_by`` edge and metadata name the newer one; the conflict
+link says ``resolved``); without one, summaries are extractive and conflicts stay ``flagged``. A
+reader that offers ``for_cube(cube, user_id)`` (:class:`~memos_integrations.readers.LLMReader`) is
+bound through it, so its calls are counted in the cube's usage ledger and budgets. A reader error
+(any :class:`~memos_integrations.errors.MemosError`: endpoint down, budget spent, no JSON) turns
+the reader off for the rest of the pass: extractive summaries, conflicts left flagged, and
+``report.notes`` says why. Every step computes what the user's organisation should be and
 writes only the difference, so running twice changes nothing. A user whose rows did not change
 since their last finished run is skipped (:mod:`memos_integrations.storage.organize_state`); the
 record (with the policy it ran under: another policy redoes the user) is written only when the user's run ends, so a run killed half-way (even ``kill -9``) is
@@ -31,13 +38,14 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..items import Kind, Lifecycle, MemoryItem, utcnow
-from ..storage.graph import CONFLICT, SAME_ENTITY
+from ..errors import MemosError
+from ..items import Edge, Kind, Lifecycle, MemoryItem, utcnow
+from ..storage.graph import CONFLICT, SAME_ENTITY, SUPERSEDED_BY
 from ..storage.organize_state import user_fingerprints
 from .links import wanted_links
 from .partitions import LONG_TERM, PARTITIONS, PROFILE, WORKING, apply_moves, partition_of, plan_moves, set_profile
@@ -93,14 +101,58 @@ class OrganizeReport:
     links_added: int = 0
     links_removed: int = 0
     conflicts: int = 0
+    #: LLM calls the reader made for this pass, and the ones that failed (then: extractive, flagged)
+    reader_calls: int = 0
+    reader_errors: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+#: ``organize(reader=AUTO)``: the cube's configured reader, if it has one
+AUTO = "auto"
+
+
+class ReaderCalls:
+    """The organiser's view of a reader: its two optional calls, or None where it has none or failed.
+
+    The first failure (a :class:`MemosError`) turns the reader off for the rest of the pass, so an
+    endpoint that is down costs one call's retries, not one per summary; ``notes`` says what happened.
+    """
+
+    def __init__(self, reader: Any, notes: list[str]) -> None:
+        self.reader = reader
+        self.notes = notes
+        self.name = str(getattr(reader, "name", None) or type(reader).__name__)
+        self.calls = 0
+        self.errors = 0
+        self._off = reader is None
+
+    def summarize(self, texts: list[str]) -> str | None:
+        return self._ask("summarize", texts)
+
+    def resolve_conflict(self, newer: MemoryItem, older: MemoryItem) -> bool | None:
+        return self._ask("resolve_conflict", newer, older)
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        call = getattr(self.reader, method, None)
+        if self._off or not callable(call):
+            return None
+        self.calls += 1
+        try:
+            return call(*args)
+        except MemosError as exc:
+            self.errors += 1
+            self._off = True
+            self.notes.append(f"the reader {self.name} failed ({type(exc).__name__}: {str(exc)[:200]}); the rest of "
+                              "this pass wrote extractive summaries and left conflicts flagged")
+            return None
+
+
 def organize(
-    cube: MemCube, user_id: str | None = None, *, reader: Any = None, full: bool = False,
+    cube: MemCube, user_id: str | None = None, *, reader: Any = AUTO, full: bool = False,
     policy: OrganizePolicy | None = None, principal: str = "organizer",
 ) -> OrganizeReport:
     """One organising pass over ``cube`` (every user, or only ``user_id``); see the module doc.
@@ -108,7 +160,8 @@ def organize(
     Args:
         cube: the cube to organise.
         user_id: only this user's memories (default: every user, items without a user as one more).
-        reader: optional; its ``summarize(texts) -> str`` writes the summaries (else extractive).
+        reader: default: the cube's configured LLM reader (``cube.reader``) if any; None: extractive, no LLM;
+            or any object with ``summarize`` / ``resolve_conflict`` (see the module doc).
         full: redo every user, changed or not (a user is redone anyway when ``policy`` changed).
         policy: capacities and thresholds (:class:`OrganizePolicy`).
         principal: who the versions and audit entries name.
@@ -117,6 +170,8 @@ def organize(
         An :class:`OrganizeReport`.
     """
     policy = policy or OrganizePolicy()
+    if isinstance(reader, str) and reader == AUTO:
+        reader = getattr(cube, "reader", None)
     started = time.perf_counter()
     report = OrganizeReport()
     prints = user_fingerprints(cube.store, user_id, one=user_id is not None)
@@ -127,7 +182,11 @@ def organize(
         if not full and last.get("fingerprint") == list(prints[user]) and last.get("policy") == shape:
             report.users_skipped += 1
             continue
-        _organize_user(cube, user, policy, reader, principal, report)
+        bind = getattr(reader, "for_cube", None)
+        calls = ReaderCalls(bind(cube, user) if callable(bind) else reader, report.notes)
+        _organize_user(cube, user, policy, calls, principal, report)
+        report.reader_calls += calls.calls
+        report.reader_errors += calls.errors
         after = user_fingerprints(cube.store, user, one=True).get(user)
         cube.store.kv_put(PROGRESS, {_key(user): {
             "fingerprint": list(after or ()), "policy": shape, "at": utcnow().isoformat()}})
@@ -145,10 +204,12 @@ def _key(user: str | None) -> str:
 def _members(cube: MemCube, user: str | None, limit: int) -> list[MemoryItem]:
     rids = cube.store.rids_of_user(user, MEMBER_STATES, limit)
     rows = cube.store.get_by_rid(rids)
-    return [rows[r] for r in rids if r in rows and rows[r].kind in _MEMBER_KINDS]
+    now = utcnow()  # a memory whose validity ended (superseded) is history, not a member
+    found = [rows[r] for r in rids if r in rows and rows[r].kind in _MEMBER_KINDS]
+    return [m for m in found if m.valid_to is None or m.valid_to > now]
 
 
-def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, reader: Any, principal: str,
+def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, reader: ReaderCalls, principal: str,
                    report: OrganizeReport) -> None:
     members = _members(cube, user, policy.max_members)
     movable = [m for m in members if m.state != Lifecycle.FROZEN]
@@ -163,9 +224,8 @@ def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, read
     members.sort(key=lambda m: (m.created_at, m.id))
     linked = [m.id for m in members]
     want = wanted_links(members, policy.max_entity_share)
-    resolve = getattr(reader, "resolve_conflict", None)
-    if callable(resolve):  # before the tree: a superseded memory is no member of a summary
-        gone = _resolve_conflicts(cube, members, want, resolve, principal)
+    if callable(getattr(reader.reader, "resolve_conflict", None)):  # before the tree: a superseded memory is no member
+        gone = _resolve_conflicts(cube, members, want, reader, principal)
         report.superseded += len(gone)
         members = [m for m in members if m.id not in gone]
     report.items += len(members)
@@ -185,20 +245,28 @@ def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, read
 
 
 def _resolve_conflicts(cube: MemCube, members: list[MemoryItem], want: dict[tuple[str, str, str], Any],
-                       resolve: Any, principal: str) -> set[str]:
+                       reader: ReaderCalls, principal: str) -> set[str]:
     """Ask the reader about each flagged conflict (``resolve_conflict(newer, older) -> bool``): True
-    supersedes the older memory (archived, ``superseded_by`` the newer, a new version: never lost)
-    and marks the link ``resolved``; False keeps both and the link ``flagged``."""
+    supersedes the older memory as the reader's SUPERSEDE does (a new version closing its validity,
+    ``valid_to``, at the newer one's start; a ``superseded_by`` edge; the text never lost) and marks
+    the link ``resolved``; False (or a failed reader) keeps both and the link ``flagged``."""
     by_id = {m.id: m for m in members}
     superseded: set[str] = set()
     for key, edge in sorted(want.items()):
         if key[1] != CONFLICT or edge.metadata.get("status") != "flagged":
             continue
         newer, older = by_id.get(edge.src), by_id.get(edge.dst)
-        if newer is None or older is None or older.id in superseded or not resolve(newer, older):
+        if newer is None or older is None or older.id in superseded or not reader.resolve_conflict(newer, older):
             continue
-        cube.update(older.id, state=Lifecycle.ARCHIVED, principal=principal,
-                    metadata={**older.metadata, "superseded_by": newer.id, "superseded_because": "conflict"})
+        now = utcnow()
+        until = min(newer.valid_from or newer.created_at, now)
+        if older.valid_from is not None and until <= older.valid_from:
+            until = now  # the newer memory claims an earlier start: the older one ends now, never before it began
+        reason = f"conflict on {edge.metadata.get('entity')}'s {edge.metadata.get('attribute')}"
+        cube.update(older.id, valid_to=until, principal=principal, metadata={
+            **older.metadata, "op": "SUPERSEDED", "superseded_by": newer.id, "reason": reason,
+            "superseded_because": "conflict"})
+        cube.graph.add_edges([Edge(older.id, newer.id, SUPERSEDED_BY, 1.0, {"at": until.isoformat(), "reason": reason})])
         cube.audit("supersede", principal, cube.cube_id, {"id": older.id, "by": newer.id, "reason": "conflict"})
         want[key] = type(edge)(edge.src, edge.dst, edge.type, edge.weight, {**edge.metadata, "status": "resolved"})
         superseded.add(older.id)

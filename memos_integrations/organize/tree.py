@@ -156,6 +156,7 @@ def build_user_tree(
         _archive(cube, [s for s in existing if s.id in stale], principal, "its sources changed; rebuilt next", stale=True)
         counts["stale_marked"] = len(stale)
         existing = _existing(cube, user_id)
+    prior = {s.id: s for s in existing}
     vecs = cube.store.vectors_by_id([m.id for m in members])
     members = [m for m in members if m.id in vecs]
     by_id = {m.id: m for m in members}
@@ -169,7 +170,7 @@ def build_user_tree(
         for c in clusters:
             group = [by_id[i] for i in c.members]
             wanted.append(_summary(f"topic-{c.leader}", TOPIC, user_id, group, matrix[[row[i] for i in c.members]],
-                                   policy, reader))
+                                   policy, reader, previous=prior.get(f"topic-{c.leader}")))
         sessions: dict[str, list[MemoryItem]] = {}
         for m in members:
             if m.session_id is not None:
@@ -185,7 +186,8 @@ def build_user_tree(
                     f"{first.date().isoformat() if first else '?'} to {last.date().isoformat() if last else '?'}"
                 head += f" ({span})"
             wanted.append(_summary(episode_id(user_id, sid), EPISODE, user_id, group,
-                                   matrix[[row[g.id] for g in group]], policy, reader, head=head + ": ", session=sid))
+                                   matrix[[row[g.id] for g in group]], policy, reader, head=head + ": ", session=sid,
+                                   previous=prior.get(episode_id(user_id, sid))))
     have = {s.id: s for s in existing}
     todo = [(w, v) for w, v in wanted if _differs(have.get(w.id), w)]
     # same text and members, only the members' versions moved (a partition move): a new version in place
@@ -242,18 +244,29 @@ def _existing(cube: MemCube, user_id: str | None) -> list[MemoryItem]:
 
 def _summary(
     sid: str, what: str, user_id: str | None, group: Sequence[MemoryItem], matrix: np.ndarray, policy: TreePolicy,
-    reader: Any, *, head: str = "", session: str | None = None,
+    reader: Any, *, head: str = "", session: str | None = None, previous: MemoryItem | None = None,
 ) -> tuple[MemoryItem, np.ndarray]:
+    """The summary ``sid`` should be. The reader writes it (``summarize`` returning None: it has none
+    or failed, extractive then); a live one it wrote from the same sources is kept, not asked again."""
+    source_digest = digest(group)
     summarize = getattr(reader, "summarize", None)
+    name = str(getattr(reader, "name", None) or type(reader).__name__)
+    written: str | None = None
     if callable(summarize):
-        text = head + str(summarize([g.text for g in group]))[: policy.chars]
-    else:
-        text = extractive(group, matrix, policy.sentences, policy.chars, head)
+        if previous is not None and previous.state in LIVE_STATES and previous.metadata.get("written_by") == name \
+                and previous.metadata.get("source_digest") == source_digest:
+            written = previous.text
+        else:
+            said = summarize([g.text for g in group])
+            written = None if said is None else head + str(said)[: policy.chars]
+    text = written if written is not None else extractive(group, matrix, policy.sentences, policy.chars, head)
     meta: dict[str, Any] = {
         "summary": what, "members": len(group), "source_versions": {g.id: g.version for g in group},
-        "source_digest": digest(group),
+        "source_digest": source_digest,
         "started": min(to_epoch(g.event_time or g.created_at) or 0.0 for g in group),
     }
+    if written is not None:
+        meta["written_by"] = name
     if session is not None:
         meta["session_id"] = session
     vector = matrix.mean(axis=0)

@@ -268,16 +268,10 @@ class ReaderEngine:
         return estimate_tokens("x" * chars)
 
     def _check_budget(self, user: str | None, estimate: int) -> None:
+        from .organizing import check_budget
+
         assert self.reader is not None
-        cfg = self.reader.config
-        for scope, budget in (("cube", cfg.cube_token_budget), (f"user:{user}", cfg.user_token_budget if user else None)):
-            if budget is None:
-                continue
-            used = self.ledger.tokens(scope)
-            if used + estimate > budget:
-                raise BudgetExceededError(
-                    f"the {scope} token budget is {budget} and {used} are spent; this window needs about {estimate}. "
-                    "Raise ReaderConfig.user_token_budget / cube_token_budget, then cube.retry_failed()")
+        check_budget(self.ledger, self.reader.config, user, estimate)
 
     def usage(self, user_id: str | None = None) -> dict[str, float]:
         return self.ledger.totals("cube" if user_id is None else f"user:{user_id}")

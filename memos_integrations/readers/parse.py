@@ -14,8 +14,9 @@ class ReplyNotJSON(ValueError):
     """The reply holds no JSON object of the expected shape (the reader asks once more, then gives up)."""
 
 
-def parse_object(text: str, key: str) -> dict[str, Any]:
-    """The first JSON object in ``text`` that has ``key`` (a bare list is taken as that key's value)."""
+def parse_object(text: str, key: str, kind: type = list) -> dict[str, Any]:
+    """The first JSON object in ``text`` whose ``key`` holds a ``kind`` (a bare list is taken as that key's
+    value when ``kind`` is list)."""
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for raw in candidates:
         for chunk in _objects(raw):
@@ -24,11 +25,11 @@ def parse_object(text: str, key: str) -> dict[str, Any]:
                     value = json.loads(attempt)
                 except ValueError:
                     continue
-                if isinstance(value, dict) and isinstance(value.get(key), list):
+                if isinstance(value, dict) and isinstance(value.get(key), kind):
                     return value
-                if isinstance(value, list):
+                if isinstance(value, list) and kind is list:
                     return {key: value}
-    raise ReplyNotJSON(f"no JSON object with a {key!r} list in the reply ({text[:120]!r})")
+    raise ReplyNotJSON(f"no JSON object with a {key!r} {kind.__name__} in the reply ({text[:120]!r})")
 
 
 def _objects(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The reader's two prompts and the JSON schemas of their replies (kept short: they are paid per window).
+"""The reader's prompts (two per window; one per summary and per conflict for the organiser) and the JSON schemas of their replies (kept short: they are paid per window).
 
 Messages and existing memories are shown to the model under short labels (``m1``, ``e1``), never
 under their real ids: the model can only name what it was shown, and a label it invents is refused.
@@ -72,6 +72,40 @@ RECONCILE_SCHEMA: dict[str, Any] = {
     "required": ["decisions"],
 }
 
+SUMMARIZE_SYSTEM = (
+    "You summarise related memories of one user for a memory index. Write one to three short sentences "
+    "that name the people, places and things the memories share and what happened, in time order. Use "
+    "only what the memories say. Return JSON only: {\"summary\": \"...\"}."
+)
+
+CONFLICT_SYSTEM = (
+    "Two memories of one user state the same thing about the same entity with different values. Decide:\n"
+    "SUPERSEDE: the NEWER one replaces the OLDER (the world changed, or the older was a mistake); the "
+    "older stays in history as true before.\nKEEP_BOTH: both can be true (different times, people or "
+    "things, or not really the same attribute). Return JSON only: {\"decision\": \"SUPERSEDE\" or "
+    "\"KEEP_BOTH\", \"reason\": \"short\"}."
+)
+
+LESSON_SYSTEM = (
+    "You write one lesson for an AI agent about calling a tool, from the facts and calls below: when to "
+    "avoid what, and what to do instead, in one or two short imperative sentences. Use only what is given. "
+    "Return JSON only: {\"lesson\": \"...\"}."
+)
+
+LESSON_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"lesson": {"type": "string"}}, "required": ["lesson"],
+}
+
+SUMMARY_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"],
+}
+
+CONFLICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"decision": {"type": "string", "enum": ["SUPERSEDE", "KEEP_BOTH"]}, "reason": {"type": "string"}},
+    "required": ["decision"],
+}
+
 REPAIR = "Your reply was not valid JSON for the schema ({error}). Reply again with the JSON object only."
 
 
@@ -87,3 +121,16 @@ def reconcile_prompt(new: list[tuple[str, str]], forget: list[tuple[str, str]], 
         parts += ["FORGET:"] + [f"{label}: {text}" for label, text in forget]
     parts += ["EXISTING:"] + [f"{label}: {text}" for label, text in existing]
     return "\n".join(parts)
+
+
+def summary_prompt(texts: list[str]) -> str:
+    """The members of one cluster or session, numbered, in the order given (time order)."""
+    return "MEMORIES:\n" + "\n".join(f"{n + 1}. {text}" for n, text in enumerate(texts))
+
+
+def conflict_prompt(newer: str, older: str) -> str:
+    return f"NEWER: {newer}\nOLDER: {older}"
+
+
+def lesson_prompt(tool: str, facts: str, calls: list[str]) -> str:
+    return f"TOOL: {tool}\nFACTS: {facts}\nCALLS:\n" + "\n".join(f"- {c}" for c in calls)

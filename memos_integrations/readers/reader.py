@@ -27,6 +27,10 @@ from .llm import ChatBackend, LangChainBackend, OpenAIBackend, Usage
 from .parse import ReplyNotJSON, parse_object
 
 OPS = ("ADD", "UPDATE", "SUPERSEDE", "DELETE", "NOOP")
+#: what one summary call shows the model: members at most, characters of each
+MAX_SUMMARY_TEXTS, MAX_SUMMARY_CHARS = 40, 300
+#: the latest calls one lesson call shows the model
+MAX_LESSON_CALLS = 5
 #: DELETE is applied only when the window itself asks to forget (the model alone cannot delete)
 FORGET_WORDS = re.compile(r"\b(forget|delete|erase|remove|don'?t (?:remember|keep)|stop remembering)\b", re.I)
 
@@ -206,27 +210,99 @@ class LLMReader:
                 decisions.append(Decision("ADD", cand, None, "no valid decision from the model"))
         return Reconciliation(decisions, refused, usage)
 
+    # -- the organiser's calls (memos_integrations.organize) -------------------------------------
+    def summary(self, texts: Sequence[str], *, timeout: float | None = None) -> tuple[str, Usage]:
+        """One summary of a cluster's or session's memories (one call) and what it cost.
+
+        Raises:
+            InvalidInputError: no text.
+            ReaderError: the endpoint failed, or replied without a summary (``error.usage`` says what it cost).
+        """
+        shown = [_short(t, MAX_SUMMARY_CHARS) for t in texts if t.strip()][:MAX_SUMMARY_TEXTS]
+        if not shown:
+            raise InvalidInputError("summary needs at least one non-empty text")
+        data, usage = self._ask(prompts.SUMMARIZE_SYSTEM, prompts.summary_prompt(shown), prompts.SUMMARY_SCHEMA,
+                                "summary", timeout, kind=str)
+        text = " ".join(str(data["summary"]).split())
+        if not text:
+            raise _spent(ReaderError(f"{self.name} replied with an empty summary; the organiser writes an extractive one"), usage)
+        return text, usage
+
+    def conflict(self, newer: MemoryItem, older: MemoryItem, *, timeout: float | None = None) -> tuple[bool, str, Usage]:
+        """Whether ``newer`` supersedes ``older`` (one call): (supersede, the model's reason, usage).
+
+        Raises:
+            ReaderError: the endpoint failed, or the reply named no decision (``error.usage`` says what it cost).
+        """
+        def shown(it: MemoryItem) -> str:
+            since = it.valid_from or it.event_time or it.created_at
+            return f"[{it.kind.value}] {_short(it.text, 300)}" + (f" (since {since.date()})" if since else "")
+
+        data, usage = self._ask(prompts.CONFLICT_SYSTEM, prompts.conflict_prompt(shown(newer), shown(older)),
+                                prompts.CONFLICT_SCHEMA, "decision", timeout, kind=str)
+        decision = str(data["decision"]).strip().upper()
+        if decision not in ("SUPERSEDE", "KEEP_BOTH"):
+            raise _spent(ReaderError(f"{self.name} answered {decision!r}, not SUPERSEDE or KEEP_BOTH; the conflict "
+                                     "stays flagged"), usage)
+        return decision == "SUPERSEDE", str(data.get("reason") or "")[:300], usage
+
+    def lesson(self, tool: str, facts: str, calls: Sequence[str], *, timeout: float | None = None) -> tuple[str, Usage]:
+        """A tool-memory lesson worded by the model (one call) from the extractive ``facts`` and a few ``calls``.
+
+        Raises:
+            ReaderError: the endpoint failed, or replied without a lesson (``error.usage`` says what it cost).
+        """
+        shown = [_short(c, 300) for c in calls][-MAX_LESSON_CALLS:]
+        data, usage = self._ask(prompts.LESSON_SYSTEM, prompts.lesson_prompt(tool, _short(facts, 600), shown),
+                                prompts.LESSON_SCHEMA, "lesson", timeout, kind=str)
+        text = " ".join(str(data["lesson"]).split())
+        if not text:
+            raise _spent(ReaderError(f"{self.name} replied with an empty lesson; tool memory keeps the extractive one"), usage)
+        return text, usage
+
+    def tool_lesson_writer(self, cube: Any = None) -> Any:
+        """A ``ToolMemory(writer=...)`` that words lessons with this reader
+        (:class:`~memos_integrations.toolmem.writer.LessonWriter`); with ``cube``, counted in its ledger and budgets."""
+        from ..toolmem.writer import LessonWriter
+
+        return LessonWriter(self, cube)
+
+    def summarize(self, texts: Sequence[str]) -> str:
+        """The organiser's duck-typed summary call (no ledger: :meth:`for_cube` counts and budgets it)."""
+        return self.summary(texts)[0]
+
+    def resolve_conflict(self, newer: MemoryItem, older: MemoryItem) -> bool:
+        """The organiser's duck-typed conflict call: True when ``newer`` supersedes ``older``."""
+        return self.conflict(newer, older)[0]
+
+    def for_cube(self, cube: Any, user_id: str | None) -> Any:
+        """This reader's organiser calls for one user of ``cube``, counted in the cube's usage ledger and
+        held to its budgets like window reads (:class:`~.organizing.CubeBoundReader`)."""
+        from .organizing import CubeBoundReader
+
+        return CubeBoundReader(self, cube.reader_engine.ledger, user_id)
+
     # -- helpers ---------------------------------------------------------------------------------
-    def _ask(self, system: str, user: str, schema: dict[str, Any], key: str, timeout: float | None) -> tuple[dict[str, Any], Usage]:
+    def _ask(self, system: str, user: str, schema: dict[str, Any], key: str, timeout: float | None,
+             kind: type = list) -> tuple[dict[str, Any], Usage]:
         """One call; a reply that is not the expected JSON gets one repair round, then a ReaderError."""
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         limit = timeout or self.config.timeout_s
         done = self.backend.complete(messages, schema, limit)
         usage = done.usage
         try:
-            return parse_object(done.text, key), usage
+            return parse_object(done.text, key, kind), usage
         except ReplyNotJSON as exc:
             messages += [{"role": "assistant", "content": done.text[:4000]},
                          {"role": "user", "content": prompts.REPAIR.format(error=str(exc)[:200])}]
         again = self.backend.complete(messages, schema, limit)
         usage = usage + again.usage
         try:
-            return parse_object(again.text, key), usage
+            return parse_object(again.text, key, kind), usage
         except ReplyNotJSON as exc:
             error = ReaderError(f"{self.name} twice replied without valid JSON ({exc}); try another model or "
                                 "structured='json_schema'")
-            error.usage = usage  # type: ignore[attr-defined]  # the calls were made and cost tokens
-            raise error from exc
+            raise _spent(error, usage) from exc
 
     def _candidate(self, raw: Any, labels: Mapping[str, WindowMessage], last_time: datetime | None, n: int) -> Candidate | None:
         if not isinstance(raw, Mapping):
@@ -256,6 +332,12 @@ class LLMReader:
                        if isinstance(r, (list, tuple)) and len(r) == 3][:20],
             quote=_short(srcs[0].text, 80) if srcs else "",
         )
+
+
+def _spent(error: ReaderError, usage: Usage) -> ReaderError:
+    """``error`` carrying what the failed calls cost (``error.usage``): they were made and paid for."""
+    error.usage = usage  # type: ignore[attr-defined]
+    return error
 
 
 def _short(text: str, limit: int) -> str:

@@ -13,7 +13,7 @@ this package imports no framework.
 """
 
 from .distil import Experience, distil
-from .memory import TAG, ToolMemory
+from .memory import NOT_LESSONS, TAG, ToolMemory
 from .record import ToolCall, safe_args
 
-__all__ = ["TAG", "Experience", "ToolCall", "ToolMemory", "distil", "safe_args"]
+__all__ = ["NOT_LESSONS", "TAG", "Experience", "ToolCall", "ToolMemory", "distil", "safe_args"]

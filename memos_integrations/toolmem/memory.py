@@ -38,6 +38,9 @@ from .record import ToolCall, cap, safe_args
 _log = logging.getLogger(__name__)
 
 TAG = "tool_experience"
+#: ``cube.search(..., metadata=NOT_LESSONS)`` leaves tool lessons out (each carries ``experience_key``):
+#: the faces' default recall uses it, since the tool-memory middleware shows lessons before the tool call
+NOT_LESSONS: dict[str, Any] = {"experience_key": {"$exists": False}}
 HEADER = "Tool memory: lessons from your earlier calls of these tools (success rates from recorded calls):"
 
 

@@ -320,3 +320,19 @@ def test_only_an_admin_creates_a_cube_for_someone_else(tmp_path: Path, embedder:
         assert mos.list_cubes("alice") == [{"cube_id": "for_alice", "access": "owner"}]
         refused = mos.audit_log(user_id="root")[0]
         assert (refused["action"], refused["principal"], refused["allowed"]) == ("create_cube", "bob", False)
+
+
+def test_a_view_offers_feedback_behind_the_write_check(mos: Any, alice_cube: str) -> None:
+    from memos_integrations.face_api import CubeAPI
+
+    mos.share_cube_with_user(alice_cube, "bob", "read", user_id="alice")
+    view = mos.cube(alice_cube, user_id="bob")
+    assert isinstance(view, CubeAPI)  # the protocol names feedback, and a view has it
+    with pytest.raises(AccessDeniedError):
+        view.feedback("No, the PIN hint changed.")
+    assert _denials(mos, alice_cube)[-1]["action"] == "feedback"
+    own = mos.cube(alice_cube, user_id="alice")
+    with pytest.raises(AccessDeniedError):
+        own.feedback("No, Bob moved.", user_id="bob")  # a view corrects its own user's memories only
+    with pytest.raises(InvalidInputError, match="reader"):
+        own.feedback("No, the PIN hint changed.")  # allowed, and the cube says what it lacks (no LLM reader)

@@ -22,6 +22,7 @@ from memos_integrations.organize import (
 from memos_integrations.organize.links import attributes, entities_of
 from memos_integrations.organize.tree import leader_clusters
 from memos_integrations.schedule import MemScheduler
+from memos_integrations.storage.graph import SUPERSEDED_BY
 from memos_integrations.textual.graph import BEFORE, CONFLICT, SAME_ENTITY, SUMMARIZED_BY
 
 DOGS = ["Maya adopted a beagle puppy called Pixel.", "Pixel the beagle loves chasing squirrels in the park.",
@@ -278,7 +279,8 @@ def test_a_reader_writes_summaries_and_resolves_conflicts(cube):
     report = organize(cube, reader=RuleReader())
     topic = next(s for s in summaries(cube, "maya", "topic") if items[0].id in s.sources)
     assert topic.text == f"3 memories, first: {DOGS[0]}"
-    assert report.superseded == 1 and cube.history(old.id)[-1].state == Lifecycle.ARCHIVED
+    assert report.superseded == 1 and cube.history(old.id)[-1].valid_to is not None  # closed, as SUPERSEDE does
+    assert [e.dst for e in cube.graph.edges([old.id], "out", [SUPERSEDED_BY])] == [new.id]
     assert cube.history(old.id)[-1].metadata["superseded_by"] == new.id
     assert [e.metadata["status"] for e in cube.graph.edges([new.id], "out", [CONFLICT])] == ["resolved"]
     assert all(old.id not in s.sources for s in summaries(cube, "maya"))  # superseded before the tree was built
