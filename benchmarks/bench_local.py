@@ -83,7 +83,7 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
     ids = hist + msg
     mem = ActivationMemory(tmp / f"kv{n}", budget_bytes=8 << 30)
     with torch.no_grad():
-        base = model(input_ids=torch.tensor([hist]), use_cache=True, logits_to_keep=1).past_key_values
+        base = model(input_ids=torch.tensor([hist]), use_cache=True, logits_to_keep=1).cache
     mem.store(model, "thread", hist, base)
     _, ideal_cache = mem.load(model, "thread")
 
@@ -93,7 +93,7 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
 
     def ideal() -> None:
         with torch.no_grad():
-            int(model(input_ids=torch.tensor([msg]), past_key_values=ideal_cache, use_cache=True,
+            int(model(input_ids=torch.tensor([msg]), cache=ideal_cache, use_cache=True,
                       logits_to_keep=1).logits[0, -1].argmax())
         ideal_cache.crop(-new_tokens)  # back to the history, for the next repeat
 
@@ -104,7 +104,7 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
         lease = mem.lookup(model, "thread", ids)
         lookups.append(time.perf_counter() - t)
         with torch.no_grad():
-            int(model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), past_key_values=lease.cache,
+            int(model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), cache=lease.cache,
                       use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
         assert lease.reused_tokens == n
 
@@ -116,7 +116,7 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
         load_s = time.perf_counter() - t
         assert lease.source == "disk" and lease.reused_tokens == n
         with torch.no_grad():
-            int(model(input_ids=torch.tensor([ids[n:]]), past_key_values=lease.cache,
+            int(model(input_ids=torch.tensor([ids[n:]]), cache=lease.cache,
                       use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
         return load_s
 

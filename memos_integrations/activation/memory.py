@@ -107,8 +107,9 @@ class ActivationMemory:
         model = tiny_causal_lm()
         mem = ActivationMemory("/tmp/cube/kv", budget_bytes=64 << 20)
         lease = mem.lookup(model, "thread-1", prompt_ids)      # a miss the first time
-        out = model(input_ids=..., past_key_values=lease.cache or new_cache, use_cache=True)
-        mem.store(model, "thread-1", prompt_ids, out.past_key_values)
+        cache = lease.cache or kv.new_cache(model.config)
+        kv.forward(model, torch.tensor([prompt_ids[lease.reused_tokens:]]), cache)  # grows it
+        mem.store(model, "thread-1", prompt_ids, cache)
     """
 
     def __init__(self, directory: str | Path | None = None, *,
@@ -317,8 +318,7 @@ class ActivationMemory:
         start = kv.seq_len(cache)
         if start < len(ids):
             with torch.no_grad():
-                model(input_ids=torch.tensor([ids[start:]], device=device), past_key_values=cache,
-                      use_cache=True)
+                kv.forward(model, torch.tensor([ids[start:]], device=device), cache)
         self.store(model, tid, ids, cache, model_key=key)
         return True
 

