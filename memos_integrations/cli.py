@@ -6,7 +6,8 @@
     memcube show ./my_cube <id>          memcube history ./my_cube <id>
     memcube export ./my_cube out.jsonl   memcube import ./other_cube out.jsonl
     memcube stats ./my_cube              memcube reindex ./my_cube [--reembed]
-    memcube demo
+    memcube chat ./my_cube "What is my cat called?" --user caroline   (a local model; default SmolLM2-135M)
+    memcube demo [--local]
 
 Errors print one line (what went wrong and what to do) and exit with status 2.
 """
@@ -142,7 +143,7 @@ def cmd_reindex(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run
 
-    run(Path(a.dir) if a.dir else None)
+    run(Path(a.dir) if a.dir else None, local=a.local)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -194,7 +195,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_reindex)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")
+    s.add_argument("--local", action="store_true", help="add the local-model part (SmolLM2-135M, ~30 s of CPU)")
     s.set_defaults(fn=cmd_demo)
+    from .models.chat_cli import add_parser
+
+    add_parser(sub)
     return p
 
 

@@ -51,3 +51,19 @@ def test_gguf_and_converted_folder_are_one_model(gguf: Path, loaded: tuple[Any, 
         a = from_gguf.model(input_ids=ids).logits
         b = folder_model(input_ids=ids).logits
     assert torch.equal(a, b)
+
+
+def test_memcube_chat_answers_from_the_cube(tmp_path: Path, embedder: Any, gguf: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from memos_integrations import MemCube
+    from memos_integrations.cli import main
+
+    cube = MemCube.init_from_dir(tmp_path / "cube", embedder=embedder)
+    cube.add(memory=["Maya's beagle is called Biscuit."], user_id="maya")
+    cube.close()
+    assert main(["chat", str(tmp_path / "cube"), "What is my dog called?", "--user", "maya",
+                 "--max-tokens", "4"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() and "1 memories" in out.err and "from cache (prefix)" in out.err
+    assert main(["chat", str(tmp_path / "cube"), "hi", "--user", "maya", "--model", str(tmp_path / "x.gguf")]) == 2
+    assert "ModelNotFoundError" in capsys.readouterr().err
