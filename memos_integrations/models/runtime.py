@@ -61,6 +61,8 @@ class Generation:
     cache_reason: str = ""
     #: next-turn preloading: "hit", "partial", "miss", "discarded: ..." or "" (no prediction)
     preload: str = ""
+    #: the prompt's token ids (system prefix, history, memory block, message, assistant header)
+    prompt_ids: list[int] = field(default_factory=list, repr=False)
 
     @property
     def completion_tokens(self) -> int:
@@ -396,6 +398,22 @@ class LocalRuntime:
                              stop=list(stop or []), seed=self.seed if seed is None else seed)
                 yield from self._decode(turn, torch)
 
+    def preload_next(self, messages: Sequence[dict[str, str]], *, thread_id: str, user_id: str | None) -> None:
+        """Schedule next-turn preloading for ``messages`` (ending with the reply the user saw).
+
+        A turn schedules it by itself with the reply it generated; call this when the reply kept in
+        the thread differs (edited, post-processed, or a replayed transcript).
+
+        Raises:
+            InvalidInputError: the runtime was built without ``preload=True``.
+        """
+        if self.preloader is None:
+            raise InvalidInputError("next-turn preloading is off; build the runtime with preload=True")
+        with self._lock:  # routing sets the model's active adapter
+            route = self.para_mem.route(user_id) if self.para_mem is not None else None
+            key = self.act_mem.model_key(self.model, route.digest if route is not None else None)
+        self.preloader.schedule(thread_id, user_id, list(messages), key)
+
     def _merge_prediction(self, prediction: Any, ids: list[str],
                           texts: list[str]) -> tuple[list[str], list[str], str]:
         """The memory block when a preloaded prediction exists: the predicted block, plus the
@@ -490,6 +508,6 @@ class LocalRuntime:
         final = Generation(text=text, token_ids=new, prompt_tokens=len(ids), reused_tokens=reused,
                            cache_source=lease.source, finish_reason=finish, adapter=turn.adapter,
                            memory_ids=turn.mem_ids, ttft_s=ttft, total_s=time.perf_counter() - turn.t_start,
-                           cache_reason=lease.reason, preload=turn.preload)
+                           cache_reason=lease.reason, preload=turn.preload, prompt_ids=ids)
         yield StreamEvent(tail, final)
 

@@ -67,3 +67,16 @@ def test_memcube_chat_answers_from_the_cube(tmp_path: Path, embedder: Any, gguf:
     assert out.out.strip() and "1 memories" in out.err and "from cache (prefix)" in out.err
     assert main(["chat", str(tmp_path / "cube"), "hi", "--user", "maya", "--model", str(tmp_path / "x.gguf")]) == 2
     assert "ModelNotFoundError" in capsys.readouterr().err
+
+
+def test_demo_local_part_answers_from_mayas_cube(tmp_path: Path, embedder: Any, gguf: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from memos_integrations import MemCube
+    from memos_integrations.demo import local_model
+
+    cube = MemCube.init_from_dir(tmp_path / "cube", embedder=embedder)
+    cube.add(memory=["My beagle Biscuit ate a whole sock yesterday."], user_id="maya")
+    cube.close()
+    local_model(tmp_path / "cube")
+    out = capsys.readouterr().out
+    assert "SmolLM2-135M-Instruct" in out and "from the KV cache (prefix)" in out and "(memory)" in out
