@@ -80,3 +80,47 @@ def test_demo_local_part_answers_from_mayas_cube(tmp_path: Path, embedder: Any, 
     local_model(tmp_path / "cube")
     out = capsys.readouterr().out
     assert "SmolLM2-135M-Instruct" in out and "from the KV cache (prefix)" in out and "(memory)" in out
+
+
+def test_preloaded_reused_and_reloaded_caches_give_the_logits_of_a_recompute(
+        tmp_path: Path, embedder: Any, loaded: tuple[Any, Any]) -> None:
+    from memos_integrations import MemCube
+    from memos_integrations.activation import ActivationMemory
+    from memos_integrations.activation import kv
+    from memos_integrations.activation.memory import PRELOAD_THREAD
+
+    model, tok = loaded
+    cube = MemCube.init_from_dir(tmp_path / "cube", embedder=embedder)
+    cube.add(memory=["Maya's beagle is called Biscuit.", "Biscuit ate a sock on 2 March.",
+                     "Maya runs a pottery class on Thursdays."], user_id="maya")
+    cube.add(memory=["Maya prefers short answers."], user_id="maya", tags=["pinned"])
+    rt = LocalRuntime(model, tok, cube=cube, max_new_tokens=6, top_k=2, preload=True)
+    chat = [{"role": "user", "content": "What is my dog called?"}]
+    first = rt.generate(chat, thread_id="t", user_id="maya")
+    chat += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "What did he eat?"}]
+    assert rt.preloader is not None
+    rt.preloader.wait(timeout=300)
+    second = rt.generate(chat, thread_id="t", user_id="maya")
+    assert second.preload in ("hit", "partial") and second.cache_source == "preload"
+    ids = second.prompt_ids
+    with torch.no_grad():
+        reference = model(input_ids=torch.tensor([ids])).logits[0, -1]
+    key = rt.act_mem.model_key(model)
+
+    def last_logits(lease: Any) -> Any:
+        with torch.no_grad():
+            return kv.forward(model, torch.tensor([ids[lease.reused_tokens:]]), lease.cache).logits[0, -1]
+
+    preloaded = rt.act_mem.lookup(model, "none", ids, model_key=key, also=[PRELOAD_THREAD + "t"])
+    reused = rt.act_mem.lookup(model, "t", ids, model_key=key)  # the thread's cache after turn 2
+    disk = ActivationMemory(tmp_path / "kv")
+    disk.store(model, "t", *rt.act_mem.load(model, "t"), model_key=key)
+    disk.flush()
+    disk.clear()
+    reloaded = disk.lookup(model, "t", ids, model_key=key)
+    assert (preloaded.source, reused.source, reloaded.source) == ("preload", "memory", "disk")
+    for lease in (preloaded, reused, reloaded):
+        assert lease.reused_tokens > len(ids) // 2
+        assert torch.allclose(last_logits(lease), reference, atol=3e-5), lease.source
+    rt.preloader.close()
+    cube.close()
