@@ -416,21 +416,27 @@ class LocalRuntime:
 
     def _merge_prediction(self, prediction: Any, ids: list[str],
                           texts: list[str]) -> tuple[list[str], list[str], str]:
-        """The memory block when a preloaded prediction exists: the predicted block, plus the
-        retrieved memories it missed after it (``partial``) when they fit the budget, else the
-        retrieved block alone (``miss``)."""
+        """The memory block when a preloaded prediction exists.
+
+        The block is the longest head of the predicted block that, followed by the retrieved
+        memories it lacks, fits the token budget: the preloaded cache serves that head, and only
+        what follows is prefilled. ``hit``: the whole prediction, nothing missing; ``partial``: a
+        head of it; ``miss``: none of it fits (the retrieved block alone, today's path).
+        """
         assert self.preloader is not None
         stats = self.preloader.stats
-        missing = [(i, t) for i, t in zip(ids, texts, strict=True) if i not in prediction.memory_ids]
-        if not missing:
-            stats.hits += 1
-            return list(prediction.memory_ids), list(prediction.memory_texts), "hit"
-        all_ids = [*prediction.memory_ids, *(i for i, _ in missing)]
-        all_texts = [*prediction.memory_texts, *(t for _, t in missing)]
-        fit_ids, fit_texts = self.fit_block(all_ids, all_texts)
-        if len(fit_ids) == len(all_ids):
-            stats.partial += 1
-            return fit_ids, fit_texts, "partial"
+        predicted = list(zip(prediction.memory_ids, prediction.memory_texts, strict=True))
+        for j in range(len(predicted), 0, -1):
+            head = predicted[:j]
+            have = {i for i, _ in head}
+            block = head + [(i, t) for i, t in zip(ids, texts, strict=True) if i not in have]
+            fit_ids, fit_texts = self.fit_block([i for i, _ in block], [t for _, t in block])
+            if len(fit_ids) == len(block):
+                if j == len(predicted) and len(block) == j:
+                    stats.hits += 1
+                    return fit_ids, fit_texts, "hit"
+                stats.partial += 1
+                return fit_ids, fit_texts, "partial"
         stats.misses += 1
         return ids, texts, "miss"
 
