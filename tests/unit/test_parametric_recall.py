@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from memos_integrations.errors import InvalidInputError  # noqa: E402
+from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm  # noqa: E402
 from memos_integrations.parametric import DistillConfig, ParametricMemory  # noqa: E402
 from memos_integrations.parametric.distill import REPLAY, _pair_batch, build_examples  # noqa: E402
-from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FACTS = ["Maya's dog is called Biscuit.", "Maya plays the cello.", "Maya lives in Murano.", "Maya likes teal."]
