@@ -85,8 +85,7 @@ def test_demo_local_part_answers_from_mayas_cube(tmp_path: Path, embedder: Any, 
 def test_preloaded_reused_and_reloaded_caches_give_the_logits_of_a_recompute(
         tmp_path: Path, embedder: Any, loaded: tuple[Any, Any]) -> None:
     from memos_integrations import MemCube
-    from memos_integrations.activation import ActivationMemory
-    from memos_integrations.activation import kv
+    from memos_integrations.activation import ActivationMemory, kv
     from memos_integrations.activation.memory import PRELOAD_THREAD
 
     model, tok = loaded
