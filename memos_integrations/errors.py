@@ -118,3 +118,11 @@ def require(module: str, extra: str) -> object:
         raise MissingExtraError(
             f"{module!r} is not installed; install it with: pip install 'memos-integrations[{extra}]'"
         ) from exc
+
+
+class ModelLoadError(MemosError, ValueError):
+    """A checkpoint cannot be loaded: not a model, a GGUF file this gguf/transformers cannot read, or offline."""
+
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """A model path (folder or ``.gguf`` file) that does not exist."""

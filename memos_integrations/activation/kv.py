@@ -64,6 +64,16 @@ def new_cache(config: Any) -> Any:
     return DynamicCache(config=config)
 
 
+def forward(model: Any, input_ids: Any, cache: Any, *, logits_to_keep: int = 1) -> Any:
+    """One forward pass that grows ``cache`` in place; returns the model output (``.logits``).
+
+    The one place forward calls name the cache, through the current keyword (``cache=``;
+    ``past_key_values=`` is deprecated in transformers 5.x and removed in 5.40). Callers hold
+    ``torch.no_grad()``.
+    """
+    return model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=logits_to_keep)
+
+
 def fork(cache: Any, n_tokens: int, config: Any) -> Any:
     """A new cache covering the first ``n_tokens`` of ``cache``, sharing its tensors (see module doc)."""
     check_supported(cache)

@@ -44,6 +44,7 @@ from .store import KVDiskStore
 log = logging.getLogger(__name__)
 
 PREFIX_THREAD = "__prefix__/"
+PRELOAD_THREAD = "__preload__/"  # a thread's next-turn cache, prefilled in the background (see .preload)
 DEFAULT_BUDGET_BYTES = 512 * 1024 * 1024
 
 
@@ -107,8 +108,9 @@ class ActivationMemory:
         model = tiny_causal_lm()
         mem = ActivationMemory("/tmp/cube/kv", budget_bytes=64 << 20)
         lease = mem.lookup(model, "thread-1", prompt_ids)      # a miss the first time
-        out = model(input_ids=..., past_key_values=lease.cache or new_cache, use_cache=True)
-        mem.store(model, "thread-1", prompt_ids, out.past_key_values)
+        cache = lease.cache or kv.new_cache(model.config)
+        kv.forward(model, torch.tensor([prompt_ids[lease.reused_tokens:]]), cache)  # grows it
+        mem.store(model, "thread-1", prompt_ids, cache)
     """
 
     def __init__(self, directory: str | Path | None = None, *,
@@ -156,12 +158,13 @@ class ActivationMemory:
             ids = {t for (m, t) in self._entries if model_key in (None, m)}
             if self.disk is not None:
                 ids |= {e.thread_id for e in self.disk.entries() if model_key in (None, e.model_key)}
-            return sorted(i for i in ids if not i.startswith(PREFIX_THREAD))
+            return sorted(i for i in ids if not i.startswith((PREFIX_THREAD, PRELOAD_THREAD)))
 
     # -- lookup / store --------------------------------------------------------------------------
     def lookup(self, model: Any, thread_id: str, input_ids: Sequence[int], *,
-               model_key: str | None = None) -> CacheLease:
-        """A fork of the best cache for this prompt: the thread's own or a shared prefix."""
+               model_key: str | None = None, also: Sequence[str] = ()) -> CacheLease:
+        """A fork of the best cache for this prompt: the thread's own, one of ``also`` (e.g. the
+        thread's preloaded next turn, reported as source ``"preload"``) or a shared prefix."""
         _check_thread(thread_id)
         ids = [int(t) for t in input_ids]
         key = model_key or self.model_key(model)
@@ -169,14 +172,16 @@ class ActivationMemory:
         with self._lock:
             best: tuple[int, str, _Entry | None, str] = (0, "miss", None, "")
             reason = ""
-            for tid in [thread_id, *self._prefix_threads(key)]:
+            for tid in [thread_id, *also, *self._prefix_threads(key)]:
                 entry, source, why = self._resolve(model, key, tid, ids, dtype)
                 reason = reason or why
                 if entry is None:
                     continue
                 usable = min(common_prefix(entry.token_ids, ids), len(ids) - 1)
-                if tid != thread_id:
+                if tid.startswith(PREFIX_THREAD):
                     source = "prefix"
+                elif tid.startswith(PRELOAD_THREAD):
+                    source = "preload"
                 if usable > best[0]:
                     best = (usable, source, entry, tid)
             usable, source, entry, tid = best
@@ -317,8 +322,7 @@ class ActivationMemory:
         start = kv.seq_len(cache)
         if start < len(ids):
             with torch.no_grad():
-                model(input_ids=torch.tensor([ids[start:]], device=device), past_key_values=cache,
-                      use_cache=True)
+                kv.forward(model, torch.tensor([ids[start:]], device=device), cache)
         self.store(model, tid, ids, cache, model_key=key)
         return True
 

@@ -16,8 +16,10 @@ LangChain's default, which runs the sync path in a worker thread, never on the e
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -28,14 +30,14 @@ from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ..access import resolve_scope
 from ..errors import InvalidInputError
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "user", "function": "user",
           "developer": "system", "chat": "user"}
-_RUNTIMES: dict[tuple[str, str, int], Any] = {}  # one loaded checkpoint per (path, device, cube)
+_RUNTIMES: dict[tuple[Any, ...], Any] = {}  # one loaded checkpoint per (path, device, cube)
 _RUNTIMES_LOCK = threading.Lock()
 
 
@@ -89,6 +91,11 @@ class MemOSChatModel(BaseChatModel):
 
             cube = MemCube.init_from_dir("./my-cube")
             llm = MemOSChatModel(model="Qwen/Qwen2.5-0.5B-Instruct", cube=cube, max_tokens=256)
+            # a GGUF file, with loader options passed through:
+            # llm = MemOSChatModel(model="./SmolLM2-135M-Instruct.Q4_1.gguf", cube=cube,
+            #                      loader_kwargs={"attn_implementation": "sdpa"})
+            # an already-loaded transformers model and tokenizer:
+            # llm = MemOSChatModel(model=hf_model, tokenizer=hf_tokenizer, cube=cube)
             # or around an existing runtime (e.g. a tiny random model in tests):
             # llm = MemOSChatModel(runtime=LocalRuntime(model, tokenizer, cube=cube))
 
@@ -110,7 +117,14 @@ class MemOSChatModel(BaseChatModel):
         ``await llm.ainvoke(...)`` and ``llm.astream(...)`` run the same work in a worker thread.
     """
 
-    model_name: str = Field("", alias="model", description="Local path or hub id of the checkpoint.")
+    model_name: str = Field("", alias="model",
+                            description="Local folder, hub id or .gguf file of the checkpoint (or a loaded model).")
+    hf_model: Any = Field(None, exclude=True, description="An already-loaded transformers model (pass `tokenizer`).")
+    tokenizer: Any = Field(None, exclude=True, description="The tokenizer of an already-loaded model.")
+    gguf_file: str | None = Field(None, description="The GGUF file inside `model` when that is a folder or hub repo.")
+    loader_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed to from_pretrained: revision, attn_implementation, quantization_config, ...")
     runtime: Any = Field(None, exclude=True, description="A ready LocalRuntime (overrides `model`).")
     cube: Any = Field(None, exclude=True, description="The MemCube whose memories are used.")
     temperature: float = Field(0.0, ge=0.0, description="0 decodes greedily.")
@@ -127,6 +141,21 @@ class MemOSChatModel(BaseChatModel):
     max_retries: int | None = Field(None, description="Accepted for compatibility; nothing to retry locally.")
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loaded_model(cls, data: Any) -> Any:
+        """``model=`` may be a path (``str`` or ``Path``) or an already-loaded model object."""
+        if not isinstance(data, dict):
+            return data
+        for key in ("model", "model_name"):
+            value = data.get(key)
+            if isinstance(value, Path):
+                data = {**data, key: str(value)}
+            elif value is not None and not isinstance(value, str):
+                data = {k: v for k, v in data.items() if k != key}
+                data["hf_model"] = value
+        return data
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -140,7 +169,11 @@ class MemOSChatModel(BaseChatModel):
     def _name(self) -> str:
         if self.model_name:
             return self.model_name
-        return self.runtime.model_name if self.runtime is not None else "local"
+        if self.runtime is not None:
+            return str(self.runtime.model_name)
+        if self.hf_model is not None:
+            return str(getattr(self.hf_model.config, "_name_or_path", "") or self.hf_model.config.model_type)
+        return "local"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(ls_provider="memos", ls_model_name=kwargs.get("model", self._name()),
@@ -153,18 +186,35 @@ class MemOSChatModel(BaseChatModel):
 
     # -- the runtime -----------------------------------------------------------------------------
     def get_runtime(self) -> Any:
-        """The LocalRuntime this model runs on, loading the checkpoint on first use."""
+        """The LocalRuntime this model runs on, loading the checkpoint on first use.
+
+        Raises:
+            InvalidInputError: neither a model nor a runtime was given, or a loaded model without its tokenizer.
+            ModelLoadError: the checkpoint cannot be loaded (see :func:`memos_integrations.models.loading.load_model`).
+        """
         if self.runtime is not None:
             return self.runtime
-        if not self.model_name:
-            raise InvalidInputError("MemOSChatModel needs model='<path or hub id>' or runtime=LocalRuntime(...)")
-        key = (self.model_name, f"{self.device}:{self.dtype}", id(self.cube))
+        if self.hf_model is not None:
+            if self.tokenizer is None:
+                raise InvalidInputError("MemOSChatModel(model=<loaded model>) also needs tokenizer=<its tokenizer>")
+            key: tuple[Any, ...] = ("loaded", id(self.hf_model), id(self.tokenizer), id(self.cube))
+        elif not self.model_name:
+            raise InvalidInputError(
+                "MemOSChatModel needs model='<folder, hub id or .gguf file>', model=<loaded model> with "
+                "tokenizer=..., or runtime=LocalRuntime(...)")
+        else:
+            options = json.dumps(self.loader_kwargs, sort_keys=True, default=repr)
+            key = (self.model_name, self.gguf_file, f"{self.device}:{self.dtype}", options, id(self.cube))
         with _RUNTIMES_LOCK:  # one copy of the weights per checkpoint, shared by every instance
             if key not in _RUNTIMES:
                 from ..models import LocalRuntime
 
-                _RUNTIMES[key] = LocalRuntime.from_pretrained(self.model_name, cube=self.cube, dtype=self.dtype,
-                                                              device=self.device)
+                if self.hf_model is not None:
+                    _RUNTIMES[key] = LocalRuntime(self.hf_model, self.tokenizer, cube=self.cube)
+                else:
+                    loader = {"dtype": self.dtype, **self.loader_kwargs}
+                    _RUNTIMES[key] = LocalRuntime.from_pretrained(
+                        self.model_name, cube=self.cube, gguf_file=self.gguf_file, device=self.device, **loader)
             return _RUNTIMES[key]
 
     # -- scope from the run's config ---------------------------------------------------------------

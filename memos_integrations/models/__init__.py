@@ -7,6 +7,7 @@ raises :class:`~memos_integrations.errors.MissingExtraError` naming
 
 from __future__ import annotations
 
+from . import smollm2
 from .runtime import Generation, LocalRuntime, StreamEvent
 
-__all__ = ["Generation", "LocalRuntime", "StreamEvent"]
+__all__ = ["Generation", "LocalRuntime", "StreamEvent", "smollm2"]

@@ -5,8 +5,11 @@ the model that produced it, and parametric memory records the base model fingerp
 adapter manifest, so a cache or adapter made by another model (or another dtype) is refused instead
 of silently producing garbage.
 
-A fingerprint hashes the architecture config, the parameter dtype and a sample of every base weight
-tensor (its shape and first/last elements). Sampling keeps it to a few milliseconds on a 250M model
+A fingerprint hashes the model class, the config keys that change what the network computes, the
+parameter dtype and a sample of every base weight tensor (its shape and first/last elements). Keys
+that only describe how a checkpoint was loaded or saved (``quantization_config`` of a GGUF file,
+``architectures``, ``torch_dtype``, the attention kernel, token ids, label maps) are left out, so the
+same weights loaded from a GGUF file and from the folder it was converted to share one identity. Sampling keeps it to a few milliseconds on a 250M model
 while still separating two random initialisations or two fine-tunes of one config. LoRA weights are
 excluded: an adapter is a separate identity (see :func:`adapter_digest`).
 """
@@ -19,9 +22,21 @@ import weakref
 from typing import Any
 
 _SAMPLE = 32  # elements hashed from each end of every tensor
-# Config keys that vary between saves of the same weights and must not change the identity.
-_VOLATILE_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash",
-                  "use_cache", "output_attentions", "output_hidden_states", "return_dict"}
+# Config keys that describe loading, saving or tokenisation, not the computation: the same weights
+# loaded another way (GGUF, a saved folder, another attention kernel) keep their identity. The dtype
+# is hashed separately, from the parameters themselves.
+_LOADER_KEYS = {"_name_or_path", "_model_name_or_path", "transformers_version", "torch_dtype", "dtype",
+                "_commit_hash", "architectures", "quantization_config", "attn_implementation",
+                "_attn_implementation", "_attn_implementation_internal", "use_cache", "output_attentions",
+                "output_hidden_states", "return_dict", "id2label", "label2id", "problem_type",
+                "chunk_size_feed_forward", "tokenizer_class", "task_specific_params", "finetuning_task",
+                "prefix", "torchscript", "_experts_implementation"}
+
+
+def compute_config(config: Any) -> dict[str, Any]:
+    """The part of a model config that changes what the network computes (see the module doc)."""
+    return {k: v for k, v in config.to_dict().items()
+            if k not in _LOADER_KEYS and not k.endswith("token_id") and not k.endswith("token_ids")}
 _CACHE: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
@@ -49,8 +64,8 @@ def model_fingerprint(model: Any, *, refresh: bool = False) -> str:
         return _CACHE[base]
     import torch
 
-    cfg = {k: v for k, v in base.config.to_dict().items() if k not in _VOLATILE_KEYS}
-    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(type(base).__name__.encode())
+    h.update(json.dumps(compute_config(base.config), sort_keys=True, default=str).encode())
     h.update(model_dtype(base).encode())
     with torch.no_grad():
         for name, param in sorted(base.named_parameters(), key=lambda kv: kv[0]):

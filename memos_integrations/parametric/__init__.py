@@ -7,10 +7,10 @@ on-disk format and ``docs/local-models.md`` for the life cycle.
 
 from __future__ import annotations
 
-from .distill import PRESET_DEFAULT, PRESET_QUICK, DistillConfig
+from .distill import PRESET_DEFAULT, PRESET_QUICK, PRESET_RECALL, DistillConfig
 from .manifest import AdapterManifest, user_adapter_name
 from .memory import ParametricMemory
 from .registry import AdapterRegistry, AdapterRoute
 
-__all__ = ["PRESET_DEFAULT", "PRESET_QUICK", "AdapterManifest", "AdapterRegistry", "AdapterRoute",
+__all__ = ["PRESET_DEFAULT", "PRESET_QUICK", "PRESET_RECALL", "AdapterManifest", "AdapterRegistry", "AdapterRoute",
            "DistillConfig", "ParametricMemory", "user_adapter_name"]

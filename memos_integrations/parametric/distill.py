@@ -31,6 +31,18 @@ class DistillConfig(BaseModel):
     batch_size: int = Field(default=4, ge=1, description="Texts per optimisation step.")
     max_length: int = Field(default=256, ge=8, description="Tokens per text (longer texts are cut).")
     seed: int = Field(default=0, description="Seed for initialisation and shuffling.")
+    views: list[str] = Field(
+        default_factory=lambda: ["text"],
+        description="Training views of each memory: 'text' (next-token loss on the memory), 'qa' (the "
+                    "question/answer pairs passed to distill(qa=...), loss on the answer only, in the chat "
+                    "template), 'chat' (the memory as the answer to 'What do you know about me?').")
+    kl_weight: float = Field(default=0.0, ge=0, description="Weight of a KL term keeping the adapted model's "
+                             "next-token distribution on replay text close to the base model's (forgetting).")
+    replay_texts: list[str] = Field(default_factory=list, description="Generic text for the KL term "
+                                    "(empty: a few built-in sentences).")
+    holdout: int = Field(default=0, ge=0, description="QA pairs held out for early stopping: after each epoch "
+                         "their answer loss is measured and the best epoch's weights are kept.")
+    patience: int = Field(default=2, ge=1, description="Epochs without a better held-out loss before stopping.")
 
     def lora_config(self) -> Any:
         from peft import LoraConfig
@@ -41,6 +53,42 @@ class DistillConfig(BaseModel):
 
 PRESET_QUICK = DistillConfig(rank=4, epochs=4)
 PRESET_DEFAULT = DistillConfig()
+#: question/answer and chat views, replay KL against the base model, early stopping on held-out QA
+PRESET_RECALL = DistillConfig(rank=8, alpha=16, epochs=12, learning_rate=1e-3, batch_size=8,
+                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                              views=["text", "qa", "chat"], kl_weight=1.0, holdout=3, patience=3)
+REPLAY = [
+    "The river winds through the valley before it reaches the sea.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "The meeting was moved to Tuesday because several people were travelling.",
+    "Paris is the capital of France, and Rome is the capital of Italy.",
+]
+_CHAT_Q = "What do you know about me?"
+
+
+def build_examples(tokenizer: Any, texts: Sequence[str], qa: Sequence[tuple[str, str]],
+                   views: Sequence[str]) -> list[tuple[str, str]]:
+    """``(prompt, completion)`` training examples; the loss is on the completion only."""
+    unknown = set(views) - {"text", "qa", "chat"}
+    if unknown:
+        raise InvalidInputError(f"unknown distill views {sorted(unknown)}; use 'text', 'qa' or 'chat'")
+    out: list[tuple[str, str]] = []
+    if "text" in views:
+        out += [("", t) for t in texts]
+    if "chat" in views:
+        out += [chat_example(tokenizer, _CHAT_Q, t) for t in texts]
+    if "qa" in views:
+        out += [chat_example(tokenizer, q, a) for q, a in qa]
+    return out
+
+
+def chat_example(tokenizer: Any, question: str, answer: str) -> tuple[str, str]:
+    """The chat-template prompt for ``question`` (with the assistant header) and ``answer`` as completion."""
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                               add_generation_prompt=True)
+        return str(prompt), answer
+    return f"user: {question}\nassistant:", " " + answer
 
 
 def _batches(tokenizer: Any, texts: Sequence[str], max_length: int, device: Any) -> list[tuple[Any, Any, Any]]:
@@ -59,6 +107,30 @@ def _batches(tokenizer: Any, texts: Sequence[str], max_length: int, device: Any)
     return [(ids.to(device), mask.to(device), labels.to(device))]
 
 
+def _pair_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int,
+                device: Any) -> tuple[Any, Any, Any]:
+    """Right-padded ids, mask and labels of ``(prompt, completion)`` pairs, labels on completions only."""
+    import torch
+
+    eos = tokenizer.eos_token or ""
+    rows, starts = [], []
+    for prompt, completion in pairs:
+        head = list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else []
+        tail = list(tokenizer(completion + eos, add_special_tokens=False)["input_ids"])
+        rows.append((head + tail)[:max_length])
+        starts.append(min(len(head), max_length - 1))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+        labels[i, starts[i]: len(r)] = ids[i, starts[i]: len(r)]
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
 def mean_loss(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 256) -> float:
     """Mean next-token cross-entropy of ``model`` on ``texts`` (each scored separately)."""
     import torch
@@ -75,38 +147,80 @@ def mean_loss(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: i
 
 
 def train_lora(peft_model: Any, tokenizer: Any, texts: Sequence[str], config: DistillConfig, *,
-               progress: bool = True, desc: str = "distill") -> list[float]:
-    """Train the active (trainable) adapter of ``peft_model`` on ``texts``; returns the loss per step."""
+               progress: bool = True, desc: str = "distill",
+               qa: Sequence[tuple[str, str]] = ()) -> list[float]:
+    """Train the active (trainable) adapter of ``peft_model``; returns the loss per step.
+
+    The examples are the ``config.views`` of ``texts`` and ``qa``; with ``config.kl_weight`` each step
+    adds the KL divergence from the base model (adapter disabled) on replay text; with
+    ``config.holdout`` the last QA pairs are held out, and training stops when their answer loss has
+    not improved for ``config.patience`` epochs, keeping the best epoch's adapter weights.
+    """
     import torch
     from tqdm import tqdm
 
     texts = [t for t in texts if t and t.strip()]
-    if not texts:
+    if not texts and not qa:
         raise InvalidInputError("there are no memories to distill; add some first")
+    held = list(qa[len(qa) - config.holdout:]) if config.holdout and len(qa) > config.holdout else []
+    train_qa = list(qa[: len(qa) - len(held)])
+    examples = build_examples(tokenizer, texts, train_qa, config.views)
+    held_examples = [chat_example(tokenizer, q, a) for q, a in held]
     device = next(peft_model.parameters()).device
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:
         raise InvalidInputError("the model has no trainable adapter parameters")
     rng = random.Random(config.seed)
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    replay = _pair_batch(tokenizer, [("", t) for t in (config.replay_texts or REPLAY)], config.max_length, device) \
+        if config.kl_weight > 0 else None
+    base_logp = None
+    if replay is not None:
+        with torch.no_grad(), peft_model.disable_adapter():
+            base_logp = torch.log_softmax(peft_model(input_ids=replay[0], attention_mask=replay[1]).logits.float(), -1)
     curve: list[float] = []
+    best: tuple[float, dict[str, Any] | None] = (math.inf, None)
+    stale = 0
     peft_model.train()
     try:
         with tqdm(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress) as bar:
             for _ in range(config.epochs):
-                order = texts[:]
+                order = examples[:]
                 rng.shuffle(order)
                 for start in range(0, len(order), config.batch_size):
-                    chunk = order[start:start + config.batch_size]
-                    ((ids, mask, labels),) = _batches(tokenizer, chunk, config.max_length, device)
+                    ids, mask, labels = _pair_batch(tokenizer, order[start:start + config.batch_size],
+                                                    config.max_length, device)
                     loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                    if replay is not None and base_logp is not None:
+                        logp = torch.log_softmax(peft_model(input_ids=replay[0], attention_mask=replay[1]).logits.float(), -1)
+                        keep = replay[1].bool()
+                        kl = (base_logp.exp() * (base_logp - logp)).sum(-1)[keep].mean()
+                        loss = loss + config.kl_weight * kl
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     curve.append(round(loss.item(), 5))
                     bar.set_postfix(loss=f"{curve[-1]:.3f}")
                     bar.update(1)
+                if held_examples:
+                    peft_model.eval()
+                    with torch.no_grad():
+                        ids, mask, labels = _pair_batch(tokenizer, held_examples, config.max_length, device)
+                        held_loss = float(peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+                    peft_model.train()
+                    if held_loss < best[0]:
+                        best, stale = (held_loss, {n: p.detach().clone() for n, p in peft_model.named_parameters()
+                                                   if p.requires_grad}), 0
+                    else:
+                        stale += 1
+                        if stale >= config.patience:
+                            break
     finally:
         peft_model.eval()
+    if best[1] is not None:  # the best epoch's weights, not the last
+        with torch.no_grad():
+            for n, p in peft_model.named_parameters():
+                if n in best[1]:
+                    p.copy_(best[1][n])
     return curve

@@ -188,12 +188,23 @@ class ParametricMemory:
 
     def distill(self, user_id: str, *, texts: Sequence[str] | None = None, memories: Sequence[Any] | None = None,
                 config: DistillConfig | None = None, name: str | None = None,
-                progress: bool = True) -> AdapterManifest:
+                progress: bool = True, qa: Sequence[tuple[str, str]] = ()) -> AdapterManifest:
         """Train a LoRA adapter on a user's memories and save it with its provenance.
 
-        The memories are ``memories`` (``MemoryItem``-like: ``.id``, ``.version``, ``.text``), else
-        ``texts``, else every memory of the user in the cube. Re-distilling replaces the user's
-        adapter (hot-swapped in place when it is loaded).
+        Args:
+            user_id: whose memories (and whose adapter name, unless ``name`` is given).
+            texts: the memory texts, when ``memories`` is not given.
+            memories: ``MemoryItem``-like objects (``.id``, ``.version``, ``.text``); default: every
+                memory of the user in the cube.
+            config: training settings (:class:`DistillConfig`; ``PRESET_RECALL`` for recall).
+            name: the adapter's name.
+            progress: show a progress bar.
+            qa: question/answer views of the memories (written by an LLM reader, or by hand), used
+                by ``config.views`` containing ``"qa"`` and by early stopping (``config.holdout``).
+
+        Returns:
+            The saved adapter's manifest. Re-distilling replaces the user's adapter (hot-swapped in
+            place when it is loaded).
         """
         reg = self._reg()
         config = config or DistillConfig()
@@ -207,7 +218,7 @@ class ParametricMemory:
         corpus = [m.text for m in memories] if memories is not None else list(texts or [])
         with reg.training_adapter(config.lora_config(), seed=config.seed) as peft_model:
             curve = train_lora(peft_model, self.tokenizer, corpus, config, progress=progress,
-                               desc=f"distill {name}")
+                               desc=f"distill {name}", qa=list(qa))
             state, peft_config = reg.extract(TRAINING)
             state = {k: v.detach().clone() for k, v in state.items()}
         import peft

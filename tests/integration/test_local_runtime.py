@@ -27,22 +27,29 @@ def chat_turns(runtime: LocalRuntime, thread: str | None, user: str, questions: 
     return gens
 
 
-def test_reuse_changes_nothing_but_the_work(cube: Any) -> None:
+@pytest.mark.parametrize("turn_memories", ["keep", "drop"])
+def test_reuse_changes_nothing_but_the_work(cube: Any, turn_memories: str) -> None:
     cube.add(memory=["Alice's cat is called Miso.", "Alice lives in Lisbon."], user_id="alice")
     cube.add(memory=["Alice prefers short answers."], user_id="alice", tags=["pinned"])
     model = tiny_causal_lm("qwen2")
     questions = ["What is my cat called?", "Where do I live?", "And my cat again?"]
-    cached = LocalRuntime(model, byte_tokenizer(), cube=cube, max_new_tokens=6)
+    cached = LocalRuntime(model, byte_tokenizer(), cube=cube, max_new_tokens=6, turn_memories=turn_memories)
     with_cache = chat_turns(cached, "t1", "alice", questions)
-    plain = LocalRuntime(model, byte_tokenizer(), cube=cube, max_new_tokens=6, act_mem=_NoReuse())
+    plain = LocalRuntime(model, byte_tokenizer(), cube=cube, max_new_tokens=6, act_mem=_NoReuse(),
+                         turn_memories=turn_memories)
     without = chat_turns(plain, "t1", "alice", questions)  # same prompts, every turn recomputed
     assert [g.token_ids for g in with_cache] == [g.token_ids for g in without]
     assert with_cache[0].cache_source == "prefix"  # the pinned-memory prefix, forked into a new thread
     assert [g.cache_source for g in with_cache[1:]] == ["memory", "memory"]
-    # the whole previous prompt (with the memories that turn saw) is reused; the replies here are not
-    # the generated text, so reuse stops where the reply starts
+    prefix = len(cached.encode([{"role": "system", "content": cached.system_text("alice")}], generation_prompt=False))
     for prev, gen in zip(with_cache, with_cache[1:], strict=False):
-        assert gen.reused_tokens >= prev.prompt_tokens
+        if turn_memories == "keep":
+            # the whole previous prompt (with the memories that turn saw) is reused; the replies here
+            # are not the generated text, so reuse stops where the reply starts
+            assert gen.reused_tokens >= prev.prompt_tokens
+        else:
+            # the previous turn's memory block is dropped: reuse stops where it began
+            assert prefix < gen.reused_tokens < prev.prompt_tokens
     assert with_cache[0].memory_ids  # memories were retrieved for the turn
     assert "Alice prefers short answers." in cached.system_text("alice")
     hot = LocalRuntime(model, byte_tokenizer(), prefix_memories=lambda user: [f"{user} was here"])

@@ -43,8 +43,8 @@ def turn(mem: ActivationMemory, model: Any, thread: str, ids: list[int]) -> tupl
     lease = mem.lookup(model, thread, ids)
     cache = lease.cache if lease.cache is not None else kv.new_cache(model.config)
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), past_key_values=cache, use_cache=True)
-    mem.store(model, thread, ids, out.past_key_values)
+        out = model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), cache=cache, use_cache=True)
+    mem.store(model, thread, ids, out.cache)
     return out.logits[0], lease.reused_tokens, lease.source
 
 
@@ -84,7 +84,7 @@ def test_stored_cache_is_never_mutated_by_a_forward_on_its_fork(model: Any) -> N
         lease = mem.lookup(model, "t", ids + [7, 8, 9])
         assert lease.reused_tokens == 30
         with torch.no_grad():
-            model(input_ids=torch.tensor([[7, 8, 9]]), past_key_values=lease.cache, use_cache=True)
+            model(input_ids=torch.tensor([[7, 8, 9]]), cache=lease.cache, use_cache=True)
         assert kv.seq_len(lease.cache) == 33
     token_ids, again = mem.load(model, "t")
     assert token_ids == ids and kv.seq_len(again) == 30
@@ -235,7 +235,7 @@ def test_unknown_threads_and_bad_arguments(model: Any) -> None:
     with pytest.raises(InvalidInputError):
         mem.lookup(model, "", [1, 2])
     with torch.no_grad():
-        cache = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True).past_key_values
+        cache = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True).cache
     with pytest.raises(InvalidInputError):
         mem.store(model, "t", [1, 2, 3, 4], cache)  # more ids than the cache covers
     with pytest.raises(InvalidInputError):
