@@ -169,9 +169,19 @@ class RemoteCube:
             self._call("DELETE", f"/v1/memories/{_seg(item_id)}")
         return 1 if isinstance(ids, str) else len(ids)
 
-    def feedback(self, text: str, *, session_id: str | None = None) -> Any:
-        """``POST /v1/feedback``: tell the service a memory was wrong or outdated, in plain language."""
-        return self._call("POST", "/v1/feedback", json=_drop_none({"text": text, "session_id": session_id}))
+    def feedback(self, text: str, *, user_id: Any = None, session_id: str | None = None, timestamp: Any = None,
+                 principal: str | None = None) -> Any:
+        """``POST /v1/feedback``: tell the service a memory was wrong or outdated, in plain language.
+
+        Takes :meth:`MemCube.feedback`'s arguments (the key's user acts; ``timestamp`` and ``principal``
+        are the service's to set) and returns an ``AddResult`` of the memories the service wrote; the
+        service does not report the individual operations, so ``operations`` stays empty.
+        """
+        from .readers.result import AddResult
+
+        data = self._call("POST", "/v1/feedback", json=_drop_none({"text": text, "session_id": session_id}))
+        return AddResult([_to_item(row) for row in _field(data, "items", list)],
+                         note="applied by the service; it does not report each operation")
 
     # -- reads ---------------------------------------------------------------------------------------
     def search(

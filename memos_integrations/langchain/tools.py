@@ -267,7 +267,10 @@ class FeedbackMemoryTool(_BoundMemoryTool):
         with _as_tool_error():
             result = self.cube.feedback(correction, user_id=scope.user_id, session_id=scope.session_id,
                                         principal=scope.principal)
-        return "; ".join(" ".join(str(x) for x in op) for op in result.operations) or "Nothing to change."
+        done = "; ".join(" ".join(str(x) for x in op) for op in result.operations)
+        if not done and len(result):  # a remote cube reports what it wrote, not each operation
+            done = "Stored: " + "; ".join(item.text for item in result)
+        return done or "Nothing to change."
 
 
 def create_memory_tools(

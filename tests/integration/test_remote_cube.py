@@ -124,8 +124,9 @@ def standin(mos: MOS) -> FastAPI:
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
         b = await body(request)
-        view(request, b.pop("cube_id", None), "write")
-        return {"accepted": True, "text": b["text"]}
+        # the service's shape: the memories the feedback wrote (a cube without a reader stores the text)
+        items = view(request, b.pop("cube_id", None), "write").add(memory=b["text"], session_id=b.get("session_id"))
+        return {"items": [i.to_dict() for i in items]}
 
     @app.get("/boom/v1/stats")
     async def boom() -> JSONResponse:  # a proxy's HTML error page: not the service's JSON
@@ -203,7 +204,8 @@ def test_requests_and_responses_map_both_ways(standin_server: tuple[str, MOS, Fa
         assert [i.id for i in listed] == [i.id for i in mos.get_all("alice_cube", user_id="alice")["text_mem"][0]["memories"]]
         assert len(listed) == 4 and [i.id for i in cube.get_all(limit=2, offset=1)] == [i.id for i in listed[1:3]]
         assert cube.stats()["items"] == 4
-        assert cube.feedback("The tea is sencha now.", session_id="s1")["accepted"] is True
+        fed = cube.feedback("The tea is sencha now.", session_id="s1", user_id="alice", principal="alice")
+        assert [i.text for i in fed] == ["The tea is sencha now."] and fed.operations == []
 
         assert cube.delete(more[0].id) == 1
         with pytest.raises(ItemNotFoundError, match="rid-1"):  # the service's class, message and request id
