@@ -21,7 +21,7 @@ BENCHES = [
     ("tool memory: recording overhead per tool call", ["-m", "benchmarks.bench_toolmem"]),
     ("LlamaIndex", ["-m", "benchmarks.bench_llama_index"]),
     ("LLM reader: cost, modes, contradictions", ["-m", "benchmarks.bench_reader"]),
-    ("local models: KV caches and adapters", ["-m", "benchmarks.bench_local", "--threads", "1"]),
+    ("local models: KV caches, preloading (random-weight and the real SmolLM2)", ["-m", "benchmarks.bench_local", "--threads", "1", "--real", "--cpu-time"]),
 ]
 
 
