@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BudgetExceededError, InvalidInputError, MemosError, ReaderError
+from ..errors import BudgetExceededError, ConflictError, InvalidInputError, MemosError, ReaderError
 from ..items import Kind, MemoryItem
 from ..storage.base import Job
 from ..storage.jobs import JobQueue
@@ -180,7 +180,11 @@ class ReaderEngine:
         user = job.user_id
         try:
             with self.cube.store.transaction():
-                self.jobs.fail(job.id, error, final=final, retry_after=cfg.backoff_s * (2 ** job.attempts))
+                try:
+                    self.jobs.fail(job.id, error, final=final, retry_after=cfg.backoff_s * (2 ** job.attempts),
+                                   attempt=job.attempts)
+                except ConflictError:  # another worker took the window after our lease ran out: its outcome stands
+                    final = False  # what our calls cost is still counted below
                 if usage.calls:
                     self.ledger.add(["cube"] + ([f"user:{user}"] if user is not None else []), usage.prompt_tokens,
                                     usage.completion_tokens, usage.calls, usage.seconds, usage.cost or 0.0)
@@ -199,7 +203,7 @@ class ReaderEngine:
         user = payload.get("user_id")
         if not window:  # deleted before it was read: nothing to read, done
             with self.cube.store.transaction():
-                self.jobs.finish(job.id, {"operations": [], "note": "messages deleted before reading"})
+                self.jobs.finish(job.id, {"operations": [], "note": "messages deleted before reading"}, attempt=job.attempts)
             return RC.Applied()
         self._check_budget(user, self._estimate(job, window))
         reader = self.reader
@@ -211,9 +215,10 @@ class ReaderEngine:
         principal = payload.get("principal") or user
 
         def commit(applied: RC.Applied) -> None:
-            applied.refused[:0] = rec.refused
+            applied.refused[:0] = ext.refused + rec.refused
             ops = [list(o) for o in applied.operations]
-            self.jobs.finish(job.id, {"operations": ops, "usage": usage.to_dict(), "refused": applied.refused})
+            self.jobs.finish(job.id, {"operations": ops, "usage": usage.to_dict(), "refused": applied.refused},
+                             attempt=job.attempts)
             scopes = ["cube"] + ([f"user:{user}"] if user is not None else [])
             self.ledger.add(scopes, usage.prompt_tokens, usage.completion_tokens, usage.calls, usage.seconds, usage.cost or 0.0)
             self.cube.audit("reader_apply", principal, f"job:{job.id}", {

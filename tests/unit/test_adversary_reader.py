@@ -1,0 +1,85 @@
+"""Adversary checks of the LLM reader: a hostile or broken model reply. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from memos_integrations import MemCube
+from memos_integrations.items import Kind
+from memos_integrations.readers import LLMReader
+
+
+def _cube(tmp_path: Path, embedder: Any, *replies: str) -> Any:
+    chat = FakeListChatModel(responses=list(replies))
+    return MemCube.init_from_dir(tmp_path / "cube", embedder=embedder, reader=LLMReader.from_langchain(chat))
+
+
+def _memories(cube: Any) -> list[Any]:
+    return [i for i in cube.get_all(user_id="maya") if i.kind != Kind.MESSAGE]
+
+
+def test_a_reply_with_a_thousand_memories_for_one_message_writes_a_bounded_number(tmp_path: Path, embedder: Any) -> None:
+    reply = json.dumps({"memories": [{"type": "fact", "text": f"Maya owns item number {n}", "sources": ["m1"]}
+                                     for n in range(1000)]})
+    cube = _cube(tmp_path, embedder, reply)
+    try:
+        out = cube.add(messages=[{"role": "user", "content": "I own a few things"}], user_id="maya", mode="fine")
+        written = _memories(cube)
+        assert 0 < len(written) <= 50, len(written)
+        assert any("dropped" in str(r.get("why", "")) for r in out.refused)
+    finally:
+        cube.close()
+
+
+def test_giant_entity_and_relation_strings_from_the_model_are_capped(tmp_path: Path, embedder: Any) -> None:
+    huge = "E" * 200_000
+    reply = json.dumps({"memories": [{"type": "fact", "text": "Maya lives in Lisbon", "sources": ["m1"],
+                                      "entities": [huge] * 20, "relations": [[huge, huge, huge]] * 20}]})
+    cube = _cube(tmp_path, embedder, reply)
+    try:
+        cube.add(messages=[{"role": "user", "content": "I live in Lisbon"}], user_id="maya", mode="fine")
+        (fact,) = _memories(cube)
+        assert len(json.dumps(fact.metadata)) < 20_000, len(json.dumps(fact.metadata))
+    finally:
+        cube.close()
+
+
+def test_entities_given_as_a_string_are_not_split_into_letters(tmp_path: Path, embedder: Any) -> None:
+    reply = json.dumps({"memories": [{"type": "fact", "text": "Maya lives in Lisbon", "sources": ["m1"],
+                                      "entities": "Lisbon", "relations": "Maya lives_in Lisbon"}]})
+    cube = _cube(tmp_path, embedder, reply)
+    try:
+        cube.add(messages=[{"role": "user", "content": "I live in Lisbon"}], user_id="maya", mode="fine")
+        (fact,) = _memories(cube)
+        assert fact.metadata.get("entities", []) in ([], ["Lisbon"]) and not fact.metadata.get("relations")
+    finally:
+        cube.close()
+
+
+def test_a_worker_whose_lease_ran_out_cannot_finish_the_window_a_second_worker_took(tmp_path: Path) -> None:
+    """Two workers, one window: the first stalls past its lease, the second claims it. The first's
+    finish must be refused (its transaction, with its writes, rolls back), or the window is applied twice."""
+    import pytest
+
+    from memos_integrations.errors import ConflictError
+    from memos_integrations.storage.jobs import JobQueue
+    from memos_integrations.storage.sql import SQLiteDatabase
+
+    queue = JobQueue(SQLiteDatabase(tmp_path / "jobs.db"))
+    job, _ = queue.enqueue("read", "window", {"ids": ["a"]})
+    stale = queue.claim("read", lease_s=-1)  # its lease is already over: as if it stalled for minutes
+    fresh = queue.claim("read", lease_s=60)
+    assert stale is not None and fresh is not None and fresh.id == stale.id
+    with pytest.raises(ConflictError):
+        with queue.db.transaction():
+            queue.finish(stale.id, {"by": "stale"}, attempt=stale.attempts)
+    with pytest.raises(ConflictError):
+        queue.fail(stale.id, "late failure", final=True, attempt=stale.attempts)
+    assert queue.pending("read")[0].state == "running"  # still the second worker's
+    with queue.db.transaction():
+        queue.finish(fresh.id, {"by": "fresh"}, attempt=fresh.attempts)
+    assert queue.get("read", "window").result == {"by": "fresh"}  # type: ignore[union-attr]
