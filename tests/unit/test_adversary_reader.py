@@ -83,3 +83,45 @@ def test_a_worker_whose_lease_ran_out_cannot_finish_the_window_a_second_worker_t
     with queue.db.transaction():
         queue.finish(fresh.id, {"by": "fresh"}, attempt=fresh.attempts)
     assert queue.get("read", "window").result == {"by": "fresh"}  # type: ignore[union-attr]
+
+
+def test_concurrent_adds_cannot_both_spend_a_budget_that_fits_one_window(tmp_path: Path, embedder: Any) -> None:
+    """The budget is checked before the call; two adds racing past the check would both spend it."""
+    import threading
+    import time
+
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage, BaseMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from tests.openai_standin import rule_responder
+
+    class SlowRules(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "slow-rules"
+
+        def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+            time.sleep(0.5)
+            roles = {"system": "system", "human": "user", "ai": "assistant"}
+            request = {"messages": [{"role": roles.get(m.type, "user"), "content": str(m.content)} for m in messages]}
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=rule_responder(request)))])
+
+    with MemCube.init_from_dir(tmp_path / "c", embedder=embedder,
+                               reader=LLMReader.from_langchain(SlowRules(), cube_token_budget=300)) as cube:
+        outs: dict[str, Any] = {}
+        start = threading.Barrier(2)
+
+        def add(user: str, city: str) -> None:
+            start.wait()
+            outs[user] = cube.add(messages=[{"role": "user", "name": user, "content": f"I live in {city}"}],
+                                  user_id=user, mode="fine")
+
+        threads = [threading.Thread(target=add, args=a) for a in (("maya", "Lisbon"), ("bo", "Oslo"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        read = [u for u, out in outs.items() if out.operations]
+        assert len(outs) == 2 and len(read) == 1, {u: (o.operations, o.note) for u, o in outs.items()}
+        assert cube.reader_engine.ledger.tokens("cube") <= 300 + 150  # one window at most (its estimate fitted)
