@@ -114,6 +114,13 @@ def cap(text: str | None, limit: int) -> str | None:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def scrubbed(text: str | None, limit: int) -> str | None:
+    """:func:`cap`, then secrets written inside the text redacted (an error's URL with ``api_key=``,
+    an output echoing ``Authorization: Bearer ...``): errors and outputs are stored and distilled too."""
+    kept = cap(text if text is None or isinstance(text, str) else str(text), limit)
+    return None if kept is None else _scrub(kept)
+
+
 def error_class_of(text: str) -> str:
     """The exception class a framework's error text names (``"Error: ValueError('...')"`` -> ``ValueError``)."""
     found = _ERROR_CLASS.search(text or "")

@@ -47,3 +47,17 @@ def test_a_huge_generator_argument_is_not_consumed() -> None:
             yield n
     out = safe_args({"stream": endless()})
     assert "generator" in json.dumps(out)
+
+
+def test_a_secret_in_a_failed_calls_error_or_output_is_not_stored(cube) -> None:  # type: ignore[no-untyped-def]
+    from memos_integrations.toolmem import ToolMemory
+
+    memory = ToolMemory(cube, min_failures=1)
+    for _ in range(2):
+        memory.record("maya", "fetch", {"url": "https://api.example.com/v1/items"}, ok=False,
+                      error=f"401 Client Error: Unauthorized for url: https://api.example.com/v1/items?api_key={SECRET}",
+                      error_class="HTTPError", output=f"request headers: Authorization: Bearer {SECRET}")
+    stored = json.dumps([c.__dict__ for c in memory.calls("maya")], default=str)
+    assert SECRET not in stored and "api.example.com" in stored
+    lessons = " ".join(i.text + json.dumps(i.metadata, default=str) for i in cube.get_all(user_id="maya"))
+    assert SECRET not in lessons
