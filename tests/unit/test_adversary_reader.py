@@ -125,3 +125,23 @@ def test_concurrent_adds_cannot_both_spend_a_budget_that_fits_one_window(tmp_pat
         read = [u for u, out in outs.items() if out.operations]
         assert len(outs) == 2 and len(read) == 1, {u: (o.operations, o.note) for u, o in outs.items()}
         assert cube.reader_engine.ledger.tokens("cube") <= 300 + 150  # one window at most (its estimate fitted)
+
+
+def test_search_times_of_the_wrong_type_are_a_memos_error_not_an_attribute_error(cube: Any) -> None:
+    import datetime as dt
+
+    import pytest
+
+    from memos_integrations.errors import MemosError
+
+    cube.add(memory="Maya lives in Lisbon", user_id="maya")
+    for bad in (True, float("nan"), object(), [2020]):
+        for field in ("now", "as_of"):
+            with pytest.raises(MemosError):
+                cube.search("where does maya live", user_id="maya", **{field: bad})
+    for fine in ("2020-01-01", dt.date(2020, 1, 1), dt.datetime(2020, 1, 1)):
+        assert cube.search("where does maya live", user_id="maya", now=fine)  # a date is a time, as in as_of
+    try:
+        assert cube.search("where does maya live", user_id="maya", as_of=dt.datetime(1, 1, 1)) == []
+    except MemosError:
+        pass  # refusing a time before any the cube stores is as good as finding nothing
