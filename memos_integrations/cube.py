@@ -350,6 +350,8 @@ class MemCube:
             metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_time_bound(time_to, upper=True),
             as_of=parse_timestamp(as_of), current=as_of is None,
         )
+        if now is not None and not isinstance(now, datetime):  # a date or a string is a time too; a bool is not
+            now = parse_timestamp(now)
         return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector)
 
     def get(self, item_id: str) -> MemoryItem:

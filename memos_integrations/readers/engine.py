@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BudgetExceededError, InvalidInputError, MemosError, ReaderError
+from ..errors import BudgetExceededError, ConflictError, InvalidInputError, MemosError, ReaderError
 from ..items import Kind, MemoryItem
 from ..storage.base import Job
 from ..storage.jobs import JobQueue
@@ -67,6 +67,10 @@ class ReaderEngine:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
+        #: tokens of windows being read now, per budget scope: counted against the budgets until their
+        #: usage is in the ledger, so adds racing past the check cannot both spend what fits one
+        self._reserved: dict[str, int] = {}
+        self._budget_lock = threading.Lock()
         if getattr(cube, "_hold", None) is not None:  # this process alone holds the cube: nobody runs those jobs
             requeued = self.jobs.requeue_running(KIND)
             if requeued:
@@ -180,7 +184,11 @@ class ReaderEngine:
         user = job.user_id
         try:
             with self.cube.store.transaction():
-                self.jobs.fail(job.id, error, final=final, retry_after=cfg.backoff_s * (2 ** job.attempts))
+                try:
+                    self.jobs.fail(job.id, error, final=final, retry_after=cfg.backoff_s * (2 ** job.attempts),
+                                   attempt=job.attempts)
+                except ConflictError:  # another worker took the window after our lease ran out: its outcome stands
+                    final = False  # what our calls cost is still counted below
                 if usage.calls:
                     self.ledger.add(["cube"] + ([f"user:{user}"] if user is not None else []), usage.prompt_tokens,
                                     usage.completion_tokens, usage.calls, usage.seconds, usage.cost or 0.0)
@@ -199,9 +207,18 @@ class ReaderEngine:
         user = payload.get("user_id")
         if not window:  # deleted before it was read: nothing to read, done
             with self.cube.store.transaction():
-                self.jobs.finish(job.id, {"operations": [], "note": "messages deleted before reading"})
+                self.jobs.finish(job.id, {"operations": [], "note": "messages deleted before reading"}, attempt=job.attempts)
             return RC.Applied()
-        self._check_budget(user, self._estimate(job, window))
+        reserved = self._check_budget(user, self._estimate(job, window))
+        try:
+            return self._read_reserved(job, window, timeout)
+        finally:
+            self._release(reserved)
+
+    def _read_reserved(self, job: Job, window: list[WindowMessage], timeout: float | None) -> RC.Applied:
+        assert self.reader is not None
+        payload = job.payload
+        user = payload.get("user_id")
         reader = self.reader
         ext = reader.extract(window, timeout=timeout)
         existing, vectors = self._existing(ext.candidates, ext.forget, payload)
@@ -211,9 +228,10 @@ class ReaderEngine:
         principal = payload.get("principal") or user
 
         def commit(applied: RC.Applied) -> None:
-            applied.refused[:0] = rec.refused
+            applied.refused[:0] = ext.refused + rec.refused
             ops = [list(o) for o in applied.operations]
-            self.jobs.finish(job.id, {"operations": ops, "usage": usage.to_dict(), "refused": applied.refused})
+            self.jobs.finish(job.id, {"operations": ops, "usage": usage.to_dict(), "refused": applied.refused},
+                             attempt=job.attempts)
             scopes = ["cube"] + ([f"user:{user}"] if user is not None else [])
             self.ledger.add(scopes, usage.prompt_tokens, usage.completion_tokens, usage.calls, usage.seconds, usage.cost or 0.0)
             self.cube.audit("reader_apply", principal, f"job:{job.id}", {
@@ -267,11 +285,36 @@ class ReaderEngine:
         chars = len(prompts.EXTRACT_SYSTEM) + sum(len(m.text) + len(m.speaker) + 24 for m in window)
         return estimate_tokens("x" * chars)
 
-    def _check_budget(self, user: str | None, estimate: int) -> None:
-        from .organizing import check_budget
-
+    def _check_budget(self, user: str | None, estimate: int) -> dict[str, int]:
+        """Refuse a window the budgets cannot take, counting windows being read now; reserve its estimate
+        (returned, to :meth:`_release` once its usage is in the ledger or it failed)."""
         assert self.reader is not None
-        check_budget(self.ledger, self.reader.config, user, estimate)
+        cfg = self.reader.config
+        limits = {scope: budget for scope, budget in
+                  (("cube", cfg.cube_token_budget), (f"user:{user}", cfg.user_token_budget if user else None))
+                  if budget is not None}
+        with self._budget_lock:
+            for scope, budget in limits.items():
+                used = self.ledger.tokens(scope)
+                busy = self._reserved.get(scope, 0)
+                if used + busy + estimate > budget:
+                    raise BudgetExceededError(
+                        f"the {scope} token budget is {budget} and {used} are spent"
+                        + (f" ({busy} more reserved by windows being read now)" if busy else "")
+                        + f"; this window needs about {estimate}. "
+                        "Raise ReaderConfig.user_token_budget / cube_token_budget, then cube.retry_failed()")
+            for scope in limits:
+                self._reserved[scope] = self._reserved.get(scope, 0) + estimate
+        return {scope: estimate for scope in limits}
+
+    def _release(self, reserved: dict[str, int]) -> None:
+        with self._budget_lock:
+            for scope, tokens in reserved.items():
+                left = self._reserved.get(scope, 0) - tokens
+                if left > 0:
+                    self._reserved[scope] = left
+                else:
+                    self._reserved.pop(scope, None)
 
     def usage(self, user_id: str | None = None) -> dict[str, float]:
         return self.ledger.totals("cube" if user_id is None else f"user:{user_id}")

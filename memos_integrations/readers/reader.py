@@ -31,6 +31,10 @@ OPS = ("ADD", "UPDATE", "SUPERSEDE", "DELETE", "NOOP")
 MAX_SUMMARY_TEXTS, MAX_SUMMARY_CHARS = 40, 300
 #: the latest calls one lesson call shows the model
 MAX_LESSON_CALLS = 5
+#: memories kept of one extraction reply: at least MIN_CANDIDATES, else CANDIDATES_PER_MESSAGE per message
+MIN_CANDIDATES, CANDIDATES_PER_MESSAGE = 20, 3
+#: characters kept of one entity or relation part the model names (they go into metadata and the graph)
+MAX_NAME_CHARS = 200
 #: DELETE is applied only when the window itself asks to forget (the model alone cannot delete)
 FORGET_WORDS = re.compile(r"\b(forget|delete|erase|remove|don'?t (?:remember|keep)|stop remembering)\b", re.I)
 
@@ -78,6 +82,8 @@ class Extraction:
     candidates: list[Candidate]
     forget: list[str]
     usage: Usage
+    #: what the reply held beyond the per-window caps (kept in the job's and the add's ``refused``)
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -148,14 +154,19 @@ class LLMReader:
         data, usage = self._ask(prompts.EXTRACT_SYSTEM, prompts.window_prompt(lines), prompts.EXTRACT_SCHEMA, "memories", timeout)
         last_time = next((m.time for m in reversed(window) if m.time is not None), None)
         candidates: list[Candidate] = []
+        refused: list[dict[str, Any]] = []
+        limit = max(MIN_CANDIDATES, CANDIDATES_PER_MESSAGE * len(window))  # a runaway reply cannot flood the cube
         for raw in data.get("memories") or []:
             cand = self._candidate(raw, labels, last_time, len(candidates) + 1)
             if cand is not None:
+                if len(candidates) >= limit:
+                    refused.append({"why": f"dropped: more than {limit} memories for a window of {len(window)} message(s)"})
+                    break
                 candidates.append(cand)
         forget = [f for f in data.get("forget") or [] if isinstance(f, str) and f.strip()]
         if forget and not any(FORGET_WORDS.search(m.text) for m in window):
             forget = []  # the model may not invent a request to forget
-        return Extraction(candidates, forget[:20], usage)
+        return Extraction(candidates, forget[:20], usage, refused)
 
     def reconcile(self, candidates: Sequence[Candidate], forget: Sequence[str], existing: Sequence[MemoryItem], *,
                   timeout: float | None = None) -> Reconciliation:
@@ -327,8 +338,8 @@ class LLMReader:
             message_ids=[m.message_id for m in srcs if m.message_id], valid_from=event_time or said_at,
             event_time=event_time, preference=pref if kind == Kind.PREFERENCE and pref in ("explicit", "implicit") else
             ("explicit" if kind == Kind.PREFERENCE else None), confidence=confidence,
-            entities=[e for e in raw.get("entities") or [] if isinstance(e, str)][:20],
-            relations=[[str(x) for x in r] for r in raw.get("relations") or []
+            entities=[e[:MAX_NAME_CHARS] for e in _listed(raw.get("entities")) if isinstance(e, str)][:20],
+            relations=[[str(x)[:MAX_NAME_CHARS] for x in r] for r in _listed(raw.get("relations"))
                        if isinstance(r, (list, tuple)) and len(r) == 3][:20],
             quote=_short(srcs[0].text, 80) if srcs else "",
         )
@@ -338,6 +349,11 @@ def _spent(error: ReaderError, usage: Usage) -> ReaderError:
     """``error`` carrying what the failed calls cost (``error.usage``): they were made and paid for."""
     error.usage = usage  # type: ignore[attr-defined]
     return error
+
+
+def _listed(value: Any) -> list[Any]:
+    """A list the model gave, or nothing (a string or an object in its place is not iterated)."""
+    return value if isinstance(value, list) else []
 
 
 def _short(text: str, limit: int) -> str:

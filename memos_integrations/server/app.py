@@ -311,8 +311,9 @@ def _mount_mcp(app: FastAPI, mos: MOS, authenticator: Authenticator) -> None:
         return
     mcp_module = importlib.import_module(f"{__package__}.mcp")
 
-    def resolve_user(headers: Any) -> str:
-        return authenticator.authenticate(headers or {}).user_id
+    def resolve_user(headers: Any) -> tuple[str, str | None]:
+        who = authenticator.authenticate(headers or {})
+        return who.user_id, who.agent_id  # an agent's key stays bound to its agent on /mcp too
 
     sub = mcp_module.mcp_http_app(mos, resolve_user)
     app.mount("/mcp", sub)

@@ -49,7 +49,14 @@ from starlette.types import Receive, Scope, Send  # noqa: E402
 
 #: ``resolve_user(headers)`` -> the user id a request acts as; raises a MemosError for a missing or bad key.
 #: stdio passes ``None`` for headers (the process's user is fixed on the command line).
-ResolveUser = Callable[[Mapping[str, str] | None], str]
+#: It may return ``(user_id, agent_id)`` instead: an agent's key files what it writes under its agent.
+ResolveUser = Callable[[Mapping[str, str] | None], "str | tuple[str, str | None]"]
+
+
+def _who(resolve_user: ResolveUser, headers: Mapping[str, str] | None) -> tuple[str, str | None]:
+    """The user and (for an agent's key) the agent a request acts as."""
+    found = resolve_user(headers)
+    return (found, None) if isinstance(found, str) else (found[0], found[1])
 
 INSTRUCTIONS = (
     "Long-term memory for this user. Call search_memory before answering anything that may depend on what "
@@ -107,9 +114,11 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
-    async def call(ctx: Context, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    async def call(ctx: Context, fn: Callable[..., Any], *args: Any, with_agent: bool = False, **kw: Any) -> Any:
         try:
-            user = resolve_user(ctx.headers)
+            user, agent = _who(resolve_user, ctx.headers)
+            if with_agent:
+                return await in_thread(fn, user, agent, *args, **kw)
             return await in_thread(fn, user, *args, **kw)
         except MemosError as exc:
             raise ToolError(_message(exc)) from exc
@@ -123,15 +132,16 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         tags: Annotated[list[str] | None, Field(description="Short labels, e.g. ['food', 'preference'].")] = None,
         metadata: Annotated[dict[str, Any] | None, Field(description="Extra JSON fields to keep with it.")] = None,
     ) -> dict[str, Any]:
-        def add(user: str) -> dict[str, Any]:
+        def add(user: str, agent: str | None) -> dict[str, Any]:
             from .service import default_cube  # the same default cube the REST routes write to
 
             target = cube_id or default_cube(mos, user, create=True)
+            extra = {"agent_id": agent} if agent is not None else {}  # an agent's key writes under its agent
             items = mos.add(memory_content=text, mem_cube_id=target, user_id=user, session_id=session_id,
-                            tags=list(tags or ()), metadata=dict(metadata or {}))
+                            tags=list(tags or ()), metadata=dict(metadata or {}), **extra)
             return {"memories": [_item(i) for i in items]}
 
-        return dict(await call(ctx, add))
+        return dict(await call(ctx, add, with_agent=True))
 
     @server.tool(description=_D_SEARCH, annotations=read_only)
     async def search_memory(
@@ -219,7 +229,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
 
     async def read(ctx: Context, fn: Callable[[str], Any]) -> str:
         try:
-            user = resolve_user(ctx.headers)
+            user, _agent = _who(resolve_user, ctx.headers)
             return json.dumps(_jsonable(await in_thread(fn, user)), ensure_ascii=False, indent=1)
         except MemosError as exc:
             raise ResourceError(_message(exc)) from exc

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConflictError
 from .base import Job
 from .migrations import migrate
 from .sql import Database, Row
@@ -60,6 +61,20 @@ def _job(row: Row) -> Job:
         created_at=float(row[9]), updated_at=float(row[10]), lease_until=row[11], not_before=row[12],
         extra=json.loads(row[13] or "{}"),
     )
+
+
+_FENCE = " AND state = ? AND attempts = ?"
+
+
+def _fence_args(attempt: int | None) -> tuple[Any, ...]:
+    return () if attempt is None else (RUNNING, attempt)
+
+
+def _check_fence(rowcount: int, job_id: int, attempt: int | None) -> None:
+    if attempt is not None and rowcount != 1:
+        raise ConflictError(
+            f"job {job_id} was claimed again after this worker's lease ran out (attempt {attempt} is stale): "
+            "its result is discarded; the worker that holds it now records the outcome")
 
 
 class JobQueue:
@@ -112,18 +127,32 @@ class JobQueue:
         job.state, job.attempts, job.lease_until, job.updated_at = RUNNING, job.attempts + 1, now + lease_s, now
         return job
 
-    def finish(self, job_id: int, result: dict[str, Any]) -> None:
-        """Mark a job done; call it inside the transaction that writes the job's effect."""
-        with self.db.transaction() as tx:
-            tx.execute("UPDATE jobs SET state = ?, result = ?, error = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
-                       (DONE, json.dumps(result, default=str), time.time(), job_id))
+    def finish(self, job_id: int, result: dict[str, Any], *, attempt: int | None = None) -> None:
+        """Mark a job done; call it inside the transaction that writes the job's effect.
 
-    def fail(self, job_id: int, error: str, *, final: bool, retry_after: float = 0.0) -> None:
-        """Record a failed attempt: queued again after ``retry_after`` seconds, or ``failed`` if ``final``."""
+        ``attempt`` (the claimed job's ``attempts``) fences a worker whose lease ran out: if another
+        worker claimed the job since, this raises :class:`ConflictError` and the caller's transaction,
+        with the effect it wrote, rolls back, so a window is never applied twice.
+        """
+        with self.db.transaction() as tx:
+            cur = tx.execute(
+                "UPDATE jobs SET state = ?, result = ?, error = NULL, lease_until = NULL, updated_at = ? WHERE id = ?"
+                + _FENCE * (attempt is not None),
+                (DONE, json.dumps(result, default=str), time.time(), job_id) + _fence_args(attempt))
+            _check_fence(cur.rowcount, job_id, attempt)
+
+    def fail(self, job_id: int, error: str, *, final: bool, retry_after: float = 0.0, attempt: int | None = None) -> None:
+        """Record a failed attempt: queued again after ``retry_after`` seconds, or ``failed`` if ``final``.
+
+        ``attempt`` fences a stale worker as in :meth:`finish` (ConflictError, nothing recorded).
+        """
         now = time.time()
         with self.db.transaction() as tx:
-            tx.execute("UPDATE jobs SET state = ?, error = ?, lease_until = NULL, not_before = ?, updated_at = ? WHERE id = ?",
-                       (FAILED if final else QUEUED, error[:2000], now + retry_after, now, job_id))
+            cur = tx.execute(
+                "UPDATE jobs SET state = ?, error = ?, lease_until = NULL, not_before = ?, updated_at = ? WHERE id = ?"
+                + _FENCE * (attempt is not None),
+                (FAILED if final else QUEUED, error[:2000], now + retry_after, now, job_id) + _fence_args(attempt))
+            _check_fence(cur.rowcount, job_id, attempt)
 
     def retry(self, kind: str, ids: Sequence[int] | None = None) -> int:
         """Queue ``failed`` jobs again (all of ``kind``, or ``ids``); returns how many."""

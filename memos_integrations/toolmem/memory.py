@@ -33,7 +33,7 @@ from ..items import Kind, MemoryItem
 from ..storage.tables.toolcalls import ToolCalls
 from ..textual.filters import MemoryFilter
 from .distil import Experience, Writer, distil
-from .record import ToolCall, cap, safe_args
+from .record import ToolCall, cap, safe_args, scrubbed
 
 _log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class ToolMemory:
             ok=bool(ok), latency_ms=float(latency_ms), created_at=time.time(),
             agent_id=normalize_id(agent_id, "agent_id"), session_id=session,
             call_id=cap(call_id, 200), error_class=None if ok else cap(error_class or "ToolError", 100),
-            error=None if ok else cap(error, self.error_chars), output=cap(output, self.output_chars))
+            error=None if ok else scrubbed(error, self.error_chars), output=scrubbed(output, self.output_chars))
         ok_before = self.table.append(call.row())
         if self.auto_distil and (not call.ok or ok_before is False):
             self.distil(user, [call.tool])

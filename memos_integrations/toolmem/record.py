@@ -8,22 +8,47 @@ never reaches the disk), strings and lists are capped, depth is bounded, and the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: argument names whose values are never stored (matched anywhere in the name, case-insensitive)
-SECRET_KEYS = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey|auth|credential|private[_-]?key|cookie|bearer|signature",
+from pydantic import BaseModel
+
+_WORDS = (r"pass(?:word|wd|phrase)?|pwd|secret|token|api[\W_]?key|auth|credential|private[\W_]?key|access[\W_]?key"
+          r"|cookie|bearer|signature")
+#: argument names whose values are never stored (matched anywhere in the name, case-insensitive, after
+#: Unicode compatibility folding and with invisible characters removed: "ＡＰＩ Key" is "api key")
+SECRET_KEYS = re.compile(_WORDS, re.IGNORECASE)
+#: a secret written inside a value: ``api_key=...`` in a URL, ``--password=...`` in a command line,
+#: ``password='...'`` in a repr, ``Authorization: Bearer ...`` in a header string
+_SECRET_IN_TEXT = re.compile(
+    rf"""(\b[\w.-]*(?:{_WORDS.replace("|auth|", "|authorization|")})(?:[_-][\w-]*)?["']?\s*[=:]\s*["']?)([^\s&"',;)}}]+)""",
     re.IGNORECASE)
+_BEARER = re.compile(r"\b(bearer|basic)(\s+)([^\s\"',;]+)", re.IGNORECASE)
 REDACTED = "[redacted]"
 _STR = 300        # characters kept of one string value
 _ITEMS = 20       # entries kept of one list or object
 _DEPTH = 5        # nesting kept
 _ERROR_CLASS = re.compile(r"\b([A-Z][A-Za-z0-9_]*(?:Error|Exception|Invalid|Failure|Timeout))\b")
+
+
+def _folded(key: str) -> str:
+    """``key`` as the secret-name check reads it: NFKC-folded, invisible (format) characters removed."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", key) if unicodedata.category(ch) != "Cf")
+
+
+def _scrub(text: str) -> str:
+    """``text`` with secrets written inside it (``key=value``, ``Bearer x``) replaced by ``[redacted]``."""
+    folded = _folded(text)
+    if not SECRET_KEYS.search(folded):
+        return text
+    folded = _BEARER.sub(rf"\1\2{REDACTED}", folded)
+    return _SECRET_IN_TEXT.sub(rf"\1{REDACTED}", folded)
 
 
 def _clean(value: Any, depth: int) -> Any:
@@ -32,11 +57,18 @@ def _clean(value: Any, depth: int) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
-        return value if len(value) <= _STR else value[:_STR] + f"...[{len(value) - _STR} more chars]"
+        head = _scrub(value[: 2 * _STR])  # scrubbed before the cut, so a cut cannot split a secret from its name
+        if len(value) <= 2 * _STR and len(head) <= _STR:
+            return head
+        return head[:_STR] + f"...[{max(0, len(value) - _STR)} more chars]"
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{type(value).__name__} of {len(value)} bytes>"
     if depth >= _DEPTH:
         return "<nested too deep>"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # its fields, not its repr (names get checked)
+        value = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    elif isinstance(value, BaseModel):
+        value = dict(value)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for n, (k, v) in enumerate(value.items()):
@@ -44,7 +76,7 @@ def _clean(value: Any, depth: int) -> Any:
                 out["..."] = f"{len(value) - _ITEMS} more keys"
                 break
             key = _clean(k if isinstance(k, str) else repr(k), _DEPTH)
-            out[key] = REDACTED if SECRET_KEYS.search(key) else _clean(v, depth + 1)
+            out[key] = REDACTED if SECRET_KEYS.search(_folded(key)) else _clean(v, depth + 1)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
@@ -80,6 +112,13 @@ def cap(text: str | None, limit: int) -> str | None:
     if text is None or limit <= 0:
         return None
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def scrubbed(text: str | None, limit: int) -> str | None:
+    """:func:`cap`, then secrets written inside the text redacted (an error's URL with ``api_key=``,
+    an output echoing ``Authorization: Bearer ...``): errors and outputs are stored and distilled too."""
+    kept = cap(text if text is None or isinstance(text, str) else str(text), limit)
+    return None if kept is None else _scrub(kept)
 
 
 def error_class_of(text: str) -> str:
