@@ -218,9 +218,9 @@ class RemoteCube:
             top_k: how many hits.
             plan: ``"fast"``, ``"balanced"`` or ``"deep"`` (None: the service's default).
             filter: not supported over this API (refused when given): pass the fields above instead.
-            now: the reference time for relative expressions in the query (sent as ``as_of``).
+            now: the reference time for relative expressions in the query.
             query_vector: not supported over this API (refused when given): the service embeds the query.
-            as_of: the same as ``now``.
+            as_of: what was true then (superseded versions valid at that time), as ``MemCube.search(as_of=)``.
 
         Returns:
             Hits, best first, with the service's scores.
@@ -238,7 +238,7 @@ class RemoteCube:
             "tags": list(tags) if tags is not None else None,
             "metadata": dict(metadata) if metadata is not None else None,
             "plan": getattr(plan, "name", plan) if plan is not None and not isinstance(plan, str) else plan,
-            "time_from": _when(time_from), "time_to": _when(time_to), "as_of": _when(as_of if as_of is not None else now),
+            "time_from": _when(time_from), "time_to": _when(time_to), "as_of": _when(as_of), "now": _when(now),
         })
         data = self._call("POST", "/v1/memories/search", json=body)
         hits = _field(data, "hits", list)

@@ -64,8 +64,11 @@ class SearchIn(Strict):
     plan: Literal["fast", "balanced", "deep"] | None = None
     time_from: str | None = Field(default=None, max_length=128)
     time_to: str | None = Field(default=None, max_length=128)
-    as_of: datetime | None = Field(default=None, description="the reference time for relative expressions in the query "
-                                                             "('last week'); default now")
+    as_of: datetime | None = Field(default=None, description="what was true then: memories valid at this time (their "
+                                                             "superseded versions included); also the reference time for "
+                                                             "relative expressions unless `now` is given. Default: the current truth")
+    now: datetime | None = Field(default=None, description="the reference time for relative expressions in the query "
+                                                           "('last week'); default as_of, else now")
     cube_id: str | None = Id
     user_id: str | None = Id
 

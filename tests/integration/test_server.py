@@ -394,3 +394,29 @@ def test_item_json_is_exactly_to_dict(world: World) -> None:
     item = world.mos.get("alice_default", world.alice_item, user_id="alice")  # type: ignore[attr-defined]
     assert item_json(item) == item.to_dict()
     assert json.loads(world.client.get(f"/v1/memories/{item.id}", headers=world.h("alice")).text) == item.to_dict()
+
+
+def test_search_as_of_reads_what_was_true_then(tmp_path: Path, embedder: Any) -> None:
+    """REST ``as_of`` is ``MemCube.search(as_of=)``: a superseded memory is hidden from the current truth
+    and found for a time when it was true."""
+    from datetime import datetime, timezone
+
+    from memos_integrations.items import MemoryItem
+
+    w = World(tmp_path / "home", embedder)
+    try:
+        r = w.client.post("/v1/memories", json={"text": "Alice lives in Porto."}, headers=w.h("alice"))
+        assert r.status_code == 201, r.text
+        cube = w.mos._cube("alice_default")
+        old = MemoryItem(text="Alice lives in Lisbon.", user_id="alice",
+                         valid_from=datetime(2020, 1, 1, tzinfo=timezone.utc),
+                         valid_to=datetime(2024, 5, 1, tzinfo=timezone.utc))
+        cube.text_mem.add_items([old])
+        now = w.client.post("/v1/memories/search", json={"query": "where does Alice live?"}, headers=w.h("alice"))
+        then = w.client.post("/v1/memories/search", json={"query": "where does Alice live?", "as_of": "2023-06-01T00:00:00Z"},
+                             headers=w.h("alice"))
+        assert now.status_code == then.status_code == 200, (now.text, then.text)
+        assert "Alice lives in Lisbon." not in [h["item"]["text"] for h in now.json()["hits"]]
+        assert "Alice lives in Lisbon." in [h["item"]["text"] for h in then.json()["hits"]]
+    finally:
+        w.close()
