@@ -315,15 +315,21 @@ class MemCube:
         filter: MemoryFilter | None = None,
         now: datetime | None = None,
         query_vector: Any = None,
+        current_session: str | None = None,
     ) -> list[SearchHit]:
-        """Hybrid search within a scope; see :class:`SearchPlan` for the presets."""
+        """Hybrid search within a scope; see :class:`SearchPlan` for the presets.
+
+        ``current_session`` is the session the query comes from (not a filter): plans with
+        ``working_first`` put the best hits of its working memory first.
+        """
         from .textual.read import parse_time_bound, parse_timestamp
 
         flt = filter or MemoryFilter(
             user_id=user_id, agent_id=agent_id, session_id=session_id, kinds=kinds, tags_all=tags,
             metadata=metadata, time_from=parse_timestamp(time_from), time_to=parse_time_bound(time_to, upper=True),
         )
-        return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector)
+        return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector,
+                                    session=current_session)
 
     def get(self, item_id: str) -> MemoryItem:
         return self.text_mem.get(item_id)
