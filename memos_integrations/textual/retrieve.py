@@ -72,6 +72,11 @@ class SearchPlan(BaseModel):
         False, description="a leg of the memories that mention the query's names (extractive), by dense similarity"
     )
     entity_weight: float = Field(0.5, ge=0, description="fusion weight of the entity leg")
+    entity_max_share: float = Field(
+        0.1, gt=0, le=1,
+        description="a name mentioned by more than this share of the cube's items selects nothing (the "
+        "speaker of a two-person chat is in half of it): the entity leg uses only names that narrow the search",
+    )
     relation_hops: int = Field(
         0, ge=0, le=3, description="hops along relation links (same_entity, before, conflict) from the best hits"
     )

@@ -79,6 +79,9 @@ def extra_legs(
             legs["summary"] = [(r, sims.get(r, 0.0)) for r in ranked]
     if plan.entity_leg:
         terms = R.keyword_terms(" ".join(entities(query)))
+        if terms:  # like IDF: a name in a large share of the cube narrows nothing
+            limit = plan.entity_max_share * max(mem.store.max_rid(), 1)
+            terms = [t for t, n in mem.store.term_counts(terms).items() if n <= limit]
         if terms:
             found = [r for r, _ in mem.store.keyword_search(terms, flt, pool * 4)]
             legs["entity"] = _ranked_by_similarity(mem, qvec, found)[:pool]

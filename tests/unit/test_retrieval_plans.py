@@ -98,10 +98,14 @@ def test_entities_are_extractive_names() -> None:
 def test_entity_leg_finds_memories_that_mention_the_query_names(cube: MemCube) -> None:
     items = cube.add(memory=["Jon opened a dance studio downtown.", "Gina lost her job at the store.",
                              "The weather was rainy all week.", "Jon's studio hosts a showcase in June."], user_id="u1")
-    plan = R.SearchPlan(keyword=False, time_aware=False, entity_leg=True)
+    plan = R.SearchPlan(keyword=False, time_aware=False, entity_leg=True, entity_max_share=0.5)
     hits = cube.search("What happened with Jon?", user_id="u1", top_k=4, plan=plan)
     by_entity = {h.item.id for h in hits if "entity" in h.ranks}
     assert by_entity == {items[0].id, items[3].id}
+    # a name in more than entity_max_share of the cube (a chat's speaker) narrows nothing: no leg
+    common = cube.search("What happened with Jon?", user_id="u1", top_k=4,
+                         plan=plan.model_copy(update={"entity_max_share": 0.25}))
+    assert all("entity" not in h.ranks for h in common)
 
 
 def test_relation_hops_follow_links_of_the_query_entity_only(cube: MemCube) -> None:
