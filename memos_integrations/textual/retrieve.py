@@ -97,13 +97,15 @@ FAST = SearchPlan(name="fast", keyword=False, time_aware=False, candidates=20)
 # Tuned on the LoCoMo dev split (benchmarks/bench_retrieval.py): keyword evidence is sharper than
 # MiniLM's on conversational recall, a small rrf_k trusts each leg's top ranks, and one graph hop
 # brings in the turn that answers (or asks) the hit.
+# A summary hit is replaced by its members (it would fill a slot and point to no single message);
+# on a flat cube there are no summaries and this changes nothing.
 BALANCED = SearchPlan(name="balanced", dense_weight=0.5, rrf_k=10, graph_hops=1, graph_weight=0.6,
-                      graph_types=SEQUENCE_EDGES)
+                      graph_types=SEQUENCE_EDGES, summary_hits="expand")
 # Depth: everything balanced does, plus the shape of organised memory (summaries opened to their
 # members, the query's names as a leg, relation links, the session's working memory first). On a cube
 # that was never organised these options find nothing to use and the plan ranks as balanced does.
 DEEP = BALANCED.model_copy(update=dict(
-    name="deep", coarse_to_fine=True, summary_hits="expand", entity_leg=True, relation_hops=1, working_first=3,
+    name="deep", coarse_to_fine=True, entity_leg=True, relation_hops=1, working_first=3,
 ))
 # Multi-hop questions need evidence from several places: wider pools, more seeds for every hop.
 MULTIHOP = DEEP.model_copy(update=dict(

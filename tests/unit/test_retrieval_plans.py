@@ -82,7 +82,7 @@ def test_expand_replaces_a_summary_hit_by_its_members_with_their_provenance(trip
 def test_plans_without_shape_options_rank_as_before(trip_cube: Any) -> None:
     cube, _, _ = trip_cube
     plain = R.BALANCED.model_copy(update={"name": "x"})
-    shaped = R.DEEP.model_copy(update={"coarse_to_fine": False, "summary_hits": "keep", "entity_leg": False,
+    shaped = R.DEEP.model_copy(update={"coarse_to_fine": False, "entity_leg": False,
                                        "relation_hops": 0, "working_first": 0})
     q = "what did the guesthouse say?"
     assert [h.item.id for h in cube.search(q, top_k=5, plan=plain)] == [h.item.id for h in cube.search(q, top_k=5, plan=shaped)]
@@ -159,6 +159,7 @@ def test_presets_are_named_and_typed() -> None:
     assert R.plan_named("multihop") is R.MULTIHOP and R.MULTIHOP.relation_hops == 2
     assert R.DEEP.coarse_to_fine and R.DEEP.summary_hits == "expand" and R.DEEP.entity_leg
     assert R.BALANCED.graph_types == R.SEQUENCE_EDGES  # the neighbour hop never wanders along organiser links
+    assert R.BALANCED.summary_hits == "expand"  # every hit points to messages, even on an organised cube
     with pytest.raises(InvalidInputError, match="presets"):
         R.plan_named("deeper")
     with pytest.raises(ValidationError):
