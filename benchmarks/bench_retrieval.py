@@ -6,7 +6,16 @@ the cube and measure how many of the question's evidence turns are among the sou
 hits (recall@5/10/20), and within a 400-word context budget: hits are taken best first while the
 formatted memories (date, speaker, text: what a model would read) fit in 400 words.
 
-    python -m benchmarks.bench_retrieval            # the plans side by side
+Counting rule (issue 14): a hit counts for the turns it was read from (its ``sources``); a hit with
+more than 3 source turns (a summary, an episode) counts for none of them. Summaries lead retrieval to
+the turns; they do not stand in for them. What a summary-only context would hold (the turns its
+summaries were made from) is reported separately ("summary-only" column: recall of the turns under
+the summaries among the top 10 with plan ``summary_hits="keep"``).
+
+When ``memos_integrations.organize`` is importable, every conversation is also organised (the
+extractive organiser, no LLM) and the plans run on both cubes: rows marked "+ organised".
+
+    nice python -m benchmarks.bench_retrieval            # the plans side by side
 """
 
 from __future__ import annotations
@@ -19,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from memos_integrations import MemCube
+from memos_integrations.items import Kind
 from memos_integrations.prompting import format_memory
 from memos_integrations.textual.embed import MiniLMEmbedder
 from memos_integrations.textual.read import FastReader
-from memos_integrations.textual.retrieve import BALANCED, DEEP, SearchPlan
+from memos_integrations.textual.retrieve import BALANCED, DEEP, FAST, MULTIHOP, SearchPlan
 
 from .common import locomo, pct, sessions, table, turn_messages
 
 BUDGET_WORDS = 400
+MAX_SOURCES = 3  # a hit read from more turns than this (a summary) counts for none of them
 # The first three rows isolate the legs on the same cubes (so they include our indexing: speaker
 # and previous turn in the keyword text, speaker in the embedded text); the design page's references
 # (plain BM25 0.556, dense MiniLM 0.535, their RRF 0.604) index the bare turn text.
@@ -34,8 +45,10 @@ PLANS: dict[str, SearchPlan] = {
     "keyword leg only": SearchPlan(name="bm25", dense=False, time_aware=False),
     "dense leg only": SearchPlan(name="dense", keyword=False, time_aware=False),
     "equal-weight RRF, no time/graph": SearchPlan(name="rrf", time_aware=False),
+    "fast": FAST,
     "balanced": BALANCED,
     "deep": DEEP,
+    "multihop": MULTIHOP,
 }
 
 
@@ -64,7 +77,7 @@ def evaluate(cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan) -> tuple
         cat = str(q["category"])
 
         def recall(selected: list[Any], evidence: set[str] = evidence) -> float:
-            found = {s for h in selected for s in h.item.sources}
+            found = {s for h in selected if len(h.item.sources) <= MAX_SOURCES for s in h.item.sources}
             return len(evidence & found) / len(evidence)
 
         budget: list[Any] = []
@@ -80,11 +93,30 @@ def evaluate(cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan) -> tuple
             scores[f"{cat}:{name}"].append(value)
             scores[f"all:{name}"].append(value)
         scores["all:words@10"].append(float(sum(len(format_memory(h.item).split()) for h in hits[:10])))
+        summaries = [h.item for h in hits[:10] if h.item.kind == Kind.SUMMARY]
+        if summaries:  # what a summary-only context would hold: the turns under the summaries found
+            under = {s for m in cube.text_mem.get_many([i for it in summaries for i in it.sources]) for s in m.sources}
+            scores["all:summary-only"].append(len(evidence & under) / len(evidence))
+        else:
+            scores["all:summary-only"].append(0.0)
     return scores, latencies
 
 
+def organiser() -> Any:
+    """``memos_integrations.organize.organize`` when it is installed (issue 14), else None."""
+    try:
+        from memos_integrations.organize import organize
+    except ImportError:
+        return None
+    return organize
+
+
 def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limit: int | None = None) -> dict[str, Any]:
-    plans = plans or PLANS
+    plans = dict(plans or PLANS)
+    organize = organiser()
+    if organize is not None:
+        plans.update({f"{name} + organised": plan for name, plan in plans.items()})
+        plans["summaries kept + organised"] = DEEP.model_copy(update={"name": "keep", "summary_hits": "keep"})
     data = locomo()[:limit]
     embedder = MiniLMEmbedder()
     _ = embedder.fingerprint
@@ -93,6 +125,7 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
     turns_total, ingest_s, items = 0, 0.0, []
     # the embedder alone on the same texts, batched per session as ingest does: the ceiling for ingest
     texts = [[m["content"] for m in turn_messages(t)] for conv in data for _, _, t in sessions(conv)]
+    organise_s = 0.0
     start = time.perf_counter()
     for batch in texts:
         embedder.embed_documents(batch)
@@ -103,15 +136,22 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
             turns_total += n
             ingest_s += secs
             items.append(n)
-            for name, plan in plans.items():
-                embedder.clear_query_cache()  # every plan's latency includes embedding its queries
-                s, lat = evaluate(cube, conv["qa"], plan)
-                for k, v in s.items():
-                    results[name][k].extend(v)
-                latency[name].extend(lat)
+            for organised in (False, True) if organize is not None else (False,):
+                if organised:
+                    start = time.perf_counter()
+                    organize(cube, user_id=conv["sample_id"])
+                    organise_s += time.perf_counter() - start
+                for name, plan in plans.items():
+                    if name.endswith("+ organised") != organised:
+                        continue
+                    embedder.clear_query_cache()  # every plan's latency includes embedding its queries
+                    s, lat = evaluate(cube, conv["qa"], plan)
+                    for k, v in s.items():
+                        results[name][k].extend(v)
+                    latency[name].extend(lat)
             cube.close()
     return {"results": results, "latency": latency, "turns": turns_total, "ingest_s": ingest_s, "items": items,
-            "embed_rate": embed_rate, "backend": embedder._model.backend}
+            "embed_rate": embed_rate, "backend": embedder._model.backend, "organise_s": organise_s}
 
 
 def report(out: dict[str, Any]) -> str:
@@ -121,19 +161,22 @@ def report(out: dict[str, Any]) -> str:
         lat = out["latency"][name]
         rows.append([
             name, mean["all:r@5"], mean["all:r@10"], mean["all:r@20"], mean["all:r@10/400w"],
-            mean["all:words@10"], *(mean[f"{c}:r@10"] for c in "1234"),
+            mean["all:words@10"], *(mean[f"{c}:r@10/400w"] for c in "1234"), mean["all:summary-only"],
             pct(lat, 50) * 1000, pct(lat, 95) * 1000,
         ])
     quality = table(
-        ["plan", "R@5", "R@10", "R@20", "R@10 in 400 words", "words in top 10", "cat1 R@10", "cat2 R@10",
-         "cat3 R@10", "cat4 R@10", "search p50 ms", "search p95 ms"],
+        ["plan", "R@5", "R@10", "R@20", "R@10 in 400 words", "words in top 10", "cat1", "cat2",
+         "cat3", "cat4", "summary-only", "search p50 ms", "search p95 ms"],
         rows,
     )
     rate = out["turns"] / out["ingest_s"]
     ingest = (f"ingest: {out['turns']} turns in {out['ingest_s']:.1f} s = {rate:.0f} turns/s, against {out['embed_rate']:.0f} "
               f"texts/s for the embedder alone on the same per-session batches ({rate / out['embed_rate']:.0%}; "
               f"MiniLM on {out['backend']}); conversations of {min(out['items'])}-{max(out['items'])} items")
-    return quality + "\n\n" + ingest
+    if out.get("organise_s"):
+        ingest += f"\norganising (extractive): {out['organise_s']:.1f} s for {out['turns']} turns = " \
+                  f"{out['organise_s'] / out['turns'] * 1000:.2f} s per 1,000 memories"
+    return quality + "\n\ncategory columns: R@10 in 400 words\n" + ingest
 
 
 if __name__ == "__main__":

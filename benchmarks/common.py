@@ -30,13 +30,14 @@ def sessions(conv: dict[str, Any]) -> Iterator[tuple[str, str, list[dict[str, An
 
 
 def turn_messages(turns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One message per dialogue turn, id = dia_id, an image turn's caption appended to its text."""
+    """One message per dialogue turn, id = dia_id; an image turn's caption is the message's ``caption``
+    (the reader appends it to the text as ``[shares a photo: ...]``, as earlier runs did themselves)."""
     out = []
     for t in turns:
-        text = t["text"]
+        msg = {"role": "user", "name": t["speaker"], "content": t["text"], "id": t["dia_id"]}
         if t.get("blip_caption"):
-            text = f"{text} [shares a photo: {t['blip_caption']}]"
-        out.append({"role": "user", "name": t["speaker"], "content": text, "id": t["dia_id"]})
+            msg["caption"] = t["blip_caption"]
+        out.append(msg)
     return out
 
 

@@ -337,11 +337,14 @@ class MemCube:
         now: datetime | None = None,
         query_vector: Any = None,
         as_of: Any = None,
+        current_session: str | None = None,
     ) -> list[SearchHit]:
         """Hybrid search within a scope; see :class:`SearchPlan` for the presets.
 
         Returns the current truth (memories the reader superseded are left out); ``as_of`` (a time)
-        returns what was true then instead (``valid_from <= as_of < valid_to``).
+        returns what was true then instead (``valid_from <= as_of < valid_to``). ``current_session`` is
+        the session the query comes from (not a filter): plans with ``working_first`` put the best hits
+        of its working memory first.
         """
         from .textual.read import parse_time_bound, parse_timestamp
 
@@ -352,7 +355,8 @@ class MemCube:
         )
         if now is not None and not isinstance(now, datetime):  # a date or a string is a time too; a bool is not
             now = parse_timestamp(now)
-        return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector)
+        return self.text_mem.search(query, flt, top_k=top_k, plan=plan, now=now, query_vector=query_vector,
+                                    session=current_session)
 
     def get(self, item_id: str) -> MemoryItem:
         return self.text_mem.get(item_id)

@@ -303,3 +303,67 @@ def from_config(config: EmbedderConfig) -> Embedder:
         dimensions=config.dimensions,
         batch_size=config.batch_size,
     )
+
+
+#: What a stored vector means; recorded in memory.db (meta ``vector_text``). Version 1 embedded an
+#: item's ``embed_text`` alone; version 2 averages views (see :func:`item_vectors`). A cube whose
+#: vectors are of an older version keeps working (same model, same space) and says at open that
+#: ``memcube reindex --reembed`` (``MemCube.reindex(reembed=True)``) brings them up to date.
+VECTOR_TEXT_VERSION = "2"
+VECTOR_TEXT_META = "vector_text"
+
+
+def embed_views(item: Any) -> list[tuple[str, float]]:
+    """The texts whose embeddings make an item's vector, with their weights.
+
+    A message's vector is made of what it says and where it was said: its own content (``speaker:
+    words`` and, when the message shared a file, the attachment's description as a view of its own)
+    weighs twice as much as the message in its conversation (the turn it answers, then it:
+    :attr:`MemoryItem.index_text`). Measured on LoCoMo dev (benchmarks/bench_retrieval.py, dense leg
+    alone, R@10): one text holding words and photo caption 0.501, the turn with its predecessor as one
+    text 0.466 (the vector drifts toward the neighbour, and a caption's words drown the turn's): each
+    thing embedded on its own and averaged 0.564, better in every question category (docs/benchmarks.md).
+    Everything else (facts, summaries, chunks, a session's first turn) has one view, its
+    ``embed_text``, exactly as in version 1.
+    """
+    own = item.embed_text
+    metadata = getattr(item, "metadata", {}) or {}
+    speaker = metadata.get("speaker")
+    caption = metadata.get("caption")
+    suffix = attachment_suffix(caption) if isinstance(caption, str) and caption.strip() else None
+    views: list[tuple[str, float]] = [(own, 1.0)]
+    if suffix and item.text.endswith(suffix) and item.text != suffix:
+        words = item.text[: -len(suffix)]
+        who = speaker if isinstance(speaker, str) and speaker else "someone"
+        views = [(f"{who}: {words}" if isinstance(speaker, str) and speaker else words, 0.5),
+                 (f"{who} shares a photo: {caption}", 0.5)]
+    context = getattr(item, "context", "")
+    if "\n" not in context:  # no previous turn (a fact, or "speaker:" alone): the own words say it all
+        return views
+    return [(text, 2 * w) for text, w in views] + [(item.index_text, 1.0)]
+
+
+def attachment_suffix(caption: str) -> str:
+    """How a message's shared photo is written into its text (what a model reads, what keywords see).
+
+    Example:
+        >>> "Look! " + attachment_suffix("a dog on a beach")
+        'Look!  [shares a photo: a dog on a beach]'
+    """
+    return f" [shares a photo: {caption}]"
+
+
+def item_vectors(embedder: Embedder, items: Sequence[Any]) -> np.ndarray:
+    """One unit vector per item: the normalised weighted sum of its views' embeddings (one batch)."""
+    views = [embed_views(it) for it in items]
+    flat = [text for vs in views for text, _ in vs]
+    if not flat:
+        return np.zeros((0, embedder.dimension), dtype=np.float32)
+    matrix = np.asarray(embedder.embed_documents(flat), dtype=np.float32)
+    out = np.empty((len(items), matrix.shape[1]), dtype=np.float32)
+    at = 0
+    for n, vs in enumerate(views):
+        weights = np.asarray([w for _, w in vs], dtype=np.float32)
+        out[n] = weights @ matrix[at : at + len(vs)]
+        at += len(vs)
+    return _normalise(out)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .embed import VECTOR_TEXT_META, VECTOR_TEXT_VERSION, item_vectors
+
 if TYPE_CHECKING:
     from .memory import TextualMemory
 
@@ -62,7 +64,7 @@ def apply(mem: TextualMemory, ids: Sequence[str]) -> None:
     if lost:  # a vector lost (older cube, manual edit): embed again from the source of truth
         rid_of = {row.id: rid for row, rid in rows}
         items = mem.get_many(lost)
-        for item, vec in zip(items, mem.embedder.embed_documents([it.embed_text for it in items])):
+        for item, vec in zip(items, item_vectors(mem.embedder, items)):
             by_rid[rid_of[item.id]] = vec
     rows = [r for r in rows if r[1] in by_rid]  # deleted meanwhile: removed below, like any non-live id
     if rows:
@@ -102,9 +104,11 @@ def reindex(mem: TextualMemory, reembed: bool = False) -> int:
             for start in range(0, len(rows), 512):
                 chunk = rows[start : start + 512]
                 items = mem.get_many([row.id for row, _ in chunk])
-                vectors = mem.embedder.embed_documents([it.embed_text for it in items])
+                vectors = item_vectors(mem.embedder, items)
                 # same version: the vectors changed, not the memory; one changed meanwhile keeps its own
                 mem.store.put_vectors({it.id: (it.embed_text, v) for it, v in zip(items, vectors)})
         mem.store.queue_index([row.id for row, _ in rows])
         mem.sync_index()
+        if reembed:  # every vector now means what this release embeds
+            mem.store.set_meta(VECTOR_TEXT_META, VECTOR_TEXT_VERSION)
     return len(rows)

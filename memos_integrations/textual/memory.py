@@ -58,7 +58,8 @@ from . import index_sync as X
 from . import limits as L
 from . import parts as P
 from . import retrieve as R
-from .embed import Embedder, check_finite
+from . import shape as S
+from .embed import VECTOR_TEXT_META, VECTOR_TEXT_VERSION, Embedder, check_finite, embed_views, item_vectors
 from .filters import MemoryFilter
 from .read import FastReader, MemoryReader, check_text, parse_timestamp
 
@@ -96,6 +97,23 @@ class TextualMemory:
         self._parts_seen: bool | None = None
         self.exact_search_max = exact_search_max
         self.reader = reader or FastReader(self.max_message_chars)
+        self._check_vector_version()
+
+    def _check_vector_version(self) -> None:
+        """Record what this cube's vectors mean (:data:`.embed.VECTOR_TEXT_VERSION`) when it is new;
+        say how to bring an older cube's vectors up to date (they keep working meanwhile)."""
+        version = self.store.get_meta(VECTOR_TEXT_META)
+        if version == VECTOR_TEXT_VERSION:
+            return
+        if self.store.max_rid() == 0:
+            self.store.set_meta(VECTOR_TEXT_META, VECTOR_TEXT_VERSION)
+            return
+        _log.warning(
+            "cube %s holds vectors of index-text version %s (this release embeds messages as version %s: own words "
+            "averaged with the turn in context, better dense recall); its search works as before. Run "
+            "`memcube reindex --reembed` (MemCube.reindex(reembed=True)) once to re-embed it",
+            self.cube_id, version or "1", VECTOR_TEXT_VERSION,
+        )
 
     # -- writes -------------------------------------------------------------------------------
     def add_items(
@@ -124,7 +142,7 @@ class TextualMemory:
         if not items:
             return []
         if vectors is None:
-            vectors = self.embedder.embed_documents([i.embed_text for i in items])
+            vectors = item_vectors(self.embedder, items)
         else:
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(items):
@@ -217,15 +235,15 @@ class TextualMemory:
         if expected_version is not None:  # 0 or -1 can never match: a caller's bug, not a retryable conflict
             check_int(expected_version, "expected_version (the version you read)", 1)
         changes = _normalised_changes(changes)
-        embedded: dict[str, np.ndarray] = {}  # embed text -> vector, kept across attempts
+        embedded: dict[str, np.ndarray] = {}  # embedded views -> vector, kept across attempts
         for _ in range(_REBASES):
             base = self.get(item_id)
             self._check_expected(base, expected_version)
             new = self._evolve(base, changes, principal)
-            if new.embed_text != base.embed_text and new.embed_text not in embedded:
-                vectors = self.embedder.embed_documents([new.embed_text])  # never inside the write lock
+            if _views(new) != _views(base) and _views(new) not in embedded:
+                vectors = item_vectors(self.embedder, [new])  # never inside the write lock
                 self._check_dim(vectors)
-                embedded[new.embed_text] = vectors[0]
+                embedded[_views(new)] = vectors[0]
             with self.store.transaction():
                 current = self.store.get_items([item_id]).get(item_id)
                 if current is None:
@@ -233,9 +251,9 @@ class TextualMemory:
                 self._check_expected(current, expected_version)
                 if current.version != base.version:  # another writer committed since we read: rebase onto it
                     new = self._evolve(current, changes, principal)
-                    if new.embed_text != current.embed_text and new.embed_text not in embedded:
+                    if _views(new) != _views(current) and _views(new) not in embedded:
                         continue  # the rebased text needs an embedding: leave the lock, embed, retry
-                vector = embedded.get(new.embed_text) if new.embed_text != current.embed_text else None
+                vector = embedded.get(_views(new)) if _views(new) != _views(current) else None
                 self.store.write_items([new], None if vector is None else vector[None, :])
                 follow = P.parts_following(self.store, current, new)
                 if follow:  # same transaction: a message and its parts never disagree
@@ -323,8 +341,12 @@ class TextualMemory:
         plan: R.SearchPlan | str | None = None,
         now: datetime | None = None,
         query_vector: np.ndarray | None = None,
+        session: str | None = None,
     ) -> list[SearchHit]:
         """Hybrid search; see :mod:`memos_integrations.textual.retrieve` for the plan.
+
+        ``session`` is the conversation the query comes from: a plan with ``working_first`` puts the
+        best hits of that session's working memory first (it is not a filter; ``flt`` is).
 
         With ``query_vector`` (already embedded by the caller) ``query`` may be empty: dense only.
         An empty or whitespace query without a vector asks for nothing and finds nothing (``[]``).
@@ -374,8 +396,10 @@ class TextualMemory:
                 scored["dense"] = self._dense(qvec, flt, pool)
             if plan.keyword and terms:
                 scored["keyword"] = self.store.keyword_search(terms, flt, pool)
+            scored.update(S.extra_legs(self, plan, query, qvec, flt, pool, session))
             legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
-            order, scores = self._ranked(scored, legs, plan, flt, rows, time_text, now, top_k)
+            via: dict[int, int] = {}
+            order, scores = self._ranked(scored, legs, plan, flt, rows, (query, time_text, qvec, via), now, top_k)
             # one long message's parts can fill every leg's pool and collapse to one hit: widen the
             # pools until top_k distinct memories are found or the legs have nothing more to give
             full = any(len(hits) >= pool for hits in scored.values())
@@ -387,8 +411,10 @@ class TextualMemory:
         items = self.store.get_by_rid(order, flt)
         ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
         hits = [
-            SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r})
-            for rid in order if rid in items
+            SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r}
+                      | ({"via_summary": via[rid]} if rid in via else {}))
+            for rid in order
+            if rid in items and not (plan.summary_hits == "expand" and items[rid].kind == Kind.SUMMARY)
         ]
         # a part's message is used when its part is: the scheduler must not archive a message (and,
         # through update, its parts) that searches keep finding by its parts
@@ -397,15 +423,20 @@ class TextualMemory:
 
     def _ranked(
         self, scored: dict[str, list[tuple[int, float]]], legs: dict[str, list[int]], plan: R.SearchPlan,
-        flt: MemoryFilter, rows: Callable[[Sequence[int]], dict[int, MemoryItem]], time_text: str,
-        now: datetime | None, top_k: int,
+        flt: MemoryFilter, rows: Callable[[Sequence[int]], dict[int, MemoryItem]],
+        query: tuple[str, str, np.ndarray | None, dict[int, int]], now: datetime | None, top_k: int,
     ) -> tuple[list[int], dict[int, float]]:
-        """Fuse the legs, apply time, graph and MMR, and keep the first ``top_k`` distinct memories.
+        """Fuse the legs, apply time, graph, relation hops, summary expansion, MMR and working memory
+        first, and keep the first ``top_k`` distinct memories.
+
+        ``query`` is (the query, its time text, its vector, the summary annotations to fill in).
 
         Returns:
             The ranked row ids and every scored row's score.
         """
-        weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight}
+        text, time_text, qvec, via = query
+        weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight, "summary": plan.coarse_weight,
+                   "entity": plan.entity_weight, "working": plan.dense_weight}
         scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         if plan.time_aware and scores:
             hint = R.time_hint(time_text, now)
@@ -415,7 +446,12 @@ class TextualMemory:
                 scores = R.apply_time(scores, hint, times, plan.time_boost)
         if plan.graph_hops and scores:
             scores = self._expand(scores, flt, plan, rows)
+        if plan.relation_hops and scores:
+            scores = S.relation_hops(self, scores, flt, plan, rows, text)
         order = sorted(scores, key=lambda r: -scores[r])
+        if plan.summary_hits == "expand" and order:
+            order, found = S.expand_summary_hits(self, order, scores, flt, plan, rows, qvec, max(plan.mmr_pool, 3 * top_k))
+            via.update(found)
         if plan.mmr_lambda is not None and len(order) > 1:
             window = max(plan.mmr_pool, top_k)  # MMR re-ranks; it must not cut top_k short
             if P.holds_parts(self):  # MMR chooses among memories, not among the parts of one
@@ -423,6 +459,8 @@ class TextualMemory:
             mmr_ids = order[:window]
             rids, matrix = self.store.vectors_for(mmr_ids)
             order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+        if plan.working_first and "working" in legs:
+            order = R.working_first(order, set(legs["working"]), plan.working_first)
         return P.one_per_message(self, order, rows, scores, top_k), scores
 
     def _query_vector(self, value: Any) -> np.ndarray:
@@ -543,6 +581,11 @@ class TextualMemory:
                 f"the embedder returned {vectors.shape[-1]}-dim vectors but the cube uses {self.embedder.dimension}"
             )
         check_finite(vectors, self.embedder)
+
+
+def _views(item: MemoryItem) -> str:
+    """What an item's vector is made from (:func:`.embed.embed_views`), as one comparable key."""
+    return "\x00".join(f"{w}:{t}" for t, w in embed_views(item))
 
 
 def _normalised_changes(changes: dict[str, Any]) -> dict[str, Any]:

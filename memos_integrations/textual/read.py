@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from ..errors import EmptyTextError, InvalidInputError, InvalidTypeError, OversizedInputError
 from ..items import Kind, MemoryItem, check_time, check_utf8
+from .embed import attachment_suffix
 
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
@@ -208,6 +209,10 @@ def check_text(text: Any, max_chars: int, what: str = "text") -> str:
 class FastReader:
     """One message -> one ``message`` item, no LLM.
 
+    A message may carry a ``caption`` (what a shared photo shows): it is appended to the text as
+    ``[shares a photo: ...]`` (what a model reads and keywords match) and kept in
+    ``metadata["caption"]``, so the embedding gives it a view of its own (:func:`.embed.embed_views`).
+
     ``context_turns`` prepends that many preceding turns of the same batch to each item's *index*
     text (not its shown text): an answer such as "Yes, last Friday" becomes findable by the question
     it answers. Measured on LoCoMo dev in ``benchmarks/bench_retrieval.py``.
@@ -229,6 +234,10 @@ class FastReader:
             if not isinstance(msg, Mapping):
                 raise InvalidTypeError(f"message {n} must be a dict with 'role' and 'content', got {type(msg).__name__}")
             text = check_text(msg.get("content"), self.max_chars, f"message {n} content")
+            caption = msg.get("caption")  # a shared photo's description: shown and embedded as its own view
+            if caption is not None:
+                caption = check_text(caption, self.max_chars, f"message {n} caption")
+                text = check_text(text + attachment_suffix(caption), self.max_chars, f"message {n} content and caption")
             role = msg.get("role", "user")
             if not isinstance(role, str):
                 raise InvalidTypeError(f"message {n} role must be a string")
@@ -241,6 +250,8 @@ class FastReader:
             when = parse_timestamp(msg["timestamp"]) if msg.get("timestamp") is not None else default_time
             metadata: dict[str, Any] = {"role": role, "speaker": speaker}
             metadata.update(extra)
+            if caption is not None:
+                metadata["caption"] = caption
             if when is not None:
                 mentions = resolve_relative(text, when)
                 if mentions:

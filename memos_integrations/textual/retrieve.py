@@ -56,15 +56,62 @@ class SearchPlan(BaseModel):
     graph_types: tuple[str, ...] | None = None
     mmr_lambda: float | None = Field(None, ge=0, le=1, description="None: no MMR; 1.0: relevance only")
     mmr_pool: int = Field(30, ge=1)
+    # -- the shape of organised memory (issue 14): summaries, entities, relations, working memory --
+    coarse_to_fine: bool = Field(
+        False, description="search the summaries (topic, episode), then rank their members as a leg of its own"
+    )
+    summary_seeds: int = Field(3, ge=1, le=100, description="how many best summaries are opened to their members")
+    coarse_weight: float = Field(0.5, ge=0, description="fusion weight of the summaries' members leg")
+    summary_hits: Literal["keep", "expand"] = Field(
+        "keep",
+        description="keep: a summary is a hit (its sources name its members); expand: a summary hit is replaced "
+        "by its best members not yet listed, each annotated with the summary's rank (ranks['via_summary'])",
+    )
+    expand_members: int = Field(2, ge=1, le=50, description="members that replace one summary hit (expand)")
+    entity_leg: bool = Field(
+        False, description="a leg of the memories that mention the query's names (extractive), by dense similarity"
+    )
+    entity_weight: float = Field(0.5, ge=0, description="fusion weight of the entity leg")
+    entity_max_share: float = Field(
+        0.1, gt=0, le=1,
+        description="a name mentioned by more than this share of the cube's items selects nothing (the "
+        "speaker of a two-person chat is in half of it): the entity leg uses only names that narrow the search",
+    )
+    relation_hops: int = Field(
+        0, ge=0, le=3, description="hops along relation links (same_entity, before, conflict) from the best hits"
+    )
+    relation_types: tuple[str, ...] = ("same_entity", "before", "conflict")
+    relation_seeds: int = Field(5, ge=1, le=100, description="how many best hits the relation hops start from")
+    relation_weight: float = Field(0.3, ge=0, le=1, description="share of its seed's score a related memory gets")
+    working_first: int = Field(
+        0, ge=0, le=100,
+        description="at most this many hits from the current session's working memory lead the results",
+    )
 
+
+#: The edges of a conversation's sequence: the turn before / after, a part's document, a fact's source.
+#: The neighbour hop of the presets follows these only; organised memory's links have their own option.
+SEQUENCE_EDGES: tuple[str, ...] = ("next", "parent", "derived_from")
 
 FAST = SearchPlan(name="fast", keyword=False, time_aware=False, candidates=20)
 # Tuned on the LoCoMo dev split (benchmarks/bench_retrieval.py): keyword evidence is sharper than
 # MiniLM's on conversational recall, a small rrf_k trusts each leg's top ranks, and one graph hop
 # brings in the turn that answers (or asks) the hit.
-BALANCED = SearchPlan(name="balanced", dense_weight=0.5, rrf_k=10, graph_hops=1, graph_weight=0.6)
-DEEP = SearchPlan(name="deep", dense_weight=0.5, rrf_k=10, candidates=100, graph_hops=2, graph_weight=0.6, graph_seeds=10, mmr_lambda=0.8)
-PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP)}
+# A summary hit is replaced by its members (it would fill a slot and point to no single message);
+# on a flat cube there are no summaries and this changes nothing.
+BALANCED = SearchPlan(name="balanced", dense_weight=0.5, rrf_k=10, graph_hops=1, graph_weight=0.6,
+                      graph_types=SEQUENCE_EDGES, summary_hits="expand")
+# Depth: everything balanced does, plus the shape of organised memory (summaries opened to their
+# members, the query's names as a leg, relation links, the session's working memory first). On a cube
+# that was never organised these options find nothing to use and the plan ranks as balanced does.
+DEEP = BALANCED.model_copy(update=dict(
+    name="deep", coarse_to_fine=True, entity_leg=True, relation_hops=1, working_first=3,
+))
+# Multi-hop questions need evidence from several places: wider pools, more seeds for every hop.
+MULTIHOP = DEEP.model_copy(update=dict(
+    name="multihop", candidates=100, graph_seeds=10, summary_seeds=5, relation_seeds=10, relation_hops=2,
+))
+PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP)}
 
 
 def plan_named(plan: SearchPlan | str | None) -> SearchPlan:
@@ -256,3 +303,85 @@ def mmr(order: Sequence[int], vectors: Mapping[int, np.ndarray], relevance: Mapp
         chosen.append(best)
         pool.remove(best)
     return chosen
+
+
+def members_leg(
+    summaries: Sequence[tuple[int, float]], members: Mapping[int, Sequence[int]], similarity: Mapping[int, float]
+) -> list[int]:
+    """Coarse to fine: the members of the best summaries, ranked by summary similarity x their own.
+
+    A member of two summaries keeps its better product. Members with no similarity (no vector) rank
+    last, in their summary's order.
+
+    Example:
+        >>> members_leg([(100, 0.9), (200, 0.5)], {100: [1, 2], 200: [3]}, {1: 0.2, 2: 0.8, 3: 0.9})
+        [2, 3, 1]
+    """
+    best: dict[int, float] = {}
+    for summary, sim in summaries:
+        for member in members.get(summary, ()):
+            score = max(sim, 0.0) * max(similarity.get(member, 0.0), 0.0)
+            if member not in best or score > best[member]:
+                best[member] = score
+    return sorted(best, key=lambda m: -best[m])
+
+
+def expand_summaries(
+    order: Sequence[int], summaries: Mapping[int, Sequence[int]], per: int
+) -> tuple[list[int], dict[int, int]]:
+    """Replace each summary in ``order`` by its first ``per`` members (ranked) not listed above it.
+
+    A member ranked below its summary moves up to the summary's place. Returns the new order and,
+    for each member placed by a summary, the 1-based rank that summary had (the hit's annotation:
+    which summary led to it). A summary none of whose members is left is dropped.
+
+    Example:
+        >>> expand_summaries([5, 100, 6], {100: [5, 7, 6]}, per=2)
+        ([5, 7, 6], {7: 2, 6: 2})
+    """
+    out: list[int] = []
+    placed: set[int] = set()
+    via: dict[int, int] = {}
+    for rank, rid in enumerate(order, start=1):
+        if rid not in summaries:
+            if rid not in placed:
+                out.append(rid)
+                placed.add(rid)
+            continue
+        added = 0
+        for member in summaries[rid]:
+            if added >= per:
+                break
+            if member in placed or member in summaries:
+                continue
+            out.append(member)
+            placed.add(member)
+            via[member] = rank
+            added += 1
+    return out, via
+
+
+def working_first(order: Sequence[int], working: set[int], n: int) -> list[int]:
+    """Move the first ``n`` hits that are in the session's working memory to the front (stable).
+
+    Example:
+        >>> working_first([1, 2, 3, 4, 5], {4, 2, 5}, n=2)
+        [2, 4, 1, 3, 5]
+    """
+    lead = [r for r in order if r in working][:n]
+    chosen = set(lead)
+    return lead + [r for r in order if r not in chosen]
+
+
+def follows_entity(edge_type: str, metadata: Mapping[str, object], names: set[str]) -> bool:
+    """Whether a relation hop may follow this edge: a ``same_entity`` link only when the query names
+    its entity (when the query names any), so a question about Jon does not wander to Gina's links.
+
+    Example:
+        >>> follows_entity("same_entity", {"entity": "Jon"}, {"jon"}), follows_entity("same_entity", {"entity": "Gina"}, {"jon"})
+        (True, False)
+    """
+    if edge_type != "same_entity" or not names:
+        return True
+    entity = metadata.get("entity")
+    return isinstance(entity, str) and entity.lower() in names

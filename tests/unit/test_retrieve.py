@@ -77,7 +77,7 @@ def test_mmr_prefers_diverse_results() -> None:
 
 def test_plans_are_typed_named_and_validated() -> None:
     assert R.plan_named(None) is R.BALANCED and R.plan_named("deep") is R.DEEP
-    assert R.FAST.keyword is False and R.DEEP.graph_hops == 2 and R.DEEP.mmr_lambda == 0.8
+    assert R.FAST.keyword is False and R.DEEP.graph_hops == 1 and R.DEEP.coarse_to_fine and R.MULTIHOP.graph_seeds == 10
     assert R.BALANCED.graph_hops == 1 and R.BALANCED.dense_weight < R.BALANCED.keyword_weight
     with pytest.raises(ValidationError):
         R.SearchPlan(candidates=0)
