@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CubeCorruptedError, InvalidInputError, InvalidTypeError, MemosError
 from .items import Edge, Lifecycle, MemoryItem, validate_edge
+from .textual.embed import item_vectors
 from .textual.memory import check_item
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def import_jsonl(cube: MemCube, path: str | Path) -> int:
             "import into a new cube, or open the export as a cube and use merge() to add them as new versions"
         )
     live = [it for it in latest.values() if it.state != Lifecycle.DELETED]
-    vectors = cube.embedder.embed_documents([it.embed_text for it in live])
+    vectors = item_vectors(cube.embedder, live)  # the same views the cube embeds on add (textual.embed)
     if live:
         cube.text_mem._check_dim(vectors)  # NaN or infinite vectors are refused before any write
     vec_of = {it.id: v for it, v in zip(live, vectors)}

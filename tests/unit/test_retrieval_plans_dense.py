@@ -79,3 +79,12 @@ def test_an_older_cube_says_how_to_re_embed_and_reindex_brings_it_up_to_date(tmp
     assert cube.store.get_meta(VECTOR_TEXT_META) == VECTOR_TEXT_VERSION
     assert float(_vector(cube, second.id) @ item_vectors(embedder, [second])[0]) == pytest.approx(1.0, abs=1e-5)
     cube.close()
+
+
+def test_an_imported_export_gets_the_vectors_an_add_gives(cube: MemCube, embedder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``import_jsonl`` embeds each message's views as ``add`` does, so a restored cube searches alike."""
+    _, second = cube.add(messages=TURNS, user_id="u", session_id="s")
+    cube.export_jsonl(tmp_path / "out.jsonl")
+    with MemCube.init_from_dir(tmp_path / "restored", embedder=embedder) as restored:
+        restored.import_jsonl(tmp_path / "out.jsonl")
+        assert float(_vector(restored, second.id) @ _vector(cube, second.id)) == pytest.approx(1.0, abs=1e-5)
