@@ -21,7 +21,6 @@ whose vectors live on a Chroma server takes no such lock: several processes may 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +31,8 @@ from typing import Any
 
 from . import cube_io
 from .config import CubeConfig
+from .cube_backends import _check_backends, _open_graph, _open_index, _open_store
+from .cube_reader import ReaderMixin
 from .cubelock import CubeHold
 from .errors import (
     CubeCorruptedError,
@@ -41,7 +42,6 @@ from .errors import (
     InvalidTypeError,
 )
 from .items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, SearchHit, check_int, utcnow
-from .storage import registry
 from .storage.base import GraphStore, VectorIndex
 from .storage.chroma import collection_name  # noqa: F401 - historical import path
 from .storage.sqlite import SQLiteStore
@@ -63,7 +63,7 @@ VERIFY_IDS_MAX = 20_000
 INCOMPLETE_FILE = "DUMP_INCOMPLETE"
 
 
-class MemCube:
+class MemCube(ReaderMixin):
     """A memory cube on disk.
 
     Example:
@@ -406,84 +406,6 @@ class MemCube:
         memory's last version names its successor in ``metadata["superseded_by"]``)."""
         return self.text_mem.history(item_id)
 
-    # -- the LLM reader (readers/) -------------------------------------------------------------
-    _reader: Any = None
-
-    def _attach_reader(self, reader: Any) -> MemCube:
-        try:
-            if reader is None and not isinstance(self.config.reader, str) and self.config.reader.provider == "openai":
-                from .errors import ReaderError
-                from .readers.reader import LLMReader
-
-                try:
-                    reader = LLMReader.from_config(self.config.reader)  # the key from the environment, now
-                except ReaderError as exc:  # the cube opens; windows wait in the queue until a reader is given
-                    logging.getLogger(__name__).warning("%s; this cube reads in fast mode until cube.use_reader(...)", exc)
-            if reader is not None or not isinstance(self.config.reader, str):
-                self.use_reader(reader)
-        except BaseException:
-            self._hold, hold = None, self._hold
-            self.close()
-            self._hold = hold  # the caller releases it
-            raise
-        return self
-
-    def use_reader(self, reader: Any) -> None:
-        """Read messages with ``reader`` (an ``LLMReader``) from now on; resumes windows left queued."""
-        self._reader = reader
-        engine = self.__dict__.get("reader_engine")
-        if engine is not None:
-            engine.reader = reader
-            engine.start()
-        else:
-            _ = self.reader_engine  # resumes queued windows
-
-    @property
-    def reader(self) -> Any:
-        return self._reader
-
-    @cached_property
-    def reader_engine(self) -> Any:
-        from .readers.engine import ReaderEngine
-
-        return ReaderEngine(self, self._reader)
-
-    def feedback(self, text: str, *, user_id: str | None = None, session_id: str | None = None, timestamp: Any = None,
-                 principal: str | None = None) -> list[MemoryItem]:
-        """Correct memories in words ("No, I moved to Porto in May"): stored as a message, then read and
-        reconciled (fine mode) against the memories it names.
-
-        Args:
-            text: the correction, in the user's words.
-            user_id: whose memories it corrects (the model names the user by this id).
-            session_id: the session it was said in.
-            timestamp: when it was said (a SUPERSEDE closes the old memory at this time).
-            principal: who is acting (recorded as ``created_by``).
-
-        Returns:
-            An ``AddResult``: the stored message, the memories written, ``operations``, ``usage``, ``note``.
-
-        Raises:
-            InvalidInputError: the cube has no reader (``MemCube.open(path, reader=...)``), or the text is empty.
-        """
-        message = {"role": "user", "content": text, "metadata": {"feedback": True}, **({"name": user_id} if user_id else {})}
-        return self.add(messages=[message], user_id=user_id,
-                        session_id=session_id, timestamp=timestamp, principal=principal, mode="fine")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every queued window is read (True) or ``timeout`` seconds pass (False)."""
-        return bool(self.reader_engine.wait(timeout))
-
-    def pending(self, user_id: str | None = None) -> list[Any]:
-        """Windows not read yet (queued, running, or failed with their ``error``), oldest first."""
-        return list(self.reader_engine.pending(user_id))
-
-    def retry_failed(self) -> int:
-        """Queue failed windows again (after raising a budget, or fixing the endpoint); returns how many."""
-        n = int(self.reader_engine.jobs.retry("read"))
-        self.reader_engine.start()
-        return n
-
     def relate(self, src: str, dst: str, type: str, weight: float = 1.0, **metadata: Any) -> Edge:
         return self.text_mem.relate(src, dst, type, weight, metadata)
 
@@ -667,22 +589,3 @@ def check_database(db: Path) -> None:
     """Refuse an empty, truncated or garbled ``memory.db`` (absent is the caller's concern); see
     :meth:`~memos_integrations.storage.sqlite.SQLiteStore.check_file`."""
     SQLiteStore.check_file(db)
-
-
-def _check_backends(config: CubeConfig) -> None:
-    registry.check("store", config.store.backend)
-    registry.check("vector", config.vector.backend)
-    registry.check("graph", config.graph.backend)
-
-
-def _open_store(path: Path, config: CubeConfig, *, create: bool) -> SQLStore:
-    return registry.factory("store", config.store.backend)(config.store, path, create=create)  # type: ignore[no-any-return]
-
-
-def _open_index(path: Path, config: CubeConfig, store: SQLStore | None = None) -> VectorIndex:
-    factory = registry.factory("vector", config.vector.backend)
-    return factory(config.vector, path, cube_id=config.cube_id, store=store)  # type: ignore[no-any-return]
-
-
-def _open_graph(config: CubeConfig, store: SQLStore) -> GraphStore:
-    return registry.factory("graph", config.graph.backend)(config.graph, store=store)  # type: ignore[no-any-return]
