@@ -10,6 +10,10 @@ long, no words) stays in the transcript and is left out of memory (logged and au
 Who is acting: the binding (``user_id=``), else the user the enclosing run names
 (:func:`memos_integrations.access.resolve_scope`). A session belongs to the user whose messages it
 holds: another user, or an unscoped history, is refused there (audited, without naming the owner).
+
+On a :class:`~memos_integrations.remote.RemoteCube` each call (read, append, clear) is one request to
+the service (:mod:`memos_integrations.remote_store`), which runs this class on the real cube as the API
+key's user: the same rules, the same errors; an unscoped history acts as the key's user there.
 Sync/async: the ``a*`` methods run in a worker thread (:func:`memos_integrations.aio.in_thread`).
 """
 
@@ -26,6 +30,7 @@ from ..aio import in_thread
 from ..errors import InvalidTypeError
 from ..face_api import CubeAPI, as_cube
 from ..items import new_id, to_epoch, utcnow
+from ..remote_store import RemoteHistory, remote_of
 from ..storage.tables.chat import LangChainMessages
 from ._common import acting, message_to_memory, remember_turn
 
@@ -96,12 +101,17 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         self.cube, self.session_id = cube, session_id
         self.user_id, self.agent_id = normalize_id(user_id), normalize_id(agent_id, "agent_id")
         self.remember = remember
-        self.table = LangChainMessages(cube.store.db)
+        remote = remote_of(cube)
+        # on a RemoteCube the service runs this class on the real cube; here each call is one request
+        self._remote = None if remote is None else RemoteHistory(remote, session_id)
+        self.table: LangChainMessages | None = None if remote is not None else LangChainMessages(cube.store.db)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        if self._remote is not None:
+            return messages_from_dict(self._remote.call("messages", self._scope()))
         self._check_owner(self._scope(), "read")
-        return messages_from_dict([json.loads(m) for m in self.table.messages(self.session_id)])
+        return messages_from_dict([json.loads(m) for m in self._local().messages(self.session_id)])
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` to the transcript, then (with ``remember``) read them into memory.
@@ -117,17 +127,21 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         if not messages:
             return
         scope = self._scope()
-        self._check_owner(scope, "write")
         # every stored message gets an id, so a memory's sources point back at its message
         stored = [m if m.id else m.model_copy(update={"id": new_id()}) for m in messages]
+        if self._remote is not None:
+            self._remote.call("add", scope, messages=[message_to_dict(m) for m in stored], remember=self.remember)
+            return
+        self._check_owner(scope, "write")
+        table = self._local()
         rows = [(self.session_id, scope.user_id, json.dumps(message_to_dict(m)), to_epoch(utcnow())) for m in stored]
-        with self.table.transaction() as tx:
+        with table.transaction() as tx:
             # checked again inside the write lock: two users racing on a brand-new session cannot both own it
-            self.table.lock_session(tx, self.session_id)
-            owners = self.table.owners(self.session_id, tx)
+            table.lock_session(tx, self.session_id)
+            owners = table.owners(self.session_id, tx)
             taken = bool(owners) and owners != {scope.user_id}
             if not taken:
-                self.table.append(tx, rows)
+                table.append(tx, rows)
         if taken:  # refused after the transaction, so the audit row is not rolled back with it
             self._refuse(scope, "write", owners)
         if self.remember:
@@ -136,8 +150,11 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
                           session_id=self.session_id, timestamp=utcnow(), principal=scope.principal)
 
     def clear(self) -> None:
+        if self._remote is not None:
+            self._remote.call("clear", self._scope())
+            return
         self._check_owner(self._scope(), "write")
-        self.table.clear(self.session_id)
+        self._local().clear(self.session_id)
 
     async def aget_messages(self) -> list[BaseMessage]:
         return await in_thread(lambda: self.messages)
@@ -151,8 +168,12 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
     def _scope(self) -> Scope:
         return acting(self.cube, "this chat history", {"user_id": self.user_id, "agent_id": self.agent_id})
 
+    def _local(self) -> LangChainMessages:
+        assert self.table is not None  # a local cube's history always has its table
+        return self.table
+
     def _owners(self) -> set[str]:
-        return self.table.owners(self.session_id)
+        return self._local().owners(self.session_id)
 
     def _check_owner(self, scope: Scope, action: str) -> None:
         """A session is its user's: others are refused; an unscoped history may read but never write there."""

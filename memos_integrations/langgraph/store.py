@@ -29,6 +29,11 @@ pieces (``path#i``), so a 40k-character message is stored and found instead of r
 Embedder identity: a custom ``index={"embed": ...}`` must compute the cube's vector space: its
 fingerprint (the embedding of a fixed probe text) is compared with the cube's, not only its dimension.
 
+Remote: on a :class:`~memos_integrations.remote.RemoteCube` the store validates each batch here and
+sends it whole to the service (:mod:`memos_integrations.remote_store`), which runs this class on the
+real cube as the API key's user and agent, with its default :class:`NamespacePolicy` (the rules and
+grants kept in that cube); ``policy=``, ``scope=`` and a custom ``index["embed"]`` stay local-only.
+
 Sync/async policy: the core is synchronous; ``abatch`` runs ``batch`` in a worker thread
 (:func:`memos_integrations.aio.in_thread`, which carries the run's context along).
 """
@@ -61,6 +66,7 @@ from ..aio import in_thread
 from ..errors import EmbedderMismatchError, InvalidInputError, InvalidTypeError
 from ..face_api import CubeAPI, as_cube
 from ..items import LIVE_STATES, Kind, MemoryItem, from_epoch
+from ..remote_store import RemoteStoreOps, remote_of
 from ..storage.tables.lgstore import StoreTables
 from ..textual.embed import LangChainEmbedder
 from ..textual.filters import MemoryFilter
@@ -126,12 +132,25 @@ class MemOSStore(BaseStore):
             EmbedderMismatchError: ``index["embed"]`` computes another vector space than the cube's.
         """
         self.cube: CubeAPI = as_cube(cube, "MemOSStore")
-        self.tables = StoreTables(self.cube.store.db)
         self.ttl_config = ttl
         self.scope, self.plan, self.kind = scope, plan, Kind(kind)
-        self.policy: NamespacePolicy = policy if policy is not None else NamespacePolicy(self.cube)
         self.clock: Callable[[], float] = time.time
-        self.index_config, self.fields, self._embeddings = self._index(index)
+        remote = remote_of(self.cube)
+        self.remote: RemoteStoreOps | None = None
+        if remote is None:
+            self.tables = StoreTables(self.cube.store.db)
+            self.policy: NamespacePolicy = policy if policy is not None else NamespacePolicy(self.cube)
+            self.index_config, self.fields, self._embeddings = self._index(index)
+        else:  # the service runs this class on the real cube; each batch is one request
+            if policy is not None or scope is not L.default_scope:
+                raise InvalidInputError(
+                    "MemOSStore on a RemoteCube uses the service's namespace rules and default scope: drop "
+                    "policy= and scope= (grant access on the service's cube), or use a local MemCube")
+            self.remote = RemoteStoreOps(remote, index=index, plan=plan, kind=self.kind)
+            self.index_config, self.fields, self._embeddings = self.remote.index, [], None
+            # no table and no policy on this side: the service has both (None, so a stray use fails loudly)
+            self.tables = None  # type: ignore[assignment]
+            self.policy = None  # type: ignore[assignment]
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
         if ttl and ttl.get("sweep_interval_minutes"):
@@ -176,14 +195,25 @@ class MemOSStore(BaseStore):
     def acting(self) -> Principal | None:
         """The run's principal (None outside a run, or in a run naming nobody unless the policy is strict)."""
         principal = run_principal(self.cube.audit)
+        if self.remote is not None:  # the service checks the principal against the key and applies its policy
+            return principal
         if principal is None and self.policy.strict and current_config() is not None:
             self.policy.refuse_anonymous_run()
         return principal
 
-    def run_as(self, ops: list[Op], principal: Principal | None) -> list[Result]:
-        """:meth:`run` ``ops`` for ``principal``: every op checked first, reads filtered (None: unchecked)."""
+    def run_as(self, ops: list[Op], principal: Principal | None, *,
+               sources: Mapping[tuple[tuple[str, ...], str], Sequence[str]] | None = None) -> list[Result]:
+        """:meth:`run` ``ops`` for ``principal``: every op checked first, reads filtered (None: unchecked).
+
+        On a RemoteCube the batch is validated here and sent: the service runs it as the API key's
+        principal (``principal`` is the run's claim, refused there if it names someone else).
+        """
+        if self.remote is not None:
+            for op in ops:
+                self._validate(op)
+            return self.remote.run(ops, principal, sources)
         if principal is None:
-            return self.run(ops)
+            return self.run(ops, sources=sources)
         for op in ops:
             self._validate(op)
         self.policy.check_ops(principal, ops)
@@ -191,17 +221,20 @@ class MemOSStore(BaseStore):
             if isinstance(op, PutOp):
                 self.policy.check_scope(principal, op.namespace, self.scope(op.namespace))
         needs_filter = any(isinstance(op, (SearchOp, ListNamespacesOp)) for op in ops)
-        return self.run(ops, principal=principal.audit_name,
+        return self.run(ops, principal=principal.audit_name, sources=sources,
                         readable=self.policy.readable(principal) if needs_filter else None)
 
     def put_as(self, principal: Principal | None, namespace: tuple[str, ...], key: str, value: Mapping[str, Any], *,
                sources: Sequence[str], index: Any = None, ttl: float | None = None, created_by: str | None = None) -> None:
         """``put`` with provenance for ``principal`` (checked; None: unchecked)."""
+        if ttl is None and self.ttl_config:
+            ttl = self.ttl_config.get("default_ttl")
+        if self.remote is not None:  # ``created_by`` is the service's to set: the key's principal
+            self.run_as([PutOp(namespace, key, value, index, ttl)], principal, sources={(namespace, key): sources})
+            return
         if principal is not None:
             self.policy.check(principal, L.check_labels(namespace, for_write=True), "write")
             self.policy.check_scope(principal, namespace, self.scope(namespace))
-        if ttl is None and self.ttl_config:
-            ttl = self.ttl_config.get("default_ttl")
         self.run([PutOp(namespace, key, value, index, ttl)],
                  principal=created_by or (principal.audit_name if principal else None), sources={(namespace, key): sources})
 
@@ -406,6 +439,8 @@ class MemOSStore(BaseStore):
     # -- TTL ----------------------------------------------------------------------------------------
     def sweep_ttl(self) -> int:
         """Delete expired items now (their index items become tombstones); returns how many."""
+        if self.remote is not None:
+            return self.remote.sweep()
         now = self.clock()
         rows = self.tables.expired(now)
         if not rows:

@@ -11,6 +11,10 @@ Who is acting: a store's ``user_id`` binding, else the user a LangGraph run's co
 (LlamaIndex's session ids) are unique per user: rows are keyed by (user, key), so two users' sessions
 named ``s1`` are two histories, and ``get_keys`` lists only the acting user's. A store with no user
 reads and writes the rows of no user, which is where tables from before the ``user_id`` column are.
+
+On a :class:`~memos_integrations.remote.RemoteCube` the stores send :class:`ChatTable`'s operations to
+the service (:mod:`memos_integrations.remote_store`), which runs them as the API key's user; a store
+with no user acts as that user there (there are no rows of no user over HTTP).
 Sync/async: every async method runs the sync work in a worker thread.
 """
 
@@ -70,6 +74,23 @@ class ChatTable:
     def delete_seqs(self, seqs: list[int]) -> None:
         self.table.delete_seqs(seqs)
 
+    def delete_at(self, key: str, status: str | None, index: int) -> ChatMessage | None:
+        """Delete the ``index``-th message of ``key`` (negative counts from the end); None if there is none."""
+        rows = self.rows(key, status)
+        if not -len(rows) <= index < len(rows):
+            return None
+        seq, message = rows[index]
+        self.delete_seqs([seq])
+        return message
+
+    def delete_seq(self, key: str, seq: int) -> ChatMessage | None:
+        """Delete the message whose row id is ``seq``, if it is one of the acting user's under ``key``."""
+        for found, message in self.rows(key):
+            if found == seq:
+                self.delete_seqs([found])
+                return message
+        return None
+
     def delete_all(self, key: str, status: str | None = None) -> list[ChatMessage]:
         found = self.rows(key, status)
         self.delete_seqs([s for s, _ in found])
@@ -93,6 +114,26 @@ class ChatTable:
         return self.table.keys(self.user_of())
 
 
+def chat_table(cube: CubeAPI, user_of: Callable[[], str | None]) -> Any:
+    """The chat table for ``cube``: a :class:`ChatTable` on its database, or, for a
+    :class:`~memos_integrations.remote.RemoteCube`, the same operations sent to the service."""
+    from ..remote_store import RemoteChatTable, remote_of
+
+    remote = remote_of(cube)
+    return ChatTable(cube, user_of) if remote is None else RemoteChatTable(remote, user_of)
+
+
+def messages_from_json(rows: list[Any]) -> list[ChatMessage]:
+    """``ChatMessage``s from their JSON dumps (what travels over HTTP); anything else is refused clearly."""
+    from pydantic import ValidationError
+
+    try:
+        return [ChatMessage.model_validate(row) for row in rows]
+    except ValidationError as exc:
+        raise InvalidInputError(f"messages must be ChatMessage JSON objects ({exc.error_count()} errors: "
+                                f"{str(exc)[:300]})") from None
+
+
 class MemOSChatStore(BaseChatStore):
     """A LlamaIndex ``BaseChatStore`` in a cube (``ChatMemoryBuffer``, chat engines, agents).
 
@@ -112,12 +153,12 @@ class MemOSChatStore(BaseChatStore):
 
     status: str = Field(default="active", description="The message status this store reads and writes.")
     user_id: str | None = Field(default=None, description="Whose chats these are; keys are unique per user.")
-    _table: ChatTable = PrivateAttr()
+    _table: Any = PrivateAttr()
 
     def __init__(self, cube: Any, **data: Any) -> None:
         super().__init__(**data)
         cube = as_cube(cube, "MemOSChatStore")
-        self._table = ChatTable(cube, lambda: acting_user(self.user_id, cube, "MemOSChatStore"))
+        self._table = chat_table(cube, lambda: acting_user(self.user_id, cube, "MemOSChatStore"))
 
     @classmethod
     def from_defaults(cls, cube: Any, user_id: str | None = None) -> MemOSChatStore:
@@ -141,18 +182,12 @@ class MemOSChatStore(BaseChatStore):
         return self._table.delete_all(key, self.status) or None
 
     def delete_message(self, key: str, idx: int) -> ChatMessage | None:
-        rows = self._table.rows(key, self.status)
-        if not isinstance(idx, int) or not 0 <= idx < len(rows):
+        if not isinstance(idx, int) or idx < 0:
             return None
-        self._table.delete_seqs([rows[idx][0]])
-        return rows[idx][1]
+        return self._table.delete_at(key, self.status, idx)
 
     def delete_last_message(self, key: str) -> ChatMessage | None:
-        rows = self._table.rows(key, self.status)
-        if not rows:
-            return None
-        self._table.delete_seqs([rows[-1][0]])
-        return rows[-1][1]
+        return self._table.delete_at(key, self.status, -1)
 
     def get_keys(self) -> list[str]:
         return self._table.keys()
@@ -177,12 +212,12 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
     """
 
     user_id: str | None = Field(default=None, description="Whose chats these are; keys are unique per user.")
-    _table: ChatTable = PrivateAttr()
+    _table: Any = PrivateAttr()
 
     def __init__(self, cube: Any, **data: Any) -> None:
         super().__init__(**data)
         cube = as_cube(cube, "MemOSAsyncChatStore")
-        self._table = ChatTable(cube, lambda: acting_user(self.user_id, cube, "MemOSAsyncChatStore"))
+        self._table = chat_table(cube, lambda: acting_user(self.user_id, cube, "MemOSAsyncChatStore"))
 
     @classmethod
     def from_defaults(cls, cube: Any, user_id: str | None = None) -> MemOSAsyncChatStore:
@@ -213,14 +248,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         await in_thread(self._table.add, key, list(messages), _status(status) or "active", True)
 
     async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
-        def run() -> ChatMessage | None:
-            for seq, m in self._table.rows(key):
-                if seq == idx:
-                    self._table.delete_seqs([seq])
-                    return m
-            return None
-
-        return await in_thread(run)
+        return await in_thread(self._table.delete_seq, key, idx)
 
     async def delete_messages(self, key: str, status: MessageStatus | None = None) -> None:
         await in_thread(self._table.delete_all, key, _status(status))

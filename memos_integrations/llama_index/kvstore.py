@@ -7,6 +7,10 @@ cube's ``kv`` rows, so they share the cube's file, WAL and transactions. Collect
 its rows under ``llama_index@<user>/`` (the user id URL-quoted): keys are unique per (user, collection).
 A store with no user reads and writes the unscoped collections earlier versions wrote.
 
+On a :class:`~memos_integrations.remote.RemoteCube` each operation goes to the service
+(:mod:`memos_integrations.remote_store`), which runs this class there as the API key's user: the rows
+are that user's (``llama_index@<user>/``), a store with no user included.
+
 Who is acting: the ``user_id`` binding, else the user a LangGraph run's context names. Sync/async:
 every ``a*`` method runs the sync work in a worker thread.
 """
@@ -49,8 +53,12 @@ class MemOSKVStore(BaseKVStore):
     """
 
     def __init__(self, cube: Any, user_id: str | None = None) -> None:
+        from ..remote_store import RemoteKV, remote_of
+
         self._cube: CubeAPI = as_cube(cube, "MemOSKVStore")
         self.user_id = user_id
+        remote = remote_of(self._cube)
+        self._remote = None if remote is None else RemoteKV(remote)
 
     @classmethod
     def from_cube(cls, cube: Any, user_id: str | None = None) -> MemOSKVStore:
@@ -61,8 +69,11 @@ class MemOSKVStore(BaseKVStore):
     def _store(self) -> Any:
         return self._cube.store
 
+    def _user(self) -> str | None:
+        return acting_user(self.user_id, self._cube, "MemOSKVStore")
+
     def _collection(self, collection: str) -> str:
-        return collection_prefix(acting_user(self.user_id, self._cube, "MemOSKVStore")) + collection
+        return collection_prefix(self._user()) + collection
 
     @staticmethod
     def _check(key: Any, val: Any = None, check_val: bool = False) -> None:
@@ -80,20 +91,28 @@ class MemOSKVStore(BaseKVStore):
         # every batch size is accepted: all pairs go into one transaction (all or nothing)
         for key, val in kv_pairs:
             self._check(key, val, check_val=True)
-        if kv_pairs:
+        if kv_pairs and self._remote is not None:
+            self._remote.put_all(self._user(), collection, kv_pairs)
+        elif kv_pairs:
             self._store.kv_put(self._collection(collection), dict(kv_pairs))
 
     def get(self, key: str, collection: str = DEFAULT_COLLECTION) -> dict | None:
         self._check(key)
+        if self._remote is not None:
+            return self._remote.get(self._user(), collection, key)
         value: dict | None = self._store.kv_get(self._collection(collection), [key]).get(key)
         return value
 
     def get_all(self, collection: str = DEFAULT_COLLECTION) -> dict[str, dict]:
+        if self._remote is not None:
+            return self._remote.get_all(self._user(), collection)
         rows: dict[str, dict] = self._store.kv_all(self._collection(collection))
         return rows
 
     def delete(self, key: str, collection: str = DEFAULT_COLLECTION) -> bool:
         self._check(key)
+        if self._remote is not None:
+            return self._remote.delete(self._user(), collection, key)
         return bool(self._store.kv_delete(self._collection(collection), [key]))
 
     async def aput(self, key: str, val: dict, collection: str = DEFAULT_COLLECTION) -> None:

@@ -272,6 +272,9 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     from .chat import install as install_chat
 
     install_chat(app, service, principal)
+    from .routes_store import router as face_routes
+
+    app.include_router(face_routes(service, principal))
 
     @app.get("/healthz", response_model=models.Status, tags=["health"])
     def healthz() -> dict[str, str]:
