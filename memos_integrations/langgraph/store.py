@@ -130,6 +130,8 @@ class MemOSStore(BaseStore):
 
         Raises:
             EmbedderMismatchError: ``index["embed"]`` computes another vector space than the cube's.
+            InvalidInputError: on a :class:`~memos_integrations.remote.RemoteCube`, a ``policy``, a
+                ``scope`` or an ``index["embed"]`` (the service applies its own; see the module docstring).
         """
         self.cube: CubeAPI = as_cube(cube, "MemOSStore")
         self.ttl_config = ttl
