@@ -357,3 +357,34 @@ def test_a_restarted_service_serves_what_was_written(tmp_path: Path, embedder: A
             assert MemOSKVStore.from_cube(cube).get("doc") == {"v": 1}
     finally:
         svc.close()
+
+
+# -- inside runs: a LangGraph graph's injected store, RunnableWithMessageHistory --------------------------------
+def test_runs_on_a_remote_cube_act_as_the_key(svc: Service, alice: Any) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+    from langgraph.config import get_store
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    def node(state: MessagesState) -> dict[str, Any]:
+        get_store().put(("users", "alice", "run"), "k", {"text": "written inside a run"})
+        return {"messages": []}
+
+    graph = StateGraph(MessagesState).add_node("n", node).add_edge(START, "n").add_edge("n", END) \
+        .compile(store=MemOSStore(alice))
+    graph.invoke({"messages": []}, config={"configurable": {"user_id": "alice"}})
+    assert MemOSStore(alice).get(("users", "alice", "run"), "k") is not None
+    with pytest.raises(AccessDeniedError):  # the run claims bob; the key is alice's
+        graph.invoke({"messages": []}, config={"configurable": {"user_id": "bob"}})
+
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
+    chain = RunnableWithMessageHistory(
+        prompt | FakeListChatModel(responses=["Nice to meet you, Alice.", "You are Alice."]),
+        lambda session_id: MemOSChatMessageHistory(alice, session_id, user_id="alice", remember=True),
+        input_messages_key="question", history_messages_key="history")
+    config: Any = {"configurable": {"session_id": "s-chain"}}
+    chain.invoke({"question": "I'm Alice."}, config=config)
+    assert chain.invoke({"question": "Who am I?"}, config=config).content == "You are Alice."
+    assert [m.content for m in MemOSChatMessageHistory(alice, "s-chain").messages] == [
+        "I'm Alice.", "Nice to meet you, Alice.", "Who am I?", "You are Alice."]
