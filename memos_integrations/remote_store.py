@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 #: the service's routes for the namespaced faces
 STORE_BATCH = "/v1/faces/store/batch"
 STORE_SWEEP = "/v1/faces/store/sweep"
+STORE_GRANT = "/v1/faces/store/grant"
 CHAT_HISTORY = "/v1/faces/chat-history"
 LLAMA_CHAT = "/v1/faces/llama-chat"
 LLAMA_KV = "/v1/faces/llama-kv"
@@ -47,9 +48,10 @@ def remote_of(cube: Any) -> RemoteCube | None:
     return cube if isinstance(cube, RemoteCube) else None
 
 
-def post(cube: RemoteCube, route: str, body: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """POST ``body`` (checked to be JSON) to ``route`` of the cube's service; the answer's JSON object."""
-    clean = {k: v for k, v in body.items() if v is not None}
+def post(cube: RemoteCube, route: str, body: Mapping[str, Any], what: str, *, keep_none: bool = False) -> dict[str, Any]:
+    """POST ``body`` (checked to be JSON; its None fields left out unless ``keep_none``) to ``route`` of the
+    cube's service; the answer's JSON object."""
+    clean = dict(body) if keep_none else {k: v for k, v in body.items() if v is not None}
     try:
         json.dumps(clean, allow_nan=False)
     except TypeError as exc:
@@ -126,6 +128,15 @@ class RemoteStoreOps:
             raise BackendError(f"POST {STORE_BATCH} answered {len(results)} results for {len(ops)} operations; "
                                "check that the service and client versions match")
         return [_result(op, r) for op, r in zip(ops, results)]
+
+    def grant(self, prefix: tuple[str, ...], principal: str, access: str | None) -> None:
+        """Open (``"read"`` / ``"write"``) or close (None) ``prefix`` to ``principal`` in the service's
+        cube policy; only the cube's owner may (others get a 403, audited)."""
+        from .langgraph.store_logic import check_labels
+
+        check_labels(prefix, for_write=True)
+        post(self.cube, STORE_GRANT, {"prefix": list(prefix), "principal": principal, "access": access},
+             "NamespacePolicy.grant", keep_none=True)  # access null: revoke
 
     def sweep(self) -> int:
         """Delete the cube's expired items on the service now; how many."""

@@ -31,11 +31,11 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..access import deny
-from ..errors import InvalidInputError
+from ..errors import CubeNotFoundError, InvalidInputError
 from ..mos_view import CubeView
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
-from .models import Id, KindName
+from .models import Id, KindName, Status
 from .service import Service
 
 #: the most labels a namespace may have, and characters per label, over HTTP
@@ -123,6 +123,15 @@ class StoreBatchIn(_Who):
 
 class StoreSweepIn(_Who):
     pass
+
+
+class GrantIn(_In):
+    """Open (``access``) or close (``null``) a namespace prefix to a principal, in the cube's NamespacePolicy."""
+
+    cube_id: str | None = Id
+    prefix: Annotated[Namespace, Field(min_length=1)]
+    principal: str = Field(min_length=1, max_length=256, description="an agent id, or 'user:<id>'")
+    access: Literal["read", "write"] | None = Field(description="null revokes")
 
 
 class StoreResults(BaseModel):
@@ -261,6 +270,23 @@ def router(service: Service, principal: Callable[..., Principal]) -> APIRouter:
         cube, _, _ = view(who, body, "write")
         assert cube is not None
         return {"swept": MemOSStore(cube).sweep_ttl()}
+
+    @api.post("/store/grant", response_model=None, responses={200: {"model": Status}, **ERRORS})
+    def store_grant(body: GrantIn, who: Auth) -> dict[str, Any]:
+        """Grant or revoke store access under a namespace prefix: the cube's owner only (audited in the cube)."""
+        with _extra("langgraph"):
+            from ..langgraph.access import NamespacePolicy
+
+        user = service.actor(who, None)
+        cube = service.view(user, body.cube_id, "owner")
+        if cube is None:
+            raise CubeNotFoundError("you have no cube yet; a first write creates it, or name one with cube_id")
+        policy = NamespacePolicy(cube)  # type: ignore[arg-type]  # a CubeView satisfies the faces' CubeAPI
+        if body.access is None:
+            policy.revoke(tuple(body.prefix), body.principal)
+        else:
+            policy.grant(tuple(body.prefix), body.principal, body.access)
+        return {"status": "granted" if body.access else "revoked"}
 
     @api.post("/chat-history", response_model=None, responses={200: {"model": MessagesOut}, **ERRORS})
     def chat_history(body: HistoryIn, who: Auth) -> dict[str, Any]:

@@ -388,3 +388,23 @@ def test_runs_on_a_remote_cube_act_as_the_key(svc: Service, alice: Any) -> None:
     assert chain.invoke({"question": "Who am I?"}, config=config).content == "You are Alice."
     assert [m.content for m in MemOSChatMessageHistory(alice, "s-chain").messages] == [
         "I'm Alice.", "Nice to meet you, Alice.", "Who am I?", "You are Alice."]
+
+
+def test_grants_on_the_service_cube_are_the_owners(svc: Service) -> None:
+    """``teams`` namespaces open only by grants; over HTTP only the cube's owner may grant (audited)."""
+    with svc.cube("alice", "shared") as a, svc.cube("bob", "shared") as b:
+        with pytest.raises(AccessDeniedError):  # every batch is checked on the service, the owner's too
+            MemOSStore(a).put(("teams", "research", "notes"), "n1", {"text": "the team's plan"})
+        MemOSStore(a).remote.grant(("teams", "research"), "user:alice", "write")  # type: ignore[union-attr]
+        MemOSStore(a).put(("teams", "research", "notes"), "n1", {"text": "the team's plan"})
+        with pytest.raises(AccessDeniedError):
+            MemOSStore(b).get(("teams", "research", "notes"), "n1")
+        with pytest.raises(AccessDeniedError):  # bob may write the cube, but grants are its owner's
+            MemOSStore(b).remote.grant(("teams", "research"), "user:bob", "read")  # type: ignore[union-attr]
+        MemOSStore(a).remote.grant(("teams", "research"), "user:bob", "read")  # type: ignore[union-attr]
+        assert MemOSStore(b).get(("teams", "research", "notes"), "n1").value == {"text": "the team's plan"}  # type: ignore[union-attr]
+        with pytest.raises(AccessDeniedError):  # read, not write
+            MemOSStore(b).put(("teams", "research", "notes"), "n2", {"text": "bob's idea"})
+        MemOSStore(a).remote.grant(("teams", "research"), "user:bob", None)  # type: ignore[union-attr]
+        with pytest.raises(AccessDeniedError):
+            MemOSStore(b).get(("teams", "research", "notes"), "n1")
