@@ -45,6 +45,7 @@ from urllib.parse import quote
 from . import errors
 from .errors import BackendError, InvalidInputError, InvalidTypeError, MemosError
 from .items import MemoryItem, SearchHit
+from .remote_vectors import RemoteEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,13 @@ class RemoteCube:
         api_key: a key from ``memcube keys create``; it names the user (and maybe agent) every call acts as.
         cube_id: the cube to use; None lets the service pick the user's own cube.
         timeout: seconds per HTTP request.
-        embedder: an embedder for faces that embed on the client side (optional; must match the cube's).
+        embedder: an embedder for faces that embed on the client side (optional; must match the cube's);
+            None embeds on the service when a face needs a vector.
         client: an ``httpx.Client`` to use instead of a new one (proxies, TLS settings, tests).
     """
+
+    #: the vector-store faces forward their operations to the service's own faces (remote_vectors)
+    is_remote = True
 
     def __init__(
         self, base_url: str, api_key: str, cube_id: str | None = None, *, timeout: float = 30.0,
@@ -78,7 +83,9 @@ class RemoteCube:
         self.base_url = base_url.rstrip("/")
         self.cube_id: str = cube_id or ""
         self._cube_param = cube_id
-        self.embedder = embedder
+        # the cube's embedder for faces that embed here: the given one (checked against the service's by the
+        # vector stores), else a proxy that embeds on the service (remote_vectors.RemoteEmbedder)
+        self.embedder = embedder if embedder is not None else RemoteEmbedder(self)
         self.path = PurePosixPath("/remote") / (cube_id or "default")  # no local directory: a label for messages
         self.store: Any = None
         self.text_mem: Any = None

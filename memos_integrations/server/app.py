@@ -31,6 +31,7 @@ from . import errors, models
 from .auth import Authenticator, Principal
 from .errors import ERRORS, UnsupportedError
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
+from .routes_vectors import vector_routes
 from .service import Service, hit_json, item_json
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `memcube keys create`")
@@ -272,6 +273,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     from .chat import install as install_chat
 
     install_chat(app, service, principal)
+    app.include_router(vector_routes(service, principal, limits))
 
     @app.get("/healthz", response_model=models.Status, tags=["health"])
     def healthz() -> dict[str, str]:
