@@ -17,9 +17,13 @@ What differs from a local :class:`~memos_integrations.MemCube`:
   key is an admin's. In a cube shared with several users, search covers the whole cube (MOS semantics),
   where a local ``MemCube.search(user_id=...)`` filters items by their ``user_id``.
 - *Not over this API yet* (refused with :class:`InvalidInputError` naming what is missing, never ignored):
-  ``add_items`` (items with ids and vectors), search with a ``MemoryFilter`` or a query vector, ``add`` with
-  ``sources``, ``update`` of fields other than text, tags and metadata, and the raw parts
-  ``store``/``text_mem`` (None here).
+  ``add_items`` (items with ids and vectors), search with a query vector or with a ``MemoryFilter`` field
+  the route has none for (several users, ``ids``, ``parent_id``, states), ``add`` with ``sources``,
+  ``update`` of fields other than text, tags and metadata, and the raw parts ``store``/``text_mem`` (None here).
+- *The vector stores* (LangChain and LlamaIndex ``MemOSVectorStore``) do not use these methods: on a
+  RemoteCube each is its face's ``RemoteVectorStore``, which sends its operations to the service's own
+  store (:mod:`memos_integrations.remote_vectors`). ``embedder`` is the service cube's
+  (:class:`~memos_integrations.remote_vectors.RemoteEmbedder`) unless one is given.
 - ``audit`` writes nothing remotely (there is no route): the service audits what it refuses; a face's own
   local refusal is logged at WARNING on this side.
 
@@ -45,7 +49,7 @@ from urllib.parse import quote
 from . import errors
 from .errors import BackendError, InvalidInputError, InvalidTypeError, MemosError
 from .items import MemoryItem, SearchHit
-from .remote_vectors import RemoteEmbedder
+from .remote_vectors import RemoteEmbedder, search_fields
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +228,8 @@ class RemoteCube:
             time_to: only memories up to this time.
             top_k: how many hits.
             plan: ``"fast"``, ``"balanced"`` or ``"deep"`` (None: the service's default).
-            filter: not supported over this API (refused when given): pass the fields above instead.
+            filter: a ``MemoryFilter`` (it replaces the arguments above, as in ``MemCube.search``); one with a
+                field the route has none for (several users, ``ids``, ``parent_id``, states) is refused.
             now: the reference time for relative expressions in the query.
             query_vector: not supported over this API (refused when given): the service embeds the query.
             as_of: what was true then (superseded versions valid at that time), as ``MemCube.search(as_of=)``.
@@ -235,7 +240,12 @@ class RemoteCube:
         Raises:
             InvalidInputError: an unsupported argument, or the service refused the query.
         """
-        self._refuse(("filter", filter), ("query_vector", query_vector), what="search")
+        self._refuse(("query_vector", query_vector), what="search")
+        if filter is not None:  # as MemCube.search, the filter replaces the scope and field arguments
+            found = search_fields(filter)
+            user_id, agent_id, session_id, kinds, tags = (found[k] for k in ("user_id", "agent_id", "session_id", "kinds", "tags"))
+            metadata, time_from, time_to = found["metadata"], found["time_from"], found["time_to"]
+            as_of = found["as_of"] if found["as_of"] is not None else as_of
         for name, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
             if value is not None and not isinstance(value, str):
                 raise InvalidInputError(f"RemoteCube.search takes one {name} (a string), got {type(value).__name__}")

@@ -185,3 +185,39 @@ def post_rows(cube: RemoteCube, route: str, common: dict[str, Any], columns: dic
 
 def _slice(common: dict[str, Any], columns: dict[str, list[Any] | None], a: int, b: int) -> tuple[dict[str, Any], int]:
     return {**common, **{k: (v[a:b] if v is not None else None) for k, v in columns.items()}}, b - a
+
+
+#: the MemoryFilter fields the search route has a field for, as (filter field, route field)
+_SEARCH_FIELDS = (("user_id", "user_id"), ("agent_id", "agent_id"), ("session_id", "session_id"), ("kinds", "kinds"),
+                  ("tags_all", "tags"), ("metadata", "metadata"), ("time_from", "time_from"), ("time_to", "time_to"),
+                  ("as_of", "as_of"))
+#: fields the route cannot express; ``current`` is left out: the route always answers the current truth
+_NO_ROUTE_FIELD = ("states", "tags_any", "ids", "parent_id", "parent_prefix")
+
+
+def search_fields(flt: Any) -> dict[str, Any]:
+    """``RemoteCube.search(filter=...)``: a MemoryFilter as the search route's fields (as ``MemCube.search``,
+    the filter replaces the scope and field arguments). A one-element id list is that id.
+
+    Raises:
+        InvalidInputError: the filter sets a field the route has none for (several users, ``ids``, ...).
+    """
+    from .textual.filters import MemoryFilter
+
+    if not isinstance(flt, MemoryFilter):
+        raise InvalidInputError(f"RemoteCube.search takes a MemoryFilter as filter, got {type(flt).__name__}")
+    default = MemoryFilter()
+    refused = [name for name in _NO_ROUTE_FIELD if getattr(flt, name) != getattr(default, name)]
+    out: dict[str, Any] = {}
+    for name, route in _SEARCH_FIELDS:
+        value = getattr(flt, name)
+        if name in ("user_id", "agent_id", "session_id") and isinstance(value, (list, tuple)):
+            if len(value) != 1:
+                refused.append(f"{name} (a list)")
+                continue
+            value = value[0]
+        out[route] = list(value) if name in ("kinds", "tags_all") and value is not None else value
+    if refused:
+        raise InvalidInputError(f"RemoteCube.search cannot send a filter on {refused}: the REST API has no field for "
+                                "them; filter by one user, agent or session, kinds, tags and metadata, or use a local MemCube")
+    return out

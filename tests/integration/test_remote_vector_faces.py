@@ -30,6 +30,7 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests, Vector
 from llama_index.core.schema import TextNode  # noqa: E402
 from llama_index.core.vector_stores.types import VectorStoreQuery  # noqa: E402
 
+import tests.unit.test_llama_index_memory as li_memory_suite  # noqa: E402
 import tests.unit.test_llama_index_vector_store as li_suite  # noqa: E402
 from memos_integrations import MOS  # noqa: E402
 from memos_integrations.errors import (  # noqa: E402
@@ -196,6 +197,35 @@ for _name in _REMOTE_LI:
     globals()[f"{_name}_remote"] = getattr(li_suite, _name)
 
 
+# the LlamaIndex retriever and embedding from the memory suite, unchanged, on a remote cube
+for _name in ("test_retriever_async_and_chunks_come_back_as_written", "test_retriever_bad_input",
+              "test_embedding_matches_the_cube"):
+    globals()[f"{_name}_remote"] = getattr(li_memory_suite, _name)
+
+
+def test_llama_index_retriever_returns_memories_with_metadata(service: Service) -> None:
+    """The memory suite's retriever test; bob's memory lives in his own cube (alice's key cannot file it)."""
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+    from memos_integrations.llama_index import MemOSRetriever as LlamaRetriever
+
+    with service.cube("bob") as bobs:
+        bobs.add(memory="Bob prefers aisle seats.")
+    with service.cube() as cube:
+        cube.add(memory="Alice prefers window seats.", kind="preference", metadata={"src": "chat"})
+        hits = LlamaRetriever.from_defaults(cube, user_id="alice").retrieve("where does she like to sit?")
+        assert [h.node.text for h in hits] == ["Alice prefers window seats."]
+        meta = hits[0].node.metadata
+        assert meta["kind"] == "preference" and meta["user_id"] == "alice" and meta["src"] == "chat"
+        assert meta["version"] == 1 and "dense" in meta["ranks"] and hits[0].node.node_id == meta["memory_id"]
+        flt = MetadataFilters(filters=[MetadataFilter(key="src", value="email")])
+        assert LlamaRetriever.from_defaults(cube, filters=flt).retrieve("seats") == []
+        with pytest.raises(AccessDeniedError):  # the key names the user
+            LlamaRetriever.from_defaults(cube, user_id="bob").retrieve("seats")
+        with pytest.raises(InvalidInputError, match="no field"):  # several users: the route has no field for it
+            LlamaRetriever.from_defaults(cube, user_id=["alice", "bob"]).retrieve("seats")
+
+
 def test_llama_index_store_is_the_remote_one(cube: RemoteCube) -> None:
     assert type(LlamaStore.from_defaults(cube=cube)) is RemoteLlamaStore
     assert type(LlamaStore(cube)) is RemoteLlamaStore
@@ -244,6 +274,11 @@ def test_llama_index_keys_name_the_user(service: Service) -> None:
         with pytest.raises(AccessDeniedError):
             LlamaStore(mine, user_id="bob").get_nodes(["n0"])
     assert [n.node_id for n in LlamaStore(owner).get_nodes(["n0"])] == ["n0"]
+    keys = KeyStore.open(service.mos.home)
+    try:  # the refusal to act as bob is in the key audit log
+        assert any(e["action"] == "act_as" and not e["allowed"] and e["target"] == "bob" for e in keys.audit_log(50))
+    finally:
+        keys.close()
     owner.close()
 
 
