@@ -137,7 +137,8 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
     @router.get("/embedder", response_model=None)
     def embedder(who: Auth, cube_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None) -> JSONResponse:
         """The cube's embedder (name, dimension, fingerprint) and this service's body limit, so a client can
-        refuse a mismatched embedding model and size its batches."""
+        refuse a mismatched embedding model and size its batches. Your first call creates your default cube
+        (when you name none and have none), as a first write does: a store is made before it writes."""
         view = service.view(service.actor(who, None), cube_id, "read", create=True)
         assert view is not None  # create=True
         emb = view.embedder

@@ -28,7 +28,7 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from langchain_tests.integration_tests import RetrieversIntegrationTests, VectorStoreIntegrationTests  # noqa: E402
 from llama_index.core.schema import TextNode  # noqa: E402
-from llama_index.core.vector_stores.types import VectorStoreQuery  # noqa: E402
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode  # noqa: E402
 
 import tests.unit.test_llama_index_memory as li_memory_suite  # noqa: E402
 import tests.unit.test_llama_index_vector_store as li_suite  # noqa: E402
@@ -214,7 +214,7 @@ def test_llama_index_retriever_returns_memories_with_metadata(service: Service) 
     with service.cube() as cube:
         cube.add(memory="Alice prefers window seats.", kind="preference", metadata={"src": "chat"})
         hits = LlamaRetriever.from_defaults(cube, user_id="alice").retrieve("where does she like to sit?")
-        assert [h.node.text for h in hits] == ["Alice prefers window seats."]
+        assert [h.node.get_content() for h in hits] == ["Alice prefers window seats."]
         meta = hits[0].node.metadata
         assert meta["kind"] == "preference" and meta["user_id"] == "alice" and meta["src"] == "chat"
         assert meta["version"] == 1 and "dense" in meta["ranks"] and hits[0].node.node_id == meta["memory_id"]
@@ -308,7 +308,8 @@ def test_hostile_vectors_are_clear_errors_and_write_nothing(service: Service) ->
         with pytest.raises(InvalidInputError, match="NaN"):
             li.query(VectorStoreQuery(query_embedding=nan, similarity_top_k=1))
         with pytest.raises(InvalidInputError, match="mmr_threshold"):
-            li.query(VectorStoreQuery(query_embedding=[0.1] * 384, similarity_top_k=1, mode="mmr", mmr_threshold=7.0))
+            li.query(VectorStoreQuery(query_embedding=[0.1] * 384, similarity_top_k=1, mode=VectorStoreQueryMode.MMR,
+                                      mmr_threshold=7.0))
         assert lc.add_texts([]) == [] and li.add([]) == []
         assert cube.stats()["items"] == 0
 
