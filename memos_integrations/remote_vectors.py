@@ -42,7 +42,7 @@ class RemoteEmbedder:
         self._info: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
-        """``{"name", "dimension", "fingerprint", "max_body_bytes", "max_k"}`` (asked once, then kept)."""
+        """``{"name", "dimension", "fingerprint", "max_text_chars", "max_body_bytes", "max_k"}`` (asked once, then kept)."""
         if self._info is None:
             data = self._cube._call("GET", "/v1/vector-stores/embedder")
             if not (isinstance(data, dict) and isinstance(data.get("dimension"), int)
@@ -163,8 +163,10 @@ def post_rows(cube: RemoteCube, route: str, common: dict[str, Any], columns: dic
               merge: Callable[[list[Any]], Any], *, before: Callable[[], None] | None = None) -> Any:
     """Write rows in as few requests as the body limit allows; ``before`` runs first when it takes more than one.
 
-    Each request is atomic on the service. When one fails after others were written, its error (the same
-    MemosError subclass) says how many rows were written, so the caller can retry the rest.
+    Each request is atomic on the service; ``before`` (the face's own checks of the whole write, run on
+    this side) refuses what the service would refuse in a later request. When one still fails after
+    others were written (the service went away), its error (the same MemosError subclass) says how many
+    rows were written, so the caller can retry the rest.
     """
     bodies = batches(common, columns, service_info(cube)["max_body_bytes"])
     if len(bodies) > 1 and before is not None:

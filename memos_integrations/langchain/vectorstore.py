@@ -467,10 +467,17 @@ class RemoteVectorStore(MemOSVectorStore):
         if not isinstance(ids, list) or (metadatas is not None and not isinstance(metadatas, list)) \
                 or any(len(c) != len(texts) for c in columns.values() if isinstance(c, list)):
             return list(self._post("add", **columns)["ids"])  # one request: the service says what is wrong
-        body = self._body()
-        return post_rows(self.cube, "/v1/vector-stores/langchain/add", body, columns,  # type: ignore[arg-type]
-                         lambda answers: [i for a in answers for i in a["ids"]],
-                         before=lambda: self._post("check", ids=ids))
+        def check_whole_write() -> None:  # several requests: refuse here what a later one would be refused
+            from ..remote_vectors import service_info
+            from ..textual.item_checks import check_item
+
+            limit = int(service_info(self.cube)["max_text_chars"])  # type: ignore[arg-type]
+            for item in self._items(texts, metadatas, ids, self._scope()):
+                check_item(item, limit)
+            self._post("check", ids=ids)
+
+        return post_rows(self.cube, "/v1/vector-stores/langchain/add", self._body(), columns,  # type: ignore[arg-type]
+                         lambda answers: [i for a in answers for i in a["ids"]], before=check_whole_write)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         return bool(self._post("delete", ids=ids)["deleted"])

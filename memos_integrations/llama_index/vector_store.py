@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import (
@@ -338,8 +339,20 @@ class RemoteVectorStore(MemOSVectorStore):
 
         if not nodes:
             return []
+
+        def check_whole_write() -> None:  # several requests: refuse here what a later one would be refused
+            from ..remote_vectors import service_info
+            from ..textual.item_checks import check_item
+
+            dim = self._cube.embedder.dimension
+            embeddings_of(nodes, dim, self.embed_missing, lambda texts: np.zeros((len(texts), dim)), [""] * len(nodes))
+            limit = int(service_info(self._cube)["max_text_chars"])  # type: ignore[arg-type]
+            for node in nodes:
+                check_item(node_to_item(node, tags=[], user_id=None), limit)
+
         return post_rows(self._cube, "/v1/vector-stores/llama-index/add", self._body(),  # type: ignore[arg-type]
-                         {"nodes": nodes_to_json(nodes)}, lambda answers: [i for a in answers for i in a["ids"]])
+                         {"nodes": nodes_to_json(nodes)}, lambda answers: [i for a in answers for i in a["ids"]],
+                         before=check_whole_write)
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         self._post("delete", ref_doc_id=ref_doc_id)

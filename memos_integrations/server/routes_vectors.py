@@ -143,7 +143,8 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         assert view is not None  # create=True
         emb = view.embedder
         return ok({"name": emb.name, "dimension": int(emb.dimension), "fingerprint": emb.fingerprint,
-                   "max_body_bytes": limits.max_body_bytes, "max_k": limits.max_k})
+                   "max_text_chars": int(view.config.max_text_chars), "max_body_bytes": limits.max_body_bytes,
+                   "max_k": limits.max_k})
 
     @router.post("/embed", response_model=None)
     def embed(body: EmbedIn, who: Auth) -> JSONResponse:

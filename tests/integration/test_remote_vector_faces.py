@@ -36,6 +36,7 @@ from memos_integrations import MOS  # noqa: E402
 from memos_integrations.errors import (  # noqa: E402
     AccessDeniedError,
     EmbedderMismatchError,
+    EmptyTextError,
     InvalidInputError,
     OversizedInputError,
 )
@@ -345,8 +346,14 @@ def test_a_write_over_the_body_limit_is_batched_and_one_huge_item_is_refused(ser
         with pytest.raises(OversizedInputError, match="body limit"):
             lc.add_texts(["y" * (BODY_LIMIT + 10)])
         before = cube.stats()["items"]
-        with pytest.raises(AccessDeniedError):  # a batched write checks every id before its first request
+        # a write sent as several requests is checked whole before the first: refused, nothing written
+        with pytest.raises(AccessDeniedError):  # an id of another kind in the last request
             LangChainStore(cube, kind="fact").add_texts(texts[:30], ids=[f"new{i}" for i in range(29)] + ["t0"])
+        with pytest.raises(EmptyTextError):
+            lc.add_texts([*texts[:30], " "])
+        bad = [*nodes[:39], TextNode(id_="short", text="short", embedding=[0.1] * 8)]
+        with pytest.raises(EmbedderMismatchError):
+            li.add([TextNode(id_=f"n{n.node_id}", text=n.text, embedding=n.embedding) for n in bad])
         assert cube.stats()["items"] == before
 
 
