@@ -223,3 +223,12 @@ def search_fields(flt: Any) -> dict[str, Any]:
         raise InvalidInputError(f"RemoteCube.search cannot send a filter on {refused}: the REST API has no field for "
                                 "them; filter by one user, agent or session, kinds, tags and metadata, or use a local MemCube")
     return out
+
+
+def check_unique(ids: Sequence[Any]) -> None:
+    """The engine's refusal of one id twice in a write, for a write sent as several requests."""
+    seen: set[Any] = set()
+    for i in ids:
+        if i in seen:
+            raise InvalidInputError(f"id {i!r} appears twice in one write; ids must be unique")
+        seen.add(i)

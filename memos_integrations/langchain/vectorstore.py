@@ -468,12 +468,14 @@ class RemoteVectorStore(MemOSVectorStore):
                 or any(len(c) != len(texts) for c in columns.values() if isinstance(c, list)):
             return list(self._post("add", **columns)["ids"])  # one request: the service says what is wrong
         def check_whole_write() -> None:  # several requests: refuse here what a later one would be refused
-            from ..remote_vectors import service_info
+            from ..remote_vectors import check_unique, service_info
             from ..textual.item_checks import check_item
 
             limit = int(service_info(self.cube)["max_text_chars"])  # type: ignore[arg-type]
-            for item in self._items(texts, metadatas, ids, self._scope()):
+            items = self._items(texts, metadatas, ids, self._scope())
+            for item in items:
                 check_item(item, limit)
+            check_unique([it.id for it in items])
             self._post("check", ids=ids)
 
         return post_rows(self.cube, "/v1/vector-stores/langchain/add", self._body(), columns,  # type: ignore[arg-type]

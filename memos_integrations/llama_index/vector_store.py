@@ -341,7 +341,7 @@ class RemoteVectorStore(MemOSVectorStore):
             return []
 
         def check_whole_write() -> None:  # several requests: refuse here what a later one would be refused
-            from ..remote_vectors import service_info
+            from ..remote_vectors import check_unique, service_info
             from ..textual.item_checks import check_item
 
             dim = self._cube.embedder.dimension
@@ -349,6 +349,7 @@ class RemoteVectorStore(MemOSVectorStore):
             limit = int(service_info(self._cube)["max_text_chars"])  # type: ignore[arg-type]
             for node in nodes:
                 check_item(node_to_item(node, tags=[], user_id=None), limit)
+            check_unique([node.node_id for node in nodes])
 
         return post_rows(self._cube, "/v1/vector-stores/llama-index/add", self._body(),  # type: ignore[arg-type]
                          {"nodes": nodes_to_json(nodes)}, lambda answers: [i for a in answers for i in a["ids"]],

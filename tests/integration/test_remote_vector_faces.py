@@ -351,6 +351,10 @@ def test_a_write_over_the_body_limit_is_batched_and_one_huge_item_is_refused(ser
             LangChainStore(cube, kind="fact").add_texts(texts[:30], ids=[f"new{i}" for i in range(29)] + ["t0"])
         with pytest.raises(EmptyTextError):
             lc.add_texts([*texts[:30], " "])
+        with pytest.raises(InvalidInputError, match="twice"):  # as in one request (and locally)
+            lc.add_texts(texts[:31], ids=[f"dup{i}" for i in range(30)] + ["dup0"])
+        with pytest.raises(InvalidInputError, match="twice"):
+            li.add([*nodes, nodes[0]])
         bad = [*nodes[:39], TextNode(id_="short", text="short", embedding=[0.1] * 8)]
         with pytest.raises(EmbedderMismatchError):
             li.add([TextNode(id_=f"n{n.node_id}", text=n.text, embedding=n.embedding) for n in bad])
