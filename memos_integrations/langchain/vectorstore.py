@@ -458,15 +458,12 @@ class RemoteVectorStore(MemOSVectorStore):
         if isinstance(texts, (str, bytes)):
             raise InvalidTypeError("texts must be a list of strings, not one string; wrap it in a list")
         texts = list(texts)
-        ids = list(ids) if isinstance(ids, Sequence) and not isinstance(ids, (str, bytes)) else ids
-        if ids is not None and isinstance(ids, list) and len(ids) == len(texts):
-            ids = [i if i is not None else new_id() for i in ids]  # several requests must not differ on new ids
-        elif ids is None:
-            ids = [new_id() for _ in texts]
-        columns = {"texts": texts, "metadatas": metadatas, "ids": ids}
-        if not isinstance(ids, list) or (metadatas is not None and not isinstance(metadatas, list)) \
-                or any(len(c) != len(texts) for c in columns.values() if isinstance(c, list)):
-            return list(self._post("add", **columns)["ids"])  # one request: the service says what is wrong
+        if not all(isinstance(c, (list, tuple)) and len(c) == len(texts) for c in (ids, metadatas) if c is not None):
+            return list(self._post("add", texts=texts, metadatas=metadatas, ids=ids)["ids"])  # the face says what is wrong
+        # new ids are made here, so that a write sent as several requests has them all before the first
+        ids = [new_id() if i is None else i for i in (ids if ids is not None else [None] * len(texts))]
+        columns = {"texts": texts, "metadatas": None if metadatas is None else list(metadatas), "ids": ids}
+
         def check_whole_write() -> None:  # several requests: refuse here what a later one would be refused
             from ..remote_vectors import check_unique, service_info
             from ..textual.item_checks import check_item

@@ -28,6 +28,7 @@ from ..errors import InvalidInputError
 from .auth import Principal
 from .errors import ERRORS
 from .limits import Limits
+from .models import ErrorOut
 from .service import Service, item_json
 
 _Id = Annotated[str | None, Field(default=None, min_length=1, max_length=256)]
@@ -119,7 +120,8 @@ class EmbedIn(BaseModel):
 
 def vector_routes(service: Service, principal: Callable[..., Principal], limits: Limits) -> APIRouter:
     """The ``/v1/vector-stores`` routes, authenticating with the app's ``principal`` dependency."""
-    router = APIRouter(prefix="/v1/vector-stores", tags=["vector stores"], responses={**ERRORS})
+    mismatch = {"model": ErrorOut, "description": "a vector or embedding model that is not the cube's (EmbedderMismatchError)"}
+    router = APIRouter(prefix="/v1/vector-stores", tags=["vector stores"], responses={**ERRORS, 400: mismatch})
     Auth = Annotated[Principal, Depends(principal)]
 
     def ok(data: Any) -> JSONResponse:
