@@ -1,10 +1,13 @@
 """``RemoteCube``: the cube methods the faces call, served by a memcube REST service over HTTP.
 
-Where it sits: a face (LangChain ``MemOSRetriever``, the LlamaIndex retriever and memory block, ...) types
-its cube as :class:`~memos_integrations.face_api.CubeAPI`; a ``RemoteCube`` satisfies that protocol, so the
-same face code runs against ``memcube serve`` on another machine. Each method is one or a few calls to the
-service's ``/v1`` routes (JSON, ``Authorization: Bearer <key>``); the service acts as the key's user (and
-agent), enforces access and audits refusals.
+Where it sits: a face types its cube as :class:`~memos_integrations.face_api.CubeAPI`; a ``RemoteCube``
+satisfies that protocol, so the same face code runs against ``memcube serve`` on another machine. The
+LangChain retriever and the LlamaIndex retriever and memory block call the methods below (each one or a few
+calls to the service's ``/v1`` routes); the faces that need the cube's tables or vectors (the LangGraph
+``MemOSStore``, the chat histories, the LlamaIndex chat and KV stores, both ``MemOSVectorStore``) send
+their own operations to the service, which runs the same face class as the key's user
+(:mod:`memos_integrations.remote_store`, :mod:`memos_integrations.remote_vectors`). The service acts as the
+key's user (and agent), enforces access and audits refusals.
 
 Errors come back as the same :class:`~memos_integrations.errors.MemosError` subclass the service raised
 (``{"error": {"type": "ItemNotFoundError", ...}}`` becomes :class:`ItemNotFoundError`), so callers catch
@@ -433,13 +436,25 @@ def _error_from(response: Any, what: str) -> MemosError:
 
 
 def _error_class(name: str) -> type | None:
-    """The MemosError subclass called ``name``: the engine's, or the service's own (when the server extra is here)."""
+    """The MemosError subclass called ``name``: the engine's, the service's own (when the server extra is here),
+    or any other loaded subclass (a face's own, e.g. ``InvalidStoreNamespaceError``)."""
     found = getattr(errors, name, None)
     if found is None:
         import importlib
 
         try:
             found = getattr(importlib.import_module("memos_integrations.server.errors"), name, None)
-        except ImportError:  # a client without the [server] extra: fall back on the status code
-            return None
+        except ImportError:  # a client without the [server] extra: look among the loaded subclasses
+            found = None
+    if found is None:
+        found = next((c for c in _subclasses(errors.MemosError) if c.__name__ == name), None)
     return found if isinstance(found, type) else None
+
+
+def _subclasses(cls: type) -> list[type]:
+    """Every loaded subclass of ``cls``, depth first."""
+    out: list[type] = []
+    sub: type
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out

@@ -150,6 +150,8 @@ class NamespacePolicy:
         """Give ``principal`` (an agent id, an ``as_principal`` name, or ``"user:<id>"``) access under ``prefix``."""
         if access not in ("read", "write"):
             raise InvalidInputError(f"access is 'read' or 'write', got {access!r}")
+        if self._remote_grant(prefix, principal, access):
+            return
         key = L.encode(L.check_labels(prefix, for_write=True))
         with self.cube.store.db.transaction() as tx:  # read-modify-write of one rule set: lock it
             tx.lock(f"{_ACL}:{key}")
@@ -159,6 +161,9 @@ class NamespacePolicy:
             self.cube.audit("grant", None, f"ns:{key}", {"principal": principal, "access": access})
 
     def revoke(self, prefix: tuple[str, ...], principal: str) -> None:
+        """Take back what :meth:`grant` gave ``principal`` under ``prefix``."""
+        if self._remote_grant(prefix, principal, None):
+            return
         key = L.encode(prefix)
         with self.cube.store.db.transaction() as tx:
             tx.lock(f"{_ACL}:{key}")
@@ -166,6 +171,16 @@ class NamespacePolicy:
             rules.pop(principal, None)
             self.cube.store.kv_put(_ACL, {key: rules})
             self.cube.audit("revoke", None, f"ns:{key}", {"principal": principal})
+
+    def _remote_grant(self, prefix: tuple[str, ...], principal: str, access: Access | None) -> bool:
+        """On a RemoteCube the rules live on the service: send the grant there (the cube owner's only)."""
+        from ..remote_store import RemoteStoreOps, remote_of
+
+        remote = remote_of(self.cube)
+        if remote is None:
+            return False
+        RemoteStoreOps(remote, index=None, plan="balanced", kind="fact").grant(prefix, principal, access)
+        return True
 
     def access(self, principal: str | Principal, namespace: tuple[str, ...]) -> str | None:
         """'owner', 'write', 'read' or None for ``principal`` on ``namespace``."""

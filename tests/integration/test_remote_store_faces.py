@@ -44,6 +44,7 @@ from memos_integrations.errors import (  # noqa: E402
 )
 from memos_integrations.langchain import MemOSChatMessageHistory  # noqa: E402
 from memos_integrations.langgraph import MemOSStore  # noqa: E402
+from memos_integrations.langgraph.access import NamespacePolicy  # noqa: E402
 from memos_integrations.llama_index import (  # noqa: E402
     MemOSAsyncChatStore,
     MemOSChatStore,
@@ -408,3 +409,20 @@ def test_grants_on_the_service_cube_are_the_owners(svc: Service) -> None:
         MemOSStore(a).remote.grant(("teams", "research"), "user:bob", None)  # type: ignore[union-attr]
         with pytest.raises(AccessDeniedError):
             MemOSStore(b).get(("teams", "research", "notes"), "n1")
+        # the policy object users write locally works on a remote cube too: it forwards to the service
+        NamespacePolicy(a).grant(("teams", "research"), "user:bob", "read")
+        assert MemOSStore(b).get(("teams", "research", "notes"), "n1") is not None
+        with pytest.raises(AccessDeniedError):
+            NamespacePolicy(b).grant(("teams", "research"), "user:bob", "write")
+        NamespacePolicy(a).revoke(("teams", "research"), "user:bob")
+        with pytest.raises(AccessDeniedError):
+            MemOSStore(b).get(("teams", "research", "notes"), "n1")
+
+
+def test_a_face_error_comes_back_as_its_own_class() -> None:
+    """An error class the service raises that lives in a face module maps back to that class, not its parent."""
+    from memos_integrations.langgraph.store_logic import InvalidStoreNamespaceError
+    from memos_integrations.remote import _error_class
+
+    assert _error_class("InvalidStoreNamespaceError") is InvalidStoreNamespaceError
+    assert _error_class("NoSuchErrorAnywhere") is None
