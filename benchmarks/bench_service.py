@@ -74,9 +74,11 @@ def _load(args: argparse.Namespace) -> None:
             code = request("GET", "/healthz", {})
         elif args.kind == "search":
             q = user["questions"][n % len(user["questions"])]
-            code = request("GET", "/v1/memories/search?" + urlencode({"q": q, "k": 10}), headers)
+            named = {"cube_id": user["cube"]} if "cube" in user else {}
+            code = request("GET", "/v1/memories/search?" + urlencode({"q": q, "k": 10, **named}), headers)
         else:
-            body = json.dumps({"text": f"{user['texts'][n % len(user['texts'])]} (note {n})"}).encode()
+            named = {"cube_id": user["cube"]} if "cube" in user else {}
+            body = json.dumps({"text": f"{user['texts'][n % len(user['texts'])]} (note {n})", **named}).encode()
             code = request("POST", "/v1/memories", {**headers, "Content-Type": "application/json"}, body)
         return time.perf_counter() - due, code
 
@@ -144,7 +146,55 @@ def _build(home: Path, n_users: int, embedder: Any) -> tuple[Any, list[dict[str,
     return mos, users, time.perf_counter() - start
 
 
-def _open_or_build(root: Path, n_users: int, embedder: Any) -> tuple[Any, list[dict[str, Any]], str]:
+def _build_pg(home: Path, n_users: int, embedder: Any, dsn: str) -> tuple[Any, list[dict[str, Any]], float]:
+    """The PostgreSQL variant: one LoCoMo cube per conversation in its own schema (truth and pgvector vectors
+    on the server), owned by ``owner`` and shared for writing with the users (ten per cube for 50 users),
+    who name it in every request. A request's work is what it is on the embedded home (the same cube
+    sizes, the same queries); what differs is that the truth and the vectors live in PostgreSQL."""
+    from memos_integrations import CubeConfig, MemCube
+    from memos_integrations.config import postgres_store
+    from memos_integrations.mos import MOS
+    from memos_integrations.storage.keys import KeyStore
+
+    convs = locomo()
+    start = time.perf_counter()
+    mos = MOS(home, embedder=embedder)
+    mos.create_user("owner")
+    cube_ids = []
+    for conv in convs:
+        cube_id = f"c_{conv['sample_id'].replace('-', '_').lower()}"
+        config = CubeConfig(store=postgres_store(dsn, schema=cube_id, max_size=3))
+        cube = MemCube.create(home / "cubes" / cube_id, config, embedder=embedder)
+        for key, when, turns in sessions(conv):
+            cube.add(messages=turn_messages(turns), user_id="template", session_id=key, timestamp=when)
+        mos.register_mem_cube(cube, user_id="owner", mem_cube_id=cube_id)
+        cube_ids.append(cube_id)
+    keys = KeyStore.open(home / "mos.db")
+    users = []
+    for i in range(n_users):
+        user = f"u{i:02d}"
+        conv = convs[i % len(convs)]
+        mos.create_user(user)
+        mos.share_cube_with_user(cube_ids[i % len(convs)], user, "write", user_id="owner")
+        token, _ = keys.create(user)
+        questions = [q["question"] for q in conv["qa"] if q.get("category") != 5]
+        texts = [t["text"] for _, _, turns in sessions(conv) for t in turns][:200]
+        users.append({"user": user, "token": token, "cube": cube_ids[i % len(convs)], "questions": questions,
+                      "texts": texts})
+    keys.close()
+    return mos, users, time.perf_counter() - start
+
+
+def _postgres(root: Path) -> tuple[Any, str]:
+    """A pgserver PostgreSQL 16 (with pgvector) whose data lives in ``root/pg`` (kept for the next run)."""
+    import pgserver
+
+    server = pgserver.get_server(str(root / "pg"), cleanup_mode="stop")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    return server, server.get_uri()
+
+
+def _open_or_build(root: Path, n_users: int, embedder: Any, dsn: str | None = None) -> tuple[Any, list[dict[str, Any]], str]:
     """The MOS home under ``root`` with its users: reused when ``root/users.json`` says it holds as many."""
     from memos_integrations.mos import MOS
 
@@ -153,7 +203,10 @@ def _open_or_build(root: Path, n_users: int, embedder: Any) -> tuple[Any, list[d
         users = json.loads(saved.read_text())
         if len(users) == n_users:
             return MOS(root / "home", embedder=embedder), users, "reused"
-    mos, users, build_s = _build(root / "home", n_users, embedder)
+    if dsn is not None:
+        mos, users, build_s = _build_pg(root / "home", n_users, embedder, dsn)
+    else:
+        mos, users, build_s = _build(root / "home", n_users, embedder)
     saved.write_text(json.dumps(users))
     return mos, users, f"built in {build_s:.0f} s"
 
@@ -169,7 +222,7 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
         cpu = time.process_time()
         for i in range(n):
             u = users[i % len(users)]
-            view = mos.cube(f"{u['user']}_default", user_id=u["user"])
+            view = mos.cube(u.get("cube", f"{u['user']}_default"), user_id=u["user"])
             t = time.perf_counter()
             view.search(u["questions"][i % len(u["questions"])], top_k=10)
             out.append(time.perf_counter() - t)
@@ -254,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["all", "overhead", "load"], default="all")
     p.add_argument("--workers", type=int, default=0,
                    help="serve with `memcube serve --workers N` in a separate process (0: uvicorn in this process)")
+    p.add_argument("--backend", choices=["embedded", "postgres"], default="embedded",
+                   help="postgres: the cubes' truth and vectors in a pgserver PostgreSQL (kept under --home)")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -273,14 +328,19 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-service-"))
     root.mkdir(parents=True, exist_ok=True)
     embedder = MiniLMEmbedder()
-    mos, users, how = _open_or_build(root, args.users, embedder)
-    items = mos.cube(users[0]["user"] + "_default", user_id=users[0]["user"]).stats()["items"]
+    pg = None
+    dsn = None
+    if args.backend == "postgres":
+        pg, dsn = _postgres(root)
+    mos, users, how = _open_or_build(root, args.users, embedder, dsn)
+    items = mos.cube(users[0].get("cube", users[0]["user"] + "_default"), user_id=users[0]["user"]).stats()["items"]
     print(f"{args.users} users' cubes ({items}+ items each, LoCoMo): {how}", flush=True)
 
     server = thread = proc = None
     keys = KeyStore.open(root / "home" / "mos.db")
     if args.workers:
-        mos.close()  # embedded cubes are held by one process at a time: the workers open them
+        if dsn is None:
+            mos.close()  # embedded cubes are held by one process at a time: the workers open them
         proc, port = _serve_workers(root / "home", args.workers)
     else:
         server, thread, port = _serve_in_thread(mos, keys)
@@ -291,19 +351,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         for _ in range(2 * args.workers):
             _run_load(plan, "search", count=len(users))
-    else:
+    if not args.workers or dsn is not None:
         for u in users:
             mos.search("warm up", user_id=u["user"], top_k=10)
 
     rows: list[list[Any]] = []
     base_p95 = None
-    if args.only in ("all", "overhead") and not args.workers:
+    if args.only in ("all", "overhead") and (not args.workers or dsn is not None):
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
     if args.only in ("all", "load"):
         unloaded = _run_load(plan, "search", count=args.overhead_n)
         base_p95 = unloaded["p95"]
         rows.append(["search, HTTP (1 at a time: the unloaded p95)", "-", unloaded["n"], "-", unloaded["p50"] * 1e3,
-                     "-", unloaded["errors"]])
+                     unloaded["p95"] * 1e3, unloaded["errors"]])
         target_search = _run_load(plan, "search", rate=args.search_rate, duration=args.duration)
         rows.append([f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search["n"], target_search["achieved"],
                      target_search["p50"] * 1e3, target_search["p95"] * 1e3, target_search["errors"]])
@@ -322,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(table(["run", "s", "requests", "achieved req/s", "p50 ms", "p95 ms (overhead rows: CPU ms/request)",
                  "errors"], rows))
-    if args.only in ("all", "overhead") and not args.workers:
+    if args.only in ("all", "overhead") and (not args.workers or dsn is not None):
         print(f"\nservice overhead (HTTP + auth + JSON), p50: {(found['http_p50'] - found['direct_p50']) * 1e3:.2f} ms "
               f"wall, {(found['http_cpu'] - found['direct_cpu']) * 1e3:.2f} ms CPU per request (target <= 3 ms)")
     if base_p95 is not None:
@@ -331,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(target <= 100 ms), errors {target_add['errors']}")
         print(f"search p95 doubles (over {base_p95 * 1e3:.0f} ms, one request at a time) at: "
               f"{f'{doubled:g} req/s' if doubled else 'not within the sweep'}")
-    print(f"server: {f'memcube serve --workers {args.workers}' if args.workers else 'uvicorn in this process'}; "
+    print(f"cubes: {args.backend}; server: {f'memcube serve --workers {args.workers}' if args.workers else 'uvicorn in this process'}; "
           f"machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
           f"{os.getloadavg()[0]:.1f}")
     if server is not None and thread is not None:
@@ -342,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(timeout=60)
     keys.close()
     mos.close()
+    if pg is not None:
+        pg.cleanup()
     return 0
 
 
