@@ -120,3 +120,34 @@ def test_a_shared_service_without_a_cube_server_refuses_to_create_cubes(home: tu
         assert w.mos.list_cubes("alice") == []  # nothing half-made
     finally:
         w.close()
+
+
+def test_a_worker_builds_its_app_from_the_environment(home: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What uvicorn calls in each worker process: the app from ENV, shared (new cubes refused without --cubes-on)."""
+    import json
+    from dataclasses import asdict
+
+    from memos_integrations.server import workers
+
+    h, token = home
+    limits = Limits(rate=0)
+    monkeypatch.setenv(workers.ENV, json.dumps({"home": str(h), "limits": {**asdict(limits), "cors_origins": []},
+                                                 "chat_model": None, "cubes_on": None}))
+    app = workers.app_from_env()
+    with TestClient(app) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert client.get("/v1/cubes", headers=auth).json() == {"cubes": []}
+        assert client.post("/v1/cubes", json={"cube_id": "x"}, headers=auth).status_code == 501
+    app.state.authenticator.keys.close()
+    app.state.service.mos.close()
+
+
+def test_memcube_serve_workers_refuses_embedded_cubes_in_one_line(home: tuple[Path, str], embedder: Any,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from memos_integrations.cli import main
+
+    h, _ = home
+    with MOS(h, embedder=embedder) as mos:
+        mos.create_cube_for_user("notes", owner_id="alice")
+    assert main(["serve", "--home", str(h), "--workers", "2"]) == 2
+    assert "'notes' keep their vectors embedded" in capsys.readouterr().err
