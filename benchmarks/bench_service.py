@@ -12,7 +12,7 @@ Reported: search p95 at ``--search-rate`` (200/s) and add p95 at ``--add-rate`` 
 the search rate at which p95 doubles over its unloaded value (one request at a time; a sweep of
 rising rates stops at the first that doubles it); and the service's own
 overhead, p50 of one HTTP search minus p50 of the same ``MOS`` search done directly (one at a time).
-Rate limiting is off for the run (one key per user, and the limits are what is measured here).
+Rate limiting is off for the run unless ``--rate-limit`` turns it on (with a burst no run reaches) to measure its cost.
 
     python -m benchmarks.bench_service                      # the issue's 30 s runs
     python -m benchmarks.bench_service --duration 5 --sweep-duration 4   # a short look
@@ -254,14 +254,15 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
     return found
 
 
-def _serve_in_thread(mos: Any, keys: Any) -> tuple[Any, threading.Thread, int]:
+def _serve_in_thread(mos: Any, keys: Any, rate: float = 0) -> tuple[Any, threading.Thread, int]:
     import uvicorn
 
     from memos_integrations.server import Limits, create_app
     from tests.integration.conftest import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False),
+    limits = Limits(rate=rate, burst=1_000_000)  # rate > 0: the shared buckets' cost is measured, never a 429
+    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=limits, mcp=False),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -309,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve with `memcube serve --workers N` in a separate process (0: uvicorn in this process)")
     p.add_argument("--backend", choices=["embedded", "postgres"], default="embedded",
                    help="postgres: the cubes' truth and vectors in a pgserver PostgreSQL (kept under --home)")
+    p.add_argument("--rate-limit", type=float, default=0,
+                   help="turn per-key rate limiting on at this rate (with a burst no run reaches), to measure its cost")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -343,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             mos.close()  # embedded cubes are held by one process at a time: the workers open them
         proc, port = _serve_workers(root / "home", args.workers)
     else:
-        server, thread, port = _serve_in_thread(mos, keys)
+        server, thread, port = _serve_in_thread(mos, keys, args.rate_limit)
     plan = root / "plan.json"
     plan.write_text(json.dumps({"base": f"http://127.0.0.1:{port}", "users": users}))
 
