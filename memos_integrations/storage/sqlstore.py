@@ -29,6 +29,7 @@ its row and is applied by the next drain.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -168,6 +169,9 @@ class SQLStore(SideTables):
         # more than the search (a crash loses at most a few usage counts, never a memory)
         self._usage: dict[str, tuple[int, float]] = {}
         self._usage_flushed = time.monotonic()
+        # guards the vector cache and the usage buffer when the database has no lock of its own (SQLite's
+        # connection lock serves; PostgreSQL's pool has none, and threads share this store)
+        self._own_lock = threading.RLock()
         self.schema_version = self._migrate()
 
     # -- schema -------------------------------------------------------------------------------------
@@ -473,11 +477,8 @@ class SQLStore(SideTables):
     @contextmanager
     def _cache_lock(self) -> Iterator[None]:
         lock = getattr(self.db, "lock", None)
-        if lock is None:
+        with lock if lock is not None else self._own_lock:
             yield
-        else:
-            with lock:
-                yield
 
     def vectors_by_id(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored (unit-length) vectors of the items ``ids``, by id; items without one are absent."""

@@ -272,3 +272,46 @@ def test_the_index_lock_serialises_drains_across_processes(pgcube: Any) -> None:
     waiter.join(10)
     assert order == ["first", "second"]
     other.db.close()
+
+
+def test_concurrent_searches_share_the_vector_cache_safely(pgcube: Any, postgres_dsn: str) -> None:
+    """Threads searching one PostgreSQL cube while another writes: the in-memory vector cache is guarded
+    on PostgreSQL too (it was guarded only where the database object had a lock, i.e. SQLite, so a
+    service's concurrent searches answered 500 with IndexError / broadcast errors)."""
+    import threading
+
+    pgcube.add(memory=[f"note {i}: the {['red', 'blue', 'green'][i % 3]} kite number {i}" for i in range(60)],
+               user_id="u")
+    rids = sorted(pgcube.store.read("SELECT rid FROM items"))
+    rids = [r[0] for r in rids]
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader(k: int) -> None:
+        try:
+            for n in range(150):
+                part = rids[(k + n) % 7::3]
+                found, matrix = pgcube.store.vectors_for(part)
+                assert len(found) == matrix.shape[0]
+        except BaseException as exc:  # noqa: BLE001  (collected and re-raised by the test)
+            failures.append(exc)
+
+    def writer() -> None:
+        import psycopg
+
+        # each transaction that takes an id moves the server's snapshot (the store's data version), so
+        # readers keep clearing and refilling the cache under each other
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("SELECT txid_current()")
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(6)]
+    w = threading.Thread(target=writer)
+    w.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    w.join()
+    assert not failures, failures[:3]
