@@ -56,3 +56,11 @@ def test_the_new_options_are_typed() -> None:
         R.SearchPlan(session_cap=0)
     assert R.PRESETS["multihop"].speaker_boost > 0 and R.PRESETS["deep"].speaker_boost > 0
     assert R.uses_working_memory("deep") and not R.uses_working_memory("balanced")
+
+
+def test_speaker_names_match_whole_words_and_are_never_patterns() -> None:
+    speakers = ["Al", "C++ (bot)", ".*", " ", "Alice"]
+    assert R.named_speakers("What did Alice also say about alpacas?", speakers) == {"Alice"}  # not "Al"
+    assert R.named_speakers("what did c++ (bot) answer?", speakers) == {"C++ (bot)"}
+    assert R.named_speakers("anything at all", speakers) == set()  # ".*" is a name, not a regex; blank is none
+    assert R.apply_speaker({1: 1.0}, {1: "Al"}, {"Al"}, 1.0) == {1: 1.0}  # the only speaker: nothing to tell apart
