@@ -15,12 +15,13 @@ the summaries among the top 10 with plan ``summary_hits="keep"``).
 When ``memos_integrations.organize`` is importable, every conversation is also organised (the
 extractive organiser, no LLM) and the plans run on both cubes: rows marked "+ organised".
 
-    nice python -m benchmarks.bench_retrieval            # the plans side by side
+    nice python -m benchmarks.bench_retrieval            # the plans side by side, flat and organised
+    nice python -m benchmarks.bench_retrieval --plans balanced,deep --cubes organised --limit 2
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from collections import defaultdict
@@ -49,6 +50,9 @@ PLANS: dict[str, SearchPlan] = {
     "balanced": BALANCED,
     "deep": DEEP,
     "multihop": MULTIHOP,
+    # the plan options added for multi-hop and open-domain questions, one at a time on balanced
+    "balanced + speaker_boost": BALANCED.model_copy(update={"name": "balanced+speaker", "speaker_boost": 1.0}),
+    "deep without speaker_boost (before)": DEEP.model_copy(update={"name": "deep-before", "speaker_boost": 0.0}),
 }
 
 
@@ -111,12 +115,16 @@ def organiser() -> Any:
     return organize
 
 
-def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limit: int | None = None) -> dict[str, Any]:
+def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limit: int | None = None,
+        organised: bool = True, flat: bool = True) -> dict[str, Any]:
+    """Every plan on flat cubes (``flat``) and, with the organiser, on organised ones (``organised``)."""
     plans = dict(plans or PLANS)
-    organize = organiser()
+    organize = organiser() if organised else None
     if organize is not None:
         plans.update({f"{name} + organised": plan for name, plan in plans.items()})
         plans["summaries kept + organised"] = DEEP.model_copy(update={"name": "keep", "summary_hits": "keep"})
+    if not flat:
+        plans = {name: plan for name, plan in plans.items() if name.endswith("+ organised")}
     data = locomo()[:limit]
     embedder = MiniLMEmbedder()
     _ = embedder.fingerprint
@@ -137,7 +145,7 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
             ingest_s += secs
             items.append(n)
             for organised in (False, True) if organize is not None else (False,):
-                if organised:
+                if organised and organize is not None:
                     start = time.perf_counter()
                     organize(cube, user_id=conv["sample_id"])
                     organise_s += time.perf_counter() - start
@@ -179,6 +187,22 @@ def report(out: dict[str, Any]) -> str:
     return quality + "\n\ncategory columns: R@10 in 400 words\n" + ingest
 
 
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("context_turns", nargs="?", type=int, default=1, help="turns of context the reader keeps")
+    ap.add_argument("--plans", default="", help="comma-separated row names of PLANS (default: all)")
+    ap.add_argument("--limit", type=int, default=None, help="first N conversations only")
+    ap.add_argument("--cubes", choices=["both", "flat", "organised"], default="both",
+                    help="flat cubes, organised ones (extractive organiser), or both side by side")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.plans.split(",") if n.strip()]
+    unknown = set(names) - set(PLANS)
+    if unknown:
+        raise SystemExit(f"unknown plans {sorted(unknown)}; rows: {sorted(PLANS)}")
+    plans = {n: PLANS[n] for n in names} or None
+    print(report(run(context_turns=args.context_turns, plans=plans, limit=args.limit,
+                     organised=args.cubes != "flat", flat=args.cubes != "organised")))
+
+
 if __name__ == "__main__":
-    ctx = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    print(report(run(context_turns=ctx)))
+    main()

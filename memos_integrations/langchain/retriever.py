@@ -31,7 +31,7 @@ from ..aio import in_thread
 from ..errors import InvalidInputError
 from ..face_api import CubeAPI, as_cube
 from ..items import Kind
-from ..textual.retrieve import SearchPlan, plan_named
+from ..textual.retrieve import SearchPlan, plan_named, uses_working_memory
 from ._common import acting, hit_to_document, search_query
 
 #: Per-call overrides ``invoke(query, **kwargs)`` accepts; ``user_id`` is deliberately not one of them.
@@ -131,6 +131,9 @@ class MemOSRetriever(BaseRetriever):
         for key, value in kwargs.items():
             if key in _OVERRIDES:
                 args[{"k": "top_k", "filter": "metadata", "memory_tags": "tags"}.get(key, key)] = value
+        if uses_working_memory(args["plan"]):  # the session this run acts in: its working memory first
+            session = scope.session_id or args["session_id"]
+            args["current_session"] = session if isinstance(session, str) else None
         return args
 
     def _search(self, query: str, kwargs: Mapping[str, Any]) -> list[Document]:

@@ -28,7 +28,7 @@ from ..aio import in_thread
 from ..errors import InvalidInputError
 from ..face_api import CubeAPI, as_cube
 from ..textual.filters import MemoryFilter
-from ..textual.retrieve import SearchPlan
+from ..textual.retrieve import SearchPlan, uses_working_memory
 from ._nodes import check_embed_model, item_to_node, query_vector, run_config, with_memory_metadata
 from .filters import to_memory_metadata
 
@@ -100,10 +100,17 @@ class MemOSRetriever(BaseRetriever):
         qvec = None
         if query_bundle.embedding is not None:  # already embedded by the caller: skip the embedder
             qvec = query_vector(self._cube, query_bundle.embedding, "MemOSRetriever")
+        session = {"current_session": self._session(flt)} if uses_working_memory(self._plan) else {}
         hits = self._cube.search(query_bundle.query_str, filter=flt, top_k=self._top_k, plan=self._plan,
-                                 query_vector=qvec)
+                                 query_vector=qvec, **session)
         return [NodeWithScore(node=with_memory_metadata(item_to_node(h.item), h.item, h.ranks), score=h.score)
                 for h in hits]
+
+    def _session(self, flt: MemoryFilter) -> str | None:
+        """The session this retriever acts in (working memory first): the run's, else its one bound session."""
+        scope = resolve_scope(config=run_config(), what="MemOSRetriever", fields=())
+        bound = flt.session_id[0] if flt.session_id and len(flt.session_id) == 1 else None
+        return scope.session_id or bound
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await in_thread(self._retrieve, query_bundle)

@@ -449,6 +449,8 @@ class TextualMemory:
             scores = self._expand(scores, flt, plan, rows)
         if plan.relation_hops and scores:
             scores = S.relation_hops(self, scores, flt, plan, rows, text)
+        if plan.speaker_boost and scores:  # after the hops: a neighbour said by someone else is not boosted
+            scores = S.speaker_focus(self, scores, plan, rows, text)
         order = sorted(scores, key=lambda r: -scores[r])
         if plan.summary_hits == "expand" and order:
             order, found = S.expand_summary_hits(self, order, scores, flt, plan, rows, qvec, max(plan.mmr_pool, 3 * top_k))
@@ -460,6 +462,8 @@ class TextualMemory:
             mmr_ids = order[:window]
             rids, matrix = self.store.vectors_for(mmr_ids)
             order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+        if plan.session_cap is not None and order:
+            order = S.cap_sessions(order, rows, plan.session_cap, max(plan.mmr_pool, 3 * top_k))
         if plan.working_first and "working" in legs:
             order = R.working_first(order, set(legs["working"]), plan.working_first)
         return P.one_per_message(self, order, rows, scores, top_k), scores
