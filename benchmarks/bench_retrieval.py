@@ -51,7 +51,7 @@ PLANS: dict[str, SearchPlan] = {
     "deep": DEEP,
     "multihop": MULTIHOP,
     # the plan options added for multi-hop and open-domain questions, one at a time on balanced
-    "balanced + speaker_boost": BALANCED.model_copy(update={"name": "balanced+speaker", "speaker_boost": 1.0}),
+    "balanced without speaker_boost (before)": BALANCED.model_copy(update={"name": "balanced-before", "speaker_boost": 0.0}),
     "deep without speaker_boost (before)": DEEP.model_copy(update={"name": "deep-before", "speaker_boost": 0.0}),
 }
 

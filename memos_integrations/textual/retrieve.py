@@ -110,17 +110,18 @@ FAST = SearchPlan(name="fast", keyword=False, time_aware=False, candidates=20)
 # brings in the turn that answers (or asks) the hit.
 # A summary hit is replaced by its members (it would fill a slot and point to no single message);
 # on a flat cube there are no summaries and this changes nothing.
+# A question about a named person is answered by what that person said (LoCoMo dev: 97% of the
+# evidence of questions naming one speaker was said by them), so their memories count double
+# (speaker_boost=1.0: a round "twice", not a fitted value; 0.5 and 2.0 score alike; applied after the
+# hops, so the other speaker's neighbouring turn is not lifted with it). A query naming nobody, or
+# every speaker, ranks as without it.
 BALANCED = SearchPlan(name="balanced", dense_weight=0.5, rrf_k=10, graph_hops=1, graph_weight=0.6,
-                      graph_types=SEQUENCE_EDGES, summary_hits="expand")
+                      graph_types=SEQUENCE_EDGES, summary_hits="expand", speaker_boost=1.0)
 # Depth: everything balanced does, plus the shape of organised memory (summaries opened to their
 # members, the query's names as a leg, relation links, the session's working memory first). On a cube
 # that was never organised these options find nothing to use and the plan ranks as balanced does.
-# A question about a named person is answered by what that person said (LoCoMo dev: 97% of the
-# evidence of questions naming one speaker was said by them), so their memories count double
-# (speaker_boost=1.0: a round "twice", not a fitted value; applied after the hops, so the other
-# speaker's neighbouring turn is not lifted with it).
 DEEP = BALANCED.model_copy(update=dict(
-    name="deep", coarse_to_fine=True, entity_leg=True, relation_hops=1, working_first=3, speaker_boost=1.0,
+    name="deep", coarse_to_fine=True, entity_leg=True, relation_hops=1, working_first=3,
 ))
 # Multi-hop questions need evidence from several places: wider pools, more seeds for every hop.
 MULTIHOP = DEEP.model_copy(update=dict(

@@ -25,7 +25,7 @@ def _chat(cube: MemCube) -> dict[str, str]:
 
 def test_speaker_boost_multiplies_what_the_named_person_said_and_nothing_else(cube: MemCube) -> None:
     speaker = _chat(cube)
-    off = R.BALANCED.model_copy(update={"name": "off"})
+    off = R.BALANCED.model_copy(update={"name": "off", "speaker_boost": 0.0})
     on = off.model_copy(update={"speaker_boost": 1.0})
     q = "Where did Jon go hiking?"
     before = {h.item.id: h.score for h in cube.search(q, user_id="u1", top_k=4, plan=off)}

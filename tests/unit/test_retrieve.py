@@ -175,8 +175,9 @@ def test_graph_expansion_returns_the_neighbouring_turn(convo) -> None:  # type: 
 
 def test_time_aware_boost_for_a_named_period(convo) -> None:  # type: ignore[no-untyped-def]
     cube, _ = convo
-    timeless = R.BALANCED.model_copy(update={"time_aware": False})
-    strong = R.BALANCED.model_copy(update={"time_boost": 2.0})
+    # the time boost alone (the speaker boost would lift Caroline's turns of every month too)
+    timeless = R.BALANCED.model_copy(update={"time_aware": False, "speaker_boost": 0.0})
+    strong = R.BALANCED.model_copy(update={"time_boost": 2.0, "speaker_boost": 0.0})
     query = "what did Caroline do in August 2023?"
     top_plain = _ids(cube.search(query, user_id="pair", plan=timeless, top_k=3))
     top_timed = _ids(cube.search(query, user_id="pair", plan=strong, top_k=3))
