@@ -17,9 +17,13 @@ What differs from a local :class:`~memos_integrations.MemCube`:
   key is an admin's. In a cube shared with several users, search covers the whole cube (MOS semantics),
   where a local ``MemCube.search(user_id=...)`` filters items by their ``user_id``.
 - *Not over this API yet* (refused with :class:`InvalidInputError` naming what is missing, never ignored):
-  ``add_items`` (items with ids and vectors), search with a ``MemoryFilter`` or a query vector, ``add`` with
-  ``sources``, ``update`` of fields other than text, tags and metadata, and the raw parts
-  ``store``/``text_mem`` (None here).
+  ``add_items`` (items with ids and vectors), search with a query vector or with a ``MemoryFilter`` field
+  the route has none for (several users, ``ids``, ``parent_id``, states), ``add`` with ``sources``,
+  ``update`` of fields other than text, tags and metadata, and the raw parts ``store``/``text_mem`` (None here).
+- *The vector stores* (LangChain and LlamaIndex ``MemOSVectorStore``) do not use these methods: on a
+  RemoteCube each is its face's ``RemoteVectorStore``, which sends its operations to the service's own
+  store (:mod:`memos_integrations.remote_vectors`). ``embedder`` is the service cube's
+  (:class:`~memos_integrations.remote_vectors.RemoteEmbedder`) unless one is given.
 - ``audit`` writes nothing remotely (there is no route): the service audits what it refuses; a face's own
   local refusal is logged at WARNING on this side.
 
@@ -45,6 +49,7 @@ from urllib.parse import quote
 from . import errors
 from .errors import BackendError, InvalidInputError, InvalidTypeError, MemosError
 from .items import MemoryItem, SearchHit
+from .remote_vectors import RemoteEmbedder, search_fields
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,13 @@ class RemoteCube:
         api_key: a key from ``memcube keys create``; it names the user (and maybe agent) every call acts as.
         cube_id: the cube to use; None lets the service pick the user's own cube.
         timeout: seconds per HTTP request.
-        embedder: an embedder for faces that embed on the client side (optional; must match the cube's).
+        embedder: an embedder for faces that embed on the client side (optional; must match the cube's);
+            None embeds on the service when a face needs a vector.
         client: an ``httpx.Client`` to use instead of a new one (proxies, TLS settings, tests).
     """
+
+    #: the vector-store faces forward their operations to the service's own faces (remote_vectors)
+    is_remote = True
 
     def __init__(
         self, base_url: str, api_key: str, cube_id: str | None = None, *, timeout: float = 30.0,
@@ -78,7 +87,9 @@ class RemoteCube:
         self.base_url = base_url.rstrip("/")
         self.cube_id: str = cube_id or ""
         self._cube_param = cube_id
-        self.embedder = embedder
+        # the cube's embedder for faces that embed here: the given one (checked against the service's by the
+        # vector stores), else a proxy that embeds on the service (remote_vectors.RemoteEmbedder)
+        self.embedder = embedder if embedder is not None else RemoteEmbedder(self)
         self.path = PurePosixPath("/remote") / (cube_id or "default")  # no local directory: a label for messages
         self.store: Any = None
         self.text_mem: Any = None
@@ -217,7 +228,8 @@ class RemoteCube:
             time_to: only memories up to this time.
             top_k: how many hits.
             plan: ``"fast"``, ``"balanced"`` or ``"deep"`` (None: the service's default).
-            filter: not supported over this API (refused when given): pass the fields above instead.
+            filter: a ``MemoryFilter`` (it replaces the arguments above, as in ``MemCube.search``); one with a
+                field the route has none for (several users, ``ids``, ``parent_id``, states) is refused.
             now: the reference time for relative expressions in the query.
             query_vector: not supported over this API (refused when given): the service embeds the query.
             as_of: what was true then (superseded versions valid at that time), as ``MemCube.search(as_of=)``.
@@ -228,7 +240,12 @@ class RemoteCube:
         Raises:
             InvalidInputError: an unsupported argument, or the service refused the query.
         """
-        self._refuse(("filter", filter), ("query_vector", query_vector), what="search")
+        self._refuse(("query_vector", query_vector), what="search")
+        if filter is not None:  # as MemCube.search, the filter replaces the scope and field arguments
+            found = search_fields(filter)
+            user_id, agent_id, session_id, kinds, tags = (found[k] for k in ("user_id", "agent_id", "session_id", "kinds", "tags"))
+            metadata, time_from, time_to = found["metadata"], found["time_from"], found["time_to"]
+            as_of = found["as_of"] if found["as_of"] is not None else as_of
         for name, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
             if value is not None and not isinstance(value, str):
                 raise InvalidInputError(f"RemoteCube.search takes one {name} (a string), got {type(value).__name__}")

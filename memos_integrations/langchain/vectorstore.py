@@ -14,6 +14,10 @@ store can never move a user's document out of her scope. Search is
 the cube's dense leg only (exact cosine over the filter's candidates, the ANN index when they are
 many); scores are cosine similarities. Sync/async: sync core; the ``a*`` twins inherited from
 ``VectorStore`` run the sync methods in a worker thread (``run_in_executor``), never on the loop.
+
+On a :class:`~memos_integrations.remote.RemoteCube` the store is a :class:`RemoteVectorStore`: the same
+calls, each one run by this class on the service (``/v1/vector-stores/langchain/...``) bound to the API
+key's user, so the checks above hold there, where the client cannot skip them.
 """
 
 from __future__ import annotations
@@ -94,6 +98,14 @@ class MemOSVectorStore(VectorStore):
     run acts for the run's user. It reads only its own ``kind`` unless ``kinds=[...]`` (or ``"all"``) widens
     that. ``delete()`` returns True only when it deleted something.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> MemOSVectorStore:
+        """Over a ``RemoteCube``, the store is a :class:`RemoteVectorStore` (as ``Path()`` is a ``PosixPath``):
+        the same API, each operation run by this class on the service, for the key's user."""
+        cube = args[0] if args else kwargs.get("cube")
+        if cls is MemOSVectorStore and getattr(cube, "is_remote", False) is True:
+            cls = RemoteVectorStore
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -408,3 +420,97 @@ def _check_same_embedder(cube: CubeAPI, embedding: Any) -> None:
             f"{cube.embedder.dimension} dims) but the vector store was given {emb.name!r} (fingerprint "
             f"{emb.fingerprint}, {emb.dimension} dims); pass the cube's own embedder or leave embedding unset"
         )
+
+
+class RemoteVectorStore(MemOSVectorStore):
+    """``MemOSVectorStore`` over a ``RemoteCube``: what you get from ``MemOSVectorStore(remote_cube)``.
+
+    Each write, delete, read and search is one request (a write over the service's body limit, several:
+    see :func:`memos_integrations.remote_vectors.post_rows`) that the service runs with the same class,
+    bound to the key's user; the binding given here (``user_id`` etc.) is sent and checked there. Scores,
+    filters, MMR and errors are the local store's. ``embedding``, when given, must be the service cube's
+    model (checked by fingerprint); queries are embedded on the service otherwise.
+    """
+
+    def __init__(self, cube: CubeAPI, embedding: Embeddings | None = None, **kwargs: Any) -> None:
+        from ..remote_vectors import check_embedder
+
+        check_embedder(cube)  # type: ignore[arg-type]
+        super().__init__(cube, embedding, **kwargs)
+
+    def _body(self, **fields: Any) -> dict[str, Any]:
+        scope = self._scope()
+        kinds = None if self.kinds is None else [Kind(k).value for k in self.kinds]
+        return {"user_id": scope["user_id"], "agent_id": scope["agent_id"], "session_id": scope["session_id"],
+                "kind": self.kind.value, "kinds": "all" if kinds is None else kinds, "tags": self.tags, **fields}
+
+    def _post(self, op: str, **fields: Any) -> Any:
+        from ..remote_vectors import post
+
+        return post(self.cube, f"/v1/vector-stores/langchain/{op}", self._body(**fields))  # type: ignore[arg-type]
+
+    def add_texts(
+        self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None, *,
+        ids: list[str] | None = None, **kwargs: Any,
+    ) -> list[str]:
+        from ..remote_vectors import post_rows
+
+        if isinstance(texts, (str, bytes)):
+            raise InvalidTypeError("texts must be a list of strings, not one string; wrap it in a list")
+        texts = list(texts)
+        ids = list(ids) if isinstance(ids, Sequence) and not isinstance(ids, (str, bytes)) else ids
+        if ids is not None and isinstance(ids, list) and len(ids) == len(texts):
+            ids = [i if i is not None else new_id() for i in ids]  # several requests must not differ on new ids
+        elif ids is None:
+            ids = [new_id() for _ in texts]
+        columns = {"texts": texts, "metadatas": metadatas, "ids": ids}
+        if not isinstance(ids, list) or (metadatas is not None and not isinstance(metadatas, list)) \
+                or any(len(c) != len(texts) for c in columns.values() if isinstance(c, list)):
+            return list(self._post("add", **columns)["ids"])  # one request: the service says what is wrong
+        body = self._body()
+        return post_rows(self.cube, "/v1/vector-stores/langchain/add", body, columns,  # type: ignore[arg-type]
+                         lambda answers: [i for a in answers for i in a["ids"]],
+                         before=lambda: self._post("check", ids=ids))
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        return bool(self._post("delete", ids=ids)["deleted"])
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        from ..remote import _to_item
+
+        return [item_to_document(_to_item(row)) for row in self._post("get", ids=_id_list(ids))["items"]]
+
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        text = search_query(query)  # the service embeds the query: one request
+        return [] if text is None else [(item_to_document(it), s) for it, s, _ in self._remote_nearest(k, filter, query=text)]
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: Sequence[float] | np.ndarray, k: int = 4, filter: Mapping[str, Any] | None = None
+    ) -> list[tuple[Document, float]]:
+        return [(item_to_document(it), s) for it, s, _ in self._remote_nearest(k, filter, vector=embedding)]
+
+    def _nearest(
+        self, embedding: Sequence[float] | np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> list[tuple[MemoryItem, float, np.ndarray]]:
+        return self._remote_nearest(k, filter, vector=embedding, with_vectors=True)
+
+    def _remote_nearest(
+        self, k: int, filter: Mapping[str, Any] | None, *, vector: Any = None, query: str | None = None,
+        with_vectors: bool = False,
+    ) -> list[tuple[MemoryItem, float, np.ndarray]]:
+        from ..remote import _to_item
+
+        if filter is not None and not isinstance(filter, Mapping):
+            self._filter(filter)  # the local store's error, without a request
+        if vector is not None:
+            array = np.asarray(vector, dtype=np.float64)
+            if array.ndim != 1:  # the local store's error; a wrong length is the service's to find
+                raise EmbedderMismatchError(f"query vector has shape {array.shape} but this cube's embedder makes "
+                                            f"{self.cube.embedder.dimension}-dim vectors; embed with store.embeddings")
+            vector = array.tolist()
+        data = self._post("nearest", vector=vector, query=query, k=k, filter=dict(filter) if filter else None,
+                          with_vectors=with_vectors)
+        return [(_to_item(h["item"]), float(h["score"]),
+                 np.asarray(h.get("vector", ()), dtype=np.float32)) for h in data["hits"]]

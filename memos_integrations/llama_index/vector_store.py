@@ -13,6 +13,10 @@ Who is acting: the store's ``user_id`` binding, else the user a LangGraph run's 
 same node id in another namespace or for another user is another item (see ``_nodes.ScopedKeys``).
 Sync/async: the core is synchronous; every ``a*`` method runs it in a worker thread
 (:func:`~memos_integrations.aio.in_thread`).
+
+On a :class:`~memos_integrations.remote.RemoteCube` the store is a :class:`RemoteVectorStore`: the same
+calls, each one run by this class on the service (``/v1/vector-stores/llama-index/...``) bound to the
+API key's user; nodes travel as JSON (:mod:`memos_integrations.llama_index.wire`).
 """
 
 from __future__ import annotations
@@ -88,6 +92,14 @@ class MemOSVectorStore(BasePydanticVectorStore):
     )
 
     _cube: CubeAPI = PrivateAttr()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> MemOSVectorStore:
+        """Over a ``RemoteCube``, the store is a :class:`RemoteVectorStore` (as ``Path()`` is a ``PosixPath``):
+        the same API, each operation run by this class on the service, for the key's user."""
+        cube = args[0] if args else kwargs.get("cube")
+        if cls is MemOSVectorStore and getattr(cube, "is_remote", False) is True:
+            cls = RemoteVectorStore
+        return super().__new__(cls)
 
     def __init__(self, cube: Any, embed_model: Any = None, **data: Any) -> None:
         super().__init__(**data)
@@ -245,6 +257,8 @@ class MemOSVectorStore(BasePydanticVectorStore):
             if mode == VectorStoreQueryMode.MMR:
                 lam = kwargs.get("mmr_threshold", query.mmr_threshold)
                 lam = self.default_mmr_threshold if lam is None else float(lam)
+                if not 0.0 <= lam <= 1.0:  # NaN too
+                    raise InvalidInputError(f"mmr_threshold must be within [0, 1] (1: relevance only), got {lam}")
                 pool = max(4 * k, 20)
                 return plan_of(name="llama_index.mmr", keyword=False, candidates=pool, mmr_lambda=lam,
                                   mmr_pool=pool, **base)
@@ -290,3 +304,65 @@ class MemOSVectorStore(BasePydanticVectorStore):
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         return await in_thread(self.query, query, **kwargs)
+
+
+class RemoteVectorStore(MemOSVectorStore):
+    """``MemOSVectorStore`` over a ``RemoteCube``: what you get from ``MemOSVectorStore(remote_cube)``.
+
+    Each operation is one request (an ``add`` over the service's body limit, several, each atomic: see
+    :func:`memos_integrations.remote_vectors.post_rows`) that the service runs with the same class, bound
+    to the key's user and this store's namespace. Results, scores and errors are the local store's.
+    """
+
+    def __init__(self, cube: Any, embed_model: Any = None, **data: Any) -> None:
+        from ..remote_vectors import check_embedder
+
+        check_embedder(cube)
+        super().__init__(cube, embed_model=embed_model, **data)
+
+    def _body(self, **fields: Any) -> dict[str, Any]:
+        return {"namespace": self.namespace, "user_id": self.scope_keys().user_id, "embed_missing": self.embed_missing,
+                **fields}
+
+    def _post(self, op: str, **fields: Any) -> Any:
+        from ..remote_vectors import post
+
+        return post(self._cube, f"/v1/vector-stores/llama-index/{op}", self._body(**fields))  # type: ignore[arg-type]
+
+    def item_id(self, node_id: str) -> str:
+        return str(self._post("item-ids", node_ids=[node_id])["item_ids"][node_id])
+
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        from ..remote_vectors import post_rows
+        from .wire import nodes_to_json
+
+        if not nodes:
+            return []
+        return post_rows(self._cube, "/v1/vector-stores/llama-index/add", self._body(),  # type: ignore[arg-type]
+                         {"nodes": nodes_to_json(nodes)}, lambda answers: [i for a in answers for i in a["ids"]])
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        self._post("delete", ref_doc_id=ref_doc_id)
+
+    def delete_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
+    ) -> None:
+        from .wire import filters_to_json
+
+        self._post("delete-nodes", node_ids=node_ids, filters=filters_to_json(filters))
+
+    def clear(self) -> None:
+        self._post("clear")
+
+    def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
+        from .wire import filters_to_json, nodes_from_json
+
+        return nodes_from_json(self._post("get-nodes", node_ids=node_ids, filters=filters_to_json(filters))["nodes"])
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        from .wire import nodes_from_json, query_to_json
+
+        lam = kwargs.get("mmr_threshold")
+        data = self._post("query", query=query_to_json(query), mmr_threshold=None if lam is None else float(lam))
+        return VectorStoreQueryResult(nodes=nodes_from_json(data["nodes"]), similarities=list(data["similarities"]),
+                                      ids=list(data["ids"]))

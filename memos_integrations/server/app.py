@@ -31,6 +31,7 @@ from . import errors, models
 from .auth import Authenticator, Principal
 from .errors import ERRORS, UnsupportedError
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
+from .routes_vectors import vector_routes
 from .service import Service, hit_json, item_json
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `memcube keys create`")
@@ -275,6 +276,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     from .routes_store import router as face_routes
 
     app.include_router(face_routes(service, principal))
+    app.include_router(vector_routes(service, principal, limits))
 
     @app.get("/healthz", response_model=models.Status, tags=["health"])
     def healthz() -> dict[str, str]:

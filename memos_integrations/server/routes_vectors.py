@@ -1,0 +1,285 @@
+"""Routes for the vector-store faces on a remote cube: the service runs the face itself, as the key's user.
+
+Where it sits: a client's ``MemOSVectorStore(cube=RemoteCube(...))`` (LangChain or LlamaIndex) forwards
+each operation here; the route opens the cube view for the key's user (MOS checks access and audits
+refusals), builds the *same face class* bound to that user (and the key's agent), and runs the
+operation. So every guarantee of the local face holds as is: one atomic write per request, caller ids,
+scope ownership checks (another user's id is refused or skipped exactly like an id of another scope,
+and audited in the cube), the embedding-space checks (dimension, NaN) and the filters. Nothing a client
+sends can widen who acts: ``user_id`` and ``agent_id`` in a body go through :meth:`Service.actor` and
+:meth:`Service.agent` (another user's id is refused and audited unless the key is an admin's).
+
+Why the face and not raw store calls: the faces' checks read the store (``get_items``, vectors, rids);
+shipping those primitives would hand out other scopes' rows and leave the checks to the client.
+
+Bodies hold face arguments as plain JSON and are validated by the face (so errors are the face's own
+``MemosError`` subclasses); LlamaIndex nodes travel as ``doc_to_json`` dicts of text, image or document
+nodes only. Sync/async: every route is a plain ``def`` (FastAPI's worker threads), like the rest of the app.
+"""
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import InvalidInputError
+from .auth import Principal
+from .errors import ERRORS
+from .limits import Limits
+from .service import Service, item_json
+
+_Id = Annotated[str | None, Field(default=None, min_length=1, max_length=256)]
+
+
+class _Binding(BaseModel):
+    """Who and where: the cube (default: yours) and the face's binding; the service checks every id."""
+
+    model_config = ConfigDict(extra="forbid")
+    cube_id: _Id = None
+    user_id: _Id = Field(default=None, description="must be the key's own user (admin keys may name another)")
+    agent_id: _Id = Field(default=None, description="an agent key's own agent, or none")
+
+
+class LangChainBinding(_Binding):
+    session_id: _Id = None
+    kind: str = "document"
+    kinds: list[str] | Literal["all"] | None = Field(default=None, description="kinds read; 'all'; none: only `kind`")
+    tags: list[str] = Field(default_factory=list)
+
+
+# element types are left to the face, so a wrong one is the face's own error (as on a local cube)
+class LangChainAddIn(LangChainBinding):
+    texts: list[Any] = Field(description="the documents' texts")
+    metadatas: list[Any] | None = None
+    ids: list[Any] | None = None
+
+
+class LangChainIdsIn(LangChainBinding):
+    ids: list[Any] | None = Field(description="document ids")
+
+
+class LangChainNearestIn(LangChainBinding):
+    vector: list[float] | None = Field(default=None, description="a query vector of the cube's dimension (or give query)")
+    query: str | None = Field(default=None, description="a query text the service embeds (or give vector)")
+    k: int = Field(default=4, ge=1)
+    filter: dict[str, Any] | None = None
+    with_vectors: bool = Field(default=False, description="also answer each hit's stored vector (for MMR)")
+
+
+class LlamaIndexBinding(_Binding):
+    namespace: str = Field(default="default", min_length=1, max_length=256)
+    embed_missing: bool = False
+
+
+class LlamaIndexAddIn(LlamaIndexBinding):
+    nodes: list[dict[str, Any]] = Field(description="nodes as llama_index's doc_to_json writes them")
+
+
+class LlamaIndexDeleteIn(LlamaIndexBinding):
+    ref_doc_id: str = Field(min_length=1)
+
+
+class LlamaIndexSelectIn(LlamaIndexBinding):
+    node_ids: list[str] | None = None
+    filters: dict[str, Any] | None = Field(default=None, description="MetadataFilters.model_dump()")
+
+
+class VectorQuery(BaseModel):
+    """LlamaIndex's ``VectorStoreQuery``, field for field (``filters`` as ``MetadataFilters.model_dump()``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    query_embedding: list[float] | None = None
+    similarity_top_k: int | None = 1
+    doc_ids: list[str] | None = None
+    node_ids: list[str] | None = None
+    query_str: str | None = None
+    output_fields: list[str] | None = None
+    embedding_field: str | None = None
+    mode: str = "default"
+    alpha: float | None = None
+    filters: dict[str, Any] | None = None
+    mmr_threshold: float | None = None
+    sparse_top_k: int | None = None
+    hybrid_top_k: int | None = None
+
+
+class LlamaIndexQueryIn(LlamaIndexBinding):
+    query: VectorQuery
+    mmr_threshold: float | None = None
+
+
+class EmbedIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cube_id: _Id = None
+    texts: list[str] = Field(min_length=1, max_length=256)
+    query: bool = False
+
+
+def vector_routes(service: Service, principal: Callable[..., Principal], limits: Limits) -> APIRouter:
+    """The ``/v1/vector-stores`` routes, authenticating with the app's ``principal`` dependency."""
+    router = APIRouter(prefix="/v1/vector-stores", tags=["vector stores"], responses={**ERRORS})
+    Auth = Annotated[Principal, Depends(principal)]
+
+    def ok(data: Any) -> JSONResponse:
+        return JSONResponse(data)
+
+    def check_k(k: int) -> None:
+        if k > limits.max_k:
+            raise InvalidInputError(f"k may be at most {limits.max_k} on this service; ask for fewer")
+
+    def view_of(who: Principal, body: _Binding, need: str) -> tuple[str, str | None, Any]:
+        user = service.actor(who, body.user_id)
+        return user, service.agent(who, body.agent_id), service.view(user, body.cube_id, need, create=need == "write")
+
+    # -- the cube's embedding space --------------------------------------------------------------
+    @router.get("/embedder", response_model=None)
+    def embedder(who: Auth, cube_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None) -> JSONResponse:
+        """The cube's embedder (name, dimension, fingerprint) and this service's body limit, so a client can
+        refuse a mismatched embedding model and size its batches."""
+        view = service.view(service.actor(who, None), cube_id, "read", create=True)
+        assert view is not None  # create=True
+        emb = view.embedder
+        return ok({"name": emb.name, "dimension": int(emb.dimension), "fingerprint": emb.fingerprint,
+                   "max_body_bytes": limits.max_body_bytes, "max_k": limits.max_k})
+
+    @router.post("/embed", response_model=None)
+    def embed(body: EmbedIn, who: Auth) -> JSONResponse:
+        """Embed texts with the cube's embedder (for clients without the model)."""
+        view = service.view(service.actor(who, None), body.cube_id, "read", create=True)
+        assert view is not None  # create=True
+        emb = view.embedder
+        rows = [emb.embed_query(body.texts[0])] if body.query and len(body.texts) == 1 else emb.embed_documents(body.texts)
+        return ok({"vectors": [[float(x) for x in row] for row in rows]})
+
+    # -- LangChain --------------------------------------------------------------------------------
+    def langchain_store(who: Principal, body: LangChainBinding, need: str) -> Any:
+        from ..langchain.vectorstore import MemOSVectorStore
+
+        user, agent, view = view_of(who, body, need)
+        if view is None:
+            return None
+        return MemOSVectorStore(view, user_id=user, agent_id=agent, session_id=body.session_id, kind=body.kind,
+                                kinds=body.kinds, tags=body.tags, principal=service.principal_name(who, user))
+
+    @router.post("/langchain/add", response_model=None)
+    def langchain_add(body: LangChainAddIn, who: Auth) -> JSONResponse:
+        """``add_texts``: one atomic write; an id held by another scope or kind refuses the whole request."""
+        store = langchain_store(who, body, "write")
+        return ok({"ids": store.add_texts(body.texts, body.metadatas, ids=body.ids)})
+
+    @router.post("/langchain/check", response_model=None)
+    def langchain_check(body: LangChainIdsIn, who: Auth) -> JSONResponse:
+        """Refuse (audited) if any id is not writable by this store: a client checks before a batched write."""
+        from ..langchain.vectorstore import _id_list
+
+        store = langchain_store(who, body, "write")
+        store._check_writable(_id_list(body.ids), store._scope())
+        return ok({"status": "writable"})
+
+    @router.post("/langchain/delete", response_model=None)
+    def langchain_delete(body: LangChainIdsIn, who: Auth) -> JSONResponse:
+        store = langchain_store(who, body, "write")
+        return ok({"deleted": bool(store.delete(body.ids))})
+
+    @router.post("/langchain/get", response_model=None)
+    def langchain_get(body: LangChainIdsIn, who: Auth) -> JSONResponse:
+        from ..langchain.vectorstore import _id_list
+
+        ids = _id_list(body.ids)
+        store = langchain_store(who, body, "read")
+        return ok({"items": [] if store is None else [item_json(it) for it in store._visible(ids)]})
+
+    @router.post("/langchain/nearest", response_model=None)
+    def langchain_nearest(body: LangChainNearestIn, who: Auth) -> JSONResponse:
+        """The ``k`` nearest documents in scope, with cosine scores (and stored vectors when asked)."""
+        check_k(body.k)
+        if (body.vector is None) == (body.query is None):
+            raise InvalidInputError("give exactly one of vector (a query embedding) or query (a text)")
+        store = langchain_store(who, body, "read")
+        vector = body.vector if body.query is None or store is None else store._embed_query(body.query)
+        if store is None or vector is None:
+            return ok({"hits": []})
+        found = store._nearest(vector, body.k, body.filter)
+        return ok({"hits": [{"item": item_json(it), "score": score,
+                             **({"vector": [float(x) for x in vec]} if body.with_vectors else {})}
+                            for it, score, vec in found]})
+
+    # -- LlamaIndex -------------------------------------------------------------------------------
+    def llama_store(who: Principal, body: LlamaIndexBinding, need: str) -> Any:
+        from ..llama_index.vector_store import MemOSVectorStore
+
+        user, _agent, view = view_of(who, body, need)
+        if view is None:
+            return None
+        return MemOSVectorStore(view, namespace=body.namespace, user_id=user, embed_missing=body.embed_missing)
+
+    @router.post("/llama-index/add", response_model=None)
+    def llama_add(body: LlamaIndexAddIn, who: Auth) -> JSONResponse:
+        """``add``: the nodes with their embeddings, checked whole, written in one transaction."""
+        from ..llama_index.wire import nodes_from_json
+
+        store = llama_store(who, body, "write")
+        return ok({"ids": store.add(nodes_from_json(body.nodes))})
+
+    @router.post("/llama-index/delete", response_model=None)
+    def llama_delete(body: LlamaIndexDeleteIn, who: Auth) -> JSONResponse:
+        store = llama_store(who, body, "write")
+        store.delete(body.ref_doc_id)
+        return ok({"status": "deleted"})
+
+    @router.post("/llama-index/delete-nodes", response_model=None)
+    def llama_delete_nodes(body: LlamaIndexSelectIn, who: Auth) -> JSONResponse:
+        """``delete_nodes`` by ids and/or filters; neither clears the store (as ``clear``)."""
+        from ..llama_index.wire import filters_from_json
+
+        store = llama_store(who, body, "write")
+        store.delete_nodes(body.node_ids, filters_from_json(body.filters))
+        return ok({"status": "deleted"})
+
+    @router.post("/llama-index/clear", response_model=None)
+    def llama_clear(body: LlamaIndexBinding, who: Auth) -> JSONResponse:
+        llama_store(who, body, "write").clear()
+        return ok({"status": "cleared"})
+
+    @router.post("/llama-index/get-nodes", response_model=None)
+    def llama_get_nodes(body: LlamaIndexSelectIn, who: Auth) -> JSONResponse:
+        from ..llama_index.wire import filters_from_json, nodes_to_json
+
+        store = llama_store(who, body, "read")
+        nodes = [] if store is None else store.get_nodes(body.node_ids, filters_from_json(body.filters))
+        return ok({"nodes": nodes_to_json(nodes)})
+
+    @router.post("/llama-index/item-ids", response_model=None)
+    def llama_item_ids(body: LlamaIndexSelectIn, who: Auth) -> JSONResponse:
+        """The cube item ids this store keeps the given node ids as (for ``history``)."""
+        store = llama_store(who, body, "read")
+        node_ids = list(body.node_ids or [])
+        return ok({"item_ids": {} if store is None else store.scope_keys().resolve(store.client, node_ids)})
+
+    @router.post("/llama-index/query", response_model=None)
+    def llama_query(body: LlamaIndexQueryIn, who: Auth) -> JSONResponse:
+        from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+
+        from ..llama_index.wire import filters_from_json, nodes_to_json
+
+        try:
+            mode = VectorStoreQueryMode(body.query.mode)
+        except ValueError:
+            raise InvalidInputError(f"unknown query mode {body.query.mode!r}; use one of "
+                                    f"{[m.value for m in VectorStoreQueryMode]}") from None
+        query = VectorStoreQuery(**body.query.model_dump(exclude={"filters", "mode"}), mode=mode,
+                                 filters=filters_from_json(body.query.filters))
+        if isinstance(query.similarity_top_k, int):
+            check_k(query.similarity_top_k)
+        store = llama_store(who, body, "read")
+        if store is None:
+            return ok({"nodes": [], "similarities": [], "ids": []})
+        kw = {} if body.mmr_threshold is None else {"mmr_threshold": body.mmr_threshold}
+        result = store.query(query, **kw)
+        return ok({"nodes": nodes_to_json(result.nodes or []), "similarities": [float(s) for s in result.similarities or []],
+                   "ids": list(result.ids or [])})
+
+    return router
+
