@@ -21,9 +21,12 @@ Rate limiting is off for the run (one key per user, and the limits are what is m
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from .common import locomo, pct, sessions, table, turn_messages
 
@@ -39,31 +43,41 @@ from .common import locomo, pct, sessions, table, turn_messages
 # -- the load process ---------------------------------------------------------------------------------
 def _load(args: argparse.Namespace) -> None:
     """Send ``rate`` requests/s for ``duration`` s (or ``count`` one at a time); print latencies as JSON."""
-    import httpx
-
     plan = json.loads(Path(args.plan).read_text())
     users = plan["users"]
     local = threading.local()
     rng = random.Random(7)
+    where = urlsplit(plan["base"])
 
-    def client() -> httpx.Client:
-        if not hasattr(local, "c"):
-            local.c = httpx.Client(base_url=plan["base"], timeout=60)
-        return local.c  # type: ignore[no-any-return]
+    def request(method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> int:
+        """One request on this thread's keep-alive connection (stdlib http.client: the leanest client, so the
+        load process takes as little CPU from the server it measures as it can); reconnects once if dropped."""
+        for attempt in (0, 1):
+            if not hasattr(local, "c"):
+                local.c = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+            try:
+                local.c.request(method, path, body=body, headers=headers)
+                r = local.c.getresponse()
+                r.read()
+                return int(r.status)
+            except (OSError, http.client.HTTPException):
+                local.c.close()
+                del local.c
+                if attempt:
+                    return 0
+        return 0
 
     def one(due: float, n: int) -> tuple[float, int]:
         user = users[n % len(users)]
         headers = {"Authorization": f"Bearer {user['token']}"}
-        try:
-            if args.kind == "search":
-                q = user["questions"][n % len(user["questions"])]
-                r = client().get("/v1/memories/search", params={"q": q, "k": 10}, headers=headers)
-            else:
-                r = client().post("/v1/memories", json={"text": f"{user['texts'][n % len(user['texts'])]} (note {n})"},
-                                  headers=headers)
-            code = r.status_code
-        except httpx.HTTPError:
-            code = 0
+        if args.kind == "health":
+            code = request("GET", "/healthz", {})
+        elif args.kind == "search":
+            q = user["questions"][n % len(user["questions"])]
+            code = request("GET", "/v1/memories/search?" + urlencode({"q": q, "k": 10}), headers)
+        else:
+            body = json.dumps({"text": f"{user['texts'][n % len(user['texts'])]} (note {n})"}).encode()
+            code = request("POST", "/v1/memories", {**headers, "Content-Type": "application/json"}, body)
         return time.perf_counter() - due, code
 
     results: list[tuple[float, int]] = []
@@ -73,7 +87,7 @@ def _load(args: argparse.Namespace) -> None:
             results.append(one(time.perf_counter(), n))
     else:
         total = int(args.rate * args.duration)
-        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        with ThreadPoolExecutor(max_workers=args.workers_load) as pool:
             futures = []
             for n in range(total):
                 due = start + n / args.rate
@@ -130,6 +144,103 @@ def _build(home: Path, n_users: int, embedder: Any) -> tuple[Any, list[dict[str,
     return mos, users, time.perf_counter() - start
 
 
+def _open_or_build(root: Path, n_users: int, embedder: Any) -> tuple[Any, list[dict[str, Any]], str]:
+    """The MOS home under ``root`` with its users: reused when ``root/users.json`` says it holds as many."""
+    from memos_integrations.mos import MOS
+
+    saved = root / "users.json"
+    if saved.exists():
+        users = json.loads(saved.read_text())
+        if len(users) == n_users:
+            return MOS(root / "home", embedder=embedder), users, "reused"
+    mos, users, build_s = _build(root / "home", n_users, embedder)
+    saved.write_text(json.dumps(users))
+    return mos, users, f"built in {build_s:.0f} s"
+
+
+def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats: int,
+              rows: list[list[Any]]) -> dict[str, float]:
+    """The service's own cost over a direct ``CubeView.search``, the same queries one at a time, interleaved
+    (direct pass, HTTP pass, direct pass, ...) so a shared machine's drift hits both alike; medians over
+    ``repeats``. Wall p50 is what a client sees; CPU is this process's CPU time per request (the server
+    runs here and nothing else does during an HTTP pass), which other processes' load disturbs far less."""
+    def direct_pass() -> tuple[list[float], float]:
+        out: list[float] = []
+        cpu = time.process_time()
+        for i in range(n):
+            u = users[i % len(users)]
+            view = mos.cube(f"{u['user']}_default", user_id=u["user"])
+            t = time.perf_counter()
+            view.search(u["questions"][i % len(u["questions"])], top_k=10)
+            out.append(time.perf_counter() - t)
+        return out, (time.process_time() - cpu) / n
+
+    direct_pass()
+    d50, h50, dcpu, hcpu, hz50, hzcpu = [], [], [], [], [], []
+    for _ in range(repeats):
+        lat, cpu = direct_pass()
+        d50.append(pct(lat, 50))
+        dcpu.append(cpu)
+        c = time.process_time()
+        http = _run_load(plan, "search", count=n)
+        hcpu.append((time.process_time() - c) / n)
+        h50.append(http["p50"])
+        c = time.process_time()
+        health = _run_load(plan, "health", count=n)
+        hzcpu.append((time.process_time() - c) / n)
+        hz50.append(health["p50"])
+    med = statistics.median
+    found = {"direct_p50": med(d50), "http_p50": med(h50), "health_p50": med(hz50),
+             "direct_cpu": med(dcpu), "http_cpu": med(hcpu), "health_cpu": med(hzcpu)}
+    rows.append([f"search, direct MOS (1 at a time; median of {repeats} p50s)", "-", n * repeats, "-",
+                 found["direct_p50"] * 1e3, found["direct_cpu"] * 1e3, 0])
+    rows.append([f"search, HTTP (1 at a time; median of {repeats} p50s)", "-", n * repeats, "-",
+                 found["http_p50"] * 1e3, found["http_cpu"] * 1e3, 0])
+    rows.append([f"GET /healthz (1 at a time; median of {repeats} p50s)", "-", n * repeats, "-",
+                 found["health_p50"] * 1e3, found["health_cpu"] * 1e3, 0])
+    return found
+
+
+def _serve_in_thread(mos: Any, keys: Any) -> tuple[Any, threading.Thread, int]:
+    import uvicorn
+
+    from memos_integrations.server import Limits, create_app
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, thread, port
+
+
+def _serve_workers(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    """``memcube serve --workers N`` in its own process group (rate limits off), once it answers."""
+    import httpx
+
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "memos_integrations.cli", "serve", "--home", str(home), "--port",
+                             str(port), "--workers", str(workers), "--rate", "0", "--log-level", "warning"],
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"memcube serve exited with {proc.returncode}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    raise SystemExit("memcube serve did not answer /readyz within 300 s")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=50)
@@ -138,98 +249,97 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--add-rate", type=float, default=50.0)
     p.add_argument("--sweep", default="10,20,40,80,160,320", help="search rates (req/s) for the p95-doubling sweep")
     p.add_argument("--sweep-duration", type=float, default=15.0)
-    p.add_argument("--overhead-n", type=int, default=200, help="sequential searches for the overhead comparison")
-    p.add_argument("--home", help="keep the MOS home here (default: a temporary directory)")
+    p.add_argument("--overhead-n", type=int, default=100, help="sequential searches per overhead pass")
+    p.add_argument("--overhead-repeats", type=int, default=5, help="interleaved direct/HTTP passes (medians)")
+    p.add_argument("--only", choices=["all", "overhead", "load"], default="all")
+    p.add_argument("--workers", type=int, default=0,
+                   help="serve with `memcube serve --workers N` in a separate process (0: uvicorn in this process)")
+    p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--plan", help=argparse.SUPPRESS)
     p.add_argument("--kind", default="search", help=argparse.SUPPRESS)
     p.add_argument("--rate", type=float, default=0, help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--workers", type=int, default=128, help=argparse.SUPPRESS)
+    p.add_argument("--load-threads", dest="workers_load", type=int, default=128, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.load:
         _load(args)
         return 0
 
-    import uvicorn
-
-    from memos_integrations.server import KeyStore, Limits, create_app
+    from memos_integrations.server import KeyStore
     from memos_integrations.textual.embed import MiniLMEmbedder
-    from tests.integration.conftest import free_port
 
     root = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-service-"))
+    root.mkdir(parents=True, exist_ok=True)
     embedder = MiniLMEmbedder()
-    mos, users, build_s = _build(root / "home", args.users, embedder)
+    mos, users, how = _open_or_build(root, args.users, embedder)
     items = mos.cube(users[0]["user"] + "_default", user_id=users[0]["user"]).stats()["items"]
-    print(f"built {args.users} users' cubes ({items}+ items each, LoCoMo) in {build_s:.0f} s", flush=True)
+    print(f"{args.users} users' cubes ({items}+ items each, LoCoMo): {how}", flush=True)
 
+    server = thread = proc = None
     keys = KeyStore.open(root / "home" / "mos.db")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    if args.workers:
+        mos.close()  # embedded cubes are held by one process at a time: the workers open them
+        proc, port = _serve_workers(root / "home", args.workers)
+    else:
+        server, thread, port = _serve_in_thread(mos, keys)
     plan = root / "plan.json"
     plan.write_text(json.dumps({"base": f"http://127.0.0.1:{port}", "users": users}))
 
     # warm every cube (open it, load its vectors) the way the first request would
-    for u in users:
-        mos.search("warm up", user_id=u["user"], top_k=10)
+    if args.workers:
+        for _ in range(2 * args.workers):
+            _run_load(plan, "search", count=len(users))
+    else:
+        for u in users:
+            mos.search("warm up", user_id=u["user"], top_k=10)
 
-    # the service's own overhead: the same searches, direct and over HTTP, one at a time; a warm-up pass
-    # first, and a direct pass on each side of the HTTP one, so drift in a shared machine's load shows
-    def direct_pass() -> list[float]:
-        out: list[float] = []
-        for n in range(args.overhead_n):
-            u = users[n % len(users)]
-            view = mos.cube(f"{u['user']}_default", user_id=u["user"])
-            t = time.perf_counter()
-            view.search(u["questions"][n % len(u["questions"])], top_k=10)
-            out.append(time.perf_counter() - t)
-        return out
-
-    direct_pass()
-    before = direct_pass()
-    http = _run_load(plan, "search", count=args.overhead_n)
-    after = direct_pass()
-    direct = before + after
     rows: list[list[Any]] = []
-    rows.append(["search, direct MOS (1 at a time, before)", "-", len(before), "-", pct(before, 50) * 1e3, pct(before, 95) * 1e3, 0])
-    rows.append(["search, HTTP (1 at a time)", "-", http["n"], "-", http["p50"] * 1e3, http["p95"] * 1e3, http["errors"]])
-    rows.append(["search, direct MOS (1 at a time, after)", "-", len(after), "-", pct(after, 50) * 1e3, pct(after, 95) * 1e3, 0])
+    base_p95 = None
+    if args.only in ("all", "overhead") and not args.workers:
+        found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
+    if args.only in ("all", "load"):
+        unloaded = _run_load(plan, "search", count=args.overhead_n)
+        base_p95 = unloaded["p95"]
+        rows.append(["search, HTTP (1 at a time: the unloaded p95)", "-", unloaded["n"], "-", unloaded["p50"] * 1e3,
+                     "-", unloaded["errors"]])
+        target_search = _run_load(plan, "search", rate=args.search_rate, duration=args.duration)
+        rows.append([f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search["n"], target_search["achieved"],
+                     target_search["p50"] * 1e3, target_search["p95"] * 1e3, target_search["errors"]])
+        target_add = _run_load(plan, "add", rate=args.add_rate, duration=args.duration)
+        rows.append([f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add["n"], target_add["achieved"],
+                     target_add["p50"] * 1e3, target_add["p95"] * 1e3, target_add["errors"]])
+        # the rate at which p95 doubles over its unloaded value (one request at a time)
+        doubled = None
+        for rate in [float(r) for r in args.sweep.split(",") if r]:
+            res = _run_load(plan, "search", rate=rate, duration=args.sweep_duration)
+            rows.append([f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res["n"], res["achieved"],
+                         res["p50"] * 1e3, res["p95"] * 1e3, res["errors"]])
+            if res["p95"] >= 2 * base_p95:
+                doubled = rate
+                break
 
-    target_search = _run_load(plan, "search", rate=args.search_rate, duration=args.duration)
-    rows.append([f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search["n"], target_search["achieved"],
-                 target_search["p50"] * 1e3, target_search["p95"] * 1e3, target_search["errors"]])
-    target_add = _run_load(plan, "add", rate=args.add_rate, duration=args.duration)
-    rows.append([f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add["n"], target_add["achieved"],
-                 target_add["p50"] * 1e3, target_add["p95"] * 1e3, target_add["errors"]])
-
-    # the rate at which p95 doubles over its unloaded value (the one-at-a-time HTTP run's p95)
-    base_p95 = http["p95"]
-    doubled = None
-    for rate in [float(r) for r in args.sweep.split(",") if r]:
-        res = _run_load(plan, "search", rate=rate, duration=args.sweep_duration)
-        rows.append([f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res["n"], res["achieved"],
-                     res["p50"] * 1e3, res["p95"] * 1e3, res["errors"]])
-        if res["p95"] >= 2 * base_p95:
-            doubled = rate
-            break
-
-    print(table(["run", "s", "requests", "achieved req/s", "p50 ms", "p95 ms", "errors"], rows))
-    overhead = (http["p50"] - pct(direct, 50)) * 1e3
-    print(f"\nservice overhead (HTTP + auth + JSON), p50: {overhead:.2f} ms (target <= 3 ms)")
-    print(f"search p95 at {args.search_rate:g}/s: {target_search['p95'] * 1e3:.0f} ms (target <= 50 ms), "
-          f"errors {target_search['errors']}; add p95 at {args.add_rate:g}/s: {target_add['p95'] * 1e3:.0f} ms "
-          f"(target <= 100 ms), errors {target_add['errors']}")
-    print(f"search p95 doubles (over {base_p95 * 1e3:.0f} ms, one request at a time) at: "
-          f"{f'{doubled:g} req/s' if doubled else 'not within the sweep'}")
-    print(f"machine: {os.cpu_count()} CPUs as seen by Python; server and load share them")
-    server.should_exit = True
-    thread.join(timeout=30)
+    print(table(["run", "s", "requests", "achieved req/s", "p50 ms", "p95 ms (overhead rows: CPU ms/request)",
+                 "errors"], rows))
+    if args.only in ("all", "overhead") and not args.workers:
+        print(f"\nservice overhead (HTTP + auth + JSON), p50: {(found['http_p50'] - found['direct_p50']) * 1e3:.2f} ms "
+              f"wall, {(found['http_cpu'] - found['direct_cpu']) * 1e3:.2f} ms CPU per request (target <= 3 ms)")
+    if base_p95 is not None:
+        print(f"search p95 at {args.search_rate:g}/s: {target_search['p95'] * 1e3:.0f} ms (target <= 50 ms), "
+              f"errors {target_search['errors']}; add p95 at {args.add_rate:g}/s: {target_add['p95'] * 1e3:.0f} ms "
+              f"(target <= 100 ms), errors {target_add['errors']}")
+        print(f"search p95 doubles (over {base_p95 * 1e3:.0f} ms, one request at a time) at: "
+              f"{f'{doubled:g} req/s' if doubled else 'not within the sweep'}")
+    print(f"server: {f'memcube serve --workers {args.workers}' if args.workers else 'uvicorn in this process'}; "
+          f"machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    if server is not None and thread is not None:
+        server.should_exit = True
+        thread.join(timeout=30)
+    if proc is not None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
     keys.close()
     mos.close()
     return 0

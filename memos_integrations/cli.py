@@ -250,6 +250,13 @@ def cmd_serve(a: argparse.Namespace) -> None:
     require("fastapi", "server")
     from .server import Limits, serve
 
+    limits = Limits(rate=a.rate, burst=a.burst, max_body_bytes=a.max_body_bytes, cors_origins=tuple(a.cors_origin))
+    if a.workers > 1:  # each worker builds its own chat model from the spec
+        from .server.workers import serve_workers
+
+        serve_workers(a.home, workers=a.workers, host=a.host, port=a.port, limits=limits, chat_model=a.chat_model,
+                      cubes_on=a.cubes_on, log_level=a.log_level)
+        return
     model: Any = None
     if a.chat_model == "stand-in":
         from .langchain.standin import StandInChatModel
@@ -260,8 +267,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         from langchain.chat_models import init_chat_model
 
         model = init_chat_model(a.chat_model)
-    limits = Limits(rate=a.rate, burst=a.burst, max_body_bytes=a.max_body_bytes, cors_origins=tuple(a.cors_origin))
-    serve(a.home, host=a.host, port=a.port, limits=limits, chat_model=model)
+    serve(a.home, host=a.host, port=a.port, limits=limits, chat_model=model, log_level=a.log_level)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -346,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--burst", type=int, default=100)
     s.add_argument("--max-body-bytes", type=int, default=1 << 20)
     s.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; none by default)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes (above 1: every cube must be server-backed)")
+    s.add_argument("--cubes-on", help="with --workers: a PostgreSQL DSN for the cubes the service creates")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("organize", help="partitions, topic summaries, session episodes and links (incremental)")
     s.add_argument("cube")

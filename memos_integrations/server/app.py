@@ -27,6 +27,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from ..errors import BackendError, InvalidInputError, ItemNotFoundError, MemosError
 from ..mos import MOS
 from ..storage.keys import KeyStore
+from ..storage.rate_limits import RateBuckets
 from . import errors, models
 from .auth import Authenticator, Principal
 from .errors import ERRORS, UnsupportedError
@@ -38,7 +39,8 @@ _bearer = HTTPBearer(auto_error=False, description="an API key from `memcube key
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, for clients that cannot send Bearer")
 
 
-def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: bool = True) -> FastAPI:
+def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: bool = True, cube_config: Any = None,
+               shared: bool = False) -> FastAPI:
     """The service for ``mos``, authenticating with ``keys``.
 
     Args:
@@ -46,13 +48,17 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         keys: the API keys (normally ``KeyStore.open(mos.home)``).
         limits: rate, body-size and result limits, CORS origins; defaults to :class:`Limits`'s.
         mcp: mount the MCP endpoint at ``/mcp`` when :mod:`memos_integrations.server.mcp` is installed.
+        cube_config: the :class:`~memos_integrations.CubeConfig` of cubes the service creates (default: embedded).
+        shared: other processes serve this home too (``memcube serve --workers``): new cubes need a
+            server-backed ``cube_config``, and are refused (501) without one.
 
     Returns:
         The ASGI app (run it with uvicorn; ``memcube serve`` does).
     """
     limits = limits or Limits()
-    service = Service(mos, keys)
-    authenticator = Authenticator(keys, RateLimiter(limits.rate, limits.burst))
+    service = Service(mos, keys, cube_config=cube_config, shared=shared)
+    buckets = RateBuckets(keys.db) if limits.rate > 0 else None  # in the home's mos.db: one limit for every worker
+    authenticator = Authenticator(keys, RateLimiter(limits.rate, limits.burst, buckets), cache_seconds=limits.key_cache_seconds)
     app = FastAPI(
         title="memos-integrations memory service",
         version="1",
@@ -63,12 +69,13 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     app.state.limits = limits
     errors.install(app)
 
-    def principal(
+    async def principal(
         request: Request,
         _b: Annotated[Any, Depends(_bearer)] = None,
         _k: Annotated[Any, Depends(_api_key)] = None,
     ) -> Principal:
-        return authenticator.authenticate(request.headers)
+        # async: a cached key costs no hop to the worker-thread pool (only the route itself runs there)
+        return await authenticator.authenticate_async(request.headers)
 
     Auth = Annotated[Principal, Depends(principal)]
     CubeQ = Annotated[str | None, Query(min_length=1, max_length=256, description="default: your default cube")]
@@ -272,11 +279,11 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     # -- chat, health ----------------------------------------------------------------------------
     from .chat import install as install_chat
 
-    install_chat(app, service, principal)
+    install_chat(app, service, principal)  # type: ignore[arg-type]  # an async dependency; FastAPI awaits it
     from .routes_store import router as face_routes
 
-    app.include_router(face_routes(service, principal))
-    app.include_router(vector_routes(service, principal, limits))
+    app.include_router(face_routes(service, principal))  # type: ignore[arg-type]
+    app.include_router(vector_routes(service, principal, limits))  # type: ignore[arg-type]
 
     @app.get("/healthz", response_model=models.Status, tags=["health"])
     def healthz() -> dict[str, str]:

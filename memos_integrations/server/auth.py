@@ -3,17 +3,22 @@
 A request names its key as ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). Every failure
 (no key, malformed, unknown, revoked, expired) is the same 401 with the same message, so a caller
 learns nothing about which keys or users exist; the refusal is written to the key store's audit log
-with the key id it claimed. A key that passes then takes a token from its rate bucket (429 when empty).
+with the key id it claimed. A key that passes then takes a token from its rate bucket (429 when empty). A verified key is
+cached for a few seconds (:class:`Authenticator`), which bounds how long a revocation takes to reach a process.
 What a principal may do is decided by MOS (:mod:`memos_integrations.access`), never here.
 """
 
 from __future__ import annotations
 
+import hmac
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage.keys import PREFIX, KeyStore
+from starlette.concurrency import run_in_threadpool
+
+from ..storage.keys import PREFIX, KeyInfo, KeyStore, digest
 from .errors import AuthenticationError
 from .limits import RateLimiter
 
@@ -50,33 +55,86 @@ def token_of(headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> str | No
 
 
 class Authenticator:
-    """Checks keys against a :class:`KeyStore` and applies the per-key rate limit."""
+    """Checks keys against a :class:`KeyStore` and applies the per-key rate limit.
 
-    def __init__(self, keys: KeyStore, limiter: RateLimiter | None = None) -> None:
+    A key that verified is remembered for ``cache_seconds`` (by key id, with the digest of the key that
+    proved it), so a busy key costs no database read per request. What the cache cannot see: a key
+    revoked in the database (``memcube keys revoke``, another worker) keeps working in this process
+    until its entry is ``cache_seconds`` old: that is the bounded staleness of revocation (2 s by
+    default; 0 turns the cache off). Expiry is exact (checked on every request), a revocation through
+    :meth:`forget` is immediate here, and a key that does not match its cached digest is always
+    checked against the database (and audited when refused), never refused from the cache.
+    """
+
+    #: how many verified keys one process remembers (the cache is cleared when it fills)
+    MAX_CACHED = 10_000
+
+    def __init__(self, keys: KeyStore, limiter: RateLimiter | None = None, *, cache_seconds: float = 2.0) -> None:
         self.keys = keys
         self.limiter = limiter
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[str, KeyInfo, float]] = {}
 
     def authenticate(self, request_headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> Principal:
-        """The principal behind the request's key.
+        """The principal behind the request's key (the rate limit taken): the synchronous path, for the MCP endpoint.
 
         Raises:
             AuthenticationError: no key, or not an active one (always the same message; audited).
             RateLimitedError: the key's rate bucket is empty (``retry_after`` says for how long).
         """
         token = token_of(request_headers)
+        who = self.cached(token) or self.verify(token)
+        self.take(who)
+        return who
+
+    async def authenticate_async(self, request_headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> Principal:
+        """:meth:`authenticate` for the event loop: a cached key costs no thread hop; database work runs in a thread."""
+        token = token_of(request_headers)
+        who = self.cached(token)
+        if who is None:
+            who = await run_in_threadpool(self.verify, token)
+        if self.limiter is not None and self.limiter.active:
+            await run_in_threadpool(self.take, who)
+        return who
+
+    def cached(self, token: str | None) -> Principal | None:
+        """The principal of a key verified less than ``cache_seconds`` ago, if ``token`` is that key and still unexpired."""
+        if token is None or self.cache_seconds <= 0 or not token.startswith(PREFIX):
+            return None
+        key_id = token[len(PREFIX):].split("_", 1)[0]
+        entry = self._cache.get(key_id)
+        if entry is None:
+            return None
+        proof, info, at = entry
+        if time.monotonic() - at > self.cache_seconds or not hmac.compare_digest(proof, digest(token)) or not info.active():
+            return None
+        return Principal(info.user_id, info.agent_id, info.key_id)
+
+    def verify(self, token: str | None) -> Principal:
+        """Check ``token`` against the key store (audit a refusal) and remember it when it passes."""
         info = self.keys.verify(token)
         if info is None:
             claimed = token[len(PREFIX):].split("_", 1)[0][:16] if token and token.startswith(PREFIX) else None
             self.keys.audit("authenticate", None, claimed, {"reason": "no key" if token is None else "not an active key"},
                             allowed=False)
             raise AuthenticationError(UNAUTHORIZED)
-        if self.limiter is not None:
-            self.limiter.take(info.key_id)
+        if self.cache_seconds > 0 and token is not None:
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+            self._cache[info.key_id] = (digest(token), info, time.monotonic())
         return Principal(info.user_id, info.agent_id, info.key_id)
+
+    def take(self, who: Principal) -> None:
+        if self.limiter is not None:
+            self.limiter.take(who.key_id)
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from this process's cache (call it after revoking the key here)."""
+        self._cache.pop(key_id, None)
 
     __call__ = authenticate
 
 
 def authenticate(request_headers: Mapping[str, str] | Iterable[tuple[Any, Any]], keys: KeyStore) -> Principal:
     """:meth:`Authenticator.authenticate` without a rate limit, for callers that hold only a key store."""
-    return Authenticator(keys).authenticate(request_headers)
+    return Authenticator(keys, cache_seconds=0).authenticate(request_headers)

@@ -1,8 +1,10 @@
 """The service's limits: per-key rate (a token bucket), request body size, page and result sizes, CORS.
 
 A key's bucket holds ``burst`` tokens and refills at ``rate`` per second; a request takes one or is
-refused with 429 and ``Retry-After`` (whole seconds until a token is there). Buckets live in this
-process's memory: several server processes each allow the rate (say so when you run more than one).
+refused with 429 and ``Retry-After`` (whole seconds until a token is there). The buckets live in the
+home's ``mos.db`` (:mod:`memos_integrations.storage.rate_limits`), so every process serving the home
+(``memcube serve --workers N``, or two servers started by hand) spends one bucket per key: N
+processes never allow N times the rate. Taking a token is one small SQLite write transaction.
 The body limit is enforced while the body streams in, so a client that lies in ``Content-Length``, or
 sends none, is cut off at the limit too (413).
 """
@@ -11,12 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..storage.rate_limits import RateBuckets
 from .errors import REQUEST_ID, RateLimitedError
 
 
@@ -31,6 +32,8 @@ class Limits:
         max_k: the most search results one request may ask for.
         max_page: the most items one listing page may hold.
         cors_origins: origins allowed to call from a browser; empty (the default) sends no CORS headers.
+        key_cache_seconds: how long a process trusts a key it verified without reading the key store again;
+            a revoked key stops working in every process within this time (0: read the store on every request).
     """
 
     rate: float = 50.0
@@ -39,30 +42,30 @@ class Limits:
     max_k: int = 100
     max_page: int = 500
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    key_cache_seconds: float = 2.0
 
 
 class RateLimiter:
-    """One token bucket per key id, refilled lazily on each request (no timer thread)."""
+    """One token bucket per key id, shared through a :class:`RateBuckets` table by every serving process."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, buckets: RateBuckets | None = None) -> None:
         self.rate = rate
         self.burst = max(1, burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+        self.buckets = buckets
+
+    @property
+    def active(self) -> bool:
+        return self.rate > 0 and self.buckets is not None
 
     def take(self, key: str, now: float | None = None) -> None:
         """Take one token for ``key``, or raise :class:`RateLimitedError` carrying ``retry_after`` seconds."""
-        if self.rate <= 0:
+        if not self.active:
             return
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return
-            self._buckets[key] = (tokens, now)
-        wait = max(1, math.ceil((1.0 - tokens) / self.rate))
+        assert self.buckets is not None
+        wait_s = self.buckets.take(key, rate=self.rate, burst=self.burst, now=now)
+        if wait_s <= 0:
+            return
+        wait = max(1, math.ceil(wait_s))
         err = RateLimitedError(f"this key is limited to {self.rate:g} requests/s (bursts of {self.burst}); "
                                f"retry after {wait} s, or ask the operator for a higher limit")
         err.retry_after = wait  # type: ignore[attr-defined]

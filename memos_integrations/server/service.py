@@ -47,7 +47,7 @@ def item_json(item: MemoryItem) -> dict[str, Any]:
 
 
 def hit_json(hit: SearchHit) -> dict[str, Any]:
-    return {"item": hit.item.to_dict(), "score": float(hit.score), "ranks": dict(hit.ranks)}
+    return {"item": item_json(hit.item), "score": float(hit.score), "ranks": dict(hit.ranks)}
 
 
 def default_cube_name(user: str) -> str:
@@ -62,9 +62,10 @@ def default_cube_name(user: str) -> str:
 _FIRST_WRITE = threading.Lock()  # REST and MCP in one process: two first writes make one cube
 
 
-def default_cube(mos: MOS, user: str, *, create: bool) -> str | None:
+def default_cube(mos: MOS, user: str, *, create: bool, config: Any = None) -> str | None:
     """The cube a write lands in when none is named, for REST and MCP alike: the user's
-    ``<user>_default``, else their only cube; with ``create``, a first write makes ``<user>_default``."""
+    ``<user>_default``, else their only cube; with ``create``, a first write makes ``<user>_default``
+    (with ``config``, a :class:`~memos_integrations.CubeConfig`, when given)."""
     owned = [c["cube_id"] for c in mos.list_cubes(user) if c["access"] == "owner"]
     name = default_cube_name(user)
     if name in owned:
@@ -81,18 +82,22 @@ def default_cube(mos: MOS, user: str, *, create: bool) -> str | None:
         if owned:
             return owned[0]
         try:
-            return mos.create_cube_for_user(name, owner_id=user, user_id=user)
+            return mos.create_cube_for_user(name, owner_id=user, user_id=user, config=config)
         except (AccessDeniedError, InvalidInputError):
             # the name is another user's cube: take a fresh one rather than tell anyone about it
-            return mos.create_cube_for_user(f"{name}_{secrets.token_hex(4)}", owner_id=user, user_id=user)
+            return mos.create_cube_for_user(f"{name}_{secrets.token_hex(4)}", owner_id=user, user_id=user, config=config)
 
 
 class Service:
     """The operations behind the routes. Thread-safe as MOS is; FastAPI runs each call in a worker thread."""
 
-    def __init__(self, mos: MOS, keys: KeyStore) -> None:
+    def __init__(self, mos: MOS, keys: KeyStore, *, cube_config: Any = None, shared: bool = False) -> None:
+        """``shared``: other processes serve the same home (``--workers``), so a new cube must be one they
+        can open too: ``cube_config`` (a server-backed :class:`~memos_integrations.CubeConfig`) or none at all."""
         self.mos = mos
         self.keys = keys
+        self.cube_config = cube_config
+        self.shared = shared
         from ..cube import MemCube
 
         # the routes write through MOS's cube views, which pass keywords on to MemCube.add
@@ -154,11 +159,24 @@ class Service:
             raise exc
 
     def default_cube(self, user: str, *, create: bool) -> str | None:
-        return default_cube(self.mos, user, create=create)
+        found = default_cube(self.mos, user, create=False)
+        if found is not None or not create:
+            return found
+        return default_cube(self.mos, user, create=True, config=self.new_cube_config())
+
+    def new_cube_config(self) -> Any:
+        """The config for a cube this service creates (None: the default, embedded)."""
+        if self.shared and self.cube_config is None:
+            from .errors import UnsupportedError
+
+            raise UnsupportedError("this service runs several worker processes and has nowhere to put a new cube that "
+                                   "they can all open; ask the operator to start it with --cubes-on <PostgreSQL DSN>, "
+                                   "or to create your cube for you")
+        return self.cube_config
 
     def create_cube(self, user: str, cube_id: str) -> dict[str, str]:
         try:
-            created = self.mos.create_cube_for_user(cube_id, owner_id=user, user_id=user)
+            created = self.mos.create_cube_for_user(cube_id, owner_id=user, user_id=user, config=self.new_cube_config())
         except AccessDeniedError:
             raise ConflictError(f"the cube id {cube_id!r} is taken; choose another") from None
         return {"cube_id": created, "access": "owner"}
