@@ -31,6 +31,7 @@ from ..storage.rate_limits import RateBuckets
 from . import errors, models
 from .auth import Authenticator, Principal
 from .errors import ERRORS, UnsupportedError
+from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
 from .service import Service, hit_json, item_json
@@ -64,6 +65,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         version="1",
         description="REST over MOS: memories, cubes, sharing, search, chat with memory. Every /v1 route needs an API key.",
     )
+    app.router.route_class = StrictJSONRoute  # NaN / Infinity in a body: a 422, never a stored poison
     app.state.service = service
     app.state.authenticator = authenticator
     app.state.limits = limits

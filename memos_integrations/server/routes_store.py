@@ -35,6 +35,7 @@ from ..errors import InvalidInputError
 from ..mos_view import CubeView
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
+from .json_body import StrictJSONRoute
 from .models import Id, KindName
 from .service import Service
 
@@ -196,7 +197,7 @@ _READS = {"messages", "rows", "count", "keys", "get", "get_all"}
 
 def router(service: Service, principal: Callable[..., Principal]) -> APIRouter:
     """The face routes for ``service``; ``principal`` is the app's key-checking dependency."""
-    api = APIRouter(prefix="/v1/faces", tags=["faces"])
+    api = APIRouter(prefix="/v1/faces", tags=["faces"], route_class=StrictJSONRoute)
     Auth = Annotated[Principal, Depends(principal)]
 
     def view(who: Principal, body: _Who, need: str) -> tuple[Any, str, str | None]:

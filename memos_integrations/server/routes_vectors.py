@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import InvalidInputError
 from .auth import Principal
 from .errors import ERRORS
+from .json_body import StrictJSONRoute
 from .limits import Limits
 from .service import Service, item_json
 
@@ -119,7 +120,8 @@ class EmbedIn(BaseModel):
 
 def vector_routes(service: Service, principal: Callable[..., Principal], limits: Limits) -> APIRouter:
     """The ``/v1/vector-stores`` routes, authenticating with the app's ``principal`` dependency."""
-    router = APIRouter(prefix="/v1/vector-stores", tags=["vector stores"], responses={**ERRORS})
+    router = APIRouter(prefix="/v1/vector-stores", tags=["vector stores"], responses={**ERRORS},
+                       route_class=StrictJSONRoute)
     Auth = Annotated[Principal, Depends(principal)]
 
     def ok(data: Any) -> JSONResponse:

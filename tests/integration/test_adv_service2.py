@@ -1,0 +1,72 @@
+"""Hostile clients against the face routes (/v1/faces, /v1/vector-stores) and the key cache: each test is
+an attack that once succeeded (a 500, a poisoned row, a leak), kept so it cannot come back.
+
+The app runs in-process (Starlette's TestClient) over a MOS home with a 6-dimension fake embedder, so the
+module costs about a second; alice and bob each own a cube, and alice shares ``shared`` with bob for writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("llama_index.core")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from langchain_core.embeddings.fake import DeterministicFakeEmbedding  # noqa: E402
+
+from memos_integrations import MOS  # noqa: E402
+from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
+
+
+class Client:
+    def __init__(self, home: Path) -> None:
+        self.mos = MOS(home, embedder=DeterministicFakeEmbedding(size=6))
+        self.keys = KeyStore.open(home / "mos.db")
+        for user in ("alice", "bob"):
+            self.mos.create_user(user)
+            self.mos.create_cube_for_user(f"{user}_cube", owner_id=user)
+        self.mos.create_cube_for_user("shared", owner_id="alice")
+        self.mos.share_cube_with_user("shared", "bob", "write", user_id="alice")
+        self.key = {u: self.keys.create(u)[0] for u in ("alice", "bob")}
+        app = create_app(self.mos, keys=self.keys, limits=Limits(rate=0, max_body_bytes=64_000), mcp=False)
+        self.http = TestClient(app, raise_server_exceptions=False)
+
+    def post(self, who: str, path: str, body: Any = None, *, raw: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.key[who]}", "Content-Type": "application/json"}
+        if raw is not None:
+            return self.http.post(path, content=raw.encode(), headers=headers)
+        return self.http.post(path, json=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    client = Client(tmp_path_factory.mktemp("adv2"))
+    yield client
+    client.http.close()
+    client.mos.close()
+
+
+def _error(response: Any, status: int) -> str:
+    assert response.status_code == status, response.text
+    return str(response.json()["error"]["type"])
+
+
+# -- finding: NaN / Infinity / 1e400 in a JSON body were stored, and every later read was a 500 ----------
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_in_a_body_are_a_422_and_store_nothing(svc: Client, number: str) -> None:
+    collection = f"nan{abs(hash(number))}"
+    put = svc.post("alice", "/v1/faces/llama-kv", raw='{"cube_id": "alice_cube", "op": "put_all", "collection": "COLL",'
+                   ' "pairs": [["ok", {"x": 1}], ["bad", {"x": NUM}]]}'.replace("COLL", collection).replace("NUM", number))
+    assert _error(put, 422) == "InvalidInputError"
+    assert "NaN" in put.json()["error"]["message"] or "finite" in put.json()["error"]["message"]
+    got = svc.post("alice", "/v1/faces/llama-kv", {"cube_id": "alice_cube", "op": "get_all", "collection": collection})
+    assert got.status_code == 200 and got.json()["values"] == {}  # nothing half-written, nothing poisoned
+    chat = svc.post("alice", "/v1/faces/llama-chat", raw='{"cube_id": "alice_cube", "op": "add", "key": "kCOLL", "messages":'
+                    ' [{"role": "user", "content": "x", "additional_kwargs": {"y": NUM}}]}'.replace("COLL", collection)
+                    .replace("NUM", number))
+    assert _error(chat, 422) == "InvalidInputError"
