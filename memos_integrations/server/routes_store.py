@@ -157,7 +157,7 @@ class LlamaChatIn(_Who):
     key: str | None = Field(default=None, min_length=1, max_length=4096)
     status: Literal["active", "archived"] | None = None
     limit: int | None = Field(default=None, ge=0, le=100_000)
-    offset: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0, le=2**63 - 1)  # SQLite's range: beyond it was a 500
     messages: list[dict[str, Any]] = Field(default_factory=list, max_length=1000,
                                            description="ChatMessage.model_dump(mode='json') rows, for 'add'")
     replace: bool = False

@@ -102,8 +102,8 @@ class VectorQuery(BaseModel):
     alpha: float | None = None
     filters: dict[str, Any] | None = None
     mmr_threshold: float | None = None
-    sparse_top_k: int | None = None
-    hybrid_top_k: int | None = None
+    sparse_top_k: int | None = Field(default=None, ge=1)  # and at most the service's max_k
+    hybrid_top_k: int | None = Field(default=None, ge=1)
 
 
 class LlamaIndexQueryIn(LlamaIndexBinding):
@@ -273,8 +273,9 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
                                     f"{[m.value for m in VectorStoreQueryMode]}") from None
         query = VectorStoreQuery(**body.query.model_dump(exclude={"filters", "mode"}), mode=mode,
                                  filters=filters_from_json(body.query.filters))
-        if isinstance(query.similarity_top_k, int):
-            check_k(query.similarity_top_k)
+        for k in (query.similarity_top_k, query.sparse_top_k, query.hybrid_top_k):
+            if isinstance(k, int):
+                check_k(k)
         store = llama_store(who, body, "read")
         if store is None:
             return ok({"nodes": [], "similarities": [], "ids": []})

@@ -70,3 +70,20 @@ def test_non_finite_numbers_in_a_body_are_a_422_and_store_nothing(svc: Client, n
                     ' [{"role": "user", "content": "x", "additional_kwargs": {"y": NUM}}]}'.replace("COLL", collection)
                     .replace("NUM", number))
     assert _error(chat, 422) == "InvalidInputError"
+
+
+# -- finding: integers beyond SQLite's range (a chat page's offset, LlamaIndex's sparse/hybrid top k) were a 500
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/faces/llama-chat", {"cube_id": "alice_cube", "op": "rows", "key": "k", "offset": 10**23}),
+    ("/v1/faces/llama-chat", {"cube_id": "alice_cube", "op": "rows", "key": "k", "offset": 2**63}),
+    ("/v1/vector-stores/llama-index/query", {"cube_id": "alice_cube", "query": {
+        "query_embedding": [0.1] * 6, "query_str": "hello", "mode": "hybrid", "similarity_top_k": 2, "sparse_top_k": 10**30}}),
+    ("/v1/vector-stores/llama-index/query", {"cube_id": "alice_cube", "query": {
+        "query_embedding": [0.1] * 6, "query_str": "hello", "mode": "hybrid", "similarity_top_k": 2, "hybrid_top_k": 10**30}}),
+    ("/v1/vector-stores/llama-index/query", {"cube_id": "alice_cube", "query": {
+        "query_embedding": [0.1] * 6, "query_str": "hello", "mode": "hybrid", "similarity_top_k": 2, "hybrid_top_k": -3}}),
+])
+def test_out_of_range_integers_are_a_422(svc: Client, path: str, body: dict[str, Any]) -> None:
+    svc.post("alice", "/v1/faces/llama-chat", {"cube_id": "alice_cube", "op": "add", "key": "k",
+                                               "messages": [{"role": "user", "content": "hello"}]})
+    assert _error(svc.post("alice", path, body), 422) in {"InvalidInputError", "InvalidTypeError"}
