@@ -286,6 +286,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
 
     app.include_router(face_routes(service, principal))  # type: ignore[arg-type]
     app.include_router(vector_routes(service, principal, limits))  # type: ignore[arg-type]
+    _import_faces()
 
     @app.get("/healthz", response_model=models.Status, tags=["health"])
     def healthz() -> dict[str, str]:
@@ -311,6 +312,30 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(errors.RequestIdMiddleware)
     return app
+
+
+#: what the face routes import; a missing extra stays the route's own 501
+_FACE_MODULES = ("langgraph.store.base", "langchain_core.messages", "llama_index.core.vector_stores.types",
+                 "memos_integrations.langgraph.access", "memos_integrations.langgraph.store",
+                 "memos_integrations.langchain.chat_history", "memos_integrations.langchain.vectorstore",
+                 "memos_integrations.llama_index.chat_store", "memos_integrations.llama_index.kvstore",
+                 "memos_integrations.llama_index.vector_store", "memos_integrations.llama_index.wire")
+
+
+def _import_faces() -> None:
+    """Import the faces the routes run now, in this one thread.
+
+    Why: the routes run in a pool of worker threads; when a fresh process's first requests to several
+    face routes arrived together, their first imports raced, and a thread could see a partially
+    initialised module (500s, or a 501 claiming the extra is missing).
+    """
+    import importlib
+
+    for name in _FACE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def _mount_mcp(app: FastAPI, mos: MOS, authenticator: Authenticator) -> None:

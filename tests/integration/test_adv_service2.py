@@ -87,3 +87,63 @@ def test_out_of_range_integers_are_a_422(svc: Client, path: str, body: dict[str,
     svc.post("alice", "/v1/faces/llama-chat", {"cube_id": "alice_cube", "op": "add", "key": "k",
                                                "messages": [{"role": "user", "content": "hello"}]})
     assert _error(svc.post("alice", path, body), 422) in {"InvalidInputError", "InvalidTypeError"}
+
+
+# -- finding: a fresh process's first requests to several face routes at once were 500s and 501s (their lazy
+# imports raced in the worker threads: "partially initialized module"; with more threads, requests hung)
+_COLD = r'''
+"""Cold process: first requests to every face route arrive at once (no face module imported yet)."""
+import sys, threading, tempfile
+from pathlib import Path
+import numpy as np
+from memos_integrations import MOS
+from memos_integrations.server import KeyStore, Limits, create_app
+from fastapi.testclient import TestClient
+
+class Tiny:
+    name, dimension, fingerprint = "tiny", 4, "tiny-4"
+    def embed_documents(self, texts): return np.ones((len(texts), 4), dtype=np.float32)
+    def embed_query(self, text): return np.ones(4, dtype=np.float32)
+
+home = Path(tempfile.mkdtemp())
+mos = MOS(home, embedder=Tiny())
+keys = KeyStore.open(home / "mos.db")
+mos.create_user("alice"); mos.create_cube_for_user("alice_cube", owner_id="alice")
+key = keys.create("alice")[0]
+client = TestClient(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False), raise_server_exceptions=False)
+bodies = [
+    ("/v1/faces/store/batch", {"cube_id": "alice_cube", "ops": [{"op": "put", "namespace": ["n"], "key": "k", "value": {"a": 1}}]}),
+    ("/v1/faces/store/batch", {"cube_id": "alice_cube", "ops": [{"op": "get", "namespace": ["n"], "key": "k"}]}),
+    ("/v1/faces/chat-history", {"cube_id": "alice_cube", "op": "add", "session_id": "s", "messages": [{"type": "human", "data": {"content": "hi"}}]}),
+    ("/v1/faces/llama-chat", {"cube_id": "alice_cube", "op": "add", "key": "c", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/faces/llama-kv", {"cube_id": "alice_cube", "op": "put_all", "pairs": [["k", {"a": 1}]]}),
+    ("/v1/vector-stores/langchain/add", {"cube_id": "alice_cube", "texts": ["hi"]}),
+    ("/v1/vector-stores/llama-index/get-nodes", {"cube_id": "alice_cube", "node_ids": ["x"]}),
+    ("/v1/vector-stores/llama-index/query", {"cube_id": "alice_cube", "query": {"query_embedding": [1, 1, 1, 1]}}),
+]
+status = {}
+gate = threading.Barrier(len(bodies))
+def call(i, path, body):
+    gate.wait()
+    r = client.post(path, json=body, headers={"Authorization": f"Bearer {key}"}); status[i] = r.status_code
+    if r.status_code >= 500:
+        print(path, r.text[:300], flush=True)
+threads = [threading.Thread(target=call, args=(i, p, b), daemon=True) for i, (p, b) in enumerate(bodies)]
+for t in threads: t.start()
+for t in threads: t.join(timeout=float(sys.argv[1]) if len(sys.argv) > 1 else 60)
+print(sorted(status.items()), "answered", len(status), "of", len(bodies), flush=True)
+import os; os._exit(0 if len(status) == len(bodies) and all(s < 500 for s in status.values()) else 1)
+'''
+
+
+def test_first_requests_to_every_face_at_once_in_a_fresh_process(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "cold.py"
+    script.write_text(_COLD, encoding="utf-8")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), "30"], capture_output=True, text=True, timeout=90, env=env, cwd=root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
