@@ -116,7 +116,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
 
     async def call(ctx: Context, fn: Callable[..., Any], *args: Any, with_agent: bool = False, **kw: Any) -> Any:
         try:
-            user, agent = _who(resolve_user, ctx.headers)
+            user, agent = await in_thread(_who, resolve_user, ctx.headers)  # the key store may wait for a lock
             if with_agent:
                 return await in_thread(fn, user, agent, *args, **kw)
             return await in_thread(fn, user, *args, **kw)
@@ -229,7 +229,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
 
     async def read(ctx: Context, fn: Callable[[str], Any]) -> str:
         try:
-            user, _agent = _who(resolve_user, ctx.headers)
+            user, _agent = await in_thread(_who, resolve_user, ctx.headers)
             return json.dumps(_jsonable(await in_thread(fn, user)), ensure_ascii=False, indent=1)
         except MemosError as exc:
             raise ResourceError(_message(exc)) from exc
@@ -347,7 +347,9 @@ class McpHttpApp:
         if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             try:
-                self.resolve_user(headers)
+                # in a thread: checking a key reads and writes mos.db (audit, rate bucket), which can wait for
+                # another process's write lock; on the event loop that wait stalled every other request
+                await in_thread(self.resolve_user, headers)
             except MemosError as exc:
                 await _send_error(send, 401, exc)
                 return

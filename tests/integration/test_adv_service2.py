@@ -147,3 +147,49 @@ def test_first_requests_to_every_face_at_once_in_a_fresh_process(tmp_path: Path)
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(script), "30"], capture_output=True, text=True, timeout=90, env=env, cwd=root)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+# -- finding: /mcp checked its key on the event loop; the key store's writes (the refusal's audit row, the
+# rate bucket) wait for mos.db's write lock, so while another process held that lock every request of
+# every user (even /healthz) waited with it
+def test_an_mcp_key_check_waiting_for_the_database_does_not_stall_other_requests(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    import httpx
+
+    pytest.importorskip("mcp")
+    pytest.importorskip("uvicorn")
+    from tests.integration.test_remote_cube import serve
+
+    home = tmp_path / "home"
+    mos = MOS(home, embedder=DeterministicFakeEmbedding(size=6))
+    keys = KeyStore.open(home / "mos.db")
+    url, stop = serve(create_app(mos, keys=keys, limits=Limits(rate=0)))  # type: ignore[misc]
+    lock = sqlite3.connect(home / "mos.db", timeout=5, isolation_level=None, check_same_thread=False)
+    try:
+        with httpx.Client(timeout=30) as http:
+            assert http.get(url + "/healthz").status_code == 200
+            lock.execute("BEGIN IMMEDIATE")  # another process writing mos.db, for 1.5 s
+            release = threading.Timer(1.5, lambda: lock.execute("COMMIT"))
+            release.start()
+            refused: list[int] = []
+            mcp = threading.Thread(target=lambda: refused.append(httpx.post(
+                url + "/mcp/", json={}, timeout=30, headers={"Authorization": "Bearer mk_nope_nope"}).status_code))
+            mcp.start()
+            time.sleep(0.3)  # the MCP request is waiting for the lock now
+            started = time.monotonic()
+            try:
+                healthy = http.get(url + "/healthz", timeout=5).status_code == 200
+            except httpx.TimeoutException:
+                healthy = False
+            waited = time.monotonic() - started
+            release.join()
+            mcp.join(timeout=30)
+        assert healthy and waited < 0.8, f"/healthz waited {waited:.2f} s for another request's database lock"
+        assert refused == [401]
+    finally:
+        lock.close()
+        stop()
+        mos.close()
