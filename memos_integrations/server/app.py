@@ -29,7 +29,7 @@ from ..mos import MOS
 from ..storage.keys import KeyStore
 from ..storage.rate_limits import RateBuckets
 from . import errors, models
-from .auth import Authenticator, Principal
+from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
@@ -351,11 +351,18 @@ def _mount_mcp(app: FastAPI, mos: MOS, authenticator: Authenticator) -> None:
         return
     mcp_module = importlib.import_module(f"{__package__}.mcp")
 
-    def resolve_user(headers: Any) -> tuple[str, str | None]:
+    def check(headers: Any) -> tuple[str, str | None]:
+        """Once per HTTP request to /mcp: the key, and one token from its rate bucket."""
         who = authenticator.authenticate(headers or {})
         return who.user_id, who.agent_id  # an agent's key stays bound to its agent on /mcp too
 
-    sub = mcp_module.mcp_http_app(mos, resolve_user)
+    def resolve_user(headers: Any) -> tuple[str, str | None]:
+        """A tool's own lookup, inside a request ``check`` passed: the key again, no second rate token."""
+        token = token_of(headers or {})
+        who = authenticator.cached(token) or authenticator.verify(token)
+        return who.user_id, who.agent_id
+
+    sub = mcp_module.mcp_http_app(mos, resolve_user, check=check)
     app.mount("/mcp", sub)
     inner = getattr(sub, "lifespan", None)
     if callable(inner):

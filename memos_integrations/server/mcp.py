@@ -390,7 +390,8 @@ async def _send_error(send: Send, status: int, exc: MemosError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def mcp_http_app(mos: Any, resolve_user: ResolveUser, *, allowed_hosts: Sequence[str] | None = None) -> McpHttpApp:
+def mcp_http_app(mos: Any, resolve_user: ResolveUser, *, allowed_hosts: Sequence[str] | None = None,
+                 check: ResolveUser | None = None) -> McpHttpApp:
     """The streamable-HTTP MCP endpoint over ``mos``; mount it at ``/mcp`` (``app.mount("/mcp", ...)``).
 
     Args:
@@ -399,8 +400,10 @@ def mcp_http_app(mos: Any, resolve_user: ResolveUser, *, allowed_hosts: Sequence
             with a JSON error before the MCP layer runs).
         allowed_hosts: ``Host`` header values to accept (``"example.com:*"``); None accepts loopback only
             (DNS-rebinding protection), an empty list turns the check off (behind a proxy that checks it).
+        check: the once-per-HTTP-request check (default ``resolve_user``); the REST app passes one that also
+            takes the key's rate token, so a tool call costs one token, not two.
 
     Returns:
         An ASGI app; see :class:`McpHttpApp` for how its lifespan runs when mounted.
     """
-    return McpHttpApp(build_server(mos, resolve_user), resolve_user, allowed_hosts=allowed_hosts)
+    return McpHttpApp(build_server(mos, resolve_user), check or resolve_user, allowed_hosts=allowed_hosts)

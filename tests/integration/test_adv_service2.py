@@ -193,3 +193,43 @@ def test_an_mcp_key_check_waiting_for_the_database_does_not_stall_other_requests
         lock.close()
         stop()
         mos.close()
+
+
+# -- finding: an MCP tool call over HTTP took two tokens from the key's rate bucket (the endpoint's key check,
+# then the tool's own), so an MCP client got half the documented rate
+async def test_an_mcp_request_takes_one_rate_token(tmp_path: Path) -> None:
+    import sqlite3
+
+    pytest.importorskip("mcp")
+    pytest.importorskip("uvicorn")
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.integration.test_remote_cube import serve
+
+    home = tmp_path / "home"
+    mos = MOS(home, embedder=DeterministicFakeEmbedding(size=6))
+    mos.create_user("alice")
+    keys = KeyStore.open(home / "mos.db")
+    key, info = keys.create("alice")
+    burst = 1000  # refilled at 1e-6 tokens/s: what the requests took is what is missing
+    url, stop = serve(create_app(mos, keys=keys, limits=Limits(rate=1e-6, burst=burst)))  # type: ignore[misc]
+    sent: list[str] = []
+
+    async def count(request: Any) -> None:
+        sent.append(f"{request.method} {request.url.path}")
+
+    try:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                                  event_hooks={"request": [count]})
+        async with Client(streamable_http_client(url + "/mcp/", http_client=http)) as client:
+            for _ in range(3):
+                await client.call_tool("search_memory", {"query": "tea"})
+        await http.aclose()
+        with sqlite3.connect(home / "mos.db") as db:
+            (tokens,) = db.execute("SELECT tokens FROM rate_buckets WHERE key_id = ?", (info.key_id,)).fetchone()
+        assert round(burst - tokens) == len(sent), sent
+    finally:
+        stop()
+        mos.close()
