@@ -22,14 +22,18 @@ NOT_FINITE = ("NaN, Infinity and numbers beyond +-1.8e308 are not JSON numbers; 
               "(or null, or the value as a string)")
 
 
+class _NotFinite(ValueError):
+    """Raised by the parser hooks below (and only by them)."""
+
+
 def _refuse(_: str) -> NoReturn:
-    raise ValueError(NOT_FINITE)
+    raise _NotFinite(NOT_FINITE)
 
 
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(NOT_FINITE)
+        raise _NotFinite(NOT_FINITE)
     return value
 
 
@@ -37,9 +41,7 @@ def loads(body: bytes | str) -> Any:
     """``json.loads`` that refuses non-finite numbers (a :class:`json.JSONDecodeError` naming the rule)."""
     try:
         return json.loads(body, parse_constant=_refuse, parse_float=_finite)
-    except ValueError as exc:
-        if isinstance(exc, json.JSONDecodeError):
-            raise
+    except _NotFinite:
         raise json.JSONDecodeError(NOT_FINITE, body if isinstance(body, str) else body.decode("utf-8", "replace"),
                                    0) from None
 

@@ -233,3 +233,9 @@ async def test_an_mcp_request_takes_one_rate_token(tmp_path: Path) -> None:
     finally:
         stop()
         mos.close()
+
+
+def test_a_body_that_is_not_utf8_is_a_422_that_does_not_blame_nan(svc: Client) -> None:
+    headers = {"Authorization": f"Bearer {svc.key['alice']}", "Content-Type": "application/json"}
+    r = svc.http.post("/v1/faces/llama-kv", content=b'{"op": "get_all", "collection": "\xff\xfe"}', headers=headers)
+    assert _error(r, 422) == "InvalidInputError" and "NaN" not in r.json()["error"]["message"]
