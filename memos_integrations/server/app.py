@@ -29,8 +29,9 @@ from ..mos import MOS
 from ..storage.keys import KeyStore
 from ..storage.rate_limits import RateBuckets
 from . import errors, models
-from .auth import Authenticator, Principal
+from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
+from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
 from .service import Service, hit_json, item_json
@@ -64,6 +65,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         version="1",
         description="REST over MOS: memories, cubes, sharing, search, chat with memory. Every /v1 route needs an API key.",
     )
+    app.router.route_class = StrictJSONRoute  # NaN / Infinity in a body: a 422, never a stored poison
     app.state.service = service
     app.state.authenticator = authenticator
     app.state.limits = limits
@@ -284,6 +286,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
 
     app.include_router(face_routes(service, principal))  # type: ignore[arg-type]
     app.include_router(vector_routes(service, principal, limits))  # type: ignore[arg-type]
+    _import_faces()
 
     @app.get("/healthz", response_model=models.Status, tags=["health"])
     def healthz() -> dict[str, str]:
@@ -311,6 +314,30 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     return app
 
 
+#: what the face routes import; a missing extra stays the route's own 501
+_FACE_MODULES = ("langgraph.store.base", "langchain_core.messages", "llama_index.core.vector_stores.types",
+                 "memos_integrations.langgraph.access", "memos_integrations.langgraph.store",
+                 "memos_integrations.langchain.chat_history", "memos_integrations.langchain.vectorstore",
+                 "memos_integrations.llama_index.chat_store", "memos_integrations.llama_index.kvstore",
+                 "memos_integrations.llama_index.vector_store", "memos_integrations.llama_index.wire")
+
+
+def _import_faces() -> None:
+    """Import the faces the routes run now, in this one thread.
+
+    Why: the routes run in a pool of worker threads; when a fresh process's first requests to several
+    face routes arrived together, their first imports raced, and a thread could see a partially
+    initialised module (500s, or a 501 claiming the extra is missing).
+    """
+    import importlib
+
+    for name in _FACE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 def _mount_mcp(app: FastAPI, mos: MOS, authenticator: Authenticator) -> None:
     """Mount the MCP endpoint (module ``server.mcp``) at ``/mcp`` if that module is present.
 
@@ -324,11 +351,18 @@ def _mount_mcp(app: FastAPI, mos: MOS, authenticator: Authenticator) -> None:
         return
     mcp_module = importlib.import_module(f"{__package__}.mcp")
 
-    def resolve_user(headers: Any) -> tuple[str, str | None]:
+    def check(headers: Any) -> tuple[str, str | None]:
+        """Once per HTTP request to /mcp: the key, and one token from its rate bucket."""
         who = authenticator.authenticate(headers or {})
         return who.user_id, who.agent_id  # an agent's key stays bound to its agent on /mcp too
 
-    sub = mcp_module.mcp_http_app(mos, resolve_user)
+    def resolve_user(headers: Any) -> tuple[str, str | None]:
+        """A tool's own lookup, inside a request ``check`` passed: the key again, no second rate token."""
+        token = token_of(headers or {})
+        who = authenticator.cached(token) or authenticator.verify(token)
+        return who.user_id, who.agent_id
+
+    sub = mcp_module.mcp_http_app(mos, resolve_user, check=check)
     app.mount("/mcp", sub)
     inner = getattr(sub, "lifespan", None)
     if callable(inner):

@@ -129,6 +129,14 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "") + "; see /openapi.json for the request shape"
 
 
+def _json_message(exc: RequestValidationError) -> str:
+    from .json_body import NOT_FINITE
+
+    if any((e.get("ctx") or {}).get("error") == NOT_FINITE for e in exc.errors()):
+        return f"the body is not valid JSON: {NOT_FINITE}"
+    return "the body is not valid JSON; send a JSON object with Content-Type: application/json"
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into the structured body."""
 
@@ -141,8 +149,7 @@ def install(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
         kind = InvalidInputError if malformed else InvalidTypeError
-        message = ("the body is not valid JSON; send a JSON object with Content-Type: application/json"
-                   if malformed else _validation_message(exc))
+        message = (_json_message(exc) if malformed else _validation_message(exc))
         return error_response(kind(message), request_id(request))
 
     @app.exception_handler(StarletteHTTPException)

@@ -116,7 +116,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
 
     async def call(ctx: Context, fn: Callable[..., Any], *args: Any, with_agent: bool = False, **kw: Any) -> Any:
         try:
-            user, agent = _who(resolve_user, ctx.headers)
+            user, agent = await in_thread(_who, resolve_user, ctx.headers)  # the key store may wait for a lock
             if with_agent:
                 return await in_thread(fn, user, agent, *args, **kw)
             return await in_thread(fn, user, *args, **kw)
@@ -229,7 +229,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
 
     async def read(ctx: Context, fn: Callable[[str], Any]) -> str:
         try:
-            user, _agent = _who(resolve_user, ctx.headers)
+            user, _agent = await in_thread(_who, resolve_user, ctx.headers)
             return json.dumps(_jsonable(await in_thread(fn, user)), ensure_ascii=False, indent=1)
         except MemosError as exc:
             raise ResourceError(_message(exc)) from exc
@@ -347,7 +347,9 @@ class McpHttpApp:
         if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             try:
-                self.resolve_user(headers)
+                # in a thread: checking a key reads and writes mos.db (audit, rate bucket), which can wait for
+                # another process's write lock; on the event loop that wait stalled every other request
+                await in_thread(self.resolve_user, headers)
             except MemosError as exc:
                 await _send_error(send, 401, exc)
                 return
@@ -388,7 +390,8 @@ async def _send_error(send: Send, status: int, exc: MemosError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def mcp_http_app(mos: Any, resolve_user: ResolveUser, *, allowed_hosts: Sequence[str] | None = None) -> McpHttpApp:
+def mcp_http_app(mos: Any, resolve_user: ResolveUser, *, allowed_hosts: Sequence[str] | None = None,
+                 check: ResolveUser | None = None) -> McpHttpApp:
     """The streamable-HTTP MCP endpoint over ``mos``; mount it at ``/mcp`` (``app.mount("/mcp", ...)``).
 
     Args:
@@ -397,8 +400,10 @@ def mcp_http_app(mos: Any, resolve_user: ResolveUser, *, allowed_hosts: Sequence
             with a JSON error before the MCP layer runs).
         allowed_hosts: ``Host`` header values to accept (``"example.com:*"``); None accepts loopback only
             (DNS-rebinding protection), an empty list turns the check off (behind a proxy that checks it).
+        check: the once-per-HTTP-request check (default ``resolve_user``); the REST app passes one that also
+            takes the key's rate token, so a tool call costs one token, not two.
 
     Returns:
         An ASGI app; see :class:`McpHttpApp` for how its lifespan runs when mounted.
     """
-    return McpHttpApp(build_server(mos, resolve_user), resolve_user, allowed_hosts=allowed_hosts)
+    return McpHttpApp(build_server(mos, resolve_user), check or resolve_user, allowed_hosts=allowed_hosts)

@@ -35,6 +35,7 @@ from ..errors import CubeNotFoundError, InvalidInputError
 from ..mos_view import CubeView
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
+from .json_body import StrictJSONRoute
 from .models import Id, KindName, Status
 from .service import Service
 
@@ -165,7 +166,7 @@ class LlamaChatIn(_Who):
     key: str | None = Field(default=None, min_length=1, max_length=4096)
     status: Literal["active", "archived"] | None = None
     limit: int | None = Field(default=None, ge=0, le=100_000)
-    offset: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0, le=2**63 - 1)  # SQLite's range: beyond it was a 500
     messages: list[dict[str, Any]] = Field(default_factory=list, max_length=1000,
                                            description="ChatMessage.model_dump(mode='json') rows, for 'add'")
     replace: bool = False
@@ -205,7 +206,7 @@ _READS = {"messages", "rows", "count", "keys", "get", "get_all"}
 
 def router(service: Service, principal: Callable[..., Principal]) -> APIRouter:
     """The face routes for ``service``; ``principal`` is the app's key-checking dependency."""
-    api = APIRouter(prefix="/v1/faces", tags=["faces"])
+    api = APIRouter(prefix="/v1/faces", tags=["faces"], route_class=StrictJSONRoute)
     Auth = Annotated[Principal, Depends(principal)]
 
     def view(who: Principal, body: _Who, need: str) -> tuple[Any, str, str | None]:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import InvalidInputError
 from .auth import Principal
 from .errors import ERRORS
+from .json_body import StrictJSONRoute
 from .limits import Limits
 from .models import ErrorOut
 from .service import Service, item_json
@@ -102,8 +103,8 @@ class VectorQuery(BaseModel):
     alpha: float | None = None
     filters: dict[str, Any] | None = None
     mmr_threshold: float | None = None
-    sparse_top_k: int | None = None
-    hybrid_top_k: int | None = None
+    sparse_top_k: int | None = Field(default=None, ge=1)  # and at most the service's max_k
+    hybrid_top_k: int | None = Field(default=None, ge=1)
 
 
 class LlamaIndexQueryIn(LlamaIndexBinding):
@@ -121,7 +122,8 @@ class EmbedIn(BaseModel):
 def vector_routes(service: Service, principal: Callable[..., Principal], limits: Limits) -> APIRouter:
     """The ``/v1/vector-stores`` routes, authenticating with the app's ``principal`` dependency."""
     mismatch = {"model": ErrorOut, "description": "a vector or embedding model that is not the cube's (EmbedderMismatchError)"}
-    router = APIRouter(prefix="/v1/vector-stores", tags=["vector stores"], responses={**ERRORS, 400: mismatch})
+    router = APIRouter(prefix="/v1/vector-stores", tags=["vector stores"], responses={**ERRORS, 400: mismatch},
+                       route_class=StrictJSONRoute)
     Auth = Annotated[Principal, Depends(principal)]
 
     def ok(data: Any) -> JSONResponse:
@@ -275,8 +277,9 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
                                     f"{[m.value for m in VectorStoreQueryMode]}") from None
         query = VectorStoreQuery(**body.query.model_dump(exclude={"filters", "mode"}), mode=mode,
                                  filters=filters_from_json(body.query.filters))
-        if isinstance(query.similarity_top_k, int):
-            check_k(query.similarity_top_k)
+        for k in (query.similarity_top_k, query.sparse_top_k, query.hybrid_top_k):
+            if isinstance(k, int):
+                check_k(k)
         store = llama_store(who, body, "read")
         if store is None:
             return ok({"nodes": [], "similarities": [], "ids": []})
