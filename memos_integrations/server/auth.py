@@ -124,9 +124,10 @@ class Authenticator:
             self._cache[info.key_id] = (digest(token), info, time.monotonic())
         return Principal(info.user_id, info.agent_id, info.key_id)
 
-    def take(self, who: Principal) -> None:
+    def take(self, who: Principal, cost: float = 1.0) -> None:
+        """Spend ``cost`` of the key's rate tokens (the request itself costs one, taken when it was authenticated)."""
         if self.limiter is not None:
-            self.limiter.take(who.key_id)
+            self.limiter.take(who.key_id, cost=cost)
 
     def forget(self, key_id: str) -> None:
         """Drop a key from this process's cache (call it after revoking the key here)."""

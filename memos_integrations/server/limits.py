@@ -57,12 +57,13 @@ class RateLimiter:
     def active(self) -> bool:
         return self.rate > 0 and self.buckets is not None
 
-    def take(self, key: str, now: float | None = None) -> None:
-        """Take one token for ``key``, or raise :class:`RateLimitedError` carrying ``retry_after`` seconds."""
+    def take(self, key: str, now: float | None = None, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens for ``key`` (one per request; more for a request that does the work of
+        several), or raise :class:`RateLimitedError` carrying ``retry_after`` seconds."""
         if not self.active:
             return
         assert self.buckets is not None
-        wait_s = self.buckets.take(key, rate=self.rate, burst=self.burst, now=now)
+        wait_s = self.buckets.take(key, rate=self.rate, burst=self.burst, now=now, cost=cost)
         if wait_s <= 0:
             return
         wait = max(1, math.ceil(wait_s))

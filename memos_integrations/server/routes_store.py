@@ -204,8 +204,10 @@ class LlamaKVOut(BaseModel):
 _READS = {"messages", "rows", "count", "keys", "get", "get_all"}
 
 
-def router(service: Service, principal: Callable[..., Principal]) -> APIRouter:
-    """The face routes for ``service``; ``principal`` is the app's key-checking dependency."""
+def router(service: Service, principal: Callable[..., Principal],
+           charge: Callable[[Principal, float], None] | None = None) -> APIRouter:
+    """The face routes for ``service``; ``principal`` is the app's key-checking dependency; ``charge(who,
+    n)`` spends ``n`` more of the key's rate tokens (a store batch pays for each search past the first)."""
     api = APIRouter(prefix="/v1/faces", tags=["faces"], route_class=StrictJSONRoute)
     Auth = Annotated[Principal, Depends(principal)]
 
@@ -234,6 +236,9 @@ def router(service: Service, principal: Callable[..., Principal]) -> APIRouter:
             from ..langgraph.access import Principal as StorePrincipal
             from ..langgraph.store import MemOSStore
 
+        searches = sum(isinstance(op, SearchOpIn) for op in body.ops)
+        if charge is not None and searches > 1:  # each search embeds a query: one rate token each
+            charge(who, float(searches - 1))
         writes = any(isinstance(op, PutOpIn) for op in body.ops)
         cube, user, _ = view(who, body, "write" if writes else "read")
         # an agent's namespaces open to that agent's key only: a user-wide key naming an agent is refused

@@ -56,27 +56,29 @@ class RateBuckets:
         self.db = db
         migrate(db, "rate_limits", STEPS)
 
-    def take(self, key_id: str, *, rate: float, burst: int, now: float | None = None) -> float:
-        """Take one token from ``key_id``'s bucket (``burst`` tokens, refilled at ``rate`` per second).
+    def take(self, key_id: str, *, rate: float, burst: int, now: float | None = None, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens (one request's worth by default) from ``key_id``'s bucket (``burst`` tokens,
+        refilled at ``rate`` per second). A cost over ``burst`` takes the whole bucket.
 
         Returns:
-            0.0 when the token was taken; otherwise the seconds until one will be there (nothing written).
+            0.0 when the tokens were taken; otherwise the seconds until they will be there (nothing written).
         """
         now = time.time() if now is None else now
         size = float(max(1, burst))
+        cost = min(max(float(cost), 0.0), size)
         refill = _refilled_params(now, rate, size)
         with self.db.transaction() as tx:
             tx.execute("INSERT INTO rate_buckets (key_id, tokens, at) VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING",
                        (key_id, size, now))
             taken = tx.execute(
-                f"UPDATE rate_buckets SET tokens = {_REFILLED} - 1, at = CASE WHEN ? > at THEN ? ELSE at END"
-                f" WHERE key_id = ? AND {_REFILLED} >= 1",
-                (*refill, now, now, key_id, *refill)).rowcount
+                f"UPDATE rate_buckets SET tokens = {_REFILLED} - ?, at = CASE WHEN ? > at THEN ? ELSE at END"
+                f" WHERE key_id = ? AND {_REFILLED} >= ?",
+                (*refill, cost, now, now, key_id, *refill, cost)).rowcount
             if taken:
                 return 0.0
             row = tx.execute(f"SELECT {_REFILLED} FROM rate_buckets WHERE key_id = ?", (*refill, key_id)).fetchone()
         have = float(row[0]) if row is not None else 0.0
-        return max(1e-3, (1.0 - have) / rate) if rate > 0 else float("inf")
+        return max(1e-3, (cost - have) / rate) if rate > 0 else float("inf")
 
     def forget(self, key_id: str) -> None:
         """Drop a key's bucket (a revoked key's; a bucket comes back full on the next take)."""

@@ -239,3 +239,25 @@ def test_a_body_that_is_not_utf8_is_a_422_that_does_not_blame_nan(svc: Client) -
     headers = {"Authorization": f"Bearer {svc.key['alice']}", "Content-Type": "application/json"}
     r = svc.http.post("/v1/faces/llama-kv", content=b'{"op": "get_all", "collection": "\xff\xfe"}', headers=headers)
     assert _error(r, 422) == "InvalidInputError" and "NaN" not in r.json()["error"]["message"]
+
+
+# -- finding: one store batch of many searches cost one rate token (each search embeds a query) ----------
+def test_a_store_batch_pays_a_rate_token_per_search(tmp_path: Path) -> None:
+    mos = MOS(tmp_path / "home", embedder=DeterministicFakeEmbedding(size=6))
+    keys = KeyStore.open(tmp_path / "home" / "mos.db")
+    mos.create_user("alice")
+    mos.create_cube_for_user("alice_cube", owner_id="alice")
+    key = keys.create("alice")[0]
+    app = create_app(mos, keys=keys, limits=Limits(rate=0.01, burst=5), mcp=False)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def batch(n: int) -> Any:
+        ops = [{"op": "search", "namespace_prefix": ["notes"], "query": f"q{i}"} for i in range(n)]
+        return http.post("/v1/faces/store/batch", json={"cube_id": "alice_cube", "ops": ops}, headers=headers)
+
+    with TestClient(app, raise_server_exceptions=False) as http:
+        assert batch(3).status_code == 200  # 3 of the 5 tokens
+        refused = batch(3)  # 3 more: only 2 left
+        assert refused.status_code == 429 and refused.headers.get("retry-after"), refused.text
+        assert batch(1).status_code == 200  # the refusal spent nothing but its own request's token
+    mos.close()
