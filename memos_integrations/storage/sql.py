@@ -186,7 +186,14 @@ class SQLiteDatabase(Database):
             if conn.in_transaction:  # nested: join the outer transaction
                 yield _SQLiteTx(conn)
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # the busy timeout ran out: another process is writing
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise CubeLockedError(
+                    f"{self.path} stayed locked by another process's write past the busy timeout; nothing was "
+                    "written: retry, or use a server backend (PostgreSQL) for many concurrent writers") from exc
             try:
                 yield _SQLiteTx(conn)
             except BaseException:

@@ -8,6 +8,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
+import pytest
+
 from memos_integrations.storage.rate_limits import RateBuckets
 from memos_integrations.storage.sql import SQLiteDatabase
 
@@ -76,3 +78,24 @@ def test_two_processes_never_exceed_one_bucket(tmp_path: Path) -> None:
     assert all(r[1] > 50 for r in results), results  # both really raced
     assert tried > 2 * allowed
     assert BURST <= taken <= allowed + 1, (taken, allowed, results)
+
+
+def test_a_database_held_by_another_writer_is_a_clear_error_not_an_operational_error(tmp_path: Path) -> None:
+    """Past the busy timeout, a write is refused with CubeLockedError (the service's 409 'retry'), never the
+    raw sqlite3.OperationalError that the service answered as a 500; nothing is written."""
+    import sqlite3
+
+    from memos_integrations.errors import CubeLockedError
+
+    db = SQLiteDatabase(tmp_path / "mos.db", timeout=0.2)
+    buckets = RateBuckets(db)
+    other = sqlite3.connect(str(tmp_path / "mos.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+    try:
+        with pytest.raises(CubeLockedError, match="retry"):
+            buckets.take("k", rate=1.0, burst=2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert buckets.take("k", rate=1.0, burst=2) == 0.0  # the lock gone, the bucket is whole
+    db.close()
