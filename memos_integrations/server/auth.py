@@ -11,6 +11,7 @@ What a principal may do is decided by MOS (:mod:`memos_integrations.access`), ne
 from __future__ import annotations
 
 import hmac
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class Authenticator:
         self.limiter = limiter
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[str, KeyInfo, float]] = {}
+        self._denials: dict[str, tuple[int, int, int]] = {}  # claimed key id -> (second, audited, skipped)
+        self._audit_lock = threading.Lock()
 
     def authenticate(self, request_headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> Principal:
         """The principal behind the request's key (the rate limit taken): the synchronous path, for the MCP endpoint.
@@ -115,14 +118,38 @@ class Authenticator:
         info = self.keys.verify(token)
         if info is None:
             claimed = token[len(PREFIX):].split("_", 1)[0][:16] if token and token.startswith(PREFIX) else None
-            self.keys.audit("authenticate", None, claimed, {"reason": "no key" if token is None else "not an active key"},
-                            allowed=False)
+            reason = "no key" if token is None else "not an active key"
+            suppressed = self._audit_budget(claimed)
+            if suppressed is not None:
+                detail: dict[str, Any] = {"reason": reason}
+                if suppressed:
+                    detail["suppressed_before"] = suppressed
+                self.keys.audit("authenticate", None, claimed, detail, allowed=False)
             raise AuthenticationError(UNAUTHORIZED)
         if self.cache_seconds > 0 and token is not None:
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
             self._cache[info.key_id] = (digest(token), info, time.monotonic())
         return Principal(info.user_id, info.agent_id, info.key_id)
+
+    #: refused authentications audited per second and claimed key id (a keyless flood would otherwise
+    #: grow mos.db without bound and hold its write lock); the rest are counted into the next row written
+    AUDIT_PER_SECOND = 5
+
+    def _audit_budget(self, claimed: str | None) -> int | None:
+        """None: do not write this refusal (over the budget, counted); else how many were skipped before it."""
+        now = int(time.monotonic())
+        with self._audit_lock:
+            second, written, skipped = self._denials.get(claimed or "", (now, 0, 0))
+            if second != now:
+                second, written = now, 0
+            if written >= self.AUDIT_PER_SECOND:
+                self._denials[claimed or ""] = (second, written, skipped + 1)
+                return None
+            if len(self._denials) >= self.MAX_CACHED:
+                self._denials.clear()
+            self._denials[claimed or ""] = (second, written + 1, 0)
+            return skipped
 
     def take(self, who: Principal, cost: float = 1.0) -> None:
         """Spend ``cost`` of the key's rate tokens (the request itself costs one, taken when it was authenticated)."""

@@ -7,6 +7,7 @@ module costs about a second; alice and bob each own a cube, and alice shares ``s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,16 @@ def test_a_store_batch_pays_a_rate_token_per_search(tmp_path: Path) -> None:
         assert refused.status_code == 429 and refused.headers.get("retry-after"), refused.text
         assert batch(1).status_code == 200  # the refusal spent nothing but its own request's token
     mos.close()
+
+
+# -- finding: refused keys wrote one audit row each, unthrottled: a keyless flood grew mos.db without bound
+def test_a_flood_of_bad_keys_is_refused_every_time_but_audited_in_bounded_rows(svc: Client) -> None:
+    before = len([e for e in svc.keys.audit_log(100_000) if e["action"] == "authenticate"])
+    started = time.monotonic()
+    for _ in range(60):
+        r = svc.http.get("/v1/users/me", headers={"Authorization": "Bearer mk_nosuchkey_xxxxxxxx"})
+        assert r.status_code == 401
+    seconds = int(time.monotonic() - started) + 1
+    rows = [e for e in svc.keys.audit_log(100_000) if e["action"] == "authenticate"][: 100_000]
+    written = len(rows) - before
+    assert 1 <= written <= 5 * (seconds + 1), written  # a few per second, not one per request
