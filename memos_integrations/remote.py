@@ -216,6 +216,7 @@ class RemoteCube:
         now: Any = None,
         query_vector: Any = None,
         as_of: Any = None,
+        current_session: str | None = None,
     ) -> list[SearchHit]:
         """``POST /v1/memories/search``: hybrid search over the cube, as the key's user.
 
@@ -236,6 +237,8 @@ class RemoteCube:
             now: the reference time for relative expressions in the query.
             query_vector: not supported over this API (refused when given): the service embeds the query.
             as_of: what was true then (superseded versions valid at that time), as ``MemCube.search(as_of=)``.
+            current_session: the session the caller acts in (its working memory leads where the plan says so),
+                as ``MemCube.search(current_session=)``.
 
         Returns:
             Hits, best first, with the service's scores.
@@ -259,6 +262,7 @@ class RemoteCube:
             "metadata": dict(metadata) if metadata is not None else None,
             "plan": getattr(plan, "name", plan) if plan is not None and not isinstance(plan, str) else plan,
             "time_from": _when(time_from), "time_to": _when(time_to), "as_of": _when(as_of), "now": _when(now),
+            "current_session": current_session,
         })
         data = self._call("POST", "/v1/memories/search", json=body)
         hits = _field(data, "hits", list)

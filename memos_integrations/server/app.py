@@ -120,7 +120,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
             return {"hits": []}
         hits = view.search(q.query, top_k=q.k, session_id=q.session_id, agent_id=q.agent_id, kinds=q.kinds, tags=q.tags,
                            metadata=q.metadata, plan=q.plan, time_from=q.time_from, time_to=q.time_to,
-                           now=q.now or q.as_of, as_of=q.as_of)
+                           now=q.now or q.as_of, as_of=q.as_of, current_session=q.current_session)
         return {"hits": [hit_json(h) for h in hits]}
 
     @app.post("/v1/memories/search", response_model=None, tags=["memories"], responses={200: {"model": models.Hits}, **ERRORS})

@@ -61,7 +61,11 @@ class SearchIn(Strict):
     kinds: list[KindName] | None = None
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None
-    plan: Literal["fast", "balanced", "deep"] | None = None
+    plan: Literal["fast", "balanced", "deep", "multihop"] | None = None
+    current_session: str | None = Field(default=None, min_length=1, max_length=256,
+                                        description="the session the caller acts in: its working memory leads "
+                                                    "when the plan puts working memory first (deep, multihop); "
+                                                    "not a filter")
     time_from: str | None = Field(default=None, max_length=128)
     time_to: str | None = Field(default=None, max_length=128)
     as_of: datetime | None = Field(default=None, description="what was true then: memories valid at this time (their "

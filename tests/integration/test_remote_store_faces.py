@@ -426,3 +426,15 @@ def test_a_face_error_comes_back_as_its_own_class() -> None:
 
     assert _error_class("InvalidStoreNamespaceError") is InvalidStoreNamespaceError
     assert _error_class("NoSuchErrorAnywhere") is None
+
+
+def test_a_remote_search_puts_the_callers_working_memory_first(svc: Service) -> None:
+    """``RemoteCube.search(current_session=)`` reaches the cube: with a plan that puts working memory first,
+    the session's working memory leads, as on a local cube (the retrievers pass the session they act in)."""
+    with svc.cube("alice") as cube:
+        cube.add(memory=["The user prefers window seats on trains.", "Train tickets to Lyon cost 40 euros."])
+        work = cube.add(memory="Current task: find a train from Paris to Lyon on Friday.", session_id="w1",
+                        metadata={"partition": "working"})[0]
+        hits = cube.search("train seats", top_k=3, plan="multihop", current_session="w1")
+        assert hits[0].item.id == work.id and "working" in hits[0].ranks
+        assert all("working" not in h.ranks for h in cube.search("train seats", top_k=3, plan="multihop"))
