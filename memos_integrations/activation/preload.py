@@ -8,13 +8,19 @@ every reply on a thread and consults it when the thread's next message arrives. 
 prompt up to where the user's message will go (system prefix, history, predicted memory block) into
 a forked cache of the thread, stored as ``__preload__/<thread>``.
 
-When the next message arrives the runtime still retrieves for it (``retrieve``), then:
+When the next message arrives the runtime still retrieves for it (``retrieve``, today's block ``R``).
+Reuse is by token prefix, so the block a turn can take from the preloaded cache is a *head* of the
+predicted candidates ``C`` (in prediction order) followed by what it lacks
+(:meth:`LocalRuntime._merge_prediction`):
 
-* **hit**: every retrieved memory was predicted; the turn uses the predicted block and the preloaded
-  cache, so only the message itself is prefilled;
-* **partial**: some were not; they are appended after the predicted block (within the token budget),
-  and the preloaded cache still serves everything before them;
-* **miss**: the block would not fit; today's path (the retrieved block, the thread's own cache).
+* **hit**: every memory of ``R`` is among the first ``m`` candidates and ``C[:m]`` fits the block's
+  token budget; the block is ``C[:m]`` (the shortest such head), so only the message is prefilled.
+  The prompt is today's rendering of that block: it holds every memory today's block holds, in
+  prediction order, plus the candidates ranked above them (none when ``R`` is ``C[:len(R)]``).
+* **partial**: some of ``R`` were not predicted; the block is the longest head ``C[:j]`` (``j <= m``)
+  that fits with them, followed by them in retrieval order; those are prefilled with the message.
+* **miss**: no head fits; the block is ``R`` (today's prompt) and the preloaded cache still serves
+  the history before it.
 
 Nothing here can change an answer: the cache is chosen by exact token identity
 (:meth:`ActivationMemory.lookup`), so a stale or wrong prediction only costs prefill. A prediction
@@ -157,7 +163,8 @@ class Preloader:
         rt = self.runtime
         recent = "\n".join(m["content"] for m in history[-2:] if m["role"] in ("user", "assistant"))
         pinned = rt.pinned_memories(job.user_id)
-        k = self.top_k if self.top_k is not None else 2 * rt.top_k
+        k = self.top_k if self.top_k is not None else 4 * rt.top_k
+        # cut to the block's budget: a hit's block is a head of these, and must fit it too
         ids, texts = rt.retrieve(recent, job.user_id, top_k=k, exclude=pinned)
         if not ids or not self._current(job):
             return

@@ -137,7 +137,8 @@ class LocalRuntime:
                 history; ``"keep"`` keeps them (every earlier turn re-rendered as it was).
             preload: after each reply on a thread, predict and prefill the next turn's memories in
                 a background thread (:class:`~memos_integrations.activation.preload.Preloader`).
-            preload_top_k: memories predicted per thread (default ``2 * top_k``).
+            preload_top_k: memories predicted per thread (default ``4 * top_k``, cut to
+                ``memory_token_budget``).
         """
         require("torch", "local")
         from ..activation import ActivationMemory
@@ -260,23 +261,32 @@ class LocalRuntime:
                  exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
         """``(ids, texts)`` of the cube memories relevant to ``query``, leaving out texts in ``exclude``
         (the pinned memories already in the shared prefix), cut to ``memory_token_budget``."""
+        ids, texts = self.candidates(query, user_id, top_k=top_k, exclude=exclude)
+        return self.fit_block(ids, texts)
+
+    def candidates(self, query: str, user_id: str | None, *, top_k: int | None = None,
+                   exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+        """:meth:`retrieve` without the token budget: the best ``top_k`` memories, best first."""
         k = self.top_k if top_k is None else top_k
         if self.cube is None or k <= 0 or not query.strip():
             return [], []
         skip = {t.strip() for t in exclude}
         hits = self.cube.search(query, user_id=user_id, top_k=k + len(skip))
         pairs = [(h.item.id, h.item.text) for h in hits if h.item.text.strip() not in skip][:k]
-        return self.fit_block([i for i, _ in pairs], [t for _, t in pairs])
+        return [i for i, _ in pairs], [t for _, t in pairs]
 
-    def fit_block(self, ids: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str]]:
-        """The leading memories whose block fits ``memory_token_budget`` tokens."""
-        budget = self.memory_token_budget
+    def fit_block(self, ids: Sequence[str], texts: Sequence[str], *,
+                  budget: int | None | str = "runtime") -> tuple[list[str], list[str]]:
+        """The leading memories whose block fits ``budget`` tokens (``"runtime"``: the runtime's
+        ``memory_token_budget``; ``None``: no limit)."""
+        limit = self.memory_token_budget if budget == "runtime" else budget
+        assert limit is None or isinstance(limit, int)
         out_ids: list[str] = []
         out_texts: list[str] = []
         spent = len(self.tokenizer("Relevant memories:", add_special_tokens=False)["input_ids"])
         for mid, text in zip(ids, texts, strict=True):
             cost = len(self.tokenizer(f"\n- {text}", add_special_tokens=False)["input_ids"])
-            if budget is not None and spent + cost > budget:
+            if limit is not None and spent + cost > limit:
                 break
             out_ids.append(mid)
             out_texts.append(text)
@@ -416,27 +426,43 @@ class LocalRuntime:
 
     def _merge_prediction(self, prediction: Any, ids: list[str],
                           texts: list[str]) -> tuple[list[str], list[str], str]:
-        """The memory block when a preloaded prediction exists.
+        """The memory block of a turn that has a ready prediction (``ids``/``texts``: retrieval for
+        the message, today's block).
 
-        The block is the longest head of the predicted block that, followed by the retrieved
-        memories it lacks, fits the token budget: the preloaded cache serves that head, and only
-        what follows is prefilled. ``hit``: the whole prediction, nothing missing; ``partial``: a
-        head of it; ``miss``: none of it fits (the retrieved block alone, today's path).
+        The preloaded cache covers the predicted candidates ``C`` in prediction order. Reuse is by
+        token prefix, so the block is always a head of ``C`` followed by what it lacks:
+
+        * ``hit``: every retrieved memory is among the first ``m`` candidates and ``C[:m]`` fits the
+          token budget; the block is ``C[:m]`` (``m`` as small as possible: the head ends with the
+          last retrieved memory), so only the message is prefilled. It holds every memory today's
+          block holds, in prediction order, plus any candidate ranked above one of them. Nothing
+          retrieved (no memories, ``top_k=0``): no block, as today, also a hit.
+        * ``partial``: some retrieved memories were not predicted (or the head would not fit); the
+          block is the longest head ``C[:j]``, ``j <= m``, that fits together with the retrieved
+          memories it lacks, appended in retrieval order; those are prefilled with the message.
+        * ``miss``: no head fits (or nothing retrieved was predicted); the block is today's, and the
+          preloaded cache still serves the history up to it.
         """
         assert self.preloader is not None
         stats = self.preloader.stats
         predicted = list(zip(prediction.memory_ids, prediction.memory_texts, strict=True))
-        for j in range(len(predicted), 0, -1):
+        rank = {mid: n for n, (mid, _) in enumerate(predicted)}
+        found = [rank[i] for i in ids if i in rank]
+        if not ids:
+            stats.hits += 1
+            return [], [], "hit"
+        for j in range(max(found, default=-1) + 1, 0, -1):
             head = predicted[:j]
             have = {i for i, _ in head}
             block = head + [(i, t) for i, t in zip(ids, texts, strict=True) if i not in have]
             fit_ids, fit_texts = self.fit_block([i for i, _ in block], [t for _, t in block])
             if len(fit_ids) == len(block):
-                if j == len(predicted) and len(block) == j:
+                kind = "hit" if len(block) == j else "partial"
+                if kind == "hit":
                     stats.hits += 1
-                    return fit_ids, fit_texts, "hit"
-                stats.partial += 1
-                return fit_ids, fit_texts, "partial"
+                else:
+                    stats.partial += 1
+                return fit_ids, fit_texts, kind
         stats.misses += 1
         return ids, texts, "miss"
 
