@@ -261,32 +261,23 @@ class LocalRuntime:
                  exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
         """``(ids, texts)`` of the cube memories relevant to ``query``, leaving out texts in ``exclude``
         (the pinned memories already in the shared prefix), cut to ``memory_token_budget``."""
-        ids, texts = self.candidates(query, user_id, top_k=top_k, exclude=exclude)
-        return self.fit_block(ids, texts)
-
-    def candidates(self, query: str, user_id: str | None, *, top_k: int | None = None,
-                   exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-        """:meth:`retrieve` without the token budget: the best ``top_k`` memories, best first."""
         k = self.top_k if top_k is None else top_k
         if self.cube is None or k <= 0 or not query.strip():
             return [], []
         skip = {t.strip() for t in exclude}
         hits = self.cube.search(query, user_id=user_id, top_k=k + len(skip))
         pairs = [(h.item.id, h.item.text) for h in hits if h.item.text.strip() not in skip][:k]
-        return [i for i, _ in pairs], [t for _, t in pairs]
+        return self.fit_block([i for i, _ in pairs], [t for _, t in pairs])
 
-    def fit_block(self, ids: Sequence[str], texts: Sequence[str], *,
-                  budget: int | None | str = "runtime") -> tuple[list[str], list[str]]:
-        """The leading memories whose block fits ``budget`` tokens (``"runtime"``: the runtime's
-        ``memory_token_budget``; ``None``: no limit)."""
-        limit = self.memory_token_budget if budget == "runtime" else budget
-        assert limit is None or isinstance(limit, int)
+    def fit_block(self, ids: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The leading memories whose block fits ``memory_token_budget`` tokens."""
+        budget = self.memory_token_budget
         out_ids: list[str] = []
         out_texts: list[str] = []
         spent = len(self.tokenizer("Relevant memories:", add_special_tokens=False)["input_ids"])
         for mid, text in zip(ids, texts, strict=True):
             cost = len(self.tokenizer(f"\n- {text}", add_special_tokens=False)["input_ids"])
-            if limit is not None and spent + cost > limit:
+            if budget is not None and spent + cost > budget:
                 break
             out_ids.append(mid)
             out_texts.append(text)
