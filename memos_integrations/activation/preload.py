@@ -102,8 +102,9 @@ class Preloader:
             self._epochs[thread_id] = self._epochs.get(thread_id, 0) + 1
 
     def schedule(self, thread_id: str, user_id: str | None, history: Sequence[dict[str, str]],
-                 model_key: str) -> None:
-        """Predict and prefill the turn after ``history`` (which ends with the reply just given)."""
+                 model_key: str, *, query: str | None = None) -> None:
+        """Predict and prefill the turn after ``history`` (which ends with the reply just given);
+        ``query`` is what to retrieve the candidates for (default: the last user message and reply)."""
         with self._lock:
             epoch = self._epochs.get(thread_id, 0) + 1
             self._epochs[thread_id] = epoch
@@ -111,7 +112,7 @@ class Preloader:
             self._predictions[thread_id] = job
             self.stats.scheduled += 1
             self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._pool.submit(self._run, job, [dict(m) for m in history]))
+            self._pending.append(self._pool.submit(self._run, job, [dict(m) for m in history], query))
 
     def take(self, thread_id: str, user_id: str | None, history: Sequence[dict[str, str]],
              model_key: str) -> tuple[Prediction | None, str]:
@@ -149,19 +150,20 @@ class Preloader:
         with self._lock:
             return self._epochs.get(job.thread_id) == job.epoch
 
-    def _run(self, job: Prediction, history: list[dict[str, str]]) -> None:
+    def _run(self, job: Prediction, history: list[dict[str, str]], query: str | None) -> None:
         try:
-            self._predict(job, history)
+            self._predict(job, history, query)
         except Exception:  # a failed prediction is only a missed optimisation; say why in the log
             log.exception("next-turn preloading failed for thread %r", job.thread_id)
 
-    def _predict(self, job: Prediction, history: list[dict[str, str]]) -> None:
+    def _predict(self, job: Prediction, history: list[dict[str, str]], query: str | None) -> None:
         import torch
 
         from . import kv
 
         rt = self.runtime
-        recent = "\n".join(m["content"] for m in history[-2:] if m["role"] in ("user", "assistant"))
+        recent = query if query is not None else "\n".join(
+            m["content"] for m in history[-2:] if m["role"] in ("user", "assistant"))
         pinned = rt.pinned_memories(job.user_id)
         k = self.top_k if self.top_k is not None else 4 * rt.top_k
         # cut to the block's budget: a hit's block is a head of these, and must fit it too

@@ -399,11 +399,22 @@ class LocalRuntime:
                              stop=list(stop or []), seed=self.seed if seed is None else seed)
                 yield from self._decode(turn, torch)
 
-    def preload_next(self, messages: Sequence[dict[str, str]], *, thread_id: str, user_id: str | None) -> None:
+    def preload_next(self, messages: Sequence[dict[str, str]], *, thread_id: str, user_id: str | None,
+                     query: str | None = None) -> None:
         """Schedule next-turn preloading for ``messages`` (ending with the reply the user saw).
 
         A turn schedules it by itself with the reply it generated; call this when the reply kept in
-        the thread differs (edited, post-processed, or a replayed transcript).
+        the thread differs (edited, post-processed, or a replayed transcript), or to predict for a
+        ``query`` you expect (a suggested follow-up, a draft) instead of the last exchange.
+
+        Args:
+            messages: the thread so far, ending with the reply.
+            thread_id: the thread whose next turn is prepared.
+            user_id: whose memories, prefix and adapter.
+            query: what to retrieve the candidates for (default: the last user message and reply).
+
+        Returns:
+            None; the prediction is made in the background (``preloader.wait()`` blocks until done).
 
         Raises:
             InvalidInputError: the runtime was built without ``preload=True``.
@@ -413,7 +424,7 @@ class LocalRuntime:
         with self._lock:  # routing sets the model's active adapter
             route = self.para_mem.route(user_id) if self.para_mem is not None else None
             key = self.act_mem.model_key(self.model, route.digest if route is not None else None)
-        self.preloader.schedule(thread_id, user_id, list(messages), key)
+        self.preloader.schedule(thread_id, user_id, list(messages), key, query=query)
 
     def _merge_prediction(self, prediction: Any, ids: list[str],
                           texts: list[str]) -> tuple[list[str], list[str], str]:
