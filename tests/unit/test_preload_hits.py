@@ -95,3 +95,20 @@ def test_a_prediction_made_for_another_user_is_discarded(pets: Any) -> None:
     assert gen.preload.startswith("discarded: the thread changed") and gen.memory_ids == []
     assert gen.cache_source != "preload" and "Relevant memories" not in rt.tokenizer.decode(gen.prompt_ids)
     rt.preloader.close()
+
+
+def test_a_prediction_for_the_expected_message_gives_todays_exact_prompt(pets: Any) -> None:
+    model = tiny_causal_lm("qwen2")
+    rt = LocalRuntime(model, byte_tokenizer(), cube=pets, max_new_tokens=3, top_k=2, preload=True)
+    plain = LocalRuntime(model, byte_tokenizer(), cube=pets, max_new_tokens=3, top_k=2)
+    chat = [{"role": "user", "content": "Tell me about my dog Biscuit"}]
+    chat.append({"role": "assistant", "content": rt.generate(chat, thread_id="t", user_id="maya").text})
+    rt.preload_next(chat, thread_id="t", user_id="maya", query="Where does Maya work?")  # e.g. a suggested follow-up
+    assert rt.preloader is not None
+    rt.preloader.wait(timeout=60)
+    chat.append({"role": "user", "content": "Where does Maya work?"})
+    gen = rt.generate(chat, thread_id="t", user_id="maya")
+    today = plain.generate(chat, user_id="maya")  # no preloading, no cache at all
+    assert gen.preload == "hit" and gen.memory_ids == today.memory_ids
+    assert gen.prompt_ids == today.prompt_ids and gen.token_ids == today.token_ids
+    rt.preloader.close()
