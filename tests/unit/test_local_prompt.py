@@ -98,9 +98,9 @@ def test_a_preloaded_turn_prefills_only_the_message_and_equals_a_recompute(alice
     assert gen.preload == "hit" and gen.cache_source == "preload"
     tail = len(rt.tokenizer(message + "<|im_end|>\n<|im_start|>assistant\n")["input_ids"])
     assert gen.prompt_tokens - gen.reused_tokens <= tail + 2  # the message and the assistant header
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False)
-    assert gen.token_ids == out[0, len(ids):].tolist()[: len(gen.token_ids)]
+    with torch.no_grad():  # the turn's own prompt (a head of the prediction: see test_preload_hits.py)
+        out = model.generate(torch.tensor([gen.prompt_ids]), max_new_tokens=3, do_sample=False)
+    assert gen.token_ids == out[0, len(gen.prompt_ids):].tolist()[: len(gen.token_ids)]
 
 
 def test_a_prediction_for_an_edited_thread_is_discarded(alice: Any) -> None:
