@@ -228,6 +228,9 @@ def train_lora(peft_model: Any, tokenizer: Any, texts: Sequence[str], config: Di
     train_qa = list(qa[: len(qa) - len(held)])
     examples = build_examples(tokenizer, texts, train_qa, config.views)
     held_examples = [chat_example(tokenizer, q, a) for q, a in held]
+    if not examples:
+        raise InvalidInputError(f"views {config.views} made no training examples: pass question/answer pairs "
+                                "(distill(..., qa=[(question, answer), ...])) or add the 'text' view")
     device = next(peft_model.parameters()).device
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:

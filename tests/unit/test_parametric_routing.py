@@ -38,6 +38,14 @@ def test_config_refuses_unknown_views_and_schedules() -> None:
     assert _lr_factor("constant", 7, 10) == 1.0
 
 
+def test_qa_only_views_without_qa_pairs_say_what_to_pass(tmp_path: Path) -> None:
+    pm = ParametricMemory(tmp_path / "adapters")
+    pm.bind(tiny_causal_lm(), byte_tokenizer())
+    with pytest.raises(InvalidInputError, match="qa="):
+        pm.distill("maya", texts=FACTS, config=DistillConfig(views=["qa"]), progress=False)
+    assert pm.adapters() == []  # nothing half-written
+
+
 def test_replay_prompts_become_chat_sequences_of_the_base_models_own_answers() -> None:
     from peft import get_peft_model
 
@@ -105,6 +113,11 @@ def test_runtime_routes_per_request_and_keeps_refusing_foreign_adapters(tmp_path
     assert runtime.generate(ask, user_id="maya").adapter == name
     assert runtime.generate(general, user_id="maya").adapter is None  # the base model, as a user without one
     assert pm.route("maya") is not None  # no request text (a batch call): the adapter applies
+    from memos_integrations.langchain import MemOSChatModel
+
+    llm = MemOSChatModel(runtime=runtime, user_id="maya", max_tokens=2)
+    assert llm.invoke("Who wrote Romeo and Juliet?").response_metadata["memos"]["adapter"] is None
+    assert llm.invoke("Which food must Maya avoid?").response_metadata["memos"]["adapter"] == name
     with pytest.raises(InvalidInputError, match="AdapterRouter"):
         pm.use_router("yes")
     # an adapter distilled on other weights stays refused, router or not
