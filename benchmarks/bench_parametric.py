@@ -67,7 +67,7 @@ def points() -> dict[str, tuple[str, Any]]:
                                                    target_modules=ATTN, views=["text", "qa", "chat"], kl_weight=1.0,
                                                    holdout=3, patience=3)),
         "recall": ("views", PRESET_RECALL.model_copy(update=replay)),
-        "qa-attn-r8": ("views", DistillConfig(rank=8, alpha=16, epochs=6, learning_rate=2e-3, target_modules=ATTN,
+        "qa-attn-r8": ("views", DistillConfig(rank=8, alpha=16, epochs=4, learning_rate=2e-3, target_modules=ATTN,
                                               kl_weight=1.0, **qa_only)),
         "qa-mlp-r16": ("views", DistillConfig(rank=16, alpha=32, epochs=6, learning_rate=2e-3, target_modules=MLP,
                                               kl_weight=1.0, **qa_only)),
@@ -109,17 +109,21 @@ def answer(model: Any, tokenizer: Any, question: str, context: list[str] | None 
     return str(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)).strip()
 
 
-def outputs(model: Any, tokenizer: Any, data: dict[str, Any], retrieved: dict[str, list[str]]) -> dict[str, Any]:
-    """Every answer and per-text loss of one model, so routing can be scored afterwards."""
+def outputs(model: Any, tokenizer: Any, data: dict[str, Any], retrieved: dict[str, list[str]], *,
+            light: bool = False) -> dict[str, Any]:
+    """Every answer and per-text loss of one model, so routing can be scored afterwards
+    (``light``: without the retrieval and mixed requests, for points along a run)."""
     from memos_integrations.parametric.distill import mean_loss
 
-    return {
+    out = {
         "closed": [answer(model, tokenizer, f["eval_q"]) for f in data["facts"]],
-        "rag": [answer(model, tokenizer, f["eval_q"], retrieved[f["eval_q"]]) for f in data["facts"]],
         "controls": [answer(model, tokenizer, q) for q in data["controls"]],
-        "mixed": [answer(model, tokenizer, q, max_new=24) for q, _ in MIXED],
         "generic_loss": [mean_loss(model, tokenizer, [t]) for t in data["generic"]],
     }
+    if not light:
+        out["rag"] = [answer(model, tokenizer, f["eval_q"], retrieved[f["eval_q"]]) for f in data["facts"]]
+        out["mixed"] = [answer(model, tokenizer, q, max_new=24) for q, _ in MIXED]
+    return out
 
 
 def routing(embedder: Any, data: dict[str, Any], views: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +191,7 @@ def run(names: list[str], clock: Any, max_epochs: int | None = None, base_from: 
                      spent: dict[str, float] = spent) -> None:
             if every and (epoch + 1) % every == 0 and epoch + 1 < config.epochs:  # the curve along the run
                 t0 = clock()
-                row = outputs(para.model, tokenizer, data, retrieved)
+                row = outputs(para.model, tokenizer, data, retrieved, light=True)
                 row.update(steps=f"{epoch + 1} ep", held_loss=held, qa=which)
                 result["points"][f"{name} @{epoch + 1}ep"] = row
                 spent["eval"] += clock() - t0
@@ -217,13 +221,14 @@ def score(row: dict[str, Any], base: dict[str, Any], data: dict[str, Any],
     answers = [f["answer"].lower() for f in data["facts"]]
     q = route["questions"] if route else None
     closed = sum(a in pick("closed", i, q).lower() for i, a in enumerate(answers))
-    rag = sum(a in pick("rag", i, q).lower() for i, a in enumerate(answers))
+    rag = sum(a in pick("rag", i, q).lower() for i, a in enumerate(answers)) if "rag" in row else None
     c = route["controls"] if route else None
     unchanged = sum(pick("controls", i, c) == base["controls"][i] for i in range(len(data["controls"])))
     g = route["generic"] if route else None
     losses = [pick("generic_loss", i, g) for i in range(len(data["generic"]))]
     m = route["mixed"] if route else None
-    mixed = sum(a.lower() in pick("mixed", i, m).lower() for i, (_, a) in enumerate(MIXED))
+    mixed = sum(a.lower() in pick("mixed", i, m).lower() for i, (_, a) in enumerate(MIXED)) if "mixed" in row \
+        else None
     return {"closed": closed, "rag": rag, "controls_unchanged": unchanged,
             "ppl": math.exp(sum(losses) / len(losses)), "mixed": mixed}
 
@@ -241,13 +246,17 @@ def render(result: dict[str, Any]) -> str:
              "| controls unchanged | mixed answered | routed: closed-book | routed: retrieval | routed: ppl vs base "
              "| routed: controls unchanged | routed: mixed |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def of(x: int | None, total: int) -> str:
+        return "-" if x is None else f"{x}/{total}"
+
     for name, row in result["points"].items():
         s, r = score(row, base, data, None), score(row, base, data, route)
+        train = f"{row['train_s']:.0f}" if "train_s" in row else "-"
         lines.append(
-            f"| {name} | {row.get('qa', '-')} | {row.get('steps', '-')} | {row.get('train_s', 0):.0f} | "
-            f"{s['closed']}/{n} | {s['rag']}/{n} | {s['ppl']:.1f} | {100 * (s['ppl'] / base_ppl - 1):+.1f}% | "
-            f"{s['controls_unchanged']}/{nc} | {s['mixed']}/{len(MIXED)} | {r['closed']}/{n} | {r['rag']}/{n} | "
-            f"{100 * (r['ppl'] / base_ppl - 1):+.1f}% | {r['controls_unchanged']}/{nc} | {r['mixed']}/{len(MIXED)} |")
+            f"| {name} | {row.get('qa', '-')} | {row.get('steps', '-')} | {train} | "
+            f"{s['closed']}/{n} | {of(s['rag'], n)} | {s['ppl']:.1f} | {100 * (s['ppl'] / base_ppl - 1):+.1f}% | "
+            f"{s['controls_unchanged']}/{nc} | {of(s['mixed'], len(MIXED))} | {r['closed']}/{n} | {of(r['rag'], n)} | "
+            f"{100 * (r['ppl'] / base_ppl - 1):+.1f}% | {r['controls_unchanged']}/{nc} | {of(r['mixed'], len(MIXED))} |")
     lines += ["", f"routing: threshold {route['threshold']} (calibrated on the dev split: {route['dev_accuracy']:.0%} "
               f"correct); evaluation questions routed to the adapter {sum(route['questions'])}/{n}, controls kept "
               f"on the base model {nc - sum(route['controls'])}/{nc}, generic texts kept on the base model "

@@ -17,7 +17,7 @@ from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm  # 
 from memos_integrations.parametric import DistillConfig, ParametricMemory  # noqa: E402
 from memos_integrations.parametric.distill import _lr_factor, _pair_batch, replay_targets  # noqa: E402
 from memos_integrations.parametric.manifest import read_manifest  # noqa: E402
-from memos_integrations.parametric.routing import AdapterRouter, calibrate, sentences  # noqa: E402
+from memos_integrations.parametric.routing import MAX_SENTENCES, AdapterRouter, calibrate, sentences  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FACTS = ["Maya's dog is a beagle named Biscuit.", "Maya plays the cello in a community orchestra.",
@@ -68,6 +68,21 @@ def test_sentences_split_a_mixed_request() -> None:
     assert sentences("What is the capital of France? And what did Maya call her dog?") == [
         "What is the capital of France?", "And what did Maya call her dog?"]
     assert sentences("  ") == [] and sentences("one line") == ["one line"]
+    huge = sentences("Hello there. " * 100_000)  # hostile: a huge request costs a bounded number of embeddings
+    assert len(huge) == MAX_SENTENCES
+
+
+def test_a_broken_embedder_is_refused_clearly() -> None:
+    class Broken:
+        def embed_documents(self, texts: list[str]) -> Any:
+            import numpy as np
+
+            return np.zeros((1, 4))  # one vector whatever the number of texts
+
+    with pytest.raises(InvalidInputError, match="embedder returned"):
+        AdapterRouter(Broken()).score(["a", "b"], "c")
+    with pytest.raises(InvalidInputError, match="embed_documents"):
+        AdapterRouter(object())
 
 
 @pytest.fixture(scope="module")
