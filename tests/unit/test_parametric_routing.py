@@ -120,7 +120,7 @@ def test_runtime_routes_per_request_and_keeps_refusing_foreign_adapters(tmp_path
     pm.bind(tiny_causal_lm(), tok)
     name = pm.distill("maya", texts=FACTS, config=TINY, progress=False).name
     assert read_manifest(tmp_path / "adapters" / name).route_texts == FACTS  # kept on disk for the router
-    runtime = LocalRuntime(pm.registry.base_model, tok, para_mem=pm, max_new_tokens=2)
+    runtime = LocalRuntime(pm.registry.base_model, tok, para_mem=pm, max_new_tokens=2)  # type: ignore[union-attr]
     ask = [{"role": "user", "content": "What did Maya call her dog?"}]
     general = [{"role": "user", "content": "Who wrote Romeo and Juliet?"}]
     assert runtime.generate(general, user_id="maya").adapter == name  # off (default): today's behaviour
