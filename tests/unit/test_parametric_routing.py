@@ -128,6 +128,10 @@ def test_runtime_routes_per_request_and_keeps_refusing_foreign_adapters(tmp_path
     assert runtime.generate(ask, user_id="maya").adapter == name
     assert runtime.generate(general, user_id="maya").adapter is None  # the base model, as a user without one
     assert pm.route("maya") is not None  # no request text (a batch call): the adapter applies
+    assert pm.merge([name], [1.0], "team").route_texts == FACTS  # a team adapter routes on its sources' texts
+    pm.assign("bob", "team")
+    assert pm.route("bob", "Who wrote Romeo and Juliet?") is None and pm.route("bob", "Is Maya allergic?") is not None
+    assert pm.route("carol", "What did Maya call her dog?") is None  # no adapter of their own: base model
     from memos_integrations.langchain import MemOSChatModel
 
     llm = MemOSChatModel(runtime=runtime, user_id="maya", max_tokens=2)
