@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,10 +50,10 @@ def test_a_refused_take_writes_nothing_and_forget_refills(tmp_path: Path) -> Non
 RATE, BURST, SECONDS = 20.0, 10, 1.5
 
 
-def _hammer(path: str, start: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _hammer(path: str, ready: Any, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     b = RateBuckets(SQLiteDatabase(path))
-    while time.time() < start:
-        time.sleep(0.001)
+    ready.wait()  # both opened: race from here (a fixed start time lost one process on a loaded machine)
+    start = time.time()
     taken = tried = 0
     while time.time() < start + SECONDS:
         tried += 1
@@ -65,8 +66,8 @@ def test_two_processes_never_exceed_one_bucket(tmp_path: Path) -> None:
     _buckets(Path(path))  # migrate once, before the race
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    start = time.time() + 0.3
-    procs = [ctx.Process(target=_hammer, args=(path, start, out)) for _ in range(2)]
+    ready = ctx.Barrier(2)
+    procs = [ctx.Process(target=_hammer, args=(path, ready, out)) for _ in range(2)]
     for p in procs:
         p.start()
     results = [out.get(timeout=30) for _ in procs]
