@@ -447,7 +447,7 @@ class LocalRuntime:
         """
         assert self.preloader is not None
         stats = self.preloader.stats
-        predicted = list(zip(prediction.memory_ids, prediction.memory_texts, strict=True))
+        predicted = self._still_current(prediction)
         rank = {mid: n for n, (mid, _) in enumerate(predicted)}
         found = [rank[i] for i in ids if i in rank]
         if not ids:
@@ -467,6 +467,25 @@ class LocalRuntime:
                 return fit_ids, fit_texts, kind
         stats.misses += 1
         return ids, texts, "miss"
+
+    def _still_current(self, prediction: Any) -> list[tuple[str, str]]:
+        """The head of the predicted candidates that the cube still holds as they were predicted.
+
+        A memory deleted, superseded, edited or moved out of the user's scope since the prediction
+        ends the usable head there: the block must never serve a memory (or an old text of one) that
+        retrieval could no longer return.
+        """
+        pairs = list(zip(prediction.memory_ids, prediction.memory_texts, strict=True))
+        if self.cube is None or not pairs:
+            return pairs
+        from ..textual.filters import MemoryFilter
+
+        flt = MemoryFilter(ids=[i for i, _ in pairs], user_id=prediction.user_id, current=True)
+        now = {it.id: it.text for it in self.cube.text_mem.list_items(flt)}
+        n = 0
+        while n < len(pairs) and now.get(pairs[n][0]) == pairs[n][1]:
+            n += 1
+        return pairs[:n]
 
     def encode_until_next_message(self, history: Sequence[dict[str, str]], *, user_id: str | None,
                                   memories: Sequence[str], pinned: Sequence[str] | None = None,

@@ -1,0 +1,61 @@
+"""Adversary checks (session 3): next-turn preloading, speaker boost, parametric routing.
+
+Each test here failed on the code it was written against; tiny random-weight models only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from memos_integrations.models import LocalRuntime  # noqa: E402
+from memos_integrations.models.testing import byte_tokenizer, tiny_causal_lm  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def pets(cube: Any) -> Any:
+    cube.add(memory=["Maya's dog Biscuit loves the beach.", "Biscuit the dog ate a sock in March.",
+                     "Maya's dog Biscuit is scared of thunder.", "Maya works as a nurse in Porto."],
+             user_id="maya")
+    return cube
+
+
+def _predicted_turn(cube: Any, change: Any) -> tuple[Any, Any]:
+    """A thread whose next turn was preloaded, then ``change(cube, predicted ids)`` ran before the turn."""
+    rt = LocalRuntime(tiny_causal_lm("qwen2"), byte_tokenizer(), cube=cube, max_new_tokens=2, top_k=2, preload=True)
+    chat = [{"role": "user", "content": "Tell me about my dog Biscuit"}]
+    chat.append({"role": "assistant", "content": rt.generate(chat, thread_id="t", user_id="maya").text})
+    rt.preload_next(chat, thread_id="t", user_id="maya", query="Where does Maya work? Biscuit the dog")
+    assert rt.preloader is not None
+    rt.preloader.wait(timeout=60)
+    job = rt.preloader._predictions["t"]
+    assert job.ready and len(job.memory_ids) >= 3
+    change(cube, job.memory_ids)
+    chat.append({"role": "user", "content": "What about my dog Biscuit?"})
+    gen = rt.generate(chat, thread_id="t", user_id="maya")
+    rt.preloader.close()
+    return gen, job
+
+
+def test_a_memory_deleted_after_it_was_preloaded_is_not_served(pets: Any) -> None:
+    gen, job = _predicted_turn(pets, lambda cube, ids: cube.delete(ids[0]))
+    assert job.memory_ids[0] not in gen.memory_ids
+    assert job.memory_texts[0] not in byte_tokenizer().decode(gen.prompt_ids)
+
+
+def test_a_memory_edited_after_it_was_preloaded_is_served_as_it_is_now(pets: Any) -> None:
+    edited: dict[str, str] = {}
+
+    def edit(cube: Any, ids: list[str]) -> None:
+        for i in ids:
+            cube.update(i, text=cube.get(i).text.replace("Biscuit", "Rex"))
+            edited[i] = cube.get(i).text
+
+    gen, job = _predicted_turn(pets, edit)
+    prompt = byte_tokenizer().decode(gen.prompt_ids)
+    stale = [t for i, t in zip(job.memory_ids, job.memory_texts, strict=True) if t in prompt and "Biscuit" in t]
+    assert stale == [], f"the prompt holds texts changed since the prediction: {stale}"
