@@ -59,3 +59,18 @@ def test_a_memory_edited_after_it_was_preloaded_is_served_as_it_is_now(pets: Any
     prompt = byte_tokenizer().decode(gen.prompt_ids)
     stale = [t for i, t in zip(job.memory_ids, job.memory_texts, strict=True) if t in prompt and "Biscuit" in t]
     assert stale == [], f"the prompt holds texts changed since the prediction: {stale}"
+
+
+def test_a_speaker_named_like_a_common_word_is_not_named_by_the_word() -> None:
+    from memos_integrations.textual import retrieve as R
+
+    speakers = ["Caroline", "Will", "May", "Art"]
+    # before: {"Caroline", "Will"}: both speakers of a two-person chat, so the boost did nothing
+    assert R.named_speakers("What will Caroline do next summer?", speakers) == {"Caroline"}
+    assert R.named_speakers("May I ask about the art Caroline made?", speakers) == {"May", "Caroline"}
+    assert R.named_speakers("may i ask about the art caroline made", speakers) == {"May", "Art", "Caroline"}  # no case: as spelt
+    assert R.named_speakers("What did Will say about art?", speakers) == {"Will"}
+    assert R.named_speakers("What did Will say about Art?", speakers) == {"Will", "Art"}
+    # Unicode case folding: the final sigma and the sharp s name the same person as their capitals
+    assert R.named_speakers("Τι είπε ο ΣΩΚΡΆΤΗΣ's φίλος;", ["Σωκράτης"]) == {"Σωκράτης"}
+    assert R.named_speakers("what did strasse say?", ["Straße"]) == {"Straße"}
