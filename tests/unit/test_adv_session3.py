@@ -4,6 +4,7 @@ Each test here failed on the code it was written against; tiny random-weight mod
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -74,3 +75,61 @@ def test_a_speaker_named_like_a_common_word_is_not_named_by_the_word() -> None:
     # Unicode case folding: the final sigma and the sharp s name the same person as their capitals
     assert R.named_speakers("Τι είπε ο ΣΩΚΡΆΤΗΣ's φίλος;", ["Σωκράτης"]) == {"Σωκράτης"}
     assert R.named_speakers("what did strasse say?", ["Straße"]) == {"Straße"}
+
+
+# -- the service's refused-key audit (server/auth.py)
+def _refuse(auth: Any, key_id: str) -> None:
+    from memos_integrations.server.errors import AuthenticationError
+
+    with pytest.raises(AuthenticationError):
+        auth.authenticate({"Authorization": f"Bearer mk_{key_id}_secretsecret"})
+
+
+def _refusal_rows(keys: Any) -> list[dict[str, Any]]:
+    return [e for e in keys.audit_log(100_000) if e["action"] == "authenticate"]
+
+
+def _accounted(rows: list[dict[str, Any]]) -> int:
+    """Refusals an audit log accounts for: one per row plus the ones each row says were skipped."""
+    total = 0
+    for e in rows:
+        detail = e["detail"] if isinstance(e["detail"], dict) else {}
+        total += 1 + int(detail.get("suppressed_before", 0)) + int(detail.get("suppressed_other_ids", 0))
+    return total
+
+
+def test_a_flood_of_made_up_key_ids_is_audited_in_bounded_rows(tmp_path: Any) -> None:
+    from memos_integrations.server.auth import Authenticator
+    from memos_integrations.storage.keys import KeyStore
+
+    keys = KeyStore.open(tmp_path / "mos.db")
+    auth = Authenticator(keys)
+    started = time.monotonic()
+    for n in range(300):  # a new claimed key id per request: each had its own 5 a second
+        _refuse(auth, f"forged{n:05d}")
+    seconds = int(time.monotonic() - started) + 2
+    rows = _refusal_rows(keys)
+    assert len(rows) <= 20 * seconds, len(rows)  # AUDIT_TOTAL_PER_SECOND; before: one row per request
+    keys.db.close()
+
+
+def test_made_up_key_ids_cannot_wash_out_the_count_of_a_victims_refusals(tmp_path: Any) -> None:
+    from memos_integrations.server.auth import Authenticator
+    from memos_integrations.storage.keys import KeyStore
+
+    keys = KeyStore.open(tmp_path / "mos.db")
+    auth = Authenticator(keys)
+    auth.MAX_CACHED = 20  # the table of claimed ids fills (10 000 in production)
+    refused = 0
+    for _ in range(40):  # someone tries the victim's key id, far past the audited 5 a second
+        _refuse(auth, "victim01")
+        refused += 1
+    for n in range(30):  # then fills the table with made-up ids: it was cleared, the victim's count lost
+        _refuse(auth, f"junk{n:04d}")
+        refused += 1
+    time.sleep(1.05 - time.monotonic() % 1.0)  # the next second: rows are written again
+    _refuse(auth, "victim01")
+    _refuse(auth, "another1")
+    refused += 2
+    assert _accounted(_refusal_rows(keys)) == refused
+    keys.db.close()
