@@ -133,3 +133,18 @@ def test_made_up_key_ids_cannot_wash_out_the_count_of_a_victims_refusals(tmp_pat
     refused += 2
     assert _accounted(_refusal_rows(keys)) == refused
     keys.db.close()
+
+
+def test_naming_another_users_session_reaches_none_of_its_working_memory(cube: Any) -> None:
+    """``current_session`` orders, it never widens the scope: another user's working memory in that
+    session stays out (faces and REST pass it through to the same search)."""
+    from memos_integrations.langchain import MemOSRetriever
+
+    cube.add(memory=["The user prefers window seats on trains."], user_id="u1")
+    theirs = cube.add(memory=["Current task: find a train seat to Lyon."], user_id="u2", session_id="s2",
+                      metadata={"partition": "working"})[0]
+    hits = cube.search("which train seats?", user_id="u1", plan="deep", current_session="s2")
+    assert hits and theirs.id not in {h.item.id for h in hits}
+    retriever = MemOSRetriever(cube=cube, user_id="u1", plan="deep", k=3)
+    docs = retriever.invoke("which train seats?", config={"configurable": {"session_id": "s2"}})
+    assert docs and theirs.id not in {d.metadata["memory_id"] for d in docs}
