@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import InvalidInputError
 from ..storage.keys import PREFIX, KeyInfo, KeyStore, digest
 from .errors import AuthenticationError
 from .limits import RateLimiter
@@ -175,6 +176,22 @@ class Authenticator:
         """Spend ``cost`` of the key's rate tokens (the request itself costs one, taken when it was authenticated)."""
         if self.limiter is not None:
             self.limiter.take(who.key_id, cost=cost)
+
+    def charge(self, who: Principal, extra: float) -> None:
+        """Spend ``extra`` rate tokens on top of the one the request paid (a request doing the work of several).
+
+        Raises:
+            InvalidInputError: the request and its ``extra`` cost more than the key's bucket holds: no
+                wait would let it through (a 429 would send the client retrying for ever); split it.
+            RateLimitedError: the bucket has not refilled enough yet (``retry_after`` says for how long).
+        """
+        if self.limiter is None or not self.limiter.active:
+            return
+        if extra + 1 > self.limiter.burst:
+            raise InvalidInputError(
+                f"this request does the work of {extra + 1:g} requests, more than this key's burst of "
+                f"{self.limiter.burst}: no wait lets it through; split it into requests of at most {self.limiter.burst}")
+        self.limiter.take(who.key_id, cost=extra)
 
     def forget(self, key_id: str) -> None:
         """Drop a key from this process's cache (call it after revoking the key here)."""
