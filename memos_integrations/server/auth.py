@@ -79,6 +79,7 @@ class Authenticator:
         self._denials: dict[str, tuple[int, int, int]] = {}  # claimed key id -> (second, audited, skipped)
         self._audit_lock = threading.Lock()
         self._second, self._written, self._folded = 0, 0, 0  # rows written this second; counts folded
+        self._owed = False  # some skipped refusal is not written yet (flush_suppressed)
 
     def authenticate(self, request_headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> Principal:
         """The principal behind the request's key (the rate limit taken): the synchronous path, for the MCP endpoint.
@@ -117,6 +118,8 @@ class Authenticator:
 
     def verify(self, token: str | None) -> Principal:
         """Check ``token`` against the key store (audit a refusal) and remember it when it passes."""
+        if self._owed:
+            self.flush_suppressed()
         info = self.keys.verify(token)
         if info is None:
             claimed = token[len(PREFIX):].split("_", 1)[0][:16] if token and token.startswith(PREFIX) else None
@@ -163,6 +166,7 @@ class Authenticator:
                     self._folded += 1
                 else:
                     self._denials[key] = (second, written, skipped + 1)
+                self._owed = True
                 return None
             if key not in self._denials and len(self._denials) >= self.MAX_CACHED:
                 self._folded += sum(n for _, _, n in self._denials.values())
@@ -171,6 +175,26 @@ class Authenticator:
             self._written += 1
             folded, self._folded = self._folded, 0
             return skipped, folded
+
+    def flush_suppressed(self) -> None:
+        """Write the counts of refusals skipped in seconds that are over (action
+        ``authenticate.suppressed``, one row per claimed key id, detail ``suppressed``).
+
+        Called on every key check that reaches the database: an attack that stops is still counted
+        in full once the service checks any key again, not only if its key id is refused once more.
+        """
+        now = int(time.monotonic())
+        with self._audit_lock:
+            due = {k: n for k, (sec, _, n) in self._denials.items() if n and sec != now}
+            for k in due:
+                sec, written, _ = self._denials[k]
+                self._denials[k] = (sec, written, 0)
+            folded, self._folded = self._folded, 0
+            self._owed = any(n for _, _, n in self._denials.values())
+        for claimed, skipped in due.items():
+            self.keys.audit("authenticate.suppressed", None, claimed or None, {"suppressed": skipped}, allowed=False)
+        if folded:
+            self.keys.audit("authenticate.suppressed", None, None, {"suppressed_other_ids": folded}, allowed=False)
 
     def take(self, who: Principal, cost: float = 1.0) -> None:
         """Spend ``cost`` of the key's rate tokens (the request itself costs one, taken when it was authenticated)."""
