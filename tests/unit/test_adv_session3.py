@@ -168,3 +168,19 @@ def test_the_refusals_skipped_in_the_last_second_of_an_attack_reach_the_audit_lo
     # before: the 35 skipped refusals were written only if that key id was refused again, ever
     assert _accounted(keys) == 40
     keys.db.close()
+
+
+def test_a_thread_on_an_empty_cube_still_gets_its_history_preloaded(cube: Any) -> None:
+    model = tiny_causal_lm("qwen2")
+    rt = LocalRuntime(model, byte_tokenizer(), cube=cube, max_new_tokens=3, top_k=2, preload=True)
+    plain = LocalRuntime(model, byte_tokenizer(), cube=cube, max_new_tokens=3, top_k=2)
+    chat = [{"role": "user", "content": "Hello there, how are you today?"}]
+    chat += [{"role": "assistant", "content": rt.generate(chat, thread_id="t", user_id="u").text},
+             {"role": "user", "content": "Fine."}]
+    assert rt.preloader is not None
+    rt.preloader.wait(timeout=60)
+    gen = rt.generate(chat, thread_id="t", user_id="u")
+    # before: nothing retrieved ended the prediction unready: "discarded: not ready when the message arrived"
+    assert gen.preload == "hit" and gen.cache_source == "preload", gen.preload
+    assert gen.token_ids == plain.generate(chat, user_id="u").token_ids
+    rt.preloader.close()
