@@ -22,6 +22,8 @@ BENCHES = [
     ("LlamaIndex", ["-m", "benchmarks.bench_llama_index"]),
     ("LLM reader: cost, modes, contradictions", ["-m", "benchmarks.bench_reader"]),
     ("local models: KV caches, preloading (random-weight and the real SmolLM2)", ["-m", "benchmarks.bench_local", "--threads", "1", "--real", "--cpu-time"]),
+    ("local models: parametric recall and adapter routing (real SmolLM2; minutes of CPU per point)",
+     ["-m", "benchmarks.bench_parametric", "--threads", "1", "--cpu-time", "--points", "qa-attn-r8", "--every", "2"]),
 ]
 
 

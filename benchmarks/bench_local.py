@@ -516,9 +516,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "(grow), or predictions made for the next message itself (oracle: the hit path's cost)")
     parser.add_argument("--conversations", type=int, default=2, help="LoCoMo dev conversations replayed (--real)")
     parser.add_argument("--turns", type=int, default=8, help="user turns replayed per conversation (--real)")
-    parser.add_argument("--parametric", action="store_true",
-                        help="with --real: parametric recall (20 facts distilled; several minutes of CPU)")
-    parser.add_argument("--parametric-only", action="store_true", help="with --real-only: only parametric recall")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time with process CPU time instead of wall time (steadier on a shared machine)")
     args = parser.parse_args(argv)
@@ -552,101 +549,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-# -- parametric recall on the real model (--parametric) ----------------------------------------------
-RECALL_DATA = Path(__file__).resolve().parent / "data" / "parametric_recall.json"
-
-
-def _answer(model: Any, tokenizer: Any, question: str, context: list[str] | None = None, max_new: int = 16) -> str:
-    import torch
-
-    content = question if not context else "Relevant memories:\n" + "\n".join(f"- {c}" for c in context) + \
-        "\n\n" + question
-    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                         add_generation_prompt=True)
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=max_new, do_sample=False)
-    return str(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)).strip()
-
-
-def _perplexity(model: Any, tokenizer: Any, texts: list[str]) -> float:
-    import math
-
-    from memos_integrations.parametric.distill import mean_loss
-
-    return math.exp(mean_loss(model, tokenizer, texts))
-
-
-def _score(model: Any, tokenizer: Any, data: dict[str, Any], retrieved: dict[str, list[str]] | None,
-           controls_base: list[str] | None) -> dict[str, Any]:
-    correct = sum(f["answer"].lower() in _answer(model, tokenizer, f["eval_q"],
-                                                 retrieved[f["eval_q"]] if retrieved else None).lower()
-                  for f in data["facts"])
-    out: dict[str, Any] = {"accuracy": correct}
-    if retrieved is None:
-        controls = [_answer(model, tokenizer, q) for q in data["controls"]]
-        out["controls"] = controls
-        out["controls_unchanged"] = sum(a == b for a, b in zip(controls, controls_base or controls, strict=True))
-        out["ppl"] = _perplexity(model, tokenizer, data["generic"])
-    return out
-
-
-def bench_parametric(model: Any, tokenizer: Any, configs: dict[str, Any]) -> dict[str, Any]:
-    """20 facts distilled into an adapter per config; closed-book accuracy on differently phrased
-    questions, generic-text perplexity, control answers unchanged, and retrieval (top 3) with and
-    without the adapter, next to the bare model."""
-    from memos_integrations import MemCube
-    from memos_integrations.parametric import ParametricMemory
-    from memos_integrations.textual.embed import MiniLMEmbedder
-
-    data = json.loads(RECALL_DATA.read_text())
-    facts = [f["fact"] for f in data["facts"]]
-    tmp = Path(tempfile.mkdtemp(prefix="bench-parametric-"))
-    cube = MemCube.create(tmp / "cube", embedder=MiniLMEmbedder())
-    cube.add(memory=facts, user_id=data["user"])
-    retrieved = {f["eval_q"]: [h.item.text for h in cube.search(f["eval_q"], user_id=data["user"], top_k=3)]
-                 for f in data["facts"]}
-    cube.close()
-    rows: dict[str, Any] = {}
-    base = _score(model, tokenizer, data, None, None)
-    rows["base"] = {**base, "rag_accuracy": _score(model, tokenizer, data, retrieved, None)["accuracy"]}
-    qa = [(f["train_q"], f["fact"]) for f in data["facts"]]
-    para = ParametricMemory(tmp / "adapters", max_resident=2)  # one wrapper: PEFT injects into the model once
-    para.bind(model, tokenizer)
-    for i, (name, config) in enumerate(configs.items()):
-        t = time.perf_counter()
-        manifest = para.distill(data["user"], texts=facts, qa=qa, config=config, progress=False, name=f"cfg{i}")
-        train_s = time.perf_counter() - t
-        para.activate(manifest.name)
-        adapted = para.model
-        row = _score(adapted, tokenizer, data, None, base["controls"])
-        row["rag_accuracy"] = _score(adapted, tokenizer, data, retrieved, None)["accuracy"]
-        rows[name] = {**row, "train_s": train_s, "steps": len(manifest.loss_curve)}
-        para.unload(manifest.name)
-    return rows
-
-
-def render_parametric(rows: dict[str, Any]) -> str:
-    base_ppl = rows["base"]["ppl"]
-    lines = ["parametric recall (20 facts, 20 differently phrased questions, 10 control prompts, 10 generic "
-             "texts; SmolLM2-135M-Instruct, greedy)", "",
-             "| model | closed-book accuracy | with retrieval (top 3) | generic ppl | ppl vs base "
-             "| controls unchanged | train steps | train s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {r['accuracy']}/20 | {r['rag_accuracy']}/20 | {r['ppl']:.1f} | "
-                     f"{100 * (r['ppl'] / base_ppl - 1):+.1f}% | {r['controls_unchanged']}/10 | "
-                     f"{r.get('steps', '-')} | {r.get('train_s', 0):.0f} |")
-    return "\n".join(lines)
-
-
 def main_real(args: Any) -> dict[str, Any]:
     import torch
 
     model, tokenizer = load_real()
-    if args.parametric_only:
-        args.parametric = True
-        return run_parametric(args, model, tokenizer)
     repeats = args.repeats or (2 if args.quick else 5)
     lengths = [64, 128] if args.quick else args.real_lengths
     rng = random.Random(0)
@@ -660,19 +566,7 @@ def main_real(args: Any) -> dict[str, Any]:
     clock = "process CPU time" if CLOCK is time.process_time else "wall time"
     table = render_real(rows, dec, pres, clock, torch.get_num_threads())
     print(table, flush=True)
-    return {"ttft": rows, "decode": dec, "preload": pre, "table": table, **run_parametric(args, model, tokenizer)}
-
-
-def run_parametric(args: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """Last: distilling wraps the shared model with PEFT, which the KV sections must not see."""
-    if not args.parametric:
-        return {}
-    from memos_integrations.parametric import PRESET_RECALL, DistillConfig
-
-    rows = bench_parametric(model, tokenizer, {"default config": DistillConfig(), "recall preset": PRESET_RECALL})
-    table = render_parametric(rows)
-    print(table, flush=True)
-    return {"parametric": rows, "parametric_table": table}
+    return {"ttft": rows, "decode": dec, "preload": pre, "table": table}
 
 
 if __name__ == "__main__":

@@ -362,11 +362,12 @@ class LocalRuntime:
             if self.preloader is not None and thread_id is not None:
                 self.preloader.cancel(thread_id)  # a prediction still in the making stops here
             t_start = time.perf_counter()
-            route = self.para_mem.route(user_id) if self.para_mem is not None else None
-            model = self.model
-            key = self.act_mem.model_key(model, route.digest if route is not None else None)
             last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages))
             query = messages[last_user]["content"] if last_user < len(messages) else ""
+            # with para_mem.use_router(...), the adapter applies only when the request is about what it holds
+            route = self.para_mem.route(user_id, query) if self.para_mem is not None else None
+            model = self.model
+            key = self.act_mem.model_key(model, route.digest if route is not None else None)
             pinned = self.pinned_memories(user_id)
             mem_ids, mem_texts = self.retrieve(query, user_id, top_k=top_k, exclude=pinned)
             also: list[str] = []

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..errors import InvalidInputError
+
+VIEWS = ("text", "qa", "chat")
 
 
 class DistillConfig(BaseModel):
@@ -43,6 +45,29 @@ class DistillConfig(BaseModel):
     holdout: int = Field(default=0, ge=0, description="QA pairs held out for early stopping: after each epoch "
                          "their answer loss is measured and the best epoch's weights are kept.")
     patience: int = Field(default=2, ge=1, description="Epochs without a better held-out loss before stopping.")
+    replay_prompts: list[str] = Field(
+        default_factory=list, description="General requests whose answers by the base model (greedy, made "
+        "once before training) join the KL replay in the chat template: they keep the adapted model's "
+        "answers to requests that are not about the user close to the base model's.")
+    replay_batch: int = Field(default=4, ge=1, description="Replay sequences in the KL term of each step "
+                              "(the replay set is cycled in chunks of this size).")
+    schedule: str = Field(default="constant", description="Learning rate over the run: 'constant' or "
+                          "'cosine' (decays to a tenth by the last step).")
+
+    @field_validator("views")
+    @classmethod
+    def _known_views(cls, views: list[str]) -> list[str]:
+        unknown = sorted(set(views) - set(VIEWS))
+        if unknown or not views:
+            raise InvalidInputError(f"unknown distill views {unknown or views}; use some of {list(VIEWS)}")
+        return views
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, schedule: str) -> str:
+        if schedule not in ("constant", "cosine"):
+            raise InvalidInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+        return schedule
 
     def lora_config(self) -> Any:
         from peft import LoraConfig
@@ -69,7 +94,7 @@ _CHAT_Q = "What do you know about me?"
 def build_examples(tokenizer: Any, texts: Sequence[str], qa: Sequence[tuple[str, str]],
                    views: Sequence[str]) -> list[tuple[str, str]]:
     """``(prompt, completion)`` training examples; the loss is on the completion only."""
-    unknown = set(views) - {"text", "qa", "chat"}
+    unknown = set(views) - set(VIEWS)
     if unknown:
         raise InvalidInputError(f"unknown distill views {sorted(unknown)}; use 'text', 'qa' or 'chat'")
     out: list[tuple[str, str]] = []
@@ -146,15 +171,52 @@ def mean_loss(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: i
     return sum(losses) / len(losses)
 
 
+def _lr_factor(schedule: str, step: int, total: int) -> float:
+    if schedule == "cosine":
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return 1.0
+
+
+def replay_targets(peft_model: Any, tokenizer: Any, config: DistillConfig, device: Any) -> list[tuple[Any, Any, Any]]:
+    """The KL replay set: ``(ids, mask, base log-probs)`` chunks of ``config.replay_batch`` sequences.
+
+    The sequences are the generic ``replay_texts`` and, for each of ``replay_prompts``, the prompt in
+    the chat template followed by the base model's own greedy answer. The base model's next-token
+    log-probabilities are computed once here, with the adapter disabled.
+    """
+    import torch
+
+    pairs = [("", t) for t in (config.replay_texts or REPLAY)]
+    if config.replay_prompts:
+        with torch.no_grad(), peft_model.disable_adapter():
+            for question in config.replay_prompts:
+                prompt, _ = chat_example(tokenizer, question, "")
+                ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
+                out = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
+                                          do_sample=False, pad_token_id=tokenizer.pad_token_id
+                                          if tokenizer.pad_token_id is not None else 0)
+                pairs.append((prompt, str(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))))
+    chunks = []
+    with torch.no_grad(), peft_model.disable_adapter():
+        for start in range(0, len(pairs), config.replay_batch):
+            ids, mask, _ = _pair_batch(tokenizer, pairs[start:start + config.replay_batch], config.max_length, device)
+            logits = peft_model(input_ids=ids, attention_mask=mask).logits.float()
+            chunks.append((ids, mask, torch.log_softmax(logits, -1)))
+    return chunks
+
+
 def train_lora(peft_model: Any, tokenizer: Any, texts: Sequence[str], config: DistillConfig, *,
                progress: bool = True, desc: str = "distill",
-               qa: Sequence[tuple[str, str]] = ()) -> list[float]:
+               qa: Sequence[tuple[str, str]] = (),
+               on_epoch: Callable[[int, float | None], None] | None = None) -> list[float]:
     """Train the active (trainable) adapter of ``peft_model``; returns the loss per step.
 
     The examples are the ``config.views`` of ``texts`` and ``qa``; with ``config.kl_weight`` each step
     adds the KL divergence from the base model (adapter disabled) on replay text; with
     ``config.holdout`` the last QA pairs are held out, and training stops when their answer loss has
     not improved for ``config.patience`` epochs, keeping the best epoch's adapter weights.
+    ``on_epoch(epoch, held_out_loss)`` is called after each epoch with the current weights (a
+    benchmark measures the trade-off curve along one run with it).
     """
     import torch
     from tqdm import tqdm
@@ -166,6 +228,9 @@ def train_lora(peft_model: Any, tokenizer: Any, texts: Sequence[str], config: Di
     train_qa = list(qa[: len(qa) - len(held)])
     examples = build_examples(tokenizer, texts, train_qa, config.views)
     held_examples = [chat_example(tokenizer, q, a) for q, a in held]
+    if not examples:
+        raise InvalidInputError(f"views {config.views} made no training examples: pass question/answer pairs "
+                                "(distill(..., qa=[(question, answer), ...])) or add the 'text' view")
     device = next(peft_model.parameters()).device
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:
@@ -173,42 +238,46 @@ def train_lora(peft_model: Any, tokenizer: Any, texts: Sequence[str], config: Di
     rng = random.Random(config.seed)
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
-    replay = _pair_batch(tokenizer, [("", t) for t in (config.replay_texts or REPLAY)], config.max_length, device) \
-        if config.kl_weight > 0 else None
-    base_logp = None
-    if replay is not None:
-        with torch.no_grad(), peft_model.disable_adapter():
-            base_logp = torch.log_softmax(peft_model(input_ids=replay[0], attention_mask=replay[1]).logits.float(), -1)
+    total = config.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(config.schedule, s, total))
+    replay = replay_targets(peft_model, tokenizer, config, device) if config.kl_weight > 0 else []
     curve: list[float] = []
     best: tuple[float, dict[str, Any] | None] = (math.inf, None)
     stale = 0
     peft_model.train()
     try:
-        with tqdm(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress) as bar:
-            for _ in range(config.epochs):
+        with tqdm(total=total, desc=desc, disable=not progress) as bar:
+            for epoch in range(config.epochs):
                 order = examples[:]
                 rng.shuffle(order)
                 for start in range(0, len(order), config.batch_size):
                     ids, mask, labels = _pair_batch(tokenizer, order[start:start + config.batch_size],
                                                     config.max_length, device)
                     loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                    if replay is not None and base_logp is not None:
-                        logp = torch.log_softmax(peft_model(input_ids=replay[0], attention_mask=replay[1]).logits.float(), -1)
-                        keep = replay[1].bool()
-                        kl = (base_logp.exp() * (base_logp - logp)).sum(-1)[keep].mean()
+                    if replay:
+                        r_ids, r_mask, base_logp = replay[len(curve) % len(replay)]
+                        logp = torch.log_softmax(peft_model(input_ids=r_ids, attention_mask=r_mask).logits.float(), -1)
+                        kl = (base_logp.exp() * (base_logp - logp)).sum(-1)[r_mask.bool()].mean()
                         loss = loss + config.kl_weight * kl
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    sched.step()
                     curve.append(round(loss.item(), 5))
                     bar.set_postfix(loss=f"{curve[-1]:.3f}")
                     bar.update(1)
+                held_loss: float | None = None
                 if held_examples:
                     peft_model.eval()
                     with torch.no_grad():
                         ids, mask, labels = _pair_batch(tokenizer, held_examples, config.max_length, device)
                         held_loss = float(peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss)
                     peft_model.train()
+                if on_epoch is not None:
+                    peft_model.eval()
+                    on_epoch(epoch, held_loss)
+                    peft_model.train()
+                if held_loss is not None:
                     if held_loss < best[0]:
                         best, stale = (held_loss, {n: p.detach().clone() for n, p in peft_model.named_parameters()
                                                    if p.requires_grad}), 0

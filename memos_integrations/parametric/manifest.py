@@ -43,6 +43,8 @@ class AdapterManifest:
     sources: list[dict[str, Any]] = field(default_factory=list)  # merged-from adapters and weights
     training: dict[str, Any] = field(default_factory=dict)
     loss_curve: list[float] = field(default_factory=list)
+    #: the texts it was distilled from (merged: its sources'); AdapterRouter compares requests with them
+    route_texts: list[str] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
     format: int = FORMAT_VERSION
 

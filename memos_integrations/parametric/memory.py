@@ -7,7 +7,9 @@ before every turn to activate the user's adapter. :meth:`distill` writes new ada
 cube's plaintext memories; :meth:`merge` combines adapters into a team adapter.
 
 Routing: a user runs with the adapter assigned to them (``assign``, kept in ``routes.json``), else
-their own distilled adapter, else the bare base model.
+their own distilled adapter, else the bare base model. With a router (:meth:`use_router`, an
+:class:`~.routing.AdapterRouter`), a request whose text is not about what that adapter holds runs
+on the bare base model too.
 
 Sync; the registry's lock serialises every change to the shared PEFT model.
 """
@@ -50,6 +52,7 @@ class ParametricMemory:
         self.registry: AdapterRegistry | None = None
         self.tokenizer: Any = None
         self.refused: dict[str, str] = {}  # folder name -> why it was not registered
+        self.router: Any = None  # AdapterRouter: None applies the user's adapter to every request
         self._lock = threading.RLock()
 
     @classmethod
@@ -154,16 +157,31 @@ class ParametricMemory:
         tmp.write_text(json.dumps(routes, indent=1))
         os.replace(tmp, self.directory / ROUTES)
 
-    def adapter_for(self, user_id: str | None) -> str | None:
-        """The adapter name a request by ``user_id`` runs with, or ``None`` for the base model."""
+    def use_router(self, router: Any) -> None:
+        """Route by relevance (an :class:`~.routing.AdapterRouter`), or ``None`` for every request."""
+        if router is not None and not callable(getattr(router, "applies", None)):
+            raise InvalidInputError("use_router needs an AdapterRouter (or None to apply adapters to every request)")
+        self.router = router
+
+    def adapter_for(self, user_id: str | None, query: str | None = None) -> str | None:
+        """The adapter name a request by ``user_id`` runs with, or ``None`` for the base model.
+
+        With a router and the request's text (``query``), the user's adapter is left out when the
+        request is not about what it holds.
+        """
         if user_id is None or self.registry is None:
             return None
         name = self._routes().get(user_id) or user_adapter_name(user_id)
-        return name if name in self.registry.registered() else None
+        if name not in self.registry.registered():
+            return None
+        if self.router is not None and query is not None and not self.router.applies(self.registry.manifest(name), query):
+            return None
+        return name
 
-    def route(self, user_id: str | None) -> AdapterRoute | None:
-        """Activate ``user_id``'s adapter; ``None`` when the user runs on the base model."""
-        name = self.adapter_for(user_id)
+    def route(self, user_id: str | None, query: str | None = None) -> AdapterRoute | None:
+        """Activate ``user_id``'s adapter for a request (its text: ``query``); ``None`` when the
+        request runs on the base model."""
+        name = self.adapter_for(user_id, query)
         return self._reg().activate(name) if name is not None else None
 
     def activate(self, name: str) -> AdapterRoute:
@@ -188,7 +206,8 @@ class ParametricMemory:
 
     def distill(self, user_id: str, *, texts: Sequence[str] | None = None, memories: Sequence[Any] | None = None,
                 config: DistillConfig | None = None, name: str | None = None,
-                progress: bool = True, qa: Sequence[tuple[str, str]] = ()) -> AdapterManifest:
+                progress: bool = True, qa: Sequence[tuple[str, str]] = (),
+                on_epoch: Any = None) -> AdapterManifest:
         """Train a LoRA adapter on a user's memories and save it with its provenance.
 
         Args:
@@ -201,6 +220,8 @@ class ParametricMemory:
             progress: show a progress bar.
             qa: question/answer views of the memories (written by an LLM reader, or by hand), used
                 by ``config.views`` containing ``"qa"`` and by early stopping (``config.holdout``).
+            on_epoch: ``on_epoch(epoch, held_out_loss)`` after each epoch, with ``para_mem.model``
+                running the adapter being trained (benchmarks measure along one run with it).
 
         Returns:
             The saved adapter's manifest. Re-distilling replaces the user's adapter (hot-swapped in
@@ -218,7 +239,7 @@ class ParametricMemory:
         corpus = [m.text for m in memories] if memories is not None else list(texts or [])
         with reg.training_adapter(config.lora_config(), seed=config.seed) as peft_model:
             curve = train_lora(peft_model, self.tokenizer, corpus, config, progress=progress,
-                               desc=f"distill {name}", qa=list(qa))
+                               desc=f"distill {name}", qa=list(qa), on_epoch=on_epoch)
             state, peft_config = reg.extract(TRAINING)
             state = {k: v.detach().clone() for k, v in state.items()}
         import peft
@@ -227,7 +248,7 @@ class ParametricMemory:
             name=name, base_fingerprint=reg.fingerprint, base_dtype=reg.dtype, user_id=user_id,
             kind="distilled", memories=provenance,
             training={**config.model_dump(), "texts": len(corpus), "peft": peft.__version__},
-            loss_curve=curve)
+            loss_curve=curve, route_texts=[t for t in corpus if t and t.strip()])
         manifest = self._save(name, state, peft_config, manifest)
         self._audit("adapter.distill", user_id, name, {"memories": len(corpus), "final_loss": curve[-1]})
         return manifest
@@ -260,7 +281,8 @@ class ParametricMemory:
             name=new_name, base_fingerprint=reg.fingerprint, base_dtype=reg.dtype, kind="merged",
             sources=[{"adapter": n, "weight": float(w), "weights_sha256": reg.manifest(n).weights_sha256,
                       "memories": reg.manifest(n).memories} for n, w in zip(names, weights, strict=True)],
-            training={"combination_type": combination_type})
+            training={"combination_type": combination_type},
+            route_texts=[t for n in names for t in reg.manifest(n).route_texts])
         manifest = self._save(new_name, state, peft_config, manifest)
         self._audit("adapter.merge", None, new_name, {"sources": list(names), "weights": list(weights)})
         return manifest
