@@ -189,6 +189,8 @@ class Preloader:
                     return
                 route = rt.para_mem.route(job.user_id) if rt.para_mem is not None else None
                 model = rt.model
+                if route is not None and rt.act_mem.model_key(model, None) == job.model_key:
+                    route = None  # the reply ran on the base model (a router left the adapter out): so does this
                 if rt.act_mem.model_key(model, route.digest if route is not None else None) != job.model_key:
                     return  # the user's adapter changed since the reply
                 with rt._adapter_scope(model, route), torch.no_grad():

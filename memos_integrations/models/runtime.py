@@ -412,7 +412,8 @@ class LocalRuntime:
             messages: the thread so far, ending with the reply.
             thread_id: the thread whose next turn is prepared.
             user_id: whose memories, prefix and adapter.
-            query: what to retrieve the candidates for (default: the last user message and reply).
+            query: what to retrieve the candidates for, and (with a router) whether the adapter applies
+                (default: the last user message and reply; the adapter applies).
 
         Returns:
             None; the prediction is made in the background (``preloader.wait()`` blocks until done).
@@ -423,7 +424,7 @@ class LocalRuntime:
         if self.preloader is None:
             raise InvalidInputError("next-turn preloading is off; build the runtime with preload=True")
         with self._lock:  # routing sets the model's active adapter
-            route = self.para_mem.route(user_id) if self.para_mem is not None else None
+            route = self.para_mem.route(user_id, query) if self.para_mem is not None else None
             key = self.act_mem.model_key(self.model, route.digest if route is not None else None)
         self.preloader.schedule(thread_id, user_id, list(messages), key, query=query)
 

@@ -184,3 +184,31 @@ def test_a_thread_on_an_empty_cube_still_gets_its_history_preloaded(cube: Any) -
     assert gen.preload == "hit" and gen.cache_source == "preload", gen.preload
     assert gen.token_ids == plain.generate(chat, user_id="u").token_ids
     rt.preloader.close()
+
+
+def test_with_a_router_a_thread_on_the_base_model_is_preloaded_on_the_base_model(tmp_path: Any, embedder: Any) -> None:
+    pytest.importorskip("peft")
+    from memos_integrations.parametric import DistillConfig, ParametricMemory
+    from memos_integrations.parametric.routing import AdapterRouter
+
+    tok = byte_tokenizer()
+    pm = ParametricMemory(tmp_path / "adapters")
+    pm.bind(tiny_causal_lm(), tok)
+    facts = ["Maya's dog is a beagle named Biscuit.", "Maya is allergic to peanuts."]
+    pm.distill("maya", texts=facts, config=DistillConfig(rank=2, epochs=1, views=["text"]), progress=False)
+    pm.use_router(AdapterRouter(embedder))
+    assert pm.registry is not None
+    rt = LocalRuntime(pm.registry.base_model, tok, para_mem=pm, max_new_tokens=2, preload=True)
+    plain = LocalRuntime(pm.registry.base_model, tok, para_mem=pm, max_new_tokens=2)
+    chat = [{"role": "user", "content": "Who wrote Romeo and Juliet?"}]
+    first = rt.generate(chat, thread_id="t", user_id="maya")
+    assert first.adapter is None  # a general request: the base model
+    chat += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "Who wrote Hamlet?"}]
+    assert rt.preloader is not None
+    rt.preloader.wait(timeout=60)
+    gen = rt.generate(chat, thread_id="t", user_id="maya")
+    # before: the worker routed without the request, prefilled for the adapter, saw another key and
+    # gave up: every turn after a general one was "discarded: not ready when the message arrived"
+    assert gen.adapter is None and gen.preload == "hit", gen.preload
+    assert gen.token_ids == plain.generate(chat, user_id="maya").token_ids
+    rt.preloader.close()
