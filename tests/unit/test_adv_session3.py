@@ -186,17 +186,24 @@ def test_a_thread_on_an_empty_cube_still_gets_its_history_preloaded(cube: Any) -
     rt.preloader.close()
 
 
-def test_with_a_router_a_thread_on_the_base_model_is_preloaded_on_the_base_model(tmp_path: Any, embedder: Any) -> None:
+@pytest.fixture(scope="module")
+def maya_pm(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Any:
+    """Maya's adapter (tiny random model), distilled once, routed by relevance (the real MiniLM)."""
     pytest.importorskip("peft")
     from memos_integrations.parametric import DistillConfig, ParametricMemory
     from memos_integrations.parametric.routing import AdapterRouter
 
-    tok = byte_tokenizer()
-    pm = ParametricMemory(tmp_path / "adapters")
-    pm.bind(tiny_causal_lm(), tok)
-    facts = ["Maya's dog is a beagle named Biscuit.", "Maya is allergic to peanuts."]
+    pm = ParametricMemory(tmp_path_factory.mktemp("adapters"))
+    pm.bind(tiny_causal_lm(), byte_tokenizer())
+    facts = ["Maya's dog is a beagle named Biscuit.", "Maya plays the cello in a community orchestra.",
+             "Maya is allergic to peanuts."]
     pm.distill("maya", texts=facts, config=DistillConfig(rank=2, epochs=1, views=["text"]), progress=False)
     pm.use_router(AdapterRouter(embedder))
+    return pm
+
+
+def test_with_a_router_a_thread_on_the_base_model_is_preloaded_on_the_base_model(maya_pm: Any) -> None:
+    pm, tok = maya_pm, byte_tokenizer()
     assert pm.registry is not None
     rt = LocalRuntime(pm.registry.base_model, tok, para_mem=pm, max_new_tokens=2, preload=True)
     plain = LocalRuntime(pm.registry.base_model, tok, para_mem=pm, max_new_tokens=2)
@@ -212,3 +219,18 @@ def test_with_a_router_a_thread_on_the_base_model_is_preloaded_on_the_base_model
     assert gen.adapter is None and gen.preload == "hit", gen.preload
     assert gen.token_ids == plain.generate(chat, user_id="maya").token_ids
     rt.preloader.close()
+
+
+def test_the_router_reads_the_owners_first_person_questions_as_about_them(maya_pm: Any) -> None:
+    """Maya's memories say "Maya ..."; Maya asks "Am I ...?". Before: her own questions scored 0.39-0.45
+    (under the 0.47 threshold: the base model) while "What is a cello?" scored 0.65 (her adapter)."""
+    name = maya_pm.adapter_for("maya")
+    assert name is not None
+    for own in ["Am I allergic to anything?", "What instrument do I play?", "What is my dog's breed?"]:
+        assert maya_pm.adapter_for("maya", own) == name, own
+    for general in ["What is the capital of Japan?", "Tell me a joke.", "I need a recipe for dinner.",
+                    "Can you help me write an email to my boss?"]:  # first person, about nothing she holds
+        assert maya_pm.adapter_for("maya", general) is None, general
+    maya_pm.merge([name], [1.0], "team")
+    maya_pm.assign("bob", "team")  # bob's "I" is bob, not Maya: no rewriting for another user's adapter
+    assert maya_pm.adapter_for("bob", "Am I allergic to anything?") is None
