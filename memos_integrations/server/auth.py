@@ -80,6 +80,7 @@ class Authenticator:
         self._audit_lock = threading.Lock()
         self._second, self._written, self._folded = 0, 0, 0  # rows written this second; counts folded
         self._owed = False  # some skipped refusal is not written yet (flush_suppressed)
+        self._flushed = -1  # the second of the last flush
 
     def authenticate(self, request_headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> Principal:
         """The principal behind the request's key (the rate limit taken): the synchronous path, for the MCP endpoint.
@@ -118,7 +119,7 @@ class Authenticator:
 
     def verify(self, token: str | None) -> Principal:
         """Check ``token`` against the key store (audit a refusal) and remember it when it passes."""
-        if self._owed:
+        if self._owed and int(time.monotonic()) != self._flushed:  # a scan of the table at most once a second
             self.flush_suppressed()
         info = self.keys.verify(token)
         if info is None:
@@ -185,6 +186,7 @@ class Authenticator:
         """
         now = int(time.monotonic())
         with self._audit_lock:
+            self._flushed = now
             due = {k: n for k, (sec, _, n) in self._denials.items() if n and sec != now}
             for k in due:
                 sec, written, _ = self._denials[k]
