@@ -234,3 +234,17 @@ def test_the_router_reads_the_owners_first_person_questions_as_about_them(maya_p
     maya_pm.merge([name], [1.0], "team")
     maya_pm.assign("bob", "team")  # bob's "I" is bob, not Maya: no rewriting for another user's adapter
     assert maya_pm.adapter_for("bob", "Am I allergic to anything?") is None
+
+
+def test_session_cap_still_spreads_sessions_when_mmr_is_on(cube: Any) -> None:
+    from memos_integrations.textual.retrieve import SearchPlan
+
+    for n, text in enumerate(["Caroline adopted a beagle puppy.", "Caroline's beagle puppy chews shoes.",
+                              "Caroline walks her beagle puppy daily."]):
+        cube.add(memory=text, user_id="u", session_id="s1", metadata={"turn": n})
+    other = cube.add(memory="Caroline bought a bed for the beagle puppy.", user_id="u", session_id="s2")[0]
+    capped = SearchPlan(session_cap=1)
+    assert other.id in [h.item.id for h in cube.search("Caroline beagle puppy", user_id="u", top_k=2, plan=capped)]
+    # before: MMR kept top_k hits only, so the cap re-ordered those two and could bring in nothing
+    with_mmr = capped.model_copy(update={"mmr_lambda": 0.9})
+    assert other.id in [h.item.id for h in cube.search("Caroline beagle puppy", user_id="u", top_k=2, plan=with_mmr)]
