@@ -126,12 +126,13 @@ class AdapterRouter:
 
 
 def name_in(texts: Sequence[str], user_id: str) -> str | None:
-    """How ``texts`` write the user's name: the first whole word equal to ``user_id`` up to case, or None."""
+    """How ``texts`` write the user's name: the first capitalised whole word equal to ``user_id`` up to
+    case, or None (a user id such as "a" or "dog" is not taken for a name in "is a dog")."""
     pattern = re.compile(r"(?<![\w])" + re.escape(user_id) + r"(?![\w])", re.IGNORECASE)
     for text in texts[:1000]:
-        found = pattern.search(text)
-        if found:
-            return found.group(0)
+        for found in pattern.finditer(text):
+            if found.group(0)[:1].isupper():
+                return found.group(0)
     return None
 
 

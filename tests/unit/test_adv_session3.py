@@ -248,3 +248,12 @@ def test_session_cap_still_spreads_sessions_when_mmr_is_on(cube: Any) -> None:
     # before: MMR kept top_k hits only, so the cap re-ordered those two and could bring in nothing
     with_mmr = capped.model_copy(update={"mmr_lambda": 0.9})
     assert other.id in [h.item.id for h in cube.search("Caroline beagle puppy", user_id="u", top_k=2, plan=with_mmr)]
+
+
+def test_a_user_id_that_is_a_common_word_is_not_taken_for_a_name() -> None:
+    from memos_integrations.parametric.routing import name_in, without_first_person, without_name
+
+    keys = ["Maya is a dog person.", "The dog of Maya is called Rex."]
+    assert name_in(keys, "maya") == "Maya" and name_in(keys, "a") is None and name_in(keys, "dog") is None
+    assert without_name("Maya's dog likes Maya.", "Maya") == "dog likes ."
+    assert without_first_person("I'm sure my dog and I like me; Irene is not mine.") == "sure dog and like ; Irene is not ."
