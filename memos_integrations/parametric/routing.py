@@ -118,11 +118,14 @@ class AdapterRouter:
         if self.score(keys, request, cache_key=cache) >= self.threshold:
             return True
         owner = getattr(manifest, "user_id", None)
-        name = name_in(keys, owner) if owner is not None and owner == user_id else None
+        plain = without_first_person(request)
+        if owner is None or owner != user_id or plain == request:  # not the owner speaking of themselves
+            return False
+        name = name_in(keys, owner)
         if name is None:
             return False
         unnamed = [without_name(k, name) for k in keys]
-        return self.score(unnamed, without_first_person(request), cache_key=cache + ":unnamed") >= self.threshold
+        return self.score(unnamed, plain, cache_key=cache + ":unnamed") >= self.threshold
 
 
 def name_in(texts: Sequence[str], user_id: str) -> str | None:
