@@ -168,8 +168,10 @@ class Preloader:
         k = self.top_k if self.top_k is not None else 4 * rt.top_k
         # cut to the block's budget: a hit's block is a head of these, and must fit it too
         ids, texts = rt.retrieve(recent, job.user_id, top_k=k, exclude=pinned)
-        if not ids or not self._current(job):
+        if not self._current(job):
             return
+        # nothing predicted (an empty cube, nothing near the last turns) still prefills the history
+        # up to the next message: a turn that retrieves nothing then prefills only its message
         job.memory_ids, job.memory_texts = ids, texts
         contexts: dict[str, str] = {}
         if rt.turn_memories == "keep":
@@ -187,6 +189,8 @@ class Preloader:
                     return
                 route = rt.para_mem.route(job.user_id) if rt.para_mem is not None else None
                 model = rt.model
+                if route is not None and rt.act_mem.model_key(model, None) == job.model_key:
+                    route = None  # the reply ran on the base model (a router left the adapter out): so does this
                 if rt.act_mem.model_key(model, route.digest if route is not None else None) != job.model_key:
                     return  # the user's adapter changed since the reply
                 with rt._adapter_scope(model, route), torch.no_grad():

@@ -412,7 +412,8 @@ class LocalRuntime:
             messages: the thread so far, ending with the reply.
             thread_id: the thread whose next turn is prepared.
             user_id: whose memories, prefix and adapter.
-            query: what to retrieve the candidates for (default: the last user message and reply).
+            query: what to retrieve the candidates for, and (with a router) whether the adapter applies
+                (default: the last user message and reply; the adapter applies).
 
         Returns:
             None; the prediction is made in the background (``preloader.wait()`` blocks until done).
@@ -423,7 +424,7 @@ class LocalRuntime:
         if self.preloader is None:
             raise InvalidInputError("next-turn preloading is off; build the runtime with preload=True")
         with self._lock:  # routing sets the model's active adapter
-            route = self.para_mem.route(user_id) if self.para_mem is not None else None
+            route = self.para_mem.route(user_id, query) if self.para_mem is not None else None
             key = self.act_mem.model_key(self.model, route.digest if route is not None else None)
         self.preloader.schedule(thread_id, user_id, list(messages), key, query=query)
 
@@ -448,7 +449,7 @@ class LocalRuntime:
         """
         assert self.preloader is not None
         stats = self.preloader.stats
-        predicted = list(zip(prediction.memory_ids, prediction.memory_texts, strict=True))
+        predicted = self._still_current(prediction)
         rank = {mid: n for n, (mid, _) in enumerate(predicted)}
         found = [rank[i] for i in ids if i in rank]
         if not ids:
@@ -468,6 +469,25 @@ class LocalRuntime:
                 return fit_ids, fit_texts, kind
         stats.misses += 1
         return ids, texts, "miss"
+
+    def _still_current(self, prediction: Any) -> list[tuple[str, str]]:
+        """The head of the predicted candidates that the cube still holds as they were predicted.
+
+        A memory deleted, superseded, edited or moved out of the user's scope since the prediction
+        ends the usable head there: the block must never serve a memory (or an old text of one) that
+        retrieval could no longer return.
+        """
+        pairs = list(zip(prediction.memory_ids, prediction.memory_texts, strict=True))
+        if self.cube is None or not pairs:
+            return pairs
+        from ..textual.filters import MemoryFilter
+
+        flt = MemoryFilter(ids=[i for i, _ in pairs], user_id=prediction.user_id, current=True)
+        now = {it.id: it.text for it in self.cube.text_mem.list_items(flt)}
+        n = 0
+        while n < len(pairs) and now.get(pairs[n][0]) == pairs[n][1]:
+            n += 1
+        return pairs[:n]
 
     def encode_until_next_message(self, history: Sequence[dict[str, str]], *, user_id: str | None,
                                   memories: Sequence[str], pinned: Sequence[str] | None = None,

@@ -174,7 +174,7 @@ class ParametricMemory:
         name = self._routes().get(user_id) or user_adapter_name(user_id)
         if name not in self.registry.registered():
             return None
-        if self.router is not None and query is not None and not self.router.applies(self.registry.manifest(name), query):
+        if self.router is not None and query is not None and not self.router.applies(self.registry.manifest(name), query, user_id):
             return None
         return name
 

@@ -100,17 +100,61 @@ class AdapterRouter:
             return -1.0
         return float((self._matrix(parts) @ key_vecs.T).max())
 
-    def applies(self, manifest: Any, request: str | None) -> bool:
-        """Whether the adapter described by ``manifest`` should run ``request``.
+    def applies(self, manifest: Any, request: str | None, user_id: str | None = None) -> bool:
+        """Whether the adapter described by ``manifest`` should run ``request`` (sent by ``user_id``).
 
         No request text (a batch call, a preload) and an adapter without keys keep today's
-        behaviour: the adapter applies.
+        behaviour: the adapter applies. The adapter's own user speaks of themselves in the first
+        person while their memories name them ("Am I allergic?" against "Maya is allergic to
+        peanuts.", 0.39): when their request falls short it is scored again without its first
+        person, against the keys without their name ("Am allergic?" against "is allergic to
+        peanuts.", 0.67). Reading "I" as the name instead would lift any first-person request
+        ("Tell me a joke." 0.16 -> 0.56): the name alone is close to every key.
         """
         keys = list(getattr(manifest, "route_texts", None) or [])
         if request is None or not keys:
             return True
         cache = f"{manifest.name}:{manifest.weights_sha256}"
-        return self.score(keys, request, cache_key=cache) >= self.threshold
+        if self.score(keys, request, cache_key=cache) >= self.threshold:
+            return True
+        owner = getattr(manifest, "user_id", None)
+        plain = without_first_person(request)
+        if owner is None or owner != user_id or plain == request:  # not the owner speaking of themselves
+            return False
+        name = name_in(keys, owner)
+        if name is None:
+            return False
+        unnamed = [without_name(k, name) for k in keys]
+        return self.score(unnamed, plain, cache_key=cache + ":unnamed") >= self.threshold
+
+
+def name_in(texts: Sequence[str], user_id: str) -> str | None:
+    """How ``texts`` write the user's name: the first capitalised whole word equal to ``user_id`` up to
+    case, or None (a user id such as "a" or "dog" is not taken for a name in "is a dog")."""
+    pattern = re.compile(r"(?<![\w])" + re.escape(user_id) + r"(?![\w])", re.IGNORECASE)
+    for text in texts[:1000]:
+        for found in pattern.finditer(text):
+            if found.group(0)[:1].isupper():
+                return found.group(0)
+    return None
+
+
+_FIRST_PERSON = re.compile(r"\b(?:I|I['\u2019](?:m|ve|ll|d)|me|my|mine|myself)(?![\w'\u2019])\s*", re.IGNORECASE)
+
+
+def without_name(text: str, name: str) -> str:
+    """``text`` without the whole word ``name`` (and its possessive)."""
+    return re.sub(r"(?<![\w])" + re.escape(name) + r"(?:['\u2019]s)?(?![\w])\s*", "", text)
+
+
+def without_first_person(request: str) -> str:
+    """``request`` without I, me, my, mine, myself.
+
+    Example:
+        >>> without_first_person("Am I allergic to anything? What is my dog's breed?")
+        "Am allergic to anything? What is dog's breed?"
+    """
+    return _FIRST_PERSON.sub("", request)
 
 
 def calibrate(router: AdapterRouter, keys: Sequence[str], positives: Sequence[str],
@@ -145,4 +189,4 @@ def calibrate(router: AdapterRouter, keys: Sequence[str], positives: Sequence[st
     return round(best[2], 3), best[0]
 
 
-__all__ = ["DEFAULT_THRESHOLD", "MAX_SENTENCES", "AdapterRouter", "calibrate", "sentences"]
+__all__ = ["DEFAULT_THRESHOLD", "MAX_SENTENCES", "AdapterRouter", "calibrate", "name_in", "sentences", "without_first_person", "without_name"]

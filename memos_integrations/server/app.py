@@ -284,7 +284,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     install_chat(app, service, principal)  # type: ignore[arg-type]  # an async dependency; FastAPI awaits it
     from .routes_store import router as face_routes
 
-    app.include_router(face_routes(service, principal, authenticator.take))  # type: ignore[arg-type]
+    app.include_router(face_routes(service, principal, authenticator.charge))  # type: ignore[arg-type]
     app.include_router(vector_routes(service, principal, limits))  # type: ignore[arg-type]
     _import_faces()
 

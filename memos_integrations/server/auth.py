@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import InvalidInputError
 from ..storage.keys import PREFIX, KeyInfo, KeyStore, digest
 from .errors import AuthenticationError
 from .limits import RateLimiter
@@ -77,6 +78,9 @@ class Authenticator:
         self._cache: dict[str, tuple[str, KeyInfo, float]] = {}
         self._denials: dict[str, tuple[int, int, int]] = {}  # claimed key id -> (second, audited, skipped)
         self._audit_lock = threading.Lock()
+        self._second, self._written, self._folded = 0, 0, 0  # rows written this second; counts folded
+        self._owed = False  # some skipped refusal is not written yet (flush_suppressed)
+        self._flushed = -1  # the second of the last flush
 
     def authenticate(self, request_headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> Principal:
         """The principal behind the request's key (the rate limit taken): the synchronous path, for the MCP endpoint.
@@ -115,15 +119,19 @@ class Authenticator:
 
     def verify(self, token: str | None) -> Principal:
         """Check ``token`` against the key store (audit a refusal) and remember it when it passes."""
+        if self._owed and int(time.monotonic()) != self._flushed:  # a scan of the table at most once a second
+            self.flush_suppressed()
         info = self.keys.verify(token)
         if info is None:
             claimed = token[len(PREFIX):].split("_", 1)[0][:16] if token and token.startswith(PREFIX) else None
             reason = "no key" if token is None else "not an active key"
-            suppressed = self._audit_budget(claimed)
-            if suppressed is not None:
+            counts = self._audit_budget(claimed)
+            if counts is not None:
                 detail: dict[str, Any] = {"reason": reason}
-                if suppressed:
-                    detail["suppressed_before"] = suppressed
+                if counts[0]:
+                    detail["suppressed_before"] = counts[0]
+                if counts[1]:
+                    detail["suppressed_other_ids"] = counts[1]
                 self.keys.audit("authenticate", None, claimed, detail, allowed=False)
             raise AuthenticationError(UNAUTHORIZED)
         if self.cache_seconds > 0 and token is not None:
@@ -135,26 +143,81 @@ class Authenticator:
     #: refused authentications audited per second and claimed key id (a keyless flood would otherwise
     #: grow mos.db without bound and hold its write lock); the rest are counted into the next row written
     AUDIT_PER_SECOND = 5
+    #: and per second in all: a flood that claims a new key id per request is bounded too
+    AUDIT_TOTAL_PER_SECOND = 20
 
-    def _audit_budget(self, claimed: str | None) -> int | None:
-        """None: do not write this refusal (over the budget, counted); else how many were skipped before it."""
+    def _audit_budget(self, claimed: str | None) -> tuple[int, int] | None:
+        """None: do not write this refusal (over a budget, counted); else how many refusals were
+        skipped before it (of this claimed id, and of ids whose counts had to be folded together).
+
+        Every refusal is either a row or a count in a later row: when the table of claimed ids fills,
+        its counts are folded into ``suppressed_other_ids`` of the next row written, never dropped (a
+        flood of made-up ids must not wash out the count of a victim's key id).
+        """
         now = int(time.monotonic())
+        key = claimed or ""
         with self._audit_lock:
-            second, written, skipped = self._denials.get(claimed or "", (now, 0, 0))
+            if self._second != now:
+                self._second, self._written = now, 0
+            second, written, skipped = self._denials.get(key, (now, 0, 0))
             if second != now:
                 second, written = now, 0
-            if written >= self.AUDIT_PER_SECOND:
-                self._denials[claimed or ""] = (second, written, skipped + 1)
+            if written >= self.AUDIT_PER_SECOND or self._written >= self.AUDIT_TOTAL_PER_SECOND:
+                if key not in self._denials and len(self._denials) >= self.MAX_CACHED:
+                    self._folded += 1
+                else:
+                    self._denials[key] = (second, written, skipped + 1)
+                self._owed = True
                 return None
-            if len(self._denials) >= self.MAX_CACHED:
+            if key not in self._denials and len(self._denials) >= self.MAX_CACHED:
+                self._folded += sum(n for _, _, n in self._denials.values())
                 self._denials.clear()
-            self._denials[claimed or ""] = (second, written + 1, 0)
-            return skipped
+            self._denials[key] = (second, written + 1, 0)
+            self._written += 1
+            folded, self._folded = self._folded, 0
+            return skipped, folded
+
+    def flush_suppressed(self) -> None:
+        """Write the counts of refusals skipped in seconds that are over (action
+        ``authenticate.suppressed``, one row per claimed key id, detail ``suppressed``).
+
+        Called on every key check that reaches the database: an attack that stops is still counted
+        in full once the service checks any key again, not only if its key id is refused once more.
+        """
+        now = int(time.monotonic())
+        with self._audit_lock:
+            self._flushed = now
+            due = {k: n for k, (sec, _, n) in self._denials.items() if n and sec != now}
+            for k in due:
+                sec, written, _ = self._denials[k]
+                self._denials[k] = (sec, written, 0)
+            folded, self._folded = self._folded, 0
+            self._owed = any(n for _, _, n in self._denials.values())
+        for claimed, skipped in due.items():
+            self.keys.audit("authenticate.suppressed", None, claimed or None, {"suppressed": skipped}, allowed=False)
+        if folded:
+            self.keys.audit("authenticate.suppressed", None, None, {"suppressed_other_ids": folded}, allowed=False)
 
     def take(self, who: Principal, cost: float = 1.0) -> None:
         """Spend ``cost`` of the key's rate tokens (the request itself costs one, taken when it was authenticated)."""
         if self.limiter is not None:
             self.limiter.take(who.key_id, cost=cost)
+
+    def charge(self, who: Principal, extra: float) -> None:
+        """Spend ``extra`` rate tokens on top of the one the request paid (a request doing the work of several).
+
+        Raises:
+            InvalidInputError: the request and its ``extra`` cost more than the key's bucket holds: no
+                wait would let it through (a 429 would send the client retrying for ever); split it.
+            RateLimitedError: the bucket has not refilled enough yet (``retry_after`` says for how long).
+        """
+        if self.limiter is None or not self.limiter.active:
+            return
+        if extra + 1 > self.limiter.burst:
+            raise InvalidInputError(
+                f"this request does the work of {extra + 1:g} requests, more than this key's burst of "
+                f"{self.limiter.burst}: no wait lets it through; split it into requests of at most {self.limiter.burst}")
+        self.limiter.take(who.key_id, cost=extra)
 
     def forget(self, key_id: str) -> None:
         """Drop a key from this process's cache (call it after revoking the key here)."""

@@ -461,7 +461,10 @@ class TextualMemory:
                 order = P.one_per_message(self, order, rows, scores, window)
             mmr_ids = order[:window]
             rids, matrix = self.store.vectors_for(mmr_ids)
-            order = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+            chosen = R.mmr(mmr_ids, dict(zip(rids, matrix)), scores, plan.mmr_lambda, top_k)
+            # the rest follow in score order: the session cap and working memory first choose among them too
+            picked = set(chosen)
+            order = chosen + [r for r in order if r not in picked]
         if plan.session_cap is not None and order:
             order = S.cap_sessions(order, rows, plan.session_cap, max(plan.mmr_pool, 3 * top_k))
         if plan.working_first and "working" in legs:

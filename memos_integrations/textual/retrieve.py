@@ -397,14 +397,29 @@ def working_first(order: Sequence[int], working: set[int], n: int) -> list[int]:
 
 
 def named_speakers(query: str, speakers: Iterable[str]) -> set[str]:
-    """The speakers (as written in the memories) that ``query`` names as whole words, case-insensitive.
+    """The speakers (as written in the memories) that ``query`` names as whole words.
+
+    Matching is by Unicode case folding, but a query written with capitals names people with them:
+    there, a capitalised name found only in lower case is a word, not the name ("what will Caroline
+    do?" names Caroline, not a speaker called Will). A query without capitals names whoever it spells.
 
     Example:
         >>> sorted(named_speakers("What does Melanie do to destress?", ["Melanie", "Caroline", "Mel"]))
         ['Melanie']
+        >>> sorted(named_speakers("May I ask what Caroline will do?", ["Caroline", "Will", "May"]))
+        ['Caroline', 'May']
     """
-    low = query.lower()
-    return {s for s in set(speakers) if s.strip() and re.search(r"(?<![\w'])" + re.escape(s.lower()) + r"(?![\w])", low)}
+    folded = query.casefold()
+    cased = query != query.lower() and len(folded) == len(query)  # positions map one to one
+    found: set[str] = set()
+    for s in set(speakers):
+        name = s.strip()
+        if not name:
+            continue
+        spans = [m.start() for m in re.finditer(r"(?<![\w'])" + re.escape(name.casefold()) + r"(?![\w])", folded)]
+        if spans and (not cased or not name[0].isupper() or any(query[i].isupper() for i in spans)):
+            found.add(s)
+    return found
 
 
 def apply_speaker(
