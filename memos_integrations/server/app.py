@@ -68,6 +68,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     app.router.route_class = StrictJSONRoute  # NaN / Infinity in a body: a 422, never a stored poison
     app.state.service = service
     app.state.authenticator = authenticator
+    # refusals counted but not yet written (the audit throttle) reach the log when the app stops
+    app.router.on_shutdown.append(lambda: authenticator.flush_suppressed(force=True))
     app.state.limits = limits
     errors.install(app)
 

@@ -177,9 +177,10 @@ class Authenticator:
             folded, self._folded = self._folded, 0
             return skipped, folded
 
-    def flush_suppressed(self) -> None:
+    def flush_suppressed(self, *, force: bool = False) -> None:
         """Write the counts of refusals skipped in seconds that are over (action
-        ``authenticate.suppressed``, one row per claimed key id, detail ``suppressed``).
+        ``authenticate.suppressed``, one row per claimed key id, detail ``suppressed``); ``force``: the
+        current second's too (the app does so when it shuts down).
 
         Called on every key check that reaches the database: an attack that stops is still counted
         in full once the service checks any key again, not only if its key id is refused once more.
@@ -187,7 +188,7 @@ class Authenticator:
         now = int(time.monotonic())
         with self._audit_lock:
             self._flushed = now
-            due = {k: n for k, (sec, _, n) in self._denials.items() if n and sec != now}
+            due = {k: n for k, (sec, _, n) in self._denials.items() if n and (force or sec != now)}
             for k in due:
                 sec, written, _ = self._denials[k]
                 self._denials[k] = (sec, written, 0)

@@ -275,3 +275,17 @@ def test_a_flood_of_bad_keys_is_refused_every_time_but_audited_in_bounded_rows(s
     rows = [e for e in svc.keys.audit_log(100_000) if e["action"] == "authenticate"][: 100_000]
     written = len(rows) - before
     assert 1 <= written <= 5 * (seconds + 1), written  # a few per second, not one per request
+
+
+def test_refusals_counted_but_not_written_reach_the_log_when_the_app_stops(tmp_path: Path) -> None:
+    mos = MOS(tmp_path / "home", embedder=DeterministicFakeEmbedding(size=6))
+    keys = KeyStore.open(tmp_path / "home" / "mos.db")
+    app = create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False)
+    with TestClient(app, raise_server_exceptions=False) as http:  # the context runs the app's lifespan
+        for _ in range(30):
+            assert http.get("/v1/users/me", headers={"Authorization": "Bearer mk_victimid0000_x"}).status_code == 401
+    rows = [e for e in keys.audit_log(1000) if e["action"].startswith("authenticate")]
+    counted = sum((e["action"] == "authenticate") + sum(int(e["detail"].get(k, 0)) for k in (
+        "suppressed_before", "suppressed_other_ids", "suppressed")) for e in rows)
+    assert counted == 30 and len(rows) < 30
+    mos.close()
