@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import random
+import resource
 import signal
 import statistics
 import subprocess
@@ -83,6 +84,7 @@ def _load(args: argparse.Namespace) -> None:
         return time.perf_counter() - due, code
 
     results: list[tuple[float, int]] = []
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     if args.count:  # one at a time: no queueing, for the overhead comparison
         for n in range(args.count):
@@ -99,17 +101,33 @@ def _load(args: argparse.Namespace) -> None:
                 futures.append(pool.submit(one, due, n + rng.randrange(1000)))
             results = [f.result() for f in futures]
     elapsed = time.perf_counter() - start
+    used = resource.getrusage(resource.RUSAGE_SELF)
     lat = [r[0] for r in results]
     print(json.dumps({"n": len(results), "errors": sum(1 for r in results if r[1] not in (200, 201)),
                       "codes": sorted({r[1] for r in results}), "achieved": len(results) / elapsed,
-                      "p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99)}))
+                      "p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
+                      "load_cpu": (used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime) / max(1, len(results))}))
 
 
-def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, count: int = 0) -> dict[str, Any]:
+def _row(label: str, seconds: str, res: dict[str, Any]) -> list[Any]:
+    """A table row for one load run: latency, errors, and what a request cost each process in CPU (the
+    server's is this process's CPU over the run; it reads ``-`` when the server is another process)."""
+    server = res["server_cpu"] * 1e3 if res.get("server_cpu") is not None else "-"
+    return [label, seconds, res["n"], res["achieved"] if seconds != "-" else "-", res["p50"] * 1e3, res["p95"] * 1e3,
+            res["errors"], server, res["load_cpu"] * 1e3, f"{res['loadavg']:.1f}"]
+
+
+def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, count: int = 0,
+              server_here: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_service", "--load", "--plan", str(plan), "--kind", kind,
            "--rate", str(rate), "--duration", str(duration), "--count", str(count)]
+    cpu = time.process_time()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    # this process's CPU while the load ran: the in-process server's (nothing else here runs meanwhile)
+    found["server_cpu"] = (time.process_time() - cpu) / max(1, found["n"]) if server_here else None
+    found["loadavg"] = os.getloadavg()[0]
+    return found
 
 
 # -- the server side ----------------------------------------------------------------------------------
@@ -246,11 +264,11 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
     found = {"direct_p50": med(d50), "http_p50": med(h50), "health_p50": med(hz50),
              "direct_cpu": med(dcpu), "http_cpu": med(hcpu), "health_cpu": med(hzcpu)}
     rows.append([f"search, direct MOS (1 at a time; median of {repeats} p50s)", "-", n * repeats, "-",
-                 found["direct_p50"] * 1e3, found["direct_cpu"] * 1e3, 0])
+                 found["direct_p50"] * 1e3, found["direct_cpu"] * 1e3, 0, "-", "-", f"{os.getloadavg()[0]:.1f}"])
     rows.append([f"search, HTTP (1 at a time; median of {repeats} p50s)", "-", n * repeats, "-",
-                 found["http_p50"] * 1e3, found["http_cpu"] * 1e3, 0])
+                 found["http_p50"] * 1e3, found["http_cpu"] * 1e3, 0, "-", "-", f"{os.getloadavg()[0]:.1f}"])
     rows.append([f"GET /healthz (1 at a time; median of {repeats} p50s)", "-", n * repeats, "-",
-                 found["health_p50"] * 1e3, found["health_cpu"] * 1e3, 0])
+                 found["health_p50"] * 1e3, found["health_cpu"] * 1e3, 0, "-", "-", f"{os.getloadavg()[0]:.1f}"])
     return found
 
 
@@ -312,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="postgres: the cubes' truth and vectors in a pgserver PostgreSQL (kept under --home)")
     p.add_argument("--rate-limit", type=float, default=0,
                    help="turn per-key rate limiting on at this rate (with a burst no run reaches), to measure its cost")
+    p.add_argument("--no-batch", action="store_true", help="embed each query alone (no micro-batching), for comparison")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -331,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-service-"))
     root.mkdir(parents=True, exist_ok=True)
     embedder = MiniLMEmbedder()
+    if not args.no_batch:
+        from memos_integrations.textual.batching import batched
+
+        embedder = batched(embedder)  # what `memcube serve` does for a MiniLM home
     pg = None
     dsn = None
     if args.backend == "postgres":
@@ -363,28 +386,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
     if args.only in ("all", "load"):
-        unloaded = _run_load(plan, "search", count=args.overhead_n)
+        unloaded = _run_load(plan, "search", count=args.overhead_n, server_here=not args.workers)
         base_p95 = unloaded["p95"]
-        rows.append(["search, HTTP (1 at a time: the unloaded p95)", "-", unloaded["n"], "-", unloaded["p50"] * 1e3,
-                     unloaded["p95"] * 1e3, unloaded["errors"]])
-        target_search = _run_load(plan, "search", rate=args.search_rate, duration=args.duration)
-        rows.append([f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search["n"], target_search["achieved"],
-                     target_search["p50"] * 1e3, target_search["p95"] * 1e3, target_search["errors"]])
-        target_add = _run_load(plan, "add", rate=args.add_rate, duration=args.duration)
-        rows.append([f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add["n"], target_add["achieved"],
-                     target_add["p50"] * 1e3, target_add["p95"] * 1e3, target_add["errors"]])
+        rows.append(_row("search, HTTP (1 at a time: the unloaded p95)", "-", unloaded))
+        target_search = _run_load(plan, "search", server_here=not args.workers, rate=args.search_rate, duration=args.duration)
+        rows.append(_row(f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search))
+        target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
+        rows.append(_row(f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add))
         # the rate at which p95 doubles over its unloaded value (one request at a time)
         doubled = None
         for rate in [float(r) for r in args.sweep.split(",") if r]:
-            res = _run_load(plan, "search", rate=rate, duration=args.sweep_duration)
-            rows.append([f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res["n"], res["achieved"],
-                         res["p50"] * 1e3, res["p95"] * 1e3, res["errors"]])
+            res = _run_load(plan, "search", server_here=not args.workers, rate=rate, duration=args.sweep_duration)
+            rows.append(_row(f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res))
             if res["p95"] >= 2 * base_p95:
                 doubled = rate
                 break
 
     print(table(["run", "s", "requests", "achieved req/s", "p50 ms", "p95 ms (overhead rows: CPU ms/request)",
-                 "errors"], rows))
+                 "errors", "server CPU ms/req", "load CPU ms/req", "load avg"], rows))
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         print(f"\nservice overhead (HTTP + auth + JSON), p50: {(found['http_p50'] - found['direct_p50']) * 1e3:.2f} ms "
               f"wall, {(found['http_cpu'] - found['direct_cpu']) * 1e3:.2f} ms CPU per request (target <= 3 ms)")

@@ -30,11 +30,15 @@ def serve(home: str, *, host: str = "127.0.0.1", port: int = 8765, limits: Limit
     import uvicorn
 
     from ..mos import MOS
+    from .service import serving_embedder
 
-    mos = MOS(home, chat_model=chat_model)
+    embedder = serving_embedder(home)  # MiniLM homes: concurrent searches share one forward pass
+    mos = MOS(home, chat_model=chat_model, embedder=embedder)
     keys = KeyStore.open(mos.home / "mos.db")
     try:
         uvicorn.run(create_app(mos, keys=keys, limits=limits), host=host, port=port, log_level=log_level)
     finally:
         keys.close()
         mos.close()
+        if embedder is not None:
+            embedder.close()

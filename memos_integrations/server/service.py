@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..access import deny, normalize_id
-from ..errors import AccessDeniedError, ConflictError, CubeNotFoundError, InvalidInputError
+from ..errors import AccessDeniedError, ConflictError, CubeNotFoundError, InvalidInputError, MemosError
 from ..items import MemoryItem, SearchHit
 from ..mos import MOS, safe_name
 from ..mos_view import CubeView
@@ -57,6 +58,41 @@ def default_cube_name(user: str) -> str:
         return safe_name(name)
     except InvalidInputError:
         return "u" + hashlib.sha256(user.encode()).hexdigest()[:16] + "_default"
+
+
+def serving_embedder(home: str | Path) -> Any:
+    """The embedder a served home's MOS opens its cubes with (what ``memcube serve`` passes to ``MOS``).
+
+    MiniLM with batched query embeddings (:func:`memos_integrations.textual.batching.batched`: concurrent
+    searches share one forward pass, about half the CPU per search under load) when every cube the home
+    registers was built with MiniLM, which the service's new cubes are too. None when any was built
+    with another embedder: each cube then opens the one its config names, unbatched, as before.
+    """
+    from ..cube import read_header
+    from ..storage.sql import SQLiteDatabase
+    from ..storage.tables.registry import Registry
+    from ..textual.batching import batched
+    from ..textual.embed import MiniLMEmbedder
+
+    registry = Path(home) / "mos.db"
+    recorded = []
+    if registry.exists():
+        db = SQLiteDatabase(registry)
+        try:
+            rows = Registry(db, str(registry)).cubes()
+        finally:
+            db.close()
+        for _cube_id, path in rows:
+            try:
+                recorded.append(read_header(Path(path), verify=False)["embedder"])
+            except MemosError:
+                continue  # a missing or broken cube answers its own error when a request opens it
+    if any(r.get("name") != MiniLMEmbedder.name for r in recorded):
+        return None
+    minilm = MiniLMEmbedder()
+    if any(r.get("fingerprint") != minilm.fingerprint for r in recorded):
+        return None
+    return batched(minilm)
 
 
 _FIRST_WRITE = threading.Lock()  # REST and MCP in one process: two first writes make one cube
