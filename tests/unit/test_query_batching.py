@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def test_each_caller_gets_the_vector_of_its_own_text(embedder: Any) -> None:
     first.start()
     assert gate.entered.wait(20)
     texts = [f"question {i}: what did user {i} say about {w}?" for i, w in enumerate(["tea", "cars", "rain", "jazz"] * 4)]
-    out, threads = run_all([lambda t=t: batcher.embed(t) for t in texts])
+    out, threads = run_all([partial(batcher.embed, t) for t in texts])
     wait_queued(batcher, len(texts))
     gate.open.set()
     for t in [first, *threads]:
@@ -93,7 +94,7 @@ def test_a_failing_batch_fails_every_caller_with_a_memos_error_and_the_next_call
     first = threading.Thread(target=lambda: batcher.embed("hold"))
     first.start()
     assert gate.entered.wait(20)
-    out, threads = run_all([lambda t=t: batcher.embed(t) for t in ("boom", "bomb", "bump")])
+    out, threads = run_all([partial(batcher.embed, t) for t in ("boom", "bomb", "bump")])
     wait_queued(batcher, 3)
     gate.open.set()
     for t in [first, *threads]:
@@ -111,7 +112,7 @@ def test_close_with_requests_queued_fails_them_at_once_and_refuses_new_ones(embe
     batcher = QueryBatcher(gate)
     out_first, (first,) = run_all([lambda: batcher.embed("in flight")])
     assert gate.entered.wait(20)
-    out, threads = run_all([lambda i=i: batcher.embed(f"queued {i}") for i in range(5)])
+    out, threads = run_all([partial(batcher.embed, f"queued {i}") for i in range(5)])
     wait_queued(batcher, 5)
     start = time.monotonic()
     batcher.close(timeout=0.1)  # the call in flight is still held: close must not wait for it
@@ -135,7 +136,7 @@ def test_an_abandoned_caller_does_not_block_the_others(embedder: Any) -> None:
     assert gate.entered.wait(20)
     abandoned = threading.Thread(target=batcher.embed, args=("nobody reads this",), daemon=True)
     abandoned.start()
-    out, threads = run_all([lambda i=i: batcher.embed(f"still wanted {i}") for i in range(3)])
+    out, threads = run_all([partial(batcher.embed, f"still wanted {i}") for i in range(3)])
     wait_queued(batcher, 4)
     gate.open.set()
     for t in threads:
@@ -187,8 +188,10 @@ def test_two_users_searching_at_once_through_one_batcher_get_their_own_hits(tmp_
     run_all([lambda: shared.embed_query("hold the worker")])
     assert gate.entered.wait(20)
     jobs = [(u, q) for _ in range(3) for u, qs in queries.items() for q in qs]
-    out, threads = run_all([lambda u=u, q=q: [h.item for h in mos.cube(f"{u}_c", user_id=u).search(q, top_k=2)]
-                            for u, q in jobs])
+    def search(user: str, query: str) -> list[Any]:
+        return [h.item for h in mos.cube(f"{user}_c", user_id=user).search(query, top_k=2)]
+
+    out, threads = run_all([partial(search, u, q) for u, q in jobs])
     wait_queued(shared.batcher, len(queries["alice"]) + len(queries["bob"]))  # repeats may hit the cache
     gate.open.set()
     for t in threads:
