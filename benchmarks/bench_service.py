@@ -14,6 +14,13 @@ rising rates stops at the first that doubles it); and the service's own
 overhead, p50 of one HTTP search minus p50 of the same ``MOS`` search done directly (one at a time).
 Rate limiting is off for the run unless ``--rate-limit`` turns it on (with a burst no run reaches) to measure its cost.
 
+Every load row also gives the CPU one request cost the server (this process's CPU over the run: the in-process
+server is all that runs here meanwhile) and the load generator (its own ``getrusage``), and the load average:
+on a shared machine, CPU per request and the rate achieved at saturation say more than latency. Query
+vectors are forgotten before each load run, so the unloaded baseline pays for its embeddings as the loaded
+runs do. The server embeds concurrent searches' queries together (``textual/batching.py``, as ``memcube
+serve`` does on a MiniLM home); ``--no-batch`` embeds each alone, for comparison.
+
     python -m benchmarks.bench_service                      # the issue's 30 s runs
     python -m benchmarks.bench_service --duration 5 --sweep-duration 4   # a short look
 """
@@ -381,14 +388,23 @@ def main(argv: list[str] | None = None) -> int:
         for u in users:
             mos.search("warm up", user_id=u["user"], top_k=10)
 
+    def cold() -> None:
+        """Forget cached query vectors (in-process server): every run starts with its queries unembedded,
+        so the unloaded baseline pays for its embeddings as the loaded runs do (repeats within a run still hit)."""
+        clear = getattr(mos.embedder, "clear_query_cache", None)
+        if clear is not None and not args.workers:
+            clear()
+
     rows: list[list[Any]] = []
     base_p95 = None
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
     if args.only in ("all", "load"):
+        cold()
         unloaded = _run_load(plan, "search", count=args.overhead_n, server_here=not args.workers)
         base_p95 = unloaded["p95"]
         rows.append(_row("search, HTTP (1 at a time: the unloaded p95)", "-", unloaded))
+        cold()
         target_search = _run_load(plan, "search", server_here=not args.workers, rate=args.search_rate, duration=args.duration)
         rows.append(_row(f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search))
         target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
@@ -396,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         # the rate at which p95 doubles over its unloaded value (one request at a time)
         doubled = None
         for rate in [float(r) for r in args.sweep.split(",") if r]:
+            cold()
             res = _run_load(plan, "search", server_here=not args.workers, rate=rate, duration=args.sweep_duration)
             rows.append(_row(f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res))
             if res["p95"] >= 2 * base_p95:
@@ -416,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cubes: {args.backend}; server: {f'memcube serve --workers {args.workers}' if args.workers else 'uvicorn in this process'}; "
           f"machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
           f"{os.getloadavg()[0]:.1f}")
+    batcher = getattr(mos.embedder, "batcher", None)
+    if batcher is not None and batcher.calls:
+        print(f"query embeddings: {batcher.texts} in {batcher.calls} calls ({batcher.texts / batcher.calls:.1f} per call; "
+              "concurrent searches share one forward pass)")
     if server is not None and thread is not None:
         server.should_exit = True
         thread.join(timeout=30)
