@@ -435,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.getloadavg()[0]:.1f}")
     batcher = getattr(mos.embedder, "batcher", None)
     if batcher is not None and batcher.calls:
-        print(f"query embeddings: {batcher.texts} in {batcher.calls} calls ({batcher.texts / batcher.calls:.1f} per call; "
-              "concurrent searches share one forward pass)")
+        print(f"query embeddings: {batcher.texts} in {batcher.calls} calls ({batcher.texts / batcher.calls:.1f} per call, "
+              f"{batcher.busy_s / batcher.calls * 1e3:.1f} ms wall per call; concurrent searches share one forward pass)")
     if server is not None and thread is not None:
         server.should_exit = True
         thread.join(timeout=30)

@@ -23,6 +23,7 @@ vectors, and returns any other embedder unchanged.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -73,9 +74,10 @@ class QueryBatcher:
         self._queue: deque[_Pending] = deque()
         self._closed = False
         self._thread: threading.Thread | None = None
-        #: how many calls and texts the worker made (a benchmark reports texts / calls)
+        #: how many calls and texts the worker made, and its wall time in them (a benchmark reports them)
         self.calls = 0
         self.texts = 0
+        self.busy_s = 0.0
 
     def embed(self, text: str) -> np.ndarray:
         """The vector of ``text``, computed in whatever batch the worker forms next.
@@ -133,6 +135,7 @@ class QueryBatcher:
                 self._compute(group)
 
     def _compute(self, group: list[_Pending]) -> None:
+        start = time.perf_counter()
         try:
             vectors = np.asarray(self._embed_many([p.text for p in group]))
             if vectors.ndim != 2 or vectors.shape[0] != len(group):
@@ -150,6 +153,7 @@ class QueryBatcher:
             return
         self.calls += 1
         self.texts += len(group)
+        self.busy_s += time.perf_counter() - start
         for pending, vector in zip(group, vectors, strict=True):
             pending.finish(vector=vector)
 
