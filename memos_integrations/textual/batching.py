@@ -13,9 +13,9 @@ embedded at once (one thread hand-off, tens of microseconds), and batches grow o
 queue up while the worker is busy. Texts of very different lengths are embedded in separate calls, so
 one long query cannot make a batch of short ones pay for its padding.
 
-Failure: a failing embedding call fails every caller of that call with a :class:`MemosError` (the cause
-chained), never a hang; :meth:`QueryBatcher.close` fails whatever is still queued and refuses new
-texts. :class:`BatchedEmbedder` wraps an embedder with a batcher and a thread-safe LRU of query
+Failure: when a shared call fails, each of its texts is embedded again alone, so only a caller whose own
+text fails gets an error (a :class:`MemosError`, the cause chained), never another user's, and never a
+hang; :meth:`QueryBatcher.close` fails whatever is still queued and refuses new texts. :class:`BatchedEmbedder` wraps an embedder with a batcher and a thread-safe LRU of query
 vectors; :func:`batched` wraps only embedders whose one-text and many-text paths compute the same
 vectors, and returns any other embedder unchanged.
 """
@@ -140,16 +140,18 @@ class QueryBatcher:
             vectors = np.asarray(self._embed_many([p.text for p in group]))
             if vectors.ndim != 2 or vectors.shape[0] != len(group):
                 raise BackendError(f"the embedder returned {vectors.shape} for {len(group)} texts; expected one row each")
-        except MemosError as exc:
-            for pending in group:
-                pending.finish(error=exc)
-            return
-        except Exception as exc:  # the embedder's own failure: every caller gets it, chained, as a MemosError
-            failure = BackendError(f"embedding {len(group)} queries failed ({type(exc).__name__}: {exc}); retry, "
-                                   "and check the embedder if it persists")
-            failure.__cause__ = exc
-            for pending in group:
-                pending.finish(error=failure)
+        except Exception as exc:
+            if len(group) > 1:  # one caller's text must not fail the others: each alone, and only its own fails
+                for pending in group:
+                    self._compute([pending])
+                return
+            if isinstance(exc, MemosError):
+                group[0].finish(error=exc)
+            else:  # the embedder's own failure reaches its caller, chained, as a MemosError
+                failure = BackendError(f"embedding the query failed ({type(exc).__name__}: {exc}); retry, and "
+                                       "check the embedder if it persists")
+                failure.__cause__ = exc
+                group[0].finish(error=failure)
             return
         self.calls += 1
         self.texts += len(group)
