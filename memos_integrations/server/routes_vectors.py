@@ -216,10 +216,11 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
     def llama_store(who: Principal, body: LlamaIndexBinding, need: str) -> Any:
         from ..llama_index.vector_store import MemOSVectorStore
 
-        user, _agent, view = view_of(who, body, need)
+        user, agent, view = view_of(who, body, need)
         if view is None:
             return None
-        return MemOSVectorStore(view, namespace=body.namespace, user_id=user, embed_missing=body.embed_missing)
+        return MemOSVectorStore(view, namespace=body.namespace, user_id=user, agent_id=agent,
+                                embed_missing=body.embed_missing)
 
     @router.post("/llama-index/add", response_model=None)
     def llama_add(body: LlamaIndexAddIn, who: Auth) -> JSONResponse:

@@ -1,0 +1,71 @@
+"""Adversary checks (session 4) on the service's face routes: each test failed on the code it was written against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("llama_index.core")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from langchain_core.embeddings.fake import DeterministicFakeEmbedding  # noqa: E402
+from llama_index.core.schema import TextNode  # noqa: E402
+
+from memos_integrations import MOS  # noqa: E402
+from memos_integrations.llama_index import MemOSVectorStore as LlamaStore  # noqa: E402
+from memos_integrations.remote import RemoteCube  # noqa: E402
+from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
+
+DIM = 6
+
+
+class Svc(NamedTuple):
+    mos: MOS
+    http: TestClient
+    keys: dict[str, str]
+
+    def remote(self, who: str, cube_id: str = "shared") -> RemoteCube:
+        return RemoteCube("http://testserver", self.keys[who], cube_id=cube_id, client=self.http)
+
+    def post(self, who: str, route: str, body: dict[str, Any]) -> Any:
+        return self.http.post(route, json=body, headers={"Authorization": f"Bearer {self.keys[who]}"})
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
+    """alice owns ``shared`` (bob reads it); ``helper`` is alice's agent key."""
+    home = tmp_path_factory.mktemp("s4")
+    mos = MOS(home, embedder=DeterministicFakeEmbedding(size=DIM))
+    keys = KeyStore.open(mos.home)
+    for user in ("alice", "bob", "carol"):
+        mos.create_user(user)
+    mos.create_cube_for_user("shared", owner_id="alice")
+    mos.create_cube_for_user("bob_own", owner_id="bob")
+    mos.share_cube_with_user("shared", "bob", "read", user_id="alice")
+    issued = {u: keys.create(u)[0] for u in ("alice", "bob", "carol")}
+    issued["helper"] = keys.create("alice", agent_id="helper")[0]
+    app = create_app(mos, keys=keys, limits=Limits(rate=0, max_body_bytes=16 * 1024), mcp=False)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        yield Svc(mos, http, issued)
+    keys.close()
+    mos.close()
+
+
+def _node(i: int, text: str = "") -> TextNode:
+    return TextNode(id_=f"n{i}", text=text or f"node number {i}", embedding=[float(i + 1)] + [0.5] * (DIM - 1))
+
+
+# -- item 1: an agent key's LlamaIndex writes were recorded as the user, without the agent ------------
+def test_an_agent_keys_llama_index_writes_carry_the_agent(svc: Svc) -> None:
+    store = LlamaStore(svc.remote("helper"), namespace="agentns")
+    store.add([_node(1)])
+    view = svc.mos.cube("shared", user_id="alice")
+    item = view.get(store.item_id("n1"))
+    assert (item.user_id, item.agent_id, item.created_by) == ("alice", "helper", "agent:helper")
+    store.delete_nodes(["n1"])
+    last = view.history(item.id)[-1]
+    assert last.created_by == "agent:helper"
