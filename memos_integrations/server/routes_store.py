@@ -31,7 +31,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..access import deny
-from ..errors import CubeNotFoundError, InvalidInputError
+from ..errors import AccessDeniedError, CubeNotFoundError, InvalidInputError
 from ..mos_view import CubeView
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
@@ -307,7 +307,10 @@ def router(service: Service, principal: Callable[..., Principal],
             return {"messages": []}
         history = MemOSChatMessageHistory(cube, body.session_id, user_id=user, agent_id=agent, remember=body.remember)
         if body.op == "messages":
-            return {"messages": [message_to_dict(m) for m in history.messages]}
+            try:
+                return {"messages": [message_to_dict(m) for m in history.messages]}
+            except AccessDeniedError:  # another user's session (audited in the cube): as unknown, so its name stays hidden
+                return {"messages": []}
         if body.op == "add":
             try:
                 messages = messages_from_dict(body.messages)

@@ -69,3 +69,34 @@ def test_an_agent_keys_llama_index_writes_carry_the_agent(svc: Svc) -> None:
     store.delete_nodes(["n1"])
     last = view.history(item.id)[-1]
     assert last.created_by == "agent:helper"
+
+
+# -- item 2: a session of another user answered 403 where an unknown one answered []: its name leaked -----
+def test_a_reader_cannot_tell_another_users_session_from_an_unknown_one(svc: Svc) -> None:
+    owner = svc.post("alice", "/v1/faces/chat-history",
+                     {"cube_id": "shared", "op": "add", "session_id": "alice-diary",
+                      "messages": [{"type": "human", "data": {"content": "my secret", "type": "human"}}]})
+    assert owner.status_code == 200, owner.text
+
+    def answer(session: str, op: str = "messages") -> tuple[int, Any]:
+        r = svc.post("bob", "/v1/faces/chat-history", {"cube_id": "shared", "op": op, "session_id": session})
+        return r.status_code, r.json().get("messages", r.json().get("error", {}).get("message"))
+
+    assert answer("alice-diary") == answer("no-such-session") == (200, [])
+    assert answer("alice-diary", "clear") == answer("no-such-session", "clear")  # a reader may not write: both 403
+    # LlamaIndex chat keys and KV collections: per user, so bob sees none of alice's
+    svc.post("alice", "/v1/faces/llama-chat", {"cube_id": "shared", "op": "add", "key": "alice-key",
+                                               "messages": [{"role": "user", "content": "hi"}]})
+    svc.post("alice", "/v1/faces/llama-kv", {"cube_id": "shared", "op": "put_all", "collection": "alice-col",
+                                             "pairs": [["k", {"v": 1}]]})
+    for op, extra in (("keys", {}), ("rows", {"key": "alice-key"}), ("count", {"key": "alice-key"})):
+        mine = svc.post("bob", "/v1/faces/llama-chat", {"cube_id": "shared", "op": op, **extra}).json()
+        unknown = svc.post("bob", "/v1/faces/llama-chat",
+                           {"cube_id": "shared", "op": op, **({"key": "zz"} if extra else {})}).json()
+        assert mine == unknown, op
+    kv = [svc.post("bob", "/v1/faces/llama-kv", {"cube_id": "shared", "op": "get_all", "collection": c}).json()
+          for c in ("alice-col", "zz")]
+    assert kv[0] == kv[1]
+    # the owner still sees the refused read in the cube's audit log
+    denied = [r for r in svc.mos.cube("shared", user_id="alice", access="owner").audit_log(20) if not r["allowed"]]
+    assert any(r["action"] == "history:read" and r["target"] == "session:alice-diary" for r in denied)
