@@ -17,8 +17,8 @@ What differs from a local :class:`~memos_integrations.MemCube`:
 
 - *Who*: the key names the user (and maybe the agent) every call acts as. A ``user_id`` the faces pass is
   sent as the acting user: the key's own user passes, another user is refused by the service unless the
-  key is an admin's. In a cube shared with several users, search covers the whole cube (MOS semantics),
-  where a local ``MemCube.search(user_id=...)`` filters items by their ``user_id``.
+  key is an admin's. ``search(user_id=...)`` filters to that user's memories, as ``MemCube.search`` does
+  (``/v1/faces/search``); with no ``user_id`` it covers the whole cube, everything the key's user may read.
 - *Not over this API yet* (refused with :class:`InvalidInputError` naming what is missing, never ignored):
   ``add_items`` (items with ids and vectors), search with a query vector or with a ``MemoryFilter`` field
   the route has none for (several users, ``ids``, ``parent_id``, states), ``add`` with ``sources``,
@@ -222,7 +222,8 @@ class RemoteCube:
 
         Args:
             query: what to look for.
-            user_id: the acting user (sent when one string is given; see the module docstring).
+            user_id: only this user's memories, as ``MemCube.search``; it is also the acting user, so another
+                user's id is refused by the service unless the key is an admin's. None: the whole cube.
             agent_id: only this agent's memories (the service refuses one that is not the key's agent).
             session_id: only memories from this session.
             kinds: only these kinds.
@@ -264,7 +265,10 @@ class RemoteCube:
             "time_from": _when(time_from), "time_to": _when(time_to), "as_of": _when(as_of), "now": _when(now),
             "current_session": current_session,
         })
-        data = self._call("POST", "/v1/memories/search", json=body)
+        # a user_id filters to that user's memories, as MemCube.search does (the faces' route); none: the
+        # whole cube, everything the key's user may read (MOS semantics, as a MemCube with no user_id)
+        route = "/v1/memories/search" if user_id is None else "/v1/faces/search"
+        data = self._call("POST", route, json=body)
         hits = _field(data, "hits", list)
         return [_to_hit(h) for h in hits]
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..access import deny
@@ -36,8 +36,8 @@ from ..mos_view import CubeView
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
-from .models import Id, KindName, Status
-from .service import Service
+from .models import Id, KindName, SearchIn, Status
+from .service import Service, hit_json
 
 #: the most labels a namespace may have, and characters per label, over HTTP
 MAX_LABELS = 64
@@ -226,6 +226,28 @@ def router(service: Service, principal: Callable[..., Principal],
                    "store namespaces of an agent open to that agent's own key only; leave agent_id and "
                    "as_principal out, or create a key for the agent: memcube keys create --user <you> --agent <agent>",
                    {"key_id": who.key_id, "agent_id": who.agent_id})
+
+    @api.post("/search", response_model=None, responses={**ERRORS})
+    def face_search(body: SearchIn, who: Auth, request: Request) -> dict[str, Any]:
+        """A face's ``cube.search(user_id=...)``: as on a local cube, ``user_id`` filters to that user's memories.
+
+        ``/v1/memories/search`` covers the whole cube (MOS semantics: everything the key's user may read);
+        a face bound to a user searches that user's memories only, so the same face code finds the same
+        memories on a MemCube and on a RemoteCube. ``user_id`` is also the acting user: another user's id
+        is refused (audited) unless the key is an admin's.
+        """
+        max_k = request.app.state.limits.max_k
+        if body.k > max_k:
+            raise InvalidInputError(f"k may be at most {max_k}; page through results with a narrower query")
+        user = service.actor(who, body.user_id)
+        found = service.view(user, body.cube_id, "read")
+        if found is None:
+            return {"hits": []}
+        hits = found.search(body.query, top_k=body.k, user_id=None if body.user_id is None else user,
+                            session_id=body.session_id, agent_id=body.agent_id, kinds=body.kinds, tags=body.tags,
+                            metadata=body.metadata, plan=body.plan, time_from=body.time_from, time_to=body.time_to,
+                            now=body.now or body.as_of, as_of=body.as_of, current_session=body.current_session)
+        return {"hits": [hit_json(h) for h in hits]}
 
     @api.post("/store/batch", response_model=None, responses={200: {"model": StoreResults}, **ERRORS})
     def store_batch(body: StoreBatchIn, who: Auth) -> dict[str, Any]:

@@ -100,3 +100,30 @@ def test_a_reader_cannot_tell_another_users_session_from_an_unknown_one(svc: Svc
     # the owner still sees the refused read in the cube's audit log
     denied = [r for r in svc.mos.cube("shared", user_id="alice", access="owner").audit_log(20) if not r["allowed"]]
     assert any(r["action"] == "history:read" and r["target"] == "session:alice-diary" for r in denied)
+
+
+# -- item 3: RemoteCube.search covered the whole cube where the same face on a MemCube filters to its user
+def test_the_same_face_code_finds_the_same_memories_locally_and_remotely(svc: Svc) -> None:
+    from memos_integrations.langchain import MemOSRetriever
+    from memos_integrations.llama_index import MemOSRetriever as LlamaRetriever
+
+    svc.mos.create_cube_for_user("team", owner_id="alice")
+    svc.mos.share_cube_with_user("team", "bob", "write", user_id="alice")
+    svc.mos.cube("team", user_id="alice").add(memory=["Alice drinks green tea.", "Alice plays the cello."])
+    svc.mos.cube("team", user_id="bob").add(memory=["Bob drinks black tea.", "Bob plays the drums."])
+    local, remote = svc.mos.cube("team", user_id="bob"), svc.remote("bob", "team")
+
+    def lc(cube: Any) -> list[str]:
+        return [d.metadata["memory_id"] for d in MemOSRetriever(cube=cube, user_id="bob", k=4).invoke("tea drinks")]
+
+    def li(cube: Any) -> list[str]:
+        return [n.node.metadata["memory_id"] for n in LlamaRetriever(cube, user_id="bob", similarity_top_k=4).retrieve("tea drinks")]
+
+    assert lc(local) == lc(remote) and len(lc(local)) == 2  # bob's two memories, not alice's
+    assert li(local) == li(remote) and set(li(local)) == set(lc(local))
+    # user_id=None says "every user's" on both sides (a shared knowledge cube): the whole cube
+    assert len(MemOSRetriever(cube=remote, user_id=None, k=4).invoke("tea drinks")) == 4
+    # a face may not filter as another user it is not (the key's user acts): refused, as any claim
+    from memos_integrations.errors import AccessDeniedError
+    with pytest.raises(AccessDeniedError):
+        remote.search("tea", user_id="alice")
