@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -127,3 +126,85 @@ def test_the_same_face_code_finds_the_same_memories_locally_and_remotely(svc: Sv
     from memos_integrations.errors import AccessDeniedError
     with pytest.raises(AccessDeniedError):
         remote.search("tea", user_id="alice")
+
+
+# -- item 4: an add split over several requests (body limit) was atomic per request: a failure in a later
+# request left the earlier ones written
+def _failing_client(svc: Svc, route: str, fail_at: int) -> TestClient:
+    """A client of the same app whose ``fail_at``-th request to ``route`` never reaches it (the network dies)."""
+    import httpx
+
+    client = TestClient(svc.http.app, raise_server_exceptions=False)
+    seen = {"n": 0}
+
+    def hook(request: httpx.Request) -> None:
+        if request.url.path == route:
+            seen["n"] += 1
+            if seen["n"] == fail_at:
+                raise httpx.ConnectError("the network went away", request=request)
+
+    client.event_hooks = {"request": [hook], "response": []}
+    return client
+
+
+def test_a_split_llama_index_add_is_all_or_nothing(svc: Svc) -> None:
+    from memos_integrations.errors import BackendError
+
+    route = "/v1/vector-stores/llama-index/add"
+    nodes = [_node(i, "words " * 400 + str(i)) for i in range(24)]  # ~58 KB of JSON: 4+ requests of 16 KB
+    with _failing_client(svc, route, fail_at=3) as http:
+        store = LlamaStore(RemoteCube("http://testserver", svc.keys["alice"], cube_id="shared", client=http),
+                           namespace="split")
+        with pytest.raises(BackendError, match="nothing was written"):
+            store.add(nodes)
+    assert store.get_nodes() == []  # neither request 1 nor 2 left its nodes
+    assert sorted(store.add(nodes)) == sorted(n.node_id for n in nodes)  # the retry writes the whole batch once
+    assert len(store.get_nodes()) == 24
+
+
+def test_a_split_langchain_add_is_all_or_nothing(svc: Svc) -> None:
+    from memos_integrations.errors import BackendError
+    from memos_integrations.langchain import MemOSVectorStore
+
+    route = "/v1/vector-stores/langchain/add"
+    texts = ["words " * 400 + str(i) for i in range(24)]
+    with _failing_client(svc, route, fail_at=2) as http:
+        cube = RemoteCube("http://testserver", svc.keys["alice"], cube_id="shared", client=http)
+        store = MemOSVectorStore(cube, DeterministicFakeEmbedding(size=DIM), user_id="alice", kind="document")
+        with pytest.raises(BackendError, match="nothing was written"):
+            store.add_texts(texts, ids=[f"lc{i}" for i in range(24)])
+        assert store.get_by_ids([f"lc{i}" for i in range(24)]) == []
+
+
+def test_staged_parts_are_the_keys_own_and_a_gap_writes_nothing(svc: Svc) -> None:
+    route = "/v1/vector-stores/langchain/add"
+    common = {"cube_id": "shared", "kind": "document"}
+
+    def part(who: str, stage: str, i: int, parts: int | None = None, text: str = "t") -> Any:
+        body = {**common, "texts": [f"{text}{i}"], "ids": [f"{stage}-{i}"], "stage": stage, "part": i,
+                **({"parts": parts} if parts else {})}
+        return svc.post(who, route, body)
+
+    assert part("alice", "stage-aaaa", 0).json() == {"staged": 0}
+    # bob has a read share: he may not stage into alice's cube at all; carol cannot reach it (404)
+    assert part("bob", "stage-aaaa", 1, 2).status_code == 403
+    assert part("carol", "stage-aaaa", 1, 2).status_code == 404
+    # another key naming the same stage finds none of its parts (in its own cube: a gap, nothing written)
+    other = svc.post("bob", route, {"cube_id": "bob_own", "kind": "document", "texts": ["b"], "ids": ["b1"],
+                                    "stage": "stage-aaaa", "part": 1, "parts": 2})
+    assert other.status_code == 422 and "nothing was written" in other.json()["error"]["message"]
+    assert svc.mos.cube("bob_own", user_id="bob").get_all() == []
+    # a gap (part 1 of 3 never sent): the last part writes nothing, and the stage is gone
+    assert part("alice", "stage-bbbb", 0).status_code == 200
+    gap = part("alice", "stage-bbbb", 2, 3)
+    assert gap.status_code == 422 and "nothing was written" in gap.json()["error"]["message"], gap.text
+    assert part("alice", "stage-bbbb", 1).status_code == 200 and part("alice", "stage-bbbb", 2, 3).status_code == 422
+    # a part sent twice; parts on a part that is not the last; part without stage
+    assert part("alice", "stage-cccc", 0).status_code == 200 and part("alice", "stage-cccc", 0).status_code == 422
+    assert part("alice", "stage-dddd", 0, 3).status_code == 422
+    assert svc.post("alice", route, {**common, "texts": ["x"], "part": 0}).status_code == 422
+    # the real thing: two parts, one commit
+    assert part("alice", "stage-aaaa", 1, 2).json() == {"ids": ["stage-aaaa-0", "stage-aaaa-1"]}
+    texts = {i.text for i in svc.mos.cube("shared", user_id="alice").get_all()}
+    assert {"t0", "t1"} <= texts and not any(t.startswith("t") and t[1:].isdigit() and t not in ("t0", "t1")
+                                             for t in texts)
