@@ -208,3 +208,47 @@ def test_staged_parts_are_the_keys_own_and_a_gap_writes_nothing(svc: Svc) -> Non
     texts = {i.text for i in svc.mos.cube("shared", user_id="alice").get_all()}
     assert {"t0", "t1"} <= texts and not any(t.startswith("t") and t[1:].isdigit() and t not in ("t0", "t1")
                                              for t in texts)
+
+
+# -- item 5 (attack): a client that sent its headers and part of a body, then stalled, held its connection
+# and request open for ever (uvicorn has no timeout inside a request): enough of them exhaust the server
+def test_a_stalled_body_is_answered_408_and_blocks_nobody(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    from memos_integrations.server import slow_clients
+    from tests.integration.test_remote_cube import serve
+
+    monkeypatch.setattr(slow_clients, "BODY_TIMEOUT", 0.6)
+    mos = MOS(tmp_path / "home", embedder=DeterministicFakeEmbedding(size=DIM))
+    keys = KeyStore.open(mos.home)
+    mos.create_user("alice")
+    key = keys.create("alice")[0]
+    url, stop = serve(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False))  # type: ignore[misc]
+    host, port = url.removeprefix("http://").split(":")
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        assert httpx.post(url + "/v1/memories", json={"text": "first"}, headers=auth).status_code == 201  # makes the cube
+        stalled = []
+        for _ in range(5):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(f"POST /v1/memories HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"text\": \"half".encode())
+            stalled.append(s)
+        started = time.monotonic()
+        ok = httpx.post(url + "/v1/memories", json={"text": "a whole one"}, headers=auth)
+        assert ok.status_code == 201 and time.monotonic() - started < slow_clients.BODY_TIMEOUT  # nobody waits
+        for s in stalled:
+            answer = b""
+            while chunk := s.recv(4096):  # the server answers, then closes (recv returns b"")
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408") and b"InvalidInputError" in answer, answer[:200]
+            s.close()
+        listed = httpx.get(url + "/v1/memories", headers=auth).json()["items"]
+        assert sorted(i["text"] for i in listed) == ["a whole one", "first"]  # nothing of the stalled writes
+    finally:
+        stop()
+        keys.close()
+        mos.close()
