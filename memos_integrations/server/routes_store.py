@@ -364,6 +364,7 @@ def router(service: Service, principal: Callable[..., Principal],
         if body.op == "count":
             return {"count": table.count(key, body.status)}
         if body.op == "add":
+            _no_server_paths(body.messages)
             table.add(key, messages_from_json(body.messages), body.status or "active", replace=body.replace)
             return {}
         if body.op == "delete_at":
@@ -408,6 +409,17 @@ def _extra(name: str) -> Iterator[None]:
     except ImportError as exc:  # MissingExtraError is an ImportError too
         raise UnsupportedError(f"this service cannot run the {name} face: install memos-integrations[{name}] where "
                                f"`memcube serve` runs ({exc})") from None
+
+
+def _no_server_paths(messages: list[dict[str, Any]]) -> None:
+    """Refuse content blocks that name a file: llama_index reads a block's ``path`` while validating it, and
+    on the service that is the server's file system (an existence probe, a huge file read whole)."""
+    for n, message in enumerate(messages):
+        blocks = message.get("blocks")
+        for b, block in enumerate(blocks if isinstance(blocks, list) else []):
+            if isinstance(block, dict) and block.get("path") is not None:
+                raise InvalidInputError(f"messages[{n}].blocks[{b}] names a path; the service does not read its own "
+                                        "files for a client: send the content itself (base64 data) or a url")
 
 
 def _required(value: Any, name: str, op: str) -> Any:

@@ -252,3 +252,70 @@ def test_a_stalled_body_is_answered_408_and_blocks_nobody(tmp_path: Any, monkeyp
         stop()
         keys.close()
         mos.close()
+
+
+# -- item 5 (attack): node JSON is the client's, but llama_index runs parts of it on the service: an
+# ImageDocument's image_url was fetched (SSRF, 60 s timeouts in a worker thread) and its image_path
+# opened (a probe of the server's files); a node's format templates took any format spec (a 200-byte
+# body became a 10 MB memory: "{value:>10000000}") and attribute access ("{key.__class__}")
+def _llama_add(svc: Svc, data: dict[str, Any], cls: Any = TextNode) -> Any:
+    from memos_integrations.llama_index.wire import nodes_to_json
+
+    row = nodes_to_json([cls(text="t", id_="hostile", metadata={"a": "b"}, embedding=[1.0] * DIM)])[0]
+    row["__data__"].update(data)
+    return svc.post("alice", "/v1/vector-stores/llama-index/add", {"cube_id": "shared", "namespace": "hostile", "nodes": [row]})
+
+
+def test_node_json_cannot_make_the_service_fetch_open_or_blow_up(svc: Svc, tmp_path: Any) -> None:
+    import http.server
+    import threading
+
+    from llama_index.core.schema import ImageDocument
+    from PIL import Image
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fetched = _llama_add(svc, {"image_url": f"http://127.0.0.1:{server.server_port}/internal.png"}, ImageDocument)
+        assert fetched.status_code == 422 and hits == [], (fetched.text, hits)
+    finally:
+        server.shutdown()
+    png = tmp_path / "server-side.png"
+    Image.new("RGB", (2, 2)).save(png)
+    opened = _llama_add(svc, {"image_path": str(png)}, ImageDocument)
+    missing = _llama_add(svc, {"image_path": str(tmp_path / "nothing.png")}, ImageDocument)
+    assert opened.status_code == missing.status_code == 422  # the same answer: no probe of the server's files
+    assert opened.json()["error"]["message"] == missing.json()["error"]["message"]
+    for template in ({"metadata_template": "{key}: {value:>10000000}"}, {"metadata_template": "{key.__class__}"},
+                     {"text_template": "{metadata_str}{content!r:>99999}"}, {"text_template": "{0}"}):
+        answer = _llama_add(svc, template)
+        assert answer.status_code == 422 and "template" in answer.json()["error"]["message"], (template, answer.text)
+    fine = _llama_add(svc, {"metadata_template": "{key} = {value}", "text_template": "{metadata_str}\n--\n{content}"})
+    assert fine.status_code == 200, fine.text
+
+
+# -- item 5 (attack): a LlamaIndex chat message's image/audio/video block with a ``path`` was read on the
+# service while the message was validated: "ok" for a file that exists, 422 for one that does not (a probe
+# of the server's files; a huge file read whole into memory)
+def test_chat_message_blocks_cannot_name_the_servers_files(svc: Svc, tmp_path: Any) -> None:
+    there = tmp_path / "there.txt"
+    there.write_text("server-side file")
+    answers = []
+    for path in (str(there), str(tmp_path / "not-there.txt")):
+        for block in ("image", "audio", "video", "document"):
+            r = svc.post("alice", "/v1/faces/llama-chat", {"cube_id": "shared", "op": "add", "key": "probe",
+                                                           "messages": [{"role": "user", "blocks": [
+                                                               {"block_type": block, "path": path}]}]})
+            answers.append((r.status_code, r.json()["error"]["message"] if r.status_code != 200 else ""))
+    assert {a[0] for a in answers} == {422} and len({a[1] for a in answers}) == 1, answers
