@@ -68,6 +68,21 @@ def test_an_agent_keys_llama_index_writes_carry_the_agent(svc: Svc) -> None:
     store.delete_nodes(["n1"])
     last = view.history(item.id)[-1]
     assert last.created_by == "agent:helper"
+    # the other face routes file an agent key's writes under its agent too (guards)
+    from langchain_core.messages import HumanMessage
+
+    from memos_integrations.langchain import MemOSChatMessageHistory
+    from memos_integrations.langgraph import MemOSStore
+
+    MemOSChatMessageHistory(svc.remote("helper"), "agent-s", remember=True).add_messages(
+        [HumanMessage("The helper notes that Alice likes oolong.")])
+    MemOSStore(svc.remote("helper"), index={"dims": DIM, "fields": ["text"]}).put(
+        ("users", "alice", "notes"), "k1", {"text": "a store note"})
+    [said] = [i for i in view.get_all() if "oolong" in i.text]
+    assert (said.user_id, said.agent_id) == ("alice", "helper")
+    # a store item's scope is its namespace's (as locally: ("users", "alice") is alice's); the writer is the agent
+    [noted] = [i for i in view.get_all() if "store note" in i.text]
+    assert (noted.user_id, noted.agent_id, noted.created_by) == ("alice", None, "helper")
 
 
 # -- item 2: a session of another user answered 403 where an unknown one answered []: its name leaked -----
