@@ -11,8 +11,8 @@ remote stores share:
   is an :class:`EmbedderMismatchError`) run unchanged; it embeds by asking the service.
 - :func:`post`: one request, its JSON written strictly (NaN or infinity is an ``InvalidInputError`` here,
   never sent) and checked against the service's body limit before it leaves.
-- :func:`post_rows`: a write too big for one request is sent as several, each under the limit and each
-  atomic on the service; if one fails, the error says how many rows were written before it.
+- :func:`post_rows`: a write too big for one request is sent as the parts of one staged write, each under
+  the limit; the service writes them all when the last arrives, so a failure in any request writes nothing.
 
 Sync/async: synchronous, like ``RemoteCube``; the faces' async methods run it in a worker thread.
 """

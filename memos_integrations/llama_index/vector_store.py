@@ -318,9 +318,9 @@ class MemOSVectorStore(BasePydanticVectorStore):
 class RemoteVectorStore(MemOSVectorStore):
     """``MemOSVectorStore`` over a ``RemoteCube``: what you get from ``MemOSVectorStore(remote_cube)``.
 
-    Each operation is one request (an ``add`` over the service's body limit, several, each atomic: see
-    :func:`memos_integrations.remote_vectors.post_rows`) that the service runs with the same class, bound
-    to the key's user and this store's namespace. Results, scores and errors are the local store's.
+    Each operation is one request (an ``add`` over the service's body limit, the parts of one staged write,
+    all written or none: see :func:`memos_integrations.remote_vectors.post_rows`) that the service runs with
+    the same class, bound to the key's user (and agent) and this store's namespace. Results, scores and errors are the local store's.
     """
 
     def __init__(self, cube: Any, embed_model: Any = None, **data: Any) -> None:
