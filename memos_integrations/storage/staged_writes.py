@@ -88,9 +88,12 @@ class StagedWrites:
         """
         now = time.time() if now is None else now
         with self.db.transaction() as tx:
-            rows = tx.execute("SELECT part, body FROM staged_parts WHERE key_id = ? AND stage = ? AND expires >= ?"
-                              " ORDER BY part", (key_id, stage, now)).fetchall()
-            tx.execute("DELETE FROM staged_parts WHERE key_id = ? AND stage = ?", (key_id, stage))
+            found = tx.execute("SELECT part, body, expires FROM staged_parts WHERE key_id = ? AND stage = ?"
+                               " ORDER BY part", (key_id, stage)).fetchall()
+            # two last parts racing (a client's retry): on PostgreSQL both may read the rows; only the one whose
+            # DELETE removes them all takes them, the other sees fewer rows deleted and takes nothing
+            deleted = tx.execute("DELETE FROM staged_parts WHERE key_id = ? AND stage = ?", (key_id, stage)).rowcount
+        rows = [r for r in found if float(r[2]) >= now] if deleted == len(found) else []
         if [int(r[0]) for r in rows] != list(range(parts)):
             raise InvalidInputError(
                 f"write {stage!r} has parts {[int(r[0]) for r in rows]} staged, not 0..{parts - 1} (a part was lost or "
