@@ -5,7 +5,7 @@ Why: uvicorn reads a body as it arrives and has no timeout while it waits for th
 body, then stalls, blocks nobody else (the wait is on the event loop, not in a worker thread), but it
 holds its connection and its request open for as long as it likes; enough of them exhaust the server's
 file descriptors (slowloris). Here each wait for the next piece of the body is bounded by ``timeout``
-seconds; past it the request ends with a structured ``408`` (``InvalidInputError``, "send the body
+seconds (30) and the whole body by ``BODY_DEADLINE`` (120: a 1 MiB body at 10 KB/s); past either the request ends with a structured ``408`` (``InvalidInputError``, "send the body
 without pausing") and ``Connection: close``. Nothing was written: a route runs only once its whole
 body is read.
 
@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: seconds one wait for the next piece of a request body may take
 BODY_TIMEOUT = 30.0
+#: seconds the whole body may take (a client trickling one byte every 29 s is still let go)
+BODY_DEADLINE = 120.0
 
 
 class SlowBodyMiddleware:
@@ -44,13 +46,15 @@ class SlowBodyMiddleware:
         done = False  # the whole body is in: later receives (disconnect checks while streaming) wait freely
         stalled = False
         started = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BODY_DEADLINE
 
         async def timed() -> Message:
             nonlocal done, stalled
             if done:
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.timeout)
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.timeout, deadline - loop.time())))
             except asyncio.TimeoutError:
                 stalled = True
                 raise _Stalled from None
@@ -79,7 +83,8 @@ class SlowBodyMiddleware:
         rid = str(scope.get("state", {}).get("request_id", ""))
         payload = json.dumps({"error": {
             "type": "InvalidInputError", "request_id": rid,
-            "message": f"the request body stopped arriving for {self.timeout:g} s; send the body without pausing"}}).encode()
+            "message": f"the request body stopped arriving for {self.timeout:g} s, or took over {BODY_DEADLINE:g} s in "
+                       "all; send the body without pausing"}}).encode()
         await send({"type": "http.response.start", "status": 408, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
             (b"x-request-id", rid.encode("latin-1")), (b"connection", b"close")]})

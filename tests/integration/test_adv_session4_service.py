@@ -236,7 +236,7 @@ def test_a_stalled_body_is_answered_408_and_blocks_nobody(tmp_path: Any, monkeyp
     from memos_integrations.server import slow_clients
     from tests.integration.test_remote_cube import serve
 
-    monkeypatch.setattr(slow_clients, "BODY_TIMEOUT", 0.6)
+    monkeypatch.setattr(slow_clients, "BODY_TIMEOUT", 0.4)
     mos = MOS(tmp_path / "home", embedder=DeterministicFakeEmbedding(size=DIM))
     keys = KeyStore.open(mos.home)
     mos.create_user("alice")
@@ -261,6 +261,21 @@ def test_a_stalled_body_is_answered_408_and_blocks_nobody(tmp_path: Any, monkeyp
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 408") and b"InvalidInputError" in answer, answer[:200]
             s.close()
+        # a trickle (a byte well within the per-piece timeout, for ever) is let go at the body's deadline
+        monkeypatch.setattr(slow_clients, "BODY_DEADLINE", 0.8)
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(f"POST /v1/memories HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{".encode())
+        answer, started = b"", time.monotonic()
+        while not answer and time.monotonic() - started < 4:
+            s.sendall(b" ")
+            s.settimeout(0.3)
+            try:
+                answer = s.recv(4096)
+            except TimeoutError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        s.close()
         listed = httpx.get(url + "/v1/memories", headers=auth).json()["items"]
         assert sorted(i["text"] for i in listed) == ["a whole one", "first"]  # nothing of the stalled writes
     finally:
