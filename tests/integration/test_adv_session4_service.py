@@ -135,6 +135,10 @@ def test_the_same_face_code_finds_the_same_memories_locally_and_remotely(svc: Sv
 
     assert lc(local) == lc(remote) and len(lc(local)) == 2  # bob's two memories, not alice's
     assert li(local) == li(remote) and set(li(local)) == set(lc(local))
+    # get_all(user_id=...) too: that user's memories, as a MemCube lists them (paged through limit / offset)
+    assert [i.id for i in remote.get_all(user_id="bob")] == [i.id for i in local.get_all(user_id="bob")]
+    assert [i.id for i in remote.get_all(user_id="bob", limit=1, offset=1)] == \
+        [i.id for i in local.get_all(user_id="bob", limit=1, offset=1)]
     # user_id=None says "every user's" on both sides (a shared knowledge cube): the whole cube
     assert len(MemOSRetriever(cube=remote, user_id=None, k=4).invoke("tea drinks")) == 4
     # a face may not filter as another user it is not (the key's user acts): refused, as any claim
