@@ -68,6 +68,16 @@ def test_an_agent_keys_llama_index_writes_carry_the_agent(svc: Svc) -> None:
     store.delete_nodes(["n1"])
     last = view.history(item.id)[-1]
     assert last.created_by == "agent:helper"
+    # the LangChain vector store: an agent key's write and a local store bound to that agent record the same
+    from memos_integrations.langchain import MemOSVectorStore as LangChainStore
+
+    embedding = DeterministicFakeEmbedding(size=DIM)
+    LangChainStore(svc.remote("helper"), embedding, kind="document").add_texts(["remote agent doc"], ids=["ra"])
+    LangChainStore(view, embedding, user_id="alice", agent_id="helper", kind="document").add_texts(
+        ["local agent doc"], ids=["la"])
+    remote_doc, local_doc = view.get("ra"), view.get("la")
+    assert (remote_doc.agent_id, remote_doc.created_by) == (local_doc.agent_id, local_doc.created_by) \
+        == ("helper", "agent:helper")
     # the other face routes file an agent key's writes under its agent too (guards)
     from langchain_core.messages import HumanMessage
 
