@@ -264,7 +264,9 @@ def router(service: Service, principal: Callable[..., Principal],
         writes = any(isinstance(op, PutOpIn) for op in body.ops)
         cube, user, _ = view(who, body, "write" if writes else "read")
         # an agent's namespaces open to that agent's key only: a user-wide key naming an agent is refused
-        name = store_agent(who, body.principal)
+        # an as_principal name acts as that name; otherwise an agent key acts as its agent (``agent:<id>`` in
+        # created_by and the audit log, as a local run whose context names the agent)
+        name = store_agent(who, body.principal) if body.principal is not None else None
         agent = store_agent(who, body.agent_id)
         ops: list[Op] = []
         sources: dict[tuple[tuple[str, ...], str], Sequence[str]] = {}

@@ -90,9 +90,10 @@ def test_an_agent_keys_llama_index_writes_carry_the_agent(svc: Svc) -> None:
         ("users", "alice", "notes"), "k1", {"text": "a store note"})
     [said] = [i for i in view.get_all() if "oolong" in i.text]
     assert (said.user_id, said.agent_id) == ("alice", "helper")
-    # a store item's scope is its namespace's (as locally: ("users", "alice") is alice's); the writer is the agent
+    # a store item's scope is its namespace's (as locally: ("users", "alice") is alice's); the writer is the
+    # agent, named as a local run whose context names it (it was the bare name "helper")
     [noted] = [i for i in view.get_all() if "store note" in i.text]
-    assert (noted.user_id, noted.agent_id, noted.created_by) == ("alice", None, "helper")
+    assert (noted.user_id, noted.agent_id, noted.created_by) == ("alice", None, "agent:helper")
 
 
 # -- item 2: a session of another user answered 403 where an unknown one answered []: its name leaked -----
