@@ -17,8 +17,9 @@ What differs from a local :class:`~memos_integrations.MemCube`:
 
 - *Who*: the key names the user (and maybe the agent) every call acts as. A ``user_id`` the faces pass is
   sent as the acting user: the key's own user passes, another user is refused by the service unless the
-  key is an admin's. In a cube shared with several users, search covers the whole cube (MOS semantics),
-  where a local ``MemCube.search(user_id=...)`` filters items by their ``user_id``.
+  key is an admin's. ``search(user_id=...)`` and ``get_all(user_id=...)`` keep to that user's memories,
+  as ``MemCube`` does (search through ``/v1/faces/search``); with no ``user_id`` they cover the whole cube,
+  everything the key's user may read.
 - *Not over this API yet* (refused with :class:`InvalidInputError` naming what is missing, never ignored):
   ``add_items`` (items with ids and vectors), search with a query vector or with a ``MemoryFilter`` field
   the route has none for (several users, ``ids``, ``parent_id``, states), ``add`` with ``sources``,
@@ -50,6 +51,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import errors
+from .access import normalize_id
 from .errors import BackendError, InvalidInputError, InvalidTypeError, MemosError
 from .items import MemoryItem, SearchHit
 from .remote_vectors import RemoteEmbedder, search_fields
@@ -222,7 +224,8 @@ class RemoteCube:
 
         Args:
             query: what to look for.
-            user_id: the acting user (sent when one string is given; see the module docstring).
+            user_id: only this user's memories, as ``MemCube.search``; it is also the acting user, so another
+                user's id is refused by the service unless the key is an admin's. None: the whole cube.
             agent_id: only this agent's memories (the service refuses one that is not the key's agent).
             session_id: only memories from this session.
             kinds: only these kinds.
@@ -264,7 +267,10 @@ class RemoteCube:
             "time_from": _when(time_from), "time_to": _when(time_to), "as_of": _when(as_of), "now": _when(now),
             "current_session": current_session,
         })
-        data = self._call("POST", "/v1/memories/search", json=body)
+        # a user_id filters to that user's memories, as MemCube.search does (the faces' route); none: the
+        # whole cube, everything the key's user may read (MOS semantics, as a MemCube with no user_id)
+        route = "/v1/memories/search" if user_id is None else "/v1/faces/search"
+        data = self._call("POST", route, json=body)
         hits = _field(data, "hits", list)
         return [_to_hit(h) for h in hits]
 
@@ -278,7 +284,10 @@ class RemoteCube:
     ) -> list[MemoryItem]:
         """Every live memory the key may read (``GET /v1/memories``, following ``next_cursor``), oldest first.
 
-        ``kinds`` and ``include_archived`` have no query parameter yet and are refused when set.
+        ``user_id`` lists that user's memories only, as ``MemCube.get_all`` does (it is also the acting user:
+        the service refuses another user's id unless the key is an admin's); the route lists the whole cube,
+        so the other users' items are left out here, before ``limit`` / ``offset`` count. ``kinds`` and
+        ``include_archived`` have no query parameter yet and are refused when set.
         """
         self._refuse(("kinds", kinds), ("include_archived", include_archived or None), what="get_all")
         out: list[MemoryItem] = []
@@ -286,10 +295,11 @@ class RemoteCube:
         seen: set[str] = set()
         want = None if limit is None else offset + limit
         while want is None or len(out) < want:
-            params = _drop_none({"limit": PAGE if want is None else min(PAGE, want - len(out)),
-                                 "cursor": cursor, "session_id": session_id, "user_id": user_id})
+            page = PAGE if want is None or user_id is not None else min(PAGE, want - len(out))
+            params = _drop_none({"limit": page, "cursor": cursor, "session_id": session_id, "user_id": user_id})
             data = self._call("GET", "/v1/memories", params=params)
-            out.extend(_to_item(row) for row in _field(data, "items", list))
+            rows = (_to_item(row) for row in _field(data, "items", list))
+            out.extend(r for r in rows if user_id is None or r.user_id == normalize_id(user_id))
             cursor = data.get("next_cursor")
             if not cursor:
                 break

@@ -11,8 +11,8 @@ remote stores share:
   is an :class:`EmbedderMismatchError`) run unchanged; it embeds by asking the service.
 - :func:`post`: one request, its JSON written strictly (NaN or infinity is an ``InvalidInputError`` here,
   never sent) and checked against the service's body limit before it leaves.
-- :func:`post_rows`: a write too big for one request is sent as several, each under the limit and each
-  atomic on the service; if one fails, the error says how many rows were written before it.
+- :func:`post_rows`: a write too big for one request is sent as the parts of one staged write, each under
+  the limit; the service writes them all when the last arrives, so a failure in any request writes nothing.
 
 Sync/async: synchronous, like ``RemoteCube``; the faces' async methods run it in a worker thread.
 """
@@ -20,6 +20,7 @@ Sync/async: synchronous, like ``RemoteCube``; the faces' async methods run it in
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -161,28 +162,35 @@ def batches(common: dict[str, Any], columns: dict[str, list[Any] | None], limit:
 
 def post_rows(cube: RemoteCube, route: str, common: dict[str, Any], columns: dict[str, list[Any] | None],
               merge: Callable[[list[Any]], Any], *, before: Callable[[], None] | None = None) -> Any:
-    """Write rows in as few requests as the body limit allows; ``before`` runs first when it takes more than one.
+    """Write rows in as few requests as the body limit allows, all or nothing; ``before`` runs first when it
+    takes more than one.
 
-    Each request is atomic on the service; ``before`` (the face's own checks of the whole write, run on
-    this side) refuses what the service would refuse in a later request. When one still fails after
-    others were written (the service went away), its error (the same MemosError subclass) says how many
-    rows were written, so the caller can retry the rest.
+    A write of several requests is one *staged* write: each request carries the write's random ``stage`` id
+    and its ``part``; the service keeps every part but the last, and the last (which names ``parts``) writes
+    them all in one transaction. So a failure in any request writes nothing (the kept parts expire), and the
+    write can simply be sent again. One case stays open: the connection failing on the last request, after
+    the service may have committed; the error says so (a retry then rewrites the same ids as new versions).
+    ``before`` (the face's own checks of the whole write, run on this side) refuses early what the service
+    would refuse at the end.
     """
     bodies = batches(common, columns, service_info(cube)["max_body_bytes"])
-    if len(bodies) > 1 and before is not None:
+    if len(bodies) <= 1:
+        return merge([post(cube, route, body) for body, _count in bodies])
+    if before is not None:
         before()
-    answers: list[Any] = []
-    done = 0
-    for body, count in bodies:
+    stage = secrets.token_urlsafe(16)
+    last, answer = len(bodies) - 1, None
+    for part, (body, _count) in enumerate(bodies):
+        body = {**body, "stage": stage, "part": part, **({"parts": len(bodies)} if part == last else {})}
         try:
-            answers.append(post(cube, route, body))
+            answer = post(cube, route, body)
         except MemosError as exc:
-            if done:
-                raise type(exc)(f"{exc} (the write was sent in {len(bodies)} requests to fit the service's body "
-                                f"limit; the first {done} items were written, the rest were not)") from exc
-            raise
-        done += count
-    return merge(answers)
+            unsure = part == last and isinstance(exc, BackendError) and exc.__cause__ is not None
+            raise type(exc)(f"{exc} (the write was sent in {len(bodies)} requests to fit the service's body limit; "
+                            + ("the connection failed on the last one, so the service may or may not have written "
+                               "the whole write: read it back before sending it again)" if unsure else
+                               f"request {part + 1} failed and nothing was written: send the whole write again)")) from exc
+    return merge([answer])
 
 
 def _slice(common: dict[str, Any], columns: dict[str, list[Any] | None], a: int, b: int) -> tuple[dict[str, Any], int]:

@@ -292,7 +292,9 @@ class MemOSVectorStore(VectorStore):
         return {"user_id": scope.user_id, "agent_id": self.agent_id, "session_id": self.session_id}
 
     def _principal(self, scope: dict[str, str | None]) -> str | None:
-        return self.principal or scope["user_id"]
+        """Who writes: the given principal, else the bound agent (``agent:<id>``, as the other faces and an agent
+        key on the service record it), else the user."""
+        return self.principal or (f"agent:{scope['agent_id']}" if scope["agent_id"] else scope["user_id"])
 
     def _reads(self, item: MemoryItem, scope: dict[str, str | None]) -> bool:
         in_scope = all(getattr(item, k) == v for k, v in scope.items() if v is not None)

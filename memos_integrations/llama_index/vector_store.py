@@ -84,6 +84,9 @@ class MemOSVectorStore(BasePydanticVectorStore):
     is_embedding_query: bool = True
     namespace: str = Field(default="default", description="Separates several stores (and indexes) in one cube.")
     user_id: str | None = Field(default=None, description="Scope: nodes are written for and read from this user only.")
+    agent_id: str | None = Field(
+        default=None, description="The agent writes are filed under (item agent_id, 'agent:<id>' in version rows); "
+        "reads stay the user's: node ids are keys per (namespace, user).")
     embed_missing: bool = Field(
         default=False,
         description="Embed nodes that carry no embedding with the cube's embedder instead of refusing them.",
@@ -180,6 +183,7 @@ class MemOSVectorStore(BasePydanticVectorStore):
         items = [node_to_item(n, tags=[keys.tag], user_id=keys.user_id) for n in nodes]
         ids = keys.resolve(cube, [it.id for it in items])
         for it in items:
+            it.agent_id, it.created_by = self.agent_id, self._principal()
             if ids[it.id] != keys.item_id(it.id):  # a row written before keys were scoped: keep its tag
                 it.tags = [keys.legacy_tag]
             it.id = ids[it.id]
@@ -204,7 +208,11 @@ class MemOSVectorStore(BasePydanticVectorStore):
     def _delete_where(self, flt: MemoryFilter) -> None:
         ids = [it.id for it in self._cube.text_mem.list_items(flt)]
         if ids:
-            self._cube.delete(ids)
+            self._cube.delete(ids, principal=self._principal())
+
+    def _principal(self) -> str | None:
+        """Who version rows name: ``agent:<id>`` for a store bound to an agent, else the cube's default."""
+        return None if self.agent_id is None else f"agent:{self.agent_id}"
 
     # -- reads --------------------------------------------------------------------------------
     def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
@@ -310,9 +318,9 @@ class MemOSVectorStore(BasePydanticVectorStore):
 class RemoteVectorStore(MemOSVectorStore):
     """``MemOSVectorStore`` over a ``RemoteCube``: what you get from ``MemOSVectorStore(remote_cube)``.
 
-    Each operation is one request (an ``add`` over the service's body limit, several, each atomic: see
-    :func:`memos_integrations.remote_vectors.post_rows`) that the service runs with the same class, bound
-    to the key's user and this store's namespace. Results, scores and errors are the local store's.
+    Each operation is one request (an ``add`` over the service's body limit, the parts of one staged write,
+    all written or none: see :func:`memos_integrations.remote_vectors.post_rows`) that the service runs with
+    the same class, bound to the key's user (and agent) and this store's namespace. Results, scores and errors are the local store's.
     """
 
     def __init__(self, cube: Any, embed_model: Any = None, **data: Any) -> None:
@@ -322,8 +330,8 @@ class RemoteVectorStore(MemOSVectorStore):
         super().__init__(cube, embed_model=embed_model, **data)
 
     def _body(self, **fields: Any) -> dict[str, Any]:
-        return {"namespace": self.namespace, "user_id": self.scope_keys().user_id, "embed_missing": self.embed_missing,
-                **fields}
+        return {"namespace": self.namespace, "user_id": self.scope_keys().user_id, "agent_id": self.agent_id,
+                "embed_missing": self.embed_missing, **fields}
 
     def _post(self, op: str, **fields: Any) -> Any:
         from ..remote_vectors import post

@@ -35,6 +35,7 @@ from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
 from .service import Service, hit_json, item_json
+from .slow_clients import SlowBodyMiddleware
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `memcube keys create`")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, for clients that cannot send Bearer")
@@ -312,6 +313,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+    app.add_middleware(SlowBodyMiddleware)  # a body that stalls: 408, the connection let go (slow_clients.py)
     app.add_middleware(errors.RequestIdMiddleware)
     return app
 

@@ -27,17 +27,17 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..access import deny
-from ..errors import CubeNotFoundError, InvalidInputError
+from ..errors import AccessDeniedError, CubeNotFoundError, InvalidInputError
 from ..mos_view import CubeView
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
-from .models import Id, KindName, Status
-from .service import Service
+from .models import Id, KindName, SearchIn, Status
+from .service import Service, hit_json
 
 #: the most labels a namespace may have, and characters per label, over HTTP
 MAX_LABELS = 64
@@ -227,6 +227,28 @@ def router(service: Service, principal: Callable[..., Principal],
                    "as_principal out, or create a key for the agent: memcube keys create --user <you> --agent <agent>",
                    {"key_id": who.key_id, "agent_id": who.agent_id})
 
+    @api.post("/search", response_model=None, responses={**ERRORS})
+    def face_search(body: SearchIn, who: Auth, request: Request) -> dict[str, Any]:
+        """A face's ``cube.search(user_id=...)``: as on a local cube, ``user_id`` filters to that user's memories.
+
+        ``/v1/memories/search`` covers the whole cube (MOS semantics: everything the key's user may read);
+        a face bound to a user searches that user's memories only, so the same face code finds the same
+        memories on a MemCube and on a RemoteCube. ``user_id`` is also the acting user: another user's id
+        is refused (audited) unless the key is an admin's.
+        """
+        max_k = request.app.state.limits.max_k
+        if body.k > max_k:
+            raise InvalidInputError(f"k may be at most {max_k}; page through results with a narrower query")
+        user = service.actor(who, body.user_id)
+        found = service.view(user, body.cube_id, "read")
+        if found is None:
+            return {"hits": []}
+        hits = found.search(body.query, top_k=body.k, user_id=None if body.user_id is None else user,
+                            session_id=body.session_id, agent_id=body.agent_id, kinds=body.kinds, tags=body.tags,
+                            metadata=body.metadata, plan=body.plan, time_from=body.time_from, time_to=body.time_to,
+                            now=body.now or body.as_of, as_of=body.as_of, current_session=body.current_session)
+        return {"hits": [hit_json(h) for h in hits]}
+
     @api.post("/store/batch", response_model=None, responses={200: {"model": StoreResults}, **ERRORS})
     def store_batch(body: StoreBatchIn, who: Auth) -> dict[str, Any]:
         """Run a LangGraph ``MemOSStore`` batch (get, put, search, list_namespaces) as the key's user."""
@@ -242,7 +264,9 @@ def router(service: Service, principal: Callable[..., Principal],
         writes = any(isinstance(op, PutOpIn) for op in body.ops)
         cube, user, _ = view(who, body, "write" if writes else "read")
         # an agent's namespaces open to that agent's key only: a user-wide key naming an agent is refused
-        name = store_agent(who, body.principal)
+        # an as_principal name acts as that name; otherwise an agent key acts as its agent (``agent:<id>`` in
+        # created_by and the audit log, as a local run whose context names the agent)
+        name = store_agent(who, body.principal) if body.principal is not None else None
         agent = store_agent(who, body.agent_id)
         ops: list[Op] = []
         sources: dict[tuple[tuple[str, ...], str], Sequence[str]] = {}
@@ -307,7 +331,10 @@ def router(service: Service, principal: Callable[..., Principal],
             return {"messages": []}
         history = MemOSChatMessageHistory(cube, body.session_id, user_id=user, agent_id=agent, remember=body.remember)
         if body.op == "messages":
-            return {"messages": [message_to_dict(m) for m in history.messages]}
+            try:
+                return {"messages": [message_to_dict(m) for m in history.messages]}
+            except AccessDeniedError:  # another user's session (audited in the cube): as unknown, so its name stays hidden
+                return {"messages": []}
         if body.op == "add":
             try:
                 messages = messages_from_dict(body.messages)
@@ -339,6 +366,7 @@ def router(service: Service, principal: Callable[..., Principal],
         if body.op == "count":
             return {"count": table.count(key, body.status)}
         if body.op == "add":
+            _no_server_paths(body.messages)
             table.add(key, messages_from_json(body.messages), body.status or "active", replace=body.replace)
             return {}
         if body.op == "delete_at":
@@ -383,6 +411,17 @@ def _extra(name: str) -> Iterator[None]:
     except ImportError as exc:  # MissingExtraError is an ImportError too
         raise UnsupportedError(f"this service cannot run the {name} face: install memos-integrations[{name}] where "
                                f"`memcube serve` runs ({exc})") from None
+
+
+def _no_server_paths(messages: list[dict[str, Any]]) -> None:
+    """Refuse content blocks that name a file: llama_index reads a block's ``path`` while validating it, and
+    on the service that is the server's file system (an existence probe, a huge file read whole)."""
+    for n, message in enumerate(messages):
+        blocks = message.get("blocks")
+        for b, block in enumerate(blocks if isinstance(blocks, list) else []):
+            if isinstance(block, dict) and block.get("path") is not None:
+                raise InvalidInputError(f"messages[{n}].blocks[{b}] names a path; the service does not read its own "
+                                        "files for a client: send the content itself (base64 data) or a url")
 
 
 def _required(value: Any, name: str, op: str) -> Any:

@@ -17,7 +17,8 @@ Bodies hold face arguments as plain JSON and are validated by the face (so error
 nodes only. Sync/async: every route is a plain ``def`` (FastAPI's worker threads), like the rest of the app.
 """
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -25,6 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
+from ..storage.staged_writes import StagedWrites
 from .auth import Principal
 from .errors import ERRORS
 from .json_body import StrictJSONRoute
@@ -51,8 +53,19 @@ class LangChainBinding(_Binding):
     tags: list[str] = Field(default_factory=list)
 
 
+_Stage = Annotated[str | None, Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,64}$",
+                                     description="names a write split over several requests (one random id per write); "
+                                                 "every part but the last is kept, the last writes them all at once")]
+_Part = Annotated[int | None, Field(default=None, ge=0, le=100_000, description="this request's part of the write, from 0")]
+_Parts = Annotated[int | None, Field(default=None, ge=1, le=100_001,
+                                     description="on the last part only: how many parts the write has")]
+
+
 # element types are left to the face, so a wrong one is the face's own error (as on a local cube)
 class LangChainAddIn(LangChainBinding):
+    stage: _Stage = None
+    part: _Part = None
+    parts: _Parts = None
     texts: list[Any] = Field(description="the documents' texts")
     metadatas: list[Any] | None = None
     ids: list[Any] | None = None
@@ -76,6 +89,9 @@ class LlamaIndexBinding(_Binding):
 
 
 class LlamaIndexAddIn(LlamaIndexBinding):
+    stage: _Stage = None
+    part: _Part = None
+    parts: _Parts = None
     nodes: list[dict[str, Any]] = Field(description="nodes as llama_index's doc_to_json writes them")
 
 
@@ -129,6 +145,36 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
     def ok(data: Any) -> JSONResponse:
         return JSONResponse(data)
 
+    staged = StagedWrites(service.keys.db)  # in the home's mos.db: every worker process sees every part
+
+    def unstage(who: Principal, body: Any, columns: Sequence[str]) -> dict[str, Any] | None:
+        """The columns this write writes: the request's own, or (on a split write's last part) every staged
+        part's followed by its own; None when the request is an earlier part (kept, nothing written yet)."""
+        own = {c: getattr(body, c) for c in columns}
+        if body.stage is None:
+            if body.part is not None or body.parts is not None:
+                raise InvalidInputError("part and parts come with stage (the id of a split write); leave all three out "
+                                        "for a write in one request")
+            return own
+        if body.part is None:
+            raise InvalidInputError("a split write's request names its part (0, 1, ...) next to stage")
+        if body.parts is None:
+            staged.put(body.stage, who.key_id, body.part, json.dumps(own, allow_nan=False))
+            return None
+        if body.part != body.parts - 1:
+            staged.drop(body.stage, who.key_id)
+            raise InvalidInputError(f"parts is sent on the last part only (part {body.parts - 1}), got part {body.part}; "
+                                    "nothing was written: send the whole write again")
+        earlier = [json.loads(b) for b in staged.take(body.stage, who.key_id, body.parts - 1)]
+        out: dict[str, Any] = {}
+        for c in columns:
+            values = [p[c] for p in earlier] + [own[c]]
+            if any(v is None for v in values) and not all(v is None for v in values):
+                raise InvalidInputError(f"{c} is given in some parts of write {body.stage!r} and not in others; "
+                                        "nothing was written: send it in every part or in none")
+            out[c] = None if values[0] is None else [x for v in values for x in v]
+        return out
+
     def check_k(k: int) -> None:
         if k > limits.max_k:
             raise InvalidInputError(f"k may be at most {limits.max_k} on this service; ask for fewer")
@@ -171,9 +217,15 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
 
     @router.post("/langchain/add", response_model=None)
     def langchain_add(body: LangChainAddIn, who: Auth) -> JSONResponse:
-        """``add_texts``: one atomic write; an id held by another scope or kind refuses the whole request."""
+        """``add_texts``: one atomic write; an id held by another scope or kind refuses the whole write.
+
+        A write over the body limit comes as parts of one ``stage``: each part but the last is kept (nothing
+        is written), and the last writes every part in one transaction, or nothing."""
         store = langchain_store(who, body, "write")
-        return ok({"ids": store.add_texts(body.texts, body.metadatas, ids=body.ids)})
+        rows = unstage(who, body, ("texts", "metadatas", "ids"))
+        if rows is None:
+            return ok({"staged": body.part})
+        return ok({"ids": store.add_texts(rows["texts"], rows["metadatas"], ids=rows["ids"])})
 
     @router.post("/langchain/check", response_model=None)
     def langchain_check(body: LangChainIdsIn, who: Auth) -> JSONResponse:
@@ -216,18 +268,23 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
     def llama_store(who: Principal, body: LlamaIndexBinding, need: str) -> Any:
         from ..llama_index.vector_store import MemOSVectorStore
 
-        user, _agent, view = view_of(who, body, need)
+        user, agent, view = view_of(who, body, need)
         if view is None:
             return None
-        return MemOSVectorStore(view, namespace=body.namespace, user_id=user, embed_missing=body.embed_missing)
+        return MemOSVectorStore(view, namespace=body.namespace, user_id=user, agent_id=agent,
+                                embed_missing=body.embed_missing)
 
     @router.post("/llama-index/add", response_model=None)
     def llama_add(body: LlamaIndexAddIn, who: Auth) -> JSONResponse:
-        """``add``: the nodes with their embeddings, checked whole, written in one transaction."""
+        """``add``: the nodes with their embeddings, checked whole, written in one transaction (a split write:
+        its last part writes every staged part at once, see ``langchain/add``)."""
         from ..llama_index.wire import nodes_from_json
 
         store = llama_store(who, body, "write")
-        return ok({"ids": store.add(nodes_from_json(body.nodes))})
+        rows = unstage(who, body, ("nodes",))
+        if rows is None:
+            return ok({"staged": body.part})
+        return ok({"ids": store.add(nodes_from_json(rows["nodes"]))})
 
     @router.post("/llama-index/delete", response_model=None)
     def llama_delete(body: LlamaIndexDeleteIn, who: Auth) -> JSONResponse:

@@ -87,6 +87,13 @@ def standin(mos: MOS) -> FastAPI:
         hits = v.search(b.pop("query"), top_k=b.pop("k", 10), now=b.pop("as_of", None), **b)
         return {"hits": [{"item": h.item.to_dict(), "score": h.score, "ranks": h.ranks} for h in hits]}
 
+    @app.post("/v1/faces/search")  # a face's search: user_id filters to that user, as MemCube.search
+    async def face_search(request: Request) -> dict[str, Any]:
+        b = await body(request)
+        v = view(request, b.pop("cube_id", None))
+        hits = v.search(b.pop("query"), top_k=b.pop("k", 10), now=b.pop("as_of", None), **b)
+        return {"hits": [{"item": h.item.to_dict(), "score": h.score, "ranks": h.ranks} for h in hits]}
+
     @app.get("/v1/memories")
     async def listing(request: Request, limit: int = 50, cursor: str | None = None,
                       session_id: str | None = None, cube_id: str | None = None) -> dict[str, Any]:
