@@ -12,6 +12,7 @@ All embedders return float32 arrays of L2-normalised rows, so cosine similarity 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -352,7 +353,7 @@ def embed_views(item: Any) -> list[tuple[str, float]]:
     speaker = _speaker(item)
     if speaker is None or lines[-1] != f"{speaker}:":  # not the reader's format: version 2's rule
         return [(text, 2 * w) for text, w in views] + [(item.index_text, 1.0)]
-    before = [line for line in lines[:-1] if line.strip()]
+    before = _turns(lines[:-1])
     if not before:
         return views
     share = CONTEXT_WEIGHT / len(before)
@@ -376,6 +377,19 @@ def _own_views(text: str, speaker: str | None, caption: Any) -> list[tuple[str, 
 
 
 _PHOTO = " [shares a photo: "
+_TURN_START = re.compile(r"[^\s:][^:\n]{0,79}: ")
+
+
+def _turns(lines: Sequence[str]) -> list[str]:
+    """The turns of a reader's context block: a line that does not start as ``name: `` continues the
+    turn before it (a message with line breaks), so its views are the ones that turn was given."""
+    turns: list[str] = []
+    for line in lines:
+        if turns and not _TURN_START.match(line):
+            turns[-1] += "\n" + line
+        else:
+            turns.append(line)
+    return [t for t in turns if t.strip()]
 
 
 def _line_views(line: str) -> list[tuple[str, float]]:

@@ -167,3 +167,12 @@ def test_a_free_form_multi_line_context_keeps_the_version_2_rule() -> None:
     item = MemoryItem(text="the answer", context="a title\nsome notes")
     assert embed_views(item) == [("the answer", 2.0), ("a title\nsome notes\nthe answer", 1.0)]
     assert embed_views(MemoryItem(text="a fact", context="one line")) == [("a fact", 1.0)]
+
+
+def test_a_previous_turn_with_line_breaks_is_one_turn_whose_views_are_reused(ccube: MemCube, counting: Counting) -> None:
+    ccube.add(messages=[{"role": "user", "name": "Ann", "content": "Shopping list:\n- eggs\n- flour"}],
+              user_id="u", session_id="s")
+    counting.texts.clear()
+    (reply,) = ccube.add(messages=[{"role": "user", "name": "Bob", "content": "Got them."}], user_id="u", session_id="s")
+    assert embed_views(reply)[1:] == [("Ann: Shopping list:\n- eggs\n- flour", 0.5)]
+    assert counting.texts == ["Bob: Got them."]
