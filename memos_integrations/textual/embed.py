@@ -344,21 +344,27 @@ def embed_views(item: Any) -> list[tuple[str, float]]:
     chunks, a session's first turn) has one view, its ``embed_text``; an item with a free-form
     multi-line context (not the reader's) keeps version 2's rule (own twice, ``index_text`` once).
     """
+    own, context = _split_views(item)
+    return own + context
+
+
+def _split_views(item: Any) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """:func:`embed_views` as (the item's own views, its context views)."""
     views = _own_views(item.text, _speaker(item), (getattr(item, "metadata", {}) or {}).get("caption"))
     if len(views) == 1:
         views = [(item.embed_text, 1.0)]
     context = getattr(item, "context", "") or ""
     if "\n" not in context:  # no previous turn (a fact, or "speaker:" alone): the own words say it all
-        return views
+        return views, []
     lines = context.split("\n")
     speaker = _speaker(item)
     if speaker is None or lines[-1] != f"{speaker}:":  # not the reader's format: version 2's rule
-        return [(text, 2 * w) for text, w in views] + [(item.index_text, 1.0)]
+        return [(text, 2 * w) for text, w in views], [(item.index_text, 1.0)]
     before = _turns(lines[:-1])
     if not before:
-        return views
+        return views, []
     share = CONTEXT_WEIGHT / len(before)
-    return [(text, 2 * w) for text, w in views] + [(text, share * w) for line in before for text, w in _line_views(line)]
+    return [(text, 2 * w) for text, w in views], [(text, share * w) for line in before for text, w in _line_views(line)]
 
 
 def _speaker(item: Any) -> str | None:
@@ -478,15 +484,19 @@ def view_cache(embedder: Any) -> _ViewCache | None:
 def item_vectors(embedder: Embedder, items: Sequence[Any]) -> np.ndarray:
     """One unit vector per item: the normalised weighted sum of its views' embeddings.
 
-    Each distinct text is embedded once, in one batch, and only when :func:`view_cache` does not
-    hold it: a session's turns share their views with the turns that follow them.
+    Each distinct text is embedded once, in one batch. The items' own views are always embedded
+    (what is written is what the model says now); a context view (a previous turn's own view) that
+    is not among them is taken from :func:`view_cache` when that turn was embedded recently, so a
+    session's turns share their views with the turns that follow them, across ``add`` calls too.
     """
-    views = [embed_views(it) for it in items]
-    wanted = list(dict.fromkeys(text for vs in views for text, _ in vs))
+    split = [_split_views(it) for it in items]
+    views = [own + context for own, context in split]
+    own_texts = dict.fromkeys(text for own, _ in split for text, _ in own)
+    wanted = list(dict.fromkeys([*own_texts, *(text for vs in views for text, _ in vs)]))
     if not wanted:
         return np.zeros((0, embedder.dimension), dtype=np.float32)
     cache = view_cache(embedder)
-    known = cache.get_many(wanted) if cache is not None else {}
+    known = cache.get_many([t for t in wanted if t not in own_texts]) if cache is not None else {}
     missing = [t for t in wanted if t not in known]
     if missing:
         fresh = check_finite(np.asarray(embedder.embed_documents(missing), dtype=np.float32), embedder)

@@ -176,3 +176,13 @@ def test_a_previous_turn_with_line_breaks_is_one_turn_whose_views_are_reused(ccu
     (reply,) = ccube.add(messages=[{"role": "user", "name": "Bob", "content": "Got them."}], user_id="u", session_id="s")
     assert embed_views(reply)[1:] == [("Ann: Shopping list:\n- eggs\n- flour", 0.5)]
     assert counting.texts == ["Bob: Got them."]
+
+
+def test_own_views_are_always_embedded_only_context_comes_from_the_cache(ccube: MemCube, counting: Counting) -> None:
+    """What is written is embedded by the model now (an update, a re-added text); the cache only stands
+    in for a previous turn's views."""
+    (fact,) = ccube.add(memory="The meeting is on Tuesday.")
+    counting.texts.clear()
+    ccube.update(fact.id, text="The meeting is on Tuesday.", tags=["again"])  # same text: no new vector
+    ccube.add(memory="The meeting is on Tuesday.")
+    assert counting.texts == ["The meeting is on Tuesday."]
