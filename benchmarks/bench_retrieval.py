@@ -56,9 +56,15 @@ PLANS: dict[str, SearchPlan] = {
 }
 
 
-def build(conv: dict[str, Any], root: Path, embedder: Any, context_turns: int) -> tuple[MemCube, int, float, float]:
-    """A cube holding ``conv``, one ``add`` per session; returns it, its turns, and the wall and
-    process CPU seconds the adds took (CPU time: the machine is shared, wall time is not the cost)."""
+def build(conv: dict[str, Any], root: Path, embedder: Any, context_turns: int) -> tuple[MemCube, int, float]:
+    """A cube holding ``conv``, one ``add`` per session; returns it, its turns and the wall seconds the adds took."""
+    cube, n, wall, _ = build_timed(conv, root, embedder, context_turns)
+    return cube, n, wall
+
+
+def build_timed(conv: dict[str, Any], root: Path, embedder: Any, context_turns: int) -> tuple[MemCube, int, float, float]:
+    """:func:`build`, also returning the process CPU seconds the adds took (the machine is shared:
+    wall time is not what ingest costs)."""
     cube = MemCube.create(root / conv["sample_id"], embedder=embedder)
     cube.text_mem.reader = FastReader(context_turns=context_turns)
     n = 0
@@ -143,7 +149,7 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
     embed_cpu = time.process_time() - cpu
     with tempfile.TemporaryDirectory() as tmp:
         for conv in data:
-            cube, n, secs, cpu_s = build(conv, Path(tmp), embedder, context_turns)
+            cube, n, secs, cpu_s = build_timed(conv, Path(tmp), embedder, context_turns)
             turns_total += n
             ingest_s += secs
             ingest_cpu += cpu_s
@@ -163,7 +169,8 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
                     latency[name].extend(lat)
             cube.close()
     return {"results": results, "latency": latency, "turns": turns_total, "ingest_s": ingest_s, "items": items,
-            "embed_rate": embed_rate, "ingest_cpu": ingest_cpu, "embed_cpu": embed_cpu, "backend": embedder._model.backend, "organise_s": organise_s}
+            "embed_rate": embed_rate, "ingest_cpu": ingest_cpu, "embed_cpu": embed_cpu, "backend": embedder._model.backend,
+            "organise_s": organise_s}
 
 
 def report(out: dict[str, Any]) -> str:
