@@ -336,7 +336,7 @@ def embed_views(item: Any) -> list[tuple[str, float]]:
     against 0.337 / 0.665 / 0.320 / 0.631), the balanced plan 0.767 against 0.769 within 400 words.
     Every text it embeds is a view some message owns, so a session embeds each once (the previous
     turn's views are the previous item's, in the same batch or cached by :func:`item_vectors`):
-    ingest went from 30 to 84 turns per CPU second (the embedder alone: 105 texts).
+    ingest went from 30 to 82-84 turns per CPU second (the embedder alone on bare turn texts: 100-110).
 
     The previous turn is read from the item's frozen ``context``, never from the store: editing or
     deleting that turn later changes neither this item's keyword text nor its vector, and
