@@ -28,12 +28,12 @@ def test_a_message_vector_averages_its_views_not_one_text_with_everything(cube: 
     assert second.text == "Yes! Went hiking with my dog. [shares a photo: a dog standing on a mountain trail]"
     assert second.metadata["caption"] == "a dog standing on a mountain trail"
     views = embed_views(second)
-    assert [t for t, _ in views] == [
-        "Caro: Yes! Went hiking with my dog.", "Caro shares a photo: a dog standing on a mountain trail",
-        second.index_text,
+    assert views == [
+        ("Caro: Yes! Went hiking with my dog.", 1.0), ("Caro shares a photo: a dog standing on a mountain trail", 1.0),
+        ("Mel: Did you do anything fun at the weekend?", 0.5),  # the previous turn's own view (version 3)
     ]
-    own, photo, context = embedder.embed_documents([t for t, _ in views])
-    expected = own + photo + context  # own content (words, photo) twice the weight of the context
+    own, photo, previous = embedder.embed_documents([t for t, _ in views])
+    expected = own + photo + 0.5 * previous  # own content (words, photo) four times the weight of the context
     expected /= np.linalg.norm(expected)
     stored = _vector(cube, second.id)
     assert float(stored @ expected) == pytest.approx(1.0, abs=1e-5)
