@@ -111,7 +111,7 @@ class TextualMemory:
             return
         _log.warning(
             "cube %s holds vectors of index-text version %s (this release embeds messages as version %s: own words "
-            "averaged with the turn in context, better dense recall); its search works as before. Run "
+            "averaged with the previous turn's own words, better dense recall); its search works as before. Run "
             "`memcube reindex --reembed` (MemCube.reindex(reembed=True)) once to re-embed it",
             self.cube_id, version or "1", VECTOR_TEXT_VERSION,
         )
