@@ -56,8 +56,8 @@ PLANS: dict[str, SearchPlan] = {
     # the structure side of issue 14 (measured, none on in a preset: see docs/organize.md); person topics
     # need the organiser's person_topics option, which the run turns on when a chosen plan reads them
     "deep + person topics": DEEP.model_copy(update={"name": "deep-persons", "person_topics": True}),
-    "deep, summary_members=3": DEEP.model_copy(update={"name": "deep-members3", "summary_members": 3}),
-    "deep, coarse_weight=0.25, summary_members=3": DEEP.model_copy(
+    "deep + summary_members 3": DEEP.model_copy(update={"name": "deep-members3", "summary_members": 3}),
+    "deep + coarse_weight 0.25 + summary_members 3": DEEP.model_copy(
         update={"name": "deep-light-c2f", "coarse_weight": 0.25, "summary_members": 3}),
 }
 
