@@ -59,6 +59,10 @@ PLANS: dict[str, SearchPlan] = {
     "deep + summary_members 3": DEEP.model_copy(update={"name": "deep-members3", "summary_members": 3}),
     "deep + coarse_weight 0.25 + summary_members 3": DEEP.model_copy(
         update={"name": "deep-light-c2f", "coarse_weight": 0.25, "summary_members": 3}),
+    "deep + coarse_on_time off": DEEP.model_copy(update={"name": "deep-c2f-not-when", "coarse_on_time": False}),
+    "multihop + coarse_on_time off": MULTIHOP.model_copy(update={"name": "multihop-c2f-not-when", "coarse_on_time": False}),
+    "deep + coarse_weight 0.25 + summary_members 3 + coarse_on_time off": DEEP.model_copy(update={
+        "name": "deep-light-c2f-not-when", "coarse_weight": 0.25, "summary_members": 3, "coarse_on_time": False}),
 }
 
 

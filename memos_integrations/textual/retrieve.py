@@ -67,6 +67,10 @@ class SearchPlan(BaseModel):
         description="keep: a summary is a hit (its sources name its members); expand: a summary hit is replaced "
         "by its best members not yet listed, each annotated with the summary's rank (ranks['via_summary'])",
     )
+    coarse_on_time: bool = Field(
+        True, description="False: coarse to fine skips a query that asks when or names a period (a 'when' question "
+        "is answered by the one turn that carries the date, not by a topic's members)",
+    )
     summary_members: int | None = Field(
         None, ge=1, le=1000, description="coarse to fine: each opened summary gives at most this many of its members "
         "(those most like the query), so one large cluster cannot fill the leg. None: all",

@@ -69,7 +69,7 @@ def extra_legs(
 ) -> dict[str, list[tuple[int, float]]]:
     """The legs the plan's shape options add: ``summary`` members, ``entity``, ``person_topic``, ``working``."""
     legs: dict[str, list[tuple[int, float]]] = {}
-    if plan.coarse_to_fine and qvec is not None:
+    if plan.coarse_to_fine and qvec is not None and (plan.coarse_on_time or not SL.names_time(query)):
         candidates = mem.store.candidate_rids(summary_filter(flt), mem.exact_search_max)
         best = mem._exact(qvec, candidates, plan.summary_seeds) if candidates else []
         if best:

@@ -95,3 +95,18 @@ def person_topic_leg(
     rows = mem.store.get_by_rid(ranked)
     chosen = spread(ranked, {r: it.session_id for r, it in rows.items()}, plan.person_per_session, pool)
     return [(r, sims[r]) for r in chosen]
+
+
+def names_time(query: str) -> bool:
+    """Whether ``query`` asks when, or names a period (:func:`.retrieve.time_hint`).
+
+    Example:
+        >>> names_time("When did Jon open his studio?"), names_time("What did Jon do in May 2023?")
+        (True, True)
+        >>> names_time("What does Melanie do to destress?")
+        False
+    """
+    from .retrieve import time_hint
+
+    hint = time_hint(query)
+    return hint.asks_when or hint.start is not None

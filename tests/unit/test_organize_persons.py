@@ -1,6 +1,7 @@
 """Person topics (issue 14): each speaker's own memories clustered by topic by the organiser
-(``OrganizePolicy.person_topics``), opened by the search plan option ``person_topics``; and the cap
-on members per opened summary (``summary_members``). Small real cubes (MiniLM, SQLite)."""
+(``OrganizePolicy.person_topics``), opened by the search plan option ``person_topics``; the cap on
+members per opened summary (``summary_members``) and coarse to fine shut for "when" questions
+(``coarse_on_time``). Small real cubes (MiniLM, SQLite)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_organising_twice_changes_nothing_and_turning_person_topics_off_removes_
     assert off.links_removed >= n and not cube.graph.edges(ids, "out", [PERSON_TOPIC])
 
 
-def test_summary_members_caps_what_one_opened_summary_gives(cube: MemCube) -> None:
+def test_summary_members_caps_what_one_opened_summary_gives_and_when_questions_skip_it(cube: MemCube) -> None:
     _chat(cube)
     organize(cube, reader=None)
     base = R.BALANCED.model_copy(update={"name": "c2f", "coarse_to_fine": True, "summary_seeds": 1, "time_aware": False})
@@ -122,6 +123,11 @@ def test_summary_members_caps_what_one_opened_summary_gives(cube: MemCube) -> No
     capped = cube.search("Melanie's pottery class and clay", user_id="u1", top_k=8,
                          plan=base.model_copy(update={"summary_members": 1}))
     assert sum("summary" in h.ranks for h in capped) == 1
+    when = "When did Melanie start her pottery class?"  # a "when" question: the summaries stay shut
+    assert any("summary" in h.ranks for h in cube.search(when, user_id="u1", top_k=8, plan=base))
+    shut = base.model_copy(update={"coarse_on_time": False})
+    assert not any("summary" in h.ranks for h in cube.search(when, user_id="u1", top_k=8, plan=shut))
+    assert any("summary" in h.ranks for h in cube.search("Melanie's pottery class", user_id="u1", top_k=8, plan=shut))
     with pytest.raises(ValidationError):
         R.SearchPlan(summary_members=0)
     with pytest.raises(ValidationError):
