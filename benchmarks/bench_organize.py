@@ -43,9 +43,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="conversations of the dev split (default: all)")
     parser.add_argument("--llm", action="store_true", help="also organise with the LLM reader on the stand-in server")
     parser.add_argument("--latency", type=float, default=0.05, help="the stand-in's seconds per call (with --llm)")
+    parser.add_argument("--person-topics", action="store_true", help="organise with OrganizePolicy(person_topics=True)")
     args = parser.parse_args()
     from memos_integrations import MemCube
-    from memos_integrations.organize import organize
+    from memos_integrations.organize import OrganizePolicy
+    from memos_integrations.organize import organize as plain
+
+    def organize(*a: Any, **kw: Any) -> Any:
+        return plain(*a, policy=OrganizePolicy(person_topics=args.person_topics), **kw)
 
     data = locomo()[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,13 +49,14 @@ from ..storage.graph import CONFLICT, SAME_ENTITY, SUPERSEDED_BY
 from ..storage.organize_state import user_fingerprints
 from .links import wanted_links
 from .partitions import LONG_TERM, PARTITIONS, PROFILE, WORKING, apply_moves, partition_of, plan_moves, set_profile
+from .persons import PERSON_TOPIC, wanted_person_topics
 from .tree import EPISODE, TOPIC, TreePolicy, build_user_tree, stale_summaries, sync_edges
 
 if TYPE_CHECKING:
     from ..cube import MemCube
 
 __all__ = [
-    "EPISODE", "LONG_TERM", "PARTITIONS", "PROFILE", "TOPIC", "WORKING", "OrganizePolicy", "OrganizeReport",
+    "EPISODE", "LONG_TERM", "PARTITIONS", "PERSON_TOPIC", "PROFILE", "TOPIC", "WORKING", "OrganizePolicy", "OrganizeReport",
     "organize", "partition_of", "set_profile", "stale_summaries",
 ]
 
@@ -80,6 +81,8 @@ class OrganizePolicy(BaseModel):
     summary_chars: int = Field(480, ge=80, description="characters of a summary at most")
     max_entity_share: float = Field(0.2, gt=0, le=1, description="an entity in more of a large user's memories links nothing")
     max_members: int = Field(200_000, ge=1, description="memories of one user organised at most (oldest first)")
+    person_topics: bool = Field(False, description="cluster each speaker's own memories by topic (:mod:`.persons`)")
+    person_threshold: float = Field(0.5, gt=0, le=1, description="cosine to a person topic's leader to join it")
 
 
 @dataclass
@@ -241,6 +244,10 @@ def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, read
     added, removed = sync_edges(cube, want, have)
     report.links_added += added
     report.links_removed += removed
+    added, removed = sync_person_topics(cube, members, linked, policy.person_topics, policy.person_threshold,
+                                        policy.max_cluster)
+    report.links_added += added
+    report.links_removed += removed
     report.conflicts += sum(1 for k in want if k[1] == CONFLICT)
 
 
@@ -271,3 +278,13 @@ def _resolve_conflicts(cube: MemCube, members: list[MemoryItem], want: dict[tupl
         want[key] = type(edge)(edge.src, edge.dst, edge.type, edge.weight, {**edge.metadata, "status": "resolved"})
         superseded.add(older.id)
     return superseded
+
+
+def sync_person_topics(cube: MemCube, members: list[MemoryItem], linked: list[str], on: bool, threshold: float,
+                       max_size: int) -> tuple[int, int]:
+    """Write the user's person topics (:mod:`.persons`), or remove them when ``on`` is False: (added, removed)."""
+    want = wanted_person_topics(members, cube.store.vectors_by_id([m.id for m in members]), threshold, max_size) \
+        if on else {}
+    # both directions: the edges of a member deleted or superseded since the last run end at a current one
+    have = {(e.src, e.type, e.dst): e for e in cube.graph.edges(linked, "both", [PERSON_TOPIC])}
+    return sync_edges(cube, want, have)

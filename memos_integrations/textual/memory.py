@@ -437,7 +437,8 @@ class TextualMemory:
         """
         text, time_text, qvec, via = query
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight, "summary": plan.coarse_weight,
-                   "entity": plan.entity_weight, "working": plan.dense_weight}
+                   "entity": plan.entity_weight, "working": plan.dense_weight,
+                   "person_topic": plan.person_topic_weight}
         scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         if plan.time_aware and scores:
             hint = R.time_hint(time_text, now)

@@ -67,6 +67,14 @@ class SearchPlan(BaseModel):
         description="keep: a summary is a hit (its sources name its members); expand: a summary hit is replaced "
         "by its best members not yet listed, each annotated with the summary's rank (ranks['via_summary'])",
     )
+    coarse_on_time: bool = Field(
+        True, description="False: coarse to fine skips a query that asks when or names a period (a 'when' question "
+        "is answered by the one turn that carries the date, not by a topic's members)",
+    )
+    summary_members: int | None = Field(
+        None, ge=1, le=1000, description="coarse to fine: each opened summary gives at most this many of its members "
+        "(those most like the query), so one large cluster cannot fill the leg. None: all",
+    )
     expand_members: int = Field(2, ge=1, le=50, description="members that replace one summary hit (expand)")
     entity_leg: bool = Field(
         False, description="a leg of the memories that mention the query's names (extractive), by dense similarity"
@@ -98,6 +106,14 @@ class SearchPlan(BaseModel):
         description="at most this many of the leading hits from one session; the rest move below "
         "(not dropped), so one session cannot fill the context. None: off",
     )
+    person_topics: bool = Field(
+        False, description="a leg of the members of the person topics (organiser option person_topics) of the "
+        "named person's memories most like the query, spread over sessions (:mod:`.shape_legs`). Off: measured "
+        "on LoCoMo dev it lowered recall (docs/organize.md)",
+    )
+    person_topic_seeds: int = Field(3, ge=1, le=100, description="the named person's best memories whose topics are opened")
+    person_topic_weight: float = Field(0.25, ge=0, description="fusion weight of the person topics leg")
+    person_per_session: int = Field(1, ge=1, le=100, description="the person topics leg's members from one session at most")
 
 
 #: The edges of a conversation's sequence: the turn before / after, a part's document, a fact's source.
@@ -329,20 +345,27 @@ def mmr(order: Sequence[int], vectors: Mapping[int, np.ndarray], relevance: Mapp
 
 
 def members_leg(
-    summaries: Sequence[tuple[int, float]], members: Mapping[int, Sequence[int]], similarity: Mapping[int, float]
+    summaries: Sequence[tuple[int, float]], members: Mapping[int, Sequence[int]], similarity: Mapping[int, float],
+    per: int | None = None,
 ) -> list[int]:
     """Coarse to fine: the members of the best summaries, ranked by summary similarity x their own.
 
     A member of two summaries keeps its better product. Members with no similarity (no vector) rank
-    last, in their summary's order.
+    last, in their summary's order. With ``per``, each summary gives only its ``per`` members most
+    like the query (``SearchPlan.summary_members``).
 
     Example:
         >>> members_leg([(100, 0.9), (200, 0.5)], {100: [1, 2], 200: [3]}, {1: 0.2, 2: 0.8, 3: 0.9})
         [2, 3, 1]
+        >>> members_leg([(100, 0.9), (200, 0.5)], {100: [1, 2], 200: [3]}, {1: 0.2, 2: 0.8, 3: 0.9}, per=1)
+        [2, 3]
     """
     best: dict[int, float] = {}
     for summary, sim in summaries:
-        for member in members.get(summary, ()):
+        ranked = members.get(summary, ())
+        if per is not None:
+            ranked = sorted(ranked, key=lambda m: -similarity.get(m, -1.0))[:per]
+        for member in ranked:
             score = max(sim, 0.0) * max(similarity.get(member, 0.0), 0.0)
             if member not in best or score > best[member]:
                 best[member] = score

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..items import Kind, MemoryItem
 from . import retrieve as R
+from . import shape_legs as SL
 from .entities import entities
 from .filters import MemoryFilter
 
@@ -66,16 +67,16 @@ def extra_legs(
     mem: TextualMemory, plan: R.SearchPlan, query: str, qvec: np.ndarray | None, flt: MemoryFilter, pool: int,
     session: str | None,
 ) -> dict[str, list[tuple[int, float]]]:
-    """The legs the plan's shape options add: ``summary`` members, ``entity``, ``working``."""
+    """The legs the plan's shape options add: ``summary`` members, ``entity``, ``person_topic``, ``working``."""
     legs: dict[str, list[tuple[int, float]]] = {}
-    if plan.coarse_to_fine and qvec is not None:
+    if plan.coarse_to_fine and qvec is not None and (plan.coarse_on_time or not SL.names_time(query)):
         candidates = mem.store.candidate_rids(summary_filter(flt), mem.exact_search_max)
         best = mem._exact(qvec, candidates, plan.summary_seeds) if candidates else []
         if best:
             summaries = mem.store.get_by_rid([r for r, _ in best])
             members = _members(mem, summaries, flt)
             sims = _similarity(mem, qvec, [m for ms in members.values() for m in ms])
-            ranked = R.members_leg(best, members, sims)[:pool]
+            ranked = R.members_leg(best, members, sims, plan.summary_members)[:pool]
             legs["summary"] = [(r, sims.get(r, 0.0)) for r in ranked]
     if plan.entity_leg:
         terms = R.keyword_terms(" ".join(entities(query)))
@@ -85,6 +86,8 @@ def extra_legs(
         if terms:
             found = [r for r, _ in mem.store.keyword_search(terms, flt, pool * 4)]
             legs["entity"] = _ranked_by_similarity(mem, qvec, found)[:pool]
+    if plan.person_topics:
+        legs["person_topic"] = SL.person_topic_leg(mem, plan, query, qvec, flt, pool)
     if plan.working_first and session is not None and (flt.session_id is None or session in flt.session_id):
         meta = {"partition": WORKING}
         working = dataclasses.replace(
