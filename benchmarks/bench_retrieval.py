@@ -53,6 +53,14 @@ PLANS: dict[str, SearchPlan] = {
     # the plan options added for multi-hop and open-domain questions, one at a time on balanced
     "balanced without speaker_boost (before)": BALANCED.model_copy(update={"name": "balanced-before", "speaker_boost": 0.0}),
     "deep without speaker_boost (before)": DEEP.model_copy(update={"name": "deep-before", "speaker_boost": 0.0}),
+    # query expansion (textual/expand.py): the unnamed leg is part of balanced; the feedback legs are options
+    "balanced without unnamed leg (before)": BALANCED.model_copy(update={"name": "balanced-named", "unnamed_weight": 0.0}),
+    "balanced + Rocchio feedback": BALANCED.model_copy(update={
+        "name": "rocchio", "feedback_docs": 5, "feedback_dense_weight": 0.5}),
+    "balanced + Rocchio feedback (each hit)": BALANCED.model_copy(update={
+        "name": "rocchio-each", "feedback_docs": 5, "feedback_dense_weight": 0.5, "feedback_each": True}),
+    "balanced + term feedback": BALANCED.model_copy(update={
+        "name": "rm3", "feedback_docs": 5, "feedback_terms": 10, "feedback_terms_weight": 0.5}),
 }
 
 
