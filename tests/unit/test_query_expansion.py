@@ -13,6 +13,7 @@ from memos_integrations import MemCube
 from memos_integrations.errors import MemosError
 from memos_integrations.textual import expand as E
 from memos_integrations.textual import retrieve as R
+from memos_integrations.textual.filters import MemoryFilter
 
 FILLER = [
     "The quarterly tax forms are due at the end of the month.", "My car needs new tyres before winter.",
@@ -93,6 +94,13 @@ def test_expansions_never_reach_another_user_a_deleted_or_a_superseded_memory(cu
     hits = cube.search(q, user_id="u1", top_k=12, plan=plan)
     assert hits and {h.item.user_id for h in hits} == {"u1"} and mine[0].id in _ids(hits)
     assert gone.id not in _ids(hits) and closed.id not in _ids(hits) and gone.id not in everyone
+    mem = cube.text_mem  # each leg on its own: the filter is what keeps the second passes in scope
+    qvec = mem.embedder.embed_query(q)
+    for flt, owners in ((MemoryFilter(), {"u1", "u2"}), (MemoryFilter(user_id="u1"), {"u1"})):
+        legs = E.expansion_legs(mem, plan, q, qvec, R.keyword_terms(q), flt, 12, {"dense": mem._dense(qvec, flt, 3)})
+        assert set(legs) == {E.DENSE_FEEDBACK, E.TERM_FEEDBACK}
+        found = mem.store.get_by_rid([r for leg in legs.values() for r, _ in leg])
+        assert {it.user_id for it in found.values()} == owners and gone.id not in {it.id for it in found.values()}
     past = _ids(cube.search(q, user_id="u1", top_k=12, plan=plan, as_of=then))  # time travel: it was true then
     assert closed.id in past and not set(past) & {t.id for t in theirs}
     assert cube.search(q, user_id="u1", top_k=12, plan=plan, as_of=datetime(2000, 1, 1, tzinfo=UTC)) == []
