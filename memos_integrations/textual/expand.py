@@ -1,8 +1,8 @@
 """Query expansion without an LLM (issue 14): new candidates from the query side.
 
 Multi-hop questions ("what activities does Melanie do?") are answered by turns spread over many
-sessions that share few words with the question; most of that evidence is not in the first legs'
-pools at all, so re-ranking those cannot find it. These steps add candidates, each as a leg of its
+sessions that share few words with the question; most of the evidence missed lies beyond rank 50 of
+the fused list or in no leg's pool at all, so re-ranking the first pass cannot find it. These steps add candidates, each as a leg of its
 own that joins the fusion with its own weight (:class:`.retrieve.SearchPlan` options, off by default):
 
 - **dense feedback** (Rocchio): the query vector moved toward the mean stored vector of the first
