@@ -63,6 +63,14 @@ PLANS: dict[str, SearchPlan] = {
     "multihop + coarse_on_time off": MULTIHOP.model_copy(update={"name": "multihop-c2f-not-when", "coarse_on_time": False}),
     "deep + coarse_weight 0.25 + summary_members 3 + coarse_on_time off": DEEP.model_copy(update={
         "name": "deep-light-c2f-not-when", "coarse_weight": 0.25, "summary_members": 3, "coarse_on_time": False}),
+    # query expansion (textual/expand.py): the unnamed leg is part of balanced; the feedback legs are options
+    "balanced without unnamed leg (before)": BALANCED.model_copy(update={"name": "balanced-named", "unnamed_weight": 0.0}),
+    "balanced + Rocchio feedback": BALANCED.model_copy(update={
+        "name": "rocchio", "feedback_docs": 5, "feedback_dense_weight": 0.5}),
+    "balanced + Rocchio feedback (each hit)": BALANCED.model_copy(update={
+        "name": "rocchio-each", "feedback_docs": 5, "feedback_dense_weight": 0.5, "feedback_each": True}),
+    "balanced + term feedback": BALANCED.model_copy(update={
+        "name": "rm3", "feedback_docs": 5, "feedback_terms": 10, "feedback_terms_weight": 0.5}),
 }
 
 

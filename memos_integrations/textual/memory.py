@@ -52,6 +52,7 @@ from ..items import (
 from ..storage.base import GraphStore, VectorIndex
 from ..storage.graph import NEXT
 from ..storage.sqlstore import SQLStore
+from . import expand as E
 from . import index_sync as X
 from . import limits as L
 from . import parts as P
@@ -398,6 +399,7 @@ class TextualMemory:
             if plan.keyword and terms:
                 scored["keyword"] = self.store.keyword_search(terms, flt, pool)
             scored.update(S.extra_legs(self, plan, query, qvec, flt, pool, session))
+            scored.update(E.expansion_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
             legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
             via: dict[int, int] = {}
             order, scores = self._ranked(scored, legs, plan, flt, rows, (query, time_text, qvec, via), now, top_k)
@@ -438,7 +440,7 @@ class TextualMemory:
         text, time_text, qvec, via = query
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight, "summary": plan.coarse_weight,
                    "entity": plan.entity_weight, "working": plan.dense_weight,
-                   "person_topic": plan.person_topic_weight}
+                   "person_topic": plan.person_topic_weight, **E.leg_weights(plan)}
         scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         if plan.time_aware and scores:
             hint = R.time_hint(time_text, now)
