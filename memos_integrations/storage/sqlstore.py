@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import BackendError, InvalidInputError
 from ..items import Kind, Lifecycle, MemoryItem, from_epoch, to_epoch, utcnow
 from ..textual.filters import MemoryFilter
+from .caches import DecodedRows, VectorCache
 from .filter_sql import FilterDialect, compile_filter
 from .migrations import Step, migrate
 from .sql import Database, Tx, chunks, marks
@@ -68,17 +69,17 @@ _ORDERS = {
 
 
 def row_to_item(row: Sequence[Any]) -> MemoryItem:
-    d = dict(zip(COLUMNS, row))
+    (id_, text, context, kind, user_id, agent_id, session_id, cube_id, created_at, updated_at, event_time,
+     valid_from, valid_to, state, version, sources, created_by, method, confidence, tags, metadata, parent_id) = row
     return MemoryItem(
-        id=d["id"], text=d["text"], context=d["context"], kind=Kind(d["kind"]), user_id=d["user_id"],
-        agent_id=d["agent_id"], session_id=d["session_id"], cube_id=d["cube_id"],
-        created_at=from_epoch(d["created_at"]),  # type: ignore[arg-type]
-        updated_at=from_epoch(d["updated_at"]),  # type: ignore[arg-type]
-        event_time=from_epoch(d["event_time"]), valid_from=from_epoch(d["valid_from"]),
-        valid_to=from_epoch(d["valid_to"]), state=Lifecycle(d["state"]), version=d["version"],
-        sources=json.loads(d["sources"]), created_by=d["created_by"], method=d["method"],
-        confidence=d["confidence"], tags=json.loads(d["tags"]), metadata=json.loads(d["metadata"]),
-        parent_id=d["parent_id"],
+        id=id_, text=text, context=context, kind=Kind(kind), user_id=user_id, agent_id=agent_id,
+        session_id=session_id, cube_id=cube_id,
+        created_at=from_epoch(created_at),  # type: ignore[arg-type]
+        updated_at=from_epoch(updated_at),  # type: ignore[arg-type]
+        event_time=from_epoch(event_time), valid_from=from_epoch(valid_from), valid_to=from_epoch(valid_to),
+        state=Lifecycle(state), version=version, sources=json.loads(sources), created_by=created_by,
+        method=method, confidence=confidence, tags=json.loads(tags), metadata=json.loads(metadata),
+        parent_id=parent_id,
     )
 
 
@@ -94,47 +95,6 @@ def item_values(item: MemoryItem) -> list[Any]:
         ]
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"memory {item.id!r} cannot be stored: {exc}; metadata must be JSON") from exc
-
-
-class VectorCache:
-    """Item vectors held in memory, so exact dense search does not re-read blobs from the database.
-
-    Rows live in one growing matrix (a gather is one ``take``); an entry is dropped whenever this
-    store rewrites that row, and the whole cache is cleared when another connection commits (the
-    store's :meth:`SQLStore.data_version` changes), so a shared cube never scores stale vectors.
-    """
-
-    def __init__(self, max_rows: int = 200_000) -> None:
-        self.max_rows = max_rows
-        self.clear()
-
-    def clear(self) -> None:
-        self.row_of: dict[int, int] = {}
-        self.matrix = np.zeros((0, 0), dtype=np.float32)
-        self.n = 0
-
-    def drop(self, rids: Sequence[int]) -> None:
-        for rid in rids:
-            self.row_of.pop(rid, None)
-
-    def put(self, rids: Sequence[int], matrix: np.ndarray) -> None:
-        if not rids:
-            return
-        if self.n + len(rids) > self.max_rows:
-            self.clear()
-            if len(rids) > self.max_rows:
-                return
-        if self.matrix.shape[1] != matrix.shape[1]:
-            self.clear()
-            self.matrix = np.zeros((max(1024, len(rids)), matrix.shape[1]), dtype=np.float32)
-        if self.n + len(rids) > self.matrix.shape[0]:
-            grown = np.zeros((max(2 * self.matrix.shape[0], self.n + len(rids)), matrix.shape[1]), dtype=np.float32)
-            grown[: self.n] = self.matrix[: self.n]
-            self.matrix = grown
-        self.matrix[self.n : self.n + len(rids)] = matrix
-        for k, rid in enumerate(rids):
-            self.row_of[rid] = self.n + k
-        self.n += len(rids)
 
 
 class SQLStore(SideTables):
@@ -164,6 +124,7 @@ class SQLStore(SideTables):
         self.db = db
         self.path = Path(path)
         self._vectors = VectorCache()
+        self._decoded = DecodedRows(row_to_item)  # rows ranking reads, decoded once per content
         self._data_version: Hashable | None = None
         # search hits are counted in memory and written in batches: a write per search would cost
         # more than the search (a crash loses at most a few usage counts, never a memory)
@@ -321,6 +282,15 @@ class SQLStore(SideTables):
                 f"SELECT items.rid, {_SELECT} FROM items WHERE items.rid IN ({marks(len(chunk))}) AND {where}",
                 [*chunk, *params])
             out.update({row[0]: row_to_item(row[1:]) for row in rows})
+        return out
+
+    def ranking_rows(self, rids: Sequence[int]) -> dict[int, MemoryItem]:
+        """The rows ``rids`` for a search's ranking to read, each decoded once per stored content and
+        shared (:class:`.caches.DecodedRows`): never hand these items out or change them."""
+        out: dict[int, MemoryItem] = {}
+        for chunk in chunks(list(rids)):
+            rows = self.db.read(f"SELECT items.rid, {_SELECT} FROM items WHERE items.rid IN ({marks(len(chunk))})", chunk)
+            out.update({row[0]: self._decoded.item(row[0], row[1:]) for row in rows})
         return out
 
     def list_items(
