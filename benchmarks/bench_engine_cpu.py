@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--conv", type=int, default=0, help="which LoCoMo dev conversation")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--adds", type=int, default=60)
+    ap.add_argument("--adds", type=int, default=60, help="0: searches only")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--profile", choices=["search", "add"], default=None)
     args = ap.parse_args(argv)
@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> None:
             return
         items = cube.text_mem.store.count()
         s = search_cpu(cube, qs, args.repeat)
-        a = add_cpu(cube, args.adds, args.threads)
+        a = add_cpu(cube, args.adds, args.threads) if args.adds else {}
         cube.close()
     rows = [[f"search ({p}), thread CPU ms", v] for p, v in s.items()]
-    rows += [["add, process CPU ms (one at a time)", a["cpu_ms"]], ["add, wall ms (one at a time)", a["wall_ms"]],
+    rows += [] if not a else [["add, process CPU ms (one at a time)", a["cpu_ms"]], ["add, wall ms (one at a time)", a["wall_ms"]],
              [f"adds/s, {args.threads} threads at once", a["conc_adds_per_s"]],
              [f"add, process CPU ms ({args.threads} threads)", a["conc_cpu_ms"]]]
     print(f"cube: {conv['sample_id']}, {items} items, {len(qs)} questions x {args.repeat} passes; "

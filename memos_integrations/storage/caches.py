@@ -11,7 +11,7 @@ decoded from, so no write path has to remember to invalidate it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,10 @@ from ..items import MemoryItem
 class DecodedRows:
     """Decoded ``items`` rows by row id, reused while the stored row is unchanged.
 
+    Two ways to know a row is unchanged: :meth:`item` compares the row just read with the one the
+    entry was decoded from (always safe, saves the decoding); :meth:`valid` trusts every entry while a
+    store's write token (another connection's commits and this store's own transactions) is the one
+    they were read under (saves the read too; the store reads token, rows and entries under one lock).
     The items it returns are shared between searches: they are for ranking to read (speaker,
     session, times, kind, metadata), never to hand out or mutate; a search returns freshly decoded
     items. Bounded: past ``max_rows`` entries the older half is dropped (insertion order).
@@ -32,6 +36,14 @@ class DecodedRows:
         self.max_rows = max_rows
         self._rows: dict[int, tuple[tuple[Any, ...], MemoryItem]] = {}
         self._lock = threading.Lock()
+        self.token: Hashable | None = None
+
+    def valid(self, token: Hashable) -> dict[int, tuple[tuple[Any, ...], MemoryItem]]:
+        """The entries, all still current when ``token`` is what they were read under (else none: cleared)."""
+        if token != self.token:
+            self.clear()
+            self.token = token
+        return self._rows
 
     def item(self, rid: int, row: Sequence[Any]) -> MemoryItem:
         """The item ``row`` (the ``items`` columns of row ``rid``) decodes to, decoded once per content."""

@@ -28,6 +28,7 @@ its row and is applied by the next drain.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -125,6 +126,10 @@ class SQLStore(SideTables):
         self.path = Path(path)
         self._vectors = VectorCache()
         self._decoded = DecodedRows(row_to_item)  # rows ranking reads, decoded once per content
+        self._write_seq = itertools.count(1)  # this store's transactions, so held rows know they are stale
+        self._writes = 0
+        self._open_tx = 0  # SQLStore transactions open (SQLite: only ever the lock holder's)
+        self._usage_writer: int | None = None  # the thread writing usage counts (see flush_usage)
         self._data_version: Hashable | None = None
         # search hits are counted in memory and written in batches: a write per search would cost
         # more than the search (a crash loses at most a few usage counts, never a memory)
@@ -152,7 +157,13 @@ class SQLStore(SideTables):
     def transaction(self) -> Iterator[Tx]:
         """One atomic write: everything inside (store calls included) commits together or not at all."""
         with self.db.transaction() as tx:
-            yield tx
+            self._open_tx += 1
+            try:
+                yield tx
+            finally:  # before COMMIT, under SQLite's connection lock: rows ranking holds are stale now
+                self._open_tx -= 1
+                if self._usage_writer != threading.get_ident():  # usage counts are not decoded columns
+                    self._writes = next(self._write_seq)
 
     def close(self) -> None:
         try:
@@ -286,7 +297,21 @@ class SQLStore(SideTables):
 
     def ranking_rows(self, rids: Sequence[int]) -> dict[int, MemoryItem]:
         """The rows ``rids`` for a search's ranking to read, each decoded once per stored content and
-        shared (:class:`.caches.DecodedRows`): never hand these items out or change them."""
+        shared (:class:`.caches.DecodedRows`): never hand these items out or change them. With a
+        :meth:`data_version`, rows held since the last commit (this store's or another connection's)
+        are not even read again."""
+        version = self.data_version()  # read before the rows: a commit after it only makes them newer
+        if version is None:  # no way to know what changed: read every row, reuse only its decoding
+            return self._ranking_rows(rids)
+        with self._cache_lock():  # SQLite: the connection lock, so no write of this process interleaves
+            if self._open_tx:  # this thread is inside a write: it must see its own uncommitted rows
+                return self._ranking_rows(rids)
+            held = self._decoded.valid((version, self._writes))
+            out = {r: held[r][1] for r in rids if r in held}
+            out.update(self._ranking_rows([r for r in rids if r not in out]))
+            return out
+
+    def _ranking_rows(self, rids: Sequence[int]) -> dict[int, MemoryItem]:
         out: dict[int, MemoryItem] = {}
         for chunk in chunks(list(rids)):
             rows = self.db.read(f"SELECT items.rid, {_SELECT} FROM items WHERE items.rid IN ({marks(len(chunk))})", chunk)
@@ -491,11 +516,15 @@ class SQLStore(SideTables):
             self._usage_flushed = time.monotonic()
             if not pending:
                 return
-            with self.transaction() as tx:
-                tx.executemany(
-                    "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?",
-                    [(n, at, i) for i, (n, at) in pending.items()],
-                )
+            self._usage_writer = threading.get_ident()
+            try:
+                with self.transaction() as tx:
+                    tx.executemany(
+                        "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?",
+                        [(n, at, i) for i, (n, at) in pending.items()],
+                    )
+            finally:
+                self._usage_writer = None
 
     def usage(self, ids: Sequence[str]) -> dict[str, tuple[int, float | None]]:
         self.flush_usage()

@@ -6,6 +6,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
+import pytest
+
 from memos_integrations.items import Lifecycle
 from memos_integrations.storage.caches import DecodedRows
 from memos_integrations.storage.sqlstore import row_to_item
@@ -67,6 +69,27 @@ def test_hotpath_rows_rewritten_elsewhere_are_decoded_again(cube: Any) -> None:
     assert (after.text, after.metadata) == ("rewritten", {"speaker": "Zed"})
     cube.update(after.id, text="updated through the engine")
     assert store.ranking_rows([rid])[rid].text == "updated through the engine"
+
+
+def test_hotpath_rows_follow_this_process_writes_and_rollbacks(cube: Any) -> None:
+    """Rows held since the last commit are reused without a read, so every write path must retire them:
+    a write inside an open transaction is seen by that transaction, a rollback restores, usage counts don't."""
+    _fill(cube, 1, ("u1",))
+    store = cube.text_mem.store
+    rid = store.candidate_rids(MemoryFilter(), 1)[0]
+    held = store.ranking_rows([rid])[rid]
+    store.touch([held.id])
+    store.flush_usage()  # access counts are not decoded: the held row stays
+    assert store.ranking_rows([rid])[rid] is held
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.execute("UPDATE items SET text = ? WHERE rid = ?", ("uncommitted", rid))
+            assert store.ranking_rows([rid])[rid].text == "uncommitted"
+            raise RuntimeError("roll back")
+    assert store.ranking_rows([rid])[rid].text == held.text
+    with store.transaction() as tx:
+        tx.execute("UPDATE items SET text = ? WHERE rid = ?", ("committed", rid))
+    assert store.ranking_rows([rid])[rid].text == "committed"
 
 
 def test_hotpath_returned_items_are_not_the_shared_rows(cube: Any) -> None:
