@@ -128,7 +128,7 @@ class SQLStore(SideTables):
         self._decoded = DecodedRows(row_to_item)  # rows ranking reads, decoded once per content
         self._write_seq = itertools.count(1)  # this store's transactions, so held rows know they are stale
         self._writes = 0
-        self._open_tx = 0  # SQLStore transactions open (SQLite: only ever the lock holder's)
+        self._in_tx = threading.local()  # .depth: this thread's open transactions
         self._usage_writer: int | None = None  # the thread writing usage counts (see flush_usage)
         self._data_version: Hashable | None = None
         # search hits are counted in memory and written in batches: a write per search would cost
@@ -157,11 +157,11 @@ class SQLStore(SideTables):
     def transaction(self) -> Iterator[Tx]:
         """One atomic write: everything inside (store calls included) commits together or not at all."""
         with self.db.transaction() as tx:
-            self._open_tx += 1
+            self._in_tx.depth = getattr(self._in_tx, "depth", 0) + 1
             try:
                 yield tx
             finally:  # before COMMIT, under SQLite's connection lock: rows ranking holds are stale now
-                self._open_tx -= 1
+                self._in_tx.depth -= 1
                 if self._usage_writer != threading.get_ident():  # usage counts are not decoded columns
                     self._writes = next(self._write_seq)
 
@@ -304,7 +304,7 @@ class SQLStore(SideTables):
         if version is None:  # no way to know what changed: read every row, reuse only its decoding
             return self._ranking_rows(rids)
         with self._cache_lock():  # SQLite: the connection lock, so no write of this process interleaves
-            if self._open_tx:  # this thread is inside a write: it must see its own uncommitted rows
+            if getattr(self._in_tx, "depth", 0):  # this thread is inside a write: it sees its own rows
                 return self._ranking_rows(rids)
             held = self._decoded.valid((version, self._writes))
             out = {r: held[r][1] for r in rids if r in held}
