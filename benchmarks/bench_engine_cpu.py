@@ -7,7 +7,8 @@ engine's CPU (SQL, decoding, fusion, boosts, MMR) and not MiniLM's. CPU is ``tim
 the searching thread, median over ``--repeat`` passes of the per-search mean. Adds: single short
 memories (fast mode) one at a time; CPU is ``time.process_time`` (every thread: the embedding, the
 SQLite commit and the vector index's upsert), median per add; wall time beside it. Then ``--threads``
-threads adding at once: adds/s and process CPU per add.
+threads adding at once: adds/s and process CPU per add. Deterministic beside them: SQL statements, rows
+fetched and ``json.loads`` calls per search (CPU time inflates with the machine's load).
 
 CPU time is used because the machine is shared: wall-clock figures are noisy (load average printed).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import statistics
@@ -67,6 +69,39 @@ def search_cpu(cube: MemCube, qs: list[str], repeat: int) -> dict[str, float]:
                 cube.search(q, top_k=10, plan=plan)
             passes.append((time.thread_time() - start) * 1000 / len(qs))
         out[name] = statistics.median(passes)
+    return out
+
+
+def search_counts(cube: MemCube, qs: list[str]) -> dict[str, tuple[float, float, float]]:
+    """Per search and plan, after a warm pass: SQL statements, rows fetched, ``json.loads`` calls
+    (deterministic, unlike CPU time on a shared machine)."""
+    db = cube.text_mem.store.db
+    counts = [0, 0, 0]
+    read, loads = db.read, json.loads
+
+    def counted_read(sql: str, params: Any = ()) -> Any:
+        rows = read(sql, params)
+        counts[0] += 1
+        counts[1] += len(rows)
+        return rows
+
+    def counted_loads(*a: Any, **kw: Any) -> Any:
+        counts[2] += 1
+        return loads(*a, **kw)
+
+    out = {}
+    for name, plan in PLANS.items():
+        for q in qs:
+            cube.search(q, top_k=10, plan=plan)
+        counts[:] = [0, 0, 0]
+        db.read, json.loads = counted_read, counted_loads  # type: ignore[method-assign]
+        try:
+            for q in qs:
+                cube.search(q, top_k=10, plan=plan)
+        finally:
+            del db.read
+            json.loads = loads
+        out[name] = (counts[0] / len(qs), counts[1] / len(qs), counts[2] / len(qs))
     return out
 
 
@@ -125,10 +160,12 @@ def main(argv: list[str] | None = None) -> None:
             cube.close()
             return
         items = cube.text_mem.store.count()
+        n = search_counts(cube, qs)
         s = search_cpu(cube, qs, args.repeat)
         a = add_cpu(cube, args.adds, args.threads) if args.adds else {}
         cube.close()
     rows = [[f"search ({p}), thread CPU ms", v] for p, v in s.items()]
+    rows += [[f"search ({p}), SQL reads / rows read / json.loads", " / ".join(f"{x:.1f}" for x in c)] for p, c in n.items()]
     rows += [] if not a else [["add, process CPU ms (one at a time)", a["cpu_ms"]], ["add, wall ms (one at a time)", a["wall_ms"]],
              [f"adds/s, {args.threads} threads at once", a["conc_adds_per_s"]],
              [f"add, process CPU ms ({args.threads} threads)", a["conc_cpu_ms"]]]
