@@ -33,7 +33,7 @@ import json
 import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -296,27 +296,25 @@ class SQLStore(SideTables):
         return out
 
     def ranking_rows(self, rids: Sequence[int]) -> dict[int, MemoryItem]:
-        """The rows ``rids`` for a search's ranking to read, each decoded once per stored content and
-        shared (:class:`.caches.DecodedRows`): never hand these items out or change them. With a
-        :meth:`data_version`, rows held since the last commit (this store's or another connection's)
-        are not even read again."""
-        version = self.data_version()  # read before the rows: a commit after it only makes them newer
-        if version is None:  # no way to know what changed: read every row, reuse only its decoding
-            return self._ranking_rows(rids)
-        with self._cache_lock():  # SQLite: the connection lock, so no write of this process interleaves
-            if getattr(self._in_tx, "depth", 0):  # this thread is inside a write: it sees its own rows
-                return self._ranking_rows(rids)
-            held = self._decoded.valid((version, self._writes))
+        """The rows ``rids`` for ranking to read, decoded once per content and shared (never hand them
+        out or change them: :class:`.caches.DecodedRows`); rows held since the last commit are not read."""
+        with self._held() as cache:
+            held = cache.valid_rows if cache is not None else {}
             out = {r: held[r][1] for r in rids if r in held}
-            out.update(self._ranking_rows([r for r in rids if r not in out]))
+            for chunk in chunks([r for r in rids if r not in out]):
+                rows = self.db.read(f"SELECT items.rid, {_SELECT} FROM items WHERE items.rid IN ({marks(len(chunk))})", chunk)
+                out.update({row[0]: self._decoded.item(row[0], row[1:]) for row in rows})
             return out
 
-    def _ranking_rows(self, rids: Sequence[int]) -> dict[int, MemoryItem]:
-        out: dict[int, MemoryItem] = {}
-        for chunk in chunks(list(rids)):
-            rows = self.db.read(f"SELECT items.rid, {_SELECT} FROM items WHERE items.rid IN ({marks(len(chunk))})", chunk)
-            out.update({row[0]: self._decoded.item(row[0], row[1:]) for row in rows})
-        return out
+    @contextmanager
+    def _held(self) -> Iterator[DecodedRows | None]:
+        """:attr:`_decoded`, all of it current while this is open: nothing committed since it was read
+        (:meth:`data_version`: other connections; :attr:`_writes`: this store). None where that cannot
+        be known, or this thread is inside a write (it must see its own uncommitted rows)."""
+        version = self.data_version()  # read before the rows: a commit after it only makes them newer
+        with self._cache_lock() if version is not None else nullcontext():  # SQLite: the connection lock
+            inside = version is None or getattr(self._in_tx, "depth", 0) > 0
+            yield None if inside else self._decoded.valid((version, self._writes))
 
     def list_items(
         self, flt: MemoryFilter, limit: int | None = None, offset: int = 0, order: str = "created_at"
@@ -344,8 +342,11 @@ class SQLStore(SideTables):
     def candidate_rids(self, flt: MemoryFilter, limit: int | None) -> list[int]:
         """Row ids passing ``flt``, at most ``limit`` (None or a negative number: all)."""
         where, params = self.where(flt)
-        bound = self.NO_LIMIT if limit is None or limit < 0 else limit
-        return [r[0] for r in self.db.read(f"SELECT items.rid FROM items WHERE {where} LIMIT ?", [*params, bound])]
+        args = [*params, self.NO_LIMIT if limit is None or limit < 0 else limit]
+        def read() -> list[int]:
+            return [r[0] for r in self.db.read(f"SELECT items.rid FROM items WHERE {where} LIMIT ?", args)]
+        with self._held() as cache:  # every search asks again (dense scoring): held until the next commit
+            return cache.result((where, *args), read) if cache else read()
 
     def rid_ids(self, ids: Sequence[str], flt: MemoryFilter) -> dict[str, int]:
         """Which of ``ids`` pass ``flt``, with their row ids."""

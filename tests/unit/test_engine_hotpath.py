@@ -92,6 +92,24 @@ def test_hotpath_rows_follow_this_process_writes_and_rollbacks(cube: Any) -> Non
     assert store.ranking_rows([rid])[rid].text == "committed"
 
 
+def test_hotpath_candidates_follow_commits_everywhere(cube: Any) -> None:
+    """Candidate row ids are held per filter between commits: an add, a raw write of another
+    connection and a write inside this thread's open transaction each show at once."""
+    _fill(cube, 1, ("u1",))
+    store, flt = cube.text_mem.store, MemoryFilter(user_id="u1")
+    before = store.candidate_rids(flt, -1)
+    before.append(-1)  # a caller changing its answer changes nothing held
+    assert store.candidate_rids(flt, -1) == before[:-1]
+    cube.add(memory="a new note", user_id="u1")
+    assert len(store.candidate_rids(flt, -1)) == len(before)
+    with sqlite3.connect(store.path) if store.db.dialect == "sqlite" else store.transaction() as other:
+        other.execute("UPDATE items SET user_id = 'u9' WHERE rid = ?", (before[0],))
+    assert before[0] not in store.candidate_rids(flt, -1)
+    with store.transaction() as tx:
+        tx.execute("UPDATE items SET user_id = 'u1' WHERE rid = ?", (before[0],))
+        assert before[0] in store.candidate_rids(flt, -1)
+
+
 def test_hotpath_returned_items_are_not_the_shared_rows(cube: Any) -> None:
     _fill(cube, 1, ("u1",))
     first = cube.search("support group", top_k=3, plan=DEEP)
