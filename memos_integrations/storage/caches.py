@@ -37,8 +37,6 @@ class DecodedRows:
         self._rows: dict[int, tuple[tuple[Any, ...], MemoryItem]] = {}
         self._lock = threading.Lock()
         self.token: Hashable | None = None
-        #: answers of read queries (a filter's candidate row ids) under ``token``; only with :meth:`valid`
-        self.results: dict[Hashable, list[int]] = {}
 
     def valid(self, token: Hashable) -> DecodedRows:
         """Itself, every entry still current when ``token`` is what they were read under (else cleared)."""
@@ -51,19 +49,6 @@ class DecodedRows:
     def valid_rows(self) -> dict[int, tuple[tuple[Any, ...], MemoryItem]]:
         """The entries by row id (current only right after :meth:`valid`, under the store's lock)."""
         return self._rows
-
-    def result(self, key: Hashable, compute: Callable[[], list[int]]) -> list[int]:
-        """A copy of ``compute()``'s answer, computed once per ``key`` while valid (64 keys at most)."""
-        try:
-            found = self.results.get(key)
-        except TypeError:  # an unhashable query parameter: not held
-            return compute()
-        if found is None:
-            found = compute()
-            if len(self.results) >= 64:
-                self.results = {}
-            self.results[key] = found
-        return list(found)
 
     def item(self, rid: int, row: Sequence[Any]) -> MemoryItem:
         """The item ``row`` (the ``items`` columns of row ``rid``) decodes to, decoded once per content."""
@@ -82,7 +67,6 @@ class DecodedRows:
     def clear(self) -> None:
         with self._lock:
             self._rows = {}
-            self.results = {}
 
 
 class VectorCache:

@@ -343,10 +343,8 @@ class SQLStore(SideTables):
         """Row ids passing ``flt``, at most ``limit`` (None or a negative number: all)."""
         where, params = self.where(flt)
         args = [*params, self.NO_LIMIT if limit is None or limit < 0 else limit]
-        def read() -> list[int]:
-            return [r[0] for r in self.db.read(f"SELECT items.rid FROM items WHERE {where} LIMIT ?", args)]
-        with self._held() as cache:  # every search asks again (dense scoring): held until the next commit
-            return cache.result((where, *args), read) if cache else read()
+        # not held between commits like ranking rows: the default filter's validity bound is "now"
+        return [r[0] for r in self.db.read(f"SELECT items.rid FROM items WHERE {where} LIMIT ?", args)]
 
     def rid_ids(self, ids: Sequence[str], flt: MemoryFilter) -> dict[str, int]:
         """Which of ``ids`` pass ``flt``, with their row ids."""

@@ -93,8 +93,8 @@ def test_hotpath_rows_follow_this_process_writes_and_rollbacks(cube: Any) -> Non
 
 
 def test_hotpath_candidates_follow_commits_everywhere(cube: Any) -> None:
-    """Candidate row ids are held per filter between commits: an add, a raw write of another
-    connection and a write inside this thread's open transaction each show at once."""
+    """Candidate row ids (read per search; a cache of them would have to pass this): an add, a raw
+    write of another connection and a write inside this thread's open transaction each show at once."""
     _fill(cube, 1, ("u1",))
     store, flt = cube.text_mem.store, MemoryFilter(user_id="u1")
     before = store.candidate_rids(flt, -1)
