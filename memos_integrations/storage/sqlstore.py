@@ -28,11 +28,12 @@ its row and is applied by the next drain.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +42,7 @@ import numpy as np
 from ..errors import BackendError, InvalidInputError
 from ..items import Kind, Lifecycle, MemoryItem, from_epoch, to_epoch, utcnow
 from ..textual.filters import MemoryFilter
+from .caches import DecodedRows, VectorCache
 from .filter_sql import FilterDialect, compile_filter
 from .migrations import Step, migrate
 from .sql import Database, Tx, chunks, marks
@@ -68,17 +70,17 @@ _ORDERS = {
 
 
 def row_to_item(row: Sequence[Any]) -> MemoryItem:
-    d = dict(zip(COLUMNS, row))
+    (id_, text, context, kind, user_id, agent_id, session_id, cube_id, created_at, updated_at, event_time,
+     valid_from, valid_to, state, version, sources, created_by, method, confidence, tags, metadata, parent_id) = row
     return MemoryItem(
-        id=d["id"], text=d["text"], context=d["context"], kind=Kind(d["kind"]), user_id=d["user_id"],
-        agent_id=d["agent_id"], session_id=d["session_id"], cube_id=d["cube_id"],
-        created_at=from_epoch(d["created_at"]),  # type: ignore[arg-type]
-        updated_at=from_epoch(d["updated_at"]),  # type: ignore[arg-type]
-        event_time=from_epoch(d["event_time"]), valid_from=from_epoch(d["valid_from"]),
-        valid_to=from_epoch(d["valid_to"]), state=Lifecycle(d["state"]), version=d["version"],
-        sources=json.loads(d["sources"]), created_by=d["created_by"], method=d["method"],
-        confidence=d["confidence"], tags=json.loads(d["tags"]), metadata=json.loads(d["metadata"]),
-        parent_id=d["parent_id"],
+        id=id_, text=text, context=context, kind=Kind(kind), user_id=user_id, agent_id=agent_id,
+        session_id=session_id, cube_id=cube_id,
+        created_at=from_epoch(created_at),  # type: ignore[arg-type]
+        updated_at=from_epoch(updated_at),  # type: ignore[arg-type]
+        event_time=from_epoch(event_time), valid_from=from_epoch(valid_from), valid_to=from_epoch(valid_to),
+        state=Lifecycle(state), version=version, sources=json.loads(sources), created_by=created_by,
+        method=method, confidence=confidence, tags=json.loads(tags), metadata=json.loads(metadata),
+        parent_id=parent_id,
     )
 
 
@@ -94,47 +96,6 @@ def item_values(item: MemoryItem) -> list[Any]:
         ]
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"memory {item.id!r} cannot be stored: {exc}; metadata must be JSON") from exc
-
-
-class VectorCache:
-    """Item vectors held in memory, so exact dense search does not re-read blobs from the database.
-
-    Rows live in one growing matrix (a gather is one ``take``); an entry is dropped whenever this
-    store rewrites that row, and the whole cache is cleared when another connection commits (the
-    store's :meth:`SQLStore.data_version` changes), so a shared cube never scores stale vectors.
-    """
-
-    def __init__(self, max_rows: int = 200_000) -> None:
-        self.max_rows = max_rows
-        self.clear()
-
-    def clear(self) -> None:
-        self.row_of: dict[int, int] = {}
-        self.matrix = np.zeros((0, 0), dtype=np.float32)
-        self.n = 0
-
-    def drop(self, rids: Sequence[int]) -> None:
-        for rid in rids:
-            self.row_of.pop(rid, None)
-
-    def put(self, rids: Sequence[int], matrix: np.ndarray) -> None:
-        if not rids:
-            return
-        if self.n + len(rids) > self.max_rows:
-            self.clear()
-            if len(rids) > self.max_rows:
-                return
-        if self.matrix.shape[1] != matrix.shape[1]:
-            self.clear()
-            self.matrix = np.zeros((max(1024, len(rids)), matrix.shape[1]), dtype=np.float32)
-        if self.n + len(rids) > self.matrix.shape[0]:
-            grown = np.zeros((max(2 * self.matrix.shape[0], self.n + len(rids)), matrix.shape[1]), dtype=np.float32)
-            grown[: self.n] = self.matrix[: self.n]
-            self.matrix = grown
-        self.matrix[self.n : self.n + len(rids)] = matrix
-        for k, rid in enumerate(rids):
-            self.row_of[rid] = self.n + k
-        self.n += len(rids)
 
 
 class SQLStore(SideTables):
@@ -164,6 +125,11 @@ class SQLStore(SideTables):
         self.db = db
         self.path = Path(path)
         self._vectors = VectorCache()
+        self._decoded = DecodedRows(row_to_item)  # rows ranking reads, decoded once per content
+        self._write_seq = itertools.count(1)  # this store's transactions, so held rows know they are stale
+        self._writes = 0
+        self._in_tx = threading.local()  # .depth: this thread's open transactions
+        self._usage_writer: int | None = None  # the thread writing usage counts (see flush_usage)
         self._data_version: Hashable | None = None
         # search hits are counted in memory and written in batches: a write per search would cost
         # more than the search (a crash loses at most a few usage counts, never a memory)
@@ -191,7 +157,13 @@ class SQLStore(SideTables):
     def transaction(self) -> Iterator[Tx]:
         """One atomic write: everything inside (store calls included) commits together or not at all."""
         with self.db.transaction() as tx:
-            yield tx
+            self._in_tx.depth = getattr(self._in_tx, "depth", 0) + 1
+            try:
+                yield tx
+            finally:  # before COMMIT, under SQLite's connection lock: rows ranking holds are stale now
+                self._in_tx.depth -= 1
+                if self._usage_writer != threading.get_ident():  # usage counts are not decoded columns
+                    self._writes = next(self._write_seq)
 
     def close(self) -> None:
         try:
@@ -323,6 +295,27 @@ class SQLStore(SideTables):
             out.update({row[0]: row_to_item(row[1:]) for row in rows})
         return out
 
+    def ranking_rows(self, rids: Sequence[int]) -> dict[int, MemoryItem]:
+        """The rows ``rids`` for ranking to read, decoded once per content and shared (never hand them
+        out or change them: :class:`.caches.DecodedRows`); rows held since the last commit are not read."""
+        with self._held() as cache:
+            held = cache.valid_rows if cache is not None else {}
+            out = {r: held[r][1] for r in rids if r in held}
+            for chunk in chunks([r for r in rids if r not in out]):
+                rows = self.db.read(f"SELECT items.rid, {_SELECT} FROM items WHERE items.rid IN ({marks(len(chunk))})", chunk)
+                out.update({row[0]: self._decoded.item(row[0], row[1:]) for row in rows})
+            return out
+
+    @contextmanager
+    def _held(self) -> Iterator[DecodedRows | None]:
+        """:attr:`_decoded`, all of it current while this is open: nothing committed since it was read
+        (:meth:`data_version`: other connections; :attr:`_writes`: this store). None where that cannot
+        be known, or this thread is inside a write (it must see its own uncommitted rows)."""
+        version = self.data_version()  # read before the rows: a commit after it only makes them newer
+        with self._cache_lock() if version is not None else nullcontext():  # SQLite: the connection lock
+            inside = version is None or getattr(self._in_tx, "depth", 0) > 0
+            yield None if inside else self._decoded.valid((version, self._writes))
+
     def list_items(
         self, flt: MemoryFilter, limit: int | None = None, offset: int = 0, order: str = "created_at"
     ) -> list[MemoryItem]:
@@ -349,8 +342,9 @@ class SQLStore(SideTables):
     def candidate_rids(self, flt: MemoryFilter, limit: int | None) -> list[int]:
         """Row ids passing ``flt``, at most ``limit`` (None or a negative number: all)."""
         where, params = self.where(flt)
-        bound = self.NO_LIMIT if limit is None or limit < 0 else limit
-        return [r[0] for r in self.db.read(f"SELECT items.rid FROM items WHERE {where} LIMIT ?", [*params, bound])]
+        args = [*params, self.NO_LIMIT if limit is None or limit < 0 else limit]
+        # not held between commits like ranking rows: the default filter's validity bound is "now"
+        return [r[0] for r in self.db.read(f"SELECT items.rid FROM items WHERE {where} LIMIT ?", args)]
 
     def rid_ids(self, ids: Sequence[str], flt: MemoryFilter) -> dict[str, int]:
         """Which of ``ids`` pass ``flt``, with their row ids."""
@@ -521,11 +515,15 @@ class SQLStore(SideTables):
             self._usage_flushed = time.monotonic()
             if not pending:
                 return
-            with self.transaction() as tx:
-                tx.executemany(
-                    "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?",
-                    [(n, at, i) for i, (n, at) in pending.items()],
-                )
+            self._usage_writer = threading.get_ident()
+            try:
+                with self.transaction() as tx:
+                    tx.executemany(
+                        "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?",
+                        [(n, at, i) for i, (n, at) in pending.items()],
+                    )
+            finally:
+                self._usage_writer = None
 
     def usage(self, ids: Sequence[str]) -> dict[str, tuple[int, float | None]]:
         self.flush_usage()

@@ -389,7 +389,7 @@ class TextualMemory:
         def rows(rids: Sequence[int]) -> dict[int, MemoryItem]:
             missing = [r for r in rids if r not in fetched]
             if missing:
-                fetched.update(self.store.get_by_rid(missing))
+                fetched.update(self.store.ranking_rows(missing))  # shared, read-only: hits are re-read below
             return {r: fetched[r] for r in rids if r in fetched}
 
         while True:

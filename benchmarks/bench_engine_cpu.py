@@ -1,0 +1,178 @@
+"""The engine's own CPU per search and per add, on a LoCoMo-sized cube (issue 13's throughput).
+
+One LoCoMo dev conversation becomes a cube (built as ``bench_retrieval.build`` does, once, in
+``--cube``). Searches: the conversation's questions (categories 1-4), top_k=10, each plan; every
+question's embedding is computed once beforehand (the embedder's query cache), so the figure is the
+engine's CPU (SQL, decoding, fusion, boosts, MMR) and not MiniLM's. CPU is ``time.thread_time`` of
+the searching thread, median over ``--repeat`` passes of the per-search mean. Adds: single short
+memories (fast mode) one at a time; CPU is ``time.process_time`` (every thread: the embedding, the
+SQLite commit and the vector index's upsert), median per add; wall time beside it. Then ``--threads``
+threads adding at once: adds/s and process CPU per add. Deterministic beside them: SQL statements, rows
+fetched and ``json.loads`` calls per search (CPU time inflates with the machine's load).
+
+CPU time is used because the machine is shared: wall-clock figures are noisy (load average printed).
+
+    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_engine_cpu --cube /tmp/engine_cpu_cube
+    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_engine_cpu --profile search   # cProfile top 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from memos_integrations import MemCube
+from memos_integrations.textual.embed import MiniLMEmbedder
+from memos_integrations.textual.read import FastReader
+from memos_integrations.textual.retrieve import BALANCED, DEEP, MULTIHOP
+
+from .common import locomo, sessions, table, turn_messages
+
+PLANS = {"balanced": BALANCED, "deep": DEEP, "multihop": MULTIHOP}
+
+
+def open_cube(where: Path, embedder: Any, conv: dict[str, Any]) -> MemCube:
+    """The conversation's cube in ``where`` (built there on first use, reopened afterwards)."""
+    path = where / conv["sample_id"]
+    if path.exists():
+        return MemCube.open(path, embedder=embedder)
+    cube = MemCube.create(path, embedder=embedder)
+    cube.text_mem.reader = FastReader(context_turns=1)
+    for key, when, turns in sessions(conv):
+        cube.add(messages=turn_messages(turns), user_id=conv["sample_id"], session_id=key, timestamp=when)
+    return cube
+
+
+def questions(conv: dict[str, Any], limit: int) -> list[str]:
+    return [q["question"] for q in conv["qa"] if q["category"] != 5 and q.get("evidence")][:limit]
+
+
+def search_cpu(cube: MemCube, qs: list[str], repeat: int) -> dict[str, float]:
+    """Median (over passes) of the mean thread CPU ms per search, per plan."""
+    out = {}
+    for name, plan in PLANS.items():
+        for q in qs:  # warm: embeddings cached, vectors cached
+            cube.search(q, top_k=10, plan=plan)
+        passes = []
+        for _ in range(repeat):
+            start = time.thread_time()
+            for q in qs:
+                cube.search(q, top_k=10, plan=plan)
+            passes.append((time.thread_time() - start) * 1000 / len(qs))
+        out[name] = statistics.median(passes)
+    return out
+
+
+def search_counts(cube: MemCube, qs: list[str]) -> dict[str, tuple[float, float, float]]:
+    """Per search and plan, after a warm pass: SQL statements, rows fetched, ``json.loads`` calls
+    (deterministic, unlike CPU time on a shared machine)."""
+    db = cube.text_mem.store.db
+    counts = [0, 0, 0]
+    read, loads = db.read, json.loads
+
+    def counted_read(sql: str, params: Any = ()) -> Any:
+        rows = read(sql, params)
+        counts[0] += 1
+        counts[1] += len(rows)
+        return rows
+
+    def counted_loads(*a: Any, **kw: Any) -> Any:
+        counts[2] += 1
+        return loads(*a, **kw)
+
+    out = {}
+    for name, plan in PLANS.items():
+        for q in qs:
+            cube.search(q, top_k=10, plan=plan)
+        counts[:] = [0, 0, 0]
+        db.read, json.loads = counted_read, counted_loads  # type: ignore[method-assign]
+        try:
+            for q in qs:
+                cube.search(q, top_k=10, plan=plan)
+        finally:
+            del db.read
+            json.loads = loads
+        out[name] = (counts[0] / len(qs), counts[1] / len(qs), counts[2] / len(qs))
+    return out
+
+
+def add_cpu(cube: MemCube, n: int, threads: int) -> dict[str, float]:
+    """Process CPU and wall ms per single-memory add, one at a time; then adds/s with ``threads`` at once."""
+    cpu, wall = [], []
+    for k in range(n):
+        c0, w0 = time.process_time(), time.perf_counter()
+        cube.add(memory=f"note {k}: the blue kettle is on the third shelf", user_id="bench")
+        cpu.append((time.process_time() - c0) * 1000)
+        wall.append((time.perf_counter() - w0) * 1000)
+    per_thread = max(1, n // threads)
+
+    def worker(t: int) -> None:
+        for k in range(per_thread):
+            cube.add(memory=f"thread {t} note {k}: a red umbrella hangs by the door", user_id="bench")
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    c0, w0 = time.process_time(), time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    total = per_thread * threads
+    return {"cpu_ms": statistics.median(cpu), "wall_ms": statistics.median(wall),
+            "conc_adds_per_s": total / (time.perf_counter() - w0),
+            "conc_cpu_ms": (time.process_time() - c0) * 1000 / total}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cube", type=Path, default=None, help="folder for the cube (kept; reused when present)")
+    ap.add_argument("--conv", type=int, default=0, help="which LoCoMo dev conversation")
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--adds", type=int, default=60, help="0: searches only")
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--profile", choices=["search", "add"], default=None)
+    args = ap.parse_args(argv)
+    embedder = MiniLMEmbedder()
+    conv = locomo()[args.conv]
+    with tempfile.TemporaryDirectory() as tmp:
+        where = args.cube or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        cube = open_cube(where, embedder, conv)
+        qs = questions(conv, args.queries)
+        if args.profile:
+            prof = cProfile.Profile()
+            if args.profile == "search":
+                search_cpu(cube, qs, 1)
+                prof.runcall(search_cpu, cube, qs, 1)
+            else:
+                prof.runcall(add_cpu, cube, args.adds, 1)
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+            cube.close()
+            return
+        items = cube.text_mem.store.count()
+        n = search_counts(cube, qs)
+        s = search_cpu(cube, qs, args.repeat)
+        a = add_cpu(cube, args.adds, args.threads) if args.adds else {}
+        cube.close()
+    rows = [[f"search ({p}), thread CPU ms", v] for p, v in s.items()]
+    rows += [[f"search ({p}), SQL reads / rows read / json.loads", " / ".join(f"{x:.1f}" for x in c)] for p, c in n.items()]
+    rows += [] if not a else [["add, process CPU ms (one at a time)", a["cpu_ms"]], ["add, wall ms (one at a time)", a["wall_ms"]],
+             [f"adds/s, {args.threads} threads at once", a["conc_adds_per_s"]],
+             [f"add, process CPU ms ({args.threads} threads)", a["conc_cpu_ms"]]]
+    print(f"cube: {conv['sample_id']}, {items} items, {len(qs)} questions x {args.repeat} passes; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(table(["measure (median)", "value"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""In-memory caches of an :class:`~.sqlstore.SQLStore`: item vectors and decoded item rows.
+
+Both exist for search's CPU (issue 13: a search on a LoCoMo-sized cube read ~130 rows and decoded
+each into a :class:`~memos_integrations.items.MemoryItem`, three ``json.loads`` and five datetimes
+apiece, more than half of the engine's time). Neither can serve a stale value: the vector cache is
+cleared when another connection commits and per row when this store rewrites it; a decoded row is
+reused only when the row just read from the database is equal, column for column, to the one it was
+decoded from, so no write path has to remember to invalidate it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..items import MemoryItem
+
+
+class DecodedRows:
+    """Decoded ``items`` rows by row id, reused while the stored row is unchanged.
+
+    Two ways to know a row is unchanged: :meth:`item` compares the row just read with the one the
+    entry was decoded from (always safe, saves the decoding); :meth:`valid` trusts every entry while a
+    store's write token (another connection's commits and this store's own transactions) is the one
+    they were read under (saves the read too; the store reads token, rows and entries under one lock).
+    The items it returns are shared between searches: they are for ranking to read (speaker,
+    session, times, kind, metadata), never to hand out or mutate; a search returns freshly decoded
+    items. Bounded: past ``max_rows`` entries the older half is dropped (insertion order).
+    """
+
+    def __init__(self, decode: Callable[[Sequence[Any]], MemoryItem], max_rows: int = 4096) -> None:
+        self.decode = decode
+        self.max_rows = max_rows
+        self._rows: dict[int, tuple[tuple[Any, ...], MemoryItem]] = {}
+        self._lock = threading.Lock()
+        self.token: Hashable | None = None
+
+    def valid(self, token: Hashable) -> DecodedRows:
+        """Itself, every entry still current when ``token`` is what they were read under (else cleared)."""
+        if token != self.token:
+            self.clear()
+            self.token = token
+        return self
+
+    @property
+    def valid_rows(self) -> dict[int, tuple[tuple[Any, ...], MemoryItem]]:
+        """The entries by row id (current only right after :meth:`valid`, under the store's lock)."""
+        return self._rows
+
+    def item(self, rid: int, row: Sequence[Any]) -> MemoryItem:
+        """The item ``row`` (the ``items`` columns of row ``rid``) decodes to, decoded once per content."""
+        key = tuple(row)
+        entry = self._rows.get(rid)
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        item = self.decode(key)
+        with self._lock:
+            if len(self._rows) >= self.max_rows:
+                for old in list(self._rows)[: self.max_rows // 2]:
+                    del self._rows[old]
+            self._rows[rid] = (key, item)
+        return item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows = {}
+
+
+class VectorCache:
+    """Item vectors held in memory, so exact dense search does not re-read blobs from the database.
+
+    Rows live in one growing matrix (a gather is one ``take``); an entry is dropped whenever this
+    store rewrites that row, and the whole cache is cleared when another connection commits (the
+    store's :meth:`SQLStore.data_version` changes), so a shared cube never scores stale vectors.
+    """
+
+    def __init__(self, max_rows: int = 200_000) -> None:
+        self.max_rows = max_rows
+        self.clear()
+
+    def clear(self) -> None:
+        self.row_of: dict[int, int] = {}
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.n = 0
+
+    def drop(self, rids: Sequence[int]) -> None:
+        for rid in rids:
+            self.row_of.pop(rid, None)
+
+    def put(self, rids: Sequence[int], matrix: np.ndarray) -> None:
+        if not rids:
+            return
+        if self.n + len(rids) > self.max_rows:
+            self.clear()
+            if len(rids) > self.max_rows:
+                return
+        if self.matrix.shape[1] != matrix.shape[1]:
+            self.clear()
+            self.matrix = np.zeros((max(1024, len(rids)), matrix.shape[1]), dtype=np.float32)
+        if self.n + len(rids) > self.matrix.shape[0]:
+            grown = np.zeros((max(2 * self.matrix.shape[0], self.n + len(rids)), matrix.shape[1]), dtype=np.float32)
+            grown[: self.n] = self.matrix[: self.n]
+            self.matrix = grown
+        self.matrix[self.n : self.n + len(rids)] = matrix
+        for k, rid in enumerate(rids):
+            self.row_of[rid] = self.n + k
+        self.n += len(rids)
