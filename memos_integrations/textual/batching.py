@@ -131,8 +131,13 @@ class QueryBatcher:
                 if not self._queue:
                     return  # closed and drained
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
-            for group in _by_length(batch):
-                self._compute(group)
+            try:
+                for group in _by_length(batch):
+                    self._compute(group)
+            finally:  # the worker dies (a BaseException): its batch's callers must not wait on the next worker
+                for pending in batch:
+                    if not pending.done.is_set():
+                        pending.finish(error=BackendError("the query batcher's worker stopped; retry the request"))
 
     def _compute(self, group: list[_Pending]) -> None:
         start = time.perf_counter()
