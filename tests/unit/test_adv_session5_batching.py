@@ -53,3 +53,39 @@ def test_callers_of_a_batch_whose_worker_died_fail_even_when_a_new_worker_runs()
     finally:
         batcher.close()
 
+
+
+# -- item 1 (attack): every search's query went through the one worker thread, so one user's huge query
+# (1 MiB: about 1 s of tokenising on MiniLM) held every other user's search behind it; before batching
+# each search embedded in its own request thread
+def test_a_huge_query_does_not_hold_up_other_users_searches() -> None:
+    from memos_integrations.textual.batching import BatchedEmbedder
+
+    started, release = threading.Event(), threading.Event()
+
+    class Slow:
+        name, dimension, fingerprint = "slow", 3, "f"
+
+        def embed_documents(self, texts: list[str]) -> np.ndarray:
+            if any(len(t) > 100_000 for t in texts):
+                started.set()
+                release.wait(5)
+            return np.ones((len(texts), 3), dtype=np.float32)
+
+        def embed_query(self, text: str) -> np.ndarray:
+            return self.embed_documents([text])[0]
+
+    inner = Slow()
+    shared = BatchedEmbedder(inner, inner.embed_documents)
+    huge = threading.Thread(target=shared.embed_query, args=("x" * 1_000_000,), daemon=True)
+    huge.start()
+    try:
+        assert started.wait(5)
+        short = threading.Thread(target=shared.embed_query, args=("what does alice drink",), daemon=True)
+        short.start()
+        short.join(2)
+        assert not short.is_alive(), "a short query waited for another caller's huge one"
+    finally:
+        release.set()
+        huge.join(5)
+        shared.close()
