@@ -89,15 +89,19 @@ class MOS:
         user_id: the acting user for calls that name none (a user's own session).
         embedder: the embedder every cube is opened with.
         chat_model: the default model for :meth:`chat`.
+        embedder_strict: False: ``embedder`` opens only the cubes built with it (same fingerprint); a cube
+            built with another opens with the one its own config names, as with no ``embedder``. ``memcube
+            serve`` uses it for its batched MiniLM, so a cube registered while it runs still opens.
     """
 
     def __init__(self, home: str | Path, *, user_id: str | None = None, embedder: Any = None, chat_model: Any = None,
-                 reader: Any = None) -> None:
+                 reader: Any = None, embedder_strict: bool = True) -> None:
         self.home = Path(home)
         self.reader = reader  # an LLMReader for every cube this MOS opens (readers/); None: fast mode
         self.home.mkdir(parents=True, exist_ok=True)
         self.default_user = normalize_id(user_id)
         self.embedder = embedder
+        self.embedder_strict = embedder_strict
         self.chat_model = chat_model
         self._lock = threading.RLock()
         self._closed = False
@@ -242,7 +246,7 @@ class MOS:
         existing = self._claim(path, mem_cube_id, user, need="read")
         if existing is not None:
             return existing
-        cube = cube_or_path if isinstance(cube_or_path, MemCube) else MemCube.open(path, embedder=self.embedder, reader=self.reader)
+        cube = cube_or_path if isinstance(cube_or_path, MemCube) else self._open_cube(path)
         try:
             cube_id = safe_name(mem_cube_id or cube.cube_id, "cube id")
             self._refuse_taken_id(cube_id, path)
@@ -455,8 +459,19 @@ class MOS:
                 found = self._registry.cube(cube_id)
                 if found is None:
                     raise CubeNotFoundError(f"no cube {cube_id!r} is registered; register it with MOS.register_mem_cube")
-                self._cubes[cube_id] = MemCube.open(found[0], embedder=self.embedder, reader=self.reader)
+                self._cubes[cube_id] = self._open_cube(found[0])
             return self._cubes[cube_id]
+
+    def _open_cube(self, path: str | Path) -> MemCube:
+        """Open a cube with ``self.embedder``, or (not ``embedder_strict``) with its own when built with another."""
+        embedder = self.embedder
+        if embedder is not None and not self.embedder_strict:
+            from .cube import read_header
+
+            recorded = read_header(Path(path), verify=False)["embedder"]
+            if recorded.get("fingerprint") != embedder.fingerprint or recorded.get("dimension") != embedder.dimension:
+                embedder = None
+        return MemCube.open(path, embedder=embedder, reader=self.reader)
 
     def _authorized(self, cube_id: str, user: str, need: str, action: str) -> MemCube:
         """The cube, if ``user`` has ``need`` on it now; else an audited :class:`AccessDeniedError`."""

@@ -33,7 +33,7 @@ def serve(home: str, *, host: str = "127.0.0.1", port: int = 8765, limits: Limit
     from .service import serving_embedder
 
     embedder = serving_embedder(home)  # MiniLM homes: concurrent searches share one forward pass
-    mos = MOS(home, chat_model=chat_model, embedder=embedder)
+    mos = MOS(home, chat_model=chat_model, embedder=embedder, embedder_strict=False)  # a cube built otherwise: its own
     keys = KeyStore.open(mos.home / "mos.db")
     try:
         uvicorn.run(create_app(mos, keys=keys, limits=limits), host=host, port=port, log_level=log_level)

@@ -151,6 +151,10 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         """The columns this write writes: the request's own, or (on a split write's last part) every staged
         part's followed by its own; None when the request is an earlier part (kept, nothing written yet)."""
         own = {c: getattr(body, c) for c in columns}
+        # where the write goes (route, cube, namespace, kind, session, ...): every part must name the same, or
+        # the last part would decide where the earlier ones are written
+        binding = {"route": type(body).__name__,
+                   **body.model_dump(mode="json", exclude={"stage", "part", "parts", *columns})}
         if body.stage is None:
             if body.part is not None or body.parts is not None:
                 raise InvalidInputError("part and parts come with stage (the id of a split write); leave all three out "
@@ -159,13 +163,18 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         if body.part is None:
             raise InvalidInputError("a split write's request names its part (0, 1, ...) next to stage")
         if body.parts is None:
-            staged.put(body.stage, who.key_id, body.part, json.dumps(own, allow_nan=False))
+            staged.put(body.stage, who.key_id, body.part, json.dumps({"binding": binding, "rows": own}, allow_nan=False))
             return None
         if body.part != body.parts - 1:
             staged.drop(body.stage, who.key_id)
             raise InvalidInputError(f"parts is sent on the last part only (part {body.parts - 1}), got part {body.part}; "
                                     "nothing was written: send the whole write again")
-        earlier = [json.loads(b) for b in staged.take(body.stage, who.key_id, body.parts - 1)]
+        staged_parts = [json.loads(b) for b in staged.take(body.stage, who.key_id, body.parts - 1)]
+        if any(p["binding"] != json.loads(json.dumps(binding)) for p in staged_parts):
+            raise InvalidInputError(f"the parts of write {body.stage!r} name different routes, cubes or bindings (cube_id, "
+                                    "namespace, kind, session_id, ...); nothing was written: send every part of a write "
+                                    "to the same route with the same binding")
+        earlier = [p["rows"] for p in staged_parts]
         out: dict[str, Any] = {}
         for c in columns:
             values = [p[c] for p in earlier] + [own[c]]

@@ -112,7 +112,8 @@ def app_from_env() -> Any:
     config = json.loads(os.environ[ENV])
     raw = dict(config["limits"])
     raw["cors_origins"] = tuple(raw.get("cors_origins", ()))
-    mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=serving_embedder(config["home"]))
+    mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=serving_embedder(config["home"]),
+              embedder_strict=False)
     keys = KeyStore.open(mos.home / "mos.db")
     cubes = new_cube_config(config.get("cubes_on"))
     return create_app(mos, keys=keys, limits=Limits(**raw), cube_config=cubes, shared=True)

@@ -11,7 +11,8 @@ every text queued by the time it is free (at most ``max_batch``), embeds them in
 each caller the row computed from its own text. Nothing waits on a timer: one request alone is
 embedded at once (one thread hand-off, tens of microseconds), and batches grow only when requests
 queue up while the worker is busy. Texts of very different lengths are embedded in separate calls, so
-one long query cannot make a batch of short ones pay for its padding.
+one long query cannot make a batch of short ones pay for its padding; a very long one (over
+``_SHARED_MAX_CHARS``) is embedded in its caller's thread, so it cannot hold up anyone else's.
 
 Failure: when a shared call fails, each of its texts is embedded again alone, so only a caller whose own
 text fails gets an error (a :class:`MemosError`, the cause chained), never another user's, and never a
@@ -36,6 +37,10 @@ from ..errors import BackendError, MemosError
 #: their group share one call; padding a batch to its longest text costs every text in it that much
 _LENGTH_RATIO = 2
 _LENGTH_SLACK = 32
+#: a query longer than this is embedded in its caller's own thread, not the shared worker: its cost grows
+#: with its length (tokenising 1 MiB took MiniLM about 1 s) while the model reads only its first 256
+#: tokens, so it gains nothing from a batch and would hold every other user's search behind it
+_SHARED_MAX_CHARS = 4096
 
 
 class _Pending:
@@ -131,8 +136,13 @@ class QueryBatcher:
                 if not self._queue:
                     return  # closed and drained
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
-            for group in _by_length(batch):
-                self._compute(group)
+            try:
+                for group in _by_length(batch):
+                    self._compute(group)
+            finally:  # the worker dies (a BaseException): its batch's callers must not wait on the next worker
+                for pending in batch:
+                    if not pending.done.is_set():
+                        pending.finish(error=BackendError("the query batcher's worker stopped; retry the request"))
 
     def _compute(self, group: list[_Pending]) -> None:
         start = time.perf_counter()
@@ -229,7 +239,7 @@ class BatchedEmbedder:
         found = self._cache.get(text)
         if found is not None:
             return found
-        vector = self.batcher.embed(text)
+        vector = self.inner.embed_query(text) if len(text) > _SHARED_MAX_CHARS else self.batcher.embed(text)
         self._cache.put(text, vector)
         return vector
 
