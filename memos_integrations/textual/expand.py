@@ -13,8 +13,10 @@ own that joins the fusion with its own weight (:class:`.retrieve.SearchPlan` opt
 - **the question without its names** (``unnamed_weight``): a question's names ("What did Caroline
   research?") pull its embedding toward every turn that says them ("Hey Caroline!"); a second dense
   leg of the question with the speakers it names replaced by "they" ranks by the topic alone (the
-  speaker boost still says who). One more query embedding; not for "when" questions, whose named
-  person is the point. Leg ``unnamed``.
+  speaker boost still says who). Not for "when" questions, whose named person is the point. Leg
+  ``unnamed``. Two ways (``unnamed_mode``): ``project`` removes each name's direction from the query
+  vector (the name embedded once, then cached: no new embedding per search; balanced), ``embed``
+  embeds the question without its names again (one more query embedding; deep, multihop).
 
 The feedback passes start from the plan's own legs (dense, keyword, and the shape legs) fused as the
 plan fuses them. Every second pass runs with the search's filter, so scope, time travel (``as_of``), lifecycle
@@ -148,12 +150,50 @@ def unnamed(query: str, names: set[str]) -> str:
     return " ".join(query.split())
 
 
+def named_in_hits(mem: TextualMemory, query: str, scored: Mapping[str, Sequence[tuple[int, float]]]) -> set[str]:
+    """The speakers of the first pass's best hits that ``query`` names."""
+    top = list(dict.fromkeys(r for hits in scored.values() for r, _ in hits[:10]))
+    speakers = {s for it in mem.store.get_by_rid(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
+    return R.named_speakers(query, speakers)
+
+
+_NAME_CACHE = 1024  # names are few per cube: a speaker's vector is embedded once per memory object
+
+
+def name_vector(mem: TextualMemory, name: str) -> np.ndarray:
+    """The (cached) query embedding of a speaker's name, kept on ``mem`` so an embedder without a
+    query cache (an API) is not asked again on every search."""
+    cache: dict[tuple[int, str], np.ndarray] = mem.__dict__.setdefault("_name_vectors", {})
+    key = (id(mem.embedder), name)  # an embedder swapped on the memory (reindex) gets its own vectors
+    vec = cache.get(key)
+    if vec is None:
+        if len(cache) >= _NAME_CACHE:
+            cache.clear()
+        vec = cache[key] = np.asarray(mem.embedder.embed_query(name), dtype=np.float32)
+    return vec
+
+
+def without_directions(qvec: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """``qvec`` with its component along each (unit) name vector removed, re-normalised: the query
+    "minus" its names, without embedding anything new (a name's vector is one cached query embedding).
+
+    Example:
+        >>> v = without_directions(np.array([0.6, 0.8]), np.array([[1.0, 0.0]]))
+        >>> [round(float(x), 3) for x in v]
+        [0.0, 1.0]
+    """
+    v = np.asarray(qvec, dtype=np.float32).copy()
+    for n in names:
+        n = n / (float(np.linalg.norm(n)) or 1.0)
+        v -= float(v @ n) * n
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 1e-6 else np.asarray(qvec, dtype=np.float32)
+
+
 def without_speakers(mem: TextualMemory, query: str, scored: Mapping[str, Sequence[tuple[int, float]]]) -> str | None:
     """The query without the names of the speakers it names (of the first pass's best hits), or None
     when it names none of them or nothing else is left."""
-    top = list(dict.fromkeys(r for hits in scored.values() for r, _ in hits[:10]))
-    speakers = {s for it in mem.store.get_by_rid(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
-    named = R.named_speakers(query, speakers)
+    named = named_in_hits(mem, query, scored)
     if not named:
         return None
     text = unnamed(query, named)
@@ -169,9 +209,15 @@ def expansion_legs(
     legs: dict[str, list[tuple[int, float]]] = {}
     # a "when" question asks the time of one event of the person it names: their name is the point
     if plan.unnamed_weight > 0 and qvec is not None and scored and not R.time_hint(query).asks_when:
-        text = without_speakers(mem, query, scored)
-        if text is not None:
-            legs[UNNAMED] = mem._dense(mem.embedder.embed_query(text), flt, pool)
+        if plan.unnamed_mode == "embed":
+            text = without_speakers(mem, query, scored)
+            if text is not None:
+                legs[UNNAMED] = mem._dense(mem.embedder.embed_query(text), flt, pool)
+        else:
+            named = named_in_hits(mem, query, scored)
+            if named:
+                names = np.stack([name_vector(mem, n) for n in sorted(named)])
+                legs[UNNAMED] = mem._dense(without_directions(qvec, names), flt, pool)
     if plan.feedback_docs <= 0 or not scored:
         return legs
     weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight, "summary": plan.coarse_weight,

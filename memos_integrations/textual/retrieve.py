@@ -124,6 +124,11 @@ class SearchPlan(BaseModel):
     feedback_terms_weight: float = Field(0.0, ge=0, description="fusion weight of the expanded keyword leg")
     unnamed_weight: float = Field(
         0.0, ge=0, description="fusion weight of a dense leg of the query without the speakers it names")
+    unnamed_mode: Literal["project", "embed"] = Field(
+        "project", description="project: the query vector with the direction of each named speaker's name "
+        "removed (no new embedding; a name's vector is embedded once and cached); embed: the query text "
+        "with the names replaced by 'they', embedded again (one more query embedding, about 9 ms on CPU)",
+    )
 
 
 #: The edges of a conversation's sequence: the turn before / after, a part's document, a fact's source.
@@ -143,14 +148,16 @@ FAST = SearchPlan(name="fast", keyword=False, time_aware=False, candidates=20)
 # every speaker, ranks as without it.
 # The names a question gives pull its embedding toward every turn that mentions them ("Hey Caroline!");
 # a second dense leg of the question without them (weight 0.5, as the dense leg's) finds what that
-# person said about the topic (LoCoMo dev: 0.769 -> 0.786, every category up or equal; expand.py).
+# person said about the topic (expand.py). Balanced removes the names' directions from the query
+# vector (no second embedding: LoCoMo dev 0.767 -> 0.775, category 3 0.422 -> 0.502); deep and
+# multihop embed the question without its names again (0.780, a second query embedding per search).
 BALANCED = SearchPlan(name="balanced", dense_weight=0.5, rrf_k=10, graph_hops=1, graph_weight=0.6,
                       graph_types=SEQUENCE_EDGES, summary_hits="expand", speaker_boost=1.0, unnamed_weight=0.5)
 # Depth: everything balanced does, plus the shape of organised memory (summaries opened to their
 # members, the query's names as a leg, relation links, the session's working memory first). On a cube
 # that was never organised these options find nothing to use and the plan ranks as balanced does.
 DEEP = BALANCED.model_copy(update=dict(
-    name="deep", coarse_to_fine=True, entity_leg=True, relation_hops=1, working_first=3,
+    name="deep", coarse_to_fine=True, entity_leg=True, relation_hops=1, working_first=3, unnamed_mode="embed",
 ))
 # Multi-hop questions need evidence from several places: wider pools, more seeds for every hop.
 MULTIHOP = DEEP.model_copy(update=dict(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -67,13 +68,14 @@ def test_the_unnamed_leg_finds_what_the_named_person_said_about_the_topic(cube: 
     msgs = [{"role": "user", "name": w, "content": t, "id": f"m{n}"} for n, (w, t) in enumerate(chat)]
     adoption = cube.add(messages=msgs, user_id="u1", session_id="s1", timestamp="2023-05-08T10:00:00Z")[7]
     off = R.SearchPlan(name="off", keyword=False, time_aware=False, candidates=2, dense_weight=0.5)
-    on = off.model_copy(update={"unnamed_weight": 1.0})
-    q = "What did Caroline research?"
+    q = "What did Caroline look into?"  # the dense leg's best is "Caroline! Wow, Caroline."
     assert adoption.id not in _ids(cube.search(q, user_id="u1", top_k=2, plan=off))
-    hits = cube.search(q, user_id="u1", top_k=2, plan=on)
-    assert adoption.id in _ids(hits) and set(hits[_ids(hits).index(adoption.id)].ranks) == {E.UNNAMED}
-    # a "when" question keeps its name (the person's event is the point): no second leg, no second embedding
-    assert not any(E.UNNAMED in h.ranks for h in cube.search("When did Caroline research?", user_id="u1", plan=on))
+    for mode in ("embed", "project"):  # deep re-embeds the question without its names; balanced projects
+        on = off.model_copy(update={"unnamed_weight": 1.0, "unnamed_mode": mode})
+        hits = cube.search(q, user_id="u1", top_k=2, plan=on)
+        assert adoption.id in _ids(hits) and set(hits[_ids(hits).index(adoption.id)].ranks) == {E.UNNAMED}, mode
+        # a "when" question keeps its name (the person's event is the point): no second leg
+        assert not any(E.UNNAMED in h.ranks for h in cube.search("When did Caroline look into it?", user_id="u1", plan=on))
     assert E.unnamed("Where did Caroline's dog go?", {"Caroline"}) == "Where did they dog go?"
 
 
@@ -123,3 +125,31 @@ def test_the_expansion_options_are_typed_and_off_by_default() -> None:
         with pytest.raises(ValidationError):
             R.SearchPlan(**bad)  # type: ignore[arg-type]
     assert E.leg_weights(R.SearchPlan()) == dict.fromkeys(E.leg_weights(R.SearchPlan()), 0.0)
+
+
+def test_the_projected_unnamed_leg_embeds_no_new_text_per_search(cube: MemCube) -> None:
+    """balanced's unnamed leg removes the names' directions from the query vector: after a name was
+    embedded once, a search embeds only its own query (the 25 ms budget holds one embedding)."""
+    cube.add(messages=[{"role": "user", "name": "Caroline", "content": "I have been looking into adoption agencies."},
+                       {"role": "user", "name": "Melanie", "content": "Caroline, that is wonderful news!"}],
+             user_id="u1", session_id="s1")
+    mem = cube.text_mem
+    seen: list[str] = []
+    inner = mem.embedder.embed_query
+
+    def counting(text: str) -> np.ndarray:
+        seen.append(text)
+        return inner(text)
+
+    mem.embedder.embed_query = counting  # type: ignore[method-assign]
+    try:
+        cube.search("What did Caroline research?", user_id="u1", plan=R.BALANCED)
+        assert seen == ["What did Caroline research?", "Caroline"]
+        seen.clear()
+        hits = cube.search("What did Caroline look into?", user_id="u1", plan=R.BALANCED)
+        assert seen == ["What did Caroline look into?"] and any(E.UNNAMED in h.ranks for h in hits)
+        seen.clear()
+        cube.search("What did Caroline look into?", user_id="u1", plan=R.DEEP)  # depth pays a second embedding
+        assert seen == ["What did Caroline look into?", "What did they look into?"]
+    finally:
+        del mem.embedder.embed_query
