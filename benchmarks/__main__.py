@@ -13,6 +13,7 @@ BENCHES = [
     ("core: LoCoMo retrieval quality, ingest, latency", ["-m", "benchmarks.bench_retrieval"]),
     ("core: organising cost (partitions, tree, links)", ["-m", "benchmarks.bench_organize"]),
     ("core: 100k items", ["-m", "benchmarks.bench_scale"]),
+    ("core: engine CPU per search and per add", ["-m", "benchmarks.bench_engine_cpu"]),
     ("core: what the trust guarantees cost", ["-m", "benchmarks.bench_guarantees"]),
     ("storage: SQLite vs PostgreSQL cube, writers, scale", ["-m", "benchmarks.bench_postgres"]),
     ("service: REST under load", ["-m", "benchmarks.bench_service"]),
