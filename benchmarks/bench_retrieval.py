@@ -94,6 +94,25 @@ def build_timed(conv: dict[str, Any], root: Path, embedder: Any, context_turns: 
     return cube, n, time.perf_counter() - start, time.process_time() - cpu
 
 
+def recall(selected: list[Any], evidence: set[str]) -> float:
+    """Share of ``evidence`` turns among the sources of ``selected`` (a hit of > MAX_SOURCES turns counts for none)."""
+    found = {s for h in selected if len(h.item.sources) <= MAX_SOURCES for s in h.item.sources}
+    return len(evidence & found) / len(evidence)
+
+
+def in_budget(hits: list[Any]) -> list[Any]:
+    """The leading hits of the top 10 whose formatted memories fit BUDGET_WORDS words."""
+    budget: list[Any] = []
+    words = 0
+    for h in hits[:10]:
+        w = len(format_memory(h.item).split())
+        if words + w > BUDGET_WORDS:
+            break
+        budget.append(h)
+        words += w
+    return budget
+
+
 def evaluate(cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan) -> tuple[dict[str, list[float]], list[float]]:
     scores: dict[str, list[float]] = defaultdict(list)
     latencies: list[float] = []
@@ -107,20 +126,8 @@ def evaluate(cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan) -> tuple
         scores["all:cpu"].append(time.thread_time() - cpu)  # this thread's CPU: what the load does not inflate
         cat = str(q["category"])
 
-        def recall(selected: list[Any], evidence: set[str] = evidence) -> float:
-            found = {s for h in selected if len(h.item.sources) <= MAX_SOURCES for s in h.item.sources}
-            return len(evidence & found) / len(evidence)
-
-        budget: list[Any] = []
-        words = 0
-        for h in hits[:10]:
-            w = len(format_memory(h.item).split())
-            if words + w > BUDGET_WORDS:
-                break
-            budget.append(h)
-            words += w
-        for name, value in (("r@5", recall(hits[:5])), ("r@10", recall(hits[:10])), ("r@20", recall(hits[:20])),
-                            ("r@10/400w", recall(budget))):
+        for name, value in (("r@5", recall(hits[:5], evidence)), ("r@10", recall(hits[:10], evidence)),
+                            ("r@20", recall(hits[:20], evidence)), ("r@10/400w", recall(in_budget(hits), evidence))):
             scores[f"{cat}:{name}"].append(value)
             scores[f"all:{name}"].append(value)
         scores["all:words@10"].append(float(sum(len(format_memory(h.item).split()) for h in hits[:10])))

@@ -21,23 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from memos_integrations import MemCube
-from memos_integrations.prompting import format_memory
 from memos_integrations.textual.embed import MiniLMEmbedder
 
-from .bench_retrieval import BUDGET_WORDS, MAX_SOURCES, PLANS, build
+from .bench_retrieval import PLANS, build, in_budget, recall
 from .common import locomo, pct, table
 
 
 def _recall(hits: list[Any], evidence: set[str]) -> float:
-    budget, words = [], 0
-    for h in hits[:10]:
-        w = len(format_memory(h.item).split())
-        if words + w > BUDGET_WORDS:
-            break
-        budget.append(h)
-        words += w
-    found = {s for h in budget if len(h.item.sources) <= MAX_SOURCES for s in h.item.sources}
-    return len(evidence & found) / len(evidence)
+    return recall(in_budget(hits), evidence)
 
 
 def run(names: list[str], limit: int | None, root: Path) -> list[list[Any]]:
