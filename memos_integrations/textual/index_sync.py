@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import index_defer as D
 from .embed import VECTOR_TEXT_META, VECTOR_TEXT_VERSION, item_vectors
 
 if TYPE_CHECKING:
@@ -28,7 +29,10 @@ _DRAIN_BATCH = 2000
 def sync_after_commit(mem: TextualMemory) -> None:
     """Apply the outbox after a committed write. The write is done and acknowledged either way:
     if the index cannot be updated now, its rows stay queued for the next write, ``reconcile`` or
-    open, and a warning says why (with the cause) instead of an error for a write that succeeded."""
+    open, and a warning says why (with the cause) instead of an error for a write that succeeded.
+    A memory that defers its index writes (:mod:`.index_defer`) leaves the drain to its background batch."""
+    if D.note_commit(mem):
+        return
     try:
         mem.sync_index()
     except Exception as exc:  # noqa: BLE001 - logged with its cause; the memory is committed
