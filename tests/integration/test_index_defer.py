@@ -161,3 +161,32 @@ def test_the_overlay_answers_like_the_index_when_nothing_is_queued(tmp_path: Pat
         vec = embedder.embed_query("alpha")
         for k in (0, 1, 5):
             assert cube.text_mem.index.query(vec, k) == cube.index.query(vec, k)
+
+
+def test_an_add_over_http_is_deferred_and_the_next_search_finds_it(tmp_path: Path, embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from memos_integrations.mos import MOS
+    from memos_integrations.server import KeyStore, Limits, create_app
+
+    monkeypatch.setattr(D, "MAX_AGE", 1e9)
+    mos = MOS(tmp_path / "home", embedder=embedder)
+    mos.create_user("mia")
+    keys = KeyStore.open(tmp_path / "home" / "mos.db")
+    h = {"Authorization": f"Bearer {keys.create('mia')[0]}"}
+    with TestClient(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False)) as client:
+        first = client.post("/v1/memories", json={"text": "Mia's locker code is 4412."}, headers=h)
+        assert first.status_code == 201, first.text
+        cube = mos._cube(mos.list_cubes(user_id="mia")[0]["cube_id"])
+        assert D.is_deferred(cube.text_mem)
+        cube.text_mem.exact_search_max = 0  # the ANN path: index + overlay
+        added = client.post("/v1/memories", json={"text": "Mia parks on level minus two, bay 17."}, headers=h).json()["items"][0]
+        assert cube.index.count() <= 1  # acknowledged before the index has it
+        hits = client.get("/v1/memories/search", params={"q": "Where does Mia park?", "k": 1}, headers=h).json()["hits"]
+        assert hits[0]["item"]["id"] == added["id"]
+    keys.close()
+    mos.close()  # closing drains the queue
+    with MemCube.open(cube.path, embedder=embedder) as again:
+        assert consistent(again) == {first.json()["items"][0]["id"], added["id"]}
+        assert not [e for e in again.audit_log(limit=5) if e["action"] == "reconcile"]
