@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import BackendError
 from ..storage.base import VectorFilter
 
 if TYPE_CHECKING:
@@ -75,10 +76,19 @@ class PendingOverlay:
 
     def query(self, vector: np.ndarray, k: int, where: VectorFilter | None = None) -> list[tuple[str, float]]:
         mem = self._mem()
-        pending = [i for i, _ in mem.store.outbox_entries()] if mem is not None and k > 0 else []
+        if mem is None or k <= 0:
+            return list(self.inner.query(vector, k, where))
+        pending = [i for i, _ in mem.store.outbox_entries()]
+        if len(pending) > DRAIN_AT:  # a bulk write (an import): index it now, not per search
+            flush(mem)
+            pending = [i for i, _ in mem.store.outbox_entries()]
+        if len(pending) > DRAIN_AT:  # still that many: the index refuses writes; the caller scores exactly
+            raise BackendError(
+                f"{len(pending)} memories are queued for the vector index of {mem.store.path.parent} and writing them "
+                "failed (see the warning logged with the cause); this search is answered without the index. Fix "
+                "the index (MemCube.reconcile(), or MemCube.reindex() to rebuild it)")
         if not pending:
             return list(self.inner.query(vector, k, where))
-        assert mem is not None
         queued = set(pending)
         # the index may hold an older vector of a queued item (or one deleted since): ask for room to drop those
         found = [(i, s) for i, s in self.inner.query(vector, k + len(queued), where) if i not in queued]
@@ -111,10 +121,11 @@ class _Drainer:
 
     def _run(self) -> None:
         while True:
-            with self.wake:
+            with self.wake:  # registrations happen under this lock too: the snapshot never races one
                 self.wake.wait(timeout=min(1.0, MAX_AGE / 4))
+                due = list(self.states.items())
             now = time.monotonic()
-            for mem, state in list(self.states.items()):
+            for mem, state in due:
                 if _due(state, now):
                     _drain(mem, state)
 
@@ -157,10 +168,13 @@ def defer_writes(mem: TextualMemory) -> None:
     drains; with any other store the writes stay synchronous.
     """
     hooks = getattr(mem.store, "before_close", None)
-    if hooks is None or mem in _drainer.states:
+    if hooks is None:
         return
-    state = _State()
-    _drainer.states[mem] = state
+    with _drainer.wake:
+        if mem in _drainer.states:
+            return
+        state = _State()
+        _drainer.states[mem] = state
     if not isinstance(mem.index, PendingOverlay):
         mem.index = PendingOverlay(mem.index, mem)  # type: ignore[assignment]
     ref = weakref.ref(mem)

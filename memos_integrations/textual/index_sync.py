@@ -5,7 +5,8 @@ derived from it through the outbox (target ``"vectors"``) that every write fills
 (:func:`sync_index`, after each commit through :func:`sync_after_commit`), repairs drift
 (:func:`reconcile`) and rebuilds the index (:func:`reindex`), one drain at a time under the memory's
 :class:`~memos_integrations.cubelock.IndexWriteLock`. The functions take the memory they work on;
-``TextualMemory`` keeps the public methods.
+``TextualMemory`` keeps the public methods. A memory may defer the drain after each commit to
+background batches (:mod:`.index_defer`, what the service does): same outbox, same drain, later.
 """
 
 from __future__ import annotations

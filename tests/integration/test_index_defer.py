@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,12 +147,13 @@ def test_a_failed_deferred_index_write_keeps_the_row_queued_and_searchable(tmp_p
 
 def test_a_store_without_a_close_hook_keeps_synchronous_writes(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     with MemCube.init_from_dir(tmp_path / "c", embedder=embedder) as cube:
-        del cube.store.before_close  # e.g. the PostgreSQL store: no hook, so no deferral
+        store: Any = cube.store
+        del store.before_close  # e.g. the PostgreSQL store: no hook, so no deferral
         D.defer_writes(cube.text_mem)
         assert not D.is_deferred(cube.text_mem)
         cube.add(memory="written through at once")
         assert cube.index.count() == 1
-        cube.store.before_close = []
+        store.before_close = []
 
 
 def test_the_overlay_answers_like_the_index_when_nothing_is_queued(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -190,3 +192,26 @@ def test_an_add_over_http_is_deferred_and_the_next_search_finds_it(tmp_path: Pat
     with MemCube.open(cube.path, embedder=embedder) as again:
         assert consistent(again) == {first.json()["items"][0]["id"], added["id"]}
         assert not [e for e in again.audit_log(limit=5) if e["action"] == "reconcile"]
+
+
+def test_a_bulk_write_is_indexed_by_the_next_search_and_a_broken_index_falls_back_to_exact(tmp_path: Path, embedder, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(D, "MAX_AGE", 1e9)
+    monkeypatch.setattr(D, "DRAIN_AT", 4)
+    cube = MemCube.init_from_dir(tmp_path / "c", embedder=embedder)
+    D.defer_writes(cube.text_mem)
+    cube.text_mem.exact_search_max = 0
+    things = ["a kayak", "a violin", "garden gnomes", "a telescope", "hiking boots", "a sourdough starter"]
+    bulk = cube.add(memory=[f"Pia ordered {t} online." for t in things], user_id="pia")
+    assert cube.index.count() == 0  # one commit of six rows: not due yet
+    assert top(cube, "Pia ordered a telescope", "pia") == bulk[3].id  # the search indexed the bulk first
+    assert cube.index.count() == 6 and cube.store.outbox() == []
+    monkeypatch.setattr(ChromaIndex, "upsert", lambda self, rows, vectors: (_ for _ in ()).throw(RuntimeError("disk full")))
+    places = ["Lisbon", "Oslo", "Nairobi", "Lima", "Osaka", "Quebec"]
+    more = cube.add(memory=[f"Pia's cousin moved to {p}." for p in places], user_id="pia")
+    with caplog.at_level(logging.WARNING):  # the index refuses the rows: the search is scored exactly, all found
+        assert top(cube, "Pia's cousin moved to Osaka", "pia") == more[4].id
+    assert "disk full" in caplog.text and "answered without the index" in caplog.text
+    monkeypatch.undo()
+    cube.close()
+    with MemCube.open(tmp_path / "c", embedder=embedder) as again:
+        assert len(consistent(again)) == 12
