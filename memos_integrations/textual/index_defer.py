@@ -24,6 +24,9 @@ When the outbox drains: in a background thread once :data:`DRAIN_AT` writes are 
 has waited :data:`MAX_AGE` seconds; on ``reconcile`` / ``reindex``; when the cube closes; when it
 opens after a crash. A failed drain keeps its rows queued (the overlay still serves them) and is
 retried :data:`MAX_AGE` seconds later, with a warning that names the cause.
+
+What lags: the index itself (``MemCube.index.count()``, ``stats()["vectors_indexed"]``) trails the
+truth by up to :data:`MAX_AGE` seconds or :data:`DRAIN_AT` writes; searches do not.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ def defer_writes(mem: TextualMemory) -> None:
     drains; with any other store the writes stay synchronous.
     """
     hooks = getattr(mem.store, "before_close", None)
-    if hooks is None:
+    if hooks is None or mem in _drainer.states:  # the service calls this on every add: the common case first
         return
     with _drainer.wake:
         if mem in _drainer.states:
