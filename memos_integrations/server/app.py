@@ -28,6 +28,7 @@ from ..errors import BackendError, InvalidInputError, ItemNotFoundError, MemosEr
 from ..mos import MOS
 from ..storage.keys import KeyStore
 from ..storage.rate_limits import RateBuckets
+from ..textual.index_defer import defer_writes
 from . import errors, models
 from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
@@ -103,6 +104,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
             raise UnsupportedError(f"mode {body.mode!r} needs the memory reader, which this version does not have; use mode 'fast'")
         view = service.view(user, body.cube_id, "write", create=True)
         assert view is not None
+        # acknowledged on the SQLite commit, the vector index written in background batches (read-your-writes kept)
+        defer_writes(service.mos._cube(view.cube_id).text_mem)
         kw: dict[str, Any] = {"agent_id": agent, "session_id": body.session_id, "tags": body.tags,
                               "timestamp": body.timestamp, "principal": service.principal_name(who, user)}
         if service.add_has_mode:

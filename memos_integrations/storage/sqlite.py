@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,9 @@ class SQLiteStore(SQLStore):
             db.close()
             raise
         self.sqlite: SQLiteDatabase = db
+        #: run by :meth:`close` before the database closes, while it can still be read (a deferred vector
+        #: index drains its queued writes here: see :mod:`memos_integrations.textual.index_defer`)
+        self.before_close: list[Callable[[], None]] = []
 
     # -- compatibility: the faces' own tables still reach the connection until they move to storage/tables
     @property
@@ -143,6 +146,10 @@ class SQLiteStore(SQLStore):
             "it only when no thread uses it any more")
 
     def close(self) -> None:
+        if self.sqlite.conn is not None:  # outside the connection lock: a hook may wait for a drain that reads
+            hooks, self.before_close = self.before_close, []
+            for hook in hooks:
+                hook()
         with self.sqlite.lock:
             if self.sqlite.conn is None:
                 return

@@ -5,7 +5,8 @@ derived from it through the outbox (target ``"vectors"``) that every write fills
 (:func:`sync_index`, after each commit through :func:`sync_after_commit`), repairs drift
 (:func:`reconcile`) and rebuilds the index (:func:`reindex`), one drain at a time under the memory's
 :class:`~memos_integrations.cubelock.IndexWriteLock`. The functions take the memory they work on;
-``TextualMemory`` keeps the public methods.
+``TextualMemory`` keeps the public methods. A memory may defer the drain after each commit to
+background batches (:mod:`.index_defer`, what the service does): same outbox, same drain, later.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import index_defer as D
 from .embed import VECTOR_TEXT_META, VECTOR_TEXT_VERSION, item_vectors
 
 if TYPE_CHECKING:
@@ -28,7 +30,10 @@ _DRAIN_BATCH = 2000
 def sync_after_commit(mem: TextualMemory) -> None:
     """Apply the outbox after a committed write. The write is done and acknowledged either way:
     if the index cannot be updated now, its rows stay queued for the next write, ``reconcile`` or
-    open, and a warning says why (with the cause) instead of an error for a write that succeeded."""
+    open, and a warning says why (with the cause) instead of an error for a write that succeeded.
+    A memory that defers its index writes (:mod:`.index_defer`) leaves the drain to its background batch."""
+    if D.note_commit(mem):
+        return
     try:
         mem.sync_index()
     except Exception as exc:  # noqa: BLE001 - logged with its cause; the memory is committed
