@@ -248,6 +248,7 @@ class TorchBert(NumpyBert):
         # (batch, heads, length, dim) layout, so only its inputs and output are scattered and gathered.
         real = mask.bool()
         x = x[real]
+        counts = [len(seq) for seq in batch_ids]
 
         def padded(h: Any) -> Any:
             out = h.new_zeros((n, length, h.shape[-1]))
@@ -264,9 +265,13 @@ class TorchBert(NumpyBert):
 
             if int8 is None:
                 q, k, v = (padded(lin(x, f"attention.self.{m}")) for m in ("query", "key", "value"))
-            else:  # one product for the three projections: they read the same activations
-                q, k, v = (padded(h) for h in lin(x, "attention.self.qkv").split(hidden, dim=1))
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2)[real].reshape(-1, hidden)
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2)[real].reshape(-1, hidden)
+            else:
+                # one product for the three projections (they read the same activations), and attention
+                # text by text, unpadded: each text's float arithmetic is then what it is alone, so int8's
+                # rounding cannot turn a batch's float noise into a different vector (see Int8Linears)
+                qkv = lin(x, "attention.self.qkv").split(counts)
+                ctx = torch.cat([self._attend(F, seg, hidden, hd) for seg in qkv])
             x = F.layer_norm(x + lin(ctx, "attention.output.dense"), (hidden,),
                              w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], self.eps)
             x = F.layer_norm(x + lin(F.gelu(lin(x, "intermediate.dense")), "output.dense"), (hidden,),
@@ -274,6 +279,11 @@ class TorchBert(NumpyBert):
         rows = torch.arange(n).repeat_interleave(real.sum(1))
         pooled = torch.zeros((n, hidden)).index_add_(0, rows, x) / real.sum(1, keepdim=True).clamp_min(1)
         return F.normalize(pooled, dim=1).numpy().astype(np.float32)  # type: ignore[no-any-return]
+
+    def _attend(self, F: Any, qkv: Any, hidden: int, hd: int) -> Any:
+        """Self-attention over one text's tokens: ``qkv`` is (tokens, 3 * hidden); returns (tokens, hidden)."""
+        q, k, v = (t.reshape(1, -1, self.heads, hd).transpose(1, 2) for t in qkv.split(hidden, dim=1))
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, hidden)
 
 
 _INT8_CHECK = "int8 self-check: what did Melanie paint after the camping trip in July 2023?"
@@ -286,17 +296,20 @@ class Int8Linears:
     """The encoder's linear layers (36 of them; the 6 query/key/value triples fused into one each) in int8.
 
     Weights: symmetric int8 per output channel (scale = largest magnitude / 127), made once from the
-    fp32 weights. Activations: symmetric int8 per token, quantised on every call. The product is
-    ``torch._int_mm`` (int8 x int8 -> int32, oneDNN on x86), rescaled to fp32 and biased; embeddings,
-    layer norms, attention scores, GELU and pooling stay fp32.
+    fp32 weights. Activations: int8 per token, quantised on every call around the token's own midpoint
+    (its values are rarely centred on zero: layer-norm biases, GELU), the midpoint's share added back
+    exactly. The product is ``torch._int_mm`` (int8 x int8 -> int32, oneDNN on x86), rescaled to fp32
+    and biased; embeddings, layer norms, attention scores, GELU and pooling stay fp32.
 
     Why per token and not ``torch.ops.quantized.linear_dynamic`` (one activation scale per call): with
     one scale per call a text's vector depends on the texts it is batched with (cosine 0.968-0.995
     between a query embedded alone and in a batch of 8), so a service's micro-batcher would give a
     user a different vector depending on who else was searching. Per token, each row is quantised
-    from its own values: the same text gives the same vector alone or batched (to float rounding,
-    cosine >= 0.9996), and it is closer to fp32 (0.984-0.998 against 0.979-0.995 for one scale per
-    call on short, empty, non-ASCII and truncated texts). Those ops are also deprecated upstream.
+    from its own values, and :meth:`TorchBert._forward` runs int8 attention text by text, so a text's
+    vector is bit for bit the same alone or in any batch. Those ops are also deprecated upstream.
+    Measured on the 762 LoCoMo dev questions, cosine to fp32: mean 0.99904, lowest 0.9985 (centred
+    on zero instead of the midpoint, about 10% less CPU: 0.99768 and 0.9960 on 600 of them; one
+    scale per call: lowest 0.979 on short texts).
     """
 
     _FUSED = {"attention.self.qkv": ("attention.self.query", "attention.self.key", "attention.self.value")}
@@ -305,7 +318,7 @@ class Int8Linears:
     def __init__(self, torch: Any, tw: dict[str, Any], layers: int) -> None:
         self.torch = torch
         self.matmul = getattr(torch, _INT8_MATMUL)
-        self.layers: dict[str, tuple[Any, Any, Any]] = {}
+        self.layers: dict[str, tuple[Any, Any, Any, Any]] = {}
         for i in range(layers):
             p = f"encoder.layer.{i}."
             groups = {**self._FUSED, **{name: (name,) for name in self._SINGLE}}
@@ -313,16 +326,23 @@ class Int8Linears:
                 weight = torch.cat([tw[p + part + ".weight"] for part in parts])
                 bias = torch.cat([tw[p + part + ".bias"] for part in parts])
                 scale = weight.abs().amax(1).clamp_min(1e-12) / 127.0
-                quantised = torch.round(weight / scale[:, None]).to(torch.int8).t().contiguous()
-                self.layers[p + name] = (quantised, scale / 127.0, bias)
+                steps = torch.round(weight / scale[:, None])
+                # the midpoint's share uses the row sums of the weights as quantised, not as trained: the
+                # midpoint is far from zero when one outlier dimension sets it, and the trained sums would
+                # then add (x - mid) times the weights' rounding errors (lowest cosine 0.93 against 0.99)
+                dequantised_sum = (steps * scale[:, None]).sum(1)
+                self.layers[p + name] = (steps.to(torch.int8).t().contiguous(), scale / 127.0, bias, dequantised_sum)
 
     def __call__(self, x: Any, name: str) -> Any:
         """``x @ W.T + b`` for the layer ``name`` (e.g. ``encoder.layer.0.intermediate.dense``)."""
         torch = self.torch
-        weight, scale, bias = self.layers[name]
-        peak = x.abs().amax(1, keepdim=True).clamp_min_(1e-12)
-        quantised = torch.round(x * (127.0 / peak)).to(torch.int8)
-        return torch.addcmul(bias, self.matmul(quantised, weight).float(), peak * scale)
+        weight, scale, bias, weight_sum = self.layers[name]
+        low, high = torch.aminmax(x, dim=1, keepdim=True)
+        mid = (high + low) * 0.5
+        half = ((high - low) * 0.5).clamp_min_(1e-12)
+        quantised = torch.round((x - mid) * (127.0 / half)).to(torch.int8)
+        # x ~ mid + quantised * half / 127, so x @ W.T ~ (quantised @ W.T) * half / 127 + mid * W's row sums
+        return torch.addcmul(bias, self.matmul(quantised, weight).float(), half * scale).addcmul_(mid, weight_sum)
 
 
 def _torch_available() -> bool:

@@ -131,7 +131,8 @@ def test_the_int8_layers_are_prepared_once_when_many_threads_ask_at_once(embedde
 
 def test_the_micro_batcher_gives_each_caller_its_lone_int8_row(int8: MiniLMEmbedder) -> None:
     """The batcher embeds queued texts together: each caller's row must be the one its text gets alone
-    (int8 activations are scaled per token; one scale per call would make a row depend on its batch)."""
+    (int8 activations are scaled per token and attention runs per text; one activation scale per call
+    made a row depend on its batch: cosine 0.968-0.995)."""
     texts = ["what tea does Alice drink", "who adopted a dog", "when is the marathon", "where is Kyoto",
              "a", "Ünïcödé café ❤️", "what did Melanie paint after the camping trip", "motorbikes"]
     lone = {t: int8.embed_queries([t])[0] for t in ["hold the worker", *texts]}
@@ -161,7 +162,7 @@ def test_the_micro_batcher_gives_each_caller_its_lone_int8_row(int8: MiniLMEmbed
     shared.close()
     assert max(len(c) for c in calls) > 1  # some texts really shared a call
     for text, row in got.items():
-        assert float(row @ lone[text]) >= 0.999, text
+        np.testing.assert_allclose(row, lone[text], atol=1e-6, err_msg=text)  # bit for bit here
 
 
 def test_without_the_int8_product_queries_fall_back_to_fp32_with_one_warning(
