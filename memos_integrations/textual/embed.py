@@ -113,8 +113,8 @@ class _QueryCache:
 
 #: what MiniLMEmbedder embeds queries in unless told otherwise. fp32: on LoCoMo dev (benchmarks/
 #: bench_retrieval.py --query-precision) int8 kept overall R@10 within 0.006 of fp32 but lost 0.007-0.034
-#: on category 3 (44 questions) with every plan and cube, so it is opt-in; the service turns it on, where
-#: a search's CPU is what limits the rate.
+#: on category 3 (44 questions) with every plan and cube, so it is opt-in: it pays where a search's CPU
+#: limits the rate (the service).
 DEFAULT_QUERY_PRECISION = "fp32"
 
 
