@@ -54,6 +54,7 @@ def test_int8_query_vectors_stay_close_to_fp32_on_hostile_texts(int8: MiniLMEmbe
         assert abs(float(np.linalg.norm(q8)) - 1.0) < 1e-5
         assert float(q8 @ q32) >= 0.98, text[:40]
         assert not np.array_equal(q8, q32)  # really computed in int8
+    assert int8.embed_queries([]).shape == (0, 384)
     # the model reads 256 tokens: a tail beyond them changes nothing, in int8 as in fp32
     np.testing.assert_allclose(int8.embed_query(HOSTILE[-1]), int8.embed_query("word " * 400), atol=1e-6)
 
