@@ -215,9 +215,13 @@ class BatchedEmbedder:
     """
 
     def __init__(self, inner: Any, embed_many: Callable[[list[str]], np.ndarray], *, max_batch: int = 32,
-                 cache_size: int = 256) -> None:
+                 cache_size: int = 256, embed_docs: Callable[[list[str]], np.ndarray] | None = None) -> None:
         self.inner = inner
         self.batcher = QueryBatcher(embed_many, max_batch=max_batch)
+        # concurrent one-text document embeddings (a fast add each) share a pass too, when ``embed_docs``
+        # gives each row what it gives the text alone; documents keep their own precision (fp32)
+        self.doc_batcher = QueryBatcher(embed_docs, max_batch=max_batch) if embed_docs is not None else None
+        self._closed = False
         self._cache = _LRU(cache_size)
 
     @property
@@ -233,6 +237,9 @@ class BatchedEmbedder:
         return str(self.inner.fingerprint)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if (self.doc_batcher is not None and not self._closed and len(texts) == 1
+                and len(texts[0]) <= _SHARED_MAX_CHARS):
+            return self.doc_batcher.embed(texts[0])[None, :]
         return self.inner.embed_documents(texts)  # type: ignore[no-any-return]
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -252,7 +259,10 @@ class BatchedEmbedder:
     def close(self) -> None:
         """Stop the batcher (queued queries fail with a :class:`BackendError`); the embedder stays usable
         for documents."""
+        self._closed = True
         self.batcher.close()
+        if self.doc_batcher is not None:
+            self.doc_batcher.close()
 
     def __getattr__(self, attr: str) -> Any:  # anything else an embedder offers (batch_size, model_dir, ...)
         if attr == "inner":
@@ -270,11 +280,13 @@ def batched(embedder: Any, *, max_batch: int = 32) -> Any:
     """
     if isinstance(embedder, BatchedEmbedder):
         return embedder
+    from .embed import MiniLMEmbedder
+
+    minilm = type(embedder) is MiniLMEmbedder
     many = getattr(embedder, "embed_queries", None)
     if many is None:
-        from .embed import MiniLMEmbedder
-
-        if type(embedder) is not MiniLMEmbedder:
+        if not minilm:
             return embedder
         many = embedder.embed_documents
-    return BatchedEmbedder(embedder, many, max_batch=max_batch)
+    docs = embedder.embed_documents if minilm else None  # MiniLM: a document row does not depend on its batch
+    return BatchedEmbedder(embedder, many, max_batch=max_batch, embed_docs=docs)

@@ -214,3 +214,26 @@ def test_two_users_searching_at_once_through_one_batcher_get_their_own_hits(tmp_
         assert [i.id for i in items] == expected[(user, query)]
     mos.close()
     shared.close()
+
+
+def test_concurrent_one_text_document_embeddings_share_a_pass_and_each_gets_its_own_row(embedder: Any) -> None:
+    """A fast add embeds one text: concurrent adds (many users on the service) share a forward pass in fp32,
+    each row what the text gives alone; several texts, a closed batcher, an unbatched embedder: direct."""
+    wrapped = batched(embedder)
+    assert wrapped.doc_batcher is not None
+    gate = Gate(wrapped.doc_batcher._embed_many)
+    wrapped.doc_batcher._embed_many = gate
+    texts = ["I adopted a dog named Biscuit", "We went camping at the lake", "pottery class on Tuesday"]
+    out, threads = run_all([partial(wrapped.embed_documents, [t]) for t in texts])
+    assert gate.entered.wait(20)
+    wait_queued(wrapped.doc_batcher, len(texts) - 1)
+    gate.open.set()
+    for t in threads:
+        t.join(20)
+    assert any(len(b) > 1 for b in gate.batches), gate.batches  # they were embedded together
+    for text, got in zip(texts, out):
+        assert got.shape == (1, embedder.dimension)
+        np.testing.assert_allclose(got[0], embedder.embed_documents([text])[0], atol=1e-5)
+    wrapped.close()
+    after = wrapped.embed_documents(["still usable for documents after close"])  # a draining shutdown's last adds
+    np.testing.assert_allclose(after, embedder.embed_documents(["still usable for documents after close"]), atol=1e-6)
