@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate-limit", type=float, default=0,
                    help="turn per-key rate limiting on at this rate (with a burst no run reaches), to measure its cost")
     p.add_argument("--no-batch", action="store_true", help="embed each query alone (no micro-batching), for comparison")
+    p.add_argument("--query-precision", choices=["int8", "fp32"], default="int8",
+                   help="how queries are embedded (memcube serve's default is int8)")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-service-"))
     root.mkdir(parents=True, exist_ok=True)
-    embedder = MiniLMEmbedder()
+    embedder = MiniLMEmbedder(query_precision=args.query_precision)
     if not args.no_batch:
         from memos_integrations.textual.batching import batched
 

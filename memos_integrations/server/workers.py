@@ -65,7 +65,8 @@ def new_cube_config(dsn: str | None) -> Any:
 
 
 def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int = 8765, limits: Any = None,
-                  chat_model: str | None = None, cubes_on: str | None = None, log_level: str = "info") -> None:
+                  chat_model: str | None = None, cubes_on: str | None = None, log_level: str = "info",
+                  query_precision: str = "int8") -> None:
     """Run ``workers`` uvicorn processes on ``home`` until interrupted (``memcube serve --workers N``).
 
     Args:
@@ -76,6 +77,7 @@ def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int
         chat_model: an ``init_chat_model`` spec or ``"stand-in"``, built in each worker; None: no chat model.
         cubes_on: a PostgreSQL DSN for cubes the service creates; None refuses to create cubes.
         log_level: uvicorn's log level.
+        query_precision: how MiniLM embeds search queries in each worker (``int8`` or ``fp32``).
 
     Raises:
         InvalidInputError: ``workers`` below 2, or the home has embedded cubes (named, with what to do).
@@ -95,7 +97,7 @@ def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int
             "(postgres_store) or a Chroma server")
     limits = limits or Limits()
     config = {"home": str(home), "limits": {**asdict(limits), "cors_origins": list(limits.cors_origins)},
-              "chat_model": chat_model, "cubes_on": cubes_on}
+              "chat_model": chat_model, "cubes_on": cubes_on, "query_precision": query_precision}
     os.environ[ENV] = json.dumps(config)
     uvicorn.run("memos_integrations.server.workers:app_from_env", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level)
@@ -112,7 +114,7 @@ def app_from_env() -> Any:
     config = json.loads(os.environ[ENV])
     raw = dict(config["limits"])
     raw["cors_origins"] = tuple(raw.get("cors_origins", ()))
-    mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=serving_embedder(config["home"]),
+    mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=serving_embedder(config["home"], config.get("query_precision", "int8")),
               embedder_strict=False)
     keys = KeyStore.open(mos.home / "mos.db")
     cubes = new_cube_config(config.get("cubes_on"))

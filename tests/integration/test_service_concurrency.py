@@ -161,7 +161,12 @@ def test_memcube_serve_batches_a_minilm_home_and_leaves_any_other_home_as_it_was
     mos.close()
     minilm = serving_embedder(tmp_path / "home")
     assert isinstance(minilm, BatchedEmbedder) and minilm.fingerprint == embedder.fingerprint
+    assert minilm.inner.query_precision == "int8"  # the service's default: half a query's CPU
+    assert minilm.doc_batcher is not None  # concurrent fast adds share a forward pass too
     minilm.close()
+    fp32 = serving_embedder(tmp_path / "home", "fp32")  # memcube serve --query-precision fp32
+    assert fp32.inner.query_precision == "fp32" and fp32.fingerprint == embedder.fingerprint
+    fp32.close()
     mos = MOS(tmp_path / "home", embedder=embedder)
     other = MemCube.init_from_dir(tmp_path / "other_cube", embedder=_Renamed(embedder))
     mos.register_mem_cube(other, user_id="alice", mem_cube_id="other")
