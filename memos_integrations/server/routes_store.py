@@ -44,7 +44,9 @@ MAX_LABELS = 64
 MAX_LABEL_CHARS = 512
 Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
 Namespace = Annotated[list[Label], Field(max_length=MAX_LABELS)]
-Key = Annotated[str, Field(min_length=1, max_length=4096)]
+Key = Annotated[str, Field(min_length=1, max_length=4096)]  # a store key is hashed into its item id (lg-<digest>)
+#: the longest LlamaIndex chat key or KV key (a doc or node id) over HTTP, as node ids on the vector routes
+MAX_ID_CHARS = 512
 Fields = Annotated[list[Annotated[str, Field(min_length=1, max_length=512)]], Field(max_length=64)]
 
 
@@ -163,7 +165,7 @@ class LlamaChatIn(_Who):
     """One operation of the chat table both LlamaIndex chat stores share, on the acting user's rows."""
 
     op: Literal["rows", "count", "add", "delete_at", "delete_seq", "delete_all", "oldest", "keys"]
-    key: str | None = Field(default=None, min_length=1, max_length=4096)
+    key: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     status: Literal["active", "archived"] | None = None
     limit: int | None = Field(default=None, ge=0, le=100_000)
     offset: int | None = Field(default=None, ge=0, le=2**63 - 1)  # SQLite's range: beyond it was a 500
@@ -190,8 +192,8 @@ class LlamaKVIn(_Who):
 
     op: Literal["put_all", "get", "get_all", "delete"]
     collection: str = Field(default="data", min_length=1, max_length=1024)
-    key: str | None = Field(default=None, max_length=4096)
-    pairs: list[tuple[Annotated[str, Field(max_length=4096)], dict[str, Any]]] = Field(default_factory=list,
+    key: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    pairs: list[tuple[Annotated[str, Field(max_length=MAX_ID_CHARS)], dict[str, Any]]] = Field(default_factory=list,
                                                                                       max_length=10_000)
 
 
