@@ -159,6 +159,8 @@ def test_staging_is_bounded_per_user_and_for_the_whole_service(svc: Svc) -> None
     (LI, {"nodes": [_node(id_="n" * 513, text="t", embedding=[1.0] * DIM)]}),
     ("/v1/vector-stores/llama-index/get-nodes", {"node_ids": ["n" * 513]}),
     ("/v1/vector-stores/llama-index/delete", {"ref_doc_id": "d" * 513}),
+    ("/v1/faces/llama-chat", {"op": "count", "key": "k" * 513}),
+    ("/v1/faces/llama-kv", {"op": "put_all", "pairs": [["k" * 513, {"v": 1}]]}),
 ])
 def test_ids_over_512_characters_are_refused(svc: Svc, route: str, body: dict[str, Any]) -> None:
     answer = svc.post("alice", route, {"cube_id": "a1", **body})
@@ -202,3 +204,21 @@ def test_get_all_of_one_user_is_filtered_on_the_service(svc: Svc) -> None:
     assert [i.id for i in remote.get_all(user_id="bob", limit=2, offset=1)] == [i.id for i in local[1:3]]
     refused = svc.post("bob", "/v1/faces/memories", {"cube_id": "a1", "user_id": "alice"})
     assert refused.status_code == 403  # another user's list: the key's user acts (audited)
+
+
+# -- 2: bob (a write share) added to a LangChain session alice uses and got a 403 where a new session name
+# is written: he learned the name was taken, and by writing first he could take a name from her
+def test_a_session_name_another_user_holds_answers_as_a_new_one(svc: Svc) -> None:
+    def chat(who: str, op: str, session: str, text: str | None = None) -> Any:
+        body = {"cube_id": "a1", "op": op, "session_id": session,
+                **({"messages": [{"type": "human", "data": {"content": text, "type": "human"}}]} if text else {})}
+        answer = svc.post(who, "/v1/faces/chat-history", body)
+        return answer.status_code, answer.json()
+
+    assert chat("alice", "add", "diary", "alice's secret")[0] == 200
+    assert chat("bob", "add", "diary", "bob's words") == chat("bob", "add", "fresh-name", "bob's words")
+    assert chat("bob", "clear", "diary") == chat("bob", "clear", "fresh-name")
+    assert chat("bob", "add", "alice-next", "bob took it first")[0] == 200
+    assert chat("alice", "add", "alice-next", "alice's next")[0] == 200  # not taken from her
+    for session, mine in (("diary", ["alice's secret"]), ("alice-next", ["alice's next"])):
+        assert [m["data"]["content"] for m in chat("alice", "messages", session)[1]["messages"]] == mine
