@@ -193,19 +193,25 @@ def post_rows(cube: RemoteCube, route: str, common: dict[str, Any], columns: dic
              if len(bodies) > 1 else "")
     for part, (body, _count) in enumerate(bodies):
         body = {**body, "stage": stage, "part": part, **({"parts": len(bodies)} if part == last else {})}
+        resent = False
         try:
             try:
                 answer = post(cube, route, body)
             except BackendError as exc:
                 if part != last or exc.__cause__ is None:
                     raise
-                answer = post(cube, route, body)  # the answer was lost: the service answers it again, or writes now
+                resent = True  # the answer was lost: the service answers it again, or writes it now
+                answer = post(cube, route, body)
         except MemosError as exc:
-            unsure = part == last and (isinstance(exc, ConflictError) or (isinstance(exc, BackendError) and exc.__cause__ is not None))
-            raise type(exc)(f"{exc} ({split}" + (
-                "the last request failed after it was sent again, so the service may or may not have written the write: "
-                "read it back before sending it again)" if unsure else
-                f"request {part + 1} failed and nothing was written: send the whole write again)")) from exc
+            unsure = resent and (isinstance(exc, ConflictError) or (isinstance(exc, BackendError) and exc.__cause__ is not None))
+            if unsure:
+                raise type(exc)(f"{exc} ({split}the last request failed, and again when it was sent again, so the "
+                                "service may or may not have written the write: read it back before sending it "
+                                "again)") from exc
+            if len(bodies) == 1:  # one request: the service's own error, as it is
+                raise
+            raise type(exc)(f"{exc} ({split}request {part + 1} failed and nothing was written: send the whole "
+                            "write again)") from exc
     return merge([answer])
 
 

@@ -104,6 +104,7 @@ def test_a_one_part_staged_write_is_retry_safe(svc: Svc) -> None:
 def test_the_client_sends_a_lost_last_request_again_and_it_is_written_once(svc: Svc) -> None:
     import httpx
 
+    from memos_integrations.errors import BackendError
     from memos_integrations.langchain import MemOSVectorStore
 
     client = TestClient(svc.http.app, raise_server_exceptions=False)
@@ -112,7 +113,7 @@ def test_the_client_sends_a_lost_last_request_again_and_it_is_written_once(svc: 
     def lose_first_answer(response: httpx.Response) -> None:  # the service wrote it; the answer never came
         if response.request.url.path == LC:
             calls["n"] += 1
-            if calls["n"] == 1:
+            if calls["n"] in (0, 1):
                 raise httpx.ReadError("the connection dropped", request=response.request)
 
     client.event_hooks = {"request": [], "response": [lose_first_answer]}
@@ -120,7 +121,11 @@ def test_the_client_sends_a_lost_last_request_again_and_it_is_written_once(svc: 
         store = MemOSVectorStore(RemoteCube("http://testserver", svc.keys["alice"], cube_id="a1", client=client),
                                  user_id="alice")
         assert store.add_texts(["lost answer"], ids=["lost-1"]) == ["lost-1"]
-    assert calls["n"] == 2 and _versions(svc, "lost-1") == 1
+        assert calls["n"] == 2 and _versions(svc, "lost-1") == 1
+        calls["n"] = -1  # both answers lost: the error says the write may have happened, never "nothing was written"
+        with pytest.raises(BackendError, match="may or may not have written") as lost:
+            store.add_texts(["lost twice"], ids=["lost-2"])
+        assert "nothing was written" not in str(lost.value) and _versions(svc, "lost-2") == 1
 
 
 # -- 1a: the 64 MiB bound was per key: a user's second key, or many users, staged without bound
