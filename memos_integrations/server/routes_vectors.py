@@ -18,7 +18,8 @@ nodes only. Sync/async: every route is a plain ``def`` (FastAPI's worker threads
 """
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -172,19 +173,16 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         binding = {"route": type(body).__name__,
                    **body.model_dump(mode="json", exclude={"stage", "part", "parts", *columns})}
         if body.parts is None:
-            try:
+            with _busy_is_429():
                 staged.put(body.stage, who.key_id, body.part, json.dumps({"binding": binding, "rows": own}, allow_nan=False),
                            user_id=who.user_id)
-            except StagingFullError as exc:  # everyone's staging together is full: a 429, retry later
-                busy = RateLimitedError(str(exc))
-                busy.retry_after = 60  # type: ignore[attr-defined]
-                raise busy from None
             return ok({"staged": body.part})
         if body.part != body.parts - 1:
             staged.drop(body.stage, who.key_id)
             raise InvalidInputError(f"parts is sent on the last part only (part {body.parts - 1}), got part {body.part}; "
                                     "nothing was written: send the whole write again")
-        taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id)
+        with _busy_is_429():
+            taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id)
         if taken.answer is not None:
             return ok(json.loads(taken.answer))
         try:
@@ -362,6 +360,17 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
 
     return router
 
+
+
+@contextmanager
+def _busy_is_429() -> Iterator[None]:
+    """Every user's staging together is full: a 429 with ``Retry-After`` (the client waits), not a 413."""
+    try:
+        yield
+    except StagingFullError as exc:
+        busy = RateLimitedError(str(exc))
+        busy.retry_after = 60  # type: ignore[attr-defined]
+        raise busy from None
 
 
 def merged(stage: str, parts: list[dict[str, Any]], binding: dict[str, Any], own: dict[str, Any],

@@ -105,18 +105,9 @@ class StagedWrites:
         """
         now = time.time() if now is None else now
         size = len(body.encode("utf-8"))
-        wait = f"finish or abandon them (they expire after {int(self.ttl)} s), or write less at once"
         with self.db.transaction() as tx:
             self._begin(tx, now)
-            for held, bound, whose, error in (
-                    (self._held(tx, "key_id = ?", (key_id,)), self.max_bytes, "this key", OversizedInputError),
-                    (self._held(tx, "user_id = ?", (user_id,)), self.max_user_bytes, "this user's keys",
-                     OversizedInputError),
-                    (self._held(tx, "1 = 1", ()), self.max_total_bytes, "every user of this service",
-                     StagingFullError)):
-                if held + size > bound:
-                    tail = ("retry in a few minutes, or write in one request" if error is StagingFullError else wait)
-                    raise error(f"{whose} already hold {held} bytes of unfinished split writes (at most {bound}); {tail}")
+            self._check_bounds(tx, key_id, user_id, size)
             rows = tx.execute("SELECT part FROM staged_parts WHERE key_id = ? AND stage = ? AND part IN (?, ?)",
                               (key_id, stage, part, RECORD)).fetchall()
             if any(int(r[0]) == RECORD for r in rows):
@@ -129,12 +120,15 @@ class StagedWrites:
 
     def take(self, stage: str, key_id: str, parts: int, *, user_id: str = "", now: float | None = None) -> Taken:
         """Remove and return parts ``0 .. parts - 1`` of ``stage``, in order, all of them or none, and leave
-        the write's record in their place (finish it with :meth:`done`, or :meth:`drop` when the write failed). When the
-        record holds an answer already, return that answer and touch nothing.
+        the write's record in their place (finish it with :meth:`done`, or :meth:`drop` when the write
+        failed). When the record holds an answer already, return that answer and touch nothing.
 
         Raises:
             ConflictError: the write is being applied by an earlier request (or a process died applying
                 it): its outcome is unknown here.
+            OversizedInputError: a new write while the key's or the user's other staged parts and kept
+                answers already pass their bound (its parts stay staged: retry later).
+            StagingFullError: the same for the whole service.
             InvalidInputError: a part is missing (expired, never sent) or one past ``parts`` is there; the
                 stage is dropped either way, so nothing of it can be committed later.
         """
@@ -143,6 +137,10 @@ class StagedWrites:
             self._begin(tx, now)
             record = self._record(tx, stage, key_id)
             if record is None:
+                # a new write: refused while other writes' parts and kept answers already pass a bound (so
+                # answers kept for retries cannot pile up past the bounds either); its own parts do not count
+                mine = self._held(tx, "key_id = ? AND stage = ?", (key_id, stage))
+                self._check_bounds(tx, key_id, user_id, -mine)
                 found = tx.execute("SELECT part, body FROM staged_parts WHERE key_id = ? AND stage = ? AND part >= 0"
                                    " ORDER BY part", (key_id, stage)).fetchall()
                 tx.execute("DELETE FROM staged_parts WHERE key_id = ? AND stage = ?", (key_id, stage))
@@ -175,6 +173,18 @@ class StagedWrites:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM staged_parts WHERE key_id = ? AND stage = ?", (key_id, stage))
 
+
+    def _check_bounds(self, tx: Tx, key_id: str, user_id: str, size: int) -> None:
+        """Refuse when ``size`` more bytes would pass the key's, the user's or the service's bound."""
+        wait = f"finish or abandon them (they expire after {int(self.ttl)} s), or write less at once"
+        for held, bound, whose, error in (
+                (self._held(tx, "key_id = ?", (key_id,)), self.max_bytes, "this key", OversizedInputError),
+                (self._held(tx, "user_id = ?", (user_id,)), self.max_user_bytes, "this user's keys", OversizedInputError),
+                (self._held(tx, "1 = 1", ()), self.max_total_bytes, "every user of this service", StagingFullError)):
+            if held + size > bound:
+                tail = "retry in a few minutes, or write in one request" if error is StagingFullError else wait
+                raise error(f"{whose} already hold {held} bytes of unfinished split writes and of recent writes' "
+                            f"answers (at most {bound}); {tail}")
 
     @staticmethod
     def _held(tx: Tx, where: str, params: tuple[str, ...]) -> int:

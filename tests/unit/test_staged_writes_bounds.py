@@ -64,3 +64,15 @@ def test_a_mos_db_from_before_gets_the_sweep_index_and_keeps_its_parts(tmp_path:
     plan = " ".join(str(r[-1]) for r in db.read("EXPLAIN QUERY PLAN DELETE FROM staged_parts WHERE expires < ?", (1.0,)))
     assert "staged_parts_expires" in plan, plan
     assert parts.take("s", "k1", 1, now=50.0).parts == ["old"]  # a part staged before the upgrade is still there
+
+
+def test_answers_kept_for_retries_count_against_the_bounds(tmp_path: Path) -> None:
+    parts = StagedWrites(SQLiteDatabase(str(tmp_path / "mos.db")), ttl=10.0, max_bytes=100, max_user_bytes=1000,
+                         max_total_bytes=1000)
+    for n in range(2):  # one-part writes whose answers (60 bytes each) are kept for their retries
+        assert parts.take(f"w{n}", "k1", 0, user_id="alice", now=0.0).parts == []
+        parts.done(f"w{n}", "k1", "x" * 60, now=0.0)
+    with pytest.raises(OversizedInputError, match="recent writes' answers"):  # 120 held > 100: no new write
+        parts.take("w2", "k1", 0, user_id="alice", now=1.0)
+    assert parts.take("w0", "k1", 0, user_id="alice", now=1.0).answer == "x" * 60  # retries still answered
+    assert parts.take("w2", "k1", 0, user_id="alice", now=11.0).parts == []  # once they expire, writes go on
