@@ -47,10 +47,12 @@ from ..errors import ConflictError, InvalidInputError, OversizedInputError
 from .migrations import migrate
 from .sql import Database, Tx
 
-# step 2: the user who staged (per-user bound), and indexes for the sweep and the bounds
+# step 2: the user who staged (per-user bound), and indexes for the sweep and the bounds; each carries
+# ``bytes`` so a bound's SUM reads the narrow index, never the bodies
 _STEP2 = ("ALTER TABLE staged_parts ADD COLUMN user_id TEXT NOT NULL DEFAULT '';"
-          "CREATE INDEX IF NOT EXISTS staged_parts_expires ON staged_parts (expires);"
-          "CREATE INDEX IF NOT EXISTS staged_parts_user ON staged_parts (user_id)")
+          "CREATE INDEX IF NOT EXISTS staged_parts_expires ON staged_parts (expires, bytes);"
+          "CREATE INDEX IF NOT EXISTS staged_parts_user ON staged_parts (user_id, bytes);"
+          "CREATE INDEX IF NOT EXISTS staged_parts_key ON staged_parts (key_id, bytes)")
 STEPS: dict[str, list[str]] = {
     "sqlite": ["CREATE TABLE IF NOT EXISTS staged_parts (stage TEXT NOT NULL, key_id TEXT NOT NULL, part INTEGER NOT NULL,"
                " body TEXT NOT NULL, bytes INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key_id, stage, part))",
