@@ -17,6 +17,7 @@ Bodies hold face arguments as plain JSON and are validated by the face (so error
 nodes only. Sync/async: every route is a plain ``def`` (FastAPI's worker threads), like the rest of the app.
 """
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -181,8 +182,10 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
             staged.drop(body.stage, who.key_id)
             raise InvalidInputError(f"parts is sent on the last part only (part {body.parts - 1}), got part {body.part}; "
                                     "nothing was written: send the whole write again")
+        # the last part itself, so that a stage id used again for another write is refused, not answered
+        request = hashlib.sha256(json.dumps({"binding": binding, "rows": own}, sort_keys=True).encode()).hexdigest()
         with _busy_is_429():
-            taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id)
+            taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id, request=request)
         if taken.answer is not None:
             return ok(json.loads(taken.answer))
         try:

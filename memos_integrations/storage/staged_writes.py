@@ -120,10 +120,14 @@ class StagedWrites:
             tx.execute("INSERT INTO staged_parts (stage, key_id, part, body, bytes, expires, user_id)"
                        " VALUES (?, ?, ?, ?, ?, ?, ?)", (stage, key_id, part, body, size, now + self.ttl, user_id))
 
-    def take(self, stage: str, key_id: str, parts: int, *, user_id: str = "", now: float | None = None) -> Taken:
+    def take(self, stage: str, key_id: str, parts: int, *, user_id: str = "", request: str = "",
+             now: float | None = None) -> Taken:
         """Remove and return parts ``0 .. parts - 1`` of ``stage``, in order, all of them or none, and leave
         the write's record in their place (finish it with :meth:`done`, or :meth:`drop` when the write
-        failed). When the record holds an answer already, return that answer and touch nothing.
+        failed). When the record holds an answer already, return that answer and touch nothing. ``request``
+        (a digest of the last part, no newline) is kept in the record: a later last part of the stage must be
+        the same request, so a stage id used again for another write is refused, never answered with the
+        first write's answer.
 
         Raises:
             ConflictError: the write is being applied by an earlier request (or a process died applying
@@ -131,8 +135,9 @@ class StagedWrites:
             OversizedInputError: a new write while the key's or the user's other staged parts and kept
                 answers already pass their bound (its parts stay staged: retry later).
             StagingFullError: the same for the whole service.
-            InvalidInputError: a part is missing (expired, never sent) or one past ``parts`` is there; the
-                stage is dropped either way, so nothing of it can be committed later.
+            InvalidInputError: a part is missing (expired, never sent) or one past ``parts`` is there (the
+                stage is dropped either way, so nothing of it can be committed later); or the stage id was
+                used for another write already.
         """
         now = time.time() if now is None else now
         with self.db.transaction() as tx:
@@ -149,10 +154,15 @@ class StagedWrites:
                 complete = [int(r[0]) for r in found] == list(range(parts))
                 if complete:
                     tx.execute("INSERT INTO staged_parts (stage, key_id, part, body, bytes, expires, user_id)"
-                               " VALUES (?, ?, ?, '', 0, ?, ?)", (stage, key_id, RECORD, now + self.ttl, user_id))
+                               " VALUES (?, ?, ?, ?, 0, ?, ?)",
+                               (stage, key_id, RECORD, request + "\n", now + self.ttl, user_id))
         if record is not None:
-            if record:
-                return Taken([], record)
+            asked, _, answer = record.partition("\n")
+            if asked != request:
+                raise InvalidInputError(f"write {stage!r} is another write, written already (or being written) with "
+                                        "this stage id; nothing was written: use a new stage id for every write")
+            if answer:
+                return Taken([], answer)
             raise ConflictError(
                 f"write {stage!r} is being written by an earlier request with this stage id (or the service stopped "
                 "while writing it); its outcome is unknown here: read the write back before sending it again "
@@ -167,14 +177,15 @@ class StagedWrites:
         """The write taken by :meth:`take` is in the cube: keep ``answer`` (JSON text) for its retries."""
         now = time.time() if now is None else now
         with self.db.transaction() as tx:
+            asked = (self._record(tx, stage, key_id) or "").partition("\n")[0]
+            body = f"{asked}\n{answer}"
             tx.execute("UPDATE staged_parts SET body = ?, bytes = ?, expires = ? WHERE key_id = ? AND stage = ?"
-                       " AND part = ?", (answer, len(answer.encode("utf-8")), now + self.ttl, key_id, stage, RECORD))
+                       " AND part = ?", (body, len(body.encode("utf-8")), now + self.ttl, key_id, stage, RECORD))
 
     def drop(self, stage: str, key_id: str) -> None:
         """Forget ``stage``, its parts and its record (a write that will not be finished, or that failed)."""
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM staged_parts WHERE key_id = ? AND stage = ?", (key_id, stage))
-
 
     def _check_bounds(self, tx: Tx, key_id: str, user_id: str, size: int) -> None:
         """Refuse when ``size`` more bytes would pass the key's, the user's or the service's bound."""

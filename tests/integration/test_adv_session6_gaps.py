@@ -85,6 +85,11 @@ def test_a_retried_last_part_answers_the_write_it_made(svc: Svc) -> None:
     assert first.status_code == again.status_code == 200, again.text
     assert again.json() == first.json() == {"ids": ["retry-0", "retry-1"]}
     assert _versions(svc, "retry-0") == _versions(svc, "retry-1") == 1  # written once
+    # the same stage id for another write (another route, or other rows) is refused, never answered as written
+    for other_write in ({**last, "texts": ["other"]}, {"cube_id": "a1", "stage": "retry-last-1", "part": 1, "parts": 2,
+                                                       "nodes": []}):
+        reused = svc.post("alice", LI if "nodes" in other_write else LC, other_write)
+        assert reused.status_code == 422 and "new stage id" in reused.json()["error"]["message"], reused.text
     # another key of the same user naming that stage is another write: it learns nothing of this one
     other = svc.post("alice2", LC, last)
     assert other.status_code == 422 and "nothing was written" in other.json()["error"]["message"]

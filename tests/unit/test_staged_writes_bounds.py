@@ -76,3 +76,12 @@ def test_answers_kept_for_retries_count_against_the_bounds(tmp_path: Path) -> No
         parts.take("w2", "k1", 0, user_id="alice", now=1.0)
     assert parts.take("w0", "k1", 0, user_id="alice", now=1.0).answer == "x" * 60  # retries still answered
     assert parts.take("w2", "k1", 0, user_id="alice", now=11.0).parts == []  # once they expire, writes go on
+
+
+def test_a_stage_id_used_again_for_another_write_is_refused_not_answered(tmp_path: Path) -> None:
+    parts = StagedWrites(SQLiteDatabase(str(tmp_path / "mos.db")), ttl=10.0)
+    assert parts.take("s", "k1", 0, user_id="alice", request="digest-a", now=0.0).parts == []
+    parts.done("s", "k1", '{"ids": ["a"]}', now=0.0)
+    assert parts.take("s", "k1", 0, user_id="alice", request="digest-a", now=1.0).answer == '{"ids": ["a"]}'
+    with pytest.raises(InvalidInputError, match="new stage id"):  # another write under that id: not its answer
+        parts.take("s", "k1", 0, user_id="alice", request="digest-b", now=1.0)
