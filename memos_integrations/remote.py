@@ -18,8 +18,8 @@ What differs from a local :class:`~memos_integrations.MemCube`:
 - *Who*: the key names the user (and maybe the agent) every call acts as. A ``user_id`` the faces pass is
   sent as the acting user: the key's own user passes, another user is refused by the service unless the
   key is an admin's. ``search(user_id=...)`` and ``get_all(user_id=...)`` keep to that user's memories,
-  as ``MemCube`` does (search through ``/v1/faces/search``); with no ``user_id`` they cover the whole cube,
-  everything the key's user may read.
+  as ``MemCube`` does (through ``/v1/faces/search`` and ``/v1/faces/memories``, filtered on the service);
+  with no ``user_id`` they cover the whole cube, everything the key's user may read.
 - *Not over this API yet* (refused with :class:`InvalidInputError` naming what is missing, never ignored):
   ``add_items`` (items with ids and vectors), search with a query vector or with a ``MemoryFilter`` field
   the route has none for (several users, ``ids``, ``parent_id``, states), ``add`` with ``sources``,
@@ -285,21 +285,22 @@ class RemoteCube:
         """Every live memory the key may read (``GET /v1/memories``, following ``next_cursor``), oldest first.
 
         ``user_id`` lists that user's memories only, as ``MemCube.get_all`` does (it is also the acting user:
-        the service refuses another user's id unless the key is an admin's); the route lists the whole cube,
-        so the other users' items are left out here, before ``limit`` / ``offset`` count. ``kinds`` and
-        ``include_archived`` have no query parameter yet and are refused when set.
+        the service refuses another user's id unless the key is an admin's), through ``POST /v1/faces/memories``,
+        which filters in the service's query: ``limit`` / ``offset`` count that user's memories and no other
+        user's memory is sent. ``kinds`` and ``include_archived`` have no field yet and are refused when set.
         """
         self._refuse(("kinds", kinds), ("include_archived", include_archived or None), what="get_all")
+        if user_id is not None:
+            return self._user_items(normalize_id(user_id), session_id, limit, offset)
         out: list[MemoryItem] = []
         cursor: str | None = None
         seen: set[str] = set()
         want = None if limit is None else offset + limit
         while want is None or len(out) < want:
-            page = PAGE if want is None or user_id is not None else min(PAGE, want - len(out))
-            params = _drop_none({"limit": page, "cursor": cursor, "session_id": session_id, "user_id": user_id})
+            page = PAGE if want is None else min(PAGE, want - len(out))
+            params = _drop_none({"limit": page, "cursor": cursor, "session_id": session_id})
             data = self._call("GET", "/v1/memories", params=params)
-            rows = (_to_item(row) for row in _field(data, "items", list))
-            out.extend(r for r in rows if user_id is None or r.user_id == normalize_id(user_id))
+            out.extend(_to_item(row) for row in _field(data, "items", list))
             cursor = data.get("next_cursor")
             if not cursor:
                 break
@@ -308,6 +309,21 @@ class RemoteCube:
                                    "again; the service's paging is broken: check its version, or pass limit=")
             seen.add(cursor)
         return out[offset:want]
+
+    def _user_items(self, user_id: str | None, session_id: str | None, limit: int | None, offset: int) -> list[MemoryItem]:
+        """``get_all(user_id=...)``: pages of ``POST /v1/faces/memories`` from ``offset``, filtered on the service."""
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInputError(f"offset must be an int >= 0, got {offset!r}")
+        out: list[MemoryItem] = []
+        while limit is None or len(out) < limit:
+            page = PAGE if limit is None else min(PAGE, limit - len(out))
+            body = _drop_none({"user_id": user_id, "session_id": session_id, "limit": page, "offset": offset + len(out)})
+            data = self._call("POST", "/v1/faces/memories", json=body)
+            rows = _field(data, "items", list)
+            out.extend(_to_item(row) for row in rows)
+            if data.get("more") is not True or not rows:
+                break
+        return out
 
     def history(self, item_id: str) -> list[MemoryItem]:
         """``GET /v1/memories/{id}/history``: every version, oldest first."""

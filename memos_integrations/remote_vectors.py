@@ -11,8 +11,9 @@ remote stores share:
   is an :class:`EmbedderMismatchError`) run unchanged; it embeds by asking the service.
 - :func:`post`: one request, its JSON written strictly (NaN or infinity is an ``InvalidInputError`` here,
   never sent) and checked against the service's body limit before it leaves.
-- :func:`post_rows`: a write too big for one request is sent as the parts of one staged write, each under
-  the limit; the service writes them all when the last arrives, so a failure in any request writes nothing.
+- :func:`post_rows`: a write is sent as the parts of one staged write, each under the limit (one part when
+  it fits); the service writes them all when the last arrives, so a failure in any request writes nothing,
+  and a last request sent again after a lost answer gets the write's answer back, never a second write.
 
 Sync/async: synchronous, like ``RemoteCube``; the faces' async methods run it in a worker thread.
 """
@@ -26,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BackendError, EmbedderMismatchError, InvalidInputError, MemosError, OversizedInputError
+from .errors import (
+    BackendError,
+    ConflictError,
+    EmbedderMismatchError,
+    InvalidInputError,
+    MemosError,
+    OversizedInputError,
+)
 
 if TYPE_CHECKING:
     from .remote import RemoteCube
@@ -165,31 +173,45 @@ def post_rows(cube: RemoteCube, route: str, common: dict[str, Any], columns: dic
     """Write rows in as few requests as the body limit allows, all or nothing; ``before`` runs first when it
     takes more than one.
 
-    A write of several requests is one *staged* write: each request carries the write's random ``stage`` id
-    and its ``part``; the service keeps every part but the last, and the last (which names ``parts``) writes
-    them all in one transaction. So a failure in any request writes nothing (the kept parts expire), and the
-    write can simply be sent again. One case stays open: the connection failing on the last request, after
-    the service may have committed; the error says so (a retry then rewrites the same ids as new versions).
-    ``before`` (the face's own checks of the whole write, run on this side) refuses early what the service
-    would refuse at the end.
+    Every write is one *staged* write: each request carries the write's random ``stage`` id and its
+    ``part``; the service keeps every part but the last, and the last (which names ``parts``) writes them
+    all in one transaction. So a failure in any request writes nothing (the kept parts expire), and the
+    write can simply be sent again. The service remembers a written write's answer for its stage (10
+    minutes), so when the connection fails on the last request (the service may have committed), that
+    request is sent once more: the service answers the write's own answer if it was written, or writes it
+    now, never twice. ``before`` (the face's own checks of the whole write, run on this side) refuses
+    early what the service would refuse at the end.
     """
     bodies = batches(common, columns, service_info(cube)["max_body_bytes"])
-    if len(bodies) <= 1:
-        return merge([post(cube, route, body) for body, _count in bodies])
-    if before is not None:
+    if not bodies:
+        return merge([])
+    if before is not None and len(bodies) > 1:
         before()
     stage = secrets.token_urlsafe(16)
     last, answer = len(bodies) - 1, None
+    split = (f"the write was sent in {len(bodies)} requests to fit the service's body limit; "
+             if len(bodies) > 1 else "")
     for part, (body, _count) in enumerate(bodies):
         body = {**body, "stage": stage, "part": part, **({"parts": len(bodies)} if part == last else {})}
+        resent = False
         try:
-            answer = post(cube, route, body)
+            try:
+                answer = post(cube, route, body)
+            except BackendError as exc:
+                if part != last or exc.__cause__ is None:
+                    raise
+                resent = True  # the answer was lost: the service answers it again, or writes it now
+                answer = post(cube, route, body)
         except MemosError as exc:
-            unsure = part == last and isinstance(exc, BackendError) and exc.__cause__ is not None
-            raise type(exc)(f"{exc} (the write was sent in {len(bodies)} requests to fit the service's body limit; "
-                            + ("the connection failed on the last one, so the service may or may not have written "
-                               "the whole write: read it back before sending it again)" if unsure else
-                               f"request {part + 1} failed and nothing was written: send the whole write again)")) from exc
+            unsure = resent and (isinstance(exc, ConflictError) or (isinstance(exc, BackendError) and exc.__cause__ is not None))
+            if unsure:
+                raise type(exc)(f"{exc} ({split}the last request failed, and again when it was sent again, so the "
+                                "service may or may not have written the write: read it back before sending it "
+                                "again)") from exc
+            if len(bodies) == 1:  # one request: the service's own error, as it is
+                raise
+            raise type(exc)(f"{exc} ({split}request {part + 1} failed and nothing was written: send the whole "
+                            "write again)") from exc
     return merge([answer])
 
 

@@ -8,8 +8,12 @@ searchable by the retriever, the tools and the middleware; a message the cube wi
 long, no words) stays in the transcript and is left out of memory (logged and audited).
 
 Who is acting: the binding (``user_id=``), else the user the enclosing run names
-(:func:`memos_integrations.access.resolve_scope`). A session belongs to the user whose messages it
-holds: another user, or an unscoped history, is refused there (audited, without naming the owner).
+(:func:`memos_integrations.access.resolve_scope`). Sessions are per user, as LlamaIndex chat keys are:
+a history acting for a user reads, appends to and clears that user's messages of the session only, so
+two users naming the same session id each have their own transcript, and nothing a user does tells
+her whether another user has a session of that name (nor can she take a name before him). An unscoped
+history (no user anywhere) is the application's view: it reads every user's messages of the session
+and may write only into a session no user has written to (refused there, audited, without naming the owner).
 
 On a :class:`~memos_integrations.remote.RemoteCube` each call (read, append, clear) is one request to
 the service (:mod:`memos_integrations.remote_store`), which runs this class on the real cube as the API
@@ -82,8 +86,9 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
             messages = await history.aget_messages()
 
     ``clear()`` empties the transcript only: what was read into memory stays (it is long-term
-    memory; forget it with ``cube.delete``). A session belongs to the user whose messages it holds:
-    another user's history (or an unscoped one) is refused there, without naming the owner.
+    memory; forget it with ``cube.delete``). Sessions are per user: another user's history of the same
+    session id is another transcript; an unscoped history reads every user's messages of the session and
+    may not write where a user has.
     """
 
     def __init__(
@@ -108,10 +113,13 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        scope = self._scope()
         if self._remote is not None:
-            return messages_from_dict(self._remote.call("messages", self._scope()))
-        self._check_owner(self._scope(), "read")
-        return messages_from_dict([json.loads(m) for m in self._local().messages(self.session_id)])
+            return messages_from_dict(self._remote.call("messages", scope))
+        table = self._local()
+        # a user's session is her own messages of it; unscoped, every user's
+        rows = table.messages(self.session_id) if scope.user_id is None else table.user_messages(self.session_id, scope.user_id)
+        return messages_from_dict([json.loads(m) for m in rows])
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` to the transcript, then (with ``remember``) read them into memory.
@@ -132,16 +140,16 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         if self._remote is not None:
             self._remote.call("add", scope, messages=[message_to_dict(m) for m in stored], remember=self.remember)
             return
-        self._check_owner(scope, "write")
         table = self._local()
         rows = [(self.session_id, scope.user_id, json.dumps(message_to_dict(m)), to_epoch(utcnow())) for m in stored]
         with table.transaction() as tx:
-            # checked again inside the write lock: two users racing on a brand-new session cannot both own it
-            table.lock_session(tx, self.session_id)
-            owners = table.owners(self.session_id, tx)
-            taken = bool(owners) and owners != {scope.user_id}
+            taken = False
+            if scope.user_id is None:  # unscoped: only where no user has written, checked inside the write lock
+                table.lock_session(tx, self.session_id)
+                taken = bool(table.owners(self.session_id, tx))
             if not taken:
                 table.append(tx, rows)
+        owners = table.owners(self.session_id) if taken else set()
         if taken:  # refused after the transaction, so the audit row is not rolled back with it
             self._refuse(scope, "write", owners)
         if self.remember:
@@ -150,10 +158,14 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
                           session_id=self.session_id, timestamp=utcnow(), principal=scope.principal)
 
     def clear(self) -> None:
+        scope = self._scope()
         if self._remote is not None:
-            self._remote.call("clear", self._scope())
+            self._remote.call("clear", scope)
             return
-        self._check_owner(self._scope(), "write")
+        if scope.user_id is not None:
+            self._local().clear_user(self.session_id, scope.user_id)
+            return
+        self._check_owner(scope, "write")
         self._local().clear(self.session_id)
 
     async def aget_messages(self) -> list[BaseMessage]:
@@ -176,11 +188,10 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         return self._local().owners(self.session_id)
 
     def _check_owner(self, scope: Scope, action: str) -> None:
-        """A session is its user's: others are refused; an unscoped history may read but never write there."""
+        """An unscoped history may not write where a user has written."""
         owners = self._owners()
-        if not owners or owners == {scope.user_id} or (scope.user_id is None and action == "read"):
-            return
-        self._refuse(scope, action, owners)
+        if owners:
+            self._refuse(scope, action, owners)
 
     def _refuse(self, scope: Scope, action: str, owners: set[str]) -> None:
         raise deny(self.cube.audit, f"history:{action}", scope.principal, f"session:{self.session_id}",

@@ -22,6 +22,7 @@ key's user, so the checks above hold there, where the client cannot skip them.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -310,6 +311,7 @@ class MemOSVectorStore(VectorStore):
 
     def _check_writable(self, ids: list[str], scope: dict[str, str | None]) -> None:
         """An id held by another scope or kind must not be overwritten (nor moved) through this store."""
+        _check_own_ids(ids)
         existing = self.cube.store.get_items(ids, include_deleted=True)
         taken = sorted(i for i, it in existing.items() if not self._owns(it, scope))
         if taken:
@@ -396,6 +398,20 @@ class MemOSVectorStore(VectorStore):
 
 def _clip_unit(score: float) -> float:
     return min(1.0, max(0.0, score))
+
+
+#: item ids other faces derive for their users' keys (LlamaIndex ``li:<digest>:<node id>``, LangGraph
+#: ``lg-<digest>``): a document written under one would squat another user's future node or store item
+_FACE_KEYS = re.compile(r"li:[0-9a-f]{16}:|lg-[0-9a-f]{32}$")
+
+
+def _check_own_ids(ids: Sequence[Any]) -> None:
+    """Refuse ids in the shapes other faces derive (whether or not such an item exists, so the answer
+    says nothing of what the cube holds)."""
+    taken = [i for i in ids if isinstance(i, str) and _FACE_KEYS.match(i)]
+    if taken:
+        raise InvalidInputError(f"ids {taken[:3]} have the form the LlamaIndex and LangGraph faces give their items "
+                                "(li:<16 hex>:..., lg-<32 hex>); nothing was written: choose document ids of another form")
 
 
 def _id_list(ids: Any) -> list[str]:

@@ -37,14 +37,16 @@ from .auth import Principal
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
 from .models import Id, KindName, SearchIn, Status
-from .service import Service, hit_json
+from .service import Service, hit_json, item_json
 
 #: the most labels a namespace may have, and characters per label, over HTTP
 MAX_LABELS = 64
 MAX_LABEL_CHARS = 512
 Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
 Namespace = Annotated[list[Label], Field(max_length=MAX_LABELS)]
-Key = Annotated[str, Field(min_length=1, max_length=4096)]
+Key = Annotated[str, Field(min_length=1, max_length=4096)]  # a store key is hashed into its item id (lg-<digest>)
+#: the longest LlamaIndex chat key or KV key (a doc or node id) over HTTP, as node ids on the vector routes
+MAX_ID_CHARS = 512
 Fields = Annotated[list[Annotated[str, Field(min_length=1, max_length=512)]], Field(max_length=64)]
 
 
@@ -163,7 +165,7 @@ class LlamaChatIn(_Who):
     """One operation of the chat table both LlamaIndex chat stores share, on the acting user's rows."""
 
     op: Literal["rows", "count", "add", "delete_at", "delete_seq", "delete_all", "oldest", "keys"]
-    key: str | None = Field(default=None, min_length=1, max_length=4096)
+    key: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     status: Literal["active", "archived"] | None = None
     limit: int | None = Field(default=None, ge=0, le=100_000)
     offset: int | None = Field(default=None, ge=0, le=2**63 - 1)  # SQLite's range: beyond it was a 500
@@ -190,8 +192,8 @@ class LlamaKVIn(_Who):
 
     op: Literal["put_all", "get", "get_all", "delete"]
     collection: str = Field(default="data", min_length=1, max_length=1024)
-    key: str | None = Field(default=None, max_length=4096)
-    pairs: list[tuple[Annotated[str, Field(max_length=4096)], dict[str, Any]]] = Field(default_factory=list,
+    key: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    pairs: list[tuple[Annotated[str, Field(max_length=MAX_ID_CHARS)], dict[str, Any]]] = Field(default_factory=list,
                                                                                       max_length=10_000)
 
 
@@ -199,6 +201,22 @@ class LlamaKVOut(BaseModel):
     value: dict[str, Any] | None = None
     values: dict[str, Any] | None = None
     deleted: bool | None = None
+
+
+# -- a face's cube.get_all ---------------------------------------------------------------------------
+class ListIn(_Who):
+    """One page of ``cube.get_all(user_id=...)``: the filter runs in the query, so pages count matches only."""
+
+    session_id: str | None = Field(default=None, min_length=1, max_length=256)
+    kinds: list[KindName] | None = None
+    include_archived: bool = False
+    limit: int = Field(default=50, ge=1, description="at most the service's page size (max_page)")
+    offset: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
+class ListOut(BaseModel):
+    items: list[dict[str, Any]]
+    more: bool = Field(description="another page follows (ask again with offset + len(items))")
 
 
 _READS = {"messages", "rows", "count", "keys", "get", "get_all"}
@@ -248,6 +266,27 @@ def router(service: Service, principal: Callable[..., Principal],
                             metadata=body.metadata, plan=body.plan, time_from=body.time_from, time_to=body.time_to,
                             now=body.now or body.as_of, as_of=body.as_of, current_session=body.current_session)
         return {"hits": [hit_json(h) for h in hits]}
+
+    @api.post("/memories", response_model=None, responses={200: {"model": ListOut}, **ERRORS})
+    def face_list(body: ListIn, who: Auth, request: Request) -> dict[str, Any]:
+        """A face's ``cube.get_all(user_id=...)``: a page of that user's memories (oldest first), as on a local cube.
+
+        ``GET /v1/memories`` lists the whole cube (MOS semantics); a face bound to a user lists that user's
+        memories, filtered in the query, so ``limit`` and ``offset`` count that user's memories only. With no
+        ``user_id`` this lists everything the key's user may read. ``user_id`` is also the acting user:
+        another user's id is refused (audited) unless the key is an admin's.
+        """
+        max_page = request.app.state.limits.max_page
+        if body.limit > max_page:
+            raise InvalidInputError(f"limit may be at most {max_page}; ask again with a larger offset for more")
+        user = service.actor(who, body.user_id)
+        found = service.view(user, body.cube_id, "read")
+        if found is None:
+            return {"items": [], "more": False}
+        items = found.get_all(user_id=None if body.user_id is None else user, session_id=body.session_id,
+                              kinds=body.kinds, limit=body.limit + 1, offset=body.offset,
+                              include_archived=body.include_archived)
+        return {"items": [item_json(i) for i in items[:body.limit]], "more": len(items) > body.limit}
 
     @api.post("/store/batch", response_model=None, responses={200: {"model": StoreResults}, **ERRORS})
     def store_batch(body: StoreBatchIn, who: Auth) -> dict[str, Any]:

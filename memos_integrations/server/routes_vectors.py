@@ -17,8 +17,10 @@ Bodies hold face arguments as plain JSON and are validated by the face (so error
 nodes only. Sync/async: every route is a plain ``def`` (FastAPI's worker threads), like the rest of the app.
 """
 
+import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -26,15 +28,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
-from ..storage.staged_writes import StagedWrites
+from ..storage import staged_writes
+from ..storage.staged_writes import StagedWrites, StagingFullError
 from .auth import Principal
-from .errors import ERRORS
+from .errors import ERRORS, RateLimitedError
 from .json_body import StrictJSONRoute
 from .limits import Limits
 from .models import ErrorOut
 from .service import Service, item_json
 
 _Id = Annotated[str | None, Field(default=None, min_length=1, max_length=256)]
+#: the longest document, node or ref-doc id the service takes (LangChain's and LlamaIndex's are uuids)
+MAX_ID_CHARS = 512
+_ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
 
 class _Binding(BaseModel):
@@ -96,11 +102,11 @@ class LlamaIndexAddIn(LlamaIndexBinding):
 
 
 class LlamaIndexDeleteIn(LlamaIndexBinding):
-    ref_doc_id: str = Field(min_length=1)
+    ref_doc_id: _ItemId
 
 
 class LlamaIndexSelectIn(LlamaIndexBinding):
-    node_ids: list[str] | None = None
+    node_ids: list[_ItemId] | None = None
     filters: dict[str, Any] | None = Field(default=None, description="MetadataFilters.model_dump()")
 
 
@@ -110,8 +116,8 @@ class VectorQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query_embedding: list[float] | None = None
     similarity_top_k: int | None = 1
-    doc_ids: list[str] | None = None
-    node_ids: list[str] | None = None
+    doc_ids: list[_ItemId] | None = None
+    node_ids: list[_ItemId] | None = None
     query_str: str | None = None
     output_fields: list[str] | None = None
     embedding_field: str | None = None
@@ -145,44 +151,50 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
     def ok(data: Any) -> JSONResponse:
         return JSONResponse(data)
 
-    staged = StagedWrites(service.keys.db)  # in the home's mos.db: every worker process sees every part
+    # in the home's mos.db: every worker process sees every part; the bounds are read when the app is made
+    staged = StagedWrites(service.keys.db, ttl=staged_writes.TTL, max_bytes=staged_writes.MAX_BYTES,
+                          max_user_bytes=staged_writes.MAX_USER_BYTES, max_total_bytes=staged_writes.MAX_TOTAL_BYTES)
 
-    def unstage(who: Principal, body: Any, columns: Sequence[str]) -> dict[str, Any] | None:
-        """The columns this write writes: the request's own, or (on a split write's last part) every staged
-        part's followed by its own; None when the request is an earlier part (kept, nothing written yet)."""
+    def staged_write(who: Principal, body: Any, columns: Sequence[str],
+                     write: Callable[[dict[str, Any]], dict[str, Any]]) -> JSONResponse:
+        """Run ``write`` on the columns this request writes: the request's own, or (on a split write's last
+        part) every staged part's followed by its own. An earlier part is kept and nothing is written
+        (``{"staged": part}``); a last part sent again after its write was written (a client retrying
+        after a lost answer) gets that write's answer back and writes nothing twice."""
         own = {c: getattr(body, c) for c in columns}
-        # where the write goes (route, cube, namespace, kind, session, ...): every part must name the same, or
-        # the last part would decide where the earlier ones are written
-        binding = {"route": type(body).__name__,
-                   **body.model_dump(mode="json", exclude={"stage", "part", "parts", *columns})}
         if body.stage is None:
             if body.part is not None or body.parts is not None:
                 raise InvalidInputError("part and parts come with stage (the id of a split write); leave all three out "
                                         "for a write in one request")
-            return own
+            return ok(write(own))
         if body.part is None:
             raise InvalidInputError("a split write's request names its part (0, 1, ...) next to stage")
+        # where the write goes (route, cube, namespace, kind, session, ...): every part must name the same, or
+        # the last part would decide where the earlier ones are written
+        binding = {"route": type(body).__name__,
+                   **body.model_dump(mode="json", exclude={"stage", "part", "parts", *columns})}
         if body.parts is None:
-            staged.put(body.stage, who.key_id, body.part, json.dumps({"binding": binding, "rows": own}, allow_nan=False))
-            return None
+            with _busy_is_429():
+                staged.put(body.stage, who.key_id, body.part, json.dumps({"binding": binding, "rows": own}, allow_nan=False),
+                           user_id=who.user_id)
+            return ok({"staged": body.part})
         if body.part != body.parts - 1:
             staged.drop(body.stage, who.key_id)
             raise InvalidInputError(f"parts is sent on the last part only (part {body.parts - 1}), got part {body.part}; "
                                     "nothing was written: send the whole write again")
-        staged_parts = [json.loads(b) for b in staged.take(body.stage, who.key_id, body.parts - 1)]
-        if any(p["binding"] != json.loads(json.dumps(binding)) for p in staged_parts):
-            raise InvalidInputError(f"the parts of write {body.stage!r} name different routes, cubes or bindings (cube_id, "
-                                    "namespace, kind, session_id, ...); nothing was written: send every part of a write "
-                                    "to the same route with the same binding")
-        earlier = [p["rows"] for p in staged_parts]
-        out: dict[str, Any] = {}
-        for c in columns:
-            values = [p[c] for p in earlier] + [own[c]]
-            if any(v is None for v in values) and not all(v is None for v in values):
-                raise InvalidInputError(f"{c} is given in some parts of write {body.stage!r} and not in others; "
-                                        "nothing was written: send it in every part or in none")
-            out[c] = None if values[0] is None else [x for v in values for x in v]
-        return out
+        # the last part itself, so that a stage id used again for another write is refused, not answered
+        request = hashlib.sha256(json.dumps({"binding": binding, "rows": own}, sort_keys=True).encode()).hexdigest()
+        with _busy_is_429():
+            taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id, request=request)
+        if taken.answer is not None:
+            return ok(json.loads(taken.answer))
+        try:
+            answer = write(merged(body.stage, [json.loads(b) for b in taken.parts], binding, own, columns))
+        except BaseException:
+            staged.drop(body.stage, who.key_id)  # nothing was written: a retry is refused or writes it whole
+            raise
+        staged.done(body.stage, who.key_id, json.dumps(answer))
+        return ok(answer)
 
     def check_k(k: int) -> None:
         if k > limits.max_k:
@@ -231,10 +243,8 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         A write over the body limit comes as parts of one ``stage``: each part but the last is kept (nothing
         is written), and the last writes every part in one transaction, or nothing."""
         store = langchain_store(who, body, "write")
-        rows = unstage(who, body, ("texts", "metadatas", "ids"))
-        if rows is None:
-            return ok({"staged": body.part})
-        return ok({"ids": store.add_texts(rows["texts"], rows["metadatas"], ids=rows["ids"])})
+        return staged_write(who, body, ("texts", "metadatas", "ids"), lambda rows: {
+            "ids": store.add_texts(rows["texts"], rows["metadatas"], ids=bounded_ids(rows["ids"]))})
 
     @router.post("/langchain/check", response_model=None)
     def langchain_check(body: LangChainIdsIn, who: Auth) -> JSONResponse:
@@ -242,19 +252,19 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         from ..langchain.vectorstore import _id_list
 
         store = langchain_store(who, body, "write")
-        store._check_writable(_id_list(body.ids), store._scope())
+        store._check_writable(_id_list(bounded_ids(body.ids)), store._scope())
         return ok({"status": "writable"})
 
     @router.post("/langchain/delete", response_model=None)
     def langchain_delete(body: LangChainIdsIn, who: Auth) -> JSONResponse:
         store = langchain_store(who, body, "write")
-        return ok({"deleted": bool(store.delete(body.ids))})
+        return ok({"deleted": bool(store.delete(bounded_ids(body.ids)))})
 
     @router.post("/langchain/get", response_model=None)
     def langchain_get(body: LangChainIdsIn, who: Auth) -> JSONResponse:
         from ..langchain.vectorstore import _id_list
 
-        ids = _id_list(body.ids)
+        ids = _id_list(bounded_ids(body.ids))
         store = langchain_store(who, body, "read")
         return ok({"items": [] if store is None else [item_json(it) for it in store._visible(ids)]})
 
@@ -290,10 +300,7 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         from ..llama_index.wire import nodes_from_json
 
         store = llama_store(who, body, "write")
-        rows = unstage(who, body, ("nodes",))
-        if rows is None:
-            return ok({"staged": body.part})
-        return ok({"ids": store.add(nodes_from_json(rows["nodes"]))})
+        return staged_write(who, body, ("nodes",), lambda rows: {"ids": store.add(bounded_nodes(nodes_from_json(rows["nodes"])))})
 
     @router.post("/llama-index/delete", response_model=None)
     def llama_delete(body: LlamaIndexDeleteIn, who: Auth) -> JSONResponse:
@@ -356,3 +363,57 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
 
     return router
 
+
+
+@contextmanager
+def _busy_is_429() -> Iterator[None]:
+    """Every user's staging together is full: a 429 with ``Retry-After`` (the client waits), not a 413."""
+    try:
+        yield
+    except StagingFullError as exc:
+        busy = RateLimitedError(str(exc))
+        busy.retry_after = 60  # type: ignore[attr-defined]
+        raise busy from None
+
+
+def merged(stage: str, parts: list[dict[str, Any]], binding: dict[str, Any], own: dict[str, Any],
+           columns: Sequence[str]) -> dict[str, Any]:
+    """The columns of a split write: every staged part's rows (each part as ``{"binding", "rows"}``)
+    followed by the last request's own.
+
+    Raises:
+        InvalidInputError: the parts were sent to different routes or bindings, or a column is given in
+            some parts and not in others.
+    """
+    if any(p["binding"] != json.loads(json.dumps(binding)) for p in parts):
+        raise InvalidInputError(f"the parts of write {stage!r} name different routes, cubes or bindings (cube_id, "
+                                "namespace, kind, session_id, ...); nothing was written: send every part of a write "
+                                "to the same route with the same binding")
+    earlier = [p["rows"] for p in parts]
+    out: dict[str, Any] = {}
+    for c in columns:
+        values = [p[c] for p in earlier] + [own[c]]
+        if any(v is None for v in values) and not all(v is None for v in values):
+            raise InvalidInputError(f"{c} is given in some parts of write {stage!r} and not in others; "
+                                    "nothing was written: send it in every part or in none")
+        out[c] = None if values[0] is None else [x for v in values for x in v]
+    return out
+
+
+def bounded_ids(ids: Any) -> Any:
+    """``ids`` unchanged, unless one is a string over :data:`MAX_ID_CHARS` (other types are the face's to refuse)."""
+    for n, i in enumerate(ids if isinstance(ids, list) else []):
+        if isinstance(i, str) and len(i) > MAX_ID_CHARS:
+            raise InvalidInputError(f"ids[{n}] is {len(i)} characters; ids may have at most {MAX_ID_CHARS} on this "
+                                    "service: use a shorter id (a uuid, or a digest of the long one)")
+    return ids
+
+
+def bounded_nodes(nodes: list[Any]) -> list[Any]:
+    """``nodes`` unchanged, unless a node id or ref-doc id is over :data:`MAX_ID_CHARS` characters."""
+    for n, node in enumerate(nodes):
+        for what, value in (("id", node.node_id), ("ref_doc_id", node.ref_doc_id)):
+            if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+                raise InvalidInputError(f"nodes[{n}] has a {what} of {len(value)} characters; ids may have at most "
+                                        f"{MAX_ID_CHARS} on this service: use a shorter id (a uuid, or a digest)")
+    return nodes

@@ -62,6 +62,18 @@ CREATE INDEX IF NOT EXISTS langchain_messages_session ON langchain_messages (ses
         return [r[0] for r in self.db.read(
             "SELECT message FROM langchain_messages WHERE session_id = ? ORDER BY seq", (session_id,))]
 
+    def user_messages(self, session_id: str, user_id: str) -> list[str]:
+        """``user_id``'s messages in the session (JSON text), oldest first: a user's session is her own rows."""
+        if not self.ready():
+            return []
+        return [r[0] for r in self.db.read(
+            "SELECT message FROM langchain_messages WHERE session_id = ? AND user_id = ? ORDER BY seq",
+            (session_id, user_id))]
+
+    def clear_user(self, session_id: str, user_id: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM langchain_messages WHERE session_id = ? AND user_id = ?", (session_id, user_id))
+
     def owners(self, session_id: str, tx: Tx | None = None) -> set[str]:
         """The users who wrote into the session (inside ``tx`` when given, so a check sees that transaction)."""
         sql, params = "SELECT DISTINCT user_id FROM langchain_messages WHERE session_id = ? AND user_id IS NOT NULL", (session_id,)
