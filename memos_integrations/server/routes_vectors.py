@@ -223,7 +223,11 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         view = service.view(service.actor(who, None), body.cube_id, "read", create=True)
         assert view is not None  # create=True
         emb = view.embedder
-        rows = [emb.embed_query(body.texts[0])] if body.query and len(body.texts) == 1 else emb.embed_documents(body.texts)
+        many_queries = getattr(emb, "embed_queries", None) if body.query else None  # queries in their own precision
+        if body.query and len(body.texts) == 1:
+            rows = [emb.embed_query(body.texts[0])]
+        else:
+            rows = many_queries(body.texts) if many_queries is not None else emb.embed_documents(body.texts)
         return ok({"vectors": [[float(x) for x in row] for row in rows]})
 
     # -- LangChain --------------------------------------------------------------------------------

@@ -172,3 +172,33 @@ def test_memcube_serve_batches_a_minilm_home_and_leaves_any_other_home_as_it_was
     mos.register_mem_cube(other, user_id="alice", mem_cube_id="other")
     mos.close()
     assert serving_embedder(tmp_path / "home") is None  # each cube opens its own embedder, unbatched
+
+
+def test_the_embed_route_gives_queries_in_the_service_query_precision(tmp_path: Path, embedder: Any) -> None:
+    """``POST /v1/vector-stores/embed`` with ``query: true`` embeds every text as a query (int8 under
+    ``memcube serve``), one text or many; documents stay fp32."""
+    from fastapi.testclient import TestClient
+
+    from memos_integrations.textual.embed import MiniLMEmbedder
+
+    served = serving_embedder(tmp_path / "home")
+    mos = MOS(tmp_path / "home", embedder=served)
+    keys = KeyStore.open(tmp_path / "home" / "mos.db")
+    mos.create_user("alice")
+    key = keys.create("alice")[0]
+    int8 = MiniLMEmbedder(query_precision="int8")
+    texts = ["what does alice drink?", "tea at breakfast"]
+    try:
+        with TestClient(create_app(mos, keys=keys, limits=Limits(rate=0))) as http:
+            def embed(body: dict[str, Any]) -> np.ndarray:
+                got = http.post("/v1/vector-stores/embed", json=body, headers={"Authorization": f"Bearer {key}"})
+                assert got.status_code == 200, got.text
+                return np.array(got.json()["vectors"], dtype=np.float32)
+
+            np.testing.assert_allclose(embed({"texts": texts, "query": True}), int8.embed_queries(texts), atol=1e-5)
+            np.testing.assert_allclose(embed({"texts": texts[:1], "query": True})[0], int8.embed_query(texts[0]), atol=1e-5)
+            np.testing.assert_allclose(embed({"texts": texts}), embedder.embed_documents(texts), atol=1e-5)
+    finally:
+        keys.close()
+        mos.close()
+        served.close()
