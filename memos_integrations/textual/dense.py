@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-#: filters held per cube (each holds its candidates' vectors: a LoCoMo cube is ~0.7 MB); past it, all are dropped
+#: filters held per cube, and candidate rows in all (each row holds its vector: 1.5 KB at 384 dimensions, so
+#: a LoCoMo cube is ~0.7 MB and the most a cube holds ~25 MB); past either, everything held is dropped
 MAX_HELD = 8
+MAX_HELD_ROWS = 16_384
 _CHUNK = 50_000
 
 
@@ -125,7 +127,8 @@ def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:
         # the rows of those that end first bound the entry: until then no row leaves the candidates
         until = (first_expiry(store, flt, start) if flt.current else None) or float("inf")
         entry = Candidates(rids, matrix, time.time(), until)
-        if len(cache.derived) >= MAX_HELD:
+        rows = sum(len(e.rids or ()) for e in cache.derived.values()) + len(rids or ())
+        if len(cache.derived) >= MAX_HELD or rows > MAX_HELD_ROWS:
             cache.derived.clear()
         cache.derived[key] = entry
         return entry

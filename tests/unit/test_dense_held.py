@@ -91,8 +91,13 @@ def test_dense_held_ends_when_a_memory_stops_being_true(cube: Any, monkeypatch: 
     assert target in _ids(cube, "charity race", user_id="u2")
 
 
-def test_dense_held_bounded_per_cube(cube: Any) -> None:
+def test_dense_held_bounded_per_cube(cube: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _fill(cube)
     for n in range(3 * D.MAX_HELD):
         cube.search("support group", top_k=3, plan=FAST, session_id=f"s{n}")
     assert len(cube.text_mem.store._decoded.derived) <= D.MAX_HELD
+    monkeypatch.setattr(D, "MAX_HELD_ROWS", 8)  # rows in all, too: two whole-cube filters do not fit
+    cube.search("support group", top_k=3, plan=FAST, user_id="u1")
+    cube.search("support group", top_k=3, plan=FAST, user_id="u2")
+    held = cube.text_mem.store._decoded.derived.values()
+    assert sum(len(e.rids or ()) for e in held) <= 8 or len(held) == 1
