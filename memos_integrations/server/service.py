@@ -32,11 +32,26 @@ T = TypeVar("T")
 
 
 _ITEM_FIELDS = tuple(f.name for f in fields(MemoryItem))
+#: the fields that may hold a datetime or an enum (the others are strings, numbers, lists and dicts)
+_CONVERTED = tuple(f.name for f in fields(MemoryItem) if "datetime" in str(f.type) or f.name in ("kind", "state"))
 
 
 def item_json(item: MemoryItem) -> dict[str, Any]:
-    """Exactly :meth:`MemoryItem.to_dict`, without ``asdict``'s deep copy (a third of a search's HTTP overhead)."""
-    out: dict[str, Any] = {}
+    """Exactly :meth:`MemoryItem.to_dict`, without ``asdict``'s deep copy (a third of a search's HTTP overhead).
+
+    The item's own ``__dict__`` copied (its keys are the fields, in order, unless something set another
+    attribute on it) with the time and enum fields converted: half the CPU of reading every field.
+    """
+    out = dict(item.__dict__)
+    if tuple(out) == _ITEM_FIELDS:
+        for name in _CONVERTED:
+            value = out[name]
+            if isinstance(value, datetime):
+                out[name] = value.isoformat()
+            elif isinstance(value, Enum):
+                out[name] = value.value
+        return out
+    out = {}
     for name in _ITEM_FIELDS:
         value = getattr(item, name)
         if isinstance(value, datetime):

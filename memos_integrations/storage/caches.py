@@ -29,6 +29,10 @@ class DecodedRows:
     The items it returns are shared between searches: they are for ranking to read (speaker,
     session, times, kind, metadata), never to hand out or mutate; a search returns freshly decoded
     items. Bounded: past ``max_rows`` entries the older half is dropped (insertion order).
+
+    :attr:`derived` holds results computed from rows read under the same token (a filter's dense
+    candidates and their vectors, :mod:`memos_integrations.textual.dense`): cleared with the rows, so
+    they are exactly as current; whoever puts an entry there bounds their number.
     """
 
     def __init__(self, decode: Callable[[Sequence[Any]], MemoryItem], max_rows: int = 4096) -> None:
@@ -37,6 +41,7 @@ class DecodedRows:
         self._rows: dict[int, tuple[tuple[Any, ...], MemoryItem]] = {}
         self._lock = threading.Lock()
         self.token: Hashable | None = None
+        self.derived: dict[Hashable, Any] = {}
 
     def valid(self, token: Hashable) -> DecodedRows:
         """Itself, every entry still current when ``token`` is what they were read under (else cleared)."""
@@ -67,6 +72,19 @@ class DecodedRows:
     def clear(self) -> None:
         with self._lock:
             self._rows = {}
+            self.derived = {}
+
+
+def first_expiry(store: Any, flt: Any, after: float) -> float | None:
+    """The earliest ``valid_to`` after ``after`` among the rows ``flt`` passes when its current-truth
+    condition is left out: until then, ``flt``'s current-truth candidates at any later time are the
+    ones at ``after`` (a cache of them holds that long). ``store`` is an :class:`~.sqlstore.SQLStore`,
+    ``flt`` a :class:`~memos_integrations.textual.filters.MemoryFilter`."""
+    from dataclasses import replace
+
+    where, params = store.where(replace(flt, current=False))
+    found = store.db.scalar(f"SELECT MIN(items.valid_to) FROM items WHERE {where} AND items.valid_to > ?", [*params, after])
+    return None if found is None else float(found)
 
 
 class VectorCache:

@@ -153,7 +153,8 @@ def unnamed(query: str, names: set[str]) -> str:
 def named_in_hits(mem: TextualMemory, query: str, scored: Mapping[str, Sequence[tuple[int, float]]]) -> set[str]:
     """The speakers of the first pass's best hits that ``query`` names."""
     top = list(dict.fromkeys(r for hits in scored.values() for r, _ in hits[:10]))
-    speakers = {s for it in mem.store.get_by_rid(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
+    # the rows ranking holds (decoded once per content, current): only their speakers are read
+    speakers = {s for it in mem.store.ranking_rows(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
     return R.named_speakers(query, speakers)
 
 

@@ -30,7 +30,6 @@ import numpy as np
 
 from ..cubelock import INDEX_LOCK_FILE, IndexWriteLock
 from ..errors import (
-    BackendError,
     ConflictError,
     InvalidInputError,
     InvalidTypeError,
@@ -52,6 +51,7 @@ from ..items import (
 from ..storage.base import GraphStore, VectorIndex
 from ..storage.graph import NEXT
 from ..storage.sqlstore import SQLStore
+from . import dense as D
 from . import expand as E
 from . import index_sync as X
 from . import limits as L
@@ -495,40 +495,10 @@ class TextualMemory:
         return vec
 
     def _dense(self, qvec: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[int, float]]:
-        candidates = self.store.candidate_rids(flt, self.exact_search_max + 1)
-        if len(candidates) <= self.exact_search_max:
-            # few candidates: score them exactly from the vectors SQLite keeps (no ANN recall loss)
-            return self._exact(qvec, candidates, k)
-        # many candidates: ANN with the filter part the index understands, then the exact filter in SQL.
-        # The lifecycle condition goes to SQL first: it matches nearly every indexed item (deleted ones
-        # are not indexed), and Chroma's metadata pre-filter on it cost 25x the search itself (54 ms
-        # against 2 ms at 10k items); only if that leaves too few hits does the index get it too.
-        loose, strict = flt.vector_filter(states=False), flt.vector_filter()
-        attempts = [(k * 3, loose), (k * 12, loose)] + ([(k * 12, strict)] if strict != loose else [])
-        for fetch, where in attempts:
-            try:
-                found = self.index.query(qvec, fetch, where)
-            except BackendError as exc:  # the index is derived: answer from the truth, slower but exact
-                _log.warning("%s; scoring this search exactly from memory.db instead", exc)
-                break
-            allowed = self.store.rid_ids([i for i, _ in found], flt)
-            hits = [(allowed[i], s) for i, s in found if i in allowed]
-            if len(hits) >= k or len(found) < fetch:
-                return hits[:k]
-        # the filter is selective in ways Chroma cannot see (tags, metadata, time), or the index failed:
-        # never return fewer than k because of it; score every candidate exactly, in chunks
-        return self._exact(qvec, self.store.candidate_rids(flt, -1), k)
+        return D.dense(self, qvec, flt, k)  # candidates and their vectors held between searches (.dense)
 
     def _exact(self, qvec: np.ndarray, candidates: Sequence[int], k: int) -> list[tuple[int, float]]:
-        best: list[tuple[int, float]] = []
-        for start in range(0, len(candidates), 50_000):
-            rids, matrix = self.store.vectors_for(candidates[start : start + 50_000])
-            if not rids:
-                continue
-            sims = matrix @ qvec
-            top = np.argsort(-sims)[:k]
-            best.extend((rids[i], float(sims[i])) for i in top)
-        return sorted(best, key=lambda h: -h[1])[:k]
+        return D.exact(self, qvec, candidates, k)
 
     def _expand(
         self, scores: dict[int, float], flt: MemoryFilter, plan: R.SearchPlan,

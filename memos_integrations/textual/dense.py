@@ -1,0 +1,152 @@
+"""The dense leg of a search: every candidate scored exactly when they are few, the ANN index otherwise.
+
+Why a module: a search scores densely up to three times with one filter (the dense leg, the unnamed
+leg, relevance feedback), and every search of a cube with the same filter used to read the same
+candidate row ids (one SQL read of the whole scope) and gather the same vectors each time: on a
+LoCoMo-sized cube that was a fifth of a search's CPU (issue 13). Here the candidates of a filter and
+their vectors are held between searches, on the store's :class:`~memos_integrations.storage.caches.DecodedRows`
+(``derived``), so they are trusted exactly as long as its decoded rows are: until anything commits to
+the cube (another connection, or this store's own write). The current-truth condition
+(``valid_to > now``) is the one input that changes by itself: an entry also ends at the first
+``valid_to`` among the rows its filter passes (:func:`~memos_integrations.storage.caches.first_expiry`),
+and is never used by a clock that reads earlier than when it was filled.
+
+What is scored is unchanged: the same SQL gives the same candidates in the same order, and the same
+vectors, so results are identical to reading them each time. Stores that cannot say whether anything
+was committed (PostgreSQL: no ``PRAGMA data_version``) and a thread inside a write read every time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import BackendError
+from ..storage.caches import first_expiry
+
+if TYPE_CHECKING:
+    from .filters import MemoryFilter
+    from .memory import TextualMemory
+
+_log = logging.getLogger(__name__)
+
+#: filters held per cube, and candidate rows in all (each row holds its vector: 1.5 KB at 384 dimensions, so
+#: a LoCoMo cube is ~0.7 MB and the most a cube holds ~25 MB); past either, everything held is dropped
+MAX_HELD = 8
+MAX_HELD_ROWS = 16_384
+_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A filter's candidates as read at ``since``: row ids and their vectors (``rids`` None: more than the
+    exact-search maximum), trusted while nothing commits and the clock is in ``[since, until)``."""
+
+    rids: list[int] | None
+    matrix: np.ndarray | None
+    since: float
+    until: float
+
+
+def dense(mem: TextualMemory, qvec: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[int, float]]:
+    """The ``k`` nearest items passing ``flt``: (rid, cosine), best first."""
+    held = candidates(mem, flt)
+    if held is not None and held.rids is not None:
+        return top(held.rids, held.matrix, qvec, k)
+    if held is None:
+        found = mem.store.candidate_rids(flt, mem.exact_search_max + 1)
+        if len(found) <= mem.exact_search_max:
+            # few candidates: score them exactly from the vectors SQLite keeps (no ANN recall loss)
+            return exact(mem, qvec, found, k)
+    # many candidates: ANN with the filter part the index understands, then the exact filter in SQL.
+    # The lifecycle condition goes to SQL first: it matches nearly every indexed item (deleted ones
+    # are not indexed), and Chroma's metadata pre-filter on it cost 25x the search itself (54 ms
+    # against 2 ms at 10k items); only if that leaves too few hits does the index get it too.
+    loose, strict = flt.vector_filter(states=False), flt.vector_filter()
+    attempts = [(k * 3, loose), (k * 12, loose)] + ([(k * 12, strict)] if strict != loose else [])
+    for fetch, where in attempts:
+        try:
+            hits_found = mem.index.query(qvec, fetch, where)
+        except BackendError as exc:  # the index is derived: answer from the truth, slower but exact
+            _log.warning("%s; scoring this search exactly from memory.db instead", exc)
+            break
+        allowed = mem.store.rid_ids([i for i, _ in hits_found], flt)
+        hits = [(allowed[i], s) for i, s in hits_found if i in allowed]
+        if len(hits) >= k or len(hits_found) < fetch:
+            return hits[:k]
+    # the filter is selective in ways Chroma cannot see (tags, metadata, time), or the index failed:
+    # never return fewer than k because of it; score every candidate exactly, in chunks
+    return exact(mem, qvec, mem.store.candidate_rids(flt, -1), k)
+
+
+def exact(mem: TextualMemory, qvec: np.ndarray, rids: Sequence[int], k: int) -> list[tuple[int, float]]:
+    """``rids`` scored exactly against ``qvec`` from their stored vectors (in chunks); the best ``k``."""
+    best: list[tuple[int, float]] = []
+    for start in range(0, len(rids), _CHUNK):
+        found, matrix = mem.store.vectors_for(rids[start : start + _CHUNK])
+        if found:
+            best.extend(top(found, matrix, qvec, k))
+    return sorted(best, key=lambda h: -h[1])[:k]
+
+
+def top(rids: Sequence[int], matrix: Any, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` rows of ``matrix`` (one per rid) nearest ``qvec``, best first."""
+    if not rids:
+        return []
+    sims = matrix @ qvec
+    order = np.argsort(-sims)[:k]
+    return sorted(((rids[i], float(sims[i])) for i in order), key=lambda h: -h[1])
+
+
+def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:
+    """``flt``'s candidates, held between searches (see the module docstring); None where they cannot be."""
+    store = mem.store
+    held = getattr(store, "_held", None)  # SQLStore's: its decoded rows, current under its connection lock
+    key = _key(flt)
+    if held is None or key is None:
+        return None
+    with held() as cache:
+        if cache is None:
+            return None
+        now = time.time()
+        entry: Candidates | None = cache.derived.get(key)
+        if entry is not None and entry.since <= now < entry.until:
+            return entry
+        start = now
+        found = store.candidate_rids(flt, mem.exact_search_max + 1)
+        many = len(found) > mem.exact_search_max
+        if not many and len(found) > _CHUNK:  # scored in chunks (exact): not held
+            return None
+        rids, matrix = (None, None) if many else store.vectors_for(found)
+        # the rows of those that end first bound the entry: until then no row leaves the candidates
+        until = (first_expiry(store, flt, start) if flt.current else None) or float("inf")
+        entry = Candidates(rids, matrix, time.time(), until)
+        rows = sum(len(e.rids or ()) for e in cache.derived.values()) + len(rids or ())
+        if len(cache.derived) >= MAX_HELD or rows > MAX_HELD_ROWS:
+            cache.derived.clear()
+        cache.derived[key] = entry
+        return entry
+
+
+def _key(flt: MemoryFilter) -> tuple[Any, ...] | None:
+    """What ``flt``'s candidate SQL is made of (equal keys: equal SQL and parameters), or None."""
+    try:
+        meta = None if flt.metadata is None else json.dumps(flt.metadata, allow_nan=False, default=_refuse)
+    except (TypeError, ValueError):
+        return None
+
+    def seq(v: Any) -> tuple[Any, ...] | None:
+        return None if v is None else tuple(v)
+    return ("candidates", seq(flt.user_id), seq(flt.agent_id), seq(flt.session_id), seq(flt.kinds), seq(flt.states),
+            seq(flt.tags_any), seq(flt.tags_all), meta, flt.time_from, flt.time_to, seq(flt.ids), flt.parent_id,
+            flt.parent_prefix, flt.as_of, flt.current)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not a plain JSON value: {type(value).__name__}")
