@@ -129,6 +129,23 @@ class SearchPlan(BaseModel):
         "removed (no new embedding; a name's vector is embedded once and cached); embed: the query text "
         "with the names replaced by 'they', embedded again (one more query embedding, about 9 ms on CPU)",
     )
+    # -- one person's life over many sessions (issue 14; textual/speaker_legs.py); 0 / None: off --
+    speaker_dense_weight: float = Field(
+        0.0, ge=0, description="fusion weight of a dense leg restricted to the turns of the speakers the query "
+        "names (a filter, not a boost), with the names' directions removed from the query vector")
+    speaker_keyword_weight: float = Field(
+        0.0, ge=0, description="fusion weight of a keyword leg restricted to the named speakers' turns, "
+        "with the names removed from the query's words")
+    list_spread: int | None = Field(
+        None, ge=1, le=100, description="a question asking for a list takes at most this many of its "
+        "leading hits from one session (the rest follow). None: off")
+    keyword_unnamed: bool = Field(
+        False, description="the keyword leg searches the query's words without the names of the speakers "
+        "it names (some, not all): a turn whose one matching word is the name ('Bye Caroline!') no longer "
+        "ranks by it; the speaker boost still says who")
+    content_prior: int | None = Field(
+        None, ge=1, le=100, description="a leading hit with fewer content words than this (stop words and "
+        "speakers' names left out) has its score scaled by their share of it: small talk answers nothing. None: off")
 
 
 #: The edges of a conversation's sequence: the turn before / after, a part's document, a fact's source.
