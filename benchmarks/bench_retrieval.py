@@ -71,6 +71,14 @@ PLANS: dict[str, SearchPlan] = {
         "name": "rocchio-each", "feedback_docs": 5, "feedback_dense_weight": 0.5, "feedback_each": True}),
     "balanced + term feedback": BALANCED.model_copy(update={
         "name": "rm3", "feedback_docs": 5, "feedback_terms": 10, "feedback_terms_weight": 0.5}),
+    # one person's life over many sessions (textual/speaker_legs.py), each on balanced, then together
+    "balanced + speaker dense leg": BALANCED.model_copy(update={"name": "speaker-dense", "speaker_dense_weight": 0.5}),
+    "balanced + speaker keyword leg": BALANCED.model_copy(update={"name": "speaker-kw", "speaker_keyword_weight": 0.5}),
+    "balanced + keyword leg without names": BALANCED.model_copy(update={"name": "kw-unnamed", "keyword_unnamed": True}),
+    "balanced + content prior 8": BALANCED.model_copy(update={"name": "prior8", "content_prior": 8}),
+    "balanced + list spread 2": BALANCED.model_copy(update={"name": "spread2", "list_spread": 2}),
+    "balanced + keyword leg without names + content prior 8": BALANCED.model_copy(update={
+        "name": "kw-unnamed-prior8", "keyword_unnamed": True, "content_prior": 8}),
 }
 
 

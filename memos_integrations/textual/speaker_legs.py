@@ -158,11 +158,11 @@ def final_order(
 
 def content_words(text: str, names: set[str]) -> int:
     """How many content words ``text`` holds (:func:`.retrieve.keyword_terms`, repeats counted), not
-    counting ``names`` (lower case).
+    counting ``names`` (lower case). Below: bye, i'm, take, care.
 
     Example:
         >>> content_words("Bye Caroline. I'm here for you. Take care of yourself.", {"caroline"})
-        3
+        4
     """
     return sum(1 for w in R.keyword_terms(text, None, unique=False) if w not in names)
 
