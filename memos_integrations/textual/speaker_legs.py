@@ -143,10 +143,10 @@ def final_order(
     plan: R.SearchPlan, query: str, legs: Mapping[str, Sequence[int]], window: int,
 ) -> list[int]:
     """The last re-orderings of :meth:`.memory.TextualMemory.search`, in this order: the content
-    prior (``content_prior``, which also scales ``scores`` in place), the session cap
+    prior (``content_prior``, for a list question; it also scales ``scores`` in place), the session cap
     (``session_cap``), the list spread (``list_spread``), the session's working memory first
     (``working_first``); each over the first ``window`` hits."""
-    if plan.content_prior is not None and order:
+    if plan.content_prior is not None and order and asks_for_list(query):
         order = content_prior(order, scores, rows, plan.content_prior, window)
     if plan.session_cap is not None and order:
         order = S.cap_sessions(order, rows, plan.session_cap, window)

@@ -67,17 +67,21 @@ def test_the_keyword_leg_without_names_stops_ranking_small_talk_by_the_name(cube
     assert _ids(hits)[0] == ids[2] and K.SPEAKER_KEYWORD in hits[0].ranks
 
 
-def test_the_content_prior_scales_small_talk_down_by_its_share_of_content_words(cube: MemCube) -> None:
+def test_the_content_prior_scales_small_talk_down_for_a_list_question(cube: MemCube) -> None:
     ids = _chat(cube, [("Melanie", "Love you, bye!"),
                        ("Melanie", "I love painting landscapes and pottery classes with my kids on quiet weekends.")])
     off = R.SearchPlan(name="off", dense=False, time_aware=False)
-    q = "What does Melanie love?"
+    on = off.model_copy(update={"content_prior": 8})
+    q = "What things does Melanie love?"  # a list question
     before = {h.item.id: h.score for h in cube.search(q, user_id="u1", plan=off)}
     assert max(before, key=lambda i: before[i]) == ids[0]  # BM25 favours the short turn
-    hits = cube.search(q, user_id="u1", plan=off.model_copy(update={"content_prior": 8}))
+    hits = cube.search(q, user_id="u1", plan=on)
     assert _ids(hits) == [ids[1], ids[0]]
     assert hits[1].score == pytest.approx(before[ids[0]] * 2 / 8)  # "love", "bye": 2 of 8 (no stop words, no names)
     assert hits[0].score == pytest.approx(before[ids[1]])  # enough content words: unchanged
+    one = "What does Melanie love?"  # one answer, which a short turn may give: unchanged
+    assert [(h.item.id, h.score) for h in cube.search(one, user_id="u1", plan=on)] == \
+        [(h.item.id, h.score) for h in cube.search(one, user_id="u1", plan=off)]
 
 
 def test_the_list_spread_puts_one_hit_per_session_first_for_a_list_question(cube: MemCube) -> None:
