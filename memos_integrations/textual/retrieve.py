@@ -144,9 +144,9 @@ class SearchPlan(BaseModel):
         "it names (some, not all): a turn whose one matching word is the name ('Bye Caroline!') no longer "
         "ranks by it; the speaker boost still says who")
     content_prior: int | None = Field(
-        None, ge=1, le=100, description="for a question asking for a list: a leading hit with fewer content "
-        "words than this (stop words and speakers' names left out) has its score scaled by their share of it "
-        "(a list names things; small talk names none). None: off")
+        None, ge=1, le=100, description="for a question asking for a list: a leading dialogue turn (a hit with "
+        "a speaker) with fewer content words than this (stop words and speakers' names left out) has its score "
+        "scaled by their share of it (a list names things; small talk names none). None: off")
 
 
 #: The edges of a conversation's sequence: the turn before / after, a part's document, a fact's source.

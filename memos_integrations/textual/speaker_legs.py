@@ -171,13 +171,17 @@ def content_prior(
     order: list[int], scores: dict[int, float], rows: Callable[[Sequence[int]], dict[int, MemoryItem]], words: int,
     window: int,
 ) -> list[int]:
-    """Scale the score of each of the first ``window`` hits with fewer than ``words`` content words
-    (the speakers' names left out) by its share of them, and re-sort those hits; the rest follow."""
+    """Scale the score of each of the first ``window`` hits that a speaker said (a dialogue turn) with
+    fewer than ``words`` content words (the speakers' names left out) by its share of them, and
+    re-sort those hits; the rest follow. A memory without a speaker (a fact, a note, a summary) is
+    never scaled: small talk is a turn of a conversation; a short fact is content."""
     head = order[:window]
     items = rows(head)
     names = {w for it in items.values() if isinstance(s := it.metadata.get("speaker"), str)
              for w in R.keyword_terms(s, None)}
     for rid, it in items.items():
+        if not it.metadata.get("speaker"):
+            continue
         n = content_words(it.text, names)
         if n < words:
             scores[rid] *= n / words

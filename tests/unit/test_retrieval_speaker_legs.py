@@ -79,6 +79,9 @@ def test_the_content_prior_scales_small_talk_down_for_a_list_question(cube: MemC
     assert _ids(hits) == [ids[1], ids[0]]
     assert hits[1].score == pytest.approx(before[ids[0]] * 2 / 8)  # "love", "bye": 2 of 8 (no stop words, no names)
     assert hits[0].score == pytest.approx(before[ids[1]])  # enough content words: unchanged
+    fact = cube.add(memory=["Melanie loves kayaks."], user_id="u1")[0]  # no speaker: a short fact is content
+    assert next(h.score for h in cube.search(q, user_id="u1", plan=on) if h.item.id == fact.id) == \
+        next(h.score for h in cube.search(q, user_id="u1", plan=off) if h.item.id == fact.id)
     one = "What does Melanie love?"  # one answer, which a short turn may give: unchanged
     assert [(h.item.id, h.score) for h in cube.search(one, user_id="u1", plan=on)] == \
         [(h.item.id, h.score) for h in cube.search(one, user_id="u1", plan=off)]
