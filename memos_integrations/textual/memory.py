@@ -401,7 +401,7 @@ class TextualMemory:
                 scored["keyword"] = self.store.keyword_search(terms, flt, pool)
             scored.update(S.extra_legs(self, plan, query, qvec, flt, pool, session))
             scored.update(E.expansion_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
-            scored.update(K.speaker_legs(self, plan, query, qvec, terms, flt, pool, scored))
+            scored.update(K.speaker_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
             legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
             via: dict[int, int] = {}
             order, scores = self._ranked(scored, legs, plan, flt, rows, (query, time_text, qvec, via), now, top_k)

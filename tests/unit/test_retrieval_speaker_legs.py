@@ -137,6 +137,10 @@ def test_the_speaker_legs_never_reach_another_user_a_deleted_or_a_superseded_mem
     assert closed in past and not set(past) & set(theirs)
     assert cube.search(q, user_id="u1", top_k=12, plan=plan, as_of=datetime(2000, 1, 1, tzinfo=UTC)) == []
     assert cube.search("", user_id="u1", plan=plan) == [] and cube.search("what is the", user_id="u1", plan=plan)
+    huge = "What books has Caroline read? " + "Caroline Melanie lorem ipsum " * 20_000  # 580k characters
+    started = time.process_time()
+    assert {h.item.user_id for h in cube.search(huge, user_id="u1", top_k=3, plan=plan)} == {"u1"}
+    assert time.process_time() - started < 5
 
 
 def test_the_options_are_typed_and_the_legs_are_off_by_default() -> None:
