@@ -71,6 +71,17 @@ PLANS: dict[str, SearchPlan] = {
         "name": "rocchio-each", "feedback_docs": 5, "feedback_dense_weight": 0.5, "feedback_each": True}),
     "balanced + term feedback": BALANCED.model_copy(update={
         "name": "rm3", "feedback_docs": 5, "feedback_terms": 10, "feedback_terms_weight": 0.5}),
+    # one person's life over many sessions (textual/speaker_legs.py): balanced has the keyword leg without
+    # names and the content prior since; the rows without them, and the options measured and left off
+    "balanced without keyword_unnamed and content_prior (before)": BALANCED.model_copy(update={
+        "name": "balanced-before-speaker-legs", "keyword_unnamed": False, "content_prior": None}),
+    "balanced without content_prior": BALANCED.model_copy(update={"name": "no-prior", "content_prior": None}),
+    "balanced without keyword_unnamed": BALANCED.model_copy(update={"name": "kw-named", "keyword_unnamed": False}),
+    "balanced + content prior 8": BALANCED.model_copy(update={"name": "prior8", "content_prior": 8}),
+    "balanced + content prior 12": BALANCED.model_copy(update={"name": "prior12", "content_prior": 12}),
+    "balanced + speaker dense leg": BALANCED.model_copy(update={"name": "speaker-dense", "speaker_dense_weight": 0.5}),
+    "balanced + speaker keyword leg": BALANCED.model_copy(update={"name": "speaker-kw", "speaker_keyword_weight": 0.5}),
+    "balanced + list spread 2": BALANCED.model_copy(update={"name": "spread2", "list_spread": 2}),
 }
 
 

@@ -58,6 +58,7 @@ from . import limits as L
 from . import parts as P
 from . import retrieve as R
 from . import shape as S
+from . import speaker_legs as K
 from .embed import VECTOR_TEXT_META, VECTOR_TEXT_VERSION, Embedder, check_finite, embed_views, item_vectors
 from .filters import MemoryFilter
 from .item_checks import _normalised_changes, check_item
@@ -400,6 +401,7 @@ class TextualMemory:
                 scored["keyword"] = self.store.keyword_search(terms, flt, pool)
             scored.update(S.extra_legs(self, plan, query, qvec, flt, pool, session))
             scored.update(E.expansion_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
+            scored.update(K.speaker_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
             legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
             via: dict[int, int] = {}
             order, scores = self._ranked(scored, legs, plan, flt, rows, (query, time_text, qvec, via), now, top_k)
@@ -440,7 +442,7 @@ class TextualMemory:
         text, time_text, qvec, via = query
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight, "summary": plan.coarse_weight,
                    "entity": plan.entity_weight, "working": plan.dense_weight,
-                   "person_topic": plan.person_topic_weight, **E.leg_weights(plan)}
+                   "person_topic": plan.person_topic_weight, **E.leg_weights(plan), **K.leg_weights(plan)}
         scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
         if plan.time_aware and scores:
             hint = R.time_hint(time_text, now)
@@ -468,10 +470,7 @@ class TextualMemory:
             # the rest follow in score order: the session cap and working memory first choose among them too
             picked = set(chosen)
             order = chosen + [r for r in order if r not in picked]
-        if plan.session_cap is not None and order:
-            order = S.cap_sessions(order, rows, plan.session_cap, max(plan.mmr_pool, 3 * top_k))
-        if plan.working_first and "working" in legs:
-            order = R.working_first(order, set(legs["working"]), plan.working_first)
+        order = K.final_order(order, scores, rows, plan, text, legs, max(plan.mmr_pool, 3 * top_k))
         return P.one_per_message(self, order, rows, scores, top_k), scores
 
     def _query_vector(self, value: Any) -> np.ndarray:

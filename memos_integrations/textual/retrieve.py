@@ -129,6 +129,24 @@ class SearchPlan(BaseModel):
         "removed (no new embedding; a name's vector is embedded once and cached); embed: the query text "
         "with the names replaced by 'they', embedded again (one more query embedding, about 9 ms on CPU)",
     )
+    # -- one person's life over many sessions (issue 14; textual/speaker_legs.py); 0 / None: off --
+    speaker_dense_weight: float = Field(
+        0.0, ge=0, description="fusion weight of a dense leg restricted to the turns of the speakers the query "
+        "names (a filter, not a boost), with the names' directions removed from the query vector")
+    speaker_keyword_weight: float = Field(
+        0.0, ge=0, description="fusion weight of a keyword leg restricted to the named speakers' turns, "
+        "with the names removed from the query's words")
+    list_spread: int | None = Field(
+        None, ge=1, le=100, description="a question asking for a list takes at most this many of its "
+        "leading hits from one session (the rest follow). None: off")
+    keyword_unnamed: bool = Field(
+        False, description="the keyword leg searches the query's words without the names of the speakers "
+        "it names (some, not all): a turn whose one matching word is the name ('Bye Caroline!') no longer "
+        "ranks by it; the speaker boost still says who")
+    content_prior: int | None = Field(
+        None, ge=1, le=100, description="for a question asking for a list: a leading dialogue turn (a hit with "
+        "a speaker) with fewer content words than this (stop words and speakers' names left out) has its score "
+        "scaled by their share of it (a list names things; small talk names none). None: off")
 
 
 #: The edges of a conversation's sequence: the turn before / after, a part's document, a fact's source.
@@ -151,8 +169,14 @@ FAST = SearchPlan(name="fast", keyword=False, time_aware=False, candidates=20)
 # person said about the topic (expand.py). Balanced removes the names' directions from the query
 # vector (no second embedding: LoCoMo dev 0.767 -> 0.775, category 3 0.422 -> 0.502); deep and
 # multihop embed the question without its names again (0.780, a second query embedding per search).
+# The same names make BM25 rank small talk ("Bye Caroline!": the name is its one matching word, and it
+# is short): the keyword leg searches the question's words without the speakers it names
+# (keyword_unnamed), and a question asking for a list scales down hits with fewer than ten content
+# words (content_prior=10: a list names things, small talk names none; 8 and 12 score alike).
+# LoCoMo dev: 0.775 -> 0.782, category 1 0.475 -> 0.505, no category lower (speaker_legs.py).
 BALANCED = SearchPlan(name="balanced", dense_weight=0.5, rrf_k=10, graph_hops=1, graph_weight=0.6,
-                      graph_types=SEQUENCE_EDGES, summary_hits="expand", speaker_boost=1.0, unnamed_weight=0.5)
+                      graph_types=SEQUENCE_EDGES, summary_hits="expand", speaker_boost=1.0, unnamed_weight=0.5,
+                      keyword_unnamed=True, content_prior=10)
 # Depth: everything balanced does, plus the shape of organised memory (summaries opened to their
 # members, the query's names as a leg, relation links, the session's working memory first). On a cube
 # that was never organised these options find nothing to use and the plan ranks as balanced does.
