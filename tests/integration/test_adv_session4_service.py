@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
@@ -18,20 +18,7 @@ from memos_integrations import MOS  # noqa: E402
 from memos_integrations.llama_index import MemOSVectorStore as LlamaStore  # noqa: E402
 from memos_integrations.remote import RemoteCube  # noqa: E402
 from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
-
-DIM = 6
-
-
-class Svc(NamedTuple):
-    mos: MOS
-    http: TestClient
-    keys: dict[str, str]
-
-    def remote(self, who: str, cube_id: str = "shared") -> RemoteCube:
-        return RemoteCube("http://testserver", self.keys[who], cube_id=cube_id, client=self.http)
-
-    def post(self, who: str, route: str, body: dict[str, Any]) -> Any:
-        return self.http.post(route, json=body, headers={"Authorization": f"Bearer {self.keys[who]}"})
+from tests.integration.service_kit import DIM, Svc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
     issued["helper"] = keys.create("alice", agent_id="helper")[0]
     app = create_app(mos, keys=keys, limits=Limits(rate=0, max_body_bytes=16 * 1024), mcp=False)
     with TestClient(app, raise_server_exceptions=False) as http:
-        yield Svc(mos, http, issued)
+        yield Svc(mos, http, issued, "shared")
     keys.close()
     mos.close()
 

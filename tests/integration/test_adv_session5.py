@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
@@ -15,19 +15,7 @@ from langchain_core.embeddings.fake import DeterministicFakeEmbedding  # noqa: E
 
 from memos_integrations import MOS  # noqa: E402
 from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
-
-DIM = 6
-LC = "/v1/vector-stores/langchain/add"
-LI = "/v1/vector-stores/llama-index/add"
-
-
-class Svc(NamedTuple):
-    mos: MOS
-    http: TestClient
-    keys: dict[str, str]
-
-    def post(self, who: str, route: str, body: dict[str, Any]) -> Any:
-        return self.http.post(route, json=body, headers={"Authorization": f"Bearer {self.keys[who]}"})
+from tests.integration.service_kit import DIM, LC, LI, Svc  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ node keys by a user with a write share, and ``RemoteCube.get_all(user_id=)`` pag
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
@@ -22,22 +22,7 @@ from memos_integrations import MOS  # noqa: E402
 from memos_integrations.remote import RemoteCube  # noqa: E402
 from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
 from memos_integrations.storage import staged_writes  # noqa: E402
-
-DIM = 6
-LC = "/v1/vector-stores/langchain/add"
-LI = "/v1/vector-stores/llama-index/add"
-
-
-class Svc(NamedTuple):
-    mos: MOS
-    http: TestClient
-    keys: dict[str, str]
-
-    def post(self, who: str, route: str, body: dict[str, Any]) -> Any:
-        return self.http.post(route, json=body, headers={"Authorization": f"Bearer {self.keys[who]}"})
-
-    def remote(self, who: str, cube_id: str = "a1") -> RemoteCube:
-        return RemoteCube("http://testserver", self.keys[who], cube_id=cube_id, client=self.http)
+from tests.integration.service_kit import DIM, LC, LI, Svc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
