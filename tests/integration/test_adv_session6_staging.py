@@ -72,3 +72,15 @@ def test_a_write_refused_by_the_users_bound_frees_the_users_other_key(svc: Svc) 
     assert svc.stage("dora", "user-bound-1", 1, 10, parts=2).status_code == 200
     assert svc.stage("dora2", "user-bound-3", 0, 1000).status_code == 200
     assert svc.stage("dora2", "user-bound-3", 1, 10, parts=2).status_code == 200
+
+
+def test_a_stray_part_over_the_bound_keeps_a_written_writes_answer(svc: Svc) -> None:
+    last = {"parts": 1}
+    first = svc.stage("dora", "written-once-1", 0, 100, **last)
+    assert first.status_code == 200, first.text
+    assert svc.stage("dora", "hold-the-bound-1", 0, 2000).status_code == 200  # the key is near its bound
+    stray = svc.stage("dora", "written-once-1", 1, 2000)  # a part of the written write (a confused client)
+    assert stray.status_code == 422 and "written already" in stray.json()["error"]["message"], stray.text
+    again = svc.stage("dora", "written-once-1", 0, 100, **last)  # its answer was lost: the retry gets it
+    assert again.status_code == 200 and again.json() == first.json(), again.text
+    svc.stage("dora", "hold-the-bound-1", 1, 10, parts=2)
