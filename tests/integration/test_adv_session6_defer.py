@@ -43,3 +43,33 @@ def test_another_reader_of_a_deferring_cube_finds_its_queued_writes_on_the_ann_p
     finally:
         reader.close()
         writer.close()
+
+
+def test_a_failed_flush_leaves_the_background_drain_its_retry(tmp_path: Path, embedder: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(D, "MAX_AGE", 0.2)
+    cube = MemCube.init_from_dir(tmp_path / "c", embedder=embedder)
+    try:
+        D.defer_writes(cube.text_mem)
+        inner = cube.text_mem.index.inner  # type: ignore[attr-defined]  # the PendingOverlay defer_writes put there
+        upsert, down = inner.upsert, {"on": True}
+
+        def flaky(*args: Any, **kw: Any) -> Any:
+            if down["on"]:
+                raise OSError("the index's disk is full")
+            return upsert(*args, **kw)
+
+        monkeypatch.setattr(inner, "upsert", flaky)
+        with monkeypatch.context() as quiet:  # the background drain waits while the index is down
+            quiet.setattr(D, "_due", lambda state, now: False)
+            cube.add(memory="Ines tunes pianos in Lisbon.", user_id="ines")
+            assert D.flush(cube.text_mem) == 0  # a search's bulk flush (or anyone's) that fails: still queued
+        down["on"] = False  # the index works again; no write or search follows
+        deadline = time.monotonic() + 5.0
+        while cube.store.outbox() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cube.store.outbox() == []  # the background drain retried it, as after its own failure
+    finally:
+        cube.close()
