@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, OversizedInputError
 from ..storage import staged_writes
 from ..storage.staged_writes import StagedWrites, StagingFullError
 from .auth import Principal
@@ -174,7 +174,7 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         binding = {"route": type(body).__name__,
                    **body.model_dump(mode="json", exclude={"stage", "part", "parts", *columns})}
         if body.parts is None:
-            with _busy_is_429():
+            with _busy_is_429(lambda: staged.drop(body.stage, who.key_id)):
                 staged.put(body.stage, who.key_id, body.part, json.dumps({"binding": binding, "rows": own}, allow_nan=False),
                            user_id=who.user_id)
             return ok({"staged": body.part})
@@ -184,7 +184,7 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
                                     "nothing was written: send the whole write again")
         # the last part itself, so that a stage id used again for another write is refused, not answered
         request = hashlib.sha256(json.dumps({"binding": binding, "rows": own}, sort_keys=True).encode()).hexdigest()
-        with _busy_is_429():
+        with _busy_is_429(lambda: staged.drop(body.stage, who.key_id)):
             taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id, request=request)
         if taken.answer is not None:
             return ok(json.loads(taken.answer))
@@ -370,11 +370,17 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
 
 
 @contextmanager
-def _busy_is_429() -> Iterator[None]:
-    """Every user's staging together is full: a 429 with ``Retry-After`` (the client waits), not a 413."""
+def _busy_is_429(drop: Callable[[], None]) -> Iterator[None]:
+    """A staging bound refused this part or write: the write is over (its client sends it again whole), so
+    ``drop`` its parts now rather than hold them against the bounds until they expire (one refused write
+    would lock the key out of split writes for the parts' lifetime). Every user's staging together is
+    full: a 429 with ``Retry-After`` (the client waits), not a 413."""
     try:
         yield
-    except StagingFullError as exc:
+    except OversizedInputError as exc:
+        drop()
+        if not isinstance(exc, StagingFullError):
+            raise
         busy = RateLimitedError(str(exc))
         busy.retry_after = 60  # type: ignore[attr-defined]
         raise busy from None

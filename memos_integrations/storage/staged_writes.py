@@ -109,7 +109,6 @@ class StagedWrites:
         size = len(body.encode("utf-8"))
         with self.db.transaction() as tx:
             self._begin(tx, now)
-            self._check_bounds(tx, key_id, user_id, size)
             rows = tx.execute("SELECT part FROM staged_parts WHERE key_id = ? AND stage = ? AND part IN (?, ?)",
                               (key_id, stage, part, RECORD)).fetchall()
             if any(int(r[0]) == RECORD for r in rows):
@@ -117,6 +116,8 @@ class StagedWrites:
             if rows:
                 raise InvalidInputError(f"part {part} of write {stage!r} was sent already; start the write again "
                                         "with a new stage id")
+            # after those: a bound's refusal ends the write (the route drops its parts), never a written one's record
+            self._check_bounds(tx, key_id, user_id, size)
             tx.execute("INSERT INTO staged_parts (stage, key_id, part, body, bytes, expires, user_id)"
                        " VALUES (?, ?, ?, ?, ?, ?, ?)", (stage, key_id, part, body, size, now + self.ttl, user_id))
 

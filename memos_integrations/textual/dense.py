@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..storage.caches import first_expiry
+from .index_defer import PendingOverlay
 
 if TYPE_CHECKING:
     from .filters import MemoryFilter
@@ -70,9 +71,12 @@ def dense(mem: TextualMemory, qvec: np.ndarray, flt: MemoryFilter, k: int) -> li
     # against 2 ms at 10k items); only if that leaves too few hits does the index get it too.
     loose, strict = flt.vector_filter(states=False), flt.vector_filter()
     attempts = [(k * 3, loose), (k * 12, loose)] + ([(k * 12, strict)] if strict != loose else [])
+    # the outbox is shared: writes another cube object or process acknowledged and queued (deferred, or
+    # its index write failed) are scored exactly here too, not only by the memory that deferred them
+    index = mem.index if isinstance(mem.index, PendingOverlay) else PendingOverlay(mem.index, mem)
     for fetch, where in attempts:
         try:
-            hits_found = mem.index.query(qvec, fetch, where)
+            hits_found = index.query(qvec, fetch, where)
         except BackendError as exc:  # the index is derived: answer from the truth, slower but exact
             _log.warning("%s; scoring this search exactly from memory.db instead", exc)
             break

@@ -226,6 +226,11 @@ def flush(mem: TextualMemory) -> int:
     try:
         return X.sync_index(mem)
     except Exception as exc:  # noqa: BLE001 - logged with its cause; the writes are committed and queued
+        if state is not None and not state.closed:  # the background drain retries them, as after its own failure
+            with state.lock:
+                state.queued += 1
+                state.since = state.since or time.monotonic()
+                state.retry_at = time.monotonic() + MAX_AGE
         _log.warning(
             "the memories are stored in %s, but writing the queued vector-index rows failed (%s: %s); they stay "
             "queued and are replayed when the cube opens (MemCube.reconcile() retries now)",
