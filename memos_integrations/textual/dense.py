@@ -12,8 +12,10 @@ the cube (another connection, or this store's own write). The current-truth cond
 and is never used by a clock that reads earlier than when it was filled.
 
 What is scored is unchanged: the same SQL gives the same candidates in the same order, and the same
-vectors, so results are identical to reading them each time. Stores that cannot say whether anything
-was committed (PostgreSQL: no ``PRAGMA data_version``) and a thread inside a write read every time.
+vectors, so results are identical to reading them each time. "Anything committed" is the store's
+``data_version``: SQLite's ``PRAGMA data_version`` plus this store's own transaction counter, and on
+PostgreSQL the server's current snapshot (``pg_current_snapshot()``, which any write commit on the
+server changes). A thread inside a write reads every time.
 """
 
 from __future__ import annotations
