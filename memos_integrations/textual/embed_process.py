@@ -106,14 +106,15 @@ def decode_reply(reply: bytes, rows: int, dim: int) -> tuple[np.ndarray, dict[st
         if not isinstance(header, dict):
             raise ValueError("the header is not an object")
         payload = memoryview(reply)[_LENGTH.size + n:]
-        if header.get("ok") is not True:
-            raise _child_error(str(header.get("error_class")), str(header.get("error")))
-        if header.get("rows") != rows or header.get("dim") != dim or len(payload) != rows * dim * 4:
+        failed = header.get("ok") is not True
+        if not failed and (header.get("rows") != rows or header.get("dim") != dim or len(payload) != rows * dim * 4):
             raise ValueError(f"{header.get('rows')!r} x {header.get('dim')!r} in {len(payload)} bytes, for {rows} "
                              f"texts of {dim} dimensions")
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise EmbedProcessError(f"the embedding process sent a malformed reply ({exc}); it is restarted on the next "
                                 "call: retry the request") from exc
+    if failed:  # the child answered, with its own error for these texts
+        raise _child_error(str(header.get("error_class")), str(header.get("error")))
     return np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(rows, dim), header
 
 
@@ -380,6 +381,9 @@ def main() -> None:
         _serve(sock, config)
     finally:
         sock.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # nothing to save: skip the interpreter's teardown (a second with torch loaded)
 
 
 if __name__ == "__main__":
