@@ -6,8 +6,8 @@ torch op may wait up to the 5 ms switch interval to get it back, so a batch cost
 ~80 ms of wall time under load (issue 13). In a child process the embedding's Python runs on its own
 GIL; the serving process's batcher thread only sends the texts and blocks in ``recv`` (GIL released).
 
-How: :class:`EmbedProcess` starts ``python -m memos_integrations.textual.embed_process`` with one end
-of a Unix socket pair. The child loads the same model (directory, backend, torch threads) and answers
+How: :class:`EmbedProcess` starts a Python child running :func:`main` with one end of a Unix socket
+pair. The child loads the same model (directory, backend, torch threads) and answers
 one request at a time with what ``MiniLMEmbedder.embed_queries`` / ``embed_documents`` compute in the
 parent: the same code path, so the same bits. Nothing is pickled: a request is JSON (UTF-8, ASCII
 escapes, so lone surrogates survive), a reply a JSON header (rows, dimension) then raw little-endian
@@ -50,6 +50,7 @@ _LENGTH = struct.Struct(">I")
 _MAX_HEADER = 64 * 1024
 #: the largest request the child reads (the batcher sends at most 32 texts of at most 4096 characters)
 _MAX_REQUEST = 64 * 1024 * 1024
+_CHILD = "import sys; sys.path[0] = sys.argv[1]; from memos_integrations.textual.embed_process import main; main()"
 
 
 class EmbedProcessError(BackendError):
@@ -145,7 +146,7 @@ class EmbedProcess:
     def __init__(self, model_dir: str | Path, *, backend: str = "auto", query_precision: str = "fp32",
                  batch_size: int = 64, timeout: float = 30.0, start_timeout: float = 180.0,
                  threads: int | None = None) -> None:
-        self.model_dir = Path(model_dir)
+        self.model_dir = Path(model_dir).absolute()
         self.backend = backend
         self.query_precision = query_precision
         self.batch_size = batch_size
@@ -154,8 +155,10 @@ class EmbedProcess:
         if threads is None and "torch" in sys.modules:
             threads = int(sys.modules["torch"].get_num_threads())
         self.threads = threads
-        #: the child's command line; a test may point it at another program speaking the same protocol
-        self.argv = [sys.executable, "-m", "memos_integrations.textual.embed_process"]
+        #: the child's command line (its JSON config is appended); a test may point it at another program
+        #: speaking the same protocol. The child imports this very package: sys.path[0] is the folder holding
+        #: it (a checkout run from its folder, not another installed copy), never the working directory
+        self.argv = [sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parents[2])]
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -208,12 +211,9 @@ class EmbedProcess:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         config = {"model_dir": str(self.model_dir), "backend": self.backend, "query_precision": self.query_precision,
                   "batch_size": self.batch_size, "threads": self.threads, "fd": child.fileno()}
-        # the child imports this very package (a checkout run from its folder, not another installed copy)
-        root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         try:
             self._proc = subprocess.Popen([*self.argv, json.dumps(config)], pass_fds=(child.fileno(),),
-                                          stdin=subprocess.DEVNULL, env=env)
+                                          stdin=subprocess.DEVNULL)
         except OSError as exc:
             parent.close()
             raise EmbedProcessError(f"cannot start the embedding process ({exc}); serve with --no-embed-process "
@@ -338,10 +338,16 @@ def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
         first.embed_documents(["warm up"])  # loads the model now: a bad model directory fails here, said below
         in_use = first.query_precision_in_use  # prepares the int8 layers before the first search
     except MemosError as exc:
-        _send(sock, json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}).encode())
+        hello = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    else:
+        hello = {"ok": True, "pid": os.getpid(), "dim": first.dimension, "precision_in_use": in_use,
+                 "backend": first._model.backend}
+    try:
+        _send(sock, json.dumps(hello).encode())
+    except OSError:
+        return  # the parent is gone (it died, or gave up waiting)
+    if not hello["ok"]:
         return
-    _send(sock, json.dumps({"ok": True, "pid": os.getpid(), "dim": first.dimension, "precision_in_use": in_use,
-                            "backend": first._model.backend}).encode())
     while True:
         try:
             message = _recv(sock, _MAX_REQUEST)
@@ -372,10 +378,10 @@ def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """The child's entry point: ``python -m memos_integrations.textual.embed_process '<json config>'``."""
+    """The child's entry point; its last argument is its JSON config (:attr:`EmbedProcess.argv`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it lives as long as its socket: see the module docstring
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    config = json.loads(sys.argv[1])
+    config = json.loads(sys.argv[-1])
     sock = socket.socket(fileno=int(config["fd"]))
     try:
         _serve(sock, config)

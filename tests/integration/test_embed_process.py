@@ -236,3 +236,31 @@ def test_closing_the_served_embedder_leaves_no_process(served: Any) -> None:
     assert not _alive(pid) and proc.returncode == 0
     with pytest.raises(BackendError):
         served.embed_query("after the service stopped")
+
+
+def test_a_child_whose_parent_is_killed_exits_by_itself(tmp_path: Path) -> None:
+    """kill -9 of the serving process: its socket closes with it, so the child reads end of file and exits."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    code = textwrap.dedent("""
+        import time
+        from memos_integrations.textual.embed import MiniLMEmbedder
+        from memos_integrations.textual.embed_process import EmbedProcess
+        process = EmbedProcess.like(MiniLMEmbedder())
+        process.start()
+        print(process.pid, flush=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the embedding process outlived its parent"
+        time.sleep(0.05)
