@@ -16,7 +16,8 @@ one long query cannot make a batch of short ones pay for its padding; a very lon
 
 Failure: when a shared call fails, each of its texts is embedded again alone, so only a caller whose own
 text fails gets an error (a :class:`MemosError`, the cause chained), never another user's, and never a
-hang; :meth:`QueryBatcher.close` fails whatever is still queued and refuses new texts. :class:`BatchedEmbedder` wraps an embedder with a batcher and a thread-safe LRU of query
+hang; an error marked ``whole_batch`` (the embedding process died: ``textual/embed_process.py``) fails
+every caller of the call at once instead, as retrying each text would first restart the process; :meth:`QueryBatcher.close` fails whatever is still queued and refuses new texts. :class:`BatchedEmbedder` wraps an embedder with a batcher and a thread-safe LRU of query
 vectors; :func:`batched` wraps only embedders whose one-text and many-text paths compute the same
 vectors, and returns any other embedder unchanged.
 """
