@@ -277,7 +277,9 @@ class EmbedProcess:
                 sock.settimeout(self.timeout)
                 _send(sock, request)
                 reply = _recv(sock, _MAX_HEADER + len(texts) * self.dimension * 4, time.monotonic() + self.timeout)
-            except (OSError, ValueError) as exc:  # died (EOF, EPIPE), hung (socket.timeout), oversized frame
+            except TimeoutError as exc:  # hung (socket.timeout is TimeoutError)
+                self._fail(f"no reply within {self.timeout:g} s, so it was killed", exc)
+            except (OSError, ValueError) as exc:  # died (EPIPE, ECONNRESET), an oversized frame
                 self._fail(f"it failed mid-call ({type(exc).__name__}: {exc})", exc)
             if reply is None:
                 self._fail("it exited mid-call", None)
@@ -369,7 +371,8 @@ def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
             header = {"ok": True, "rows": rows.shape[0], "dim": rows.shape[1], "s": time.perf_counter() - start}
             body = rows.tobytes()
         except Exception as exc:  # noqa: BLE001 - the cause travels to the parent, which raises it for its caller
-            header, body = {"ok": False, "error_class": type(exc).__name__, "error": str(exc)}, b""
+            # the message only (it may quote a text: bounded, so the header stays far below _MAX_HEADER)
+            header, body = {"ok": False, "error_class": type(exc).__name__, "error": str(exc)[:2000]}, b""
         head = json.dumps(header).encode()
         try:
             _send(sock, _LENGTH.pack(len(head)) + head + body)
