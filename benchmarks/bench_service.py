@@ -19,7 +19,9 @@ server is all that runs here meanwhile) and the load generator (its own ``getrus
 on a shared machine, CPU per request and the rate achieved at saturation say more than latency. Query
 vectors are forgotten before each load run, so the unloaded baseline pays for its embeddings as the loaded
 runs do. The server embeds concurrent searches' queries together (``textual/batching.py``, as ``memcube
-serve`` does on a MiniLM home); ``--no-batch`` embeds each alone, for comparison.
+serve`` does on a MiniLM home); ``--no-batch`` embeds each alone, for comparison. With ``--embed-process``
+(``memcube serve``'s default where torch is installed) those batches run in a child process
+(``textual/embed_process.py``), and the server's CPU per request counts the child's CPU too.
 
     python -m benchmarks.bench_service                      # the issue's 30 s runs
     python -m benchmarks.bench_service --duration 5 --sweep-duration 4   # a short look
@@ -124,15 +126,24 @@ def _row(label: str, seconds: str, res: dict[str, Any]) -> list[Any]:
             res["errors"], server, res["load_cpu"] * 1e3, f"{res['loadavg']:.1f}"]
 
 
+#: the in-process server's embedding process (``--embed-process``), whose CPU is the server's too
+_CHILD: list[Any] = []
+
+
+def _server_cpu() -> float:
+    """CPU seconds of the in-process server so far: this process's, plus its embedding child's."""
+    return time.process_time() + sum(child.cpu_seconds() for child in _CHILD)
+
+
 def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, count: int = 0,
               server_here: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_service", "--load", "--plan", str(plan), "--kind", kind,
            "--rate", str(rate), "--duration", str(duration), "--count", str(count)]
-    cpu = time.process_time()
+    cpu = _server_cpu()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    # this process's CPU while the load ran: the in-process server's (nothing else here runs meanwhile)
-    found["server_cpu"] = (time.process_time() - cpu) / max(1, found["n"]) if server_here else None
+    # this process's CPU (and its embedding child's) while the load ran: the in-process server's
+    found["server_cpu"] = (_server_cpu() - cpu) / max(1, found["n"]) if server_here else None
     found["loadavg"] = os.getloadavg()[0]
     return found
 
@@ -244,14 +255,14 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
     runs here and nothing else does during an HTTP pass), which other processes' load disturbs far less."""
     def direct_pass() -> tuple[list[float], float]:
         out: list[float] = []
-        cpu = time.process_time()
+        cpu = _server_cpu()
         for i in range(n):
             u = users[i % len(users)]
             view = mos.cube(u.get("cube", f"{u['user']}_default"), user_id=u["user"])
             t = time.perf_counter()
             view.search(u["questions"][i % len(u["questions"])], top_k=10)
             out.append(time.perf_counter() - t)
-        return out, (time.process_time() - cpu) / n
+        return out, (_server_cpu() - cpu) / n
 
     direct_pass()
     d50, h50, dcpu, hcpu, hz50, hzcpu = [], [], [], [], [], []
@@ -259,13 +270,13 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
         lat, cpu = direct_pass()
         d50.append(pct(lat, 50))
         dcpu.append(cpu)
-        c = time.process_time()
+        c = _server_cpu()
         http = _run_load(plan, "search", count=n)
-        hcpu.append((time.process_time() - c) / n)
+        hcpu.append((_server_cpu() - c) / n)
         h50.append(http["p50"])
-        c = time.process_time()
+        c = _server_cpu()
         health = _run_load(plan, "health", count=n)
-        hzcpu.append((time.process_time() - c) / n)
+        hzcpu.append((_server_cpu() - c) / n)
         hz50.append(health["p50"])
     med = statistics.median
     found = {"direct_p50": med(d50), "http_p50": med(h50), "health_p50": med(hz50),
@@ -296,7 +307,7 @@ def _serve_in_thread(mos: Any, keys: Any, rate: float = 0) -> tuple[Any, threadi
     return server, thread, port
 
 
-def _serve_workers(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def _serve_workers(home: Path, workers: int, embed_process: bool) -> tuple[subprocess.Popen[bytes], int]:
     """``memcube serve --workers N`` in its own process group (rate limits off), once it answers."""
     import httpx
 
@@ -304,7 +315,8 @@ def _serve_workers(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], i
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "memos_integrations.cli", "serve", "--home", str(home), "--port",
-                             str(port), "--workers", str(workers), "--rate", "0", "--log-level", "warning"],
+                             str(port), "--workers", str(workers), "--rate", "0", "--log-level", "warning",
+                             "--embed-process" if embed_process else "--no-embed-process"],
                             start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -340,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-batch", action="store_true", help="embed each query alone (no micro-batching), for comparison")
     p.add_argument("--query-precision", choices=["int8", "fp32"], default="int8",
                    help="how queries are embedded (memcube serve's default is int8)")
+    p.add_argument("--embed-process", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed the batched queries in a child process (default: memcube serve's, on where torch is)")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -354,15 +368,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from memos_integrations.server import KeyStore
+    from memos_integrations.server.service import embed_process_default
     from memos_integrations.textual.embed import MiniLMEmbedder
 
+    if args.embed_process is None:
+        args.embed_process = embed_process_default()
     root = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-service-"))
     root.mkdir(parents=True, exist_ok=True)
     embedder = MiniLMEmbedder(query_precision=args.query_precision)
     if not args.no_batch:
         from memos_integrations.textual.batching import batched
 
-        embedder = batched(embedder)  # what `memcube serve` does for a MiniLM home
+        child = None
+        if args.embed_process and not args.workers:
+            from memos_integrations.textual.embed_process import EmbedProcess
+
+            child = EmbedProcess.like(embedder)
+            child.start()
+            _CHILD.append(child)
+        embedder = batched(embedder, process=child)  # what `memcube serve` does for a MiniLM home
     pg = None
     dsn = None
     if args.backend == "postgres":
@@ -376,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         if dsn is None:
             mos.close()  # embedded cubes are held by one process at a time: the workers open them
-        proc, port = _serve_workers(root / "home", args.workers)
+        proc, port = _serve_workers(root / "home", args.workers, args.embed_process)
     else:
         server, thread, port = _serve_in_thread(mos, keys, args.rate_limit)
     plan = root / "plan.json"
@@ -433,12 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"search p95 doubles (over {base_p95 * 1e3:.0f} ms, one request at a time) at: "
               f"{f'{doubled:g} req/s' if doubled else 'not within the sweep'}")
     print(f"cubes: {args.backend}; server: {f'memcube serve --workers {args.workers}' if args.workers else 'uvicorn in this process'}; "
-          f"machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
+          f"embed process: {'on' if args.embed_process and not args.no_batch else 'off'} (server CPU counts it); "
+          f"query precision: {args.query_precision}; machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
           f"{os.getloadavg()[0]:.1f}")
     batcher = getattr(mos.embedder, "batcher", None)
     if batcher is not None and batcher.calls:
         print(f"query embeddings: {batcher.texts} in {batcher.calls} calls ({batcher.texts / batcher.calls:.1f} per call, "
               f"{batcher.busy_s / batcher.calls * 1e3:.1f} ms wall per call; concurrent searches share one forward pass)")
+    for child in _CHILD:
+        if child.requests:
+            print(f"embedding process: {child.requests} calls (queries and adds), {child.child_busy_s / child.requests * 1e3:.1f} "
+                  f"ms wall per call inside the child, {child.cpu_seconds():.1f} s CPU, started {child.starts}x")
     if server is not None and thread is not None:
         server.should_exit = True
         thread.join(timeout=30)
@@ -447,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(timeout=60)
     keys.close()
     mos.close()
+    if hasattr(embedder, "close"):
+        embedder.close()  # stops the embedding process
     if pg is not None:
         pg.cleanup()
     return 0

@@ -255,7 +255,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
         from .server.workers import serve_workers
 
         serve_workers(a.home, workers=a.workers, host=a.host, port=a.port, limits=limits, chat_model=a.chat_model,
-                      cubes_on=a.cubes_on, log_level=a.log_level, query_precision=a.query_precision)
+                      cubes_on=a.cubes_on, log_level=a.log_level, query_precision=a.query_precision,
+                      embed_process=a.embed_process)
         return
     model: Any = None
     if a.chat_model == "stand-in":
@@ -268,7 +269,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
         model = init_chat_model(a.chat_model)
     serve(a.home, host=a.host, port=a.port, limits=limits, chat_model=model, log_level=a.log_level,
-          query_precision=a.query_precision)
+          query_precision=a.query_precision, embed_process=a.embed_process)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -358,6 +359,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--query-precision", default="int8", choices=["int8", "fp32"],
                    help="how MiniLM embeds search queries: int8 (half the CPU; stored vectors stay fp32) or fp32")
+    s.add_argument("--embed-process", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed queries and single adds in a child process, off the server's GIL (default: on where "
+                        "torch is installed)")
     s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("organize", help="partitions, topic summaries, session episodes and links (incremental)")
     s.add_argument("cube")

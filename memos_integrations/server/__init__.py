@@ -24,18 +24,23 @@ __all__ = ["Authenticator", "KeyStore", "Limits", "Principal", "authenticate", "
 
 
 def serve(home: str, *, host: str = "127.0.0.1", port: int = 8765, limits: Limits | None = None,
-          chat_model: Any = None, log_level: str = "info", query_precision: str = "int8") -> None:
+          chat_model: Any = None, log_level: str = "info", query_precision: str = "int8",
+          embed_process: bool | None = None) -> None:
     """Run the service on ``home`` with uvicorn until interrupted (what ``memcube serve`` calls).
 
     ``query_precision``: how MiniLM embeds search queries (``int8`` or ``fp32``; see ``serving_embedder``).
+    ``embed_process``: embed them in a child process (None: where torch is installed; see ``serving_embedder``).
     """
     require("uvicorn", "server")
     import uvicorn
 
     from ..mos import MOS
-    from .service import serving_embedder
+    from .service import embed_process_default, serving_embedder
 
-    embedder = serving_embedder(home, query_precision)  # MiniLM homes: concurrent searches share one forward pass
+    if embed_process is None:
+        embed_process = embed_process_default()
+    # MiniLM homes: concurrent searches share one forward pass (in a child process with embed_process)
+    embedder = serving_embedder(home, query_precision, embed_process)
     mos = MOS(home, chat_model=chat_model, embedder=embedder, embedder_strict=False)  # a cube built otherwise: its own
     keys = KeyStore.open(mos.home / "mos.db")
     try:

@@ -75,7 +75,16 @@ def default_cube_name(user: str) -> str:
         return "u" + hashlib.sha256(user.encode()).hexdigest()[:16] + "_default"
 
 
-def serving_embedder(home: str | Path, query_precision: str = "int8") -> Any:
+def embed_process_default() -> bool:
+    """Whether ``memcube serve`` embeds in a child process unless told (``--embed-process``): where torch is
+    installed. The child pays off where the embedding's Python glue contends with the requests' for the GIL,
+    which is the torch backend's many small ops; numpy's pass is a few large BLAS calls."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def serving_embedder(home: str | Path, query_precision: str = "int8", embed_process: bool = False) -> Any:
     """The embedder a served home's MOS opens its cubes with (what ``memcube serve`` passes to ``MOS``).
 
     MiniLM with batched query embeddings (:func:`memos_integrations.textual.batching.batched`: concurrent
@@ -86,6 +95,14 @@ def serving_embedder(home: str | Path, query_precision: str = "int8") -> Any:
 
     Queries are embedded in ``query_precision`` (``memcube serve --query-precision``): int8 by default here,
     half a query's CPU at cosine 0.9985+ to fp32 (docs/core.md, "int8 queries"); stored vectors stay fp32.
+
+    ``embed_process`` (``memcube serve --embed-process``, its default where torch is installed): the batched
+    embeddings (queries, one-text adds) run in a child process
+    (:mod:`memos_integrations.textual.embed_process`), off the serving process's GIL; it is started and
+    loaded here, before the first request, and stops when the returned embedder is closed.
+
+    Raises:
+        BackendError: ``embed_process`` and the child could not start (the reason, and what to do).
     """
     from ..cube import read_header
     from ..storage.sql import SQLiteDatabase
@@ -109,10 +126,25 @@ def serving_embedder(home: str | Path, query_precision: str = "int8") -> Any:
     if any(r.get("name") != MiniLMEmbedder.name for r in recorded):
         return None
     minilm = MiniLMEmbedder(query_precision=query_precision)
-    if any(r.get("fingerprint") != minilm.fingerprint for r in recorded):
-        return None
-    minilm.query_precision_in_use  # noqa: B018  # prepares the int8 layers (~0.1 s) now, not in the first search
-    return batched(minilm)
+    process = None
+    if embed_process:
+        from ..textual.embed_process import EmbedProcess
+
+        process = EmbedProcess.like(minilm)
+        process.launch()  # it loads torch and the model while this process does the same below
+    try:
+        if any(r.get("fingerprint") != minilm.fingerprint for r in recorded):
+            if process is not None:
+                process.close()
+            return None
+        minilm.query_precision_in_use  # noqa: B018  # prepares the int8 layers (~0.1 s) now, not in the first search
+        if process is not None:
+            process.start()  # ready before the first request: a child that cannot start fails serve here
+    except BaseException:
+        if process is not None:
+            process.close()
+        raise
+    return batched(minilm, process=process)
 
 
 _FIRST_WRITE = threading.Lock()  # REST and MCP in one process: two first writes make one cube

@@ -66,7 +66,7 @@ def new_cube_config(dsn: str | None) -> Any:
 
 def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int = 8765, limits: Any = None,
                   chat_model: str | None = None, cubes_on: str | None = None, log_level: str = "info",
-                  query_precision: str = "int8") -> None:
+                  query_precision: str = "int8", embed_process: bool | None = None) -> None:
     """Run ``workers`` uvicorn processes on ``home`` until interrupted (``memcube serve --workers N``).
 
     Args:
@@ -78,6 +78,7 @@ def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int
         cubes_on: a PostgreSQL DSN for cubes the service creates; None refuses to create cubes.
         log_level: uvicorn's log level.
         query_precision: how MiniLM embeds search queries in each worker (``int8`` or ``fp32``).
+        embed_process: each worker embeds them in its own child process (None: where torch is installed).
 
     Raises:
         InvalidInputError: ``workers`` below 2, or the home has embedded cubes (named, with what to do).
@@ -85,6 +86,7 @@ def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int
     import uvicorn
 
     from .limits import Limits
+    from .service import embed_process_default
 
     if workers < 2:
         raise InvalidInputError("serve_workers runs 2 or more workers; for one, use memcube serve without --workers")
@@ -97,7 +99,8 @@ def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int
             "(postgres_store) or a Chroma server")
     limits = limits or Limits()
     config = {"home": str(home), "limits": {**asdict(limits), "cors_origins": list(limits.cors_origins)},
-              "chat_model": chat_model, "cubes_on": cubes_on, "query_precision": query_precision}
+              "chat_model": chat_model, "cubes_on": cubes_on, "query_precision": query_precision,
+              "embed_process": embed_process_default() if embed_process is None else embed_process}
     os.environ[ENV] = json.dumps(config)
     uvicorn.run("memos_integrations.server.workers:app_from_env", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level)
@@ -114,8 +117,9 @@ def app_from_env() -> Any:
     config = json.loads(os.environ[ENV])
     raw = dict(config["limits"])
     raw["cors_origins"] = tuple(raw.get("cors_origins", ()))
-    mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=serving_embedder(config["home"], config.get("query_precision", "int8")),
-              embedder_strict=False)
+    # a config without "embed_process" (written by an older serve_workers) embeds in the worker, as before
+    embedder = serving_embedder(config["home"], config.get("query_precision", "int8"), bool(config.get("embed_process")))
+    mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=embedder, embedder_strict=False)
     keys = KeyStore.open(mos.home / "mos.db")
     cubes = new_cube_config(config.get("cubes_on"))
     return create_app(mos, keys=keys, limits=Limits(**raw), cube_config=cubes, shared=True)

@@ -16,7 +16,8 @@ one long query cannot make a batch of short ones pay for its padding; a very lon
 
 Failure: when a shared call fails, each of its texts is embedded again alone, so only a caller whose own
 text fails gets an error (a :class:`MemosError`, the cause chained), never another user's, and never a
-hang; :meth:`QueryBatcher.close` fails whatever is still queued and refuses new texts. :class:`BatchedEmbedder` wraps an embedder with a batcher and a thread-safe LRU of query
+hang; an error marked ``whole_batch`` (the embedding process died: ``textual/embed_process.py``) fails
+every caller of the call at once instead, as retrying each text would first restart the process; :meth:`QueryBatcher.close` fails whatever is still queued and refuses new texts. :class:`BatchedEmbedder` wraps an embedder with a batcher and a thread-safe LRU of query
 vectors; :func:`batched` wraps only embedders whose one-text and many-text paths compute the same
 vectors, and returns any other embedder unchanged.
 """
@@ -151,6 +152,10 @@ class QueryBatcher:
             if vectors.ndim != 2 or vectors.shape[0] != len(group):
                 raise BackendError(f"the embedder returned {vectors.shape} for {len(group)} texts; expected one row each")
         except Exception as exc:
+            if getattr(exc, "whole_batch", False):  # the embedder failed, not a text (a dead embedding process)
+                for pending in group:
+                    pending.finish(error=exc)
+                return
             if len(group) > 1:  # one caller's text must not fail the others: each alone, and only its own fails
                 for pending in group:
                     self._compute([pending])
@@ -215,8 +220,11 @@ class BatchedEmbedder:
     """
 
     def __init__(self, inner: Any, embed_many: Callable[[list[str]], np.ndarray], *, max_batch: int = 32,
-                 cache_size: int = 256, embed_docs: Callable[[list[str]], np.ndarray] | None = None) -> None:
+                 cache_size: int = 256, embed_docs: Callable[[list[str]], np.ndarray] | None = None,
+                 process: Any = None) -> None:
         self.inner = inner
+        #: the embedding process ``embed_many`` and ``embed_docs`` call (textual/embed_process.py), closed with this
+        self.process = process
         self.batcher = QueryBatcher(embed_many, max_batch=max_batch)
         # concurrent one-text document embeddings (a fast add each) share a pass too, when ``embed_docs``
         # gives each row what it gives the text alone; documents keep their own precision (fp32)
@@ -263,20 +271,27 @@ class BatchedEmbedder:
         self.batcher.close()
         if self.doc_batcher is not None:
             self.doc_batcher.close()
+        if self.process is not None:
+            self.process.close()
 
     def __getattr__(self, attr: str) -> Any:  # anything else an embedder offers (batch_size, model_dir, ...)
-        if attr == "inner":
+        if attr in ("inner", "process"):
             raise AttributeError(attr)
         return getattr(self.inner, attr)
 
 
-def batched(embedder: Any, *, max_batch: int = 32) -> Any:
+def batched(embedder: Any, *, max_batch: int = 32, process: Any = None) -> Any:
     """``embedder`` with batched query embeddings where that computes the same vectors; else ``embedder``.
 
     An embedder with ``embed_queries(texts)`` is batched through it: MiniLM's embeds in its query
     precision (int8 or fp32) and gives each row what ``embed_query`` gives that text alone. An embedder
     of MiniLM's exact type without it would be batched through ``embed_documents`` (one model, no
     prefix). Any other embedder (an API, a model with a query prefix) is returned as it is.
+
+    ``process``: an :class:`~memos_integrations.textual.embed_process.EmbedProcess` computing what a MiniLM
+    ``embedder`` computes; the batched calls (queries, one-text documents) then run in it, off this
+    process's GIL, and closing the batched embedder stops it. Long texts and several-text document calls
+    stay here (they gain nothing from a batch, and an add's many texts would hold every search behind them).
     """
     if isinstance(embedder, BatchedEmbedder):
         return embedder
@@ -289,4 +304,6 @@ def batched(embedder: Any, *, max_batch: int = 32) -> Any:
             return embedder
         many = embedder.embed_documents
     docs = embedder.embed_documents if minilm else None  # MiniLM: a document row does not depend on its batch
-    return BatchedEmbedder(embedder, many, max_batch=max_batch, embed_docs=docs)
+    if process is not None and minilm:
+        many, docs = process.embed_queries, process.embed_documents
+    return BatchedEmbedder(embedder, many, max_batch=max_batch, embed_docs=docs, process=process if minilm else None)
