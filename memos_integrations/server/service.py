@@ -76,12 +76,14 @@ def default_cube_name(user: str) -> str:
 
 
 def embed_process_default() -> bool:
-    """Whether ``memcube serve`` embeds in a child process unless told (``--embed-process``): where torch is
-    installed. The child pays off where the embedding's Python glue contends with the requests' for the GIL,
-    which is the torch backend's many small ops; numpy's pass is a few large BLAS calls."""
-    import importlib.util
+    """Whether ``memcube serve`` embeds in a child process unless told (``--embed-process``): not by default.
 
-    return importlib.util.find_spec("torch") is not None
+    The child takes the embedding's Python glue off the requests' GIL, but on the 2-core development
+    machine twelve back-to-back runs at 200 searches/s showed no throughput gain (127 against 128/s on
+    average; docs/service.md) for about 365 MiB more memory; it is for a server with cores to spare
+    (turn it on and measure there). Only the torch backend gains: numpy's pass is a few large BLAS calls.
+    """
+    return False
 
 
 def serving_embedder(home: str | Path, query_precision: str = "int8", embed_process: bool = False) -> Any:
