@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CubeCorruptedError, MissingExtraError
+from ..errors import CubeCorruptedError, InvalidTypeError, MissingExtraError
+from ..items import check_utf8
 
 _MAX_TOKENS = 256  # sentence_bert_config.max_seq_length of this model
 _log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class NumpyBert:
     def encode(self, texts: list[str], batch_size: int = 64, precision: str = "fp32") -> np.ndarray:
         """One unit vector per text, in input order. ``precision="int8"`` runs the encoder's linear layers
         in int8 where the backend can (:meth:`int8_linears`); numpy cannot, and computes fp32."""
+        for i, text in enumerate(texts):  # the tokenizer's own TypeError would read as a server fault
+            if not isinstance(text, str):
+                raise InvalidTypeError(f"text {i} to embed must be a string, got {type(text).__name__}")
+            check_utf8(text, f"text {i} to embed")
         int8 = self.int8_linears() if precision == "int8" else None
         encodings = self.tokenizer.encode_batch(texts)
         # sort by length so each batch pads little; results go back to input order

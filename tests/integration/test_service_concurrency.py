@@ -8,6 +8,7 @@ embedded together (what a loaded service does).
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -198,6 +199,12 @@ def test_the_embed_route_gives_queries_in_the_service_query_precision(tmp_path: 
             np.testing.assert_allclose(embed({"texts": texts, "query": True}), int8.embed_queries(texts), atol=1e-5)
             np.testing.assert_allclose(embed({"texts": texts[:1], "query": True})[0], int8.embed_query(texts[0]), atol=1e-5)
             np.testing.assert_allclose(embed({"texts": texts}), embedder.embed_documents(texts), atol=1e-5)
+            for body in ({"texts": ["tea \\ud800"], "query": True}, {"texts": ["a", "tea \\ud800"], "query": True},
+                         {"texts": ["tea \\ud800"]}):  # a lone surrogate escape: the caller's fault, not the server's
+                raw = json.dumps(body).replace("\\\\ud800", "\\ud800")
+                got = http.post("/v1/vector-stores/embed", content=raw, headers={
+                    "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+                assert got.status_code in (400, 422) and got.json()["error"]["type"] == "InvalidInputError", got.text
     finally:
         keys.close()
         mos.close()
