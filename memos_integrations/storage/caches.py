@@ -87,6 +87,31 @@ def first_expiry(store: Any, flt: Any, after: float) -> float | None:
     return None if found is None else float(found)
 
 
+def held_speakers(store: Any, limit: int) -> frozenset[str] | None:
+    """Every ``metadata.speaker`` string any row of ``store`` holds (every state, every time: a
+    superset of any filter's), read once per write token and held on its
+    :class:`DecodedRows` (``derived``); None where nothing can be held (a thread inside a write, a
+    store that cannot tell commits apart) or the cube has more than ``limit`` speakers.
+
+    A superset never goes stale by time passing (``valid_to``): rows only leave a filter's scope then."""
+    held = getattr(store, "_held", None)
+    if held is None:
+        return None
+    with held() as cache:
+        if cache is None:
+            return None
+        key = ("speakers", limit)
+        found: frozenset[str] | None | bool = cache.derived.get(key, False)
+        if found is False:
+            d, path = store.filter_dialect, store.filter_dialect.path("speaker")
+            rows = store.db.read(
+                f"SELECT DISTINCT {d.text_value('items.metadata')} FROM items "
+                f"WHERE {d.type_of('items.metadata')} = 'text' LIMIT ?", [path, path, limit + 1])
+            found = frozenset(r[0] for r in rows) if len(rows) <= limit else None
+            cache.derived[key] = found
+        return found  # type: ignore[return-value]
+
+
 class VectorCache:
     """Item vectors held in memory, so exact dense search does not re-read blobs from the database.
 

@@ -127,7 +127,7 @@ def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:
         # the rows of those that end first bound the entry: until then no row leaves the candidates
         until = (first_expiry(store, flt, start) if flt.current else None) or float("inf")
         entry = Candidates(rids, matrix, time.time(), until)
-        rows = sum(len(e.rids or ()) for e in cache.derived.values()) + len(rids or ())
+        rows = sum(len(e.rids or ()) for e in cache.derived.values() if isinstance(e, Candidates)) + len(rids or ())
         if len(cache.derived) >= MAX_HELD or rows > MAX_HELD_ROWS:
             cache.derived.clear()
         cache.derived[key] = entry

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..storage.caches import held_speakers
 from . import expand as E
 from . import retrieve as R
 from . import shape as S
@@ -58,6 +59,14 @@ if TYPE_CHECKING:
 SPEAKER_DENSE = "speaker_dense"
 SPEAKER_KEYWORD = "speaker_keyword"
 _NAMING_WINDOW = 20  # the first pass's best hits of each leg whose speakers the query may name
+_DENSE_WINDOW = 10  # the dense leg's hits that :func:`keyword_leg` reads (expand's naming window, the smaller)
+_MAX_SPEAKERS = 64  # a cube with more speakers than this always runs the named keyword pass
+_MAX_SCAN = 4096  # nor does one with more rows (the speakers are read by one scan per commit)
+
+
+class Deferred(list):  # type: ignore[type-arg]
+    """The keyword leg of a search whose named pass :func:`keyword_leg` left out: empty until
+    :func:`speaker_legs` replaces it with the nameless pass (or, should that not apply, the named one)."""
 
 
 def leg_weights(plan: R.SearchPlan) -> dict[str, float]:
@@ -86,6 +95,35 @@ def named_subset(
     return named
 
 
+def keyword_leg(
+    mem: TextualMemory, plan: R.SearchPlan, query: str, terms: Sequence[str], flt: MemoryFilter, pool: int,
+    scored: Mapping[str, Sequence[tuple[int, float]]],
+) -> list[tuple[int, float]]:
+    """The keyword leg's first pass (BM25 of ``terms``), or :class:`Deferred` where its output would be
+    thrown away unread: a plan with ``keyword_unnamed`` replaces it by the nameless pass whenever the
+    query names some speakers in scope (:func:`named_subset`), and on a LoCoMo cube the named pass
+    costs the most (the name matches every turn, so BM25 ranks them all: 0.5 ms of a 1.7 ms search).
+
+    Its one other reader is who is named: the speakers of each leg's best hits that the query names
+    (:func:`named_subset`, :func:`.expand.named_in_hits`). Those are the same without it when every
+    speaker of the cube whose name the query gives (:func:`~memos_integrations.storage.caches.held_speakers`,
+    a superset of any scope's) already speaks in the dense leg's best ``_DENSE_WINDOW``, since a leg
+    adds only speakers in scope and :func:`.retrieve.named_speakers` judges each name alone. Then the
+    named set is exact, and :func:`speaker_legs` runs the named pass after all if it ends up unused
+    (everyone in scope named). Plans with feedback passes read the whole first pass: never deferred.
+    """
+    if not plan.keyword_unnamed or plan.feedback_docs > 0 or "dense" not in scored or mem.store.max_rid() > _MAX_SCAN:
+        return mem.store.keyword_search(terms, flt, pool)
+    speakers = held_speakers(mem.store, _MAX_SPEAKERS)
+    named = R.named_speakers(query, speakers) if speakers else set()
+    if named:
+        top = [r for r, _ in scored["dense"][:_DENSE_WINDOW]]
+        said = {it.metadata.get("speaker") for it in mem.store.ranking_rows(top).values()}
+        if named <= said:
+            return Deferred()
+    return mem.store.keyword_search(terms, flt, pool)
+
+
 def speaker_legs(
     mem: TextualMemory, plan: R.SearchPlan, query: str, qvec: np.ndarray | None, terms: Sequence[str],
     flt: MemoryFilter, pool: int, scored: Mapping[str, Sequence[tuple[int, float]]],
@@ -93,11 +131,10 @@ def speaker_legs(
     """The speaker legs the plan asks for (module doc), from the first pass's legs ``scored``; each
     reads with ``flt`` narrowed to the named speakers. Empty when the query names nobody (or everybody)."""
     wanted = plan.speaker_dense_weight > 0 or plan.speaker_keyword_weight > 0 or plan.keyword_unnamed
-    if not wanted or not scored:
-        return {}
-    named = named_subset(mem, query, flt, scored)
-    if not named:
-        return {}
+    deferred = isinstance(scored.get("keyword"), Deferred)
+    named = named_subset(mem, query, flt, scored) if wanted and scored else set()
+    if not named:  # the named pass is the keyword leg after all
+        return {"keyword": mem.store.keyword_search(terms, flt, pool)} if deferred else {}
     theirs = speaker_filter(flt, sorted(named))
     legs: dict[str, list[tuple[int, float]]] = {}
     drop = {w for n in named for w in R.keyword_terms(n, None)}

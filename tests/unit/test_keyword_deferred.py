@@ -1,0 +1,114 @@
+"""The keyword leg's named pass left out where its output would go unread (speaker_legs.keyword_leg,
+issue 13): the same hits as running it every time, whatever was written, by whom, and when."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+import pytest
+
+from memos_integrations.storage.caches import held_speakers
+from memos_integrations.textual import speaker_legs as K
+from memos_integrations.textual.retrieve import BALANCED, DEEP, MULTIHOP
+
+TURNS = [("Caroline", "I went to the LGBTQ support group yesterday, it was powerful."),
+         ("Melanie", "That's great Caroline! I painted a sunrise over the lake last week."),
+         ("Caroline", "I'm researching adoption agencies, I want to give a kid a home."),
+         ("Melanie", "My kids loved camping in the mountains, we roasted marshmallows."),
+         ("Caroline", "Bye Melanie, take care!"),
+         ("Melanie", "I ran a charity race for mental health on Saturday."),
+         ("Caroline", "Thanks Melanie, glad it helped ya."),
+         ("Melanie", "I signed up for a pottery class, Caroline, you should come.")]
+QUERIES = ["What did Caroline research?", "What does Melanie paint?", "What activities does Melanie do?",
+           "How did Caroline and Melanie spend the weekend?", "What did Jon paint?", "adoption agencies",
+           "What did caroline say about camping?", "What did Jon think of the pottery class?",
+           "What did Priya paint?", "What did Zoe say about the lake?"]
+# u3: Jon's one turn, which his name finds through BM25 while the dense leg's best are Gina's turns about him
+POTTERY = [("Gina", f"{'Jon and I' if n < 4 else 'We'} went to the pottery class {n}; I think he liked the {c} bowl.")
+           for n, c in enumerate("red blue green clay white black tall flat small big round glazed".split())]
+SPEAKERS = {"Caroline", "Melanie", "Gina", "Jon"}
+
+
+def _fill(cube: Any) -> None:
+    for n, user in enumerate(("u1", "u2")):
+        msgs = [{"role": "user", "name": who, "content": text} for who, text in TURNS]
+        cube.add(messages=msgs, user_id=user, session_id=f"s{n}")
+    turns = [*POTTERY, ("Jon", "Meh.")]
+    cube.add(messages=[{"role": "user", "name": who, "content": text} for who, text in turns], user_id="u3",
+             session_id="s3")
+
+
+def _run(cube: Any) -> list[Any]:
+    return [[(h.item.id, h.score, sorted(h.ranks.items())) for h in cube.search(q, top_k=5, plan=plan, **scope)]
+            for plan in (BALANCED, DEEP, MULTIHOP) for scope in ({}, {"user_id": "u2"}, {"session_id": "s0"})
+            for q in QUERIES]
+
+
+def _same_as_always_named(cube: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The searches with deferral, checked against the named pass run every time (the path before)."""
+    deferred: list[bool] = []
+    leg = K.keyword_leg
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        out = leg(*a, **kw)
+        deferred.append(isinstance(out, K.Deferred))
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(K, "keyword_leg", spy)
+        now = _run(cube)
+    with monkeypatch.context() as m:
+        m.setattr(K, "_MAX_SCAN", -1)  # every cube is "too large": the named pass always runs
+        assert _run(cube) == now
+    assert any(deferred) and not all(deferred)  # both paths were taken
+    return now
+
+
+def test_deferred_same_hits_as_named_pass(cube: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(cube)
+    assert any(_same_as_always_named(cube, monkeypatch))
+
+
+def test_deferred_sees_writes_deletes_other_connections_and_time(cube: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(cube)
+    _same_as_always_named(cube, monkeypatch)  # speakers held from here on
+    store = cube.text_mem.store
+    assert held_speakers(store, 64) == SPEAKERS
+    # this process's write: a new speaker the queries name
+    cube.add(messages=[{"role": "user", "name": "Priya", "content": "I painted my dance studio blue."}],
+             user_id="u1", session_id="s0")
+    assert "Priya" in (held_speakers(store, 64) or ())
+    _same_as_always_named(cube, monkeypatch)
+    # deleted: still a speaker of a row (a superset), and the searches agree
+    cube.delete([i.id for i in cube.text_mem.list_items() if i.metadata.get("speaker") == "Priya"])
+    _same_as_always_named(cube, monkeypatch)
+    # another connection (another process) renames a speaker of u2's session: seen on the next search
+    with sqlite3.connect(store.path) as other:
+        rows = other.execute("SELECT id, metadata FROM items WHERE user_id = 'u2'").fetchall()
+        for item_id, meta in rows[:3]:
+            other.execute("UPDATE items SET metadata = ? WHERE id = ?",
+                          (json.dumps({**json.loads(meta), "speaker": "Zoe"}), item_id))
+    assert "Zoe" in (held_speakers(store, 64) or ())
+    _same_as_always_named(cube, monkeypatch)
+    # time passes a memory's valid_to (nothing commits): it leaves every leg alike
+    clock = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    with store.transaction() as tx:
+        tx.execute("UPDATE items SET valid_to = ? WHERE user_id = 'u2'", (clock[0] + 10,))
+    before = _same_as_always_named(cube, monkeypatch)
+    clock[0] += 11
+    assert _same_as_always_named(cube, monkeypatch) != before
+
+
+def test_held_speakers_not_inside_a_write_and_bounded(cube: Any) -> None:
+    _fill(cube)
+    store = cube.text_mem.store
+    with store.transaction():  # this thread must see its own uncommitted rows: nothing held is used
+        assert held_speakers(store, 64) is None
+    assert held_speakers(store, 64) == SPEAKERS
+    assert held_speakers(store, 1) is None  # more speakers than asked for: none held, the named pass runs
+    cube.add(messages=[{"role": "user", "name": f"p{n}", "content": f"note {n}"} for n in range(5)], user_id="u3")
+    assert held_speakers(store, 8) is None and len(held_speakers(store, 64) or ()) == 9
