@@ -112,6 +112,19 @@ def held_speakers(store: Any, limit: int) -> frozenset[str] | None:
         return found  # type: ignore[return-value]
 
 
+def scope_speakers(store: Any, flt: Any, limit: int) -> frozenset[Any] | None:
+    """The distinct values SQL sees at ``metadata.speaker`` of the rows ``flt`` passes (None for a row
+    without one; a number stays a number), or None when there are more than ``limit``. A speaker
+    condition on ``flt`` (:func:`~memos_integrations.textual.shape_legs.speaker_filter`) matches a row of
+    the scope exactly when it matches one of these values, so "does anyone in scope say X" and "does
+    anyone but X speak" are set lookups. ``flt`` as for :func:`first_expiry`."""
+    where, params = store.where(flt)
+    d, path = store.filter_dialect, store.filter_dialect.path("speaker")
+    rows = store.db.read(f"SELECT DISTINCT {d.value('items.metadata')} FROM items WHERE {where} LIMIT ?",
+                         [path, *params, limit + 1])
+    return frozenset(r[0] for r in rows) if len(rows) <= limit else None
+
+
 class VectorCache:
     """Item vectors held in memory, so exact dense search does not re-read blobs from the database.
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendError
-from ..storage.caches import first_expiry
+from ..storage.caches import first_expiry, scope_speakers
 
 if TYPE_CHECKING:
     from .filters import MemoryFilter
@@ -38,7 +38,7 @@ _log = logging.getLogger(__name__)
 
 #: filters held per cube, and candidate rows in all (each row holds its vector: 1.5 KB at 384 dimensions, so
 #: a LoCoMo cube is ~0.7 MB and the most a cube holds ~25 MB); past either, everything held is dropped
-MAX_HELD = 8
+MAX_HELD = 16
 MAX_HELD_ROWS = 16_384
 _CHUNK = 50_000
 
@@ -132,6 +132,38 @@ def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:
             cache.derived.clear()
         cache.derived[key] = entry
         return entry
+
+
+@dataclass(frozen=True)
+class Speakers:
+    """A filter's speakers (:func:`~memos_integrations.storage.caches.scope_speakers`) as read at
+    ``since``, trusted as :class:`Candidates` are."""
+
+    values: frozenset[Any] | None
+    since: float
+    until: float
+
+
+def speakers(mem: TextualMemory, flt: MemoryFilter, limit: int) -> frozenset[Any] | None:
+    """The values of ``metadata.speaker`` among ``flt``'s rows (:func:`~.caches.scope_speakers`), held
+    between searches as its candidates are; None where they cannot be held, or there are more than ``limit``."""
+    held = getattr(mem.store, "_held", None)
+    key = _key(flt)
+    if held is None or key is None:
+        return None
+    with held() as cache:
+        if cache is None:
+            return None
+        now = time.time()
+        entry: Speakers | None = cache.derived.get(("speakers", limit, key))
+        if entry is None or not entry.since <= now < entry.until:
+            values = scope_speakers(mem.store, flt, limit)
+            until = (first_expiry(mem.store, flt, now) if flt.current else None) or float("inf")
+            entry = Speakers(values, time.time(), until)
+            if len(cache.derived) >= MAX_HELD:
+                cache.derived.clear()
+            cache.derived[("speakers", limit, key)] = entry
+        return entry.values
 
 
 def _key(flt: MemoryFilter) -> tuple[Any, ...] | None:

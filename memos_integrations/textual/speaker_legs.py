@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..storage.caches import held_speakers
+from . import dense as D
 from . import expand as E
 from . import retrieve as R
 from . import shape as S
@@ -87,12 +88,18 @@ def named_subset(
     top = list(dict.fromkeys(r for hits in scored.values() for r, _ in hits[:_NAMING_WINDOW]))
     seen = {s for it in mem.store.ranking_rows(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
     named = R.named_speakers(query, seen)
+    # the scope's speakers held between searches (dense.speakers) answer what the two SQL reads below
+    # would: a value matches speaker_filter's "$in" when it is that string, "$nin" when it is not a
+    # string or none of them (a row without a speaker is someone else)
+    scope = D.speakers(mem, flt, _MAX_SPEAKERS)
     for name in R.named_speakers(query, [n for n in entities(query) if n not in seen]):
-        if mem.store.candidate_rids(speaker_filter(flt, [name]), 1):
+        if name in scope if scope is not None else mem.store.candidate_rids(speaker_filter(flt, [name]), 1):
             named.add(name)
-    if not named or not mem.store.candidate_rids(_said(flt, {"$nin": sorted(named)}), 1):
+    if not named:
         return set()
-    return named
+    if scope is not None:
+        return named if any(not isinstance(v, str) or v not in named for v in scope) else set()
+    return named if mem.store.candidate_rids(_said(flt, {"$nin": sorted(named)}), 1) else set()
 
 
 def keyword_leg(
@@ -135,7 +142,6 @@ def speaker_legs(
     named = named_subset(mem, query, flt, scored) if wanted and scored else set()
     if not named:  # the named pass is the keyword leg after all
         return {"keyword": mem.store.keyword_search(terms, flt, pool)} if deferred else {}
-    theirs = speaker_filter(flt, sorted(named))
     legs: dict[str, list[tuple[int, float]]] = {}
     drop = {w for n in named for w in R.keyword_terms(n, None)}
     if plan.keyword_unnamed and "keyword" in scored:
@@ -143,11 +149,11 @@ def speaker_legs(
         legs["keyword"] = mem.store.keyword_search(words, flt, pool) if words else []
     if plan.speaker_dense_weight > 0 and qvec is not None:
         names = np.stack([E.name_vector(mem, n) for n in sorted(named)])
-        legs[SPEAKER_DENSE] = mem._dense(E.without_directions(qvec, names), theirs, pool)
+        legs[SPEAKER_DENSE] = mem._dense(E.without_directions(qvec, names), speaker_filter(flt, sorted(named)), pool)
     if plan.speaker_keyword_weight > 0:
         words = [t for t in terms if t not in drop]
         if words:
-            legs[SPEAKER_KEYWORD] = mem.store.keyword_search(words, theirs, pool)
+            legs[SPEAKER_KEYWORD] = mem.store.keyword_search(words, speaker_filter(flt, sorted(named)), pool)
     return legs
 
 

@@ -1,5 +1,6 @@
-"""The keyword leg's named pass left out where its output would go unread (speaker_legs.keyword_leg,
-issue 13): the same hits as running it every time, whatever was written, by whom, and when."""
+"""The keyword leg's named pass left out where its output would go unread (speaker_legs.keyword_leg),
+and the scope's speakers held between searches (dense.speakers), issue 13: the same hits as reading
+everything every time, whatever was written, by whom, and when."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 
 from memos_integrations.storage.caches import held_speakers
+from memos_integrations.textual import dense as D
 from memos_integrations.textual import speaker_legs as K
+from memos_integrations.textual.filters import MemoryFilter
 from memos_integrations.textual.retrieve import BALANCED, DEEP, MULTIHOP
 
 TURNS = [("Caroline", "I went to the LGBTQ support group yesterday, it was powerful."),
@@ -48,7 +51,8 @@ def _run(cube: Any) -> list[Any]:
 
 
 def _same_as_always_named(cube: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The searches with deferral, checked against the named pass run every time (the path before)."""
+    """The searches with deferral and held speakers, checked against the path before (the named pass
+    run every time, the scope's speakers asked of SQL)."""
     deferred: list[bool] = []
     leg = K.keyword_leg
 
@@ -62,6 +66,7 @@ def _same_as_always_named(cube: Any, monkeypatch: pytest.MonkeyPatch) -> list[An
         now = _run(cube)
     with monkeypatch.context() as m:
         m.setattr(K, "_MAX_SCAN", -1)  # every cube is "too large": the named pass always runs
+        m.setattr(D, "speakers", lambda mem, flt, limit: None)
         assert _run(cube) == now
     assert any(deferred) and not all(deferred)  # both paths were taken
     return now
@@ -112,3 +117,38 @@ def test_held_speakers_not_inside_a_write_and_bounded(cube: Any) -> None:
     assert held_speakers(store, 1) is None  # more speakers than asked for: none held, the named pass runs
     cube.add(messages=[{"role": "user", "name": f"p{n}", "content": f"note {n}"} for n in range(5)], user_id="u3")
     assert held_speakers(store, 8) is None and len(held_speakers(store, 64) or ()) == 9
+
+
+def _scope(cube: Any, **kw: Any) -> frozenset[Any] | None:
+    return D.speakers(cube.text_mem, MemoryFilter(current=True, **kw), 64)
+
+
+def test_scope_speakers_held_never_stale(cube: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(cube)
+    store = cube.text_mem.store
+    assert _scope(cube, user_id="u3") == {"Gina", "Jon"}
+    cube.add(memory="a note without a speaker", user_id="u3")  # this process's write: None is someone else
+    assert _scope(cube, user_id="u3") == {"Gina", "Jon", None}
+    cube.delete([i.id for i in cube.text_mem.list_items(MemoryFilter(user_id="u3")) if not i.metadata.get("speaker")])
+    assert _scope(cube, user_id="u3") == {"Gina", "Jon"}
+    with sqlite3.connect(store.path) as other:  # another connection: a number is a value SQL sees too
+        other.execute("UPDATE items SET metadata = json_set(metadata, '$.speaker', 7) WHERE user_id = 'u3' "
+                      "AND json_extract(metadata, '$.speaker') = 'Jon'")
+    assert _scope(cube, user_id="u3") == {"Gina", 7}
+    with store.transaction() as tx:  # inside a write: this thread's own rows, never what is held
+        tx.execute("UPDATE items SET user_id = 'u9' WHERE user_id = 'u3'")
+        assert _scope(cube, user_id="u3") is None
+    assert _scope(cube, user_id="u3") == frozenset() and _scope(cube, user_id="u9") == {"Gina", 7}
+    clock = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    with store.transaction() as tx:  # Gina's turns stop being true in 10 s: nothing commits meanwhile
+        tx.execute("UPDATE items SET valid_to = ? WHERE json_extract(metadata, '$.speaker') = 'Gina'", (clock[0] + 10,))
+    assert _scope(cube, user_id="u9") == {"Gina", 7}
+    clock[0] += 11
+    assert _scope(cube, user_id="u9") == {7}
+    clock[0] -= 11  # a clock set back never trusts what was read later than it
+    assert _scope(cube, user_id="u9") == {"Gina", 7}
+    assert D.speakers(cube.text_mem, MemoryFilter(current=True), 3) is None  # more than the limit: not held
+    for n in range(3 * D.MAX_HELD):  # bounded per cube
+        _scope(cube, session_id=f"s{n}")
+    assert len(store._decoded.derived) <= D.MAX_HELD
