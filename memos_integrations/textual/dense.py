@@ -101,7 +101,8 @@ def top(rids: Sequence[int], matrix: Any, qvec: np.ndarray, k: int) -> list[tupl
         return []
     sims = matrix @ qvec
     order = np.argsort(-sims)[:k]
-    return sorted(((rids[i], float(sims[i])) for i in order), key=lambda h: -h[1])
+    # float32 -> float through tolist, as float() converts each: the same numbers, one call
+    return sorted(zip([rids[i] for i in order.tolist()], sims[order].tolist()), key=lambda h: -h[1])
 
 
 def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:

@@ -37,6 +37,7 @@ lifecycle and deletion hold as for the plain legs: a second user's memories are 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -218,7 +219,18 @@ def content_words(text: str, names: set[str]) -> int:
         >>> content_words("Bye Caroline. I'm here for you. Take care of yourself.", {"caroline"})
         4
     """
-    return sum(1 for w in R.keyword_terms(text, None, unique=False) if w not in names)
+    return sum(1 for w in (_words(text) if len(text) <= _WORDS_HELD_CHARS else R.keyword_terms(text, None, unique=False))
+               if w not in names)
+
+
+_WORDS_HELD_CHARS = 2_000  # longer texts are rare among dialogue turns; their words are not held
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    """A text's content words with repeats (:func:`.retrieve.keyword_terms`), held per text: the
+    content prior reads the same turns' words in search after search (a pure function: never stale)."""
+    return tuple(R.keyword_terms(text, None, unique=False))
 
 
 def content_prior(
