@@ -87,11 +87,12 @@ def first_expiry(store: Any, flt: Any, after: float) -> float | None:
     return None if found is None else float(found)
 
 
-def held_speakers(store: Any, limit: int) -> frozenset[str] | None:
+def held_speakers(store: Any, limit: int, max_rows: int) -> frozenset[str] | None:
     """Every ``metadata.speaker`` string any row of ``store`` holds (every state, every time: a
     superset of any filter's), read once per write token and held on its
     :class:`DecodedRows` (``derived``); None where nothing can be held (a thread inside a write, a
-    store that cannot tell commits apart) or the cube has more than ``limit`` speakers.
+    store that cannot tell commits apart), or the cube has more than ``limit`` speakers or ``max_rows``
+    rows (the speakers are read by one scan of every row).
 
     A superset never goes stale by time passing (``valid_to``): rows only leave a filter's scope then."""
     held = getattr(store, "_held", None)
@@ -100,9 +101,11 @@ def held_speakers(store: Any, limit: int) -> frozenset[str] | None:
     with held() as cache:
         if cache is None:
             return None
-        key = ("speakers", limit)
+        key = ("speakers", limit, max_rows)
         found: frozenset[str] | None | bool = cache.derived.get(key, False)
-        if found is False:
+        if found is False and store.max_rid() > max_rows:
+            found = cache.derived[key] = None
+        elif found is False:
             d, path = store.filter_dialect, store.filter_dialect.path("speaker")
             rows = store.db.read(
                 f"SELECT DISTINCT {d.text_value('items.metadata')} FROM items "

@@ -209,7 +209,7 @@ def expansion_legs(
     the search's filter ``flt`` (scope holds). Empty when the plan asks for none or nothing was found."""
     legs: dict[str, list[tuple[int, float]]] = {}
     # a "when" question asks the time of one event of the person it names: their name is the point
-    if plan.unnamed_weight > 0 and qvec is not None and scored and not R.time_hint(query).asks_when:
+    if plan.unnamed_weight > 0 and qvec is not None and scored and not R._WHEN.match(query):  # time_hint's asks_when
         if plan.unnamed_mode == "embed":
             text = without_speakers(mem, query, scored)
             if text is not None:

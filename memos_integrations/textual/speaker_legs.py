@@ -120,9 +120,9 @@ def keyword_leg(
     named set is exact, and :func:`speaker_legs` runs the named pass after all if it ends up unused
     (everyone in scope named). Plans with feedback passes read the whole first pass: never deferred.
     """
-    if not plan.keyword_unnamed or plan.feedback_docs > 0 or "dense" not in scored or mem.store.max_rid() > _MAX_SCAN:
+    if not plan.keyword_unnamed or plan.feedback_docs > 0 or "dense" not in scored:
         return mem.store.keyword_search(terms, flt, pool)
-    speakers = held_speakers(mem.store, _MAX_SPEAKERS)
+    speakers = held_speakers(mem.store, _MAX_SPEAKERS, _MAX_SCAN)
     named = R.named_speakers(query, speakers) if speakers else set()
     if named:
         top = [r for r, _ in scored["dense"][:_DENSE_WINDOW]]

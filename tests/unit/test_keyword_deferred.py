@@ -81,11 +81,11 @@ def test_deferred_sees_writes_deletes_other_connections_and_time(cube: Any, monk
     _fill(cube)
     _same_as_always_named(cube, monkeypatch)  # speakers held from here on
     store = cube.text_mem.store
-    assert held_speakers(store, 64) == SPEAKERS
+    assert held_speakers(store, 64, 4096) == SPEAKERS
     # this process's write: a new speaker the queries name
     cube.add(messages=[{"role": "user", "name": "Priya", "content": "I painted my dance studio blue."}],
              user_id="u1", session_id="s0")
-    assert "Priya" in (held_speakers(store, 64) or ())
+    assert "Priya" in (held_speakers(store, 64, 4096) or ())
     _same_as_always_named(cube, monkeypatch)
     # deleted: still a speaker of a row (a superset), and the searches agree
     cube.delete([i.id for i in cube.text_mem.list_items() if i.metadata.get("speaker") == "Priya"])
@@ -96,7 +96,7 @@ def test_deferred_sees_writes_deletes_other_connections_and_time(cube: Any, monk
         for item_id, meta in rows[:3]:
             other.execute("UPDATE items SET metadata = ? WHERE id = ?",
                           (json.dumps({**json.loads(meta), "speaker": "Zoe"}), item_id))
-    assert "Zoe" in (held_speakers(store, 64) or ())
+    assert "Zoe" in (held_speakers(store, 64, 4096) or ())
     _same_as_always_named(cube, monkeypatch)
     # time passes a memory's valid_to (nothing commits): it leaves every leg alike
     clock = [time.time()]
@@ -112,11 +112,12 @@ def test_held_speakers_not_inside_a_write_and_bounded(cube: Any) -> None:
     _fill(cube)
     store = cube.text_mem.store
     with store.transaction():  # this thread must see its own uncommitted rows: nothing held is used
-        assert held_speakers(store, 64) is None
-    assert held_speakers(store, 64) == SPEAKERS
-    assert held_speakers(store, 1) is None  # more speakers than asked for: none held, the named pass runs
+        assert held_speakers(store, 64, 4096) is None
+    assert held_speakers(store, 64, 4096) == SPEAKERS
+    assert held_speakers(store, 1, 4096) is None  # more speakers than asked for: none held, the named pass runs
+    assert held_speakers(store, 64, 5) is None  # more rows than one scan may read: none held either
     cube.add(messages=[{"role": "user", "name": f"p{n}", "content": f"note {n}"} for n in range(5)], user_id="u3")
-    assert held_speakers(store, 8) is None and len(held_speakers(store, 64) or ()) == 9
+    assert held_speakers(store, 8, 4096) is None and len(held_speakers(store, 64, 4096) or ()) == 9
 
 
 def _scope(cube: Any, **kw: Any) -> frozenset[Any] | None:
