@@ -69,10 +69,33 @@ class DecodedRows:
             self._rows[rid] = (key, item)
         return item
 
+    def fresh(self, rid: int, row: Sequence[Any]) -> MemoryItem:
+        """The item ``row`` decodes to, as a new object to hand out: a copy of the held item when that
+        was decoded from an equal row (its containers copied too, so a caller who changes them changes
+        nothing held), else decoded. Never stores anything: a row read outside the store's lock could
+        be older than the token the held rows stand for."""
+        entry = self._rows.get(rid)
+        if entry is None or entry[0] != tuple(row):
+            return self.decode(row)
+        held = entry[1]
+        item: MemoryItem = object.__new__(type(held))
+        item.__dict__.update(held.__dict__)  # times, enums and strings are immutable: shared
+        item.sources, item.tags, item.metadata = _json_copy(held.sources), _json_copy(held.tags), _json_copy(held.metadata)
+        return item
+
     def clear(self) -> None:
         with self._lock:
             self._rows = {}
             self.derived = {}
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of decoded JSON (dicts, lists and immutable scalars), key order kept."""
+    if type(value) is dict:
+        return {k: _json_copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_json_copy(v) for v in value]
+    return value
 
 
 def first_expiry(store: Any, flt: Any, after: float) -> float | None:
