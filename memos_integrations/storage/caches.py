@@ -110,14 +110,34 @@ def first_expiry(store: Any, flt: Any, after: float) -> float | None:
     return None if found is None else float(found)
 
 
-def held_speakers(store: Any, limit: int, max_rows: int) -> frozenset[str] | None:
-    """Every ``metadata.speaker`` string any row of ``store`` holds (every state, every time: a
-    superset of any filter's), read once per write token and held on its
-    :class:`DecodedRows` (``derived``); None where nothing can be held (a thread inside a write, a
-    store that cannot tell commits apart), or the cube has more than ``limit`` speakers or ``max_rows``
-    rows (the speakers are read by one scan of every row).
+def held_speaker_map(store: Any, max_rows: int) -> dict[int, str | None] | None:
+    """Each row's speaker (``metadata.speaker`` where it is a non-empty string, else None) by row id,
+    every row of ``store`` (every state, every time), read by one scan per write token and held on its
+    :class:`DecodedRows` (``derived``); None where nothing can be held (a thread inside a write, a store
+    that cannot tell commits apart) or the cube has more than ``max_rows`` rows. Never stale by time
+    passing: it says who said a row, not whether the row is in a filter's scope."""
+    held = getattr(store, "_held", None)
+    if held is None:
+        return None
+    with held() as cache:
+        if cache is None:
+            return None
+        key = ("speaker_of", max_rows)
+        found: dict[int, str | None] | None | bool = cache.derived.get(key, False)
+        if found is False:
+            found = None
+            if store.max_rid() <= max_rows:
+                d, path = store.filter_dialect, store.filter_dialect.path("speaker")
+                rows = store.db.read(f"SELECT rid, {d.type_of('items.metadata')}, {d.text_value('items.metadata')} "
+                                     "FROM items", [path, path])
+                found = {rid: value if kind == "text" and value else None for rid, kind, value in rows}
+            cache.derived[key] = found
+        return found  # type: ignore[return-value]
 
-    A superset never goes stale by time passing (``valid_to``): rows only leave a filter's scope then."""
+
+def held_speakers(store: Any, limit: int, max_rows: int) -> frozenset[str] | None:
+    """Every speaker of :func:`held_speaker_map` (a superset of any filter's), held with it; None where
+    that is, or there are more than ``limit``."""
     held = getattr(store, "_held", None)
     if held is None:
         return None
@@ -126,16 +146,11 @@ def held_speakers(store: Any, limit: int, max_rows: int) -> frozenset[str] | Non
             return None
         key = ("speakers", limit, max_rows)
         found: frozenset[str] | None | bool = cache.derived.get(key, False)
-        if found is False and store.max_rid() > max_rows:
-            found = cache.derived[key] = None
-        elif found is False:
-            d, path = store.filter_dialect, store.filter_dialect.path("speaker")
-            rows = store.db.read(
-                f"SELECT DISTINCT {d.text_value('items.metadata')} FROM items "
-                f"WHERE {d.type_of('items.metadata')} = 'text' LIMIT ?", [path, path, limit + 1])
-            found = frozenset(r[0] for r in rows) if len(rows) <= limit else None
-            cache.derived[key] = found
-        return found  # type: ignore[return-value]
+        if found is False:
+            speaker_of = held_speaker_map(store, max_rows)
+            found = None if speaker_of is None else frozenset(s for s in speaker_of.values() if s is not None)
+            cache.derived[key] = found if found is None or len(found) <= limit else None
+        return cache.derived[key]  # type: ignore[no-any-return]
 
 
 def scope_speakers(store: Any, flt: Any, limit: int) -> frozenset[Any] | None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..items import Kind, MemoryItem
+from ..storage.caches import held_speaker_map
 from . import retrieve as R
 from . import shape_legs as SL
 from .entities import entities
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 Rows = Callable[[Sequence[int]], dict[int, MemoryItem]]
 WORKING = "working"
 _MAX_WORKING = 500  # a session's working memory is bounded (about 20 items); this caps a runaway one
+_MAX_SPEAKER_MAP = 4096  # rows of a cube whose speakers are held by row (one scan per commit); larger: decoded
 
 
 def _similarity(mem: TextualMemory, qvec: np.ndarray | None, rids: Sequence[int]) -> dict[int, float]:
@@ -157,8 +159,12 @@ def working_rids(legs: dict[str, list[int]]) -> set[int]:
 
 def speaker_focus(mem: TextualMemory, scores: dict[int, float], plan: R.SearchPlan, rows: Rows, query: str) -> dict[int, float]:
     """Boost the scored memories said by a person the query names (:func:`.retrieve.apply_speaker`)."""
-    items = rows(list(scores))
-    speaker_of = {rid: s if isinstance(s := it.metadata.get("speaker"), str) and s else None for rid, it in items.items()}
+    held = held_speaker_map(mem.store, _MAX_SPEAKER_MAP)  # who said each row, per commit: no rows decoded
+    if held is not None:
+        speaker_of = {rid: held[rid] for rid in scores if rid in held}
+    else:
+        items = rows(list(scores))
+        speaker_of = {rid: s if isinstance(s := it.metadata.get("speaker"), str) and s else None for rid, it in items.items()}
     named = R.named_speakers(query, {s for s in speaker_of.values() if s})
     return R.apply_speaker(scores, speaker_of, named, plan.speaker_boost)
 

@@ -1,6 +1,7 @@
 """The keyword leg's named pass left out where its output would go unread (speaker_legs.keyword_leg),
-and the scope's speakers held between searches (dense.speakers), issue 13: the same hits as reading
-everything every time, whatever was written, by whom, and when."""
+the scope's speakers (dense.speakers) and each row's speaker (caches.held_speaker_map) held between
+searches, issue 13: the same hits as reading everything every time, whatever was written, by whom,
+and when."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from memos_integrations.storage.caches import held_speakers
+from memos_integrations.storage.caches import held_speaker_map, held_speakers
 from memos_integrations.textual import dense as D
+from memos_integrations.textual import shape as S
 from memos_integrations.textual import speaker_legs as K
 from memos_integrations.textual.filters import MemoryFilter
 from memos_integrations.textual.retrieve import BALANCED, DEEP, MULTIHOP
@@ -67,6 +69,7 @@ def _same_as_always_named(cube: Any, monkeypatch: pytest.MonkeyPatch) -> list[An
     with monkeypatch.context() as m:
         m.setattr(K, "_MAX_SCAN", -1)  # every cube is "too large": the named pass always runs
         m.setattr(D, "speakers", lambda mem, flt, limit: None)
+        m.setattr(S, "held_speaker_map", lambda store, max_rows: None)
         assert _run(cube) == now
     assert any(deferred) and not all(deferred)  # both paths were taken
     return now
@@ -153,3 +156,26 @@ def test_scope_speakers_held_never_stale(cube: Any, monkeypatch: pytest.MonkeyPa
     for n in range(3 * D.MAX_HELD):  # bounded per cube
         _scope(cube, session_id=f"s{n}")
     assert len(store._decoded.derived) <= D.MAX_HELD
+
+
+def test_speaker_map_held_never_stale(cube: Any) -> None:
+    _fill(cube)
+    store = cube.text_mem.store
+
+    def said(item_id: str) -> str | None:
+        rid = store.db.read("SELECT rid FROM items WHERE id = ?", (item_id,))[0][0]
+        return (held_speaker_map(store, 4096) or {}).get(rid, "absent")
+
+    new = cube.add(messages=[{"role": "user", "name": "Priya", "content": "I painted my studio."}], user_id="u1")[0]
+    assert said(new.id) == "Priya"  # this process's write
+    note = cube.add(memory="a note", user_id="u1")[0]
+    assert said(note.id) is None  # no speaker: nobody to boost
+    with sqlite3.connect(store.path) as other:  # another connection renames one, makes another a number
+        other.execute("UPDATE items SET metadata = json_set(metadata, '$.speaker', 'Zoe') WHERE id = ?", (new.id,))
+        other.execute("UPDATE items SET metadata = json_set(metadata, '$.speaker', 7) WHERE id = ?", (note.id,))
+    assert said(new.id) == "Zoe" and said(note.id) is None
+    with store.transaction() as tx:  # inside a write: never what is held
+        tx.execute("UPDATE items SET metadata = json_set(metadata, '$.speaker', 'Ann') WHERE id = ?", (new.id,))
+        assert held_speaker_map(store, 4096) is None
+    assert said(new.id) == "Ann"
+    assert held_speaker_map(store, 5) is None  # more rows than one scan may read: not held
