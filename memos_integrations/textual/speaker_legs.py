@@ -28,8 +28,9 @@ all off in a plain ``SearchPlan``; ``balanced`` and the presets built on it turn
 Measured on the LoCoMo dev split (``benchmarks/bench_retrieval.py``), balanced before -> with the
 first two: R@10 in 400 words 0.775 -> 0.782, category 1 0.475 -> 0.505, no category lower (on
 organised cubes 0.781 -> 0.782, category 1 0.494 -> 0.507, category 4 0.876 -> 0.872: two
-questions' worth); the content prior scores alike at 8, 10 and 12 words. Cost: about 0.7 ms of
-CPU per search (the second BM25 pass, the prior's word counts).
+questions' worth); the content prior scores alike at 8, 10 and 12 words. Cost: none now that
+the named BM25 pass is left out whenever the nameless one replaces it (:func:`keyword_leg`: the
+named pass, whose name matches every turn, was the dearer) and a turn's words are held per text.
 
 Every leg reads with the search's filter narrowed to the named speakers, so scope, ``as_of``,
 lifecycle and deletion hold as for the plain legs: a second user's memories are never read.
