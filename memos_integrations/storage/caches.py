@@ -6,6 +6,12 @@ apiece, more than half of the engine's time). Neither can serve a stale value: t
 cleared when another connection commits and per row when this store rewrites it; a decoded row is
 reused only when the row just read from the database is equal, column for column, to the one it was
 decoded from, so no write path has to remember to invalidate it.
+
+Held with the decoded rows (``DecodedRows.derived``, cleared with them whenever anything commits):
+who said each row (:func:`held_speaker_map`) and the cube's speakers (:func:`held_speakers`), read by
+one scan per commit of a cube of at most a few thousand rows; the speaker boost and the keyword leg
+read them instead of decoding rows (:mod:`memos_integrations.textual.speaker_legs`). A search's hits
+are copies of held rows where the row just read equals the held one (:meth:`DecodedRows.fresh`).
 """
 
 from __future__ import annotations

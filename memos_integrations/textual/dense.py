@@ -14,6 +14,10 @@ and is never used by a clock that reads earlier than when it was filled.
 What is scored is unchanged: the same SQL gives the same candidates in the same order, and the same
 vectors, so results are identical to reading them each time. Stores that cannot say whether anything
 was committed (PostgreSQL: no ``PRAGMA data_version``) and a thread inside a write read every time.
+
+A filter's speakers (:func:`speakers`: the distinct ``metadata.speaker`` values of its rows) are held
+the same way, with the same bounds: the speaker legs ask whether anyone in scope says a name, or anyone
+else speaks, of them instead of SQL.
 """
 
 from __future__ import annotations
