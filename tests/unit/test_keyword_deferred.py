@@ -179,3 +179,13 @@ def test_speaker_map_held_never_stale(cube: Any) -> None:
         assert held_speaker_map(store, 4096) is None
     assert said(new.id) == "Ann"
     assert held_speaker_map(store, 5) is None  # more rows than one scan may read: not held
+
+
+def test_content_words_held_per_text_and_bounded() -> None:
+    from memos_integrations.textual.retrieve import keyword_terms
+
+    short, long = "Bye Caroline, take care of the pottery!", "pottery wheel " * 200
+    before = K._words.cache_info().currsize
+    assert K.content_words(short, {"caroline"}) == len([w for w in keyword_terms(short, None, unique=False) if w != "caroline"])
+    assert K.content_words(long, set()) == 400 and K._words.cache_info().currsize <= before + 1  # long texts: not held
+    assert K._words.cache_info().maxsize == 4096
