@@ -116,6 +116,10 @@ def first_expiry(store: Any, flt: Any, after: float) -> float | None:
     return None if found is None else float(found)
 
 
+#: rows of a cube whose speakers are held by row (:func:`held_speaker_map`, one scan per commit); larger: decoded
+SPEAKER_MAP_ROWS = 4096
+
+
 def held_speaker_map(store: Any, max_rows: int) -> dict[int, str | None] | None:
     """Each row's speaker (``metadata.speaker`` where it is a non-empty string, else None) by row id,
     every row of ``store`` (every state, every time), read by one scan per write token and held on its

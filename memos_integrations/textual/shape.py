@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..items import Kind, MemoryItem
-from ..storage.caches import held_speaker_map
+from ..storage.caches import SPEAKER_MAP_ROWS, held_speaker_map
 from . import retrieve as R
 from . import shape_legs as SL
 from .entities import entities
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 Rows = Callable[[Sequence[int]], dict[int, MemoryItem]]
 WORKING = "working"
 _MAX_WORKING = 500  # a session's working memory is bounded (about 20 items); this caps a runaway one
-_MAX_SPEAKER_MAP = 4096  # rows of a cube whose speakers are held by row (one scan per commit); larger: decoded
 
 
 def _similarity(mem: TextualMemory, qvec: np.ndarray | None, rids: Sequence[int]) -> dict[int, float]:
@@ -159,7 +158,7 @@ def working_rids(legs: dict[str, list[int]]) -> set[int]:
 
 def speaker_focus(mem: TextualMemory, scores: dict[int, float], plan: R.SearchPlan, rows: Rows, query: str) -> dict[int, float]:
     """Boost the scored memories said by a person the query names (:func:`.retrieve.apply_speaker`)."""
-    held = held_speaker_map(mem.store, _MAX_SPEAKER_MAP)  # who said each row, per commit: no rows decoded
+    held = held_speaker_map(mem.store, SPEAKER_MAP_ROWS)  # who said each row, per commit: no rows decoded
     if held is not None:
         speaker_of = {rid: held[rid] for rid in scores if rid in held}
     else:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..storage.caches import held_speakers
+from ..storage.caches import SPEAKER_MAP_ROWS, held_speakers
 from . import dense as D
 from . import expand as E
 from . import retrieve as R
@@ -64,7 +64,7 @@ SPEAKER_KEYWORD = "speaker_keyword"
 _NAMING_WINDOW = 20  # the first pass's best hits of each leg whose speakers the query may name
 _DENSE_WINDOW = 10  # the dense leg's hits that :func:`keyword_leg` reads (expand's naming window, the smaller)
 _MAX_SPEAKERS = 64  # a cube with more speakers than this always runs the named keyword pass
-_MAX_SCAN = 4096  # nor does one with more rows (the speakers are read by one scan per commit)
+_MAX_SCAN = SPEAKER_MAP_ROWS  # nor does one with more rows (the speakers are read by one scan per commit)
 
 
 class Deferred(list):  # type: ignore[type-arg]
@@ -88,7 +88,7 @@ def named_subset(
     first pass ranked, which is when a leg restricted to them matters most.
     """
     top = list(dict.fromkeys(r for hits in scored.values() for r, _ in hits[:_NAMING_WINDOW]))
-    seen = {s for it in mem.store.ranking_rows(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
+    seen = E.speakers_of(mem, top)
     named = R.named_speakers(query, seen)
     # the scope's speakers held between searches (dense.speakers) answer what the two SQL reads below
     # would: a value matches speaker_filter's "$in" when it is that string, "$nin" when it is not a
@@ -127,8 +127,7 @@ def keyword_leg(
     named = R.named_speakers(query, speakers) if speakers else set()
     if named:
         top = [r for r, _ in scored["dense"][:_DENSE_WINDOW]]
-        said = {it.metadata.get("speaker") for it in mem.store.ranking_rows(top).values()}
-        if named <= said:
+        if named <= E.speakers_of(mem, top):
             return Deferred()
     return mem.store.keyword_search(terms, flt, pool)
 

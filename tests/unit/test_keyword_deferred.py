@@ -14,6 +14,7 @@ import pytest
 
 from memos_integrations.storage.caches import held_speaker_map, held_speakers
 from memos_integrations.textual import dense as D
+from memos_integrations.textual import expand as E
 from memos_integrations.textual import shape as S
 from memos_integrations.textual import speaker_legs as K
 from memos_integrations.textual.filters import MemoryFilter
@@ -70,6 +71,7 @@ def _same_as_always_named(cube: Any, monkeypatch: pytest.MonkeyPatch) -> list[An
         m.setattr(K, "_MAX_SCAN", -1)  # every cube is "too large": the named pass always runs
         m.setattr(D, "speakers", lambda mem, flt, limit: None)
         m.setattr(S, "held_speaker_map", lambda store, max_rows: None)
+        m.setattr(E, "held_speaker_map", lambda store, max_rows: None)
         assert _run(cube) == now
     assert any(deferred) and not all(deferred)  # both paths were taken
     return now
