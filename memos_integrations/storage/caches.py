@@ -6,6 +6,12 @@ apiece, more than half of the engine's time). Neither can serve a stale value: t
 cleared when another connection commits and per row when this store rewrites it; a decoded row is
 reused only when the row just read from the database is equal, column for column, to the one it was
 decoded from, so no write path has to remember to invalidate it.
+
+Held with the decoded rows (``DecodedRows.derived``, cleared with them whenever anything commits):
+who said each row (:func:`held_speaker_map`) and the cube's speakers (:func:`held_speakers`), read by
+one scan per commit of a cube of at most a few thousand rows; the speaker boost and the keyword leg
+read them instead of decoding rows (:mod:`memos_integrations.textual.speaker_legs`). A search's hits
+are copies of held rows where the row just read equals the held one (:meth:`DecodedRows.fresh`).
 """
 
 from __future__ import annotations
@@ -69,10 +75,33 @@ class DecodedRows:
             self._rows[rid] = (key, item)
         return item
 
+    def fresh(self, rid: int, row: Sequence[Any]) -> MemoryItem:
+        """The item ``row`` decodes to, as a new object to hand out: a copy of the held item when that
+        was decoded from an equal row (its containers copied too, so a caller who changes them changes
+        nothing held), else decoded. Never stores anything: a row read outside the store's lock could
+        be older than the token the held rows stand for."""
+        entry = self._rows.get(rid)
+        if entry is None or entry[0] != tuple(row):
+            return self.decode(row)
+        held = entry[1]
+        item: MemoryItem = object.__new__(type(held))
+        item.__dict__.update(held.__dict__)  # times, enums and strings are immutable: shared
+        item.sources, item.tags, item.metadata = _json_copy(held.sources), _json_copy(held.tags), _json_copy(held.metadata)
+        return item
+
     def clear(self) -> None:
         with self._lock:
             self._rows = {}
             self.derived = {}
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of decoded JSON (dicts, lists and immutable scalars), key order kept."""
+    if type(value) is dict:
+        return {k: _json_copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_json_copy(v) for v in value]
+    return value
 
 
 def first_expiry(store: Any, flt: Any, after: float) -> float | None:
@@ -85,6 +114,66 @@ def first_expiry(store: Any, flt: Any, after: float) -> float | None:
     where, params = store.where(replace(flt, current=False))
     found = store.db.scalar(f"SELECT MIN(items.valid_to) FROM items WHERE {where} AND items.valid_to > ?", [*params, after])
     return None if found is None else float(found)
+
+
+#: rows of a cube whose speakers are held by row (:func:`held_speaker_map`, one scan per commit); larger: decoded
+SPEAKER_MAP_ROWS = 4096
+
+
+def held_speaker_map(store: Any, max_rows: int) -> dict[int, str | None] | None:
+    """Each row's speaker (``metadata.speaker`` where it is a non-empty string, else None) by row id,
+    every row of ``store`` (every state, every time), read by one scan per write token and held on its
+    :class:`DecodedRows` (``derived``); None where nothing can be held (a thread inside a write, a store
+    that cannot tell commits apart) or the cube has more than ``max_rows`` rows. Never stale by time
+    passing: it says who said a row, not whether the row is in a filter's scope."""
+    held = getattr(store, "_held", None)
+    if held is None:
+        return None
+    with held() as cache:
+        if cache is None:
+            return None
+        key = ("speaker_of", max_rows)
+        found: dict[int, str | None] | None | bool = cache.derived.get(key, False)
+        if found is False:
+            found = None
+            if store.max_rid() <= max_rows:
+                d, path = store.filter_dialect, store.filter_dialect.path("speaker")
+                rows = store.db.read(f"SELECT rid, {d.type_of('items.metadata')}, {d.text_value('items.metadata')} "
+                                     "FROM items", [path, path])
+                found = {rid: value if kind == "text" and value else None for rid, kind, value in rows}
+            cache.derived[key] = found
+        return found  # type: ignore[return-value]
+
+
+def held_speakers(store: Any, limit: int, max_rows: int) -> frozenset[str] | None:
+    """Every speaker of :func:`held_speaker_map` (a superset of any filter's), held with it; None where
+    that is, or there are more than ``limit``."""
+    held = getattr(store, "_held", None)
+    if held is None:
+        return None
+    with held() as cache:
+        if cache is None:
+            return None
+        key = ("speakers", limit, max_rows)
+        found: frozenset[str] | None | bool = cache.derived.get(key, False)
+        if found is False:
+            speaker_of = held_speaker_map(store, max_rows)
+            found = None if speaker_of is None else frozenset(s for s in speaker_of.values() if s is not None)
+            cache.derived[key] = found if found is None or len(found) <= limit else None
+        return cache.derived[key]  # type: ignore[no-any-return]
+
+
+def scope_speakers(store: Any, flt: Any, limit: int) -> frozenset[Any] | None:
+    """The distinct values SQL sees at ``metadata.speaker`` of the rows ``flt`` passes (None for a row
+    without one; a number stays a number), or None when there are more than ``limit``. A speaker
+    condition on ``flt`` (:func:`~memos_integrations.textual.shape_legs.speaker_filter`) matches a row of
+    the scope exactly when it matches one of these values, so "does anyone in scope say X" and "does
+    anyone but X speak" are set lookups. ``flt`` as for :func:`first_expiry`."""
+    where, params = store.where(flt)
+    d, path = store.filter_dialect, store.filter_dialect.path("speaker")
+    rows = store.db.read(f"SELECT DISTINCT {d.value('items.metadata')} FROM items WHERE {where} LIMIT ?",
+                         [path, *params, limit + 1])
+    return frozenset(r[0] for r in rows) if len(rows) <= limit else None
 
 
 class VectorCache:

@@ -292,7 +292,7 @@ class SQLStore(SideTables):
             rows = self.db.read(
                 f"SELECT items.rid, {_SELECT} FROM items WHERE items.rid IN ({marks(len(chunk))}) AND {where}",
                 [*chunk, *params])
-            out.update({row[0]: row_to_item(row[1:]) for row in rows})
+            out.update({row[0]: self._decoded.fresh(row[0], row[1:]) for row in rows})  # caches.DecodedRows.fresh
         return out
 
     def ranking_rows(self, rids: Sequence[int]) -> dict[int, MemoryItem]:

@@ -16,6 +16,10 @@ vectors, so results are identical to reading them each time. "Anything committed
 ``data_version``: SQLite's ``PRAGMA data_version`` plus this store's own transaction counter, and on
 PostgreSQL the server's current snapshot (``pg_current_snapshot()``, which any write commit on the
 server changes). A thread inside a write reads every time.
+
+A filter's speakers (:func:`speakers`: the distinct ``metadata.speaker`` values of its rows) are held
+the same way, with the same bounds: the speaker legs ask whether anyone in scope says a name, or anyone
+else speaks, of them instead of SQL.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendError
-from ..storage.caches import first_expiry
+from ..storage.caches import first_expiry, scope_speakers
 from .index_defer import PendingOverlay
 
 if TYPE_CHECKING:
@@ -41,7 +45,7 @@ _log = logging.getLogger(__name__)
 
 #: filters held per cube, and candidate rows in all (each row holds its vector: 1.5 KB at 384 dimensions, so
 #: a LoCoMo cube is ~0.7 MB and the most a cube holds ~25 MB); past either, everything held is dropped
-MAX_HELD = 8
+MAX_HELD = 16
 MAX_HELD_ROWS = 16_384
 _CHUNK = 50_000
 
@@ -107,7 +111,8 @@ def top(rids: Sequence[int], matrix: Any, qvec: np.ndarray, k: int) -> list[tupl
         return []
     sims = matrix @ qvec
     order = np.argsort(-sims)[:k]
-    return sorted(((rids[i], float(sims[i])) for i in order), key=lambda h: -h[1])
+    # float32 -> float through tolist, as float() converts each: the same numbers, one call
+    return sorted(zip([rids[i] for i in order.tolist()], sims[order].tolist()), key=lambda h: -h[1])
 
 
 def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:
@@ -133,11 +138,43 @@ def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:
         # the rows of those that end first bound the entry: until then no row leaves the candidates
         until = (first_expiry(store, flt, start) if flt.current else None) or float("inf")
         entry = Candidates(rids, matrix, time.time(), until)
-        rows = sum(len(e.rids or ()) for e in cache.derived.values()) + len(rids or ())
+        rows = sum(len(e.rids or ()) for e in cache.derived.values() if isinstance(e, Candidates)) + len(rids or ())
         if len(cache.derived) >= MAX_HELD or rows > MAX_HELD_ROWS:
             cache.derived.clear()
         cache.derived[key] = entry
         return entry
+
+
+@dataclass(frozen=True)
+class Speakers:
+    """A filter's speakers (:func:`~memos_integrations.storage.caches.scope_speakers`) as read at
+    ``since``, trusted as :class:`Candidates` are."""
+
+    values: frozenset[Any] | None
+    since: float
+    until: float
+
+
+def speakers(mem: TextualMemory, flt: MemoryFilter, limit: int) -> frozenset[Any] | None:
+    """The values of ``metadata.speaker`` among ``flt``'s rows (:func:`~.caches.scope_speakers`), held
+    between searches as its candidates are; None where they cannot be held, or there are more than ``limit``."""
+    held = getattr(mem.store, "_held", None)
+    key = _key(flt)
+    if held is None or key is None:
+        return None
+    with held() as cache:
+        if cache is None:
+            return None
+        now = time.time()
+        entry: Speakers | None = cache.derived.get(("speakers", limit, key))
+        if entry is None or not entry.since <= now < entry.until:
+            values = scope_speakers(mem.store, flt, limit)
+            until = (first_expiry(mem.store, flt, now) if flt.current else None) or float("inf")
+            entry = Speakers(values, time.time(), until)
+            if len(cache.derived) >= MAX_HELD:
+                cache.derived.clear()
+            cache.derived[("speakers", limit, key)] = entry
+        return entry.values
 
 
 def _key(flt: MemoryFilter) -> tuple[Any, ...] | None:

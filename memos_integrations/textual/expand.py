@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..storage.caches import SPEAKER_MAP_ROWS, held_speaker_map
 from . import retrieve as R
 
 if TYPE_CHECKING:
@@ -153,9 +154,17 @@ def unnamed(query: str, names: set[str]) -> str:
 def named_in_hits(mem: TextualMemory, query: str, scored: Mapping[str, Sequence[tuple[int, float]]]) -> set[str]:
     """The speakers of the first pass's best hits that ``query`` names."""
     top = list(dict.fromkeys(r for hits in scored.values() for r, _ in hits[:10]))
-    # the rows ranking holds (decoded once per content, current): only their speakers are read
-    speakers = {s for it in mem.store.ranking_rows(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
-    return R.named_speakers(query, speakers)
+    return R.named_speakers(query, speakers_of(mem, top))
+
+
+def speakers_of(mem: TextualMemory, rids: Sequence[int]) -> set[str]:
+    """The speakers (non-empty strings) of the rows ``rids``: from the map held per commit
+    (:func:`~memos_integrations.storage.caches.held_speaker_map`) where it can be, else from the rows
+    ranking holds (decoded once per content, current)."""
+    held = held_speaker_map(mem.store, SPEAKER_MAP_ROWS)
+    if held is not None:
+        return {s for r in rids if (s := held.get(r))}
+    return {s for it in mem.store.ranking_rows(rids).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
 
 
 _NAME_CACHE = 1024  # names are few per cube: a speaker's vector is embedded once per memory object
@@ -209,7 +218,7 @@ def expansion_legs(
     the search's filter ``flt`` (scope holds). Empty when the plan asks for none or nothing was found."""
     legs: dict[str, list[tuple[int, float]]] = {}
     # a "when" question asks the time of one event of the person it names: their name is the point
-    if plan.unnamed_weight > 0 and qvec is not None and scored and not R.time_hint(query).asks_when:
+    if plan.unnamed_weight > 0 and qvec is not None and scored and not R._WHEN.match(query):  # time_hint's asks_when
         if plan.unnamed_mode == "embed":
             text = without_speakers(mem, query, scored)
             if text is not None:

@@ -398,7 +398,7 @@ class TextualMemory:
             if qvec is not None:
                 scored["dense"] = self._dense(qvec, flt, pool)
             if plan.keyword and terms:
-                scored["keyword"] = self.store.keyword_search(terms, flt, pool)
+                scored["keyword"] = K.keyword_leg(self, plan, dense_text, terms, flt, pool, scored)
             scored.update(S.extra_legs(self, plan, query, qvec, flt, pool, session))
             scored.update(E.expansion_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
             scored.update(K.speaker_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..items import Kind, MemoryItem
+from ..storage.caches import SPEAKER_MAP_ROWS, held_speaker_map
 from . import retrieve as R
 from . import shape_legs as SL
 from .entities import entities
@@ -157,9 +158,13 @@ def working_rids(legs: dict[str, list[int]]) -> set[int]:
 
 def speaker_focus(mem: TextualMemory, scores: dict[int, float], plan: R.SearchPlan, rows: Rows, query: str) -> dict[int, float]:
     """Boost the scored memories said by a person the query names (:func:`.retrieve.apply_speaker`)."""
-    items = rows(list(scores))
-    speaker_of = {rid: _speaker(it) for rid, it in items.items()}
-    named = R.named_speakers(query, [s for s in speaker_of.values() if s])
+    held = held_speaker_map(mem.store, SPEAKER_MAP_ROWS)  # who said each row, per commit: no rows decoded
+    if held is not None:
+        speaker_of = {rid: held[rid] for rid in scores if rid in held}
+    else:
+        items = rows(list(scores))
+        speaker_of = {rid: s if isinstance(s := it.metadata.get("speaker"), str) and s else None for rid, it in items.items()}
+    named = R.named_speakers(query, {s for s in speaker_of.values() if s})
     return R.apply_speaker(scores, speaker_of, named, plan.speaker_boost)
 
 
@@ -169,8 +174,3 @@ def cap_sessions(order: list[int], rows: Rows, cap: int, window: int) -> list[in
     items = rows(head)
     capped = R.cap_per_group(head, {rid: it.session_id for rid, it in items.items()}, cap)
     return capped + order[window:]
-
-
-def _speaker(item: MemoryItem) -> str | None:
-    speaker = item.metadata.get("speaker")
-    return speaker if isinstance(speaker, str) and speaker else None

@@ -28,8 +28,9 @@ all off in a plain ``SearchPlan``; ``balanced`` and the presets built on it turn
 Measured on the LoCoMo dev split (``benchmarks/bench_retrieval.py``), balanced before -> with the
 first two: R@10 in 400 words 0.775 -> 0.782, category 1 0.475 -> 0.505, no category lower (on
 organised cubes 0.781 -> 0.782, category 1 0.494 -> 0.507, category 4 0.876 -> 0.872: two
-questions' worth); the content prior scores alike at 8, 10 and 12 words. Cost: about 0.7 ms of
-CPU per search (the second BM25 pass, the prior's word counts).
+questions' worth); the content prior scores alike at 8, 10 and 12 words. Cost: none now that
+the named BM25 pass is left out whenever the nameless one replaces it (:func:`keyword_leg`: the
+named pass, whose name matches every turn, was the dearer) and a turn's words are held per text.
 
 Every leg reads with the search's filter narrowed to the named speakers, so scope, ``as_of``,
 lifecycle and deletion hold as for the plain legs: a second user's memories are never read.
@@ -37,12 +38,15 @@ lifecycle and deletion hold as for the plain legs: a second user's memories are 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..storage.caches import SPEAKER_MAP_ROWS, held_speakers
+from . import dense as D
 from . import expand as E
 from . import retrieve as R
 from . import shape as S
@@ -58,6 +62,14 @@ if TYPE_CHECKING:
 SPEAKER_DENSE = "speaker_dense"
 SPEAKER_KEYWORD = "speaker_keyword"
 _NAMING_WINDOW = 20  # the first pass's best hits of each leg whose speakers the query may name
+_DENSE_WINDOW = 10  # the dense leg's hits that :func:`keyword_leg` reads (expand's naming window, the smaller)
+_MAX_SPEAKERS = 64  # a cube with more speakers than this always runs the named keyword pass
+_MAX_SCAN = SPEAKER_MAP_ROWS  # nor does one with more rows (the speakers are read by one scan per commit)
+
+
+class Deferred(list):  # type: ignore[type-arg]
+    """The keyword leg of a search whose named pass :func:`keyword_leg` left out: empty until
+    :func:`speaker_legs` replaces it with the nameless pass (or, should that not apply, the named one)."""
 
 
 def leg_weights(plan: R.SearchPlan) -> dict[str, float]:
@@ -76,14 +88,48 @@ def named_subset(
     first pass ranked, which is when a leg restricted to them matters most.
     """
     top = list(dict.fromkeys(r for hits in scored.values() for r, _ in hits[:_NAMING_WINDOW]))
-    seen = {s for it in mem.store.ranking_rows(top).values() if isinstance(s := it.metadata.get("speaker"), str) and s}
+    seen = E.speakers_of(mem, top)
     named = R.named_speakers(query, seen)
+    # the scope's speakers held between searches (dense.speakers) answer what the two SQL reads below
+    # would: a value matches speaker_filter's "$in" when it is that string, "$nin" when it is not a
+    # string or none of them (a row without a speaker is someone else)
+    scope = D.speakers(mem, flt, _MAX_SPEAKERS)
     for name in R.named_speakers(query, [n for n in entities(query) if n not in seen]):
-        if mem.store.candidate_rids(speaker_filter(flt, [name]), 1):
+        if name in scope if scope is not None else mem.store.candidate_rids(speaker_filter(flt, [name]), 1):
             named.add(name)
-    if not named or not mem.store.candidate_rids(_said(flt, {"$nin": sorted(named)}), 1):
+    if not named:
         return set()
-    return named
+    if scope is not None:
+        return named if any(not isinstance(v, str) or v not in named for v in scope) else set()
+    return named if mem.store.candidate_rids(_said(flt, {"$nin": sorted(named)}), 1) else set()
+
+
+def keyword_leg(
+    mem: TextualMemory, plan: R.SearchPlan, query: str, terms: Sequence[str], flt: MemoryFilter, pool: int,
+    scored: Mapping[str, Sequence[tuple[int, float]]],
+) -> list[tuple[int, float]]:
+    """The keyword leg's first pass (BM25 of ``terms``), or :class:`Deferred` where its output would be
+    thrown away unread: a plan with ``keyword_unnamed`` replaces it by the nameless pass whenever the
+    query names some speakers in scope (:func:`named_subset`), and on a LoCoMo cube the named pass
+    costs the most (the name matches every turn, so BM25 ranks them all: 0.5 ms of a 1.7 ms search).
+
+    Its one other reader is who is named: the speakers of each leg's best hits that the query names
+    (:func:`named_subset`, :func:`.expand.named_in_hits`). Those are the same without it when every
+    speaker of the cube whose name the query gives (:func:`~memos_integrations.storage.caches.held_speakers`,
+    a superset of any scope's) already speaks in the dense leg's best ``_DENSE_WINDOW``, since a leg
+    adds only speakers in scope and :func:`.retrieve.named_speakers` judges each name alone. Then the
+    named set is exact, and :func:`speaker_legs` runs the named pass after all if it ends up unused
+    (everyone in scope named). Plans with feedback passes read the whole first pass: never deferred.
+    """
+    if not plan.keyword_unnamed or plan.feedback_docs > 0 or "dense" not in scored:
+        return mem.store.keyword_search(terms, flt, pool)
+    speakers = held_speakers(mem.store, _MAX_SPEAKERS, _MAX_SCAN)
+    named = R.named_speakers(query, speakers) if speakers else set()
+    if named:
+        top = [r for r, _ in scored["dense"][:_DENSE_WINDOW]]
+        if named <= E.speakers_of(mem, top):
+            return Deferred()
+    return mem.store.keyword_search(terms, flt, pool)
 
 
 def speaker_legs(
@@ -93,12 +139,10 @@ def speaker_legs(
     """The speaker legs the plan asks for (module doc), from the first pass's legs ``scored``; each
     reads with ``flt`` narrowed to the named speakers. Empty when the query names nobody (or everybody)."""
     wanted = plan.speaker_dense_weight > 0 or plan.speaker_keyword_weight > 0 or plan.keyword_unnamed
-    if not wanted or not scored:
-        return {}
-    named = named_subset(mem, query, flt, scored)
-    if not named:
-        return {}
-    theirs = speaker_filter(flt, sorted(named))
+    deferred = isinstance(scored.get("keyword"), Deferred)
+    named = named_subset(mem, query, flt, scored) if wanted and scored else set()
+    if not named:  # the named pass is the keyword leg after all
+        return {"keyword": mem.store.keyword_search(terms, flt, pool)} if deferred else {}
     legs: dict[str, list[tuple[int, float]]] = {}
     drop = {w for n in named for w in R.keyword_terms(n, None)}
     if plan.keyword_unnamed and "keyword" in scored:
@@ -106,11 +150,11 @@ def speaker_legs(
         legs["keyword"] = mem.store.keyword_search(words, flt, pool) if words else []
     if plan.speaker_dense_weight > 0 and qvec is not None:
         names = np.stack([E.name_vector(mem, n) for n in sorted(named)])
-        legs[SPEAKER_DENSE] = mem._dense(E.without_directions(qvec, names), theirs, pool)
+        legs[SPEAKER_DENSE] = mem._dense(E.without_directions(qvec, names), speaker_filter(flt, sorted(named)), pool)
     if plan.speaker_keyword_weight > 0:
         words = [t for t in terms if t not in drop]
         if words:
-            legs[SPEAKER_KEYWORD] = mem.store.keyword_search(words, theirs, pool)
+            legs[SPEAKER_KEYWORD] = mem.store.keyword_search(words, speaker_filter(flt, sorted(named)), pool)
     return legs
 
 
@@ -175,7 +219,18 @@ def content_words(text: str, names: set[str]) -> int:
         >>> content_words("Bye Caroline. I'm here for you. Take care of yourself.", {"caroline"})
         4
     """
-    return sum(1 for w in R.keyword_terms(text, None, unique=False) if w not in names)
+    return sum(1 for w in (_words(text) if len(text) <= _WORDS_HELD_CHARS else R.keyword_terms(text, None, unique=False))
+               if w not in names)
+
+
+_WORDS_HELD_CHARS = 2_000  # longer texts are rare among dialogue turns; their words are not held
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    """A text's content words with repeats (:func:`.retrieve.keyword_terms`), held per text: the
+    content prior reads the same turns' words in search after search (a pure function: never stale)."""
+    return tuple(R.keyword_terms(text, None, unique=False))
 
 
 def content_prior(
