@@ -360,8 +360,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--query-precision", default="int8", choices=["int8", "fp32"],
                    help="how MiniLM embeds search queries: int8 (half the CPU; stored vectors stay fp32) or fp32")
     s.add_argument("--embed-process", action=argparse.BooleanOptionalAction, default=None,
-                   help="embed queries and single adds in a child process, off the server's GIL (default: off; "
-                        "no gain measured on 2 cores)")
+                   help="embed queries and single adds in a child process, off the server's GIL (default: on where "
+                        "torch is installed)")
     s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("organize", help="partitions, topic summaries, session episodes and links (incremental)")
     s.add_argument("cube")

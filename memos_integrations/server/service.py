@@ -76,14 +76,18 @@ def default_cube_name(user: str) -> str:
 
 
 def embed_process_default() -> bool:
-    """Whether ``memcube serve`` embeds in a child process unless told (``--embed-process``): not by default.
+    """Whether ``memcube serve`` embeds in a child process unless told (``--embed-process``): where torch is
+    installed.
 
-    The child takes the embedding's Python glue off the requests' GIL, but on the 2-core development
-    machine twelve back-to-back runs at 200 searches/s showed no throughput gain (127 against 128/s on
-    average; docs/service.md) for about 365 MiB more memory; it is for a server with cores to spare
-    (turn it on and measure there). Only the torch backend gains: numpy's pass is a few large BLAS calls.
+    The child takes the embedding's Python glue off the requests' GIL: on the quiet 2-core development
+    machine, 50 users at 200 offered searches/s, one process served 124-133 searches/s and the child
+    162-181/s (docs/service.md), for about 365 MiB more memory. When the machine is saturated by other
+    work the gain disappears (CPU, not the GIL, is then the limit). Only the torch backend gains: numpy's
+    pass is a few large BLAS calls.
     """
-    return False
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def serving_embedder(home: str | Path, query_precision: str = "int8", embed_process: bool = False) -> Any:

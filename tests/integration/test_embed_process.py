@@ -48,12 +48,12 @@ def served(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None, emb
     e.close()
 
 
-def test_serve_embeds_in_a_child_when_asked(served: Any) -> None:
+def test_serve_embeds_in_a_child_by_default_where_torch_is(served: Any) -> None:
     from memos_integrations.cli import parser
 
-    assert not embed_process_default()  # opt-in: no measured gain on two cores (docs/service.md)
+    assert embed_process_default()  # torch is installed here
     assert parser().parse_args(["serve", "--home", "h"]).embed_process is None  # None: the default above
-    assert parser().parse_args(["serve", "--home", "h", "--embed-process"]).embed_process is True
+    assert parser().parse_args(["serve", "--home", "h", "--no-embed-process"]).embed_process is False
     assert isinstance(served, BatchedEmbedder) and served.process is not None
     assert served.batcher._embed_many == served.process.embed_queries  # the batches go to the child
     assert served.doc_batcher is not None and served.doc_batcher._embed_many == served.process.embed_documents
