@@ -120,47 +120,49 @@ def first_expiry(store: Any, flt: Any, after: float) -> float | None:
 SPEAKER_MAP_ROWS = 4096
 
 
-def held_speaker_map(store: Any, max_rows: int) -> dict[int, str | None] | None:
-    """Each row's speaker (``metadata.speaker`` where it is a non-empty string, else None) by row id,
-    every row of ``store`` (every state, every time), read by one scan per write token and held on its
-    :class:`DecodedRows` (``derived``); None where nothing can be held (a thread inside a write, a store
-    that cannot tell commits apart) or the cube has more than ``max_rows`` rows. Never stale by time
-    passing: it says who said a row, not whether the row is in a filter's scope."""
+def held_value(store: Any, key: Hashable, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s value, held on ``store``'s :class:`DecodedRows` (``derived``) under ``key`` until
+    anything commits; None where nothing can be held (a store without them, a thread inside a write).
+    ``compute`` runs under the store's connection lock, so it may read the store and other held values."""
     held = getattr(store, "_held", None)
     if held is None:
         return None
     with held() as cache:
         if cache is None:
             return None
-        key = ("speaker_of", max_rows)
-        found: dict[int, str | None] | None | bool = cache.derived.get(key, False)
-        if found is False:
-            found = None
-            if store.max_rid() <= max_rows:
-                d, path = store.filter_dialect, store.filter_dialect.path("speaker")
-                rows = store.db.read(f"SELECT rid, {d.type_of('items.metadata')}, {d.text_value('items.metadata')} "
-                                     "FROM items", [path, path])
-                found = {rid: value if kind == "text" and value else None for rid, kind, value in rows}
-            cache.derived[key] = found
-        return found  # type: ignore[return-value]
+        if key not in cache.derived:
+            cache.derived[key] = compute()
+        return cache.derived[key]
+
+
+def held_speaker_map(store: Any, max_rows: int) -> dict[int, str | None] | None:
+    """Each row's speaker (``metadata.speaker`` where it is a non-empty string, else None) by row id,
+    every row of ``store`` (every state, every time), read by one scan per write token and held
+    (:func:`held_value`); None where nothing can be held (a thread inside a write, a store that cannot
+    tell commits apart) or the cube has more than ``max_rows`` rows. Never stale by time passing: it
+    says who said a row, not whether the row is in a filter's scope."""
+
+    def scan() -> dict[int, str | None] | None:
+        if store.max_rid() > max_rows:
+            return None
+        d, path = store.filter_dialect, store.filter_dialect.path("speaker")
+        rows = store.db.read(f"SELECT rid, {d.type_of('items.metadata')}, {d.text_value('items.metadata')} "
+                             "FROM items", [path, path])
+        return {rid: value if kind == "text" and value else None for rid, kind, value in rows}
+
+    return held_value(store, ("speaker_of", max_rows), scan)  # type: ignore[no-any-return]
 
 
 def held_speakers(store: Any, limit: int, max_rows: int) -> frozenset[str] | None:
     """Every speaker of :func:`held_speaker_map` (a superset of any filter's), held with it; None where
     that is, or there are more than ``limit``."""
-    held = getattr(store, "_held", None)
-    if held is None:
-        return None
-    with held() as cache:
-        if cache is None:
-            return None
-        key = ("speakers", limit, max_rows)
-        found: frozenset[str] | None | bool = cache.derived.get(key, False)
-        if found is False:
-            speaker_of = held_speaker_map(store, max_rows)
-            found = None if speaker_of is None else frozenset(s for s in speaker_of.values() if s is not None)
-            cache.derived[key] = found if found is None or len(found) <= limit else None
-        return cache.derived[key]  # type: ignore[no-any-return]
+
+    def collect() -> frozenset[str] | None:
+        speaker_of = held_speaker_map(store, max_rows)
+        found = None if speaker_of is None else frozenset(s for s in speaker_of.values() if s is not None)
+        return found if found is None or len(found) <= limit else None
+
+    return held_value(store, ("speakers", limit, max_rows), collect)  # type: ignore[no-any-return]
 
 
 def scope_speakers(store: Any, flt: Any, limit: int) -> frozenset[Any] | None:
