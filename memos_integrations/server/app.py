@@ -32,6 +32,7 @@ from ..textual.index_defer import defer_writes
 from . import errors, models
 from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
+from .ids import check_path_ids
 from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
@@ -81,7 +82,9 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         _k: Annotated[Any, Depends(_api_key)] = None,
     ) -> Principal:
         # async: a cached key costs no hop to the worker-thread pool (only the route itself runs there)
-        return await authenticator.authenticate_async(request.headers)
+        who = await authenticator.authenticate_async(request.headers)
+        check_path_ids(request.path_params)  # every /v1 route: an id in the path is bounded as a body id
+        return who
 
     Auth = Annotated[Principal, Depends(principal)]
     CubeQ = Annotated[str | None, Query(min_length=1, max_length=256, description="default: your default cube")]

@@ -38,6 +38,7 @@ from ..errors import (
     require,
 )
 from ..items import MemoryItem
+from .ids import MAX_NAME_CHARS, check_id
 
 require("mcp", "server")
 
@@ -135,7 +136,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         def add(user: str, agent: str | None) -> dict[str, Any]:
             from .service import default_cube  # the same default cube the REST routes write to
 
-            target = cube_id or default_cube(mos, user, create=True)
+            target = check_id(cube_id, "cube_id", MAX_NAME_CHARS) or default_cube(mos, user, create=True)
             extra = {"agent_id": agent} if agent is not None else {}  # an agent's key writes under its agent
             items = mos.add(memory_content=text, mem_cube_id=target, user_id=user, session_id=session_id,
                             tags=list(tags or ()), metadata=dict(metadata or {}), **extra)
@@ -152,6 +153,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         session_id: Annotated[str | None, Field(description="Only memories from this conversation.")] = None,
     ) -> dict[str, Any]:
         def search(user: str) -> dict[str, Any]:
+            check_id(cube_id, "cube_id", MAX_NAME_CHARS)
             kw: dict[str, Any] = {"session_id": session_id} if session_id is not None else {}
             found = mos.search(query, user_id=user, install_cube_ids=[cube_id] if cube_id else None, top_k=k, **kw)
             hits = [(g["cube_id"], h) for g in found["text_mem"] for h in g["memories"]]
@@ -238,7 +240,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
                      description="Counts of a cube's memories by state and kind, versions, edges and users.")
     async def cube_stats(cube_id: str, ctx: Context) -> str:
         def stats(user: str) -> dict[str, Any]:
-            out = dict(mos.cube(cube_id, user_id=user).stats())
+            out = dict(mos.cube(check_id(cube_id, "cube_id", MAX_NAME_CHARS), user_id=user).stats())
             out.pop("path", None)  # the server's file layout is not the client's business
             return out
 
@@ -264,6 +266,7 @@ def _item(item: MemoryItem) -> dict[str, Any]:
 
 
 def _history(mos: Any, user: str, memory_id: str, cube_id: str | None) -> list[dict[str, Any]]:
+    _bounded(memory_id, cube_id)
     found = cube_id or _locate(mos, user, memory_id, None)[0]
     return [_item(v) for v in mos.cube(found, user_id=user).history(memory_id)]
 
@@ -273,6 +276,7 @@ def _locate(mos: Any, user: str, memory_id: str, cube_id: str | None) -> tuple[s
 
     Every lookup is ``MOS.get`` as ``user``, so MOS checks (and audits) access for each cube.
     """
+    _bounded(memory_id, cube_id)
     if cube_id:
         return cube_id, mos.get(cube_id, memory_id, user_id=user)
     for entry in mos.list_cubes(user):
@@ -281,6 +285,12 @@ def _locate(mos: Any, user: str, memory_id: str, cube_id: str | None) -> tuple[s
         except ItemNotFoundError:
             continue
     raise ItemNotFoundError(f"no memory {memory_id!r} in the cubes you can read; find ids with search_memory")
+
+
+def _bounded(memory_id: str, cube_id: str | None) -> None:
+    """The REST routes' id bounds (:mod:`.ids`), before any cube is read."""
+    check_id(memory_id, "memory_id")
+    check_id(cube_id, "cube_id", MAX_NAME_CHARS)
 
 
 def _message(exc: MemosError) -> str:

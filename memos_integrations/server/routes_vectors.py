@@ -32,14 +32,13 @@ from ..storage import staged_writes
 from ..storage.staged_writes import StagedWrites, StagingFullError
 from .auth import Principal
 from .errors import ERRORS, RateLimitedError
+from .ids import MAX_ID_CHARS
 from .json_body import StrictJSONRoute
 from .limits import Limits
 from .models import ErrorOut
 from .service import Service, item_json
 
 _Id = Annotated[str | None, Field(default=None, min_length=1, max_length=256)]
-#: the longest document, node or ref-doc id the service takes (LangChain's and LlamaIndex's are uuids)
-MAX_ID_CHARS = 512
 _ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
 

