@@ -16,8 +16,10 @@ shape check: a reply whose header or length is not exactly what was asked for is
 
 Failure: a child that dies, hangs (no reply within ``timeout``) or answers garbage fails the call in
 flight with :class:`EmbedProcessError` (a :class:`BackendError`: retry); the child is killed and the
-next call starts a fresh one. A child that cannot start (a bad model directory) fails
-:meth:`EmbedProcess.start` with the child's own reason, never a hang. The child ignores SIGINT and
+next call starts a fresh one, unless children died :data:`DEATHS` times within :data:`DEATH_WINDOW_S`
+s: then calls fail at once with :class:`EmbedProcessUnavailableError` (a 503) for :data:`BACKOFF_S` s
+(logged) and one child is tried after that, so a child that keeps dying costs no model load per request.
+A child that cannot start (a bad model directory) fails :meth:`EmbedProcess.start` with the child's own reason, never a hang. The child ignores SIGINT and
 SIGTERM (a Ctrl-C or a ``kill`` of the process group reaches it too, and it must keep answering while
 its parent drains its requests) and exits when its socket closes: on :meth:`EmbedProcess.close`, or when
 its parent dies, so it never outlives the service.
@@ -50,6 +52,10 @@ _LENGTH = struct.Struct(">I")
 _MAX_HEADER = 64 * 1024
 #: the largest request the child reads (the batcher sends at most 32 texts of at most 4096 characters)
 _MAX_REQUEST = 64 * 1024 * 1024
+#: a child that died this many times within ``DEATH_WINDOW_S`` seconds is not restarted for ``BACKOFF_S`` s
+DEATHS = 3
+DEATH_WINDOW_S = 30.0
+BACKOFF_S = 5.0
 _CHILD = "import sys; sys.path[0] = sys.argv[1]; from memos_integrations.textual.embed_process import main; main()"
 
 
@@ -60,6 +66,11 @@ class EmbedProcessError(BackendError):
     alone, as a retry would first restart the child (seconds) while every other search waits."""
 
     whole_batch = True
+
+
+class EmbedProcessUnavailableError(EmbedProcessError):
+    """The child died :data:`DEATHS` times within :data:`DEATH_WINDOW_S` s: calls fail at once (the service's
+    503) for :data:`BACKOFF_S` s instead of starting a child (seconds of model loading) per call."""
 
 
 def _send(sock: socket.socket, payload: bytes) -> None:
@@ -169,6 +180,8 @@ class EmbedProcess:
         self.requests = 0
         self.starts = 0
         self.child_busy_s = 0.0
+        self._deaths: list[float] = []  # when children died (monotonic), for the backoff
+        self._rest_until = 0.0
 
     @classmethod
     def like(cls, embedder: Any, **kw: Any) -> EmbedProcess:
@@ -208,6 +221,7 @@ class EmbedProcess:
             raise EmbedProcessError("the embedding process is closed (the service is shutting down); retry the request")
         if self._proc is not None:
             return
+        self._check_rest()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         config = {"model_dir": str(self.model_dir), "backend": self.backend, "query_precision": self.query_precision,
                   "batch_size": self.batch_size, "threads": self.threads, "fd": child.fileno()}
@@ -233,11 +247,11 @@ class EmbedProcess:
             hello = _recv(self._sock, _MAX_HEADER, time.monotonic() + self.start_timeout)
             info = json.loads(hello) if hello is not None else None
         except (OSError, ValueError) as exc:  # socket.timeout is an OSError
-            self._stop(0)
+            self._died()
             raise EmbedProcessError(f"the embedding process did not start within {self.start_timeout:g} s ({exc}); "
                                     "serve with --no-embed-process to embed in the serving process") from exc
         if not isinstance(info, dict) or info.get("ok") is not True or info.get("dim") != self.dimension:
-            self._stop(0)
+            self._died()
             why = info.get("error") if isinstance(info, dict) else "it exited before saying it was ready"
             raise EmbedProcessError(f"the embedding process could not load MiniLM from {self.model_dir}: {why}; check "
                                     "the model, or serve with --no-embed-process")
@@ -286,7 +300,7 @@ class EmbedProcess:
             try:
                 vectors, header = decode_reply(reply, len(texts), self.dimension)
             except EmbedProcessError:
-                self._stop(0)  # a child that sends garbage is not trusted with the next call
+                self._died()  # a child that sends garbage is not trusted with the next call
                 raise
             self.requests += 1
             seconds = header.get("s")
@@ -295,11 +309,31 @@ class EmbedProcess:
 
     def _fail(self, why: str, cause: BaseException | None) -> NoReturn:
         code = self._proc.poll() if self._proc is not None else None
-        self._stop(0)
+        self._died()
         error = EmbedProcessError(f"the embedding process stopped answering: {why}"
                                   f"{f', exit status {code}' if code is not None else ''}; it is restarted on the next "
                                   "call: retry the request")
         raise error from cause
+
+    # -- a child that keeps dying ---------------------------------------------------------------------------
+    def _died(self) -> None:
+        """Stop the child that failed and count its death; the third within the window starts a rest."""
+        self._stop(0)
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < DEATH_WINDOW_S][-DEATHS:] + [now]
+        if len(self._deaths) >= DEATHS:
+            self._rest_until = now + BACKOFF_S
+            _log.warning("the embedding process died %d times within %g s; backing off: calls fail at once for %g s, "
+                         "then one new child is tried (see the errors above for why it dies)",
+                         len(self._deaths), DEATH_WINDOW_S, BACKOFF_S)
+
+    def _check_rest(self) -> None:
+        """Fail at once while resting after repeated deaths (no child is started)."""
+        left = self._rest_until - time.monotonic()
+        if left > 0:
+            raise EmbedProcessUnavailableError(
+                f"the embedding process died {len(self._deaths)} times within {DEATH_WINDOW_S:g} s, so none is started "
+                f"for {BACKOFF_S:g} s (the service log says why it dies): retry in {left:.1f} s")
 
     def cpu_seconds(self) -> float:
         """The running child's user + system CPU seconds so far (0 when none runs); Linux ``/proc`` or psutil."""

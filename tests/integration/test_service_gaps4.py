@@ -83,3 +83,34 @@ async def test_mcp_tools_refuse_an_over_long_memory_id(svc: Svc) -> None:
             assert r.is_error and "InvalidInputError: memory_id is 600" in text and "at most 512" in text, (tool, text)
         r = await client.call_tool("get_memory", {"memory_id": "m1", "cube_id": "c" * 300})
         assert r.is_error and "at most 256" in r.content[0].text  # type: ignore[union-attr]
+
+
+# -- 5. an embedding child that keeps dying ------------------------------------------------------------
+def test_a_child_that_keeps_dying_at_start_is_backed_off_then_tried_again(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import sys
+    import time
+
+    from memos_integrations.errors import BackendError
+    from memos_integrations.textual import embed_process as ep
+
+    monkeypatch.setattr(ep, "BACKOFF_S", 0.5)
+    process = ep.EmbedProcess(tmp_path, threads=None, start_timeout=10)
+    process.argv = [sys.executable, "-c", "import sys; sys.exit(3)"]  # dies before saying it is ready
+    for _ in range(ep.DEATHS):
+        with pytest.raises(BackendError, match="could not load"):
+            process.embed_queries(["a"])
+    assert process.starts == ep.DEATHS
+    began = time.monotonic()
+    with pytest.raises(ep.EmbedProcessUnavailableError, match="retry in") as caught:
+        process.embed_queries(["a"])  # fails fast: no fourth child
+    assert time.monotonic() - began < 0.2 and process.starts == ep.DEATHS
+    assert isinstance(caught.value, BackendError)  # the service's 503
+    assert any("backing off" in r.getMessage() for r in caplog.records)
+    time.sleep(0.6)
+    with pytest.raises(BackendError, match="could not load"):
+        process.embed_queries(["a"])  # the rest is over: one more try
+    assert process.starts == ep.DEATHS + 1
+    with pytest.raises(ep.EmbedProcessUnavailableError):
+        process.embed_queries(["a"])  # and it died again within the window: resting again at once
+    process.close()
