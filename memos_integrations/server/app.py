@@ -28,6 +28,7 @@ from ..errors import BackendError, InvalidInputError, ItemNotFoundError, MemosEr
 from ..mos import MOS
 from ..storage.keys import KeyStore
 from ..storage.rate_limits import RateBuckets
+from ..textual import cache_scope
 from ..textual.index_defer import defer_writes
 from . import errors, models
 from .auth import Authenticator, Principal, token_of
@@ -84,6 +85,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         # async: a cached key costs no hop to the worker-thread pool (only the route itself runs there)
         who = await authenticator.authenticate_async(request.headers)
         check_path_ids(request.path_params)  # every /v1 route: an id in the path is bounded as a body id
+        cache_scope.enter(who.user_id)  # this request's query vectors are cached for this user only
         return who
 
     Auth = Annotated[Principal, Depends(principal)]

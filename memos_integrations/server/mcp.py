@@ -38,6 +38,7 @@ from ..errors import (
     require,
 )
 from ..items import MemoryItem
+from ..textual import cache_scope
 from .ids import MAX_NAME_CHARS, check_id
 
 require("mcp", "server")
@@ -118,9 +119,10 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
     async def call(ctx: Context, fn: Callable[..., Any], *args: Any, with_agent: bool = False, **kw: Any) -> Any:
         try:
             user, agent = await in_thread(_who, resolve_user, ctx.headers)  # the key store may wait for a lock
-            if with_agent:
-                return await in_thread(fn, user, agent, *args, **kw)
-            return await in_thread(fn, user, *args, **kw)
+            with cache_scope.scoped(user):  # query vectors cached for this user only
+                if with_agent:
+                    return await in_thread(fn, user, agent, *args, **kw)
+                return await in_thread(fn, user, *args, **kw)
         except MemosError as exc:
             raise ToolError(_message(exc)) from exc
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, MemosError
+from . import cache_scope
 
 #: texts at most this many times longer (in characters, plus a little slack) than the shortest of
 #: their group share one call; padding a batch to its longest text costs every text in it that much
@@ -191,20 +192,20 @@ class _LRU:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._data: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, text: str) -> np.ndarray | None:
+    def get(self, key: tuple[str, str]) -> np.ndarray | None:
         with self._lock:
-            found = self._data.get(text)
+            found = self._data.get(key)
             if found is not None:
-                self._data.move_to_end(text)
+                self._data.move_to_end(key)
             return found
 
-    def put(self, text: str, vector: np.ndarray) -> None:
+    def put(self, key: tuple[str, str], vector: np.ndarray) -> None:
         with self._lock:
-            self._data[text] = vector
-            self._data.move_to_end(text)
+            self._data[key] = vector
+            self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
 
@@ -251,11 +252,12 @@ class BatchedEmbedder:
         return self.inner.embed_documents(texts)  # type: ignore[no-any-return]
 
     def embed_query(self, text: str) -> np.ndarray:
-        found = self._cache.get(text)
+        key = (cache_scope.current(), text)  # per user: another user's search never answers sooner (timing)
+        found = self._cache.get(key)
         if found is not None:
             return found
         vector = self.inner.embed_query(text) if len(text) > _SHARED_MAX_CHARS else self.batcher.embed(text)
-        self._cache.put(text, vector)
+        self._cache.put(key, vector)
         return vector
 
     def clear_query_cache(self) -> None:

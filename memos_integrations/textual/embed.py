@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import EmbedderConfig, secret
 from ..errors import EmbedderMismatchError, InvalidInputError, MissingExtraError
+from . import cache_scope
 
 _PROBE = "memos-integrations embedder fingerprint probe: the quick brown fox."
 
@@ -93,19 +94,20 @@ class _QueryCache:
         from collections import OrderedDict
 
         self.size = size
-        self.data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.data: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.lock = threading.Lock()
 
     def get(self, text: str, compute: Any) -> np.ndarray:
+        key = (cache_scope.current(), text)  # per user: another user's search never answers sooner (timing)
         with self.lock:
-            found = self.data.get(text)
+            found = self.data.get(key)
             if found is not None:
-                self.data.move_to_end(text)
+                self.data.move_to_end(key)
                 return found
         value = compute(text)  # outside the lock: two threads may both compute a new text, never wait on each other
         with self.lock:
-            self.data[text] = value
-            self.data.move_to_end(text)
+            self.data[key] = value
+            self.data.move_to_end(key)
             while len(self.data) > self.size:
                 self.data.popitem(last=False)
         return value  # type: ignore[no-any-return]
@@ -503,7 +505,9 @@ class _ViewCache:
 
     @staticmethod
     def key(text: str) -> str:
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        # per user (cache_scope): another user's recent write of the same text never makes an add faster
+        scoped = f"{cache_scope.current()}\0{text}"
+        return hashlib.blake2b(scoped.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
     def get_many(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}

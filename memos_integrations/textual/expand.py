@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..storage.caches import SPEAKER_MAP_ROWS, held_speaker_map
+from . import cache_scope
 from . import retrieve as R
 
 if TYPE_CHECKING:
@@ -173,8 +174,9 @@ _NAME_CACHE = 1024  # names are few per cube: a speaker's vector is embedded onc
 def name_vector(mem: TextualMemory, name: str) -> np.ndarray:
     """The (cached) query embedding of a speaker's name, kept on ``mem`` so an embedder without a
     query cache (an API) is not asked again on every search."""
-    cache: dict[tuple[int, str], np.ndarray] = mem.__dict__.setdefault("_name_vectors", {})
-    key = (id(mem.embedder), name)  # an embedder swapped on the memory (reindex) gets its own vectors
+    cache: dict[tuple[int, str, str], np.ndarray] = mem.__dict__.setdefault("_name_vectors", {})
+    # an embedder swapped on the memory (reindex) gets its own vectors; one user's never answer another's sooner
+    key = (id(mem.embedder), cache_scope.current(), name)
     vec = cache.get(key)
     if vec is None:
         if len(cache) >= _NAME_CACHE:

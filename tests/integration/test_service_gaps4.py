@@ -114,3 +114,41 @@ def test_a_child_that_keeps_dying_at_start_is_backed_off_then_tried_again(
     with pytest.raises(ep.EmbedProcessUnavailableError):
         process.embed_queries(["a"])  # and it died again within the window: resting again at once
     process.close()
+
+
+# -- 4. query-vector caches are per user ---------------------------------------------------------------
+async def test_a_second_users_identical_search_is_embedded_again_not_answered_from_the_first(tmp_path: Any) -> None:
+    from mcp import Client
+
+    from memos_integrations.server.mcp import build_server
+    from memos_integrations.textual.batching import BatchedEmbedder
+    from tests.unit.test_cache_scope_gaps4 import Counting
+
+    inner = Counting()
+    emb = BatchedEmbedder(inner, lambda texts: inner.embed_documents(texts))
+    mos = MOS(tmp_path, embedder=emb)
+    keys = KeyStore.open(mos.home)
+    try:
+        issued = {}
+        for user in ("gus", "hal", "ivy"):
+            mos.create_user(user)
+            mos.create_cube_for_user(f"{user}-c", owner_id=user)
+            mos.add(memory_content="I like genmaicha", mem_cube_id=f"{user}-c", user_id=user)
+            issued[user] = keys.create(user)[0]
+        app = create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False)
+        with TestClient(app, raise_server_exceptions=False) as http:
+            def search(who: str) -> None:
+                r = http.get("/v1/memories/search", params={"q": "who likes genmaicha?"},
+                             headers={"Authorization": f"Bearer {issued[who]}"})
+                assert r.status_code == 200, r.text
+
+            for who in ("gus", "gus", "hal", "hal"):
+                search(who)
+        assert inner.embedded.count("who likes genmaicha?") == 2  # once per user: gus's entry never answers hal
+        async with Client(build_server(mos, lambda _h: "ivy")) as client:
+            await client.call_tool("search_memory", {"query": "who likes genmaicha?"})
+        assert inner.embedded.count("who likes genmaicha?") == 3  # an MCP caller is a user of its own too
+    finally:
+        emb.close()
+        keys.close()
+        mos.close()
