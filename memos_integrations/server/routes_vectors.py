@@ -27,9 +27,10 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import InvalidInputError, OversizedInputError
+from ..errors import ConflictError, InvalidInputError, OversizedInputError
 from ..storage import staged_writes
-from ..storage.staged_writes import StagedWrites, StagingFullError
+from ..storage.staged_writes import StagedWrites, StagingFullError, Taken
+from . import idempotent
 from .auth import Principal
 from .errors import ERRORS, RateLimitedError
 from .ids import MAX_ID_CHARS
@@ -152,14 +153,22 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
 
     # in the home's mos.db: every worker process sees every part; the bounds are read when the app is made
     staged = StagedWrites(service.keys.db, ttl=staged_writes.TTL, max_bytes=staged_writes.MAX_BYTES,
-                          max_user_bytes=staged_writes.MAX_USER_BYTES, max_total_bytes=staged_writes.MAX_TOTAL_BYTES)
+                          max_user_bytes=staged_writes.MAX_USER_BYTES, max_total_bytes=staged_writes.MAX_TOTAL_BYTES,
+                          idle=staged_writes.IDLE)
+
+    @router.delete("/stages/{stage}", response_model=None)
+    def abort_stage(stage: str, who: Auth) -> JSONResponse:
+        """Give up a split write: its staged parts stop counting against your staging bounds now (they would
+        be released 2 minutes after its last part anyway). A written write stays written and answerable."""
+        return ok({"released": staged.abort(stage, who.key_id)})
 
     def staged_write(who: Principal, body: Any, columns: Sequence[str],
-                     write: Callable[[dict[str, Any]], dict[str, Any]]) -> JSONResponse:
+                     write: Callable[[dict[str, Any]], dict[str, Any]], mem: Any = None) -> JSONResponse:
         """Run ``write`` on the columns this request writes: the request's own, or (on a split write's last
         part) every staged part's followed by its own. An earlier part is kept and nothing is written
         (``{"staged": part}``); a last part sent again after its write was written (a client retrying
-        after a lost answer) gets that write's answer back and writes nothing twice."""
+        after a lost answer) gets that write's answer back and writes nothing twice: from the staged record
+        for 10 minutes, then from the record written with the write in ``mem``'s cube (:mod:`.idempotent`)."""
         own = {c: getattr(body, c) for c in columns}
         if body.stage is None:
             if body.part is not None or body.parts is not None:
@@ -183,12 +192,24 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
                                     "nothing was written: send the whole write again")
         # the last part itself, so that a stage id used again for another write is refused, not answered
         request = hashlib.sha256(json.dumps({"binding": binding, "rows": own}, sort_keys=True).encode()).hexdigest()
-        with _busy_is_429(lambda: staged.drop(body.stage, who.key_id)):
-            taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id, request=request)
+        durable = f"{request}:{who.agent_id or ''}"  # the cube's record is the user's: an agent key writes as its agent
+        try:
+            with _busy_is_429(lambda: staged.drop(body.stage, who.key_id)):
+                taken = staged.take(body.stage, who.key_id, body.parts - 1, user_id=who.user_id, request=request)
+        except ConflictError:  # being written, or its process died after (or before) the cube's commit
+            kept = idempotent.find(mem, who.user_id, body.stage) if mem is not None else None
+            if kept is not None and kept[0] == durable:
+                staged.done(body.stage, who.key_id, json.dumps(kept[1]))
+                return ok(kept[1])
+            if body.parts != 1 or mem is None:
+                raise  # its earlier parts were taken: only the cube's record could answer it
+            taken = Taken([])  # a one-part write is all here: written once below, or answered from the record
         if taken.answer is not None:
             return ok(json.loads(taken.answer))
         try:
-            answer = write(merged(body.stage, [json.loads(b) for b in taken.parts], binding, own, columns))
+            rows = merged(body.stage, [json.loads(b) for b in taken.parts], binding, own, columns)
+            answer = (write(rows) if mem is None else
+                      idempotent.write_once(mem, who.user_id, body.stage, durable, lambda: write(rows)))
         except BaseException:
             staged.drop(body.stage, who.key_id)  # nothing was written: a retry is refused or writes it whole
             raise
@@ -247,7 +268,8 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         is written), and the last writes every part in one transaction, or nothing."""
         store = langchain_store(who, body, "write")
         return staged_write(who, body, ("texts", "metadatas", "ids"), lambda rows: {
-            "ids": store.add_texts(rows["texts"], rows["metadatas"], ids=bounded_ids(rows["ids"]))})
+            "ids": store.add_texts(rows["texts"], rows["metadatas"], ids=bounded_ids(rows["ids"]))},
+            service.mos._cube(store.cube.cube_id).text_mem)
 
     @router.post("/langchain/check", response_model=None)
     def langchain_check(body: LangChainIdsIn, who: Auth) -> JSONResponse:
@@ -303,7 +325,8 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         from ..llama_index.wire import nodes_from_json
 
         store = llama_store(who, body, "write")
-        return staged_write(who, body, ("nodes",), lambda rows: {"ids": store.add(bounded_nodes(nodes_from_json(rows["nodes"])))})
+        return staged_write(who, body, ("nodes",), lambda rows: {"ids": store.add(bounded_nodes(nodes_from_json(rows["nodes"])))},
+                            service.mos._cube(store._cube.cube_id).text_mem)
 
     @router.post("/llama-index/delete", response_model=None)
     def llama_delete(body: LlamaIndexDeleteIn, who: Auth) -> JSONResponse:

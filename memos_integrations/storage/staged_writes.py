@@ -4,8 +4,14 @@ Why: a vector-store write over the service's body limit travels as several reque
 a failure in request 3 (a refusal, a dropped connection) left requests 1 and 2 in the cube. Instead the
 client names the write (a random ``stage`` id) and sends each part; every part but the last is kept here,
 and the last one takes them all (in one transaction: read, then delete) and the route writes the whole
-write in the cube's one transaction. A write whose last part never comes writes nothing; its parts
-expire after ``ttl`` seconds and are swept by later calls (through an index on ``expires``).
+write in the cube's one transaction. A write whose last part never comes writes nothing.
+
+Abandoned writes: a client that drops a write (its connection died, it gave up after a 429 on a middle
+part) leaves parts that count against the bounds below. They are released ``idle`` seconds (2 minutes)
+after the write's newest part (each part moves every part's expiry; swept by later calls through an
+index on ``expires``), or at once by :meth:`StagedWrites.abort` (the service's ``DELETE
+/v1/vector-stores/stages/{stage}``). A new write with the same key does not supersede an unfinished one:
+one key may send several writes at once (an async client), and dropping one would fail it silently.
 
 Retries: when the last part is taken, a *record* of the write (part ``-1``) takes the parts' place; once
 the cube has the write, the record keeps the write's answer for ``ttl`` seconds. A last part sent again
@@ -63,8 +69,11 @@ STEPS: dict[str, list[str]] = {
                  _STEP2],
 }
 
-#: how long a part waits for its write's last part, and how long a written write's answer is kept (seconds)
+#: how long a written write's answer is kept here (seconds; the cube keeps its own record a day:
+#: :mod:`.idempotency`), and the longest any part is kept
 TTL = 600.0
+#: a write none of whose parts came for this long is abandoned: its parts are released (seconds)
+IDLE = 120.0
 #: the most bytes of staged parts one key may hold at once
 MAX_BYTES = 64 * 1024 * 1024
 #: the most bytes one user may hold at once, over all their keys
@@ -92,8 +101,8 @@ class StagedWrites:
     """Staged parts of split writes, keyed by (API key id, stage id, part number)."""
 
     def __init__(self, db: Database, *, ttl: float = TTL, max_bytes: int = MAX_BYTES,
-                 max_user_bytes: int = MAX_USER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES) -> None:
-        self.db, self.ttl, self.max_bytes = db, ttl, max_bytes
+                 max_user_bytes: int = MAX_USER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES, idle: float = IDLE) -> None:
+        self.db, self.ttl, self.max_bytes, self.idle = db, ttl, max_bytes, min(idle, ttl)
         self.max_user_bytes, self.max_total_bytes = max_user_bytes, max_total_bytes
         migrate(db, "staged_writes", STEPS)
 
@@ -118,8 +127,12 @@ class StagedWrites:
                                         "with a new stage id")
             # after those: a bound's refusal ends the write (the route drops its parts), never a written one's record
             self._check_bounds(tx, key_id, user_id, size)
+            # every part of the write lives ``idle`` seconds past its newest part: a write that goes on stays,
+            # one its client dropped (a lost connection, a 429 it gave up on) is released soon after
+            tx.execute("UPDATE staged_parts SET expires = ? WHERE key_id = ? AND stage = ? AND part >= 0",
+                       (now + self.idle, key_id, stage))
             tx.execute("INSERT INTO staged_parts (stage, key_id, part, body, bytes, expires, user_id)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (stage, key_id, part, body, size, now + self.ttl, user_id))
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (stage, key_id, part, body, size, now + self.idle, user_id))
 
     def take(self, stage: str, key_id: str, parts: int, *, user_id: str = "", request: str = "",
              now: float | None = None) -> Taken:
@@ -182,6 +195,15 @@ class StagedWrites:
             body = f"{asked}\n{answer}"
             tx.execute("UPDATE staged_parts SET body = ?, bytes = ?, expires = ? WHERE key_id = ? AND stage = ?"
                        " AND part = ?", (body, len(body.encode("utf-8")), now + self.ttl, key_id, stage, RECORD))
+
+    def abort(self, stage: str, key_id: str) -> int:
+        """Release the staged parts of ``stage`` now (a client giving a write up); a written write's record
+        stays, so its retries are still answered. Returns how many parts were released."""
+        with self.db.transaction() as tx:
+            row = tx.execute("SELECT COUNT(*) FROM staged_parts WHERE key_id = ? AND stage = ? AND part >= 0",
+                             (key_id, stage)).fetchone()
+            tx.execute("DELETE FROM staged_parts WHERE key_id = ? AND stage = ? AND part >= 0", (key_id, stage))
+        return int(row[0]) if row is not None else 0
 
     def drop(self, stage: str, key_id: str) -> None:
         """Forget ``stage``, its parts and its record (a write that will not be finished, or that failed)."""

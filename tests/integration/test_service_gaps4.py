@@ -152,3 +152,124 @@ async def test_a_second_users_identical_search_is_embedded_again_not_answered_fr
         emb.close()
         keys.close()
         mos.close()
+
+
+# -- 1 and 2. staged writes: abandoned ones released, written ones answered for a day ------------------
+@pytest.fixture(scope="module")
+def short(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
+    """A service whose staged answers live 0.3 s and whose abandoned parts are released after 0.3 s."""
+    from memos_integrations.storage import staged_writes
+
+    home = tmp_path_factory.mktemp("gaps4short")
+    mos = MOS(home, embedder=DeterministicFakeEmbedding(size=6))
+    keys = KeyStore.open(mos.home)
+    mos.create_user("jo")
+    mos.create_cube_for_user("j1", owner_id="jo")
+    issued = {"jo": keys.create("jo")[0], "jo2": keys.create("jo")[0]}
+    with pytest.MonkeyPatch.context() as patch:  # read when the app is made
+        for name, value in (("TTL", 0.3), ("IDLE", 0.3), ("MAX_BYTES", 3000), ("MAX_USER_BYTES", 4000)):
+            patch.setattr(staged_writes, name, value)
+        app = create_app(mos, keys=keys, limits=Limits(rate=0, max_body_bytes=16 * 1024), mcp=False)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        yield Svc(mos, http, issued)
+    keys.close()
+    mos.close()
+
+
+def _part(svc: Svc, who: str, stage: str, part: int, texts: list[str], **more: Any) -> Any:
+    body = {"cube_id": "j1", "kind": "document", "texts": texts, "stage": stage, "part": part, **more}
+    return svc.call(who, "POST", LC, json=body)
+
+
+def _count(svc: Svc, text: str) -> int:
+    return sum(1 for it in svc.mos.cube("j1", user_id="jo").get_all(limit=1000) if it.text == text)
+
+
+def test_an_aborted_split_write_releases_its_parts_at_once(short: Svc) -> None:
+    assert _part(short, "jo", "given-up-0001", 0, ["x" * 2000]).status_code == 200
+    assert _part(short, "jo", "next-one-0001", 0, ["y" * 2000]).status_code == 413  # the key's bound
+    other = short.call("jo2", "DELETE", "/v1/vector-stores/stages/given-up-0001")  # another key: not theirs
+    assert other.status_code == 200 and other.json() == {"released": 0}
+    r = short.call("jo", "DELETE", "/v1/vector-stores/stages/given-up-0001")
+    assert r.status_code == 200 and r.json() == {"released": 1}, r.text
+    assert _part(short, "jo", "next-one-0002", 0, ["y" * 2000]).status_code == 200
+    assert short.call("jo", "DELETE", "/v1/vector-stores/stages/next-one-0002").json() == {"released": 1}
+
+
+def test_a_split_write_its_client_dropped_is_released_after_idle(short: Svc) -> None:
+    import time
+
+    assert _part(short, "jo", "dropped-0001", 0, ["x" * 2000]).status_code == 200  # then the connection died
+    time.sleep(0.4)
+    assert _part(short, "jo", "after-drop-01", 0, ["y" * 2000]).status_code == 200
+    last = _part(short, "jo", "after-drop-01", 1, ["z"], parts=2)
+    assert last.status_code == 200 and len(last.json()["ids"]) == 2, last.text
+
+
+def test_a_one_part_write_retried_after_its_staged_answer_expired_is_answered_not_written(short: Svc) -> None:
+    import time
+
+    first = _part(short, "jo", "retried-0001", 0, ["genmaicha once"], parts=1)
+    assert first.status_code == 200, first.text
+    time.sleep(0.4)  # the staged answer (here 0.3 s, in service 10 minutes) is gone
+    again = _part(short, "jo", "retried-0001", 0, ["genmaicha once"], parts=1)
+    assert again.status_code == 200 and again.json() == first.json(), again.text
+    again2 = _part(short, "jo2", "retried-0001", 0, ["genmaicha once"], parts=1)  # the user's other key
+    assert again2.status_code == 200 and again2.json() == first.json(), again2.text
+    assert _count(short, "genmaicha once") == 1
+    time.sleep(0.4)
+    other = _part(short, "jo", "retried-0001", 0, ["another text"], parts=1)  # the same id, another write
+    assert other.status_code == 409 and other.json()["error"]["type"] == "ConflictError", other.text
+    assert _count(short, "another text") == 0
+
+
+_KILLED_AFTER_COMMIT = """
+import os, signal, sys
+from fastapi.testclient import TestClient
+from langchain_core.embeddings.fake import DeterministicFakeEmbedding
+from memos_integrations import MOS
+from memos_integrations.server import KeyStore, Limits, create_app
+from memos_integrations.storage.staged_writes import StagedWrites
+
+home, key = sys.argv[1], sys.argv[2]
+StagedWrites.done = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # after the cube's commit, before the answer
+mos = MOS(home, embedder=DeterministicFakeEmbedding(size=6))
+app = create_app(mos, keys=KeyStore.open(mos.home), limits=Limits(rate=0), mcp=False)
+with TestClient(app) as http:
+    h = {"Authorization": "Bearer " + key}
+    body = {"cube_id": "k1", "kind": "document", "stage": "killed-00001"}
+    assert http.post("%s", json={**body, "part": 0, "texts": ["kill one"]}, headers=h).status_code == 200
+    http.post("%s", json={**body, "part": 1, "parts": 2, "texts": ["kill two"]}, headers=h)
+    print("the process was not killed")
+""" % (LC, LC)
+
+
+def test_kill_9_between_the_cubes_commit_and_the_answer_then_a_retry_gets_the_answer_once(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mos = MOS(tmp_path, embedder=DeterministicFakeEmbedding(size=6))
+    keys = KeyStore.open(mos.home)
+    mos.create_user("kay")
+    mos.create_cube_for_user("k1", owner_id="kay")
+    key = keys.create("kay")[0]
+    keys.close()
+    mos.close()
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _KILLED_AFTER_COMMIT, str(tmp_path), key], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stdout + done.stderr
+    mos = MOS(tmp_path, embedder=DeterministicFakeEmbedding(size=6))
+    keys = KeyStore.open(mos.home)
+    try:
+        with TestClient(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False)) as http:
+            body = {"cube_id": "k1", "kind": "document", "stage": "killed-00001", "part": 1, "parts": 2,
+                    "texts": ["kill two"]}
+            retry = http.post(LC, json=body, headers={"Authorization": f"Bearer {key}"})
+        assert retry.status_code == 200 and len(retry.json()["ids"]) == 2, retry.text
+        texts = sorted(it.text for it in mos.cube("k1", user_id="kay").get_all(limit=100))
+        assert texts == ["kill one", "kill two"]  # written once, before the kill
+    finally:
+        keys.close()
+        mos.close()
