@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
@@ -30,7 +30,7 @@ from ..storage.keys import KeyStore
 from ..storage.rate_limits import RateBuckets
 from ..textual import cache_scope
 from ..textual.index_defer import defer_writes
-from . import errors, models
+from . import errors, idempotent, models
 from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
 from .ids import check_path_ids
@@ -101,7 +101,9 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
                   name: {"operationId": op, "parameters": {"item_id": "$response.body#/items/0/id"}}
                   for name, op in (("GetMemory", "get_memory"), ("UpdateMemory", "update_memory"),
                                    ("DeleteMemory", "delete_memory"), ("MemoryHistory", "memory_history"))}}, **ERRORS})
-    def add_memory(body: models.AddIn, who: Auth) -> JSONResponse:
+    def add_memory(body: models.AddIn, who: Auth, idempotency_key: Annotated[str | None, Header(
+            description="a random id per add: a retry with it is answered, never written twice (24 h)")] = None,
+    ) -> JSONResponse:
         """Add a memory text, or chat messages (one memory each), to a cube you may write."""
         user = service.actor(who, body.user_id)
         agent = service.agent(who, body.agent_id)
@@ -115,12 +117,15 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
                               "timestamp": body.timestamp, "principal": service.principal_name(who, user)}
         if service.add_has_mode:
             kw["mode"] = body.mode
-        if body.messages is not None:
-            msgs = [m.model_dump(exclude_none=True) for m in body.messages]
-            items = view.add(messages=msgs, **kw)
-        else:
+        def add() -> dict[str, Any]:
+            if body.messages is not None:
+                msgs = [m.model_dump(exclude_none=True) for m in body.messages]
+                return {"items": [item_json(i) for i in view.add(messages=msgs, **kw)]}
             items = view.add(memory=body.text, kind=body.kind or "fact", metadata=body.metadata, **kw)
-        return ok({"items": [item_json(i) for i in items]}, 201)
+            return {"items": [item_json(i) for i in items]}
+
+        mem = service.mos._cube(view.cube_id).text_mem
+        return ok(idempotent.add_once(mem, user, agent, idempotency_key, body, add), 201)
 
     def _search(who: Principal, q: models.SearchIn) -> dict[str, Any]:
         if q.k > limits.max_k:

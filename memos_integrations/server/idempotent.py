@@ -1,4 +1,5 @@
-"""A staged write's last part written at most once, answered from the cube's own record (storage/idempotency.py).
+"""A write written at most once, answered from the cube's own record (storage/idempotency.py): a staged
+write's last part (its ``stage`` id) and ``POST /v1/memories`` with an ``Idempotency-Key`` header.
 
 The route's write (a face's ``add_texts`` / ``add``) runs inside the cube's transaction together with the
 record of its answer, so a retry after the staged answer's 10 minutes, after a restart, or after a
@@ -10,14 +11,19 @@ as the add route does): a write inside an outer transaction must not drain the o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import InvalidInputError
 from ..storage.idempotency import WriteRecords
 from ..textual.index_defer import defer_writes
+
+#: the longest ``Idempotency-Key`` header the service takes
+MAX_KEY_CHARS = 256
 
 _records: weakref.WeakKeyDictionary[Any, WriteRecords] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -48,3 +54,22 @@ def write_once(mem: Any, user_id: str, key: str, digest: str, write: Callable[[]
     defer_writes(mem)
     answer = records_for(mem).once(mem.store.transaction, user_id, key, digest, lambda: json.dumps(write()))
     return json.loads(answer)  # type: ignore[no-any-return]
+
+
+def add_once(mem: Any, user_id: str, agent_id: str | None, key: str | None, body: Any,
+             add: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``POST /v1/memories``: ``add()`` as it is without an ``Idempotency-Key``; with one, written once per
+    (user, key) for a day and answered from the cube's record after, a different body under the key a 409.
+
+    Raises:
+        InvalidInputError: the key is empty or longer than :data:`MAX_KEY_CHARS`.
+        ConflictError: the key was used for another add (another body, or another agent).
+    """
+    if key is None:
+        return add()
+    if not key or len(key) > MAX_KEY_CHARS:
+        raise InvalidInputError(f"the Idempotency-Key header is {len(key)} characters; send 1 to {MAX_KEY_CHARS} "
+                                "(a random uuid per add)")
+    request = json.dumps({"body": body.model_dump(mode="json"), "agent": agent_id}, sort_keys=True)
+    digest = hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
+    return write_once(mem, user_id, f"add:{key}", digest, add)

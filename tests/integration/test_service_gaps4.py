@@ -273,3 +273,23 @@ def test_kill_9_between_the_cubes_commit_and_the_answer_then_a_retry_gets_the_an
     finally:
         keys.close()
         mos.close()
+
+
+# -- the next gap of the same kind: POST /v1/memories retried after a lost answer -----------------------
+def test_an_add_retried_with_its_idempotency_key_is_answered_not_written_twice(short: Svc) -> None:
+    def add(who: str, text: str, key: str | None) -> Any:
+        headers = {"Idempotency-Key": key} if key is not None else {}
+        return short.http.post("/v1/memories", json={"cube_id": "j1", "text": text},
+                               headers={"Authorization": f"Bearer {short.keys[who]}", **headers})
+
+    first = add("jo", "sencha twice?", "add-once-1")
+    assert first.status_code == 201, first.text
+    again = add("jo", "sencha twice?", "add-once-1")  # the answer was lost on the way back: sent again
+    assert again.status_code == 201 and again.json() == first.json(), again.text
+    assert _count(short, "sencha twice?") == 1
+    other = add("jo", "another add", "add-once-1")
+    assert other.status_code == 409 and other.json()["error"]["type"] == "ConflictError", other.text
+    assert _count(short, "another add") == 0
+    assert add("jo", "no key: written", None).status_code == add("jo", "no key: written", None).status_code == 201
+    assert _count(short, "no key: written") == 2  # without a key two requests are two adds (as documented)
+    assert add("jo", "x", "k" * 300).status_code == 422  # keys are bounded like ids
