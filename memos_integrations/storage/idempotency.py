@@ -87,7 +87,7 @@ class WriteRecords:
             ConflictError: ``key`` was written with another request (digest) within :attr:`keep` seconds.
         """
         now = time.time() if now is None else now
-        recorded = False  # the key's record refused this request (not the write itself: nothing to run again)
+        started = False  # the write ran (a refusal before it, the record's or a busy database's, is not run again)
         try:
             with transaction() as tx:
                 self._begin(tx, user_id, key, now)
@@ -95,16 +95,16 @@ class WriteRecords:
                                  (user_id, key)).fetchone()
                 if row is not None:
                     if str(row[0]) != digest:
-                        recorded = True
                         raise ConflictError(
                             f"write {key!r} was written already with another request (within "
                             f"{int(self.keep // 3600)} h); nothing was written: use a new id (stage) for every write")
                     return str(row[1])
+                started = True
                 answer = write()
                 self._insert(tx, user_id, key, digest, answer, now)
                 return answer
         except MemosError:
-            if recorded:
+            if not started:
                 raise
             # the write refused itself and everything it wrote rolled back, its audit rows of a denial with it:
             # run it once more on its own so the refusal is recorded (it refuses again: nothing to record)

@@ -89,3 +89,22 @@ def test_a_refused_write_records_nothing_but_keeps_what_its_refusal_wrote(tmp_pa
         records.once(db.transaction, "u", "w1", "d1", broken)
     assert records.find("u", "half") is None
     assert records.once(db.transaction, "u", "w1", "d1", lambda: "ok") == "ok"
+
+
+def test_a_busy_database_is_refused_before_the_write_runs(tmp_path: Path) -> None:
+    """A refusal before the write ran (the database stayed locked) is not a refusal of the write: nothing runs."""
+    from contextlib import contextmanager
+
+    from memos_integrations.errors import CubeLockedError
+
+    db = SQLiteDatabase(tmp_path / "cube.db")
+    records, calls = WriteRecords(db), []
+
+    @contextmanager
+    def locked():  # type: ignore[no-untyped-def]
+        raise CubeLockedError("stayed locked")
+        yield
+
+    with pytest.raises(CubeLockedError):
+        records.once(locked, "u", "w1", "d1", lambda: calls.append(1) or "x")  # type: ignore[func-returns-value]
+    assert calls == []
