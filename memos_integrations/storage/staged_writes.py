@@ -70,9 +70,10 @@ STEPS: dict[str, list[str]] = {
 }
 
 #: how long a written write's answer is kept here (seconds; the cube keeps its own record a day:
-#: :mod:`.idempotency`), and the longest any part is kept
+#: :mod:`.idempotency`), and the longest a write's record waits for its answer
 TTL = 600.0
-#: a write none of whose parts came for this long is abandoned: its parts are released (seconds)
+#: a write none of whose parts came for this long is abandoned: its parts are released (seconds). A write
+#: that keeps sending parts stays staged as long as it does, within the bounds on bytes held
 IDLE = 120.0
 #: the most bytes of staged parts one key may hold at once
 MAX_BYTES = 64 * 1024 * 1024

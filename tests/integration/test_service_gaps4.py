@@ -238,10 +238,10 @@ app = create_app(mos, keys=KeyStore.open(mos.home), limits=Limits(rate=0), mcp=F
 with TestClient(app) as http:
     h = {"Authorization": "Bearer " + key}
     body = {"cube_id": "k1", "kind": "document", "stage": "killed-00001"}
-    assert http.post("%s", json={**body, "part": 0, "texts": ["kill one"]}, headers=h).status_code == 200
-    http.post("%s", json={**body, "part": 1, "parts": 2, "texts": ["kill two"]}, headers=h)
+    assert http.post("ROUTE", json={**body, "part": 0, "texts": ["kill one"]}, headers=h).status_code == 200
+    http.post("ROUTE", json={**body, "part": 1, "parts": 2, "texts": ["kill two"]}, headers=h)
     print("the process was not killed")
-""" % (LC, LC)
+""".replace("ROUTE", LC)
 
 
 def test_kill_9_between_the_cubes_commit_and_the_answer_then_a_retry_gets_the_answer_once(tmp_path: Any) -> None:
