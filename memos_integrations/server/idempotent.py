@@ -15,11 +15,13 @@ import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from ..errors import InvalidInputError
 from ..storage.idempotency import WriteRecords
+from ..textual import cache_scope
 from ..textual.index_defer import defer_writes
 
 #: the longest ``Idempotency-Key`` header the service takes
@@ -45,14 +47,21 @@ def find(mem: Any, user_id: str, key: str) -> tuple[str, dict[str, Any]] | None:
     return None if found is None else (found[0], json.loads(found[1]))
 
 
-def write_once(mem: Any, user_id: str, key: str, digest: str, write: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def write_once(mem: Any, user_id: str, key: str, digest: str, write: Callable[[], dict[str, Any]],
+               texts: Sequence[Any] = ()) -> dict[str, Any]:
     """``write()`` in ``mem``'s transaction with its record, or the recorded answer when ``key`` was written.
+    ``texts`` (the write's texts, when its views are the texts themselves) are embedded first, outside the
+    transaction (:func:`~memos_integrations.textual.cache_scope.fresh_views`), unless ``key`` was written.
 
     Raises:
         ConflictError: ``key`` was written with another request (``digest``) within a day.
     """
     defer_writes(mem)
-    answer = records_for(mem).once(mem.store.transaction, user_id, key, digest, lambda: json.dumps(write()))
+    records = records_for(mem)
+    embedded = (cache_scope.fresh_views(mem.embedder, texts) if texts and records.find(user_id, key) is None
+                else nullcontext())
+    with embedded:
+        answer = records.once(mem.store.transaction, user_id, key, digest, lambda: json.dumps(write()))
     return json.loads(answer)  # type: ignore[no-any-return]
 
 
@@ -72,4 +81,5 @@ def add_once(mem: Any, user_id: str, agent_id: str | None, key: str | None, body
                                 "(a random uuid per add)")
     request = json.dumps({"body": body.model_dump(mode="json"), "agent": agent_id}, sort_keys=True)
     digest = hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
-    return write_once(mem, user_id, f"add:{key}", digest, add)
+    texts = [body.text] if isinstance(getattr(body, "text", None), str) and getattr(body, "messages", None) is None else []
+    return write_once(mem, user_id, f"add:{key}", digest, add, texts)

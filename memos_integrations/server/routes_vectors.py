@@ -209,7 +209,8 @@ def vector_routes(service: Service, principal: Callable[..., Principal], limits:
         try:
             rows = merged(body.stage, [json.loads(b) for b in taken.parts], binding, own, columns)
             answer = (write(rows) if mem is None else
-                      idempotent.write_once(mem, who.user_id, body.stage, durable, lambda: write(rows)))
+                      idempotent.write_once(mem, who.user_id, body.stage, durable, lambda: write(rows),
+                                            rows.get("texts") or ()))  # LangChain's texts: embedded before
         except BaseException:
             staged.drop(body.stage, who.key_id)  # nothing was written: a retry is refused or writes it whole
             raise

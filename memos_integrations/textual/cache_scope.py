@@ -21,9 +21,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 _SCOPE: ContextVar[str] = ContextVar("memos_cache_scope", default="")
 
@@ -46,3 +47,34 @@ def scoped(scope: str) -> Iterator[None]:
         yield
     finally:
         _SCOPE.reset(token)
+
+
+# -- views embedded just before a write's transaction ----------------------------------------------------
+_FRESH: ContextVar[tuple[int, dict[str, Any]] | None] = ContextVar("memos_fresh_views", default=None)
+
+
+@contextmanager
+def fresh_views(embedder: Any, texts: Sequence[str]) -> Iterator[None]:
+    """Embed ``texts`` now (documents, with ``embedder``) and let the writes of the block use those vectors
+    for views with exactly these texts (:func:`fresh_view_vectors`).
+
+    Why: a write recorded with its answer (``memos_integrations.server.idempotent``) runs inside the cube's
+    transaction, which holds the cube's other readers and writers of this process; embedding first, outside
+    it, keeps that hold to the database work. The vectors are the embedder's for the text, computed in this
+    request: what the write would compute (a view with another text is embedded in the write as before).
+    """
+    unique = list(dict.fromkeys(t for t in texts if isinstance(t, str)))
+    vectors = embedder.embed_documents(unique) if unique else []
+    token = _FRESH.set((id(embedder), dict(zip(unique, vectors))))
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
+
+
+def fresh_view_vectors(embedder: Any, texts: Sequence[str]) -> dict[str, Any]:
+    """The vectors :func:`fresh_views` embedded with ``embedder`` for any of ``texts`` (empty outside one)."""
+    found = _FRESH.get()
+    if found is None or found[0] != id(embedder):
+        return {}
+    return {t: found[1][t] for t in texts if t in found[1]}

@@ -564,6 +564,9 @@ def item_vectors(embedder: Embedder, items: Sequence[Any]) -> np.ndarray:
         return np.zeros((0, embedder.dimension), dtype=np.float32)
     cache = view_cache(embedder)
     known = cache.get_many([t for t in wanted if t not in own_texts]) if cache is not None else {}
+    before = cache_scope.fresh_view_vectors(embedder, wanted)  # embedded for this write, before its transaction
+    if before:
+        known.update(zip(before, check_finite(np.asarray(list(before.values()), dtype=np.float32), embedder)))
     missing = [t for t in wanted if t not in known]
     if missing:
         fresh = check_finite(np.asarray(embedder.embed_documents(missing), dtype=np.float32), embedder)

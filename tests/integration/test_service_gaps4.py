@@ -293,3 +293,40 @@ def test_an_add_retried_with_its_idempotency_key_is_answered_not_written_twice(s
     assert add("jo", "no key: written", None).status_code == add("jo", "no key: written", None).status_code == 201
     assert _count(short, "no key: written") == 2  # without a key two requests are two adds (as documented)
     assert add("jo", "x", "k" * 300).status_code == 422  # keys are bounded like ids
+
+
+def test_a_recorded_writes_texts_are_embedded_before_its_transaction_once(tmp_path: Any) -> None:
+    """The record commits with the write, so the write runs in the cube's transaction; its texts are embedded
+    before it (the transaction holds the cube's other readers and writers of this process), and only once."""
+    from tests.unit.test_cache_scope_gaps4 import Counting
+
+    class InTx(Counting):
+        mem: Any = None
+
+        def embed_documents(self, texts: list[str]) -> Any:
+            import numpy as np
+
+            conn = self.mem.store.db._conn()
+            self.embedded.extend(f"{t} (in a transaction)" if conn.in_transaction else t for t in texts)
+            return np.tile(np.array([1.0, 0.5, 0.25, 0.0], np.float32), (len(texts), 1))
+
+    emb = InTx()
+    mos = MOS(tmp_path, embedder=emb)
+    keys = KeyStore.open(mos.home)
+    try:
+        mos.create_user("lu")
+        mos.create_cube_for_user("l1", owner_id="lu")
+        emb.mem = mos._cube("l1").text_mem
+        key = keys.create("lu")[0]
+        with TestClient(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False)) as http:
+            h = {"Authorization": f"Bearer {key}"}
+            body = {"cube_id": "l1", "kind": "document", "texts": ["t1", "t2", "t1 again"], "stage": "before-tx-01",
+                    "part": 0, "parts": 1}
+            assert http.post(LC, json=body, headers=h).status_code == 200
+            added = http.post("/v1/memories", json={"cube_id": "l1", "text": "a fact"},
+                              headers={**h, "Idempotency-Key": "fact-1"})
+            assert added.status_code == 201, added.text
+        assert sorted(emb.embedded) == ["a fact", "t1", "t1 again", "t2"], emb.embedded
+    finally:
+        keys.close()
+        mos.close()
