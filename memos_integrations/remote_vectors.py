@@ -175,9 +175,9 @@ def post_rows(cube: RemoteCube, route: str, common: dict[str, Any], columns: dic
 
     Every write is one *staged* write: each request carries the write's random ``stage`` id and its
     ``part``; the service keeps every part but the last, and the last (which names ``parts``) writes them
-    all in one transaction. So a failure in any request writes nothing (the kept parts expire), and the
-    write can simply be sent again. The service remembers a written write's answer for its stage (10
-    minutes), so when the connection fails on the last request (the service may have committed), that
+    all in one transaction. So a failure in any request writes nothing (the kept parts are released at
+    once by :func:`abort_stage`, or by the service's idle rule), and the write can simply be sent again.
+    The service remembers a written write's answer for its stage (10 minutes, then 24 h in the cube), so when the connection fails on the last request (the service may have committed), that
     request is sent once more: the service answers the write's own answer if it was written, or writes it
     now, never twice. ``before`` (the face's own checks of the whole write, run on this side) refuses
     early what the service would refuse at the end.
@@ -210,9 +210,20 @@ def post_rows(cube: RemoteCube, route: str, common: dict[str, Any], columns: dic
                                 "again)") from exc
             if len(bodies) == 1:  # one request: the service's own error, as it is
                 raise
+            abort_stage(cube, stage)
             raise type(exc)(f"{exc} ({split}request {part + 1} failed and nothing was written: send the whole "
                             "write again)") from exc
     return merge([answer])
+
+
+def abort_stage(cube: RemoteCube, stage: str) -> None:
+    """Tell the service to release a split write's staged parts now (``DELETE .../stages/{stage}``), so a
+    failed write stops counting against the key's staging bounds at once. Best effort: when the service
+    cannot be reached, its idle rule releases them 2 minutes after the last part anyway."""
+    try:
+        cube._call("DELETE", f"/v1/vector-stores/stages/{stage}")
+    except MemosError:
+        pass  # released by the service's idle rule; the write's own error is what the caller needs
 
 
 def _slice(common: dict[str, Any], columns: dict[str, list[Any] | None], a: int, b: int) -> tuple[dict[str, Any], int]:

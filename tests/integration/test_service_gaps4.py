@@ -330,3 +330,35 @@ def test_a_recorded_writes_texts_are_embedded_before_its_transaction_once(tmp_pa
     finally:
         keys.close()
         mos.close()
+
+
+def test_the_client_releases_a_split_write_whose_middle_request_failed(svc: Svc) -> None:
+    """A ``RemoteCube`` write split over several requests that fails midway tells the service to release
+    the parts it had staged (they no longer count against the key's bounds), then raises."""
+    import json
+
+    import httpx
+
+    from memos_integrations.errors import BackendError
+    from memos_integrations.langchain import MemOSVectorStore
+    from memos_integrations.remote import RemoteCube
+
+    stages: list[str] = []
+
+    def fail_second_part(response: httpx.Response) -> None:
+        if response.request.url.path == LC:
+            body = json.loads(response.request.content)
+            stages.append(body["stage"])
+            if body["part"] == 1:
+                raise httpx.ReadError("the connection dropped", request=response.request)
+
+    client = TestClient(svc.http.app, raise_server_exceptions=False)
+    client.event_hooks = {"request": [], "response": [fail_second_part]}
+    with client:
+        store = MemOSVectorStore(RemoteCube("http://testserver", svc.keys["erin"], cube_id="e1", client=client),
+                                 user_id="erin")
+        with pytest.raises(BackendError, match="nothing was written"):
+            store.add_texts(["p" * 6000 + str(i) for i in range(6)])  # over 16 KiB: three or more requests
+    assert len(set(stages)) == 1 and len(stages) == 2
+    # the parts staged before the failure are gone: nothing is left to release
+    assert svc.call("erin", "DELETE", f"/v1/vector-stores/stages/{stages[0]}").json() == {"released": 0}
