@@ -42,8 +42,9 @@ class SearchPlan(BaseModel):
     keyword_budget: int = Field(
         5000, ge=1, description="most documents the keyword leg ranks; beyond it only the rarest terms are kept"
     )
-    fusion: Literal["rrf", "convex"] = Field(
-        "rrf", description="rrf: weighted reciprocal ranks; convex: weighted sum of max-normalised leg scores"
+    fusion: Literal["rrf", "convex", "learned"] = Field(
+        "rrf", description="rrf: weighted reciprocal ranks; convex: weighted sum of max-normalised leg scores; "
+        "learned: rrf, then its candidates re-scored by a fitted linear model (textual/fusion_learned.py)"
     )
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant")
     dense_weight: float = Field(1.0, ge=0)
