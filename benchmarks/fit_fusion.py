@@ -36,13 +36,14 @@ from memos_integrations import MemCube
 from memos_integrations.prompting import format_memory
 from memos_integrations.textual import fusion_features as F
 from memos_integrations.textual.embed import MiniLMEmbedder
-from memos_integrations.textual.retrieve import BALANCED
+from memos_integrations.textual.retrieve import BALANCED, SearchPlan
 
 from .bench_engine_cpu import open_cube
 from .bench_retrieval import BUDGET_WORDS, MAX_SOURCES
 from .common import locomo, table
 
 PROBE = BALANCED.model_copy(update={"name": "balanced-probe", "fusion": "learned"})
+PROBES = {"balanced": PROBE}
 
 
 @dataclass
@@ -58,8 +59,8 @@ class Question:
     words: dict[int, int]
 
 
-def record(cube: MemCube, conv: str, qa: list[dict[str, Any]]) -> list[Question]:
-    """Run PROBE on every question, keeping the re-scorer's inputs (the feature function wrapped)."""
+def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan = PROBE) -> list[Question]:
+    """Run ``plan`` (a plan with ``fusion="learned"``) on every question, keeping the re-scorer's inputs (the feature function wrapped)."""
     seen: list[tuple[list[int], np.ndarray, list[int]]] = []
     inner = F.features
 
@@ -75,7 +76,7 @@ def record(cube: MemCube, conv: str, qa: list[dict[str, Any]]) -> list[Question]
             if q["category"] == 5 or not q.get("evidence"):
                 continue
             seen.clear()
-            cube.search(q["question"], top_k=20, plan=PROBE)
+            cube.search(q["question"], top_k=20, plan=plan)
             evidence = {e.strip() for e in q["evidence"]}
             cands, X, tail = seen[-1] if seen else ([], np.zeros((0, len(F.NAMES))), [])
             rows = cube.text_mem.store.ranking_rows([*cands, *tail[:20]])
@@ -139,12 +140,16 @@ def fit(qs: list[Question], model: str, l2: float, steps: int = 3000) -> np.ndar
 
 
 def scores_of(qs: list[Question], logits: list[np.ndarray | None]) -> dict[str, float]:
+    """Mean recall overall and per category; ``"<cat>:up"`` / ``":down"``: questions above / below the plan's order."""
     per: dict[str, list[float]] = defaultdict(list)
     for q, lg in zip(qs, logits):
         r = recall(q, lg)
         per["all"].append(r)
         per[str(q.category)].append(r)
-    return {k: float(np.mean(v)) for k, v in per.items()}
+        base = recall(q, None)
+        per[f"{q.category}:up"].append(float(r > base))
+        per[f"{q.category}:down"].append(float(r < base))
+    return {k: float(np.sum(v) if ":" in k else np.mean(v)) for k, v in per.items()}
 
 
 def evaluate(qs: list[Question], model: str, l2: float) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
@@ -160,7 +165,7 @@ def evaluate(qs: list[Question], model: str, l2: float) -> tuple[dict[str, float
     return scores_of(qs, held), scores_of(qs, [q.X @ w_all for q in qs]), w_all
 
 
-def collect(where: Path, organised: bool, limit: int | None) -> list[Question]:
+def collect(where: Path, organised: bool, limit: int | None, plan: SearchPlan = PROBE) -> list[Question]:
     embedder = MiniLMEmbedder()
     qs: list[Question] = []
     for conv in locomo()[:limit]:
@@ -178,7 +183,7 @@ def collect(where: Path, organised: bool, limit: int | None) -> list[Question]:
                 organize(cube, user_id=conv["sample_id"])
             else:
                 cube = MemCube.open(org, embedder=embedder)
-        qs.extend(record(cube, conv["sample_id"], conv["qa"]))
+        qs.extend(record(cube, conv["sample_id"], conv["qa"], plan))
         cube.close()
     return qs
 
@@ -188,25 +193,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cubes", type=Path, default=Path("/tmp/fit_fusion_cubes"), help="where cubes are built once")
     ap.add_argument("--organised", action="store_true", help="organised cubes (the extractive organiser)")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--probe", choices=sorted(PROBES), default="balanced", help="the plan whose candidates are re-scored")
     ap.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths")
     ap.add_argument("--models", default="pointwise,listwise")
     ap.add_argument("--write", action="store_true", help="print the all-five weights of the first model and L2")
     args = ap.parse_args(argv)
-    qs = collect(args.cubes, args.organised, args.limit)
+    qs = collect(args.cubes, args.organised, args.limit, PROBES[args.probe])
     cats = ["all", "1", "2", "3", "4"]
     base = scores_of(qs, [None] * len(qs))
-    rows = [["balanced (the plan's own order)", "-", *(base[c] for c in cats)]]
+    rows = [[f"{args.probe} (the plan's own order)", "-", *(base[c] for c in cats)]]
     first = None
+    moved: list[str] = []
     for model in args.models.split(","):
         for l2 in (float(x) for x in args.l2.split(",")):
             held, ins, w = evaluate(qs, model, l2)
             first = first or (model, l2, w)
             rows.append([f"{model} L2 {l2:g}", "held-out", *(held[c] for c in cats)])
+            moved.append(f"{model} L2 {l2:g} held-out against the plan's order, questions up / down: " + ", ".join(
+                f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
             rows.append([f"{model} L2 {l2:g}", "in-sample", *(ins[c] for c in cats)])
     n = {c: sum(1 for q in qs if str(q.category) == c or c == "all") for c in cats}
     print(f"{len(qs)} questions; per category {n}; positives per question "
           f"{np.mean([q.y.sum() for q in qs]):.2f}, candidates {np.mean([len(q.cands) for q in qs]):.0f}")
     print(table(["model", "fit", "R@10 in 400 words", "cat1", "cat2", "cat3", "cat4"], rows))
+    print("\n".join(moved))
     if args.write and first is not None:
         model, l2, w = first
         print(f"# {model}, L2 {l2:g}, fitted on all {len({q.conv for q in qs})} conversations")

@@ -188,7 +188,10 @@ DEEP = BALANCED.model_copy(update=dict(
 MULTIHOP = DEEP.model_copy(update=dict(
     name="multihop", candidates=100, graph_seeds=10, summary_seeds=5, relation_seeds=10, relation_hops=2,
 ))
-PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP)}
+# Balanced, then its candidates (the first 50 of its order and of each leg) re-scored by a linear model
+# fitted on LoCoMo dev, validated leaving each conversation out (textual/fusion_learned.py, docs/organize.md).
+LEARNED = BALANCED.model_copy(update=dict(name="learned", fusion="learned"))
+PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP, LEARNED)}
 
 
 def plan_named(plan: SearchPlan | str | None) -> SearchPlan:

@@ -1,0 +1,98 @@
+"""The learned re-scorer (``SearchPlan(fusion="learned")``, textual/fusion_learned.py): it re-orders
+only what the plan's legs found under the search's filter, it is deterministic, and its weights
+are constants in the module (no file read). Small real cubes (MiniLM, SQLite)."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from memos_integrations import MemCube
+from memos_integrations.errors import InvalidInputError
+from memos_integrations.textual import fusion_features as F
+from memos_integrations.textual import fusion_learned as FL
+from memos_integrations.textual import retrieve as R
+
+LEARNED = R.BALANCED.model_copy(update={"name": "learned", "fusion": "learned"})
+
+CHAT = [
+    ("Melanie", "Caroline, I researched adoption agencies for my cousin."),
+    ("Caroline", "I spent the spring reading about how to adopt a child."),
+    ("Melanie", "Bye Caroline!"),
+    ("Caroline", "I went to an adoption agency interview last week and it went well."),
+    ("Caroline", "My dog barked all night, so I slept badly."),
+    ("Melanie", "I love painting landscapes and pottery classes with my kids."),
+]
+
+
+def _chat(cube: MemCube, chat: list[tuple[str, str]], user: str = "u1", session: str = "s1") -> list[str]:
+    msgs = [{"role": "user", "name": w, "content": t, "id": f"{user}-{session}-{n}"} for n, (w, t) in enumerate(chat)]
+    return [it.id for it in cube.add(messages=msgs, user_id=user, session_id=session, timestamp="2023-05-08T10:00:00Z")]
+
+
+def _ids(hits) -> list[str]:  # type: ignore[no-untyped-def]
+    return [h.item.id for h in hits]
+
+
+def test_the_weights_are_constants_of_the_module_and_name_known_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_files(*a, **kw):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"the re-scorer read a file: {a!r}")
+
+    monkeypatch.setattr(builtins, "open", no_files)
+    importlib.reload(FL)  # loading the weights opens nothing
+    monkeypatch.undo()
+    assert set(FL.WEIGHTS) <= set(F.NAMES) and FL.weight_vector().shape == (len(F.NAMES),)
+    assert all(np.isfinite(v) for v in FL.WEIGHTS.values())
+    with pytest.raises(InvalidInputError, match="unknown re-scorer features"):
+        FL.weight_vector({"not_a_feature": 1.0})
+    with pytest.raises(ValidationError):
+        R.SearchPlan(fusion="fitted")  # type: ignore[arg-type]
+
+
+def test_the_learned_plan_reorders_the_plans_own_hits_deterministically(cube: MemCube) -> None:
+    ids = _chat(cube, CHAT)
+    q = "What has Caroline done about adoption?"
+    plain = cube.search(q, user_id="u1", top_k=6, plan=R.BALANCED)
+    runs = [[(h.item.id, h.score, h.ranks) for h in cube.search(q, user_id="u1", top_k=6, plan=LEARNED)]
+            for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+    assert {i for i, _, _ in runs[0]} == set(_ids(plain)) <= set(ids)  # re-ordered, nothing new, nothing lost
+    scores = [s for _, s, _ in runs[0]]
+    assert scores == sorted(scores, reverse=True) and all(0.0 < s < 1.0 for s in scores)
+    # the features, for the record: one row per candidate, the same twice
+    order = [1, 2, 3]
+    scored = {"dense": [(1, 0.9), (3, 0.5)], "keyword": [(2, 4.0), (1, 1.0)]}
+    X = F.features("What books has Jon read?", F.candidates(order, scored), order, {1: 3.0, 2: 2.0, 3: 1.0}, scored, {})
+    assert X.shape == (3, len(F.NAMES)) and np.array_equal(X, F.features(
+        "What books has Jon read?", [1, 2, 3], order, {1: 3.0, 2: 2.0, 3: 1.0}, scored, {}))
+    assert X[:, F.NAMES.index("list")].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_the_learned_plan_never_reaches_another_user_a_deleted_or_a_superseded_memory(cube: MemCube) -> None:
+    mine = _chat(cube, CHAT)
+    theirs = _chat(cube, [("Caroline", "I researched adoption agencies and an adoption lawyer."),
+                          ("Caroline", "Researching adoption agencies took me weeks.")], user="u2")
+    gone, closed = _chat(cube, [("Caroline", "Adoption agencies research: my notes."),
+                                ("Caroline", "My adoption agency research is done.")], session="s2")
+    then = datetime.now(UTC)
+    time.sleep(0.01)
+    cube.delete([gone])
+    cube.update(closed, valid_to=datetime.now(UTC))  # superseded: true until now, not any more
+    q = "What has Caroline researched about adoption agencies?"
+    everyone = _ids(cube.search(q, top_k=12, plan=LEARNED))
+    assert set(theirs) <= set(everyone)  # unscoped, it does find them: the test can fail
+    hits = cube.search(q, user_id="u1", top_k=12, plan=LEARNED)
+    assert hits and {h.item.user_id for h in hits} == {"u1"} and set(_ids(hits)) <= set(mine)
+    assert gone not in everyone and closed not in everyone
+    past = _ids(cube.search(q, user_id="u1", top_k=12, plan=LEARNED, as_of=then))  # it was true then
+    assert closed in past and not set(past) & set(theirs)
+    assert cube.search(q, user_id="u1", top_k=12, plan=LEARNED, as_of=datetime(2000, 1, 1, tzinfo=UTC)) == []
+    assert cube.search("", user_id="u1", plan=LEARNED) == []
+    only = cube.search(q, user_id="u1", top_k=12, plan=LEARNED, metadata={"speaker": "Melanie"})
+    assert only and {h.item.metadata["speaker"] for h in only} == {"Melanie"}
