@@ -17,7 +17,8 @@ five ("in-sample") and balanced itself. ``--write`` prints the all-five weights,
 ``WEIGHTS`` constant for textual/fusion_learned.py.
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes --organised --write
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.001 --write   # WEIGHTS
 """
 
 from __future__ import annotations
@@ -165,6 +166,36 @@ def evaluate(qs: list[Question], model: str, l2: float) -> tuple[dict[str, float
     return scores_of(qs, held), scores_of(qs, [q.X @ w_all for q in qs]), w_all
 
 
+def nested(qs: list[Question], model: str, grid: Sequence[float]) -> tuple[dict[str, float], list[float]]:
+    """Held-out scores with the L2 strength chosen inside each fold (leave-one-conversation-out over
+    the four training conversations, best overall recall): the L2 grid never sees the held-out
+    conversation. Returns the scores and the L2 each fold chose."""
+    convs = sorted({q.conv for q in qs})
+    held: list[np.ndarray | None] = [None] * len(qs)
+    chosen = []
+    for c in convs:
+        train = [q for q in qs if q.conv != c]
+        best = max(grid, key=lambda l2: evaluate_loco(train, model, l2))
+        chosen.append(best)
+        w = fit(train, model, best)
+        for i, q in enumerate(qs):
+            if q.conv == c:
+                held[i] = q.X @ w
+    return scores_of(qs, held), chosen
+
+
+def evaluate_loco(qs: list[Question], model: str, l2: float) -> float:
+    """Mean held-out recall (leave-one-conversation-out) of ``qs`` alone."""
+    convs = sorted({q.conv for q in qs})
+    logits: list[np.ndarray | None] = [None] * len(qs)
+    for c in convs:
+        w = fit([q for q in qs if q.conv != c], model, l2)
+        for i, q in enumerate(qs):
+            if q.conv == c:
+                logits[i] = q.X @ w
+    return float(np.mean([recall(q, lg) for q, lg in zip(qs, logits)]))
+
+
 def collect(where: Path, organised: bool, limit: int | None, plan: SearchPlan = PROBE) -> list[Question]:
     embedder = MiniLMEmbedder()
     qs: list[Question] = []
@@ -196,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--probe", choices=sorted(PROBES), default="balanced", help="the plan whose candidates are re-scored")
     ap.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths")
     ap.add_argument("--models", default="pointwise,listwise")
+    ap.add_argument("--nested", action="store_true", help="also choose L2 inside each fold (nested cross-validation)")
     ap.add_argument("--write", action="store_true", help="print the all-five weights of the first model and L2")
     args = ap.parse_args(argv)
     qs = collect(args.cubes, args.organised, args.limit, PROBES[args.probe])
@@ -212,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
             moved.append(f"{model} L2 {l2:g} held-out against the plan's order, questions up / down: " + ", ".join(
                 f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
             rows.append([f"{model} L2 {l2:g}", "in-sample", *(ins[c] for c in cats)])
+    if args.nested:
+        for model in args.models.split(","):
+            held, chosen = nested(qs, model, [float(x) for x in args.l2.split(",")])
+            rows.append([f"{model}, L2 chosen per fold {chosen}", "nested held-out", *(held[c] for c in cats)])
     n = {c: sum(1 for q in qs if str(q.category) == c or c == "all") for c in cats}
     print(f"{len(qs)} questions; per category {n}; positives per question "
           f"{np.mean([q.y.sum() for q in qs]):.2f}, candidates {np.mean([len(q.cands) for q in qs]):.0f}")

@@ -15,6 +15,7 @@ it fits and the features a search computes cannot drift apart.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -87,7 +88,6 @@ def features(
     X = np.zeros((len(cands), len(NAMES)))
     if not cands:
         return X
-    col = {n: i for i, n in enumerate(NAMES)}
     fused_rank = {rid: n for n, rid in enumerate(order[:WINDOW], 1)}
     best = max((scores.get(r, 0.0) for r in cands), default=0.0) or 1.0
     dense = _ranks(scored.get("dense", ()))
@@ -103,35 +103,36 @@ def features(
     named = R.named_speakers(query, present)
     if present <= named:
         named = set()
-    names = {w for s in present for w in R.keyword_terms(s, None)}
+    names = frozenset(w for s in present for w in R.keyword_terms(s, None))
     is_list = 1.0 if asks_for_list(query) else 0.0
     head = [r for r in order[:WINDOW] if r in items]
     per_session = Counter(items[r].session_id for r in head)
-    near = [r for r in order[:_NEAR] if r in items]
+    near = [(r, items[r].session_id) for r in order[:_NEAR] if r in items]
     for i, rid in enumerate(cands):
         it = items.get(rid)
-        row = X[i]
-        row[col["bias"]] = 1.0
-        row[col["fused_rr"]] = _rr(fused_rank.get(rid))
-        row[col["fused_score"]] = scores.get(rid, 0.0) / best
-        row[col["dense_rr"]] = _rr(dense.get(rid))
-        row[col["dense_cos"]] = cos.get(rid, floor)
-        row[col["unnamed_rr"]] = _rr(unnamed.get(rid))
-        row[col["keyword_rr"]] = _rr(keyword.get(rid))
-        row[col["keyword_score"]] = (kw[rid] - lo) / (hi - lo) if rid in kw and hi > lo else 0.0
-        row[col["hop_only"]] = 0.0 if rid in in_leg else 1.0
         who = speaker.get(rid)
-        row[col["named_speaker"]] = 1.0 if named and who in named else 0.0
-        row[col["other_speaker"]] = 1.0 if named and who not in named else 0.0
-        row[col["content"]] = 1.0 if it is None or who is None else min(content_words(it.text, names), _CONTENT) / _CONTENT
-        row[col["list"]] = is_list
-        row[col["list_content"]] = is_list * row[col["content"]]
-        row[col["list_dense_rr"]] = is_list * row[col["dense_rr"]]
-        row[col["list_keyword_rr"]] = is_list * row[col["keyword_rr"]]
-        row[col["list_named"]] = is_list * row[col["named_speaker"]]
+        content = 1.0 if it is None or who is None else min(_content(it.text, names), _CONTENT) / _CONTENT
+        dense_rr, keyword_rr = _rr(dense.get(rid)), _rr(keyword.get(rid))
+        is_named = 1.0 if named and who in named else 0.0
+        share = near_best = 0.0
         if it is not None:
-            same = per_session[it.session_id] - (1 if rid in fused_rank else 0)
-            row[col["session_share"]] = min(same, 10) / 10.0
-            gaps = [abs(rid - r) for r in near if r != rid and items[r].session_id == it.session_id]
-            row[col["near_best"]] = 1.0 / (1.0 + min(gaps)) if gaps else 0.0
+            share = min(per_session[it.session_id] - (1 if rid in fused_rank else 0), 10) / 10.0
+            gaps = [abs(rid - r) for r, sid in near if r != rid and sid == it.session_id]
+            near_best = 1.0 / (1.0 + min(gaps)) if gaps else 0.0
+        X[i] = (
+            1.0, _rr(fused_rank.get(rid)), scores.get(rid, 0.0) / best,
+            dense_rr, cos.get(rid, floor), _rr(unnamed.get(rid)),
+            keyword_rr, (kw[rid] - lo) / (hi - lo) if rid in kw and hi > lo else 0.0,
+            0.0 if rid in in_leg else 1.0,
+            is_named, 1.0 if named and who not in named else 0.0,
+            content, is_list, is_list * content, is_list * dense_rr, is_list * keyword_rr, is_list * is_named,
+            share, near_best,
+        )
     return X
+
+
+@functools.lru_cache(maxsize=8192)
+def _content(text: str, names: frozenset[str]) -> int:
+    """:func:`.speaker_legs.content_words`, held per (text, names): the same turns are described search
+    after search (a pure function: never stale)."""
+    return content_words(text, set(names))

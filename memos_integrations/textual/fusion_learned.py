@@ -84,7 +84,7 @@ def rescore(
     X = F.features(query, cands, order, scores, scored, items)
     logit = X @ (_W if w is None else w)
     prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))
-    ranked = sorted(range(len(cands)), key=lambda i: (-logit[i], i))  # ties: the plan's order
+    ranked = np.argsort(-logit, kind="stable")  # ties: the plan's order
     head = [cands[i] for i in ranked]
     placed = set(head)
     tail = [r for r in order if r not in placed]
