@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import fusion_features as F
+from . import retrieve as R
 
 if TYPE_CHECKING:
     from ..items import MemoryItem
@@ -67,12 +68,14 @@ _W = weight_vector()
 
 def rescore(
     query: str, order: list[int], scores: dict[int, float], scored: Mapping[str, Sequence[tuple[int, float]]],
-    rows: Callable[[Sequence[int]], dict[int, MemoryItem]], w: np.ndarray | None = None,
+    rows: Callable[[Sequence[int]], dict[int, MemoryItem]], plan: R.SearchPlan, w: np.ndarray | None = None,
 ) -> list[int]:
     """Re-order the candidates of ``order`` (:func:`.fusion_features.candidates`) by the linear model
     ``w`` (default :data:`WEIGHTS`); the rest of ``order`` follows. ``scores`` is updated in place so
     that a hit's score falls with its rank: the candidates get the model's probability, the rest a
-    share of the lowest of them.
+    share of the lowest of them. The plan's re-orderings before it (content prior, session cap, list
+    spread) are features or undone; its working memory first (``working_first``) is kept: it is
+    applied again to the new order.
 
     Returns:
         The new order (the same rows as ``order``).
@@ -94,4 +97,6 @@ def rescore(
         scores[rid] = float(prob[i])
     for rid in tail:
         scores[rid] = floor * 0.5 * max(scores[rid], 0.0) / top_tail
+    if plan.working_first and "working" in scored:
+        return R.working_first(head + tail, {r for r, _ in scored["working"]}, plan.working_first)
     return head + tail

@@ -473,7 +473,7 @@ class TextualMemory:
             order = chosen + [r for r in order if r not in picked]
         order = K.final_order(order, scores, rows, plan, text, legs, max(plan.mmr_pool, 3 * top_k))
         if plan.fusion == "learned":  # the plan's candidates re-scored by fitted weights
-            order = FL.rescore(text, order, scores, scored, rows)
+            order = FL.rescore(text, order, scores, scored, rows, plan)
         return P.one_per_message(self, order, rows, scores, top_k), scores
 
     def _query_vector(self, value: Any) -> np.ndarray:

@@ -96,3 +96,14 @@ def test_the_learned_plan_never_reaches_another_user_a_deleted_or_a_superseded_m
     assert cube.search("", user_id="u1", plan=LEARNED) == []
     only = cube.search(q, user_id="u1", top_k=12, plan=LEARNED, metadata={"speaker": "Melanie"})
     assert only and {h.item.metadata["speaker"] for h in only} == {"Melanie"}
+
+
+def test_the_learned_plan_keeps_working_memory_first_and_ranks_a_cube_without_speakers(cube: MemCube) -> None:
+    cube.add(memory=["The user prefers window seats on trains.", "Train tickets to Lyon cost 40 euros."], user_id="u1")
+    work = cube.add(memory=["Current task: find a train from Paris to Lyon on Friday."], user_id="u1",
+                    session_id="s1", metadata={"partition": "working"})[0]
+    plan = LEARNED.model_copy(update={"working_first": 1})
+    hits = cube.search("train seats", user_id="u1", top_k=3, plan=plan, current_session="s1")
+    assert hits[0].item.id == work.id and "working" in hits[0].ranks
+    assert len(cube.search("train seats", user_id="u1", top_k=50, plan=LEARNED)) == 3  # facts only, all found
+    assert len(cube.search("train seats", user_id="u1", top_k=1, plan=LEARNED)) == 1
