@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import io
+import pathlib
 import time
 from datetime import UTC, datetime
 
@@ -44,7 +46,8 @@ def test_the_weights_are_constants_of_the_module_and_name_known_features(monkeyp
     def no_files(*a, **kw):  # type: ignore[no-untyped-def]
         raise AssertionError(f"the re-scorer read a file: {a!r}")
 
-    monkeypatch.setattr(builtins, "open", no_files)
+    for owner, name in ((builtins, "open"), (io, "open"), (pathlib.Path, "open"), (np, "load"), (np, "loadtxt")):
+        monkeypatch.setattr(owner, name, no_files)
     importlib.reload(FL)  # loading the weights opens nothing
     monkeypatch.undo()
     assert set(FL.WEIGHTS) <= set(F.NAMES) and FL.weight_vector().shape == (len(F.NAMES),)
