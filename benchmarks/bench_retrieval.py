@@ -33,7 +33,7 @@ from memos_integrations.items import Kind
 from memos_integrations.prompting import format_memory
 from memos_integrations.textual.embed import MiniLMEmbedder
 from memos_integrations.textual.read import FastReader
-from memos_integrations.textual.retrieve import BALANCED, DEEP, FAST, MULTIHOP, SearchPlan
+from memos_integrations.textual.retrieve import BALANCED, DEEP, FAST, LEARNED, MULTIHOP, SearchPlan
 
 from .common import locomo, pct, sessions, table, turn_messages
 
@@ -82,6 +82,8 @@ PLANS: dict[str, SearchPlan] = {
     "balanced + speaker dense leg": BALANCED.model_copy(update={"name": "speaker-dense", "speaker_dense_weight": 0.5}),
     "balanced + speaker keyword leg": BALANCED.model_copy(update={"name": "speaker-kw", "speaker_keyword_weight": 0.5}),
     "balanced + list spread 2": BALANCED.model_copy(update={"name": "spread2", "list_spread": 2}),
+    # balanced's candidates re-scored by fitted weights (textual/fusion_learned.py; benchmarks/fit_fusion.py)
+    "learned": LEARNED,
 }
 
 

@@ -53,6 +53,7 @@ from ..storage.graph import NEXT
 from ..storage.sqlstore import SQLStore
 from . import dense as D
 from . import expand as E
+from . import fusion_learned as FL
 from . import index_sync as X
 from . import limits as L
 from . import parts as P
@@ -443,7 +444,7 @@ class TextualMemory:
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight, "summary": plan.coarse_weight,
                    "entity": plan.entity_weight, "working": plan.dense_weight,
                    "person_topic": plan.person_topic_weight, **E.leg_weights(plan), **K.leg_weights(plan)}
-        scores = R.rrf(legs, weights, plan.rrf_k) if plan.fusion == "rrf" else R.convex(scored, weights)
+        scores = R.convex(scored, weights) if plan.fusion == "convex" else R.rrf(legs, weights, plan.rrf_k)
         if plan.time_aware and scores:
             hint = R.time_hint(time_text, now)
             if hint.start is not None or hint.asks_when:
@@ -471,6 +472,8 @@ class TextualMemory:
             picked = set(chosen)
             order = chosen + [r for r in order if r not in picked]
         order = K.final_order(order, scores, rows, plan, text, legs, max(plan.mmr_pool, 3 * top_k))
+        if plan.fusion == "learned":  # the plan's candidates re-scored by fitted weights
+            order = FL.rescore(text, order, scores, scored, rows, plan)
         return P.one_per_message(self, order, rows, scores, top_k), scores
 
     def _query_vector(self, value: Any) -> np.ndarray:

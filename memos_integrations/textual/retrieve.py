@@ -42,8 +42,9 @@ class SearchPlan(BaseModel):
     keyword_budget: int = Field(
         5000, ge=1, description="most documents the keyword leg ranks; beyond it only the rarest terms are kept"
     )
-    fusion: Literal["rrf", "convex"] = Field(
-        "rrf", description="rrf: weighted reciprocal ranks; convex: weighted sum of max-normalised leg scores"
+    fusion: Literal["rrf", "convex", "learned"] = Field(
+        "rrf", description="rrf: weighted reciprocal ranks; convex: weighted sum of max-normalised leg scores; "
+        "learned: rrf, then its candidates re-scored by a fitted linear model (textual/fusion_learned.py)"
     )
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant")
     dense_weight: float = Field(1.0, ge=0)
@@ -187,7 +188,10 @@ DEEP = BALANCED.model_copy(update=dict(
 MULTIHOP = DEEP.model_copy(update=dict(
     name="multihop", candidates=100, graph_seeds=10, summary_seeds=5, relation_seeds=10, relation_hops=2,
 ))
-PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP)}
+# Balanced, then its candidates (the first 50 of its order and of each leg) re-scored by a linear model
+# fitted on LoCoMo dev, validated leaving each conversation out (textual/fusion_learned.py, docs/organize.md).
+LEARNED = BALANCED.model_copy(update=dict(name="learned", fusion="learned"))
+PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP, LEARNED)}
 
 
 def plan_named(plan: SearchPlan | str | None) -> SearchPlan:

@@ -1,0 +1,274 @@
+"""Fit the learned re-scorer (``SearchPlan(fusion="learned")``, textual/fusion_learned.py) on LoCoMo dev,
+and say honestly what it is worth: leave-one-conversation-out.
+
+For every question of categories 1-4 the ``balanced`` plan runs with ``fusion="learned"`` and the
+re-scorer's feature matrix is recorded (:mod:`memos_integrations.textual.fusion_features`: the
+candidates are the first 50 of balanced's order and of each leg). A candidate is positive when it
+was read from an evidence turn (at most 3 source turns, issue 14's counting rule). Models (numpy
+only, L2-regularised, full batch, deterministic):
+
+- ``pointwise``: logistic regression, each question's positives and negatives weighted to equal
+  totals (a question with one evidence turn counts as much as one with eight), Newton's method;
+- ``listwise``: softmax over each question's candidates, the mean log-probability of its positives
+  (3,000 steps of Adam).
+
+Scored as bench_retrieval scores (R@10 within 400 words, per category): each conversation held out
+in turn and ranked by weights fitted on the other four ("held-out"), beside weights fitted on all
+five ("in-sample") and balanced itself; ``--nested`` also chooses the L2 strength inside each fold
+(the grid never sees the held-out conversation). ``--write`` prints the weights fitted on all five at
+the L2 of best held-out recall, rounded, as the ``WEIGHTS`` constant for textual/fusion_learned.py.
+
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.001 --write   # WEIGHTS
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memos_integrations import MemCube
+from memos_integrations.prompting import format_memory
+from memos_integrations.textual import fusion_features as F
+from memos_integrations.textual.embed import MiniLMEmbedder
+from memos_integrations.textual.retrieve import BALANCED, SearchPlan
+
+from .bench_engine_cpu import open_cube
+from .bench_retrieval import BUDGET_WORDS, MAX_SOURCES
+from .common import locomo, table
+
+PROBE = BALANCED.model_copy(update={"name": "balanced-probe", "fusion": "learned"})
+PROBES = {"balanced": PROBE}
+
+
+@dataclass
+class Question:
+    conv: str
+    category: int
+    evidence: set[str]
+    cands: list[int]
+    X: np.ndarray
+    y: np.ndarray  # 1.0 where the candidate holds evidence
+    tail: list[int]  # the plan's order after the candidates
+    sources: dict[int, list[str]]  # counted sources of candidates and tail (empty for > MAX_SOURCES)
+    words: dict[int, int]
+
+
+def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan = PROBE) -> list[Question]:
+    """Run ``plan`` (a plan with ``fusion="learned"``) on every question, keeping the re-scorer's inputs (the feature function wrapped)."""
+    seen: list[tuple[list[int], np.ndarray, list[int]]] = []
+    inner = F.features
+
+    def keep(query: str, cands: Sequence[int], order: Sequence[int], *rest: Any) -> np.ndarray:
+        X = inner(query, cands, order, *rest)
+        seen.append((list(cands), X.copy(), [r for r in order if r not in set(cands)]))
+        return X
+
+    out = []
+    F.features = keep  # type: ignore[assignment]
+    try:
+        for q in qa:
+            if q["category"] == 5 or not q.get("evidence"):
+                continue
+            seen.clear()
+            cube.search(q["question"], top_k=20, plan=plan)
+            evidence = {e.strip() for e in q["evidence"]}
+            cands, X, tail = seen[-1] if seen else ([], np.zeros((0, len(F.NAMES))), [])
+            rows = cube.text_mem.store.ranking_rows([*cands, *tail[:20]])
+            sources = {r: (it.sources if len(it.sources) <= MAX_SOURCES else []) for r, it in rows.items()}
+            words = {r: len(format_memory(it).split()) for r, it in rows.items()}
+            y = np.array([1.0 if evidence & set(sources.get(r, ())) else 0.0 for r in cands])
+            out.append(Question(conv, q["category"], evidence, cands, X, y, tail[:20], sources, words))
+    finally:
+        F.features = inner  # type: ignore[assignment]
+    return out
+
+
+def recall(q: Question, logit: np.ndarray | None) -> float:
+    """R@10 within BUDGET_WORDS of the candidates ranked by ``logit`` (None: the plan's own order)."""
+    idx = range(len(q.cands)) if logit is None else sorted(range(len(q.cands)), key=lambda i: (-logit[i], i))
+    ranked = [q.cands[i] for i in idx] + q.tail
+    found: set[str] = set()
+    words = 0
+    for rid in ranked[:10]:
+        w = q.words.get(rid, 0)
+        if words + w > BUDGET_WORDS:
+            break
+        words += w
+        found.update(q.sources.get(rid, ()))
+    return len(q.evidence & found) / len(q.evidence)
+
+
+def fit(qs: list[Question], model: str, l2: float, steps: int = 3000) -> np.ndarray:
+    """Weights (one per :data:`F.NAMES`) fitted on ``qs``, full batch, from zero; no L2 on the bias.
+    Pointwise: Newton's method to convergence (the loss is convex); listwise: ``steps`` of Adam."""
+    X = np.vstack([q.X for q in qs])
+    y = np.concatenate([q.y for q in qs])
+    qid = np.concatenate([np.full(len(q.cands), i) for i, q in enumerate(qs)])
+    n = len(qs)
+    if model == "pointwise":  # each question: positives weigh 1 in all, negatives 1 in all
+        pos = np.bincount(qid, weights=y, minlength=n)
+        neg = np.bincount(qid, weights=1 - y, minlength=n)
+        sw = np.where(y > 0, 1 / np.maximum(pos[qid], 1), 1 / np.maximum(neg[qid], 1)) / n
+    npos = np.bincount(qid, weights=y, minlength=n)
+    w = np.zeros(X.shape[1])
+    reg = np.ones_like(w)
+    reg[0] = 0.0
+    if model == "pointwise":
+        for _ in range(50):
+            p = 1 / (1 + np.exp(-np.clip(X @ w, -30, 30)))
+            g = X.T @ (sw * (p - y)) + l2 * reg * w
+            H = (X * (sw * p * (1 - p))[:, None]).T @ X + np.diag(l2 * reg + 1e-9)
+            step = np.linalg.solve(H, g)
+            w = w - step
+            if np.abs(step).max() < 1e-8:
+                break
+        return w
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    lr, b1, b2 = 0.05, 0.9, 0.999
+    for t in range(1, steps + 1):
+        s = X @ w  # listwise: softmax within each question that has a positive
+        e = np.exp(s - s.max())
+        p = e / np.bincount(qid, weights=e, minlength=n)[qid]
+        coef = np.where(npos[qid] > 0, p - y / np.maximum(npos[qid], 1), 0.0) / max(int((npos > 0).sum()), 1)
+        g = X.T @ coef + l2 * reg * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
+    return w
+
+
+def scores_of(qs: list[Question], logits: list[np.ndarray | None]) -> dict[str, float]:
+    """Mean recall overall and per category; ``"<cat>:up"`` / ``":down"``: questions above / below the plan's order."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for q, lg in zip(qs, logits):
+        r = recall(q, lg)
+        per["all"].append(r)
+        per[str(q.category)].append(r)
+        base = recall(q, None)
+        per[f"{q.category}:up"].append(float(r > base))
+        per[f"{q.category}:down"].append(float(r < base))
+    return {k: float(np.sum(v) if ":" in k else np.mean(v)) for k, v in per.items()}
+
+
+def evaluate(qs: list[Question], model: str, l2: float) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+    """(held-out scores, in-sample scores, weights on all)."""
+    convs = sorted({q.conv for q in qs})
+    held: list[np.ndarray | None] = [None] * len(qs)
+    for c in convs:
+        w = fit([q for q in qs if q.conv != c], model, l2)
+        for i, q in enumerate(qs):
+            if q.conv == c:
+                held[i] = q.X @ w
+    w_all = fit(qs, model, l2)
+    return scores_of(qs, held), scores_of(qs, [q.X @ w_all for q in qs]), w_all
+
+
+def nested(qs: list[Question], model: str, grid: Sequence[float]) -> tuple[dict[str, float], list[float]]:
+    """Held-out scores with the L2 strength chosen inside each fold (leave-one-conversation-out over
+    the four training conversations, best overall recall): the L2 grid never sees the held-out
+    conversation. Returns the scores and the L2 each fold chose."""
+    convs = sorted({q.conv for q in qs})
+    held: list[np.ndarray | None] = [None] * len(qs)
+    chosen = []
+    for c in convs:
+        train = [q for q in qs if q.conv != c]
+        best = max(grid, key=lambda l2: evaluate_loco(train, model, l2))
+        chosen.append(best)
+        w = fit(train, model, best)
+        for i, q in enumerate(qs):
+            if q.conv == c:
+                held[i] = q.X @ w
+    return scores_of(qs, held), chosen
+
+
+def evaluate_loco(qs: list[Question], model: str, l2: float) -> float:
+    """Mean held-out recall (leave-one-conversation-out) of ``qs`` alone."""
+    convs = sorted({q.conv for q in qs})
+    logits: list[np.ndarray | None] = [None] * len(qs)
+    for c in convs:
+        w = fit([q for q in qs if q.conv != c], model, l2)
+        for i, q in enumerate(qs):
+            if q.conv == c:
+                logits[i] = q.X @ w
+    return float(np.mean([recall(q, lg) for q, lg in zip(qs, logits)]))
+
+
+def collect(where: Path, organised: bool, limit: int | None, plan: SearchPlan = PROBE) -> list[Question]:
+    embedder = MiniLMEmbedder()
+    qs: list[Question] = []
+    for conv in locomo()[:limit]:
+        flat = where / "flat"
+        flat.mkdir(parents=True, exist_ok=True)
+        cube = open_cube(flat, embedder, conv)
+        if organised:
+            cube.close()
+            org = where / "organised" / conv["sample_id"]
+            if not org.exists():
+                shutil.copytree(flat / conv["sample_id"], org)
+                cube = MemCube.open(org, embedder=embedder)
+                from memos_integrations.organize import organize
+
+                organize(cube, user_id=conv["sample_id"])
+            else:
+                cube = MemCube.open(org, embedder=embedder)
+        qs.extend(record(cube, conv["sample_id"], conv["qa"], plan))
+        cube.close()
+    return qs
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cubes", type=Path, default=Path("/tmp/fit_fusion_cubes"), help="where cubes are built once")
+    ap.add_argument("--organised", action="store_true", help="organised cubes (the extractive organiser)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--probe", choices=sorted(PROBES), default="balanced", help="the plan whose candidates are re-scored")
+    ap.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths")
+    ap.add_argument("--models", default="pointwise,listwise")
+    ap.add_argument("--nested", action="store_true", help="also choose L2 inside each fold (nested cross-validation)")
+    ap.add_argument("--write", action="store_true",
+                    help="print the all-five weights of the first model, at its L2 of best held-out recall")
+    args = ap.parse_args(argv)
+    qs = collect(args.cubes, args.organised, args.limit, PROBES[args.probe])
+    cats = ["all", "1", "2", "3", "4"]
+    base = scores_of(qs, [None] * len(qs))
+    rows = [[f"{args.probe} (the plan's own order)", "-", *(base[c] for c in cats)]]
+    first = None
+    moved: list[str] = []
+    for model in args.models.split(","):
+        for l2 in (float(x) for x in args.l2.split(",")):
+            held, ins, w = evaluate(qs, model, l2)
+            if first is None or (first[0] == model and held["all"] > first[3]):  # the first model's best L2
+                first = (model, l2, w, held["all"])
+            rows.append([f"{model} L2 {l2:g}", "held-out", *(held[c] for c in cats)])
+            moved.append(f"{model} L2 {l2:g} held-out against the plan's order, questions up / down: " + ", ".join(
+                f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
+            rows.append([f"{model} L2 {l2:g}", "in-sample", *(ins[c] for c in cats)])
+    if args.nested:
+        for model in args.models.split(","):
+            held, chosen = nested(qs, model, [float(x) for x in args.l2.split(",")])
+            rows.append([f"{model}, L2 chosen per fold {chosen}", "nested held-out", *(held[c] for c in cats)])
+    n = {c: sum(1 for q in qs if str(q.category) == c or c == "all") for c in cats}
+    print(f"{len(qs)} questions; per category {n}; positives per question "
+          f"{np.mean([q.y.sum() for q in qs]):.2f}, candidates {np.mean([len(q.cands) for q in qs]):.0f}")
+    print(table(["model", "fit", "R@10 in 400 words", "cat1", "cat2", "cat3", "cat4"], rows))
+    print("\n".join(moved))
+    if args.write and first is not None:
+        model, l2, w, _ = first
+        print(f"# {model}, L2 {l2:g}, fitted on all {len({q.conv for q in qs})} conversations")
+        print("WEIGHTS: Mapping[str, float] = {")
+        for name, value in zip(F.NAMES, w):
+            print(f'    "{name}": {round(float(value), 2)},')
+        print("}")
+
+
+if __name__ == "__main__":
+    main()

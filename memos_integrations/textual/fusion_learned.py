@@ -1,0 +1,102 @@
+"""A learned re-scorer over the candidates a search already holds (``SearchPlan(fusion="learned")``).
+
+The plan runs as with ``fusion="rrf"`` (legs, fusion, time, hops, speaker boost, content prior);
+then the first :data:`.fusion_features.WINDOW` of its order and of each leg are re-scored by a
+linear model of cheap features (:mod:`.fusion_features`: each leg's rank and score, the fused
+rank, who said it, how much content it has, whether the question asks for a list, how many other
+candidates share its session) and re-ordered; the rest follow in the plan's order, below them.
+
+The weights are constants (:data:`WEIGHTS`), fitted by ``benchmarks/fit_fusion.py`` on the LoCoMo
+dev split (logistic regression, L2, evidence turns as positives) and rounded; nothing is read from a
+file. No new candidate is found here: every row re-scored was found by a leg under the search's
+filter, so scope, ``as_of`` and lifecycle hold as for the plan it starts from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import fusion_features as F
+from . import retrieve as R
+
+if TYPE_CHECKING:
+    from ..items import MemoryItem
+
+#: the re-scorer's weights by feature name (:data:`.fusion_features.NAMES`): logistic regression,
+#: L2 0.001, fitted on all 5 LoCoMo dev conversations, rounded to 0.01 (``python -m benchmarks.fit_fusion
+#: --models pointwise --l2 0.001 --write``). Read as: the fused score and rank lead; a turn near one of
+#: the best five of its session, with content words, found by the keyword or the nameless dense leg
+#: rises; a turn said by someone the question does not name falls.
+WEIGHTS: Mapping[str, float] = {
+    "bias": -4.34,
+    "fused_rr": 1.21,
+    "fused_score": 2.9,
+    "dense_rr": -0.21,
+    "dense_cos": 0.49,
+    "unnamed_rr": 0.98,
+    "keyword_rr": -0.18,
+    "keyword_score": 1.88,
+    "hop_only": 0.25,
+    "named_speaker": 0.04,
+    "other_speaker": -1.78,
+    "content": 1.53,
+    "list": 0.53,
+    "list_content": 0.09,
+    "list_dense_rr": 0.2,
+    "list_keyword_rr": -1.07,
+    "list_named": 0.15,
+    "session_share": 0.49,
+    "near_best": 2.31,
+}
+
+
+def weight_vector(weights: Mapping[str, float] = WEIGHTS) -> np.ndarray:
+    """``weights`` as one column per feature of :data:`.fusion_features.NAMES` (a name not there is 0)."""
+    unknown = set(weights) - set(F.NAMES)
+    if unknown:
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"unknown re-scorer features {sorted(unknown)}; known: {list(F.NAMES)}")
+    return np.array([float(weights.get(n, 0.0)) for n in F.NAMES])
+
+
+_W = weight_vector()
+
+
+def rescore(
+    query: str, order: list[int], scores: dict[int, float], scored: Mapping[str, Sequence[tuple[int, float]]],
+    rows: Callable[[Sequence[int]], dict[int, MemoryItem]], plan: R.SearchPlan, w: np.ndarray | None = None,
+) -> list[int]:
+    """Re-order the candidates of ``order`` (:func:`.fusion_features.candidates`) by the linear model
+    ``w`` (default :data:`WEIGHTS`); the rest of ``order`` follows. ``scores`` is updated in place so
+    that a hit's score falls with its rank: the candidates get the model's probability, the rest a
+    share of the lowest of them. The plan's re-orderings before it (content prior, session cap, list
+    spread) are features or undone; its working memory first (``working_first``) is kept: it is
+    applied again to the new order.
+
+    Returns:
+        The new order (the same rows as ``order``).
+    """
+    cands = F.candidates(order, scored)
+    if not cands:
+        return order
+    items = rows(cands)
+    X = F.features(query, cands, order, scores, scored, items)
+    logit = X @ (_W if w is None else w)
+    prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))
+    ranked = np.argsort(-logit, kind="stable")  # ties: the plan's order
+    head = [cands[i] for i in ranked]
+    placed = set(head)
+    tail = [r for r in order if r not in placed]
+    floor = float(prob.min())
+    top_tail = max((scores[r] for r in tail), default=0.0) or 1.0
+    for i, rid in enumerate(cands):
+        scores[rid] = float(prob[i])
+    for rid in tail:
+        scores[rid] = floor * 0.5 * max(scores[rid], 0.0) / top_tail
+    if plan.working_first and "working" in scored:
+        return R.working_first(head + tail, {r for r, _ in scored["working"]}, plan.working_first)
+    return head + tail
