@@ -13,7 +13,9 @@ Three parts, in one run:
    ``--queries`` questions, before and after interleaved pass by pass so load drifts hit both alike.
 3. **Through the embedding process** (the service's path): the child's CPU (``/proc`` user + system)
    and this process's CPU per query for ``EmbedProcess.embed_queries`` at the same batch sizes, one
-   child running the reference pass and one the lean pass.
+   child as before (reference pass, configured threads) and one as now (lean pass, int8 queries on one
+   torch thread: textual/int8_fast.py ``int8_thread``). ``--child-threads 2`` shows what ``memcube
+   serve`` run without ``OMP_NUM_THREADS`` gives its child on this 2-core machine.
 
 CPU time is used because the machine is shared (the load average is printed with the tables);
 wall-clock numbers would be noise.
@@ -40,9 +42,11 @@ if str(ROOT) not in sys.path:
 from benchmarks.common import locomo, table  # noqa: E402
 
 BATCHES = (1, 2, 4, 8)
-#: a child that runs the reference forward: the lean one switched off before the child's own main()
-_REFERENCE_CHILD = ("import sys; sys.path[0] = sys.argv[1]; from memos_integrations.textual import minilm; "
-                    "minilm.TorchBert.int8_fast = False; from memos_integrations.textual.embed_process import main; main()")
+#: a child as it was: the reference forward, at its configured torch threads (the lean pass and the one-thread
+#: switch turned off before the child's own main())
+_REFERENCE_CHILD = ("import sys; sys.path[0] = sys.argv[1]; from memos_integrations.textual import minilm, int8_fast; "
+                    "minilm.TorchBert.int8_fast = False; int8_fast.ONE_THREAD = False; "
+                    "from memos_integrations.textual.embed_process import main; main()")
 
 
 def questions() -> list[str]:
@@ -111,12 +115,12 @@ def in_process(embedder: Any, texts: list[str], repeat: int) -> list[list[Any]]:
     return rows
 
 
-def through_child(embedder: Any, texts: list[str], repeat: int) -> list[list[Any]]:
+def through_child(embedder: Any, texts: list[str], repeat: int, threads: int | None) -> list[list[Any]]:
     from memos_integrations.textual.embed_process import EmbedProcess
 
     children = {}
     for name in ("before", "after"):
-        child = EmbedProcess.like(embedder)
+        child = EmbedProcess.like(embedder, threads=threads)
         if name == "before":
             child.argv[2] = _REFERENCE_CHILD
         child.start()
@@ -150,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the bit-for-bit check")
     parser.add_argument("--threads", action="store_true", help="also check the lean pass at 2 torch threads")
     parser.add_argument("--no-child", dest="child", action="store_false", help="skip the embedding-process table")
+    parser.add_argument("--child-threads", type=int, default=None,
+                        help="torch threads the children are configured with (default: this process's, as "
+                             "memcube serve does; 2 is what serve gives them on this machine without OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
 
     import torch
@@ -177,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["batch", "before", "after", "saved"], in_process(embedder, timed, args.repeat)))
     print(f"load average {os.getloadavg()[0]:.2f}")
     if args.child:
-        print(f"\nThrough the embedding process: CPU ms per query, child and parent (median of {args.repeat})\n")
+        threads = args.child_threads or torch.get_num_threads()
+        print(f"\nThrough the embedding process ({threads} torch thread(s) configured): CPU ms per query, child and "
+              f"parent (median of {args.repeat})\n")
         print(table(["batch", "child before", "child after", "saved", "parent before", "parent after"],
-                    through_child(embedder, timed, args.repeat)))
+                    through_child(embedder, timed, args.repeat, threads)))
         print(f"load average {os.getloadavg()[0]:.2f}")
     return 1 if failed else 0
 

@@ -17,6 +17,9 @@ equality with the reference on hostile texts alone and in batches; ``benchmarks/
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -92,3 +95,31 @@ class Int8QueryEncoder:
         sizes = torch.tensor(counts, dtype=torch.long)[:, None].clamp_min(1)  # the reference's int64 divisor
         pooled = torch.zeros((n, hidden)).index_add_(0, rows, x) / sizes
         return F.normalize(pooled, dim=1).numpy().astype(np.float32)  # type: ignore[no-any-return]
+
+
+#: :func:`int8_thread` runs int8 query passes on one torch thread (False: the configured count, as before)
+ONE_THREAD = True
+
+
+@contextlib.contextmanager
+def int8_thread(embedder: Any) -> Iterator[None]:
+    """Run ``embedder``'s int8 query pass on one torch thread, then restore the count.
+
+    For the embedding process only (textual/embed_process.py), where requests run one at a time: torch's
+    thread count is process-wide, and a thread embedding documents meanwhile would get another count.
+    Why: a query's products are small, and with two threads each one wakes an OpenMP worker that spins
+    after it (on a busy 2-core machine a 13-token query measured ~46 ms of process CPU at 2 threads
+    against ~5 at 1). Safe for the bits: the int8 pass's integer products are exact and its float ops
+    are row- or text-wise, so its rows do not depend on the thread count (bench_query_embed.py --threads
+    checks the 762 dev questions). fp32 passes keep the configured count: their sums may depend on it.
+    """
+    torch: Any = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else 1
+    if not ONE_THREAD or threads == 1 or embedder.query_precision_in_use != "int8":
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

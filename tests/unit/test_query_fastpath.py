@@ -98,3 +98,29 @@ def test_documents_never_take_the_int8_lean_pass(int8: MiniLMEmbedder, embedder:
     monkeypatch.setattr(int8_fast.Int8QueryEncoder, "__call__", refuse)
     np.testing.assert_array_equal(bits(int8.embed_documents(docs)), bits(want))
     assert minilm.TorchBert.int8_fast is True  # the class default: every loaded model runs the lean pass
+
+
+def test_int8_rows_do_not_depend_on_the_thread_count_and_int8_thread_restores_it(
+        int8: MiniLMEmbedder, embedder: Any, reference: np.ndarray) -> None:
+    """The embedding process runs int8 queries on one torch thread (int8_thread): that is only sound if
+    their rows are the same at any count, and only harmless if the count comes back for documents."""
+    import torch
+
+    from memos_integrations.textual.int8_fast import int8_thread
+
+    fp32 = MiniLMEmbedder(embedder.model_dir, query_precision="fp32")
+    torch.set_num_threads(2)
+    try:
+        # long texts (> 32768 activations per op) so ATen's own loops split between the two threads too
+        np.testing.assert_array_equal(bits(int8.embed_queries(TEXTS[9:12])), bits(reference[9:12]))
+        with int8_thread(int8):
+            assert torch.get_num_threads() == 1
+            np.testing.assert_array_equal(bits(int8.embed_queries(TEXTS[16:18])), bits(reference[16:18]))
+        assert torch.get_num_threads() == 2
+        with int8_thread(fp32):  # fp32 sums may depend on the count: left as configured
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), int8_thread(int8):
+            raise RuntimeError("a failing pass")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
