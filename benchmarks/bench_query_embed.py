@@ -10,7 +10,8 @@ Three parts, in one run:
    bit for bit (the benchmark exits 1 otherwise). ``--threads`` also checks the lean pass at 2 torch threads.
 2. **In process**: ``time.process_time`` per query of ``MiniLMEmbedder.embed_queries`` at batch 1, 2,
    4 and 8 (all the process's threads, so thread wake-ups count), median of ``--repeat`` passes over
-   ``--queries`` questions, before and after interleaved pass by pass so load drifts hit both alike.
+   ``--queries`` questions, before and after interleaved pass by pass so load drifts hit both alike;
+   and the torch operators one call dispatches (the first questions, counted: the same on any machine).
 3. **Through the embedding process** (the service's path): the child's CPU (``/proc`` user + system)
    and this process's CPU per query for ``EmbedProcess.embed_queries`` at the same batch sizes, one
    child as before (reference pass, configured threads) and one as now (lean pass, int8 queries on one
@@ -100,17 +101,37 @@ def cpu_per_query(run: Callable[[list[str]], Any], texts: list[str], batch: int)
     return (time.process_time() - start) * 1000 / len(texts)
 
 
+def torch_ops(embedder: Any, texts: list[str]) -> int:
+    """torch operators dispatched embedding ``texts`` in one call (deterministic, unlike CPU time)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        embedder.embed_queries(texts)
+    return Count.n
+
+
 def in_process(embedder: Any, texts: list[str], repeat: int) -> list[list[Any]]:
     model = embedder._model
     rows = []
     for batch in BATCHES:
         passes: dict[bool, list[float]] = {False: [], True: []}
+        ops = {}
+        for fast in (False, True):
+            model.int8_fast = fast
+            ops[fast] = torch_ops(embedder, texts[:batch])
         for _ in range(repeat):
             for fast in (False, True):
                 model.int8_fast = fast
                 passes[fast].append(cpu_per_query(embedder.embed_queries, texts, batch))
         before, after = statistics.median(passes[False]), statistics.median(passes[True])
-        rows.append([batch, f"{before:.2f}", f"{after:.2f}", f"{1 - after / before:.0%}"])
+        rows.append([batch, f"{before:.2f}", f"{after:.2f}", f"{1 - after / before:.0%}", ops[False], ops[True]])
     model.int8_fast = True
     return rows
 
@@ -181,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     embed_in(embedder, timed, 8)  # warm both paths' shapes
     print(f"\nIn process: CPU ms per query (process_time, median of {args.repeat} passes of {len(timed)} "
           "questions)\n")
-    print(table(["batch", "before", "after", "saved"], in_process(embedder, timed, args.repeat)))
+    print(table(["batch", "before", "after", "saved", "torch ops/call before", "after"],
+                in_process(embedder, timed, args.repeat)))
     print(f"load average {os.getloadavg()[0]:.2f}")
     if args.child:
         threads = args.child_threads or torch.get_num_threads()
