@@ -10,13 +10,14 @@ result goes: the padded (texts, length) id and mask tensors, the attention mask 
 the int8 path never reads, boolean-mask gathers (the tokens are packed from the start), a ``cat`` of
 one text's attention, per-call temporaries (in-place ops on tensors this pass owns), the int32 product's
 ``.float()`` copy (``addcmul`` casts it the same way), and ``aminmax`` (slow here; ``amin`` and ``amax``
-are as exact). Measured: 25-32% less CPU per query, 40% fewer torch ops (bench_query_embed.py). A
-TorchScript version (``torch.jit.script`` of the layers, fusers off) measured no faster, and oneDNN's
-prepacked ``qlinear_pointwise`` (exact too) slower than ``torch._int_mm`` at these sizes. The int8 layers
-are :class:`~memos_integrations.textual.minilm.Int8Linears`' own weights, read once into a tuple per
-layer instead of a dict look-up per product. ``tests/unit/test_query_fastpath.py`` checks bit-for-bit
-equality with the reference on hostile texts alone and in batches; ``benchmarks/bench_query_embed.py
---check`` on the 762 LoCoMo dev questions.
+are as exact). The int8 layers are :class:`~memos_integrations.textual.minilm.Int8Linears`' own
+weights, read once into a tuple per layer instead of a dict look-up per product.
+
+Measured (benchmarks/bench_query_embed.py): 20-37% less CPU per query at batches of 1-8, 9-26% fewer
+torch ops; every one of the 762 LoCoMo dev questions bit for bit the reference, alone, in batches and
+at 2 torch threads (``tests/unit/test_query_fastpath.py`` checks hostile texts the same way). Tried
+and dropped: ``torch.jit.script`` of the layers (fusers off, so the same bits) measured no faster, and
+oneDNN's prepacked ``qlinear_pointwise`` (exact too) slower than ``torch._int_mm`` at these sizes.
 """
 
 from __future__ import annotations
