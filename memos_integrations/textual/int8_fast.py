@@ -115,8 +115,9 @@ def int8_thread(embedder: Any) -> Iterator[None]:
     For the embedding process only (textual/embed_process.py), where requests run one at a time: torch's
     thread count is process-wide, and a thread embedding documents meanwhile would get another count.
     Why: a query's products are small, and with two threads each one wakes an OpenMP worker that spins
-    after it (on a busy 2-core machine a 13-token query measured ~46 ms of process CPU at 2 threads
-    against ~5 at 1). Safe for the bits: the int8 pass's integer products are exact and its float ops
+    after it: ``memcube serve`` without ``OMP_NUM_THREADS`` gives the child 2 threads on a 2-core machine,
+    and there (load average ~10) a child spent 138 ms of CPU per query at batch 1 and 25 ms at batch 8,
+    against 4.7 and 1.5 ms on one thread (bench_query_embed.py --child-threads 2). Safe for the bits: the int8 pass's integer products are exact and its float ops
     are row- or text-wise, so its rows do not depend on the thread count (bench_query_embed.py --threads
     checks the 762 dev questions). fp32 passes keep the configured count: their sums may depend on it.
     """
