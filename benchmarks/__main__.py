@@ -15,6 +15,7 @@ BENCHES = [
     ("core: 100k items", ["-m", "benchmarks.bench_scale"]),
     ("core: engine CPU per search and per add", ["-m", "benchmarks.bench_engine_cpu"]),
     ("core: where a fast add's time goes", ["-m", "benchmarks.bench_add_path"]),
+    ("core: CPU per int8 query embedding, reference vs lean forward", ["-m", "benchmarks.bench_query_embed"]),
     ("core: what the trust guarantees cost", ["-m", "benchmarks.bench_guarantees"]),
     ("storage: SQLite vs PostgreSQL cube, writers, scale", ["-m", "benchmarks.bench_postgres"]),
     ("service: REST under load", ["-m", "benchmarks.bench_service"]),

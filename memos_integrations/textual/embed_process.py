@@ -356,6 +356,7 @@ class EmbedProcess:
 # -- the child ---------------------------------------------------------------------------------------
 def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
     from .embed import MiniLMEmbedder
+    from .int8_fast import int8_thread
 
     if config.get("threads"):
         import torch
@@ -398,7 +399,8 @@ def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
             if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
                 raise errors.InvalidInputError("texts must be a list of strings")
             if request["kind"] == "query":
-                vectors = embedder(str(request["precision"])).embed_queries(texts)
+                with int8_thread(embedder(str(request["precision"]))):  # no OpenMP worker woken per query
+                    vectors = embedder(str(request["precision"])).embed_queries(texts)
             else:
                 vectors = first.embed_documents(texts)
             rows = np.ascontiguousarray(vectors, dtype="<f4")
