@@ -29,7 +29,7 @@ from ..mos import MOS
 from ..storage.keys import KeyStore
 from ..storage.rate_limits import RateBuckets
 from ..textual.index_defer import defer_writes
-from . import errors, models
+from . import errors, fastpath, models
 from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
@@ -308,6 +308,9 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
             raise BackendError(f"the MOS registry is not readable ({type(exc).__name__}); check the home directory") from None
         return {"status": "ready"}
 
+    # the hot routes answer requests they can vouch for without FastAPI's dependency solving (fastpath.py)
+    fastpath.install(app, principal=authenticator.authenticate_async, search_get=search_memories_get,
+                     search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn)
     if mcp:
         _mount_mcp(app, mos, authenticator)
     if limits.cors_origins:
