@@ -135,17 +135,58 @@ def _server_cpu() -> float:
     return time.process_time() + sum(child.cpu_seconds() for child in _CHILD)
 
 
+#: the in-process server's threads, by name prefix, as the CPU breakdown groups them
+_THREAD_GROUPS = (("uvicorn-loop", "event loop"), ("AnyIO worker", "route threads"), ("query-batcher", "batchers"),
+                  ("memos-index-drain", "index drain"))
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, grouped (Linux: /proc/self/task; elsewhere empty), and of
+    the embedding child. Why: a request's CPU splits between the event loop (HTTP, routing, the thread
+    hop), the worker threads (the route: access checks, the engine, JSON), the embedding batchers and
+    the child, and only that split says which part to make cheaper."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(tid), "")
+        group = next((g for prefix, g in _THREAD_GROUPS if name.startswith(prefix)), "other")
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    if _CHILD:
+        out["embedding child"] = sum(child.cpu_seconds() for child in _CHILD)
+    return out
+
+
 def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, count: int = 0,
               server_here: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_service", "--load", "--plan", str(plan), "--kind", kind,
            "--rate", str(rate), "--duration", str(duration), "--count", str(count)]
     cpu = _server_cpu()
+    threads = _thread_cpu()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     # this process's CPU (and its embedding child's) while the load ran: the in-process server's
     found["server_cpu"] = (_server_cpu() - cpu) / max(1, found["n"]) if server_here else None
+    if server_here:
+        after = _thread_cpu()
+        found["threads"] = {g: (after[g] - threads.get(g, 0.0)) / max(1, found["n"]) for g in after}
     found["loadavg"] = os.getloadavg()[0]
     return found
+
+
+def _split(label: str, res: dict[str, Any]) -> str:
+    """One line of the server's CPU per request by thread group (ms), largest first."""
+    parts = sorted(res.get("threads", {}).items(), key=lambda kv: -kv[1])
+    return f"  {label}: " + ", ".join(f"{g} {v * 1e3:.2f}" for g, v in parts if v > 0)
 
 
 # -- the server side ----------------------------------------------------------------------------------
@@ -300,7 +341,7 @@ def _serve_in_thread(mos: Any, keys: Any, rate: float = 0) -> tuple[Any, threadi
     limits = Limits(rate=rate, burst=1_000_000)  # rate > 0: the shared buckets' cost is measured, never a 429
     server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=limits, mcp=False),
                                            host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, name="uvicorn-loop", daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
@@ -422,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             clear()
 
     rows: list[list[Any]] = []
+    splits: list[str] = []
     base_p95 = None
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
@@ -433,8 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         cold()
         target_search = _run_load(plan, "search", server_here=not args.workers, rate=args.search_rate, duration=args.duration)
         rows.append(_row(f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search))
+        splits.append(_split(f"search at {args.search_rate:g}/s", target_search))
         target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
         rows.append(_row(f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add))
+        splits.append(_split(f"add (fast) at {args.add_rate:g}/s", target_add))
         # the rate at which p95 doubles over its unloaded value (one request at a time)
         doubled = None
         for rate in [float(r) for r in args.sweep.split(",") if r]:
@@ -447,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(table(["run", "s", "requests", "achieved req/s", "p50 ms", "p95 ms (overhead rows: CPU ms/request)",
                  "errors", "server CPU ms/req", "load CPU ms/req", "load avg"], rows))
+    if any(splits) and not args.workers:
+        print("\nserver CPU per request by thread, ms (event loop: HTTP, routing, the hop to a thread; route threads: "
+              "access checks, the engine, JSON; batchers and child: the embeddings):")
+        print("\n".join(splits))
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         print(f"\nservice overhead (HTTP + auth + JSON), p50: {(found['http_p50'] - found['direct_p50']) * 1e3:.2f} ms "
               f"wall, {(found['http_cpu'] - found['direct_cpu']) * 1e3:.2f} ms CPU per request (target <= 3 ms)")
