@@ -309,7 +309,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         return {"status": "ready"}
 
     # the hot routes answer requests they can vouch for without FastAPI's dependency solving (fastpath.py)
-    fastpath.install(app, principal=authenticator.authenticate_async, search_get=search_memories_get,
+    fastpath.install(app, authenticate=authenticator.authenticate, search_get=search_memories_get,
                      search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn)
     if mcp:
         _mount_mcp(app, mos, authenticator)

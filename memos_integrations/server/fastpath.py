@@ -17,7 +17,7 @@ the route would have answered the same way, by running the same function.
 
 Order of checks, as in FastAPI: the body is read and parsed first (a read that fails is the same
 ``400`` FastAPI raises, which the body-limit and slow-body middlewares turn into 413 / 408), then the
-key, then the route. Exceptions raised here (a refused key, a ``MemosError`` from the route) reach the
+key and its rate token, then the route (those two in one worker-thread call). Exceptions raised here (a refused key, a ``MemosError`` from the route) reach the
 app's exception handlers exactly as when raised inside the route.
 """
 
@@ -44,11 +44,11 @@ _K = re.compile(r"[1-9][0-9]{0,8}")
 #: query parameters of ``GET /v1/memories/search`` and the longest value each may have (None: no limit)
 _SEARCH_GET = {"q": None, "k": None, "session_id": None, "cube_id": 256, "user_id": 256}
 
-Principal = Callable[[Any], Awaitable[Any]]
+Authenticate = Callable[[Any], Any]
 Fast = Callable[[Request, bytes | None], Awaitable[Response | None]]
 
 
-def install(app: FastAPI, *, principal: Principal, search_get: Callable[..., Response],
+def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..., Response],
             search_post: Callable[..., Response], add: Callable[..., Response],
             search_in: type[BaseModel], add_in: type[BaseModel]) -> None:
     """Put the fast fronts before the FastAPI routes ``GET /v1/memories/search``, ``POST /v1/memories/search``
@@ -56,7 +56,9 @@ def install(app: FastAPI, *, principal: Principal, search_get: Callable[..., Res
 
     Args:
         app: the service app, its routes already declared.
-        principal: ``Authenticator.authenticate_async`` (request headers -> principal).
+        authenticate: ``Authenticator.authenticate`` (request headers -> principal, the rate token taken),
+            called in the worker thread that then runs the route: one hop to the thread pool per request
+            (FastAPI's path makes a second one for the rate token when rate limits are on).
         search_get, search_post, add: the routes' own functions (run in the worker-thread pool).
         search_in, add_in: the body models of the two POST routes.
     """
@@ -64,16 +66,14 @@ def install(app: FastAPI, *, principal: Principal, search_get: Callable[..., Res
         args = _search_query(request.scope.get("query_string", b""))
         if args is None:
             return None
-        who = await principal(request.headers)
-        return await run_in_threadpool(search_get, who=who, **args)
+        return await run_in_threadpool(_as_caller, authenticate, request.headers, search_get, args)
 
     def posted(endpoint: Callable[..., Response], model: type[BaseModel]) -> Fast:
         async def fast(request: Request, body: bytes | None) -> Response | None:
             parsed = _model(body, model)
             if parsed is None:
                 return None
-            who = await principal(request.headers)
-            return await run_in_threadpool(endpoint, body=parsed, who=who)
+            return await run_in_threadpool(_as_caller, authenticate, request.headers, endpoint, {"body": parsed})
         return fast
 
     fronts: dict[tuple[str, str], tuple[Fast, bool]] = {
@@ -90,6 +90,12 @@ def install(app: FastAPI, *, principal: Principal, search_get: Callable[..., Res
                 route.app = _front(route.app, method, *found)
     if fronts:  # a route was renamed: the front would silently not apply
         raise RuntimeError(f"fast paths without a route: {sorted(fronts)}")
+
+
+def _as_caller(authenticate: Authenticate, headers: Any, endpoint: Callable[..., Response],
+               args: dict[str, Any]) -> Response:
+    """In the worker thread: the key (cached, or read from the key store), its rate token, then the route."""
+    return endpoint(who=authenticate(headers), **args)
 
 
 def _front(slow: ASGIApp, method: str, fast: Fast, reads_body: bool) -> ASGIApp:

@@ -165,3 +165,20 @@ def test_search_query_parser() -> None:
         "q": "tea time", "k": 7, "session_id": "s1", "cube_id": "c", "user_id": "u"}
     assert _search_query(b"q=a+b") == {"q": "a b"}
     assert _search_query(b"") is None and _search_query(b"q=a&k=010") is None and _search_query(b"q=a&agent_id=x") is None
+
+
+def test_rate_limit_on_the_fast_path_takes_one_token_per_request(home: Home, solved: list[int]) -> None:
+    """Rate limits on (the default): the fast front spends exactly the request's token, and an empty bucket is the
+    usual 429 with Retry-After, for searches and adds alike."""
+    client = TestClient(create_app(home.mos, keys=home.keys, limits=Limits(rate=0.01, burst=3), mcp=False))
+    try:
+        codes = [client.get("/v1/memories/search?q=tea", headers=home.h("alice")).status_code for _ in range(3)]
+        assert codes == [200, 200, 200]
+        refused = client.post("/v1/memories", json={"text": "one too many"}, headers=home.h("alice"))
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["type"] == "RateLimitedError"
+        assert client.get("/v1/memories/search?q=tea", headers=home.h("bob")).status_code == 200  # per key
+        assert not solved
+    finally:
+        client.close()
+    assert "one too many" not in json.dumps(home.client.get("/v1/memories?limit=500", headers=home.h("alice")).json())
