@@ -331,7 +331,7 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
     return found
 
 
-def _serve_in_thread(mos: Any, keys: Any, rate: float = 0) -> tuple[Any, threading.Thread, int]:
+def _serve_in_thread(mos: Any, keys: Any, rate: float = 0, fast_path: bool = True) -> tuple[Any, threading.Thread, int]:
     import uvicorn
 
     from memos_integrations.server import Limits, create_app
@@ -339,7 +339,7 @@ def _serve_in_thread(mos: Any, keys: Any, rate: float = 0) -> tuple[Any, threadi
 
     port = free_port()
     limits = Limits(rate=rate, burst=1_000_000)  # rate > 0: the shared buckets' cost is measured, never a 429
-    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=limits, mcp=False),
+    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=limits, mcp=False, fast_path=fast_path),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn-loop", daemon=True)
     thread.start()
@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how queries are embedded (memcube serve's default is int8)")
     p.add_argument("--embed-process", action=argparse.BooleanOptionalAction, default=None,
                    help="embed the batched queries in a child process (default: memcube serve's, on where torch is)")
+    p.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=True,
+                   help="the search and add routes' fast fronts (server/fastpath.py); --no-fast-path measures without")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -443,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             mos.close()  # embedded cubes are held by one process at a time: the workers open them
         proc, port = _serve_workers(root / "home", args.workers, args.embed_process)
     else:
-        server, thread, port = _serve_in_thread(mos, keys, args.rate_limit)
+        server, thread, port = _serve_in_thread(mos, keys, args.rate_limit, args.fast_path)
     plan = root / "plan.json"
     plan.write_text(json.dumps({"base": f"http://127.0.0.1:{port}", "users": users}))
 
@@ -506,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{f'{doubled:g} req/s' if doubled else 'not within the sweep'}")
     print(f"cubes: {args.backend}; server: {f'memcube serve --workers {args.workers}' if args.workers else 'uvicorn in this process'}; "
           f"embed process: {'on' if args.embed_process and not args.no_batch else 'off'} (server CPU counts it); "
-          f"query precision: {args.query_precision}; machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
+          f"query precision: {args.query_precision}; fast path: {'on' if args.fast_path else 'off'}; machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
           f"{os.getloadavg()[0]:.1f}")
     batcher = getattr(mos.embedder, "batcher", None)
     if batcher is not None and batcher.calls:

@@ -43,7 +43,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the sam
 
 
 def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: bool = True, cube_config: Any = None,
-               shared: bool = False) -> FastAPI:
+               shared: bool = False, fast_path: bool = True) -> FastAPI:
     """The service for ``mos``, authenticating with ``keys``.
 
     Args:
@@ -54,6 +54,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         cube_config: the :class:`~memos_integrations.CubeConfig` of cubes the service creates (default: embedded).
         shared: other processes serve this home too (``memcube serve --workers``): new cubes need a
             server-backed ``cube_config``, and are refused (501) without one.
+        fast_path: search and add requests that :mod:`.fastpath` can vouch for skip FastAPI's dependency
+            solving (the same answers; False only to measure what it saves).
 
     Returns:
         The ASGI app (run it with uvicorn; ``memcube serve`` does).
@@ -309,8 +311,9 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         return {"status": "ready"}
 
     # the hot routes answer requests they can vouch for without FastAPI's dependency solving (fastpath.py)
-    fastpath.install(app, authenticate=authenticator.authenticate, search_get=search_memories_get,
-                     search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn)
+    if fast_path:
+        fastpath.install(app, authenticate=authenticator.authenticate, search_get=search_memories_get,
+                         search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn)
     if mcp:
         _mount_mcp(app, mos, authenticator)
     if limits.cors_origins:

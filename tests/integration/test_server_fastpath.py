@@ -182,3 +182,13 @@ def test_rate_limit_on_the_fast_path_takes_one_token_per_request(home: Home, sol
     finally:
         client.close()
     assert "one too many" not in json.dumps(home.client.get("/v1/memories?limit=500", headers=home.h("alice")).json())
+
+
+def test_without_the_fast_path_fastapi_answers_the_same(home: Home, solved: list[int]) -> None:
+    client = TestClient(create_app(home.mos, keys=home.keys, limits=Limits(rate=0), mcp=False, fast_path=False))
+    try:
+        slow = client.get("/v1/memories/search?q=which%20tea&k=2", headers=home.h("alice"))
+        assert solved
+        assert slow.json() == home.client.get("/v1/memories/search?q=which%20tea&k=2", headers=home.h("alice")).json()
+    finally:
+        client.close()
