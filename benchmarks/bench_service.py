@@ -135,34 +135,46 @@ def _server_cpu() -> float:
     return time.process_time() + sum(child.cpu_seconds() for child in _CHILD)
 
 
-#: the in-process server's threads, by name prefix, as the CPU breakdown groups them
-_THREAD_GROUPS = (("uvicorn-loop", "event loop"), ("AnyIO worker", "route threads"), ("query-batcher", "batchers"),
-                  ("memos-index-drain", "index drain"))
+#: the in-process server's long-lived threads, by name prefix, as the CPU breakdown groups them
+_THREAD_GROUPS = (("uvicorn-loop", "event loop"), ("query-batcher", "batchers"), ("memos-index-drain", "index drain"))
 
 
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds so far of this process's threads, grouped (Linux: /proc/self/task; elsewhere empty), and of
-    the embedding child. Why: a request's CPU splits between the event loop (HTTP, routing, the thread
-    hop), the worker threads (the route: access checks, the engine, JSON), the embedding batchers and
-    the child, and only that split says which part to make cheaper."""
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of this process's long-lived threads, by thread id (Linux: /proc/self/task; elsewhere
+    empty). Why: a request's CPU splits between the event loop (HTTP, routing, the thread hop), the worker
+    threads (the route: access checks, the engine, JSON), the embedding batchers and the child, and only that
+    split says which part to make cheaper. Worker threads come and go (AnyIO ends idle ones), so their share
+    is the process's CPU less the long-lived threads', never a sum over threads that may have ended."""
     names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
+    out: dict[int, tuple[str, float]] = {}
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
         return out
     tick = os.sysconf("SC_CLK_TCK")
     for tid in tids:
+        group = next((g for prefix, g in _THREAD_GROUPS if names.get(int(tid), "").startswith(prefix)), None)
+        if group is None:
+            continue
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # the thread ended meanwhile
-        name = names.get(int(tid), "")
-        group = next((g for prefix, g in _THREAD_GROUPS if name.startswith(prefix)), "other")
-        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[int(tid)] = (group, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _split_cpu(before: dict[int, tuple[str, float]], process_s: float, child_s: float) -> dict[str, float]:
+    """CPU seconds by group since ``before``: the long-lived threads', the embedding child's, and the rest of this
+    process (``process_s``: its CPU over the same time), which is the route threads' and the HTTP machinery's
+    outside the event loop."""
+    out: dict[str, float] = {}
+    for tid, (group, cpu) in _thread_cpu().items():
+        out[group] = out.get(group, 0.0) + cpu - before.get(tid, (group, 0.0))[1]
+    out["route threads and the rest"] = process_s - sum(out.values())
     if _CHILD:
-        out["embedding child"] = sum(child.cpu_seconds() for child in _CHILD)
+        out["embedding child"] = child_s
     return out
 
 
@@ -171,14 +183,14 @@ def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, co
     cmd = [sys.executable, "-m", "benchmarks.bench_service", "--load", "--plan", str(plan), "--kind", kind,
            "--rate", str(rate), "--duration", str(duration), "--count", str(count)]
     cpu = _server_cpu()
-    threads = _thread_cpu()
+    threads, process, child = _thread_cpu(), time.process_time(), _server_cpu() - time.process_time()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     # this process's CPU (and its embedding child's) while the load ran: the in-process server's
     found["server_cpu"] = (_server_cpu() - cpu) / max(1, found["n"]) if server_here else None
     if server_here:
-        after = _thread_cpu()
-        found["threads"] = {g: (after[g] - threads.get(g, 0.0)) / max(1, found["n"]) for g in after}
+        split = _split_cpu(threads, time.process_time() - process, _server_cpu() - time.process_time() - child)
+        found["threads"] = {g: v / max(1, found["n"]) for g, v in split.items()}
     found["loadavg"] = os.getloadavg()[0]
     return found
 
