@@ -21,7 +21,10 @@ vectors are forgotten before each load run, so the unloaded baseline pays for it
 runs do. The server embeds concurrent searches' queries together (``textual/batching.py``, as ``memcube
 serve`` does on a MiniLM home); ``--no-batch`` embeds each alone, for comparison. With ``--embed-process``
 (``memcube serve``'s default where torch is installed) those batches run in a child process
-(``textual/embed_process.py``), and the server's CPU per request counts the child's CPU too.
+(``textual/embed_process.py``), and the server's CPU per request counts the child's CPU too. The target
+runs also split the server's CPU per request by thread (Linux): the event loop (HTTP, routing, the hop to a
+worker thread), the route threads (access checks, the engine, JSON), the embedding batchers and the child.
+``--no-fast-path`` serves the hot routes through FastAPI's full path (``server/fastpath.py``), for comparison.
 
     python -m benchmarks.bench_service                      # the issue's 30 s runs
     python -m benchmarks.bench_service --duration 5 --sweep-duration 4   # a short look

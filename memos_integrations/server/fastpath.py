@@ -1,9 +1,10 @@
 """A shorter way through FastAPI for the hot routes (search and add), for requests it can vouch for.
 
-Why: on the 2-core development machine a cached-query search cost the event loop about 1.6 ms of CPU
-per request, and FastAPI's dependency solving (the query parameters one by one, the two security
-schemes, the key) was about half of it; a ``/healthz`` costs 0.7 ms in all. At 200 searches/s every
-millisecond of the event loop is a tenth of a core.
+Why: on the 2-core development machine (shared, load average 6-10) a search cost the serving process's
+event loop 1.0-1.6 ms of CPU, and FastAPI's dependency solving (the query parameters one by one, the
+two security schemes, the key) was about half of it; through the front it costs 0.5-0.7 ms
+(``python -m benchmarks.bench_service --no-fast-path`` measures both ways). At 200 searches/s every
+millisecond of the event loop is a fifth of a core.
 
 What it does: each hot route keeps its FastAPI route (the OpenAPI schema, the validation, every error
 answer), and its ASGI app gets a front (:func:`install`). The front reads the request itself and, only
@@ -17,8 +18,9 @@ the route would have answered the same way, by running the same function.
 
 Order of checks, as in FastAPI: the body is read and parsed first (a read that fails is the same
 ``400`` FastAPI raises, which the body-limit and slow-body middlewares turn into 413 / 408), then the
-key and its rate token, then the route (those two in one worker-thread call). Exceptions raised here (a refused key, a ``MemosError`` from the route) reach the
-app's exception handlers exactly as when raised inside the route.
+key and its rate token, then the route (the last three in one worker-thread call, where FastAPI's path
+hops to a thread once more for the rate token). Exceptions raised here (a refused key, a
+``MemosError`` from the route) reach the app's exception handlers exactly as when raised in the route.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import InternalError
 from .json_body import loads
 
 #: ``k`` as FastAPI reads it in every spelling the front accepts (others go to FastAPI)
@@ -89,7 +92,7 @@ def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..
             if found is not None:
                 route.app = _front(route.app, method, *found)
     if fronts:  # a route was renamed: the front would silently not apply
-        raise RuntimeError(f"fast paths without a route: {sorted(fronts)}")
+        raise InternalError(f"fast paths without a route: {sorted(fronts)}; rename them in server/fastpath.py too")
 
 
 def _as_caller(authenticate: Authenticate, headers: Any, endpoint: Callable[..., Response],
