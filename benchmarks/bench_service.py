@@ -21,7 +21,10 @@ vectors are forgotten before each load run, so the unloaded baseline pays for it
 runs do. The server embeds concurrent searches' queries together (``textual/batching.py``, as ``memcube
 serve`` does on a MiniLM home); ``--no-batch`` embeds each alone, for comparison. With ``--embed-process``
 (``memcube serve``'s default where torch is installed) those batches run in a child process
-(``textual/embed_process.py``), and the server's CPU per request counts the child's CPU too.
+(``textual/embed_process.py``), and the server's CPU per request counts the child's CPU too. The target
+runs also split the server's CPU per request by thread (Linux): the event loop (HTTP, routing, the hop to a
+worker thread), the route threads (access checks, the engine, JSON), the embedding batchers and the child.
+``--no-fast-path`` serves the hot routes through FastAPI's full path (``server/fastpath.py``), for comparison.
 
     python -m benchmarks.bench_service                      # the issue's 30 s runs
     python -m benchmarks.bench_service --duration 5 --sweep-duration 4   # a short look
@@ -135,17 +138,70 @@ def _server_cpu() -> float:
     return time.process_time() + sum(child.cpu_seconds() for child in _CHILD)
 
 
+#: the in-process server's long-lived threads, by name prefix, as the CPU breakdown groups them
+_THREAD_GROUPS = (("uvicorn-loop", "event loop"), ("query-batcher", "batchers"), ("memos-index-drain", "index drain"))
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of this process's long-lived threads, by thread id (Linux: /proc/self/task; elsewhere
+    empty). Why: a request's CPU splits between the event loop (HTTP, routing, the thread hop), the worker
+    threads (the route: access checks, the engine, JSON), the embedding batchers and the child, and only that
+    split says which part to make cheaper. Worker threads come and go (AnyIO ends idle ones), so their share
+    is the process's CPU less the long-lived threads', never a sum over threads that may have ended."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in tids:
+        group = next((g for prefix, g in _THREAD_GROUPS if names.get(int(tid), "").startswith(prefix)), None)
+        if group is None:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        out[int(tid)] = (group, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _split_cpu(before: dict[int, tuple[str, float]], process_s: float, child_s: float) -> dict[str, float]:
+    """CPU seconds by group since ``before``: the long-lived threads', the embedding child's, and the rest of this
+    process (``process_s``: its CPU over the same time), which is the route threads' and the HTTP machinery's
+    outside the event loop."""
+    out: dict[str, float] = {}
+    for tid, (group, cpu) in _thread_cpu().items():
+        out[group] = out.get(group, 0.0) + cpu - before.get(tid, (group, 0.0))[1]
+    out["route threads and the rest"] = process_s - sum(out.values())
+    if _CHILD:
+        out["embedding child"] = child_s
+    return out
+
+
 def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, count: int = 0,
               server_here: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_service", "--load", "--plan", str(plan), "--kind", kind,
            "--rate", str(rate), "--duration", str(duration), "--count", str(count)]
     cpu = _server_cpu()
+    threads, process, child = _thread_cpu(), time.process_time(), _server_cpu() - time.process_time()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     # this process's CPU (and its embedding child's) while the load ran: the in-process server's
     found["server_cpu"] = (_server_cpu() - cpu) / max(1, found["n"]) if server_here else None
+    if server_here:
+        split = _split_cpu(threads, time.process_time() - process, _server_cpu() - time.process_time() - child)
+        found["threads"] = {g: v / max(1, found["n"]) for g, v in split.items()}
     found["loadavg"] = os.getloadavg()[0]
     return found
+
+
+def _split(label: str, res: dict[str, Any]) -> str:
+    """One line of the server's CPU per request by thread group (ms), largest first."""
+    parts = sorted(res.get("threads", {}).items(), key=lambda kv: -kv[1])
+    return f"  {label}: " + ", ".join(f"{g} {v * 1e3:.2f}" for g, v in parts if v > 0)
 
 
 # -- the server side ----------------------------------------------------------------------------------
@@ -290,7 +346,7 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
     return found
 
 
-def _serve_in_thread(mos: Any, keys: Any, rate: float = 0) -> tuple[Any, threading.Thread, int]:
+def _serve_in_thread(mos: Any, keys: Any, rate: float = 0, fast_path: bool = True) -> tuple[Any, threading.Thread, int]:
     import uvicorn
 
     from memos_integrations.server import Limits, create_app
@@ -298,9 +354,9 @@ def _serve_in_thread(mos: Any, keys: Any, rate: float = 0) -> tuple[Any, threadi
 
     port = free_port()
     limits = Limits(rate=rate, burst=1_000_000)  # rate > 0: the shared buckets' cost is measured, never a 429
-    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=limits, mcp=False),
+    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=limits, mcp=False, fast_path=fast_path),
                                            host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, name="uvicorn-loop", daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
@@ -354,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how queries are embedded (memcube serve's default is int8)")
     p.add_argument("--embed-process", action=argparse.BooleanOptionalAction, default=None,
                    help="embed the batched queries in a child process (default: memcube serve's, on where torch is)")
+    p.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=True,
+                   help="the search and add routes' fast fronts (server/fastpath.py); --no-fast-path measures without")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -402,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             mos.close()  # embedded cubes are held by one process at a time: the workers open them
         proc, port = _serve_workers(root / "home", args.workers, args.embed_process)
     else:
-        server, thread, port = _serve_in_thread(mos, keys, args.rate_limit)
+        server, thread, port = _serve_in_thread(mos, keys, args.rate_limit, args.fast_path)
     plan = root / "plan.json"
     plan.write_text(json.dumps({"base": f"http://127.0.0.1:{port}", "users": users}))
 
@@ -422,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             clear()
 
     rows: list[list[Any]] = []
+    splits: list[str] = []
     base_p95 = None
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
@@ -433,8 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         cold()
         target_search = _run_load(plan, "search", server_here=not args.workers, rate=args.search_rate, duration=args.duration)
         rows.append(_row(f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search))
+        splits.append(_split(f"search at {args.search_rate:g}/s", target_search))
         target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
         rows.append(_row(f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add))
+        splits.append(_split(f"add (fast) at {args.add_rate:g}/s", target_add))
         # the rate at which p95 doubles over its unloaded value (one request at a time)
         doubled = None
         for rate in [float(r) for r in args.sweep.split(",") if r]:
@@ -447,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(table(["run", "s", "requests", "achieved req/s", "p50 ms", "p95 ms (overhead rows: CPU ms/request)",
                  "errors", "server CPU ms/req", "load CPU ms/req", "load avg"], rows))
+    if any(splits) and not args.workers:
+        print("\nserver CPU per request by thread, ms (event loop: HTTP, routing, the hop to a thread; route threads: "
+              "access checks, the engine, JSON; batchers and child: the embeddings):")
+        print("\n".join(splits))
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         print(f"\nservice overhead (HTTP + auth + JSON), p50: {(found['http_p50'] - found['direct_p50']) * 1e3:.2f} ms "
               f"wall, {(found['http_cpu'] - found['direct_cpu']) * 1e3:.2f} ms CPU per request (target <= 3 ms)")
@@ -458,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{f'{doubled:g} req/s' if doubled else 'not within the sweep'}")
     print(f"cubes: {args.backend}; server: {f'memcube serve --workers {args.workers}' if args.workers else 'uvicorn in this process'}; "
           f"embed process: {'on' if args.embed_process and not args.no_batch else 'off'} (server CPU counts it); "
-          f"query precision: {args.query_precision}; machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
+          f"query precision: {args.query_precision}; fast path: {'on' if args.fast_path else 'off'}; machine: {os.cpu_count()} CPUs as seen by Python; server and load share them; load average "
           f"{os.getloadavg()[0]:.1f}")
     batcher = getattr(mos.embedder, "batcher", None)
     if batcher is not None and batcher.calls:

@@ -30,7 +30,7 @@ from ..storage.keys import KeyStore
 from ..storage.rate_limits import RateBuckets
 from ..textual import cache_scope
 from ..textual.index_defer import defer_writes
-from . import errors, idempotent, models
+from . import errors, fastpath, idempotent, models
 from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
 from .ids import check_path_ids
@@ -45,7 +45,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the sam
 
 
 def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: bool = True, cube_config: Any = None,
-               shared: bool = False) -> FastAPI:
+               shared: bool = False, fast_path: bool = True) -> FastAPI:
     """The service for ``mos``, authenticating with ``keys``.
 
     Args:
@@ -56,6 +56,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         cube_config: the :class:`~memos_integrations.CubeConfig` of cubes the service creates (default: embedded).
         shared: other processes serve this home too (``memcube serve --workers``): new cubes need a
             server-backed ``cube_config``, and are refused (501) without one.
+        fast_path: search and add requests that :mod:`.fastpath` can vouch for skip FastAPI's dependency
+            solving (the same answers; False only to measure what it saves).
 
     Returns:
         The ASGI app (run it with uvicorn; ``memcube serve`` does).
@@ -318,6 +320,10 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
             raise BackendError(f"the MOS registry is not readable ({type(exc).__name__}); check the home directory") from None
         return {"status": "ready"}
 
+    # the hot routes answer requests they can vouch for without FastAPI's dependency solving (fastpath.py)
+    if fast_path:
+        fastpath.install(app, authenticate=authenticator.authenticate, search_get=search_memories_get,
+                         search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn)
     if mcp:
         _mount_mcp(app, mos, authenticator)
     if limits.cors_origins:
