@@ -321,8 +321,14 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         return {"status": "ready"}
 
     # the hot routes answer requests they can vouch for without FastAPI's dependency solving (fastpath.py)
+    def authenticate_scoped(headers: Any) -> Principal:
+        """What ``principal`` does for the fast fronts (no path ids there): the key, then the cache scope."""
+        who = authenticator.authenticate(headers)
+        cache_scope.enter(who.user_id)
+        return who
+
     if fast_path:
-        fastpath.install(app, authenticate=authenticator.authenticate, search_get=search_memories_get,
+        fastpath.install(app, authenticate=authenticate_scoped, search_get=search_memories_get,
                          search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn)
     if mcp:
         _mount_mcp(app, mos, authenticator)

@@ -10,7 +10,7 @@ What it does: each hot route keeps its FastAPI route (the OpenAPI schema, the va
 answer), and its ASGI app gets a front (:func:`install`). The front reads the request itself and, only
 when every parameter is one it can check exactly as the route's declaration would (no unknown or
 repeated query parameter, ``k`` a plain decimal, ids within their lengths, a JSON object body that the
-route's own pydantic model accepts), authenticates the key with the same :class:`~.auth.Authenticator`
+route's own pydantic model accepts, no ``Idempotency-Key`` header on an add), authenticates the key with the same :class:`~.auth.Authenticator`
 call and runs the route's own function in the same worker-thread pool. Everything else (a missing
 parameter, a malformed body, a wrong type) goes to the FastAPI route unchanged, with the body it read
 handed back, so every error answer stays the one FastAPI gives: the front only ever answers requests
@@ -59,8 +59,9 @@ def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..
 
     Args:
         app: the service app, its routes already declared.
-        authenticate: ``Authenticator.authenticate`` (request headers -> principal, the rate token taken),
-            called in the worker thread that then runs the route: one hop to the thread pool per request
+        authenticate: request headers -> principal (``Authenticator.authenticate``: the rate token taken;
+            the app's version also scopes the query caches to the user as ``principal`` does), called in
+            the worker thread that then runs the route: one hop to the thread pool per request
             (FastAPI's path makes a second one for the rate token when rate limits are on).
         search_get, search_post, add: the routes' own functions (run in the worker-thread pool).
         search_in, add_in: the body models of the two POST routes.
@@ -79,10 +80,17 @@ def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..
             return await run_in_threadpool(_as_caller, authenticate, request.headers, endpoint, {"body": parsed})
         return fast
 
+    add_posted = posted(add, add_in)
+
+    async def add_front(request: Request, body: bytes | None) -> Response | None:
+        if "idempotency-key" in request.headers:  # a keyed add: the route's header validation and record
+            return None
+        return await add_posted(request, body)
+
     fronts: dict[tuple[str, str], tuple[Fast, bool]] = {
         ("GET", "/v1/memories/search"): (get_search, False),
         ("POST", "/v1/memories/search"): (posted(search_post, search_in), True),
-        ("POST", "/v1/memories"): (posted(add, add_in), True),
+        ("POST", "/v1/memories"): (add_front, True),
     }
     for route in app.router.routes:
         if not isinstance(route, APIRoute):
