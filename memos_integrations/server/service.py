@@ -136,7 +136,10 @@ def serving_embedder(home: str | Path, query_precision: str = "int8", embed_proc
     if embed_process:
         from ..textual.embed_process import EmbedProcess
 
-        process = EmbedProcess.like(minilm)
+        # one torch thread: its batches are small (a few queries, one-text adds), where a second OpenMP thread
+        # doubles the CPU of a one-text add (20.8 vs 9.8 ms on the 2-core machine) and gains no wall time; the
+        # vectors are the same bits (512 LoCoMo turns in batches of 64 at 1 and 2 threads: max difference 0)
+        process = EmbedProcess.like(minilm, threads=1)
         process.launch()  # it loads torch and the model while this process does the same below
     try:
         if any(r.get("fingerprint") != minilm.fingerprint for r in recorded):

@@ -55,6 +55,7 @@ def test_serve_embeds_in_a_child_by_default_where_torch_is(served: Any) -> None:
     assert parser().parse_args(["serve", "--home", "h"]).embed_process is None  # None: the default above
     assert parser().parse_args(["serve", "--home", "h", "--no-embed-process"]).embed_process is False
     assert isinstance(served, BatchedEmbedder) and served.process is not None
+    assert served.process.threads == 1  # small batches: a second OpenMP thread only doubles the CPU
     assert served.batcher._embed_many == served.process.embed_queries  # the batches go to the child
     assert served.doc_batcher is not None and served.doc_batcher._embed_many == served.process.embed_documents
     pid = served.process.pid
