@@ -21,7 +21,14 @@ import numpy as np
 from memos_integrations import MemCube
 from memos_integrations.config import CubeConfig, postgres_store
 from memos_integrations.items import utcnow
-from tests.integration.concurrency_workers import WORDS, HashEmbedder, check_against_truth, reader, writer
+from tests.integration.concurrency_workers import (
+    WORDS,
+    HashEmbedder,
+    check_against_truth,
+    reader,
+    readers_around_writers,
+    writer,
+)
 from tests.pg_server import drop_schema, postgres_dsn  # noqa: F401
 
 
@@ -40,17 +47,13 @@ def writers_and_readers_on_one_postgres_cube(tmp_path: Path, postgres_dsn: str, 
             shared = [i.id for i in cube.add(memory=[f"shared note about {w}" for w in WORDS[:5]], user_id="shared")]
         ctx = multiprocessing.get_context("spawn")
         logs = [tmp_path / f"w{k}.jsonl" for k in range(writers)] + [tmp_path / f"r{k}.jsonl" for k in range(readers)]
-        procs = [ctx.Process(target=writer, args=(str(path), str(logs[k]), k, shared, 20, 90.0, k))
-                 for k in range(writers)]
-        procs += [ctx.Process(target=reader, args=(str(path), str(logs[writers + k]), k, 15.0, 10 + k))
-                  for k in range(readers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(300)
-        for p in procs:
-            if p.is_alive():
-                p.kill()
+        writing = [ctx.Process(target=writer, args=(str(path), str(logs[k]), k, shared, 20, 90.0, k))
+                   for k in range(writers)]
+        stop = tmp_path / "stop"  # the readers search until the writers are done (at most 90 s)
+        reading = [ctx.Process(target=reader, args=(str(path), str(logs[writers + k]), k, 90.0, 10 + k, str(stop)))
+                   for k in range(readers)]
+        readers_around_writers(reading, logs[writers:], writing, stop, 300)
+        procs = writing + reading
         assert [p.exitcode for p in procs] == [0] * (writers + readers), "a worker failed or hung (see above)"
         finished = utcnow()
         with MemCube.open(path, embedder=HashEmbedder()) as cube:
