@@ -34,23 +34,36 @@ def start_pgserver(directory: Path) -> Any:
     return pgserver.get_server(str(directory), cleanup_mode="stop")
 
 
+#: the one pgserver of this process: [dsn, server, home, users]. Every test module imports ``postgres_dsn``,
+#: which gives each module a session-scoped fixture of its own; without this, each started (and at the
+#: end stopped, with a shutdown checkpoint) a PostgreSQL of its own: ~5 s per module.
+_SHARED: list[Any] = []
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
-    """The DSN of the session's PostgreSQL (the user's, or a pgserver one)."""
+    """The DSN of the session's PostgreSQL (the user's, or one pgserver shared by every module)."""
     dsn = os.environ.get(ENV)
     if dsn:
         yield dsn
         return
-    # not under pytest's basetemp: another pytest run may reset its parent to 0700, locking out the
-    # unprivileged user pgserver runs PostgreSQL as when the tests run as root
-    home = Path(tempfile.mkdtemp(prefix="memos-pg-"))
-    server = start_pgserver(home / "data")
-    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    if not _SHARED:
+        # not under pytest's basetemp: another pytest run may reset its parent to 0700, locking out the
+        # unprivileged user pgserver runs PostgreSQL as when the tests run as root
+        home = Path(tempfile.mkdtemp(prefix="memos-pg-"))
+        server = start_pgserver(home / "data")
+        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        _SHARED.extend([server.get_uri(), server, home, 0])
+    _SHARED[3] += 1
     try:
-        yield server.get_uri()
+        yield _SHARED[0]
     finally:
-        server.cleanup()  # stops it (cleanup_mode="stop"), then the files go
-        shutil.rmtree(home, ignore_errors=True)
+        _SHARED[3] -= 1
+        if _SHARED[3] == 0:  # the last module's fixture (all end with the session)
+            _, server, home, _ = _SHARED
+            _SHARED.clear()
+            server.cleanup()  # stops it (cleanup_mode="stop"), then the files go
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def drop_schema(dsn: str, schema: str) -> None:

@@ -1,10 +1,13 @@
 """Every ```python block of README.md runs, offline, each in a fresh namespace and directory; the CLI
-block's commands run as subprocesses.
+block's commands run as subprocesses and in-process.
 
 The README's blocks are self-contained, so each gets a new namespace and ``chdir(tmp_path)``. What
 cannot run here is replaced by the stand-ins listed, with the reason, in ``doc_blocks.SUBSTITUTIONS``:
 a hosted chat model (``"openai:..."``) becomes ``StandInChatModel``, and a local checkpoint path becomes
-a tiny random-weight Llama directory. The expected strings below check that each face's example really
+a tiny random-weight Llama directory. The CLI block's first commands (up to ``search``) run as separate
+processes, as a user types them; the later ones run through the same ``main(argv)`` in this process
+(each separate process costs ~3 s of CPU in imports; tests/integration/test_cli.py checks exit codes).
+The expected strings below check that each face's example really
 reaches its memory, not only that it raises nothing.
 """
 
@@ -61,9 +64,11 @@ CHAT = [{"role": "user", "name": "Caroline", "id": "D1:3", "content": "I went to
         {"role": "assistant", "name": "Melanie", "id": "D1:4", "content": "That's brave of you, Caroline!"}]
 
 
-def test_readme_cli(tmp_path: Path) -> None:
+def test_readme_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The CLI block, command by command: `memcube` is ``python -m memos_integrations.cli``, ``chat.jsonl``
     is a two-message file written here, ``<memory id>`` the first id ``search`` printed."""
+    from memos_integrations.cli import main
+
     (block,) = [b for b in fenced_blocks(README, "bash") if b.heading == "The CLI"]
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(m) + "\n" for m in CHAT), encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
@@ -75,10 +80,18 @@ def test_readme_cli(tmp_path: Path) -> None:
                 command = command.replace("<memory id>", re.search(r"id=(\S+)", outputs["search"]).group(1))
             argv = shlex.split(command)
             assert argv[0] == "memcube", command
-            done = subprocess.run([sys.executable, "-m", "memos_integrations.cli", *argv[1:]], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True, timeout=120)
-            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-            outputs[argv[1]] = done.stdout
+            if "search" not in outputs:  # init, add, search: each its own process, reading the last one's cube
+                done = subprocess.run([sys.executable, "-m", "memos_integrations.cli", *argv[1:]], cwd=tmp_path,
+                                      env=env, capture_output=True, text=True, timeout=120)
+                assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+                outputs[argv[1]] = done.stdout
+                continue
+            monkeypatch.chdir(tmp_path)
+            capsys.readouterr()
+            code = main(argv[1:])
+            out, err = capsys.readouterr()
+            assert code == 0, f"{command}\n{out}\n{err}"
+            outputs[argv[1]] = out
     assert "I went to a support group yesterday." in outputs["search"]
     assert outputs["history"].startswith("v1 ")
     assert outputs["import"].startswith("imported 2 memories")

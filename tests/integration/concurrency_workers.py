@@ -90,8 +90,9 @@ def writer(path: str, log: str, worker: int, shared: list[str], ops: int, second
     cube.close()
 
 
-def reader(path: str, log: str, worker: int, seconds: float, seed: int) -> None:
-    """Search through the ANN path (exact scoring off) and record every hit with when the search began."""
+def reader(path: str, log: str, worker: int, seconds: float, seed: int, stop: str | None = None) -> None:
+    """Search through the ANN path (exact scoring off) and record every hit with when the search began,
+    for ``seconds`` or until the file ``stop`` exists (checked after each search: at least one is made)."""
     from memos_integrations import MemCube
     from memos_integrations.items import LIVE_STATES
 
@@ -110,8 +111,36 @@ def reader(path: str, log: str, worker: int, seconds: float, seed: int) -> None:
                 assert hit.item.state.value in live, f"search returned a {hit.item.state.value} memory"
                 assert user is None or hit.item.user_id == user, "search returned a memory out of scope"
             _log(fh, op="search", began=began, user=user, hits=[[h.item.id, h.item.version] for h in hits])
+            if stop is not None and os.path.exists(stop):
+                break
         _log(fh, op="done")
     cube.close()
+
+
+def readers_around_writers(readers: Sequence[Any], reader_logs: Sequence[str | Path], writers: Sequence[Any],
+                           stop: Path, timeout: float) -> None:
+    """Start the reader processes, wait until each has opened the cube and logged its start, start the
+    writers, and once every writer has exited create ``stop`` so the readers end after their current
+    search: every reader searches during the whole of the writers' run (a fixed reading time either
+    ended before slow writers did or went on searching a cube nobody was changing). Kills what hangs."""
+    for p in readers:
+        p.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(p.is_alive() for p in readers):
+        if all(any(r.get("op") == "start" for r in read_log(log)) for log in reader_logs):
+            break
+        time.sleep(0.05)
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(timeout)
+    stop.write_text("writers done")
+    for p in readers:
+        p.join(timeout)
+    for p in [*readers, *writers]:
+        if p.is_alive():
+            p.kill()
+            p.join(10)
 
 
 def hold_cube(path: str, ready: str, seconds: float) -> None:

@@ -27,7 +27,15 @@ from memos_integrations.config import chroma_server as server_config
 from memos_integrations.errors import ConflictError, CubeLockedError, MemosError
 from memos_integrations.items import MemoryItem, utcnow
 from memos_integrations.storage.base import IndexRow
-from tests.integration.concurrency_workers import WORDS, HashEmbedder, check_against_truth, hold_cube, reader, writer
+from tests.integration.concurrency_workers import (
+    WORDS,
+    HashEmbedder,
+    check_against_truth,
+    hold_cube,
+    reader,
+    readers_around_writers,
+    writer,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,15 +208,12 @@ def test_writer_and_reader_processes_on_a_chroma_server_cube(chroma_server, tmp_
         shared = [i.id for i in cube.add(memory=[f"shared note about {w}" for w in WORDS[:5]], user_id="shared")]
     ctx = multiprocessing.get_context("spawn")
     logs = [tmp_path / f"w{k}.jsonl" for k in range(4)] + [tmp_path / f"r{k}.jsonl" for k in range(2)]
-    procs = [ctx.Process(target=writer, args=(str(path), str(logs[k]), k, shared, 30, 40.0, k)) for k in range(4)]
-    procs += [ctx.Process(target=reader, args=(str(path), str(logs[4 + k]), k, 12.0, 10 + k)) for k in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
+    writers = [ctx.Process(target=writer, args=(str(path), str(logs[k]), k, shared, 30, 40.0, k)) for k in range(4)]
+    stop = tmp_path / "stop"  # the readers search until the writers are done (at most 40 s)
+    readers = [ctx.Process(target=reader, args=(str(path), str(logs[4 + k]), k, 40.0, 10 + k, str(stop)))
+               for k in range(2)]
+    readers_around_writers(readers, logs[4:], writers, stop, 120)
+    procs = writers + readers
     assert [p.exitcode for p in procs] == [0] * 6, "a worker failed or hung (see its assertion above)"
     finished = utcnow()
     with MemCube.open(path, embedder=HashEmbedder()) as cube:

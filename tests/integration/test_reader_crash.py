@@ -2,7 +2,9 @@
 
 A child process queues windows (async mode) against the stand-in server and is killed with SIGKILL
 while its worker is reading them; this process then opens the cube, which gives back the jobs the
-dead one left running, and reads the rest. ``benchmarks/bench_reader.py`` repeats it 20 times.
+dead one left running, and reads the rest. One kill moment here (seed 1: 0.2 s into the reading);
+tests/stress/test_stress_reader_crash.py (make stress) runs twelve (seeds 1-12, the suite's former 2
+and 3 among them) and ``benchmarks/bench_reader.py`` repeats it 20 times.
 """
 
 from __future__ import annotations
@@ -61,8 +63,13 @@ def crash_once(path: Path, url: str, n: int, rng: random.Random, embedder: Any) 
             "applied_jobs": len({r["target"] for r in applied}), "counts": counts, "raw": raw}
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1])
 def test_kill_9_during_async_extraction(tmp_path: Path, embedder: Any, seed: int) -> None:
+    kill_9_during_async_extraction(tmp_path, embedder, seed)
+
+
+def kill_9_during_async_extraction(tmp_path: Path, embedder: Any, seed: int) -> None:
+    """The check: the child killed at a moment ``seed`` picks, every window read exactly once."""
     n = 8
     with StandinServer(rule_responder, latency=0.15) as srv:
         out = crash_once(tmp_path / "cube", srv.url, n, random.Random(seed), embedder)

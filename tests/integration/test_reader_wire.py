@@ -137,8 +137,9 @@ def test_mos_feedback_and_as_of(tmp_path: Path, embedder: Any, srv: StandinServe
 
 
 def test_contradiction_suite(tmp_path: Path, embedder: Any, srv: StandinServer) -> None:
-    """50 scripted histories: the current truth first in 100%, the old version reachable in 100%."""
-    suite = contradiction_suite(50)
+    """25 scripted histories (each of the 5 kinds 5 times, every name and city): the current truth first in
+    100%, the old version reachable in 100%. ``benchmarks/bench_reader.py`` runs 50 (``--histories``)."""
+    suite = contradiction_suite(25)
     with open_cube(tmp_path / "c", embedder, srv.url) as cube:
         for h in suite:
             for when, text in h.turns:

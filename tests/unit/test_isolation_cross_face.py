@@ -183,11 +183,20 @@ class Model:
 
 
 def test_users_never_reach_each_other_through_any_face(fresh: Any, query_vector: list[float]) -> None:
+    """25 fixed sequences (derandomized: the same ones every run, ~0.3 s each); make stress runs 200 new
+    random ones through the same check (tests/stress/test_stress_isolation_cross_face.py)."""
+    cross_face_run(fresh, query_vector, max_examples=25, derandomize=True)
+
+
+def cross_face_run(fresh: Any, query_vector: list[float], *, max_examples: int, derandomize: bool) -> None:
+    """Run ``max_examples`` hypothesis sequences (plus the explicit one), each on a new cube, then check
+    that every face, every call and every kind of refusal was exercised."""
     seen: Counter[tuple[str, bool]] = Counter()
 
     # no shrinking: each attempt replays a whole sequence on a new cube, and the unshrunk failing
     # sequence (at most 30 steps) is printed whole, with the step that failed named in the assertion
-    @settings(max_examples=50, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+    @settings(max_examples=max_examples, deadline=None, derandomize=derandomize,
+              phases=[Phase.explicit, Phase.generate],
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large])
     @given(steps)
