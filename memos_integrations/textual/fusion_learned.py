@@ -80,11 +80,17 @@ def rescore(
     Returns:
         The new order (the same rows as ``order``).
     """
-    cands = F.candidates(order, scored)
+    win = F.window(query)
+    sessions: dict[int, tuple[int, float]] = {}
+    extra: list[int] = []
+    if F.PER_SESSION and "dense" in scored and F.asks_for_list(query):  # off as shipped (module doc)
+        sessions = F.session_ranks(query, scored, rows([r for r, _ in scored["dense"]]))
+        extra = [r for r, (n, _) in sessions.items() if n <= F.PER_SESSION]
+    cands = F.candidates(order, scored, win, extra)
     if not cands:
         return order
     items = rows(cands)
-    X = F.features(query, cands, order, scores, scored, items)
+    X = F.features(query, cands, order, scores, scored, items, sessions)
     logit = X @ (_W if w is None else w)
     prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))
     ranked = np.argsort(-logit, kind="stable")  # ties: the plan's order

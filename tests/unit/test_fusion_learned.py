@@ -130,3 +130,46 @@ def test_learned_over_the_shape_legs_stays_in_scope_and_serves_no_summary(cube: 
         assert all(h.item.kind != Kind.SUMMARY for h in hits)
         everyone = cube.search("Jon beach holiday island ferry", top_k=10, plan=plan, current_session="s1")
         assert set(theirs) & {h.item.id for h in everyone}  # unscoped they are found: the test can fail
+
+
+def _item(speaker: str, session: str, text: str = "I went swimming and camping.") -> MemoryItem:
+    return MemoryItem(text=text, user_id="u1", session_id=session, metadata={"speaker": speaker})
+
+
+def test_the_measured_list_options_are_off_as_shipped_and_read_only_what_the_legs_found() -> None:
+    # as shipped a list question is read as deep as any other and nothing is added per session
+    assert F.LIST_WINDOW == F.WINDOW and F.PER_SESSION == 0
+    assert not {"list_sess_first", "list_sess_best", "peer_cos", "list_peer_cos"} & set(FL.WEIGHTS)
+    assert F.window("What books has Jon read?") == F.window("When did Jon read?") == F.WINDOW
+    order = list(range(1, 201))
+    scored = {"dense": [(r, 1.0 - r / 1000) for r in order], "keyword": [(500, 9.0), (3, 1.0)]}
+    assert F.candidates(order, scored, 120) == order[:120]  # 500 was never placed by the plan: not a candidate
+    assert F.candidates(order, scored, 10, extra=[150, 999])[-1] == 150  # extra: only rows the plan scored
+    # per session: the named speaker's dense hits ranked within their session, best session first
+    items = {1: _item("Mel", "s1"), 2: _item("Jon", "s1"), 3: _item("Mel", "s1"), 4: _item("Mel", "s2")}
+    dense = {"dense": [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.5)]}
+    ranks = F.session_ranks("What activities does Mel do?", dense, items)
+    assert ranks == {1: (1, 0.0), 3: (2, pytest.approx(0.0)), 4: (1, pytest.approx(-0.4))}
+    assert F.session_ranks("What does Mel do on Fridays?", dense, items) == {}  # not a list question
+    assert F.session_ranks("What activities do Mel and Jon share?", dense, items) == {}  # names everyone
+    X = F.features("What activities does Mel do?", [1, 4], [1, 4], {1: 2.0, 4: 1.0}, dense, items, ranks)
+    assert X[:, F.NAMES.index("list_sess_first")].tolist() == [1.0, 1.0]
+    assert X[:, F.NAMES.index("list_sess_best")].tolist() == pytest.approx([1.0, 0.6])
+    # peers: the cosine to the mean of the fused order's first five (unit vectors)
+    peers = F.peer_cosines([1, 2], [1, 2], [1, 2], np.array([[1.0, 0.0], [0.0, 2.0]]))
+    assert peers == pytest.approx({1: 2**-0.5, 2: 2**-0.5})
+    assert F.peer_cosines([1], [1], [], np.zeros((0, 2))) == {}
+
+
+def test_per_session_candidates_stay_in_the_searchs_scope(cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = _chat(cube, CHAT) + _chat(cube, [("Melanie", "We went camping at the beach."),
+                                            ("Caroline", "Bye Mel!")], session="s2")
+    theirs = _chat(cube, [("Melanie", "I love camping, pottery and swimming."),
+                          ("Caroline", "Camping sounds fun.")], user="u2", session="s3")
+    monkeypatch.setattr(F, "PER_SESSION", 2)
+    monkeypatch.setattr(F, "LIST_WINDOW", 3)
+    q = "What activities does Melanie partake in?"
+    assert set(theirs) & set(_ids(cube.search(q, top_k=12, plan=LEARNED)))  # unscoped they are found
+    hits = cube.search(q, user_id="u1", top_k=12, plan=LEARNED)
+    assert hits and set(_ids(hits)) <= set(mine)
+    assert len(_ids(hits)) == len(set(_ids(hits)))  # a row added per session is not listed twice
