@@ -39,6 +39,7 @@ import numpy as np
 from memos_integrations import MemCube
 from memos_integrations.prompting import format_memory
 from memos_integrations.textual import fusion_features as F
+from memos_integrations.textual import fusion_learned as FL
 from memos_integrations.textual.embed import MiniLMEmbedder
 from memos_integrations.textual.retrieve import BALANCED, SearchPlan
 
@@ -141,6 +142,32 @@ def recall(q: Question, logit: np.ndarray | None) -> float:
         words += w
         found.update(q.sources.get(rid, ()))
     return len(q.evidence & found) / len(q.evidence)
+
+
+def shipped_logits(q: Question, split: bool) -> np.ndarray:
+    """The module's rounded constants on ``q`` (its list questions by LIST_WEIGHTS)."""
+    n = len(F.NAMES)
+    X = q.X[:, :n] + q.X[:, n:] if split else q.X
+    is_list = len(q.cands) > 0 and bool(X[0, F.NAMES.index("list")] > 0)
+    return X @ FL.weight_vector(FL.LIST_WEIGHTS if is_list else FL.WEIGHTS)
+
+
+FOLD = {"list": "bias", "list_content": "content", "list_dense_rr": "dense_rr", "list_keyword_rr": "keyword_rr",
+        "list_named": "named_speaker", "list_sess_first": None, "list_sess_best": None, "list_peer_cos": "peer_cos"}
+
+
+def fold(w: np.ndarray) -> np.ndarray:
+    """List-question weights with each ``list_*`` feature added to the feature it equals on a list question
+    (``list`` is the bias there): the same logits, one weight per thing measured."""
+    if not len(w):
+        return w
+    out = w.copy()
+    for name, into in FOLD.items():
+        if into is not None:
+            i, j = F.NAMES.index(name), F.NAMES.index(into)
+            out[j] += out[i]
+            out[i] = 0.0
+    return out
 
 
 def fit(qs: list[Question], model: str, l2: float, steps: int = 3000) -> np.ndarray:
@@ -330,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
             if args.dump is not None:
                 args.dump.write_text(json.dumps([[q.conv, q.category, recall(q, lg)] for q, lg in zip(qs, logits)]))
+    shipped = scores_of(qs, [shipped_logits(q, args.split_list) for q in qs])
+    rows.append(["the module's rounded WEIGHTS / LIST_WEIGHTS", "in-sample", *(shipped[c] for c in cats)])
     n = {c: sum(1 for q in qs if str(q.category) == c or c == "all") for c in cats}
     print(f"{len(qs)} questions; per category {n}; positives per question "
           f"{np.mean([q.y.sum() for q in qs]):.2f}, candidates {np.mean([len(q.cands) for q in qs]):.0f}")
@@ -338,10 +367,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.write and first is not None:
         model, l2, w, _ = first
         print(f"# {model}, L2 {l2:g}, fitted on all {len({q.conv for q in qs})} conversations")
-        print("WEIGHTS: Mapping[str, float] = {")
-        for name, value in zip(F.NAMES, w):
-            print(f'    "{name}": {round(float(value), 2)},')
-        print("}")
+        cols = len(F.NAMES)
+        for const, part in (("WEIGHTS", w[:cols]), ("LIST_WEIGHTS", fold(w[cols:]))):
+            if len(part):  # with --split-list: the list questions' own weights
+                print(f"{const}: Mapping[str, float] = {{")
+                for name, value in zip(F.NAMES, part):
+                    if round(float(value), 2):
+                        print(f'    "{name}": {round(float(value), 2)},')
+                print("}")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ reads them; scores are normalised per query (a cosine is kept as it is: it is co
 queries). The fitting script (``benchmarks/fit_fusion.py``) reads the same function, so the weights
 it fits and the features a search computes cannot drift apart.
 
-List questions (issue 14, fourth session) were measured with more candidates and features, all off as
-shipped (their weights are 0, the windows equal): a deeper read of the fused order and the legs
-(:data:`LIST_WINDOW`, with the plan's ``candidates`` widened to match), the named speaker's best
-turns of each session (:data:`PER_SESSION`, :func:`session_ranks`) and the cosine to what the best
-hits have in common (:func:`peer_cosines`, computed only by the fitting script, which passes
-``peers``). None raised the held-out estimate beyond noise (docs/organize.md, "A learned re-scorer").
+A question asking for a list (:func:`.speaker_legs.asks_for_list`) is read deeper, :data:`LIST_WINDOW`
+of the fused order and of each leg (the ``learned`` preset's legs give that many), and scored by weights
+of its own (:data:`.fusion_learned.LIST_WEIGHTS`): its answers are spread over sessions and share few
+words with the question, so they rank lower. Measured and left off (weights 0): the named speaker's
+best turns of each session as candidates and features (:data:`PER_SESSION`, :func:`session_ranks`) and
+the cosine to what the best hits have in common (:func:`peer_cosines`, computed only by the fitting
+script, which passes ``peers``): docs/organize.md, "A learned re-scorer".
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ..items import MemoryItem
 
 WINDOW = 50  # the fused order's and each leg's first hits that are re-scored
-LIST_WINDOW = 50  # the same for a question asking for a list (:func:`.speaker_legs.asks_for_list`)
+LIST_WINDOW = 100  # the same for a question asking for a list (:func:`.speaker_legs.asks_for_list`)
 PER_SESSION = 0  # list questions naming one speaker: that speaker's best N dense hits of each session too
 K = 10.0  # reciprocal-rank constant (balanced's rrf_k)
 _CONTENT = 20.0  # content words at which a turn counts as fully "contentful"

@@ -136,11 +136,14 @@ def _item(speaker: str, session: str, text: str = "I went swimming and camping."
     return MemoryItem(text=text, user_id="u1", session_id=session, metadata={"speaker": speaker})
 
 
-def test_the_measured_list_options_are_off_as_shipped_and_read_only_what_the_legs_found() -> None:
-    # as shipped a list question is read as deep as any other and nothing is added per session
-    assert F.LIST_WINDOW == F.WINDOW and F.PER_SESSION == 0
-    assert not {"list_sess_first", "list_sess_best", "peer_cos", "list_peer_cos"} & set(FL.WEIGHTS)
-    assert F.window("What books has Jon read?") == F.window("When did Jon read?") == F.WINDOW
+def test_a_list_question_is_read_deeper_and_by_its_own_weights_and_only_what_the_legs_found() -> None:
+    # list questions: LIST_WINDOW deep, which the preset's legs give, and LIST_WEIGHTS; the rest as before
+    assert F.window("What books has Jon read?") == F.LIST_WINDOW == R.LEARNED.candidates > F.WINDOW
+    assert F.window("When did Jon read?") == F.WINDOW and F.PER_SESSION == 0
+    assert set(FL.LIST_WEIGHTS) <= set(F.NAMES) and FL.LIST_WEIGHTS != FL.WEIGHTS
+    off = {"list_sess_first", "list_sess_best", "peer_cos", "list_peer_cos"}  # measured, not shipped
+    assert not off & (set(FL.WEIGHTS) | set(FL.LIST_WEIGHTS))
+    assert not {n for n in FL.LIST_WEIGHTS if n.startswith("list")}  # folded: list is the bias there
     order = list(range(1, 201))
     scored = {"dense": [(r, 1.0 - r / 1000) for r in order], "keyword": [(500, 9.0), (3, 1.0)]}
     assert F.candidates(order, scored, 120) == order[:120]  # 500 was never placed by the plan: not a candidate
@@ -173,3 +176,26 @@ def test_per_session_candidates_stay_in_the_searchs_scope(cube: MemCube, monkeyp
     hits = cube.search(q, user_id="u1", top_k=12, plan=LEARNED)
     assert hits and set(_ids(hits)) <= set(mine)
     assert len(_ids(hits)) == len(set(_ids(hits)))  # a row added per session is not listed twice
+
+
+def test_rescore_picks_the_list_weights_for_a_list_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    order = list(range(1, 121))
+    scored = {"dense": [(r, 1.0 - r / 1000) for r in order]}
+    rows = {r: _item("Mel" if r % 2 else "Jon", f"s{r % 7}") for r in order}
+    read: list[int] = []
+
+    def ones(query, cands, *rest):  # type: ignore[no-untyped-def]
+        read.append(len(cands))
+        return np.ones((len(cands), len(F.NAMES)))
+
+    monkeypatch.setattr(F, "features", ones)
+    monkeypatch.setattr(FL, "_W", np.zeros(len(F.NAMES)))  # logit 0: probability 0.5
+    monkeypatch.setattr(FL, "_WL", np.full(len(F.NAMES), 0.5))  # logit large: probability near 1
+    top = {}
+    for q in ("What activities does Mel do?", "Where does Mel live?"):
+        scores = {r: 1.0 / r for r in order}
+        out = FL.rescore(q, list(order), scores, scored, lambda rids: {r: rows[r] for r in rids}, R.LEARNED)
+        assert sorted(out) == order and out[:3] == order[:3]  # the same rows; ties keep the plan's order
+        top[q] = scores[out[0]]
+    assert read == [F.LIST_WINDOW, F.WINDOW]  # a list question is read deeper
+    assert top["Where does Mel live?"] == 0.5 and top["What activities does Mel do?"] > 0.99
