@@ -3,7 +3,8 @@ and say honestly what it is worth: leave-one-conversation-out.
 
 For every question of categories 1-4 the ``balanced`` plan runs with ``fusion="learned"`` and the
 re-scorer's feature matrix is recorded (:mod:`memos_integrations.textual.fusion_features`: the
-candidates are the first 50 of balanced's order and of each leg). A candidate is positive when it
+candidates are the first 50 of balanced's order and of each leg, ``--list-window`` (100) for a list
+question, the legs widened to give that many). A candidate is positive when it
 was read from an evidence turn (at most 3 source turns, issue 14's counting rule). Models (numpy
 only, L2-regularised, full batch, deterministic):
 
@@ -16,11 +17,16 @@ Scored as bench_retrieval scores (R@10 within 400 words, per category): each con
 in turn and ranked by weights fitted on the other four ("held-out"), beside weights fitted on all
 five ("in-sample") and balanced itself; ``--nested`` also chooses the L2 strength inside each fold
 (the grid never sees the held-out conversation). ``--write`` prints the weights fitted on all five at
-the L2 of best held-out recall, rounded, as the ``WEIGHTS`` constant for textual/fusion_learned.py.
+the L2 of best held-out recall, rounded, as the ``WEIGHTS`` constant for textual/fusion_learned.py
+(with ``--split-list``, a weight per feature for list questions and one for the rest, also
+``LIST_WEIGHTS``). The table also gives the candidates' ceiling (every positive first) and the
+module's own rounded constants in-sample. The options for list questions measured in the fourth
+session (``--pool``, ``--per-session``, ``--session-features``, ``--peers``, ``--spread``) are off as
+shipped; ``--dump`` writes each question's nested recall to compare two variants question by question.
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.001 --write   # WEIGHTS
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --split-list --write
 """
 
 from __future__ import annotations

@@ -169,13 +169,14 @@ def test_per_session_candidates_stay_in_the_searchs_scope(cube: MemCube, monkeyp
                                             ("Caroline", "Bye Mel!")], session="s2")
     theirs = _chat(cube, [("Melanie", "I love camping, pottery and swimming."),
                           ("Caroline", "Camping sounds fun.")], user="u2", session="s3")
-    monkeypatch.setattr(F, "PER_SESSION", 2)
-    monkeypatch.setattr(F, "LIST_WINDOW", 3)
     q = "What activities does Melanie partake in?"
-    assert set(theirs) & set(_ids(cube.search(q, top_k=12, plan=LEARNED)))  # unscoped they are found
-    hits = cube.search(q, user_id="u1", top_k=12, plan=LEARNED)
-    assert hits and set(_ids(hits)) <= set(mine)
-    assert len(_ids(hits)) == len(set(_ids(hits)))  # a row added per session is not listed twice
+    for per_session, window in ((0, F.LIST_WINDOW), (2, 3)):  # as shipped (read 100 deep); per session (off)
+        monkeypatch.setattr(F, "PER_SESSION", per_session)
+        monkeypatch.setattr(F, "LIST_WINDOW", window)
+        assert set(theirs) & set(_ids(cube.search(q, top_k=12, plan=R.LEARNED)))  # unscoped they are found
+        hits = cube.search(q, user_id="u1", top_k=12, plan=R.LEARNED)
+        assert hits and set(_ids(hits)) <= set(mine)
+        assert len(_ids(hits)) == len(set(_ids(hits)))  # a row added per session is not listed twice
 
 
 def test_rescore_picks_the_list_weights_for_a_list_question(monkeypatch: pytest.MonkeyPatch) -> None:
