@@ -3,7 +3,8 @@ and say honestly what it is worth: leave-one-conversation-out.
 
 For every question of categories 1-4 the ``balanced`` plan runs with ``fusion="learned"`` and the
 re-scorer's feature matrix is recorded (:mod:`memos_integrations.textual.fusion_features`: the
-candidates are the first 50 of balanced's order and of each leg). A candidate is positive when it
+candidates are the first 50 of balanced's order and of each leg, ``--list-window`` (100) for a list
+question, the legs widened to give that many). A candidate is positive when it
 was read from an evidence turn (at most 3 source turns, issue 14's counting rule). Models (numpy
 only, L2-regularised, full batch, deterministic):
 
@@ -16,16 +17,22 @@ Scored as bench_retrieval scores (R@10 within 400 words, per category): each con
 in turn and ranked by weights fitted on the other four ("held-out"), beside weights fitted on all
 five ("in-sample") and balanced itself; ``--nested`` also chooses the L2 strength inside each fold
 (the grid never sees the held-out conversation). ``--write`` prints the weights fitted on all five at
-the L2 of best held-out recall, rounded, as the ``WEIGHTS`` constant for textual/fusion_learned.py.
+the L2 of best held-out recall, rounded, as the ``WEIGHTS`` constant for textual/fusion_learned.py
+(with ``--split-list``, a weight per feature for list questions and one for the rest, also
+``LIST_WEIGHTS``). The table also gives the candidates' ceiling (every positive first) and the
+module's own rounded constants in-sample. The options for list questions measured in the fourth
+session (``--pool``, ``--per-session``, ``--session-features``, ``--peers``, ``--spread``) are off as
+shipped; ``--dump`` writes each question's nested recall to compare two variants question by question.
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.001 --write   # WEIGHTS
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --split-list --write
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from collections import defaultdict
 from collections.abc import Sequence
@@ -38,6 +45,7 @@ import numpy as np
 from memos_integrations import MemCube
 from memos_integrations.prompting import format_memory
 from memos_integrations.textual import fusion_features as F
+from memos_integrations.textual import fusion_learned as FL
 from memos_integrations.textual.embed import MiniLMEmbedder
 from memos_integrations.textual.retrieve import BALANCED, SearchPlan
 
@@ -60,6 +68,7 @@ class Question:
     tail: list[int]  # the plan's order after the candidates
     sources: dict[int, list[str]]  # counted sources of candidates and tail (empty for > MAX_SOURCES)
     words: dict[int, int]
+    session: list[str | None]  # each candidate's session
 
 
 def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan = PROBE) -> list[Question]:
@@ -67,8 +76,15 @@ def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan 
     seen: list[tuple[list[int], np.ndarray, list[int]]] = []
     inner = F.features
 
-    def keep(query: str, cands: Sequence[int], order: Sequence[int], *rest: Any) -> np.ndarray:
-        X = inner(query, cands, order, *rest)
+    store = cube.text_mem.store
+
+    def keep(query: str, cands: Sequence[int], order: Sequence[int], scores: Any, scored: Any, items: Any,
+             sessions: Any = None, peers: Any = None) -> np.ndarray:
+        if SESSION_FEATURES and not sessions and scored.get("dense"):  # measured here only (not shipped)
+            sessions = F.session_ranks(query, scored, store.ranking_rows([r for r, _ in scored["dense"]]))
+        if PEERS:
+            peers = F.peer_cosines(cands, order, *store.vectors_for(list(cands)))
+        X = inner(query, cands, order, scores, scored, items, sessions, peers)
         seen.append((list(cands), X.copy(), [r for r in order if r not in set(cands)]))
         return X
 
@@ -86,15 +102,42 @@ def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan 
             sources = {r: (it.sources if len(it.sources) <= MAX_SOURCES else []) for r, it in rows.items()}
             words = {r: len(format_memory(it).split()) for r, it in rows.items()}
             y = np.array([1.0 if evidence & set(sources.get(r, ())) else 0.0 for r in cands])
-            out.append(Question(conv, q["category"], evidence, cands, X, y, tail[:20], sources, words))
+            session = [rows[r].session_id if r in rows else None for r in cands]
+            out.append(Question(conv, q["category"], evidence, cands, X, y, tail[:20], sources, words, session))
     finally:
         F.features = inner  # type: ignore[assignment]
     return out
 
 
+SESSION_FEATURES = False  # --session-features: list_sess_first / list_sess_best computed for every list question
+PEERS = False  # --peers: peer_cos / list_peer_cos computed (the candidates' stored vectors)
+SPREAD = 0.0  # --spread: each hit already placed from a candidate's session lowers its logit by this
+SPREAD_LIST = False  # --spread-list: only for list questions
+
+
+def spread(q: Question, logit: np.ndarray, lam: float, k: int = 10) -> list[int]:
+    """Candidate indices by ``logit``, greedily: each of the first ``k`` picks lowers the logits of the
+    other candidates of its session by ``lam`` (the rest follow by logit)."""
+    left = sorted(range(len(q.cands)), key=lambda i: (-logit[i], i))
+    out: list[int] = []
+    placed: dict[str | None, int] = defaultdict(int)
+    while left and len(out) < k:
+        best = max(left, key=lambda i: (logit[i] - lam * placed[q.session[i]] if q.session[i] else logit[i], -i))
+        out.append(best)
+        left.remove(best)
+        placed[q.session[best]] += 1
+    return out + left
+
+
 def recall(q: Question, logit: np.ndarray | None) -> float:
     """R@10 within BUDGET_WORDS of the candidates ranked by ``logit`` (None: the plan's own order)."""
-    idx = range(len(q.cands)) if logit is None else sorted(range(len(q.cands)), key=lambda i: (-logit[i], i))
+    lam = SPREAD if not SPREAD_LIST or q.X[0, F.NAMES.index("list")] > 0 else 0.0
+    if logit is None:
+        idx: Sequence[int] = range(len(q.cands))
+    elif lam > 0 and len(q.cands):
+        idx = spread(q, logit, lam)
+    else:
+        idx = sorted(range(len(q.cands)), key=lambda i: (-logit[i], i))
     ranked = [q.cands[i] for i in idx] + q.tail
     found: set[str] = set()
     words = 0
@@ -105,6 +148,32 @@ def recall(q: Question, logit: np.ndarray | None) -> float:
         words += w
         found.update(q.sources.get(rid, ()))
     return len(q.evidence & found) / len(q.evidence)
+
+
+def shipped_logits(q: Question, split: bool) -> np.ndarray:
+    """The module's rounded constants on ``q`` (its list questions by LIST_WEIGHTS)."""
+    n = len(F.NAMES)
+    X = q.X[:, :n] + q.X[:, n:] if split else q.X
+    is_list = len(q.cands) > 0 and bool(X[0, F.NAMES.index("list")] > 0)
+    return X @ FL.weight_vector(FL.LIST_WEIGHTS if is_list else FL.WEIGHTS)
+
+
+FOLD = {"list": "bias", "list_content": "content", "list_dense_rr": "dense_rr", "list_keyword_rr": "keyword_rr",
+        "list_named": "named_speaker", "list_sess_first": None, "list_sess_best": None, "list_peer_cos": "peer_cos"}
+
+
+def fold(w: np.ndarray) -> np.ndarray:
+    """List-question weights with each ``list_*`` feature added to the feature it equals on a list question
+    (``list`` is the bias there): the same logits, one weight per thing measured."""
+    if not len(w):
+        return w
+    out = w.copy()
+    for name, into in FOLD.items():
+        if into is not None:
+            i, j = F.NAMES.index(name), F.NAMES.index(into)
+            out[j] += out[i]
+            out[i] = 0.0
+    return out
 
 
 def fit(qs: list[Question], model: str, l2: float, steps: int = 3000) -> np.ndarray:
@@ -172,10 +241,12 @@ def evaluate(qs: list[Question], model: str, l2: float) -> tuple[dict[str, float
     return scores_of(qs, held), scores_of(qs, [q.X @ w_all for q in qs]), w_all
 
 
-def nested(qs: list[Question], model: str, grid: Sequence[float]) -> tuple[dict[str, float], list[float]]:
+def nested(
+    qs: list[Question], model: str, grid: Sequence[float],
+) -> tuple[dict[str, float], list[float], list[np.ndarray | None]]:
     """Held-out scores with the L2 strength chosen inside each fold (leave-one-conversation-out over
     the four training conversations, best overall recall): the L2 grid never sees the held-out
-    conversation. Returns the scores and the L2 each fold chose."""
+    conversation. Returns the scores, the L2 each fold chose and each question's held-out logits."""
     convs = sorted({q.conv for q in qs})
     held: list[np.ndarray | None] = [None] * len(qs)
     chosen = []
@@ -187,7 +258,7 @@ def nested(qs: list[Question], model: str, grid: Sequence[float]) -> tuple[dict[
         for i, q in enumerate(qs):
             if q.conv == c:
                 held[i] = q.X @ w
-    return scores_of(qs, held), chosen
+    return scores_of(qs, held), chosen, held
 
 
 def evaluate_loco(qs: list[Question], model: str, l2: float) -> float:
@@ -234,13 +305,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths")
     ap.add_argument("--models", default="pointwise,listwise")
     ap.add_argument("--nested", action="store_true", help="also choose L2 inside each fold (nested cross-validation)")
+    ap.add_argument("--list-window", type=int, default=F.LIST_WINDOW,
+                    help="list questions: the fused order's and each leg's first N are candidates (legs widened to N)")
+    ap.add_argument("--per-session", type=int, default=F.PER_SESSION,
+                    help="list questions naming one speaker: that speaker's best N dense hits of each session too")
+    ap.add_argument("--pool", type=int, default=None, help="each leg's pool (SearchPlan.candidates; default: the probe's, "
+                    "at least --list-window)")
+    ap.add_argument("--drop", default="", help="comma-separated features held at 0 (a model without them)")
+    ap.add_argument("--split-list", action="store_true",
+                    help="a weight per feature for list questions and one for the rest (every feature times list)")
+    ap.add_argument("--session-features", action="store_true",
+                    help="list_sess_first / list_sess_best for every list question (else only with --per-session)")
+    ap.add_argument("--peers", action="store_true", help="peer_cos / list_peer_cos (else 0)")
+    ap.add_argument("--spread", type=float, default=0.0,
+                    help="rank greedily: each hit placed lowers the logits of its session's other candidates by this")
+    ap.add_argument("--spread-list", action="store_true", help="--spread for list questions only")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="write each question's nested held-out recall (JSON) to compare variants question by question")
     ap.add_argument("--write", action="store_true",
                     help="print the all-five weights of the first model, at its L2 of best held-out recall")
     args = ap.parse_args(argv)
-    qs = collect(args.cubes, args.organised, args.limit, PROBES[args.probe])
+    F.LIST_WINDOW, F.PER_SESSION = args.list_window, args.per_session
+    global SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS
+    SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS = args.spread, args.spread_list, args.session_features, args.peers
+    probe = PROBES[args.probe]
+    pool = max(args.pool or probe.candidates, args.list_window)
+    if pool != probe.candidates:
+        probe = probe.model_copy(update={"candidates": pool})
+    qs = collect(args.cubes, args.organised, args.limit, probe)
+    drop = [F.NAMES.index(n) for n in args.drop.split(",") if n]
+    for q in qs:
+        q.X[:, drop] = 0.0
+        if args.split_list:
+            is_list = q.X[:, [F.NAMES.index("list")]]
+            q.X = np.hstack([q.X * (1 - is_list), q.X * is_list])
     cats = ["all", "1", "2", "3", "4"]
     base = scores_of(qs, [None] * len(qs))
     rows = [[f"{args.probe} (the plan's own order)", "-", *(base[c] for c in cats)]]
+    oracle = scores_of(qs, [q.y for q in qs])  # the candidates' ceiling: every positive first
+    rows.append(["positives first (the candidates' ceiling)", "-", *(oracle[c] for c in cats)])
     first = None
     moved: list[str] = []
     for model in args.models.split(","):
@@ -254,8 +357,14 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([f"{model} L2 {l2:g}", "in-sample", *(ins[c] for c in cats)])
     if args.nested:
         for model in args.models.split(","):
-            held, chosen = nested(qs, model, [float(x) for x in args.l2.split(",")])
+            held, chosen, logits = nested(qs, model, [float(x) for x in args.l2.split(",")])
             rows.append([f"{model}, L2 chosen per fold {chosen}", "nested held-out", *(held[c] for c in cats)])
+            moved.append(f"{model} nested held-out against the plan's order, questions up / down: " + ", ".join(
+                f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
+            if args.dump is not None:
+                args.dump.write_text(json.dumps([[q.conv, q.category, recall(q, lg)] for q, lg in zip(qs, logits)]))
+    shipped = scores_of(qs, [shipped_logits(q, args.split_list) for q in qs])
+    rows.append(["the module's rounded WEIGHTS / LIST_WEIGHTS", "in-sample", *(shipped[c] for c in cats)])
     n = {c: sum(1 for q in qs if str(q.category) == c or c == "all") for c in cats}
     print(f"{len(qs)} questions; per category {n}; positives per question "
           f"{np.mean([q.y.sum() for q in qs]):.2f}, candidates {np.mean([len(q.cands) for q in qs]):.0f}")
@@ -264,10 +373,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.write and first is not None:
         model, l2, w, _ = first
         print(f"# {model}, L2 {l2:g}, fitted on all {len({q.conv for q in qs})} conversations")
-        print("WEIGHTS: Mapping[str, float] = {")
-        for name, value in zip(F.NAMES, w):
-            print(f'    "{name}": {round(float(value), 2)},')
-        print("}")
+        cols = len(F.NAMES)
+        for const, part in (("WEIGHTS", w[:cols]), ("LIST_WEIGHTS", fold(w[cols:]))):
+            if len(part):  # with --split-list: the list questions' own weights
+                print(f"{const}: Mapping[str, float] = {{")
+                for name, value in zip(F.NAMES, part):
+                    if round(float(value), 2):
+                        print(f'    "{name}": {round(float(value), 2)},')
+                print("}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """A learned re-scorer over the candidates a search already holds (``SearchPlan(fusion="learned")``).
 
 The plan runs as with ``fusion="rrf"`` (legs, fusion, time, hops, speaker boost, content prior);
-then the first :data:`.fusion_features.WINDOW` of its order and of each leg are re-scored by a
+then the first :data:`.fusion_features.WINDOW` of its order and of each leg (``LIST_WINDOW``, 100,
+for a question asking for a list: its answers lie deeper) are re-scored by a
 linear model of cheap features (:mod:`.fusion_features`: each leg's rank and score, the fused
 rank, who said it, how much content it has, whether the question asks for a list, how many other
 candidates share its session) and re-ordered; the rest follow in the plan's order, below them.
 
-The weights are constants (:data:`WEIGHTS`), fitted by ``benchmarks/fit_fusion.py`` on the LoCoMo
+The weights are constants (:data:`WEIGHTS`; :data:`LIST_WEIGHTS` for list questions), fitted by ``benchmarks/fit_fusion.py`` on the LoCoMo
 dev split (logistic regression, L2, evidence turns as positives) and rounded; nothing is read from a
 file. No new candidate is found here: every row re-scored was found by a leg under the search's
 filter, so scope, ``as_of`` and lifecycle hold as for the plan it starts from.
@@ -25,31 +26,49 @@ from . import retrieve as R
 if TYPE_CHECKING:
     from ..items import MemoryItem
 
-#: the re-scorer's weights by feature name (:data:`.fusion_features.NAMES`): logistic regression,
-#: L2 0.001, fitted on all 5 LoCoMo dev conversations, rounded to 0.01 (``python -m benchmarks.fit_fusion
-#: --models pointwise --l2 0.001 --write``). Read as: the fused score and rank lead; a turn near one of
-#: the best five of its session, with content words, found by the keyword or the nameless dense leg
-#: rises; a turn said by someone the question does not name falls.
+#: the re-scorer's weights by feature name (:data:`.fusion_features.NAMES`) for a question that does not ask
+#: for a list: logistic regression, L2 0.001, fitted on all 5 LoCoMo dev conversations, rounded to 0.01
+#: (``python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
+#: --write``). Read as: the fused score and rank lead; a turn near one of the best five of its session,
+#: with content words, found by the keyword or the nameless dense leg rises; a turn said by someone the
+#: question does not name falls. A feature not listed weighs 0.
 WEIGHTS: Mapping[str, float] = {
-    "bias": -4.34,
-    "fused_rr": 1.21,
-    "fused_score": 2.9,
-    "dense_rr": -0.21,
-    "dense_cos": 0.49,
-    "unnamed_rr": 0.98,
-    "keyword_rr": -0.18,
-    "keyword_score": 1.88,
-    "hop_only": 0.25,
-    "named_speaker": 0.04,
-    "other_speaker": -1.78,
-    "content": 1.53,
-    "list": 0.53,
-    "list_content": 0.09,
-    "list_dense_rr": 0.2,
-    "list_keyword_rr": -1.07,
-    "list_named": 0.15,
-    "session_share": 0.49,
-    "near_best": 2.31,
+    "bias": -4.57,
+    "fused_rr": 1.08,
+    "fused_score": 3.19,
+    "dense_rr": -0.27,
+    "dense_cos": 0.39,
+    "unnamed_rr": 1.06,
+    "keyword_rr": -0.2,
+    "keyword_score": 1.89,
+    "hop_only": 0.39,
+    "named_speaker": 0.14,
+    "other_speaker": -1.61,
+    "content": 1.57,
+    "session_share": 0.61,
+    "near_best": 2.45,
+}
+
+#: the same, fitted on the list questions alone (:func:`.speaker_legs.asks_for_list`, whose candidates
+#: are read :data:`.fusion_features.LIST_WINDOW` deep), in the same fit (``list_*`` features folded into
+#: the ones they equal there). Read as: the legs' ranks count more and the fused score less; being near
+#: the session's best hits counts far less (list answers come from many sessions); a turn of someone
+#: the question does not name falls more.
+LIST_WEIGHTS: Mapping[str, float] = {
+    "bias": -2.4,
+    "fused_rr": 1.58,
+    "fused_score": 1.58,
+    "dense_rr": 1.04,
+    "dense_cos": -0.01,
+    "unnamed_rr": 1.03,
+    "keyword_rr": 0.43,
+    "keyword_score": 0.73,
+    "hop_only": -0.15,
+    "named_speaker": -0.31,
+    "other_speaker": -1.89,
+    "content": 1.07,
+    "session_share": 0.41,
+    "near_best": 0.47,
 }
 
 
@@ -64,6 +83,7 @@ def weight_vector(weights: Mapping[str, float] = WEIGHTS) -> np.ndarray:
 
 
 _W = weight_vector()
+_WL = weight_vector(LIST_WEIGHTS)
 
 
 def rescore(
@@ -71,7 +91,8 @@ def rescore(
     rows: Callable[[Sequence[int]], dict[int, MemoryItem]], plan: R.SearchPlan, w: np.ndarray | None = None,
 ) -> list[int]:
     """Re-order the candidates of ``order`` (:func:`.fusion_features.candidates`) by the linear model
-    ``w`` (default :data:`WEIGHTS`); the rest of ``order`` follows. ``scores`` is updated in place so
+    ``w`` (default :data:`WEIGHTS`, :data:`LIST_WEIGHTS` for a list question); the rest of ``order``
+    follows. ``scores`` is updated in place so
     that a hit's score falls with its rank: the candidates get the model's probability, the rest a
     share of the lowest of them. The plan's re-orderings before it (content prior, session cap, list
     spread) are features or undone; its working memory first (``working_first``) is kept: it is
@@ -80,12 +101,18 @@ def rescore(
     Returns:
         The new order (the same rows as ``order``).
     """
-    cands = F.candidates(order, scored)
+    win = F.window(query)
+    sessions: dict[int, tuple[int, float]] = {}
+    extra: list[int] = []
+    if F.PER_SESSION and "dense" in scored and F.asks_for_list(query):  # off as shipped (module doc)
+        sessions = F.session_ranks(query, scored, rows([r for r, _ in scored["dense"]]))
+        extra = [r for r, (n, _) in sessions.items() if n <= F.PER_SESSION]
+    cands = F.candidates(order, scored, win, extra)
     if not cands:
         return order
     items = rows(cands)
-    X = F.features(query, cands, order, scores, scored, items)
-    logit = X @ (_W if w is None else w)
+    X = F.features(query, cands, order, scores, scored, items, sessions)
+    logit = X @ ((_WL if F.asks_for_list(query) else _W) if w is None else w)
     prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))
     ranked = np.argsort(-logit, kind="stable")  # ties: the plan's order
     head = [cands[i] for i in ranked]

@@ -188,9 +188,10 @@ DEEP = BALANCED.model_copy(update=dict(
 MULTIHOP = DEEP.model_copy(update=dict(
     name="multihop", candidates=100, graph_seeds=10, summary_seeds=5, relation_seeds=10, relation_hops=2,
 ))
-# Balanced, then its candidates (the first 50 of its order and of each leg) re-scored by a linear model
-# fitted on LoCoMo dev, validated leaving each conversation out (textual/fusion_learned.py, docs/organize.md).
-LEARNED = BALANCED.model_copy(update=dict(name="learned", fusion="learned"))
+# Balanced, then its candidates (the first 50 of its order and of each leg; 100 for a list question, so its legs
+# give 100) re-scored by a linear model fitted on LoCoMo dev, validated leaving each conversation out
+# (textual/fusion_learned.py, docs/organize.md).
+LEARNED = BALANCED.model_copy(update=dict(name="learned", fusion="learned", candidates=100))
 PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP, LEARNED)}
 
 

@@ -130,3 +130,73 @@ def test_learned_over_the_shape_legs_stays_in_scope_and_serves_no_summary(cube: 
         assert all(h.item.kind != Kind.SUMMARY for h in hits)
         everyone = cube.search("Jon beach holiday island ferry", top_k=10, plan=plan, current_session="s1")
         assert set(theirs) & {h.item.id for h in everyone}  # unscoped they are found: the test can fail
+
+
+def _item(speaker: str, session: str, text: str = "I went swimming and camping.") -> MemoryItem:
+    return MemoryItem(text=text, user_id="u1", session_id=session, metadata={"speaker": speaker})
+
+
+def test_a_list_question_is_read_deeper_and_by_its_own_weights_and_only_what_the_legs_found() -> None:
+    # list questions: LIST_WINDOW deep, which the preset's legs give, and LIST_WEIGHTS; the rest as before
+    assert F.window("What books has Jon read?") == F.LIST_WINDOW == R.LEARNED.candidates > F.WINDOW
+    assert F.window("When did Jon read?") == F.WINDOW and F.PER_SESSION == 0
+    assert set(FL.LIST_WEIGHTS) <= set(F.NAMES) and FL.LIST_WEIGHTS != FL.WEIGHTS
+    off = {"list_sess_first", "list_sess_best", "peer_cos", "list_peer_cos"}  # measured, not shipped
+    assert not off & (set(FL.WEIGHTS) | set(FL.LIST_WEIGHTS))
+    assert not {n for n in FL.LIST_WEIGHTS if n.startswith("list")}  # folded: list is the bias there
+    order = list(range(1, 201))
+    scored = {"dense": [(r, 1.0 - r / 1000) for r in order], "keyword": [(500, 9.0), (3, 1.0)]}
+    assert F.candidates(order, scored, 120) == order[:120]  # 500 was never placed by the plan: not a candidate
+    assert F.candidates(order, scored, 10, extra=[150, 999])[-1] == 150  # extra: only rows the plan scored
+    # per session: the named speaker's dense hits ranked within their session, best session first
+    items = {1: _item("Mel", "s1"), 2: _item("Jon", "s1"), 3: _item("Mel", "s1"), 4: _item("Mel", "s2")}
+    dense = {"dense": [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.5)]}
+    ranks = F.session_ranks("What activities does Mel do?", dense, items)
+    assert ranks == {1: (1, 0.0), 3: (2, pytest.approx(0.0)), 4: (1, pytest.approx(-0.4))}
+    assert F.session_ranks("What does Mel do on Fridays?", dense, items) == {}  # not a list question
+    assert F.session_ranks("What activities do Mel and Jon share?", dense, items) == {}  # names everyone
+    X = F.features("What activities does Mel do?", [1, 4], [1, 4], {1: 2.0, 4: 1.0}, dense, items, ranks)
+    assert X[:, F.NAMES.index("list_sess_first")].tolist() == [1.0, 1.0]
+    assert X[:, F.NAMES.index("list_sess_best")].tolist() == pytest.approx([1.0, 0.6])
+    # peers: the cosine to the mean of the fused order's first five (unit vectors)
+    peers = F.peer_cosines([1, 2], [1, 2], [1, 2], np.array([[1.0, 0.0], [0.0, 2.0]]))
+    assert peers == pytest.approx({1: 2**-0.5, 2: 2**-0.5})
+    assert F.peer_cosines([1], [1], [], np.zeros((0, 2))) == {}
+
+
+def test_per_session_candidates_stay_in_the_searchs_scope(cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = _chat(cube, CHAT) + _chat(cube, [("Melanie", "We went camping at the beach."),
+                                            ("Caroline", "Bye Mel!")], session="s2")
+    theirs = _chat(cube, [("Melanie", "I love camping, pottery and swimming."),
+                          ("Caroline", "Camping sounds fun.")], user="u2", session="s3")
+    q = "What activities does Melanie partake in?"
+    for per_session, window in ((0, F.LIST_WINDOW), (2, 3)):  # as shipped (read 100 deep); per session (off)
+        monkeypatch.setattr(F, "PER_SESSION", per_session)
+        monkeypatch.setattr(F, "LIST_WINDOW", window)
+        assert set(theirs) & set(_ids(cube.search(q, top_k=12, plan=R.LEARNED)))  # unscoped they are found
+        hits = cube.search(q, user_id="u1", top_k=12, plan=R.LEARNED)
+        assert hits and set(_ids(hits)) <= set(mine)
+        assert len(_ids(hits)) == len(set(_ids(hits)))  # a row added per session is not listed twice
+
+
+def test_rescore_picks_the_list_weights_for_a_list_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    order = list(range(1, 121))
+    scored = {"dense": [(r, 1.0 - r / 1000) for r in order]}
+    rows = {r: _item("Mel" if r % 2 else "Jon", f"s{r % 7}") for r in order}
+    read: list[int] = []
+
+    def ones(query, cands, *rest):  # type: ignore[no-untyped-def]
+        read.append(len(cands))
+        return np.ones((len(cands), len(F.NAMES)))
+
+    monkeypatch.setattr(F, "features", ones)
+    monkeypatch.setattr(FL, "_W", np.zeros(len(F.NAMES)))  # logit 0: probability 0.5
+    monkeypatch.setattr(FL, "_WL", np.full(len(F.NAMES), 0.5))  # logit large: probability near 1
+    top = {}
+    for q in ("What activities does Mel do?", "Where does Mel live?"):
+        scores = {r: 1.0 / r for r in order}
+        out = FL.rescore(q, list(order), scores, scored, lambda rids: {r: rows[r] for r in rids}, R.LEARNED)
+        assert sorted(out) == order and out[:3] == order[:3]  # the same rows; ties keep the plan's order
+        top[q] = scores[out[0]]
+    assert read == [F.LIST_WINDOW, F.WINDOW]  # a list question is read deeper
+    assert top["Where does Mel live?"] == 0.5 and top["What activities does Mel do?"] > 0.99
