@@ -1,0 +1,77 @@
+"""Adversary, session 7: the fast fronts of the hot routes, durable idempotency, staged writes, id bounds.
+
+Each test is the hostile request first; where the fast front and the FastAPI route can both answer it,
+both are sent (an unknown query parameter sends a GET to FastAPI) and must agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from memos_integrations.mos import MOS  # noqa: E402
+from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
+
+
+class Home:
+    def __init__(self, home: Path, embedder: Any, limits: Limits) -> None:
+        self.mos = MOS(home, embedder=embedder)
+        for user in ("alice", "bob"):
+            self.mos.create_user(user)
+        self.keys = KeyStore.open(home / "mos.db")
+        self.tokens = {u: self.keys.create(u)[0] for u in ("alice", "bob")}
+        self.tokens["alice-bot"] = self.keys.create("alice", agent_id="bot")[0]
+        self.client = TestClient(create_app(self.mos, keys=self.keys, limits=limits, mcp=False))
+
+    def h(self, who: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
+
+    def close(self) -> None:
+        self.client.close()
+        self.keys.close()
+        self.mos.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[Home]:
+    h = Home(tmp_path_factory.mktemp("adv7") / "home", embedder, Limits(rate=0, max_body_bytes=64 * 1024))
+    r = h.client.post("/v1/memories", json={"text": "Alice's favourite tea is genmaicha."}, headers=h.h("alice"))
+    assert r.status_code == 201, r.text
+    yield h
+    h.close()
+
+
+@pytest.mark.parametrize("extra", ["", "&unknown=1"])  # the fast front, then FastAPI
+def test_get_search_with_a_session_id_over_the_bound_is_a_422_not_a_500(home: Home, extra: str) -> None:
+    r = home.client.get(f"/v1/memories/search?q=tea&session_id={'s' * 300}{extra}", headers=home.h("alice"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "InvalidInputError" or "session_id" in r.text
+
+
+def test_another_users_add_with_the_same_idempotency_key_is_its_own_write(home: Home) -> None:
+    cube = home.client.get("/v1/users/me", headers=home.h("alice")).json()["cubes"][0]["cube_id"]
+    assert home.client.post(f"/v1/cubes/{cube}/share", json={"user_id": "bob", "access": "write"},
+                            headers=home.h("alice")).status_code == 200
+    body = {"text": "the vault code is 4711", "cube_id": cube}
+    first = home.client.post("/v1/memories", json=body, headers=home.h("alice", **{"Idempotency-Key": "k-1"}))
+    assert first.status_code == 201, first.text
+    second = home.client.post("/v1/memories", json=body, headers=home.h("bob", **{"Idempotency-Key": "k-1"}))
+    assert second.status_code == 201, second.text
+    assert second.json()["items"][0]["id"] != first.json()["items"][0]["id"]
+    # the same user's other agent: its own write, or a 409; never the first agent's answer
+    third = home.client.post("/v1/memories", json=body, headers=home.h("alice-bot", **{"Idempotency-Key": "k-1"}))
+    assert third.status_code in (201, 409), third.text
+    if third.status_code == 201:
+        assert third.json()["items"][0]["id"] != first.json()["items"][0]["id"]
+
+
+def test_list_with_a_session_id_over_the_bound_is_refused(home: Home) -> None:
+    r = home.client.get(f"/v1/memories?session_id={'s' * 300}", headers=home.h("alice"))
+    assert r.status_code == 422, r.text
