@@ -138,6 +138,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         def add(user: str, agent: str | None) -> dict[str, Any]:
             from .service import default_cube  # the same default cube the REST routes write to
 
+            check_id(session_id, "session_id", MAX_NAME_CHARS)  # the REST body's bound (models.Id)
             target = check_id(cube_id, "cube_id", MAX_NAME_CHARS) or default_cube(mos, user, create=True)
             extra = {"agent_id": agent} if agent is not None else {}  # an agent's key writes under its agent
             items = mos.add(memory_content=text, mem_cube_id=target, user_id=user, session_id=session_id,
@@ -156,6 +157,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
     ) -> dict[str, Any]:
         def search(user: str) -> dict[str, Any]:
             check_id(cube_id, "cube_id", MAX_NAME_CHARS)
+            check_id(session_id, "session_id", MAX_NAME_CHARS)
             kw: dict[str, Any] = {"session_id": session_id} if session_id is not None else {}
             found = mos.search(query, user_id=user, install_cube_ids=[cube_id] if cube_id else None, top_k=k, **kw)
             hits = [(g["cube_id"], h) for g in found["text_mem"] for h in g["memories"]]
@@ -215,6 +217,8 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         session_id: Annotated[str | None, Field(description="The conversation it is about, if known.")] = None,
     ) -> dict[str, Any]:
         def feedback(user: str) -> dict[str, Any]:
+            check_id(cube_id, "cube_id", MAX_NAME_CHARS)
+            check_id(session_id, "session_id", MAX_NAME_CHARS)
             handler = getattr(mos, "feedback", None)
             if handler is None:
                 raise InvalidInputError(

@@ -75,3 +75,29 @@ def test_another_users_add_with_the_same_idempotency_key_is_its_own_write(home: 
 def test_list_with_a_session_id_over_the_bound_is_refused(home: Home) -> None:
     r = home.client.get(f"/v1/memories?session_id={'s' * 300}", headers=home.h("alice"))
     assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize(("tool", "args"), [
+    ("add_memory", {"text": "a note", "session_id": "s" * 300}),
+    ("search_memory", {"query": "note", "session_id": "s" * 300}),
+    ("give_feedback", {"text": "that was wrong", "session_id": "s" * 300}),
+    ("give_feedback", {"text": "that was wrong", "cube_id": "c" * 300}),
+])
+async def test_mcp_tools_bound_session_and_cube_ids_as_rest_does(tmp_path: Path, embedder: Any, tool: str,
+                                                                 args: dict[str, Any]) -> None:
+    pytest.importorskip("mcp")
+    from mcp import Client
+
+    from memos_integrations.server.mcp import build_server
+
+    mos = MOS(tmp_path / "home", embedder=embedder)
+    mos.create_user("alice")
+    mos.feedback = lambda *a, **kw: []  # type: ignore[attr-defined]  # a feedback handler, so the ids are the only refusal
+    try:
+        async with Client(build_server(mos, lambda headers: "alice")) as client:
+            result = await client.call_tool(tool, args)
+        assert result.is_error, result
+        assert "at most 256" in str(result.content[0]), result
+        assert not [m for g in mos.get_all(user_id="alice")["text_mem"] for m in g["memories"]]
+    finally:
+        mos.close()
