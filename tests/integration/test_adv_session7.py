@@ -101,3 +101,19 @@ async def test_mcp_tools_bound_session_and_cube_ids_as_rest_does(tmp_path: Path,
         assert not [m for g in mos.get_all(user_id="alice")["text_mem"] for m in g["memories"]]
     finally:
         mos.close()
+
+
+def test_concurrent_retries_of_one_keyed_add_write_it_once(home: Home) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"text": "the boiler was serviced on Tuesday", "session_id": "retry"}
+
+    def send(_: int) -> Any:
+        return home.client.post("/v1/memories", json=body, headers=home.h("alice", **{"Idempotency-Key": "race-1"}))
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(6)))
+    assert {r.status_code for r in answers} == {201}, [r.text for r in answers]
+    assert len({r.json()["items"][0]["id"] for r in answers}) == 1
+    listed = home.client.get("/v1/memories?session_id=retry", headers=home.h("alice")).json()["items"]
+    assert len(listed) == 1
