@@ -117,3 +117,38 @@ def test_concurrent_retries_of_one_keyed_add_write_it_once(home: Home) -> None:
     assert len({r.json()["items"][0]["id"] for r in answers}) == 1
     listed = home.client.get("/v1/memories?session_id=retry", headers=home.h("alice")).json()["items"]
     assert len(listed) == 1
+
+
+def test_the_learned_preset_through_the_service_keeps_scope_filters_and_as_of(home: Home) -> None:
+    bob = home.client.post("/v1/memories", json={"text": "Bob's cat Miso sleeps on the piano"}, headers=home.h("bob"))
+    assert bob.status_code == 201, bob.text
+    mine = home.client.post("/v1/memories", json={"text": "Alice's cat is called Tofu", "session_id": "pets",
+                                                  "tags": ["cat"]}, headers=home.h("alice"))
+    assert mine.status_code == 201, mine.text
+
+    def search(**body: Any) -> list[dict[str, Any]]:
+        r = home.client.post("/v1/memories/search", json={"query": "what is the cat called", "plan": "learned", **body},
+                             headers=home.h("alice"))
+        assert r.status_code == 200, r.text
+        return [h["item"] for h in r.json()["hits"]]
+
+    assert all(i["user_id"] == "alice" for i in search(k=50)) and "Bob" not in str(search(k=50))
+    assert {i["session_id"] for i in search(session_id="pets")} == {"pets"}
+    assert all("cat" in i["tags"] for i in search(tags=["cat"]))
+    assert search(as_of="2000-01-01T00:00:00Z") == []
+    assert len(search(query="cat " * 15_000)) >= 1  # a pasted log as the query: answered, not a 500
+
+
+def test_cors_and_request_ids_on_fast_answers(tmp_path: Path, embedder: Any) -> None:
+    h = Home(tmp_path / "home", embedder, Limits(rate=0, cors_origins=("https://app.example",)))
+    try:
+        origin = {"Origin": "https://app.example"}
+        for r in (h.client.get("/v1/memories/search?q=tea", headers=h.h("alice", **origin)),
+                  h.client.post("/v1/memories", json={"text": "a note"}, headers=h.h("alice", **origin))):
+            assert r.status_code in (200, 201), r.text
+            assert r.headers["access-control-allow-origin"] == "https://app.example"
+            assert r.headers["x-request-id"]
+        other = h.client.get("/v1/memories/search?q=tea", headers=h.h("alice", Origin="https://evil.example"))
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        h.close()
