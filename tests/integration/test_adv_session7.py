@@ -152,3 +152,20 @@ def test_cors_and_request_ids_on_fast_answers(tmp_path: Path, embedder: Any) -> 
         assert "access-control-allow-origin" not in other.headers
     finally:
         h.close()
+
+
+def test_only_the_key_that_staged_a_write_can_release_it(home: Home) -> None:
+    lc = "/v1/vector-stores/langchain/add"
+    stage = "adv7-stage-0001"
+    first = home.client.post(lc, json={"texts": ["part one"], "stage": stage, "part": 0}, headers=home.h("alice"))
+    assert first.json() == {"staged": 0}, first.text
+    for other in ("bob", "alice-bot"):  # another user, and another key of the same user
+        r = home.client.delete(f"/v1/vector-stores/stages/{stage}", headers=home.h(other))
+        assert r.status_code == 200 and r.json() == {"released": 0}, r.text
+    last = home.client.post(lc, json={"texts": ["part two"], "stage": stage, "part": 1, "parts": 2},
+                            headers=home.h("alice"))
+    assert last.status_code == 200 and len(last.json()["ids"]) == 2, last.text
+    # the same stage id from another user is that user's own write, never answered with alice's
+    theirs = home.client.post(lc, json={"texts": ["part two"], "stage": stage, "part": 0, "parts": 1},
+                              headers=home.h("bob"))
+    assert theirs.status_code == 200 and set(theirs.json()["ids"]).isdisjoint(last.json()["ids"]), theirs.text
