@@ -39,6 +39,7 @@ from ..errors import (
 )
 from ..items import MemoryItem
 from ..textual import cache_scope
+from .errors import status_of
 from .ids import MAX_NAME_CHARS, check_id
 
 require("mcp", "server")
@@ -366,8 +367,8 @@ class McpHttpApp:
                 # in a thread: checking a key reads and writes mos.db (audit, rate bucket), which can wait for
                 # another process's write lock; on the event loop that wait stalled every other request
                 await in_thread(self.resolve_user, headers)
-            except MemosError as exc:
-                await _send_error(send, 401, exc)
+            except MemosError as exc:  # a bad key 401, an empty rate bucket 429, as the REST routes answer
+                await _send_error(send, status_of(exc), exc)
                 return
             await self._ensure_running()
         await self._app(scope, receive, send)
@@ -400,9 +401,12 @@ class McpHttpApp:
 
 async def _send_error(send: Send, status: int, exc: MemosError) -> None:
     body = json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b"Bearer")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if getattr(exc, "retry_after", None) is not None:
+        headers.append((b"retry-after", str(exc.retry_after).encode()))  # type: ignore[attr-defined]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -21,14 +21,14 @@ from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
 
 
 class Home:
-    def __init__(self, home: Path, embedder: Any, limits: Limits) -> None:
+    def __init__(self, home: Path, embedder: Any, limits: Limits, *, mcp: bool = False) -> None:
         self.mos = MOS(home, embedder=embedder)
         for user in ("alice", "bob"):
             self.mos.create_user(user)
         self.keys = KeyStore.open(home / "mos.db")
         self.tokens = {u: self.keys.create(u)[0] for u in ("alice", "bob")}
         self.tokens["alice-bot"] = self.keys.create("alice", agent_id="bot")[0]
-        self.client = TestClient(create_app(self.mos, keys=self.keys, limits=limits, mcp=False))
+        self.client = TestClient(create_app(self.mos, keys=self.keys, limits=limits, mcp=mcp))
 
     def h(self, who: str, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
@@ -168,3 +168,24 @@ def test_only_the_key_that_staged_a_write_can_release_it(home: Home) -> None:
     theirs = home.client.post(lc, json={"texts": ["part two"], "stage": stage, "part": 0, "parts": 1},
                               headers=home.h("bob"))
     assert theirs.status_code == 200 and set(theirs.json()["ids"]).isdisjoint(last.json()["ids"]), theirs.text
+
+
+def test_a_rate_limited_mcp_request_is_a_429_with_retry_after_not_a_401(tmp_path: Path, embedder: Any) -> None:
+    """The /mcp endpoint answered every refusal of its key check 401 (``WWW-Authenticate: Bearer``), the rate
+    limit's too: a client was told its key was bad instead of when to retry."""
+    pytest.importorskip("mcp")
+    h = Home(tmp_path / "home", embedder, Limits(rate=0.01, burst=1), mcp=True)
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    headers = h.h("alice", Accept="application/json, text/event-stream")
+    try:
+        with h.client:  # the app's lifespan runs the MCP session manager
+            first = h.client.post("/mcp/", json=ping, headers=headers)
+            assert first.status_code != 429, first.text
+            second = h.client.post("/mcp/", json=ping, headers=headers)
+            assert second.status_code == 429, second.text
+            assert int(second.headers["retry-after"]) >= 1
+            assert second.json()["error"]["type"] == "RateLimitedError"
+            wrong = h.client.post("/mcp/", json=ping, headers={"Authorization": "Bearer mk_nope_nope"})
+            assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    finally:
+        h.close()
