@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..items import MemoryItem
 from ..textual import cache_scope
-from .errors import status_of
+from .errors import RateLimitedError
 from .ids import MAX_NAME_CHARS, check_id
 
 require("mcp", "server")
@@ -367,8 +367,8 @@ class McpHttpApp:
                 # in a thread: checking a key reads and writes mos.db (audit, rate bucket), which can wait for
                 # another process's write lock; on the event loop that wait stalled every other request
                 await in_thread(self.resolve_user, headers)
-            except MemosError as exc:  # a bad key 401, an empty rate bucket 429, as the REST routes answer
-                await _send_error(send, status_of(exc), exc)
+            except MemosError as exc:  # any refusal of the key 401; an empty rate bucket 429, as the REST routes answer
+                await _send_error(send, 429 if isinstance(exc, RateLimitedError) else 401, exc)
                 return
             await self._ensure_running()
         await self._app(scope, receive, send)
