@@ -33,6 +33,7 @@ take), so a turn waits at most one chunk for the worker, and a turn cancels its 
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -112,7 +113,9 @@ class Preloader:
             self._predictions[thread_id] = job
             self.stats.scheduled += 1
             self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._pool.submit(self._run, job, [dict(m) for m in history], query))
+            # the caller's context rides along: its cache scope keeps the predicted query's vector its user's
+            run = contextvars.copy_context().run
+            self._pending.append(self._pool.submit(run, self._run, job, [dict(m) for m in history], query))
 
     def take(self, thread_id: str, user_id: str | None, history: Sequence[dict[str, str]],
              model_key: str) -> tuple[Prediction | None, str]:

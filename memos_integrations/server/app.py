@@ -93,6 +93,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     Auth = Annotated[Principal, Depends(principal)]
     CubeQ = Annotated[str | None, Query(min_length=1, max_length=256, description="default: your default cube")]
     UserQ = Annotated[str | None, Query(min_length=1, max_length=256, description="act as this user (admin keys only)")]
+    SessionQ = Annotated[str | None, Query(min_length=1, max_length=256)]  # SearchIn's bound: longer was a 500
 
     def ok(data: Any, status: int = 200) -> JSONResponse:
         return _JSON(data, status_code=status)
@@ -149,7 +150,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     @app.get("/v1/memories/search", response_model=None, tags=["memories"], responses={200: {"model": models.Hits}, **ERRORS})
     def search_memories_get(
         who: Auth, q: Annotated[str, Query(min_length=1)], k: Annotated[int, Query(ge=1)] = 10,
-        session_id: Annotated[str | None, Query(min_length=1)] = None, cube_id: CubeQ = None, user_id: UserQ = None,
+        session_id: SessionQ = None, cube_id: CubeQ = None, user_id: UserQ = None,
     ) -> JSONResponse:
         """Search with query parameters (``q``, ``k``)."""
         return ok(_search(who, models.SearchIn(query=q, k=k, session_id=session_id, cube_id=cube_id, user_id=user_id)))
@@ -157,7 +158,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     @app.get("/v1/memories", response_model=None, tags=["memories"], responses={200: {"model": models.Page}, **ERRORS})
     def list_memories(
         who: Auth, limit: Annotated[int, Query(ge=1)] = 50, cursor: Annotated[str | None, Query(max_length=64)] = None,
-        session_id: Annotated[str | None, Query(min_length=1)] = None, cube_id: CubeQ = None, user_id: UserQ = None,
+        session_id: SessionQ = None, cube_id: CubeQ = None, user_id: UserQ = None,
     ) -> JSONResponse:
         """A page of live memories, oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
         if limit > limits.max_page:

@@ -45,7 +45,7 @@ from .json_body import loads
 #: ``k`` as FastAPI reads it in every spelling the front accepts (others go to FastAPI)
 _K = re.compile(r"[1-9][0-9]{0,8}")
 #: query parameters of ``GET /v1/memories/search`` and the longest value each may have (None: no limit)
-_SEARCH_GET = {"q": None, "k": None, "session_id": None, "cube_id": 256, "user_id": 256}
+_SEARCH_GET = {"q": None, "k": None, "session_id": 256, "cube_id": 256, "user_id": 256}
 
 Authenticate = Callable[[Any], Any]
 Fast = Callable[[Request, bytes | None], Awaitable[Response | None]]

@@ -39,6 +39,7 @@ from ..errors import (
 )
 from ..items import MemoryItem
 from ..textual import cache_scope
+from .errors import RateLimitedError
 from .ids import MAX_NAME_CHARS, check_id
 
 require("mcp", "server")
@@ -138,6 +139,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         def add(user: str, agent: str | None) -> dict[str, Any]:
             from .service import default_cube  # the same default cube the REST routes write to
 
+            check_id(session_id, "session_id", MAX_NAME_CHARS)  # the REST body's bound (models.Id)
             target = check_id(cube_id, "cube_id", MAX_NAME_CHARS) or default_cube(mos, user, create=True)
             extra = {"agent_id": agent} if agent is not None else {}  # an agent's key writes under its agent
             items = mos.add(memory_content=text, mem_cube_id=target, user_id=user, session_id=session_id,
@@ -156,6 +158,7 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
     ) -> dict[str, Any]:
         def search(user: str) -> dict[str, Any]:
             check_id(cube_id, "cube_id", MAX_NAME_CHARS)
+            check_id(session_id, "session_id", MAX_NAME_CHARS)
             kw: dict[str, Any] = {"session_id": session_id} if session_id is not None else {}
             found = mos.search(query, user_id=user, install_cube_ids=[cube_id] if cube_id else None, top_k=k, **kw)
             hits = [(g["cube_id"], h) for g in found["text_mem"] for h in g["memories"]]
@@ -215,6 +218,8 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         session_id: Annotated[str | None, Field(description="The conversation it is about, if known.")] = None,
     ) -> dict[str, Any]:
         def feedback(user: str) -> dict[str, Any]:
+            check_id(cube_id, "cube_id", MAX_NAME_CHARS)
+            check_id(session_id, "session_id", MAX_NAME_CHARS)
             handler = getattr(mos, "feedback", None)
             if handler is None:
                 raise InvalidInputError(
@@ -362,8 +367,8 @@ class McpHttpApp:
                 # in a thread: checking a key reads and writes mos.db (audit, rate bucket), which can wait for
                 # another process's write lock; on the event loop that wait stalled every other request
                 await in_thread(self.resolve_user, headers)
-            except MemosError as exc:
-                await _send_error(send, 401, exc)
+            except MemosError as exc:  # any refusal of the key 401; an empty rate bucket 429, as the REST routes answer
+                await _send_error(send, 429 if isinstance(exc, RateLimitedError) else 401, exc)
                 return
             await self._ensure_running()
         await self._app(scope, receive, send)
@@ -396,9 +401,12 @@ class McpHttpApp:
 
 async def _send_error(send: Send, status: int, exc: MemosError) -> None:
     body = json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b"Bearer")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if getattr(exc, "retry_after", None) is not None:
+        headers.append((b"retry-after", str(exc.retry_after).encode()))  # type: ignore[attr-defined]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
