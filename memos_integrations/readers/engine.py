@@ -27,6 +27,7 @@ from ..items import Kind, MemoryItem
 from ..storage.base import Job
 from ..storage.jobs import JobQueue
 from ..storage.reader_usage import UsageLedger
+from ..textual import cache_scope
 from ..textual import reconcile as RC
 from ..textual.filters import MemoryFilter
 from ..textual.retrieve import BALANCED
@@ -172,7 +173,9 @@ class ReaderEngine:
         cfg = self.reader.config
         usage = Usage()
         try:
-            return self._read(job, timeout)
+            # the worker thread serves no request: its query vectors are cached under the window's user
+            with cache_scope.scoped(job.user_id or ""):
+                return self._read(job, timeout)
         except MemosError as exc:
             final = isinstance(exc, BudgetExceededError) or job.attempts >= cfg.max_attempts
             error = f"{type(exc).__name__}: {exc}"

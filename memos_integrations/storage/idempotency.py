@@ -97,7 +97,8 @@ class WriteRecords:
                     if str(row[0]) != digest:
                         raise ConflictError(
                             f"write {key!r} was written already with another request (within "
-                            f"{int(self.keep // 3600)} h); nothing was written: use a new id (stage) for every write")
+                            f"{int(self.keep // 3600)} h); nothing was written: use a new key for every write (a new "
+                            "Idempotency-Key for an add, a new stage id for a split write)")
                     return str(row[1])
                 started = True
                 answer = write()

@@ -38,3 +38,31 @@ def test_a_preloaded_prediction_embeds_its_query_in_the_requests_cache_scope() -
     finally:
         preloader.close()
     assert runtime.scopes == ["alice"]
+
+
+def test_the_async_readers_worker_reads_a_window_in_its_users_cache_scope(tmp_path: Any, embedder: Any,
+                                                                          monkeypatch: Any) -> None:
+    """A window read in the background (mode="async") caches its query vectors for the window's user, never
+    under the shared empty scope where another user's background work would find them."""
+    from memos_integrations import MemCube
+    from memos_integrations.readers import LLMReader
+    from memos_integrations.readers.engine import ReaderEngine
+    from memos_integrations.textual import cache_scope
+    from tests.unit.test_reader import RuleChat
+
+    seen: list[str] = []
+    read = ReaderEngine._read
+
+    def spy(self: Any, job: Any, timeout: Any) -> Any:
+        seen.append(cache_scope.current())
+        return read(self, job, timeout)
+
+    monkeypatch.setattr(ReaderEngine, "_read", spy)
+    cube = MemCube.init_from_dir(tmp_path / "cube", embedder=embedder, reader=LLMReader.from_langchain(RuleChat()))
+    try:
+        cube.add(messages=[{"role": "user", "name": "Maya", "content": "I moved to Porto in May."}],
+                 user_id="maya", session_id="s1", mode="async")
+        assert cube.reader_engine.wait(timeout=30)
+    finally:
+        cube.close()
+    assert seen and set(seen) == {"maya"}, seen
