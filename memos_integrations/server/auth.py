@@ -48,10 +48,13 @@ def _header(headers: Mapping[str, str] | Iterable[tuple[Any, Any]], name: str) -
 
 
 def token_of(headers: Mapping[str, str] | Iterable[tuple[Any, Any]]) -> str | None:
+    """The API key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key``. An Authorization
+    header of another scheme (a proxy's ``Basic``) does not hide an ``X-API-Key``; a Bearer one always wins."""
     auth = _header(headers, "authorization")
     if auth is not None:
         scheme, _, value = auth.strip().partition(" ")
-        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+        if scheme.lower() == "bearer":
+            return value.strip() or None
     given = _header(headers, "x-api-key")
     return given.strip() if given else None
 

@@ -189,3 +189,14 @@ def test_a_rate_limited_mcp_request_is_a_429_with_retry_after_not_a_401(tmp_path
             assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     finally:
         h.close()
+
+
+def test_a_proxys_basic_authorization_does_not_hide_the_api_key() -> None:
+    """A proxy that adds ``Authorization: Basic ...`` must not turn a valid ``X-API-Key`` into a 401; a Bearer
+    header, valid or not, is the key the client chose and always wins."""
+    from memos_integrations.server.auth import token_of
+
+    assert token_of({"authorization": "Basic YWxpY2U6cHc=", "x-api-key": "k1"}) == "k1"
+    assert token_of({"authorization": "Bearer k2", "x-api-key": "k1"}) == "k2"
+    assert token_of({"authorization": "Bearer ", "x-api-key": "k1"}) is None
+    assert token_of({"authorization": "Basic YWxpY2U6cHc="}) is None
