@@ -18,6 +18,7 @@ unit-testable without a database.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -488,10 +489,17 @@ def named_speakers(query: str, speakers: Iterable[str]) -> set[str]:
         name = s.strip()
         if not name:
             continue
-        spans = [m.start() for m in re.finditer(r"(?<![\w'])" + re.escape(name.casefold()) + r"(?![\w])", folded)]
+        spans = [m.start() for m in _name_pattern(name).finditer(folded)]
         if spans and (not cased or not name[0].isupper() or any(query[i].isupper() for i in spans)):
             found.add(s)
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_pattern(name: str) -> re.Pattern[str]:
+    """A (stripped) name as a whole word of a case-folded text, compiled once per name: a search asks
+    of the same few speakers five times (pure: never stale)."""
+    return re.compile(r"(?<![\w'])" + re.escape(name.casefold()) + r"(?![\w])")
 
 
 def apply_speaker(
