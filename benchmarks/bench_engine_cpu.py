@@ -158,6 +158,7 @@ def novel_main(args: argparse.Namespace, embedder: Any) -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         if os.environ.get("BENCH_CALLERS"):  # e.g. BENCH_CALLERS="keyword_terms|execute"
             pstats.Stats(prof).sort_stats("tottime").print_callers(os.environ["BENCH_CALLERS"])
+            pstats.Stats(prof).sort_stats("tottime").print_callees(os.environ["BENCH_CALLERS"])
     if args.save:
         args.save.write_text(json.dumps(hits, sort_keys=True))
     same = None

@@ -503,11 +503,14 @@ def _name_pattern(name: str) -> re.Pattern[str]:
 
 
 def apply_speaker(
-    scores: dict[int, float], speaker_of: Mapping[int, str | None], named: set[str], boost: float
+    scores: dict[int, float], speaker_of: Mapping[int, str | None], named: set[str], boost: float,
+    present: set[str] | None = None,
 ) -> dict[int, float]:
     """Multiply by ``1 + boost`` the scores of memories said by a named speaker.
 
     Naming every speaker there is (or none) distinguishes nothing: the scores come back unchanged.
+    ``present`` is who says the scored memories, given where ``speaker_of`` covers more rows than
+    ``scores`` (a cube's whole speaker map); by default, every speaker in ``speaker_of``.
 
     Example:
         >>> apply_speaker({1: 1.0, 2: 1.0}, {1: "Jon", 2: "Gina"}, {"Jon"}, 0.5)
@@ -515,7 +518,8 @@ def apply_speaker(
         >>> apply_speaker({1: 1.0, 2: 1.0}, {1: "Jon", 2: "Gina"}, {"Jon", "Gina"}, 0.5)
         {1: 1.0, 2: 1.0}
     """
-    present = {s for s in speaker_of.values() if s}
+    if present is None:
+        present = {s for s in speaker_of.values() if s}
     if boost <= 0 or not named or present <= named:
         return scores
     return {rid: s * (1.0 + boost) if speaker_of.get(rid) in named else s for rid, s in scores.items()}
