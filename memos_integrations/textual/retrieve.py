@@ -517,6 +517,8 @@ def apply_speaker(
         {1: 1.5, 2: 1.0}
         >>> apply_speaker({1: 1.0, 2: 1.0}, {1: "Jon", 2: "Gina"}, {"Jon", "Gina"}, 0.5)
         {1: 1.0, 2: 1.0}
+        >>> apply_speaker({1: 1.0}, {1: "Jon", 2: "Gina"}, {"Jon"}, 0.5, present={"Jon"})  # only Jon scored
+        {1: 1.0}
     """
     if present is None:
         present = {s for s in speaker_of.values() if s}
