@@ -17,14 +17,16 @@ CPU time is used because the machine is shared: wall-clock figures are noisy (lo
 
 ``--novel``: every question of ``--convs`` searched ONCE (balanced), in turn across the cubes, as a
 service sees new questions: no pass repeats a query, so nothing keyed by the query text is warm except
-its embedding (every question is embedded first and passed as ``query_vector``, so MiniLM is left out; rows and candidates held per
-cube are warmed by one unrelated search per cube). Thread CPU per search, p50/p95/mean. ``--save``
+its embedding (every question is embedded first and passed as ``query_vector``, so MiniLM is left out;
+rows and candidates held per cube, and the speakers' name vectors, are warmed by one unrelated search
+per cube; per-row-text caches start cold). Thread CPU per search, p50/p95/mean. ``--save``
 writes every hit (id, score repr, leg ranks) per question; ``--compare`` checks a run against such a
 file (byte-identical results before vs after an engine change). ``--novel --profile search`` profiles
 those searches (cProfile, by tottime).
 
     OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_engine_cpu --novel --cube /tmp/engine_cpu_cube \
-        --convs 0,1,2 --save /tmp/novel_hits.json
+        --convs 0,1,2,3,4 --save /tmp/novel_hits.json      # then, after a change: --compare /tmp/novel_hits.json
+    BENCH_CALLERS="named_speakers|execute" ... --novel --profile search                # callers and callees too
 """
 
 from __future__ import annotations
@@ -148,11 +150,12 @@ def novel(where: Path, embedder: Any, convs: list[int], prof: cProfile.Profile |
 
 
 def novel_main(args: argparse.Namespace, embedder: Any) -> None:
-    where = args.cube or Path(tempfile.mkdtemp())
-    where.mkdir(parents=True, exist_ok=True)
     convs = [int(c) for c in args.convs.split(",")]
     prof = cProfile.Profile() if args.profile else None
-    cpu, hits = novel(where, embedder, convs, prof)
+    with tempfile.TemporaryDirectory() as tmp:
+        where = args.cube or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        cpu, hits = novel(where, embedder, convs, prof)
     if prof is not None:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
