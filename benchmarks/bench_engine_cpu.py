@@ -14,6 +14,19 @@ CPU time is used because the machine is shared: wall-clock figures are noisy (lo
 
     OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_engine_cpu --cube /tmp/engine_cpu_cube
     OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_engine_cpu --profile search   # cProfile top 25
+
+``--novel``: every question of ``--convs`` searched ONCE (balanced), in turn across the cubes, as a
+service sees new questions: no pass repeats a query, so nothing keyed by the query text is warm except
+its embedding (every question is embedded first and passed as ``query_vector``, so MiniLM is left out;
+rows and candidates held per cube, and the speakers' name vectors, are warmed by one unrelated search
+per cube; per-row-text caches start cold). Thread CPU per search, p50/p95/mean. ``--save``
+writes every hit (id, score repr, leg ranks) per question; ``--compare`` checks a run against such a
+file (byte-identical results before vs after an engine change). ``--novel --profile search`` profiles
+those searches (cProfile, by tottime).
+
+    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_engine_cpu --novel --cube /tmp/engine_cpu_cube \
+        --convs 0,1,2,3,4 --save /tmp/novel_hits.json      # then, after a change: --compare /tmp/novel_hits.json
+    BENCH_CALLERS="named_speakers|execute" ... --novel --profile search                # callers and callees too
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from typing import Any
 
 from memos_integrations import MemCube
 from memos_integrations.textual.embed import MiniLMEmbedder
+from memos_integrations.textual.expand import name_vector
 from memos_integrations.textual.read import FastReader
 from memos_integrations.textual.retrieve import BALANCED, DEEP, MULTIHOP
 
@@ -105,6 +119,66 @@ def search_counts(cube: MemCube, qs: list[str]) -> dict[str, tuple[float, float,
     return out
 
 
+def novel(where: Path, embedder: Any, convs: list[int], prof: cProfile.Profile | None = None) -> tuple[list[float], dict[str, Any]]:
+    """Thread CPU ms of each novel search (every question of ``convs`` once, balanced) and every hit."""
+    data = locomo()
+    cubes = {c: open_cube(where, embedder, data[c]) for c in convs}
+    asks = {c: questions(data[c], 10_000) for c in convs}
+    vecs = {c: embedder.embed_queries(asks[c]) for c in convs}  # the embedding is not what is measured
+    for c, cube in cubes.items():
+        cube.search("what happened at the start of everything", top_k=10, plan=BALANCED)  # held rows, candidates
+        for who in ("speaker_a", "speaker_b"):  # a speaker's name is embedded once per cube: not per search
+            name_vector(cube.text_mem, data[c]["conversation"][who])
+    cpu: list[float] = []
+    hits: dict[str, Any] = {}
+    for n in range(max(len(v) for v in asks.values())):
+        for c, cube in cubes.items():
+            if n >= len(asks[c]):
+                continue
+            q = asks[c][n]
+            if prof is not None:
+                prof.enable()
+            start = time.thread_time()
+            found = cube.search(q, top_k=10, plan=BALANCED, query_vector=vecs[c][n])
+            cpu.append((time.thread_time() - start) * 1000)
+            if prof is not None:
+                prof.disable()
+            hits[f"{c}:{n}:{q}"] = [[h.item.id, repr(h.score), h.ranks] for h in found]
+    for cube in cubes.values():
+        cube.close()
+    return cpu, hits
+
+
+def novel_main(args: argparse.Namespace, embedder: Any) -> None:
+    convs = [int(c) for c in args.convs.split(",")]
+    prof = cProfile.Profile() if args.profile else None
+    with tempfile.TemporaryDirectory() as tmp:
+        where = args.cube or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        cpu, hits = novel(where, embedder, convs, prof)
+    if prof is not None:
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        if os.environ.get("BENCH_CALLERS"):  # e.g. BENCH_CALLERS="keyword_terms|execute"
+            pstats.Stats(prof).sort_stats("tottime").print_callers(os.environ["BENCH_CALLERS"])
+            pstats.Stats(prof).sort_stats("tottime").print_callees(os.environ["BENCH_CALLERS"])
+    if args.save:
+        args.save.write_text(json.dumps(hits, sort_keys=True))
+    same = None
+    if args.compare:
+        before = json.loads(args.compare.read_text())
+        diff = [k for k in before.keys() | hits.keys() if before.get(k) != hits.get(k)]
+        same = f"{len(hits) - len(diff)}/{len(hits)} identical" + (f"; first differing: {sorted(diff)[:3]}" if diff else "")
+    cpu.sort()
+    print(f"novel searches (balanced): convs {convs}, {len(cpu)} questions once each; load average {os.getloadavg()[0]:.2f}")
+    rows = [["p50", cpu[len(cpu) // 2]], ["p95", cpu[int(len(cpu) * 0.95)]], ["mean", statistics.mean(cpu)]]
+    print(table(["thread CPU ms per novel search", "value"], rows))
+    if same is not None:
+        print(f"results vs {args.compare}: {same}")
+        if "first differing" in same:
+            raise SystemExit(1)
+
+
 def add_cpu(cube: MemCube, n: int, threads: int) -> dict[str, float]:
     """Process CPU and wall ms per single-memory add, one at a time; then adds/s with ``threads`` at once."""
     cpu, wall = [], []
@@ -140,8 +214,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--adds", type=int, default=60, help="0: searches only")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--profile", choices=["search", "add"], default=None)
+    ap.add_argument("--novel", action="store_true", help="every question of --convs once (balanced)")
+    ap.add_argument("--convs", default="0,1,2", help="--novel: which LoCoMo dev conversations")
+    ap.add_argument("--save", type=Path, default=None, help="--novel: write every hit to this JSON file")
+    ap.add_argument("--compare", type=Path, default=None, help="--novel: check the hits against a --save file")
     args = ap.parse_args(argv)
     embedder = MiniLMEmbedder()
+    if args.novel:
+        novel_main(args, embedder)
+        return
     conv = locomo()[args.conv]
     with tempfile.TemporaryDirectory() as tmp:
         where = args.cube or Path(tmp)

@@ -60,12 +60,12 @@ class EmbeddedGraph:
         frontier = {i: (i, 1.0) for i in ids}
         for hop in range(1, depth + 1):
             nxt: dict[str, tuple[str, float]] = {}
-            for edge in self.edges(list(frontier), "both", types):
-                for here, there in ((edge.src, edge.dst), (edge.dst, edge.src)):
+            for src, dst, w in self.store.edge_links(list(frontier), types):  # as edges(..., "both"), no JSON
+                for here, there in ((src, dst), (dst, src)):
                     if here in frontier and there not in seen:
                         seed, weight = frontier[here]
-                        if there not in nxt or nxt[there][1] < weight * edge.weight:
-                            nxt[there] = (seed, weight * edge.weight)
+                        if there not in nxt or nxt[there][1] < weight * w:
+                            nxt[there] = (seed, weight * w)
             for node, (seed, weight) in nxt.items():
                 seen.add(node)
                 found[node] = (seed, hop, weight)

@@ -111,8 +111,9 @@ def top(rids: Sequence[int], matrix: Any, qvec: np.ndarray, k: int) -> list[tupl
         return []
     sims = matrix @ qvec
     order = np.argsort(-sims)[:k]
-    # float32 -> float through tolist, as float() converts each: the same numbers, one call
-    return sorted(zip([rids[i] for i in order.tolist()], sims[order].tolist()), key=lambda h: -h[1])
+    # float32 -> float through tolist, as float() converts each: the same numbers, one call; argsort
+    # already ordered them best first (finite vectors: no NaN), ties as it left them
+    return list(zip([rids[i] for i in order.tolist()], sims[order].tolist()))
 
 
 def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:

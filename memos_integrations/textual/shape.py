@@ -159,11 +159,11 @@ def working_rids(legs: dict[str, list[int]]) -> set[int]:
 def speaker_focus(mem: TextualMemory, scores: dict[int, float], plan: R.SearchPlan, rows: Rows, query: str) -> dict[int, float]:
     """Boost the scored memories said by a person the query names (:func:`.retrieve.apply_speaker`)."""
     held = held_speaker_map(mem.store, SPEAKER_MAP_ROWS)  # who said each row, per commit: no rows decoded
-    if held is not None:
-        speaker_of = {rid: held[rid] for rid in scores if rid in held}
-    else:
-        items = rows(list(scores))
-        speaker_of = {rid: s if isinstance(s := it.metadata.get("speaker"), str) and s else None for rid, it in items.items()}
+    if held is not None:  # the map held is the speaker map: only the scored rows' speakers are gathered
+        present = {s for rid in scores if (s := held.get(rid))}
+        return R.apply_speaker(scores, held, R.named_speakers(query, present), plan.speaker_boost, present)
+    items = rows(list(scores))
+    speaker_of = {rid: s if isinstance(s := it.metadata.get("speaker"), str) and s else None for rid, it in items.items()}
     named = R.named_speakers(query, {s for s in speaker_of.values() if s})
     return R.apply_speaker(scores, speaker_of, named, plan.speaker_boost)
 
