@@ -98,24 +98,27 @@ class SideTables:
         with self.transaction() as tx:
             return int(tx.execute(f"DELETE FROM edges WHERE {' AND '.join(clauses)}", params).rowcount)
 
-    def edges(self, ids: Sequence[str], direction: str = "both", types: Sequence[str] | None = None) -> list[Edge]:
-        """Edges touching ``ids`` (``out``: leaving them, ``in``: entering them, ``both``)."""
-        if not ids:
-            return []
+    def _edge_rows(self, ids: Sequence[str], columns: Sequence[str], types: Sequence[str] | None,
+                   fields: str) -> Iterator[Any]:
+        """Rows of ``fields`` (a constant column list) of the edges whose ``columns`` are in ``ids``, chunk by
+        chunk and column by column (the order :meth:`edges` and :meth:`edge_links` keep)."""
         type_sql, type_params = "", []
         if types:
             type_sql = f" AND type IN ({marks(len(types))})"
             type_params = list(types)
-        out: dict[tuple[str, str, str], Edge] = {}
         for chunk in chunks(list(ids)):
-            for column, wanted in (("src", ("out", "both")), ("dst", ("in", "both"))):
-                if direction not in wanted:
-                    continue
-                rows = self.db.read(
-                    f"SELECT src, dst, type, weight, metadata FROM edges WHERE {column} IN ({marks(len(chunk))}){type_sql}",
-                    [*chunk, *type_params])
-                for r in rows:
-                    out[(r[0], r[2], r[1])] = Edge(r[0], r[1], r[2], r[3], json.loads(r[4]))
+            for column in columns:
+                yield from self.db.read(f"SELECT {fields} FROM edges WHERE {column} IN ({marks(len(chunk))}){type_sql}",
+                                        [*chunk, *type_params])
+
+    def edges(self, ids: Sequence[str], direction: str = "both", types: Sequence[str] | None = None) -> list[Edge]:
+        """Edges touching ``ids`` (``out``: leaving them, ``in``: entering them, ``both``)."""
+        if not ids:
+            return []
+        columns = [c for c, wanted in (("src", ("out", "both")), ("dst", ("in", "both"))) if direction in wanted]
+        out: dict[tuple[str, str, str], Edge] = {}
+        for r in self._edge_rows(ids, columns, types, "src, dst, type, weight, metadata"):
+            out[(r[0], r[2], r[1])] = Edge(r[0], r[1], r[2], r[3], json.loads(r[4]))
         return list(out.values())
 
     def edge_links(self, ids: Sequence[str], types: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
@@ -124,18 +127,9 @@ class SideTables:
         tenth of it)."""
         if not ids:
             return []
-        type_sql, type_params = "", []
-        if types:
-            type_sql = f" AND type IN ({marks(len(types))})"
-            type_params = list(types)
         out: dict[tuple[str, str, str], tuple[str, str, float]] = {}
-        for chunk in chunks(list(ids)):
-            for column in ("src", "dst"):
-                rows = self.db.read(
-                    f"SELECT src, dst, type, weight FROM edges WHERE {column} IN ({marks(len(chunk))}){type_sql}",
-                    [*chunk, *type_params])
-                for r in rows:
-                    out[(r[0], r[2], r[1])] = (r[0], r[1], r[3])
+        for r in self._edge_rows(ids, ("src", "dst"), types, "src, dst, type, weight"):
+            out[(r[0], r[2], r[1])] = (r[0], r[1], r[3])
         return list(out.values())
 
     def edges_from_prefixes(self, prefixes: Sequence[str], types: Sequence[str] | None = None) -> list[Edge]:
