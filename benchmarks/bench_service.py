@@ -131,6 +131,8 @@ def _row(label: str, seconds: str, res: dict[str, Any]) -> list[Any]:
 
 #: the in-process server's embedding process (``--embed-process``), whose CPU is the server's too
 _CHILD: list[Any] = []
+#: the in-process server's search front (server/search_front.py), for its counts
+_SEARCHES: list[Any] = []
 
 
 def _server_cpu() -> float:
@@ -139,7 +141,8 @@ def _server_cpu() -> float:
 
 
 #: the in-process server's long-lived threads, by name prefix, as the CPU breakdown groups them
-_THREAD_GROUPS = (("uvicorn-loop", "event loop"), ("query-batcher", "batchers"), ("memos-index-drain", "index drain"))
+_THREAD_GROUPS = (("uvicorn-loop", "event loop"), ("query-batcher", "batchers"), ("memos-index-drain", "index drain"),
+                  ("memos-search", "search threads"))
 
 
 def _thread_cpu() -> dict[int, tuple[str, float]]:
@@ -346,7 +349,8 @@ def _overhead(mos: Any, users: list[dict[str, Any]], plan: Path, n: int, repeats
     return found
 
 
-def _serve_in_thread(mos: Any, keys: Any, rate: float = 0, fast_path: bool = True) -> tuple[Any, threading.Thread, int]:
+def _serve_in_thread(mos: Any, keys: Any, rate: float = 0, fast_path: bool = True, search_threads: int | None = None,
+                     embed_ahead: bool = True) -> tuple[Any, threading.Thread, int]:
     import uvicorn
 
     from memos_integrations.server import Limits, create_app
@@ -354,8 +358,14 @@ def _serve_in_thread(mos: Any, keys: Any, rate: float = 0, fast_path: bool = Tru
 
     port = free_port()
     limits = Limits(rate=rate, burst=1_000_000)  # rate > 0: the shared buckets' cost is measured, never a 429
-    server = uvicorn.Server(uvicorn.Config(create_app(mos, keys=keys, limits=limits, mcp=False, fast_path=fast_path),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    from memos_integrations.server.search_front import SEARCH_THREADS
+
+    app = create_app(mos, keys=keys, limits=limits, mcp=False, fast_path=fast_path,
+                     search_threads=SEARCH_THREADS if search_threads is None else search_threads)
+    if not embed_ahead and fast_path:
+        app.state.searches.embedder = None  # the route embeds the query in its worker thread (the older way)
+    _SEARCHES[:] = [app.state.searches] if fast_path else []
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn-loop", daemon=True)
     thread.start()
     while not server.started:
@@ -412,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="embed the batched queries in a child process (default: memcube serve's, on where torch is)")
     p.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=True,
                    help="the search and add routes' fast fronts (server/fastpath.py); --no-fast-path measures without")
+    p.add_argument("--search-threads", type=int, default=None,
+                   help="the search fronts' own worker threads (default: create_app's; 0: AnyIO's pool)")
+    p.add_argument("--embed-ahead", action=argparse.BooleanOptionalAction, default=True,
+                   help="embed a search's query on the event loop before its route (server/search_front.py)")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -460,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
             mos.close()  # embedded cubes are held by one process at a time: the workers open them
         proc, port = _serve_workers(root / "home", args.workers, args.embed_process)
     else:
-        server, thread, port = _serve_in_thread(mos, keys, args.rate_limit, args.fast_path)
+        server, thread, port = _serve_in_thread(mos, keys, args.rate_limit, args.fast_path, args.search_threads,
+                                                args.embed_ahead)
     plan = root / "plan.json"
     plan.write_text(json.dumps({"base": f"http://127.0.0.1:{port}", "users": users}))
 
@@ -529,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     if batcher is not None and batcher.calls:
         print(f"query embeddings: {batcher.texts} in {batcher.calls} calls ({batcher.texts / batcher.calls:.1f} per call, "
               f"{batcher.busy_s / batcher.calls * 1e3:.1f} ms wall per call; concurrent searches share one forward pass)")
+    for front in _SEARCHES:
+        print(f"search front: {front.embedded_ahead} queries embedded on the event loop before the route, "
+              f"{front.embedded_in_route} in the route; {front.threads or 'AnyIO'} search threads")
     for child in _CHILD:
         if child.requests:
             print(f"embedding process: {child.requests} calls (queries and adds), {child.child_busy_s / child.requests * 1e3:.1f} "

@@ -37,6 +37,7 @@ from .ids import check_path_ids
 from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
+from .search_front import SEARCH_THREADS, SearchFront
 from .service import Service, hit_json, item_json
 from .slow_clients import SlowBodyMiddleware
 
@@ -45,7 +46,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the sam
 
 
 def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: bool = True, cube_config: Any = None,
-               shared: bool = False, fast_path: bool = True) -> FastAPI:
+               shared: bool = False, fast_path: bool = True, search_threads: int = SEARCH_THREADS) -> FastAPI:
     """The service for ``mos``, authenticating with ``keys``.
 
     Args:
@@ -58,6 +59,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
             server-backed ``cube_config``, and are refused (501) without one.
         fast_path: search and add requests that :mod:`.fastpath` can vouch for skip FastAPI's dependency
             solving (the same answers; False only to measure what it saves).
+        search_threads: worker threads of the fast search fronts' own pool (:mod:`.search_front`); 0: AnyIO's.
 
     Returns:
         The ASGI app (run it with uvicorn; ``memcube serve`` does).
@@ -329,8 +331,13 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         return who
 
     if fast_path:
+        # searches: the key and the query embedding awaited on the loop, the route on a few threads (search_front.py)
+        searches = SearchFront(authenticator.authenticate_async, mos.embedder, threads=search_threads)
+        app.router.on_shutdown.append(searches.close)
+        app.state.searches = searches
         fastpath.install(app, authenticate=authenticate_scoped, search_get=search_memories_get,
-                         search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn)
+                         search_post=search_memories, add=add_memory, search_in=models.SearchIn, add_in=models.AddIn,
+                         searches=searches)
     if mcp:
         _mount_mcp(app, mos, authenticator)
     if limits.cors_origins:

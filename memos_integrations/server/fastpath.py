@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import InternalError
 from .json_body import loads
+from .search_front import SearchFront
 
 #: ``k`` as FastAPI reads it in every spelling the front accepts (others go to FastAPI)
 _K = re.compile(r"[1-9][0-9]{0,8}")
@@ -53,7 +54,7 @@ Fast = Callable[[Request, bytes | None], Awaitable[Response | None]]
 
 def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..., Response],
             search_post: Callable[..., Response], add: Callable[..., Response],
-            search_in: type[BaseModel], add_in: type[BaseModel]) -> None:
+            search_in: type[BaseModel], add_in: type[BaseModel], searches: SearchFront | None = None) -> None:
     """Put the fast fronts before the FastAPI routes ``GET /v1/memories/search``, ``POST /v1/memories/search``
     and ``POST /v1/memories``.
 
@@ -65,11 +66,15 @@ def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..
             (FastAPI's path makes a second one for the rate token when rate limits are on).
         search_get, search_post, add: the routes' own functions (run in the worker-thread pool).
         search_in, add_in: the body models of the two POST routes.
+        searches: how the two search fronts run (:mod:`.search_front`: the key checked and the query
+            embedded on the event loop, the route on a few threads); None: as the add front does.
     """
     async def get_search(request: Request, _: bytes | None) -> Response | None:
         args = _search_query(request.scope.get("query_string", b""))
         if args is None:
             return None
+        if searches is not None:
+            return await searches.run(request.headers, search_get, args, args["q"], None)
         return await run_in_threadpool(_as_caller, authenticate, request.headers, search_get, args)
 
     def posted(endpoint: Callable[..., Response], model: type[BaseModel]) -> Fast:
@@ -80,6 +85,15 @@ def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..
             return await run_in_threadpool(_as_caller, authenticate, request.headers, endpoint, {"body": parsed})
         return fast
 
+    async def post_search(request: Request, body: bytes | None) -> Response | None:
+        parsed = _model(body, search_in)
+        if parsed is None:
+            return None
+        if searches is not None:
+            query, plan = getattr(parsed, "query", None), getattr(parsed, "plan", None)
+            return await searches.run(request.headers, search_post, {"body": parsed}, query, plan)
+        return await run_in_threadpool(_as_caller, authenticate, request.headers, search_post, {"body": parsed})
+
     add_posted = posted(add, add_in)
 
     async def add_front(request: Request, body: bytes | None) -> Response | None:
@@ -89,7 +103,7 @@ def install(app: FastAPI, *, authenticate: Authenticate, search_get: Callable[..
 
     fronts: dict[tuple[str, str], tuple[Fast, bool]] = {
         ("GET", "/v1/memories/search"): (get_search, False),
-        ("POST", "/v1/memories/search"): (posted(search_post, search_in), True),
+        ("POST", "/v1/memories/search"): (post_search, True),
         ("POST", "/v1/memories"): (add_front, True),
     }
     for route in app.router.routes:

@@ -24,6 +24,7 @@ vectors, and returns any other embedder unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict, deque
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, MemosError
+from ..errors import BackendError, InvalidInputError, MemosError
 from . import cache_scope
 
 #: texts at most this many times longer (in characters, plus a little slack) than the shortest of
@@ -46,19 +47,38 @@ _SHARED_MAX_CHARS = 4096
 
 
 class _Pending:
-    """One caller's text and, once the worker is done, its vector or its error."""
+    """One caller's text and, once the worker is done, its vector or its error (and, for a caller on an event
+    loop, its future settled on that loop)."""
 
-    __slots__ = ("done", "error", "text", "vector")
+    __slots__ = ("done", "error", "future", "loop", "text", "vector")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.text = text
         self.vector: np.ndarray | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+        self.loop = loop
+        self.future: asyncio.Future[np.ndarray] | None = loop.create_future() if loop is not None else None
 
     def finish(self, vector: np.ndarray | None = None, error: BaseException | None = None) -> None:
         self.vector, self.error = vector, error
         self.done.set()
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(self._settle)
+            except RuntimeError:  # the loop is closed (the service stopped): nobody awaits the future any more
+                pass
+
+    def _settle(self) -> None:
+        """On the caller's loop: hand the future what the worker computed (unless the caller gave up)."""
+        future = self.future
+        if future is None or future.done():  # cancelled: the client went away while its query was embedded
+            return
+        if self.error is not None:
+            future.set_exception(self.error)
+        else:
+            assert self.vector is not None
+            future.set_result(self.vector)
 
 
 class QueryBatcher:
@@ -93,7 +113,46 @@ class QueryBatcher:
             MemosError: the embedding call failed (the embedder's own error, or a :class:`BackendError`
                 carrying its cause), or the batcher is closed.
         """
-        pending = _Pending(text)
+        pending = self._submit(_Pending(text))
+        while not pending.done.wait(1.0):
+            worker = self._thread
+            if worker is None or not worker.is_alive():  # a worker that died cannot answer: fail, never hang
+                self._withdraw(pending)
+                if not pending.done.is_set():
+                    raise BackendError("the query batcher's worker stopped; retry the request")
+        if pending.error is not None:
+            raise pending.error
+        assert pending.vector is not None
+        return pending.vector
+
+    async def embed_async(self, text: str) -> np.ndarray:
+        """:meth:`embed` for a caller on an event loop: the text joins the same batches, and the loop awaits
+        its vector instead of a worker thread blocking on it (so no thread waits, then fights for the GIL,
+        per search in flight). A caller cancelled meanwhile (its client went away) leaves the queue, or, when
+        its text is already in a call, lets the call finish for the others.
+
+        Raises:
+            MemosError: as :meth:`embed` (the embedding process died: its :class:`BackendError`, never a hang).
+        """
+        pending = self._submit(_Pending(text, asyncio.get_running_loop()))
+        future = pending.future
+        assert future is not None
+        try:
+            while True:
+                done, _ = await asyncio.wait((future,), timeout=1.0)
+                if done:
+                    return future.result()
+                worker = self._thread
+                if worker is None or not worker.is_alive():  # as in embed: a worker that died cannot answer
+                    self._withdraw(pending)
+                    if not pending.done.is_set():
+                        raise BackendError("the query batcher's worker stopped; retry the request")
+        except asyncio.CancelledError:
+            self._withdraw(pending)
+            future.cancel()
+            raise
+
+    def _submit(self, pending: _Pending) -> _Pending:
         with self._cond:
             if self._closed:
                 raise BackendError("the query batcher is closed (the service is shutting down); retry the request")
@@ -103,18 +162,12 @@ class QueryBatcher:
                 self._thread.start()
             self._queue.append(pending)
             self._cond.notify()
-        while not pending.done.wait(1.0):
-            worker = self._thread
-            if worker is None or not worker.is_alive():  # a worker that died cannot answer: fail, never hang
-                with self._cond:
-                    if pending in self._queue:
-                        self._queue.remove(pending)
-                if not pending.done.is_set():
-                    raise BackendError("the query batcher's worker stopped; retry the request")
-        if pending.error is not None:
-            raise pending.error
-        assert pending.vector is not None
-        return pending.vector
+        return pending
+
+    def _withdraw(self, pending: _Pending) -> None:
+        with self._cond:
+            if pending in self._queue:
+                self._queue.remove(pending)
 
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new texts, fail the queued ones, and let the worker finish its current call and stop
@@ -252,11 +305,36 @@ class BatchedEmbedder:
         return self.inner.embed_documents(texts)  # type: ignore[no-any-return]
 
     def embed_query(self, text: str) -> np.ndarray:
+        given = cache_scope.given_query(self, text)  # embedded for this very request, on its event loop
+        if given is not None:
+            return given
         key = (cache_scope.current(), text)  # per user: another user's search never answers sooner (timing)
         found = self._cache.get(key)
         if found is not None:
             return found
         vector = self.inner.embed_query(text) if len(text) > _SHARED_MAX_CHARS else self.batcher.embed(text)
+        self._cache.put(key, vector)
+        return vector
+
+    def can_embed_async(self, text: str) -> bool:
+        """Whether :meth:`embed_query_async` computes ``text``'s vector in the shared batches (a long text is
+        embedded in its caller's thread instead: see ``_SHARED_MAX_CHARS``)."""
+        return not self._closed and len(text) <= _SHARED_MAX_CHARS
+
+    async def embed_query_async(self, text: str) -> np.ndarray:
+        """:meth:`embed_query` awaited on an event loop (the same cache, scope and vector; the same batches).
+
+        Raises:
+            InvalidInputError: ``text`` is longer than the shared batches take (:meth:`can_embed_async`).
+            MemosError: as :meth:`embed_query`.
+        """
+        if len(text) > _SHARED_MAX_CHARS:
+            raise InvalidInputError("a query this long is embedded in a worker thread: call embed_query there")
+        key = (cache_scope.current(), text)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        vector = await self.batcher.embed_async(text)
         self._cache.put(key, vector)
         return vector
 

@@ -78,3 +78,31 @@ def fresh_view_vectors(embedder: Any, texts: Sequence[str]) -> dict[str, Any]:
     if found is None or found[0] != id(embedder):
         return {}
     return {t: found[1][t] for t in texts if t in found[1]}
+
+
+# -- a query vector embedded for this request before its route ran ----------------------------------------
+_GIVEN: ContextVar[tuple[Any, str, str, Any] | None] = ContextVar("memos_given_query", default=None)
+
+
+@contextmanager
+def given(embedder: Any, text: str, vector: Any) -> Iterator[None]:
+    """Let ``embedder.embed_query(text)`` answer ``vector`` in this block, for the current scope only.
+
+    Why: the service embeds a search's query on its event loop (awaiting the shared batches, no worker thread
+    blocked meanwhile) and only then runs the route in a thread; the route's own ``embed_query`` must find
+    that vector even when the shared query cache has since evicted it. A context variable: the block's
+    request alone sees it (its worker thread gets a copy of the context), never another request or user.
+    """
+    token = _GIVEN.set((embedder, current(), text, vector))  # the object, not its id: ids are reused
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
+
+
+def given_query(embedder: Any, text: str) -> Any:
+    """The vector :func:`given` holds for ``embedder``, the current scope and exactly ``text``; else None."""
+    found = _GIVEN.get()
+    if found is None or found[0] is not embedder or found[1] != current() or found[2] != text:
+        return None
+    return found[3]

@@ -224,9 +224,14 @@ def content_words(text: str, names: set[str]) -> int:
 
 
 _WORDS_HELD_CHARS = 2_000  # longer texts are rare among dialogue turns; their words are not held
+#: texts whose words are held, for every cube of the process: a service searches many cubes (50 users' LoCoMo
+#: conversations touch ~300 distinct turns each in list questions' windows), so the bound is sized for ~50 of
+#: them, not one (4096 thrashed past ~10). An entry is ~0.75 KB (the text, its word tuple): at most ~12 MB.
+#: A miss costs 7 us per turn (keyword_terms), ~0.3 ms per list question whose window misses entirely
+_WORDS_HELD = 16_384
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_WORDS_HELD)
 def _words(text: str) -> tuple[str, ...]:
     """A text's content words with repeats (:func:`.retrieve.keyword_terms`), held per text: the
     content prior reads the same turns' words in search after search (a pure function: never stale)."""

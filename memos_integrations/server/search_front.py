@@ -1,0 +1,141 @@
+"""How the fast search fronts (:mod:`.fastpath`) run a search: the query embedded on the event loop, then the
+route on a few threads.
+
+Why: at 200 searches/s on the 2-core development machine, a search's route cost its worker thread 4.9 ms
+of CPU under load against 2.2-2.5 ms measured alone (``benchmarks/bench_engine_cpu.py --novel``): each of
+AnyIO's ~40 worker threads blocked in the query embedding (waiting for the embedding batcher and its
+child process), then all of them woke and fought for the one GIL. Here no thread waits for an embedding:
+
+1. the key is checked on the loop (:meth:`~.auth.Authenticator.authenticate_async`: a cached key costs no
+   thread hop; the rate token is the same one the route's path takes);
+2. under the key's user's cache scope (:mod:`memos_integrations.textual.cache_scope`), the query is
+   embedded by awaiting the shared batches (:meth:`~memos_integrations.textual.batching.BatchedEmbedder.
+   embed_query_async`: the same batcher, cache and vector as the route's own ``embed_query``);
+3. the route runs in a worker thread with that vector handed to it for exactly this request, user and
+   text (:func:`~memos_integrations.textual.cache_scope.given`): its ``embed_query`` returns it at once.
+
+Fairness: a search that waits (its cube's database held by a long write) holds one of the few threads
+without using the GIL. So that one user cannot hold them all, each user runs at most ``threads - 1``
+searches on them at once (:class:`_PerUser`); their further searches wait on the loop, behind nobody
+else's. (AnyIO's pool had no such bound: one user's 40 waiting searches held every worker thread.)
+
+The route is the same function with the same arguments, so the answer is the one the thread path gives
+(same hits, same order, same errors): a query the route would not embed as it is (empty, longer than the
+engine embeds whole, longer than the shared batches take) is not embedded here, and a text the embedder
+refuses goes to the route, which answers its own error in its own order. Only a failed embedding process
+(``whole_batch``: it died or hung) is answered here, as the route would, with its 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from ..errors import MemosError
+from ..textual import cache_scope
+from ..textual import retrieve as R
+
+#: the longest query embedded on the loop: the engine's default ``query_chars``, beyond which it embeds a
+#: reduced text instead of the query (``TextualMemory.search``); longer queries embed in the route as before
+PREFETCH_MAX_CHARS = 2_000
+#: the search fronts' own worker threads (``create_app(search_threads=...)``; 0: AnyIO's pool of ~40). Two: at 200 searches/s
+#: on 2 cores a route cost its thread 2.7-2.8 ms of CPU on two threads, 3.5 on four, 3.2-4.0 on AnyIO's (docs/service.md)
+SEARCH_THREADS = 2
+
+
+class SearchFront:
+    """Runs the search routes for the fast fronts.
+
+    Args:
+        authenticate: request headers -> principal, awaited on the loop (the rate token taken).
+        embedder: the embedder the served cubes search with (``MOS.embedder``); queries are embedded ahead
+            only when it offers ``embed_query_async`` (a batched MiniLM), else the route embeds as before.
+        threads: worker threads of the searches' own pool; 0 runs them in AnyIO's pool with every other route.
+    """
+
+    def __init__(self, authenticate: Callable[[Any], Awaitable[Any]], embedder: Any, *, threads: int = 0) -> None:
+        self._authenticate = authenticate
+        self.embedder = embedder if callable(getattr(embedder, "embed_query_async", None)) else None
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="memos-search") if threads > 0 else None
+        self._per_user = _PerUser(max(1, threads - 1))
+        #: searches whose query was embedded ahead / not (a test and the benchmark read them)
+        self.embedded_ahead = 0
+        self.embedded_in_route = 0
+
+    async def run(self, headers: Any, endpoint: Callable[..., Response], args: dict[str, Any], query: Any,
+                  plan: str | None) -> Response:
+        """``endpoint(who=<the key's principal>, **args)``, with ``query``'s vector embedded first where it can be.
+
+        Raises:
+            MemosError: the key's refusal, the embedding process's failure, or the route's own error.
+        """
+        who = await self._authenticate(headers)
+        with cache_scope.scoped(who.user_id):  # this request's query vectors are cached for this user only
+            vector = await self._embed(query, plan)
+            with self._given(query, vector):
+                call = functools.partial(endpoint, who=who, **args)
+                if self._pool is None:
+                    return await run_in_threadpool(call)
+                async with self._per_user.slot(who.user_id):
+                    context = contextvars.copy_context()  # the cache scope and the given vector go with the call
+                    return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, call)
+
+    async def _embed(self, query: Any, plan: str | None) -> Any:
+        embedder = self.embedder
+        if (embedder is None or not isinstance(query, str) or not query.strip() or len(query) > PREFETCH_MAX_CHARS
+                or not embedder.can_embed_async(query) or not R.plan_named(plan).dense):
+            self.embedded_in_route += 1
+            return None
+        try:
+            vector = await embedder.embed_query_async(query)
+        except MemosError as exc:
+            if getattr(exc, "whole_batch", False):  # the embedding process failed: the route's own 503
+                raise
+            self.embedded_in_route += 1  # a text it refuses: the route answers its own error, in its order
+            return None
+        self.embedded_ahead += 1
+        return vector
+
+    @contextmanager
+    def _given(self, query: Any, vector: Any) -> Iterator[None]:
+        if vector is None:
+            yield
+            return
+        with cache_scope.given(self.embedder, query, vector):
+            yield
+
+    def close(self) -> None:
+        """Stop the searches' own threads (after the searches running on them)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+class _PerUser:
+    """At most ``limit`` of one user's calls at once (on the event loop; a user's entry lives while in use)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def slot(self, user: str) -> AsyncIterator[None]:
+        semaphore, users = self._held.get(user) or (asyncio.Semaphore(self.limit), 0)
+        self._held[user] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._held[user]
+            if users == 1:
+                del self._held[user]
+            else:
+                self._held[user] = (semaphore, users - 1)
