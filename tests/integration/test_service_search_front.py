@@ -192,7 +192,7 @@ def test_one_users_stuck_searches_never_hold_every_search_thread(served: Served)
     front = served.fast.app.state.searches  # type: ignore[attr-defined]
     db = served.mos._cube("alice-c").text_mem.store.db
     with ThreadPoolExecutor(4) as pool:
-        with db.lock:  # what a write transaction on alice's cube holds
+        with db.lock:  # type: ignore[attr-defined]  # what a write transaction on alice's cube holds (SQLite)
             stuck = [pool.submit(served.fast.get, "/v1/memories/search", params={"q": f"stuck {i}"},
                                  headers=served.auth["alice"]) for i in range(3)]
             for _ in range(500):
