@@ -11,7 +11,8 @@ answer), and its ASGI app gets a front (:func:`install`). The front reads the re
 when every parameter is one it can check exactly as the route's declaration would (no unknown or
 repeated query parameter, ``k`` a plain decimal, ids within their lengths, a JSON object body that the
 route's own pydantic model accepts, no ``Idempotency-Key`` header on an add), authenticates the key with the same :class:`~.auth.Authenticator`
-call and runs the route's own function in the same worker-thread pool. Everything else (a missing
+call and runs the route's own function in the same worker-thread pool (a search: the key checked and its
+query embedded on the event loop, the route on the searches' own threads, :mod:`.search_front`). Everything else (a missing
 parameter, a malformed body, a wrong type) goes to the FastAPI route unchanged, with the body it read
 handed back, so every error answer stays the one FastAPI gives: the front only ever answers requests
 the route would have answered the same way, by running the same function.

@@ -65,7 +65,7 @@ class SearchFront:
         self._authenticate = authenticate
         self.embedder = embedder if callable(getattr(embedder, "embed_query_async", None)) else None
         self.threads = threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="memos-search") if threads > 0 else None
+        self._pool: ThreadPoolExecutor | None = None  # started on first use, again after close (an app restarted)
         self._per_user = _PerUser(max(1, threads - 1))
         #: searches whose query was embedded ahead / not (a test and the benchmark read them)
         self.embedded_ahead = 0
@@ -83,9 +83,11 @@ class SearchFront:
             vector = await self._embed(query, plan)
             with self._given(query, vector):
                 call = functools.partial(endpoint, who=who, **args)
-                if self._pool is None:
+                if self.threads <= 0:
                     return await run_in_threadpool(call)
                 async with self._per_user.slot(who.user_id):
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="memos-search")
                     context = contextvars.copy_context()  # the cache scope and the given vector go with the call
                     return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, call)
 
@@ -114,9 +116,10 @@ class SearchFront:
             yield
 
     def close(self) -> None:
-        """Stop the searches' own threads (after the searches running on them)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Stop the searches' own threads (after the searches running on them); a later search starts new ones."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class _PerUser:

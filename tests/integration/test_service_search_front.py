@@ -205,3 +205,10 @@ def test_one_users_stuck_searches_never_hold_every_search_thread(served: Served)
         for f in stuck:
             assert f.result(timeout=20).status_code == 200
     assert "alice" not in front._per_user._held  # nothing kept per user once idle
+
+
+def test_an_app_started_again_after_shutdown_still_searches(served: Served) -> None:
+    app = served.fast.app
+    for _ in range(2):  # each client's exit runs the app's shutdown (the search threads stop)
+        with TestClient(app) as again:
+            _hits(again.get("/v1/memories/search", params={"q": "pottery"}, headers=served.auth["bob"]))
