@@ -46,8 +46,10 @@ from ..textual import retrieve as R
 #: the longest query embedded on the loop: the engine's default ``query_chars``, beyond which it embeds a
 #: reduced text instead of the query (``TextualMemory.search``); longer queries embed in the route as before
 PREFETCH_MAX_CHARS = 2_000
-#: the search fronts' own worker threads (``create_app(search_threads=...)``; 0: AnyIO's pool of ~40). Two: at 200 searches/s
-#: on 2 cores a route cost its thread 2.7-2.8 ms of CPU on two threads, 3.5 on four, 3.2-4.0 on AnyIO's (docs/service.md)
+#: the search fronts' own worker threads (``create_app(search_threads=...)``; 0: AnyIO's pool of ~40). Two: at 200
+#: searches/s, 50 users, on the shared 2-core machine, a route cost 2.6-3.2 ms of CPU on two threads against 2.9-4.6
+#: on AnyIO's (five back-to-back 10 s pairs, load 4-12; the gap widest on the quietest machine), the server's CPU
+#: per search 5.2 instead of 6.3 ms; two 30 s pairs at load 12 showed no gain (docs/service.md)
 SEARCH_THREADS = 2
 
 
