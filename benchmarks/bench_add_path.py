@@ -5,7 +5,7 @@ CPU time (``time.process_time``, every thread of this process: the background dr
 figure to trust on a shared machine; wall time is printed beside it with the load average. Then what one
 embedded Chroma upsert costs by batch size: the fixed part is what deferring saves.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.bench_add_path [--adds 100]
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.bench_add_path [--adds 100] [--upserts-only]
 """
 
 from __future__ import annotations
@@ -79,20 +79,58 @@ def _upsert_costs(dim: int) -> list[list[Any]]:
 
     index.upsert([IndexRow(f"base{i}") for i in range(500)], vectors(500))
     rows, k = [], 0
-    for batch in (1, 1, 10, 100, 256):
+    for batch in (1, 1, 10, 32, 64, 100, 256):
         ids = [IndexRow(f"x{k + i}") for i in range(batch)]
         k += batch
-        cpu, wall = time.process_time(), time.perf_counter()
-        index.upsert(ids, vectors(batch))
-        rows.append([batch, (time.process_time() - cpu) * 1e3, (time.perf_counter() - wall) * 1e3,
-                     (time.process_time() - cpu) * 1e3 / batch])
+        matrix = vectors(batch)
+        with _Ticker() as ticker:
+            cpu, wall = time.process_time(), time.perf_counter()
+            index.upsert(ids, matrix)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        rows.append([batch, cpu * 1e3, wall * 1e3, cpu * 1e3 / batch, ticker.longest * 1e3])
     return rows
+
+
+class _Ticker:
+    """A thread that wakes every 0.5 ms; ``longest`` is its longest gap (s): how long another Python thread
+    (a request) could not run. An embedded Chroma upsert holds the GIL for most of its wall time, which is
+    why the deferred drain paces itself (textual/index_defer.py, ``PACE``)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.longest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            time.sleep(0.0005)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    def __enter__(self) -> _Ticker:
+        self._thread.start()
+        time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--adds", type=int, default=100, help="fast adds per mode")
+    p.add_argument("--upserts-only", action="store_true", help="only the Chroma upsert table (seconds, no cube)")
     args = p.parse_args(argv)
+    if args.upserts_only:
+        print(table(["Chroma upsert batch", "CPU ms", "wall ms", "CPU ms per vector", "longest stall of another thread ms"],
+                    _upsert_costs(384)))
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        return 0
 
     from memos_integrations import MemCube
     from memos_integrations.storage.chroma import ChromaIndex
@@ -129,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.1f}")
     print(table(["mode", "phase", "CPU ms per add", "wall ms per add"], rows))
     print()
-    print(table(["Chroma upsert batch", "CPU ms", "wall ms", "CPU ms per vector"], _upsert_costs(embedder.dimension)))
+    print(table(["Chroma upsert batch", "CPU ms", "wall ms", "CPU ms per vector", "longest stall of another thread ms"],
+                _upsert_costs(embedder.dimension)))
     return 0
 
 

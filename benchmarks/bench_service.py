@@ -408,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-duration", type=float, default=15.0)
     p.add_argument("--overhead-n", type=int, default=100, help="sequential searches per overhead pass")
     p.add_argument("--overhead-repeats", type=int, default=5, help="interleaved direct/HTTP passes (medians)")
-    p.add_argument("--only", choices=["all", "overhead", "load"], default="all")
+    p.add_argument("--only", choices=["all", "overhead", "load", "add"], default="all",
+                   help="add: only the add run at --add-rate (the add path's A/B loop)")
     p.add_argument("--workers", type=int, default=0,
                    help="serve with `memcube serve --workers N` in a separate process (0: uvicorn in this process)")
     p.add_argument("--backend", choices=["embedded", "postgres"], default="embedded",
@@ -499,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     base_p95 = None
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
+    if args.only == "add":
+        target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
+        rows.append(_row(f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add))
+        splits.append(_split(f"add (fast) at {args.add_rate:g}/s", target_add))
+        print(f"add p95 at {args.add_rate:g}/s: {target_add['p95'] * 1e3:.0f} ms (target <= 100 ms), "
+              f"p99 {target_add['p99'] * 1e3:.0f} ms, errors {target_add['errors']} {target_add['codes']}")
     if args.only in ("all", "load"):
         cold()
         unloaded = _run_load(plan, "search", count=args.overhead_n, server_here=not args.workers)

@@ -21,8 +21,8 @@ transaction* (:mod:`.index_sync`). Deferring only changes *when* the outbox is d
   its own and other writers' (the outbox is in the shared database).
 
 When the outbox drains: in a background thread once :data:`DRAIN_AT` writes are queued or the oldest
-has waited :data:`MAX_AGE` seconds; on ``reconcile`` / ``reindex``; when the cube closes; when it
-opens after a crash. A failed drain keeps its rows queued (the overlay still serves them) and is
+has waited :data:`MAX_AGE` seconds, one cube at a time with a rest between drains (:data:`PACE`); on
+``reconcile`` / ``reindex``; when the cube closes; when it opens after a crash. A failed drain keeps its rows queued (the overlay still serves them) and is
 retried :data:`MAX_AGE` seconds later, with a warning that names the cause.
 
 What lags: the index itself (``MemCube.index.count()``, ``stats()["vectors_indexed"]``) trails the
@@ -52,8 +52,18 @@ _log = logging.getLogger("memos_integrations.textual.memory")
 #: queued writes that start a drain: an upsert of this many costs ~0.5 ms of CPU per vector, against
 #: 6-11 ms for an upsert of one (round: the cost per vector is flat from ~100 up)
 DRAIN_AT = 256
-#: seconds a queued write may wait before a drain (bounds how much the overlay scores exactly)
-MAX_AGE = 10.0
+#: seconds a queued write may wait before a drain. Why a minute: the index only serves searches over more
+#: than ``exact_search_max`` candidates (the overlay scores the queued rows exactly meanwhile, at most
+#: DRAIN_AT of them), and each drain's upsert is a fixed cost that holds the GIL (below): with 50 cubes
+#: taking one add a second, 10 s meant 5 upserts a second (1.8 ms of CPU per add); a minute, under one
+MAX_AGE = 60.0
+#: the background drainer rests this many times a drain's wall time before the next one (at most
+#: ``PAUSE_MAX`` s). Why: an embedded Chroma upsert holds the GIL for its whole wall time (25-70 ms
+#: measured: a 0.5 ms ticker thread stalled as long), so the serving threads stop meanwhile; cubes that
+#: fell due together (a service's cubes all take their first add in the same second) drained back to
+#: back stopped every request for seconds. Paced, the drains take at most a third of the GIL.
+PACE = 2.0
+PAUSE_MAX = 1.0
 
 
 @dataclass
@@ -127,10 +137,11 @@ class _Drainer:
             with self.wake:  # registrations happen under this lock too: the snapshot never races one
                 self.wake.wait(timeout=min(1.0, MAX_AGE / 4))
                 due = list(self.states.items())
-            now = time.monotonic()
             for mem, state in due:
-                if _due(state, now):
+                if _due(state, time.monotonic()):
+                    start = time.monotonic()
                     _drain(mem, state)
+                    time.sleep(min(PAUSE_MAX, PACE * (time.monotonic() - start)))  # see PACE
 
 
 _drainer = _Drainer()

@@ -192,6 +192,9 @@ class TorchBert(NumpyBert):
     #: int8 passes run the lean forward (textual/int8_fast.py: the same bits, less CPU); False runs this
     #: class's own, the reference it is tested and benchmarked against
     int8_fast = True
+    #: fp32 passes run textual/fp32_exact.py (a text's vector is the same bits alone or in any batch); False runs
+    #: this class's own padded pass, the reference it is tested against
+    fp32_exact = True
 
     def __init__(self, model_dir: Path) -> None:
         super().__init__(model_dir)
@@ -205,6 +208,7 @@ class TorchBert(NumpyBert):
         #: why int8 is not available here (``None`` while it is, or before anyone asked for it)
         self.int8_unavailable: str | None = None
         self._fast: Any = None
+        self._exact: Any = None
 
     def encode(self, texts: list[str], batch_size: int = 16, precision: str = "fp32") -> np.ndarray:
         # 16 rows keep the FFN activations in cache; larger batches measured slower here
@@ -245,6 +249,12 @@ class TorchBert(NumpyBert):
 
                 fast = self._fast = Int8QueryEncoder(self.torch, self.tw, int8, self.layers, self.heads, self.eps)
             return fast(batch_ids)  # type: ignore[no-any-return]
+        if int8 is None and self.fp32_exact:
+            if self._exact is None:
+                from .fp32_exact import ExactEncoder
+
+                self._exact = ExactEncoder(self.torch, self.tw, self.layers, self.heads, self.eps)
+            return self._exact(batch_ids)  # type: ignore[no-any-return]
         torch, w = self.torch, self.tw
         F = torch.nn.functional
         n, length = len(batch_ids), max(len(ids) for ids in batch_ids)
