@@ -427,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the search fronts' own worker threads (default: create_app's; 0: AnyIO's pool)")
     p.add_argument("--embed-ahead", action=argparse.BooleanOptionalAction, default=True,
                    help="embed a search's query on the event loop before its route (server/search_front.py)")
+    p.add_argument("--gc-settle", action=argparse.BooleanOptionalAction, default=True,
+                   help="freeze the cubes' objects out of full GC passes as memcube serve does (server/gc_settle.py)")
     p.add_argument("--home", help="keep the MOS home here and reuse it on the next run (default: a temporary directory)")
     # the load process's own flags
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -475,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
             mos.close()  # embedded cubes are held by one process at a time: the workers open them
         proc, port = _serve_workers(root / "home", args.workers, args.embed_process)
     else:
+        if args.gc_settle:
+            from memos_integrations.server import gc_settle
+
+            gc_settle.install(mos)
         server, thread, port = _serve_in_thread(mos, keys, args.rate_limit, args.fast_path, args.search_threads,
                                                 args.embed_ahead)
     plan = root / "plan.json"

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
@@ -112,6 +112,8 @@ class MOS:
             db.close()
             raise
         self._cubes: dict[str, MemCube] = {}
+        #: called with each cube this MOS opens, after it opened (the service settles the GC there: server/gc_settle.py)
+        self.on_open: Callable[[MemCube], None] | None = None
 
     # -- users ---------------------------------------------------------------------------------
     def create_user(
@@ -315,6 +317,10 @@ class MOS:
         Returns:
             The items written.
         """
+        taken = sorted({"messages", "memory", "principal"} & kw.keys())
+        if taken:  # MemCube.add's own names: a TypeError from deep inside before
+            raise InvalidInputError(f"MOS.add sets {', '.join(taken)} itself; pass the text as memory_content= "
+                                    "and the messages as messages=")
         user = self._user(user_id)
         cube_id = mem_cube_id or self._default_cube(user)
         cube = self._authorized(cube_id, user, "write", "add")
@@ -460,6 +466,8 @@ class MOS:
                 if found is None:
                     raise CubeNotFoundError(f"no cube {cube_id!r} is registered; register it with MOS.register_mem_cube")
                 self._cubes[cube_id] = self._open_cube(found[0])
+                if self.on_open is not None:
+                    self.on_open(self._cubes[cube_id])
             return self._cubes[cube_id]
 
     def _open_cube(self, path: str | Path) -> MemCube:

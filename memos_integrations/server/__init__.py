@@ -35,6 +35,7 @@ def serve(home: str, *, host: str = "127.0.0.1", port: int = 8765, limits: Limit
     import uvicorn
 
     from ..mos import MOS
+    from . import gc_settle
     from .service import embed_process_default, serving_embedder
 
     if embed_process is None:
@@ -42,6 +43,7 @@ def serve(home: str, *, host: str = "127.0.0.1", port: int = 8765, limits: Limit
     # MiniLM homes: concurrent searches share one forward pass (in a child process with embed_process)
     embedder = serving_embedder(home, query_precision, embed_process)
     mos = MOS(home, chat_model=chat_model, embedder=embedder, embedder_strict=False)  # a cube built otherwise: its own
+    gc_settle.install(mos)  # many cubes' objects frozen out of the full collections (server/gc_settle.py)
     keys = KeyStore.open(mos.home / "mos.db")
     try:
         uvicorn.run(create_app(mos, keys=keys, limits=limits), host=host, port=port, log_level=log_level)

@@ -110,6 +110,7 @@ def app_from_env() -> Any:
     """One worker's app, from :data:`ENV` (uvicorn calls this in each worker process)."""
     from ..mos import MOS
     from ..storage.keys import KeyStore
+    from . import gc_settle
     from .app import create_app
     from .limits import Limits
     from .service import serving_embedder
@@ -120,6 +121,7 @@ def app_from_env() -> Any:
     # a config without "embed_process" (written by an older serve_workers) embeds in the worker, as before
     embedder = serving_embedder(config["home"], config.get("query_precision", "int8"), bool(config.get("embed_process")))
     mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=embedder, embedder_strict=False)
+    gc_settle.install(mos)
     keys = KeyStore.open(mos.home / "mos.db")
     cubes = new_cube_config(config.get("cubes_on"))
     return create_app(mos, keys=keys, limits=Limits(**raw), cube_config=cubes, shared=True)
