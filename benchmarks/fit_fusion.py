@@ -27,7 +27,8 @@ Measured in the fifth session for category 1 and not shipped either: ``--models 
 gradient-boosted trees, ``--trees``; only here, never at search time), ``--crosses`` (pairwise
 products of the features), ``--extra`` (neighbour, exact-cosine and query-coverage features) and
 ``--select`` (the first 10 chosen as a set: MMR on the stored vectors, one hit per 3-turn window, or a
-knapsack of the 400-word budget).
+knapsack of the 400-word budget); of the ``--extra`` columns, ``next_fused`` became a module feature
+(``--drop next_fused`` gives the model before it).
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
