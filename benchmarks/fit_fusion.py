@@ -23,6 +23,12 @@ the L2 of best held-out recall, rounded, as the ``WEIGHTS`` constant for textual
 module's own rounded constants in-sample. The options for list questions measured in the fourth
 session (``--pool``, ``--per-session``, ``--session-features``, ``--peers``, ``--spread``) are off as
 shipped; ``--dump`` writes each question's nested recall to compare two variants question by question.
+Measured in the fifth session for category 1 and not shipped either: ``--models gbdt`` (scikit-learn's
+gradient-boosted trees, ``--trees``; only here, never at search time), ``--crosses`` (pairwise
+products of the features), ``--extra`` (neighbour, exact-cosine and query-coverage features) and
+``--select`` (the first 10 chosen as a set: MMR on the stored vectors, one hit per 3-turn window, or a
+knapsack of the 400-word budget); of the ``--extra`` columns, ``next_fused`` became a module feature
+(``--drop next_fused`` gives the model before it).
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
@@ -69,6 +75,7 @@ class Question:
     sources: dict[int, list[str]]  # counted sources of candidates and tail (empty for > MAX_SOURCES)
     words: dict[int, int]
     session: list[str | None]  # each candidate's session
+    vecs: np.ndarray | None = None  # --select mmr: each candidate's unit vector (zeros without one)
 
 
 def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan = PROBE) -> list[Question]:
@@ -103,7 +110,12 @@ def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan 
             words = {r: len(format_memory(it).split()) for r, it in rows.items()}
             y = np.array([1.0 if evidence & set(sources.get(r, ())) else 0.0 for r in cands])
             session = [rows[r].session_id if r in rows else None for r in cands]
-            out.append(Question(conv, q["category"], evidence, cands, X, y, tail[:20], sources, words, session))
+            vecs = None
+            if EXTRA or SELECT.startswith("mmr"):
+                vecs = unit_vectors(cands, *store.vectors_for(cands))
+                qvec = cube.text_mem.embedder.embed_query(q["question"])
+                X = np.hstack([X, extra_features(q["question"], cands, X, session, rows, vecs, qvec)])
+            out.append(Question(conv, q["category"], evidence, cands, X, y, tail[:20], sources, words, session, vecs))
     finally:
         F.features = inner  # type: ignore[assignment]
     return out
@@ -113,6 +125,115 @@ SESSION_FEATURES = False  # --session-features: list_sess_first / list_sess_best
 PEERS = False  # --peers: peer_cos / list_peer_cos computed (the candidates' stored vectors)
 SPREAD = 0.0  # --spread: each hit already placed from a candidate's session lowers its logit by this
 SPREAD_LIST = False  # --spread-list: only for list questions
+# Fifth session (issue 14, category 1), measured and not shipped (docs/organize.md):
+EXTRA: list[str] = []  # --extra: more feature columns (EXTRA_NAMES), appended after F.NAMES
+EXTRA_NAMES = ("prev_fused", "next_fused", "exact_cos", "nb_cos", "q_cover")
+SELECT = ""  # --select: set-level choice of the first 10 (mmr:LAMBDA, knapsack:SHIFT, window:GAP)
+
+
+def unit_vectors(cands: Sequence[int], rids: Sequence[int], matrix: np.ndarray) -> np.ndarray:
+    """One unit vector per candidate (a zero row for one without a stored vector)."""
+    out = np.zeros((len(cands), matrix.shape[1] if len(rids) else 1))
+    row = {r: i for i, r in enumerate(rids)}
+    for i, r in enumerate(cands):
+        if r in row:
+            v = matrix[row[r]]
+            out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+    return out
+
+
+def extra_features(question: str, cands: Sequence[int], X: np.ndarray, session: Sequence[str | None],
+                   rows: Any, vecs: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+    """``--extra`` columns: the fused score of the turn just before / after in the same session ("an
+    answer follows its question"), the exact cosine to the query (not the leg's window floor), the
+    best neighbour's cosine, and the share of the query's non-name content words in the text."""
+    from memos_integrations.textual import retrieve as R
+
+    q = qvec / max(float(np.linalg.norm(qvec)), 1e-12)
+    cos = vecs @ q
+    at = {r: i for i, r in enumerate(cands)}
+    fused = X[:, F.NAMES.index("fused_score")]
+    speakers = {s for it in rows.values() if isinstance(s := it.metadata.get("speaker"), str) and s}
+    names = {w for s in speakers for w in R.keyword_terms(s, None)}
+    terms = set(R.keyword_terms(question, None)) - names
+    out = np.zeros((len(cands), len(EXTRA)))
+    for i, r in enumerate(cands):
+        nb = [at[n] for n in (r - 1, r + 1) if n in at and session[at[n]] == session[i] and session[i] is not None]
+        text = rows[r].text if r in rows else ""
+        values = {
+            "prev_fused": fused[at[r - 1]] if at.get(r - 1) in nb else 0.0,
+            "next_fused": fused[at[r + 1]] if at.get(r + 1) in nb else 0.0,
+            "exact_cos": float(cos[i]),
+            "nb_cos": max((float(cos[j]) for j in nb), default=0.0),
+            "q_cover": len(terms & set(R.keyword_terms(text, None))) / max(len(terms), 1),
+        }
+        out[i] = [values[n] for n in EXTRA]
+    return out
+
+
+def crosses(X: np.ndarray) -> np.ndarray:
+    """``--crosses``: X with the pairwise products (squares included) of the base features that vary."""
+    base = [F.NAMES.index(n) for n in F.NAMES if n not in ("bias", "list") and not n.startswith("list_")]
+    pairs = [(a, b) for k, a in enumerate(base) for b in base[k:]]
+    return np.hstack([X, np.stack([X[:, a] * X[:, b] for a, b in pairs], axis=1)]) if len(X) else \
+        np.zeros((0, X.shape[1] + len(pairs)))
+
+
+def select(q: Question, logit: np.ndarray, how: str, k: int = 10) -> list[int]:
+    """Candidate indices with the first ``k`` chosen as a set (``--select``), the rest by logit:
+    ``mmr:L`` each pick maximises p - L * (its best cosine to those picked); ``window:G`` skips a
+    candidate within G rows of one picked in the same session; ``knapsack:C`` the set of at most ``k``
+    that fits BUDGET_WORDS with the largest sum of sigmoid(logit - C) (the first 30 by logit, words in
+    units of 5)."""
+    kind, _, value = how.partition(":")
+    lam = float(value)
+    order = sorted(range(len(q.cands)), key=lambda i: (-logit[i], i))
+    if kind == "knapsack":
+        picked = knapsack(q, logit, order[:30], lam, k)
+    else:
+        p = 1 / (1 + np.exp(-np.clip(logit, -30, 30)))
+        picked = []
+        left = list(order)
+        while left and len(picked) < k:
+            if kind == "mmr":
+                assert q.vecs is not None
+                sims = q.vecs[left] @ q.vecs[picked].T if picked else np.zeros((len(left), 1))
+                best = left[int(np.argmax(p[left] - lam * sims.max(axis=1)))]
+            else:  # window
+                best = next((i for i in left if not any(
+                    q.session[i] is not None and q.session[i] == q.session[j] and abs(q.cands[i] - q.cands[j]) <= lam
+                    for j in picked)), left[0])
+            picked.append(best)
+            left.remove(best)
+    if kind == "knapsack":  # a set that fits: by logit within it; mmr and window keep their pick order
+        picked.sort(key=lambda i: (-logit[i], i))
+    chosen = set(picked)
+    return picked + [i for i in order if i not in chosen]
+
+
+def knapsack(q: Question, logit: np.ndarray, idx: list[int], shift: float, k: int, unit: int = 5) -> list[int]:
+    """:func:`select`'s ``knapsack``: dynamic programming over (hits taken, words used)."""
+    cap = BUDGET_WORDS // unit
+    value = 1 / (1 + np.exp(-(logit - shift)))
+    cost = [-(-q.words.get(q.cands[i], 0) // unit) for i in idx]
+    best = np.full((k + 1, cap + 1), -np.inf)
+    best[0, 0] = 0.0
+    took = np.zeros((len(idx), k + 1, cap + 1), dtype=bool)
+    for t, i in enumerate(idx):
+        c = cost[t]
+        if c > cap:
+            continue
+        gain = best[:-1, : cap + 1 - c] + value[i]
+        better = gain > best[1:, c:]
+        best[1:, c:] = np.where(better, gain, best[1:, c:])
+        took[t, 1:, c:] = better
+    n, w = (int(x) for x in np.unravel_index(int(np.argmax(best)), best.shape))
+    picked = []
+    for t in range(len(idx) - 1, -1, -1):
+        if took[t, n, w]:
+            picked.append(idx[t])
+            n, w = n - 1, w - cost[t]
+    return picked
 
 
 def spread(q: Question, logit: np.ndarray, lam: float, k: int = 10) -> list[int]:
@@ -134,6 +255,8 @@ def recall(q: Question, logit: np.ndarray | None) -> float:
     lam = SPREAD if not SPREAD_LIST or q.X[0, F.NAMES.index("list")] > 0 else 0.0
     if logit is None:
         idx: Sequence[int] = range(len(q.cands))
+    elif SELECT and len(q.cands):
+        idx = select(q, logit, SELECT)
     elif lam > 0 and len(q.cands):
         idx = spread(q, logit, lam)
     else:
@@ -152,8 +275,8 @@ def recall(q: Question, logit: np.ndarray | None) -> float:
 
 def shipped_logits(q: Question, split: bool) -> np.ndarray:
     """The module's rounded constants on ``q`` (its list questions by LIST_WEIGHTS)."""
-    n = len(F.NAMES)
-    X = q.X[:, :n] + q.X[:, n:] if split else q.X
+    n, half = len(F.NAMES), q.X.shape[1] // 2
+    X = q.X[:, :n] + q.X[:, half:half + n] if split else q.X[:, :n]
     is_list = len(q.cands) > 0 and bool(X[0, F.NAMES.index("list")] > 0)
     return X @ FL.weight_vector(FL.LIST_WEIGHTS if is_list else FL.WEIGHTS)
 
@@ -176,9 +299,38 @@ def fold(w: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit(qs: list[Question], model: str, l2: float, steps: int = 3000) -> np.ndarray:
-    """Weights (one per :data:`F.NAMES`) fitted on ``qs``, full batch, from zero; no L2 on the bias.
-    Pointwise: Newton's method to convergence (the loss is convex); listwise: ``steps`` of Adam."""
+class Trees:
+    """``--models gbdt``: gradient-boosted trees that score a feature matrix as ``X @ trees`` does
+    (``__array_ufunc__ = None`` makes numpy hand ``@`` to ``__rmatmul__``), so the held-out loops
+    serve both kinds of model."""
+
+    __array_ufunc__ = None
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __rmatmul__(self, X: np.ndarray) -> np.ndarray:
+        return self.model.decision_function(X) if len(X) else np.zeros(0)  # type: ignore[no-any-return]
+
+
+def fit(qs: list[Question], model: str, l2: float | str, steps: int = 3000) -> Any:
+    """Weights (one per column) fitted on ``qs``, full batch, from zero; no L2 on the bias.
+    Pointwise: Newton's method to convergence (the loss is convex); listwise: ``steps`` of Adam;
+    gbdt (``l2`` is ``"trees:depth:rate"``): scikit-learn's gradient boosting (bench only, never
+    at search time) with pointwise's sample weights, as :class:`Trees`."""
+    if model == "gbdt":
+        from sklearn.ensemble import GradientBoostingClassifier
+
+        trees, depth, rate = str(l2).split(":")
+        Xg = np.vstack([q.X for q in qs])
+        yg = np.concatenate([q.y for q in qs])
+        qg = np.concatenate([np.full(len(q.cands), i) for i, q in enumerate(qs)])
+        pos, neg = np.bincount(qg, weights=yg), np.bincount(qg, weights=1 - yg)
+        sw = np.where(yg > 0, 1 / np.maximum(pos[qg], 1), 1 / np.maximum(neg[qg], 1))
+        gb = GradientBoostingClassifier(n_estimators=int(trees), max_depth=int(depth), learning_rate=float(rate),
+                                        random_state=0)
+        return Trees(gb.fit(Xg, yg, sample_weight=sw))
+    l2 = float(l2)
     X = np.vstack([q.X for q in qs])
     y = np.concatenate([q.y for q in qs])
     qid = np.concatenate([np.full(len(q.cands), i) for i, q in enumerate(qs)])
@@ -228,7 +380,7 @@ def scores_of(qs: list[Question], logits: list[np.ndarray | None]) -> dict[str, 
     return {k: float(np.sum(v) if ":" in k else np.mean(v)) for k, v in per.items()}
 
 
-def evaluate(qs: list[Question], model: str, l2: float) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+def evaluate(qs: list[Question], model: str, l2: float | str) -> tuple[dict[str, float], dict[str, float], Any]:
     """(held-out scores, in-sample scores, weights on all)."""
     convs = sorted({q.conv for q in qs})
     held: list[np.ndarray | None] = [None] * len(qs)
@@ -242,14 +394,14 @@ def evaluate(qs: list[Question], model: str, l2: float) -> tuple[dict[str, float
 
 
 def nested(
-    qs: list[Question], model: str, grid: Sequence[float],
-) -> tuple[dict[str, float], list[float], list[np.ndarray | None]]:
+    qs: list[Question], model: str, grid: Sequence[float | str],
+) -> tuple[dict[str, float], list[float | str], list[np.ndarray | None]]:
     """Held-out scores with the L2 strength chosen inside each fold (leave-one-conversation-out over
     the four training conversations, best overall recall): the L2 grid never sees the held-out
     conversation. Returns the scores, the L2 each fold chose and each question's held-out logits."""
     convs = sorted({q.conv for q in qs})
     held: list[np.ndarray | None] = [None] * len(qs)
-    chosen = []
+    chosen: list[float | str] = []
     for c in convs:
         train = [q for q in qs if q.conv != c]
         best = max(grid, key=lambda l2: evaluate_loco(train, model, l2))
@@ -261,7 +413,7 @@ def nested(
     return scores_of(qs, held), chosen, held
 
 
-def evaluate_loco(qs: list[Question], model: str, l2: float) -> float:
+def evaluate_loco(qs: list[Question], model: str, l2: float | str) -> float:
     """Mean held-out recall (leave-one-conversation-out) of ``qs`` alone."""
     convs = sorted({q.conv for q in qs})
     logits: list[np.ndarray | None] = [None] * len(qs)
@@ -303,7 +455,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--probe", choices=sorted(PROBES), default="balanced", help="the plan whose candidates are re-scored")
     ap.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths")
-    ap.add_argument("--models", default="pointwise,listwise")
+    ap.add_argument("--models", default="pointwise,listwise", help="pointwise, listwise, gbdt (scikit-learn, --trees)")
+    ap.add_argument("--trees", default="30:2:0.3,100:2:0.1",
+                    help="gbdt's grid (its --l2): comma-separated trees:depth:learning-rate")
+    ap.add_argument("--extra", default="", help=f"more feature columns, comma-separated, of {list(EXTRA_NAMES)}")
+    ap.add_argument("--crosses", action="store_true", help="pairwise products of the base features as columns")
+    ap.add_argument("--select", default="", help="the first 10 chosen as a set: mmr:LAMBDA, window:GAP, knapsack:SHIFT")
     ap.add_argument("--nested", action="store_true", help="also choose L2 inside each fold (nested cross-validation)")
     ap.add_argument("--list-window", type=int, default=F.LIST_WINDOW,
                     help="list questions: the fused order's and each leg's first N are candidates (legs widened to N)")
@@ -326,20 +483,30 @@ def main(argv: list[str] | None = None) -> None:
                     help="print the all-five weights of the first model, at its L2 of best held-out recall")
     args = ap.parse_args(argv)
     F.LIST_WINDOW, F.PER_SESSION = args.list_window, args.per_session
-    global SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS
+    global SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS, EXTRA, SELECT
     SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS = args.spread, args.spread_list, args.session_features, args.peers
+    EXTRA, SELECT = [n for n in args.extra.split(",") if n], args.select
+    if set(EXTRA) - set(EXTRA_NAMES):
+        raise SystemExit(f"unknown --extra {sorted(set(EXTRA) - set(EXTRA_NAMES))}; known: {list(EXTRA_NAMES)}")
     probe = PROBES[args.probe]
     pool = max(args.pool or probe.candidates, args.list_window)
     if pool != probe.candidates:
         probe = probe.model_copy(update={"candidates": pool})
     qs = collect(args.cubes, args.organised, args.limit, probe)
     drop = [F.NAMES.index(n) for n in args.drop.split(",") if n]
+    if (args.extra or args.crosses) and args.write:
+        raise SystemExit("--write prints the module's features only: drop --extra / --crosses")
     for q in qs:
         q.X[:, drop] = 0.0
+        if args.crosses:
+            q.X = crosses(q.X)
         if args.split_list:
             is_list = q.X[:, [F.NAMES.index("list")]]
             q.X = np.hstack([q.X * (1 - is_list), q.X * is_list])
     cats = ["all", "1", "2", "3", "4"]
+
+    def grid_of(model: str) -> list[float | str]:
+        return list(args.trees.split(",")) if model == "gbdt" else [float(x) for x in args.l2.split(",")]
     base = scores_of(qs, [None] * len(qs))
     rows = [[f"{args.probe} (the plan's own order)", "-", *(base[c] for c in cats)]]
     oracle = scores_of(qs, [q.y for q in qs])  # the candidates' ceiling: every positive first
@@ -347,17 +514,17 @@ def main(argv: list[str] | None = None) -> None:
     first = None
     moved: list[str] = []
     for model in args.models.split(","):
-        for l2 in (float(x) for x in args.l2.split(",")):
+        for l2 in grid_of(model):
             held, ins, w = evaluate(qs, model, l2)
             if first is None or (first[0] == model and held["all"] > first[3]):  # the first model's best L2
                 first = (model, l2, w, held["all"])
-            rows.append([f"{model} L2 {l2:g}", "held-out", *(held[c] for c in cats)])
-            moved.append(f"{model} L2 {l2:g} held-out against the plan's order, questions up / down: " + ", ".join(
+            rows.append([f"{model} L2 {l2}", "held-out", *(held[c] for c in cats)])
+            moved.append(f"{model} L2 {l2} held-out against the plan's order, questions up / down: " + ", ".join(
                 f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
-            rows.append([f"{model} L2 {l2:g}", "in-sample", *(ins[c] for c in cats)])
+            rows.append([f"{model} L2 {l2}", "in-sample", *(ins[c] for c in cats)])
     if args.nested:
         for model in args.models.split(","):
-            held, chosen, logits = nested(qs, model, [float(x) for x in args.l2.split(",")])
+            held, chosen, logits = nested(qs, model, grid_of(model))
             rows.append([f"{model}, L2 chosen per fold {chosen}", "nested held-out", *(held[c] for c in cats)])
             moved.append(f"{model} nested held-out against the plan's order, questions up / down: " + ", ".join(
                 f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
@@ -372,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(moved))
     if args.write and first is not None:
         model, l2, w, _ = first
-        print(f"# {model}, L2 {l2:g}, fitted on all {len({q.conv for q in qs})} conversations")
+        print(f"# {model}, L2 {l2}, fitted on all {len({q.conv for q in qs})} conversations")
         cols = len(F.NAMES)
         for const, part in (("WEIGHTS", w[:cols]), ("LIST_WEIGHTS", fold(w[cols:]))):
             if len(part):  # with --split-list: the list questions' own weights

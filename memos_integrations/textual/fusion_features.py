@@ -63,6 +63,7 @@ NAMES: tuple[str, ...] = (
     "list_sess_best",  # its session's best cosine less the best of all, plus 1 (0 when below by 1 or more)
     "peer_cos",  # cosine of its stored vector to the mean vector of the fused order's first 5 (pseudo-relevance)
     "list_peer_cos",
+    "next_fused",  # fused score / best of the turn right after it in its session, when that turn is a candidate
 )
 
 
@@ -170,14 +171,18 @@ def features(
     head = [r for r in order[:WINDOW] if r in items]
     per_session = Counter(items[r].session_id for r in head)
     near = [(r, items[r].session_id) for r in order[:_NEAR] if r in items]
+    is_cand = set(cands)
     for i, rid in enumerate(cands):
         it = items.get(rid)
         who = speaker.get(rid)
         content = 1.0 if it is None or who is None else min(_content(it.text, names), _CONTENT) / _CONTENT
         dense_rr, keyword_rr = _rr(dense.get(rid)), _rr(keyword.get(rid))
         is_named = 1.0 if named and who in named else 0.0
-        share = near_best = 0.0
+        share = near_best = next_fused = 0.0
         if it is not None:
+            after = items.get(rid + 1) if rid + 1 in is_cand else None
+            if after is not None and it.session_id is not None and after.session_id == it.session_id:
+                next_fused = scores.get(rid + 1, 0.0) / best
             share = min(per_session[it.session_id] - (1 if rid in fused_rank else 0), 10) / 10.0
             gaps = [abs(rid - r) for r, sid in near if r != rid and sid == it.session_id]
             near_best = 1.0 / (1.0 + min(gaps)) if gaps else 0.0
@@ -191,7 +196,7 @@ def features(
             content, is_list, is_list * content, is_list * dense_rr, is_list * keyword_rr, is_list * is_named,
             share, near_best,
             1.0 / sess_rank if sess_rank else 0.0, max(1.0 + sess_best, 0.0),
-            peers.get(rid, 0.0), is_list * peers.get(rid, 0.0),
+            peers.get(rid, 0.0), is_list * peers.get(rid, 0.0), next_fused,
         )
     return X
 

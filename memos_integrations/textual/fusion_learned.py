@@ -5,7 +5,7 @@ then the first :data:`.fusion_features.WINDOW` of its order and of each leg (``L
 for a question asking for a list: its answers lie deeper) are re-scored by a
 linear model of cheap features (:mod:`.fusion_features`: each leg's rank and score, the fused
 rank, who said it, how much content it has, whether the question asks for a list, how many other
-candidates share its session) and re-ordered; the rest follow in the plan's order, below them.
+candidates share its session, how good a candidate the turn right after it is) and re-ordered; the rest follow in the plan's order, below them.
 
 The weights are constants (:data:`WEIGHTS`; :data:`LIST_WEIGHTS` for list questions), fitted by ``benchmarks/fit_fusion.py`` on the LoCoMo
 dev split (logistic regression, L2, evidence turns as positives) and rounded; nothing is read from a
@@ -27,48 +27,51 @@ if TYPE_CHECKING:
     from ..items import MemoryItem
 
 #: the re-scorer's weights by feature name (:data:`.fusion_features.NAMES`) for a question that does not ask
-#: for a list: logistic regression, L2 0.001, fitted on all 5 LoCoMo dev conversations, rounded to 0.01
-#: (``python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
-#: --write``). Read as: the fused score and rank lead; a turn near one of the best five of its session,
-#: with content words, found by the keyword or the nameless dense leg rises; a turn said by someone the
-#: question does not name falls. A feature not listed weighs 0.
+#: for a list: logistic regression, L2 0.0001 (the strength of best held-out recall), fitted on all 5 LoCoMo
+#: dev conversations, rounded to 0.01 (``python -m benchmarks.fit_fusion --models pointwise --l2
+#: 0.01,0.001,0.0001 --nested --split-list --write``). Read as: the fused score leads; a turn near one of
+#: the best five of its session, whose reply (the next turn of its session) is itself a good candidate,
+#: with content words, ranked high by the keyword leg's score or the nameless dense leg rises; a turn
+#: said by someone the question does not name falls. A feature not listed weighs 0.
 WEIGHTS: Mapping[str, float] = {
-    "bias": -4.57,
-    "fused_rr": 1.08,
-    "fused_score": 3.19,
-    "dense_rr": -0.27,
-    "dense_cos": 0.39,
-    "unnamed_rr": 1.06,
-    "keyword_rr": -0.2,
-    "keyword_score": 1.89,
-    "hop_only": 0.39,
-    "named_speaker": 0.14,
-    "other_speaker": -1.61,
-    "content": 1.57,
-    "session_share": 0.61,
-    "near_best": 2.45,
+    "bias": -4.85,
+    "fused_rr": 0.1,
+    "fused_score": 4.67,
+    "dense_rr": -0.7,
+    "dense_cos": 0.24,
+    "unnamed_rr": 1.07,
+    "keyword_rr": -1.43,
+    "keyword_score": 2.46,
+    "hop_only": -0.06,
+    "named_speaker": 0.4,
+    "other_speaker": -2.0,
+    "content": 1.69,
+    "session_share": 0.38,
+    "near_best": 3.06,
+    "next_fused": 1.49,
 }
 
 #: the same, fitted on the list questions alone (:func:`.speaker_legs.asks_for_list`, whose candidates
 #: are read :data:`.fusion_features.LIST_WINDOW` deep), in the same fit (``list_*`` features folded into
-#: the ones they equal there). Read as: the legs' ranks count more and the fused score less; being near
+#: the ones they equal there). Read as: the fused rank counts more and the fused score less; being near
 #: the session's best hits counts far less (list answers come from many sessions); a turn of someone
 #: the question does not name falls more.
 LIST_WEIGHTS: Mapping[str, float] = {
-    "bias": -2.4,
-    "fused_rr": 1.58,
-    "fused_score": 1.58,
-    "dense_rr": 1.04,
-    "dense_cos": -0.01,
-    "unnamed_rr": 1.03,
-    "keyword_rr": 0.43,
-    "keyword_score": 0.73,
-    "hop_only": -0.15,
+    "bias": -3.16,
+    "fused_rr": 2.51,
+    "fused_score": 1.6,
+    "dense_rr": 0.49,
+    "dense_cos": 0.63,
+    "unnamed_rr": 1.14,
+    "keyword_rr": -0.93,
+    "keyword_score": 1.08,
+    "hop_only": -1.21,
     "named_speaker": -0.31,
-    "other_speaker": -1.89,
-    "content": 1.07,
-    "session_share": 0.41,
-    "near_best": 0.47,
+    "other_speaker": -2.61,
+    "content": 1.47,
+    "session_share": 0.37,
+    "near_best": 0.73,
+    "next_fused": 1.59,
 }
 
 

@@ -200,3 +200,13 @@ def test_rescore_picks_the_list_weights_for_a_list_question(monkeypatch: pytest.
         top[q] = scores[out[0]]
     assert read == [F.LIST_WINDOW, F.WINDOW]  # a list question is read deeper
     assert top["Where does Mel live?"] == 0.5 and top["What activities does Mel do?"] > 0.99
+
+
+def test_next_fused_reads_only_the_next_turn_of_the_same_session_among_the_candidates() -> None:
+    # 10 and 11 follow each other in s1; 12 is s2's (another session); 21 follows 20 but is no candidate
+    items = {10: _item("Mel", "s1"), 11: _item("Jon", "s1"), 12: _item("Mel", "s2"), 20: _item("Mel", "s1")}
+    scores = {10: 4.0, 11: 2.0, 12: 1.0, 20: 1.0, 21: 8.0}
+    scored = {"dense": [(r, 0.5) for r in (10, 11, 12, 20)]}
+    X = F.features("Where does Mel live?", [10, 11, 12, 20], [10, 11, 12, 20, 21], scores, scored, items)
+    assert X[:, F.NAMES.index("next_fused")].tolist() == [0.5, 0.0, 0.0, 0.0]  # 11's score / the best (10's)
+    assert {"next_fused"} <= set(FL.WEIGHTS) & set(FL.LIST_WEIGHTS)
