@@ -112,7 +112,8 @@ class MOS:
             db.close()
             raise
         self._cubes: dict[str, MemCube] = {}
-        #: called with each cube this MOS opens, after it opened (the service settles the GC there: server/gc_settle.py)
+        #: called with each cube this MOS opens, creates or registers, once it holds it (the service settles the GC
+        #: there: server/gc_settle.py)
         self.on_open: Callable[[MemCube], None] | None = None
 
     # -- users ---------------------------------------------------------------------------------
@@ -539,5 +540,7 @@ class MOS:
                 raise InvalidInputError(f"cube {cube_id!r} or directory {resolved} was registered meanwhile; try again")
         cube.audit("register", owner, cube_id, {"owner": owner})
         self._cubes[cube_id] = cube
+        if self.on_open is not None:  # held from now on, as a cube opened from the registry is
+            self.on_open(cube)
         return cube_id
 

@@ -32,7 +32,7 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -91,7 +91,7 @@ class SearchFront:
                     if self._pool is None:
                         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="memos-search")
                     context = contextvars.copy_context()  # the cache scope and the given vector go with the call
-                    return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, call)
+                    return await _finished(self._pool.submit(context.run, call))  # type: ignore[no-any-return]
 
     async def _embed(self, query: Any, plan: str | None) -> Any:
         embedder = self.embedder
@@ -122,6 +122,21 @@ class SearchFront:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+async def _finished(done: Future[Any]) -> Any:
+    """The thread's answer. Cancelled meanwhile (a client gone, a shutdown that gave up waiting), a search not
+    started is dropped, and one already running keeps its user's slot until its thread is free: a thread cannot
+    be interrupted, and a slot given back early let one user's cancelled searches hold every thread."""
+    waiting = asyncio.wrap_future(done)
+    try:
+        return await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        if not done.cancel():  # running: wait for it (a second cancel stops waiting)
+            await asyncio.wait((waiting,))
+            if not waiting.cancelled():
+                waiting.exception()  # its error was answered to nobody: retrieved, not logged as lost
+        raise
 
 
 class _PerUser:
