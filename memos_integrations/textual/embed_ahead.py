@@ -80,7 +80,7 @@ def pair_model(embedder: Any) -> Any:
     their batch: int8 attention runs text by text), the torch model (fp32), or None (embed one by one)."""
     from .embed import MiniLMEmbedder
 
-    if type(embedder) is not MiniLMEmbedder:
+    if type(embedder) is not MiniLMEmbedder or "embed_query" in vars(embedder):  # not its own embed_query
         return None
     if embedder.query_precision_in_use == "int8":
         return "int8"
