@@ -132,7 +132,8 @@ def evaluate(
     cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan, seen: dict[str, Any] | None = None,
 ) -> tuple[dict[str, list[float]], list[float]]:
     """Recall and latency of ``plan`` over ``qa``; with ``seen``, each question's hits (id, score repr)
-    are recorded there, by question number and text (``--save`` / ``--compare``: same hits before and after)."""
+    are recorded there, by question number and text (``--save`` / ``--compare``: same hits before and after;
+    a hit is named by its sources and text, as ids differ from one build to the next)."""
     scores: dict[str, list[float]] = defaultdict(list)
     latencies: list[float] = []
     for n, q in enumerate(qa):
@@ -143,7 +144,8 @@ def evaluate(
         hits = cube.search(q["question"], top_k=20, plan=plan)
         latencies.append(time.perf_counter() - start)
         if seen is not None:
-            seen[f"{n}:{q['question']}"] = [[h.item.id, repr(h.score)] for h in hits]
+            # ids are new in every build: a hit is named by its sources (a turn's dia_id) and text
+            seen[f"{n}:{q['question']}"] = [[h.item.sources, h.item.text, repr(h.score)] for h in hits]
         scores["all:cpu"].append(time.thread_time() - cpu)  # this thread's CPU: what the load does not inflate
         cat = str(q["category"])
 
