@@ -162,9 +162,16 @@ def held_event_times(store: Any, max_rows: int) -> dict[int, tuple[float | None,
         if store.max_rid() > max_rows:
             return None
         d = store.filter_dialect
-        rows = store.db.read(f"SELECT rid, event_time, {d.type_of('items.metadata')} FROM items", [d.path("refers_to")])
+        # the JSON is parsed only where its text holds the key's name or any escape (which could spell it):
+        # most rows hold neither; the same answer, less work
+        text = "CAST(items.metadata AS TEXT)"
+        mentions = f"CASE WHEN {d.has_substring(text, '?')} OR {d.has_substring(text, '?')} THEN {d.type_of('items.metadata')} END"
+        rows = store.db.read(f"SELECT rid, event_time, {mentions} FROM items", ['"refers_to"', "\\", d.path("refers_to")])
         # through a datetime and back, as the decoded row's event time is: the same float, bit for bit
-        return {rid: (to_epoch(from_epoch(when)), kind is not None) for rid, when, kind in rows}
+        # (once per distinct time: a session's turns share one)
+        epoch: dict[float | None, float | None] = {}
+        return {rid: (epoch[when] if when in epoch else epoch.setdefault(when, to_epoch(from_epoch(when))),
+                      kind is not None) for rid, when, kind in rows}
 
     return held_value(store, ("event_times", max_rows), scan)  # type: ignore[no-any-return]
 

@@ -108,3 +108,19 @@ def test_time_map_is_not_read_by_a_thread_inside_a_write(cube: Any) -> None:
         assert held_event_times(store, 4096) is None
         assert event_times(cube.text_mem, [rid], store.ranking_rows)[rid][0] == 0.0
     _check(cube)
+
+
+def test_time_map_reads_the_key_however_the_json_spells_it(cube: Any) -> None:
+    """The scan parses a row's JSON only where its text could name the key: an escaped name, or the
+    name as a value, must read as the decoded row does (written raw, as another program could)."""
+    import sqlite3
+
+    _fill(cube)
+    store = cube.text_mem.store
+    rids = store.candidate_rids(MemoryFilter(), 3)
+    with sqlite3.connect(store.path) as other:
+        for rid, meta in zip(rids, ('{"refers\\u005fto": []}', '{"note": "refers_to", "x": "\\"refers_to\\""}', "{}")):
+            other.execute("UPDATE items SET metadata = ? WHERE rid = ?", (meta, rid))
+    held = held_event_times(store, 4096)
+    assert [held[r][1] for r in rids] == [True, False, False]
+    _check(cube)
