@@ -16,6 +16,7 @@ are copies of held rows where the row just read equals the held one (:meth:`Deco
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -162,16 +163,21 @@ def held_event_times(store: Any, max_rows: int) -> dict[int, tuple[float | None,
         if store.max_rid() > max_rows:
             return None
         d = store.filter_dialect
-        # the JSON is parsed only where its text holds the key's name or any escape (which could spell it):
-        # most rows hold neither; the same answer, less work
+        # SQL parses a row's JSON only where its text holds the key's name (most rows don't); a text with
+        # an escape, which could spell the name (SQLite's paths do not unescape keys), is read by json.loads
+        # as the decoded row is. The same answer as decoding, less work
         text = "CAST(items.metadata AS TEXT)"
-        mentions = f"CASE WHEN {d.has_substring(text, '?')} OR {d.has_substring(text, '?')} THEN {d.type_of('items.metadata')} END"
-        rows = store.db.read(f"SELECT rid, event_time, {mentions} FROM items", ['"refers_to"', "\\", d.path("refers_to")])
+        escaped = d.has_substring(text, "?")
+        rows = store.db.read(
+            f"SELECT rid, event_time, CASE WHEN {d.has_substring(text, '?')} AND NOT {escaped} THEN "
+            f"{d.type_of('items.metadata')} END, CASE WHEN {escaped} THEN {text} END FROM items",
+            ['"refers_to"', "\\", d.path("refers_to"), "\\"])
         # through a datetime and back, as the decoded row's event time is: the same float, bit for bit
         # (once per distinct time: a session's turns share one)
         epoch: dict[float | None, float | None] = {}
         return {rid: (epoch[when] if when in epoch else epoch.setdefault(when, to_epoch(from_epoch(when))),
-                      kind is not None) for rid, when, kind in rows}
+                      kind is not None if raw is None else "refers_to" in json.loads(raw))
+                for rid, when, kind, raw in rows}
 
     return held_value(store, ("event_times", max_rows), scan)  # type: ignore[no-any-return]
 
