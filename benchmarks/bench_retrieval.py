@@ -144,8 +144,10 @@ def evaluate(
         hits = cube.search(q["question"], top_k=20, plan=plan)
         latencies.append(time.perf_counter() - start)
         if seen is not None:
-            # ids are new in every build: a hit is named by its sources (a turn's dia_id) and text
-            seen[f"{n}:{q['question']}"] = [[h.item.sources, h.item.text, repr(h.score)] for h in hits]
+            # ids are new in every build: a hit is named by its sources (a turn's dia_id; a summary's are
+            # memory ids, so their number) and text
+            seen[f"{n}:{q['question']}"] = [[h.item.sources if h.item.kind != Kind.SUMMARY else len(h.item.sources),
+                                             h.item.text, repr(h.score)] for h in hits]
         scores["all:cpu"].append(time.thread_time() - cpu)  # this thread's CPU: what the load does not inflate
         cat = str(q["category"])
 
