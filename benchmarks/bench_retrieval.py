@@ -22,6 +22,8 @@ extractive organiser, no LLM) and the plans run on both cubes: rows marked "+ or
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
 from collections import defaultdict
@@ -126,16 +128,26 @@ def in_budget(hits: list[Any]) -> list[Any]:
     return budget
 
 
-def evaluate(cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan) -> tuple[dict[str, list[float]], list[float]]:
+def evaluate(
+    cube: MemCube, qa: list[dict[str, Any]], plan: SearchPlan, seen: dict[str, Any] | None = None,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Recall and latency of ``plan`` over ``qa``; with ``seen``, each question's hits (id, score repr)
+    are recorded there, by question number and text (``--save`` / ``--compare``: same hits before and after;
+    a hit is named by its sources and text, as ids differ from one build to the next)."""
     scores: dict[str, list[float]] = defaultdict(list)
     latencies: list[float] = []
-    for q in qa:
+    for n, q in enumerate(qa):
         if q["category"] == 5 or not q.get("evidence"):
             continue
         evidence = {e.strip() for e in q["evidence"]}
         start, cpu = time.perf_counter(), time.thread_time()
         hits = cube.search(q["question"], top_k=20, plan=plan)
         latencies.append(time.perf_counter() - start)
+        if seen is not None:
+            # ids are new in every build: a hit is named by its sources (a turn's dia_id; a summary's are
+            # memory ids, so their number) and text
+            seen[f"{n}:{q['question']}"] = [[h.item.sources if h.item.kind != Kind.SUMMARY else len(h.item.sources),
+                                             h.item.text, repr(h.score)] for h in hits]
         scores["all:cpu"].append(time.thread_time() - cpu)  # this thread's CPU: what the load does not inflate
         cat = str(q["category"])
 
@@ -164,7 +176,8 @@ def organiser() -> Any:
 
 def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limit: int | None = None,
         organised: bool = True, flat: bool = True, query_precision: str | None = None) -> dict[str, Any]:
-    """Every plan on flat cubes (``flat``) and, with the organiser, on organised ones (``organised``)."""
+    """Every plan on flat cubes (``flat``) and, with the organiser, on organised ones (``organised``).
+    The result's ``hits`` are every question's hits, by plan row and conversation (``--save``)."""
     plans = dict(plans or PLANS)
     organize = organiser() if organised else None
     if organize is not None:
@@ -182,6 +195,7 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
     _ = embedder.fingerprint, embedder.query_precision_in_use  # load the model (and its int8 layers) before timing
     results: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in plans}
     latency: dict[str, list[float]] = {name: [] for name in plans}
+    seen: dict[str, dict[str, Any]] = {name: {} for name in plans}
     turns_total, ingest_s, ingest_cpu, items = 0, 0.0, 0.0, []
     # the embedder alone on the same texts, batched per session as ingest does: the ceiling for ingest
     texts = [[m["content"] for m in turn_messages(t)] for conv in data for _, _, t in sessions(conv)]
@@ -207,12 +221,12 @@ def run(context_turns: int = 1, plans: dict[str, SearchPlan] | None = None, limi
                     if name.endswith("+ organised") != organised:
                         continue
                     embedder.clear_query_cache()  # every plan's latency includes embedding its queries
-                    s, lat = evaluate(cube, conv["qa"], plan)
+                    s, lat = evaluate(cube, conv["qa"], plan, seen[name].setdefault(conv["sample_id"], {}))
                     for k, v in s.items():
                         results[name][k].extend(v)
                     latency[name].extend(lat)
             cube.close()
-    return {"results": results, "latency": latency, "turns": turns_total, "ingest_s": ingest_s, "items": items,
+    return {"results": results, "latency": latency, "hits": seen, "turns": turns_total, "ingest_s": ingest_s, "items": items,
             "embed_rate": embed_rate, "ingest_cpu": ingest_cpu, "embed_cpu": embed_cpu,
             "backend": f"{embedder._model.backend}, queries in {embedder.query_precision_in_use}",
             "organise_s": organise_s, "person_topics": policy is not None and policy.person_topics}
@@ -256,15 +270,33 @@ def main(argv: list[str] | None = None) -> None:
                     help="flat cubes, organised ones (extractive organiser), or both side by side")
     ap.add_argument("--query-precision", choices=["fp32", "int8"], default=None,
                     help="what MiniLM embeds queries in (default: the embedder's default); documents are fp32")
+    ap.add_argument("--save", type=Path, default=None, help="write every question's hits (id, score) per plan to this JSON file")
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="check every question's hits against a --save file (same plans and cubes): exit 1 when any differ")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.plans.split(",") if n.strip()]
     unknown = set(names) - set(PLANS)
     if unknown:
         raise SystemExit(f"unknown plans {sorted(unknown)}; rows: {sorted(PLANS)}")
     plans = {n: PLANS[n] for n in names} or None
-    print(report(run(context_turns=args.context_turns, plans=plans, limit=args.limit,
-                     organised=args.cubes != "flat", flat=args.cubes != "organised",
-                     query_precision=args.query_precision)))
+    out = run(context_turns=args.context_turns, plans=plans, limit=args.limit, organised=args.cubes != "flat",
+              flat=args.cubes != "organised", query_precision=args.query_precision)
+    print(report(out) + f"\nload average (1, 5, 15 min) at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.save:
+        args.save.write_text(json.dumps(out["hits"], sort_keys=True))
+    if args.compare:
+        different = compare(json.loads(args.compare.read_text()), out["hits"])
+        print(f"hits vs {args.compare}: " + ("identical for every question" if not different else
+              f"{len(different)} questions differ, first: {different[:5]}"))
+        if different:
+            raise SystemExit(1)
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The (plan, conversation, question) keys whose hits differ between two ``--save`` files
+    (the plans of ``after`` only; a plan ``before`` did not run is a difference)."""
+    return [f"{plan} / {conv} / {q}" for plan in sorted(after) for conv in sorted(after[plan])
+            for q in sorted(after[plan][conv]) if before.get(plan, {}).get(conv, {}).get(q) != after[plan][conv][q]]
 
 
 if __name__ == "__main__":

@@ -8,21 +8,22 @@ reused only when the row just read from the database is equal, column for column
 decoded from, so no write path has to remember to invalidate it.
 
 Held with the decoded rows (``DecodedRows.derived``, cleared with them whenever anything commits):
-who said each row (:func:`held_speaker_map`) and the cube's speakers (:func:`held_speakers`), read by
-one scan per commit of a cube of at most a few thousand rows; the speaker boost and the keyword leg
-read them instead of decoding rows (:mod:`memos_integrations.textual.speaker_legs`). A search's hits
+who said each row (:func:`held_speaker_map`), the cube's speakers (:func:`held_speakers`) and each
+row's event time (:func:`held_event_times`), read by one scan per commit of a cube of at most a few
+thousand rows; the speaker boost, the keyword leg and the time boost read them instead of decoding rows (:mod:`memos_integrations.textual.speaker_legs`). A search's hits
 are copies of held rows where the row just read equals the held one (:meth:`DecodedRows.fresh`).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..items import MemoryItem
+from ..items import MemoryItem, from_epoch, to_epoch
 
 
 class DecodedRows:
@@ -151,6 +152,34 @@ def held_speaker_map(store: Any, max_rows: int) -> dict[int, str | None] | None:
         return {rid: value if kind == "text" and value else None for rid, kind, value in rows}
 
     return held_value(store, ("speaker_of", max_rows), scan)  # type: ignore[no-any-return]
+
+
+def held_event_times(store: Any, max_rows: int) -> dict[int, tuple[float | None, bool]] | None:
+    """Each row's (event time as epoch seconds, whether its metadata holds ``refers_to``) by row id: what
+    a search's time boost reads (:func:`~memos_integrations.textual.retrieve.apply_time`), every row of
+    ``store`` (every state, every time), the same values its decoded row gives, read by one scan per write
+    token and held like :func:`held_speaker_map`, with the same bounds (None where that is None)."""
+    def scan() -> dict[int, tuple[float | None, bool]] | None:
+        if store.max_rid() > max_rows:
+            return None
+        d = store.filter_dialect
+        # SQL parses a row's JSON only where its text holds the key's name (most rows don't); a text with
+        # an escape, which could spell the name (SQLite's paths do not unescape keys), is read by json.loads
+        # as the decoded row is. The same answer as decoding, less work
+        text = "CAST(items.metadata AS TEXT)"
+        escaped = d.has_substring(text, "?")
+        rows = store.db.read(
+            f"SELECT rid, event_time, CASE WHEN {d.has_substring(text, '?')} AND NOT {escaped} THEN "
+            f"{d.type_of('items.metadata')} END, CASE WHEN {escaped} THEN {text} END FROM items",
+            ['"refers_to"', "\\", d.path("refers_to"), "\\"])
+        # through a datetime and back, as the decoded row's event time is: the same float, bit for bit
+        # (once per distinct time: a session's turns share one)
+        epoch: dict[float | None, float | None] = {}
+        return {rid: (epoch[when] if when in epoch else epoch.setdefault(when, to_epoch(from_epoch(when))),
+                      kind is not None if raw is None else "refers_to" in json.loads(raw))
+                for rid, when, kind, raw in rows}
+
+    return held_value(store, ("event_times", max_rows), scan)  # type: ignore[no-any-return]
 
 
 def held_speakers(store: Any, limit: int, max_rows: int) -> frozenset[str] | None:

@@ -215,16 +215,19 @@ def without_speakers(mem: TextualMemory, query: str, scored: Mapping[str, Sequen
 def expansion_legs(
     mem: TextualMemory, plan: R.SearchPlan, query: str, qvec: np.ndarray | None, terms: Sequence[str],
     flt: MemoryFilter, pool: int, scored: Mapping[str, Sequence[tuple[int, float]]],
+    ahead: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, list[tuple[int, float]]]:
     """The second passes the plan asks for, from the first pass's legs ``scored``; each reads with
-    the search's filter ``flt`` (scope holds). Empty when the plan asks for none or nothing was found."""
+    the search's filter ``flt`` (scope holds). Empty when the plan asks for none or nothing was found.
+    ``ahead``: query vectors by text, embedded with the query (:mod:`.embed_ahead`)."""
     legs: dict[str, list[tuple[int, float]]] = {}
     # a "when" question asks the time of one event of the person it names: their name is the point
     if plan.unnamed_weight > 0 and qvec is not None and scored and not R._WHEN.match(query):  # time_hint's asks_when
         if plan.unnamed_mode == "embed":
             text = without_speakers(mem, query, scored)
             if text is not None:
-                legs[UNNAMED] = mem._dense(mem.embedder.embed_query(text), flt, pool)
+                vec = (ahead or {}).get(text)  # embedded with the query when it guessed this text
+                legs[UNNAMED] = mem._dense(mem.embedder.embed_query(text) if vec is None else vec, flt, pool)
         else:
             named = named_in_hits(mem, query, scored)
             if named:

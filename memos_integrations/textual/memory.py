@@ -44,7 +44,6 @@ from ..items import (
     SearchHit,
     check_int,
     check_utf8,
-    to_epoch,
     utcnow,
     validate_edge,
 )
@@ -52,6 +51,7 @@ from ..storage.base import GraphStore, VectorIndex
 from ..storage.graph import NEXT
 from ..storage.sqlstore import SQLStore
 from . import dense as D
+from . import embed_ahead as EA
 from . import expand as E
 from . import fusion_learned as FL
 from . import index_sync as X
@@ -382,9 +382,9 @@ class TextualMemory:
             terms = R.prune_terms(
                 {t: counts[t] for t in terms} if counts else self.store.term_counts(terms), plan.keyword_budget
             )
-        qvec = None
-        if plan.dense:
-            qvec = self.embedder.embed_query(dense_text) if query_vector is None else query_vector
+        qvec, ahead = None, dict[str, np.ndarray]()
+        if plan.dense:  # with the text the plan embeds next, in one pass where it can (.embed_ahead)
+            qvec, ahead = EA.query_vector(self, plan, dense_text, flt) if query_vector is None else (query_vector, {})
             self._check_dim(qvec[None, :])
         fetched: dict[int, MemoryItem] = {}  # rows read once per search, whichever step needs them first
 
@@ -401,7 +401,7 @@ class TextualMemory:
             if plan.keyword and terms:
                 scored["keyword"] = K.keyword_leg(self, plan, dense_text, terms, flt, pool, scored)
             scored.update(S.extra_legs(self, plan, query, qvec, flt, pool, session))
-            scored.update(E.expansion_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
+            scored.update(E.expansion_legs(self, plan, dense_text, qvec, terms, flt, pool, scored, ahead))
             scored.update(K.speaker_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
             legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
             via: dict[int, int] = {}
@@ -448,9 +448,7 @@ class TextualMemory:
         if plan.time_aware and scores:
             hint = R.time_hint(time_text, now)
             if hint.start is not None or hint.asks_when:
-                items = rows(list(scores))
-                times = {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in items.items()}
-                scores = R.apply_time(scores, hint, times, plan.time_boost)
+                scores = R.apply_time(scores, hint, S.event_times(self, list(scores), rows), plan.time_boost)
         if plan.graph_hops and scores:
             scores = self._expand(scores, flt, plan, rows)
         if plan.relation_hops and scores:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..items import Kind, MemoryItem
-from ..storage.caches import SPEAKER_MAP_ROWS, held_speaker_map
+from ..items import Kind, MemoryItem, to_epoch
+from ..storage.caches import SPEAKER_MAP_ROWS, held_event_times, held_speaker_map
 from . import retrieve as R
 from . import shape_legs as SL
 from .entities import entities
@@ -166,6 +166,16 @@ def speaker_focus(mem: TextualMemory, scores: dict[int, float], plan: R.SearchPl
     speaker_of = {rid: s if isinstance(s := it.metadata.get("speaker"), str) and s else None for rid, it in items.items()}
     named = R.named_speakers(query, {s for s in speaker_of.values() if s})
     return R.apply_speaker(scores, speaker_of, named, plan.speaker_boost)
+
+
+def event_times(mem: TextualMemory, rids: Sequence[int], rows: Rows) -> dict[int, tuple[float | None, bool]]:
+    """Each row's (event time in epoch seconds, whether it mentions a time) for the time boost
+    (:func:`.retrieve.apply_time`): from the map held per commit (a LoCoMo time question scores ~150
+    rows; decoding them was most of its search's CPU), else from the rows themselves."""
+    held = held_event_times(mem.store, SPEAKER_MAP_ROWS)
+    if held is not None:
+        return {rid: held[rid] for rid in rids if rid in held}
+    return {rid: (to_epoch(it.event_time), "refers_to" in it.metadata) for rid, it in rows(rids).items()}
 
 
 def cap_sessions(order: list[int], rows: Rows, cap: int, window: int) -> list[int]:
