@@ -190,4 +190,4 @@ def test_content_words_held_per_text_and_bounded() -> None:
     before = K._words.cache_info().currsize
     assert K.content_words(short, {"caroline"}) == len([w for w in keyword_terms(short, None, unique=False) if w != "caroline"])
     assert K.content_words(long, set()) == 400 and K._words.cache_info().currsize <= before + 1  # long texts: not held
-    assert K._words.cache_info().maxsize == 4096
+    assert K._words.cache_info().maxsize == K._WORDS_HELD == 16_384  # bounded: ~12 MB at most, 50+ conversations
