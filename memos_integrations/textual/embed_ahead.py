@@ -10,10 +10,10 @@ search's scope that the question names (the first pass can only narrow them: a n
 :func:`.retrieve.named_speakers`); :func:`query_vector` embeds both in one pass and hands the second
 vector to the expansion leg by its exact text (:func:`.expand.expansion_legs` looks it up, and embeds
 whatever text it really needs when the guess was wrong). Nothing is ranked differently: each row is
-bit for bit what ``embed_query`` gives that text alone, because every linear layer runs on the texts'
-packed tokens (a row's products do not depend on the others) and attention runs text by text,
-unpadded, exactly as the one-text pass computes it (:func:`together`; ``tests/unit/test_embed_ahead.py``
-checks the bits). Where that cannot be promised (another embedder or backend, or torch running on more
+bit for bit what ``embed_query`` gives that text alone: the shared pass is the model's own exact fp32
+pass (:mod:`.fp32_exact`: every linear layer on the texts' packed tokens, whose rows do not depend on
+the others, and attention text by text), which a one-text ``embed_query`` runs too (:func:`together`;
+``tests/unit/test_embed_ahead.py`` checks the bits). Where that cannot be promised (another embedder or backend, or torch running on more
 than one thread, where a product's rounding depends on how many rows it splits) each text is embedded
 alone, as before.
 """
@@ -89,7 +89,9 @@ def pair_model(embedder: Any) -> Any:
     model = embedder._model
     # one torch thread: a GEMM's rows then do not depend on how many there are (measured: all 762 LoCoMo dev
     # question pairs bit-identical); with more, the work is split by the row count and ~30% differ
-    return model if type(model) is TorchBert and model.torch.get_num_threads() == 1 else None
+    # and the exact fp32 pass (textual/fp32_exact.py: packed tokens, attention text by text), whose rows are
+    # each text's own; the padded reference pass (fp32_exact off) embeds one text at a time
+    return model if (type(model) is TorchBert and model.fp32_exact and model.torch.get_num_threads() == 1) else None
 
 
 def together(embedder: Any, texts: Sequence[str]) -> np.ndarray:
@@ -135,53 +137,4 @@ def _shared_pass(model: Any, ids: list[list[int]]) -> np.ndarray:
     from .minilm import _one_blas_thread
 
     with model.torch.inference_mode(), _one_blas_thread(len(ids) * max(len(i) for i in ids)):
-        return _fp32_alone(model, ids)
-
-
-def _fp32_alone(model: Any, batch_ids: list[list[int]]) -> np.ndarray:
-    """:meth:`.minilm.TorchBert._forward` in fp32 with attention text by text: each text's attention is
-    the one-text pass's (its own (1, heads, tokens, dim) layout and all-zero mask); the rest is the same code."""
-    torch, w = model.torch, model.tw
-    F = torch.nn.functional
-    n, length = len(batch_ids), max(len(ids) for ids in batch_ids)
-    ids = torch.zeros((n, length), dtype=torch.long)
-    mask = torch.zeros((n, length))
-    for row, seq in enumerate(batch_ids):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1.0
-    hidden = w["embeddings.word_embeddings.weight"].shape[1]
-    heads = model.heads
-    hd = hidden // heads
-    x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:length]
-         + w["embeddings.token_type_embeddings.weight"][0])
-    x = F.layer_norm(x, (hidden,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], model.eps)
-    real = mask.bool()
-    x = x[real]
-    counts = [len(seq) for seq in batch_ids]
-    # the one-text pass's mask, computed as it computes it (all -0.0)
-    bias = {c: ((1.0 - torch.ones((1, c))) * -1e9)[:, None, None, :] for c in set(counts)}
-
-    def alone(h: Any, count: int) -> Any:  # one text's rows as the one-text pass lays them out
-        out = h.new_zeros((1, count, h.shape[-1]))
-        out[0] = h
-        return out.view(1, count, heads, hd).transpose(1, 2)
-
-    for i in range(model.layers):
-        p = f"encoder.layer.{i}."
-
-        def lin(h: Any, name: str, p: str = p) -> Any:
-            return F.linear(h, w[p + name + ".weight"], w[p + name + ".bias"])
-
-        q, k, v = (lin(x, f"attention.self.{m}").split(counts) for m in ("query", "key", "value"))
-        ctx = torch.cat([
-            F.scaled_dot_product_attention(alone(qi, c), alone(ki, c), alone(vi, c), attn_mask=bias[c])
-            .transpose(1, 2).reshape(-1, hidden)
-            for qi, ki, vi, c in zip(q, k, v, counts)
-        ])
-        x = F.layer_norm(x + lin(ctx, "attention.output.dense"), (hidden,),
-                         w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], model.eps)
-        x = F.layer_norm(x + lin(F.gelu(lin(x, "intermediate.dense")), "output.dense"), (hidden,),
-                         w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], model.eps)
-    rows = torch.arange(n).repeat_interleave(real.sum(1))
-    pooled = torch.zeros((n, hidden)).index_add_(0, rows, x) / real.sum(1, keepdim=True).clamp_min(1)
-    return F.normalize(pooled, dim=1).numpy().astype(np.float32)  # type: ignore[no-any-return]
+        return model._forward(ids)  # type: ignore[no-any-return]  # fp32_exact.py: each row its text's alone

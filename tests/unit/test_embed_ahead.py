@@ -38,7 +38,7 @@ def test_together_is_embed_query_bit_for_bit(embedder: Any, one_torch_thread: An
     assert EA.pair_model(embedder) is not None  # torch, fp32, one thread: the shared pass runs
     assert EA._checked(EA.pair_model(embedder))  # this CPU's products pass the check
     shared: list[Any] = []
-    monkeypatch.setattr(EA, "_fp32_alone", lambda model, ids, f=EA._fp32_alone: shared.append(ids) or f(model, ids))
+    monkeypatch.setattr(EA, "_shared_pass", lambda model, ids, f=EA._shared_pass: shared.append(ids) or f(model, ids))
     for pair in ([TEXTS[0], TEXTS[1]], [TEXTS[2], TEXTS[3]], [TEXTS[6], TEXTS[7]], TEXTS):
         assert np.array_equal(EA.together(embedder, pair), _alone(embedder, pair))
     assert len(shared) == 3  # "x" and "?" (3 tokens) are embedded alone: tiny products round otherwise
