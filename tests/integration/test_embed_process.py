@@ -25,6 +25,7 @@ from memos_integrations.server.service import embed_process_default, serving_emb
 from memos_integrations.textual.batching import BatchedEmbedder, QueryBatcher  # noqa: E402
 from memos_integrations.textual.embed import MiniLMEmbedder  # noqa: E402
 from memos_integrations.textual.embed_process import EmbedProcess, EmbedProcessError, decode_reply  # noqa: E402
+from tests.integration.stand_in_child import PREAMBLE  # noqa: E402
 
 QUERIES = ["what did Melanie paint after the camping trip?", "hello", "",
            "a longer question about the lake, the dog, the pottery class and the July 2023 parade"]
@@ -156,27 +157,15 @@ def test_a_child_that_cannot_load_the_model_fails_start_at_once(tmp_path: Path) 
     process.close()
 
 
-_FAKE = textwrap.dedent('''
-    import json, socket, struct, sys, time
-    mode, config = sys.argv[1], json.loads(sys.argv[2])
-    sock = socket.socket(fileno=config["fd"])
-    def send(b): sock.sendall(struct.pack(">I", len(b)) + b)
-    def recv(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk: sys.exit(0)
-            buf += chunk
-        return buf
-    send(json.dumps({"ok": True, "dim": 384, "pid": 0}).encode())
+_FAKE = PREAMBLE + textwrap.dedent('''
     while True:
-        n = len(json.loads(recv(struct.unpack(">I", recv(4))[0]))["texts"])
-        if mode == "hang":
+        n = texts()
+        if arg == "hang":
             time.sleep(3600)
-        rows = n + 1 if mode == "extra_row" else n
+        rows = n + 1 if arg == "extra_row" else n
         head = json.dumps({"ok": True, "rows": rows, "dim": 384}).encode()
-        body = b"\\0" * (4 * 384 * rows - (1 if mode == "short" else 0))
-        if mode == "huge":
+        body = b"\\0" * (4 * 384 * rows - (1 if arg == "short" else 0))
+        if arg == "huge":
             sock.sendall(struct.pack(">I", 2**31)); time.sleep(3600)
         send(struct.pack(">I", len(head)) + head + body)
 ''')

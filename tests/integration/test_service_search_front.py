@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from memos_integrations.mos import MOS  # noqa: E402
 from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
 from memos_integrations.textual.batching import BatchedEmbedder, batched  # noqa: E402
+from tests.integration.stand_in_child import PREAMBLE  # noqa: E402
 
 TEXTS = ["Caroline went to the LGBTQ support group on 7 May 2023.", "Melanie painted a sunrise over the lake last year.",
          "Caroline is researching adoption agencies.", "Melanie signed up for a pottery class.",
@@ -118,23 +119,11 @@ def test_alices_vector_never_answers_bobs_search(served: Served) -> None:
 
 
 # -- the embedding process dies mid-search ---------------------------------------------------------------
-_CHILD = textwrap.dedent('''
-    import json, os, socket, struct, sys
-    marker, config = sys.argv[1], json.loads(sys.argv[2])
-    sock = socket.socket(fileno=config["fd"])
-    def send(b): sock.sendall(struct.pack(">I", len(b)) + b)
-    def recv(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk: sys.exit(0)
-            buf += chunk
-        return buf
-    send(json.dumps({"ok": True, "dim": 384, "pid": os.getpid()}).encode())
+_CHILD = PREAMBLE + textwrap.dedent('''
     while True:
-        n = len(json.loads(recv(struct.unpack(">I", recv(4))[0]))["texts"])
-        if not os.path.exists(marker):  # the first child dies with its first batch on the way
-            open(marker, "w").close()
+        n = texts()
+        if not os.path.exists(arg):  # the first child dies with its first batch on the way (arg: a marker file)
+            open(arg, "w").close()
             os._exit(9)
         head = json.dumps({"ok": True, "rows": n, "dim": 384}).encode()
         send(struct.pack(">I", len(head)) + head + struct.pack("<f", 384 ** -0.5) * (384 * n))
