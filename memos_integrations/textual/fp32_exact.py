@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from .packed import PackedEncoder
+
 #: GEMMs with fewer rows than this take a different kernel (its sums may round differently)
 MIN_ROWS = 4
 
 
-class ExactEncoder:
+class ExactEncoder(PackedEncoder):
     """fp32 MiniLM forward: one unit vector per text of token ids, each a function of its own ids only.
 
     Args:
@@ -38,16 +40,7 @@ class ExactEncoder:
     """
 
     def __init__(self, torch: Any, tw: dict[str, Any], layers: int, heads: int, eps: float) -> None:
-        self.torch = torch
-        self.F = torch.nn.functional
-        self.heads = heads
-        self.eps = eps
-        self.word = tw["embeddings.word_embeddings.weight"]
-        self.position = tw["embeddings.position_embeddings.weight"]
-        self.token_type = tw["embeddings.token_type_embeddings.weight"][0]
-        self.hidden = int(self.word.shape[1])
-        self.head_dim = self.hidden // heads
-        self.embed_norm = (tw["embeddings.LayerNorm.weight"], tw["embeddings.LayerNorm.bias"])
+        super().__init__(torch, tw, heads, eps)
         self.layers = []
         for i in range(layers):
             p = f"encoder.layer.{i}."
@@ -72,12 +65,8 @@ class ExactEncoder:
         """One unit vector per text (call under ``torch.inference_mode()``)."""
         torch, F, hidden, eps = self.torch, self.F, self.hidden, self.eps
         n = len(batch_ids)
-        counts = [len(seq) for seq in batch_ids]
+        x, counts = self.embed(batch_ids)
         total = sum(counts)
-        ids = torch.tensor([t for seq in batch_ids for t in seq], dtype=torch.long)
-        positions = torch.tensor([j for c in counts for j in range(c)], dtype=torch.long)
-        x = self.word[ids] + self.position[positions] + self.token_type
-        x = F.layer_norm(x, (hidden,), *self.embed_norm, eps)
         extra = MIN_ROWS - total
         if extra > 0:  # zero rows, so the products take the kernel a batch takes; dropped before attention
             x = torch.cat([x, x.new_zeros((extra, hidden))])
@@ -91,8 +80,5 @@ class ExactEncoder:
                 ctx = torch.cat([ctx, ctx.new_zeros((extra, hidden))])
             x = F.layer_norm(x + F.linear(ctx, *out), (hidden,), *norm1, eps)
             x = F.layer_norm(x + F.linear(F.gelu(F.linear(x, *inter)), *down), (hidden,), *norm2, eps)
-        x = x[:total]
-        rows = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=torch.long)
         sizes = torch.tensor(counts, dtype=torch.float32)[:, None].clamp_min(1)
-        pooled = torch.zeros((n, hidden)).index_add_(0, rows, x) / sizes
-        return F.normalize(pooled, dim=1).numpy().astype(np.float32)  # type: ignore[no-any-return]
+        return self.pool(x[:total], counts, sizes)

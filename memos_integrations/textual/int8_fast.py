@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from .packed import PackedEncoder
 
-class Int8QueryEncoder:
+
+class Int8QueryEncoder(PackedEncoder):
     """``TorchBert._forward(batch_ids, int8)`` for a prepared :class:`Int8Linears`, bit for bit.
 
     Args:
@@ -41,18 +43,9 @@ class Int8QueryEncoder:
     """
 
     def __init__(self, torch: Any, tw: dict[str, Any], int8: Any, layers: int, heads: int, eps: float) -> None:
-        self.torch = torch
-        self.F = torch.nn.functional
+        super().__init__(torch, tw, heads, eps)
         self.int8 = int8
         self.matmul = int8.matmul
-        self.heads = heads
-        self.eps = eps
-        self.word = tw["embeddings.word_embeddings.weight"]
-        self.position = tw["embeddings.position_embeddings.weight"]
-        self.token_type = tw["embeddings.token_type_embeddings.weight"][0]
-        self.hidden = int(self.word.shape[1])
-        self.head_dim = self.hidden // heads
-        self.embed_norm = (tw["embeddings.LayerNorm.weight"], tw["embeddings.LayerNorm.bias"])
         self.layers = []
         for i in range(layers):
             p = f"encoder.layer.{i}."
@@ -86,22 +79,15 @@ class Int8QueryEncoder:
         """One unit vector per text of token ids (call under ``torch.inference_mode()``)."""
         torch, F, hidden, eps = self.torch, self.F, self.hidden, self.eps
         n = len(batch_ids)
-        counts = [len(seq) for seq in batch_ids]
-        ids = torch.tensor([t for seq in batch_ids for t in seq], dtype=torch.long)
-        positions = torch.tensor([j for c in counts for j in range(c)], dtype=torch.long)
-        # the reference adds (word + position) + token type on the padded grid: the same sums, packed
-        x = self.word[ids] + self.position[positions] + self.token_type
-        x = F.layer_norm(x, (hidden,), *self.embed_norm, eps)  # row by row: padding rows never touched a real one
+        x, counts = self.embed(batch_ids)  # padding rows never touched a real one in the reference either
         linear, attend = self._linear, self._attend
         for qkv_layer, out_layer, norm1, inter_layer, down_layer, norm2 in self.layers:
             qkv = linear(x, qkv_layer)
             ctx = attend(qkv) if n == 1 else torch.cat([attend(seg) for seg in qkv.split(counts)])
             x = F.layer_norm(x + linear(ctx, out_layer), (hidden,), *norm1, eps)
             x = F.layer_norm(x + linear(F.gelu(linear(x, inter_layer)), down_layer), (hidden,), *norm2, eps)
-        rows = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=torch.long)
         sizes = torch.tensor(counts, dtype=torch.long)[:, None].clamp_min(1)  # the reference's int64 divisor
-        pooled = torch.zeros((n, hidden)).index_add_(0, rows, x) / sizes
-        return F.normalize(pooled, dim=1).numpy().astype(np.float32)  # type: ignore[no-any-return]
+        return self.pool(x, counts, sizes)
 
 
 #: :func:`int8_thread` runs int8 query passes on one torch thread (False: the configured count, as before)
