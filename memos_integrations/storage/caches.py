@@ -37,6 +37,11 @@ class DecodedRows:
     session, times, kind, metadata), never to hand out or mutate; a search returns freshly decoded
     items. Bounded: past ``max_rows`` entries the older half is dropped (insertion order).
 
+    A commit retires the entries rather than dropping them: :meth:`valid` no longer trusts them, but
+    :meth:`item` and :meth:`fresh` still compare a row just read with a retired entry, so a search
+    right after a write to the cube reads its rows again without decoding them again (a LoCoMo search
+    ranks ~150 rows; adds interleaved with searches used to decode them all after every add).
+
     :attr:`derived` holds results computed from rows read under the same token (a filter's dense
     candidates and their vectors, :mod:`memos_integrations.textual.dense`): cleared with the rows, so
     they are exactly as current; whoever puts an entry there bounds their number.
@@ -46,6 +51,8 @@ class DecodedRows:
         self.decode = decode
         self.max_rows = max_rows
         self._rows: dict[int, tuple[tuple[Any, ...], MemoryItem]] = {}
+        #: entries read under an older token: reused only where the row just read is equal (never trusted)
+        self._retired: dict[int, tuple[tuple[Any, ...], MemoryItem]] = {}
         self._lock = threading.Lock()
         self.token: Hashable | None = None
         self.derived: dict[Hashable, Any] = {}
@@ -53,7 +60,12 @@ class DecodedRows:
     def valid(self, token: Hashable) -> DecodedRows:
         """Itself, every entry still current when ``token`` is what they were read under (else cleared)."""
         if token != self.token:
-            self.clear()
+            with self._lock:
+                retired = self._retired
+                retired.update(self._rows)
+                if len(retired) > self.max_rows:  # bounded as the trusted entries are: the older half goes
+                    retired = dict(list(retired.items())[len(retired) - self.max_rows // 2:])
+                self._retired, self._rows, self.derived = retired, {}, {}
             self.token = token
         return self
 
@@ -68,7 +80,8 @@ class DecodedRows:
         entry = self._rows.get(rid)
         if entry is not None and entry[0] == key:
             return entry[1]
-        item = self.decode(key)
+        entry = self._retired.get(rid)
+        item = entry[1] if entry is not None and entry[0] == key else self.decode(key)
         with self._lock:
             if len(self._rows) >= self.max_rows:
                 for old in list(self._rows)[: self.max_rows // 2]:
@@ -83,6 +96,8 @@ class DecodedRows:
         be older than the token the held rows stand for."""
         entry = self._rows.get(rid)
         if entry is None or entry[0] != tuple(row):
+            entry = self._retired.get(rid)
+        if entry is None or entry[0] != tuple(row):
             return self.decode(row)
         held = entry[1]
         item: MemoryItem = object.__new__(type(held))
@@ -92,7 +107,7 @@ class DecodedRows:
 
     def clear(self) -> None:
         with self._lock:
-            self._rows = {}
+            self._rows, self._retired = {}, {}
             self.derived = {}
 
 

@@ -136,3 +136,32 @@ def test_hotpath_decoded_rows_stay_bounded() -> None:
     assert len(cache._rows) <= 4
     cache.item(9, ("id9", *row[1:]))
     assert len(seen) == 10  # the latest row was still held: not decoded again
+
+
+def test_hotpath_a_commit_retires_decoded_rows_which_serve_only_an_equal_row() -> None:
+    """After a commit (a new token) nothing held is trusted without a read, but a row read again and found
+    equal is not decoded again; a changed row is; retired entries stay bounded."""
+    seen: list[Any] = []
+
+    def decode(row: Any) -> Any:
+        seen.append(row)
+        return row_to_item(row)
+
+    cache = DecodedRows(decode, max_rows=4)
+    row = ("id", "text", "", "fact", None, None, None, None, 1.0, 1.0, None, None, None, "generated", 1,
+           "[]", None, None, None, "[]", "{}", None)
+    cache.valid("t1")
+    first = cache.item(1, ("id1", *row[1:]))
+    cache.item(2, ("id2", *row[1:]))
+    assert cache.valid("t2").valid_rows == {}  # a commit: nothing is trusted without a read
+    assert cache.item(1, ("id1", *row[1:])) is first and len(seen) == 2  # read again, equal: not decoded
+    changed = cache.item(2, ("id2", "edited", *row[2:]))
+    assert changed.text == "edited" and len(seen) == 3  # read again, changed: decoded
+    assert cache.fresh(1, ("id1", *row[1:])).text == "text" and len(seen) == 3
+    assert cache.fresh(2, ("id2", *row[1:])).text == "text" and len(seen) == 3  # the row as retired: equal, a copy
+    for n in range(3, 40):  # many commits and rows: retired entries stay within max_rows
+        cache.valid(f"t{n}")
+        cache.item(n, (f"id{n}", *row[1:]))
+    assert len(cache._retired) <= 4 and len(cache._rows) <= 4
+    cache.clear()
+    assert cache._retired == {} and cache.valid_rows == {}
