@@ -41,7 +41,7 @@ import argparse
 import json
 import shutil
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -380,15 +380,20 @@ def scores_of(qs: list[Question], logits: list[np.ndarray | None]) -> dict[str, 
     return {k: float(np.sum(v) if ":" in k else np.mean(v)) for k, v in per.items()}
 
 
-def evaluate(qs: list[Question], model: str, l2: float | str) -> tuple[dict[str, float], dict[str, float], Any]:
-    """(held-out scores, in-sample scores, weights on all)."""
-    convs = sorted({q.conv for q in qs})
+def held_out(qs: list[Question], fit_fold: Callable[[list[Question]], np.ndarray]) -> list[np.ndarray | None]:
+    """Each question's logits from weights ``fit_fold`` fitted on the other conversations (leave one out)."""
     held: list[np.ndarray | None] = [None] * len(qs)
-    for c in convs:
-        w = fit([q for q in qs if q.conv != c], model, l2)
+    for c in sorted({q.conv for q in qs}):
+        w = fit_fold([q for q in qs if q.conv != c])
         for i, q in enumerate(qs):
             if q.conv == c:
                 held[i] = q.X @ w
+    return held
+
+
+def evaluate(qs: list[Question], model: str, l2: float | str) -> tuple[dict[str, float], dict[str, float], Any]:
+    """(held-out scores, in-sample scores, weights on all)."""
+    held = held_out(qs, lambda train: fit(train, model, l2))
     w_all = fit(qs, model, l2)
     return scores_of(qs, held), scores_of(qs, [q.X @ w_all for q in qs]), w_all
 
@@ -399,29 +404,20 @@ def nested(
     """Held-out scores with the L2 strength chosen inside each fold (leave-one-conversation-out over
     the four training conversations, best overall recall): the L2 grid never sees the held-out
     conversation. Returns the scores, the L2 each fold chose and each question's held-out logits."""
-    convs = sorted({q.conv for q in qs})
-    held: list[np.ndarray | None] = [None] * len(qs)
     chosen: list[float | str] = []
-    for c in convs:
-        train = [q for q in qs if q.conv != c]
+
+    def fold(train: list[Question]) -> np.ndarray:
         best = max(grid, key=lambda l2: evaluate_loco(train, model, l2))
         chosen.append(best)
-        w = fit(train, model, best)
-        for i, q in enumerate(qs):
-            if q.conv == c:
-                held[i] = q.X @ w
+        return fit(train, model, best)
+
+    held = held_out(qs, fold)
     return scores_of(qs, held), chosen, held
 
 
 def evaluate_loco(qs: list[Question], model: str, l2: float | str) -> float:
     """Mean held-out recall (leave-one-conversation-out) of ``qs`` alone."""
-    convs = sorted({q.conv for q in qs})
-    logits: list[np.ndarray | None] = [None] * len(qs)
-    for c in convs:
-        w = fit([q for q in qs if q.conv != c], model, l2)
-        for i, q in enumerate(qs):
-            if q.conv == c:
-                logits[i] = q.X @ w
+    logits = held_out(qs, lambda train: fit(train, model, l2))
     return float(np.mean([recall(q, lg) for q, lg in zip(qs, logits)]))
 
 

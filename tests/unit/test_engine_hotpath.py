@@ -121,16 +121,24 @@ def test_hotpath_returned_items_are_not_the_shared_rows(cube: Any) -> None:
     assert all(h.item.text != "scribbled" and h.item.metadata.get("speaker") != "Mallory" for h in again)
 
 
-def test_hotpath_decoded_rows_stay_bounded() -> None:
+_ROW = ("id", "text", "", "fact", None, None, None, None, 1.0, 1.0, None, None, None, "generated", 1,
+        "[]", None, None, None, "[]", "{}", None)
+
+
+def _counting(max_rows: int) -> tuple[DecodedRows, list[Any]]:
+    """A DecodedRows whose decodings are counted (the rows decoded, in order)."""
     seen: list[Any] = []
 
     def decode(row: Any) -> Any:
         seen.append(row)
         return row_to_item(row)
 
-    cache = DecodedRows(decode, max_rows=4)
-    row = ("id", "text", "", "fact", None, None, None, None, 1.0, 1.0, None, None, None, "generated", 1,
-           "[]", None, None, None, "[]", "{}", None)
+    return DecodedRows(decode, max_rows=max_rows), seen
+
+
+def test_hotpath_decoded_rows_stay_bounded() -> None:
+    cache, seen = _counting(4)
+    row = _ROW
     for rid in range(10):
         cache.item(rid, (f"id{rid}", *row[1:]))
     assert len(cache._rows) <= 4
@@ -141,15 +149,8 @@ def test_hotpath_decoded_rows_stay_bounded() -> None:
 def test_hotpath_a_commit_retires_decoded_rows_which_serve_only_an_equal_row() -> None:
     """After a commit (a new token) nothing held is trusted without a read, but a row read again and found
     equal is not decoded again; a changed row is; retired entries stay bounded."""
-    seen: list[Any] = []
-
-    def decode(row: Any) -> Any:
-        seen.append(row)
-        return row_to_item(row)
-
-    cache = DecodedRows(decode, max_rows=4)
-    row = ("id", "text", "", "fact", None, None, None, None, 1.0, 1.0, None, None, None, "generated", 1,
-           "[]", None, None, None, "[]", "{}", None)
+    cache, seen = _counting(4)
+    row = _ROW
     cache.valid("t1")
     first = cache.item(1, ("id1", *row[1:]))
     cache.item(2, ("id2", *row[1:]))
