@@ -1,0 +1,35 @@
+"""Adversary, session 6: a cube deleted and made again at the same path, in the same process.
+
+A notebook's "start over" (``shutil.rmtree(path)`` then ``MemCube.init_from_dir(path)``), a test that reuses
+a folder, a cube restored from a copy into the folder it was deleted from: the new cube must get an index of
+its own, never the deleted cube's vectors, and every write must reach it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos_integrations import MemCube
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "adv6: chromadb caches one System per resolved path (SharedSystemClient._identifier_to_system) and "
+    "ChromaIndex never closes its PersistentClient, so a cube made again at a deleted cube's path gets the "
+    "deleted cube's System: its ids are served, every index write fails 'attempt to write a readonly database'"))
+def test_a_cube_made_again_at_a_deleted_cubes_path_gets_an_index_of_its_own(tmp_path: Path, embedder: Any) -> None:
+    path = tmp_path / "cube"
+    with MemCube.init_from_dir(path, embedder=embedder) as old:
+        gone = {it.id for it in old.add(memory=["Alice loves green apples.", "Bob repairs old clocks."], user_id="u")}
+    shutil.rmtree(path)
+    with MemCube.init_from_dir(path, embedder=embedder) as new:
+        item = new.add(memory="Carol sails to Lisbon every summer.", user_id="u")[0]
+        indexed = new.index.ids()
+        assert not indexed & gone, "the deleted cube's vectors are still served"
+        assert new.store.outbox() == [], "the index write failed (queued for a retry that fails the same way)"
+        assert indexed == {item.id} and new.index.count() == 1
+        new.text_mem.exact_search_max = 0  # the ANN path (a cube past 4096 candidates per filter)
+        assert [h.item.id for h in new.search("Who sails to Lisbon?", user_id="u", top_k=1)] == [item.id]
+    assert (path / "vectors").is_dir()  # written where the next process will look for it
