@@ -523,6 +523,9 @@ class MemCube(ReaderMixin):
             if graph_close is not None:
                 graph_close()
             self.store.close()
+            index_close = getattr(self.index, "close", None)
+            if index_close is not None:
+                index_close()
         finally:
             if self._hold is not None:
                 self._hold.release()

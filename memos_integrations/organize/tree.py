@@ -35,11 +35,10 @@ import numpy as np
 
 from ..items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, to_epoch, utcnow
 from ..storage.graph import BEFORE, SUMMARIZED_BY
-from ..storage.organize_state import index_unchanged, write_versions_in_place
+from ..storage.organize_state import digest, index_unchanged, stale_summaries, write_versions_in_place
 
 if TYPE_CHECKING:
     from ..cube import MemCube
-    from ..storage.sqlstore import SQLStore
 
 TOPIC = "topic"
 EPISODE = "episode"
@@ -76,17 +75,6 @@ def leader_clusters(ids: Sequence[str], vectors: np.ndarray, threshold: float, m
     return clusters
 
 
-def digest(items: Sequence[MemoryItem]) -> str:
-    """What a summary was built from: the members' ids and texts (a version bump alone is no change)."""
-    h = hashlib.sha1()
-    for it in items:
-        h.update(it.id.encode())
-        h.update(b"\0")
-        h.update(it.text.encode("utf-8", "replace"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
 def extractive(items: Sequence[MemoryItem], matrix: np.ndarray, sentences: int, chars: int, head: str = "") -> str:
     """The first sentence of the ``sentences`` most central members (cosine to their mean), in time order."""
     centre = matrix.mean(axis=0)
@@ -110,23 +98,6 @@ def episode_id(user_id: str | None, session_id: str) -> str:
 
 def is_organized_summary(item: MemoryItem) -> bool:
     return item.kind == Kind.SUMMARY and item.method == METHOD and item.metadata.get("summary") in (TOPIC, EPISODE)
-
-
-def stale_summaries(store: SQLStore, summaries: Sequence[MemoryItem]) -> set[str]:
-    """The ids of ``summaries`` whose sources changed since written: a source no longer live, or at
-    another version whose text differs (a version bump that kept the text is no change)."""
-    wanted = {s for it in summaries for s in it.metadata.get("source_versions", {})}
-    current = store.get_items(sorted(wanted))
-    stale: set[str] = set()
-    for summ in summaries:
-        versions = summ.metadata.get("source_versions", {})
-        members = [current.get(i) for i in versions]
-        if any(m is None or m.state not in LIVE_STATES for m in members):
-            stale.add(summ.id)
-        elif any(m.version != versions[m.id] for m in members if m is not None):
-            if digest([m for m in members if m is not None]) != summ.metadata.get("source_digest"):
-                stale.add(summ.id)
-    return stale
 
 
 @dataclass

@@ -111,6 +111,18 @@ class ChromaIndex:
                 "if the index lives on a Chroma server, check that it is running"
             ) from exc
 
+    #: set by the cube's own opener (:func:`open_chroma_index`): closing the cube then closes the client,
+    #: so a cube made again at a deleted cube's path, in the same process, gets an index of its own
+    #: (chromadb keeps one client per folder per process, counting references). An index a caller made
+    #: and passed in with ``index=`` stays the caller's to close.
+    owns_client = False
+
+    def close(self) -> None:
+        """Release the embedded client if the cube's opener made it (see :attr:`owns_client`)."""
+        if self.owns_client:
+            self.owns_client = False
+            self.client.close()
+
     def upsert(self, rows: Sequence[IndexRow], vectors: np.ndarray) -> None:
         if not rows:
             return
@@ -202,4 +214,6 @@ def open_chroma_index(config: Any, cube_path: Path, *, cube_id: str, store: Any 
     name = collection_name(config.collection or f"cube_{cube_id}")
     if config.mode == "http":
         return ChromaIndex.http(config.host, config.port, name, config.ssl)
-    return ChromaIndex.persistent(Path(cube_path) / "vectors", name)
+    index = ChromaIndex.persistent(Path(cube_path) / "vectors", name)
+    index.owns_client = True
+    return index

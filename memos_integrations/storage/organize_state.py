@@ -9,11 +9,12 @@ user's run finished, so a run killed half-way leaves the old one and the next ru
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from ..items import MemoryItem, to_epoch, utcnow
+from ..items import LIVE_STATES, Kind, MemoryItem, to_epoch, utcnow
 from .sqlstore import _UPSERT_ITEM, item_values
 
 if TYPE_CHECKING:
@@ -52,3 +53,45 @@ def index_unchanged(old: MemoryItem, new: MemoryItem) -> bool:
     """Whether ``new`` indexes exactly as ``old`` (same text, keyword context, kind, state and scope)."""
     return (old.text, old.context, old.kind, old.state, old.user_id, old.agent_id, old.session_id, old.metadata.get("speaker")) == (
         new.text, new.context, new.kind, new.state, new.user_id, new.agent_id, new.session_id, new.metadata.get("speaker"))
+
+
+def digest(items: Sequence[MemoryItem]) -> str:
+    """What a summary was built from: the members' ids and texts (a version bump alone is no change)."""
+    h = hashlib.sha1()
+    for it in items:
+        h.update(it.id.encode())
+        h.update(b"\0")
+        h.update(it.text.encode("utf-8", "replace"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def stale_summaries(store: SQLStore, summaries: Sequence[MemoryItem]) -> set[str]:
+    """The ids of ``summaries`` whose sources changed since written: a source no longer live, or at
+    another version whose text differs (a version bump that kept the text is no change)."""
+    wanted = {s for it in summaries for s in it.metadata.get("source_versions", {})}
+    current = store.get_items(sorted(wanted))
+    stale: set[str] = set()
+    for summ in summaries:
+        versions = summ.metadata.get("source_versions", {})
+        members = [current.get(i) for i in versions]
+        if any(m is None or m.state not in LIVE_STATES for m in members):
+            stale.add(summ.id)
+        elif any(m.version != versions[m.id] for m in members if m is not None):
+            if digest([m for m in members if m is not None]) != summ.metadata.get("source_digest"):
+                stale.add(summ.id)
+    return stale
+
+
+K = TypeVar("K")
+
+
+def without_stale_summaries(store: SQLStore, items: dict[K, MemoryItem]) -> dict[K, MemoryItem]:
+    """``items`` less the organised summaries whose sources changed since written: what a search returns
+    between organising runs must not quote a memory deleted or corrected since (one read, only when a
+    summary is among the hits)."""
+    summaries = [it for it in items.values() if it.kind == Kind.SUMMARY and "source_versions" in it.metadata]
+    if not summaries:
+        return items
+    stale = stale_summaries(store, summaries)
+    return {key: it for key, it in items.items() if it.id not in stale} if stale else items

@@ -278,11 +278,11 @@ class _LRU:
             found = self._data.get(key)
             if found is not None:
                 self._data.move_to_end(key)
-            return found
+            return None if found is None else found.copy()
 
     def put(self, key: tuple[str, str], vector: np.ndarray) -> None:
         with self._lock:
-            self._data[key] = vector
+            self._data[key] = vector.copy()  # its own: a caller's change never reaches it, nor pins a batch
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)

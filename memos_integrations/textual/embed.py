@@ -103,14 +103,14 @@ class _QueryCache:
             found = self.data.get(key)
             if found is not None:
                 self.data.move_to_end(key)
-                return found
+                return found.copy()
         value = compute(text)  # outside the lock: two threads may both compute a new text, never wait on each other
         with self.lock:
             self.data[key] = value
             self.data.move_to_end(key)
             while len(self.data) > self.size:
                 self.data.popitem(last=False)
-        return value  # type: ignore[no-any-return]
+        return value.copy()  # type: ignore[no-any-return]
 
 
 #: what MiniLMEmbedder embeds queries in unless told otherwise. fp32: on LoCoMo dev (benchmarks/

@@ -49,6 +49,7 @@ from ..items import (
 )
 from ..storage.base import GraphStore, VectorIndex
 from ..storage.graph import NEXT
+from ..storage.organize_state import without_stale_summaries
 from ..storage.sqlstore import SQLStore
 from . import dense as D
 from . import embed_ahead as EA
@@ -413,8 +414,8 @@ class TextualMemory:
                 break
             pool *= 4
         # re-read under the filter: a hit deleted, archived or moved out of scope since it was scored
-        # (another thread or process) is dropped, never returned
-        items = self.store.get_by_rid(order, flt)
+        # (another thread or process) is dropped, never returned; so is a summary whose sources changed
+        items = without_stale_summaries(self.store, self.store.get_by_rid(order, flt))
         ranks = {leg: {rid: n for n, rid in enumerate(ranked, 1)} for leg, ranked in legs.items()}
         hits = [
             SearchHit(items[rid], scores[rid], {leg: r[rid] for leg, r in ranks.items() if rid in r}

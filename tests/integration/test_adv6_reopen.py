@@ -10,15 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from memos_integrations import MemCube
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adv6: chromadb caches one System per resolved path (SharedSystemClient._identifier_to_system) and "
-    "ChromaIndex never closes its PersistentClient, so a cube made again at a deleted cube's path gets the "
-    "deleted cube's System: its ids are served, every index write fails 'attempt to write a readonly database'"))
 def test_a_cube_made_again_at_a_deleted_cubes_path_gets_an_index_of_its_own(tmp_path: Path, embedder: Any) -> None:
     path = tmp_path / "cube"
     with MemCube.init_from_dir(path, embedder=embedder) as old:
@@ -35,9 +29,6 @@ def test_a_cube_made_again_at_a_deleted_cubes_path_gets_an_index_of_its_own(tmp_
     assert (path / "vectors").is_dir()  # written where the next process will look for it
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adv6: the same cached Chroma System (storage/chroma.py never closes its PersistentClient): the copy's "
-    "open reconciles against the deleted copy's index, 'Failed to pull logs from the log store'"))
 def test_a_dump_into_the_path_of_a_deleted_dump_works_again(tmp_path: Path, embedder: Any) -> None:
     """A backup job in a long-running process: dump, rotate (delete) the backup, dump to the same path again."""
     with MemCube.init_from_dir(tmp_path / "src", embedder=embedder) as src:
@@ -48,9 +39,6 @@ def test_a_dump_into_the_path_of_a_deleted_dump_works_again(tmp_path: Path, embe
             assert again.index.ids() == {item.id} and again.store.outbox() == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adv6: the same cached Chroma System (storage/chroma.py never closes its PersistentClient): the reopened "
-    "cube keeps the deleted index in memory, writes to it fail 'attempt to write a readonly database'"))
 def test_an_index_folder_deleted_to_rebuild_it_is_rebuilt_in_the_same_process(tmp_path: Path, embedder: Any) -> None:
     """What CubeCorruptedError's message says to do ("delete <cube>/vectors and open the cube again"), in a
     notebook or a service that keeps running (test_crash.py runs it in a fresh process each time)."""

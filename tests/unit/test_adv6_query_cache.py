@@ -8,7 +8,6 @@ session embedder's cache would change later tests."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from memos_integrations.textual.batching import batched
 from memos_integrations.textual.embed import MiniLMEmbedder
@@ -24,17 +23,11 @@ def _used_in_place(embedder: object) -> tuple[np.ndarray, np.ndarray]:
     return expected, embedder.embed_query(QUERY)  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adv6: textual/embed.py _QueryCache.get returns the cached array itself (writable): a caller's in-place "
-    "arithmetic rewrites the cached vector for every later embed_query / search of that text in its scope"))
 def test_a_callers_change_to_its_query_vector_never_reaches_the_minilm_cache(embedder: object) -> None:  # weights loaded
     expected, again = _used_in_place(MiniLMEmbedder())
     assert np.array_equal(again, expected)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adv6: textual/batching.py BatchedEmbedder.embed_query returns the _LRU's array itself (writable; "
-    "the same object cache_scope.given hands the service's route)"))
 def test_a_callers_change_to_its_query_vector_never_reaches_the_batched_cache(embedder: object) -> None:
     emb = batched(MiniLMEmbedder())
     try:

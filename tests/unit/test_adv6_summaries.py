@@ -26,10 +26,6 @@ def _organised(cube: Any) -> list[Any]:
     return items  # type: ignore[no-any-return]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adv6: search keeps a summary hit whose sources were deleted or changed since organising (textual/memory.py "
-    "search / shape.py: no organize.stale_summaries check on summary hits; TextualMemory.delete/update leave "
-    "the summaries that quote the item live until the next organize run)"))
 @pytest.mark.parametrize("change", ["delete", "update"])
 def test_a_summary_quoting_a_deleted_or_corrected_memory_is_not_a_hit(cube: Any, change: str) -> None:
     pin = _organised(cube)[0]
