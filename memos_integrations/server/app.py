@@ -67,7 +67,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     limits = limits or Limits()
     service = Service(mos, keys, cube_config=cube_config, shared=shared)
     buckets = RateBuckets(keys.db) if limits.rate > 0 else None  # in the home's mos.db: one limit for every worker
-    authenticator = Authenticator(keys, RateLimiter(limits.rate, limits.burst, buckets), cache_seconds=limits.key_cache_seconds)
+    limiter = RateLimiter(limits.rate, limits.burst, buckets, lease=limits.lease)  # a mos.db write per lease, not per request
+    authenticator = Authenticator(keys, limiter, cache_seconds=limits.key_cache_seconds)
     app = FastAPI(
         title="memos-integrations memory service",
         version="1",
