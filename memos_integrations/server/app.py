@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from ..errors import BackendError, InvalidInputError, ItemNotFoundError, MemosError
@@ -37,7 +37,7 @@ from .ids import check_path_ids
 from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
-from .search_front import SEARCH_THREADS, SearchFront
+from .search_front import SEARCH_THREADS, Prepared, SearchFront, two_step
 from .service import Service, hit_json, item_json
 from .slow_clients import SlowBodyMiddleware
 
@@ -133,30 +133,44 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         mem = service.mos._cube(view.cube_id).text_mem
         return ok(idempotent.add_once(mem, user, agent, idempotency_key, body, add), 201)
 
-    def _search(who: Principal, q: models.SearchIn) -> dict[str, Any]:
+    def _search(who: Principal, q: models.SearchIn) -> Prepared:
+        """The search routes in two steps (search_front.two_step): every refusal first, the search in ``answer``."""
         if q.k > limits.max_k:
             raise InvalidInputError(f"k may be at most {limits.max_k}; page through results with a narrower query")
         user = service.actor(who, q.user_id)
-        view = service.view(user, q.cube_id, "read")
+        view = service.view(user, q.cube_id, "read")  # another user's cube and no such cube: one refusal, one path
         if view is None:
-            return {"hits": []}
-        hits = view.search(q.query, top_k=q.k, session_id=q.session_id, agent_id=q.agent_id, kinds=q.kinds, tags=q.tags,
-                           metadata=q.metadata, plan=q.plan, time_from=q.time_from, time_to=q.time_to,
-                           now=q.now or q.as_of, as_of=q.as_of, current_session=q.current_session)
-        return {"hits": [hit_json(h) for h in hits]}
+            return Prepared(lambda: ok({"hits": []}), searches=False)
+
+        def answer() -> JSONResponse:
+            hits = view.search(q.query, top_k=q.k, session_id=q.session_id, agent_id=q.agent_id, kinds=q.kinds,
+                               tags=q.tags, metadata=q.metadata, plan=q.plan, time_from=q.time_from, time_to=q.time_to,
+                               now=q.now or q.as_of, as_of=q.as_of, current_session=q.current_session)
+            return ok({"hits": [hit_json(h) for h in hits]})
+        return Prepared(answer)
 
     @app.post("/v1/memories/search", response_model=None, tags=["memories"], responses={200: {"model": models.Hits}, **ERRORS})
-    def search_memories(body: models.SearchIn, who: Auth) -> JSONResponse:
+    def search_memories(body: models.SearchIn, who: Auth) -> Response:
         """Hybrid search of one cube (plans, filters, ``as_of``)."""
-        return ok(_search(who, body))
+        return _search_post(body, who).answer()
+
+    def _search_post(body: models.SearchIn, who: Principal) -> Prepared:
+        return _search(who, body)
+
+    def _search_get(who: Principal, q: str, k: int, session_id: str | None, cube_id: str | None,
+                    user_id: str | None) -> Prepared:
+        return _search(who, models.SearchIn(query=q, k=k, session_id=session_id, cube_id=cube_id, user_id=user_id))
 
     @app.get("/v1/memories/search", response_model=None, tags=["memories"], responses={200: {"model": models.Hits}, **ERRORS})
     def search_memories_get(
         who: Auth, q: Annotated[str, Query(min_length=1)], k: Annotated[int, Query(ge=1)] = 10,
         session_id: SessionQ = None, cube_id: CubeQ = None, user_id: UserQ = None,
-    ) -> JSONResponse:
+    ) -> Response:
         """Search with query parameters (``q``, ``k``)."""
-        return ok(_search(who, models.SearchIn(query=q, k=k, session_id=session_id, cube_id=cube_id, user_id=user_id)))
+        return _search_get(who, q, k, session_id, cube_id, user_id).answer()
+
+    two_step(search_memories, _search_post)  # the fast front checks before it embeds (search_front.py)
+    two_step(search_memories_get, _search_get)
 
     @app.get("/v1/memories", response_model=None, tags=["memories"], responses={200: {"model": models.Page}, **ERRORS})
     def list_memories(

@@ -24,6 +24,13 @@ The route is the same function with the same arguments, so the answer is the one
 engine embeds whole, longer than the shared batches take) is not embedded here, and a text the embedder
 refuses goes to the route, which answers its own error in its own order. Only a failed embedding process
 (``whole_batch``: it died or hung) is answered here, as the route would, with its 503.
+
+Refusals cost no embedding: a route registered with :func:`two_step` is ``prepare(...).answer()``, where
+``prepare`` is the route's own checks (``k`` over the limit, acting as another user, a cube the user cannot
+read or that does not exist: one path for both) and what it needs for the search. The front runs ``prepare``
+on a search thread first, embeds the query only when it passed and will search, then runs ``answer`` on a
+search thread. A refused search is the route's own error, raised where the route raises it; the price is
+one more hop to a search thread per search that embeds (the user's slot is not held while it embeds).
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +60,26 @@ PREFETCH_MAX_CHARS = 2_000
 #: on AnyIO's (five back-to-back 10 s pairs, load 4-12; the gap widest on the quietest machine), the server's CPU
 #: per search 5.2 instead of 6.3 ms; two 30 s pairs at load 12 showed no gain (docs/service.md)
 SEARCH_THREADS = 2
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A search route's checks, passed: ``answer()`` runs the rest of the route; ``searches`` is False when
+    it answers without searching (the user has no cube yet), so nothing is embedded for it."""
+
+    answer: Callable[[], Response]
+    searches: bool = True
+
+
+#: the attribute :func:`two_step` puts on a route: (its signature, its prepare function)
+_TWO_STEP = "_memos_two_step"
+
+
+def two_step(route: Callable[..., Response], prepare: Callable[..., Prepared]) -> None:
+    """Let the front run ``route`` as its two steps. ``prepare`` takes the route's parameters (the front
+    binds them against the route's own signature, defaults included) and ``route`` must be exactly
+    ``prepare(...).answer()``, so either way a request gets the same answer and the same errors."""
+    setattr(route, _TWO_STEP, (inspect.signature(route), prepare))
 
 
 class SearchFront:
@@ -72,6 +101,8 @@ class SearchFront:
         #: searches whose query was embedded ahead / not (a test and the benchmark read them)
         self.embedded_ahead = 0
         self.embedded_in_route = 0
+        #: searches answered without a search (no cube yet): nothing embedded
+        self.not_embedded = 0
 
     async def run(self, headers: Any, endpoint: Callable[..., Response], args: dict[str, Any], query: Any,
                   plan: str | None) -> Response:
@@ -82,23 +113,43 @@ class SearchFront:
         """
         who = await self._authenticate(headers)
         with cache_scope.scoped(who.user_id):  # this request's query vectors are cached for this user only
-            vector = await self._embed(query, plan)
+            call: Callable[[], Response] = functools.partial(endpoint, who=who, **args)
+            if not self._embeddable(query, plan):
+                self.embedded_in_route += 1
+                return await self._on_thread(who.user_id, call)
+            steps = getattr(endpoint, _TWO_STEP, None)
+            if steps is not None:  # the route's checks first: a refused search is never embedded
+                signature, prepare = steps
+                bound = signature.bind(who=who, **args)
+                bound.apply_defaults()
+                prepared: Prepared = await self._on_thread(who.user_id, functools.partial(prepare, **bound.arguments))
+                call = prepared.answer
+                if not prepared.searches:
+                    self.not_embedded += 1
+                    return await self._on_thread(who.user_id, call)
+            vector = await self._embed(query)
             with self._given(query, vector):
-                call = functools.partial(endpoint, who=who, **args)
-                if self.threads <= 0:
-                    return await run_in_threadpool(call)
-                async with self._per_user.slot(who.user_id):
-                    if self._pool is None:
-                        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="memos-search")
-                    context = contextvars.copy_context()  # the cache scope and the given vector go with the call
-                    return await _finished(self._pool.submit(context.run, call))  # type: ignore[no-any-return]
+                return await self._on_thread(who.user_id, call)
 
-    async def _embed(self, query: Any, plan: str | None) -> Any:
+    async def _on_thread(self, user: str, call: Callable[[], Any]) -> Any:
+        """``call()`` on the searches' threads (one of the user's slots held), or AnyIO's pool (``threads=0``)."""
+        if self.threads <= 0:
+            return await run_in_threadpool(call)
+        async with self._per_user.slot(user):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="memos-search")
+            context = contextvars.copy_context()  # the cache scope and the given vector go with the call
+            return await _finished(self._pool.submit(context.run, call))
+
+    def _embeddable(self, query: Any, plan: str | None) -> bool:
+        """Whether the front would embed ``query`` ahead (else the route embeds it, as it does alone)."""
         embedder = self.embedder
-        if (embedder is None or not isinstance(query, str) or not query.strip() or len(query) > PREFETCH_MAX_CHARS
-                or not embedder.can_embed_async(query) or not R.plan_named(plan).dense):
-            self.embedded_in_route += 1
-            return None
+        return not (embedder is None or not isinstance(query, str) or not query.strip() or len(query) > PREFETCH_MAX_CHARS
+                    or not embedder.can_embed_async(query) or not R.plan_named(plan).dense)
+
+    async def _embed(self, query: str) -> Any:
+        embedder = self.embedder
+        assert embedder is not None
         try:
             vector = await embedder.embed_query_async(query)
         except MemosError as exc:
