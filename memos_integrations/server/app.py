@@ -31,6 +31,7 @@ from ..storage.rate_limits import RateBuckets
 from ..textual import cache_scope
 from ..textual.index_defer import defer_writes
 from . import errors, fastpath, idempotent, models
+from .access_log import AccessLogMiddleware, take_over_uvicorn
 from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
 from .ids import check_path_ids
@@ -362,6 +363,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(SlowBodyMiddleware)  # a body that stalls: 408, the connection let go (slow_clients.py)
+    app.add_middleware(AccessLogMiddleware)  # inside the request id's, so its line carries the id (access_log.py)
+    app.router.on_startup.append(take_over_uvicorn)  # uvicorn's own line carried the query string: the user's text
     app.add_middleware(errors.RequestIdMiddleware)
     return app
 
