@@ -14,6 +14,10 @@ Access log: one line per request to a file, ``time.thread_time`` per request: uv
 logging config at info, the line it writes for a search) against ``server/access_log.AccessLogMiddleware``
 around a do-nothing ASGI app (the middleware's own cost included), less the same app without it.
 
+Search front: what :mod:`memos_integrations.server.search_front` costs a search around a do-nothing route (a
+stand-in embedder that answers at once), ``time.process_time`` per search: the route alone (one hop to a
+search thread), the route's checks run first (a second hop), and checks that passed lately (one hop again).
+
 Run: ``OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_service_costs [--n 20000]``.
 """
 
@@ -120,6 +124,57 @@ def _middleware_us(path: Path, n: int) -> tuple[float, float]:
         logger.removeHandler(handler)
 
 
+def _front_us(n: int) -> tuple[float, float, float]:
+    """CPU us per search through SearchFront: (the route alone, checks first every time, checks passed lately)."""
+    from starlette.responses import Response
+
+    from memos_integrations.server import search_front
+    from memos_integrations.server.auth import Principal
+    from memos_integrations.server.search_front import Prepared, SearchFront, two_step
+
+    who = Principal("alice", None, "k1")
+
+    async def authenticate(headers: Any) -> Principal:
+        return who
+
+    class Embedder:  # answers at once: only the front's own cost is measured
+        def can_embed_async(self, query: str) -> bool:
+            return True
+
+        async def embed_query_async(self, query: str) -> list[float]:
+            return [0.0]
+
+    def prepare(who: Principal, q: str) -> Prepared:
+        return Prepared(lambda: Response(b"{}"))
+
+    def alone(who: Principal, q: str) -> Response:
+        return Response(b"{}")
+
+    def checked(who: Principal, q: str) -> Response:
+        return prepare(who, q).answer()
+
+    two_step(checked, prepare, lambda a: None)
+
+    async def run(endpoint: Any) -> float:
+        front = SearchFront(authenticate, Embedder(), threads=2)
+        try:
+            await front.run({}, endpoint, {"q": "tea"}, "tea", None)
+            start = time.process_time()
+            for _ in range(n):
+                await front.run({}, endpoint, {"q": "tea"}, "tea", None)
+            return (time.process_time() - start) / n * 1e6
+        finally:
+            front.close()
+
+    lately = search_front.PASSED_SECONDS
+    try:
+        search_front.PASSED_SECONDS = -1.0  # nothing passed lately: the checks run first every time
+        every_time = asyncio.run(run(checked))
+    finally:
+        search_front.PASSED_SECONDS = lately
+    return asyncio.run(run(alone)), every_time, asyncio.run(run(checked))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20_000, help="takes per figure")
@@ -140,6 +195,12 @@ def main() -> None:
     print("|---|---|")
     print(f"| uvicorn's access line (query string included) | {uvicorn_us:.1f} |")
     print(f"| AccessLogMiddleware and its line (no query string) | {logged - bare:.1f} |")
+    alone, every_time, lately = _front_us(max(1000, a.n // 4))
+    print("\n| search front around a do-nothing route | process CPU us/search |")
+    print("|---|---|")
+    print(f"| the route alone (one hop to a search thread) | {alone:.1f} |")
+    print(f"| the route's checks first, then the route (two hops) | {every_time:.1f} |")
+    print(f"| checks passed lately (the hint): one hop | {lately:.1f} |")
 
 
 if __name__ == "__main__":

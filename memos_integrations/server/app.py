@@ -170,8 +170,9 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         """Search with query parameters (``q``, ``k``)."""
         return _search_get(who, q, k, session_id, cube_id, user_id).answer()
 
-    two_step(search_memories, _search_post)  # the fast front checks before it embeds (search_front.py)
-    two_step(search_memories_get, _search_get)
+    # the fast front runs the checks before it embeds (search_front.py); the hints: what of a request _search checks
+    two_step(search_memories, _search_post, lambda a: (a["body"].k, a["body"].cube_id, a["body"].user_id))
+    two_step(search_memories_get, _search_get, lambda a: (a.get("k"), a.get("cube_id"), a.get("user_id")))
 
     @app.get("/v1/memories", response_model=None, tags=["memories"], responses={200: {"model": models.Page}, **ERRORS})
     def list_memories(

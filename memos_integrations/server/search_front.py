@@ -29,8 +29,15 @@ Refusals cost no embedding: a route registered with :func:`two_step` is ``prepar
 ``prepare`` is the route's own checks (``k`` over the limit, acting as another user, a cube the user cannot
 read or that does not exist: one path for both) and what it needs for the search. The front runs ``prepare``
 on a search thread first, embeds the query only when it passed and will search, then runs ``answer`` on a
-search thread. A refused search is the route's own error, raised where the route raises it; the price is
-one more hop to a search thread per search that embeds (the user's slot is not held while it embeds).
+search thread. A refused search is the route's own error, raised where the route raises it.
+
+That second hop to a search thread costs ~70 us of CPU per search (56 -> 128 us around a do-nothing route,
+``benchmarks/bench_service_costs.py``), so it is paid once per principal and ``hint`` (the request's
+parameters the checks read: cube, acting user, ``k``) every :data:`PASSED_SECONDS`: a combination whose checks
+passed is embedded ahead at once, and the route (which runs its own checks again, as it always did) answers.
+The hint is only ever a guess about cost: a stale one (access revoked meanwhile) costs one wasted embedding and
+is dropped when the route refuses. A refused combination is never remembered, so another user's cube and a
+cube that does not exist take the same path (the checks, no embedding) every time.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -71,15 +79,27 @@ class Prepared:
     searches: bool = True
 
 
-#: the attribute :func:`two_step` puts on a route: (its signature, its prepare function)
+#: the attribute :func:`two_step` puts on a route: (its signature, its prepare function, its hint)
 _TWO_STEP = "_memos_two_step"
+#: how long a principal's passed checks (by hint) let its searches embed without running the checks first
+PASSED_SECONDS = 10.0
+#: the most passed hints remembered (all forgotten when full)
+MAX_PASSED = 10_000
 
 
-def two_step(route: Callable[..., Response], prepare: Callable[..., Prepared]) -> None:
-    """Let the front run ``route`` as its two steps. ``prepare`` takes the route's parameters (the front
-    binds them against the route's own signature, defaults included) and ``route`` must be exactly
-    ``prepare(...).answer()``, so either way a request gets the same answer and the same errors."""
-    setattr(route, _TWO_STEP, (inspect.signature(route), prepare))
+def two_step(route: Callable[..., Response], prepare: Callable[..., Prepared],
+             hint: Callable[[dict[str, Any]], Hashable]) -> None:
+    """Let the front run ``route`` as its two steps.
+
+    Args:
+        route: the route function; it must be exactly ``prepare(...).answer()``, so either way a request gets
+            the same answer and the same errors.
+        prepare: takes the route's parameters (the front binds them against the route's own signature,
+            defaults included).
+        hint: the front's arguments for the route -> what of them the checks read (the query text excluded);
+            a wrong hint costs an embedding, never an answer (module docstring).
+    """
+    setattr(route, _TWO_STEP, (inspect.signature(route), prepare, hint))
 
 
 class SearchFront:
@@ -103,6 +123,9 @@ class SearchFront:
         self.embedded_in_route = 0
         #: searches answered without a search (no cube yet): nothing embedded
         self.not_embedded = 0
+        #: searches whose route's checks ran before the embedding (the rest had passed them lately)
+        self.checked_first = 0
+        self._passed: dict[tuple[Any, Hashable], float] = {}  # (principal, hint) -> until when it passed
 
     async def run(self, headers: Any, endpoint: Callable[..., Response], args: dict[str, Any], query: Any,
                   plan: str | None) -> Response:
@@ -118,18 +141,30 @@ class SearchFront:
                 self.embedded_in_route += 1
                 return await self._on_thread(who.user_id, call)
             steps = getattr(endpoint, _TWO_STEP, None)
-            if steps is not None:  # the route's checks first: a refused search is never embedded
-                signature, prepare = steps
-                bound = signature.bind(who=who, **args)
-                bound.apply_defaults()
-                prepared: Prepared = await self._on_thread(who.user_id, functools.partial(prepare, **bound.arguments))
-                call = prepared.answer
-                if not prepared.searches:
-                    self.not_embedded += 1
-                    return await self._on_thread(who.user_id, call)
+            passed = None
+            if steps is not None:
+                signature, prepare, hint = steps
+                passed = (who, hint(args))
+                if self._passed.get(passed, 0.0) < time.monotonic():  # the route's checks first: a refusal is not embedded
+                    bound = signature.bind(who=who, **args)
+                    bound.apply_defaults()
+                    prepared: Prepared = await self._on_thread(who.user_id, functools.partial(prepare, **bound.arguments))
+                    call = prepared.answer
+                    if not prepared.searches:
+                        self.not_embedded += 1
+                        return await self._on_thread(who.user_id, call)
+                    self.checked_first += 1
+                    if len(self._passed) >= MAX_PASSED:
+                        self._passed.clear()
+                    self._passed[passed] = time.monotonic() + PASSED_SECONDS
             vector = await self._embed(query)
             with self._given(query, vector):
-                return await self._on_thread(who.user_id, call)
+                try:
+                    return await self._on_thread(who.user_id, call)
+                except MemosError:
+                    if passed is not None:
+                        self._passed.pop(passed, None)  # refused now (access revoked): check first again
+                    raise
 
     async def _on_thread(self, user: str, call: Callable[[], Any]) -> Any:
         """``call()`` on the searches' threads (one of the user's slots held), or AnyIO's pool (``threads=0``)."""

@@ -162,6 +162,30 @@ def test_another_users_cube_and_no_such_cube_take_one_path(served: Served) -> No
     assert seen[0] == seen[1] == (404, "CubeNotFoundError", seen[0][2], 0, 0, 0)
 
 
+def test_checks_run_first_once_per_hint_and_a_revoked_share_is_checked_first_again(served: Served) -> None:
+    """Searches that passed their checks lately embed at once (no extra hop); when the share behind them is
+    revoked, one search is embedded in vain and answered the route's refusal, and the next is checked first."""
+    front = served.fast.app.state.searches  # type: ignore[attr-defined]
+    served.mos.share_cube_with_user("alice-c", "bob", "read", user_id="alice")
+    params = {"q": "pottery", "cube_id": "alice-c", "k": "2"}
+    try:
+        checked = front.checked_first
+        for _ in range(3):
+            served.emb.clear_query_cache()
+            assert _hits(served.fast.get("/v1/memories/search", params=params, headers=served.auth["bob"]))
+        assert front.checked_first == checked + 1
+    finally:
+        served.mos.unshare_cube("alice-c", "bob", user_id="alice")
+    answers = []
+    for _ in range(2):
+        served.emb.clear_query_cache()
+        ahead = front.embedded_ahead
+        r = served.fast.get("/v1/memories/search", params=params, headers=served.auth["bob"])
+        answers.append((r.status_code, front.embedded_ahead - ahead))
+        assert _bytes(r) == _bytes(served.slow.get("/v1/memories/search", params=params, headers=served.auth["bob"]))
+    assert answers == [(404, 1), (404, 0)]  # the stale hint cost one embedding, then the checks ran first
+
+
 def test_alices_vector_never_answers_bobs_search(served: Served) -> None:
     served.emb.clear_query_cache()
     texts = served.emb.batcher.texts
