@@ -126,6 +126,9 @@ class SearchFront:
         #: searches whose route's checks ran before the embedding (the rest had passed them lately)
         self.checked_first = 0
         self._passed: dict[tuple[Any, Hashable], float] = {}  # (principal, hint) -> until when it passed
+        #: None, or a list that each search embedded ahead appends its wall time to, s by stage: (key, checks
+        #: first, embedding, to a search thread, route, back on the loop) (the service benchmark sets it)
+        self.timings: list[tuple[float, ...]] | None = None
 
     async def run(self, headers: Any, endpoint: Callable[..., Response], args: dict[str, Any], query: Any,
                   plan: str | None) -> Response:
@@ -134,7 +137,9 @@ class SearchFront:
         Raises:
             MemosError: the key's refusal, the embedding process's failure, or the route's own error.
         """
+        start = time.perf_counter()
         who = await self._authenticate(headers)
+        authenticated = time.perf_counter()
         with cache_scope.scoped(who.user_id):  # this request's query vectors are cached for this user only
             call: Callable[[], Response] = functools.partial(endpoint, who=who, **args)
             if not self._embeddable(query, plan):
@@ -157,10 +162,17 @@ class SearchFront:
                     if len(self._passed) >= MAX_PASSED:
                         self._passed.clear()
                     self._passed[passed] = time.monotonic() + PASSED_SECONDS
+            checked = time.perf_counter()
             vector = await self._embed(query)
             with self._given(query, vector):
                 try:
-                    return await self._on_thread(who.user_id, call)
+                    if self.timings is None:
+                        return await self._on_thread(who.user_id, call)
+                    embedded, marks = time.perf_counter(), [0.0, 0.0]
+                    response = await self._on_thread(who.user_id, functools.partial(_timed, call, marks))
+                    self.timings.append((authenticated - start, checked - authenticated, embedded - checked,
+                                         marks[0] - embedded, marks[1] - marks[0], time.perf_counter() - marks[1]))
+                    return response  # type: ignore[no-any-return]
                 except MemosError:
                     if passed is not None:
                         self._passed.pop(passed, None)  # refused now (access revoked): check first again
@@ -208,6 +220,15 @@ class SearchFront:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _timed(call: Callable[[], Any], marks: list[float]) -> Any:
+    """``call()``, with when it started and ended in ``marks`` (on the search thread)."""
+    marks[0] = time.perf_counter()
+    try:
+        return call()
+    finally:
+        marks[1] = time.perf_counter()
 
 
 async def _finished(done: Future[Any]) -> Any:
