@@ -6,15 +6,19 @@ home's ``mos.db`` (:mod:`memos_integrations.storage.rate_limits`), so every proc
 (``memcube serve --workers N``, or two servers started by hand) spends one bucket per key: N
 processes never allow N times the rate.
 
-Leases: a write transaction on ``mos.db`` per request cost the serving process ~0.3 ms of its GIL (and a
-hop to a worker thread), so a process takes up to ``lease`` tokens in one transaction and spends them
-locally (:class:`RateLimiter`). The bound across processes: in any window of ``t`` seconds, a key gets at
-most ``rate * t + burst + N * (lease - 1)`` requests through N processes (each can hold at most
-``lease - 1`` unspent tokens taken before the window). A lease unspent for ``lease_seconds`` goes back to
-the bucket with the process's next request for that key, so a key idle that long sees exactly ``burst``
-again; a process takes only the request's own token when the bucket holds less than a lease, so one
-process alone allows ``burst`` at once and then refuses, as without leases. ``lease=1`` is the old
-token-per-transaction behaviour.
+Leases: a write transaction on ``mos.db`` per request, taken on a worker thread, cost ~0.1 ms of CPU per
+request (the key check and token through ``Authenticator.authenticate_async``: 93-123 us, 12-18 us with
+leases; ``python -m benchmarks.bench_service_costs``), so a process takes up to ``lease`` tokens in one
+transaction and spends them locally, on the event loop (:class:`RateLimiter`). The bound across processes:
+in any window of ``t`` seconds, a key gets at most ``rate * t + burst + N * (lease - 1)`` requests through
+N processes (each can hold at most ``lease - 1`` unspent tokens taken before the window). One process alone
+allows ``burst`` at once and then refuses at once, as without leases (it takes only the request's own token
+when the bucket holds less than a lease), and a refused key's further requests are refused locally until
+the bucket's refill makes the ``Retry-After`` come true. A lease unspent for ``lease_seconds`` (5 s) goes
+back to the bucket with the process's next request for that key, so a key idle that long sees exactly
+``burst`` again; after a shorter pause it can see up to ``burst + lease - 1`` (``lease`` is at most a tenth
+of ``burst``). ``lease=1`` is the old token-per-transaction behaviour.
+
 The body limit is enforced while the body streams in, so a client that lies in ``Content-Length``, or
 sends none, is cut off at the limit too (413).
 """
@@ -88,7 +92,7 @@ class RateLimiter:
     MAX_LEASES = 10_000
 
     def __init__(self, rate: float, burst: int, buckets: RateBuckets | None = None, *, lease: int = 1,
-                 lease_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 lease_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = max(1, burst)
         self.buckets = buckets

@@ -69,7 +69,7 @@ def test_a_key_idle_past_the_lease_sees_exactly_its_burst_again(tmp_path: Path) 
     clock = Clock()
     limiter = _limiter(tmp_path / "mos.db", clock, rate=1.0, burst=20, lease=5)
     assert _admitted(limiter, "k", 10.0)  # holds 4 unspent tokens from here
-    clock.t += 5.0  # the lease is stale: it goes back to the bucket (full again, never above it) with the next take
+    clock.t += 6.0  # the lease is stale: it goes back to the bucket (full again, never above it) with the next take
     assert sum(_admitted(limiter, "k", 3600.0) for _ in range(30)) == 20
 
 
@@ -104,6 +104,14 @@ def test_the_worst_case_of_the_bound_is_reached_and_not_passed(tmp_path: Path) -
     at_once = sum(_admitted(p, "k", 0.99) for p in (a, b) for _ in range(40))
     assert at_once == 4 + 4 + 19
     assert burst < at_once <= rate * 0 + burst + 2 * (lease - 1)
+
+
+def test_after_a_short_pause_a_key_sees_at_most_a_lease_more_than_its_burst(tmp_path: Path) -> None:
+    clock = Clock()
+    limiter = _limiter(tmp_path / "mos.db", clock, rate=1.0, burst=20, lease=5)
+    assert _admitted(limiter, "k", 10.0)  # 4 unspent tokens held here
+    clock.t += 2.0  # shorter than lease_seconds: the lease is still spent locally
+    assert sum(_admitted(limiter, "k", 3600.0) for _ in range(30)) == 20 + 4
 
 
 def test_a_lease_belongs_to_its_key_and_another_key_is_unaffected(tmp_path: Path) -> None:
