@@ -51,6 +51,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .common import locomo, pct, sessions, table, turn_messages
+from .service_stages import stages_line, stages_start
 
 
 # -- the load process ---------------------------------------------------------------------------------
@@ -182,47 +183,6 @@ def _split_cpu(before: dict[int, tuple[str, float]], process_s: float, child_s: 
     if _CHILD:
         out["embedding child"] = child_s
     return out
-
-
-def _stages_start(mos: Any) -> dict[str, Any]:
-    """Start recording where each search's wall time goes (search_front / batching timings; in-process server)."""
-    batcher = getattr(mos.embedder, "batcher", None)
-    for front in _SEARCHES:
-        front.timings = []
-    if batcher is not None:
-        batcher.timings = []
-    return {"child": [(c.requests, c.child_busy_s) for c in _CHILD],
-            "calls": (batcher.calls, batcher.busy_s) if batcher is not None else (0, 0.0)}
-
-
-def _stages(label: str, mos: Any, before: dict[str, Any]) -> str:
-    """One line: each stage of a search embedded ahead, p50 / p95 ms (stages are each their own percentiles)."""
-    batcher = getattr(mos.embedder, "batcher", None)
-    rows = [t for front in _SEARCHES for t in (front.timings or [])]
-    for front in _SEARCHES:
-        front.timings = None
-    if not rows:
-        return f"  {label}: no search embedded ahead"
-
-    def cell(values: list[float]) -> str:
-        return f"{pct(values, 50) * 1e3:.2f} / {pct(values, 95) * 1e3:.2f}"
-
-    names = ("key", "checks first", "embedding", "to a search thread", "route", "back on the loop")
-    parts = [f"{name} {cell([r[i] for r in rows])}" for i, name in enumerate(names)]
-    parts.append(f"total {cell([sum(r) for r in rows])}")
-    line = f"  {label} ({len(rows)} searches): " + ", ".join(parts)
-    if batcher is not None and batcher.timings:
-        emb = batcher.timings
-        batcher.timings = None
-        calls = batcher.calls - before["calls"][0]
-        per_call = (batcher.busy_s - before["calls"][1]) / calls * 1e3 if calls else 0.0
-        line += (f"\n    embedding: queued {cell([e[0] for e in emb])}, in its call {cell([e[1] for e in emb])}, "
-                 f"until its coroutine ran {cell([e[2] for e in emb])}; {calls} calls, "
-                 f"{per_call:.2f} ms wall per call")
-        for (requests, busy), child in zip(before["child"], _CHILD, strict=True):
-            if child.requests > requests:
-                line += f", {(child.child_busy_s - busy) / (child.requests - requests) * 1e3:.2f} ms of it computing in the child"
-    return line
 
 
 def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, count: int = 0,
@@ -560,11 +520,11 @@ def main(argv: list[str] | None = None) -> int:
         base_p95 = unloaded["p95"]
         rows.append(_row("search, HTTP (1 at a time: the unloaded p95)", "-", unloaded))
         cold()
-        marks = _stages_start(mos)
+        marks = stages_start(mos, _SEARCHES, _CHILD)
         target_search = _run_load(plan, "search", server_here=not args.workers, rate=args.search_rate, duration=args.duration)
         rows.append(_row(f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search))
         splits.append(_split(f"search at {args.search_rate:g}/s", target_search))
-        stages.append(_stages(f"search at {args.search_rate:g}/s", mos, marks))
+        stages.append(stages_line(f"search at {args.search_rate:g}/s", mos, marks))
         target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
         rows.append(_row(f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add))
         splits.append(_split(f"add (fast) at {args.add_rate:g}/s", target_add))
@@ -572,10 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         doubled = None
         for rate in [float(r) for r in args.sweep.split(",") if r]:
             cold()
-            marks = _stages_start(mos)
+            marks = stages_start(mos, _SEARCHES, _CHILD)
             res = _run_load(plan, "search", server_here=not args.workers, rate=rate, duration=args.sweep_duration)
             rows.append(_row(f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res))
-            stages.append(_stages(f"sweep: search at {rate:g}/s", mos, marks))
+            stages.append(stages_line(f"sweep: search at {rate:g}/s", mos, marks))
             if res["p95"] >= 2 * base_p95:
                 doubled = rate
                 break

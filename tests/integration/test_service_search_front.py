@@ -115,7 +115,7 @@ def _bytes(r: Any) -> tuple[int, bytes]:
 
 #: searches the route refuses (or answers without searching) before it would embed: over-large k, another
 #: user's cube, no such cube, acting as another user, a user with no cube yet (carol), GET and POST alike
-REFUSED = [("POST", {"query": "tea", "k": 10_000}), ("POST", {"query": "tea", "k": 101, "plan": "learned"}),
+REFUSED: list[tuple[str, dict[str, Any]]] = [("POST", {"query": "tea", "k": 10_000}), ("POST", {"query": "tea", "k": 101, "plan": "learned"}),
            ("POST", {"query": "tea", "cube_id": "alice-c"}), ("POST", {"query": "tea", "cube_id": "no-such-c"}),
            ("POST", {"query": "tea", "user_id": "alice"}), ("POST", {"query": "tea", "cube_id": "alice-c", "k": 500}),
            ("GET", {"q": "tea", "k": "101"}), ("GET", {"q": "tea", "cube_id": "alice-c"}),
