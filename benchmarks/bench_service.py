@@ -51,6 +51,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .common import locomo, pct, sessions, table, turn_messages
+from .service_stages import stages_line, stages_start
 
 
 # -- the load process ---------------------------------------------------------------------------------
@@ -503,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[list[Any]] = []
     splits: list[str] = []
+    stages: list[str] = []  # where a search's wall time goes, by run (in-process server)
     base_p95 = None
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
@@ -518,9 +520,11 @@ def main(argv: list[str] | None = None) -> int:
         base_p95 = unloaded["p95"]
         rows.append(_row("search, HTTP (1 at a time: the unloaded p95)", "-", unloaded))
         cold()
+        marks = stages_start(mos, _SEARCHES, _CHILD)
         target_search = _run_load(plan, "search", server_here=not args.workers, rate=args.search_rate, duration=args.duration)
         rows.append(_row(f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search))
         splits.append(_split(f"search at {args.search_rate:g}/s", target_search))
+        stages.append(stages_line(f"search at {args.search_rate:g}/s", mos, marks))
         target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
         rows.append(_row(f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add))
         splits.append(_split(f"add (fast) at {args.add_rate:g}/s", target_add))
@@ -528,8 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         doubled = None
         for rate in [float(r) for r in args.sweep.split(",") if r]:
             cold()
+            marks = stages_start(mos, _SEARCHES, _CHILD)
             res = _run_load(plan, "search", server_here=not args.workers, rate=rate, duration=args.sweep_duration)
             rows.append(_row(f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res))
+            stages.append(stages_line(f"sweep: search at {rate:g}/s", mos, marks))
             if res["p95"] >= 2 * base_p95:
                 doubled = rate
                 break
@@ -540,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\nserver CPU per request by thread, ms (event loop: HTTP, routing, the hop to a thread; route threads: "
               "access checks, the engine, JSON; batchers and child: the embeddings):")
         print("\n".join(splits))
+    if any(stages) and not args.workers:
+        print("\nwhere a search's wall time goes (searches embedded ahead; each stage its own p50 / p95, ms): the key "
+              "(and rate token), the route's checks first (search_front.two_step), the query embedding (awaited on the "
+              "loop), the wait for a search thread, the route on it, the answer back on the loop:")
+        print("\n".join(stages))
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         print(f"\nservice overhead (HTTP + auth + JSON), p50: {(found['http_p50'] - found['direct_p50']) * 1e3:.2f} ms "
               f"wall, {(found['http_cpu'] - found['direct_cpu']) * 1e3:.2f} ms CPU per request (target <= 3 ms)")
@@ -559,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{batcher.busy_s / batcher.calls * 1e3:.1f} ms wall per call; concurrent searches share one forward pass)")
     for front in _SEARCHES:
         print(f"search front: {front.embedded_ahead} queries embedded on the event loop before the route, "
-              f"{front.embedded_in_route} in the route; {front.threads or 'AnyIO'} search threads")
+              f"{front.embedded_in_route} in the route ({front.checked_first} after the route's checks ran first; "
+              f"{front.not_embedded} answered without a search); {front.threads or 'AnyIO'} search threads")
     for child in _CHILD:
         if child.requests:
             print(f"embedding process: {child.requests} calls (queries and adds), {child.child_busy_s / child.requests * 1e3:.1f} "
