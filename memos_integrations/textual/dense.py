@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendError
-from ..storage.caches import first_expiry, scope_speakers
+from ..storage.caches import SPEAKER_MAP_ROWS, first_expiry, held_speaker_map, scope_speakers
 from .index_defer import PendingOverlay
 
 if TYPE_CHECKING:
@@ -169,13 +169,31 @@ def speakers(mem: TextualMemory, flt: MemoryFilter, limit: int) -> frozenset[Any
         now = time.time()
         entry: Speakers | None = cache.derived.get(("speakers", limit, key))
         if entry is None or not entry.since <= now < entry.until:
-            values = scope_speakers(mem.store, flt, limit)
-            until = (first_expiry(mem.store, flt, now) if flt.current else None) or float("inf")
-            entry = Speakers(values, time.time(), until)
+            entry = _held_scope(mem, flt, limit)
+            if entry is None:
+                values = scope_speakers(mem.store, flt, limit)
+                until = (first_expiry(mem.store, flt, now) if flt.current else None) or float("inf")
+                entry = Speakers(values, time.time(), until)
             if len(cache.derived) >= MAX_HELD:
                 cache.derived.clear()
             cache.derived[("speakers", limit, key)] = entry
         return entry.values
+
+
+def _held_scope(mem: TextualMemory, flt: MemoryFilter, limit: int) -> Speakers | None:
+    """``flt``'s speakers from what this commit already holds: its candidates (every row of the scope)
+    and who said each row (:func:`~memos_integrations.storage.caches.held_speaker_map`), trusted as long as
+    the candidates are; None where either is not held, or a candidate has no non-empty string speaker (SQL
+    then says which value it holds: a number, an empty string, none). Saves the scope's scan for the
+    speakers and its bound (a tenth of a search right after a commit, issue 13); the same set as SQL's."""
+    speaker_of = held_speaker_map(mem.store, SPEAKER_MAP_ROWS)
+    held = candidates(mem, flt) if speaker_of is not None else None
+    if speaker_of is None or held is None or held.rids is None:
+        return None
+    said = set(map(speaker_of.get, held.rids))
+    if None in said:
+        return None
+    return Speakers(frozenset(said) if len(said) <= limit else None, held.since, held.until)
 
 
 def _key(flt: MemoryFilter) -> tuple[Any, ...] | None:
