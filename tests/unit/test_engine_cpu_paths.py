@@ -52,7 +52,12 @@ def test_a_search_right_after_a_commit_reads_no_scope_speakers(cube: Any, monkey
     for n, who in enumerate(["Ann", "Bob", "Ann", "Bob"]):
         cube.add(memory=f"note {n}: {who} put the kettle on the shelf", user_id="u1", metadata={"speaker": who})
     calls: list[Any] = []
-    monkeypatch.setattr(D, "scope_speakers", lambda *a: calls.append(a) or scope_speakers(*a))
+
+    def counted(*a: Any) -> Any:
+        calls.append(a)
+        return scope_speakers(*a)
+
+    monkeypatch.setattr(D, "scope_speakers", counted)
     with cube.text_mem.store.transaction():
         pass
     assert cube.search("Where did Ann put the kettle?", top_k=3)
@@ -123,7 +128,12 @@ def test_an_add_does_not_scan_every_row_for_the_held_maps(cube: Any) -> None:
     cube.add(memory="a new note", metadata={"speaker": "Bob"}, user_id="u1")
     reads: list[str] = []
     read = store.db.read
-    store.db.read = lambda sql, params=(): reads.append(sql) or read(sql, params)  # type: ignore[method-assign]
+
+    def counted(sql: str, params: Any = ()) -> Any:
+        reads.append(sql)
+        return read(sql, params)
+
+    store.db.read = counted  # type: ignore[method-assign]
     try:
         speaker_of, _, speakers = _maps(store)
     finally:
