@@ -452,6 +452,9 @@ class SQLStore(SideTables):
                 self._vectors.clear()
                 self._data_version = version
             cache = self._vectors
+            held = list(map(cache.row_of.get, rids))
+            if held and None not in held:  # every one held (a filter's candidates): one gather, no second pass
+                return list(rids), cache.matrix[np.array(held, dtype=np.int64)]
             missing = [r for r in rids if r not in cache.row_of]
             expected = len(rids) - len(missing)
             if missing:
