@@ -1,11 +1,13 @@
-"""Per-row maps a store holds, carried across its own commits by re-reading only the rows they wrote.
+"""Decoded rows and per-row maps a store holds, carried across its own commits (the rows it wrote read again).
 
 Why: the maps held with a store's decoded rows (:mod:`.caches`: who said each row, each row's event
 time, the cube's speakers) were read by one scan of every row after each commit, and a service where
 adds interleave with searches paid that scan on nearly every new search (issue 13: the speaker scan
 alone was a fifth of a search's engine CPU right after an add). A commit of this store changes only the
 rows its transactions wrote, so the maps of the previous commit are exact once those rows are read
-again; nothing else is.
+again; nothing else is. The decoded rows themselves (:class:`.caches.DecodedRows`) are carried the same
+way: those of the previous commit that it did not write stay trusted, so ranking reads no row again
+that it read before the commit.
 
 What this store wrote is known exactly: :meth:`~.sqlstore.SQLStore.write_items` names each row it
 upserts, and every other statement a transaction runs passes :class:`TrackedTx`, which gives up
@@ -74,12 +76,15 @@ def held_rows(store: Any) -> Iterator[DecodedRows | None]:
             return
         cache, token = store._decoded, (version, store._writes)
         if token != cache.token:
-            before, old = cache.token, cache.derived
+            before, old, rows = cache.token, cache.derived, cache.valid_rows
             changed, store._changed = store._changed, set()
             cache.valid(token)
-            if (lock is not None and changed is not None and len(changed) <= MAX_CARRIED and old
+            if (lock is not None and changed is not None and len(changed) <= MAX_CARRIED
                     and isinstance(before, tuple) and before[0] == version):
-                cache.derived.update(carry(store, old, changed))
+                # the rows decoded at the previous commit that this one did not write are current still
+                cache.valid_rows.update({rid: entry for rid, entry in rows.items() if rid not in changed})
+                if old:
+                    cache.derived.update(carry(store, old, changed))
         yield cache
 
 

@@ -141,3 +141,37 @@ def test_an_add_does_not_scan_every_row_for_the_held_maps(cube: Any) -> None:
     assert speakers == {"Ann", "Bob"} and len(speaker_of) == 6
     scans = [sql for sql in reads if "metadata" in sql]
     assert len(scans) == 2 and all("WHERE rid IN (?)" in sql for sql in scans), reads
+
+
+def test_rows_decoded_before_this_stores_commit_are_reused_unless_it_wrote_them(cube: Any) -> None:
+    """After an add, a row ranking read before it is served without a read; a row the commit wrote
+    (an update), one a raw statement in this store's transaction wrote, and one another connection wrote
+    are read again and show their new content."""
+    store = cube.text_mem.store
+    ids = [cube.add(memory=f"note {n}", metadata={"speaker": "Ann"}, user_id="u1")[0].id for n in range(3)]
+    rid_of = store.rid_ids(ids, MemoryFilter(states=None))
+    rids = [rid_of[i] for i in ids]
+    held = store.ranking_rows(rids)
+    cube.add(memory="another note", user_id="u1")
+    reads: list[str] = []
+    read = store.db.read
+
+    def counted(sql: str, params: Any = ()) -> Any:
+        reads.append(sql)
+        return read(sql, params)
+
+    store.db.read = counted  # type: ignore[method-assign]
+    try:
+        again = store.ranking_rows(rids)
+    finally:
+        del store.db.read
+    assert all(again[r] is held[r] for r in rids) and not [s for s in reads if "FROM items WHERE" in s]
+    cube.update(ids[0], text="note zero, rewritten")
+    assert store.ranking_rows(rids)[rids[0]].text == "note zero, rewritten"
+    with store.transaction() as tx:
+        tx.execute("UPDATE items SET text = 'raw' WHERE rid = ?", (rids[1],))
+    assert store.ranking_rows(rids)[rids[1]].text == "raw"
+    store.ranking_rows(rids)
+    with sqlite3.connect(store.path) as other:
+        other.execute("UPDATE items SET text = 'other' WHERE rid = ?", (rids[2],))
+    assert store.ranking_rows(rids)[rids[2]].text == "other"
