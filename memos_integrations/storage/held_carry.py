@@ -21,8 +21,9 @@ Every SQL expression here is the one :mod:`.caches` scans with, restricted to th
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..items import from_epoch, to_epoch
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
 #: rows written past which the maps are read whole again (a bulk import: one scan is cheaper)
 MAX_CARRIED = 256
 _WRITES = re.compile(r"^\s*(?!SELECT\b)", re.IGNORECASE)  # anything but a plain read may write
-_ITEMS = re.compile(r"\bitems\b", re.IGNORECASE)  # the items table (not items_fts)
+_ITEMS = re.compile(r"\b(items|vectors)\b", re.IGNORECASE)  # the tables held rows come from (not items_fts)
+#: how an entry of another module (by its type) is carried: (store, entry, rows written) -> the entry, or None
+CARRIERS: dict[type, Callable[[Any, Any, set[int]], Any]] = {}
 
 
 class TrackedTx:
@@ -95,6 +98,11 @@ def carry(store: Any, old: dict[Hashable, Any], changed: set[int]) -> dict[Hasha
     out: dict[Hashable, Any] = {}
     size = store.max_rid() if changed else None
     for key, value in old.items():
+        if type(value) in CARRIERS:
+            found = CARRIERS[type(value)](store, value, changed)
+            if found is not None:
+                out[key] = found
+            continue
         if not isinstance(key, tuple) or len(key) != 2 or not isinstance(value, dict):
             continue
         kind, max_rows = key
@@ -156,3 +164,23 @@ def _event_times(store: Any, rids: set[int]) -> dict[int, tuple[float | None, bo
         out.update({rid: (to_epoch(from_epoch(when)), kind is not None if raw is None else "refers_to" in json.loads(raw))
                     for rid, when, kind, raw in rows})
     return out
+
+
+def passing(store: Any, rids: set[int], flt: Any) -> list[int]:
+    """Which of ``rids`` pass ``flt`` now (a :class:`~memos_integrations.textual.filters.MemoryFilter`)."""
+    where, params = store.where(flt)
+    out: list[int] = []
+    for chunk in chunks(sorted(rids)):
+        out += [r[0] for r in store.db.read(
+            f"SELECT items.rid FROM items WHERE items.rid IN ({marks(len(chunk))}) AND {where}", [*chunk, *params])]
+    return out
+
+
+def first_expiry_among(store: Any, rids: set[int], flt: Any, after: float) -> float | None:
+    """:func:`.caches.first_expiry` over ``rids`` alone: the earliest ``valid_to`` after ``after`` among
+    them that ``flt`` passes when its current-truth condition is left out."""
+    where, params = store.where(replace(flt, current=False))
+    found = [r[0] for chunk in chunks(sorted(rids)) for r in store.db.read(
+        f"SELECT MIN(items.valid_to) FROM items WHERE items.rid IN ({marks(len(chunk))}) AND {where} "
+        "AND items.valid_to > ?", [*chunk, *params, after]) if r[0] is not None]
+    return float(min(found)) if found else None

@@ -63,7 +63,9 @@ _UPSERT_ITEM = (
     f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in COLUMNS[1:])}"
 )
 _USAGE = "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?"
-_KNOWN = frozenset({_UPSERT_ITEM, _USAGE})  # item writes that change no held map, or name their rows
+_PUT_VECTOR = "INSERT INTO vectors (rid, vector) VALUES (?, ?) ON CONFLICT (rid) DO UPDATE SET vector = excluded.vector"
+_DROP_VECTOR = "DELETE FROM vectors WHERE rid = ?"
+_KNOWN = frozenset({_UPSERT_ITEM, _USAGE, _PUT_VECTOR, _DROP_VECTOR})  # writes that name their rows or change nothing held
 _ORDERS = {
     "created_at": "items.created_at, items.rid",
     "event_time": "COALESCE(items.event_time, items.created_at), items.rid",
@@ -235,8 +237,9 @@ class SQLStore(SideTables):
 
     def _put_vector(self, tx: Tx, rid: int, vector: np.ndarray) -> None:
         self._vectors.drop([rid])
-        tx.execute("INSERT INTO vectors (rid, vector) VALUES (?, ?) ON CONFLICT (rid) DO UPDATE SET vector = excluded.vector",
-                   (rid, self.encode_vector(vector)))
+        if self._changed is not None:  # held candidates read its vector again (.held_carry)
+            self._changed.add(rid)
+        tx.execute(_PUT_VECTOR, (rid, self.encode_vector(vector)))
 
     def write_items(self, items: Sequence[MemoryItem], vectors: np.ndarray | None) -> None:
         """Insert or replace the current version of each item, record the version, index its text.
@@ -250,7 +253,7 @@ class SQLStore(SideTables):
                 tx.execute(_UPSERT_ITEM, item_values(item))
                 rid = self._rid(tx, item.id)
                 self._vectors.drop([rid])
-                if self._changed is not None:  # the held maps read this row again (.held_carry)
+                if self._changed is not None:  # held rows and maps read this row again (.held_carry)
                     self._changed.add(rid)
                 tx.execute(
                     "INSERT INTO versions (item_id, version, data, recorded_at) VALUES (?, ?, ?, ?) "
@@ -259,7 +262,7 @@ class SQLStore(SideTables):
                 )
                 self._unindex_text(tx, rid)
                 if item.state == Lifecycle.DELETED:
-                    tx.execute("DELETE FROM vectors WHERE rid = ?", (rid,))
+                    tx.execute(_DROP_VECTOR, (rid,))
                     tx.execute(_QUEUE, (VECTORS, item.id, "delete"))
                     continue
                 self._index_text(tx, rid, item.index_text)

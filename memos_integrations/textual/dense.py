@@ -24,6 +24,7 @@ else speaks, of them instead of SQL.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -35,6 +36,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..storage.caches import SPEAKER_MAP_ROWS, first_expiry, held_speaker_map, scope_speakers
+from ..storage.held_carry import CARRIERS, first_expiry_among, passing
 from .index_defer import PendingOverlay
 
 if TYPE_CHECKING:
@@ -52,13 +54,16 @@ _CHUNK = 50_000
 
 @dataclass(frozen=True)
 class Candidates:
-    """A filter's candidates as read at ``since``: row ids and their vectors (``rids`` None: more than the
-    exact-search maximum), trusted while nothing commits and the clock is in ``[since, until)``."""
+    """A filter's candidates as read at ``since``: row ids in row order and their vectors (``rids`` None:
+    more than ``cap``, the exact-search maximum), trusted while nothing commits and the clock is in
+    ``[since, until)``; ``flt`` (a copy of the filter) carries them across this store's own commits."""
 
     rids: list[int] | None
     matrix: np.ndarray | None
     since: float
     until: float
+    flt: MemoryFilter | None = None
+    cap: int = 0
 
 
 def dense(mem: TextualMemory, qvec: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[int, float]]:
@@ -69,8 +74,9 @@ def dense(mem: TextualMemory, qvec: np.ndarray, flt: MemoryFilter, k: int) -> li
     if held is None:
         found = mem.store.candidate_rids(flt, mem.exact_search_max + 1)
         if len(found) <= mem.exact_search_max:
-            # few candidates: score them exactly from the vectors SQLite keeps (no ANN recall loss)
-            return exact(mem, qvec, found, k)
+            # few candidates: score them exactly from the vectors SQLite keeps (no ANN recall loss), in
+            # row order as held candidates are (equal scores keep one order whatever SQL's plan)
+            return exact(mem, qvec, sorted(found), k)
     # many candidates: ANN with the filter part the index understands, then the exact filter in SQL.
     # The lifecycle condition goes to SQL first: it matches nearly every indexed item (deleted ones
     # are not indexed), and Chroma's metadata pre-filter on it cost 25x the search itself (54 ms
@@ -135,15 +141,47 @@ def candidates(mem: TextualMemory, flt: MemoryFilter) -> Candidates | None:
         many = len(found) > mem.exact_search_max
         if not many and len(found) > _CHUNK:  # scored in chunks (exact): not held
             return None
-        rids, matrix = (None, None) if many else store.vectors_for(found)
+        rids, matrix = (None, None) if many else store.vectors_for(sorted(found))
         # the rows of those that end first bound the entry: until then no row leaves the candidates
         until = (first_expiry(store, flt, start) if flt.current else None) or float("inf")
-        entry = Candidates(rids, matrix, time.time(), until)
+        entry = Candidates(rids, matrix, time.time(), until, copy.deepcopy(flt), mem.exact_search_max)
         rows = sum(len(e.rids or ()) for e in cache.derived.values() if isinstance(e, Candidates)) + len(rids or ())
         if len(cache.derived) >= MAX_HELD or rows > MAX_HELD_ROWS:
             cache.derived.clear()
         cache.derived[key] = entry
         return entry
+
+
+def _carried(store: Any, entry: Candidates, changed: set[int]) -> Candidates | None:
+    """``entry`` after this store's commit wrote the rows ``changed`` (:mod:`~memos_integrations.storage.held_carry`):
+    those rows read again (whether they pass the filter now, their vectors, when they end), the others kept;
+    what a fresh read gives, row for row. None where it cannot be carried (too many, expired, not held)."""
+    now = time.time()
+    if entry.rids is None or entry.flt is None or not entry.since <= now < entry.until:
+        return None
+    if not changed:
+        return entry
+    found = sorted(passing(store, changed, entry.flt))
+    until = entry.until
+    if entry.flt.current:
+        first = first_expiry_among(store, changed, entry.flt, now)
+        until = until if first is None else min(until, first)
+    present, fresh = store.vectors_for(found) if found else ([], None)
+    keep = [n for n, r in enumerate(entry.rids) if r not in changed]
+    rids = [entry.rids[n] for n in keep] + list(present)
+    if len(rids) > entry.cap or len(rids) > _CHUNK:
+        return None
+    assert entry.matrix is not None
+    matrix = entry.matrix if len(keep) == len(entry.rids) else entry.matrix[keep]
+    if present:
+        matrix = fresh if not keep else np.concatenate([matrix, fresh])
+        if keep and rids[len(keep) - 1] > present[0]:  # a row written in the middle: back into row order
+            order = np.argsort(np.asarray(rids), kind="stable")
+            rids, matrix = [rids[n] for n in order.tolist()], matrix[order]
+    return Candidates(rids, matrix, time.time(), until, entry.flt, entry.cap)
+
+
+CARRIERS[Candidates] = _carried
 
 
 @dataclass(frozen=True)

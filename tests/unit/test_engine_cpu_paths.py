@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from memos_integrations.items import Lifecycle
 from memos_integrations.storage.caches import (
     SPEAKER_MAP_ROWS,
     held_event_times,
@@ -175,3 +177,50 @@ def test_rows_decoded_before_this_stores_commit_are_reused_unless_it_wrote_them(
     with sqlite3.connect(store.path) as other:
         other.execute("UPDATE items SET text = 'other' WHERE rid = ?", (rids[2],))
     assert store.ranking_rows(rids)[rids[2]].text == "other"
+
+
+FILTERS = [MemoryFilter(), MemoryFilter(user_id="u1"), MemoryFilter(session_id=["s0", "s2"]),
+           MemoryFilter(tags_any=["t"]), MemoryFilter(states=None)]
+
+
+def _candidates(mem: Any) -> list[Any]:
+    out = []
+    for flt in FILTERS:
+        held = D.candidates(mem, flt)
+        assert held is not None and held.rids is not None
+        out.append((held.rids, held.matrix.tolist() if held.rids else [], held.until))
+    return out
+
+
+def test_candidates_carried_across_this_stores_writes_equal_a_fresh_read(cube: Any) -> None:
+    """Adds, an update in the middle of the rows, an archive, a delete, a memory moved to another user,
+    one that ends (valid_to), a new vector without a new row (put_vectors) and raw SQL: after each, every
+    filter's candidates carried from the previous commit are a fresh read's, row for row, vector for
+    vector (and end no later)."""
+    mem, store = cube.text_mem, cube.text_mem.store
+    ids = [cube.add(memory=f"note {n} about tea", user_id=f"u{n % 2}", session_id=f"s{n % 3}",
+                    tags=["t"] if n % 2 else [])[0].id for n in range(6)]
+    vec = store.vectors_by_id([ids[1]])[ids[1]]
+    steps = [
+        lambda: cube.add(memory="a new note", user_id="u1", session_id="s2", tags=["t"]),
+        lambda: cube.update(ids[2], text="note two, now about coffee", user_id="u1"),
+        lambda: cube.update(ids[3], state=Lifecycle.ARCHIVED),
+        lambda: cube.delete(ids[4]),
+        lambda: cube.update(ids[0], valid_to=datetime.now(timezone.utc) + timedelta(days=1)),
+        lambda: store.put_vectors({ids[1]: (store.get_items([ids[1]])[ids[1]].embed_text, -vec)}),
+        lambda: cube.update(ids[0], valid_to=datetime.now(timezone.utc) - timedelta(days=1)),
+    ]
+    for step in steps:
+        _candidates(mem)
+        step()
+        carried = _candidates(mem)
+        store._decoded.clear()
+        fresh = _candidates(mem)
+        assert [c[:2] for c in carried] == [f[:2] for f in fresh]
+        assert all(c[2] <= f[2] for c, f in zip(carried, fresh))
+    _candidates(mem)
+    with store.transaction() as tx:  # a write this store cannot name: read afresh
+        tx.execute("UPDATE vectors SET vector = ? WHERE rid = ?", (store.encode_vector(vec), store.rid_ids(ids[1:2], MemoryFilter())[ids[1]]))
+    carried = _candidates(mem)
+    store._decoded.clear()
+    assert carried == _candidates(mem)
