@@ -188,7 +188,7 @@ def _candidates(mem: Any) -> list[Any]:
     for flt in FILTERS:
         held = D.candidates(mem, flt)
         assert held is not None and held.rids is not None
-        out.append((held.rids, held.matrix.tolist() if held.rids else [], held.until))
+        out.append((held.rids, held.matrix.tolist() if held.rids and held.matrix is not None else [], held.until))
     return out
 
 
