@@ -85,7 +85,10 @@ def held_rows(store: Any) -> Iterator[DecodedRows | None]:
             if (lock is not None and changed is not None and len(changed) <= MAX_CARRIED
                     and isinstance(before, tuple) and before[0] == version):
                 # the rows decoded at the previous commit that this one did not write are current still
-                cache.valid_rows.update({rid: entry for rid, entry in rows.items() if rid not in changed})
+                held = cache.valid_rows
+                held.update(rows)
+                for rid in changed:
+                    held.pop(rid, None)
                 if old:
                     cache.derived.update(carry(store, old, changed))
         yield cache

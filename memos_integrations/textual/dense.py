@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -167,15 +168,27 @@ def _carried(store: Any, entry: Candidates, changed: set[int]) -> Candidates | N
         first = first_expiry_among(store, changed, entry.flt, now)
         until = until if first is None else min(until, first)
     present, fresh = store.vectors_for(found) if found else ([], None)
-    keep = [n for n, r in enumerate(entry.rids) if r not in changed]
-    rids = [entry.rids[n] for n in keep] + list(present)
+    old, matrix = entry.rids, entry.matrix
+    assert matrix is not None
+    at = {r: n for r in changed for n in [bisect_left(old, r)] if n < len(old) and old[n] == r}  # rows held
+    if at.keys() == set(present):  # the same rows (none, or rewritten in place): the same order
+        rows = [at[r] for r in present]
+        if rows and not np.array_equal(matrix[rows], fresh):  # a new vector: a copy with it
+            matrix = matrix.copy()
+            matrix[rows] = fresh
+        return Candidates(old, matrix, time.time(), until, entry.flt, entry.cap)
+    dropped = set(at.values())
+    keep = [n for n in range(len(old)) if n not in dropped]
+    rids = [old[n] for n in keep] + list(present)
     if len(rids) > entry.cap or len(rids) > _CHUNK:
         return None
-    assert entry.matrix is not None
-    matrix = entry.matrix if len(keep) == len(entry.rids) else entry.matrix[keep]
+    if not rids:
+        return Candidates([], np.zeros((0, 0), dtype=np.float32), time.time(), until, entry.flt, entry.cap)
+    if dropped:
+        matrix = matrix[keep]
     if present:
-        matrix = fresh if not keep else np.concatenate([matrix, fresh])
-        if keep and rids[len(keep) - 1] > present[0]:  # a row written in the middle: back into row order
+        matrix = np.concatenate([matrix, fresh]) if keep else fresh
+        if keep and old[keep[-1]] > present[0]:  # a row written in the middle: back into row order
             order = np.argsort(np.asarray(rids), kind="stable")
             rids, matrix = [rids[n] for n in order.tolist()], matrix[order]
     return Candidates(rids, matrix, time.time(), until, entry.flt, entry.cap)
