@@ -224,3 +224,18 @@ def test_candidates_carried_across_this_stores_writes_equal_a_fresh_read(cube: A
     carried = _candidates(mem)
     store._decoded.clear()
     assert carried == _candidates(mem)
+
+
+def test_keyword_terms_held_per_text_but_never_shared() -> None:
+    """The terms of a short text are split once; a caller changing its list changes no later answer,
+    and each limit and uniqueness is its own answer."""
+    from memos_integrations.textual import retrieve as R
+
+    first = R.keyword_terms("What did Caroline's sister paint, and paint again?")
+    assert first == ["caroline", "sister", "paint", "again"]
+    first.append("mallory")
+    assert R.keyword_terms("What did Caroline's sister paint, and paint again?") == ["caroline", "sister", "paint", "again"]
+    assert R.keyword_terms("What did Caroline's sister paint, and paint again?", 2) == ["caroline", "sister"]
+    assert R.keyword_terms("paint paint", unique=False) == ["paint", "paint"]
+    long = "kettle " * 500
+    assert R.keyword_terms(long, None, unique=False) == ["kettle"] * 500
