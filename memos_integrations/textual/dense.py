@@ -11,15 +11,19 @@ the cube (another connection, or this store's own write). The current-truth cond
 ``valid_to`` among the rows its filter passes (:func:`~memos_integrations.storage.caches.first_expiry`),
 and is never used by a clock that reads earlier than when it was filled.
 
-What is scored is unchanged: the same SQL gives the same candidates in the same order, and the same
-vectors, so results are identical to reading them each time. "Anything committed" is the store's
-``data_version``: SQLite's ``PRAGMA data_version`` plus this store's own transaction counter, and on
-PostgreSQL the server's current snapshot (``pg_current_snapshot()``, which any write commit on the
-server changes). A thread inside a write reads every time.
+What is scored is unchanged: the same candidates, in row order (held or not, whatever plan SQL
+chose: equal scores keep one order), and the same vectors, so results are identical to reading them
+each time. "Anything committed" is the store's ``data_version``: SQLite's ``PRAGMA data_version`` plus
+this store's own transaction counter, and on PostgreSQL the server's current snapshot
+(``pg_current_snapshot()``, which any write commit on the server changes). A thread inside a write
+reads every time. A commit of this store alone does not drop them: :mod:`~memos_integrations.storage.held_carry`
+reads again only the rows it wrote (whether they pass the filter now, their vectors, when they end) and
+keeps the rest (:func:`_carried`), so a search right after an add reads a row, not the scope.
 
 A filter's speakers (:func:`speakers`: the distinct ``metadata.speaker`` values of its rows) are held
 the same way, with the same bounds: the speaker legs ask whether anyone in scope says a name, or anyone
-else speaks, of them instead of SQL.
+else speaks, of them instead of SQL. Where every candidate has a non-empty string speaker they are
+read off the held candidates and who said each row (:func:`_held_scope`), without a scan.
 """
 
 from __future__ import annotations
