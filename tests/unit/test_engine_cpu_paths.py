@@ -239,3 +239,33 @@ def test_keyword_terms_held_per_text_but_never_shared() -> None:
     assert R.keyword_terms("paint paint", unique=False) == ["paint", "paint"]
     long = "kettle " * 500
     assert R.keyword_terms(long, None, unique=False) == ["kettle"] * 500
+
+
+def test_carried_rows_and_maps_hold_with_writes_and_searches_on_two_threads(cube: Any) -> None:
+    """One thread adds and updates while another searches (each search carries what the last commit
+    left); afterwards every held value equals a fresh read."""
+    import threading
+
+    mem, store = cube.text_mem, cube.text_mem.store
+    ids = [cube.add(memory=f"note {n} about tea", metadata={"speaker": "Ann"}, user_id="u1")[0].id for n in range(4)]
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for n in range(20):
+                cube.add(memory=f"more tea {n}", metadata={"speaker": ["Bob", "Cy"][n % 2]}, user_id=f"u{n % 2}")
+                cube.update(ids[n % 4], metadata={"speaker": ["Dee", "Ann"][n % 2]})
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while writer.is_alive():
+        cube.search("Who talked about tea?", top_k=3)
+    writer.join()
+    assert not errors, errors
+    carried = (_maps(store), _candidates(mem), store.ranking_rows(list(store.rid_ids(ids, MemoryFilter()).values())))
+    store._decoded.clear()
+    fresh = (_maps(store), _candidates(mem), store.ranking_rows(list(store.rid_ids(ids, MemoryFilter()).values())))
+    assert carried[:2] == fresh[:2]
+    assert {r: i.to_dict() for r, i in carried[2].items()} == {r: i.to_dict() for r, i in fresh[2].items()}
