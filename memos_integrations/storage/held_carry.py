@@ -9,13 +9,17 @@ again; nothing else is. The decoded rows themselves (:class:`.caches.DecodedRows
 way: those of the previous commit that it did not write stay trusted, so ranking reads no row again
 that it read before the commit.
 
-What this store wrote is known exactly: :meth:`~.sqlstore.SQLStore.write_items` names each row it
-upserts, and every other statement a transaction runs passes :class:`TrackedTx`, which gives up
-(``changed`` None: scan everything, as before) at any write to ``items`` it does not know. Carried
-only where nothing else can have committed (the database's ``data_version`` is the one the maps were
-read under) and one lock serialises reads and writes (SQLite's connection lock, under which a
-transaction also commits): elsewhere, and after another connection's commit, the maps are read afresh.
+What this store wrote is known exactly: :meth:`~.sqlstore.SQLStore.write_items` and ``_put_vector``
+name each row they write, and every other statement a transaction runs passes :class:`TrackedTx`, which
+gives up (``changed`` None: read everything, as before) at any write to ``items`` or ``vectors`` it does
+not know (raw SQL, a statement it cannot read). Carried only where nothing else can have committed (the
+database's ``data_version`` is the one the maps were read under) and one lock serialises reads and
+writes (SQLite's connection lock, under which a transaction also commits): elsewhere (PostgreSQL), and
+after another connection's commit, everything is read afresh. What bypasses :meth:`SQLStore.transaction`
+(the raw ``SQLiteStore.conn``) bypasses the write token too: held rows were never safe from it.
 Every SQL expression here is the one :mod:`.caches` scans with, restricted to the rows written.
+Other modules' held entries are carried by the function they register in :data:`CARRIERS` (a filter's
+dense candidates: :func:`memos_integrations.textual.dense._carried`); any other entry is read again.
 """
 
 from __future__ import annotations
@@ -41,24 +45,26 @@ CARRIERS: dict[type, Callable[[Any, Any, set[int]], Any]] = {}
 
 
 class TrackedTx:
-    """A transaction that tells its store when a statement may have written ``items`` rows it cannot
-    name (a write path other than :meth:`~.sqlstore.SQLStore.write_items`, raw SQL in a test): the
-    store's held maps are then read whole after this commit."""
+    """A transaction that tells its store when a statement may have written ``items`` or ``vectors``
+    rows it cannot name (a write path other than :meth:`~.sqlstore.SQLStore.write_items`, raw SQL in a
+    test): what the store holds is then read whole after this commit."""
 
     __slots__ = ("tx", "store", "known")
 
     def __init__(self, tx: Any, store: Any, known: frozenset[str]) -> None:
         self.tx, self.store, self.known = tx, store, known
 
-    def _check(self, sql: str) -> None:
-        if sql not in self.known and _ITEMS.search(sql) and _WRITES.match(sql):
-            self.store._changed = None
+    def _check(self, sql: Any) -> None:
+        if self.store._changed is None:
+            return
+        if not isinstance(sql, str) or (sql not in self.known and _ITEMS.search(sql) and _WRITES.match(sql)):
+            self.store._changed = None  # a composed statement (PostgreSQL) is not read: unknown too
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: Any, params: Sequence[Any] = ()) -> Any:
         self._check(sql)
         return self.tx.execute(sql, params)
 
-    def executemany(self, sql: str, rows: Any) -> Any:
+    def executemany(self, sql: Any, rows: Any) -> Any:
         self._check(sql)
         return self.tx.executemany(sql, rows)
 

@@ -269,3 +269,25 @@ def test_carried_rows_and_maps_hold_with_writes_and_searches_on_two_threads(cube
     fresh = (_maps(store), _candidates(mem), store.ranking_rows(list(store.rid_ids(ids, MemoryFilter()).values())))
     assert carried[:2] == fresh[:2]
     assert {r: i.to_dict() for r, i in carried[2].items()} == {r: i.to_dict() for r, i in fresh[2].items()}
+
+
+def test_tracked_transaction_gives_up_on_writes_it_cannot_name() -> None:
+    """Reads and known statements keep the written rows known; any other write to items or vectors, in
+    any case or spacing, and a statement that is not a string, make them unknown (everything read again)."""
+    from memos_integrations.storage.held_carry import TrackedTx
+
+    class Store:
+        _changed: set[int] | None = set()
+
+    class Tx:
+        def execute(self, sql: Any, params: Any = ()) -> None:
+            return None
+
+    for sql, known in [("SELECT rid FROM items WHERE id = ?", True), ("INSERT INTO items_fts VALUES (?)", True),
+                       ("DELETE FROM outbox WHERE item_id = ?", True), ("KNOWN items", True),
+                       ("  update ITEMS set text = ?", False), ("DELETE FROM vectors", False),
+                       ("WITH x AS (SELECT 1) UPDATE items SET text = ''", False), (object(), False)]:
+        store = Store()
+        store._changed = {1}
+        TrackedTx(Tx(), store, frozenset({"KNOWN items"})).execute(sql)
+        assert (store._changed is not None) == known, sql
