@@ -37,7 +37,8 @@ from memos_integrations.textual import retrieve as R
 
 NAMES = ("type_cos", "type_z", "tmpl_z", "maxsim_z", "head_maxsim_z", "novel", "novel_z", "speaker_rank",
          "static_maxsim_z", "maxsim", "event_time", "first_past", "asks", "narrates",
-         "prev_cos_z", "next_cos_z", "type_prev_z", "maxsim_content_z")
+         "prev_cos_z", "next_cos_z", "type_prev_z", "maxsim_content_z",
+         "qtok_mean_z", "qtok_max_z", "qhead_z", "ntok")
 
 _STOP_AFTER = frozenset(
     "is are was were does do did has have had will would can could should might may must".split())
@@ -218,6 +219,19 @@ def columns(wanted: Sequence[str], question: str, cands: Sequence[int], rows: An
                     if d == -1:
                         tprev[i] = float(unit[at[o]] @ hv)
         out["prev_cos_z"], out["next_cos_z"], out["type_prev_z"] = zscore(prev), zscore(nxt), zscore(tprev, bool(head))
+    if {"qtok_mean_z", "qtok_max_z", "qhead_z"} & set(wanted):
+        tk = tokens(embedder)
+        tk.prepare([question])
+        qv, qp = tk.get(question)
+        content = set(R.keyword_terms(question, None)) - names
+        qrows = _query_rows(qp, content)
+        hrows = _query_rows(qp, set(R.keyword_terms(head, None)) if head else set())
+        per = vecs @ qv.T  # each candidate's stored (pooled) vector against each query token
+        mean_q = qv[qrows].mean(axis=0) if qrows else np.zeros(qv.shape[1])
+        head_q = qv[hrows].mean(axis=0) if hrows else np.zeros(qv.shape[1])
+        out["qtok_mean_z"] = zscore(vecs @ (mean_q / max(float(np.linalg.norm(mean_q)), 1e-12)), bool(qrows))
+        out["qtok_max_z"] = zscore(per[:, qrows].max(axis=1) if qrows else np.zeros(n), bool(qrows))
+        out["qhead_z"] = zscore(vecs @ (head_q / max(float(np.linalg.norm(head_q)), 1e-12)), bool(hrows))
     if "static_maxsim_z" in wanted:
         tk = tokens(embedder)
         content = set(R.keyword_terms(question, None)) - names
@@ -229,7 +243,7 @@ def columns(wanted: Sequence[str], question: str, cands: Sequence[int], rows: An
                 cv, _ = tk.static(t)
                 st[i] = float((qv[qrows] @ cv.T).max(axis=1).mean()) if len(cv) else 0.0
         out["static_maxsim_z"] = zscore(st, bool(qrows))
-    if {"maxsim_z", "head_maxsim_z", "maxsim", "maxsim_content_z"} & set(wanted):
+    if {"maxsim_z", "head_maxsim_z", "maxsim", "maxsim_content_z", "ntok"} & set(wanted):
         tk = tokens(embedder)
         tk.prepare([question, *texts])
         qv, qp = tk.get(question)
@@ -237,11 +251,12 @@ def columns(wanted: Sequence[str], question: str, cands: Sequence[int], rows: An
         hwords = set(R.keyword_terms(head, None)) if head else set()
         qrows = _query_rows(qp, content)
         hrows = _query_rows(qp, hwords)
-        full, hs, cont = np.zeros(n), np.zeros(n), np.zeros(n)
+        full, hs, cont, ntok = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
         for i, t in enumerate(texts):
             if not t:
                 continue
             cv, cp = tk.get(t)
+            ntok[i] = np.log1p(len(cp)) / 5.0
             keep = _query_rows(cp, set(R.keyword_terms(t, None)) - names)
             if keep and qrows:  # the candidate's content words only (what storing ~10 vectors a turn would hold)
                 cont[i] = float((qv[qrows] @ cv[keep].T).max(axis=1).mean())
@@ -251,6 +266,7 @@ def columns(wanted: Sequence[str], question: str, cands: Sequence[int], rows: An
             hs[i] = float(best[hrows].mean()) if hrows else 0.0
         out["maxsim_z"] = zscore(full, bool(qrows))
         out["maxsim"] = full
+        out["ntok"] = ntok
         out["maxsim_content_z"] = zscore(cont, bool(qrows))
         out["head_maxsim_z"] = zscore(hs, bool(hrows))
     if {"novel", "novel_z", "speaker_rank"} & set(wanted):
