@@ -38,7 +38,7 @@ from memos_integrations.textual import retrieve as R
 NAMES = ("type_cos", "type_z", "tmpl_z", "maxsim_z", "head_maxsim_z", "novel", "novel_z", "speaker_rank",
          "static_maxsim_z", "maxsim", "event_time", "first_past", "asks", "narrates",
          "prev_cos_z", "next_cos_z", "type_prev_z", "maxsim_content_z",
-         "qtok_mean_z", "qtok_max_z", "qhead_z", "ntok")
+         "qtok_mean_z", "qtok_max_z", "qhead_z", "ntok", "prev_asks", "next_asks")
 
 _STOP_AFTER = frozenset(
     "is are was were does do did has have had will would can could should might may must".split())
@@ -232,6 +232,15 @@ def columns(wanted: Sequence[str], question: str, cands: Sequence[int], rows: An
         out["qtok_mean_z"] = zscore(vecs @ (mean_q / max(float(np.linalg.norm(mean_q)), 1e-12)), bool(qrows))
         out["qtok_max_z"] = zscore(per[:, qrows].max(axis=1) if qrows else np.zeros(n), bool(qrows))
         out["qhead_z"] = zscore(vecs @ (head_q / max(float(np.linalg.norm(head_q)), 1e-12)), bool(hrows))
+    if {"prev_asks", "next_asks"} & set(wanted):
+        nrows = store.ranking_rows(sorted({r + d for r in cands for d in (-1, 1)}))
+        for name, d in (("prev_asks", -1), ("next_asks", 1)):
+            col = np.zeros(n)
+            for i, r in enumerate(cands):
+                o, it = nrows.get(r + d), rows.get(r)
+                if o is not None and it is not None and o.session_id == it.session_id and it.session_id is not None:
+                    col[i] = 1.0 if "?" in o.text.split("[shares", 1)[0] else 0.0
+            out[name] = col
     if "static_maxsim_z" in wanted:
         tk = tokens(embedder)
         content = set(R.keyword_terms(question, None)) - names
