@@ -29,10 +29,8 @@ products of the features), ``--extra`` (neighbour, exact-cosine and query-covera
 ``--select`` (the first 10 chosen as a set: MMR on the stored vectors, one hit per 3-turn window, or a
 knapsack of the 400-word budget); of the ``--extra`` columns, ``next_fused`` became a module feature
 (``--drop next_fused`` gives the model before it).
-Sixth session, measured and not shipped: the columns of :mod:`benchmarks.fit_fusion_extra` (answer type,
-late interaction over MiniLM's contextual token vectors, coverage, narration, neighbours; ``--extra``,
-``--extra-list-only``), and the ``learned`` weights on ``deep`` / ``multihop``'s candidates (``--probe deep
---fit-on balanced``: fitted on balanced's candidates of the other conversations, scored on deep's).
+Sixth session, not shipped: :mod:`benchmarks.fit_fusion_extra`'s columns (``--extra``, ``--extra-list-only``)
+and ``learned``'s weights on deep's candidates (``--probe deep --fit-on balanced``, held out).
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
@@ -532,8 +530,8 @@ def main(argv: list[str] | None = None) -> None:
     qs = collect(args.cubes, args.organised, args.limit, probe)
     other: list[Question] = []  # --fit-on: the questions as another probe's candidates (weights fitted there)
     if args.fit_on:
-        other = collect(args.cubes, args.organised, args.limit,
-                        PROBES[args.fit_on].model_copy(update={"candidates": max(PROBES[args.fit_on].candidates, pool)}))
+        fit_probe = PROBES[args.fit_on]
+        other = collect(args.cubes, args.organised, args.limit, fit_probe.model_copy(update={"candidates": pool}))
     drop = [F.NAMES.index(n) for n in args.drop.split(",") if n]
     if (args.extra or args.crosses) and args.write:
         raise SystemExit("--write prints the module's features only: drop --extra / --crosses")
