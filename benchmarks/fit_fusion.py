@@ -29,6 +29,8 @@ products of the features), ``--extra`` (neighbour, exact-cosine and query-covera
 ``--select`` (the first 10 chosen as a set: MMR on the stored vectors, one hit per 3-turn window, or a
 knapsack of the 400-word budget); of the ``--extra`` columns, ``next_fused`` became a module feature
 (``--drop next_fused`` gives the model before it).
+Sixth session, not shipped: :mod:`benchmarks.fit_fusion_extra`'s columns (``--extra``, ``--extra-list-only``)
+and ``learned``'s weights on deep's candidates (``--probe deep --fit-on balanced``, held out).
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
@@ -53,14 +55,17 @@ from memos_integrations.prompting import format_memory
 from memos_integrations.textual import fusion_features as F
 from memos_integrations.textual import fusion_learned as FL
 from memos_integrations.textual.embed import MiniLMEmbedder
-from memos_integrations.textual.retrieve import BALANCED, SearchPlan
+from memos_integrations.textual.retrieve import BALANCED, DEEP, MULTIHOP, SearchPlan
 
+from . import fit_fusion_extra as XF
 from .bench_engine_cpu import open_cube
 from .bench_retrieval import BUDGET_WORDS, MAX_SOURCES
 from .common import locomo, table
 
 PROBE = BALANCED.model_copy(update={"name": "balanced-probe", "fusion": "learned"})
-PROBES = {"balanced": PROBE}
+PROBES = {"balanced": PROBE,  # --probe deep / multihop: those presets' candidates, re-scored (sixth session)
+          "deep": DEEP.model_copy(update={"name": "deep-probe", "fusion": "learned", "candidates": 100}),
+          "multihop": MULTIHOP.model_copy(update={"name": "multihop-probe", "fusion": "learned"})}
 
 
 @dataclass
@@ -80,7 +85,7 @@ class Question:
 
 def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan = PROBE) -> list[Question]:
     """Run ``plan`` (a plan with ``fusion="learned"``) on every question, keeping the re-scorer's inputs (the feature function wrapped)."""
-    seen: list[tuple[list[int], np.ndarray, list[int]]] = []
+    seen: list[tuple[list[int], np.ndarray, list[int], list[int]]] = []
     inner = F.features
 
     store = cube.text_mem.store
@@ -92,7 +97,7 @@ def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan 
         if PEERS:
             peers = F.peer_cosines(cands, order, *store.vectors_for(list(cands)))
         X = inner(query, cands, order, scores, scored, items, sessions, peers)
-        seen.append((list(cands), X.copy(), [r for r in order if r not in set(cands)]))
+        seen.append((list(cands), X.copy(), [r for r in order if r not in set(cands)], list(order)))
         return X
 
     out = []
@@ -104,7 +109,7 @@ def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan 
             seen.clear()
             cube.search(q["question"], top_k=20, plan=plan)
             evidence = {e.strip() for e in q["evidence"]}
-            cands, X, tail = seen[-1] if seen else ([], np.zeros((0, len(F.NAMES))), [])
+            cands, X, tail, fused = seen[-1] if seen else ([], np.zeros((0, len(F.NAMES))), [], [])
             rows = cube.text_mem.store.ranking_rows([*cands, *tail[:20]])
             sources = {r: (it.sources if len(it.sources) <= MAX_SOURCES else []) for r, it in rows.items()}
             words = {r: len(format_memory(it).split()) for r, it in rows.items()}
@@ -115,6 +120,13 @@ def record(cube: MemCube, conv: str, qa: list[dict[str, Any]], plan: SearchPlan 
                 vecs = unit_vectors(cands, *store.vectors_for(cands))
                 qvec = cube.text_mem.embedder.embed_query(q["question"])
                 X = np.hstack([X, extra_features(q["question"], cands, X, session, rows, vecs, qvec)])
+                more = XF.columns(EXTRA, q["question"], cands, rows, vecs, cube.text_mem.embedder, fused,
+                                  store, qvec)
+                if more:
+                    cols = np.stack([more[n] for n in EXTRA if n in more], axis=1)
+                    if EXTRA_LIST_ONLY and not F.asks_for_list(q["question"]):
+                        cols[:] = 0.0
+                    X = np.hstack([X, cols])
             out.append(Question(conv, q["category"], evidence, cands, X, y, tail[:20], sources, words, session, vecs))
     finally:
         F.features = inner  # type: ignore[assignment]
@@ -127,7 +139,8 @@ SPREAD = 0.0  # --spread: each hit already placed from a candidate's session low
 SPREAD_LIST = False  # --spread-list: only for list questions
 # Fifth session (issue 14, category 1), measured and not shipped (docs/organize.md):
 EXTRA: list[str] = []  # --extra: more feature columns (EXTRA_NAMES), appended after F.NAMES
-EXTRA_NAMES = ("prev_fused", "next_fused", "exact_cos", "nb_cos", "q_cover")
+EXTRA_NAMES = ("prev_fused", "next_fused", "exact_cos", "nb_cos", "q_cover", *XF.NAMES)
+EXTRA_LIST_ONLY = False  # --extra-list-only: fit_fusion_extra's columns are 0 for a question not asking for a list
 SELECT = ""  # --select: set-level choice of the first 10 (mmr:LAMBDA, knapsack:SHIFT, window:GAP)
 
 
@@ -156,7 +169,8 @@ def extra_features(question: str, cands: Sequence[int], X: np.ndarray, session: 
     speakers = {s for it in rows.values() if isinstance(s := it.metadata.get("speaker"), str) and s}
     names = {w for s in speakers for w in R.keyword_terms(s, None)}
     terms = set(R.keyword_terms(question, None)) - names
-    out = np.zeros((len(cands), len(EXTRA)))
+    mine = [n for n in EXTRA if n not in XF.NAMES]
+    out = np.zeros((len(cands), len(mine)))
     for i, r in enumerate(cands):
         nb = [at[n] for n in (r - 1, r + 1) if n in at and session[at[n]] == session[i] and session[i] is not None]
         text = rows[r].text if r in rows else ""
@@ -167,7 +181,7 @@ def extra_features(question: str, cands: Sequence[int], X: np.ndarray, session: 
             "nb_cos": max((float(cos[j]) for j in nb), default=0.0),
             "q_cover": len(terms & set(R.keyword_terms(text, None))) / max(len(terms), 1),
         }
-        out[i] = [values[n] for n in EXTRA]
+        out[i] = [values[n] for n in mine]
     return out
 
 
@@ -415,6 +429,23 @@ def nested(
     return scores_of(qs, held), chosen, held
 
 
+def cross_probe(qs: list[Question], train: list[Question], model: str,
+                grid: Sequence[float | str]) -> tuple[dict[str, float], list[float | str]]:
+    """Scores of ``qs`` by weights fitted on ``train`` (the same questions as another probe's candidates)
+    without the held-out conversation, L2 chosen on those (nested, as :func:`nested`)."""
+    held: list[np.ndarray | None] = [None] * len(qs)
+    chosen: list[float | str] = []
+    for c in sorted({q.conv for q in qs}):
+        rest = [q for q in train if q.conv != c]
+        best = max(grid, key=lambda l2: evaluate_loco(rest, model, l2))
+        chosen.append(best)
+        w = fit(rest, model, best)
+        for i, q in enumerate(qs):
+            if q.conv == c:
+                held[i] = q.X @ w
+    return scores_of(qs, held), chosen
+
+
 def evaluate_loco(qs: list[Question], model: str, l2: float | str) -> float:
     """Mean held-out recall (leave-one-conversation-out) of ``qs`` alone."""
     logits = held_out(qs, lambda train: fit(train, model, l2))
@@ -441,6 +472,8 @@ def collect(where: Path, organised: bool, limit: int | None, plan: SearchPlan = 
                 cube = MemCube.open(org, embedder=embedder)
         qs.extend(record(cube, conv["sample_id"], conv["qa"], plan))
         cube.close()
+    if XF._TOKENS:
+        XF._TOKENS[0].save()
     return qs
 
 
@@ -455,9 +488,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trees", default="30:2:0.3,100:2:0.1",
                     help="gbdt's grid (its --l2): comma-separated trees:depth:learning-rate")
     ap.add_argument("--extra", default="", help=f"more feature columns, comma-separated, of {list(EXTRA_NAMES)}")
+    ap.add_argument("--extra-list-only", action="store_true",
+                    help="fit_fusion_extra's --extra columns only for list questions (0 for the rest)")
     ap.add_argument("--crosses", action="store_true", help="pairwise products of the base features as columns")
     ap.add_argument("--select", default="", help="the first 10 chosen as a set: mmr:LAMBDA, window:GAP, knapsack:SHIFT")
     ap.add_argument("--nested", action="store_true", help="also choose L2 inside each fold (nested cross-validation)")
+    ap.add_argument("--fit-on", choices=sorted(PROBES), default=None,
+                    help="also score --probe's candidates by weights fitted on this probe's (held out by conversation, "
+                         "L2 chosen there): e.g. --probe deep --fit-on balanced is the learned preset's weights on deep")
     ap.add_argument("--list-window", type=int, default=F.LIST_WINDOW,
                     help="list questions: the fused order's and each leg's first N are candidates (legs widened to N)")
     ap.add_argument("--per-session", type=int, default=F.PER_SESSION,
@@ -479,7 +517,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="print the all-five weights of the first model, at its L2 of best held-out recall")
     args = ap.parse_args(argv)
     F.LIST_WINDOW, F.PER_SESSION = args.list_window, args.per_session
-    global SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS, EXTRA, SELECT
+    global SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS, EXTRA, SELECT, EXTRA_LIST_ONLY
+    EXTRA_LIST_ONLY = args.extra_list_only
     SPREAD, SPREAD_LIST, SESSION_FEATURES, PEERS = args.spread, args.spread_list, args.session_features, args.peers
     EXTRA, SELECT = [n for n in args.extra.split(",") if n], args.select
     if set(EXTRA) - set(EXTRA_NAMES):
@@ -489,10 +528,14 @@ def main(argv: list[str] | None = None) -> None:
     if pool != probe.candidates:
         probe = probe.model_copy(update={"candidates": pool})
     qs = collect(args.cubes, args.organised, args.limit, probe)
+    other: list[Question] = []  # --fit-on: the questions as another probe's candidates (weights fitted there)
+    if args.fit_on:
+        fit_probe = PROBES[args.fit_on]
+        other = collect(args.cubes, args.organised, args.limit, fit_probe.model_copy(update={"candidates": pool}))
     drop = [F.NAMES.index(n) for n in args.drop.split(",") if n]
     if (args.extra or args.crosses) and args.write:
         raise SystemExit("--write prints the module's features only: drop --extra / --crosses")
-    for q in qs:
+    for q in [*qs, *other]:
         q.X[:, drop] = 0.0
         if args.crosses:
             q.X = crosses(q.X)
@@ -526,6 +569,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"cat{c} {held[f'{c}:up']:.0f} / {held[f'{c}:down']:.0f}" for c in cats[1:]))
             if args.dump is not None:
                 args.dump.write_text(json.dumps([[q.conv, q.category, recall(q, lg)] for q, lg in zip(qs, logits)]))
+    if other:
+        for model in args.models.split(","):
+            held, chosen = cross_probe(qs, other, model, grid_of(model))
+            rows.append([f"{model} fitted on {args.fit_on}'s candidates, L2 per fold {chosen}", "nested held-out",
+                         *(held[c] for c in cats)])
     shipped = scores_of(qs, [shipped_logits(q, args.split_list) for q in qs])
     rows.append(["the module's rounded WEIGHTS / LIST_WEIGHTS", "in-sample", *(shipped[c] for c in cats)])
     n = {c: sum(1 for q in qs if str(q.category) == c or c == "all") for c in cats}
