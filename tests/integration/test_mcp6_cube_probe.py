@@ -97,21 +97,25 @@ TRANSPORTS = {"http": _over_http, "stdio-server": _in_memory}
 
 
 def _text(result: Any) -> str:
-    """A tool result's text, without the SDK's ``Error executing tool <name>: `` prefix."""
-    text = "\n".join(getattr(c, "text", "") for c in result.content)
-    return re.sub(r"^Error executing tool \w+: ", "", text)
+    return "\n".join(getattr(c, "text", "") for c in result.content)
 
 
-async def _tool(client: Client, name: str, args: dict[str, Any], hide: str) -> tuple[bool, str]:
+def _why(answer: tuple[Any, ...]) -> str:
+    """The message of a tool's or a resource's answer, without the SDK's ``Error executing tool <name>: ``."""
+    return re.sub(r"^Error executing tool \w+: ", "", answer[2])
+
+
+async def _tool(client: Client, name: str, args: dict[str, Any], hide: str) -> tuple[Any, ...]:
+    """The whole answer a client sees (error flag, text, structured content), ``hide`` masked."""
     result = await client.call_tool(name, args)
-    return result.is_error, _text(result).replace(hide, "<hidden>")
+    return "tool", result.is_error, _text(result).replace(hide, "<hidden>"), result.structured_content
 
 
-async def _resource(client: Client, uri: str, hide: str) -> tuple[str, ...]:
+async def _resource(client: Client, uri: str, hide: str) -> tuple[Any, ...]:
     try:
         await client.read_resource(uri)
-    except MCPError as exc:
-        return type(exc).__name__, str(exc).replace(hide, "<hidden>")
+    except MCPError as exc:  # the JSON-RPC error: its code, message and data
+        return type(exc).__name__, exc.code, exc.message.replace(hide, "<hidden>"), repr(exc.data).replace(hide, "<hidden>")
     return ("read",)
 
 
@@ -140,8 +144,8 @@ async def test_another_users_cube_answers_as_no_cube_on_every_tool_and_is_never_
             answers[cube] += [await _resource(client, f"memcube://cubes/{cube}/stats", cube),
                               await _resource(client, f"memcube://cubes/{cube}/memories/{memory}/history", cube)]
     assert answers["alice-c"] == answers["no-such-c"]  # the same error type and message, tool by tool
-    assert [a[0] for a in answers["alice-c"]] == [True] * 7 + ["MCPError"] * 2
-    assert {a[1] for a in answers["alice-c"]} == {
+    assert [a[:2] for a in answers["alice-c"]] == [("tool", True)] * 7 + [("MCPError", answers["alice-c"][7][1])] * 2
+    assert {_why(a) for a in answers["alice-c"]} == {
         "AccessDeniedError: no such cube, or you may not do this there; list the cubes you can reach with "
         "list_cubes, or ask the cube's owner to share it"}
     assert "alice-c" not in world.mos._cubes  # never opened for bob
@@ -167,7 +171,7 @@ async def test_another_users_memory_id_answers_as_no_such_memory(world: World, t
                     answers[memory].append(await _tool(client, name, {"memory_id": memory, **args, **where}, memory))
             answers[memory].append(await _resource(client, f"memcube://cubes/bob-c/memories/{memory}/history", memory))
     assert answers[theirs] == answers[nobodys]
-    assert all(a[0] is True and a[1].startswith("ItemNotFoundError") for a in answers[theirs][:8])
+    assert all(a[1] is True and _why(a).startswith("ItemNotFoundError") for a in answers[theirs][:8])
     assert "alice-c" not in world.mos._cubes
     assert world.mos.get("alice-c", theirs, user_id="alice").version == 1  # not forgotten, not changed
 
@@ -179,7 +183,7 @@ async def test_a_read_share_still_reads_and_a_write_there_is_mos_s_refusal_audit
         got = await client.call_tool("get_memory", {"memory_id": world.ids["alice"], "cube_id": "alice-c"})
         assert not got.is_error and got.structured_content["cube_id"] == "alice-c"
         refused = await client.call_tool("add_memory", {"text": "bob was here", "cube_id": "alice-c"})
-        assert refused.is_error and _text(refused).startswith("AccessDeniedError")
+        assert refused.is_error and "AccessDeniedError: no such cube" in _text(refused)
     assert [e["principal"] for e in world.mos.cube("alice-c", user_id="alice").audit_log(100) if not e["allowed"]] == [
         "bob"]
     assert _refusals(world) == []
