@@ -10,9 +10,12 @@ server definition, :func:`build_server`:
   every tool call resolves its user again from the request headers it carries.
 
 Access: every tool and resource calls MOS (or a MOS-issued :class:`~memos_integrations.mos_view.CubeView`)
-as the resolved user, so MOS decides and audits; nothing here re-implements an access rule. A cube that
-does not exist and a cube the user may not reach answer the same message, so a tool never reveals another
-user's cube.
+as the resolved user, so MOS decides and audits; nothing here re-implements an access rule. A ``cube_id``
+the user cannot reach at all is refused first, from the registry alone, by :func:`.reach.guard` (the REST
+routes' check): another user's cube is never opened nor written to, and it answers exactly as a cube that
+does not exist (same error, same message, same cost); the refusal is audited in MOS's own log
+(:meth:`MOS.audit_log`, ``GET /v1/audit?scope=mos``), which exists on stdio too, where there is no key
+store. A memory id is only looked up in cubes the user reaches, so another user's reads as unknown.
 
 Sync/async: the engine is synchronous; each tool runs its MOS call in a worker thread with
 :func:`memos_integrations.aio.in_thread`, so the event loop keeps serving other clients.
@@ -24,7 +27,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field
 
@@ -41,6 +44,7 @@ from ..items import MemoryItem
 from ..textual import cache_scope
 from .errors import RateLimitedError
 from .ids import MAX_NAME_CHARS, check_id
+from .reach import guard
 
 require("mcp", "server")
 
@@ -49,6 +53,8 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError  # noqa: E4
 from mcp.server.transport_security import TransportSecuritySettings  # noqa: E402
 from mcp.types import ToolAnnotations  # noqa: E402
 from starlette.types import Receive, Scope, Send  # noqa: E402
+
+T = TypeVar("T")
 
 #: ``resolve_user(headers)`` -> the user id a request acts as; raises a MemosError for a missing or bad key.
 #: stdio passes ``None`` for headers (the process's user is fixed on the command line).
@@ -142,8 +148,12 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
             check_id(session_id, "session_id", MAX_NAME_CHARS)  # the REST body's bound (models.Id)
             target = check_id(cube_id, "cube_id", MAX_NAME_CHARS) or default_cube(mos, user, create=True)
             extra = {"agent_id": agent} if agent is not None else {}  # an agent's key writes under its agent
-            items = mos.add(memory_content=text, mem_cube_id=target, user_id=user, session_id=session_id,
-                            tags=list(tags or ()), metadata=dict(metadata or {}), **extra)
+
+            def run() -> list[MemoryItem]:
+                return mos.add(memory_content=text, mem_cube_id=target, user_id=user, session_id=session_id,
+                               tags=list(tags or ()), metadata=dict(metadata or {}), **extra)
+
+            items = _in_cube(mos, user, cube_id, run) if cube_id else run()  # the default cube is the user's own
             return {"memories": [_item(i) for i in items]}
 
         return dict(await call(ctx, add, with_agent=True))
@@ -160,7 +170,11 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
             check_id(cube_id, "cube_id", MAX_NAME_CHARS)
             check_id(session_id, "session_id", MAX_NAME_CHARS)
             kw: dict[str, Any] = {"session_id": session_id} if session_id is not None else {}
-            found = mos.search(query, user_id=user, install_cube_ids=[cube_id] if cube_id else None, top_k=k, **kw)
+
+            def run() -> dict[str, Any]:
+                return mos.search(query, user_id=user, install_cube_ids=[cube_id] if cube_id else None, top_k=k, **kw)
+
+            found = _in_cube(mos, user, cube_id, run) if cube_id else run()
             hits = [(g["cube_id"], h) for g in found["text_mem"] for h in g["memories"]]
             hits.sort(key=lambda pair: -pair[1].score)
             return {"memories": [{**_item(h.item), "cube_id": c, "score": round(h.score, 6)} for c, h in hits[:k]]}
@@ -225,7 +239,11 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
                 raise InvalidInputError(
                     "this memory service does not take feedback yet; correct the memory with update_memory "
                     "or remove it with forget_memory instead")
-            result = handler(text, user_id=user, mem_cube_id=cube_id, session_id=session_id)
+
+            def run() -> Any:
+                return handler(text, user_id=user, mem_cube_id=cube_id, session_id=session_id)
+
+            result = _in_cube(mos, user, cube_id, run) if cube_id else run()
             if isinstance(result, list) and all(isinstance(i, MemoryItem) for i in result):
                 return {"memories": [_item(i) for i in result]}  # the memories the feedback changed
             return {"result": _jsonable(result)}
@@ -247,7 +265,8 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
                      description="Counts of a cube's memories by state and kind, versions, edges and users.")
     async def cube_stats(cube_id: str, ctx: Context) -> str:
         def stats(user: str) -> dict[str, Any]:
-            out = dict(mos.cube(check_id(cube_id, "cube_id", MAX_NAME_CHARS), user_id=user).stats())
+            check_id(cube_id, "cube_id", MAX_NAME_CHARS)
+            out = dict(_in_cube(mos, user, cube_id, lambda: mos.cube(cube_id, user_id=user).stats()))
             out.pop("path", None)  # the server's file layout is not the client's business
             return out
 
@@ -275,23 +294,31 @@ def _item(item: MemoryItem) -> dict[str, Any]:
 def _history(mos: Any, user: str, memory_id: str, cube_id: str | None) -> list[dict[str, Any]]:
     _bounded(memory_id, cube_id)
     found = cube_id or _locate(mos, user, memory_id, None)[0]
-    return [_item(v) for v in mos.cube(found, user_id=user).history(memory_id)]
+    return [_item(v) for v in _in_cube(mos, user, found, lambda: mos.cube(found, user_id=user).history(memory_id))]
 
 
 def _locate(mos: Any, user: str, memory_id: str, cube_id: str | None) -> tuple[str, MemoryItem]:
     """The cube holding ``memory_id`` (``cube_id``, else the first of the user's cubes that has it) and the item.
 
-    Every lookup is ``MOS.get`` as ``user``, so MOS checks (and audits) access for each cube.
+    Every lookup is ``MOS.get`` as ``user``, so MOS checks (and audits) access for each cube; a ``cube_id`` the
+    user cannot reach is refused before that (:func:`_in_cube`), and without one only the user's own cubes are
+    read, so another user's memory id answers as one that does not exist.
     """
     _bounded(memory_id, cube_id)
     if cube_id:
-        return cube_id, mos.get(cube_id, memory_id, user_id=user)
+        return cube_id, _in_cube(mos, user, cube_id, lambda: mos.get(cube_id, memory_id, user_id=user))
     for entry in mos.list_cubes(user):
         try:
             return entry["cube_id"], mos.get(entry["cube_id"], memory_id, user_id=user)
         except ItemNotFoundError:
             continue
     raise ItemNotFoundError(f"no memory {memory_id!r} in the cubes you can read; find ids with search_memory")
+
+
+def _in_cube(mos: Any, user: str, cube_id: str, call: Callable[[], T]) -> T:
+    """``call`` on ``cube_id`` through :func:`.reach.guard`: a cube ``user`` cannot reach is refused from the
+    registry, never opened, and audited in MOS's own log (the one log MCP has on stdio and over HTTP alike)."""
+    return guard(mos, user, cube_id, call, audit=mos._audit)
 
 
 def _bounded(memory_id: str, cube_id: str | None) -> None:
@@ -301,8 +328,9 @@ def _bounded(memory_id: str, cube_id: str | None) -> None:
 
 
 def _message(exc: MemosError) -> str:
-    """The text a client sees: the error class and what to do. A cube that does not exist and a cube the user
-    may not reach read alike, so no answer reveals whether another user's cube exists (MOS audits the denial)."""
+    """The text a client sees: the error class and what to do. A cube that does not exist, another user's cube
+    and a cube the user reaches with too little access read alike, so no answer reveals whether another user's
+    cube exists (the first two are audited in MOS's log by :func:`_in_cube`, the last by MOS in the cube)."""
     if isinstance(exc, (CubeNotFoundError, AccessDeniedError)):
         return ("AccessDeniedError: no such cube, or you may not do this there; list the cubes you can reach "
                 "with list_cubes, or ask the cube's owner to share it")

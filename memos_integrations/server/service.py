@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..access import deny, normalize_id
-from ..errors import AccessDeniedError, ConflictError, CubeNotFoundError, InvalidInputError, MemosError
+from ..errors import AccessDeniedError, ConflictError, InvalidInputError, MemosError
 from ..items import MemoryItem, SearchHit
 from ..mos import MOS, safe_name
 from ..mos_view import CubeView
 from ..storage.keys import KeyStore
 from .auth import Principal
+from .reach import guard
 
 T = TypeVar("T")
 
@@ -245,35 +246,12 @@ class Service:
     def guard(self, user: str, cube_id: str, call: Callable[[], T]) -> T:
         """Run a MOS call on ``cube_id``; a refusal on a cube the user cannot reach at all becomes "not found".
 
-        A cube the user cannot reach is refused before MOS touches it, from the registry alone, the same way
-        whether it is another user's or does not exist: MOS would open another user's cube (26 ms for a small
-        one not yet open, and its memory) and write the refusal into that cube's audit log (65 against 16 us
-        of CPU per refusal), which told a caller by timing which cube ids exist. The refusal is audited in the
-        key store's log (``GET /v1/audit?scope=keys``) for both.
+        :func:`.reach.guard` (shared with MCP): a cube the user cannot reach is refused before MOS touches it,
+        from the registry alone, the same way whether it is another user's or does not exist (MOS would open
+        the other user's cube and write into its audit log, which told a caller by timing which cube ids
+        exist). The refusal is audited in the key store's log (``GET /v1/audit?scope=keys``) for both.
         """
-        if self._reach(cube_id, user) is None:
-            self.keys.audit("open", user, cube_id, {"reason": "no cube this user can reach"}, allowed=False)
-            raise CubeNotFoundError(f"no cube {cube_id!r} that you can reach; GET /v1/cubes lists yours")
-        try:
-            return call()
-        except (AccessDeniedError, CubeNotFoundError) as exc:
-            try:
-                reach = self.mos.access_of(cube_id, user)
-            except CubeNotFoundError:
-                reach = None
-            if reach is None:
-                raise CubeNotFoundError(f"no cube {cube_id!r} that you can reach; GET /v1/cubes lists yours") from None
-            raise exc
-
-    def _reach(self, cube_id: str, user: str) -> str | None:
-        """The user's access to ``cube_id`` from the registry (None: none, or no such cube), with the same
-        registry reads either way (owner, share, role), so the two cannot be told apart by time."""
-        try:
-            return self.mos.access_of(cube_id, user)
-        except CubeNotFoundError:
-            self.mos._registry.share_of(cube_id, user)  # what access_of reads after the owner of a cube that exists
-            self.mos._role(user)
-            return None
+        return guard(self.mos, user, cube_id, call, audit=self.keys.audit)
 
     def default_cube(self, user: str, *, create: bool) -> str | None:
         found = default_cube(self.mos, user, create=False)

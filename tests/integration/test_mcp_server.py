@@ -137,8 +137,10 @@ async def test_stdio_server_with_the_real_client(tmp_path: Path, embedder: Any) 
         async with Client(stdio_client(params, errlog=errlog)) as client:
             await _exercise(client, ids)
     with MOS(tmp_path / "home", embedder=embedder) as mos:  # the server's writes are on disk, and audited
-        denials = [e for e in mos.cube("bobs", user_id="bob").audit_log() if not e["allowed"]]
-        assert any(e["principal"] == "alice" for e in denials)
+        mos.create_user("root", role="admin")  # MOS's log, where MCP audits a cube out of reach (bob's unopened)
+        denials = [e for e in mos.audit_log(user_id="root") if not e["allowed"] and e["principal"] == "alice"]
+        assert {e["target"] for e in denials} == {"bobs", "nosuch"}
+        assert not [e for e in mos.cube("bobs", user_id="bob").audit_log() if not e["allowed"]]
 
 
 def test_stdio_unknown_user_fails_before_serving(tmp_path: Path, embedder: Any) -> None:
@@ -209,7 +211,10 @@ async def test_http_server_with_the_real_client(http_server: tuple[str, dict[str
         assert mine.structured_content["cube_id"] == "bobs"
         theirs = await client.call_tool("get_memory", {"memory_id": ids["alice"], "cube_id": "notes"})
         assert theirs.is_error and "AccessDeniedError" in _text(theirs)
-    assert any(not e["allowed"] and e["principal"] == "bob" for e in mos.cube("notes", user_id="alice").audit_log())
+    mos.create_user("root", role="admin")  # MOS's log, where MCP audits a cube out of reach (alice's unopened)
+    assert any(not e["allowed"] and e["principal"] == "bob" and e["target"] == "notes"
+               for e in mos.audit_log(user_id="root"))
+    assert not [e for e in mos.cube("notes", user_id="alice").audit_log() if not e["allowed"]]
 
 
 async def test_http_refuses_missing_and_wrong_keys(http_server: tuple[str, dict[str, str], MOS]) -> None:
