@@ -22,8 +22,11 @@ rows and candidates held per cube, and the speakers' name vectors, are warmed by
 per cube; per-row-text caches start cold). Thread CPU per search, p50/p95/mean. ``--save``
 writes every hit (id, score repr, leg ranks) per question; ``--compare`` checks a run against such a
 file (byte-identical results before vs after an engine change). ``--novel --profile search`` profiles
-those searches (cProfile, by tottime). ``--novel --cold``: each search follows a commit to its cube (an
-empty write transaction), as in a service where adds interleave with searches: nothing held is warm.
+those searches (cProfile, by tottime). ``--novel --cold``: each search follows a commit to its cube, as in a
+service where adds interleave with searches: one row of the cube (a different one each time) written again
+through ``write_items`` as it stands, so the commit writes a row as an add's does but no hit can move;
+``--cold empty``: an empty write transaction instead (what this flag meant before the held maps were carried
+across a store's own commits, :mod:`memos_integrations.storage.held_carry`).
 
     OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.bench_engine_cpu --novel --cube /tmp/engine_cpu_cube \
         --convs 0,1,2,3,4 --save /tmp/novel_hits.json      # then, after a change: --compare /tmp/novel_hits.json
@@ -47,6 +50,7 @@ from typing import Any
 from memos_integrations import MemCube
 from memos_integrations.textual.embed import MiniLMEmbedder
 from memos_integrations.textual.expand import name_vector
+from memos_integrations.textual.filters import MemoryFilter
 from memos_integrations.textual.read import FastReader
 from memos_integrations.textual.retrieve import BALANCED, DEEP, MULTIHOP
 from memos_integrations.textual.shape_legs import names_time
@@ -122,10 +126,11 @@ def search_counts(cube: MemCube, qs: list[str]) -> dict[str, tuple[float, float,
 
 
 def novel(where: Path, embedder: Any, convs: list[int], prof: cProfile.Profile | None = None,
-          cold: bool = False) -> tuple[list[float], dict[str, Any]]:
+          cold: str | None = None) -> tuple[list[float], dict[str, Any]]:
     """Thread CPU ms of each novel search (every question of ``convs`` once, balanced) and every hit;
-    ``cold``: each search follows a commit to its cube (an empty write transaction, as an add would), so
-    nothing held per commit (decoded rows, candidates, speaker and time maps) is warm."""
+    ``cold``: each search follows a commit to its cube ("write": one row written again as it stands, as
+    an add's commit writes a row; "empty": an empty write transaction), so nothing held per commit (decoded
+    rows, candidates) is warm and the held maps are what one written row leaves of them."""
     data = locomo()
     cubes = {c: open_cube(where, embedder, data[c]) for c in convs}
     asks = {c: questions(data[c], 10_000) for c in convs}
@@ -134,6 +139,7 @@ def novel(where: Path, embedder: Any, convs: list[int], prof: cProfile.Profile |
         cube.search("what happened at the start of everything", top_k=10, plan=BALANCED)  # held rows, candidates
         for who in ("speaker_a", "speaker_b"):  # a speaker's name is embedded once per cube: not per search
             name_vector(cube.text_mem, data[c]["conversation"][who])
+    rows = {c: cube.text_mem.store.candidate_rids(MemoryFilter(), -1) for c, cube in cubes.items()}
     cpu: list[float] = []
     hits: dict[str, Any] = {}
     for n in range(max(len(v) for v in asks.values())):
@@ -142,8 +148,13 @@ def novel(where: Path, embedder: Any, convs: list[int], prof: cProfile.Profile |
                 continue
             q = asks[c][n]
             if cold:
-                with cube.text_mem.store.transaction():
-                    pass
+                store = cube.text_mem.store
+                if cold == "empty":
+                    with store.transaction():
+                        pass
+                else:  # an add's commit: one row written (as it stands, so no hit moves)
+                    rid = rows[c][n % len(rows[c])]
+                    store.write_items([store.get_by_rid([rid])[rid]], None)
             if prof is not None:
                 prof.enable()
             start = time.thread_time()
@@ -182,7 +193,7 @@ def novel_main(args: argparse.Namespace, embedder: Any) -> None:
     others = [c for c, key in zip(cpu, hits) if not names_time(key.split(":", 2)[2])]
     slow = sorted(zip(cpu, hits), reverse=True)[: max(1, len(cpu) // 20)]
     share = sum(names_time(key.split(":", 2)[2]) for _, key in slow) / len(slow)
-    print(f"novel searches (balanced{', each after a commit' if args.cold else ''}): convs {convs}, {len(cpu)} questions once each ({len(timed)} time questions); "
+    print(f"novel searches (balanced{f', each after a commit ({args.cold})' if args.cold else ''}): convs {convs}, {len(cpu)} questions once each ({len(timed)} time questions); "
           f"load average {os.getloadavg()[0]:.2f}")
     rows = [[name, _pct(v, 50), _pct(v, 95), statistics.mean(v)] for name, v in
             (("all", cpu), ("time questions", timed), ("other questions", others)) if v]
@@ -236,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", choices=["search", "add"], default=None)
     ap.add_argument("--novel", action="store_true", help="every question of --convs once (balanced)")
     ap.add_argument("--convs", default="0,1,2", help="--novel: which LoCoMo dev conversations")
-    ap.add_argument("--cold", action="store_true", help="--novel: each search follows a commit (nothing held is warm)")
+    ap.add_argument("--cold", nargs="?", const="write", choices=["write", "empty"], default=None,
+                    help="--novel: each search follows a commit that writes one row ('write', the default) or nothing ('empty')")
     ap.add_argument("--save", type=Path, default=None, help="--novel: write every hit to this JSON file")
     ap.add_argument("--compare", type=Path, default=None, help="--novel: check the hits against a --save file")
     args = ap.parse_args(argv)

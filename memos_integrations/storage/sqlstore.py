@@ -33,7 +33,7 @@ import json
 import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +44,7 @@ from ..items import Kind, Lifecycle, MemoryItem, from_epoch, to_epoch, utcnow
 from ..textual.filters import MemoryFilter
 from .caches import DecodedRows, VectorCache
 from .filter_sql import FilterDialect, compile_filter
+from .held_carry import TrackedTx, held_rows
 from .migrations import Step, migrate
 from .sql import Database, Tx, chunks, marks
 from .sqlstore_aux import _QUEUE as _QUEUE
@@ -61,6 +62,10 @@ _UPSERT_ITEM = (
     f"INSERT INTO items ({', '.join(COLUMNS)}) VALUES ({marks(len(COLUMNS))}) "
     f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in COLUMNS[1:])}"
 )
+_USAGE = "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?"
+_PUT_VECTOR = "INSERT INTO vectors (rid, vector) VALUES (?, ?) ON CONFLICT (rid) DO UPDATE SET vector = excluded.vector"
+_DROP_VECTOR = "DELETE FROM vectors WHERE rid = ?"
+_KNOWN = frozenset({_UPSERT_ITEM, _USAGE, _PUT_VECTOR, _DROP_VECTOR})  # writes that name their rows or change nothing held
 _ORDERS = {
     "created_at": "items.created_at, items.rid",
     "event_time": "COALESCE(items.event_time, items.created_at), items.rid",
@@ -131,6 +136,7 @@ class SQLStore(SideTables):
         self._in_tx = threading.local()  # .depth: this thread's open transactions
         self._usage_writer: int | None = None  # the thread writing usage counts (see flush_usage)
         self._data_version: Hashable | None = None
+        self._changed: set[int] | None = set()  # rows written since the held maps were read (None: unknown)
         # search hits are counted in memory and written in batches: a write per search would cost
         # more than the search (a crash loses at most a few usage counts, never a memory)
         self._usage: dict[str, tuple[int, float]] = {}
@@ -159,7 +165,7 @@ class SQLStore(SideTables):
         with self.db.transaction() as tx:
             self._in_tx.depth = getattr(self._in_tx, "depth", 0) + 1
             try:
-                yield tx
+                yield TrackedTx(tx, self, _KNOWN)  # type: ignore[misc]
             finally:  # before COMMIT, under SQLite's connection lock: rows ranking holds are stale now
                 self._in_tx.depth -= 1
                 if self._usage_writer != threading.get_ident():  # usage counts are not decoded columns
@@ -231,8 +237,9 @@ class SQLStore(SideTables):
 
     def _put_vector(self, tx: Tx, rid: int, vector: np.ndarray) -> None:
         self._vectors.drop([rid])
-        tx.execute("INSERT INTO vectors (rid, vector) VALUES (?, ?) ON CONFLICT (rid) DO UPDATE SET vector = excluded.vector",
-                   (rid, self.encode_vector(vector)))
+        if self._changed is not None:  # held candidates read its vector again (.held_carry)
+            self._changed.add(rid)
+        tx.execute(_PUT_VECTOR, (rid, self.encode_vector(vector)))
 
     def write_items(self, items: Sequence[MemoryItem], vectors: np.ndarray | None) -> None:
         """Insert or replace the current version of each item, record the version, index its text.
@@ -246,6 +253,8 @@ class SQLStore(SideTables):
                 tx.execute(_UPSERT_ITEM, item_values(item))
                 rid = self._rid(tx, item.id)
                 self._vectors.drop([rid])
+                if self._changed is not None:  # held rows and maps read this row again (.held_carry)
+                    self._changed.add(rid)
                 tx.execute(
                     "INSERT INTO versions (item_id, version, data, recorded_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (item_id, version) DO UPDATE SET data = excluded.data, recorded_at = excluded.recorded_at",
@@ -253,7 +262,7 @@ class SQLStore(SideTables):
                 )
                 self._unindex_text(tx, rid)
                 if item.state == Lifecycle.DELETED:
-                    tx.execute("DELETE FROM vectors WHERE rid = ?", (rid,))
+                    tx.execute(_DROP_VECTOR, (rid,))
                     tx.execute(_QUEUE, (VECTORS, item.id, "delete"))
                     continue
                 self._index_text(tx, rid, item.index_text)
@@ -306,15 +315,7 @@ class SQLStore(SideTables):
                 out.update({row[0]: self._decoded.item(row[0], row[1:]) for row in rows})
             return out
 
-    @contextmanager
-    def _held(self) -> Iterator[DecodedRows | None]:
-        """:attr:`_decoded`, all of it current while this is open: nothing committed since it was read
-        (:meth:`data_version`: other connections; :attr:`_writes`: this store). None where that cannot
-        be known, or this thread is inside a write (it must see its own uncommitted rows)."""
-        version = self.data_version()  # read before the rows: a commit after it only makes them newer
-        with self._cache_lock() if version is not None else nullcontext():  # SQLite: the connection lock
-            inside = version is None or getattr(self._in_tx, "depth", 0) > 0
-            yield None if inside else self._decoded.valid((version, self._writes))
+    _held = contextmanager(held_rows)  # _decoded, all current while open; maps carried over own commits
 
     def list_items(
         self, flt: MemoryFilter, limit: int | None = None, offset: int = 0, order: str = "created_at"
@@ -454,6 +455,9 @@ class SQLStore(SideTables):
                 self._vectors.clear()
                 self._data_version = version
             cache = self._vectors
+            held = list(map(cache.row_of.get, rids))
+            if held and None not in held:  # every one held (a filter's candidates): one gather, no second pass
+                return list(rids), cache.matrix[np.array(held, dtype=np.int64)]
             missing = [r for r in rids if r not in cache.row_of]
             expected = len(rids) - len(missing)
             if missing:
@@ -518,10 +522,7 @@ class SQLStore(SideTables):
             self._usage_writer = threading.get_ident()
             try:
                 with self.transaction() as tx:
-                    tx.executemany(
-                        "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?",
-                        [(n, at, i) for i, (n, at) in pending.items()],
-                    )
+                    tx.executemany(_USAGE, [(n, at, i) for i, (n, at) in pending.items()])
             finally:
                 self._usage_writer = None
 

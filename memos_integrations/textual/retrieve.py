@@ -229,7 +229,24 @@ _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9']*")
 
 def keyword_terms(text: str, limit: int | None = 32, *, unique: bool = True) -> list[str]:
     """The query's content words, lower-cased, without stop words or possessives, first ``limit``
-    (None: all; ``unique=False`` keeps repeats, for counting how often the query uses a word)."""
+    (None: all; ``unique=False`` keeps repeats, for counting how often the query uses a word).
+
+    A search asks this of the same short texts ~9 times (its legs, boosts and speaker checks): those
+    are split once (a new list each call; issue 13)."""
+    if len(text) <= _HELD_TERMS_CHARS:
+        return list(_held_terms(text, limit, unique))
+    return _terms(text, limit, unique)
+
+
+_HELD_TERMS_CHARS = 1000  # held texts at most this long: 4096 of them are a few MB at most
+
+
+@functools.lru_cache(maxsize=4096)
+def _held_terms(text: str, limit: int | None, unique: bool) -> tuple[str, ...]:
+    return tuple(_terms(text, limit, unique))
+
+
+def _terms(text: str, limit: int | None, unique: bool) -> list[str]:
     words: list[str] = []
     seen: set[str] = set()
     for w in _WORD.findall(text.lower()):
