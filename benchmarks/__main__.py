@@ -19,6 +19,7 @@ BENCHES = [
     ("core: what the trust guarantees cost", ["-m", "benchmarks.bench_guarantees"]),
     ("storage: SQLite vs PostgreSQL cube, writers, scale", ["-m", "benchmarks.bench_postgres"]),
     ("service: REST under load", ["-m", "benchmarks.bench_service"]),
+    ("service: CPU per request of the rate limit and the access log", ["-m", "benchmarks.bench_service_costs"]),
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),
     ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
     ("tool memory: recording overhead per tool call", ["-m", "benchmarks.bench_toolmem"]),

@@ -184,6 +184,47 @@ def _split_cpu(before: dict[int, tuple[str, float]], process_s: float, child_s: 
     return out
 
 
+def _stages_start(mos: Any) -> dict[str, Any]:
+    """Start recording where each search's wall time goes (search_front / batching timings; in-process server)."""
+    batcher = getattr(mos.embedder, "batcher", None)
+    for front in _SEARCHES:
+        front.timings = []
+    if batcher is not None:
+        batcher.timings = []
+    return {"child": [(c.requests, c.child_busy_s) for c in _CHILD],
+            "calls": (batcher.calls, batcher.busy_s) if batcher is not None else (0, 0.0)}
+
+
+def _stages(label: str, mos: Any, before: dict[str, Any]) -> str:
+    """One line: each stage of a search embedded ahead, p50 / p95 ms (stages are each their own percentiles)."""
+    batcher = getattr(mos.embedder, "batcher", None)
+    rows = [t for front in _SEARCHES for t in (front.timings or [])]
+    for front in _SEARCHES:
+        front.timings = None
+    if not rows:
+        return f"  {label}: no search embedded ahead"
+
+    def cell(values: list[float]) -> str:
+        return f"{pct(values, 50) * 1e3:.2f} / {pct(values, 95) * 1e3:.2f}"
+
+    names = ("key", "checks first", "embedding", "to a search thread", "route", "back on the loop")
+    parts = [f"{name} {cell([r[i] for r in rows])}" for i, name in enumerate(names)]
+    parts.append(f"total {cell([sum(r) for r in rows])}")
+    line = f"  {label} ({len(rows)} searches): " + ", ".join(parts)
+    if batcher is not None and batcher.timings:
+        emb = batcher.timings
+        batcher.timings = None
+        calls = batcher.calls - before["calls"][0]
+        per_call = (batcher.busy_s - before["calls"][1]) / calls * 1e3 if calls else 0.0
+        line += (f"\n    embedding: queued {cell([e[0] for e in emb])}, in its call {cell([e[1] for e in emb])}, "
+                 f"until its coroutine ran {cell([e[2] for e in emb])}; {calls} calls, "
+                 f"{per_call:.2f} ms wall per call")
+        for (requests, busy), child in zip(before["child"], _CHILD, strict=True):
+            if child.requests > requests:
+                line += f", {(child.child_busy_s - busy) / (child.requests - requests) * 1e3:.2f} ms of it computing in the child"
+    return line
+
+
 def _run_load(plan: Path, kind: str, *, rate: float = 0, duration: float = 0, count: int = 0,
               server_here: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_service", "--load", "--plan", str(plan), "--kind", kind,
@@ -503,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[list[Any]] = []
     splits: list[str] = []
+    stages: list[str] = []  # where a search's wall time goes, by run (in-process server)
     base_p95 = None
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         found = _overhead(mos, users, plan, args.overhead_n, args.overhead_repeats, rows)
@@ -518,9 +560,11 @@ def main(argv: list[str] | None = None) -> int:
         base_p95 = unloaded["p95"]
         rows.append(_row("search, HTTP (1 at a time: the unloaded p95)", "-", unloaded))
         cold()
+        marks = _stages_start(mos)
         target_search = _run_load(plan, "search", server_here=not args.workers, rate=args.search_rate, duration=args.duration)
         rows.append(_row(f"search at {args.search_rate:g}/s", f"{args.duration:g}", target_search))
         splits.append(_split(f"search at {args.search_rate:g}/s", target_search))
+        stages.append(_stages(f"search at {args.search_rate:g}/s", mos, marks))
         target_add = _run_load(plan, "add", server_here=not args.workers, rate=args.add_rate, duration=args.duration)
         rows.append(_row(f"add (fast) at {args.add_rate:g}/s", f"{args.duration:g}", target_add))
         splits.append(_split(f"add (fast) at {args.add_rate:g}/s", target_add))
@@ -528,8 +572,10 @@ def main(argv: list[str] | None = None) -> int:
         doubled = None
         for rate in [float(r) for r in args.sweep.split(",") if r]:
             cold()
+            marks = _stages_start(mos)
             res = _run_load(plan, "search", server_here=not args.workers, rate=rate, duration=args.sweep_duration)
             rows.append(_row(f"sweep: search at {rate:g}/s", f"{args.sweep_duration:g}", res))
+            stages.append(_stages(f"sweep: search at {rate:g}/s", mos, marks))
             if res["p95"] >= 2 * base_p95:
                 doubled = rate
                 break
@@ -540,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\nserver CPU per request by thread, ms (event loop: HTTP, routing, the hop to a thread; route threads: "
               "access checks, the engine, JSON; batchers and child: the embeddings):")
         print("\n".join(splits))
+    if any(stages) and not args.workers:
+        print("\nwhere a search's wall time goes (searches embedded ahead; each stage its own p50 / p95, ms): the key "
+              "(and rate token), the route's checks first (search_front.two_step), the query embedding (awaited on the "
+              "loop), the wait for a search thread, the route on it, the answer back on the loop:")
+        print("\n".join(stages))
     if args.only in ("all", "overhead") and not args.workers:  # CPU is counted in this process: in-process server only
         print(f"\nservice overhead (HTTP + auth + JSON), p50: {(found['http_p50'] - found['direct_p50']) * 1e3:.2f} ms "
               f"wall, {(found['http_cpu'] - found['direct_cpu']) * 1e3:.2f} ms CPU per request (target <= 3 ms)")
@@ -559,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{batcher.busy_s / batcher.calls * 1e3:.1f} ms wall per call; concurrent searches share one forward pass)")
     for front in _SEARCHES:
         print(f"search front: {front.embedded_ahead} queries embedded on the event loop before the route, "
-              f"{front.embedded_in_route} in the route; {front.threads or 'AnyIO'} search threads")
+              f"{front.embedded_in_route} in the route ({front.checked_first} after the route's checks ran first; "
+              f"{front.not_embedded} answered without a search); {front.threads or 'AnyIO'} search threads")
     for child in _CHILD:
         if child.requests:
             print(f"embedding process: {child.requests} calls (queries and adds), {child.child_busy_s / child.requests * 1e3:.1f} "

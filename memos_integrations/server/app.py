@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from ..errors import BackendError, InvalidInputError, ItemNotFoundError, MemosError
@@ -31,13 +31,14 @@ from ..storage.rate_limits import RateBuckets
 from ..textual import cache_scope
 from ..textual.index_defer import defer_writes
 from . import errors, fastpath, idempotent, models
+from .access_log import AccessLogMiddleware, take_over_uvicorn
 from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
 from .ids import check_path_ids
 from .json_body import StrictJSONRoute
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
-from .search_front import SEARCH_THREADS, SearchFront
+from .search_front import SEARCH_THREADS, Prepared, SearchFront, two_step
 from .service import Service, hit_json, item_json
 from .slow_clients import SlowBodyMiddleware
 
@@ -67,7 +68,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
     limits = limits or Limits()
     service = Service(mos, keys, cube_config=cube_config, shared=shared)
     buckets = RateBuckets(keys.db) if limits.rate > 0 else None  # in the home's mos.db: one limit for every worker
-    authenticator = Authenticator(keys, RateLimiter(limits.rate, limits.burst, buckets), cache_seconds=limits.key_cache_seconds)
+    limiter = RateLimiter(limits.rate, limits.burst, buckets, lease=limits.lease)  # a mos.db write per lease, not per request
+    authenticator = Authenticator(keys, limiter, cache_seconds=limits.key_cache_seconds)
     app = FastAPI(
         title="memos-integrations memory service",
         version="1",
@@ -132,30 +134,45 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
         mem = service.mos._cube(view.cube_id).text_mem
         return ok(idempotent.add_once(mem, user, agent, idempotency_key, body, add), 201)
 
-    def _search(who: Principal, q: models.SearchIn) -> dict[str, Any]:
+    def _search(who: Principal, q: models.SearchIn) -> Prepared:
+        """The search routes in two steps (search_front.two_step): every refusal first, the search in ``answer``."""
         if q.k > limits.max_k:
             raise InvalidInputError(f"k may be at most {limits.max_k}; page through results with a narrower query")
         user = service.actor(who, q.user_id)
-        view = service.view(user, q.cube_id, "read")
+        view = service.view(user, q.cube_id, "read")  # another user's cube and no such cube: one refusal, one path
         if view is None:
-            return {"hits": []}
-        hits = view.search(q.query, top_k=q.k, session_id=q.session_id, agent_id=q.agent_id, kinds=q.kinds, tags=q.tags,
-                           metadata=q.metadata, plan=q.plan, time_from=q.time_from, time_to=q.time_to,
-                           now=q.now or q.as_of, as_of=q.as_of, current_session=q.current_session)
-        return {"hits": [hit_json(h) for h in hits]}
+            return Prepared(lambda: ok({"hits": []}), searches=False)
+
+        def answer() -> JSONResponse:
+            hits = view.search(q.query, top_k=q.k, session_id=q.session_id, agent_id=q.agent_id, kinds=q.kinds,
+                               tags=q.tags, metadata=q.metadata, plan=q.plan, time_from=q.time_from, time_to=q.time_to,
+                               now=q.now or q.as_of, as_of=q.as_of, current_session=q.current_session)
+            return ok({"hits": [hit_json(h) for h in hits]})
+        return Prepared(answer)
 
     @app.post("/v1/memories/search", response_model=None, tags=["memories"], responses={200: {"model": models.Hits}, **ERRORS})
-    def search_memories(body: models.SearchIn, who: Auth) -> JSONResponse:
+    def search_memories(body: models.SearchIn, who: Auth) -> Response:
         """Hybrid search of one cube (plans, filters, ``as_of``)."""
-        return ok(_search(who, body))
+        return _search_post(body, who).answer()
+
+    def _search_post(body: models.SearchIn, who: Principal) -> Prepared:
+        return _search(who, body)
+
+    def _search_get(who: Principal, q: str, k: int, session_id: str | None, cube_id: str | None,
+                    user_id: str | None) -> Prepared:
+        return _search(who, models.SearchIn(query=q, k=k, session_id=session_id, cube_id=cube_id, user_id=user_id))
 
     @app.get("/v1/memories/search", response_model=None, tags=["memories"], responses={200: {"model": models.Hits}, **ERRORS})
     def search_memories_get(
         who: Auth, q: Annotated[str, Query(min_length=1)], k: Annotated[int, Query(ge=1)] = 10,
         session_id: SessionQ = None, cube_id: CubeQ = None, user_id: UserQ = None,
-    ) -> JSONResponse:
+    ) -> Response:
         """Search with query parameters (``q``, ``k``)."""
-        return ok(_search(who, models.SearchIn(query=q, k=k, session_id=session_id, cube_id=cube_id, user_id=user_id)))
+        return _search_get(who, q, k, session_id, cube_id, user_id).answer()
+
+    # the fast front runs the checks before it embeds (search_front.py); the hints: what of a request _search checks
+    two_step(search_memories, _search_post, lambda a: (a["body"].k, a["body"].cube_id, a["body"].user_id))
+    two_step(search_memories_get, _search_get, lambda a: (a.get("k"), a.get("cube_id"), a.get("user_id")))
 
     @app.get("/v1/memories", response_model=None, tags=["memories"], responses={200: {"model": models.Page}, **ERRORS})
     def list_memories(
@@ -347,6 +364,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(SlowBodyMiddleware)  # a body that stalls: 408, the connection let go (slow_clients.py)
+    app.add_middleware(AccessLogMiddleware)  # inside the request id's, so its line carries the id (access_log.py)
+    app.router.on_startup.append(take_over_uvicorn)  # uvicorn's own line carried the query string: the user's text
     app.add_middleware(errors.RequestIdMiddleware)
     return app
 

@@ -103,8 +103,8 @@ class Authenticator:
         who = self.cached(token)
         if who is None:
             who = await run_in_threadpool(self.verify, token)
-        if self.limiter is not None and self.limiter.active:
-            await run_in_threadpool(self.take, who)
+        if self.limiter is not None and self.limiter.active and not self.limiter.spend_local(who.key_id):
+            await run_in_threadpool(self.take, who)  # the lease is spent: a transaction on the shared bucket
         return who
 
     def cached(self, token: str | None) -> Principal | None:
@@ -224,8 +224,10 @@ class Authenticator:
         self.limiter.take(who.key_id, cost=extra)
 
     def forget(self, key_id: str) -> None:
-        """Drop a key from this process's cache (call it after revoking the key here)."""
+        """Drop a key from this process's cache and rate lease (call it after revoking the key here)."""
         self._cache.pop(key_id, None)
+        if self.limiter is not None:
+            self.limiter.forget(key_id)
 
     __call__ = authenticate
 

@@ -24,6 +24,20 @@ The route is the same function with the same arguments, so the answer is the one
 engine embeds whole, longer than the shared batches take) is not embedded here, and a text the embedder
 refuses goes to the route, which answers its own error in its own order. Only a failed embedding process
 (``whole_batch``: it died or hung) is answered here, as the route would, with its 503.
+
+Refusals cost no embedding: a route registered with :func:`two_step` is ``prepare(...).answer()``, where
+``prepare`` is the route's own checks (``k`` over the limit, acting as another user, a cube the user cannot
+read or that does not exist: one path for both) and what it needs for the search. The front runs ``prepare``
+on a search thread first, embeds the query only when it passed and will search, then runs ``answer`` on a
+search thread. A refused search is the route's own error, raised where the route raises it.
+
+That second hop to a search thread costs ~70 us of CPU per search (56 -> 128 us around a do-nothing route,
+``benchmarks/bench_service_costs.py``), so it is paid once per principal and ``hint`` (the request's
+parameters the checks read: cube, acting user, ``k``) every :data:`PASSED_SECONDS`: a combination whose checks
+passed is embedded ahead at once, and the route (which runs its own checks again, as it always did) answers.
+The hint is only ever a guess about cost: a stale one (access revoked meanwhile) costs one wasted embedding and
+is dropped when the route refuses. A refused combination is never remembered, so another user's cube and a
+cube that does not exist take the same path (the checks, no embedding) every time.
 """
 
 from __future__ import annotations
@@ -31,9 +45,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +68,38 @@ PREFETCH_MAX_CHARS = 2_000
 #: on AnyIO's (five back-to-back 10 s pairs, load 4-12; the gap widest on the quietest machine), the server's CPU
 #: per search 5.2 instead of 6.3 ms; two 30 s pairs at load 12 showed no gain (docs/service.md)
 SEARCH_THREADS = 2
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A search route's checks, passed: ``answer()`` runs the rest of the route; ``searches`` is False when
+    it answers without searching (the user has no cube yet), so nothing is embedded for it."""
+
+    answer: Callable[[], Response]
+    searches: bool = True
+
+
+#: the attribute :func:`two_step` puts on a route: (its signature, its prepare function, its hint)
+_TWO_STEP = "_memos_two_step"
+#: how long a principal's passed checks (by hint) let its searches embed without running the checks first
+PASSED_SECONDS = 10.0
+#: the most passed hints remembered (all forgotten when full)
+MAX_PASSED = 10_000
+
+
+def two_step(route: Callable[..., Response], prepare: Callable[..., Prepared],
+             hint: Callable[[dict[str, Any]], Hashable]) -> None:
+    """Let the front run ``route`` as its two steps.
+
+    Args:
+        route: the route function; it must be exactly ``prepare(...).answer()``, so either way a request gets
+            the same answer and the same errors.
+        prepare: takes the route's parameters (the front binds them against the route's own signature,
+            defaults included).
+        hint: the front's arguments for the route -> what of them the checks read (the query text excluded);
+            a wrong hint costs an embedding, never an answer (module docstring).
+    """
+    setattr(route, _TWO_STEP, (inspect.signature(route), prepare, hint))
 
 
 class SearchFront:
@@ -72,6 +121,14 @@ class SearchFront:
         #: searches whose query was embedded ahead / not (a test and the benchmark read them)
         self.embedded_ahead = 0
         self.embedded_in_route = 0
+        #: searches answered without a search (no cube yet): nothing embedded
+        self.not_embedded = 0
+        #: searches whose route's checks ran before the embedding (the rest had passed them lately)
+        self.checked_first = 0
+        self._passed: dict[tuple[Any, Hashable], float] = {}  # (principal, hint) -> until when it passed
+        #: None, or a list that each search embedded ahead appends its wall time to, s by stage: (key, checks
+        #: first, embedding, to a search thread, route, back on the loop) (the service benchmark sets it)
+        self.timings: list[tuple[float, ...]] | None = None
 
     async def run(self, headers: Any, endpoint: Callable[..., Response], args: dict[str, Any], query: Any,
                   plan: str | None) -> Response:
@@ -80,25 +137,66 @@ class SearchFront:
         Raises:
             MemosError: the key's refusal, the embedding process's failure, or the route's own error.
         """
+        start = time.perf_counter()
         who = await self._authenticate(headers)
+        authenticated = time.perf_counter()
         with cache_scope.scoped(who.user_id):  # this request's query vectors are cached for this user only
-            vector = await self._embed(query, plan)
+            call: Callable[[], Response] = functools.partial(endpoint, who=who, **args)
+            if not self._embeddable(query, plan):
+                self.embedded_in_route += 1
+                return await self._on_thread(who.user_id, call)
+            steps = getattr(endpoint, _TWO_STEP, None)
+            passed = None
+            if steps is not None:
+                signature, prepare, hint = steps
+                passed = (who, hint(args))
+                if self._passed.get(passed, 0.0) < time.monotonic():  # the route's checks first: a refusal is not embedded
+                    bound = signature.bind(who=who, **args)
+                    bound.apply_defaults()
+                    prepared: Prepared = await self._on_thread(who.user_id, functools.partial(prepare, **bound.arguments))
+                    call = prepared.answer
+                    if not prepared.searches:
+                        self.not_embedded += 1
+                        return await self._on_thread(who.user_id, call)
+                    self.checked_first += 1
+                    if len(self._passed) >= MAX_PASSED:
+                        self._passed.clear()
+                    self._passed[passed] = time.monotonic() + PASSED_SECONDS
+            checked = time.perf_counter()
+            vector = await self._embed(query)
             with self._given(query, vector):
-                call = functools.partial(endpoint, who=who, **args)
-                if self.threads <= 0:
-                    return await run_in_threadpool(call)
-                async with self._per_user.slot(who.user_id):
-                    if self._pool is None:
-                        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="memos-search")
-                    context = contextvars.copy_context()  # the cache scope and the given vector go with the call
-                    return await _finished(self._pool.submit(context.run, call))  # type: ignore[no-any-return]
+                try:
+                    if self.timings is None:
+                        return await self._on_thread(who.user_id, call)
+                    embedded, marks = time.perf_counter(), [0.0, 0.0]
+                    response = await self._on_thread(who.user_id, functools.partial(_timed, call, marks))
+                    self.timings.append((authenticated - start, checked - authenticated, embedded - checked,
+                                         marks[0] - embedded, marks[1] - marks[0], time.perf_counter() - marks[1]))
+                    return response  # type: ignore[no-any-return]
+                except MemosError:
+                    if passed is not None:
+                        self._passed.pop(passed, None)  # refused now (access revoked): check first again
+                    raise
 
-    async def _embed(self, query: Any, plan: str | None) -> Any:
+    async def _on_thread(self, user: str, call: Callable[[], Any]) -> Any:
+        """``call()`` on the searches' threads (one of the user's slots held), or AnyIO's pool (``threads=0``)."""
+        if self.threads <= 0:
+            return await run_in_threadpool(call)
+        async with self._per_user.slot(user):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="memos-search")
+            context = contextvars.copy_context()  # the cache scope and the given vector go with the call
+            return await _finished(self._pool.submit(context.run, call))
+
+    def _embeddable(self, query: Any, plan: str | None) -> bool:
+        """Whether the front would embed ``query`` ahead (else the route embeds it, as it does alone)."""
         embedder = self.embedder
-        if (embedder is None or not isinstance(query, str) or not query.strip() or len(query) > PREFETCH_MAX_CHARS
-                or not embedder.can_embed_async(query) or not R.plan_named(plan).dense):
-            self.embedded_in_route += 1
-            return None
+        return not (embedder is None or not isinstance(query, str) or not query.strip() or len(query) > PREFETCH_MAX_CHARS
+                    or not embedder.can_embed_async(query) or not R.plan_named(plan).dense)
+
+    async def _embed(self, query: str) -> Any:
+        embedder = self.embedder
+        assert embedder is not None
         try:
             vector = await embedder.embed_query_async(query)
         except MemosError as exc:
@@ -122,6 +220,15 @@ class SearchFront:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _timed(call: Callable[[], Any], marks: list[float]) -> Any:
+    """``call()``, with when it started and ended in ``marks`` (on the search thread)."""
+    marks[0] = time.perf_counter()
+    try:
+        return call()
+    finally:
+        marks[1] = time.perf_counter()
 
 
 async def _finished(done: Future[Any]) -> Any:

@@ -243,7 +243,17 @@ class Service:
         return self.guard(user, cube_id, lambda: self.mos.cube(cube_id, user_id=user, access=need))  # type: ignore[arg-type]
 
     def guard(self, user: str, cube_id: str, call: Callable[[], T]) -> T:
-        """Run a MOS call on ``cube_id``; a refusal on a cube the user cannot reach at all becomes "not found"."""
+        """Run a MOS call on ``cube_id``; a refusal on a cube the user cannot reach at all becomes "not found".
+
+        A cube the user cannot reach is refused before MOS touches it, from the registry alone, the same way
+        whether it is another user's or does not exist: MOS would open another user's cube (26 ms for a small
+        one not yet open, and its memory) and write the refusal into that cube's audit log (65 against 16 us
+        of CPU per refusal), which told a caller by timing which cube ids exist. The refusal is audited in the
+        key store's log (``GET /v1/audit?scope=keys``) for both.
+        """
+        if self._reach(cube_id, user) is None:
+            self.keys.audit("open", user, cube_id, {"reason": "no cube this user can reach"}, allowed=False)
+            raise CubeNotFoundError(f"no cube {cube_id!r} that you can reach; GET /v1/cubes lists yours")
         try:
             return call()
         except (AccessDeniedError, CubeNotFoundError) as exc:
@@ -254,6 +264,16 @@ class Service:
             if reach is None:
                 raise CubeNotFoundError(f"no cube {cube_id!r} that you can reach; GET /v1/cubes lists yours") from None
             raise exc
+
+    def _reach(self, cube_id: str, user: str) -> str | None:
+        """The user's access to ``cube_id`` from the registry (None: none, or no such cube), with the same
+        registry reads either way (owner, share, role), so the two cannot be told apart by time."""
+        try:
+            return self.mos.access_of(cube_id, user)
+        except CubeNotFoundError:
+            self.mos._registry.share_of(cube_id, user)  # what access_of reads after the owner of a cube that exists
+            self.mos._role(user)
+            return None
 
     def default_cube(self, user: str, *, create: bool) -> str | None:
         found = default_cube(self.mos, user, create=False)

@@ -80,6 +80,49 @@ class RateBuckets:
         have = float(row[0]) if row is not None else 0.0
         return max(1e-3, (cost - have) / rate) if rate > 0 else float("inf")
 
+    def lease(self, key_id: str, *, rate: float, burst: int, want: float, need: float = 1.0, give_back: float = 0.0,
+              now: float | None = None) -> tuple[float, float]:
+        """Take a batch of tokens for one process to spend locally (:class:`~memos_integrations.server.limits.
+        RateLimiter`'s lease), in one transaction: first ``give_back`` (an unspent lease returned; the bucket
+        never exceeds ``burst``), then ``want`` tokens if the bucket holds them, else ``need`` (the request
+        itself) if it holds those, else nothing.
+
+        Args:
+            key_id: the API key's id.
+            rate: tokens per second the bucket refills.
+            burst: the bucket's size (``want`` and ``need`` are capped to it).
+            want: tokens asked for (the request's ``need`` and a lease to spend later).
+            need: the fewest tokens worth taking (what the request that asks costs).
+            give_back: tokens this process took earlier and did not spend.
+            now: the wall clock (default ``time.time()``).
+
+        Returns:
+            ``(taken, wait_s)``: tokens taken (``want``, ``need`` or 0) and, when 0, the seconds until ``need``
+            will be there (the given-back tokens are in the bucket either way).
+        """
+        now = time.time() if now is None else now
+        size = float(max(1, burst))
+        need = min(max(float(need), 0.0), size)
+        want = min(max(float(want), need), size)
+        refill = _refilled_params(now, rate, size)
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO rate_buckets (key_id, tokens, at) VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING",
+                       (key_id, size, now))
+            if give_back > 0:  # refilled to now plus what comes back, never above the bucket's size
+                tx.execute(f"UPDATE rate_buckets SET tokens = CASE WHEN {_REFILLED} + ? > ? THEN ? ELSE {_REFILLED} + ? END,"
+                           " at = CASE WHEN ? > at THEN ? ELSE at END WHERE key_id = ?",
+                           (*refill, give_back, size, size, *refill, give_back, now, now, key_id))
+            for asked in (want, need) if want > need else (need,):
+                taken = tx.execute(
+                    f"UPDATE rate_buckets SET tokens = {_REFILLED} - ?, at = CASE WHEN ? > at THEN ? ELSE at END"
+                    f" WHERE key_id = ? AND {_REFILLED} >= ?",
+                    (*refill, asked, now, now, key_id, *refill, asked)).rowcount
+                if taken:
+                    return asked, 0.0
+            row = tx.execute(f"SELECT {_REFILLED} FROM rate_buckets WHERE key_id = ?", (*refill, key_id)).fetchone()
+        have = float(row[0]) if row is not None else 0.0
+        return 0.0, (max(1e-3, (need - have) / rate) if rate > 0 else float("inf"))
+
     def forget(self, key_id: str) -> None:
         """Drop a key's bucket (a revoked key's; a bucket comes back full on the next take)."""
         with self.db.transaction() as tx:

@@ -51,10 +51,11 @@ class _Pending:
     """One caller's text and, once the worker is done, its vector or its error (and, for a caller on an event
     loop, its future settled on that loop)."""
 
-    __slots__ = ("done", "error", "future", "loop", "scope", "text", "vector")
+    __slots__ = ("done", "error", "finished", "future", "loop", "scope", "started", "submitted", "text", "vector")
 
     def __init__(self, text: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.text = text
+        self.submitted = self.started = self.finished = time.perf_counter()  # when queued, its call began, it ended
         self.scope = cache_scope.current()  # whose request (the service's user): batches are shared fairly
         self.vector: np.ndarray | None = None
         self.error: BaseException | None = None
@@ -64,6 +65,7 @@ class _Pending:
 
     def finish(self, vector: np.ndarray | None = None, error: BaseException | None = None) -> None:
         self.vector, self.error = vector, error
+        self.finished = time.perf_counter()
         self.done.set()
         if self.loop is not None:
             try:
@@ -107,6 +109,9 @@ class QueryBatcher:
         self.calls = 0
         self.texts = 0
         self.busy_s = 0.0
+        #: None, or a list that :meth:`embed_async` appends to per text: (queued s, in its call s, until the
+        #: awaiting coroutine ran again s) (the service benchmark sets it to see where a search's wall time goes)
+        self.timings: list[tuple[float, float, float]] | None = None
 
     def embed(self, text: str) -> np.ndarray:
         """The vector of ``text``, computed in whatever batch the worker forms next.
@@ -143,6 +148,9 @@ class QueryBatcher:
             while True:
                 done, _ = await asyncio.wait((future,), timeout=1.0)
                 if done:
+                    if self.timings is not None:
+                        self.timings.append((pending.started - pending.submitted, pending.finished - pending.started,
+                                             time.perf_counter() - pending.finished))
                     return future.result()
                 worker = self._thread
                 if worker is None or not worker.is_alive():  # as in embed: a worker that died cannot answer
@@ -226,6 +234,8 @@ class QueryBatcher:
 
     def _compute(self, group: list[_Pending]) -> None:
         start = time.perf_counter()
+        for pending in group:
+            pending.started = start
         try:
             vectors = np.asarray(self._embed_many([p.text for p in group]))
             if vectors.ndim != 2 or vectors.shape[0] != len(group):

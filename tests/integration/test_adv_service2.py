@@ -215,7 +215,7 @@ async def test_an_mcp_request_takes_one_rate_token(tmp_path: Path) -> None:
     keys = KeyStore.open(home / "mos.db")
     key, info = keys.create("alice")
     burst = 1000  # refilled at 1e-6 tokens/s: what the requests took is what is missing
-    url, stop = serve(create_app(mos, keys=keys, limits=Limits(rate=1e-6, burst=burst)))  # type: ignore[misc]
+    url, stop = serve(create_app(mos, keys=keys, limits=Limits(rate=1e-6, burst=burst, rate_lease=1)))  # type: ignore[misc]  # lease 1: the bucket counts each token
     sent: list[str] = []
 
     async def count(request: Any) -> None:

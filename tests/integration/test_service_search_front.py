@@ -109,6 +109,83 @@ def test_what_the_front_does_not_embed_ahead_is_the_routes_own_answer(served: Se
                            ).status_code == 401
 
 
+def _bytes(r: Any) -> tuple[int, bytes]:
+    return r.status_code, r.content.replace(r.headers["x-request-id"].encode(), b"<rid>")
+
+
+#: searches the route refuses (or answers without searching) before it would embed: over-large k, another
+#: user's cube, no such cube, acting as another user, a user with no cube yet (carol), GET and POST alike
+REFUSED = [("POST", {"query": "tea", "k": 10_000}), ("POST", {"query": "tea", "k": 101, "plan": "learned"}),
+           ("POST", {"query": "tea", "cube_id": "alice-c"}), ("POST", {"query": "tea", "cube_id": "no-such-c"}),
+           ("POST", {"query": "tea", "user_id": "alice"}), ("POST", {"query": "tea", "cube_id": "alice-c", "k": 500}),
+           ("GET", {"q": "tea", "k": "101"}), ("GET", {"q": "tea", "cube_id": "alice-c"}),
+           ("GET", {"q": "tea", "cube_id": "no-such-c"}), ("GET", {"q": "tea", "user_id": "alice"}),
+           ("GET", {"q": "tea", "cube_id": "bob-c", "k": "1000"})]
+
+
+@pytest.mark.parametrize("who", ["bob", "carol"])
+def test_a_refused_search_never_reaches_the_embedder_and_answers_byte_for_byte_as_the_route(served: Served,
+                                                                                             who: str) -> None:
+    front = served.fast.app.state.searches  # type: ignore[attr-defined]
+    headers = dict(served.auth["bob"])
+    if who == "carol":  # a user with no cube yet: the route answers no hits without searching
+        if "carol" not in {u["user_id"] for u in served.mos.list_users(user_id="alice")}:
+            served.mos.create_user("carol")
+        keys = KeyStore.open(served.mos.home / "mos.db")
+        headers = {"Authorization": f"Bearer {keys.create('carol')[0]}"}
+        keys.close()
+    requests = [*REFUSED, ("POST", {"query": "tea"}), ("GET", {"q": "tea"})] if who == "carol" else REFUSED
+    for method, params in requests:
+        served.emb.clear_query_cache()
+        ahead, texts = front.embedded_ahead, served.emb.batcher.texts
+        if method == "GET":
+            answers = [c.get("/v1/memories/search", params=params, headers=headers) for c in (served.fast, served.slow)]
+        else:
+            answers = [c.post("/v1/memories/search", content=json.dumps(params),
+                              headers={**headers, "Content-Type": "application/json"}) for c in (served.fast, served.slow)]
+        fast, slow = (_bytes(r) for r in answers)
+        assert fast == slow, (method, params)
+        assert fast[0] in (200, 403, 404, 422), fast
+        assert front.embedded_ahead == ahead, (method, params)  # the front did not embed it ...
+        assert served.emb.batcher.texts == texts, (method, params)  # ... and nothing else did
+
+
+def test_another_users_cube_and_no_such_cube_take_one_path(served: Served) -> None:
+    """The same refusal from the same check, neither embedded: no answer, count or cost tells them apart."""
+    front = served.fast.app.state.searches  # type: ignore[attr-defined]
+    seen = []
+    for cube in ("alice-c", "no-such-c"):
+        ahead, in_route, texts = front.embedded_ahead, front.embedded_in_route, served.emb.batcher.texts
+        r = served.fast.get("/v1/memories/search", params={"q": "tea", "cube_id": cube}, headers=served.auth["bob"])
+        seen.append((r.status_code, r.json()["error"]["type"], r.json()["error"]["message"].replace(cube, "<cube>"),
+                     front.embedded_ahead - ahead, front.embedded_in_route - in_route, served.emb.batcher.texts - texts))
+    assert seen[0] == seen[1] == (404, "CubeNotFoundError", seen[0][2], 0, 0, 0)
+
+
+def test_checks_run_first_once_per_hint_and_a_revoked_share_is_checked_first_again(served: Served) -> None:
+    """Searches that passed their checks lately embed at once (no extra hop); when the share behind them is
+    revoked, one search is embedded in vain and answered the route's refusal, and the next is checked first."""
+    front = served.fast.app.state.searches  # type: ignore[attr-defined]
+    served.mos.share_cube_with_user("alice-c", "bob", "read", user_id="alice")
+    params = {"q": "pottery", "cube_id": "alice-c", "k": "2"}
+    try:
+        checked = front.checked_first
+        for _ in range(3):
+            served.emb.clear_query_cache()
+            assert _hits(served.fast.get("/v1/memories/search", params=params, headers=served.auth["bob"]))
+        assert front.checked_first == checked + 1
+    finally:
+        served.mos.unshare_cube("alice-c", "bob", user_id="alice")
+    answers = []
+    for _ in range(2):
+        served.emb.clear_query_cache()
+        ahead = front.embedded_ahead
+        r = served.fast.get("/v1/memories/search", params=params, headers=served.auth["bob"])
+        answers.append((r.status_code, front.embedded_ahead - ahead))
+        assert _bytes(r) == _bytes(served.slow.get("/v1/memories/search", params=params, headers=served.auth["bob"]))
+    assert answers == [(404, 1), (404, 0)]  # the stale hint cost one embedding, then the checks ran first
+
+
 def test_alices_vector_never_answers_bobs_search(served: Served) -> None:
     served.emb.clear_query_cache()
     texts = served.emb.batcher.texts
