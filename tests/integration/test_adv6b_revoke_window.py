@@ -63,12 +63,20 @@ def test_a_search_queued_across_a_revoke_is_not_answered(world: tuple[MOS, KeySt
     writer = threading.Thread(target=hold)
     writer.start()
     assert held.wait(30)
+    slots = http.app.state.searches._per_user._held  # type: ignore[attr-defined]  # user -> (semaphore, requests)
+
+    def requests_of_dana(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while (slots.get("dana") or (None, 0))[1] < n:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
     first = threading.Thread(target=search, args=("first",))  # takes dana's one search slot, waits for the write
     first.start()
-    time.sleep(0.5)
+    requests_of_dana(1)
     queued = threading.Thread(target=search, args=("queued",))  # authenticated now, queued behind the first
     queued.start()
-    time.sleep(0.5)
+    requests_of_dana(2)
     assert keys.revoke(key_id)  # `memcube keys revoke` (another process): committed here
     revoked = time.monotonic()
     time.sleep(WINDOW * 3)
