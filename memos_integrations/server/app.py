@@ -349,7 +349,8 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
 
     if fast_path:
         # searches: the key and the query embedding awaited on the loop, the route on a few threads (search_front.py)
-        searches = SearchFront(authenticator.authenticate_async, mos.embedder, threads=search_threads)
+        searches = SearchFront(authenticator.authenticate_async, mos.embedder, threads=search_threads,
+                               still_valid=lambda h: authenticator.cached(token_of(h)) or authenticator.verify(token_of(h)))
         app.router.on_shutdown.append(searches.close)
         app.state.searches = searches
         fastpath.install(app, authenticate=authenticate_scoped, search_get=search_memories_get,

@@ -112,8 +112,12 @@ class SearchFront:
         threads: worker threads of the searches' own pool; 0 runs them in AnyIO's pool with every other route.
     """
 
-    def __init__(self, authenticate: Callable[[Any], Awaitable[Any]], embedder: Any, *, threads: int = 0) -> None:
+    def __init__(self, authenticate: Callable[[Any], Awaitable[Any]], embedder: Any, *, threads: int = 0,
+                 still_valid: Callable[[Any], Any] | None = None) -> None:
         self._authenticate = authenticate
+        #: headers -> the key's principal again, or raises (no rate token): run on the search thread right before each
+        #: step, so a search that waited (its user's slots, a long write) past a revoke is refused, as a new request is
+        self._still_valid = still_valid
         self.embedder = embedder if callable(getattr(embedder, "embed_query_async", None)) else None
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None  # started on first use, again after close (an app restarted)
@@ -142,6 +146,8 @@ class SearchFront:
         authenticated = time.perf_counter()
         with cache_scope.scoped(who.user_id):  # this request's query vectors are cached for this user only
             call: Callable[[], Response] = functools.partial(endpoint, who=who, **args)
+            if self._still_valid is not None:
+                call = functools.partial(_after, self._still_valid, headers, call)
             if not self._embeddable(query, plan):
                 self.embedded_in_route += 1
                 return await self._on_thread(who.user_id, call)
@@ -155,6 +161,8 @@ class SearchFront:
                     bound.apply_defaults()
                     prepared: Prepared = await self._on_thread(who.user_id, functools.partial(prepare, **bound.arguments))
                     call = prepared.answer
+                    if self._still_valid is not None:
+                        call = functools.partial(_after, self._still_valid, headers, call)
                     if not prepared.searches:
                         self.not_embedded += 1
                         return await self._on_thread(who.user_id, call)
@@ -220,6 +228,12 @@ class SearchFront:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _after(check: Callable[[Any], Any], headers: Any, call: Callable[[], Any]) -> Any:
+    """``call()`` once ``check(headers)`` passed (the key still valid when the step starts, not only when it came)."""
+    check(headers)
+    return call()
 
 
 def _timed(call: Callable[[], Any], marks: list[float]) -> Any:

@@ -271,21 +271,25 @@ class SQLiteStore(SQLStore):
         query reads it, after writes have already succeeded. ``PRAGMA quick_check`` reads every page
         (about 1 ms per MB, see benchmarks.bench_guarantees) on a separate connection.
         """
+        # never open() the file itself: closing any descriptor of it drops every POSIX lock this process
+        # holds on it (a cube open here), and another process closing next deletes the live WAL
+        # (sqlite.org/howtocorrupt.html 2.2); SQLite's own connection keeps its descriptor until unlocked
         try:
             size = db.stat().st_size
-            with open(db, "rb") as fh:
-                head = fh.read(16)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise CubeCorruptedError(f"{db} cannot be read ({exc}); restore it from a dump or export") from exc
-        if size == 0 or head != b"SQLite format 3\x00":
-            what = "is empty (0 bytes)" if size == 0 else "is not an SQLite database"
-            raise CubeCorruptedError(f"{db} {what}; the cube's memories are not in it: restore it from a dump or export")
+        if size == 0:
+            raise CubeCorruptedError(f"{db} is empty (0 bytes); the cube's memories are not in it: restore it from a "
+                                     "dump or export")
         conn = sqlite3.connect(str(db), timeout=30)
         try:
             problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
         except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise CubeCorruptedError(f"{db} is not an SQLite database; the cube's memories are not in it: restore "
+                                         "it from a dump or export") from exc
             problems = [str(exc)]
         finally:
             conn.close()

@@ -65,7 +65,7 @@ _UPSERT_ITEM = (
 _USAGE = "UPDATE items SET access_count = access_count + ?, last_access = ? WHERE id = ?"
 _PUT_VECTOR = "INSERT INTO vectors (rid, vector) VALUES (?, ?) ON CONFLICT (rid) DO UPDATE SET vector = excluded.vector"
 _DROP_VECTOR = "DELETE FROM vectors WHERE rid = ?"
-_KNOWN = frozenset({_UPSERT_ITEM, _USAGE, _PUT_VECTOR, _DROP_VECTOR})  # writes that name their rows or change nothing held
+_KNOWN = frozenset({_USAGE, _PUT_VECTOR, _DROP_VECTOR})  # name their rows or change nothing held (not _UPSERT_ITEM: write_items only)
 _ORDERS = {
     "created_at": "items.created_at, items.rid",
     "event_time": "COALESCE(items.event_time, items.created_at), items.rid",
@@ -250,7 +250,7 @@ class SQLStore(SideTables):
         now = to_epoch(utcnow())
         with self.transaction() as tx:
             for n, item in enumerate(items):
-                tx.execute(_UPSERT_ITEM, item_values(item))
+                getattr(tx, "tx", tx).execute(_UPSERT_ITEM, item_values(item))  # named below: past TrackedTx
                 rid = self._rid(tx, item.id)
                 self._vectors.drop([rid])
                 if self._changed is not None:  # held rows and maps read this row again (.held_carry)
@@ -448,7 +448,7 @@ class SQLStore(SideTables):
     def vectors_for(self, rids: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """The stored vectors of ``rids`` (those that have one), from the in-memory cache when it can."""
         version = self.data_version()
-        if version is None:
+        if version is None or getattr(self._in_tx, "depth", 0) > 0:  # inside a write: it may roll back, hold nothing
             return self._read_vectors(list(rids))
         with self._cache_lock():
             if version != self._data_version:  # another connection committed: our copies may be stale

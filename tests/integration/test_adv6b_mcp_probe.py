@@ -18,8 +18,6 @@ from memos_integrations.mos import MOS  # noqa: E402
 from memos_integrations.server.mcp import build_server  # noqa: E402
 
 
-@pytest.mark.xfail(strict=True, reason="adv6b: the MCP tools call MOS directly (MOS._authorized opens the cube, then "
-                   "audits the denial in it); only REST goes through Service.guard's registry-first refusal")
 async def test_mcp_refuses_another_users_cube_without_opening_or_writing_it(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with MOS(home, embedder=DeterministicFakeEmbedding(size=6)) as setup:

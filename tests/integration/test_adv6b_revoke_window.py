@@ -40,8 +40,6 @@ def world(tmp_path: Path, embedder: Any) -> Iterator[tuple[MOS, KeyStore, TestCl
         mos.close()
 
 
-@pytest.mark.xfail(strict=True, reason="adv6b: the key is checked once, when the request arrives; a search queued "
-                   "behind its user's own searches is answered after the revoke, past key_cache_seconds")
 def test_a_search_queued_across_a_revoke_is_not_answered(world: tuple[MOS, KeyStore, TestClient, str, dict[str, str]]
                                                         ) -> None:
     mos, keys, http, key_id, auth = world

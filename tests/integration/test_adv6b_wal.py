@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from memos_integrations import MemCube
 
 
@@ -27,9 +25,6 @@ def _sqlite(path: Path, sql: str) -> str:
                           text=True, timeout=60).stdout.strip()
 
 
-@pytest.mark.xfail(strict=True, reason="adv6b: SQLiteStore.check_file (MemCube.open -> read_header -> check_database) "
-                   "reads the header with open()/close() on a memory.db this process holds open: the close drops "
-                   "the process's POSIX locks, the next process to close deletes the live WAL")
 def test_reopening_a_held_cube_keeps_its_wal_for_other_processes(tmp_path: Path, embedder: Any) -> None:
     cube = MemCube.init_from_dir(tmp_path / "c", embedder=embedder)
     try:

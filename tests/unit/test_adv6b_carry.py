@@ -22,8 +22,6 @@ def _fresh(path: Path, embedder: Any) -> MemCube:
     return MemCube.init_from_dir(path, embedder=embedder)
 
 
-@pytest.mark.xfail(strict=True, reason="adv6b: write_versions_in_place runs the known _UPSERT_ITEM without naming "
-                   "its rows in store._changed: carried candidates keep a filter's old rows")
 def test_partition_moves_reach_a_metadata_filtered_search(tmp_path: Path, embedder: Any) -> None:
     """The organiser moves a session's turns into working memory by rewriting them in place; a search
     filtered on the working partition made before the move must see them after it, as a fresh cube does."""
@@ -46,9 +44,6 @@ def test_partition_moves_reach_a_metadata_filtered_search(tmp_path: Path, embedd
     assert after == want
 
 
-@pytest.mark.xfail(strict=True, reason="adv6b: SQLStore.vectors_for caches the vectors a thread reads inside its own "
-                   "open write transaction; a rollback leaves the never-committed vector held (pre-existing, carried "
-                   "candidates keep it too)")
 def test_a_search_inside_a_rolled_back_transaction_leaves_no_vector_behind(tmp_path: Path, embedder: Any) -> None:
     """``store.transaction()`` is one atomic write, store calls included: a search run inside it sees the
     uncommitted update; after the rollback every search must rank by the committed vectors again."""
