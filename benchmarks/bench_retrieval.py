@@ -52,9 +52,9 @@ PLANS: dict[str, SearchPlan] = {
     "balanced": BALANCED,
     "deep": DEEP,
     "multihop": MULTIHOP,
-    # deep / multihop with their candidates re-scored by the learned model (sixth session, measured: docs/organize.md)
-    "deep + learned": DEEP.model_copy(update={"name": "deep-learned", "fusion": "learned", "candidates": 100}),
-    "multihop + learned": MULTIHOP.model_copy(update={"name": "multihop-learned", "fusion": "learned"}),
+    # deep / multihop as they ranked before the sixth session (rrf, no learned re-scoring: docs/organize.md)
+    "deep (rrf, before)": DEEP.model_copy(update={"name": "deep-rrf", "fusion": "rrf", "candidates": 60}),
+    "multihop (rrf, before)": MULTIHOP.model_copy(update={"name": "multihop-rrf", "fusion": "rrf"}),
     # the plan options added for multi-hop and open-domain questions, one at a time on balanced
     "balanced without speaker_boost (before)": BALANCED.model_copy(update={"name": "balanced-before", "speaker_boost": 0.0}),
     "deep without speaker_boost (before)": DEEP.model_copy(update={"name": "deep-before", "speaker_boost": 0.0}),

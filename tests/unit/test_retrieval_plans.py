@@ -81,7 +81,7 @@ def test_expand_replaces_a_summary_hit_by_its_members_with_their_provenance(trip
 
 def test_plans_without_shape_options_rank_as_before(trip_cube: Any) -> None:
     cube, _, _ = trip_cube
-    plain = R.BALANCED.model_copy(update={"name": "x"})
+    plain = R.LEARNED.model_copy(update={"name": "x"})  # deep re-scores as learned does
     shaped = R.DEEP.model_copy(update={"coarse_to_fine": False, "entity_leg": False,
                                        "relation_hops": 0, "working_first": 0})
     q = "what did the guesthouse say?"
