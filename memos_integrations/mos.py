@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .access import allows, check, deny, normalize_id
+from .audit_fold import flush_folds
 from .cube import MemCube
 from .errors import (
     CubeNotFoundError,
@@ -405,6 +406,13 @@ class MOS:
         return "owner" if self._role(user) == "admin" else None
 
     def close(self) -> None:
+        try:
+            if not self._closed:
+                flush_folds(self)  # refusals counted but not yet written (audit_fold) reach the log first
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         with self._lock:
             if self._closed:
                 return

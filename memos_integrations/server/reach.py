@@ -6,7 +6,9 @@ one not yet open, and its memory) and writes the refusal into that cube's audit 
 per refusal), so a caller could tell by time which cube ids exist. :func:`guard` refuses a cube the caller
 cannot reach before MOS touches it, from the registry alone, with the same registry reads and the same one
 audit row whether the cube is another user's or does not exist. A cube the caller does reach is MOS's to
-check as before (a write on a read share is an :class:`AccessDeniedError`, audited in the cube).
+check as before (a write on a read share is an :class:`AccessDeniedError`, audited in the cube). Repeated
+refusals are folded (:mod:`memos_integrations.audit_fold`): per user and minute the first 10 of a cube id and
+30 in all are rows, the rest counts written when the minute is over, so probing costs no write per probe.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..access import AuditSink
+from ..audit_fold import fold_for, tick
 from ..errors import AccessDeniedError, CubeNotFoundError
 
 T = TypeVar("T")
@@ -47,7 +50,8 @@ def guard(mos: Any, user: str, cube_id: str, call: Callable[[], T], *, audit: Au
         user: the user the call acts as.
         cube_id: the cube the call names.
         call: the MOS call, run only when ``user`` reaches the cube.
-        audit: where a refusal is written (``action="open"``, allowed False), the same row for both cases.
+        audit: where a refusal is written (``action="open"``, allowed False), the same row for both cases;
+            repeats past :class:`~memos_integrations.audit_fold.AuditFold`'s budgets are counted instead.
 
     Returns:
         What ``call`` returns.
@@ -58,8 +62,9 @@ def guard(mos: Any, user: str, cube_id: str, call: Callable[[], T], *, audit: Au
         AccessDeniedError: ``user`` reaches the cube with less access than ``call`` needs (audited by MOS).
     """
     if reach(mos, cube_id, user) is None:
-        audit("open", user, cube_id, dict(UNREACHABLE), allowed=False)
+        fold_for(audit).refuse("open", user, cube_id, UNREACHABLE)  # repeats past a budget: counted, not written
         raise unreachable(cube_id)
+    tick(audit)  # a window's counts reach the log once it is over, also when the probing has stopped
     try:
         return call()
     except (AccessDeniedError, CubeNotFoundError) as exc:

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..audit_fold import flush_folds
 from ..errors import InvalidInputError
 from .migrations import migrate
 from .sql import Database, SQLiteDatabase
@@ -197,7 +198,10 @@ class KeyStore:
                  "allowed": bool(r[5]), "detail": json.loads(r[6])} for r in rows]
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            flush_folds(self)  # refusals counted but not yet written (audit_fold) reach the log first
+        finally:
+            self.db.close()
 
     @staticmethod
     def _audit_tx(tx: Any, action: str, principal: str | None, target: str | None, detail: Mapping[str, Any],

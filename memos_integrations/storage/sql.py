@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import CubeCorruptedError, CubeLockedError, InvalidInputError
+from ..errors import CubeCorruptedError, CubeLockedError, InvalidInputError, StorageUnavailableError
 
 Row = tuple[Any, ...]
 
@@ -200,7 +200,22 @@ class SQLiteDatabase(Database):
                 conn.execute("ROLLBACK")
                 raise
             else:
-                conn.execute("COMMIT")
+                self._commit(conn)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        """COMMIT, or roll back and say so. SQLite keeps the transaction open when its COMMIT fails (busy,
+        disk I/O, a deferred foreign key): left open, the next :meth:`transaction` would join it as a nested
+        one and its write would be acknowledged yet never committed."""
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise CubeLockedError(f"{self.path}: the COMMIT found the database locked ({exc}); the write was not "
+                                      "applied (rolled back): retry it") from exc
+            raise StorageUnavailableError(f"{self.path}: the COMMIT failed ({exc}); the write was not applied "
+                                          "(rolled back): retry it, and check the disk if it fails again") from exc
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self.lock:

@@ -51,6 +51,7 @@ from .sqlstore_aux import _QUEUE as _QUEUE
 from .sqlstore_aux import GRAPH as GRAPH
 from .sqlstore_aux import VECTORS as VECTORS
 from .sqlstore_aux import SideTables
+from .vector_check import checked_vector
 
 COLUMNS = (
     "id", "text", "context", "kind", "user_id", "agent_id", "session_id", "cube_id", "created_at",
@@ -210,7 +211,7 @@ class SQLStore(SideTables):
         return None
 
     def encode_vector(self, vector: np.ndarray) -> Any:
-        return np.asarray(vector, np.float32).tobytes()
+        return checked_vector(self, vector).tobytes()  # one finite row of the store's dimension
 
     def decode_vectors(self, blobs: Sequence[Any]) -> np.ndarray:
         return np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=np.float32).reshape(len(blobs), -1)
