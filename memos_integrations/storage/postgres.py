@@ -367,6 +367,10 @@ class PostgresDatabase(Database):
             raise StorageUnavailableError(
                 f"the connection to PostgreSQL at {self.public_dsn} failed during COMMIT ({_cause(exc)}); the write "
                 "may or may not have been applied: read it back before retrying") from exc
+        except psycopg.Error as exc:  # a deferred constraint, a serialization failure at COMMIT: not applied
+            raise StorageUnavailableError(
+                f"PostgreSQL refused to COMMIT this transaction ({_cause(exc)}); it was rolled back and nothing of it "
+                "was written: fix what the error names, then retry the write") from exc
 
     @contextmanager
     def _faults(self, what: str, conn: Any, in_tx: bool) -> Iterator[None]:

@@ -33,3 +33,23 @@ def test_postgres_refuses_malformed_vectors_and_a_mixed_batch(pg_db: Any, tmp_pa
             store.put_vectors({items[2].id: (items[2].embed_text, bad)})
     assert store.put_vectors({items[2].id: (items[2].embed_text, np.ones(6))}) == 1
     assert {v.shape for v in store.vectors_by_id([i.id for i in items]).values()} == {(6,)}
+
+
+def test_postgres_a_commit_refused_by_a_deferred_constraint_is_a_memos_error_and_nothing_is_written(pg_db: Any) -> None:
+    """A deferred foreign key is checked at COMMIT: the refusal is a ``StorageUnavailableError`` saying nothing was
+    written (was a raw psycopg ``ForeignKeyViolation``), and the next write commits on its own."""
+    from memos_integrations.errors import StorageUnavailableError
+
+    with pg_db.transaction() as tx:
+        tx.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        tx.execute("CREATE TABLE child (id INTEGER PRIMARY KEY, pid INTEGER REFERENCES parent (id) "
+                   "DEFERRABLE INITIALLY DEFERRED)")
+        tx.execute("CREATE TABLE note (x TEXT)")
+    with pytest.raises(StorageUnavailableError, match="nothing of it was written"):
+        with pg_db.transaction() as tx:
+            tx.execute("INSERT INTO note VALUES ('lost')")
+            tx.execute("INSERT INTO child VALUES (1, 99)")  # no parent 99: the COMMIT itself fails
+    with pg_db.transaction() as tx:
+        tx.execute("INSERT INTO note VALUES ('kept')")
+    assert [tuple(r) for r in pg_db.read("SELECT x FROM note")] == [("kept",)]
+    assert [tuple(r) for r in pg_db.read("SELECT count(*) FROM child")] == [(0,)]
