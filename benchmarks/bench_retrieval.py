@@ -53,8 +53,8 @@ PLANS: dict[str, SearchPlan] = {
     "deep": DEEP,
     "multihop": MULTIHOP,
     # deep / multihop as they ranked before the sixth session (rrf, no learned re-scoring: docs/organize.md)
-    "deep (rrf, before)": DEEP.model_copy(update={"name": "deep-rrf", "fusion": "rrf", "candidates": 60}),
-    "multihop (rrf, before)": MULTIHOP.model_copy(update={"name": "multihop-rrf", "fusion": "rrf"}),
+    "deep with rrf (before)": DEEP.model_copy(update={"name": "deep-rrf", "fusion": "rrf", "candidates": 60}),
+    "multihop with rrf (before)": MULTIHOP.model_copy(update={"name": "multihop-rrf", "fusion": "rrf"}),
     # the plan options added for multi-hop and open-domain questions, one at a time on balanced
     "balanced without speaker_boost (before)": BALANCED.model_copy(update={"name": "balanced-before", "speaker_boost": 0.0}),
     "deep without speaker_boost (before)": DEEP.model_copy(update={"name": "deep-before", "speaker_boost": 0.0}),
