@@ -174,3 +174,32 @@ def test_late_columns_can_change_the_order_from_the_same_candidates(cube: MemCub
     _chat(cube)
     late, learned = _hits(cube, "late"), _hits(cube, "learned")
     assert {i for i, _ in late} == {i for i, _ in learned}  # the same candidates, found by the same legs
+    assert late != learned  # scored by the late model (its probabilities), not learned's
+
+
+def test_dump_and_export_import_carry_the_tokens(cube: MemCube, tmp_path: Any, embedder: Any) -> None:
+    _chat(cube)
+    rows = _rows(cube)
+    copy = cube.dump(tmp_path / "dumped")
+    try:
+        assert _rows(copy) == rows  # a file copy carries them
+    finally:
+        copy.close()
+    cube.export_jsonl(tmp_path / "out.jsonl")
+    fresh = MemCube.create(tmp_path / "imported", embedder=embedder)
+    try:
+        fresh.import_jsonl(tmp_path / "out.jsonl")
+        assert _rows(fresh) == rows  # embedded again on import: the same pass, the same tokens
+        assert _hits(fresh, "late") == _hits(cube, "late")
+    finally:
+        fresh.close()
+
+
+def test_the_weights_are_constants_over_known_columns() -> None:
+    from memos_integrations.errors import InvalidInputError
+    from memos_integrations.textual import fusion_features as F
+
+    assert LT.WEIGHTS and LT.LIST_WEIGHTS and set(LT.NAMES) <= set(LT.WEIGHTS)
+    assert LT.weight_vector(LT.WEIGHTS).shape == (len(F.NAMES) + len(LT.NAMES),)
+    with pytest.raises(InvalidInputError, match="unknown late"):
+        LT.weight_vector({"nope": 1.0})
