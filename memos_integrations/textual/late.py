@@ -17,8 +17,11 @@ Where the vectors come from, without a second forward pass:
   cache embedded by another plan costs one more pass here, once.
 
 When there is nothing to compare (an embedder other than the in-process :class:`.embed.MiniLMEmbedder`,
-queries embedded in int8 or in the service's embedding process, a PostgreSQL cube, a cube or a candidate
-without stored token vectors), :func:`scorer` returns None and ``late`` ranks exactly as ``learned``.
+queries embedded in int8 or by the service, whose embedder batches queries and documents in a child
+process, a PostgreSQL cube, a cube without stored token vectors, or fewer than half of a question's
+candidates with them), :func:`scorer` returns None and ``late`` ranks exactly as ``learned``. Candidates
+without token vectors among others that have them score the question's mean on the late columns
+(:func:`candidate_columns`).
 Only candidates the legs found under the search's filter are scored, each with its own row's tokens
 (a row must name the candidate's item id).
 """
@@ -214,9 +217,14 @@ def pending_tokens(item_id: str, vector: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 # -- the query's token vectors ------------------------------------------------------------------------
-_QUERIES: OrderedDict[tuple[str, int, tuple[int, ...]], np.ndarray] = OrderedDict()
+_QUERIES: OrderedDict[tuple[str, str, tuple[int, ...]], np.ndarray] = OrderedDict()
 _QLOCK = threading.Lock()
 _QSIZE = 256
+
+
+def _model_key(embedder: Any) -> str:
+    """Which weights made a token vector (not ``id()``: ids are reused once an embedder is gone)."""
+    return f"{getattr(embedder, 'model_dir', '')}:{getattr(embedder, 'backend', '')}"
 
 
 @contextmanager
@@ -227,7 +235,7 @@ def query_pass(embedder: Any) -> Iterator[None]:
     if got and _tokenizer(embedder) is not None:
         with _QLOCK:
             for ids, rows in got.items():
-                key = (cache_scope.current(), id(embedder), ids)
+                key = (cache_scope.current(), _model_key(embedder), ids)
                 _QUERIES[key] = rows
                 _QUERIES.move_to_end(key)
             while len(_QUERIES) > _QSIZE:
@@ -241,7 +249,7 @@ def query_tokens(embedder: Any, text: str) -> tuple[np.ndarray, list[str]] | Non
     if tok is None or not text.strip() or embedder.query_precision_in_use != "fp32":
         return None
     enc = tok.encode(text)
-    key = (cache_scope.current(), id(embedder), tuple(enc.ids))
+    key = (cache_scope.current(), _model_key(embedder), tuple(enc.ids))
     with _QLOCK:
         rows = _QUERIES.get(key)
     if rows is None:  # its vector came from the query cache (another plan embedded it): one pass here
@@ -345,31 +353,42 @@ def weight_vector(weights: Mapping[str, float]) -> np.ndarray:
     return np.array([float(weights.get(n, 0.0)) for n in (*F.NAMES, *NAMES)])
 
 
+#: ``late`` ranks as ``learned`` unless at least this share of a question's candidates have token vectors
+MIN_SHARE = 0.5
+
+
 def candidate_columns(store: Any, embedder: Any, query: str, cands: Sequence[int],
                       items: Mapping[int, Any]) -> np.ndarray | None:
     """The :data:`NAMES` columns of ``cands`` (rows ``items``, found by the legs under the search's filter),
-    or None when the query's or any candidate's token vectors are missing. The fit reads the same function."""
+    or None when the query's token vectors are missing or fewer than :data:`MIN_SHARE` of the candidates
+    have theirs. The columns are z-scored among the candidates that have token vectors; the others (an
+    organiser's summary, whose vector is made from its members' and never embedded; a memory written before
+    this release, by the service's embedding process or with a caller's vector) get 0 on every late
+    column: the question's mean. The fit reads the same function."""
     from ..storage.tables import late_tokens as T
 
     if not cands or T.table(store) is None:
         return None
     dim = int(embedder.dimension)
     stored = T.read(store, list(cands), {r: it.id for r, it in items.items()}, dim)
-    if len(stored) < len(cands):  # a candidate without token vectors: nothing fair to compare
+    have = [i for i, r in enumerate(cands) if r in stored]
+    if not have or len(have) < MIN_SHARE * len(cands):
         return None
     qtok = query_tokens(embedder, query)
     if qtok is None:
         return None
-    held = [stored[r] for r in cands]
+    held = [stored[cands[i]] for i in have]
     sizes = [len(q) for q, _ in held]
     tokens = _unit(np.concatenate([q for q, _ in held]).astype(np.float32) * np.concatenate([s for _, s in held])[:, None])
-    rids, matrix = store.vectors_for(list(cands))  # unit rows as stored (the dense leg holds them)
+    rids, matrix = store.vectors_for([cands[i] for i in have])  # unit rows as stored (the dense leg holds them)
     at = {r: i for i, r in enumerate(rids)}
-    vecs = np.zeros((len(cands), dim), dtype=np.float32)
-    found = [i for i, r in enumerate(cands) if r in at]
+    vecs = np.zeros((len(have), dim), dtype=np.float32)
+    found = [j for j, i in enumerate(have) if cands[i] in at]
     if found:
-        vecs[found] = matrix[[at[cands[i]] for i in found]]
-    return columns(query, speaker_names(items), qtok, tokens, sizes, vecs)
+        vecs[found] = matrix[[at[cands[have[j]]] for j in found]]
+    out = np.zeros((len(cands), len(NAMES)))
+    out[have] = columns(query, speaker_names(items), qtok, tokens, sizes, vecs)
+    return out
 
 
 def scorer(mem: Any, query: str) -> Callable[[Sequence[int], Mapping[int, MemoryItem], np.ndarray], np.ndarray | None]:

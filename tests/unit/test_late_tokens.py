@@ -110,8 +110,16 @@ def test_no_tokens_means_late_ranks_exactly_as_learned(cube: MemCube, weights: N
     items = store.ranking_rows(list(range(1, 6)))
     assert LT.candidate_columns(store, cube.text_mem.embedder, QUESTION, list(items), items) is not None
     with store.transaction() as tx:
-        tx.execute("DELETE FROM late_tokens WHERE rid = 2")  # one candidate without tokens is enough
+        tx.execute("DELETE FROM late_tokens WHERE rid = 2")  # one candidate without tokens: the question's mean
+    cols = LT.candidate_columns(store, cube.text_mem.embedder, QUESTION, list(items), items)
+    assert cols is not None and not cols[list(items).index(2)].any() and cols.any()
+    assert _hits(cube, "late") != _hits(cube, "learned")
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM late_tokens WHERE rid IN (1, 3)")  # most candidates without: as learned
     assert LT.candidate_columns(store, cube.text_mem.embedder, QUESTION, list(items), items) is None
+    assert _hits(cube, "late") == _hits(cube, "learned")
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM late_tokens")  # a cube written before this release
     assert _hits(cube, "late") == _hits(cube, "learned")
 
 
@@ -128,12 +136,29 @@ def test_int8_queries_and_other_embedders_rank_as_learned(cube: MemCube, weights
 
     assert LT.query_tokens(Other(), QUESTION) is None
     assert LT.query_tokens(cube.text_mem.embedder, QUESTION) is not None
+    learned = _hits(cube, "learned")
+    path = cube.path
+    cube.close()
+    for embedder in (int8, Other()):  # the same cube searched through an embedder that gives no query tokens
+        other = MemCube.open(path, embedder=embedder)
+        try:
+            assert [i for i, _ in _hits(other, "late")] == [i for i, _ in _hits(other, "learned")]
+            assert _hits(other, "late") == _hits(other, "learned")
+        finally:
+            other.close()
+    assert learned  # (int8 queries rank by their own vectors: compared with learned on the same embedder)
 
 
 def test_hostile_rows_are_ignored_never_decoded(cube: MemCube, weights: None) -> None:
     _chat(cube)
     store = cube.text_mem.store
-    learned = _hits(cube, "learned")
+    row = store.db.read("SELECT rid, item_id, n, dim, data, scales FROM late_tokens WHERE rid = 1")[0]
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM late_tokens WHERE rid = 1")
+    absent = _hits(cube, "late")  # what a missing row gives: the question's mean on the late columns
+    with store.transaction() as tx:
+        tx.execute("INSERT INTO late_tokens (rid, item_id, n, dim, data, scales) VALUES (?, ?, ?, ?, ?, ?)", tuple(row))
+    assert _hits(cube, "late") != absent
     bad = [(10**9, 384, b"\x01" * 384, b"\x00" * 4), (1, 999, b"\x01" * 999, b"\x00" * 4),
            (1, 384, b"\x01" * 384, np.array([np.nan], np.float32).tobytes()),
            (1, 384, b"\x01" * 384, np.array([-1.0], np.float32).tobytes()), (2, 384, b"\x01" * 384, b"\x00" * 8)]
@@ -141,7 +166,7 @@ def test_hostile_rows_are_ignored_never_decoded(cube: MemCube, weights: None) ->
         with store.transaction() as tx:
             tx.execute("UPDATE late_tokens SET n = ?, dim = ?, data = ?, scales = ? WHERE rid = 1", (n, dim, data, scales))
         assert 1 not in T.read(store, [1, 2], {1: store.ranking_rows([1])[1].id, 2: store.ranking_rows([2])[2].id}, 384)
-        assert _hits(cube, "late") == learned  # a candidate without (valid) tokens: as learned
+        assert _hits(cube, "late") == absent  # ignored, as if absent: never decoded
     with store.transaction() as tx:
         tx.execute("UPDATE late_tokens SET data = ?, n = 1, dim = 384, scales = ? WHERE rid = 1", ("text", "x"))
     assert T.read(store, [1], {1: store.ranking_rows([1])[1].id}, 384) == {}
