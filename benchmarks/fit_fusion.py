@@ -29,8 +29,8 @@ products of the features), ``--extra`` (neighbour, exact-cosine and query-covera
 ``--select`` (the first 10 chosen as a set: MMR on the stored vectors, one hit per 3-turn window, or a
 knapsack of the 400-word budget); of the ``--extra`` columns, ``next_fused`` became a module feature
 (``--drop next_fused`` gives the model before it).
-Sixth session, not shipped: :mod:`benchmarks.fit_fusion_extra`'s columns (``--extra``, ``--extra-list-only``)
-and ``learned``'s weights on deep's candidates (``--probe deep --fit-on balanced``, held out).
+Sixth session: fit_fusion_extra's ``late_*`` columns ship as the ``late`` preset (textual/late.py, weights by ``--extra
+late_... --write``; cubes hold token vectors: ``-late`` in ``--cubes``); its other columns and ``--fit-on`` do not.
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes-late
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
@@ -479,7 +479,7 @@ def collect(where: Path, organised: bool, limit: int | None, plan: SearchPlan = 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cubes", type=Path, default=Path("/tmp/fit_fusion_cubes-late"), help="where cubes are built once (with token vectors)")
+    ap.add_argument("--cubes", type=Path, default=Path("/tmp/fit_fusion_cubes-late"), help="cubes built once (token vectors)")
     ap.add_argument("--organised", action="store_true", help="organised cubes (the extractive organiser)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--probe", choices=sorted(PROBES), default="balanced", help="the plan whose candidates are re-scored")
