@@ -1,5 +1,5 @@
 """More ``--extra`` columns for ``benchmarks/fit_fusion.py`` (issue 14, category 1; sixth session): signals new in
-kind, measured held out, none shipped (docs/organize.md says what each gave).
+kind, measured held out; only ``late_*`` ships, as the ``late`` preset (docs/organize.md says what each gave).
 
 - ``type_cos`` / ``type_z``: a candidate's cosine to the embedded head phrase of the question
   (:func:`head_phrase`: "activities", "books"), raw and z-scored
