@@ -228,3 +228,13 @@ def test_the_weights_are_constants_over_known_columns() -> None:
     assert LT.weight_vector(LT.WEIGHTS).shape == (len(F.NAMES) + len(LT.NAMES),)
     with pytest.raises(InvalidInputError, match="unknown late"):
         LT.weight_vector({"nope": 1.0})
+
+
+def test_late_ranks_exactly_as_learned_without_token_vectors_on_any_store(cube: MemCube, weights: None) -> None:
+    """Also run on PostgreSQL (tests/integration/test_postgres_engine.py), whose cubes store no token vectors."""
+    _chat(cube)
+    store = cube.text_mem.store
+    if T.table(store) is not None:  # embedded: as a cube written before this release
+        with store.transaction() as tx:
+            tx.execute("DELETE FROM late_tokens")
+    assert _hits(cube, "late") == _hits(cube, "learned")
