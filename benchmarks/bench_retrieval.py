@@ -35,7 +35,7 @@ from memos_integrations.items import Kind
 from memos_integrations.prompting import format_memory
 from memos_integrations.textual.embed import MiniLMEmbedder
 from memos_integrations.textual.read import FastReader
-from memos_integrations.textual.retrieve import BALANCED, DEEP, FAST, LEARNED, MULTIHOP, SearchPlan
+from memos_integrations.textual.retrieve import BALANCED, DEEP, FAST, LATE, LEARNED, MULTIHOP, SearchPlan
 
 from .common import locomo, pct, sessions, table, turn_messages
 
@@ -89,6 +89,8 @@ PLANS: dict[str, SearchPlan] = {
     "balanced + list spread 2": BALANCED.model_copy(update={"name": "spread2", "list_spread": 2}),
     # balanced's candidates re-scored by fitted weights (textual/fusion_learned.py; benchmarks/fit_fusion.py)
     "learned": LEARNED,
+    # learned + late interaction over the token vectors stored at ingest (textual/late.py; cubes are built per run)
+    "late": LATE,
 }
 
 

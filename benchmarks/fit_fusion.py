@@ -29,10 +29,10 @@ products of the features), ``--extra`` (neighbour, exact-cosine and query-covera
 ``--select`` (the first 10 chosen as a set: MMR on the stored vectors, one hit per 3-turn window, or a
 knapsack of the 400-word budget); of the ``--extra`` columns, ``next_fused`` became a module feature
 (``--drop next_fused`` gives the model before it).
-Sixth session, not shipped: :mod:`benchmarks.fit_fusion_extra`'s columns (``--extra``, ``--extra-list-only``)
-and ``learned``'s weights on deep's candidates (``--probe deep --fit-on balanced``, held out).
+Sixth session: fit_fusion_extra's ``late_*`` columns ship as the ``late`` preset (textual/late.py, weights by ``--extra
+late_... --write``; cubes hold token vectors: ``-late`` in ``--cubes``); its other columns and ``--fit-on`` do not.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --cubes /tmp/fit_fusion_cubes-late
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --split-list --write
 """
@@ -479,7 +479,7 @@ def collect(where: Path, organised: bool, limit: int | None, plan: SearchPlan = 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cubes", type=Path, default=Path("/tmp/fit_fusion_cubes"), help="where cubes are built once")
+    ap.add_argument("--cubes", type=Path, default=Path("/tmp/fit_fusion_cubes-late"), help="cubes built once (token vectors)")
     ap.add_argument("--organised", action="store_true", help="organised cubes (the extractive organiser)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--probe", choices=sorted(PROBES), default="balanced", help="the plan whose candidates are re-scored")
@@ -533,8 +533,8 @@ def main(argv: list[str] | None = None) -> None:
         fit_probe = PROBES[args.fit_on]
         other = collect(args.cubes, args.organised, args.limit, fit_probe.model_copy(update={"candidates": pool}))
     drop = [F.NAMES.index(n) for n in args.drop.split(",") if n]
-    if (args.extra or args.crosses) and args.write:
-        raise SystemExit("--write prints the module's features only: drop --extra / --crosses")
+    if args.crosses and args.write:
+        raise SystemExit("--write prints the module's features (and --extra's) only: drop --crosses")
     for q in [*qs, *other]:
         q.X[:, drop] = 0.0
         if args.crosses:
@@ -584,11 +584,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.write and first is not None:
         model, l2, w, _ = first
         print(f"# {model}, L2 {l2}, fitted on all {len({q.conv for q in qs})} conversations")
-        cols = len(F.NAMES)
-        for const, part in (("WEIGHTS", w[:cols]), ("LIST_WEIGHTS", fold(w[cols:]))):
+        cols = len(names := (*F.NAMES, *EXTRA))  # with --extra (late.py's columns): textual/late.py's WEIGHTS
+        for const, part in (("WEIGHTS", w[:cols]), ("LIST_WEIGHTS", w[cols:])):
             if len(part):  # with --split-list: the list questions' own weights
+                part = np.concatenate([fold(part[:len(F.NAMES)]), part[len(F.NAMES):]])
                 print(f"{const}: Mapping[str, float] = {{")
-                for name, value in zip(F.NAMES, part):
+                for name, value in zip(names, part):
                     if round(float(value), 2):
                         print(f'    "{name}": {round(float(value), 2)},')
                 print("}")

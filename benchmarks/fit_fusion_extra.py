@@ -1,5 +1,5 @@
 """More ``--extra`` columns for ``benchmarks/fit_fusion.py`` (issue 14, category 1; sixth session): signals new in
-kind, measured held out, none shipped (docs/organize.md says what each gave).
+kind, measured held out; only ``late_*`` ships, as the ``late`` preset (docs/organize.md says what each gave).
 
 - ``type_cos`` / ``type_z``: a candidate's cosine to the embedded head phrase of the question
   (:func:`head_phrase`: "activities", "books"), raw and z-scored
@@ -16,6 +16,8 @@ kind, measured held out, none shipped (docs/organize.md says what each gave).
 - ``maxsim``: raw ``maxsim_z``; ``maxsim_content_z``: the candidate's content-word tokens only (what
   storing ~10 token vectors a turn would hold); ``static_maxsim_z``: MaxSim over MiniLM's input word-piece
   table (no forward pass: what a search could afford without stored token vectors).
+- ``late_*`` (:data:`memos_integrations.textual.late.NAMES`): the ``late`` preset's columns, computed by that
+  module from the token vectors the cube stored at ingest (cubes built with this release).
 - ``event_time`` / ``first_past`` / ``asks`` / ``narrates``: the turn's own words (its photo caption left
   out) name a recent time ("yesterday", "last week"), say "I / we" + a past verb, end in "?", or both of
   the first two (a list answer narrates an event).
@@ -33,12 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from memos_integrations.textual import late as LT
 from memos_integrations.textual import retrieve as R
 
 NAMES = ("type_cos", "type_z", "tmpl_z", "maxsim_z", "head_maxsim_z", "novel", "novel_z", "speaker_rank",
          "static_maxsim_z", "maxsim", "event_time", "first_past", "asks", "narrates",
          "prev_cos_z", "next_cos_z", "type_prev_z", "maxsim_content_z",
-         "qtok_mean_z", "qtok_max_z", "qhead_z", "ntok", "prev_asks", "next_asks")
+         "qtok_mean_z", "qtok_max_z", "qhead_z", "ntok", "prev_asks", "next_asks", *LT.NAMES)
 
 _STOP_AFTER = frozenset(
     "is are was were does do did has have had will would can could should might may must".split())
@@ -292,4 +295,10 @@ def columns(wanted: Sequence[str], question: str, cands: Sequence[int], rows: An
             spk[i] = 1.0 / (1 + said.get(who, 0))
             said[who] = said.get(who, 0) + 1
         out["novel"], out["novel_z"], out["speaker_rank"] = nov, zscore(nov), spk
+    if set(LT.NAMES) & set(wanted):  # what the late preset computes, from the cube's stored token vectors
+        items = {r: rows[r] for r in cands if r in rows}
+        cols = LT.candidate_columns(store, embedder, question, cands, items)
+        if cols is None:
+            cols = np.zeros((n, len(LT.NAMES)))
+        out.update({name: cols[:, i] for i, name in enumerate(LT.NAMES)})
     return {k: v for k, v in out.items() if k in wanted}

@@ -80,13 +80,12 @@ def row_to_item(row: Sequence[Any]) -> MemoryItem:
      valid_from, valid_to, state, version, sources, created_by, method, confidence, tags, metadata, parent_id) = row
     return MemoryItem(
         id=id_, text=text, context=context, kind=Kind(kind), user_id=user_id, agent_id=agent_id,
-        session_id=session_id, cube_id=cube_id,
+        session_id=session_id, cube_id=cube_id, parent_id=parent_id,
         created_at=from_epoch(created_at),  # type: ignore[arg-type]
         updated_at=from_epoch(updated_at),  # type: ignore[arg-type]
         event_time=from_epoch(event_time), valid_from=from_epoch(valid_from), valid_to=from_epoch(valid_to),
         state=Lifecycle(state), version=version, sources=json.loads(sources), created_by=created_by,
         method=method, confidence=confidence, tags=json.loads(tags), metadata=json.loads(metadata),
-        parent_id=parent_id,
     )
 
 
@@ -146,6 +145,7 @@ class SQLStore(SideTables):
         # connection lock serves; PostgreSQL's pool has none, and threads share this store)
         self._own_lock = threading.RLock()
         self.schema_version = self._migrate()
+        self._late_attach()  # the late preset's token vectors (tables/late_tokens.py), SQLite only
 
     # -- schema -------------------------------------------------------------------------------------
     def _migrate(self) -> int:
@@ -262,6 +262,7 @@ class SQLStore(SideTables):
                     (item.id, item.version, json.dumps(item.to_dict(), sort_keys=True), now),
                 )
                 self._unindex_text(tx, rid)
+                self._late_written(tx, rid, item, None if vectors is None else vectors[n])  # with its vector
                 if item.state == Lifecycle.DELETED:
                     tx.execute(_DROP_VECTOR, (rid,))
                     tx.execute(_QUEUE, (VECTORS, item.id, "delete"))
@@ -281,7 +282,7 @@ class SQLStore(SideTables):
                 item = current.get(item_id)
                 if item is None or item.embed_text != text:
                     continue
-                self._put_vector(tx, self._rid(tx, item_id), vector)
+                self._put_vector_and_tokens(tx, self._rid(tx, item_id), item, vector)
                 written += 1
         return written
 

@@ -37,6 +37,25 @@ class SideTables:
     def transaction(self) -> AbstractContextManager[Tx]:  # provided by SQLStore
         raise NotImplementedError
 
+    # -- late_tokens: each item's token vectors, kept in step with its vector (tables/late_tokens.py) ---------
+    def _late_attach(self) -> None:
+        from .tables import late_tokens
+
+        late_tokens.attach(self)
+
+    def _late_written(self, tx: Tx, rid: int, item: Any, vector: Any) -> None:
+        from .tables import late_tokens
+
+        late_tokens.written(self, tx, rid, item, vector)
+
+    def _put_vector(self, tx: Tx, rid: int, vector: Any) -> None:  # provided by SQLStore
+        raise NotImplementedError
+
+    def _put_vector_and_tokens(self, tx: Tx, rid: int, item: Any, vector: Any) -> None:
+        """``put_vectors``' write of one vector, with the token vectors of the same pass (or none)."""
+        self._put_vector(tx, rid, vector)
+        self._late_written(tx, rid, item, vector)
+
     # -- outbox: derived writes (vectors, graph projection) not yet confirmed ----------------------------
     def outbox(self, target: str = VECTORS) -> list[tuple[str, str]]:
         """Queued writes for ``target`` as (item id, op), oldest first."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import EmbedderConfig, secret
 from ..errors import EmbedderMismatchError, InvalidInputError, MissingExtraError
-from . import cache_scope
+from . import cache_scope, late
 
 _PROBE = "memos-integrations embedder fingerprint probe: the quick brown fox."
 
@@ -568,8 +568,10 @@ def item_vectors(embedder: Embedder, items: Sequence[Any]) -> np.ndarray:
     if before:
         known.update(zip(before, check_finite(np.asarray(list(before.values()), dtype=np.float32), embedder)))
     missing = [t for t in wanted if t not in known]
+    tokens: dict[tuple[int, ...], np.ndarray] = {}
     if missing:
-        fresh = check_finite(np.asarray(embedder.embed_documents(missing), dtype=np.float32), embedder)
+        with late.capture() as tokens:  # the pass's token vectors too, for the late preset (textual/late.py)
+            fresh = check_finite(np.asarray(embedder.embed_documents(missing), dtype=np.float32), embedder)
         if fresh.ndim != 2 or fresh.shape[0] != len(missing):
             raise EmbedderMismatchError(
                 f"embedder {getattr(embedder, 'name', type(embedder).__name__)!r} returned {fresh.shape} for "
@@ -583,4 +585,6 @@ def item_vectors(embedder: Embedder, items: Sequence[Any]) -> np.ndarray:
     for n, vs in enumerate(views):
         for text, w in vs:
             out[n] += np.float32(w) * known[text]
-    return _normalise(out)
+    out = _normalise(out)
+    late.stash(embedder, items, [own for own, _ in split], tokens, out)
+    return out

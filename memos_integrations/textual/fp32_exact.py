@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .late import seen
 from .packed import PackedEncoder
 
 #: GEMMs with fewer rows than this take a different kernel (its sums may round differently)
@@ -81,4 +82,5 @@ class ExactEncoder(PackedEncoder):
             x = F.layer_norm(x + F.linear(ctx, *out), (hidden,), *norm1, eps)
             x = F.layer_norm(x + F.linear(F.gelu(F.linear(x, *inter)), *down), (hidden,), *norm2, eps)
         sizes = torch.tensor(counts, dtype=torch.float32)[:, None].clamp_min(1)
+        seen(batch_ids, x[:total], counts)  # the last layer's token vectors, where a caller collects them (.late)
         return self.pool(x[:total], counts, sizes)

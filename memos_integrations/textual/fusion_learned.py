@@ -92,6 +92,7 @@ _WL = weight_vector(LIST_WEIGHTS)
 def rescore(
     query: str, order: list[int], scores: dict[int, float], scored: Mapping[str, Sequence[tuple[int, float]]],
     rows: Callable[[Sequence[int]], dict[int, MemoryItem]], plan: R.SearchPlan, w: np.ndarray | None = None,
+    late: Callable[[Sequence[int], Mapping[int, MemoryItem], np.ndarray], np.ndarray | None] | None = None,
 ) -> list[int]:
     """Re-order the candidates of ``order`` (:func:`.fusion_features.candidates`) by the linear model
     ``w`` (default :data:`WEIGHTS`, :data:`LIST_WEIGHTS` for a list question); the rest of ``order``
@@ -99,7 +100,8 @@ def rescore(
     that a hit's score falls with its rank: the candidates get the model's probability, the rest a
     share of the lowest of them. The plan's re-orderings before it (content prior, session cap, list
     spread) are features or undone; its working memory first (``working_first``) is kept: it is
-    applied again to the new order.
+    applied again to the new order. ``late`` (:func:`.late.scorer`) gives the logits from the features and
+    more columns, or None to rank by ``w`` as without it.
 
     Returns:
         The new order (the same rows as ``order``).
@@ -115,7 +117,9 @@ def rescore(
         return order
     items = rows(cands)
     X = F.features(query, cands, order, scores, scored, items, sessions)
-    logit = X @ ((_WL if F.asks_for_list(query) else _W) if w is None else w)
+    logit = late(cands, items, X) if late is not None else None  # the late preset (.late); None: as learned
+    if logit is None:
+        logit = X @ ((_WL if F.asks_for_list(query) else _W) if w is None else w)
     prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))
     ranked = np.argsort(-logit, kind="stable")  # ties: the plan's order
     head = [cands[i] for i in ranked]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,7 @@ from . import embed_ahead as EA
 from . import expand as E
 from . import fusion_learned as FL
 from . import index_sync as X
+from . import late as LT
 from . import limits as L
 from . import parts as P
 from . import retrieve as R
@@ -385,7 +387,8 @@ class TextualMemory:
             )
         qvec, ahead = None, dict[str, np.ndarray]()
         if plan.dense:  # with the text the plan embeds next, in one pass where it can (.embed_ahead)
-            qvec, ahead = EA.query_vector(self, plan, dense_text, flt) if query_vector is None else (query_vector, {})
+            with LT.query_pass(self.embedder) if plan.fusion == "late" else nullcontext():  # its token vectors too
+                qvec, ahead = EA.query_vector(self, plan, dense_text, flt) if query_vector is None else (query_vector, {})
             self._check_dim(qvec[None, :])
         fetched: dict[int, MemoryItem] = {}  # rows read once per search, whichever step needs them first
 
@@ -471,8 +474,9 @@ class TextualMemory:
             picked = set(chosen)
             order = chosen + [r for r in order if r not in picked]
         order = K.final_order(order, scores, rows, plan, text, legs, max(plan.mmr_pool, 3 * top_k))
-        if plan.fusion == "learned":  # the plan's candidates re-scored by fitted weights
-            order = FL.rescore(text, order, scores, scored, rows, plan)
+        if plan.fusion in ("learned", "late"):  # the plan's candidates re-scored by fitted weights
+            late = LT.scorer(self, text) if plan.fusion == "late" else None  # None: as learned
+            order = FL.rescore(text, order, scores, scored, rows, plan, late=late)
         return P.one_per_message(self, order, rows, scores, top_k), scores
 
     def _query_vector(self, value: Any) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import CubeCorruptedError, InvalidTypeError, MissingExtraError
 from ..items import check_utf8
+from .late import seen
 
 _MAX_TOKENS = 256  # sentence_bert_config.max_seq_length of this model
 _log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class NumpyBert:
                 x + lin(h, "output.dense"), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps
             )
         counts = real.sum(1)
+        seen(batch_ids, x, counts.tolist())  # the last layer's token vectors, where a caller collects them (.late)
         pooled = np.add.reduceat(x, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0) / np.maximum(counts, 1)[:, None]
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -43,9 +43,10 @@ class SearchPlan(BaseModel):
     keyword_budget: int = Field(
         5000, ge=1, description="most documents the keyword leg ranks; beyond it only the rarest terms are kept"
     )
-    fusion: Literal["rrf", "convex", "learned"] = Field(
+    fusion: Literal["rrf", "convex", "learned", "late"] = Field(
         "rrf", description="rrf: weighted reciprocal ranks; convex: weighted sum of max-normalised leg scores; "
-        "learned: rrf, then its candidates re-scored by a fitted linear model (textual/fusion_learned.py)"
+        "learned: rrf, then its candidates re-scored by a fitted linear model (textual/fusion_learned.py); late: "
+        "learned with token-level late interaction where token vectors are stored (textual/late.py), else learned"
     )
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant")
     dense_weight: float = Field(1.0, ge=0)
@@ -196,7 +197,9 @@ MULTIHOP = DEEP.model_copy(update=dict(
 # give 100) re-scored by a linear model fitted on LoCoMo dev, validated leaving each conversation out
 # (textual/fusion_learned.py, docs/organize.md).
 LEARNED = BALANCED.model_copy(update=dict(name="learned", fusion="learned", candidates=100))
-PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP, LEARNED)}
+# Learned plus MaxSim of the question's content-word token vectors against each candidate's (textual/late.py).
+LATE = LEARNED.model_copy(update=dict(name="late", fusion="late"))
+PRESETS: dict[str, SearchPlan] = {p.name: p for p in (FAST, BALANCED, DEEP, MULTIHOP, LEARNED, LATE)}
 
 
 def plan_named(plan: SearchPlan | str | None) -> SearchPlan:

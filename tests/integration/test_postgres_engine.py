@@ -54,6 +54,7 @@ from tests.unit.test_core_cube import (
     test_update_reembeds_only_when_the_text_changes,
 )
 from tests.unit.test_filters import test_a_day_as_time_to_includes_that_day
+from tests.unit.test_late_tokens import test_late_ranks_exactly_as_learned_without_token_vectors_on_any_store, weights
 from tests.unit.test_storage_tables import (
     test_a_newer_component_version_is_refused,
     test_checkpoints_copy_prune_and_delete_in_groups,

@@ -155,7 +155,7 @@ def test_a_second_users_items_are_never_returned_through_the_shape(cube: MemCube
 
 # -- presets --------------------------------------------------------------------------------------
 def test_presets_are_named_and_typed() -> None:
-    assert set(R.PRESETS) == {"fast", "balanced", "deep", "multihop", "learned"}
+    assert set(R.PRESETS) == {"fast", "balanced", "deep", "multihop", "learned", "late"}
     assert R.plan_named("multihop") is R.MULTIHOP and R.MULTIHOP.relation_hops == 2
     assert R.DEEP.coarse_to_fine and R.DEEP.summary_hits == "expand" and R.DEEP.entity_leg
     assert R.BALANCED.graph_types == R.SEQUENCE_EDGES  # the neighbour hop never wanders along organiser links

@@ -1,0 +1,135 @@
+"""The ``late_tokens`` table: each memory's content-word token vectors, for the ``late`` preset's re-scorer.
+
+Where it sits: beside the engine's ``vectors`` table in ``memory.db`` (embedded SQLite cubes only; a
+PostgreSQL cube has none, and ``late`` ranks there as ``learned`` does). A row holds the last-layer MiniLM
+vectors of the content words of one item's own views, from the forward pass that made the item's
+vector (:mod:`memos_integrations.textual.late`), int8 with one float32 scale per row. It is written,
+replaced and dropped by :meth:`~memos_integrations.storage.sqlstore.SQLStore.write_items` and ``put_vectors``
+in the transaction that writes the item's vector (:func:`written`), so the two never disagree: a new
+vector without token vectors of the same pass drops the old ones, a deletion drops them, and an update
+that keeps the text keeps them. A file copy (dump, clone) carries them; ``export`` / ``import`` and
+``reindex --reembed`` embed again and write them again.
+
+Nothing read is trusted (:func:`read`): a row whose sizes, dimension, scales or item id do not match is
+treated as absent (logged once), never decoded into a wrong-sized array; a row holds at most
+:data:`MAX_ROWS` vectors, so no row can ask for a large allocation.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ...items import Lifecycle
+from ..migrations import Step
+from ..sql import chunks, marks
+from . import Tables
+
+_log = logging.getLogger(__name__)
+
+#: most token vectors stored (and accepted on read) for one memory
+MAX_ROWS = 256
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS late_tokens (
+    rid INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    dim INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    scales BLOB NOT NULL
+)
+"""
+_PUT = ("INSERT INTO late_tokens (rid, item_id, n, dim, data, scales) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (rid) DO UPDATE SET item_id = excluded.item_id, n = excluded.n, dim = excluded.dim, "
+        "data = excluded.data, scales = excluded.scales")
+_DROP = "DELETE FROM late_tokens WHERE rid = ?"
+
+
+class LateTokens(Tables):
+    """``late_tokens``: one row per memory that has token vectors, keyed by its ``items.rid``."""
+
+    COMPONENT = "late_tokens"
+    STEPS: ClassVar[Mapping[str, Sequence[Step]]] = {"sqlite": [_DDL]}
+
+
+_TABLES: weakref.WeakKeyDictionary[Any, LateTokens] = weakref.WeakKeyDictionary()
+_warned: set[str] = set()
+
+
+def attach(store: Any) -> None:
+    """Bring the table up to date when ``store`` (a :class:`~..sqlstore.SQLStore`) opens; SQLite only.
+
+    At open, not on the first write: a migration inside a write transaction would be rolled back with it."""
+    if getattr(store.db, "dialect", None) == "sqlite":
+        _TABLES[store] = LateTokens(store.db)
+
+
+def table(store: Any) -> LateTokens | None:
+    """The store's table when it has one that is ready (None: PostgreSQL, or a read-only view not migrated)."""
+    found = _TABLES.get(store)
+    return found if found is not None and found.ready() else None
+
+
+def written(store: Any, tx: Any, rid: int, item: Any, vector: np.ndarray | None) -> None:
+    """Keep row ``rid`` in step with the item's vector, in the item's own transaction ``tx``.
+
+    ``vector`` is the vector written for the item now (None: its text did not change, its tokens stay).
+    The tokens are the ones :mod:`~memos_integrations.textual.late` computed in the pass that made exactly
+    this vector; anything else (a caller's own vector, an embedding from another process) drops the row."""
+    if table(store) is None:
+        return
+    if item.state == Lifecycle.DELETED:
+        tx.execute(_DROP, (rid,))
+        return
+    if vector is None:
+        return
+    from ...textual.late import pending_tokens
+
+    found = pending_tokens(item.id, vector)
+    if found is None:
+        tx.execute(_DROP, (rid,))
+        return
+    q, scales = found
+    tx.execute(_PUT, (rid, item.id, int(q.shape[0]), int(q.shape[1]), q.tobytes(), scales.tobytes()))
+
+
+def read(store: Any, rids: Sequence[int], ids: Mapping[int, str], dim: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The stored (int8 rows, float32 scales) of ``rids`` whose row names the item id ``ids[rid]``.
+
+    A row that does not hold what it says (sizes, dimension, non-finite or negative scales, more than
+    :data:`MAX_ROWS` rows, another item's id: a hostile or damaged file) is left out, as if absent."""
+    if table(store) is None or not rids:
+        return {}
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for chunk in chunks(list(rids)):
+        for rid, item_id, n, d, data, scales in store.db.read(
+                f"SELECT rid, item_id, n, dim, data, scales FROM late_tokens WHERE rid IN ({marks(len(chunk))})", chunk):
+            ok = (isinstance(n, int) and isinstance(d, int) and 0 <= n <= MAX_ROWS and d == dim
+                  and isinstance(data, bytes) and isinstance(scales, bytes)
+                  and len(data) == n * d and len(scales) == 4 * n and ids.get(rid) == item_id)
+            if ok:
+                s = np.frombuffer(scales, dtype=np.float32)
+                ok = bool(np.isfinite(s).all() and (s >= 0).all())
+            if not ok:
+                _warn(store)
+                continue
+            out[int(rid)] = (np.frombuffer(data, dtype=np.int8).reshape(n, d), s)
+    return out
+
+
+def count(store: Any) -> int:
+    """How many memories have token vectors (0 without the table)."""
+    return int(store.db.scalar("SELECT COUNT(*) FROM late_tokens")) if table(store) is not None else 0
+
+
+def _warn(store: Any) -> None:
+    where = str(getattr(store, "path", "?"))
+    if where not in _warned:
+        _warned.add(where)
+        _log.warning("%s: late_tokens rows that do not hold what they say were ignored (the late preset ranks "
+                     "those memories without them); `memcube reindex --reembed` writes them again", where)
