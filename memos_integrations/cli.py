@@ -296,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--user")
     s.add_argument("--session")
     s.add_argument("--top-k", type=int, default=5)
-    s.add_argument("--plan", default="balanced", choices=["fast", "balanced", "deep", "multihop", "learned"])
+    s.add_argument("--plan", default="balanced", choices=["fast", "balanced", "deep", "multihop", "learned", "late"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_search)
     for name, fn, helptext in (("show", cmd_show, "one memory as JSON"), ("history", cmd_history, "every version of a memory")):

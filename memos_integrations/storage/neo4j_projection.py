@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import GraphUnavailableError, InvalidInputError
 from ..items import Edge
 from .neo4j import BATCH, TEXT_CHARS, GraphNode, Neo4jGraph, check_read_only
-from .sqlstore import GRAPH
+from .sqlstore_aux import GRAPH
 
 _log = logging.getLogger("memos_integrations.storage.neo4j")
 

@@ -38,7 +38,8 @@ from .filter_sql import FilterDialect
 from .migrations import Step, current_version, migrate
 from .postgres import PostgresDatabase, lock_key
 from .sql import Tx, chunks, marks
-from .sqlstore import _QUEUE, _UPSERT_ITEM, POSTGRES_ENGINE_STEPS, VECTORS, SQLStore, item_values
+from .sqlstore import _UPSERT_ITEM, POSTGRES_ENGINE_STEPS, SQLStore, item_values
+from .sqlstore_aux import _QUEUE, VECTORS
 
 _TS_CONFIG = "english"
 _log = logging.getLogger(__name__)

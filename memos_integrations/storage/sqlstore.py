@@ -47,10 +47,7 @@ from .filter_sql import FilterDialect, compile_filter
 from .held_carry import TrackedTx, held_rows
 from .migrations import Step, migrate
 from .sql import Database, Tx, chunks, marks
-from .sqlstore_aux import _QUEUE as _QUEUE
-from .sqlstore_aux import GRAPH as GRAPH
-from .sqlstore_aux import VECTORS as VECTORS
-from .sqlstore_aux import SideTables
+from .sqlstore_aux import _QUEUE, VECTORS, SideTables
 from .vector_check import checked_vector
 
 COLUMNS = (
