@@ -568,7 +568,7 @@ def item_vectors(embedder: Embedder, items: Sequence[Any]) -> np.ndarray:
     if before:
         known.update(zip(before, check_finite(np.asarray(list(before.values()), dtype=np.float32), embedder)))
     missing = [t for t in wanted if t not in known]
-    tokens: dict[tuple[int, ...], np.ndarray] = {}
+    tokens: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
     if missing:
         with late.capture() as tokens:  # the pass's token vectors too, for the late preset (textual/late.py)
             fresh = check_finite(np.asarray(embedder.embed_documents(missing), dtype=np.float32), embedder)

@@ -99,15 +99,15 @@ LIST_WEIGHTS: Mapping[str, float] = {
     "late_qhead_z": 0.48,
 }
 
-_SINK: ContextVar[dict[tuple[int, ...], np.ndarray] | None] = ContextVar("memos_late_sink", default=None)
+_SINK: ContextVar[dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] | None] = ContextVar("memos_late_sink", default=None)
 _PENDING: ContextVar[dict[str, tuple[bytes, np.ndarray, np.ndarray]] | None] = ContextVar(
     "memos_late_pending", default=None)
 
 
 @contextmanager
-def capture() -> Iterator[dict[tuple[int, ...], np.ndarray]]:
+def capture() -> Iterator[dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]]:
     """Collect the last-layer token vectors (by the text's token ids) of every MiniLM pass in the block."""
-    got: dict[tuple[int, ...], np.ndarray] = {}
+    got: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
     token = _SINK.set(got)
     try:
         yield got
@@ -123,7 +123,7 @@ def seen(batch_ids: Sequence[Sequence[int]], x: Any, counts: Sequence[int]) -> N
     rows = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
     at = 0
     for ids, c in zip(batch_ids, counts):
-        sink[tuple(ids)] = np.array(rows[at:at + c], dtype=np.float32)
+        sink[tuple(ids)] = quantise(np.asarray(rows[at:at + c], dtype=np.float32))  # int8: a quarter of fp32
         at += c
 
 
@@ -182,7 +182,7 @@ def content_tokens(text: str, ids: Sequence[int], pieces: Sequence[str], rows: n
 
 
 def stash(embedder: Any, items: Sequence[Any], own: Sequence[Sequence[tuple[str, float]]],
-          got: Mapping[tuple[int, ...], np.ndarray], vectors: np.ndarray) -> None:
+          got: Mapping[tuple[int, ...], tuple[np.ndarray, np.ndarray]], vectors: np.ndarray) -> None:
     """Hold each item's content token vectors (int8) with the vector they came with, for the write that follows
     in this context (:func:`pending_tokens`). An item whose own views were not all embedded in ``got``'s pass
     gets none. Replaces what an earlier call held."""
@@ -198,9 +198,10 @@ def stash(embedder: Any, items: Sequence[Any], own: Sequence[Sequence[tuple[str,
         names = _names(item)
         for text, _ in views:
             enc = tok.encode(text)
-            rows = got.get(tuple(enc.ids))
-            if rows is None:
+            held = got.get(tuple(enc.ids))
+            if held is None:
                 break
+            rows = held[0].astype(np.float32) * held[1][:, None]
             parts.append(content_tokens(text, enc.ids, enc.tokens, rows, names))
         else:
             q, s = quantise(np.concatenate(parts)[:MAX_ROWS] if parts else np.zeros((0, vectors.shape[1])))
@@ -210,7 +211,10 @@ def stash(embedder: Any, items: Sequence[Any], own: Sequence[Sequence[tuple[str,
 
 def pending_tokens(item_id: str, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The (int8 rows, scales) :func:`stash` held for ``item_id`` beside exactly ``vector``; else None."""
-    held = (_PENDING.get() or {}).get(item_id)
+    pending = _PENDING.get()
+    held = pending.pop(item_id, None) if pending else None  # taken once: nothing outlives its write
+    if pending is not None and not pending:
+        _PENDING.set(None)
     if held is None or held[0] != np.asarray(vector, dtype=np.float32).tobytes():
         return None
     return held[1], held[2]
@@ -234,9 +238,9 @@ def query_pass(embedder: Any) -> Iterator[None]:
         yield
     if got and _tokenizer(embedder) is not None:
         with _QLOCK:
-            for ids, rows in got.items():
+            for ids, (q, scale) in got.items():
                 key = (cache_scope.current(), _model_key(embedder), ids)
-                _QUERIES[key] = rows
+                _QUERIES[key] = q.astype(np.float32) * scale[:, None]
                 _QUERIES.move_to_end(key)
             while len(_QUERIES) > _QSIZE:
                 _QUERIES.popitem(last=False)

@@ -409,7 +409,7 @@ class TextualMemory:
             scored.update(K.speaker_legs(self, plan, dense_text, qvec, terms, flt, pool, scored))
             legs = {leg: [rid for rid, _ in hits] for leg, hits in scored.items()}
             via: dict[int, int] = {}
-            order, scores = self._ranked(scored, legs, plan, flt, rows, (query, time_text, qvec, via), now, top_k)
+            order, scores = self._ranked(scored, legs, plan, flt, rows, (query, time_text, qvec, via, dense_text), now, top_k)
             # one long message's parts can fill every leg's pool and collapse to one hit: widen the
             # pools until top_k distinct memories are found or the legs have nothing more to give
             full = any(len(hits) >= pool for hits in scored.values())
@@ -434,17 +434,17 @@ class TextualMemory:
     def _ranked(
         self, scored: dict[str, list[tuple[int, float]]], legs: dict[str, list[int]], plan: R.SearchPlan,
         flt: MemoryFilter, rows: Callable[[Sequence[int]], dict[int, MemoryItem]],
-        query: tuple[str, str, np.ndarray | None, dict[int, int]], now: datetime | None, top_k: int,
+        query: tuple[str, str, np.ndarray | None, dict[int, int], str], now: datetime | None, top_k: int,
     ) -> tuple[list[int], dict[int, float]]:
         """Fuse the legs, apply time, graph, relation hops, summary expansion, MMR and working memory
         first, and keep the first ``top_k`` distinct memories.
 
-        ``query`` is (the query, its time text, its vector, the summary annotations to fill in).
+        ``query`` is (the query, its time text, its vector, the summary annotations to fill in, the text it embedded).
 
         Returns:
             The ranked row ids and every scored row's score.
         """
-        text, time_text, qvec, via = query
+        text, time_text, qvec, via, dense_text = query
         weights = {"dense": plan.dense_weight, "keyword": plan.keyword_weight, "summary": plan.coarse_weight,
                    "entity": plan.entity_weight, "working": plan.dense_weight,
                    "person_topic": plan.person_topic_weight, **E.leg_weights(plan), **K.leg_weights(plan)}
@@ -475,7 +475,7 @@ class TextualMemory:
             order = chosen + [r for r in order if r not in picked]
         order = K.final_order(order, scores, rows, plan, text, legs, max(plan.mmr_pool, 3 * top_k))
         if plan.fusion in ("learned", "late"):  # the plan's candidates re-scored by fitted weights
-            late = LT.scorer(self, text) if plan.fusion == "late" else None  # None: as learned
+            late = LT.scorer(self, dense_text) if plan.fusion == "late" else None  # None: as learned
             order = FL.rescore(text, order, scores, scored, rows, plan, late=late)
         return P.one_per_message(self, order, rows, scores, top_k), scores
 

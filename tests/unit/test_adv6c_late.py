@@ -1,8 +1,8 @@
 """Adversary (sixth session, c): the ``late`` preset's token vectors (textual/late.py, storage/tables/late_tokens.py).
 
-Each test is a defect found on main, marked ``xfail(strict=True)`` until fixed: a long question re-embedded whole
-for its late columns, token vectors of the last write kept alive after it, and a row whose finite scales overflow
-changing every candidate's late column instead of being ignored. Real MiniLM and SQLite cubes."""
+Each test is a defect found on main and fixed: a long question re-embedded whole for its late columns, token
+vectors of the last write kept alive after it, every token of an add held in float32, and a row whose finite
+scales overflow changing every candidate's late column instead of being ignored. Real MiniLM and SQLite cubes."""
 
 from __future__ import annotations
 
@@ -36,9 +36,6 @@ def _hits(cube: MemCube, plan: str = "late", query: str = QUESTION) -> list[tupl
             for h in cube.text_mem.search(query, MemoryFilter(user_id="u1"), top_k=5, plan=plan)]
 
 
-@pytest.mark.xfail(strict=True, reason="adv6c: _ranked hands late.scorer the whole question, not the dense text the "
-                                       "search embedded: a question over query_chars misses the held tokens and "
-                                       "is embedded (and tokenised twice) whole once more")
 def test_a_long_question_is_not_embedded_again_whole_for_late(cube: MemCube, monkeypatch: pytest.MonkeyPatch) -> None:
     _chat(cube)
     question = QUESTION + " " + "We talked about many other things that day, as friends do. " * 40
@@ -59,9 +56,6 @@ def test_a_long_question_is_not_embedded_again_whole_for_late(cube: MemCube, mon
     assert question not in embedded
 
 
-@pytest.mark.xfail(strict=True, reason="adv6c: late.stash sets _PENDING in the caller's context and nothing resets "
-                                       "it: every write's int8 token vectors stay alive until the thread's next "
-                                       "embedding (an import of 10k chunks: hundreds of MB)")
 def test_an_add_keeps_no_token_vectors_alive_after_it_returns(cube: MemCube) -> None:
     cube.text_mem.add_items([MemoryItem(text="warm up the caches")])
     items = [MemoryItem(text=f"alpha{i} bravo charlie delta echo foxtrot " * 40) for i in range(8)]
@@ -78,8 +72,6 @@ def test_an_add_keeps_no_token_vectors_alive_after_it_returns(cube: MemCube) -> 
     assert held < 200 * 1024, held
 
 
-@pytest.mark.xfail(strict=True, reason="adv6c: late_tokens.read accepts any finite scale; 3e38 * 127 overflows to "
-                                       "inf, the row decodes to NaN and zeroes every candidate's MaxSim column")
 def test_a_row_whose_scales_overflow_is_ignored_as_absent(cube: MemCube) -> None:
     _chat(cube)
     store = cube.text_mem.store
@@ -94,9 +86,6 @@ def test_a_row_whose_scales_overflow_is_ignored_as_absent(cube: MemCube) -> None
         assert _hits(cube) == absent
 
 
-@pytest.mark.xfail(strict=True, reason="adv6c: late.seen keeps a float32 copy of every token of every text the call "
-                                       "embeds until item_vectors returns: an import or a large add holds 1.5 KiB "
-                                       "per token (10k chunks of 256 tokens: ~4 GB) where it held vectors")
 def test_an_add_does_not_hold_every_token_in_float32(cube: MemCube) -> None:
     cube.text_mem.add_items([MemoryItem(text="warm up the caches")])
     items = [MemoryItem(text=f"The committee of the city met on a rainy Tuesday to discuss item {i} about the bridge "

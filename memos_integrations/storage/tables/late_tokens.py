@@ -114,7 +114,7 @@ def read(store: Any, rids: Sequence[int], ids: Mapping[int, str], dim: int) -> d
                   and len(data) == n * d and len(scales) == 4 * n and ids.get(rid) == item_id)
             if ok:
                 s = np.frombuffer(scales, dtype=np.float32)
-                ok = bool(np.isfinite(s).all() and (s >= 0).all())
+                ok = bool(np.isfinite(s).all() and (s >= 0).all() and (s <= 1.0).all())  # unit rows: scale <= 1/127
             if not ok:
                 _warn(store)
                 continue
