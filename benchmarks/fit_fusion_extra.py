@@ -37,57 +37,18 @@ import numpy as np
 
 from memos_integrations.textual import late as LT
 from memos_integrations.textual import retrieve as R
+from memos_integrations.textual.late import head_phrase, zscore  # the engine's own (one definition)
 
 NAMES = ("type_cos", "type_z", "tmpl_z", "maxsim_z", "head_maxsim_z", "novel", "novel_z", "speaker_rank",
          "static_maxsim_z", "maxsim", "event_time", "first_past", "asks", "narrates",
          "prev_cos_z", "next_cos_z", "type_prev_z", "maxsim_content_z",
          "qtok_mean_z", "qtok_max_z", "qhead_z", "ntok", "prev_asks", "next_asks", *LT.NAMES)
 
-_STOP_AFTER = frozenset(
-    "is are was were does do did has have had will would can could should might may must".split())
-_LEAD = re.compile(
-    r"^\s*(?:in\s+)?(?:what|which)\s+(?:(?:kinds?|types?|sorts?)\s+of\s+|are\s+some\s+(?:of\s+the\s+)?|"
-    r"(?:is|are|was|were)\s+(?:the\s+)?(?:\w+'s\s+)?)?", re.I)
-_WORD = re.compile(r"[\w+'/-]+")
-
-
-def head_phrase(query: str) -> str:
-    """The noun phrase after "what" / "which" (and "kind of", "are some") up to the first auxiliary
-    verb or capitalised name; "" when the question starts otherwise or has none.
-
-    Example:
-        >>> head_phrase("What activities does Melanie partake in?"), head_phrase("What kind of art does Caroline make?")
-        ('activities', 'art')
-        >>> head_phrase("What LGBTQ+ events has Caroline participated in?"), head_phrase("What has Melanie painted?")
-        ('LGBTQ+ events', '')
-        >>> head_phrase("What are some changes Caroline has faced?"), head_phrase("When did Jon open his studio?")
-        ('changes', '')
-    """
-    m = _LEAD.match(query)
-    if m is None:
-        return ""
-    out: list[str] = []
-    for w in _WORD.findall(query[m.end():]):
-        if w.lower() in _STOP_AFTER or (out and w[:1].isupper() and not w.isupper()) or (not out and w.istitle()):
-            break
-        out.append(w)
-        if len(out) == 4:
-            break
-    return " ".join(out)
-
-
 _TIME = re.compile(r"\b(?:yesterday|last\s+(?:week|weekend|month|year|night|summer|fri|friday|saturday|sunday|monday|"
                    r"tuesday|wednesday|thursday)|ago|recently|just|lately|this\s+(?:week|weekend|morning|past))\b", re.I)
 _PAST = re.compile(r"\b(?:i|we)(?:\s+(?:just|finally|also|even|recently|actually))?\s+(?:went|took|did|made|saw|got|had|"
                    r"tried|joined|started|signed|bought|read|painted|visited|ran|found|won|learned|attended|played|"
                    r"gave|met|began|finished|built|baked|cooked|wrote|volunteered|\w+ed)\b", re.I)
-
-
-def zscore(x: np.ndarray, on: bool = True) -> np.ndarray:
-    if not on or len(x) < 2:
-        return np.zeros_like(x)
-    sd = float(x.std())
-    return (x - x.mean()) / sd if sd > 1e-9 else np.zeros_like(x)
 
 
 class Tokens:

@@ -16,19 +16,8 @@ import pytest
 from memos_integrations import MemCube
 from memos_integrations.items import MemoryItem
 from memos_integrations.textual.filters import MemoryFilter
-
-CHAT = [
-    ("Melanie", "I went camping with my kids at the lake last weekend."),
-    ("Caroline", "That sounds fun! Did you go swimming too?"),
-    ("Melanie", "Yes, and we painted the sunset together on a big canvas."),
-    ("Caroline", "I joined a pottery class and made a blue bowl."),
-    ("Melanie", "My kids love hiking, so we climbed the hill behind our house."),
-]
-QUESTION = "What activities does Melanie do with her kids?"
-
-
-def _chat(cube: MemCube) -> None:
-    cube.add(messages=[{"role": "user", "name": w, "content": t} for w, t in CHAT], user_id="u1", session_id="s1")
+from tests.late_chat import QUESTION
+from tests.late_chat import add_chat as _chat
 
 
 def _hits(cube: MemCube, plan: str = "late", query: str = QUESTION) -> list[tuple[str, float]]:

@@ -14,20 +14,8 @@ from memos_integrations.storage.tables import late_tokens as T
 from memos_integrations.textual import late as LT
 from memos_integrations.textual import retrieve as R
 from memos_integrations.textual.filters import MemoryFilter
-
-CHAT = [
-    ("Melanie", "I went camping with my kids at the lake last weekend."),
-    ("Caroline", "That sounds fun! Did you go swimming too?"),
-    ("Melanie", "Yes, and we painted the sunset together on a big canvas."),
-    ("Caroline", "I joined a pottery class and made a blue bowl."),
-    ("Melanie", "My kids love hiking, so we climbed the hill behind our house."),
-]
-QUESTION = "What activities does Melanie do with her kids?"
-
-
-def _chat(cube: MemCube, user: str = "u1", session: str = "s1") -> list[str]:
-    msgs = [{"role": "user", "name": w, "content": t, "id": f"{user}-{n}"} for n, (w, t) in enumerate(CHAT)]
-    return [it.id for it in cube.add(messages=msgs, user_id=user, session_id=session)]
+from tests.late_chat import QUESTION
+from tests.late_chat import add_chat as _chat
 
 
 def _rows(cube: MemCube) -> dict[str, tuple[int, bytes]]:
