@@ -418,14 +418,7 @@ def nested(
     """Held-out scores with the L2 strength chosen inside each fold (leave-one-conversation-out over
     the four training conversations, best overall recall): the L2 grid never sees the held-out
     conversation. Returns the scores, the L2 each fold chose and each question's held-out logits."""
-    chosen: list[float | str] = []
-
-    def fold(train: list[Question]) -> np.ndarray:
-        best = max(grid, key=lambda l2: evaluate_loco(train, model, l2))
-        chosen.append(best)
-        return fit(train, model, best)
-
-    held = held_out(qs, fold)
+    held, chosen = cross_logits(qs, qs, model, grid)
     return scores_of(qs, held), chosen, held
 
 
@@ -433,6 +426,13 @@ def cross_probe(qs: list[Question], train: list[Question], model: str,
                 grid: Sequence[float | str]) -> tuple[dict[str, float], list[float | str]]:
     """Scores of ``qs`` by weights fitted on ``train`` (the same questions as another probe's candidates)
     without the held-out conversation, L2 chosen on those (nested, as :func:`nested`)."""
+    held, chosen = cross_logits(qs, train, model, grid)
+    return scores_of(qs, held), chosen
+
+
+def cross_logits(qs: list[Question], train: list[Question], model: str,
+                 grid: Sequence[float | str]) -> tuple[list[np.ndarray | None], list[float | str]]:
+    """:func:`cross_probe`'s held-out logits of each question of ``qs`` and the L2 each fold chose."""
     held: list[np.ndarray | None] = [None] * len(qs)
     chosen: list[float | str] = []
     for c in sorted({q.conv for q in qs}):
@@ -443,7 +443,7 @@ def cross_probe(qs: list[Question], train: list[Question], model: str,
         for i, q in enumerate(qs):
             if q.conv == c:
                 held[i] = q.X @ w
-    return scores_of(qs, held), chosen
+    return held, chosen
 
 
 def evaluate_loco(qs: list[Question], model: str, l2: float | str) -> float:
