@@ -18,6 +18,7 @@ held-out recall, as textual/late.py's ``WEIGHTS`` / ``LIST_WEIGHTS``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,41 @@ def held_by(train: list[FF.Question], score: list[FF.Question], grid: list[float
     return FF.cross_probe(score, train, "pointwise", grid)  # type: ignore[arg-type]
 
 
+def without_late(qs: list[FF.Question]) -> list[FF.Question]:
+    """Copies of ``qs`` whose late columns are 0 (both halves of a split matrix): fitted, ``learned``'s model."""
+    out = []
+    for q in qs:
+        X = q.X.copy()
+        half = X.shape[1] // 2
+        for start in (len(F.NAMES), half + len(F.NAMES)):
+            X[:, start:start + len(LT.NAMES)] = 0.0
+        out.append(dataclasses.replace(q, X=X))
+    return out
+
+
+def intervals(flat: list[FF.Question], org: list[FF.Question], grid: list[float], n: int) -> list[list[object]]:
+    """Rows: the 95% bootstrap interval (``n`` resamples of each category's questions, seed 0) of late's
+    held-out recall (fitted on flat) and of its gain over learned's (the same fit without the late columns),
+    question by question on the same candidates."""
+    rng = np.random.default_rng(0)
+    rows: list[list[object]] = []
+    for name, qs in (("flat", flat), ("organised", org)):
+        late, _ = FF.cross_logits(qs, flat, "pointwise", grid)  # type: ignore[arg-type]
+        base, _ = FF.cross_logits(without_late(qs), without_late(flat), "pointwise", grid)  # type: ignore[arg-type]
+        r_late = np.array([FF.recall(q, lg) for q, lg in zip(qs, late)])
+        r_base = np.array([FF.recall(q, lg) for q, lg in zip(qs, base)])
+        cats = np.array([str(q.category) for q in qs])
+        for label, values in (("late, held out", r_late), ("late - learned, held out", r_late - r_base)):
+            cells = []
+            for c in CATS:
+                v = values if c == "all" else values[cats == c]
+                means = v[rng.integers(0, len(v), size=(n, len(v)))].mean(axis=1)
+                lo, hi = np.percentile(means, [2.5, 97.5])
+                cells.append(f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]")
+            rows.append([name, f"{label}: mean [95% interval, {n} resamples]", *cells])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cubes", type=Path, default=Path("/tmp/fit_fusion_cubes-late"), help="cubes built once (token vectors)")
@@ -58,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--l2", default="0.01,0.001,0.0001")
     ap.add_argument("--no-late", action="store_true", help="the learned features only (no late columns)")
     ap.add_argument("--write", action="store_true", help="print WEIGHTS / LIST_WEIGHTS fitted on both layouts")
+    ap.add_argument("--ci", type=int, default=0, help="bootstrap resamples of the questions for 95%% intervals "
+                    "of late (fitted on flat, held out) and of its gain over learned, per layout and category")
     args = ap.parse_args(argv)
     FF.EXTRA = [] if args.no_late else list(LT.NAMES)
     grid = [float(x) for x in args.l2.split(",")]
@@ -77,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         for label, train in (("flat", flat), ("organised", org), ("both layouts", both)):
             held, chosen = held_by(train, qs, grid)
             rows.append([name, f"fitted on {label}, held out (L2 per fold {chosen})", *(held[c] for c in CATS)])
+    if args.ci and not args.no_late:
+        rows.extend(intervals(flat, org, grid, args.ci))
     print(f"{len(flat)} questions per layout")
     print(table(["cubes", "weights", "R@10 in 400 words", "cat1", "cat2", "cat3", "cat4"], rows))
     if args.write:
