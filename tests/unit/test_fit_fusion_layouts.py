@@ -32,3 +32,15 @@ def test_the_shipped_constants_on_split_columns_are_the_engines_logits() -> None
         assert np.allclose(FL.shipped(q), want)
         # the list weights differ from the others: scoring a list question by WEIGHTS would not match
         assert not np.allclose(plain @ LT.weight_vector(LT.WEIGHTS if is_list else LT.LIST_WEIGHTS), want)
+
+
+def test_without_late_zeroes_the_late_columns_of_both_halves_and_keeps_the_rest() -> None:
+    q = _question(True)
+    FL.split_list([q])
+    (bare,) = FL.without_late([q])
+    n, m, half = len(F.NAMES), len(LT.NAMES), q.X.shape[1] // 2
+    for start in (n, half + n):
+        assert not bare.X[:, start:start + m].any()
+    keep = [i for i in range(q.X.shape[1]) if not (n <= i < n + m or half + n <= i < half + n + m)]
+    assert np.array_equal(bare.X[:, keep], q.X[:, keep])
+    assert q.X[:, half + n:half + n + m].any()  # the original is untouched
