@@ -130,7 +130,8 @@ class MiniLMEmbedder:
     stored vectors and the cube's fingerprint do not depend on it: a cube built with either opens and
     searches with the other. Only the torch backend has an int8 path; on numpy, and where this torch
     lacks the int8 product (it is logged once), queries are embedded in fp32:
-    :attr:`query_precision_in_use` says which.
+    :attr:`query_precision_in_use` says which. ``"auto"`` is int8 only where it also costs less CPU (CPUs
+    with int8 dot-product instructions; on an AVX2-only CPU an int8 query measured 15x fp32's CPU).
 
     Example:
         >>> e = MiniLMEmbedder()
@@ -148,7 +149,7 @@ class MiniLMEmbedder:
             model_dir: a folder holding the model's safetensors, config and tokenizer (default: the package's).
             batch_size: texts per forward pass for documents.
             backend: "auto" (torch when installed, else numpy), "numpy" or "torch": the same vectors either way.
-            query_precision: "fp32" or "int8" (see the class docstring); documents are fp32 either way.
+            query_precision: "fp32", "int8" or "auto" (see the class docstring); documents are fp32 either way.
 
         Raises:
             InvalidInputError: an unknown ``query_precision``.
@@ -175,14 +176,16 @@ class MiniLMEmbedder:
 
     @property
     def query_precision(self) -> str:
-        """The precision asked for queries ("fp32" or "int8"); read-only, as the query cache holds one kind."""
+        """The precision asked for queries ("fp32", "int8" or "auto"); read-only, as the query cache holds one kind."""
         return self._query_precision
 
     @property
     def query_precision_in_use(self) -> str:
         """What queries are really embedded in: "int8" only when asked for and the backend can (torch
-        with its int8 product); prepares the int8 layers if nobody has yet."""
-        if self._query_precision == "int8" and self._model.int8_linears() is not None:
+        with its int8 product), or for "auto" where int8 also costs less CPU than fp32 on this CPU
+        (measured once per process, :meth:`~.minilm.TorchBert.int8_pays`); prepares the int8 layers."""
+        asked = self._query_precision
+        if asked != "fp32" and self._model.int8_linears() is not None and (asked == "int8" or self._model.int8_pays()):
             return "int8"
         return "fp32"
 
