@@ -127,13 +127,39 @@ def seen(batch_ids: Sequence[Sequence[int]], x: Any, counts: Sequence[int]) -> N
         at += c
 
 
+def capturing() -> bool:
+    """Whether a :func:`capture` is open in this context (a token source then hands its pass's rows to :func:`put`)."""
+    return _SINK.get() is not None
+
+
+def put(ids: Sequence[int], q: np.ndarray, scale: np.ndarray) -> None:
+    """Hand one text's last-layer rows (int8 and scales, as :func:`seen` holds them) to the open :func:`capture`:
+    what a token source (an embedder whose pass runs elsewhere) calls for each text it embedded."""
+    sink = _SINK.get()
+    if sink is not None:
+        sink[tuple(ids)] = (q, scale)
+
+
 def _tokenizer(embedder: Any) -> Any:
-    """The in-process MiniLM tokenizer of ``embedder`` (None for any other embedder)."""
+    """The MiniLM tokenizer of ``embedder``: the in-process :class:`.embed.MiniLMEmbedder`'s, or a token
+    source's (``late_tokenizer``); None for any other embedder."""
     from .embed import MiniLMEmbedder
 
-    if type(embedder) is not MiniLMEmbedder:  # a subclass or proxy may embed elsewhere
+    if type(embedder) is MiniLMEmbedder:  # a subclass or proxy may embed elsewhere
+        return getattr(embedder._model, "tokenizer", None)
+    return _source(embedder)
+
+
+def _source(embedder: Any) -> Any:
+    """A token source's tokenizer, else None. A token source (the service's embedder,
+    ``server/late_embed.py``) offers ``late_tokenizer`` (its MiniLM's), embeds a query in fp32 when
+    :func:`capturing`, hands :func:`put` the rows of every text it embeds while one is open, and offers
+    ``late_recent(text)``: the rows of a document it embedded lately (a write that embedded its texts
+    before its transaction)."""
+    try:
+        return getattr(embedder, "late_tokenizer", None)
+    except Exception:  # noqa: BLE001 - a proxy's attribute lookup failed: no token source
         return None
-    return getattr(embedder._model, "tokenizer", None)
 
 
 def word_rows(pieces: Sequence[str], keep: set[str]) -> list[int]:
@@ -188,7 +214,8 @@ def stash(embedder: Any, items: Sequence[Any], own: Sequence[Sequence[tuple[str,
     gets none. Replaces what an earlier call held."""
     from ..storage.tables.late_tokens import MAX_ROWS
 
-    tok = _tokenizer(embedder) if got else None
+    recent = getattr(embedder, "late_recent", None) if _source(embedder) is not None else None
+    tok = _tokenizer(embedder) if got or recent is not None else None
     if tok is None:
         _PENDING.set(None)
         return
@@ -199,7 +226,9 @@ def stash(embedder: Any, items: Sequence[Any], own: Sequence[Sequence[tuple[str,
         for text, _ in views:
             enc = tok.encode(text)
             held = got.get(tuple(enc.ids))
-            if held is None:
+            if held is None and recent is not None:
+                held = recent(text)
+            if held is None or len(held[0]) != len(enc.ids):
                 break
             rows = held[0].astype(np.float32) * held[1][:, None]
             parts.append(content_tokens(text, enc.ids, enc.tokens, rows, names))
@@ -250,7 +279,8 @@ def query_tokens(embedder: Any, text: str) -> tuple[np.ndarray, list[str]] | Non
     """The unit last-layer vectors of ``text``'s tokens ([CLS]/[SEP] out) and its word pieces; None where
     this embedder cannot give them in fp32 in this process."""
     tok = _tokenizer(embedder)
-    if tok is None or not text.strip() or embedder.query_precision_in_use != "fp32":
+    source = tok is not None and _source(embedder) is not None  # embeds a capture's query in fp32
+    if tok is None or not text.strip() or not (source or embedder.query_precision_in_use == "fp32"):
         return None
     enc = tok.encode(text)
     key = (cache_scope.current(), _model_key(embedder), tuple(enc.ids))
@@ -258,7 +288,7 @@ def query_tokens(embedder: Any, text: str) -> tuple[np.ndarray, list[str]] | Non
         rows = _QUERIES.get(key)
     if rows is None:  # its vector came from the query cache (another plan embedded it): one pass here
         with query_pass(embedder):
-            embedder._model.encode([text])
+            embedder.embed_query(text) if source else embedder._model.encode([text])
         with _QLOCK:
             rows = _QUERIES.get(key)
         if rows is None:
