@@ -35,8 +35,9 @@ import numpy as np
 from ..textual import cache_scope, late
 from ..textual.batching import _LRU, _SHARED_MAX_CHARS, BatchedEmbedder
 
-#: documents whose token vectors are kept by text (a write picks them up within its request)
-RECENT = 256
+#: documents whose token vectors are kept by text (a write picks them up within its request): at most 64 x 256
+#: tokens x 388 bytes (6 MiB), typically 64 x 30 tokens (0.7 MiB)
+RECENT = 64
 
 
 class _Recent:
@@ -90,7 +91,11 @@ class LateBatched(BatchedEmbedder):
 
     def _documents(self, texts: list[str], here: bool = False) -> np.ndarray:
         """``embed_documents(texts)`` (in the process unless ``here``), each text's token rows kept (:meth:`late_recent`)."""
-        encodings = self.late_tokenizer.encode_batch(texts)
+        try:
+            encodings = self.late_tokenizer.encode_batch(texts)
+        except Exception:  # noqa: BLE001 - a text the model refuses (a lone surrogate): its own error, from the pass
+            return self.process.embed_documents(texts) if self.process is not None and not here else \
+                self.inner.embed_documents(texts)  # type: ignore[no-any-return]
         if self.process is not None and not here:
             vectors, rows = self.process.embed_with_tokens("document", texts, [len(e.ids) for e in encodings])
         else:
@@ -135,7 +140,10 @@ class LateBatched(BatchedEmbedder):
         if self.process is None:
             vector = self._fp32.embed_queries([text])[0]  # the pass puts its rows itself
         else:
-            ids = self.late_tokenizer.encode(text).ids
+            try:
+                ids = self.late_tokenizer.encode(text).ids
+            except Exception:  # noqa: BLE001 - a text the model refuses: its own error, from the pass
+                return self.process.embed_queries([text], "fp32")[0]  # type: ignore[no-any-return]
             vectors, rows = self.process.embed_with_tokens("query", [text], [len(ids)])
             late.put(ids, *rows[0])
             vector = vectors[0]

@@ -15,11 +15,17 @@ Where the vectors come from, without a second forward pass:
 - **Queries**: the search embeds its query inside :func:`capture`; the question's token vectors are held
   (per user scope, :data:`_QUERIES`) for :func:`query_tokens`. A query whose vector came from the query
   cache embedded by another plan costs one more pass here, once.
+- **The service** (``server/late_embed.py``): its embedder runs the passes in the embedding child or the
+  query batcher's thread, where no capture is open, so it is a *token source* (:func:`_source`): it hands
+  the open capture (:func:`capturing`) each text's rows with :func:`put` (the child sends them int8, as
+  :func:`seen` holds them, checked at the socket), keeps a document's rows by text for a write that embedded
+  first (``late_recent``), and embeds a late search's query in fp32 with its rows (its int8 query pass keeps
+  none). A late search through the service ranks as the embedded one (tests/integration/test_svc7_*.py).
 
-When there is nothing to compare (an embedder other than the in-process :class:`.embed.MiniLMEmbedder`,
-queries embedded in int8 or by the service, whose embedder batches queries and documents in a child
-process, a PostgreSQL cube, a cube without stored token vectors, or fewer than half of a question's
-candidates with them), :func:`scorer` returns None and ``late`` ranks exactly as ``learned``. Candidates
+When there is nothing to compare (an embedder that is neither the in-process :class:`.embed.MiniLMEmbedder`
+nor a token source, queries embedded in int8 in process, a PostgreSQL cube, a cube without stored token
+vectors, or fewer than half of a question's candidates with them), :func:`scorer` returns None and ``late``
+ranks exactly as ``learned``. Candidates
 without token vectors among others that have them score the question's mean on the late columns
 (:func:`candidate_columns`).
 Only candidates the legs found under the search's filter are scored, each with its own row's tokens
@@ -156,10 +162,9 @@ def _source(embedder: Any) -> Any:
     :func:`capturing`, hands :func:`put` the rows of every text it embeds while one is open, and offers
     ``late_recent(text)``: the rows of a document it embedded lately (a write that embedded its texts
     before its transaction)."""
-    try:
-        return getattr(embedder, "late_tokenizer", None)
-    except Exception:  # noqa: BLE001 - a proxy's attribute lookup failed: no token source
+    if getattr(type(embedder), "late_tokenizer", None) is None:  # the class says so (a proxy's getattr does not)
         return None
+    return embedder.late_tokenizer
 
 
 def word_rows(pieces: Sequence[str], keep: set[str]) -> list[int]:
@@ -397,7 +402,7 @@ def candidate_columns(store: Any, embedder: Any, query: str, cands: Sequence[int
     or None when the query's token vectors are missing or fewer than :data:`MIN_SHARE` of the candidates
     have theirs. The columns are z-scored among the candidates that have token vectors; the others (an
     organiser's summary, whose vector is made from its members' and never embedded; a memory written before
-    this release, by the service's embedding process or with a caller's vector) get 0 on every late
+    this release, by an older service's embedding process or with a caller's vector) get 0 on every late
     column: the question's mean. The fit reads the same function."""
     from ..storage.tables import late_tokens as T
 
