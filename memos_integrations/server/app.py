@@ -36,6 +36,7 @@ from .auth import Authenticator, Principal, token_of
 from .errors import ERRORS, UnsupportedError
 from .ids import check_path_ids
 from .json_body import StrictJSONRoute
+from .late_embed import search_plan
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
 from .search_front import SEARCH_THREADS, Prepared, SearchFront, two_step
@@ -144,9 +145,11 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
             return Prepared(lambda: ok({"hits": []}), searches=False)
 
         def answer() -> JSONResponse:
-            hits = view.search(q.query, top_k=q.k, session_id=q.session_id, agent_id=q.agent_id, kinds=q.kinds,
-                               tags=q.tags, metadata=q.metadata, plan=q.plan, time_from=q.time_from, time_to=q.time_to,
-                               now=q.now or q.as_of, as_of=q.as_of, current_session=q.current_session)
+            with search_plan(q.plan):  # a late search embeds in fp32 (late_embed.py)
+                hits = view.search(q.query, top_k=q.k, session_id=q.session_id, agent_id=q.agent_id, kinds=q.kinds,
+                                   tags=q.tags, metadata=q.metadata, plan=q.plan, time_from=q.time_from,
+                                   time_to=q.time_to, now=q.now or q.as_of, as_of=q.as_of,
+                                   current_session=q.current_session)
             return ok({"hits": [hit_json(h) for h in hits]})
         return Prepared(answer)
 

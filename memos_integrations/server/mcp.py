@@ -27,7 +27,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -44,6 +44,7 @@ from ..items import MemoryItem
 from ..textual import cache_scope
 from .errors import RateLimitedError
 from .ids import MAX_NAME_CHARS, check_id
+from .late_embed import search_plan
 from .reach import guard
 
 require("mcp", "server")
@@ -165,14 +166,20 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
         k: Annotated[int, Field(description="How many memories to return.", ge=1, le=50)] = 5,
         cube_id: Annotated[str | None, Field(description="Search only this cube; empty searches every cube you can read.")] = None,
         session_id: Annotated[str | None, Field(description="Only memories from this conversation.")] = None,
+        plan: Annotated[Literal["fast", "balanced", "deep", "multihop", "learned", "late"] | None, Field(
+            description="How to search (default balanced): fast, balanced, deep, multihop, learned, or late "
+                        "(learned plus token-level matching of the question's words).")] = None,
     ) -> dict[str, Any]:
         def search(user: str) -> dict[str, Any]:
             check_id(cube_id, "cube_id", MAX_NAME_CHARS)
             check_id(session_id, "session_id", MAX_NAME_CHARS)
             kw: dict[str, Any] = {"session_id": session_id} if session_id is not None else {}
+            if plan is not None:
+                kw["plan"] = plan
 
             def run() -> dict[str, Any]:
-                return mos.search(query, user_id=user, install_cube_ids=[cube_id] if cube_id else None, top_k=k, **kw)
+                with search_plan(plan):  # a late search embeds in fp32 (late_embed.py)
+                    return mos.search(query, user_id=user, install_cube_ids=[cube_id] if cube_id else None, top_k=k, **kw)
 
             found = _in_cube(mos, user, cube_id, run) if cube_id else run()
             hits = [(g["cube_id"], h) for g in found["text_mem"] for h in g["memories"]]

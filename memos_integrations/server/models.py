@@ -61,7 +61,7 @@ class SearchIn(Strict):
     kinds: list[KindName] | None = None
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None
-    plan: Literal["fast", "balanced", "deep", "multihop", "learned"] | None = None
+    plan: Literal["fast", "balanced", "deep", "multihop", "learned", "late"] | None = None
     current_session: str | None = Field(default=None, min_length=1, max_length=256,
                                         description="the session the caller acts in: its working memory leads "
                                                     "when the plan puts working memory first (deep, multihop); "

@@ -36,6 +36,7 @@ from ..mos_view import CubeView
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
+from .late_embed import search_plan
 from .models import Id, KindName, SearchIn, Status
 from .service import Service, hit_json, item_json
 
@@ -261,10 +262,12 @@ def router(service: Service, principal: Callable[..., Principal],
         found = service.view(user, body.cube_id, "read")
         if found is None:
             return {"hits": []}
-        hits = found.search(body.query, top_k=body.k, user_id=None if body.user_id is None else user,
-                            session_id=body.session_id, agent_id=body.agent_id, kinds=body.kinds, tags=body.tags,
-                            metadata=body.metadata, plan=body.plan, time_from=body.time_from, time_to=body.time_to,
-                            now=body.now or body.as_of, as_of=body.as_of, current_session=body.current_session)
+        with search_plan(body.plan):  # a late search embeds in fp32 (late_embed.py)
+            hits = found.search(body.query, top_k=body.k, user_id=None if body.user_id is None else user,
+                                session_id=body.session_id, agent_id=body.agent_id, kinds=body.kinds, tags=body.tags,
+                                metadata=body.metadata, plan=body.plan, time_from=body.time_from,
+                                time_to=body.time_to, now=body.now or body.as_of, as_of=body.as_of,
+                                current_session=body.current_session)
         return {"hits": [hit_json(h) for h in hits]}
 
     @api.post("/memories", response_model=None, responses={200: {"model": ListOut}, **ERRORS})

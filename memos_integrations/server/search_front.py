@@ -199,8 +199,11 @@ class SearchFront:
     def _embeddable(self, query: Any, plan: str | None) -> bool:
         """Whether the front would embed ``query`` ahead (else the route embeds it, as it does alone)."""
         embedder = self.embedder
-        return not (embedder is None or not isinstance(query, str) or not query.strip() or len(query) > PREFETCH_MAX_CHARS
-                    or not embedder.can_embed_async(query) or not R.plan_named(plan).dense)
+        if embedder is None or not isinstance(query, str) or not query.strip() or len(query) > PREFETCH_MAX_CHARS:
+            return False
+        chosen = R.plan_named(plan)
+        # a late search embeds its query in the route, in fp32 with its token vectors (.late_embed)
+        return embedder.can_embed_async(query) and chosen.dense and chosen.fusion != "late"  # type: ignore[no-any-return]
 
     async def _embed(self, query: str) -> Any:
         embedder = self.embedder

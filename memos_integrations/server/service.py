@@ -108,13 +108,15 @@ def serving_embedder(home: str | Path, query_precision: str = "int8", embed_proc
     (:mod:`memos_integrations.textual.embed_process`), off the serving process's GIL; it is started and
     loaded here, before the first request, and stops when the returned embedder is closed.
 
+    It is a token source for the ``late`` preset (:mod:`.late_embed`): adds keep their token vectors, and a
+    late search embeds its query in fp32 with its token vectors (docs/service.md, "late in the service").
+
     Raises:
         BackendError: ``embed_process`` and the child could not start (the reason, and what to do).
     """
     from ..cube import read_header
     from ..storage.sql import SQLiteDatabase
     from ..storage.tables.registry import Registry
-    from ..textual.batching import batched
     from ..textual.embed import MiniLMEmbedder
 
     registry = Path(home) / "mos.db"
@@ -154,7 +156,9 @@ def serving_embedder(home: str | Path, query_precision: str = "int8", embed_proc
         if process is not None:
             process.close()
         raise
-    return batched(minilm, process=process)
+    from .late_embed import LateBatched
+
+    return LateBatched(minilm, process)  # batched as batching.batched does, and a token source for `late`
 
 
 _FIRST_WRITE = threading.Lock()  # REST and MCP in one process: two first writes make one cube

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,6 +57,8 @@ _MAX_REQUEST = 64 * 1024 * 1024
 DEATHS = 3
 DEATH_WINDOW_S = 30.0
 BACKOFF_S = 5.0
+#: the largest token scale the parent takes: a row's largest component / 127 (MiniLM's last layer is O(1))
+_MAX_SCALE = 1e3
 _CHILD = "import sys; sys.path[0] = sys.argv[1]; from memos_integrations.textual.embed_process import main; main()"
 
 
@@ -103,8 +106,17 @@ def _recv(sock: socket.socket, limit: int, deadline: float | None = None) -> byt
     return _recv_exact(sock, n, deadline)
 
 
-def decode_reply(reply: bytes, rows: int, dim: int) -> tuple[np.ndarray, dict[str, Any]]:
+#: what a reply's token vectors are: per text, its last layer's rows (int8) and one scale per row (``late.quantise``)
+Tokens = list[tuple[np.ndarray, np.ndarray]]
+
+
+def decode_reply(reply: bytes, rows: int, dim: int, tokens: Sequence[int] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The ``(rows, dim)`` float32 matrix in a child's reply, and the reply's header; nothing else passes.
+
+    ``tokens``: how many tokens each text has (the parent's own tokenizer counted them) when the request asked
+    for token vectors: the header's ``tokens`` must be exactly these counts, the payload the matrix then the
+    int8 rows then their float32 scales (finite and positive), and the header gets ``"token_rows"``
+    (:data:`Tokens`, one entry per text).
 
     Raises:
         MemosError: the child's own error (its class when it is a MemosError, else a BackendError).
@@ -119,15 +131,37 @@ def decode_reply(reply: bytes, rows: int, dim: int) -> tuple[np.ndarray, dict[st
             raise ValueError("the header is not an object")
         payload = memoryview(reply)[_LENGTH.size + n:]
         failed = header.get("ok") is not True
-        if not failed and (header.get("rows") != rows or header.get("dim") != dim or len(payload) != rows * dim * 4):
+        total = sum(tokens) if tokens is not None else 0
+        if not failed and (header.get("rows") != rows or header.get("dim") != dim
+                           or len(payload) != rows * dim * 4 + total * (dim + 4)):
             raise ValueError(f"{header.get('rows')!r} x {header.get('dim')!r} in {len(payload)} bytes, for {rows} "
-                             f"texts of {dim} dimensions")
+                             f"texts of {dim} dimensions{f' and {total} token vectors' if tokens is not None else ''}")
+        if not failed and tokens is not None:
+            header["token_rows"] = _token_rows(header.get("tokens"), list(tokens), payload[rows * dim * 4:], dim)
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise EmbedProcessError(f"the embedding process sent a malformed reply ({exc}); it is restarted on the next "
                                 "call: retry the request") from exc
     if failed:  # the child answered, with its own error for these texts
         raise _child_error(str(header.get("error_class")), str(header.get("error")))
-    return np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(rows, dim), header
+    return np.frombuffer(payload[:rows * dim * 4], dtype="<f4").astype(np.float32).reshape(rows, dim), header
+
+
+def _token_rows(said: Any, counts: list[int], payload: memoryview, dim: int) -> Tokens:
+    """The per-text (int8 rows, scales) of a reply's token part; ValueError unless exactly ``counts`` rows each,
+    with finite positive scales."""
+    if said != counts:
+        raise ValueError(f"token counts {str(said)[:200]} for texts of {counts} tokens")
+    total = sum(counts)
+    q = np.frombuffer(payload[:total * dim], dtype=np.int8).reshape(total, dim)
+    scales = np.frombuffer(payload[total * dim:], dtype="<f4").astype(np.float32)
+    if not (np.isfinite(scales).all() and (scales > 0).all() and (scales < _MAX_SCALE).all()):
+        raise ValueError("token vector scales that are not finite and positive")
+    out: Tokens = []
+    at = 0
+    for c in counts:
+        out.append((q[at:at + c].copy(), scales[at:at + c].copy()))
+        at += c
+    return out
 
 
 def _child_error(name: str, message: str) -> MemosError:
@@ -274,23 +308,43 @@ class EmbedProcess:
     # -- calls ---------------------------------------------------------------------------------------
     def embed_queries(self, texts: Sequence[str], precision: str | None = None) -> np.ndarray:
         """``MiniLMEmbedder.embed_queries(texts)`` in ``precision`` (default: this process's ``query_precision``)."""
-        return self._call("query", texts, precision or self.query_precision)
+        return self._call("query", texts, precision or self.query_precision)  # type: ignore[return-value]
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """``MiniLMEmbedder.embed_documents(texts)`` (fp32)."""
-        return self._call("document", texts, "fp32")
+        return self._call("document", texts, "fp32")  # type: ignore[return-value]
 
-    def _call(self, kind: str, texts: Sequence[str], precision: str) -> np.ndarray:
+    def embed_with_tokens(self, kind: str, texts: Sequence[str], counts: Sequence[int]) -> tuple[np.ndarray, Tokens]:
+        """The fp32 vectors of ``texts`` (``kind``: "query" or "document") and each text's last-layer token
+        vectors from the same pass (int8 rows and scales, as ``late.seen`` holds them): the ``late`` preset's
+        input (textual/late.py). ``counts``: each text's token count by the caller's tokenizer (the reply
+        must have exactly these rows).
+
+        Raises:
+            EmbedProcessError: as the other calls, and when the token vectors are not exactly ``counts`` rows of
+                this dimension with finite positive scales (nothing of the reply is used).
+        """
+        if kind not in ("query", "document") or len(counts) != len(texts):
+            raise ValueError("kind must be 'query' or 'document', with one token count per text")
+        return self._call(kind, texts, "fp32", [int(c) for c in counts])  # type: ignore[return-value]
+
+    def _call(self, kind: str, texts: Sequence[str], precision: str,
+              counts: list[int] | None = None) -> np.ndarray | tuple[np.ndarray, Tokens]:
         texts = [str(t) for t in texts]
         if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        request = json.dumps({"kind": kind, "precision": precision, "texts": texts}).encode()
+            empty = np.zeros((0, self.dimension), dtype=np.float32)
+            return empty if counts is None else (empty, [])
+        ask: dict[str, Any] = {"kind": kind, "precision": precision, "texts": texts}
+        if counts is not None:
+            ask["tokens"] = True
+        request = json.dumps(ask).encode()
+        most = _MAX_HEADER + len(texts) * self.dimension * 4 + sum(counts or ()) * (self.dimension + 4)
         with self._lock:
             sock = self._ready()
             try:
                 sock.settimeout(self.timeout)
                 _send(sock, request)
-                reply = _recv(sock, _MAX_HEADER + len(texts) * self.dimension * 4, time.monotonic() + self.timeout)
+                reply = _recv(sock, most, time.monotonic() + self.timeout)
             except TimeoutError as exc:  # hung (socket.timeout is TimeoutError)
                 self._fail(f"no reply within {self.timeout:g} s, so it was killed", exc)
             except (OSError, ValueError) as exc:  # died (EPIPE, ECONNRESET), an oversized frame
@@ -298,14 +352,14 @@ class EmbedProcess:
             if reply is None:
                 self._fail("it exited mid-call", None)
             try:
-                vectors, header = decode_reply(reply, len(texts), self.dimension)
+                vectors, header = decode_reply(reply, len(texts), self.dimension, counts)
             except EmbedProcessError:
                 self._died()  # a child that sends garbage is not trusted with the next call
                 raise
             self.requests += 1
             seconds = header.get("s")
             self.child_busy_s += float(seconds) if isinstance(seconds, (int, float)) else 0.0
-            return vectors
+            return vectors if counts is None else (vectors, header["token_rows"])
 
     def _fail(self, why: str, cause: BaseException | None) -> NoReturn:
         code = self._proc.poll() if self._proc is not None else None
@@ -355,6 +409,7 @@ class EmbedProcess:
 
 # -- the child ---------------------------------------------------------------------------------------
 def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
+    from . import late
     from .embed import MiniLMEmbedder
     from .int8_fast import int8_thread
 
@@ -398,14 +453,21 @@ def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
             texts = request["texts"]
             if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
                 raise errors.InvalidInputError("texts must be a list of strings")
-            if request["kind"] == "query":
-                with int8_thread(embedder(str(request["precision"]))):  # no OpenMP worker woken per query
-                    vectors = embedder(str(request["precision"])).embed_queries(texts)
-            else:
-                vectors = first.embed_documents(texts)
+            tokens = request.get("tokens") is True
+            precision = "fp32" if tokens else str(request["precision"])  # the int8 pass keeps no token vectors
+            with late.capture() if tokens else nullcontext() as got:
+                if request["kind"] == "query":
+                    with int8_thread(embedder(precision)):  # no OpenMP worker woken per query
+                        vectors = embedder(precision).embed_queries(texts)
+                else:
+                    vectors = first.embed_documents(texts)
             rows = np.ascontiguousarray(vectors, dtype="<f4")
-            header = {"ok": True, "rows": rows.shape[0], "dim": rows.shape[1], "s": time.perf_counter() - start}
+            header = {"ok": True, "rows": rows.shape[0], "dim": rows.shape[1]}
             body = rows.tobytes()
+            if tokens:
+                header["tokens"], extra = _child_tokens(first, texts, got)
+                body += extra
+            header["s"] = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - the cause travels to the parent, which raises it for its caller
             # the message only (it may quote a text: bounded, so the header stays far below _MAX_HEADER)
             header, body = {"ok": False, "error_class": type(exc).__name__, "error": str(exc)[:2000]}, b""
@@ -414,6 +476,17 @@ def _serve(sock: socket.socket, config: dict[str, Any]) -> None:
             _send(sock, _LENGTH.pack(len(head)) + head + body)
         except OSError:
             return  # the parent is gone
+
+
+def _child_tokens(embedder: Any, texts: list[str], got: Any) -> tuple[list[int], bytes]:
+    """Each text's token count and, packed, every text's int8 rows then every row's float32 scale."""
+    held = [got.get(tuple(e.ids)) for e in embedder._model.tokenizer.encode_batch(texts)]
+    if any(h is None for h in held):
+        raise errors.BackendError("the embedding process's pass kept no token vectors for the late preset; "
+                                  "search with another plan, and report this")
+    q = np.concatenate([h[0] for h in held]) if held else np.zeros((0, 0), dtype=np.int8)
+    scales = np.concatenate([h[1] for h in held]) if held else np.zeros(0, dtype=np.float32)
+    return [len(h[0]) for h in held], np.ascontiguousarray(q, dtype=np.int8).tobytes() + scales.astype("<f4").tobytes()
 
 
 def main() -> None:

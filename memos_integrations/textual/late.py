@@ -15,11 +15,17 @@ Where the vectors come from, without a second forward pass:
 - **Queries**: the search embeds its query inside :func:`capture`; the question's token vectors are held
   (per user scope, :data:`_QUERIES`) for :func:`query_tokens`. A query whose vector came from the query
   cache embedded by another plan costs one more pass here, once.
+- **The service** (``server/late_embed.py``): its embedder runs the passes in the embedding child or the
+  query batcher's thread, where no capture is open, so it is a *token source* (:func:`_source`): it hands
+  the open capture (:func:`capturing`) each text's rows with :func:`put` (the child sends them int8, as
+  :func:`seen` holds them, checked at the socket), keeps a document's rows by text for a write that embedded
+  first (``late_recent``), and embeds a late search's query in fp32 with its rows (its int8 query pass keeps
+  none). A late search through the service ranks as the embedded one (tests/integration/test_svc7_*.py).
 
-When there is nothing to compare (an embedder other than the in-process :class:`.embed.MiniLMEmbedder`,
-queries embedded in int8 or by the service, whose embedder batches queries and documents in a child
-process, a PostgreSQL cube, a cube without stored token vectors, or fewer than half of a question's
-candidates with them), :func:`scorer` returns None and ``late`` ranks exactly as ``learned``. Candidates
+When there is nothing to compare (an embedder that is neither the in-process :class:`.embed.MiniLMEmbedder`
+nor a token source, queries embedded in int8 in process, a PostgreSQL cube, a cube without stored token
+vectors, or fewer than half of a question's candidates with them), :func:`scorer` returns None and ``late``
+ranks exactly as ``learned``. Candidates
 without token vectors among others that have them score the question's mean on the late columns
 (:func:`candidate_columns`).
 Only candidates the legs found under the search's filter are scored, each with its own row's tokens
@@ -127,13 +133,38 @@ def seen(batch_ids: Sequence[Sequence[int]], x: Any, counts: Sequence[int]) -> N
         at += c
 
 
+def capturing() -> bool:
+    """Whether a :func:`capture` is open in this context (a token source then hands its pass's rows to :func:`put`)."""
+    return _SINK.get() is not None
+
+
+def put(ids: Sequence[int], q: np.ndarray, scale: np.ndarray) -> None:
+    """Hand one text's last-layer rows (int8 and scales, as :func:`seen` holds them) to the open :func:`capture`:
+    what a token source (an embedder whose pass runs elsewhere) calls for each text it embedded."""
+    sink = _SINK.get()
+    if sink is not None:
+        sink[tuple(ids)] = (q, scale)
+
+
 def _tokenizer(embedder: Any) -> Any:
-    """The in-process MiniLM tokenizer of ``embedder`` (None for any other embedder)."""
+    """The MiniLM tokenizer of ``embedder``: the in-process :class:`.embed.MiniLMEmbedder`'s, or a token
+    source's (``late_tokenizer``); None for any other embedder."""
     from .embed import MiniLMEmbedder
 
-    if type(embedder) is not MiniLMEmbedder:  # a subclass or proxy may embed elsewhere
+    if type(embedder) is MiniLMEmbedder:  # a subclass or proxy may embed elsewhere
+        return getattr(embedder._model, "tokenizer", None)
+    return _source(embedder)
+
+
+def _source(embedder: Any) -> Any:
+    """A token source's tokenizer, else None. A token source (the service's embedder,
+    ``server/late_embed.py``) offers ``late_tokenizer`` (its MiniLM's), embeds a query in fp32 when
+    :func:`capturing`, hands :func:`put` the rows of every text it embeds while one is open, and offers
+    ``late_recent(text)``: the rows of a document it embedded lately (a write that embedded its texts
+    before its transaction)."""
+    if getattr(type(embedder), "late_tokenizer", None) is None:  # the class says so (a proxy's getattr does not)
         return None
-    return getattr(embedder._model, "tokenizer", None)
+    return embedder.late_tokenizer
 
 
 def word_rows(pieces: Sequence[str], keep: set[str]) -> list[int]:
@@ -188,7 +219,8 @@ def stash(embedder: Any, items: Sequence[Any], own: Sequence[Sequence[tuple[str,
     gets none. Replaces what an earlier call held."""
     from ..storage.tables.late_tokens import MAX_ROWS
 
-    tok = _tokenizer(embedder) if got else None
+    recent = getattr(embedder, "late_recent", None) if _source(embedder) is not None else None
+    tok = _tokenizer(embedder) if got or recent is not None else None
     if tok is None:
         _PENDING.set(None)
         return
@@ -199,7 +231,9 @@ def stash(embedder: Any, items: Sequence[Any], own: Sequence[Sequence[tuple[str,
         for text, _ in views:
             enc = tok.encode(text)
             held = got.get(tuple(enc.ids))
-            if held is None:
+            if held is None and recent is not None:
+                held = recent(text)
+            if held is None or len(held[0]) != len(enc.ids):
                 break
             rows = held[0].astype(np.float32) * held[1][:, None]
             parts.append(content_tokens(text, enc.ids, enc.tokens, rows, names))
@@ -250,7 +284,8 @@ def query_tokens(embedder: Any, text: str) -> tuple[np.ndarray, list[str]] | Non
     """The unit last-layer vectors of ``text``'s tokens ([CLS]/[SEP] out) and its word pieces; None where
     this embedder cannot give them in fp32 in this process."""
     tok = _tokenizer(embedder)
-    if tok is None or not text.strip() or embedder.query_precision_in_use != "fp32":
+    source = tok is not None and _source(embedder) is not None  # embeds a capture's query in fp32
+    if tok is None or not text.strip() or not (source or embedder.query_precision_in_use == "fp32"):
         return None
     enc = tok.encode(text)
     key = (cache_scope.current(), _model_key(embedder), tuple(enc.ids))
@@ -258,7 +293,7 @@ def query_tokens(embedder: Any, text: str) -> tuple[np.ndarray, list[str]] | Non
         rows = _QUERIES.get(key)
     if rows is None:  # its vector came from the query cache (another plan embedded it): one pass here
         with query_pass(embedder):
-            embedder._model.encode([text])
+            embedder.embed_query(text) if source else embedder._model.encode([text])
         with _QLOCK:
             rows = _QUERIES.get(key)
         if rows is None:
@@ -367,7 +402,7 @@ def candidate_columns(store: Any, embedder: Any, query: str, cands: Sequence[int
     or None when the query's token vectors are missing or fewer than :data:`MIN_SHARE` of the candidates
     have theirs. The columns are z-scored among the candidates that have token vectors; the others (an
     organiser's summary, whose vector is made from its members' and never embedded; a memory written before
-    this release, by the service's embedding process or with a caller's vector) get 0 on every late
+    this release, by an older service's embedding process or with a caller's vector) get 0 on every late
     column: the question's mean. The fit reads the same function."""
     from ..storage.tables import late_tokens as T
 

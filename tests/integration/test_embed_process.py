@@ -58,7 +58,8 @@ def test_serve_embeds_in_a_child_by_default_where_torch_is(served: Any) -> None:
     assert isinstance(served, BatchedEmbedder) and served.process is not None
     assert served.process.threads == 1  # small batches: a second OpenMP thread only doubles the CPU
     assert served.batcher._embed_many == served.process.embed_queries  # the batches go to the child
-    assert served.doc_batcher is not None and served.doc_batcher._embed_many == served.process.embed_documents
+    # one-text adds go to the child with their token vectors (server/late_embed.py: LateBatched._documents)
+    assert served.doc_batcher is not None and served.doc_batcher._embed_many == served._documents
     pid = served.process.pid
     assert pid is not None and _alive(pid) and served.process.info["precision_in_use"] == "int8"
     assert f"{os.getpid()}" == Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]  # our child (ppid)
