@@ -357,8 +357,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="worker processes (above 1: every cube must be server-backed)")
     s.add_argument("--cubes-on", help="with --workers: a PostgreSQL DSN for the cubes the service creates")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    s.add_argument("--query-precision", default="int8", choices=["int8", "fp32"],
-                   help="how MiniLM embeds search queries: int8 (half the CPU; stored vectors stay fp32) or fp32")
+    s.add_argument("--query-precision", default="auto", choices=["auto", "int8", "fp32"],
+                   help="how MiniLM embeds search queries: int8 (half the CPU where the CPU has int8 dot products; "
+                        "stored vectors stay fp32), fp32, or auto (int8 where measured cheaper at start, else fp32)")
     s.add_argument("--embed-process", action=argparse.BooleanOptionalAction, default=None,
                    help="embed queries and single adds in a child process, off the server's GIL (default: on where "
                         "torch is installed)")

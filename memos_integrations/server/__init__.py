@@ -24,11 +24,11 @@ __all__ = ["Authenticator", "KeyStore", "Limits", "Principal", "authenticate", "
 
 
 def serve(home: str, *, host: str = "127.0.0.1", port: int = 8765, limits: Limits | None = None,
-          chat_model: Any = None, log_level: str = "info", query_precision: str = "int8",
+          chat_model: Any = None, log_level: str = "info", query_precision: str = "auto",
           embed_process: bool | None = None) -> None:
     """Run the service on ``home`` with uvicorn until interrupted (what ``memcube serve`` calls).
 
-    ``query_precision``: how MiniLM embeds search queries (``int8`` or ``fp32``; see ``serving_embedder``).
+    ``query_precision``: how MiniLM embeds search queries (``auto``, ``int8`` or ``fp32``; see ``serving_embedder``).
     ``embed_process``: embed them in a child process (None: where torch is installed; see ``serving_embedder``).
     """
     require("uvicorn", "server")

@@ -91,7 +91,7 @@ def embed_process_default() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def serving_embedder(home: str | Path, query_precision: str = "int8", embed_process: bool = False) -> Any:
+def serving_embedder(home: str | Path, query_precision: str = "auto", embed_process: bool = False) -> Any:
     """The embedder a served home's MOS opens its cubes with (what ``memcube serve`` passes to ``MOS``).
 
     MiniLM with batched query embeddings (:func:`memos_integrations.textual.batching.batched`: concurrent
@@ -100,8 +100,10 @@ def serving_embedder(home: str | Path, query_precision: str = "int8", embed_proc
     registers was built with MiniLM, which the service's new cubes are too. None when any was built
     with another embedder: each cube then opens the one its config names, unbatched, as before.
 
-    Queries are embedded in ``query_precision`` (``memcube serve --query-precision``): int8 by default here,
-    half a query's CPU at cosine 0.9985+ to fp32 (docs/core.md, "int8 queries"); stored vectors stay fp32.
+    Queries are embedded in ``query_precision`` (``memcube serve --query-precision``): ``auto`` by default,
+    int8 where this CPU's int8 product is measured cheaper than fp32 (CPUs with VNNI: half a query's CPU at
+    cosine 0.9985+ to fp32, docs/core.md "int8 queries"), fp32 elsewhere (an AVX2-only CPU: an int8 query cost
+    ~15x fp32's); stored vectors stay fp32.
 
     ``embed_process`` (``memcube serve --embed-process``, its default where torch is installed): the batched
     embeddings (queries, one-text adds) run in a child process
@@ -149,7 +151,7 @@ def serving_embedder(home: str | Path, query_precision: str = "int8", embed_proc
             if process is not None:
                 process.close()
             return None
-        minilm.query_precision_in_use  # noqa: B018  # prepares the int8 layers (~0.1 s) now, not in the first search
+        minilm.query_precision_in_use  # noqa: B018  # prepares (and with auto measures) int8 now, not in the first search
         if process is not None:
             process.start()  # ready before the first request: a child that cannot start fails serve here
     except BaseException:

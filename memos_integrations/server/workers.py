@@ -66,7 +66,7 @@ def new_cube_config(dsn: str | None) -> Any:
 
 def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int = 8765, limits: Any = None,
                   chat_model: str | None = None, cubes_on: str | None = None, log_level: str = "info",
-                  query_precision: str = "int8", embed_process: bool | None = None) -> None:
+                  query_precision: str = "auto", embed_process: bool | None = None) -> None:
     """Run ``workers`` uvicorn processes on ``home`` until interrupted (``memcube serve --workers N``).
 
     Args:
@@ -77,7 +77,7 @@ def serve_workers(home: str, *, workers: int, host: str = "127.0.0.1", port: int
         chat_model: an ``init_chat_model`` spec or ``"stand-in"``, built in each worker; None: no chat model.
         cubes_on: a PostgreSQL DSN for cubes the service creates; None refuses to create cubes.
         log_level: uvicorn's log level.
-        query_precision: how MiniLM embeds search queries in each worker (``int8`` or ``fp32``).
+        query_precision: how MiniLM embeds search queries in each worker (``auto``, ``int8`` or ``fp32``).
         embed_process: each worker embeds them in its own child process (None: where torch is installed).
 
     Raises:
@@ -119,7 +119,7 @@ def app_from_env() -> Any:
     raw = dict(config["limits"])
     raw["cors_origins"] = tuple(raw.get("cors_origins", ()))
     # a config without "embed_process" (written by an older serve_workers) embeds in the worker, as before
-    embedder = serving_embedder(config["home"], config.get("query_precision", "int8"), bool(config.get("embed_process")))
+    embedder = serving_embedder(config["home"], config.get("query_precision", "auto"), bool(config.get("embed_process")))
     mos = MOS(config["home"], chat_model=_chat_model(config.get("chat_model")), embedder=embedder, embedder_strict=False)
     gc_settle.install(mos)
     keys = KeyStore.open(mos.home / "mos.db")

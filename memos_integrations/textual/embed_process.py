@@ -179,7 +179,7 @@ class EmbedProcess:
     Args:
         model_dir: the model folder (what ``MiniLMEmbedder.model_dir`` holds).
         backend: ``MiniLMEmbedder.backend`` ("auto", "torch" or "numpy").
-        query_precision: what :meth:`embed_queries` embeds in unless told ("fp32" or "int8").
+        query_precision: what :meth:`embed_queries` embeds in unless told ("fp32", "int8" or "auto").
         timeout: seconds a call may wait for its reply before the child counts as hung (killed, BackendError).
         start_timeout: seconds the child may take to load the model and say it is ready.
         threads: torch threads in the child (default: the parent's, when it has torch loaded), so its

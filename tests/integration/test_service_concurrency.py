@@ -162,7 +162,9 @@ def test_memcube_serve_batches_a_minilm_home_and_leaves_any_other_home_as_it_was
     mos.close()
     minilm = serving_embedder(tmp_path / "home")
     assert isinstance(minilm, BatchedEmbedder) and minilm.fingerprint == embedder.fingerprint
-    assert minilm.inner.query_precision == "int8"  # the service's default: half a query's CPU
+    # the service's default: int8 where it is cheaper on this CPU (half a query's CPU with VNNI), else fp32
+    assert minilm.inner.query_precision == "auto"
+    assert minilm.inner.query_precision_in_use == ("int8" if minilm.inner._model.int8_pays() else "fp32")
     assert minilm.doc_batcher is not None  # concurrent fast adds share a forward pass too
     minilm.close()
     fp32 = serving_embedder(tmp_path / "home", "fp32")  # memcube serve --query-precision fp32
@@ -176,8 +178,8 @@ def test_memcube_serve_batches_a_minilm_home_and_leaves_any_other_home_as_it_was
 
 
 def test_the_embed_route_gives_queries_in_the_service_query_precision(tmp_path: Path, embedder: Any) -> None:
-    """``POST /v1/vector-stores/embed`` with ``query: true`` embeds every text as a query (int8 under
-    ``memcube serve``), one text or many; documents stay fp32."""
+    """``POST /v1/vector-stores/embed`` with ``query: true`` embeds every text as a query (in the precision
+    ``memcube serve`` chose: int8 where it is cheaper on this CPU, else fp32), one text or many; documents stay fp32."""
     from fastapi.testclient import TestClient
 
     from memos_integrations.textual.embed import MiniLMEmbedder
@@ -187,7 +189,7 @@ def test_the_embed_route_gives_queries_in_the_service_query_precision(tmp_path: 
     keys = KeyStore.open(tmp_path / "home" / "mos.db")
     mos.create_user("alice")
     key = keys.create("alice")[0]
-    int8 = MiniLMEmbedder(query_precision="int8")
+    int8 = MiniLMEmbedder(query_precision=served.inner.query_precision_in_use)  # what auto chose
     texts = ["what does alice drink?", "tea at breakfast"]
     try:
         with TestClient(create_app(mos, keys=keys, limits=Limits(rate=0))) as http:
