@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import MemosError
 from ..items import Edge, Kind, Lifecycle, MemoryItem, utcnow
 from ..storage.graph import CONFLICT, SAME_ENTITY, SUPERSEDED_BY
-from ..storage.organize_state import user_fingerprints
+from ..storage.organize_state import others_inputs, user_fingerprints
 from .links import wanted_links
 from .partitions import LONG_TERM, PARTITIONS, PROFILE, WORKING, apply_moves, partition_of, plan_moves, set_profile
 from .persons import PERSON_TOPIC, wanted_person_topics
@@ -187,10 +187,13 @@ def organize(
             continue
         bind = getattr(reader, "for_cube", None)
         calls = ReaderCalls(bind(cube, user) if callable(bind) else reader, report.notes)
+        inputs = others_inputs(cube.store, user)
         _organize_user(cube, user, policy, calls, principal, report)
         report.reader_calls += calls.calls
         report.reader_errors += calls.errors
         after = user_fingerprints(cube.store, user, one=True).get(user)
+        if others_inputs(cube.store, user) != inputs:  # someone else wrote meanwhile: what they wrote is not organised yet
+            after = prints[user]
         cube.store.kv_put(PROGRESS, {_key(user): {
             "fingerprint": list(after or ()), "policy": shape, "at": utcnow().isoformat()}})
         report.users += 1
@@ -208,7 +211,9 @@ def _members(cube: MemCube, user: str | None, limit: int) -> list[MemoryItem]:
     rids = cube.store.rids_of_user(user, MEMBER_STATES, limit)
     rows = cube.store.get_by_rid(rids)
     now = utcnow()  # a memory whose validity ended (superseded) is history, not a member
-    found = [rows[r] for r in rids if r in rows and rows[r].kind in _MEMBER_KINDS]
+    # a tool lesson (toolmem: ``experience_key``) is shown before its tool call, never recalled: no member
+    found = [rows[r] for r in rids if r in rows and rows[r].kind in _MEMBER_KINDS
+             and "experience_key" not in rows[r].metadata]
     return [m for m in found if m.valid_to is None or m.valid_to > now]
 
 

@@ -20,6 +20,7 @@ batch (action ``promote`` or ``demote``, detail: ids, from, to, reason).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,20 @@ def profile_key(item: MemoryItem) -> str | None:
     if item.kind != Kind.PREFERENCE and item.metadata.get("partition") != PROFILE:
         return None
     stated = attributes(item.text)
-    return stated[0].key if stated else f"id:{item.id}"
+    if stated:
+        return stated[0].key
+    own = _FIRST_PERSON.search(item.text)  # the user's own words: "My favourite colour is ...", "I live in ..."
+    if own:
+        attr = re.sub(r"\s+", " ", own.group("attr") or own.group("verb")).lower()
+        return "self|" + {"live in": "lives in", "work at": "works at", "work for": "works for",
+                          "work as": "works as", "am from": "is from", "am married to": "is married to",
+                          "am allergic to": "is allergic to"}.get(attr, attr)
+    return f"id:{item.id}"
+
+
+_FIRST_PERSON = re.compile(
+    r"\b[Mm]y\s+(?P<attr>(?:favou?rite\s+)?[a-z]+(?:\s+[a-z]+)?)\s+(?:is|was|are)\s"
+    r"|\bI\s+(?:now\s+)?(?P<verb>live in|work at|work for|work as|am from|am married to|am allergic to)\b")
 
 
 def plan_moves(

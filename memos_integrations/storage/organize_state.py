@@ -35,6 +35,19 @@ def user_fingerprints(store: SQLStore, user_id: str | None = None, *, one: bool 
     return {r[0]: (int(r[1]), float(r[2] or 0), int(r[3] or 0), float(r[4] or 0)) for r in rows}
 
 
+def others_inputs(store: SQLStore, user_id: str | None) -> tuple[object, ...]:
+    """What other writers change and an organiser pass never does (the user's rows, texts' lengths, deletions,
+    search hits; the organiser's summaries left out): compared before and after a pass, so that a memory
+    written during it is not recorded as organised. Not seen: an edit during the pass that keeps the text's
+    length, or changes only metadata or validity (the next change to the user's memories is)."""
+    store.flush_usage()
+    rows = store.db.read(
+        "SELECT COUNT(*), MAX(rid), SUM(LENGTH(text)), MAX(COALESCE(last_access, 0)), "
+        "SUM(CASE WHEN state = 'deleted' THEN 1 ELSE 0 END) FROM items "
+        "WHERE user_id IS NOT DISTINCT FROM ? AND NOT (kind = 'summary' AND method = ?)", [user_id, "organize"])
+    return tuple(rows[0]) if rows else ()
+
+
 def write_versions_in_place(store: SQLStore, items: Sequence[MemoryItem]) -> None:
     """Write new versions of ``items`` whose indexed fields did not change (text, context, kind, state,
     user, agent, session): the row and its version, without re-indexing text or vectors. The caller
@@ -67,15 +80,18 @@ def digest(items: Sequence[MemoryItem]) -> str:
 
 
 def stale_summaries(store: SQLStore, summaries: Sequence[MemoryItem]) -> set[str]:
-    """The ids of ``summaries`` whose sources changed since written: a source no longer live, or at
-    another version whose text differs (a version bump that kept the text is no change)."""
+    """The ids of ``summaries`` whose sources changed since written: a source no longer live or no longer
+    valid (``valid_to`` passed: superseded), or at another version whose text differs (a version bump
+    that kept the text is no change)."""
     wanted = {s for it in summaries for s in it.metadata.get("source_versions", {})}
     current = store.get_items(sorted(wanted))
+    now = utcnow()
     stale: set[str] = set()
     for summ in summaries:
         versions = summ.metadata.get("source_versions", {})
         members = [current.get(i) for i in versions]
-        if any(m is None or m.state not in LIVE_STATES for m in members):
+        if any(m is None or m.state not in LIVE_STATES or (m.valid_to is not None and m.valid_to <= now)
+               for m in members):
             stale.add(summ.id)
         elif any(m.version != versions[m.id] for m in members if m is not None):
             if digest([m for m in members if m is not None]) != summ.metadata.get("source_digest"):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import pytest
-
 from memos_integrations.items import LIVE_STATES, Kind
 from memos_integrations.organize import links
 
@@ -27,7 +25,6 @@ class _Counting:
         return self.real.search(text)
 
 
-@pytest.mark.xfail(strict=True, reason="adv7: entity extraction is quadratic in a memory's length (1 MB: >9 min)")
 def test_entity_extraction_reads_a_long_memory_a_bounded_number_of_times(monkeypatch: Any) -> None:
     counting = _Counting(links._SENTENCE_START)
     monkeypatch.setattr(links, "_SENTENCE_START", counting)

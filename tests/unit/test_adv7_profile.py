@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from memos_integrations.items import LIVE_STATES
 from memos_integrations.organize import PROFILE
 
 
-@pytest.mark.xfail(strict=True, reason="adv7: first-person preferences never supersede each other in the profile")
 def test_a_first_person_preference_supersedes_the_older_one(cube: Any) -> None:
     cube.add(memory="My favourite colour is blue.", user_id="maya", kind="preference")
     cube.add(memory="My favourite colour is green now.", user_id="maya", kind="preference")

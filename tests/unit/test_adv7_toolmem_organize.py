@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from langchain_core.messages import HumanMessage
 
 from memos_integrations.langchain import MemOSMemoryMiddleware
@@ -25,7 +24,6 @@ def _lessons_and_memories(cube: Any) -> None:
     cube.organize(user_id="maya", reader=None)
 
 
-@pytest.mark.xfail(strict=True, reason="adv7: the organiser summarises tool lessons, and the summary passes NOT_LESSONS")
 def test_organised_summaries_do_not_bring_tool_lessons_into_recall(cube: Any) -> None:
     _lessons_and_memories(cube)
     hits = cube.search("how should I call the order tools?", user_id="maya", plan="fast", metadata=NOT_LESSONS,
