@@ -1,6 +1,6 @@
 """SQLite cube vs PostgreSQL cube, side by side in one run (issue 11's targets).
 
-Three parts, each a table:
+Four parts, each a table:
 
 1. **LoCoMo** (``--convs`` dev conversations, every turn a memory): ingest rate (embedding included)
    and search latency over the conversations' questions (query embedding included: the embedder's
@@ -13,6 +13,8 @@ Three parts, each a table:
    time and disk of the pgvector HNSW index and of a persistent Chroma index, and filtered search p95
    (one user: ~1 % of the rows) and unfiltered p95 on each. The issue's target size is 1,000,000; the
    default here is what a small machine builds in minutes: say which size you ran.
+4. **late** (``--only late``; PostgreSQL cubes): ingest with the ``late`` preset's token rows vs without
+   them, and ``late`` vs ``learned`` search latency on the same cube.
 
     python -m benchmarks.bench_postgres [--convs 1] [--repeats 3] [--writers 8] [--seconds 10]
                                         [--scale-items 50000] [--queries 200] [--dsn postgresql://...]
@@ -260,6 +262,69 @@ def bench_scale(args: argparse.Namespace, dsn: str, work: Path) -> str:
             + table(["index", "build", "disk", "filtered p50 ms", "filtered p95 ms", "unfiltered p95 ms"], out))
 
 
+# -- 4. the late preset on PostgreSQL --------------------------------------------------------------------
+
+def bench_late(args: argparse.Namespace, dsn: str, work: Path) -> str:
+    """PostgreSQL cubes only: ingest with the late preset's token rows vs without them (the capture of the
+    pass's token vectors stays, the content-token selection, quantisation and rows go), then search
+    latency of ``late`` vs ``learned`` on the cube with them (each plan a whole pass, query cache cleared)."""
+    from memos_integrations import MemCube
+    from memos_integrations.storage.tables import late_tokens
+    from memos_integrations.textual import late
+    from memos_integrations.textual.embed import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    _ = embedder.fingerprint
+    convs = locomo()[: args.convs]
+    stash, written = late.stash, late_tokens.written_many
+    ingest: dict[str, list[float]] = {"with": [], "without": []}
+    lat: dict[str, dict[str, list[float]]] = {p: {"p50": [], "p95": []} for p in ("learned", "late")}
+    rows = 0
+    for rep in range(args.repeats):
+        for mode in (("with", "without") if rep % 2 == 0 else ("without", "with")):  # alternate: drift cancels
+            config = pg_config(dsn)
+            if mode == "without":
+                late.stash = lambda *a, **kw: None  # type: ignore[assignment]
+                late_tokens.written_many = lambda *a, **kw: None  # type: ignore[assignment]
+            cube = MemCube.init_from_dir(work / f"late_{mode}_{rep}", config, embedder=embedder)
+            try:
+                turns = 0
+                start = time.perf_counter()
+                for c, conv in enumerate(convs):
+                    for key, when, session in sessions(conv):
+                        msgs = turn_messages(session)
+                        cube.add(messages=msgs, user_id=f"conv{c}", session_id=f"conv{c}:{key}", timestamp=when)
+                        turns += len(msgs)
+                ingest[mode].append(turns / (time.perf_counter() - start))
+                late.stash, late_tokens.written_many = stash, written  # type: ignore[assignment]
+                if mode == "without":
+                    continue
+                rows = late_tokens.count(cube.text_mem.store)
+                for plan in (("learned", "late") if rep % 2 == 0 else ("late", "learned")):
+                    embedder.clear_query_cache()
+                    took = []
+                    for c, conv in enumerate(convs):
+                        for qa in conv["qa"]:
+                            start = time.perf_counter()
+                            cube.search(str(qa["question"]), user_id=f"conv{c}", top_k=10, plan=plan)
+                            took.append(time.perf_counter() - start)
+                    lat[plan]["p50"].append(pct(took, 50) * 1000)
+                    lat[plan]["p95"].append(pct(took, 95) * 1000)
+            finally:
+                late.stash, late_tokens.written_many = stash, written  # type: ignore[assignment]
+                cube.close()
+                drop(config)
+    w, wo = median(ingest["with"]), median(ingest["without"])
+    out = [["ingest, turns/s (embedding included)", wo, w, f"{w / wo:.2f}x"]]
+    for q in ("p50", "p95"):
+        a, b = median(lat["learned"][q]), median(lat["late"][q])
+        out.append([f"search {q}, ms (query embedding included): learned | late", a, b, f"{b / a:.2f}x"])
+    n_q = sum(len(c["qa"]) for c in convs)
+    return (f"LoCoMo dev, {len(convs)} conversation(s), {n_q} questions, PostgreSQL cube (pgvector), {rows} "
+            f"late_tokens rows, medians of {args.repeats} passes\n\n"
+            + table(["", "without token rows | learned", "with token rows | late", "ratio"], out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--convs", type=int, default=1, help="LoCoMo dev conversations to ingest")
@@ -271,13 +336,14 @@ def main() -> None:
     ap.add_argument("--maintenance-work-mem", default="512MB", help="PostgreSQL memory for the HNSW build")
     ap.add_argument("--dsn", default=None, help="a PostgreSQL server with pgvector (default: a pgserver one)")
     ap.add_argument("--out", default="bench_out")
-    ap.add_argument("--only", choices=["locomo", "writers", "scale"], action="append")
+    ap.add_argument("--only", choices=["locomo", "writers", "scale", "late"], action="append")
     args = ap.parse_args()
     dsn = server_dsn(args)
     Path(args.out).mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pgbench-", dir=args.out))
     try:
-        for part, fn in (("locomo", bench_locomo), ("writers", bench_writers), ("scale", bench_scale)):
+        for part, fn in (("locomo", bench_locomo), ("writers", bench_writers), ("scale", bench_scale),
+                         ("late", bench_late)):
             if args.only and part not in args.only:
                 continue
             print(f"\n### {part}\n\n{fn(args, dsn, work)}", flush=True)

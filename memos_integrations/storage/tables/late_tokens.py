@@ -1,14 +1,17 @@
 """The ``late_tokens`` table: each memory's content-word token vectors, for the ``late`` preset's re-scorer.
 
-Where it sits: beside the engine's ``vectors`` table in ``memory.db`` (embedded SQLite cubes only; a
-PostgreSQL cube has none, and ``late`` ranks there as ``learned`` does). A row holds the last-layer MiniLM
-vectors of the content words of one item's own views, from the forward pass that made the item's
-vector (:mod:`memos_integrations.textual.late`), int8 with one float32 scale per row. It is written,
-replaced and dropped by :meth:`~memos_integrations.storage.sqlstore.SQLStore.write_items` and ``put_vectors``
-in the transaction that writes the item's vector (:func:`written`), so the two never disagree: a new
-vector without token vectors of the same pass drops the old ones, a deletion drops them, and an update
-that keeps the text keeps them. A file copy (dump, clone) carries them; ``export`` / ``import`` and
-``reindex --reembed`` embed again and write them again.
+Where it sits: beside the engine's ``vectors`` table, in ``memory.db`` (SQLite) or the cube's PostgreSQL
+schema (``bytea`` columns), created by this module's migration component when the store opens. A row holds
+the last-layer MiniLM vectors of the content words of one item's own views, from the forward pass that made
+the item's vector (:mod:`memos_integrations.textual.late`), int8 with one float32 scale per row. It is
+written, replaced and dropped by :meth:`~memos_integrations.storage.sqlstore.SQLStore.write_items` (and
+PostgreSQL's batched one) and ``put_vectors`` in the transaction that writes the item's vector
+(:func:`written`, :func:`written_many`), so the two never disagree: a new vector without token vectors of the
+same pass drops the old ones, a deletion drops them, and an update that keeps the text keeps them. On
+PostgreSQL a writer writes them after the ``vectors`` rows (the order every write path locks them in), and
+two writers of one item are ordered by its ``items`` row (and the advisory lock ``get_items`` takes). A file
+copy (dump, clone) and ``memcube migrate`` (both ways) carry them; ``export`` / ``import`` and ``reindex
+--reembed`` embed again and write them again.
 
 Nothing read is trusted (:func:`read`): a row whose sizes, dimension, scales or item id do not match is
 treated as absent (logged once), never decoded into a wrong-sized array; a row holds at most
@@ -98,9 +101,9 @@ def written(store: Any, tx: Any, rid: int, item: Any, vector: np.ndarray | None)
 
 def written_many(store: Any, tx: Any, rows: Sequence[tuple[int, Any, np.ndarray | None]]) -> None:
     """:func:`written` for a batch of (rid, item, vector) in one transaction: one delete and one batched
-    upsert (PostgreSQL's ``write_items`` writes a batch in a few round trips). Call it after the batch's
-    ``vectors`` rows: every write path takes a row's ``vectors`` lock before its ``late_tokens`` lock, so two
-    writers never wait on each other in a cycle."""
+    upsert, in rid order (PostgreSQL's ``write_items`` writes a batch in a few round trips). On PostgreSQL call
+    it after the batch's ``vectors`` rows: every write path there takes a row's ``vectors`` lock before its
+    ``late_tokens`` lock, so two writers never wait on each other in a cycle."""
     if table(store) is None or not rows:
         return
     from ...textual.late import pending_tokens
