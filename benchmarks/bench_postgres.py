@@ -265,10 +265,12 @@ def bench_scale(args: argparse.Namespace, dsn: str, work: Path) -> str:
 # -- 4. the late preset on PostgreSQL --------------------------------------------------------------------
 
 def bench_late(args: argparse.Namespace, dsn: str, work: Path) -> str:
-    """PostgreSQL cubes only: ingest with the late preset's token rows vs without them (the capture of the
-    pass's token vectors stays, the content-token selection, quantisation and rows go), then search
-    latency of ``late`` vs ``learned`` on the cube with them (each plan a whole pass, query cache cleared)."""
+    """Ingest on a PostgreSQL cube with the late preset's token rows vs without them (the capture of the
+    pass's token vectors stays; the content-token selection, quantisation and rows go), then search latency
+    of ``late`` vs ``learned`` on that cube and, beside it, on an SQLite cube with the same content (each
+    plan a whole pass over the questions, query cache cleared first, plans and modes alternated)."""
     from memos_integrations import MemCube
+    from memos_integrations.config import CubeConfig
     from memos_integrations.storage.tables import late_tokens
     from memos_integrations.textual import late
     from memos_integrations.textual.embed import MiniLMEmbedder
@@ -277,16 +279,17 @@ def bench_late(args: argparse.Namespace, dsn: str, work: Path) -> str:
     _ = embedder.fingerprint
     convs = locomo()[: args.convs]
     stash, written = late.stash, late_tokens.written_many
-    ingest: dict[str, list[float]] = {"with": [], "without": []}
-    lat: dict[str, dict[str, list[float]]] = {p: {"p50": [], "p95": []} for p in ("learned", "late")}
-    rows = 0
+    ingest: dict[str, list[float]] = {"pg without": [], "pg with": [], "sqlite with": []}
+    lat: dict[tuple[str, str], dict[str, list[float]]] = {}
+    rows: dict[str, int] = {}
     for rep in range(args.repeats):
-        for mode in (("with", "without") if rep % 2 == 0 else ("without", "with")):  # alternate: drift cancels
-            config = pg_config(dsn)
-            if mode == "without":
+        modes = ["pg with", "pg without", "sqlite with"]
+        for mode in (modes if rep % 2 == 0 else modes[::-1]):  # alternated: drift cancels
+            config = pg_config(dsn) if mode.startswith("pg") else CubeConfig()
+            if mode.endswith("without"):
                 late.stash = lambda *a, **kw: None  # type: ignore[assignment]
                 late_tokens.written_many = lambda *a, **kw: None  # type: ignore[assignment]
-            cube = MemCube.init_from_dir(work / f"late_{mode}_{rep}", config, embedder=embedder)
+            cube = MemCube.init_from_dir(work / f"late_{mode.replace(' ', '_')}_{rep}", config, embedder=embedder)
             try:
                 turns = 0
                 start = time.perf_counter()
@@ -297,9 +300,10 @@ def bench_late(args: argparse.Namespace, dsn: str, work: Path) -> str:
                         turns += len(msgs)
                 ingest[mode].append(turns / (time.perf_counter() - start))
                 late.stash, late_tokens.written_many = stash, written  # type: ignore[assignment]
-                if mode == "without":
+                if mode.endswith("without"):
                     continue
-                rows = late_tokens.count(cube.text_mem.store)
+                store = mode.split()[0]
+                rows[store] = late_tokens.count(cube.text_mem.store)
                 for plan in (("learned", "late") if rep % 2 == 0 else ("late", "learned")):
                     embedder.clear_query_cache()
                     took = []
@@ -308,21 +312,25 @@ def bench_late(args: argparse.Namespace, dsn: str, work: Path) -> str:
                             start = time.perf_counter()
                             cube.search(str(qa["question"]), user_id=f"conv{c}", top_k=10, plan=plan)
                             took.append(time.perf_counter() - start)
-                    lat[plan]["p50"].append(pct(took, 50) * 1000)
-                    lat[plan]["p95"].append(pct(took, 95) * 1000)
+                    r = lat.setdefault((store, plan), {"p50": [], "p95": []})
+                    r["p50"].append(pct(took, 50) * 1000)
+                    r["p95"].append(pct(took, 95) * 1000)
             finally:
                 late.stash, late_tokens.written_many = stash, written  # type: ignore[assignment]
                 cube.close()
                 drop(config)
-    w, wo = median(ingest["with"]), median(ingest["without"])
-    out = [["ingest, turns/s (embedding included)", wo, w, f"{w / wo:.2f}x"]]
+    w, wo, lw = (median(ingest[m]) for m in ("pg with", "pg without", "sqlite with"))
+    out = [["ingest, turns/s (embedding included): PG without token rows", f"{wo:.1f}", "", ""],
+           ["ingest, turns/s: PG with token rows / SQLite with", f"{w:.1f} ({w / wo:.2f}x without)", f"{lw:.1f}", ""]]
     for q in ("p50", "p95"):
-        a, b = median(lat["learned"][q]), median(lat["late"][q])
-        out.append([f"search {q}, ms (query embedding included): learned | late", a, b, f"{b / a:.2f}x"])
+        pg = [median(lat[("pg", p)][q]) for p in ("learned", "late")]
+        lite = [median(lat[("sqlite", p)][q]) for p in ("learned", "late")]
+        out.append([f"search {q}, ms (query embedding included): learned", f"{pg[0]:.1f}", f"{lite[0]:.1f}", ""])
+        out.append([f"search {q}, ms: late", f"{pg[1]:.1f}", f"{lite[1]:.1f}",
+                    f"PG {pg[1] / pg[0]:.2f}x, SQLite {lite[1] / lite[0]:.2f}x"])
     n_q = sum(len(c["qa"]) for c in convs)
-    return (f"LoCoMo dev, {len(convs)} conversation(s), {n_q} questions, PostgreSQL cube (pgvector), {rows} "
-            f"late_tokens rows, medians of {args.repeats} passes\n\n"
-            + table(["", "without token rows | learned", "with token rows | late", "ratio"], out))
+    return (f"LoCoMo dev, {len(convs)} conversation(s), {n_q} questions, late_tokens rows: {rows}, medians of "
+            f"{args.repeats} passes\n\n" + table(["", "PostgreSQL cube (pgvector)", "SQLite cube", "late / learned"], out))
 
 
 def main() -> None:

@@ -157,8 +157,9 @@ def read(store: Any, rids: Sequence[int], ids: Mapping[int, str], dim: int) -> d
 def _rows(store: Any, rids: list[int]) -> Iterator[Any]:
     """The stored rows of ``rids``: one ``= ANY`` statement on PostgreSQL (one round trip), chunks of
     bound marks on SQLite. PostgreSQL's bytea arrives as ``bytes``, as SQLite's BLOB does."""
-    if store.db.dialect == "postgres":
-        yield from store.db.read("SELECT rid, item_id, n, dim, data, scales FROM late_tokens WHERE rid = ANY(?)", (rids,))
+    if store.db.dialect == "postgres":  # binary rows: bytea as bytes, not hex text (read_binary)
+        yield from getattr(store.db, "read_binary", store.db.read)(
+            "SELECT rid, item_id, n, dim, data, scales FROM late_tokens WHERE rid = ANY(?)", (rids,))
         return
     for chunk in chunks(rids):
         yield from store.db.read(
