@@ -1,6 +1,6 @@
 """SQLite cube vs PostgreSQL cube, side by side in one run (issue 11's targets).
 
-Three parts, each a table:
+Four parts, each a table:
 
 1. **LoCoMo** (``--convs`` dev conversations, every turn a memory): ingest rate (embedding included)
    and search latency over the conversations' questions (query embedding included: the embedder's
@@ -13,6 +13,8 @@ Three parts, each a table:
    time and disk of the pgvector HNSW index and of a persistent Chroma index, and filtered search p95
    (one user: ~1 % of the rows) and unfiltered p95 on each. The issue's target size is 1,000,000; the
    default here is what a small machine builds in minutes: say which size you ran.
+4. **late** (``--only late``; PostgreSQL cubes): ingest with the ``late`` preset's token rows vs without
+   them, and ``late`` vs ``learned`` search latency on the same cube.
 
     python -m benchmarks.bench_postgres [--convs 1] [--repeats 3] [--writers 8] [--seconds 10]
                                         [--scale-items 50000] [--queries 200] [--dsn postgresql://...]
@@ -260,6 +262,77 @@ def bench_scale(args: argparse.Namespace, dsn: str, work: Path) -> str:
             + table(["index", "build", "disk", "filtered p50 ms", "filtered p95 ms", "unfiltered p95 ms"], out))
 
 
+# -- 4. the late preset on PostgreSQL --------------------------------------------------------------------
+
+def bench_late(args: argparse.Namespace, dsn: str, work: Path) -> str:
+    """Ingest on a PostgreSQL cube with the late preset's token rows vs without them (the capture of the
+    pass's token vectors stays; the content-token selection, quantisation and rows go), then search latency
+    of ``late`` vs ``learned`` on that cube and, beside it, on an SQLite cube with the same content (each
+    plan a whole pass over the questions, query cache cleared first, plans and modes alternated)."""
+    from memos_integrations import MemCube
+    from memos_integrations.config import CubeConfig
+    from memos_integrations.storage.tables import late_tokens
+    from memos_integrations.textual import late
+    from memos_integrations.textual.embed import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    _ = embedder.fingerprint
+    convs = locomo()[: args.convs]
+    stash, written = late.stash, late_tokens.written_many
+    ingest: dict[str, list[float]] = {"pg without": [], "pg with": [], "sqlite with": []}
+    lat: dict[tuple[str, str], dict[str, list[float]]] = {}
+    rows: dict[str, int] = {}
+    for rep in range(args.repeats):
+        modes = ["pg with", "pg without", "sqlite with"]
+        for mode in (modes if rep % 2 == 0 else modes[::-1]):  # alternated: drift cancels
+            config = pg_config(dsn) if mode.startswith("pg") else CubeConfig()
+            if mode.endswith("without"):
+                late.stash = lambda *a, **kw: None  # type: ignore[assignment]
+                late_tokens.written_many = lambda *a, **kw: None  # type: ignore[assignment]
+            cube = MemCube.init_from_dir(work / f"late_{mode.replace(' ', '_')}_{rep}", config, embedder=embedder)
+            try:
+                turns = 0
+                start = time.perf_counter()
+                for c, conv in enumerate(convs):
+                    for key, when, session in sessions(conv):
+                        msgs = turn_messages(session)
+                        cube.add(messages=msgs, user_id=f"conv{c}", session_id=f"conv{c}:{key}", timestamp=when)
+                        turns += len(msgs)
+                ingest[mode].append(turns / (time.perf_counter() - start))
+                late.stash, late_tokens.written_many = stash, written  # type: ignore[assignment]
+                if mode.endswith("without"):
+                    continue
+                store = mode.split()[0]
+                rows[store] = late_tokens.count(cube.text_mem.store)
+                for plan in (("learned", "late") if rep % 2 == 0 else ("late", "learned")):
+                    embedder.clear_query_cache()
+                    took = []
+                    for c, conv in enumerate(convs):
+                        for qa in conv["qa"]:
+                            start = time.perf_counter()
+                            cube.search(str(qa["question"]), user_id=f"conv{c}", top_k=10, plan=plan)
+                            took.append(time.perf_counter() - start)
+                    r = lat.setdefault((store, plan), {"p50": [], "p95": []})
+                    r["p50"].append(pct(took, 50) * 1000)
+                    r["p95"].append(pct(took, 95) * 1000)
+            finally:
+                late.stash, late_tokens.written_many = stash, written  # type: ignore[assignment]
+                cube.close()
+                drop(config)
+    w, wo, lw = (median(ingest[m]) for m in ("pg with", "pg without", "sqlite with"))
+    out = [["ingest, turns/s (embedding included): PG without token rows", f"{wo:.1f}", "", ""],
+           ["ingest, turns/s: PG with token rows / SQLite with", f"{w:.1f} ({w / wo:.2f}x without)", f"{lw:.1f}", ""]]
+    for q in ("p50", "p95"):
+        pg = [median(lat[("pg", p)][q]) for p in ("learned", "late")]
+        lite = [median(lat[("sqlite", p)][q]) for p in ("learned", "late")]
+        out.append([f"search {q}, ms (query embedding included): learned", f"{pg[0]:.1f}", f"{lite[0]:.1f}", ""])
+        out.append([f"search {q}, ms: late", f"{pg[1]:.1f}", f"{lite[1]:.1f}",
+                    f"PG {pg[1] / pg[0]:.2f}x, SQLite {lite[1] / lite[0]:.2f}x"])
+    n_q = sum(len(c["qa"]) for c in convs)
+    return (f"LoCoMo dev, {len(convs)} conversation(s), {n_q} questions, late_tokens rows: {rows}, medians of "
+            f"{args.repeats} passes\n\n" + table(["", "PostgreSQL cube (pgvector)", "SQLite cube", "late / learned"], out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--convs", type=int, default=1, help="LoCoMo dev conversations to ingest")
@@ -271,13 +344,14 @@ def main() -> None:
     ap.add_argument("--maintenance-work-mem", default="512MB", help="PostgreSQL memory for the HNSW build")
     ap.add_argument("--dsn", default=None, help="a PostgreSQL server with pgvector (default: a pgserver one)")
     ap.add_argument("--out", default="bench_out")
-    ap.add_argument("--only", choices=["locomo", "writers", "scale"], action="append")
+    ap.add_argument("--only", choices=["locomo", "writers", "scale", "late"], action="append")
     args = ap.parse_args()
     dsn = server_dsn(args)
     Path(args.out).mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pgbench-", dir=args.out))
     try:
-        for part, fn in (("locomo", bench_locomo), ("writers", bench_writers), ("scale", bench_scale)):
+        for part, fn in (("locomo", bench_locomo), ("writers", bench_writers), ("scale", bench_scale),
+                         ("late", bench_late)):
             if args.only and part not in args.only:
                 continue
             print(f"\n### {part}\n\n{fn(args, dsn, work)}", flush=True)

@@ -138,10 +138,10 @@ class _PgTx:
         self.db = db
         self.statements = 0  # how many ran: a failure before the first is safe to retry
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+    def execute(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> Cursor:
         self.statements += 1
         with self.db._faults("a statement", conn=self.conn, in_tx=True):
-            return _Result(self.conn.execute(_pg_sql(sql), params))
+            return _Result(self.conn.execute(_pg_sql(sql), params, binary=binary))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
@@ -253,6 +253,15 @@ class PostgresDatabase(Database):
         if tx is not None:  # inside a transaction on this thread: see its own writes
             return tx.execute(sql, params).fetchall()
         return self._with_connection(lambda conn: _Result(conn.execute(_pg_sql(sql), params)).fetchall(), "a read")
+
+    def read_binary(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """As :meth:`read`, the rows sent in PostgreSQL's binary format: a ``bytea`` column arrives as its
+        bytes, not as hex text the client decodes (the late preset's token rows: a third of the time)."""
+        tx: _PgTx | None = getattr(self._local, "tx", None)
+        if tx is not None:
+            return tx.execute(sql, params, binary=True).fetchall()
+        return self._with_connection(
+            lambda conn: _Result(conn.execute(_pg_sql(sql), params, binary=True)).fetchall(), "a read")
 
     def close(self) -> None:
         self._closed = True

@@ -40,6 +40,7 @@ from .postgres import PostgresDatabase, lock_key
 from .sql import Tx, chunks, marks
 from .sqlstore import _UPSERT_ITEM, POSTGRES_ENGINE_STEPS, SQLStore, item_values
 from .sqlstore_aux import _QUEUE, VECTORS
+from .tables import late_tokens
 
 _TS_CONFIG = "english"
 _log = logging.getLogger(__name__)
@@ -270,6 +271,9 @@ class PostgresStore(SQLStore):
                 tx.executemany(
                     "INSERT INTO vectors (rid, vector) VALUES (?, ?) ON CONFLICT (rid) DO UPDATE SET vector = excluded.vector",
                     [(rids[n], self.encode_vector(vectors[n])) for n in live])
+            # the late preset's token vectors, after the vectors (the order every write path locks them in)
+            late_tokens.written_many(self, tx, [(rids[n], item, None if vectors is None else vectors[n])
+                                                for n, item in enumerate(items)])
             tx.executemany(_QUEUE, [(VECTORS, item.id, "delete" if item.state == Lifecycle.DELETED else "upsert")
                                     for item in items])
 

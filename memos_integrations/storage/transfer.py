@@ -6,7 +6,9 @@ ordered by each table's primary key. Each page commits together with a progress 
 destination's ``meta`` (``migrate:<table>``), so a copy that is interrupted resumes where it stopped,
 and a page copied twice changes nothing (``ON CONFLICT DO NOTHING``). What each store derives itself
 is rebuilt, never copied: the keyword index (FTS5 or ``tsvector``), the ``outbox``, the migration
-bookkeeping; the vector index is rebuilt by the caller from the copied vectors (no re-embedding).
+bookkeeping; the vector index is rebuilt by the caller from the copied vectors (no re-embedding). The
+late preset's token vectors (``late_tokens``, made in the pass that made each copied vector) are copied
+with them, both ways, keyed by the copied ``rid``.
 
 The source must not be written meanwhile (stop its writers): the copy reads it page by page, not as
 one snapshot.
@@ -14,6 +16,7 @@ one snapshot.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +27,16 @@ from .sqlstore import SQLStore
 #: tables each store derives or keeps for itself
 SKIP = frozenset({"schema_migrations", "keyword_index", "vector_index", "outbox", "vector_outbox", "sqlite_sequence",
                   "sqlite_stat1"})
-#: derived tables a destination may lack (the late preset's token vectors: SQLite only; without them
-#: ``late`` ranks as ``learned``, and ``reindex --reembed`` on an embedded cube writes them again)
+#: derived tables a destination may lack: the late preset's token vectors (``tables/late_tokens.py``). Both
+#: stores have the table (created at open), so it is copied like any other, keyed by the copied ``items.rid``;
+#: a destination without it (a store of another backend, or a read-only view nobody migrated) is copied
+#: without it, logged: there ``late`` ranks as ``learned`` until ``reindex --reembed`` writes them again
 DERIVED = frozenset({"late_tokens"})
 PAGE = 1000
 #: copied first (in this order): the items, before the rows that refer to them
 FIRST = ("items", "versions", "vectors", "edges", "audit", "kv")
+
+_log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (table, rows done, rows in the table)
 
@@ -83,6 +90,10 @@ def copy_store(src: SQLStore, dst: SQLStore, progress: Progress | None = None,
     if prepare is not None:
         prepare(dst)
     have, want = tables(src.db), tables(dst.db)
+    for t in sorted(t for t in have if t in DERIVED and t not in want):
+        _log.warning("copying to %s: the destination has no %s table, so those derived rows were not copied (the "
+                     "late preset ranks as learned there until `memcube reindex --reembed` writes them again)",
+                     getattr(dst, "path", "?"), t)
     have = {t: v for t, v in have.items() if t in want or t not in DERIVED}
     missing = sorted(t for t in have if t not in SKIP and t not in want)
     if missing:
@@ -101,7 +112,7 @@ def copy_store(src: SQLStore, dst: SQLStore, progress: Progress | None = None,
 def _face_tables(src: SQLStore, dst: SQLStore) -> None:
     """Create on ``dst`` every face's table group the source has (the migrate components it recorded)."""
     from . import tables as face_tables
-    from .tables import chat, checkpoints, lgstore  # noqa: F401 - each defines its Tables subclass
+    from .tables import chat, checkpoints, late_tokens, lgstore  # noqa: F401 - each defines its Tables subclass
 
     def subclasses(cls: type) -> list[type]:
         found: list[type] = []
@@ -113,8 +124,8 @@ def _face_tables(src: SQLStore, dst: SQLStore) -> None:
     by_component = {getattr(c, "COMPONENT", None): c for c in subclasses(face_tables.Tables)}
     for (component,) in src.db.read("SELECT component FROM schema_migrations"):
         group = by_component.get(component)
-        # a group with no schema for the destination (the late preset's token vectors: SQLite only) is
-        # derived data the destination does without (late ranks as learned there), not a reason to fail
+        # a group with no schema for the destination's backend is derived data (DERIVED) the destination
+        # does without (copy_store logs it), not a reason to fail
         if group is not None and dst.db.dialect in getattr(group, "STEPS", {dst.db.dialect: ()}):
             group(dst.db)
 
