@@ -142,7 +142,7 @@ class SQLStore(SideTables):
         # connection lock serves; PostgreSQL's pool has none, and threads share this store)
         self._own_lock = threading.RLock()
         self.schema_version = self._migrate()
-        self._late_attach()  # the late preset's token vectors (tables/late_tokens.py), SQLite only
+        self._late_attach()  # the late preset's token vectors (tables/late_tokens.py)
 
     # -- schema -------------------------------------------------------------------------------------
     def _migrate(self) -> int:

@@ -23,8 +23,8 @@ Where the vectors come from, without a second forward pass:
   none). A late search through the service ranks as the embedded one (tests/integration/test_svc7_*.py).
 
 When there is nothing to compare (an embedder that is neither the in-process :class:`.embed.MiniLMEmbedder`
-nor a token source, queries embedded in int8 in process, a PostgreSQL cube, a cube without stored token
-vectors, or fewer than half of a question's candidates with them), :func:`scorer` returns None and ``late``
+nor a token source, queries embedded in int8 in process, a cube without stored token vectors (written
+before this release: ``memcube reindex --reembed`` writes them, on SQLite and PostgreSQL alike), or fewer than half of a question's candidates with them), :func:`scorer` returns None and ``late``
 ranks exactly as ``learned``. Candidates
 without token vectors among others that have them score the question's mean on the late columns
 (:func:`candidate_columns`).
@@ -58,7 +58,9 @@ NAMES = ("late_maxsim_z", "late_qmean_z", "late_qmax_z", "late_qhead_z")
 #: conversations' cubes built with token vectors, L2 0.001 (best held-out recall), rounded to 0.01 (``python -m
 #: benchmarks.fit_fusion --models pointwise --l2 0.01,0.001,0.0001 --nested --split-list --extra
 #: late_maxsim_z,late_qmean_z,late_qmax_z,late_qhead_z --write``). Nested leave-one-conversation-out: R@10 in 400
-#: words 0.810, category 1 0.562 / 2 0.883 / 3 0.576 / 4 0.892 (learned on the same cubes: docs/organize.md).
+#: words 0.810, category 1 0.562 / 2 0.883 / 3 0.576 / 4 0.892 (learned on the same cubes: docs/organize.md);
+#: the same flat-cube fit scored on each held-out conversation's organised cubes: 0.809, category 1 0.565
+#: (``benchmarks.fit_fusion_layouts``; fitting on organised cubes, or on both layouts, did worse held out).
 #: Read as: a turn whose content words each find a close contextual match in the question's content words
 #: (MaxSim) rises, as does one whose pooled vector is near the question's content words' mean or its head
 #: phrase ("activities", "books"); the best single-word match (qmax) weighs negative beside the mean (qmean).

@@ -219,7 +219,8 @@ def test_the_weights_are_constants_over_known_columns() -> None:
 
 
 def test_late_ranks_exactly_as_learned_without_token_vectors_on_any_store(cube: MemCube, weights: None) -> None:
-    """Also run on PostgreSQL (tests/integration/test_postgres_engine.py), whose cubes store no token vectors."""
+    """Also run on PostgreSQL (tests/integration/test_postgres_engine.py); PostgreSQL cubes store token vectors too
+    (tests/integration/test_pg7_late_tokens.py)."""
     _chat(cube)
     store = cube.text_mem.store
     if T.table(store) is not None:  # embedded: as a cube written before this release
