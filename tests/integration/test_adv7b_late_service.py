@@ -94,3 +94,18 @@ def test_a_keyed_add_with_the_in_process_minilm_keeps_its_tokens(embedder: Any, 
         cube.add(memory=fact, user_id="u")
     assert fact in _tokens(cube)
     cube.close()
+
+
+@pytest.mark.xfail(strict=True, reason="adv7b: a staged LangChain write of more than 64 texts (embedded first by fresh_views) keeps token rows for the last 64 only")
+def test_a_langchain_write_of_many_texts_embedded_first_keeps_every_items_tokens(served: Any, tmp_path: Path) -> None:
+    """routes_vectors' staged write: idempotent.write_once(..., rows["texts"]) embeds every text before the
+    transaction in one call (cache_scope.fresh_views), then writes them; the rows are read back from the LRU."""
+    cube = MemCube.create(tmp_path / "lc", embedder=served)
+    texts = [t["content"] for t in _turns(RECENT + 16)]
+    with cache_scope.fresh_views(served, texts):
+        for t in texts:
+            cube.add(memory=t, user_id="u")
+    got = _tokens(cube)
+    missing = [t for t in texts if t not in got]
+    assert not missing, f"{len(missing)} of {len(texts)} texts written without token vectors"
+    cube.close()
