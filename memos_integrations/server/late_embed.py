@@ -91,11 +91,16 @@ class LateBatched(BatchedEmbedder):
 
     def _documents(self, texts: list[str], here: bool = False) -> np.ndarray:
         """``embed_documents(texts)`` (in the process unless ``here``), each text's token rows kept (:meth:`late_recent`)."""
+        return self._documents_rows(texts, here)[0]
+
+    def _documents_rows(self, texts: list[str], here: bool = False) -> tuple[np.ndarray, list[Any]]:
+        """:meth:`_documents` and each text's rows (None where the pass kept none): a caller of many texts
+        takes them from here, as the LRU holds only the last :data:`RECENT`."""
         try:
             encodings = self.late_tokenizer.encode_batch(texts)
         except Exception:  # noqa: BLE001 - a text the model refuses (a lone surrogate): its own error, from the pass
-            return self.process.embed_documents(texts) if self.process is not None and not here else \
-                self.inner.embed_documents(texts)  # type: ignore[no-any-return]
+            return (self.process.embed_documents(texts) if self.process is not None and not here else
+                    self.inner.embed_documents(texts)), [None] * len(texts)
         if self.process is not None and not here:
             vectors, rows = self.process.embed_with_tokens("document", texts, [len(e.ids) for e in encodings])
         else:
@@ -105,20 +110,22 @@ class LateBatched(BatchedEmbedder):
         for text, held in zip(texts, rows):
             if held is not None:
                 self._recent.put(text, held)
-        return vectors  # type: ignore[no-any-return]
+        return vectors, list(rows)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if self.doc_batcher is not None and not self._closed and len(texts) == 1 and len(texts[0]) <= _SHARED_MAX_CHARS:
             vector = self.doc_batcher.embed(texts[0])[None, :]
-        else:
+            rows = [self._recent.get(texts[0])]
+        elif texts:
             # several texts, or a long one, stay in this process (as BatchedEmbedder: they would hold the searches)
-            vector = self._documents(list(texts), here=True) if texts else self.inner.embed_documents(texts)
+            vector, rows = self._documents_rows(list(texts), here=True)  # rows from the pass, not the LRU
+        else:
+            return self.inner.embed_documents(texts)  # type: ignore[no-any-return]
         if late.capturing():  # an add's pass: its rows go to the write, as in an embedded add
-            for text, enc in zip(texts, self.late_tokenizer.encode_batch(list(texts))):
-                held = self._recent.get(text)
+            for held, enc in zip(rows, self.late_tokenizer.encode_batch(list(texts))):
                 if held is not None:
                     late.put(enc.ids, *held)
-        return vector
+        return vector  # type: ignore[no-any-return]
 
     def clear_query_cache(self) -> None:
         self._fp32_cache.clear()

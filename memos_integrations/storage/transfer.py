@@ -145,14 +145,30 @@ def _copy_table(src: SQLStore, dst: SQLStore, table: str, cols: list[str], pk: l
         if table == "meta":
             rows = [r for r in rows if not str(r[cols.index("key")]).startswith(("migrate:", "schema_version"))] \
                 if "key" in cols else rows
+        kept = [_portable(r) for r in rows]
+        if table in DERIVED:  # derived, never trusted: a row read() would ignore is not copied (nor can abort the copy)
+            kept = [r for r in kept if _sound_tokens(dict(zip(cols, r)))]
+            if len(kept) < len(rows):
+                _log.warning("copying %s: %d %s rows that do not hold what they say were left out (`memcube reindex "
+                             "--reembed` writes them again)", getattr(src, "path", "?"), len(rows) - len(kept), table)
         with dst.transaction() as tx:
-            tx.executemany(insert, [_portable(r) for r in rows])
+            tx.executemany(insert, kept)
             tx.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                        (key, str(done + PAGE if done + PAGE < total else total)))
         done = min(total, done + PAGE)
         if progress is not None:
             progress(table, done, total)
     return total
+
+
+def _sound_tokens(row: dict[str, Any]) -> bool:
+    """Whether a ``late_tokens`` row has the types and sizes its columns say (``late_tokens.read`` checks the rest)."""
+    from .tables.late_tokens import MAX_ROWS
+
+    n, d, data, scales = row.get("n"), row.get("dim"), row.get("data"), row.get("scales")
+    return (isinstance(row.get("rid"), int) and 0 < row["rid"] < 2**63 and isinstance(row.get("item_id"), str)
+            and isinstance(n, int) and isinstance(d, int) and 0 <= n <= MAX_ROWS and 0 < d <= 1 << 16
+            and isinstance(data, bytes) and isinstance(scales, bytes) and len(data) == n * d and len(scales) == 4 * n)
 
 
 def _portable(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -50,7 +50,7 @@ def scoped(scope: str) -> Iterator[None]:
 
 
 # -- views embedded just before a write's transaction ----------------------------------------------------
-_FRESH: ContextVar[tuple[int, dict[str, Any]] | None] = ContextVar("memos_fresh_views", default=None)
+_FRESH: ContextVar[tuple[int, dict[str, Any], dict[Any, Any]] | None] = ContextVar("memos_fresh_views", default=None)
 
 
 @contextmanager
@@ -63,9 +63,12 @@ def fresh_views(embedder: Any, texts: Sequence[str]) -> Iterator[None]:
     it, keeps that hold to the database work. The vectors are the embedder's for the text, computed in this
     request: what the write would compute (a view with another text is embedded in the write as before).
     """
+    from . import late
+
     unique = list(dict.fromkeys(t for t in texts if isinstance(t, str)))
-    vectors = embedder.embed_documents(unique) if unique else []
-    token = _FRESH.set((id(embedder), dict(zip(unique, vectors))))
+    with late.capture() as rows:  # the pass's token vectors too, kept with the vectors (late_embed's LRU may drop them)
+        vectors = embedder.embed_documents(unique) if unique else []
+    token = _FRESH.set((id(embedder), dict(zip(unique, vectors)), rows))
     try:
         yield
     finally:
@@ -78,6 +81,12 @@ def fresh_view_vectors(embedder: Any, texts: Sequence[str]) -> dict[str, Any]:
     if found is None or found[0] != id(embedder):
         return {}
     return {t: found[1][t] for t in texts if t in found[1]}
+
+
+def fresh_view_tokens(embedder: Any) -> dict[Any, Any]:
+    """The token rows (by token ids) of the pass :func:`fresh_views` ran with ``embedder`` (empty outside one)."""
+    found = _FRESH.get()
+    return dict(found[2]) if found is not None and found[0] == id(embedder) else {}
 
 
 # -- a query vector embedded for this request before its route ran ----------------------------------------

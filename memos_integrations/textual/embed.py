@@ -216,7 +216,7 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self._model.encode(  # type: ignore[no-any-return]
-            list(texts), batch_size=self.batch_size, precision=self._query_precision)
+            list(texts), batch_size=self.batch_size, precision=self.query_precision_in_use)
 
     def clear_query_cache(self) -> None:
         """Forget cached query embeddings (benchmarks use it so every query pays its embedding)."""
@@ -571,10 +571,11 @@ def item_vectors(embedder: Embedder, items: Sequence[Any]) -> np.ndarray:
     if before:
         known.update(zip(before, check_finite(np.asarray(list(before.values()), dtype=np.float32), embedder)))
     missing = [t for t in wanted if t not in known]
-    tokens: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+    tokens: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = cache_scope.fresh_view_tokens(embedder) if before else {}
     if missing:
-        with late.capture() as tokens:  # the pass's token vectors too, for the late preset (textual/late.py)
+        with late.capture() as got:  # the pass's token vectors too, for the late preset (textual/late.py)
             fresh = check_finite(np.asarray(embedder.embed_documents(missing), dtype=np.float32), embedder)
+        tokens.update(got)
         if fresh.ndim != 2 or fresh.shape[0] != len(missing):
             raise EmbedderMismatchError(
                 f"embedder {getattr(embedder, 'name', type(embedder).__name__)!r} returned {fresh.shape} for "

@@ -46,7 +46,6 @@ def _turns(n: int) -> list[dict[str, str]]:
              "content": f"Turn {i}: I went hiking near lake number {i} with my dog Rex."} for i in range(n)]
 
 
-@pytest.mark.xfail(strict=True, reason="adv7b: a write of more than 64 texts through LateBatched loses the first texts' token rows (LRU evicts them before they are read)")
 def test_an_add_of_more_texts_than_the_lru_holds_keeps_every_items_tokens(served: Any, embedder: Any,
                                                                            tmp_path: Path) -> None:
     turns = _turns(RECENT + 16)
@@ -63,7 +62,6 @@ def test_an_add_of_more_texts_than_the_lru_holds_keeps_every_items_tokens(served
         c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="adv7b: a keyed add's pre-embedded text loses its token rows when 64 other texts are embedded before its write")
 def test_a_keyed_add_keeps_its_tokens_while_others_embed_before_its_transaction(served: Any, tmp_path: Path) -> None:
     cube = MemCube.create(tmp_path / "keyed", embedder=served)
     fact = "Caroline has been volunteering at the animal shelter on Thursdays."
@@ -84,7 +82,6 @@ def test_a_keyed_add_alone_keeps_its_tokens(served: Any, tmp_path: Path) -> None
     cube.close()
 
 
-@pytest.mark.xfail(strict=True, reason="adv7b: a keyed add embedded first by the in-process MiniLM (a home serving unbatched) gets no token rows")
 def test_a_keyed_add_with_the_in_process_minilm_keeps_its_tokens(embedder: Any, tmp_path: Path) -> None:
     """serving_embedder returns None when a home holds a cube of another embedder: its MiniLM cubes open the
     in-process MiniLMEmbedder, whose pass hands its rows to an open capture only; fresh_views opens none."""
@@ -96,7 +93,6 @@ def test_a_keyed_add_with_the_in_process_minilm_keeps_its_tokens(embedder: Any, 
     cube.close()
 
 
-@pytest.mark.xfail(strict=True, reason="adv7b: a staged LangChain write of more than 64 texts (embedded first by fresh_views) keeps token rows for the last 64 only")
 def test_a_langchain_write_of_many_texts_embedded_first_keeps_every_items_tokens(served: Any, tmp_path: Path) -> None:
     """routes_vectors' staged write: idempotent.write_once(..., rows["texts"]) embeds every text before the
     transaction in one call (cache_scope.fresh_views), then writes them; the rows are read back from the LRU."""

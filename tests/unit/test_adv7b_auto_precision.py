@@ -24,7 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 Q = "What did Melanie paint after the camping trip?"
 
 
-@pytest.mark.xfail(strict=True, reason="adv7b: auto reports int8 where it pays but embed_queries passes 'auto' to encode, which runs fp32")
 def test_auto_embeds_int8_where_it_says_int8(embedder: Any, monkeypatch: Any) -> None:
     auto = MiniLMEmbedder(embedder.model_dir, query_precision="auto")
     model = auto._model
