@@ -257,7 +257,9 @@ def pending_tokens(item_id: str, vector: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 # -- the query's token vectors ------------------------------------------------------------------------
-_QUERIES: OrderedDict[tuple[str, str, tuple[int, ...]], np.ndarray] = OrderedDict()
+#: (scope, model, token ids) -> the pass's int8 rows and their scales, as :func:`seen` held them (a quarter of
+#: fp32: at most _QSIZE x 256 tokens x 384 bytes, 25 MB, for the whole process)
+_QUERIES: OrderedDict[tuple[str, str, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 _QLOCK = threading.Lock()
 _QSIZE = 256
 
@@ -276,7 +278,7 @@ def query_pass(embedder: Any) -> Iterator[None]:
         with _QLOCK:
             for ids, (q, scale) in got.items():
                 key = (cache_scope.current(), _model_key(embedder), ids)
-                _QUERIES[key] = q.astype(np.float32) * scale[:, None]
+                _QUERIES[key] = (q, scale)
                 _QUERIES.move_to_end(key)
             while len(_QUERIES) > _QSIZE:
                 _QUERIES.popitem(last=False)
@@ -300,7 +302,8 @@ def query_tokens(embedder: Any, text: str) -> tuple[np.ndarray, list[str]] | Non
             rows = _QUERIES.get(key)
         if rows is None:
             return None
-    return _unit(rows[1:-1]), list(enc.tokens[1:-1])
+    q, scale = rows
+    return _unit(q[1:-1].astype(np.float32) * scale[1:-1, None]), list(enc.tokens[1:-1])
 
 
 # -- the columns --------------------------------------------------------------------------------------
