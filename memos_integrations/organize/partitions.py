@@ -341,20 +341,44 @@ def keep_working(mem: TextualMemory, items: Sequence[MemoryItem]) -> dict[str, i
     return settle(mem.store, mem.cube_id, pairs, fresh={it.id for it in items})
 
 
-_ROWS = ("SELECT id, session_id, kind, created_at, last_access, valid_to, metadata FROM items "
-         "WHERE user_id IS NOT DISTINCT FROM ? AND state IN (?, ?) AND ")
+_COLS = "SELECT items.id, items.session_id, items.kind, items.created_at, items.last_access, items.valid_to, items.metadata "
+_OF_USER = "FROM items WHERE items.user_id IS NOT DISTINCT FROM ? AND items.state IN (?, ?) AND "
+#: last use, in portable SQL: the later of written and last returned by a search
+_LAST_USE = "CASE WHEN COALESCE(items.last_access, 0) > items.created_at THEN items.last_access ELSE items.created_at END"
+_KEYS = ('"partition"', '"profile_key"', '"experience_key"')
 
 
-def _uses(store: SQLStore, user: str | None, session: str | None, now: float) -> dict[str, list[Use]]:
-    """The working-memory candidates of one of ``user``'s sessions (None: of all of them), by session."""
-    sql = _ROWS + ("session_id = ?" if session is not None else "session_id IS NOT NULL")
-    params: list[Any] = [user, *(s.value for s in MOVABLE)] + ([session] if session is not None else [])
+def _use_rows(rows: Iterable[Sequence[Any]], now: float) -> dict[str, list[Use]]:
     out: dict[str, list[Use]] = {}
-    for id_, sess, kind, created, used, valid_to, meta_text in store.db.read(sql, params):
-        meta = json.loads(meta_text)
+    for id_, sess, kind, created, used, valid_to, text in rows:
+        meta = json.loads(text) if any(k in text for k in _KEYS) else {}  # most rows name none: not parsed
         if _candidate(kind, meta, valid_to, now):
             out.setdefault(sess, []).append(Use(id_, sess, float(created), used, meta.get("partition") == WORKING))
     return out
+
+
+def _user_uses(store: SQLStore, user: str | None, now: float) -> dict[str, list[Use]]:
+    """The working-memory candidates of all of ``user``'s sessions (a session starts; the sweep)."""
+    return _use_rows(store.db.read(_COLS + _OF_USER + "items.session_id IS NOT NULL",
+                                   [user, *(s.value for s in MOVABLE)]), now)
+
+
+def _session_uses(store: SQLStore, user: str | None, session: str, capacity: int, now: float) -> list[Use]:
+    """The candidates of one session that matter: its most recently used (at least ``capacity`` of them
+    when it has them: read by last use, a window at a time) and those now in its working memory."""
+    params: list[Any] = [user, *(s.value for s in MOVABLE), session]
+    head = _COLS + _OF_USER + "items.session_id = ?"
+    limit = capacity + 8
+    while True:
+        rows = store.db.read(f"{head} ORDER BY {_LAST_USE} DESC, items.created_at DESC, items.id LIMIT ?", [*params, limit])
+        found = _use_rows(rows, now).get(session, [])
+        if len(found) >= capacity or len(rows) < limit:
+            break
+        limit *= 4  # many rows that are no candidates (profile entries, tool lessons): read further
+    where, more = store.where(MemoryFilter(states=None, metadata={"partition": WORKING}))
+    seen = {u.id for u in found}
+    held = _use_rows(store.db.read(f"{head} AND {where}", [*params, *more]), now).get(session, [])
+    return found + [u for u in held if u.id not in seen]
 
 
 def settle(store: SQLStore, cube_id: str, pairs: Iterable[tuple[str | None, str]] = (), *,
@@ -383,9 +407,9 @@ def settle(store: SQLStore, cube_id: str, pairs: Iterable[tuple[str | None, str]
             rows: dict[str, list[Use]] = {}
             if user not in whole:
                 for session in sorted(by_user[user]):
-                    rows[session] = _uses(store, user, session, now).get(session, [])
+                    rows[session] = _session_uses(store, user, session, policy.capacity, now)
             if user in whole or any(not any(u.working and u.id not in fresh for u in group) for group in rows.values()):
-                rows = _uses(store, user, None, now)
+                rows = _user_uses(store, user, now)
                 active = active_of(rows, policy.active_sessions)
             else:
                 active = set(rows)  # each had a working memory: it was active, and was just written

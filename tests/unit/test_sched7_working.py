@@ -184,3 +184,18 @@ def _raw_admitted(cube: Any, n: int) -> list[Any]:
         return add_turns(cube, n, start=100)
     finally:
         partitions.keep_working = keep
+
+
+def test_a_demotion_on_the_write_path_reaches_a_metadata_filtered_search(cube, embedder):
+    items = add_turns(cube, 20)
+    only = {"partition": WORKING}
+    before = [h.item.id for h in cube.search("topic number 0", user_id="u", top_k=30, metadata=only, plan="fast")]
+    assert items[0].id in before                                          # rows held by the search now
+    add_turns(cube, 1, start=20)                                          # demotes items[0], rewritten in place
+    after = [h.item.id for h in cube.search("topic number 0", user_id="u", top_k=30, metadata=only, plan="fast")]
+    assert items[0].id not in after and len(after) == 20
+    path = cube.path
+    cube.close()
+    with MemCube.open(path, embedder=embedder) as fresh:
+        assert after == [h.item.id for h in fresh.search("topic number 0", user_id="u", top_k=30, metadata=only,
+                                                           plan="fast")]
