@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from ..cubelock import INDEX_LOCK_FILE, IndexWriteLock
-from ..organize import partitions as W
 from ..errors import (
     ConflictError,
     InvalidInputError,
@@ -49,6 +48,7 @@ from ..items import (
     utcnow,
     validate_edge,
 )
+from ..organize import partitions as W
 from ..storage.base import GraphStore, VectorIndex
 from ..storage.graph import NEXT
 from ..storage.organize_state import without_stale_summaries
