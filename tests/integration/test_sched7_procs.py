@@ -1,17 +1,22 @@
-"""Two processes writing to one session of a shared cube (a Chroma server holds the vectors): no item
-is lost and the session's working memory ends at its capacity, the newest kept (issue 14)."""
+# ruff: noqa: F811  (the fixtures imported from tests.pg_server are redefined as parameters, as pytest wants)
+"""Two processes writing to one session of a shared cube (a Chroma server holds the vectors; or
+PostgreSQL, where writers run in parallel and the settles take an advisory lock): no item is lost and
+the session's working memory ends at its capacity, the newest kept (issue 14)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 from memos_integrations import MemCube
+from memos_integrations.config import CubeConfig, postgres_store
 from memos_integrations.config import chroma_server as server_config
 from memos_integrations.organize import WORKING, partition_of
 from tests.integration.concurrency_workers import HashEmbedder
+from tests.pg_server import drop_schema, postgres_dsn  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +34,21 @@ def test_two_processes_writing_to_one_session(chroma_server, tmp_path: Path) -> 
     host, port = chroma_server
     path = tmp_path / "served"
     MemCube.init_from_dir(path, server_config(host, port, cube_id="sched7"), embedder=HashEmbedder()).close()
+    two_writers_then_check(path)
+
+
+def test_two_processes_writing_to_one_session_on_postgres(tmp_path: Path, postgres_dsn: str) -> None:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    path = tmp_path / "pgcube"
+    try:
+        config = CubeConfig(store=postgres_store(postgres_dsn, schema=schema, max_size=3))
+        MemCube.init_from_dir(path, config, embedder=HashEmbedder()).close()
+        two_writers_then_check(path)
+    finally:
+        drop_schema(postgres_dsn, schema)
+
+
+def two_writers_then_check(path: Path) -> None:
     runs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), tag], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for tag in "ab"]
     for run in runs:
