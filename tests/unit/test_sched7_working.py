@@ -199,3 +199,16 @@ def test_a_demotion_on_the_write_path_reaches_a_metadata_filtered_search(cube, e
     with MemCube.open(path, embedder=embedder) as fresh:
         assert after == [h.item.id for h in fresh.search("topic number 0", user_id="u", top_k=30, metadata=only,
                                                            plan="fast")]
+
+
+def test_a_langchain_retriever_finds_the_runs_session_first_without_organise(cube):
+    from memos_integrations.langchain import MemOSRetriever
+
+    cube.add(memory=["The user prefers window seats on trains.", "Train seats to Lyon cost 40 euros."], user_id="u1",
+             session_id="earlier")
+    cube.add(messages=[{"role": "user", "content": "Current task: find a train from Paris to Lyon on Friday."}],
+             user_id="u1", session_id="s1")                              # as the faces write a turn
+    deep = MemOSRetriever(cube=cube, user_id="u1", plan="deep", k=3)
+    docs = deep.invoke("which seats on trains?", config={"configurable": {"session_id": "s1"}})
+    assert docs[0].page_content.endswith("Current task: find a train from Paris to Lyon on Friday.")
+    assert deep.invoke("which seats on trains?")[0].metadata["session_id"] != "s1"  # no session named: nothing leads
