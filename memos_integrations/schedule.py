@@ -8,11 +8,18 @@
 - **archive**: items untouched for ``archive_after_days`` become *archived*: kept, versioned, no
   longer searched by default.
 - **freeze**: pinned items never move again (the scheduler skips *frozen*).
+- **working**: each session's working memory is kept by the write path (an add enters it, what no
+  longer fits is demoted right after: :mod:`memos_integrations.organize.partitions`); this job repairs
+  what a crash between the two left (a session over its capacity, too many active sessions) and brings
+  back items a search used since its last run.
 - **organize**: partitions (working memory per session, profile, long-term: promotion and demotion),
   topic summaries, session episodes and relation links (:mod:`memos_integrations.organize`), as one
-  incremental job that only redoes users whose memories changed.
+  incremental job that only redoes users whose memories changed (its progress record is kept per
+  user, so a run killed half-way resumes; with nothing changed it is a no-op).
 
-Every move is a new version and an audit entry, so ``history(id)`` shows why an item changed.
+:meth:`MemScheduler.run` runs them all (``working`` and ``organize`` can be turned off in the policy)
+and reports what each did. Every move is a new version and an audit entry, so ``history(id)`` shows
+why an item changed.
 
 Example:
     >>> import tempfile
@@ -46,6 +53,8 @@ class SchedulerPolicy(BaseModel):
     archive_after_days: float = Field(90.0, gt=0, description="idle days after which a live item is archived")
     merge_threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity that counts as a duplicate")
     max_merge_scan: int = Field(5000, ge=2, description="largest per-user set scanned for duplicates")
+    working: bool = Field(True, description="run() repairs and refreshes sessions' working memory")
+    organize: bool = Field(True, description="run() runs the incremental organiser (users with no change are skipped)")
 
 
 class MemScheduler:
@@ -114,15 +123,29 @@ class MemScheduler:
 
         return organize(self.cube, user_id, reader=reader, full=full, principal=self.principal).as_dict()
 
+    def keep_working(self) -> dict[str, int]:
+        """The working-memory job (:func:`memos_integrations.organize.partitions.sweep`): promoted, demoted,
+        and how many users it settled."""
+        from .organize.partitions import sweep
+
+        return sweep(self.cube.store, self.cube.cube_id, self.principal)
+
     def hottest(self, user_id: str | None = None, n: int = 10) -> list[MemoryItem]:
         """The most-used live items (activated and frozen first): what a shared KV prefix should hold."""
         ids = self.cube.store.most_used(
             [Lifecycle.ACTIVATED, Lifecycle.FROZEN, Lifecycle.GENERATED], user_id, n, last=Lifecycle.GENERATED)
         return self.cube.text_mem.get_many(ids)
 
-    def run(self) -> dict[str, int]:
-        """One pass: merge duplicates, promote the used, archive the idle."""
-        report = self.merge()
+    def run(self) -> dict[str, Any]:
+        """One pass: merge duplicates, promote the used, archive the idle, then (unless the policy turns
+        them off) keep working memory (``report["working"]``) and organise the users whose memories
+        changed (``report["organize"]``: an :class:`~memos_integrations.organize.OrganizeReport` as a
+        dict, with the cube's LLM reader if it has one)."""
+        report: dict[str, Any] = dict(self.merge())
         report["promoted"] = self.promote()
         report["archived"] = self.archive()
+        if self.policy.working:
+            report["working"] = self.keep_working()
+        if self.policy.organize:
+            report["organize"] = self.organize()
         return report

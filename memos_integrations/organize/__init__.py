@@ -48,7 +48,21 @@ from ..items import Edge, Kind, Lifecycle, MemoryItem, utcnow
 from ..storage.graph import CONFLICT, SAME_ENTITY, SUPERSEDED_BY
 from ..storage.organize_state import others_inputs, user_fingerprints
 from .links import wanted_links
-from .partitions import LONG_TERM, PARTITIONS, PROFILE, WORKING, apply_moves, partition_of, plan_moves, set_profile
+from .partitions import (
+    ACTIVE_SESSIONS,
+    LONG_TERM,
+    PARTITIONS,
+    PROFILE,
+    WORKING,
+    WORKING_CAPACITY,
+    WorkingPolicy,
+    apply_moves,
+    partition_of,
+    plan_moves,
+    set_profile,
+    set_working_policy,
+    working_policy,
+)
 from .persons import PERSON_TOPIC, wanted_person_topics
 from .tree import EPISODE, TOPIC, TreePolicy, build_user_tree, stale_summaries, sync_edges
 
@@ -57,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EPISODE", "LONG_TERM", "PARTITIONS", "PERSON_TOPIC", "PROFILE", "TOPIC", "WORKING", "OrganizePolicy", "OrganizeReport",
-    "organize", "partition_of", "set_profile", "stale_summaries",
+    "WorkingPolicy", "organize", "partition_of", "set_profile", "set_working_policy", "stale_summaries", "working_policy",
 ]
 
 #: the kv collection holding each user's last finished run
@@ -72,8 +86,10 @@ class OrganizePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    working_capacity: int = Field(20, ge=1, description="items in one session's working memory")
-    active_sessions: int = Field(4, ge=0, description="a user's most recent sessions that keep a working memory")
+    working_capacity: int = Field(WORKING_CAPACITY, ge=1, description="items in one session's working memory "
+                                  "(given: recorded as the write path's too; not given: the recorded one)")
+    active_sessions: int = Field(ACTIVE_SESSIONS, ge=0, description="a user's most recent sessions that keep a "
+                                 "working memory (given or not: as working_capacity)")
     cluster_threshold: float = Field(0.5, gt=0, le=1, description="cosine to a cluster's leader to join it")
     max_cluster: int = Field(40, ge=2, description="members of one topic cluster at most")
     min_members: int = Field(2, ge=2, description="members a cluster needs for a topic summary")
@@ -166,13 +182,15 @@ def organize(
         reader: default: the cube's configured LLM reader (``cube.reader``) if any; None: extractive, no LLM;
             or any object with ``summarize`` / ``resolve_conflict`` (see the module doc).
         full: redo every user, changed or not (a user is redone anyway when ``policy`` changed).
-        policy: capacities and thresholds (:class:`OrganizePolicy`).
+        policy: capacities and thresholds (:class:`OrganizePolicy`). Its working-memory fields, where given,
+            are recorded as the cube's :class:`~.partitions.WorkingPolicy` (the write path keeps working memory
+            with them); where not given, the recorded ones are used.
         principal: who the versions and audit entries name.
 
     Returns:
         An :class:`OrganizeReport`.
     """
-    policy = policy or OrganizePolicy()
+    policy = _with_working_policy(cube, policy or OrganizePolicy(), principal)
     if isinstance(reader, str) and reader == AUTO:
         reader = getattr(cube, "reader", None)
     started = time.perf_counter()
@@ -201,6 +219,15 @@ def organize(
     if report.users:
         cube.audit("organize", principal, cube.cube_id, {k: v for k, v in report.as_dict().items() if v})
     return report
+
+
+def _with_working_policy(cube: MemCube, policy: OrganizePolicy, principal: str) -> OrganizePolicy:
+    """``policy`` with the cube's recorded working-memory fields where it gives none; those it gives are
+    recorded, so the write path and this run agree on what working memory holds (no tug of war)."""
+    given = {"working_capacity": "capacity", "active_sessions": "active_sessions"}
+    set_here = {ours: getattr(policy, field) for field, ours in given.items() if field in policy.model_fields_set}
+    recorded = set_working_policy(cube, **set_here, principal=principal) if set_here else working_policy(cube.store)
+    return policy.model_copy(update={"working_capacity": recorded.capacity, "active_sessions": recorded.active_sessions})
 
 
 def _key(user: str | None) -> str:

@@ -48,6 +48,7 @@ from ..items import (
     utcnow,
     validate_edge,
 )
+from ..organize import partitions as W
 from ..storage.base import GraphStore, VectorIndex
 from ..storage.graph import NEXT
 from ..storage.organize_state import without_stale_summaries
@@ -169,12 +170,14 @@ class TextualMemory:
                     if item.state == Lifecycle.DELETED:
                         changes["state"] = Lifecycle.GENERATED
                 stored.append(item.evolve(**changes))
+            stored = W.admit(self.store, self.cube_id, stored)  # born in its session's working memory
             self.store.write_items(stored, vectors)
         if edges:
             self.graph.add_edges(edges)
         if any(i.kind == Kind.CHUNK and L.PART_OF in i.metadata for i in stored):
             self._parts_seen = True  # written here, by add_whole or by a merge
         X.sync_after_commit(self)
+        W.keep_working(self, stored)  # what no longer fits is demoted (a crash here: the next run does it)
         return stored
 
     def add_messages(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from memos_integrations import MemCube
-from memos_integrations.organize import organize
+from memos_integrations.organize import organize, set_working_policy
 
 PLANS = ("fast", "balanced", "learned", "deep")
 
@@ -27,6 +27,7 @@ def test_partition_moves_reach_a_metadata_filtered_search(tmp_path: Path, embedd
     filtered on the working partition made before the move must see them after it, as a fresh cube does."""
     cube = MemCube.init_from_dir(tmp_path / "c", embedder=embedder)
     try:
+        set_working_policy(cube, on=False)  # the organiser's move (the write path's: test_sched7_working.py)
         for n in range(4):
             cube.add(memory=f"note {n}: the kettle is on shelf {n}", user_id="u1", session_id="s1")
         working = {"partition": "working"}

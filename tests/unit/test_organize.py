@@ -17,6 +17,7 @@ from memos_integrations.organize import (
     organize,
     partition_of,
     set_profile,
+    set_working_policy,
     stale_summaries,
 )
 from memos_integrations.organize.links import attributes, entities_of
@@ -42,6 +43,7 @@ def add_topics(cube: Any, user: str = "maya", session: str = "s1") -> list[Any]:
 
 # -- partitions ---------------------------------------------------------------------------------------
 def test_working_memory_is_bounded_per_session_and_moves_are_versioned_and_audited(cube):
+    set_working_policy(cube, on=False)  # the organiser's own moves (the write path's: test_sched7_working.py)
     old = cube.add(memory=[f"Turn {n} of the first chat." for n in range(5)], user_id="u", session_id="a")
     new = cube.add(memory=[f"Turn {n} of the second chat." for n in range(25)], user_id="u", session_id="b")
     policy = OrganizePolicy(working_capacity=20, active_sessions=1)
