@@ -29,8 +29,12 @@ def format_memory(item: MemoryItem, *, cite: bool = False, conflicts: Sequence[s
     speaker = item.metadata.get("speaker")
     who = f"{speaker}: " if speaker and item.kind.value == "message" else ""
     lead = f"[{item.id}] ({item.kind.value}) " if cite else "- "
-    note = f" (conflicts with: {'; '.join(json.dumps(c, ensure_ascii=False) for c in conflicts)})" if conflicts else ""
-    return f"{lead}{when}{who}{item.text}{note}"
+    return f"{lead}{when}{who}{item.text}{conflict_note(conflicts)}"
+
+
+def conflict_note(conflicts: Sequence[str]) -> str:
+    """`` (conflicts with: "a"; "b")`` for the short texts of the memories a line contradicts, or ``""``."""
+    return f" (conflicts with: {'; '.join(json.dumps(c, ensure_ascii=False) for c in conflicts)})" if conflicts else ""
 
 
 #: the fields of a JSON object memory (a LangGraph store value indexed whole) that hold its human text

@@ -125,3 +125,15 @@ def test_the_search_tool_lines_mark_conflicts(disputed: Any) -> None:
     out = tool.invoke({"query": "Where do I live?", "k": 5})
     assert f'[{new.id}] (fact) I live in Porto now. (conflicts with: "I live in Lisbon.")' in out
     assert "Madrid" not in out
+
+
+def test_the_llama_index_memory_block_marks_conflicts(disputed: Any) -> None:
+    from memos_integrations.llama_index.memory_block import MemOSMemoryBlock
+
+    cube, old, new = disputed
+    block = MemOSMemoryBlock(cube, user_id="ana", top_k=5)
+    text = block._search("Where do I live?", None)
+    assert '- I live in Porto now. (conflicts with: "I live in Lisbon.")' in text.splitlines() or \
+        any(line.startswith("- I live in Porto now.") and line.endswith('(conflicts with: "I live in Lisbon.")')
+            for line in text.splitlines())
+    assert "Madrid" not in text
