@@ -182,8 +182,9 @@ def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[
     """item id -> the flagged conflicts of ``items`` (search hits), read in one batch: one graph query for
     the conflict links of all of them, one store read for the other memories.
 
-    Only a conflict whose other memory is live (not archived, deleted or superseded) and of the same
-    user as the hit is returned: a link never shows a memory the hit's reader could not read. A cube
+    Only a conflict whose other memory is live (not archived, deleted or superseded), of the same
+    user as the hit and of its agent (or of none) is returned: a link never shows a memory of another
+    user, nor one another agent of the user keeps to itself. A cube
     without a local graph (a remote cube) has none to show: ``{}``.
     """
     graph, store = getattr(cube, "graph", None), getattr(cube, "store", None)
@@ -201,7 +202,7 @@ def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[
     for hit_id, other_id in sorted(set(pairs)):
         hit, other = by_id[hit_id], others.get(other_id)
         if other is None or other.state not in LIVE_STATES or other.user_id != hit.user_id or other_id == hit_id \
-                or (other.valid_to is not None and other.valid_to <= now):
+                or other.agent_id not in (None, hit.agent_id) or (other.valid_to is not None and other.valid_to <= now):
             continue
         m = meta.get((hit_id, other_id)) or meta.get((other_id, hit_id)) or {}
         out.setdefault(hit_id, []).append(Conflict(other_id, memory_text(other), str(m.get("entity", "")),

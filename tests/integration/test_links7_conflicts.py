@@ -110,6 +110,8 @@ def test_the_retriever_marks_conflicts_in_one_batch_and_never_another_users(disp
     # a conflict link to another user's memory (written by hand, or by a bug) is never shown
     bob = cube.get_all(user_id="bob")[0]
     cube.graph.add_edges([Edge(new.id, bob.id, CONFLICT, 1.0, {"status": "flagged"})])
+    theirs = cube.add(memory="I live in Faro.", user_id="ana", agent_id="travel-bot")[0]  # another agent's own
+    cube.graph.add_edges([Edge(new.id, theirs.id, CONFLICT, 1.0, {"status": "flagged"})])
     notes = conflict_notes(cube, [cube.get(new.id)])
     assert notes == {new.id: ["I live in Lisbon."]}
     monkeypatch.undo()
