@@ -29,9 +29,9 @@ from llama_index.core.storage.chat_store.base_db import MessageStatus
 from ..access import Scope, resolve_scope
 from ..aio import in_thread
 from ..errors import InvalidInputError, InvalidTypeError
+from ..face_api import CubeAPI, as_cube
 from ..organize.links import conflict_notes
 from ..prompting import conflict_note
-from ..face_api import CubeAPI, as_cube
 from ..toolmem.memory import NOT_LESSONS
 from ._nodes import run_config
 

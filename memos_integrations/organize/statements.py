@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FIRST_PERSON", "FirstPerson", "first_person_statements", "same_value", "self_attribute", "value_of"]
+__all__ = ["FIRST_PERSON", "SINGLE_VALUED", "FirstPerson", "first_person_statements", "same_value", "self_attribute", "value_of"]
 
 #: "my <attribute> is|was|are ..." or "I [now] live in|work at|... ": groups ``attr`` or ``verb``
 FIRST_PERSON = re.compile(
@@ -28,9 +28,14 @@ _THIRD = {"live in": "lives in", "work at": "works at", "work for": "works for",
 _VALUE = re.compile(r"\s*(?P<val>[^.,;!?\n\"“”{}\[\]]{1,60})")
 #: words that end a value without belonging to it ("Lisbon now", "Porto these days")
 _TAIL = re.compile(r"\s+(?:now|these days|nowadays|at the moment|currently|anymore|though|too|as well)$")
-#: attributes of "my <x> was|is" that are moments, not facts about the speaker: never a conflict
+#: "my favourite <x> is" that are moments, not facts about the speaker: never a conflict
 _NOT_A_FACT = frozenset(
     "part thing day moment plan plans idea goal goals question point guess bad pleasure turn advice hope".split())
+#: "my <x> is" attributes with one value at a time (beside "my favourite <x>"): "my art is important to me" and
+#: "my family is awesome" are opinions, many at once, and never a conflict (LoCoMo dev flagged both otherwise)
+SINGLE_VALUED = frozenset("""name birthday age job address email phone number bank employer boss doctor dentist
+    landlord husband wife partner boyfriend girlfriend fiance fiancé fiancee fiancée hometown salary rent nationality
+    religion surname nickname title occupation profession school university major dog cat pet car""".split())
 
 
 def self_attribute(match: re.Match[str]) -> str:
@@ -63,12 +68,19 @@ class FirstPerson:
     value: str
 
 
+def _single_valued(words: list[str]) -> bool:
+    if words[0] in ("favourite", "favorite"):
+        return len(words) > 1 and words[-1] not in _NOT_A_FACT
+    return " ".join(words) in SINGLE_VALUED or words[-1] in SINGLE_VALUED
+
+
 def first_person_statements(text: str) -> list[FirstPerson]:
-    """The present-tense first-person facts of ``text`` (past tense, "my favourite part was", is no fact)."""
+    """The present-tense first-person facts of ``text`` about a single-valued attribute (:data:`SINGLE_VALUED`,
+    ``favourite <x>``); the past tense and opinions ("my art is important to me") are no such fact."""
     out: list[FirstPerson] = []
     for m in FIRST_PERSON.finditer(text):
-        if m.group("attr") is not None and (m.group(0).rstrip().endswith(" was") or
-                                            m.group("attr").split()[-1] in _NOT_A_FACT):
+        attr = m.group("attr")
+        if attr is not None and (m.group(0).rstrip().endswith(" was") or not _single_valued(attr.split())):
             continue
         v = _VALUE.match(text, m.end())
         if v is None:

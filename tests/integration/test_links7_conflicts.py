@@ -16,12 +16,11 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from memos_integrations import MemCube
-from memos_integrations.items import Edge
+from memos_integrations.items import Edge, MemoryItem
 from memos_integrations.langchain import MemOSRetriever
 from memos_integrations.langchain.middleware import MemOSMemoryMiddleware
 from memos_integrations.organize import organize
 from memos_integrations.organize.links import conflict_notes, flagged_conflicts, wanted_links
-from memos_integrations.items import MemoryItem
 from memos_integrations.readers import LLMReader
 from memos_integrations.storage.graph import CONFLICT, SUPERSEDED_BY
 from tests.openai_standin import StandinServer, rule_responder
@@ -50,8 +49,9 @@ def test_agreeing_or_other_speakers_statements_are_no_conflict() -> None:
     assert not [k for k in wanted_links(same) if k[1] == CONFLICT]
     two_people = [item("I live in Lisbon.", "a", "Maya"), item("I live in Porto.", "b", "Tom")]
     assert not [k for k in wanted_links(two_people) if k[1] == CONFLICT]
-    moments = [item("My favourite part was the hike.", "a"), item("My favourite part was the music.", "b")]
-    assert not [k for k in wanted_links(moments) if k[1] == CONFLICT]
+    moments = [item("My favourite part was the hike.", "a"), item("My favourite part was the music.", "b"),
+               item("My art is about expressing my experience.", "c"), item("My art is important to me.", "d")]
+    assert not [k for k in wanted_links(moments) if k[1] == CONFLICT]  # a past moment, opinions: no facts
     # a speaker's own words contradict what is said about them in the third person, and colours conflict
     mixed = [item("Maya lives in Lisbon.", "a"), item("I live in Porto.", "b", "Maya"),
              item("My favourite colour is blue.", "c"), item("My favorite colour is green.", "d")]
