@@ -10,7 +10,9 @@ is the same on every run (deterministic: no random start, ties broken by time th
 is named after its leader: its summary's id is ``topic-<leader id>``.
 
 **Summaries** are ``summary`` items of the user (contract shared with retrieval): ``sources`` = the
-member ids, ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
+member ids (a topic grown past ``max_cluster`` by near-duplicates: its first ``max_cluster`` members,
+what it quotes and what a search opens; ``metadata["members"]`` counts all, ``near_duplicates`` the
+rest, and every member links to it), ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
 {id: version}, "source_digest": ...}`` (episodes add ``session_id``), and an edge
 member --``summarized_by``--> summary. Their text is extractive (the first sentence of the most
 central members whose sentences do not nearly repeat one already quoted, in time order, at most
@@ -177,6 +179,7 @@ def build_user_tree(
     members = [m for m in members if m.id in vecs]
     by_id = {m.id: m for m in members}
     wanted: list[tuple[MemoryItem, np.ndarray]] = []
+    folded: dict[str, list[str]] = {}  # a near-duplicate topic's members beyond its sources
     if members:
         matrix = np.stack([vecs[m.id] for m in members]).astype(np.float32)
         row = {m.id: n for n, m in enumerate(members)}
@@ -185,10 +188,19 @@ def build_user_tree(
                     if len(c.members) >= policy.min_members]
         counts["clusters"] = len(clusters)
         for c in clusters:
-            group = [by_id[i] for i in c.members]
-            many = f"{len(group)} near-identical memories: " if len(group) > policy.max_cluster else ""
-            wanted.append(_summary(f"topic-{c.leader}", TOPIC, user_id, group, matrix[[row[i] for i in c.members]],
-                                   policy, reader, head=many, previous=prior.get(f"topic-{c.leader}")))
+            # a cluster grown past max_cluster by near-duplicates: its first max_cluster members are its
+            # sources (what the summary quotes, what a search opens and checks for staleness); every member
+            # links to it (summarized_by) and ``members`` counts them all
+            group = [by_id[i] for i in c.members[: policy.max_cluster]]
+            many = f"{len(c.members)} near-identical memories: " if len(c.members) > policy.max_cluster else ""
+            summary, vector = _summary(f"topic-{c.leader}", TOPIC, user_id, group,
+                                       matrix[[row[i] for i in c.members[: policy.max_cluster]]], policy, reader,
+                                       head=many, previous=prior.get(f"topic-{c.leader}"))
+            if many:
+                summary = summary.evolve(metadata={**summary.metadata, "members": len(c.members),
+                                                   "near_duplicates": len(c.members) - len(group)})
+                folded[summary.id] = c.members[policy.max_cluster :]
+            wanted.append((summary, vector))
         sessions: dict[str, list[MemoryItem]] = {}
         for m in members:
             if m.session_id is not None:
@@ -228,7 +240,8 @@ def build_user_tree(
         _archive(cube, gone, principal, "its cluster or session has too few live members")
         counts["summaries_archived"] = len(gone)
     # edges: member -> summary, episode -> next episode
-    want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY) for w, _ in wanted for s in w.sources}
+    want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY)
+                  for w, _ in wanted for s in [*w.sources, *folded.get(w.id, ())]}
     episodes = sorted((w for w, _ in wanted if w.metadata["summary"] == EPISODE),
                       key=lambda e: (e.metadata["started"], e.id))
     for a, b in zip(episodes, episodes[1:]):

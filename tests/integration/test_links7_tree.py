@@ -44,7 +44,10 @@ def test_five_thousand_near_duplicates_make_a_handful_of_summaries(cube: MemCube
     found = topics(cube, "nils")
     assert 1 <= len(found) <= 5, [(t.metadata["members"], t.text[:60]) for t in found]
     bank = max(found, key=lambda t: t.metadata["members"])
-    assert bank.metadata["members"] >= 4900 and len(bank.sources) == bank.metadata["members"]
+    assert bank.metadata["members"] >= 4900 and len(bank.sources) == 40  # a search opens (and checks) 40, not 5,000
+    assert bank.metadata["near_duplicates"] == bank.metadata["members"] - 40
+    from memos_integrations.storage.graph import SUMMARIZED_BY
+    assert len(cube.graph.edges([bank.id], "in", [SUMMARIZED_BY])) == bank.metadata["members"]  # all listed
     assert bank.text.lower().count("nordea") == 1, bank.text  # the sentence once, not once per member quoted
     assert any("Pixel" in t.text for t in found)  # another topic is still its own
     again = organize(cube, reader=None, full=True)
