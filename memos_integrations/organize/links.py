@@ -31,7 +31,7 @@ from typing import Any
 from ..items import LIVE_STATES, Edge, MemoryItem, utcnow
 from ..prompting import memory_text
 from ..storage.graph import CONFLICT, SAME_ENTITY
-from .statements import first_person_statements, same_value
+from .statements import first_person_statements, same_value, value_of
 
 _NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|the\s+)?[A-Z][\w'’-]*)*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“]\s*|\n\s*)$")
@@ -114,8 +114,9 @@ def attributes(text: str) -> list[Attribute]:
             ent = m.group("ent")
             if ent.split()[0] in _STOP:
                 continue
-            value = re.sub(r"\s+", " ", m.group("val")).strip().lower()
-            value = re.sub(r"^(?:a|an|the)\s+", "", value)
+            value = value_of(m.group("val"))
+            if not value:
+                continue
             out.append(Attribute(ent, m.group("attr").lower(), value))
     return out
 

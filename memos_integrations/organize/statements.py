@@ -28,6 +28,8 @@ _THIRD = {"live in": "lives in", "work at": "works at", "work for": "works for",
 _VALUE = re.compile(r"\s*(?P<val>[^.,;!?\n\"“”{}\[\]]{1,60})")
 #: words that end a value without belonging to it ("Lisbon now", "Porto these days")
 _TAIL = re.compile(r"\s+(?:now|these days|nowadays|at the moment|currently|anymore|though|too|as well)$")
+#: words that open the next clause: a value ends before them
+_CLAUSE = re.compile(r"\s+(?:and|but|because|so|which|who|whom|since|while|although|though|where|when|if|or)\s+")
 #: "my favourite <x> is" that are moments, not facts about the speaker: never a conflict
 _NOT_A_FACT = frozenset(
     "part thing day moment plan plans idea goal goals question point guess bad pleasure turn advice hope".split())
@@ -45,8 +47,14 @@ def self_attribute(match: re.Match[str]) -> str:
 
 
 def value_of(raw: str) -> str:
-    """A stated value, compared form: lower case, spaces folded, no article, no trailing ``now``."""
+    """A stated value, compared form: lower case, spaces folded, no article, no trailing ``now``, and
+    only up to the clause that follows it ("Nordea and my account ends in 1234": ``nordea``).
+
+    >>> value_of("Nordea and my account number ends in 1234")
+    'nordea'
+    """
     value = re.sub(r"\s+", " ", raw).strip().lower()
+    value = _CLAUSE.split(value, maxsplit=1)[0].strip()
     value = re.sub(r"^(?:a|an|the)\s+", "", value)
     while True:
         cut = _TAIL.sub("", value)
