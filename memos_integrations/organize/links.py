@@ -151,17 +151,21 @@ def wanted_links(items: Sequence[MemoryItem], max_entity_share: float = 0.2) -> 
             continue
         for older, newer in zip(ids, ids[1:]):
             edges.setdefault((newer, SAME_ENTITY, older), Edge(newer, older, SAME_ENTITY, 1.0, {"entity": name}))
-    seen: dict[str, list[tuple[str, Attribute]]] = {}
+    # per attribute key: each distinct value -> the latest (id, statement) giving it, oldest value first; a
+    # statement walks the distinct values newest first (the same value said 5,000 times is one entry, not
+    # 5,000 to compare: that walk was quadratic)
+    seen: dict[str, dict[str, tuple[str, Attribute]]] = {}
     for it in items:
         for attr in statements(it):
-            earlier = seen.setdefault(attr.key, [])
-            for other_id, other in reversed(earlier):
+            earlier = seen.setdefault(attr.key, {})
+            for other_id, other in reversed(earlier.values()):
                 if other_id != it.id and not same_value(other.value, attr.value):
                     edges[(it.id, CONFLICT, other_id)] = Edge(it.id, other_id, CONFLICT, 1.0, {
                         "entity": attr.entity, "attribute": attr.attribute,
                         "values": [attr.value, other.value], "status": "flagged"})
                     break
-            earlier.append((it.id, attr))
+            earlier.pop(attr.value, None)
+            earlier[attr.value] = (it.id, attr)
     return edges
 
 

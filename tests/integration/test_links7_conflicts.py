@@ -139,3 +139,18 @@ def test_the_llama_index_memory_block_marks_conflicts(disputed: Any) -> None:
         any(line.startswith("- I live in Porto now.") and line.endswith('(conflicts with: "I live in Lisbon.")')
             for line in text.splitlines())
     assert "Madrid" not in text
+
+
+def test_one_statement_said_many_times_is_linear() -> None:
+    import time
+
+    items = [MemoryItem(text=f"I live in Lisbon. Note {n}.", id=f"m{n}", user_id="u") for n in range(20_000)]
+    items.append(MemoryItem(text="I live in Porto.", id="last", user_id="u"))
+    started = time.perf_counter()
+    found = [k for k in wanted_links(items) if k[1] == CONFLICT]
+    assert found == [("last", CONFLICT, "m19999")]
+    assert time.perf_counter() - started < 5.0  # walking every earlier statement: 2e8 comparisons, minutes
+    third = [MemoryItem(text=f"Maya lives in Lisbon. Note {n}.", id=f"t{n}", user_id="u") for n in range(20_000)]
+    started = time.perf_counter()
+    assert not [k for k in wanted_links(third) if k[1] == CONFLICT]
+    assert time.perf_counter() - started < 5.0
