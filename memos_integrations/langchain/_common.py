@@ -96,8 +96,9 @@ def remember_turn(cube: Any, turn: Sequence[Mapping[str, Any]], **scope: Any) ->
     return skipped
 
 
-def hit_to_document(hit: SearchHit) -> Document:
-    """A retriever's view of a hit: the memory text, its metadata, and where it came from."""
+def hit_to_document(hit: SearchHit, conflicts: Sequence[str] = ()) -> Document:
+    """A retriever's view of a hit: the memory text, its metadata, and where it came from; ``conflicts``
+    (the short texts of memories it is flagged as contradicting) go in ``metadata["conflicts"]``."""
     item = hit.item
     meta: dict[str, Any] = dict(item.metadata)
     meta.update(
@@ -113,6 +114,8 @@ def hit_to_document(hit: SearchHit) -> Document:
         session_id=item.session_id,
         version=item.version,
     )
+    if conflicts:
+        meta["conflicts"] = list(conflicts)
     return Document(id=item.id, page_content=item.text, metadata=meta)
 
 

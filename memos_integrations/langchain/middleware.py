@@ -42,6 +42,7 @@ from ..aio import in_thread
 from ..errors import InvalidInputError
 from ..face_api import CubeAPI, as_cube
 from ..items import utcnow
+from ..organize.links import conflict_notes
 from ..prompting import fit_memories
 from ..textual.retrieve import SearchPlan, plan_named
 from ..toolmem.memory import NOT_LESSONS
@@ -180,8 +181,9 @@ class MemOSMemoryMiddleware(AgentMiddleware[MemOSMemoryState, Any]):
         query = search_query(human.text)
         skip = None if self.include_tool_lessons else NOT_LESSONS
         hits = self.cube.search(query, user_id=user_id, top_k=self.k, plan=self.plan, metadata=skip) if query else []
-        chosen, lines = fit_memories([h.item for h in hits], self.max_tokens, self.token_counter,
-                                     spent=self.token_counter(self.header))
+        items = [h.item for h in hits]
+        chosen, lines = fit_memories(items, self.max_tokens, self.token_counter,
+                                     spent=self.token_counter(self.header), conflicts=conflict_notes(self.cube, items))
         text = "\n".join([self.header, *lines]) if lines else ""
         return Recall(user_id=user_id, message_id=human.id, text=text, memory_ids=[i.id for i in chosen])
 

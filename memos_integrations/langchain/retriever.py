@@ -31,6 +31,7 @@ from ..aio import in_thread
 from ..errors import InvalidInputError
 from ..face_api import CubeAPI, as_cube
 from ..items import Kind
+from ..organize.links import conflict_notes
 from ..textual.retrieve import SearchPlan, plan_named, uses_working_memory
 from ._common import acting, hit_to_document, search_query
 
@@ -139,7 +140,9 @@ class MemOSRetriever(BaseRetriever):
     def _search(self, query: str, kwargs: Mapping[str, Any]) -> list[Document]:
         args = self._search_args(kwargs)
         text = search_query(query)
-        return [] if text is None else [hit_to_document(hit) for hit in self.cube.search(text, **args)]
+        hits = [] if text is None else self.cube.search(text, **args)
+        notes = conflict_notes(self.cube, [h.item for h in hits])  # one batch for the page, not one per hit
+        return [hit_to_document(hit, notes.get(hit.item.id, ())) for hit in hits]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any

@@ -26,6 +26,7 @@ from ..access import Scope, deny, normalize_id
 from ..errors import AccessDeniedError, ItemNotFoundError, MemosError
 from ..face_api import CubeAPI, as_cube
 from ..items import Kind, utcnow
+from ..organize.links import conflict_notes
 from ..prompting import format_memory
 from ..textual.memory import new_item
 from ._common import acting, search_query
@@ -137,7 +138,8 @@ class SearchMemoryTool(_BoundMemoryTool):
             hits = [] if text is None else self.cube.search(text, user_id=scope.user_id, top_k=k)
         if not hits:
             return "No memories found.", []
-        lines = [format_memory(h.item, cite=True) for h in hits]
+        notes = conflict_notes(self.cube, [h.item for h in hits])
+        lines = [format_memory(h.item, cite=True, conflicts=notes.get(h.item.id, ())) for h in hits]
         artifact = [
             {"id": h.item.id, "text": h.item.text, "kind": h.item.kind.value, "score": h.score,
              "event_time": h.item.event_time.isoformat() if h.item.event_time else None,

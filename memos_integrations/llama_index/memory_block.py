@@ -30,6 +30,8 @@ from ..access import Scope, resolve_scope
 from ..aio import in_thread
 from ..errors import InvalidInputError, InvalidTypeError
 from ..face_api import CubeAPI, as_cube
+from ..organize.links import conflict_notes
+from ..prompting import conflict_note
 from ..toolmem.memory import NOT_LESSONS
 from ._nodes import run_config
 
@@ -131,11 +133,12 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         hits = self._cube.search(query, user_id=scope.user_id, agent_id=scope.agent_id, session_id=session,
                                  top_k=self.top_k, plan=self.plan,
                                  metadata=None if self.include_tool_lessons else NOT_LESSONS)
+        notes = conflict_notes(self._cube, [h.item for h in hits])  # one batch for the page
         lines = []
         for h in hits:
             speaker = h.item.metadata.get("speaker")
             when = f" ({h.item.event_time.date().isoformat()})" if h.item.event_time else ""
-            lines.append(f"- {speaker + ': ' if speaker else ''}{h.item.text}{when}")
+            lines.append(f"- {speaker + ': ' if speaker else ''}{h.item.text}{when}{conflict_note(notes.get(h.item.id, ()))}")
         return "\n".join(lines)
 
     async def atruncate(self, content: str, tokens_to_truncate: int) -> str | None:

@@ -9,8 +9,13 @@
   memories (the user's own name in a chat) links nothing: it relates everything, so nothing.
 - **conflict**: two memories stating the same attribute of the same entity (``Maya's dog is a
   beagle`` / ``Maya's dog is a poodle``; ``X lives in Y``, ``X works at Y``, ``X is from Y``) with
-  different values. The newer links to the older one it contradicts, flagged
-  (``status: "flagged"``) unless a reader resolves it.
+  different values. First-person statements count too (:mod:`.statements`, the definition the
+  profile keys by: ``I live in Lisbon`` / ``I live in Porto``, ``My favourite colour is ...``): their
+  entity is the memory's speaker (``metadata["speaker"]``, so ``Maya: I live in Porto`` contradicts
+  ``Maya lives in Lisbon``), else the user (``self``). Values agree when one goes on from the other
+  (``Lisbon`` / ``Lisbon with my wife``). The newer links to the older one it contradicts, flagged
+  (``status: "flagged"``) unless a reader resolves it. :func:`flagged_conflicts` reads them back
+  for a page of search hits (two queries, not one per hit) so a face can tell the model.
 
 The organiser computes the whole wanted edge set of a user (cheap: regular expressions over the
 texts) and writes only the difference with what is stored, so a rerun writes nothing.
@@ -21,9 +26,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ..items import Edge, MemoryItem
+from ..items import LIVE_STATES, Edge, MemoryItem, utcnow
+from ..prompting import memory_text
 from ..storage.graph import CONFLICT, SAME_ENTITY
+from .statements import first_person_statements, same_value, value_of
 
 _NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|the\s+)?[A-Z][\w'’-]*)*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“]\s*|\n\s*)$")
@@ -106,10 +114,26 @@ def attributes(text: str) -> list[Attribute]:
             ent = m.group("ent")
             if ent.split()[0] in _STOP:
                 continue
-            value = re.sub(r"\s+", " ", m.group("val")).strip().lower()
-            value = re.sub(r"^(?:a|an|the)\s+", "", value)
+            value = value_of(m.group("val"))
+            if not value:
+                continue
             out.append(Attribute(ent, m.group("attr").lower(), value))
     return out
+
+
+def statements(item: MemoryItem) -> list[Attribute]:
+    """Every attribute ``item`` states: third person (:func:`attributes`) and first person, whose entity is
+    the item's speaker, else ``self`` (the user)."""
+    text = memory_text(item)
+    found = [Attribute(a.entity, _spelling(a.attribute), a.value) for a in attributes(text)]
+    speaker = item.metadata.get("speaker")
+    who = speaker.strip() if isinstance(speaker, str) and speaker.strip() else "self"
+    found.extend(Attribute(who, _spelling(s.attribute), s.value) for s in first_person_statements(text))
+    return found
+
+
+def _spelling(attribute: str) -> str:
+    return re.sub(r"\bfavorite\b", "favourite", attribute)
 
 
 def wanted_links(items: Sequence[MemoryItem], max_entity_share: float = 0.2) -> dict[tuple[str, str, str], Edge]:
@@ -127,15 +151,78 @@ def wanted_links(items: Sequence[MemoryItem], max_entity_share: float = 0.2) -> 
             continue
         for older, newer in zip(ids, ids[1:]):
             edges.setdefault((newer, SAME_ENTITY, older), Edge(newer, older, SAME_ENTITY, 1.0, {"entity": name}))
-    seen: dict[str, list[tuple[str, Attribute]]] = {}
+    # per attribute key: each distinct value -> the latest (id, statement) giving it, oldest value first; a
+    # statement walks the distinct values newest first (the same value said 5,000 times is one entry, not
+    # 5,000 to compare: that walk was quadratic)
+    seen: dict[str, dict[str, tuple[str, Attribute]]] = {}
     for it in items:
-        for attr in attributes(it.text):
-            earlier = seen.setdefault(attr.key, [])
-            for other_id, other in reversed(earlier):
-                if other.value != attr.value and other_id != it.id:
+        for attr in statements(it):
+            earlier = seen.setdefault(attr.key, {})
+            for other_id, other in reversed(earlier.values()):
+                if other_id != it.id and not same_value(other.value, attr.value):
                     edges[(it.id, CONFLICT, other_id)] = Edge(it.id, other_id, CONFLICT, 1.0, {
                         "entity": attr.entity, "attribute": attr.attribute,
                         "values": [attr.value, other.value], "status": "flagged"})
                     break
-            earlier.append((it.id, attr))
+            earlier.pop(attr.value, None)
+            earlier[attr.value] = (it.id, attr)
     return edges
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A flagged conflict of one memory: the other memory, and what the two disagree about."""
+
+    other_id: str
+    other_text: str
+    entity: str
+    attribute: str
+
+    def short(self, chars: int = 80) -> str:
+        text = re.sub(r"\s+", " ", self.other_text).strip()
+        return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
+
+
+def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[Conflict]]:
+    """item id -> the flagged conflicts of ``items`` (search hits), read in one batch: one graph query for
+    the conflict links of all of them, one store read for the other memories.
+
+    Only a conflict whose other memory is live (not archived, deleted or superseded), of the same
+    user as the hit and of its agent (or of none) is returned: a link never shows a memory of another
+    user, nor one another agent of the user keeps to itself. A cube
+    without a local graph (a remote cube) has none to show: ``{}``.
+    """
+    graph, store = getattr(cube, "graph", None), getattr(cube, "store", None)
+    if not items or graph is None or store is None or not hasattr(store, "get_items"):
+        return {}
+    by_id = {it.id: it for it in items}
+    links = [e for e in graph.edges(list(by_id), "both", [CONFLICT]) if e.metadata.get("status") == "flagged"]
+    pairs = [(e.src, e.dst) for e in links if e.src in by_id] + [(e.dst, e.src) for e in links if e.dst in by_id]
+    if not pairs:
+        return {}
+    others = store.get_items(sorted({o for _, o in pairs}))
+    meta = {(e.src, e.dst): e.metadata for e in links}
+    now = utcnow()
+    out: dict[str, list[Conflict]] = {}
+    for hit_id, other_id in sorted(set(pairs)):
+        hit, other = by_id[hit_id], others.get(other_id)
+        if other is None or other.state not in LIVE_STATES or other.user_id != hit.user_id or other_id == hit_id \
+                or other.agent_id not in (None, hit.agent_id) or (other.valid_to is not None and other.valid_to <= now):
+            continue
+        m = meta.get((hit_id, other_id)) or meta.get((other_id, hit_id)) or {}
+        out.setdefault(hit_id, []).append(Conflict(other_id, memory_text(other), str(m.get("entity", "")),
+                                                   str(m.get("attribute", ""))))
+    return out
+
+
+def conflict_notes(cube: Any, items: Sequence[MemoryItem], chars: int = 80) -> dict[str, list[str]]:
+    """item id -> the short texts of its flagged conflicts (:func:`flagged_conflicts`), what
+    :func:`memos_integrations.prompting.format_memory` marks a line with; ``{}`` when there are none or
+    the lookup fails (a context never fails for want of its conflict notes)."""
+    from ..errors import MemosError
+
+    try:
+        found = flagged_conflicts(cube, items)
+    except MemosError:
+        return {}
+    return {i: [c.short(chars) for c in cs] for i, cs in found.items()}

@@ -1,17 +1,24 @@
 """The tree: topic summaries over clusters of a user's memories, and one episode per session.
 
 **Clustering** is leader clustering on the stored MiniLM vectors, in time order: a memory joins
-the most similar earlier *leader* whose cosine is at least ``threshold`` (and whose cluster has room),
-else it leads a new cluster. A cluster depends only on the leaders before it, so memories appended
+the most similar earlier *leader* whose cosine is at least ``threshold`` and whose cluster has room
+(``max_size``) or whose text it nearly repeats (:func:`near_duplicate`: the same words, numbers
+aside; a topic of 5,000 copies of one sentence is one cluster, not one per ``max_size``), else it
+leads a new cluster. A cluster depends only on the leaders before it, so memories appended
 later never reshuffle earlier clusters (incremental runs and a full rebuild agree), and the result
 is the same on every run (deterministic: no random start, ties broken by time then id). A cluster
 is named after its leader: its summary's id is ``topic-<leader id>``.
 
 **Summaries** are ``summary`` items of the user (contract shared with retrieval): ``sources`` = the
-member ids, ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
+member ids (a topic grown past ``max_cluster`` by near-duplicates: its first ``max_cluster`` members,
+what it quotes and what a search opens; ``metadata["members"]`` counts all, ``near_duplicates`` the
+rest, and every member links to it), ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
 {id: version}, "source_digest": ...}`` (episodes add ``session_id``), and an edge
 member --``summarized_by``--> summary. Their text is extractive (the first sentence of the most
-central members, in time order, at most ``summary_chars``) unless a reader with a ``summarize``
+central members whose sentences do not nearly repeat one already quoted, in time order, at most
+``summary_chars``; a cluster grown past ``max_cluster`` by near-duplicates opens with ``<n> near-identical
+memories:``) over each member's human text (:func:`memos_integrations.prompting.memory_text`: a
+LangGraph store value's ``text`` field, not its JSON) unless a reader with a ``summarize``
 method is given. Their vector is the mean of the members' vectors (no embedding: that is what keeps
 organising cheap), so a dense search lands on the summary of a topic it matches.
 
@@ -34,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, to_epoch, utcnow
+from ..prompting import memory_text
 from ..storage.graph import BEFORE, SUMMARIZED_BY
 from ..storage.organize_state import digest, index_unchanged, stale_summaries, write_versions_in_place
 
@@ -44,6 +52,21 @@ TOPIC = "topic"
 EPISODE = "episode"
 METHOD = "organize"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[^\W\d_]+|\d+")
+#: word-set Jaccard at or above which two texts are near-duplicates (numbers count as one word, ``#``)
+DUPLICATE_JACCARD = 0.6
+
+
+def word_set(text: str) -> frozenset[str]:
+    """The lower-cased words of ``text``, every number written ``#`` (so "ends in 1234" and "ends in 99" agree)."""
+    return frozenset("#" if w.isdigit() else w for w in _WORD.findall(text.lower()))
+
+
+def near_duplicate(a: frozenset[str], b: frozenset[str], jaccard: float = DUPLICATE_JACCARD) -> bool:
+    """Whether two :func:`word_set` s nearly repeat each other (Jaccard >= ``jaccard``; two empty sets do)."""
+    if not a or not b:
+        return a == b
+    return len(a & b) >= jaccard * len(a | b)
 
 
 @dataclass
@@ -52,9 +75,13 @@ class Cluster:
     members: list[str]
 
 
-def leader_clusters(ids: Sequence[str], vectors: np.ndarray, threshold: float, max_size: int) -> list[Cluster]:
-    """Leader clustering of ``ids`` (in the order given; rows of unit ``vectors``), see the module doc."""
+def leader_clusters(ids: Sequence[str], vectors: np.ndarray, threshold: float, max_size: int,
+                    texts: Sequence[str] | None = None) -> list[Cluster]:
+    """Leader clustering of ``ids`` (in the order given; rows of unit ``vectors``), see the module doc.
+    With ``texts`` (one per id), a memory that nearly repeats a full cluster's leader still joins it."""
+    words = [word_set(t) for t in texts] if texts is not None else None
     clusters: list[Cluster] = []
+    heads: list[int] = []
     leaders = np.zeros((max(1, len(ids)), vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
     for n, item_id in enumerate(ids):
         v = vectors[n]
@@ -64,26 +91,46 @@ def leader_clusters(ids: Sequence[str], vectors: np.ndarray, threshold: float, m
             for c in np.argsort(-sims, kind="stable"):
                 if sims[c] < threshold:
                     break
-                if len(clusters[c].members) < max_size:
+                if len(clusters[c].members) < max_size or (
+                        words is not None and near_duplicate(words[n], words[heads[c]])):
                     chosen = int(c)
                     break
         if chosen < 0:
             leaders[len(clusters)] = v
             clusters.append(Cluster(item_id, [item_id]))
+            heads.append(n)
         else:
             clusters[chosen].members.append(item_id)
     return clusters
 
 
 def extractive(items: Sequence[MemoryItem], matrix: np.ndarray, sentences: int, chars: int, head: str = "") -> str:
-    """The first sentence of the ``sentences`` most central members (cosine to their mean), in time order."""
+    """The first sentence of the ``sentences`` most central members (cosine to their mean) that do not
+    nearly repeat one already chosen, in time order, over each member's human text."""
     centre = matrix.mean(axis=0)
-    order = sorted(range(len(items)), key=lambda i: (-float(matrix[i] @ centre), i))[:sentences]
+    firsts: dict[int, str] = {}
+
+    def first_of(i: int) -> str:
+        if i not in firsts:
+            firsts[i] = _SENTENCE.split(re.sub(r"\s+", " ", memory_text(items[i])).strip(), maxsplit=1)[0]
+        return firsts[i]
+
+    sims = [float(matrix[i] @ centre) for i in range(len(items))]
+    central = sorted(range(len(items)), key=lambda i: (-sims[i], i))
+    order: list[int] = []
+    chosen: list[frozenset[str]] = []
+    for i in central[: max(sentences * 8, 64)]:  # the most central few: near-duplicates are skipped
+        words = word_set(first_of(i))
+        if any(near_duplicate(words, w) for w in chosen):
+            continue
+        order.append(i)
+        chosen.append(words)
+        if len(order) == sentences:
+            break
     parts: list[str] = []
     budget = max(40, (chars - len(head)) // max(1, len(order)))
     for i in sorted(order):
-        text = re.sub(r"\s+", " ", items[i].text).strip()
-        first = _SENTENCE.split(text, maxsplit=1)[0]
+        first = first_of(i)
         if len(first) > budget:
             first = first[: budget - 1].rstrip() + "…"
         speaker = items[i].metadata.get("speaker") if items[i].kind == Kind.MESSAGE else None
@@ -132,16 +179,28 @@ def build_user_tree(
     members = [m for m in members if m.id in vecs]
     by_id = {m.id: m for m in members}
     wanted: list[tuple[MemoryItem, np.ndarray]] = []
+    folded: dict[str, list[str]] = {}  # a near-duplicate topic's members beyond its sources
     if members:
         matrix = np.stack([vecs[m.id] for m in members]).astype(np.float32)
         row = {m.id: n for n, m in enumerate(members)}
-        clusters = [c for c in leader_clusters([m.id for m in members], matrix, policy.threshold, policy.max_cluster)
+        clusters = [c for c in leader_clusters([m.id for m in members], matrix, policy.threshold, policy.max_cluster,
+                                               texts=[memory_text(m) for m in members])
                     if len(c.members) >= policy.min_members]
         counts["clusters"] = len(clusters)
         for c in clusters:
-            group = [by_id[i] for i in c.members]
-            wanted.append(_summary(f"topic-{c.leader}", TOPIC, user_id, group, matrix[[row[i] for i in c.members]],
-                                   policy, reader, previous=prior.get(f"topic-{c.leader}")))
+            # a cluster grown past max_cluster by near-duplicates: its first max_cluster members are its
+            # sources (what the summary quotes, what a search opens and checks for staleness); every member
+            # links to it (summarized_by) and ``members`` counts them all
+            group = [by_id[i] for i in c.members[: policy.max_cluster]]
+            many = f"{len(c.members)} near-identical memories: " if len(c.members) > policy.max_cluster else ""
+            summary, vector = _summary(f"topic-{c.leader}", TOPIC, user_id, group,
+                                       matrix[[row[i] for i in c.members[: policy.max_cluster]]], policy, reader,
+                                       head=many, previous=prior.get(f"topic-{c.leader}"))
+            if many:
+                summary = summary.evolve(metadata={**summary.metadata, "members": len(c.members),
+                                                   "near_duplicates": len(c.members) - len(group)})
+                folded[summary.id] = c.members[policy.max_cluster :]
+            wanted.append((summary, vector))
         sessions: dict[str, list[MemoryItem]] = {}
         for m in members:
             if m.session_id is not None:
@@ -181,7 +240,8 @@ def build_user_tree(
         _archive(cube, gone, principal, "its cluster or session has too few live members")
         counts["summaries_archived"] = len(gone)
     # edges: member -> summary, episode -> next episode
-    want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY) for w, _ in wanted for s in w.sources}
+    want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY)
+                  for w, _ in wanted for s in [*w.sources, *folded.get(w.id, ())]}
     episodes = sorted((w for w, _ in wanted if w.metadata["summary"] == EPISODE),
                       key=lambda e: (e.metadata["started"], e.id))
     for a, b in zip(episodes, episodes[1:]):
@@ -228,7 +288,7 @@ def _summary(
                 and previous.metadata.get("source_digest") == source_digest:
             written = previous.text
         else:
-            said = summarize([g.text for g in group])
+            said = summarize([memory_text(g) for g in group])
             written = None if said is None else head + str(said)[: policy.chars]
     text = written if written is not None else extractive(group, matrix, policy.sentences, policy.chars, head)
     meta: dict[str, Any] = {
