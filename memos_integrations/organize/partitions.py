@@ -33,7 +33,6 @@ organiser run with an explicit policy records its own).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -45,6 +44,7 @@ from ..storage.sql import marks
 from ..storage.sqlstore import _UPSERT_ITEM, item_values
 from ..textual.filters import MemoryFilter
 from .links import attributes
+from .statements import FIRST_PERSON, self_attribute
 
 if TYPE_CHECKING:
     from ..cube import MemCube
@@ -81,18 +81,11 @@ def profile_key(item: MemoryItem) -> str | None:
     stated = attributes(item.text)
     if stated:
         return stated[0].key
-    own = _FIRST_PERSON.search(item.text)  # the user's own words: "My favourite colour is ...", "I live in ..."
+    own = FIRST_PERSON.search(item.text)  # the user's own words: "My favourite colour is ...", "I live in ..."
     if own:
-        attr = re.sub(r"\s+", " ", own.group("attr") or own.group("verb")).lower()
-        return "self|" + {"live in": "lives in", "work at": "works at", "work for": "works for",
-                          "work as": "works as", "am from": "is from", "am married to": "is married to",
-                          "am allergic to": "is allergic to"}.get(attr, attr)
+        return "self|" + self_attribute(own)
     return f"id:{item.id}"
 
-
-_FIRST_PERSON = re.compile(
-    r"\b[Mm]y\s+(?P<attr>(?:favou?rite\s+)?[a-z]+(?:\s+[a-z]+)?)\s+(?:is|was|are)\s"
-    r"|\bI\s+(?:now\s+)?(?P<verb>live in|work at|work for|work as|am from|am married to|am allergic to)\b")
 
 
 def plan_moves(
