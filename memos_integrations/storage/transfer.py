@@ -152,6 +152,8 @@ def _copy_table(src: SQLStore, dst: SQLStore, table: str, cols: list[str], pk: l
                 _log.warning("copying %s: %d %s rows that do not hold what they say were left out (`memcube reindex "
                              "--reembed` writes them again)", getattr(src, "path", "?"), len(rows) - len(kept), table)
         with dst.transaction() as tx:
+            if table == "audit":
+                kept = _audit_rows(tx, cols, kept)
             tx.executemany(insert, kept)
             tx.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                        (key, str(done + PAGE if done + PAGE < total else total)))
@@ -159,6 +161,22 @@ def _copy_table(src: SQLStore, dst: SQLStore, table: str, cols: list[str], pk: l
         if progress is not None:
             progress(table, done, total)
     return total
+
+
+def _audit_rows(tx: Any, cols: list[str], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """A page of the source's audit rows, written as they are except where the destination already holds
+    another row at the same ``seq`` (its own history: the reconcile of a half-copied cube it was opened as):
+    those are appended with a new ``seq`` here, so neither side's row is lost."""
+    at = cols.index("seq")
+    seqs = [r[at] for r in rows]
+    taken = {int(r[0]) for r in tx.execute(f"SELECT seq FROM audit WHERE seq IN ({marks(len(seqs))})", seqs).fetchall()} \
+        if seqs else set()
+    rest = [c for c in cols if c != "seq"]
+    for r in rows:
+        if r[at] in taken:
+            tx.execute(f"INSERT INTO audit ({', '.join(rest)}) VALUES ({marks(len(rest))})",
+                       tuple(v for c, v in zip(cols, r) if c != "seq"))
+    return [r for r in rows if r[at] not in taken]
 
 
 def _sound_tokens(row: dict[str, Any]) -> bool:
