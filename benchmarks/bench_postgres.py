@@ -95,6 +95,18 @@ def drop(cube_config: Any) -> None:
 
 # -- 1. LoCoMo ------------------------------------------------------------------------------------------
 
+def ingest_locomo(cube: Any, convs: Sequence[dict[str, Any]]) -> float:
+    """Add every session of ``convs`` (user ``conv<i>``, one add per session); returns turns per second."""
+    turns = 0
+    start = time.perf_counter()
+    for c, conv in enumerate(convs):
+        for key, when, session in sessions(conv):
+            msgs = turn_messages(session)
+            cube.add(messages=msgs, user_id=f"conv{c}", session_id=f"conv{c}:{key}", timestamp=when)
+            turns += len(msgs)
+    return turns / (time.perf_counter() - start)
+
+
 def bench_locomo(args: argparse.Namespace, dsn: str, work: Path) -> str:
     from memos_integrations import MemCube
     from memos_integrations.config import CubeConfig
@@ -108,14 +120,7 @@ def bench_locomo(args: argparse.Namespace, dsn: str, work: Path) -> str:
         for name, config in (("sqlite", CubeConfig()), ("postgres", pg_config(dsn))):
             cube = MemCube.init_from_dir(work / f"locomo_{name}_{rep}", config, embedder=embedder)
             try:
-                turns = 0
-                start = time.perf_counter()
-                for c, conv in enumerate(convs):
-                    for key, when, session in sessions(conv):
-                        msgs = turn_messages(session)
-                        cube.add(messages=msgs, user_id=f"conv{c}", session_id=f"conv{c}:{key}", timestamp=when)
-                        turns += len(msgs)
-                ingest = turns / (time.perf_counter() - start)
+                ingest = ingest_locomo(cube, convs)
                 embedder.clear_query_cache()
                 lat = []
                 for c, conv in enumerate(convs):
@@ -291,14 +296,7 @@ def bench_late(args: argparse.Namespace, dsn: str, work: Path) -> str:
                 late_tokens.written_many = lambda *a, **kw: None  # type: ignore[assignment]
             cube = MemCube.init_from_dir(work / f"late_{mode.replace(' ', '_')}_{rep}", config, embedder=embedder)
             try:
-                turns = 0
-                start = time.perf_counter()
-                for c, conv in enumerate(convs):
-                    for key, when, session in sessions(conv):
-                        msgs = turn_messages(session)
-                        cube.add(messages=msgs, user_id=f"conv{c}", session_id=f"conv{c}:{key}", timestamp=when)
-                        turns += len(msgs)
-                ingest[mode].append(turns / (time.perf_counter() - start))
+                ingest[mode].append(ingest_locomo(cube, convs))
                 late.stash, late_tokens.written_many = stash, written  # type: ignore[assignment]
                 if mode.endswith("without"):
                     continue

@@ -584,15 +584,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.write and first is not None:
         model, l2, w, _ = first
         print(f"# {model}, L2 {l2}, fitted on all {len({q.conv for q in qs})} conversations")
-        cols = len(names := (*F.NAMES, *EXTRA))  # with --extra (late.py's columns): textual/late.py's WEIGHTS
-        for const, part in (("WEIGHTS", w[:cols]), ("LIST_WEIGHTS", w[cols:])):
-            if len(part):  # with --split-list: the list questions' own weights
-                part = np.concatenate([fold(part[:len(F.NAMES)]), part[len(F.NAMES):]])
-                print(f"{const}: Mapping[str, float] = {{")
-                for name, value in zip(names, part):
-                    if round(float(value), 2):
-                        print(f'    "{name}": {round(float(value), 2)},')
-                print("}")
+        print_weights(w)
+
+
+def print_weights(w: np.ndarray) -> None:
+    """``w`` as the Python constants to paste: WEIGHTS, and LIST_WEIGHTS where it has the list questions' own
+    (with --split-list); named with --extra's columns too (textual/late.py's WEIGHTS)."""
+    cols = len(names := (*F.NAMES, *EXTRA))
+    for const, part in (("WEIGHTS", w[:cols]), ("LIST_WEIGHTS", w[cols:])):
+        if len(part):
+            part = np.concatenate([fold(part[:len(F.NAMES)]), part[len(F.NAMES):]])
+            print(f"{const}: Mapping[str, float] = {{")
+            for name, value in zip(names, part):
+                if round(float(value), 2):
+                    print(f'    "{name}": {round(float(value), 2)},')
+            print("}")
 
 
 if __name__ == "__main__":

@@ -122,15 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         best = max(grid, key=lambda l2: FF.evaluate_loco(both, "pointwise", l2))
         w = FF.fit(both, "pointwise", best)
-        names = (*F.NAMES, *FF.EXTRA)
         print(f"# pointwise, L2 {best}, fitted on both layouts of all {len({q.conv for q in both})} conversations")
-        for const, part in (("WEIGHTS", w[:len(names)]), ("LIST_WEIGHTS", w[len(names):])):
-            part = np.concatenate([FF.fold(part[:len(F.NAMES)]), part[len(F.NAMES):]])
-            print(f"{const}: Mapping[str, float] = {{")
-            for n, value in zip(names, part):
-                if round(float(value), 2):
-                    print(f'    "{n}": {round(float(value), 2)},')
-            print("}")
+        FF.print_weights(w)
 
 
 if __name__ == "__main__":

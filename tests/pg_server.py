@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,20 @@ def pg_schema(postgres_dsn: str) -> Iterator[str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield schema
     drop_schema(postgres_dsn, schema)
+
+
+@pytest.fixture
+def schemas(postgres_dsn: str) -> Iterator[Callable[[], str]]:
+    """A maker of fresh schema names, for a test that needs several; each is dropped after the test."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(f"t_{uuid.uuid4().hex[:12]}")
+        return made[-1]
+
+    yield new
+    for name in made:
+        drop_schema(postgres_dsn, name)
 
 
 @pytest.fixture

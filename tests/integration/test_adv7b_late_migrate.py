@@ -10,8 +10,7 @@ do, for a row the engine would have ignored anyway (and ``reindex --reembed`` wr
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,9 @@ from memos_integrations.errors import MemosError
 from memos_integrations.storage import transfer
 from tests.late_chat import CHAT
 from tests.late_chat import add_chat as _chat
-from tests.pg_server import drop_schema, postgres_dsn  # noqa: F401
+from tests.pg_server import postgres_dsn, schemas  # noqa: F401
 
 pytest.importorskip("torch")
-
-
-@pytest.fixture
-def schemas(postgres_dsn: str) -> Iterator[Callable[[], str]]:
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(f"t_{uuid.uuid4().hex[:12]}")
-        return made[-1]
-
-    yield new
-    for name in made:
-        drop_schema(postgres_dsn, name)
 
 
 def test_a_late_tokens_row_pg_cannot_hold_does_not_abort_the_migration(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,26 +24,12 @@ from memos_integrations.textual import late as LT
 from memos_integrations.textual.filters import MemoryFilter
 from tests.late_chat import CHAT, QUESTION
 from tests.late_chat import add_chat as _chat
-from tests.pg_server import drop_schema, postgres_dsn  # noqa: F401
+from tests.pg_server import postgres_dsn, schemas  # noqa: F401
 from tests.unit.test_late_tokens import weights  # noqa: F401
 
 #: questions over tests/late_chat.py's chat
 QUESTIONS = [QUESTION, "What did Caroline make?", "Where did Melanie go with her kids?",
              "What did Melanie and her kids paint?", "What outdoor things does Melanie's family enjoy?"]
-
-
-@pytest.fixture
-def schemas(postgres_dsn: str) -> Iterator[Callable[[], str]]:
-    """Fresh schema names (each dropped after the test)."""
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(f"t_{uuid.uuid4().hex[:12]}")
-        return made[-1]
-
-    yield new
-    for name in made:
-        drop_schema(postgres_dsn, name)
 
 
 @pytest.fixture

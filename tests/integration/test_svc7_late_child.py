@@ -28,25 +28,16 @@ from memos_integrations.server import KeyStore, Limits, create_app  # noqa: E402
 from memos_integrations.server.late_embed import LateBatched  # noqa: E402
 from memos_integrations.textual.embed import MiniLMEmbedder  # noqa: E402
 from memos_integrations.textual.embed_process import EmbedProcess, EmbedProcessError, decode_reply  # noqa: E402
+from tests.integration.stand_in_child import PREAMBLE  # noqa: E402
 
-_CHILD = textwrap.dedent('''
-    import json, os, socket, struct, sys, zlib
+_CHILD = PREAMBLE + textwrap.dedent('''
+    import zlib
     import numpy as np
     from tokenizers import Tokenizer
-    mode, config = sys.argv[1], json.loads(sys.argv[2])
+    mode = arg
     tok = Tokenizer.from_file(os.path.join(config["model_dir"], "tokenizer.json"))
     tok.enable_truncation(256)
     tok.no_padding()
-    sock = socket.socket(fileno=config["fd"])
-    def send(b): sock.sendall(struct.pack(">I", len(b)) + b)
-    def recv(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk: sys.exit(0)
-            buf += chunk
-        return buf
-    send(json.dumps({"ok": True, "dim": 384, "pid": os.getpid()}).encode())
     while True:
         req = json.loads(recv(struct.unpack(">I", recv(4))[0]))
         texts = req["texts"]
