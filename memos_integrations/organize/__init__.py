@@ -92,6 +92,8 @@ class OrganizePolicy(BaseModel):
                                  "working memory (given or not: as working_capacity)")
     cluster_threshold: float = Field(0.5, gt=0, le=1, description="cosine to a cluster's leader to join it")
     max_cluster: int = Field(40, ge=2, description="members of one topic cluster at most")
+    episode_size: int = Field(100, ge=2, description="memories of one episode at most: a longer session is several "
+                              "episodes (parts), in time order")
     min_members: int = Field(2, ge=2, description="members a cluster needs for a topic summary")
     summary_sentences: int = Field(3, ge=1, description="member sentences an extractive summary quotes")
     summary_chars: int = Field(480, ge=80, description="characters of a summary at most")
@@ -265,7 +267,7 @@ def _organize_user(cube: MemCube, user: str | None, policy: OrganizePolicy, read
         members = [m for m in members if m.id not in gone]
     report.items += len(members)
     tree = TreePolicy(policy.cluster_threshold, policy.max_cluster, policy.min_members, policy.summary_sentences,
-                      policy.summary_chars)
+                      policy.summary_chars, policy.episode_size)
     counts = build_user_tree(cube, user, members, tree, reader=reader, principal=principal)
     for name in ("clusters", "topics_written", "episodes_written", "summaries_archived", "stale_marked",
                  "summaries_refreshed"):

@@ -1,4 +1,4 @@
-"""The tree: topic summaries over clusters of a user's memories, and one episode per session.
+"""The tree: topic summaries over clusters of a user's memories, and episodes of each session.
 
 **Clustering** is leader clustering on the stored MiniLM vectors, in time order: a memory joins
 the most similar earlier *leader* whose cosine is at least ``threshold`` and whose cluster has room
@@ -13,7 +13,8 @@ is named after its leader: its summary's id is ``topic-<leader id>``.
 member ids (a topic grown past ``max_cluster`` by near-duplicates: its first ``max_cluster`` members,
 what it quotes and what a search opens; ``metadata["members"]`` counts all, ``near_duplicates`` the
 rest, and every member links to it), ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
-{id: version}, "source_digest": ...}`` (episodes add ``session_id``), and an edge
+{id: version}, "source_digest": ...}`` (episodes add ``session_id``; a session longer than ``episode_size`` is
+several episodes of at most that many memories in time order, the later ones with ``part`` 2, 3, ...), and an edge
 member --``summarized_by``--> summary. Their text is extractive (the first sentence of the most
 central members whose sentences do not nearly repeat one already quoted, in time order, at most
 ``summary_chars``; a cluster grown past ``max_cluster`` by near-duplicates opens with ``<n> near-identical
@@ -138,9 +139,24 @@ def extractive(items: Sequence[MemoryItem], matrix: np.ndarray, sentences: int, 
     return (head + " ".join(parts))[:chars]
 
 
-def episode_id(user_id: str | None, session_id: str) -> str:
+def episode_id(user_id: str | None, session_id: str, part: int = 1) -> str:
+    """The id of a session's episode (``part`` > 1: of a long session's later parts)."""
     key = hashlib.sha1(f"{user_id!r}\0{session_id}".encode("utf-8", "replace")).hexdigest()[:24]
-    return f"episode-{key}"
+    return f"episode-{key}" if part == 1 else f"episode-{key}-{part}"
+
+
+def _episode_head(session_id: str, part: int, group: Sequence[MemoryItem]) -> str:
+    """``Session <id>[, part <n>] (<first day>[ to <last day>]): ``, what an episode's text opens with."""
+    from ..items import from_epoch
+
+    head = f"Session {session_id}" + (f", part {part}" if part > 1 else "")
+    when = [t for t in (to_epoch(g.event_time or g.created_at) for g in group) if t is not None]
+    if when:
+        first, last = from_epoch(min(when)), from_epoch(max(when))
+        span = first.date().isoformat() if first and last and first.date() == last.date() else \
+            f"{first.date().isoformat() if first else '?'} to {last.date().isoformat() if last else '?'}"
+        head += f" ({span})"
+    return head + ": "
 
 
 def is_organized_summary(item: MemoryItem) -> bool:
@@ -154,6 +170,7 @@ class TreePolicy:
     min_members: int
     sentences: int
     chars: int
+    episode_size: int = 100
 
 
 def build_user_tree(
@@ -205,19 +222,17 @@ def build_user_tree(
         for m in members:
             if m.session_id is not None:
                 sessions.setdefault(m.session_id, []).append(m)
-        for sid, group in sessions.items():
-            when = [t for t in (to_epoch(g.event_time or g.created_at) for g in group) if t is not None]
-            head = f"Session {sid}"
-            if when:
-                from ..items import from_epoch
-
-                first, last = from_epoch(min(when)), from_epoch(max(when))
-                span = first.date().isoformat() if first and last and first.date() == last.date() else \
-                    f"{first.date().isoformat() if first else '?'} to {last.date().isoformat() if last else '?'}"
-                head += f" ({span})"
-            wanted.append(_summary(episode_id(user_id, sid), EPISODE, user_id, group,
-                                   matrix[[row[g.id] for g in group]], policy, reader, head=head + ": ", session=sid,
-                                   previous=prior.get(episode_id(user_id, sid))))
+        size = policy.episode_size
+        for sid, turns in sessions.items():
+            # a long session is parts of ``size`` memories in time order: appending rewrites only the last part
+            for part, group in enumerate((turns[k : k + size] for k in range(0, len(turns), size)), start=1):
+                eid = episode_id(user_id, sid, part)
+                summary, vector = _summary(eid, EPISODE, user_id, group, matrix[[row[g.id] for g in group]], policy,
+                                           reader, head=_episode_head(sid, part, group), session=sid,
+                                           previous=prior.get(eid))
+                if part > 1:
+                    summary = summary.evolve(metadata={**summary.metadata, "part": part})
+                wanted.append((summary, vector))
     have = {s.id: s for s in existing}
     todo = [(w, v) for w, v in wanted if _differs(have.get(w.id), w)]
     # same text and members, only the members' versions moved (a partition move): a new version in place
@@ -243,7 +258,7 @@ def build_user_tree(
     want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY)
                   for w, _ in wanted for s in [*w.sources, *folded.get(w.id, ())]}
     episodes = sorted((w for w, _ in wanted if w.metadata["summary"] == EPISODE),
-                      key=lambda e: (e.metadata["started"], e.id))
+                      key=lambda e: (e.metadata["started"], e.session_id or "", e.metadata.get("part", 1), e.id))
     for a, b in zip(episodes, episodes[1:]):
         want_edges[(a.id, BEFORE, b.id)] = Edge(a.id, b.id, BEFORE)
     all_summary_ids = sorted({s.id for s in existing} | wanted_ids)
