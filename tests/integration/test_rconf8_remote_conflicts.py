@@ -47,7 +47,9 @@ class Disputed:
         for cube_id in ("alice_cube", "bob_cube"):
             organize(svc.mos._cube(cube_id), reader=None)
 
-    def post(self, who: str, body: Any) -> httpx.Response:
+    def post(self, who: str, body: dict[str, Any]) -> httpx.Response:
+        """``POST /v1/faces/conflicts`` with ``who``'s key, on their own cube unless the body names one."""
+        body = {"cube_id": f"{who}_cube", **body}
         return httpx.post(self.svc.url + ROUTE, json=body, headers={"Authorization": f"Bearer {self.svc.key[who]}"})
 
 
@@ -111,15 +113,17 @@ def test_no_items_no_request_and_a_failure_is_no_notes(disputed: Disputed) -> No
 def test_another_user_never_gets_the_first_users_conflict_texts(disputed: Disputed) -> None:
     svc, ids = disputed.svc, [disputed.old.id, disputed.new.id]
     # alice asks for her own: the notes; bob names her ids in his own cube: nothing there, no notes
-    assert disputed.post("alice", {"ids": ids})
     assert disputed.post("alice", {"ids": ids}).json()["conflicts"] == {disputed.old.id: [PORTO], disputed.new.id: [LISBON]}
     mine = disputed.post("bob", {"ids": ids})
     assert mine.status_code == 200 and mine.json() == {"conflicts": {}}
+    assert httpx.post(svc.url + ROUTE, json={"ids": ids}, headers={"Authorization": f"Bearer {svc.key['bob']}"}).json() \
+        == {"conflicts": {}}  # no cube named: his default (his only cube)
     # bob names her cube: the service's usual 404 (the same for no such cube), audited in the key log
     theirs = disputed.post("bob", {"ids": ids, "cube_id": "alice_cube"})
     assert theirs.status_code == 404 and theirs.json()["error"]["type"] == "CubeNotFoundError"
     assert "Lisbon" not in theirs.text and "Porto" not in theirs.text
-    assert disputed.post("bob", {"ids": ids, "cube_id": "no_such_cube"}).json()["error"]["message"] == \
+    none = disputed.post("bob", {"ids": ids, "cube_id": "no_such_cube"})
+    assert none.status_code == 404 and none.json()["error"]["message"].replace("no_such_cube", "alice_cube") == \
         theirs.json()["error"]["message"]
     refusals = [e for e in svc.keys.audit_log(50, principal="bob") if e.get("target") == "alice_cube"]
     assert refusals and not refusals[0]["allowed"]
