@@ -28,6 +28,9 @@ What differs from a local :class:`~memos_integrations.MemCube`:
   RemoteCube each is its face's ``RemoteVectorStore``, which sends its operations to the service's own
   store (:mod:`memos_integrations.remote_vectors`). ``embedder`` is the service cube's
   (:class:`~memos_integrations.remote_vectors.RemoteEmbedder`) unless one is given.
+- *Conflict notes*: a RemoteCube has no local graph, so ``organize.links.conflict_notes`` asks its
+  :meth:`RemoteCube.conflict_notes` (one ``POST /v1/faces/conflicts`` per page of hits), and the faces mark
+  flagged conflicts as on a local cube.
 - ``audit`` writes nothing remotely (there is no route): the service audits what it refuses; a face's own
   local refusal is logged at WARNING on this side.
 
@@ -324,6 +327,27 @@ class RemoteCube:
             if data.get("more") is not True or not rows:
                 break
         return out
+
+    def conflict_notes(self, items: Sequence[MemoryItem], chars: int = 80) -> dict[str, list[str]]:
+        """``POST /v1/faces/conflicts``: item id -> the short texts of the memories it is flagged as
+        contradicting, what :func:`memos_integrations.organize.links.conflict_notes` asks a cube with no
+        local graph. One request for the page, none for no items; the service reads each id again in the
+        cube as the key's user, so the notes are what a local cube would show that user.
+
+        Raises:
+            MemosError: the service refused or is unreachable (``conflict_notes`` answers ``{}`` then), or
+                answered something that is not notes for the ids asked (:class:`BackendError`).
+        """
+        ids = list(dict.fromkeys(it.id for it in items))
+        if not ids:
+            return {}
+        found = _field(self._call("POST", "/v1/faces/conflicts", json={"ids": ids, "chars": chars}), "conflicts", dict)
+        asked = set(ids)
+        for item_id, notes in found.items():
+            if item_id not in asked or not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+                raise BackendError(f"POST /v1/faces/conflicts answered {str(found)[:200]}, not notes for the ids asked; "
+                                   "check that the service and client versions match")
+        return found
 
     def history(self, item_id: str) -> list[MemoryItem]:
         """``GET /v1/memories/{id}/history``: every version, oldest first."""

@@ -190,7 +190,8 @@ def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[
     Only a conflict whose other memory is live (not archived, deleted or superseded), of the same
     user as the hit and of its agent (or of none) is returned: a link never shows a memory of another
     user, nor one another agent of the user keeps to itself. A cube
-    without a local graph (a remote cube) has none to show: ``{}``.
+    without a local graph has none to show here: ``{}`` (a remote cube answers :func:`conflict_notes`
+    through its own ``conflict_notes``, computed by the service as this function).
     """
     graph, store = getattr(cube, "graph", None), getattr(cube, "store", None)
     if not items or graph is None or store is None or not hasattr(store, "get_items"):
@@ -218,10 +219,20 @@ def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[
 def conflict_notes(cube: Any, items: Sequence[MemoryItem], chars: int = 80) -> dict[str, list[str]]:
     """item id -> the short texts of its flagged conflicts (:func:`flagged_conflicts`), what
     :func:`memos_integrations.prompting.format_memory` marks a line with; ``{}`` when there are none or
-    the lookup fails (a context never fails for want of its conflict notes)."""
+    the lookup fails (a context never fails for want of its conflict notes).
+
+    A cube with its own ``conflict_notes(items, chars)`` (a
+    :class:`~memos_integrations.remote.RemoteCube`: one request to the service for the page) answers
+    itself, so every face marks conflicts the same way on a local and on a remote cube; no items, no call."""
     from ..errors import MemosError
 
+    if not items:
+        return {}
+    own = getattr(cube, "conflict_notes", None)
     try:
+        if callable(own):
+            notes = own(items, chars)
+            return notes if isinstance(notes, dict) else {}
         found = flagged_conflicts(cube, items)
     except MemosError:
         return {}

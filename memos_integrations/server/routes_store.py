@@ -16,6 +16,10 @@ holds another user's messages is a 403 that does not name the owner, and LlamaIn
 KV collections are per user, so another user's are simply not there. A cube the key cannot reach is
 the service's usual 404, whatever the face.
 
+Next to them, the cube calls a RemoteCube makes for the faces that need a user's view of the cube:
+``/search`` and ``/memories`` (``cube.search`` / ``cube.get_all`` with a ``user_id``) and ``/conflicts``
+(``organize.links.conflict_notes``: the flagged conflicts of a page of hits, read again in the cube).
+
 Values are JSON by construction (the bodies are JSON); the faces re-check their own rules (a store
 value is an object, a KV value an object, a namespace label holds no ``.``).
 
@@ -33,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..access import deny
 from ..errors import AccessDeniedError, CubeNotFoundError, InvalidInputError
 from ..mos_view import CubeView
+from ..organize.links import flagged_conflicts
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
@@ -220,6 +225,21 @@ class ListOut(BaseModel):
     more: bool = Field(description="another page follows (ask again with offset + len(items))")
 
 
+# -- a face's conflict_notes(cube, items) ---------------------------------------------------------------
+class ConflictsIn(_Who):
+    """The flagged conflicts of memories of this cube, by id (a page of hits): what a face marks a line with."""
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]] = Field(
+        max_length=10_000, description="memory ids (at most the service's max_k); an id this cube does not hold "
+                                       "has no notes")
+    chars: int = Field(default=80, ge=8, le=1000, description="each note is the other memory's text cut to this")
+
+
+class ConflictsOut(BaseModel):
+    conflicts: dict[str, list[str]] = Field(description="memory id -> the short texts of the memories it is "
+                                                        "flagged as contradicting; ids without any are left out")
+
+
 _READS = {"messages", "rows", "count", "keys", "get", "get_all"}
 
 
@@ -290,6 +310,26 @@ def router(service: Service, principal: Callable[..., Principal],
                               kinds=body.kinds, limit=body.limit + 1, offset=body.offset,
                               include_archived=body.include_archived)
         return {"items": [item_json(i) for i in items[:body.limit]], "more": len(items) > body.limit}
+
+    @api.post("/conflicts", response_model=None, responses={200: {"model": ConflictsOut}, **ERRORS})
+    def face_conflicts(body: ConflictsIn, who: Auth, request: Request) -> dict[str, Any]:
+        """A face's ``conflict_notes(cube, items)`` (``organize.links``): the flagged conflicts of these memories.
+
+        Each id is read again in the cube as the acting user (any memory the key may read there; an id the
+        cube does not hold, or holds deleted, has no notes), and the notes are computed from those reads,
+        never from what the client says a memory is: a note is only ever the text of another live memory of
+        the same user (and of the memory's agent or none), as on a local cube. At most ``max_k`` ids.
+        """
+        max_k = request.app.state.limits.max_k
+        if len(body.ids) > max_k:
+            raise InvalidInputError(f"ids may hold at most {max_k} memory ids (the search's k bound); ask for one "
+                                    "page of hits at a time")
+        found, _, _ = view(who, body, "read")
+        if found is None or not body.ids:
+            return {"conflicts": {}}
+        items = list(found.store.get_items(list(dict.fromkeys(body.ids))).values())
+        notes = flagged_conflicts(found, items)
+        return {"conflicts": {i: [c.short(body.chars) for c in cs] for i, cs in notes.items()}}
 
     @api.post("/store/batch", response_model=None, responses={200: {"model": StoreResults}, **ERRORS})
     def store_batch(body: StoreBatchIn, who: Auth) -> dict[str, Any]:
