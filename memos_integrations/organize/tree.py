@@ -242,13 +242,13 @@ def build_user_tree(
         counts["summaries_refreshed"] += len(quiet)
         todo = [(w, v) for w, v in todo if w.id not in {q.id for q in quiet}]
     for start in range(0, len(todo), batch):
-        part = todo[start : start + batch]
-        cube.text_mem.add_items([w for w, _ in part], vectors=np.stack([v for _, v in part]),
+        chunk = todo[start : start + batch]
+        cube.text_mem.add_items([w for w, _ in chunk], vectors=np.stack([v for _, v in chunk]),
                                 max_chars=max(cube.text_mem.max_text_chars, policy.chars))
-        for w, _ in part:
+        for w, _ in chunk:
             counts["topics_written" if w.metadata["summary"] == TOPIC else "episodes_written"] += 1
         if progress is not None:
-            progress(len(part))
+            progress(len(chunk))
     wanted_ids = {w.id for w, _ in wanted}
     gone = [s for s in existing if s.id not in wanted_ids and s.state in LIVE_STATES]
     if gone:
