@@ -17,6 +17,7 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 
+from memos_integrations import remote as remote_module
 from memos_integrations.items import Edge, MemoryItem
 from memos_integrations.langchain import MemOSRetriever
 from memos_integrations.langchain.middleware import MemOSMemoryMiddleware
@@ -131,17 +132,20 @@ def test_another_user_never_gets_the_first_users_conflict_texts(disputed: Disput
         assert conflict_notes(bob, [h.item for h in bob.search("Where do I work?", user_id="bob")]) == {}
 
 
-def test_other_pages_still_ask_the_conflicts_route_once(disputed: Disputed) -> None:
+def test_other_pages_still_ask_the_conflicts_route_once(disputed: Disputed, monkeypatch: Any) -> None:
     svc = disputed.svc
     remote, paths = counting(svc, "alice")
     with remote:
         hits = remote.search(ASK, user_id="alice", top_k=5)
         assert conflict_notes(remote, [h.item for h in hits]) == {disputed.old.id: [PORTO], disputed.new.id: [LISBON]}
         assert paths == ["/v1/faces/search"]
-        got = remote.get(disputed.new.id)  # a page it did not just search: one request for the page
-        assert conflict_notes(remote, [got]) == {disputed.new.id: [LISBON]} and paths[-1] == NOTES
-        other = [MemoryItem(text="x", id=disputed.new.id, user_id="alice"), MemoryItem(text="y", id="nope", user_id="alice")]
+        got = remote.get(disputed.new.id)  # one of the page just searched: its notes came with the search
+        assert conflict_notes(remote, [got]) == {disputed.new.id: [LISBON]} and paths[-1] != NOTES
+        other = [got, MemoryItem(text="y", id="nope", user_id="alice")]  # not a page it searched: one request
         assert conflict_notes(remote, other) == {disputed.new.id: [LISBON]} and paths[-1] == NOTES
+        monkeypatch.setattr(remote_module, "NOTES_FRESH_S", 0.0)  # the search's notes are too old: asked again
+        assert conflict_notes(remote, [got]) == {disputed.new.id: [LISBON]} and paths.count(NOTES) == 2
+        monkeypatch.undo()
         before = len(paths)
         assert conflict_notes(remote, [h.item for h in hits], chars=10) == {disputed.new.id: ["I live in…"],
                                                                              disputed.old.id: ["I live in…"]}
