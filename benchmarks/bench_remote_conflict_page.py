@@ -90,7 +90,8 @@ def main() -> None:
     try:
         with RemoteCube(url, key, cube_id="alice_cube", client=client) as cube:
             def page(mode: str, query: str) -> tuple[float, int, int]:
-                cube._ask_notes = mode != "two requests" and mode != "search only"
+                cube._ask_notes = mode == "one request"
+                cube._pages.clear()  # no notes kept from another mode's page
                 before = len(paths)
                 start = time.perf_counter()
                 hits = cube.search(query, user_id="alice", top_k=args.k)

@@ -286,9 +286,9 @@ class RemoteCube:
         # whole cube, everything the key's user may read (MOS semantics, as a MemCube with no user_id)
         route = "/v1/memories/search" if user_id is None else "/v1/faces/search"
         data = self._search(route, body)
-        found = [_to_hit(h) for h in _field(data, "hits", list)]
-        self._keep_notes(found, data.get("conflicts"))
-        return found
+        page = [_to_hit(h) for h in _field(data, "hits", list)]
+        self._keep_notes(page, data.get("conflicts"))
+        return page
 
     def _search(self, route: str, body: dict[str, Any]) -> Any:
         """The search, asking for its hits' conflict notes too unless the service is one that refuses that."""
