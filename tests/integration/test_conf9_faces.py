@@ -74,6 +74,27 @@ def test_the_langgraph_recall_node_never_quotes_another_users_memory(lg: Any) ->
     assert not any("Madrid" in line for line in lines)
 
 
+def test_the_langgraph_notes_keep_to_the_namespaces_the_principal_may_read(cube: MemCube) -> None:
+    """Values outside any user's namespace share one scope (no user), so organize can link two teams'
+    values; a note never quotes a namespace the acting principal may not read (NamespacePolicy)."""
+    from memos_integrations.langgraph import MemOSStore, make_recall_node
+
+    store = MemOSStore(cube, index=True)
+    store.put(("teams", "research", "facts"), "office", {"text": "I live in Lisbon."})
+    store.put(("teams", "ops", "facts"), "office", {"text": "I live in Porto now."})
+    store.put(NS_ANA, "home", {"text": "I live in Braga."})
+    cube.add(memory="I live in Faro now.", user_id="ana")  # ana's own memory, not a store value
+    organize(cube, reader=None)
+    store.policy.grant(("teams", "research"), "user:ana", "read")
+    ana = {"configurable": {"user_id": "ana"}}
+    research = make_recall_node(store, namespace=("teams", "research", "facts"))({"messages": [("user", ASK)]}, ana)
+    assert research == {"memories": [LISBON]}  # linked to ops' value, which ana may not read: no note
+    app = make_recall_node(store, namespace=("teams", "research", "facts"))({"messages": [("user", ASK)]}, {})
+    assert app == {"memories": [f"{LISBON}{_note(PORTO)}"]}  # the application itself reads every namespace
+    own = make_recall_node(store)({"messages": [("user", ASK)]}, ana)["memories"]
+    assert own == [f"I live in Braga.{_note('I live in Faro now.')}"]  # her own memory: shown
+
+
 def test_the_langgraph_search_tool_carries_the_notes_beside_the_text(lg: Any) -> None:
     from memos_integrations.langgraph import make_memory_tools
 
