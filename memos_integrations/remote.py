@@ -73,6 +73,9 @@ PAGE = 500
 NOTE_CHARS = 80
 #: how long (seconds) and how many of its latest pages' notes a RemoteCube answers conflict_notes from
 NOTES_FRESH_S, NOTES_PAGES = 30.0, 8
+#: the POST routes that change no memory: any other write drops the notes kept from searches
+_READ_POSTS = frozenset({"/v1/memories/search", "/v1/faces/search", "/v1/faces/conflicts", "/v1/faces/memories",
+                         "/v1/vector-stores/embed"})
 
 
 class RemoteCube:
@@ -379,8 +382,8 @@ class RemoteCube:
         """Item id -> the short texts of the memories it is flagged as contradicting, what
         :func:`memos_integrations.organize.links.conflict_notes` asks a cube with no local graph.
 
-        Items of a page this cube searched in the last :data:`NOTES_FRESH_S` seconds: the notes its search
-        answered (no request). Any other items: one ``POST /v1/faces/conflicts`` for the page; none for no
+        Items of a page this cube searched in the last :data:`NOTES_FRESH_S` seconds, with no write through
+        this cube since: the notes its search answered (no request). Any other items: one ``POST /v1/faces/conflicts`` for the page; none for no
         items. Either way the service computed them in the cube as the key's user, so the notes are what a
         local cube would show that user.
 
@@ -440,6 +443,9 @@ class RemoteCube:
         import httpx
 
         query = dict(params or {})
+        if method != "GET" and route not in _READ_POSTS:  # a write may change what the kept notes say
+            with self._notes_lock:
+                self._pages.clear()
         if self._cube_param:  # in a POST's body; in the query of the per-item routes (GET, PATCH, DELETE)
             if method == "POST":
                 json = {**(json or {}), "cube_id": self._cube_param}

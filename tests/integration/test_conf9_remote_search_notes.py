@@ -146,6 +146,10 @@ def test_other_pages_still_ask_the_conflicts_route_once(disputed: Disputed, monk
         monkeypatch.setattr(remote_module, "NOTES_FRESH_S", 0.0)  # the search's notes are too old: asked again
         assert conflict_notes(remote, [got]) == {disputed.new.id: [LISBON]} and paths.count(NOTES) == 2
         monkeypatch.undo()
+        hits = remote.search(ASK, user_id="alice", top_k=5)
+        remote.update(disputed.old.id, metadata={"checked": True})  # a write: the kept notes may be stale
+        assert conflict_notes(remote, [h.item for h in hits])[disputed.new.id] == [LISBON]
+        assert paths[-1] == NOTES and paths.count(NOTES) == 3
         before = len(paths)
         assert conflict_notes(remote, [h.item for h in hits], chars=10) == {disputed.new.id: ["I live in…"],
                                                                              disputed.old.id: ["I live in…"]}
