@@ -29,8 +29,10 @@ What differs from a local :class:`~memos_integrations.MemCube`:
   store (:mod:`memos_integrations.remote_vectors`). ``embedder`` is the service cube's
   (:class:`~memos_integrations.remote_vectors.RemoteEmbedder`) unless one is given.
 - *Conflict notes*: a RemoteCube has no local graph, so ``organize.links.conflict_notes`` asks its
-  :meth:`RemoteCube.conflict_notes` (one ``POST /v1/faces/conflicts`` per page of hits), and the faces mark
-  flagged conflicts as on a local cube.
+  :meth:`RemoteCube.conflict_notes`, and the faces mark flagged conflicts as on a local cube. Each search
+  asks the service for its hits' notes in the same response (``"conflicts": true``), so a face's page is
+  one request; notes of any other items are one ``POST /v1/faces/conflicts`` per page. A service from
+  before that field refuses it once; the cube then searches without it and asks the conflicts route.
 - ``audit`` writes nothing remotely (there is no route): the service audits what it refuses; a face's own
   local refusal is logged at WARNING on this side.
 
@@ -47,6 +49,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import PurePosixPath
@@ -64,6 +69,13 @@ log = logging.getLogger(__name__)
 _ITEM_FIELDS = frozenset(f.name for f in fields(MemoryItem))
 #: Largest page asked of ``GET /v1/memories`` while listing.
 PAGE = 500
+#: characters per conflict note a search answers (the service's and the faces' default)
+NOTE_CHARS = 80
+#: how long (seconds) and how many of its latest pages' notes a RemoteCube answers conflict_notes from
+NOTES_FRESH_S, NOTES_PAGES = 30.0, 8
+#: the POST routes that change no memory: any other write drops the notes kept from searches
+_READ_POSTS = frozenset({"/v1/memories/search", "/v1/faces/search", "/v1/faces/conflicts", "/v1/faces/memories",
+                         "/v1/vector-stores/embed"})
 
 
 class RemoteCube:
@@ -104,6 +116,9 @@ class RemoteCube:
         self._own_client = client is None
         self._http = client or httpx.Client(timeout=timeout)
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self._ask_notes = True  # False once a service refuses the search's "conflicts" field (an older one)
+        self._notes_lock = threading.Lock()
+        self._pages: deque[tuple[float, frozenset[str], dict[str, list[str]]]] = deque(maxlen=NOTES_PAGES)
 
     # -- writes --------------------------------------------------------------------------------------
     def add(
@@ -273,9 +288,44 @@ class RemoteCube:
         # a user_id filters to that user's memories, as MemCube.search does (the faces' route); none: the
         # whole cube, everything the key's user may read (MOS semantics, as a MemCube with no user_id)
         route = "/v1/memories/search" if user_id is None else "/v1/faces/search"
-        data = self._call("POST", route, json=body)
-        hits = _field(data, "hits", list)
-        return [_to_hit(h) for h in hits]
+        data = self._search(route, body)
+        page = [_to_hit(h) for h in _field(data, "hits", list)]
+        self._keep_notes(page, data.get("conflicts"))
+        return page
+
+    def _search(self, route: str, body: dict[str, Any]) -> Any:
+        """The search, asking for its hits' conflict notes too unless the service is one that refuses that."""
+        if not self._ask_notes:
+            return self._call("POST", route, json=body)
+        try:
+            return self._call("POST", route, json={**body, "conflicts": True})
+        except (InvalidInputError, InvalidTypeError) as exc:
+            if "conflicts:" not in str(exc):  # an older service: "conflicts: Extra inputs are not permitted"
+                raise
+            log.info("%s does not answer conflict notes with a search; asking /v1/faces/conflicts instead", self.base_url)
+            self._ask_notes = False
+            return self._call("POST", route, json=body)
+
+    def _keep_notes(self, hits: Sequence[SearchHit], notes: Any) -> None:
+        """Remember a page's notes (answered with its search) for :meth:`conflict_notes`; a malformed answer is
+        not kept (the conflicts route is asked instead)."""
+        ids = frozenset(h.item.id for h in hits)
+        if not isinstance(notes, dict) or not ids or not all(
+                k in ids and isinstance(v, list) and all(isinstance(n, str) for n in v) for k, v in notes.items()):
+            return
+        with self._notes_lock:
+            self._pages.append((time.monotonic(), ids, notes))
+
+    def _known_notes(self, ids: Sequence[str], chars: int) -> dict[str, list[str]] | None:
+        """The notes of ``ids`` if one recent search answered them all (at its length), else None."""
+        if chars != NOTE_CHARS:
+            return None
+        wanted, now = set(ids), time.monotonic()
+        with self._notes_lock:
+            for at, page, notes in reversed(self._pages):
+                if now - at <= NOTES_FRESH_S and wanted <= page:
+                    return {i: list(notes[i]) for i in ids if i in notes}
+        return None
 
     def get(self, item_id: str) -> MemoryItem:
         """``GET /v1/memories/{id}``."""
@@ -329,10 +379,13 @@ class RemoteCube:
         return out
 
     def conflict_notes(self, items: Sequence[MemoryItem], chars: int = 80) -> dict[str, list[str]]:
-        """``POST /v1/faces/conflicts``: item id -> the short texts of the memories it is flagged as
-        contradicting, what :func:`memos_integrations.organize.links.conflict_notes` asks a cube with no
-        local graph. One request for the page, none for no items; the service reads each id again in the
-        cube as the key's user, so the notes are what a local cube would show that user.
+        """Item id -> the short texts of the memories it is flagged as contradicting, what
+        :func:`memos_integrations.organize.links.conflict_notes` asks a cube with no local graph.
+
+        Items of a page this cube searched in the last :data:`NOTES_FRESH_S` seconds, with no write through
+        this cube since: the notes its search answered (no request). Any other items: one ``POST /v1/faces/conflicts`` for the page; none for no
+        items. Either way the service computed them in the cube as the key's user, so the notes are what a
+        local cube would show that user.
 
         Raises:
             MemosError: the service refused or is unreachable (``conflict_notes`` answers ``{}`` then), or
@@ -341,6 +394,9 @@ class RemoteCube:
         ids = list(dict.fromkeys(it.id for it in items))
         if not ids:
             return {}
+        known = self._known_notes(ids, chars)  # a page this cube just searched: answered with it
+        if known is not None:
+            return known
         found = _field(self._call("POST", "/v1/faces/conflicts", json={"ids": ids, "chars": chars}), "conflicts", dict)
         asked = set(ids)
         for item_id, notes in found.items():
@@ -387,6 +443,9 @@ class RemoteCube:
         import httpx
 
         query = dict(params or {})
+        if method != "GET" and route not in _READ_POSTS:  # a write may change what the kept notes say
+            with self._notes_lock:
+                self._pages.clear()
         if self._cube_param:  # in a POST's body; in the query of the per-item routes (GET, PATCH, DELETE)
             if method == "POST":
                 json = {**(json or {}), "cube_id": self._cube_param}

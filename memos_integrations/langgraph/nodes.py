@@ -5,6 +5,12 @@ message and puts the memories into state; ``remember`` writes what the user said
 (``thread:<id>``, ``checkpoint:<id>``, ``user:<id>``); ``search_memory`` / ``save_memory`` /
 ``forget_memory`` are LangChain tools that a ``ToolNode`` or ``create_agent`` can call.
 
+Conflicts: on a :class:`~memos_integrations.langgraph.MemOSStore` over an organised cube, a recalled value
+flagged as contradicting another memory of its user ends with the shared note
+(:func:`memos_integrations.prompting.conflict_note`: ``... (conflicts with: "I live in Lisbon.")``), and
+``search_memory`` answers those texts in a ``conflicts`` field beside the value's own text; one batch per
+page (:func:`store_conflicts`). Any other ``BaseStore`` has no links: plain lines.
+
 Namespaces are templates filled from who is acting: ``("users", "{user_id}", "memories")`` takes the
 user from :func:`memos_integrations.access.resolve_scope`, in the order binding (``user_id=`` given to
 the factory) > the run's ``context=`` > ``config["configurable"]``; ids are normalised (an int user id
@@ -14,6 +20,7 @@ error, never a write to a shared default.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,8 +29,10 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 
 from ..access import Scope, resolve_scope
-from ..errors import InvalidInputError
-from ..items import new_id
+from ..errors import InvalidInputError, MemosError
+from ..items import MemoryItem, new_id
+from ..organize.links import conflict_notes, flagged_conflicts
+from ..prompting import conflict_note
 
 DEFAULT_NAMESPACE = ("users", "{user_id}", "memories")
 
@@ -127,16 +136,21 @@ def make_recall_node(
         >>> recall({"messages": [("user", "any food allergies?")]}, {"configurable": {"user_id": "alice"}})
         {'memories': ['Alice is allergic to peanuts']}
         >>> cube.close()
+
+    A memory flagged as contradicting another of the user's (an organised cube) is recalled with the note
+    ``' (conflicts with: "...")'`` after its text (see the module docstring).
     """
     bound = _binding(user_id, agent_id)
 
     def recall(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         query = last_user_text(state.get(messages_key, []))
-        ns = resolve_namespace(namespace, config, acting(config, bound, store))
+        scope = acting(config, bound, store)
+        ns = resolve_namespace(namespace, config, scope)
         if not query:
             return {output_key: []}
         hits = store.search(ns, query=query, limit=top_k)
-        return {output_key: [memory_text(h.value) for h in hits]}
+        notes = store_conflicts(store, hits, scope)
+        return {output_key: [memory_text(h.value) + conflict_note(n) for h, n in zip(hits, notes)]}
 
     return recall
 
@@ -193,6 +207,81 @@ def memory_text(value: dict[str, Any]) -> str:
     return str(value.get("text") or value.get("memory") or value.get("content") or value)
 
 
+def store_conflicts(store: Any, hits: Sequence[Any], scope: Scope | None = None) -> list[list[str]]:
+    """Per hit (a store ``SearchItem``), the short texts of the memories its indexed texts are flagged as
+    contradicting, in one batch for the page; empty lists for a store that is no ``MemOSStore`` (or one
+    ``as_principal`` wraps), or when the lookup fails.
+
+    Locally, a note is :func:`~memos_integrations.organize.links.flagged_conflicts`'s (another live memory
+    of the hit's user and agent) that the acting principal may also read: another store value only in a
+    namespace the store's policy opens to it, a memory outside the store only when it is the principal's
+    user's own; the application acting (no principal) reads every one. The principal is the store's own
+    (a LangGraph run's), else the user and agent of ``scope`` (a node called outside a run). On a RemoteCube the service
+    computes them (:meth:`~memos_integrations.remote.RemoteCube.conflict_notes`) for the key's user, who
+    may read the whole cube."""
+    base = store if hasattr(store, "tables") else getattr(store, "store", None)
+    cube = getattr(base, "cube", None)
+    ids = _index_ids(base, hits) if cube is not None and hits else [[] for _ in hits]
+    wanted = list(dict.fromkeys(i for per_hit in ids for i in per_hit))
+    if not wanted:
+        return [[] for _ in hits]
+    if getattr(base, "remote", None) is not None:  # the service reads each id again as the key's user
+        notes = conflict_notes(cube, [MemoryItem(text=i, id=i) for i in wanted])
+    else:
+        try:
+            notes = _local_notes(store, base, wanted, scope)
+        except MemosError:  # a context never fails for want of its notes
+            notes = {}
+    return [list(dict.fromkeys(n for i in per_hit for n in notes.get(i, ()))) for per_hit in ids]
+
+
+def _local_notes(store: Any, base: Any, wanted: Sequence[str], scope: Scope | None) -> dict[str, list[str]]:
+    """item id -> notes of a local store's index items, kept to what the acting principal may read."""
+    raw = base.cube.store
+    found = raw.get_items(list(wanted))
+    conflicts = flagged_conflicts(base.cube, [found[i] for i in wanted if i in found])
+    principal = (store.acting() or _principal(scope)) if conflicts else None
+    if principal is not None:
+        others = raw.get_items(sorted({c.other_id for cs in conflicts.values() for c in cs}))
+        readable = base.policy.readable(principal)
+
+        def shown(other: MemoryItem | None) -> bool:
+            where = (other.metadata.get("lg_store") or {}) if other is not None else {}
+            if isinstance(where, dict) and where.get("namespace"):
+                return bool(readable(tuple(where["namespace"])))
+            return other is not None and other.user_id is not None and other.user_id == principal.user_id
+
+        conflicts = {i: [c for c in cs if shown(others.get(c.other_id))] for i, cs in conflicts.items()}
+    return {i: [c.short() for c in cs] for i, cs in conflicts.items() if cs}
+
+
+def _principal(scope: Scope | None) -> Any:
+    """The store principal of a node's resolved scope (None: nobody named, the application acts)."""
+    from .access import Principal
+
+    if scope is None or (scope.user_id is None and scope.agent_id is None):
+        return None
+    return Principal(agent_id=scope.agent_id, user_id=scope.user_id)
+
+
+def _index_ids(store: Any, hits: Sequence[Any]) -> list[list[str]]:
+    """The cube item ids each hit's value is indexed as: the store's record locally; on a RemoteCube (no
+    table here) the ids its index fields give (``store_logic.index_item_id``)."""
+    from . import store_logic as L
+
+    keys = [(L.encode(h.namespace), h.key) for h in hits]
+    tables = getattr(store, "tables", None)
+    if tables is not None and hasattr(tables, "rows_for"):
+        rows = tables.rows_for(keys, store.clock())
+        return [json.loads(rows[k][6]) if k in rows else [] for k in keys]  # ROW's last column: item_ids
+    remote = getattr(store, "remote", None)
+    if remote is None or getattr(remote, "index", None) is None:  # no index: no index items, no notes
+        return [[] for _ in hits]
+    fields = remote.index.get("fields") or None
+    return [[L.index_item_id(ns, key, path) for path, _ in L.index_texts(h.value, fields, store._max_chars())]
+            for (ns, key), h in zip(keys, hits)]
+
+
 def make_memory_tools(
     store: Any, *, namespace: Sequence[str] = DEFAULT_NAMESPACE, top_k: int = 5, user_id: Any = None, agent_id: Any = None,
 ) -> list[BaseTool]:
@@ -205,8 +294,11 @@ def make_memory_tools(
 
     def search_memory(query: str, config: RunnableConfig) -> list[dict[str, Any]]:
         """Search long-term memory for facts relevant to the query; returns ids and texts."""
-        hits = store.search(resolve_namespace(namespace, config, acting(config, bound, store)), query=query, limit=top_k)
-        return [{"id": h.key, "text": memory_text(h.value), "score": h.score} for h in hits]
+        scope = acting(config, bound, store)
+        hits = store.search(resolve_namespace(namespace, config, scope), query=query, limit=top_k)
+        notes = store_conflicts(store, hits, scope)
+        return [{"id": h.key, "text": memory_text(h.value), "score": h.score, **({"conflicts": n} if n else {})}
+                for h, n in zip(hits, notes)]
 
     def save_memory(text: str, config: RunnableConfig) -> str:
         """Save a fact or preference about the user to long-term memory; returns its id."""

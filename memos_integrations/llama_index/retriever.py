@@ -5,6 +5,10 @@ remembers (conversation memories, facts, and chunks written by :class:`MemOSVect
 scope. Each hit becomes a ``NodeWithScore``: chunks come back as the node LlamaIndex wrote, other
 memories as a ``TextNode``; all carry the memory's id, kind, scope, times, version, provenance and
 per-leg ranks in their metadata (hidden from the embedder, and apart from the time from the LLM).
+A hit flagged as contradicting other memories of its user (an organised cube's ``conflict`` links) also
+carries ``metadata["conflicts"]``: the short texts of those memories, read in one batch for the page
+(:func:`memos_integrations.organize.links.conflict_notes`), shown to the LLM, never embedded; the node's
+text stays the memory's own.
 
 Who is acting: the ``user_id`` / ``agent_id`` binding, else the user a LangGraph run's context names;
 a run naming another user than the binding is refused. An unbound retriever with no run context
@@ -20,13 +24,14 @@ from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from ..access import normalize_id, resolve_scope
 from ..aio import in_thread
 from ..errors import InvalidInputError
 from ..face_api import CubeAPI, as_cube
+from ..organize.links import conflict_notes
 from ..textual.filters import MemoryFilter
 from ..textual.retrieve import SearchPlan, uses_working_memory
 from ._nodes import check_embed_model, item_to_node, query_vector, run_config, with_memory_metadata
@@ -103,7 +108,9 @@ class MemOSRetriever(BaseRetriever):
         session = {"current_session": self._session(flt)} if uses_working_memory(self._plan) else {}
         hits = self._cube.search(query_bundle.query_str, filter=flt, top_k=self._top_k, plan=self._plan,
                                  query_vector=qvec, **session)
-        return [NodeWithScore(node=with_memory_metadata(item_to_node(h.item), h.item, h.ranks), score=h.score)
+        notes = conflict_notes(self._cube, [h.item for h in hits])  # one batch for the page, not one per hit
+        return [NodeWithScore(node=with_conflicts(with_memory_metadata(item_to_node(h.item), h.item, h.ranks),
+                                                  notes.get(h.item.id, ())), score=h.score)
                 for h in hits]
 
     def _session(self, flt: MemoryFilter) -> str | None:
@@ -114,6 +121,16 @@ class MemOSRetriever(BaseRetriever):
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await in_thread(self._retrieve, query_bundle)
+
+
+def with_conflicts(node: BaseNode, conflicts: Sequence[str]) -> BaseNode:
+    """``node`` with ``metadata["conflicts"]`` (the short texts of the memories it is flagged as contradicting),
+    shown to the LLM and never embedded; unchanged when there are none."""
+    if conflicts:
+        node.metadata["conflicts"] = list(conflicts)
+        node.excluded_embed_metadata_keys = sorted({*node.excluded_embed_metadata_keys, "conflicts"})
+        node.excluded_llm_metadata_keys = [k for k in node.excluded_llm_metadata_keys if k != "conflicts"]
+    return node
 
 
 def _ids(value: str | Sequence[str] | None, what: str) -> str | list[str] | None:

@@ -40,7 +40,8 @@ from .late_embed import search_plan
 from .limits import BodyLimitMiddleware, Limits, RateLimiter
 from .routes_vectors import vector_routes
 from .search_front import SEARCH_THREADS, Prepared, SearchFront, two_step
-from .service import Service, hit_json, item_json
+from .search_notes import search_answer
+from .service import Service, item_json
 from .slow_clients import SlowBodyMiddleware
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `memcube keys create`")
@@ -150,7 +151,7 @@ def create_app(mos: MOS, *, keys: KeyStore, limits: Limits | None = None, mcp: b
                                    tags=q.tags, metadata=q.metadata, plan=q.plan, time_from=q.time_from,
                                    time_to=q.time_to, now=q.now or q.as_of, as_of=q.as_of,
                                    current_session=q.current_session)
-            return ok({"hits": [hit_json(h) for h in hits]})
+            return ok(search_answer(view, hits, q.conflicts))
         return Prepared(answer)
 
     @app.post("/v1/memories/search", response_model=None, tags=["memories"], responses={200: {"model": models.Hits}, **ERRORS})

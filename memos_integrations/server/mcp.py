@@ -84,7 +84,9 @@ _D_ADD = (
 _D_SEARCH = (
     "Search the user's long-term memory by meaning and keywords. Call it before answering questions that may "
     "depend on earlier conversations (preferences, personal facts, past events). Returns up to k memories, "
-    "best first, each with id, text, score (higher is better) and when it was stored."
+    "best first, each with id, text, score (higher is better) and when it was stored. A memory that contradicts "
+    "another of the user's has 'conflicts' (the other memories' texts): they cannot both be true, so say which "
+    "you rely on, or ask."
 )
 _D_GET = "Read one memory by id (from search_memory or add_memory). Returns its text, version, tags and metadata."
 _D_UPDATE = (
@@ -184,7 +186,10 @@ def build_server(mos: Any, resolve_user: ResolveUser, *, name: str = "memcube") 
             found = _in_cube(mos, user, cube_id, run) if cube_id else run()
             hits = [(g["cube_id"], h) for g in found["text_mem"] for h in g["memories"]]
             hits.sort(key=lambda pair: -pair[1].score)
-            return {"memories": [{**_item(h.item), "cube_id": c, "score": round(h.score, 6)} for c, h in hits[:k]]}
+            notes = _conflicts(mos, user, hits[:k])
+            return {"memories": [{**_item(h.item), "cube_id": c, "score": round(h.score, 6),
+                                  **({"conflicts": notes[(c, h.item.id)]} if (c, h.item.id) in notes else {})}
+                                 for c, h in hits[:k]]}
 
         return dict(await call(ctx, search))
 
@@ -296,6 +301,25 @@ def _item(item: MemoryItem) -> dict[str, Any]:
         "updated_at": item.updated_at.isoformat(),
         "event_time": item.event_time.isoformat() if item.event_time else None,
     }
+
+
+def _conflicts(mos: Any, user: str, hits: Sequence[tuple[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """(cube id, memory id) -> the short texts of the memories a hit is flagged as contradicting (an organised
+    cube's conflict links), one batch per cube, read through ``user``'s view of each cube (as
+    ``POST /v1/faces/conflicts``): a note is only ever another live memory of the hit's own user."""
+    from ..organize.links import conflict_notes
+
+    by_cube: dict[str, list[MemoryItem]] = {}
+    for cube_id, hit in hits:
+        by_cube.setdefault(cube_id, []).append(hit.item)
+    out: dict[tuple[str, str], list[str]] = {}
+    for cube_id, items in by_cube.items():
+        try:
+            view = mos.cube(cube_id, user_id=user)
+        except MemosError:  # a page never fails for want of its notes
+            continue
+        out.update({(cube_id, i): n for i, n in conflict_notes(view, items).items()})
+    return out
 
 
 def _history(mos: Any, user: str, memory_id: str, cube_id: str | None) -> list[dict[str, Any]]:

@@ -75,6 +75,9 @@ class SearchIn(Strict):
                                                            "('last week'); default as_of, else now")
     cube_id: str | None = Id
     user_id: str | None = Id
+    conflicts: bool = Field(default=False, description="also answer each hit's flagged-conflict notes in "
+                                                       "'conflicts' (as POST /v1/faces/conflicts would): one "
+                                                       "request for a face's page instead of two")
 
 
 class PatchIn(Strict):
@@ -160,6 +163,9 @@ class Hit(BaseModel):
 
 class Hits(BaseModel):
     hits: list[Hit]
+    conflicts: dict[str, list[str]] | None = Field(default=None, description=(
+        "only when asked ('conflicts': true): memory id -> the short texts of the memories it is flagged as "
+        "contradicting; ids without any are left out"))
 
 
 class Versions(BaseModel):

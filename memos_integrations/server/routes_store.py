@@ -37,13 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..access import deny
 from ..errors import AccessDeniedError, CubeNotFoundError, InvalidInputError
 from ..mos_view import CubeView
-from ..organize.links import flagged_conflicts
 from .auth import Principal
 from .errors import ERRORS, UnsupportedError
 from .json_body import StrictJSONRoute
 from .late_embed import search_plan
 from .models import Id, KindName, SearchIn, Status
-from .service import Service, hit_json, item_json
+from .search_notes import page_notes, search_answer
+from .service import Service, item_json
 
 #: the most labels a namespace may have, and characters per label, over HTTP
 MAX_LABELS = 64
@@ -288,7 +288,7 @@ def router(service: Service, principal: Callable[..., Principal],
                                 metadata=body.metadata, plan=body.plan, time_from=body.time_from,
                                 time_to=body.time_to, now=body.now or body.as_of, as_of=body.as_of,
                                 current_session=body.current_session)
-        return {"hits": [hit_json(h) for h in hits]}
+        return search_answer(found, hits, body.conflicts)
 
     @api.post("/memories", response_model=None, responses={200: {"model": ListOut}, **ERRORS})
     def face_list(body: ListIn, who: Auth, request: Request) -> dict[str, Any]:
@@ -328,8 +328,7 @@ def router(service: Service, principal: Callable[..., Principal],
         if found is None or not body.ids:
             return {"conflicts": {}}
         items = list(found.store.get_items(list(dict.fromkeys(body.ids))).values())
-        notes = flagged_conflicts(found, items)
-        return {"conflicts": {i: [c.short(body.chars) for c in cs] for i, cs in notes.items()}}
+        return {"conflicts": page_notes(found, items, body.chars)}
 
     @api.post("/store/batch", response_model=None, responses={200: {"model": StoreResults}, **ERRORS})
     def store_batch(body: StoreBatchIn, who: Auth) -> dict[str, Any]:

@@ -84,6 +84,7 @@ def standin(mos: MOS) -> FastAPI:
         b = await body(request)
         v = view(request, b.pop("cube_id", None))
         b.pop("user_id", None)
+        b.pop("conflicts", None)  # the notes a RemoteCube asks with each search: this stand-in has no graph
         hits = v.search(b.pop("query"), top_k=b.pop("k", 10), now=b.pop("as_of", None), **b)
         return {"hits": [{"item": h.item.to_dict(), "score": h.score, "ranks": h.ranks} for h in hits]}
 
@@ -91,6 +92,7 @@ def standin(mos: MOS) -> FastAPI:
     async def face_search(request: Request) -> dict[str, Any]:
         b = await body(request)
         v = view(request, b.pop("cube_id", None))
+        b.pop("conflicts", None)  # the notes a RemoteCube asks with each search: this stand-in has no graph
         hits = v.search(b.pop("query"), top_k=b.pop("k", 10), now=b.pop("as_of", None), **b)
         return {"hits": [{"item": h.item.to_dict(), "score": h.score, "ranks": h.ranks} for h in hits]}
 
