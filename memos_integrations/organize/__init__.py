@@ -64,7 +64,7 @@ from .partitions import (
     working_policy,
 )
 from .persons import PERSON_TOPIC, wanted_person_topics
-from .tree import EPISODE, TOPIC, TreePolicy, build_user_tree, stale_summaries, sync_edges
+from .tree import EPISODE, TOPIC, TreePolicy, build_user_tree, stale_left, stale_summaries, sync_edges
 
 if TYPE_CHECKING:
     from ..cube import MemCube
@@ -212,7 +212,9 @@ def organize(
         report.reader_calls += calls.calls
         report.reader_errors += calls.errors
         after = user_fingerprints(cube.store, user, one=True).get(user)
-        if others_inputs(cube.store, user) != inputs:  # someone else wrote meanwhile: what they wrote is not organised yet
+        # someone else wrote meanwhile: what they wrote is not organised yet (a source edited without changing
+        # what others_inputs counts, its text's length say, leaves a summary stale: the next run redoes the user)
+        if others_inputs(cube.store, user) != inputs or stale_left(cube, user):
             after = prints[user]
         cube.store.kv_put(PROGRESS, {_key(user): {
             "fingerprint": list(after or ()), "policy": shape, "at": utcnow().isoformat()}})
