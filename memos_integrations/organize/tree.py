@@ -257,13 +257,13 @@ def build_user_tree(
         counts["summaries_refreshed"] += len(quiet)
         todo = [(w, v) for w, v in todo if w.id not in {q.id for q in quiet}]
     for start in range(0, len(todo), batch):
-        part = todo[start : start + batch]
-        cube.text_mem.add_items([w for w, _ in part], vectors=np.stack([v for _, v in part]),
+        chunk = todo[start : start + batch]
+        cube.text_mem.add_items([w for w, _ in chunk], vectors=np.stack([v for _, v in chunk]),
                                 max_chars=max(cube.text_mem.max_text_chars, policy.chars))
-        for w, _ in part:
+        for w, _ in chunk:
             counts["topics_written" if w.metadata["summary"] == TOPIC else "episodes_written"] += 1
         if progress is not None:
-            progress(len(part))
+            progress(len(chunk))
     # edges: member -> summary, episode -> next episode
     want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY)
                   for w, _ in wanted for s in [*w.sources, *folded.get(w.id, ())]}
