@@ -25,12 +25,14 @@ opening, the whole cut to ``summary_chars`` too). Their vector is the mean of th
 organising cheap), so a dense search lands on the summary of a topic it matches.
 
 **Staleness**: a summary whose members changed text or left (deleted, merged, archived, superseded,
-moved to another user or, for an episode, another session) is marked archived with
-``metadata["stale"] = True`` before anything is rebuilt, and so is every summary the run no longer
-wants (a cluster that fell under ``min_members``, a part another ``episode_size`` folds away), kept,
-not served: a run killed half-way never leaves a stale summary live, nor an old one next to its
-replacement; the rebuild writes a new version (state generated) from the current members. :func:`stale_summaries` checks the same at read time, for a caller that must not trust
-a summary written before a member changed and the organiser ran.
+moved to another user or, for an episode, another session) is archived with ``metadata["stale"] = True``
+before anything is written, and so is (``stale`` False) every summary the run no longer wants (a
+cluster that fell under ``min_members``, a part another ``episode_size`` folds away): kept, not
+served, so a run killed half-way never leaves a stale summary live, nor an old one next to its
+replacement; the rebuild writes a new version (state generated) from the current members.
+:func:`stale_summaries` checks the same at read time, for a caller that must not trust a summary
+written before a member changed and the organiser ran, and :func:`stale_left` after a pass that
+another writer may have raced.
 """
 
 from __future__ import annotations
