@@ -2,12 +2,15 @@
 graph is projected onto a Bolt server (FalkorDB on loopback, as test_adv7_neo4j_tree.py). The parts' ids,
 their ``summarized_by`` and ``before`` edges and their states must be the same on the server as in the
 embedded truth through every reshaping: a deleted middle turn (the later parts shift), a smaller
-``episode_size`` (more parts), a larger one (parts archived)."""
+``episode_size`` (more parts; the pass killed after its first write, then resumed), a larger one (parts
+archived)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from memos_integrations import CubeConfig, MemCube, neo4j_graph
 from memos_integrations.items import LIVE_STATES, Kind
@@ -55,6 +58,16 @@ def test_episode_parts_reshape_the_same_on_the_bolt_server(tmp_path: Path, falko
         cube.delete(turns[12].id)  # the middle part loses a turn: the last part shifts into it
         cube.organize(reader=None, policy=OrganizePolicy(episode_size=10))
         assert [e.metadata["members"] for e in _agree(cube, turns)] == [10, 10, 2]
+        real = cube.text_mem.add_items  # a pass that dies after its first write (kill -9), then resumes
+
+        def dies(*args: Any, **kw: Any) -> Any:
+            real(*args, **kw)
+            raise KeyboardInterrupt
+
+        cube.text_mem.add_items = dies  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            cube.organize(reader=None, policy=OrganizePolicy(episode_size=4))
+        cube.text_mem.add_items = real  # type: ignore[method-assign]
         cube.organize(reader=None, policy=OrganizePolicy(episode_size=4))
         assert [e.metadata["members"] for e in _agree(cube, turns)] == [4, 4, 4, 4, 4, 2]
         cube.organize(reader=None, policy=OrganizePolicy(episode_size=100))
