@@ -1,0 +1,36 @@
+"""Adversary, session 9: ``POST /v1/faces/conflicts`` on a service whose cube lives in PostgreSQL.
+
+An id the cube cannot hold is no notes (the route's contract), on every store: PostgreSQL's text cannot hold
+a NUL character, and such an id reached ``get_items`` and came back as a 500 ("a bug, not your input")
+where the SQLite-backed service answers ``{"conflicts": {}}``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from memos_integrations import MOS, CubeConfig
+from memos_integrations.config import postgres_store
+from memos_integrations.server import KeyStore, Limits, create_app
+from tests.integration.test_remote_cube import serve
+from tests.pg_server import pg_schema, postgres_dsn  # noqa: F401 - fixtures by name
+
+
+def test_a_nul_id_is_no_notes_on_postgres(tmp_path: Path, postgres_dsn: str, pg_schema: str, embedder: Any) -> None:
+    mos = MOS(tmp_path / "home", embedder=embedder)
+    keys = KeyStore.open(tmp_path / "home" / "mos.db")
+    mos.create_user("alice")
+    mos.create_cube_for_user("pg", owner_id="alice", config=CubeConfig(store=postgres_store(postgres_dsn, schema=pg_schema)))
+    held = mos._cube("pg").add(memory="I live in Lisbon.", user_id="alice")[0]
+    key = keys.create("alice")[0]
+    url, stop = serve(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False))  # type: ignore[misc]
+    try:
+        for ids in (["a\u0000b"], [held.id, "\u0000"], [held.id]):
+            answer = httpx.post(url + "/v1/faces/conflicts", json={"cube_id": "pg", "ids": ids},
+                                headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == 200 and answer.json() == {"conflicts": {}}, answer.text
+    finally:
+        stop()
+        mos.close()
