@@ -18,7 +18,8 @@ from tests.integration.test_remote_cube import serve
 from tests.pg_server import pg_schema, postgres_dsn  # noqa: F401 - fixtures by name
 
 
-def test_a_nul_id_is_no_notes_on_postgres(tmp_path: Path, postgres_dsn: str, pg_schema: str, embedder: Any) -> None:
+def test_a_nul_id_is_no_notes_on_postgres(tmp_path: Path, postgres_dsn: str, pg_schema: str,  # noqa: F811
+                                          embedder: Any) -> None:
     mos = MOS(tmp_path / "home", embedder=embedder)
     keys = KeyStore.open(tmp_path / "home" / "mos.db")
     mos.create_user("alice")
