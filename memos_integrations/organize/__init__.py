@@ -21,7 +21,9 @@ the reader off for the rest of the pass: extractive summaries, conflicts left fl
 writes only the difference, so running twice changes nothing. A user whose rows did not change
 since their last finished run is skipped (:mod:`memos_integrations.storage.organize_state`); the
 record (with the policy it ran under: another policy redoes the user) is written only when the user's run ends, so a run killed half-way (even ``kill -9``) is
-redone for that user by the next run, which finds the work already written and does the rest.
+redone for that user by the next run, which finds the work already written and does the rest; a run
+that another writer raced (a memory added or deleted, or a summary's source changed, meanwhile) records
+the fingerprint it started from, so the next run redoes the user too.
 
 Example:
     >>> import tempfile
