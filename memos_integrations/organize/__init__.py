@@ -21,7 +21,9 @@ the reader off for the rest of the pass: extractive summaries, conflicts left fl
 writes only the difference, so running twice changes nothing. A user whose rows did not change
 since their last finished run is skipped (:mod:`memos_integrations.storage.organize_state`); the
 record (with the policy it ran under: another policy redoes the user) is written only when the user's run ends, so a run killed half-way (even ``kill -9``) is
-redone for that user by the next run, which finds the work already written and does the rest.
+redone for that user by the next run, which finds the work already written and does the rest; a run
+that another writer raced (a memory added or deleted, or a summary's source changed, meanwhile) records
+the fingerprint it started from, so the next run redoes the user too.
 
 Example:
     >>> import tempfile
@@ -64,7 +66,7 @@ from .partitions import (
     working_policy,
 )
 from .persons import PERSON_TOPIC, wanted_person_topics
-from .tree import EPISODE, TOPIC, TreePolicy, build_user_tree, stale_summaries, sync_edges
+from .tree import EPISODE, TOPIC, TreePolicy, build_user_tree, stale_left, stale_summaries, sync_edges
 
 if TYPE_CHECKING:
     from ..cube import MemCube
@@ -212,7 +214,9 @@ def organize(
         report.reader_calls += calls.calls
         report.reader_errors += calls.errors
         after = user_fingerprints(cube.store, user, one=True).get(user)
-        if others_inputs(cube.store, user) != inputs:  # someone else wrote meanwhile: what they wrote is not organised yet
+        # someone else wrote meanwhile: what they wrote is not organised yet (a source edited without changing
+        # what others_inputs counts, its text's length say, leaves a summary stale: the next run redoes the user)
+        if others_inputs(cube.store, user) != inputs or stale_left(cube, user):
             after = prints[user]
         cube.store.kv_put(PROGRESS, {_key(user): {
             "fingerprint": list(after or ()), "policy": shape, "at": utcnow().isoformat()}})

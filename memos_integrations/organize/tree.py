@@ -18,17 +18,21 @@ several episodes of at most that many memories in time order, the later ones wit
 member --``summarized_by``--> summary. Their text is extractive (the first sentence of the most
 central members whose sentences do not nearly repeat one already quoted, in time order, at most
 ``summary_chars``; a cluster grown past ``max_cluster`` by near-duplicates opens with ``<n> near-identical
-memories:``) over each member's human text (:func:`memos_integrations.prompting.memory_text`: a
-LangGraph store value's ``text`` field, not its JSON) unless a reader with a ``summarize``
-method is given. Their vector is the mean of the members' vectors (no embedding: that is what keeps
+memories:``; an episode opens with ``Session <id>`` and its dates, a session id over 64 characters cut) over
+each member's human text (:func:`memos_integrations.prompting.memory_text`: a LangGraph store value's
+``text`` field, not its JSON) unless a reader with a ``summarize`` method is given (its text after that
+opening, the whole cut to ``summary_chars`` too). Their vector is the mean of the members' vectors (no embedding: that is what keeps
 organising cheap), so a dense search lands on the summary of a topic it matches.
 
-**Staleness**: a summary whose members changed text or left (deleted, merged, archived) is marked
-archived with ``metadata["stale"] = True`` before anything is rebuilt, so a run killed half-way
-never leaves a stale summary live; the rebuild writes a new version (state generated) from the
-current members. A cluster that falls under ``min_members`` has its summary archived (kept, not
-served). :func:`stale_summaries` checks the same at read time, for a caller that must not trust
-a summary written before a member changed and the organiser ran.
+**Staleness**: a summary whose members changed text or left (deleted, merged, archived, superseded,
+moved to another user or, for an episode, another session) is archived with ``metadata["stale"] = True``
+before anything is written, and so is (``stale`` False) every summary the run no longer wants (a
+cluster that fell under ``min_members``, a part another ``episode_size`` folds away): kept, not
+served, so a run killed half-way never leaves a stale summary live, nor an old one next to its
+replacement; the rebuild writes a new version (state generated) from the current members.
+:func:`stale_summaries` checks the same at read time, for a caller that must not trust a summary
+written before a member changed and the organiser ran, and :func:`stale_left` after a pass that
+another writer may have raced.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ EPISODE = "episode"
 METHOD = "organize"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[^\W\d_]+|\d+")
+#: characters of a session id an episode's text opens with (a longer id is cut: it is the episode's
+#: ``session_id`` whole, and must not crowd out, or push past the text limit, what the episode says)
+SESSION_CHARS = 64
 #: word-set Jaccard at or above which two texts are near-duplicates (numbers count as one word, ``#``)
 DUPLICATE_JACCARD = 0.6
 
@@ -149,7 +156,8 @@ def _episode_head(session_id: str, part: int, group: Sequence[MemoryItem]) -> st
     """``Session <id>[, part <n>] (<first day>[ to <last day>]): ``, what an episode's text opens with."""
     from ..items import from_epoch
 
-    head = f"Session {session_id}" + (f", part {part}" if part > 1 else "")
+    shown = session_id if len(session_id) <= SESSION_CHARS else session_id[: SESSION_CHARS - 1] + "…"
+    head = f"Session {shown}" + (f", part {part}" if part > 1 else "")
     when = [t for t in (to_epoch(g.event_time or g.created_at) for g in group) if t is not None]
     if when:
         first, last = from_epoch(min(when)), from_epoch(max(when))
@@ -233,6 +241,15 @@ def build_user_tree(
                 if part > 1:
                     summary = summary.evolve(metadata={**summary.metadata, "part": part})
                 wanted.append((summary, vector))
+    # 2. what this run no longer wants (a cluster under min_members, a part another episode_size folds away)
+    # goes before anything is written: a search during the run, or after a kill -9, never finds it next to
+    # the summary that replaces it (the same memories summarised twice)
+    wanted_ids = {w.id for w, _ in wanted}
+    gone = [s for s in existing if s.id not in wanted_ids and s.state in LIVE_STATES]
+    if gone:
+        _archive(cube, gone, principal, "no longer wanted: its cluster or session has too few live members, or "
+                 "another policy shapes it otherwise")
+        counts["summaries_archived"] = len(gone)
     have = {s.id: s for s in existing}
     todo = [(w, v) for w, v in wanted if _differs(have.get(w.id), w)]
     # same text and members, only the members' versions moved (a partition move): a new version in place
@@ -249,11 +266,6 @@ def build_user_tree(
             counts["topics_written" if w.metadata["summary"] == TOPIC else "episodes_written"] += 1
         if progress is not None:
             progress(len(chunk))
-    wanted_ids = {w.id for w, _ in wanted}
-    gone = [s for s in existing if s.id not in wanted_ids and s.state in LIVE_STATES]
-    if gone:
-        _archive(cube, gone, principal, "its cluster or session has too few live members")
-        counts["summaries_archived"] = len(gone)
     # edges: member -> summary, episode -> next episode
     want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY)
                   for w, _ in wanted for s in [*w.sources, *folded.get(w.id, ())]}
@@ -265,6 +277,13 @@ def build_user_tree(
     have_edges = {(e.src, e.type, e.dst): e for e in cube.graph.edges(all_summary_ids, "both", [SUMMARIZED_BY, BEFORE])}
     sync_edges(cube, want_edges, have_edges)
     return counts
+
+
+def stale_left(cube: MemCube, user_id: str | None) -> bool:
+    """Whether a live summary of ``user_id`` is stale now (:func:`stale_summaries`): after a pass, a source
+    another writer changed meanwhile in a way the pass's before/after comparison cannot see (same text
+    length, validity closed, session moved), so the user is not recorded as organised."""
+    return bool(stale_summaries(cube.store, [s for s in _existing(cube, user_id) if s.state in LIVE_STATES]))
 
 
 def sync_edges(cube: MemCube, want: Mapping[tuple[str, str, str], Edge], have: Mapping[tuple[str, str, str], Edge]) -> tuple[int, int]:
@@ -301,10 +320,10 @@ def _summary(
     if callable(summarize):
         if previous is not None and previous.state in LIVE_STATES and previous.metadata.get("written_by") == name \
                 and previous.metadata.get("source_digest") == source_digest:
-            written = previous.text
+            written = previous.text[: policy.chars]
         else:
             said = summarize([memory_text(g) for g in group])
-            written = None if said is None else head + str(said)[: policy.chars]
+            written = None if said is None else (head + str(said))[: policy.chars]
     text = written if written is not None else extractive(group, matrix, policy.sentences, policy.chars, head)
     meta: dict[str, Any] = {
         "summary": what, "members": len(group), "source_versions": {g.id: g.version for g in group},

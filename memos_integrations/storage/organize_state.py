@@ -38,8 +38,10 @@ def user_fingerprints(store: SQLStore, user_id: str | None = None, *, one: bool 
 def others_inputs(store: SQLStore, user_id: str | None) -> tuple[object, ...]:
     """What other writers change and an organiser pass never does (the user's rows, texts' lengths, deletions,
     search hits; the organiser's summaries left out): compared before and after a pass, so that a memory
-    written during it is not recorded as organised. Not seen: an edit during the pass that keeps the text's
-    length, or changes only metadata or validity (the next change to the user's memories is)."""
+    written during it is not recorded as organised. Not seen here: an edit during the pass that keeps the
+    text's length, or changes only metadata, validity or session; the organiser also checks its summaries
+    after the pass (:func:`stale_summaries`), which sees every such edit of a summary's source (a
+    metadata-only edit changes no summary; the next change to the user's memories redoes the user)."""
     store.flush_usage()
     rows = store.db.read(
         "SELECT COUNT(*), MAX(rid), SUM(LENGTH(text)), MAX(COALESCE(last_access, 0)), "
@@ -81,8 +83,9 @@ def digest(items: Sequence[MemoryItem]) -> str:
 
 def stale_summaries(store: SQLStore, summaries: Sequence[MemoryItem]) -> set[str]:
     """The ids of ``summaries`` whose sources changed since written: a source no longer live or no longer
-    valid (``valid_to`` passed: superseded), or at another version whose text differs (a version bump
-    that kept the text is no change)."""
+    valid (``valid_to`` passed: superseded), moved to another user (or, for an episode, whose metadata
+    names its ``session_id``, to another session), or at another version whose text differs (a version
+    bump that kept the text is no change)."""
     wanted = {s for it in summaries for s in it.metadata.get("source_versions", {})}
     current = store.get_items(sorted(wanted))
     now = utcnow()
@@ -90,7 +93,9 @@ def stale_summaries(store: SQLStore, summaries: Sequence[MemoryItem]) -> set[str
     for summ in summaries:
         versions = summ.metadata.get("source_versions", {})
         members = [current.get(i) for i in versions]
+        session = summ.metadata.get("session_id")
         if any(m is None or m.state not in LIVE_STATES or (m.valid_to is not None and m.valid_to <= now)
+               or m.user_id != summ.user_id or (session is not None and m.session_id != session)
                for m in members):
             stale.add(summ.id)
         elif any(m.version != versions[m.id] for m in members if m is not None):
