@@ -8,6 +8,7 @@ an error or with nonsense still answers, without notes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from memos_integrations.storage.graph import CONFLICT
 from tests.integration.test_remote_store_faces import Service
 
 ROUTE = "/v1/faces/conflicts"
+SEARCHES = frozenset({"/v1/memories/search", "/v1/faces/search"})
 HERE, NOW = "I live in Lisbon.", "I live in Porto now."
 
 
@@ -73,7 +75,9 @@ def test_only_a_current_memory_of_the_same_user_and_agent_is_a_note(odd: Odd) ->
 
 
 class Broken(httpx.HTTPTransport):
-    """The real service for every route but the conflicts route, which answers ``answer``."""
+    """The real service for every route but the conflicts route, which answers ``answer``; a search's own
+    ``conflicts`` field is that answer's ``conflicts`` where it has one (the same nonsense), else left out
+    (as an older service answers), so the face's notes can only come through the broken route."""
 
     def __init__(self, answer: httpx.Response) -> None:
         super().__init__()
@@ -82,7 +86,18 @@ class Broken(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == ROUTE:
             return httpx.Response(self.answer.status_code, headers=self.answer.headers, content=self.answer.content)
-        return super().handle_request(request)
+        response = super().handle_request(request)
+        if request.url.path not in SEARCHES or response.status_code != 200:
+            return response
+        data = json.loads(response.read())
+        data.pop("conflicts", None)
+        try:
+            bad = self.answer.json()
+        except ValueError:
+            bad = None
+        if isinstance(bad, dict) and "conflicts" in bad:
+            data["conflicts"] = bad["conflicts"]
+        return httpx.Response(200, json=data)
 
 
 @pytest.mark.parametrize("answer", [
