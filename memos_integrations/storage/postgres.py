@@ -19,7 +19,9 @@ Faults (psycopg errors never reach the caller for these; each becomes a
   never retried: the server rolled it back, and the error says so. A failure *during* ``COMMIT`` says
   the outcome is unknown (read back before retrying);
 - a pool with no free connection within ``pool_timeout``: :class:`~memos_integrations.errors.StorageBusyError`;
-- a deadlock or serialisation failure: :class:`~memos_integrations.errors.ConflictError` (retry).
+- a deadlock or serialisation failure: :class:`~memos_integrations.errors.ConflictError` (retry);
+- a text holding a NUL character (PostgreSQL's text cannot; psycopg refuses it before sending):
+  :class:`~memos_integrations.errors.InvalidInputError`.
 
 Credentials: a password may be given in the DSN for a session, but it is never written anywhere:
 :func:`redact` is what cube.json and every message show. Prefer libpq's environment (``PGPASSWORD``,
@@ -387,6 +389,14 @@ class PostgresDatabase(Database):
         psycopg = self._psycopg
         try:
             yield
+        except psycopg.DataError as exc:
+            if "NUL" not in str(exc):
+                raise
+            # psycopg refuses before sending: PostgreSQL's text cannot hold a NUL character (SQLite's can)
+            raise InvalidInputError(
+                f"{what} on PostgreSQL was given a text holding a NUL character (\\x00), which PostgreSQL text "
+                "cannot store; nothing was sent" + (" and the transaction is rolled back" if in_tx else "")
+                + ": remove the NUL from the id, text, filter or metadata value") from exc
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
             raise ConflictError(
                 f"{what} on PostgreSQL collided with a concurrent transaction ({_cause(exc)}); this transaction was "

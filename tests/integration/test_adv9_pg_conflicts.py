@@ -14,6 +14,7 @@ import pytest
 
 from memos_integrations import MOS, CubeConfig
 from memos_integrations.config import postgres_store
+from memos_integrations.errors import InvalidInputError
 from memos_integrations.server import KeyStore, Limits, create_app
 from tests.integration.test_remote_cube import serve
 from tests.pg_server import pg_schema, postgres_dsn  # noqa: F401 - fixtures by name
@@ -38,12 +39,11 @@ def test_a_nul_id_is_no_notes_on_postgres(tmp_path: Path, postgres_dsn: str, pg_
         mos.close()
 
 
-@pytest.mark.xfail(strict=True, reason="not this route's: the PostgreSQL store raises psycopg.DataError (no MemosError) "
-                   "for a NUL in any id or filter value, so GET /v1/memories/a%00b is a 500 and a search whose "
-                   "session_id holds NUL fails inside the app; fix in storage/postgres*.py (map it to "
-                   "InvalidInputError, or to 'not found' for an id) or refuse NUL in server/models.py and ids.py")
 def test_a_nul_in_other_routes_is_not_a_500_on_postgres(tmp_path: Path, postgres_dsn: str,  # noqa: F811
                                                         pg_schema: str, embedder: Any) -> None:  # noqa: F811
+    """psycopg refuses a NUL in any text before sending (a DataError, no MemosError): GET /v1/memories/a%00b was
+    a 500 and a search whose session_id held NUL failed inside the app. Now a 422 that names the NUL, and an
+    add holding one writes nothing."""
     mos = MOS(tmp_path / "home", embedder=embedder)
     keys = KeyStore.open(tmp_path / "home" / "mos.db")
     mos.create_user("alice")
@@ -52,10 +52,16 @@ def test_a_nul_in_other_routes_is_not_a_500_on_postgres(tmp_path: Path, postgres
     auth = {"Authorization": f"Bearer {keys.create('alice')[0]}"}
     url, stop = serve(create_app(mos, keys=keys, limits=Limits(rate=0), mcp=False))  # type: ignore[misc]
     try:
-        assert httpx.get(url + "/v1/memories/a%00b?cube_id=pg", headers=auth).status_code < 500
+        got = httpx.get(url + "/v1/memories/a%00b?cube_id=pg", headers=auth)
+        assert got.status_code in (404, 422) and "NUL" in got.text, got.text
         found = httpx.post(url + "/v1/memories/search", json={"cube_id": "pg", "query": "where", "session_id": "a\u0000"},
                            headers=auth)
-        assert found.status_code < 500
+        assert found.status_code == 422 and "NUL" in found.text, found.text
+        cube = mos._cube("pg")
+        before = len(cube.get_all(user_id="alice"))
+        with pytest.raises(InvalidInputError, match="NUL"):
+            cube.add(memory="I live in\u0000 Porto.", user_id="alice")
+        assert len(cube.get_all(user_id="alice")) == before
     finally:
         stop()
         mos.close()
