@@ -73,6 +73,9 @@ PAGE = 500
 NOTE_CHARS = 80
 #: how long (seconds) and how many of its latest pages' notes a RemoteCube answers conflict_notes from
 NOTES_FRESH_S, NOTES_PAGES = 30.0, 8
+#: at most this many seconds for a conflict-notes request of its own: a context never waits a whole client
+#: timeout (30 s by default) for the notes it can do without (``RemoteCube.notes_timeout``)
+NOTES_TIMEOUT_S = 5.0
 #: the POST routes that change no memory: any other write drops the notes kept from searches
 _READ_POSTS = frozenset({"/v1/memories/search", "/v1/faces/search", "/v1/faces/conflicts", "/v1/faces/memories",
                          "/v1/vector-stores/embed"})
@@ -119,6 +122,8 @@ class RemoteCube:
         self._ask_notes = True  # False once a service refuses the search's "conflicts" field (an older one)
         self._notes_lock = threading.Lock()
         self._pages: deque[tuple[float, frozenset[str], dict[str, list[str]]]] = deque(maxlen=NOTES_PAGES)
+        #: seconds a conflict-notes request of its own may take (:data:`NOTES_TIMEOUT_S`, never more than ``timeout``)
+        self.notes_timeout = min(NOTES_TIMEOUT_S, timeout)
 
     # -- writes --------------------------------------------------------------------------------------
     def add(
@@ -384,8 +389,9 @@ class RemoteCube:
 
         Items of a page this cube searched in the last :data:`NOTES_FRESH_S` seconds, with no write through
         this cube since: the notes its search answered (no request). Any other items: one ``POST /v1/faces/conflicts`` for the page; none for no
-        items. Either way the service computed them in the cube as the key's user, so the notes are what a
-        local cube would show that user.
+        items, given at most :attr:`notes_timeout` seconds (a context does without notes rather than wait a
+        whole client timeout). Either way the service computed them in the cube as the key's user, so the notes
+        are what a local cube would show that user.
 
         Raises:
             MemosError: the service refused or is unreachable (``conflict_notes`` answers ``{}`` then), or
@@ -397,7 +403,8 @@ class RemoteCube:
         known = self._known_notes(ids, chars)  # a page this cube just searched: answered with it
         if known is not None:
             return known
-        found = _field(self._call("POST", "/v1/faces/conflicts", json={"ids": ids, "chars": chars}), "conflicts", dict)
+        found = _field(self._call("POST", "/v1/faces/conflicts", json={"ids": ids, "chars": chars},
+                                  timeout=self.notes_timeout), "conflicts", dict)
         asked = set(ids)
         for item_id, notes in found.items():
             if item_id not in asked or not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
@@ -439,7 +446,8 @@ class RemoteCube:
         return f"RemoteCube({self.base_url!r}, cube_id={self._cube_param!r})"
 
     # -- internals -----------------------------------------------------------------------------------
-    def _call(self, method: str, route: str, *, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+    def _call(self, method: str, route: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+              timeout: float | None = None) -> Any:
         import httpx
 
         query = dict(params or {})
@@ -452,8 +460,9 @@ class RemoteCube:
             else:
                 query["cube_id"] = self._cube_param
         try:
+            extra = {} if timeout is None else {"timeout": timeout}
             response = self._http.request(method, self.base_url + route, json=json, params=query or None,
-                                          headers=self._headers)
+                                          headers=self._headers, **extra)
         except httpx.TimeoutException as exc:
             raise BackendError(f"{method} {route} on {self.base_url} timed out ({exc}); retry, or raise timeout=") from exc
         except httpx.TransportError as exc:
