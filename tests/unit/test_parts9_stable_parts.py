@@ -9,11 +9,12 @@ member, and its ordinal (``metadata["part"]``) is refreshed in place: an edit re
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from memos_integrations import MemCube
-from memos_integrations.items import LIVE_STATES, Kind
+from memos_integrations.items import LIVE_STATES, Kind, MemoryItem
 from memos_integrations.organize import OrganizePolicy, organize
 from memos_integrations.storage.graph import BEFORE, SUMMARIZED_BY
 
@@ -33,9 +34,12 @@ class Counting:
         return f"They talked about {len(texts)} garden beds."
 
 
-def chat(cube: Any, n: int, start: int = 0, session: str = "s1") -> list[Any]:
-    return cube.add(memory=[f"Turn {k}: we talked about the garden, bed number {k}." for k in range(start, start + n)],
-                    user_id="u", session_id=session, timestamp="2023-05-01")
+def chat(cube: Any, n: int, start: int = 0, session: str = "s1") -> list[MemoryItem]:
+    """``n`` turns with fixed ids (``turn-0000``, ...: the same cuts on every run) in insertion order."""
+    return cube.text_mem.add_items([
+        MemoryItem(id=f"turn-{k:04d}", text=f"Turn {k}: we talked about the garden, bed number {k}.", user_id="u",
+                   session_id=session, event_time=datetime(2023, 5, 1, tzinfo=timezone.utc))
+        for k in range(start, start + n)])
 
 
 def live_episodes(cube: Any) -> list[Any]:
@@ -89,15 +93,16 @@ def test_appending_rewrites_only_the_last_part_and_a_session_of_episode_size_is_
     assert only.id == episode_id("u", "s1") and "part" not in only.metadata  # today's id: LoCoMo unchanged
     assert only.text.startswith("Session s1 (2023-05-01): ")
     turns += chat(cube, 40, start=10)
-    organize(cube, reader=None, policy=SMALL)
+    organize(cube, reader=Counting(), policy=SMALL)
     eps = sound(cube, turns, 10)
     assert eps[0].id == episode_id("u", "s1") and len(eps) >= 4
+    assert eps[0].text.startswith("Session s1 (2023-05-01): They talked about")
     assert all(e.text.startswith("Session s1, continued (2023-05-01): ") for e in eps[1:])
     for n in range(50, 56):
         prior = shape(cube)
         turns += chat(cube, 1, start=n)
         report = organize(cube, reader=Counting(), policy=SMALL)
-        assert report.episodes_written == 1
+        assert report.episodes_written == 1 and report.reader_calls == 1 + report.topics_written
         now = shape(cube)
         assert [i for i in now if now[i] != prior.get(i)] == [live_episodes(cube)[-1].id]
         sound(cube, turns, 10)
@@ -123,3 +128,29 @@ def test_the_parts_depend_only_on_the_members_not_on_the_history(tmp_path: Path,
     finally:
         walked.close()
         direct.close()
+
+
+def test_a_merge_upstream_renumbers_the_later_parts_in_place_without_a_reader_call(cube: Any) -> None:
+    """Deleting the turn a part ends on merges it with the next: every later part's ordinal drops by one,
+    but its id (its first member's) and text (no part number in it) stay, so it is refreshed in place."""
+    from memos_integrations.organize.episodes import session_parts
+
+    turns = chat(cube, 80)
+    ids = [t.id for t in turns]
+    parts = session_parts(ids, 10)
+    merged = next(hi - 1 for lo, hi in parts[1:-3]
+                  if len(session_parts(ids[: hi - 1] + ids[hi:], 10)) == len(parts) - 1)
+    organize(cube, reader=Counting(), policy=SMALL)
+    before = {e.id: e for e in sound(cube, turns, 10)}
+    cube.delete([ids[merged]])
+    reader = Counting()
+    report = organize(cube, reader=reader, policy=SMALL)
+    after = sound(cube, turns, 10)
+    assert len(after) == len(before) - 1
+    assert report.episodes_written == 1 and reader.calls == 1 + report.topics_written
+    later = after[next(n for n, e in enumerate(after) if merged < ids.index(e.sources[0])):]
+    assert len(later) >= 3 and report.summaries_refreshed >= len(later)
+    for e in later:
+        old = before[e.id]
+        assert (e.text, e.sources) == (old.text, old.sources)
+        assert e.metadata["part"] == old.metadata["part"] - 1 and e.version > old.version
