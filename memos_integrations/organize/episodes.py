@@ -15,8 +15,8 @@ began, so an edit moves at most the one cut within ``m`` memories after it (cuts
 deleting (or moving away, or moving in) one memory rewrites its own part and at most one neighbour, not
 every later part as fixed offsets did; appending rewrites only the last part or starts a new one. The parts
 are a function of the session's live members alone (same members, same parts: whatever edits, kills and
-resumes led there). On random ids a part holds about 0.57 ``episode_size`` on average (see
-tests/unit/test_parts9_cut_points.py for the distribution).
+resumes led there). On a long session of random ids a part holds about 0.4 ``episode_size`` on average at
+``episode_size`` 10 and 0.57 at 100 (tests/unit/test_parts9_cut_points.py pins it between 0.35 and 0.75).
 
 Part 1 keeps the session's episode id; a later part is named after its first member
 (``episode_id(user, session, first)``), never its ordinal, so a cut moving upstream renames nothing

@@ -14,11 +14,13 @@ member ids (a topic grown past ``max_cluster`` by near-duplicates: its first ``m
 what it quotes and what a search opens; ``metadata["members"]`` counts all, ``near_duplicates`` the
 rest, and every member links to it), ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
 {id: version}, "source_digest": ...}`` (episodes add ``session_id``; a session longer than ``episode_size`` is
-several episodes of at most that many memories in time order, the later ones with ``part`` 2, 3, ...), and an edge
+several episodes (parts) of at most that many memories in insertion order, cut by content (:mod:`.episodes`: an
+edit rewrites the parts around it, not every later one), the later ones with ``part`` 2, 3, ...), and an edge
 member --``summarized_by``--> summary. Their text is extractive (the first sentence of the most
 central members whose sentences do not nearly repeat one already quoted, in time order, at most
 ``summary_chars``; a cluster grown past ``max_cluster`` by near-duplicates opens with ``<n> near-identical
-memories:``; an episode opens with ``Session <id>`` and its dates, a session id over 64 characters cut) over
+memories:``; an episode opens with ``Session <id>`` (a later part: ``Session <id>, continued``) and its dates, a
+session id over 64 characters cut) over
 each member's human text (:func:`memos_integrations.prompting.memory_text`: a LangGraph store value's
 ``text`` field, not its JSON) unless a reader with a ``summarize`` method is given (its text after that
 opening, the whole cut to ``summary_chars`` too). Their vector is the mean of the members' vectors (no embedding: that is what keeps
