@@ -154,3 +154,27 @@ def test_a_merge_upstream_renumbers_the_later_parts_in_place_without_a_reader_ca
         old = before[e.id]
         assert (e.text, e.sources) == (old.text, old.sources)
         assert e.metadata["part"] == old.metadata["part"] - 1 and e.version > old.version
+
+
+def test_an_imported_newest_first_session_keeps_its_parts_and_chain_in_insertion_order(cube: Any) -> None:
+    """Parts follow insertion order, not event time: a session imported newest first has its part 2
+    earlier in time than its part 1, and the before-chain still runs part 1, part 2, ... (a session that
+    started earlier chains before it, a later one after it)."""
+    from datetime import timedelta
+
+    day = datetime(2023, 5, 30, tzinfo=timezone.utc)
+    cube.text_mem.add_items([MemoryItem(id="early", text="We first met at the garden.", user_id="u",
+                                        session_id="s0", event_time=day - timedelta(days=60))])
+    turns = cube.text_mem.add_items([
+        MemoryItem(id=f"turn-{k:04d}", text=f"Turn {k}: we talked about the garden, bed number {k}.", user_id="u",
+                   session_id="s1", event_time=day - timedelta(days=k)) for k in range(40)])
+    cube.text_mem.add_items([MemoryItem(id="late", text="Years later we met again.", user_id="u",
+                                        session_id="s2", event_time=day + timedelta(days=60))])
+    organize(cube, reader=None, policy=SMALL)
+    eps = [e for e in live_episodes(cube) if e.session_id == "s1"]
+    assert [s for e in eps for s in e.sources] == [t.id for t in turns] and len(eps) >= 3
+    assert eps[1].event_time < eps[0].event_time  # part 2 is earlier in time than part 1
+    order = [live_episodes(cube)[0].id, *[e.id for e in eps], live_episodes(cube)[-1].id]
+    assert [e.session_id for e in live_episodes(cube)] == ["s0"] + ["s1"] * len(eps) + ["s2"]
+    chain = sorted((e.src, e.dst) for e in cube.graph.edges(order, "both", [BEFORE]))
+    assert chain == sorted(zip(order, order[1:]))
