@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from memos_integrations import MemCube
 from memos_integrations.items import LIVE_STATES, Kind, MemoryItem
 from memos_integrations.organize import OrganizePolicy, organize
@@ -178,3 +180,39 @@ def test_an_imported_newest_first_session_keeps_its_parts_and_chain_in_insertion
     assert [e.session_id for e in live_episodes(cube)] == ["s0"] + ["s1"] * len(eps) + ["s2"]
     chain = sorted((e.src, e.dst) for e in cube.graph.edges(order, "both", [BEFORE]))
     assert chain == sorted(zip(order, order[1:]))
+
+
+def test_a_pass_killed_mid_write_then_resumed_gives_the_uninterrupted_parts(tmp_path: Path, embedder: Any) -> None:
+    """A pass that dies right after its first summary write (kill -9), then runs again, ends with the parts,
+    texts and before-chain a pass that was never interrupted writes from the same members."""
+    with MemCube.init_from_dir(tmp_path / "cube", embedder=embedder) as cube:
+        turns = chat(cube, 90)
+        organize(cube, reader=None, policy=OrganizePolicy(episode_size=30))
+    shutil.copytree(tmp_path / "cube", tmp_path / "clean")
+    gone = [turns[k].id for k in (2, 33, 34, 60)]
+    killed = MemCube.open(tmp_path / "cube", embedder=embedder)
+    clean = MemCube.open(tmp_path / "clean", embedder=embedder)
+    try:
+        real = killed.text_mem.add_items
+
+        def dies(items: Any, *args: Any, **kw: Any) -> Any:
+            real(items[:1], *args, **{**kw, "vectors": None if kw.get("vectors") is None else kw["vectors"][:1]})
+            raise KeyboardInterrupt
+
+        for cube in (killed, clean):
+            cube.delete(gone)
+        killed.text_mem.add_items = dies  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            organize(killed, reader=None, policy=SMALL)
+        killed.text_mem.add_items = real  # type: ignore[method-assign]
+        organize(killed, reader=None, policy=SMALL)
+        organize(clean, reader=None, policy=SMALL)
+        assert shape(killed) == shape(clean)
+        assert {e.id: e.text for e in live_episodes(killed)} == {e.id: e.text for e in live_episodes(clean)}
+        sound(killed, turns, 10)
+        ids = [e.id for e in live_episodes(clean)]
+        assert sorted((e.src, e.dst) for e in killed.graph.edges(ids, "both", [BEFORE])) == \
+            sorted((e.src, e.dst) for e in clean.graph.edges(ids, "both", [BEFORE]))
+    finally:
+        killed.close()
+        clean.close()
