@@ -95,7 +95,8 @@ class OrganizePolicy(BaseModel):
     cluster_threshold: float = Field(0.5, gt=0, le=1, description="cosine to a cluster's leader to join it")
     max_cluster: int = Field(40, ge=2, description="members of one topic cluster at most")
     episode_size: int = Field(100, ge=2, description="memories of one episode at most: a longer session is several "
-                              "episodes (parts), in time order")
+                              "episodes (parts), in insertion order, cut by content (organize/episodes.py) so an "
+                              "edit rewrites only the parts around it; a part holds about half of this on average")
     min_members: int = Field(2, ge=2, description="members a cluster needs for a topic summary")
     summary_sentences: int = Field(3, ge=1, description="member sentences an extractive summary quotes")
     summary_chars: int = Field(480, ge=80, description="characters of a summary at most")

@@ -14,11 +14,13 @@ member ids (a topic grown past ``max_cluster`` by near-duplicates: its first ``m
 what it quotes and what a search opens; ``metadata["members"]`` counts all, ``near_duplicates`` the
 rest, and every member links to it), ``metadata`` = ``{"summary": "topic" | "episode", "members": n, "source_versions":
 {id: version}, "source_digest": ...}`` (episodes add ``session_id``; a session longer than ``episode_size`` is
-several episodes of at most that many memories in time order, the later ones with ``part`` 2, 3, ...), and an edge
+several episodes (parts) of at most that many memories in insertion order, cut by content (:mod:`.episodes`: an
+edit rewrites the parts around it, not every later one), the later ones with ``part`` 2, 3, ...), and an edge
 member --``summarized_by``--> summary. Their text is extractive (the first sentence of the most
 central members whose sentences do not nearly repeat one already quoted, in time order, at most
 ``summary_chars``; a cluster grown past ``max_cluster`` by near-duplicates opens with ``<n> near-identical
-memories:``; an episode opens with ``Session <id>`` and its dates, a session id over 64 characters cut) over
+memories:``; an episode opens with ``Session <id>`` (a later part: ``Session <id>, continued``) and its dates, a
+session id over 64 characters cut) over
 each member's human text (:func:`memos_integrations.prompting.memory_text`: a LangGraph store value's
 ``text`` field, not its JSON) unless a reader with a ``summarize`` method is given (its text after that
 opening, the whole cut to ``summary_chars`` too). Their vector is the mean of the members' vectors (no embedding: that is what keeps
@@ -37,7 +39,6 @@ another writer may have raced.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from ..items import LIVE_STATES, Edge, Kind, Lifecycle, MemoryItem, to_epoch, ut
 from ..prompting import memory_text
 from ..storage.graph import BEFORE, SUMMARIZED_BY
 from ..storage.organize_state import digest, index_unchanged, stale_summaries, write_versions_in_place
+from .episodes import episode_head, episode_id, session_parts
 
 if TYPE_CHECKING:
     from ..cube import MemCube
@@ -58,9 +60,6 @@ EPISODE = "episode"
 METHOD = "organize"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[^\W\d_]+|\d+")
-#: characters of a session id an episode's text opens with (a longer id is cut: it is the episode's
-#: ``session_id`` whole, and must not crowd out, or push past the text limit, what the episode says)
-SESSION_CHARS = 64
 #: word-set Jaccard at or above which two texts are near-duplicates (numbers count as one word, ``#``)
 DUPLICATE_JACCARD = 0.6
 
@@ -146,27 +145,6 @@ def extractive(items: Sequence[MemoryItem], matrix: np.ndarray, sentences: int, 
     return (head + " ".join(parts))[:chars]
 
 
-def episode_id(user_id: str | None, session_id: str, part: int = 1) -> str:
-    """The id of a session's episode (``part`` > 1: of a long session's later parts)."""
-    key = hashlib.sha1(f"{user_id!r}\0{session_id}".encode("utf-8", "replace")).hexdigest()[:24]
-    return f"episode-{key}" if part == 1 else f"episode-{key}-{part}"
-
-
-def _episode_head(session_id: str, part: int, group: Sequence[MemoryItem]) -> str:
-    """``Session <id>[, part <n>] (<first day>[ to <last day>]): ``, what an episode's text opens with."""
-    from ..items import from_epoch
-
-    shown = session_id if len(session_id) <= SESSION_CHARS else session_id[: SESSION_CHARS - 1] + "…"
-    head = f"Session {shown}" + (f", part {part}" if part > 1 else "")
-    when = [t for t in (to_epoch(g.event_time or g.created_at) for g in group) if t is not None]
-    if when:
-        first, last = from_epoch(min(when)), from_epoch(max(when))
-        span = first.date().isoformat() if first and last and first.date() == last.date() else \
-            f"{first.date().isoformat() if first else '?'} to {last.date().isoformat() if last else '?'}"
-        head += f" ({span})"
-    return head + ": "
-
-
 def is_organized_summary(item: MemoryItem) -> bool:
     return item.kind == Kind.SUMMARY and item.method == METHOD and item.metadata.get("summary") in (TOPIC, EPISODE)
 
@@ -230,13 +208,13 @@ def build_user_tree(
         for m in members:
             if m.session_id is not None:
                 sessions.setdefault(m.session_id, []).append(m)
-        size = policy.episode_size
         for sid, turns in sessions.items():
-            # a long session is parts of ``size`` memories in time order: appending rewrites only the last part
-            for part, group in enumerate((turns[k : k + size] for k in range(0, len(turns), size)), start=1):
-                eid = episode_id(user_id, sid, part)
+            # a long session is parts cut by content (organize/episodes.py): an edit rewrites the parts around it
+            for part, (lo, hi) in enumerate(session_parts([t.id for t in turns], policy.episode_size), start=1):
+                group = turns[lo:hi]
+                eid = episode_id(user_id, sid, group[0].id if part > 1 else None)
                 summary, vector = _summary(eid, EPISODE, user_id, group, matrix[[row[g.id] for g in group]], policy,
-                                           reader, head=_episode_head(sid, part, group), session=sid,
+                                           reader, head=episode_head(sid, part > 1, group), session=sid,
                                            previous=prior.get(eid))
                 if part > 1:
                     summary = summary.evolve(metadata={**summary.metadata, "part": part})
@@ -269,8 +247,12 @@ def build_user_tree(
     # edges: member -> summary, episode -> next episode
     want_edges = {(s, SUMMARIZED_BY, w.id): Edge(s, w.id, SUMMARIZED_BY)
                   for w, _ in wanted for s in [*w.sources, *folded.get(w.id, ())]}
-    episodes = sorted((w for w, _ in wanted if w.metadata["summary"] == EPISODE),
-                      key=lambda e: (e.metadata["started"], e.session_id or "", e.metadata.get("part", 1), e.id))
+    # sessions in the order they started, a session's parts together in part (insertion) order
+    episodes = [w for w, _ in wanted if w.metadata["summary"] == EPISODE]
+    began: dict[str, float] = {}
+    for e in episodes:
+        began[e.session_id or ""] = min(began.get(e.session_id or "", e.metadata["started"]), e.metadata["started"])
+    episodes.sort(key=lambda e: (began[e.session_id or ""], e.session_id or "", e.metadata.get("part", 1), e.id))
     for a, b in zip(episodes, episodes[1:]):
         want_edges[(a.id, BEFORE, b.id)] = Edge(a.id, b.id, BEFORE)
     all_summary_ids = sorted({s.id for s in existing} | wanted_ids)
