@@ -9,9 +9,7 @@ LoCoMo dev questions.
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 
 from memos_integrations.textual import minilm
 from memos_integrations.textual.embed import MiniLMEmbedder
+from tests.int8_exact import exact_int_mm
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,47 +48,11 @@ def int8(embedder: Any) -> MiniLMEmbedder:
     return e
 
 
-@contextlib.contextmanager
-def exact_int_mm(model: Any) -> Iterator[None]:
-    """Both int8 passes of ``model`` compute their int8 x int8 -> int32 products in float64 instead of
-    ``torch._int_mm``: the same int32 matrix, ~10x faster here.
-
-    Why: on this AVX2-only CPU oneDNN's int8 product is a reference kernel, ~60x slower than fp32 (13 ms
-    of CPU per token per pass); the reference rows and the first test's ~120 passes cost ~25 s. The
-    products are exact either way: every term and partial sum is an integer of magnitude at most
-    127 * 127 * 1536 < 2**25, which float64 (53-bit mantissa) holds exactly in any summation order, so
-    the int32 results are identical and every float op around them runs on the same values. The other
-    tests of this module run the real ``torch._int_mm`` and compare with these reference rows, so the
-    equality is checked on the real kernel too (texts 8, 9-12, 11 (256 tokens) and 16-18), and the
-    check below compares the two on the extreme sums."""
-    import torch
-
-    int8, real = model.int8_linears(), model.int8_linears().matmul
-    doubled: dict[int, tuple[Any, Any]] = {}  # weight -> (weight, as float64), made once per weight
-
-    def product(a: Any, b: Any) -> Any:
-        key = b.data_ptr()
-        if key not in doubled:
-            doubled[key] = (b, b.double())
-        return (a.double() @ doubled[key][1]).to(torch.int32)
-
-    extremes = torch.tensor([[127] * 1536, [-127] * 1536, [127, -127] * 768, [1] * 1536], dtype=torch.int8)
-    weights = torch.tensor([[127, -127, 1, 0]] * 1536, dtype=torch.int8)
-    assert torch.equal(product(extremes, weights), real(extremes, weights))
-    lean = model._fast  # the lean encoder, when built, holds its own reference to the product
-    int8.matmul = product
-    if lean is not None:
-        lean.matmul = product
-    try:
-        yield
-    finally:
-        int8.matmul = real
-        for encoder in {id(e): e for e in (lean, model._fast) if e is not None}.values():
-            encoder.matmul = real
-
-
 @pytest.fixture(scope="module")
 def reference(int8: MiniLMEmbedder) -> np.ndarray:
+    """Each text's reference row alone, its int8 products in float64 (tests/int8_exact.py: the same int32
+    matrices, ~10x faster here). The tests after the first run the real ``torch._int_mm`` and compare with
+    these rows (texts 8, 9-12, 11 (256 tokens), 16-18): the two kernels' agreement is checked here too."""
     model = int8._model
     model.int8_fast = False
     try:
