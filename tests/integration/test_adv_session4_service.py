@@ -317,7 +317,7 @@ def test_node_json_cannot_make_the_service_fetch_open_or_blow_up(svc: Svc, tmp_p
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         fetched = _llama_add(svc, {"image_url": f"http://127.0.0.1:{server.server_port}/internal.png"}, ImageDocument)
         assert fetched.status_code == 422 and hits == [], (fetched.text, hits)

@@ -31,6 +31,7 @@ def fake_vector(text: str, dim: int) -> list[float]:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # TCP_NODELAY: no ~40 ms delayed-ACK wait between the headers and the body
     requests: list[dict[str, Any]] = []
 
     def do_POST(self) -> None:  # noqa: N802
@@ -56,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
 def server(monkeypatch) -> Iterator[tuple[str, list[dict[str, Any]]]]:  # type: ignore[no-untyped-def]
     _Handler.requests = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)  # shutdown: no 0.5 s wait
     thread.start()
     monkeypatch.setenv("STANDIN_EMBED_KEY", "sk-test-standin")
     yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", _Handler.requests
