@@ -240,6 +240,8 @@ def _local_notes(store: Any, base: Any, wanted: Sequence[str], scope: Scope | No
     raw = base.cube.store
     found = raw.get_items(list(wanted))
     conflicts = flagged_conflicts(base.cube, [found[i] for i in wanted if i in found])
+    if conflicts:  # a store value past its TTL is invisible to every store read (its index item lives till a sweep)
+        conflicts = _unexpired(base, conflicts)
     principal = (store.acting() or _principal(scope)) if conflicts else None
     if principal is not None:
         others = raw.get_items(sorted({c.other_id for cs in conflicts.values() for c in cs}))
@@ -253,6 +255,22 @@ def _local_notes(store: Any, base: Any, wanted: Sequence[str], scope: Scope | No
 
         conflicts = {i: [c for c in cs if shown(others.get(c.other_id))] for i, cs in conflicts.items()}
     return {i: [c.short() for c in cs] for i, cs in conflicts.items() if cs}
+
+
+def _unexpired(base: Any, conflicts: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """``conflicts`` less the other memories that are index items of a store value no longer live (expired)."""
+    from . import store_logic as L
+
+    others = base.cube.store.get_items(sorted({c.other_id for cs in conflicts.values() for c in cs}))
+    keyed: dict[str, tuple[str, str]] = {}
+    for oid, other in others.items():
+        where = other.metadata.get("lg_store")
+        if isinstance(where, dict) and where.get("namespace") and isinstance(where.get("key"), str):
+            keyed[oid] = (L.encode(tuple(where["namespace"])), where["key"])
+    if not keyed:
+        return conflicts
+    live = base.tables.rows_for(sorted(set(keyed.values())), base.clock())
+    return {i: [c for c in cs if c.other_id not in keyed or keyed[c.other_id] in live] for i, cs in conflicts.items()}
 
 
 def _principal(scope: Scope | None) -> Any:

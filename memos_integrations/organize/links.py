@@ -189,7 +189,8 @@ def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[
 
     Only a conflict whose other memory is live (not archived, deleted or superseded), of the same
     user as the hit and of its agent (or of none) is returned: a link never shows a memory of another
-    user, nor one another agent of the user keeps to itself. A cube
+    user, nor one another agent of the user keeps to itself; and only while the two texts as they read now
+    still disagree on the link's attribute (one edited since the link was written: no note). A cube
     without a local graph has none to show here: ``{}`` (a remote cube answers :func:`conflict_notes`
     through its own ``conflict_notes``, computed by the service as this function).
     """
@@ -204,6 +205,7 @@ def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[
     others = store.get_items(sorted({o for _, o in pairs}))
     meta = {(e.src, e.dst): e.metadata for e in links}
     now = utcnow()
+    said: dict[str, list[Attribute]] = {}
     out: dict[str, list[Conflict]] = {}
     for hit_id, other_id in sorted(set(pairs)):
         hit, other = by_id[hit_id], others.get(other_id)
@@ -211,9 +213,28 @@ def flagged_conflicts(cube: Any, items: Sequence[MemoryItem]) -> dict[str, list[
                 or other.agent_id not in (None, hit.agent_id) or (other.valid_to is not None and other.valid_to <= now):
             continue
         m = meta.get((hit_id, other_id)) or meta.get((other_id, hit_id)) or {}
+        if not _still_disagree(hit, other, m, said):
+            continue
         out.setdefault(hit_id, []).append(Conflict(other_id, memory_text(other), str(m.get("entity", "")),
                                                    str(m.get("attribute", ""))))
     return out
+
+
+def _still_disagree(a: MemoryItem, b: MemoryItem, link: dict[str, Any], said: dict[str, list[Attribute]]) -> bool:
+    """Whether ``a`` and ``b`` as they read now still state ``link``'s entity and attribute with different
+    values: a memory edited since the organiser wrote the link (new text, same id) may no longer say it, or
+    may now agree; the link goes at the next pass, the note at once. A link naming no entity and attribute
+    (an application's own) has nothing to check it by and holds. ``said``: statements by item id (a cache)."""
+    entity, attribute = link.get("entity"), link.get("attribute")
+    if not isinstance(entity, str) or not isinstance(attribute, str) or not entity or not attribute:
+        return True
+    key = f"{entity.lower()}|{attribute}"
+    for it in (a, b):
+        if it.id not in said:
+            said[it.id] = statements(it)
+    mine = [s.value for s in said[a.id] if s.key == key]
+    theirs = [s.value for s in said[b.id] if s.key == key]
+    return any(not same_value(x, y) for x in mine for y in theirs)
 
 
 def conflict_notes(cube: Any, items: Sequence[MemoryItem], chars: int = 80) -> dict[str, list[str]]:
