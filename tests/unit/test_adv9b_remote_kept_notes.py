@@ -1,0 +1,64 @@
+"""Adversary (session 9b): a RemoteCube never answers notes its search kept from before a write through it.
+
+Found: ``_call`` dropped the kept notes when a write was *sent*, but a search already in flight (answered by
+the service before the write landed) kept its page's notes when its response came back, after the write had
+finished: for the next 30 s ``conflict_notes`` of that page answered what the service said before the
+write (a deleted conflict still quoted), asking nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import httpx
+
+from memos_integrations.remote import RemoteCube
+
+ITEM = {"id": "m1", "text": "I live in Porto now.", "user_id": "ana"}
+
+
+class Service:
+    """A stand-in: a search that answers only once released (the service read the page before the write)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.searching = threading.Event()
+        self.asked: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.asked.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/v1/memories/search":
+            self.searching.set()
+            assert self.release.wait(5)
+            return httpx.Response(200, json={"hits": [{"item": ITEM, "score": 1.0, "ranks": {}}],
+                                             "conflicts": {"m1": ["I live in Lisbon."]}})
+        if request.url.path == "/v1/faces/conflicts":
+            assert json.loads(request.content)["ids"] == ["m1"]
+            return httpx.Response(200, json={"conflicts": {}})  # the conflicting memory is gone now
+        return httpx.Response(200, json={"deleted": 1})
+
+
+def test_a_search_answered_before_a_write_keeps_no_notes_after_it() -> None:
+    service = Service()
+    cube = RemoteCube("http://service.invalid", "key", client=httpx.Client(transport=httpx.MockTransport(service)))
+    page: list[Any] = []
+    searcher = threading.Thread(target=lambda: page.extend(cube.search("where do I live?")))
+    searcher.start()
+    assert service.searching.wait(5)
+    cube.delete("m0")  # through this cube, while the search is in flight (it read the page before)
+    service.release.set()
+    searcher.join(5)
+    assert [h.item.id for h in page] == ["m1"]
+    assert cube.conflict_notes([h.item for h in page]) == {}  # asked again, not the pre-write answer
+    assert service.asked[-1] == "POST /v1/faces/conflicts"
+
+
+def test_a_search_after_the_write_keeps_its_notes() -> None:
+    service = Service()
+    service.release.set()
+    cube = RemoteCube("http://service.invalid", "key", client=httpx.Client(transport=httpx.MockTransport(service)))
+    cube.delete("m0")
+    page = cube.search("where do I live?")
+    assert cube.conflict_notes([h.item for h in page]) == {"m1": ["I live in Lisbon."]}
+    assert "POST /v1/faces/conflicts" not in service.asked  # one request for the page
