@@ -122,6 +122,7 @@ class RemoteCube:
         self._ask_notes = True  # False once a service refuses the search's "conflicts" field (an older one)
         self._notes_lock = threading.Lock()
         self._pages: deque[tuple[float, frozenset[str], dict[str, list[str]]]] = deque(maxlen=NOTES_PAGES)
+        self._writes = 0  # writes through this cube begun or ended: a search overlapping one keeps no notes
         #: seconds a conflict-notes request of its own may take (:data:`NOTES_TIMEOUT_S`, never more than ``timeout``)
         self.notes_timeout = min(NOTES_TIMEOUT_S, timeout)
 
@@ -293,9 +294,10 @@ class RemoteCube:
         # a user_id filters to that user's memories, as MemCube.search does (the faces' route); none: the
         # whole cube, everything the key's user may read (MOS semantics, as a MemCube with no user_id)
         route = "/v1/memories/search" if user_id is None else "/v1/faces/search"
+        writes = self._writes  # a write through this cube before the answer comes: its notes may predate it
         data = self._search(route, body)
         page = [_to_hit(h) for h in _field(data, "hits", list)]
-        self._keep_notes(page, data.get("conflicts"))
+        self._keep_notes(page, data.get("conflicts"), writes)
         return page
 
     def _search(self, route: str, body: dict[str, Any]) -> Any:
@@ -311,15 +313,17 @@ class RemoteCube:
             self._ask_notes = False
             return self._call("POST", route, json=body)
 
-    def _keep_notes(self, hits: Sequence[SearchHit], notes: Any) -> None:
+    def _keep_notes(self, hits: Sequence[SearchHit], notes: Any, writes: int) -> None:
         """Remember a page's notes (answered with its search) for :meth:`conflict_notes`; a malformed answer is
-        not kept (the conflicts route is asked instead)."""
+        not kept (the conflicts route is asked instead), nor one whose search overlapped a write through this
+        cube (``writes``: the write count when it was sent; the service may have read the page before the write)."""
         ids = frozenset(h.item.id for h in hits)
         if not isinstance(notes, dict) or not ids or not all(
                 k in ids and isinstance(v, list) and all(isinstance(n, str) for n in v) for k, v in notes.items()):
             return
         with self._notes_lock:
-            self._pages.append((time.monotonic(), ids, notes))
+            if self._writes == writes:
+                self._pages.append((time.monotonic(), ids, notes))
 
     def _known_notes(self, ids: Sequence[str], chars: int) -> dict[str, list[str]] | None:
         """The notes of ``ids`` if one recent search answered them all (at its length), else None."""
@@ -448,12 +452,24 @@ class RemoteCube:
     # -- internals -----------------------------------------------------------------------------------
     def _call(self, method: str, route: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
               timeout: float | None = None) -> Any:
+        query = dict(params or {})
+        write = method != "GET" and route not in _READ_POSTS
+        if write:  # a write may change what the kept notes say
+            self._forget_notes()
+        try:
+            return self._request(method, route, json, query, timeout)
+        finally:
+            if write:  # and a search answered while it ran must not keep notes read before it
+                self._forget_notes()
+
+    def _forget_notes(self) -> None:
+        with self._notes_lock:
+            self._pages.clear()
+            self._writes += 1
+
+    def _request(self, method: str, route: str, json: Any, query: dict[str, Any], timeout: float | None) -> Any:
         import httpx
 
-        query = dict(params or {})
-        if method != "GET" and route not in _READ_POSTS:  # a write may change what the kept notes say
-            with self._notes_lock:
-                self._pages.clear()
         if self._cube_param:  # in a POST's body; in the query of the per-item routes (GET, PATCH, DELETE)
             if method == "POST":
                 json = {**(json or {}), "cube_id": self._cube_param}
