@@ -62,3 +62,28 @@ def test_a_search_after_the_write_keeps_its_notes() -> None:
     page = cube.search("where do I live?")
     assert cube.conflict_notes([h.item for h in page]) == {"m1": ["I live in Lisbon."]}
     assert "POST /v1/faces/conflicts" not in service.asked  # one request for the page
+
+
+def test_an_error_quoting_conflicts_colon_never_turns_the_notes_off() -> None:
+    """The fallback for an older service keyed on ``"conflicts:"`` in any refusal: a time the service cannot
+    read that holds those words (a model's tool argument) switched this cube's notes off for good, every
+    later page two requests. Only a search the service answers once the field is left out turns them off."""
+    sent: list[dict[str, Any]] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body)
+        if body.get("time_from") == "conflicts: soon":
+            return httpx.Response(400, json={"error": {"type": "InvalidInputError", "message":
+                                             "cannot read 'conflicts: soon' as a time; use ISO 8601"}})
+        return httpx.Response(200, json={"hits": [{"item": ITEM, "score": 1.0, "ranks": {}}], "conflicts": {}})
+
+    cube = RemoteCube("http://service.invalid", "key", client=httpx.Client(transport=httpx.MockTransport(service)))
+    try:
+        cube.search("where?", time_from="conflicts: soon")
+    except Exception as exc:  # the service's refusal, as it said it
+        assert "cannot read 'conflicts: soon'" in str(exc)
+    else:
+        raise AssertionError("the refusal was swallowed")
+    cube.search("where?")
+    assert sent[-1].get("conflicts") is True  # still asks for its notes with the search
