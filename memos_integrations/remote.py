@@ -309,9 +309,11 @@ class RemoteCube:
         except (InvalidInputError, InvalidTypeError) as exc:
             if "conflicts:" not in str(exc):  # an older service: "conflicts: Extra inputs are not permitted"
                 raise
-            log.info("%s does not answer conflict notes with a search; asking /v1/faces/conflicts instead", self.base_url)
-            self._ask_notes = False
-            return self._call("POST", route, json=body)
+        # without the field: refused again, it was not about the field (a text quoting "conflicts:"), notes stay on
+        data = self._call("POST", route, json=body)
+        log.info("%s does not answer conflict notes with a search; asking /v1/faces/conflicts instead", self.base_url)
+        self._ask_notes = False
+        return data
 
     def _keep_notes(self, hits: Sequence[SearchHit], notes: Any, writes: int) -> None:
         """Remember a page's notes (answered with its search) for :meth:`conflict_notes`; a malformed answer is
