@@ -310,9 +310,8 @@ class RemoteCube:
             if "conflicts:" not in str(exc):  # an older service: "conflicts: Extra inputs are not permitted"
                 raise
         # without the field: refused again, it was not about the field (a text quoting "conflicts:"), notes stay on
-        data = self._call("POST", route, json=body)
+        data, self._ask_notes = self._call("POST", route, json=body), False
         log.info("%s does not answer conflict notes with a search; asking /v1/faces/conflicts instead", self.base_url)
-        self._ask_notes = False
         return data
 
     def _keep_notes(self, hits: Sequence[SearchHit], notes: Any, writes: int) -> None:
