@@ -87,3 +87,30 @@ def test_an_error_quoting_conflicts_colon_never_turns_the_notes_off() -> None:
         raise AssertionError("the refusal was swallowed")
     cube.search("where?")
     assert sent[-1].get("conflicts") is True  # still asks for its notes with the search
+
+
+def test_kept_notes_are_never_another_users_page_with_the_same_ids() -> None:
+    """One RemoteCube (an admin key, no cube_id) serving two users: each search is that user's default cube.
+    A LangGraph store value's index item id is a hash of its namespace, key and field only, so the same value
+    slot in two users' cubes is the same id in both. Alice's page, then Bob's (another thread), then Alice's
+    notes: the kept pages matched by id alone answered Bob's conflict texts for Alice's page."""
+    same = "lg-0123456789abcdef0123456789abcdef"
+    texts = {"alice": "I live in Lisbon.", "bob": "I live in Madrid."}
+    asked: list[dict[str, Any]] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        asked.append(body)
+        if request.url.path == "/v1/faces/conflicts":
+            return httpx.Response(200, json={"conflicts": {same: ["(asked again)"]}})
+        user = body["user_id"]
+        item = {"id": same, "text": "I live in Porto now.", "user_id": user, "cube_id": f"{user}_default"}
+        return httpx.Response(200, json={"hits": [{"item": item, "score": 1.0, "ranks": {}}],
+                                         "conflicts": {same: [texts[user]]}})
+
+    cube = RemoteCube("http://service.invalid", "admin-key",
+                      client=httpx.Client(transport=httpx.MockTransport(service)))
+    alice = cube.search("where?", user_id="alice")
+    bob = cube.search("where?", user_id="bob")
+    assert cube.conflict_notes([h.item for h in bob]) == {same: ["I live in Madrid."]}
+    assert cube.conflict_notes([h.item for h in alice]) in ({same: ["I live in Lisbon."]}, {same: ["(asked again)"]})
