@@ -73,8 +73,7 @@ PAGE = 500
 NOTE_CHARS = 80
 #: how long (seconds) and how many of its latest pages' notes a RemoteCube answers conflict_notes from
 NOTES_FRESH_S, NOTES_PAGES = 30.0, 8
-#: at most this many seconds for a conflict-notes request of its own: a context never waits a whole client
-#: timeout (30 s by default) for the notes it can do without (``RemoteCube.notes_timeout``)
+#: seconds a conflict-notes request of its own may take: never a whole client timeout (``RemoteCube.notes_timeout``)
 NOTES_TIMEOUT_S = 5.0
 #: the POST routes that change no memory: any other write drops the notes kept from searches
 _READ_POSTS = frozenset({"/v1/memories/search", "/v1/faces/search", "/v1/faces/conflicts", "/v1/faces/memories",
@@ -121,7 +120,7 @@ class RemoteCube:
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self._ask_notes = True  # False once a service refuses the search's "conflicts" field (an older one)
         self._notes_lock = threading.Lock()
-        self._pages: deque[tuple[float, frozenset[str], dict[str, list[str]]]] = deque(maxlen=NOTES_PAGES)
+        self._pages: deque[tuple[float, frozenset[tuple[Any, ...]], dict[str, list[str]]]] = deque(maxlen=NOTES_PAGES)
         self._writes = 0  # writes through this cube begun or ended: a search overlapping one keeps no notes
         #: seconds a conflict-notes request of its own may take (:data:`NOTES_TIMEOUT_S`, never more than ``timeout``)
         self.notes_timeout = min(NOTES_TIMEOUT_S, timeout)
@@ -315,26 +314,23 @@ class RemoteCube:
         return data
 
     def _keep_notes(self, hits: Sequence[SearchHit], notes: Any, writes: int) -> None:
-        """Remember a page's notes (answered with its search) for :meth:`conflict_notes`; a malformed answer is
-        not kept (the conflicts route is asked instead), nor one whose search overlapped a write through this
-        cube (``writes``: the write count when it was sent; the service may have read the page before the write)."""
+        """Keep a page's notes unless malformed or its search overlapped a write (``writes``: the count at sending)."""
         ids = frozenset(h.item.id for h in hits)
         if not isinstance(notes, dict) or not ids or not all(
                 k in ids and isinstance(v, list) and all(isinstance(n, str) for n in v) for k, v in notes.items()):
             return
         with self._notes_lock:
             if self._writes == writes:
-                self._pages.append((time.monotonic(), ids, notes))
+                self._pages.append((time.monotonic(), frozenset(_whose(h.item) for h in hits), notes))
 
-    def _known_notes(self, ids: Sequence[str], chars: int) -> dict[str, list[str]] | None:
-        """The notes of ``ids`` if one recent search answered them all (at its length), else None."""
-        if chars != NOTE_CHARS:
-            return None
-        wanted, now = set(ids), time.monotonic()
+    def _known_notes(self, items: Sequence[MemoryItem], chars: int) -> dict[str, list[str]] | None:
+        """The notes of ``items`` if a recent search answered them all (at its length; by id, user, agent and
+        cube: one id can be in two cubes, a LangGraph value's index id hashes its namespace and key), else None."""
+        wanted, now = {_whose(it) for it in items}, time.monotonic()
         with self._notes_lock:
             for at, page, notes in reversed(self._pages):
-                if now - at <= NOTES_FRESH_S and wanted <= page:
-                    return {i: list(notes[i]) for i in ids if i in notes}
+                if chars == NOTE_CHARS and now - at <= NOTES_FRESH_S and wanted <= page:
+                    return {i: list(notes[i]) for i in dict.fromkeys(it.id for it in items) if i in notes}
         return None
 
     def get(self, item_id: str) -> MemoryItem:
@@ -405,7 +401,7 @@ class RemoteCube:
         ids = list(dict.fromkeys(it.id for it in items))
         if not ids:
             return {}
-        known = self._known_notes(ids, chars)  # a page this cube just searched: answered with it
+        known = self._known_notes(items, chars)  # a page this cube just searched: answered with it
         if known is not None:
             return known
         found = _field(self._call("POST", "/v1/faces/conflicts", json={"ids": ids, "chars": chars},
@@ -454,13 +450,12 @@ class RemoteCube:
     def _call(self, method: str, route: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
               timeout: float | None = None) -> Any:
         query = dict(params or {})
-        write = method != "GET" and route not in _READ_POSTS
-        if write:  # a write may change what the kept notes say
+        if write := method != "GET" and route not in _READ_POSTS:  # a write may change what kept notes say
             self._forget_notes()
         try:
             return self._request(method, route, json, query, timeout)
-        finally:
-            if write:  # and a search answered while it ran must not keep notes read before it
+        finally:  # and a search answered while it ran must not keep notes read before it
+            if write:
                 self._forget_notes()
 
     def _forget_notes(self) -> None:
@@ -507,6 +502,10 @@ class RemoteCube:
             raise InvalidInputError(
                 f"RemoteCube.{what} cannot send {given}: the REST API has no field for them yet; leave them unset, "
                 "or use a local MemCube for that query")
+
+
+def _whose(item: MemoryItem) -> tuple[Any, ...]:
+    return (item.id, item.user_id, item.agent_id, item.cube_id)
 
 
 def _to_item(data: Any) -> MemoryItem:
