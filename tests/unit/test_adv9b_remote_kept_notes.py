@@ -114,3 +114,20 @@ def test_kept_notes_are_never_another_users_page_with_the_same_ids() -> None:
     bob = cube.search("where?", user_id="bob")
     assert cube.conflict_notes([h.item for h in bob]) == {same: ["I live in Madrid."]}
     assert cube.conflict_notes([h.item for h in alice]) in ({same: ["I live in Lisbon."]}, {same: ["(asked again)"]})
+
+
+def test_a_kept_page_of_an_older_version_never_answers_for_the_current_one() -> None:
+    """``search(as_of=...)`` answers a memory's older version (same id, its old text) with notes computed for that
+    text; the current version's page, searched before it, must still get its own notes."""
+
+    def service(request: httpx.Request) -> httpx.Response:
+        old = "as_of" in json.loads(request.content)
+        item = {**ITEM, "version": 1 if old else 2, "text": "I live in Braga." if old else ITEM["text"]}
+        return httpx.Response(200, json={"hits": [{"item": item, "score": 1.0, "ranks": {}}],
+                                         "conflicts": {"m1": ["(of the old text)" if old else "I live in Lisbon."]}})
+
+    cube = RemoteCube("http://service.invalid", "key", client=httpx.Client(transport=httpx.MockTransport(service)))
+    now = cube.search("where?")
+    then = cube.search("where?", as_of="2023-05-01T00:00:00+00:00")
+    assert cube.conflict_notes([h.item for h in now]) == {"m1": ["I live in Lisbon."]}
+    assert cube.conflict_notes([h.item for h in then]) == {"m1": ["(of the old text)"]}
