@@ -324,7 +324,7 @@ class RemoteCube:
                 self._pages.append((time.monotonic(), frozenset(_whose(h.item) for h in hits), notes))
 
     def _known_notes(self, items: Sequence[MemoryItem], chars: int) -> dict[str, list[str]] | None:
-        """The notes of ``items`` if a recent search answered them all (at its length; by id, user, agent and
+        """The notes of ``items`` if a recent search answered them all (at its length; by id, version, user, agent,
         cube: one id can be in two cubes, a LangGraph value's index id hashes its namespace and key), else None."""
         wanted, now = {_whose(it) for it in items}, time.monotonic()
         with self._notes_lock:
@@ -505,7 +505,7 @@ class RemoteCube:
 
 
 def _whose(item: MemoryItem) -> tuple[Any, ...]:
-    return (item.id, item.user_id, item.agent_id, item.cube_id)
+    return (item.id, item.version, item.user_id, item.agent_id, item.cube_id)
 
 
 def _to_item(data: Any) -> MemoryItem:
