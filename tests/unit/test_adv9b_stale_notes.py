@@ -64,3 +64,17 @@ def test_the_langgraph_notes_never_quote_an_expired_or_overwritten_value(cube: M
     store.clock = now
     store.put(NS, "a", {"text": "I like tea."})  # the same key, a new value: its index item keeps its id
     assert "conflicts" not in str(recall(ASK, ANA)["memories"])
+
+
+def test_a_forged_store_origin_on_a_memory_never_breaks_the_recall(cube: MemCube) -> None:
+    """``metadata["lg_store"]`` is any writer's to set (``cube.add(metadata=...)``, ``POST /v1/memories``): one
+    naming a namespace of numbers, in conflict with a store value, made the notes raise a TypeError, and the
+    recall node with them. A namespace that is not a list of strings is no store value's."""
+    from memos_integrations.langgraph import MemOSStore, make_recall_node
+
+    store = MemOSStore(cube, index=True)
+    store.put(NS, "home", {"text": "I live in Braga."})
+    cube.add(memory="I live in Faro now.", user_id="ana", metadata={"lg_store": {"namespace": [1, None], "key": "k"}})
+    organize(cube, reader=None)
+    lines = make_recall_node(store, top_k=5)(ASK, ANA)["memories"]
+    assert lines[0].startswith("I live in Braga.")
