@@ -264,9 +264,10 @@ def _unexpired(base: Any, conflicts: dict[str, list[Any]]) -> dict[str, list[Any
     others = base.cube.store.get_items(sorted({c.other_id for cs in conflicts.values() for c in cs}))
     keyed: dict[str, tuple[str, str]] = {}
     for oid, other in others.items():
-        where = other.metadata.get("lg_store")
-        if isinstance(where, dict) and where.get("namespace") and isinstance(where.get("key"), str):
-            keyed[oid] = (L.encode(tuple(where["namespace"])), where["key"])
+        where = other.metadata.get("lg_store")  # any writer's metadata: only a namespace of strings is a store's
+        ns = where.get("namespace") if isinstance(where, dict) else None
+        if isinstance(ns, list) and ns and all(isinstance(n, str) for n in ns) and isinstance(where.get("key"), str):
+            keyed[oid] = (L.encode(tuple(ns)), where["key"])
     if not keyed:
         return conflicts
     live = base.tables.rows_for(sorted(set(keyed.values())), base.clock())
