@@ -95,9 +95,8 @@ def leader_clusters(ids: Sequence[str], vectors: np.ndarray, threshold: float, m
         chosen = -1
         if clusters:
             sims = leaders[: len(clusters)] @ v
-            for c in np.argsort(-sims, kind="stable"):
-                if sims[c] < threshold:
-                    break
+            near = np.flatnonzero(sims >= threshold)  # only these are candidates: sort them, not every leader
+            for c in near[np.argsort(-sims[near], kind="stable")]:
                 if len(clusters[c].members) < max_size or (
                         words is not None and near_duplicate(words[n], words[heads[c]])):
                     chosen = int(c)
