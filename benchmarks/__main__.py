@@ -20,6 +20,8 @@ BENCHES = [
     ("storage: SQLite vs PostgreSQL cube, writers, scale", ["-m", "benchmarks.bench_postgres"]),
     ("service: REST under load", ["-m", "benchmarks.bench_service"]),
     ("service: CPU per request of the rate limit and the access log", ["-m", "benchmarks.bench_service_costs"]),
+    ("service: a RemoteCube face page with its conflict notes, one request or two",
+     ["-m", "benchmarks.bench_remote_conflict_page", "--pages", "300"]),
     ("LangChain", ["-m", "benchmarks.bench_langchain"]),
     ("LangGraph", ["-m", "benchmarks.bench_langgraph"]),
     ("tool memory: recording overhead per tool call", ["-m", "benchmarks.bench_toolmem"]),
