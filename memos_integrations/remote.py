@@ -472,9 +472,9 @@ class RemoteCube:
             else:
                 query["cube_id"] = self._cube_param
         try:
+            extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}  # none: the client's own
             response = self._http.request(method, self.base_url + route, json=json, params=query or None,
-                                          headers=self._headers,
-                                          timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+                                          headers=self._headers, **extra)
         except httpx.TimeoutException as exc:
             raise BackendError(f"{method} {route} on {self.base_url} timed out ({exc}); retry, or raise timeout=") from exc
         except httpx.TransportError as exc:
